@@ -1,0 +1,88 @@
+import Foundation
+
+/// An OTLP attribute value, decoded for the query path.
+public indirect enum AttributeValue: Sendable, Equatable {
+    case string(String)
+    case bool(Bool)
+    case int(Int64)
+    case double(Double)
+    case bytes([UInt8])
+    case array([AttributeValue])
+    case kvlist([Attribute])
+    case empty
+
+    /// Strings and integers as run IDs use them.
+    public var scalarString: String? {
+        switch self {
+        case .string(let s): s.isEmpty ? nil : s
+        case .int(let i): String(i)
+        default: nil
+        }
+    }
+
+    /// A short human form for the CLI tree.
+    public var displayString: String {
+        switch self {
+        case .string(let s): s
+        case .bool(let b): String(b)
+        case .int(let i): String(i)
+        case .double(let d): String(d)
+        case .bytes(let b): Data(b).base64EncodedString()
+        case .array(let a): "[" + a.map(\.displayString).joined(separator: ", ") + "]"
+        case .kvlist(let kv): "{" + kv.map { "\($0.key): \($0.value.displayString)" }.joined(separator: ", ") + "}"
+        case .empty: ""
+        }
+    }
+}
+
+public struct Attribute: Sendable, Equatable {
+    public var key: String
+    public var value: AttributeValue
+
+    public init(_ key: String, _ value: AttributeValue) {
+        self.key = key
+        self.value = value
+    }
+}
+
+extension [Attribute] {
+    public subscript(key: String) -> AttributeValue? {
+        first(where: { $0.key == key })?.value
+    }
+}
+
+// The query API shows attributes as a JSON object, values in their natural JSON type.
+extension AttributeValue: Encodable {
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .bool(let b): try c.encode(b)
+        case .int(let i): try c.encode(i)
+        case .double(let d): if d.isFinite { try c.encode(d) } else { try c.encode(String(d)) }
+        case .bytes(let b): try c.encode(Data(b).base64EncodedString())
+        case .array(let a): try c.encode(a)
+        case .kvlist(let kv): try c.encode(AttributeMap(kv))
+        case .empty: try c.encodeNil()
+        }
+    }
+}
+
+/// Encodes attributes as one JSON object, keeping their order.
+public struct AttributeMap: Encodable, Sendable {
+    public var attributes: [Attribute]
+
+    public init(_ attributes: [Attribute]) { self.attributes = attributes }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        for a in attributes { try c.encode(a.value, forKey: Key(stringValue: a.key)) }
+    }
+}

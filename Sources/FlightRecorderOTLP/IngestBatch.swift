@@ -1,0 +1,55 @@
+/// What the index needs to know about one accepted span. Built on the ingest path straight
+/// from protobuf-c structs, so no per-attribute Swift objects are made.
+public struct SpanIndexEntry: Sendable, Equatable {
+    public var traceID: TraceID
+    public var spanID: SpanID
+    /// Zero when the span is a root.
+    public var parentSpanID: SpanID
+    public var startNanos: UInt64
+    public var endNanos: UInt64
+    public var isError: Bool
+    /// The run named on the span or its resource (`RunIdentity`); nil if neither names one.
+    public var explicitRunID: String?
+    /// Index into `IngestBatch.resources`.
+    public var resource: Int32
+
+    public init(
+        traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, startNanos: UInt64, endNanos: UInt64,
+        isError: Bool, explicitRunID: String?, resource: Int32
+    ) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.startNanos = startNanos
+        self.endNanos = endNanos
+        self.isError = isError
+        self.explicitRunID = explicitRunID
+        self.resource = resource
+    }
+}
+
+/// The resource facts that run summaries show.
+public struct ResourceFacts: Sendable, Equatable {
+    public var agent: String?
+    public var tenant: String?
+
+    public init(agent: String?, tenant: String?) {
+        self.agent = agent
+        self.tenant = tenant
+    }
+}
+
+/// One decoded, validated export request, ready for the store: its spans as a serialized
+/// `TracesData` fragment (a run of `resource_spans` fields) plus the facts the index needs.
+public struct IngestBatch: Sendable {
+    /// Serialized `resource_spans` fields. Fragments concatenate into a valid `TracesData`.
+    public var payload: [UInt8]
+    public var spans: [SpanIndexEntry]
+    public var resources: [ResourceFacts]
+
+    public init(payload: [UInt8], spans: [SpanIndexEntry], resources: [ResourceFacts]) {
+        self.payload = payload
+        self.spans = spans
+        self.resources = resources
+    }
+}

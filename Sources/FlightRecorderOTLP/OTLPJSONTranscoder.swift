@@ -1,0 +1,317 @@
+public import Foundation
+
+/// Converts an OTLP/JSON `ExportTraceServiceRequest` into the protobuf wire format, so both
+/// encodings share one ingest path after this step.
+///
+/// Follows the OTLP/JSON mapping: lowerCamelCase keys (snake_case accepted too), trace and
+/// span IDs as hex strings, int64 values as strings or numbers, enums as integers (names
+/// accepted), `bytesValue` as base64, and unknown fields ignored.
+public enum OTLPJSONTranscoder {
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        /// JSON path of the offending field, for example `resourceSpans[0].scopeSpans[1].spans[3].traceId`.
+        public var path: String
+        public var reason: String
+        public var description: String { path.isEmpty ? reason : "\(path): \(reason)" }
+    }
+
+    public static func transcodeExportRequest(_ data: Data) throws(Failure) -> [UInt8] {
+        let root: JSONValue
+        do {
+            root = try JSONValue.parse(data)
+        } catch {
+            throw Failure(path: "", reason: "body is not valid JSON")
+        }
+        var w = ProtobufWriter(capacity: data.count)
+        var t = Walker()
+        try t.request(root, into: &w)
+        return w.bytes
+    }
+
+    /// Walks JSON values and writes protobuf fields, tracking the path for error messages.
+    struct Walker {
+        var path: [String] = []
+
+        func fail(_ reason: String) -> Failure {
+            Failure(path: path.joined(separator: "."), reason: reason)
+        }
+
+        func object(_ v: JSONValue) throws(Failure) -> [String: JSONValue] {
+            guard case .object(let o) = v else { throw fail("expected an object") }
+            return o
+        }
+
+        /// Looks a field up by its lowerCamelCase name, then its snake_case name.
+        func field(_ o: [String: JSONValue], _ camel: String) -> JSONValue? {
+            if let v = o[camel], v != .null { return v }
+            let snake = camel.reduce(into: "") { acc, ch in
+                if ch.isUppercase { acc += "_" + ch.lowercased() } else { acc.append(ch) }
+            }
+            if let v = o[snake], v != .null { return v }
+            return nil
+        }
+
+        mutating func each(
+            _ o: [String: JSONValue], _ name: String, _ body: (inout Walker, JSONValue) throws(Failure) -> Void
+        ) throws(Failure) {
+            guard let v = field(o, name) else { return }
+            guard case .array(let items) = v else {
+                path.append(name)
+                throw fail("expected an array")
+            }
+            for (i, item) in items.enumerated() {
+                path.append("\(name)[\(i)]")
+                try body(&self, item)
+                path.removeLast()
+            }
+        }
+
+        mutating func nested(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter,
+            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(Failure) -> Void
+        ) throws(Failure) {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            let inner = try object(v)
+            var sub = ProtobufWriter()
+            try body(&self, inner, &sub)
+            w.bytesField(number, sub.bytes)
+            path.removeLast()
+        }
+
+        mutating func repeatedMessage(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter,
+            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(Failure) -> Void
+        ) throws(Failure) {
+            try each(o, name) { (walker: inout Walker, item: JSONValue) throws(Failure) in
+                let inner = try walker.object(item)
+                var sub = ProtobufWriter()
+                try body(&walker, inner, &sub)
+                w.bytesField(number, sub.bytes)
+            }
+        }
+
+        mutating func string(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            guard let v = field(o, name) else { return }
+            guard case .string(let s) = v else {
+                path.append(name)
+                throw fail("expected a string")
+            }
+            if !s.isEmpty { w.stringField(number, s) }
+        }
+
+        mutating func hexBytes(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            guard case .string(let s) = v else { throw fail("expected a hex string") }
+            guard let bytes = decodeHex(s) else { throw fail("is not a hex string") }
+            if !bytes.isEmpty { w.bytesField(number, bytes) }
+            path.removeLast()
+        }
+
+        func unsigned(_ v: JSONValue) throws(Failure) -> UInt64 {
+            switch v {
+            case .int(let i) where i >= 0: return UInt64(i)
+            case .uint(let u): return u
+            case .string(let s):
+                if let u = UInt64(s) { return u }
+                throw fail("expected an unsigned integer, got \"\(s.prefix(24))\"")
+            default: throw fail("expected an unsigned integer")
+            }
+        }
+
+        func signed(_ v: JSONValue) throws(Failure) -> Int64 {
+            switch v {
+            case .int(let i): return i
+            case .string(let s):
+                if let i = Int64(s) { return i }
+                throw fail("expected an integer, got \"\(s.prefix(24))\"")
+            default: throw fail("expected an integer")
+            }
+        }
+
+        mutating func fixed64(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            let u = try unsigned(v)
+            if u != 0 { w.fixed64Field(number, u) }
+            path.removeLast()
+        }
+
+        mutating func uint(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            let u = try unsigned(v)
+            guard u <= UInt64(UInt32.max) else { throw fail("out of range for uint32") }
+            if u != 0 { w.varintField(number, u) }
+            path.removeLast()
+        }
+
+        mutating func fixed32(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            let u = try unsigned(v)
+            guard u <= UInt64(UInt32.max) else { throw fail("out of range for fixed32") }
+            if u != 0 { w.fixed32Field(number, UInt32(u)) }
+            path.removeLast()
+        }
+
+        mutating func enumeration(
+            _ o: [String: JSONValue], _ name: String, field number: Int, names: [String], into w: inout ProtobufWriter
+        ) throws(Failure) {
+            guard let v = field(o, name) else { return }
+            path.append(name)
+            let value: UInt64
+            if case .string(let s) = v, let i = names.firstIndex(of: s) {
+                value = UInt64(i)
+            } else if case .string(let s) = v, UInt64(s) == nil {
+                throw fail("unknown enum value \"\(s.prefix(40))\"")
+            } else {
+                value = try unsigned(v)
+            }
+            if value != 0 { w.varintField(number, value) }
+            path.removeLast()
+        }
+
+        // MARK: Messages
+
+        mutating func request(_ v: JSONValue, into w: inout ProtobufWriter) throws(Failure) {
+            let o = try object(v)
+            try repeatedMessage(o, "resourceSpans", field: 1, into: &w) { t, rs, w throws(Failure) in
+                try t.nested(rs, "resource", field: 1, into: &w) { t, r, w throws(Failure) in
+                    try t.keyValues(r, "attributes", field: 1, into: &w)
+                    try t.uint(r, "droppedAttributesCount", field: 2, into: &w)
+                }
+                try t.repeatedMessage(rs, "scopeSpans", field: 2, into: &w) { t, ss, w throws(Failure) in
+                    try t.nested(ss, "scope", field: 1, into: &w) { t, sc, w throws(Failure) in
+                        try t.string(sc, "name", field: 1, into: &w)
+                        try t.string(sc, "version", field: 2, into: &w)
+                        try t.keyValues(sc, "attributes", field: 3, into: &w)
+                        try t.uint(sc, "droppedAttributesCount", field: 4, into: &w)
+                    }
+                    try t.repeatedMessage(ss, "spans", field: 2, into: &w) { t, s, w throws(Failure) in
+                        try t.span(s, into: &w)
+                    }
+                    try t.string(ss, "schemaUrl", field: 3, into: &w)
+                }
+                try t.string(rs, "schemaUrl", field: 3, into: &w)
+            }
+        }
+
+        static let spanKinds = [
+            "SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
+            "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER",
+        ]
+        static let statusCodes = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
+
+        mutating func span(_ s: [String: JSONValue], into w: inout ProtobufWriter) throws(Failure) {
+            try hexBytes(s, "traceId", field: 1, into: &w)
+            try hexBytes(s, "spanId", field: 2, into: &w)
+            try string(s, "traceState", field: 3, into: &w)
+            try hexBytes(s, "parentSpanId", field: 4, into: &w)
+            try string(s, "name", field: 5, into: &w)
+            try enumeration(s, "kind", field: 6, names: Self.spanKinds, into: &w)
+            try fixed64(s, "startTimeUnixNano", field: 7, into: &w)
+            try fixed64(s, "endTimeUnixNano", field: 8, into: &w)
+            try keyValues(s, "attributes", field: 9, into: &w)
+            try uint(s, "droppedAttributesCount", field: 10, into: &w)
+            try repeatedMessage(s, "events", field: 11, into: &w) { t, e, w throws(Failure) in
+                try t.fixed64(e, "timeUnixNano", field: 1, into: &w)
+                try t.string(e, "name", field: 2, into: &w)
+                try t.keyValues(e, "attributes", field: 3, into: &w)
+                try t.uint(e, "droppedAttributesCount", field: 4, into: &w)
+            }
+            try uint(s, "droppedEventsCount", field: 12, into: &w)
+            try repeatedMessage(s, "links", field: 13, into: &w) { t, l, w throws(Failure) in
+                try t.hexBytes(l, "traceId", field: 1, into: &w)
+                try t.hexBytes(l, "spanId", field: 2, into: &w)
+                try t.string(l, "traceState", field: 3, into: &w)
+                try t.keyValues(l, "attributes", field: 4, into: &w)
+                try t.uint(l, "droppedAttributesCount", field: 5, into: &w)
+                try t.fixed32(l, "flags", field: 6, into: &w)
+            }
+            try uint(s, "droppedLinksCount", field: 14, into: &w)
+            try nested(s, "status", field: 15, into: &w) { t, st, w throws(Failure) in
+                try t.string(st, "message", field: 2, into: &w)
+                try t.enumeration(st, "code", field: 3, names: Self.statusCodes, into: &w)
+            }
+            try fixed32(s, "flags", field: 16, into: &w)
+        }
+
+        mutating func keyValues(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+            throws(Failure)
+        {
+            try repeatedMessage(o, name, field: number, into: &w) { t, kv, w throws(Failure) in
+                try t.string(kv, "key", field: 1, into: &w)
+                try t.nested(kv, "value", field: 2, into: &w) { t, av, w throws(Failure) in
+                    try t.anyValue(av, into: &w)
+                }
+            }
+        }
+
+        mutating func anyValue(_ av: [String: JSONValue], into w: inout ProtobufWriter) throws(Failure) {
+            if let v = field(av, "stringValue") {
+                guard case .string(let s) = v else { throw fail("stringValue: expected a string") }
+                w.stringField(1, s)
+            } else if let v = field(av, "boolValue") {
+                guard case .bool(let b) = v else { throw fail("boolValue: expected true or false") }
+                w.varintField(2, b ? 1 : 0)
+            } else if let v = field(av, "intValue") {
+                path.append("intValue")
+                w.int64Field(3, try signed(v))
+                path.removeLast()
+            } else if let v = field(av, "doubleValue") {
+                let d: Double
+                switch v {
+                case .double(let x): d = x
+                case .int(let i): d = Double(i)
+                case .uint(let u): d = Double(u)
+                case .string(let s):
+                    switch s {
+                    case "NaN": d = .nan
+                    case "Infinity": d = .infinity
+                    case "-Infinity": d = -.infinity
+                    default:
+                        guard let x = Double(s) else { throw fail("doubleValue: expected a number") }
+                        d = x
+                    }
+                default: throw fail("doubleValue: expected a number")
+                }
+                w.doubleField(4, d)
+            } else if let v = field(av, "arrayValue") {
+                path.append("arrayValue")
+                let arr = try object(v)
+                var sub = ProtobufWriter()
+                try each(arr, "values") { (t: inout Walker, item: JSONValue) throws(Failure) in
+                    let inner = try t.object(item)
+                    var itemWriter = ProtobufWriter()
+                    try t.anyValue(inner, into: &itemWriter)
+                    sub.bytesField(1, itemWriter.bytes)
+                }
+                w.bytesField(5, sub.bytes)
+                path.removeLast()
+            } else if let v = field(av, "kvlistValue") {
+                path.append("kvlistValue")
+                let list = try object(v)
+                var sub = ProtobufWriter()
+                try keyValues(list, "values", field: 1, into: &sub)
+                w.bytesField(6, sub.bytes)
+                path.removeLast()
+            } else if let v = field(av, "bytesValue") {
+                guard case .string(let s) = v, let data = Data(base64Encoded: s) else {
+                    throw fail("bytesValue: expected base64")
+                }
+                w.bytesField(7, data)
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+/// Which attribute keys name a span's run. A run is one agent task and may span several traces.
+///
+/// A span's run is the first of `keys` found on the span, then on its resource. A span with
+/// none of them belongs to its trace's run once any span of that trace names one; until
+/// then it is listed under its trace ID. The index applies the trace rule; this type
+/// answers only the per-span part, identically on the ingest (C) and query (Swift) paths.
+public struct RunIdentity: Sendable {
+    public static let defaultKeys = ["agent.run.id", "gen_ai.conversation.id", "session.id"]
+
+    public let keys: [String]
+    let cKeys: [CKey]
+
+    public init(keys: [String] = RunIdentity.defaultKeys) {
+        self.keys = keys
+        self.cKeys = keys.map(CKey.init)
+    }
+
+    /// The run named on the span itself or, failing that, on its resource.
+    public func explicitRunID(span: [Attribute], resource: [Attribute]) -> String? {
+        for attrs in [span, resource] {
+            for key in keys {
+                if let a = attrs.first(where: { $0.key == key }), let s = a.value.scalarString { return s }
+            }
+        }
+        return nil
+    }
+}

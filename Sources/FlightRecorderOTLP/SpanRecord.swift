@@ -1,0 +1,110 @@
+/// The resource and instrumentation scope shared by a group of spans.
+public final class ResourceRecord: Sendable {
+    public let attributes: [Attribute]
+    public let scopeName: String
+    public let scopeVersion: String
+
+    public init(attributes: [Attribute], scopeName: String, scopeVersion: String) {
+        self.attributes = attributes
+        self.scopeName = scopeName
+        self.scopeVersion = scopeVersion
+    }
+}
+
+/// One stored span, decoded from a block for the query path.
+public struct SpanRecord: Sendable {
+    public struct Event: Sendable, Encodable {
+        public var timeUnixNano: UInt64
+        public var name: String
+        public var attributes: [Attribute]
+    }
+
+    public struct Link: Sendable, Encodable {
+        public var traceID: TraceID
+        public var spanID: SpanID
+        public var traceState: String
+        public var attributes: [Attribute]
+    }
+
+    public enum StatusCode: Int, Sendable {
+        case unset = 0, ok = 1, error = 2
+
+        public var name: String {
+            switch self {
+            case .unset: "UNSET"
+            case .ok: "OK"
+            case .error: "ERROR"
+            }
+        }
+    }
+
+    public var traceID: TraceID
+    public var spanID: SpanID
+    public var parentSpanID: SpanID?
+    public var traceState: String
+    public var name: String
+    public var kind: Int
+    public var startNanos: UInt64
+    public var endNanos: UInt64
+    public var attributes: [Attribute]
+    public var droppedAttributesCount: UInt32
+    public var events: [Event]
+    public var links: [Link]
+    public var statusCode: StatusCode
+    public var statusMessage: String
+    public var resource: ResourceRecord
+
+    public var durationNanos: UInt64 { endNanos >= startNanos ? endNanos - startNanos : 0 }
+
+    static let kindNames = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"]
+    public var kindName: String { kind >= 0 && kind < Self.kindNames.count ? Self.kindNames[kind] : String(kind) }
+}
+
+// Key order of the JSON the query API returns for a span.
+extension SpanRecord: Encodable {
+    enum CodingKeys: String, CodingKey {
+        case traceId, spanId, parentSpanId, traceState, name, kind, startTimeUnixNano, endTimeUnixNano
+        case durationNanos, attributes, droppedAttributesCount, events, links, status, resource, scope
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(traceID.hex, forKey: .traceId)
+        try c.encode(spanID.hex, forKey: .spanId)
+        try c.encode(parentSpanID?.hex, forKey: .parentSpanId)
+        if !traceState.isEmpty { try c.encode(traceState, forKey: .traceState) }
+        try c.encode(name, forKey: .name)
+        try c.encode(kindName, forKey: .kind)
+        try c.encode(String(startNanos), forKey: .startTimeUnixNano)
+        try c.encode(String(endNanos), forKey: .endTimeUnixNano)
+        try c.encode(durationNanos, forKey: .durationNanos)
+        try c.encode(AttributeMap(attributes), forKey: .attributes)
+        if droppedAttributesCount > 0 { try c.encode(droppedAttributesCount, forKey: .droppedAttributesCount) }
+        try c.encode(events, forKey: .events)
+        try c.encode(links, forKey: .links)
+        try c.encode(["code": statusCode.name, "message": statusMessage], forKey: .status)
+        try c.encode(AttributeMap(resource.attributes), forKey: .resource)
+        try c.encode(["name": resource.scopeName, "version": resource.scopeVersion], forKey: .scope)
+    }
+}
+
+extension SpanRecord.Event {
+    enum CodingKeys: String, CodingKey { case timeUnixNano, name, attributes }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(String(timeUnixNano), forKey: .timeUnixNano)
+        try c.encode(name, forKey: .name)
+        try c.encode(AttributeMap(attributes), forKey: .attributes)
+    }
+}
+
+extension SpanRecord.Link {
+    enum CodingKeys: String, CodingKey { case traceId, spanId, traceState, attributes }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(traceID.hex, forKey: .traceId)
+        try c.encode(spanID.hex, forKey: .spanId)
+        if !traceState.isEmpty { try c.encode(traceState, forKey: .traceState) }
+        try c.encode(AttributeMap(attributes), forKey: .attributes)
+    }
+}
