@@ -1,0 +1,101 @@
+import FlightRecorderOTLP
+
+/// A block's location, as the index records it.
+public struct BlockRef: Hashable, Sendable {
+    public var id: Int64
+    public var segment: Int64
+    public var offset: Int
+    public var length: Int
+}
+
+/// Read-only queries over the index. One connection; callers serialize access (the store
+/// guards it with a lock) and call from a thread pool, never an event loop.
+final class IndexReader {
+    let db: SQLiteDatabase
+    private let runByID: SQLiteStatement
+    private let runOfTrace: SQLiteStatement
+    private let tracesOfRun: SQLiteStatement
+    private let blocksOfTrace: SQLiteStatement
+
+    static let summaryColumns =
+        "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional"
+
+    init(path: String) throws(StorageError) {
+        db = try SQLiteDatabase(path: path, readOnly: true)
+        runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1")
+        runOfTrace = try db.prepare("SELECT run_id FROM traces WHERE trace_id = ?1")
+        tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1")
+        blocksOfTrace = try db.prepare(
+            """
+            SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
+            WHERE t.trace_id = ?1
+            """)
+    }
+
+    private func summary(_ s: SQLiteStatement) -> RunSummary {
+        RunSummary(
+            runID: s.text(0) ?? "", startNanos: s.int64(1), endNanos: s.int64(2), spanCount: s.int64(3),
+            errorCount: s.int64(4), traceCount: s.int64(5), agent: s.text(6), tenant: s.text(7),
+            provisional: s.int64(8) != 0)
+    }
+
+    func listRuns(since: Int64?, until: Int64?, limit: Int) throws(StorageError) -> [RunSummary] {
+        let q = try db.prepare(
+            """
+            SELECT \(Self.summaryColumns) FROM runs WHERE start_ns >= ?1 AND start_ns < ?2
+            ORDER BY start_ns DESC, run_id LIMIT ?3
+            """)
+        q.bind(1, since ?? .min).bind(2, until ?? .max).bind(3, Int64(limit))
+        var out: [RunSummary] = []
+        while try q.step() { out.append(summary(q)) }
+        return out
+    }
+
+    func run(_ id: String) throws(StorageError) -> RunSummary? {
+        runByID.bind(1, id)
+        defer { runByID.reset() }
+        return try runByID.step() ? summary(runByID) : nil
+    }
+
+    /// The run that `trace`'s unnamed spans belong to, if one is known.
+    func run(ofTrace trace: TraceID) throws(StorageError) -> String? {
+        runOfTrace.bind(1, blob: trace.bytes)
+        defer { runOfTrace.reset() }
+        return try runOfTrace.step() ? runOfTrace.text(0) : nil
+    }
+
+    func traces(ofRun run: String) throws(StorageError) -> [TraceID] {
+        tracesOfRun.bind(1, run)
+        defer { tracesOfRun.reset() }
+        var out: [TraceID] = []
+        while try tracesOfRun.step() {
+            let b = tracesOfRun.blob(0)
+            if let t = b.withUnsafeBytes({ TraceID(bytes: $0) }) { out.append(t) }
+        }
+        return out
+    }
+
+    func blocks(ofTrace trace: TraceID) throws(StorageError) -> [BlockRef] {
+        blocksOfTrace.bind(1, blob: trace.bytes)
+        defer { blocksOfTrace.reset() }
+        var out: [BlockRef] = []
+        while try blocksOfTrace.step() {
+            out.append(
+                BlockRef(
+                    id: blocksOfTrace.int64(0), segment: blocksOfTrace.int64(1), offset: Int(blocksOfTrace.int64(2)),
+                    length: Int(blocksOfTrace.int64(3))))
+        }
+        return out
+    }
+
+    /// Row counts, for tests and `flightrec reindex` reports.
+    func counts() throws(StorageError) -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments"] {
+            let q = try db.prepare("SELECT count(*) FROM \(table)")
+            _ = try q.step()
+            out[table] = q.int64(0)
+        }
+        return out
+    }
+}

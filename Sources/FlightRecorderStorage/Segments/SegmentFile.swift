@@ -1,0 +1,129 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Naming, header and raw I/O of segment files.
+///
+/// A segment is `segment-<12-digit id>.frs`: a 16-byte header ("FRSEG001" and the id as
+/// u64 little endian), then framed blocks (`BlockCodec`) appended until the segment reaches
+/// its sealing size. A sealed segment is never written again.
+public enum SegmentFile {
+    public static let headerSize = 16
+    static let magic: [UInt8] = Array("FRSEG001".utf8)
+
+    public static func name(_ id: Int64) -> String {
+        let digits = String(id)
+        return "segment-" + String(repeating: "0", count: max(0, 12 - digits.count)) + digits + ".frs"
+    }
+
+    public static func path(_ directory: String, _ id: Int64) -> String { directory + "/" + name(id) }
+
+    /// Segment ids present in `directory`, ascending.
+    public static func list(_ directory: String) -> [Int64] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var ids: [Int64] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            guard name.hasPrefix("segment-"), name.hasSuffix(".frs"),
+                let id = Int64(name.dropFirst(8).dropLast(4))
+            else { continue }
+            ids.append(id)
+        }
+        return ids.sorted()
+    }
+
+    static func header(id: Int64) -> [UInt8] {
+        var h = magic
+        var v = UInt64(id).littleEndian
+        withUnsafeBytes(of: &v) { h.append(contentsOf: $0) }
+        return h
+    }
+
+    static func fileSize(_ fd: Int32) throws(StorageError) -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io("fstat") }
+        return Int(st.st_size)
+    }
+
+    static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(StorageError) {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .io("write to segment") }
+            done += n
+        }
+    }
+
+    /// fsyncs a directory so a newly created file's name is durable too.
+    static func syncDirectory(_ path: String) throws(StorageError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
+    }
+}
+
+/// Appends blocks to the active segment. Used only by the store's writer thread.
+final class SegmentWriter {
+    let directory: String
+    let id: Int64
+    fileprivate let fd: Int32
+    fileprivate(set) var size: Int
+
+    /// Opens segment `id` for appending, creating it (with header) if it does not exist.
+    init(directory: String, id: Int64) throws(StorageError) {
+        self.directory = directory
+        self.id = id
+        let path = SegmentFile.path(directory, id)
+        let existing = access(path, F_OK) == 0
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        size = try SegmentFile.fileSize(fd)
+        if !existing || size == 0 {
+            let header = SegmentFile.header(id: id)
+            try header.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }.get()
+            size = header.count
+            guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
+            try SegmentFile.syncDirectory(directory)
+        }
+    }
+
+    /// Appends `bytes` (one or more framed blocks); returns the offset they start at.
+    func append(_ bytes: [UInt8]) throws(StorageError) -> Int {
+        let offset = size
+        try bytes.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }.get()
+        size += bytes.count
+        return offset
+    }
+
+    /// Makes everything appended so far durable.
+    func sync() throws(StorageError) {
+        guard fdatasync(fd) == 0 else { throw .io("fdatasync segment \(id)") }
+    }
+
+    func close() {
+        _ = Glibc.close(fd)
+    }
+}
+
+extension SegmentWriter {
+    /// Cuts off a failed, partial append so the next append starts on a block boundary.
+    func truncate(to length: Int) {
+        if ftruncate(fd, off_t(length)) == 0 { size = length }
+    }
+}

@@ -1,0 +1,113 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Walks a segment's blocks from an offset, verifying each checksum. Used at start-up for
+/// the tail the index has not covered, and by `reindex` for every segment.
+struct SegmentScanner {
+    struct Block {
+        var offset: Int
+        var header: BlockCodec.Header
+    }
+
+    struct Result {
+        var blocks: [Block] = []
+        /// End of the last valid block: where appending may continue.
+        var validEnd: Int
+        /// Bytes after the last valid block that form no valid block: a torn tail.
+        var tornBytes: Int = 0
+        /// Damaged regions followed by valid blocks (corruption, not a crash): skipped, never truncated.
+        var corruptRegions: [(offset: Int, length: Int)] = []
+    }
+
+    let path: String
+
+    func scan(from start: Int) throws(StorageError) -> Result {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        defer { close(fd) }
+        let size = try SegmentFile.fileSize(fd)
+        var result = Result(validEnd: max(start, SegmentFile.headerSize))
+        var offset = result.validEnd
+        var headerBuffer = [UInt8](repeating: 0, count: BlockCodec.headerSize)
+        var frame: [UInt8] = []
+        while offset < size {
+            if let block = readValid(fd, at: offset, size: size, header: &headerBuffer, frame: &frame) {
+                result.blocks.append(block)
+                offset += block.header.frameLength
+                result.validEnd = offset
+                continue
+            }
+            // A damaged block. If any valid block follows, this is corruption: skip it.
+            // Otherwise it is the torn tail of an interrupted append.
+            guard let next = nextValid(fd, after: offset, size: size, header: &headerBuffer, frame: &frame) else {
+                result.tornBytes = size - offset
+                break
+            }
+            result.corruptRegions.append((offset, next - offset))
+            offset = next
+        }
+        return result
+    }
+
+    private func readValid(
+        _ fd: Int32, at offset: Int, size: Int, header: inout [UInt8], frame: inout [UInt8]
+    ) -> Block? {
+        guard size - offset >= BlockCodec.headerSize else { return nil }
+        let got = header.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: offset) }
+        guard got == BlockCodec.headerSize,
+            let h = header.withUnsafeBytes({ BlockCodec.header($0) }),
+            offset + h.frameLength <= size
+        else { return nil }
+        if frame.count < h.frameLength { frame = [UInt8](repeating: 0, count: h.frameLength) }
+        let n = frame.withUnsafeMutableBytes {
+            SegmentFile.preadFully(fd, UnsafeMutableRawBufferPointer(rebasing: $0[0..<h.frameLength]), at: offset)
+        }
+        guard n == h.frameLength,
+            frame.withUnsafeBytes({ BlockCodec.verify(frame: UnsafeRawBufferPointer(rebasing: $0[0..<h.frameLength])) })
+                != nil
+        else { return nil }
+        return Block(offset: offset, header: h)
+    }
+
+    /// The offset of the next valid block after a damaged one, searching for the block magic.
+    private func nextValid(
+        _ fd: Int32, after offset: Int, size: Int, header: inout [UInt8], frame: inout [UInt8]
+    ) -> Int? {
+        let chunk = 1 << 20
+        var pos = offset + 1
+        var buffer = [UInt8](repeating: 0, count: chunk + 3)
+        while pos < size - BlockCodec.headerSize {
+            let n = buffer.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: pos) }
+            guard n >= 4 else { return nil }
+            for i in 0..<(n - 3) where buffer[i] == 0x46 && buffer[i + 1] == 0x52 && buffer[i + 2] == 0x42 && buffer[i + 3] == 0x31 {
+                if readValid(fd, at: pos + i, size: size, header: &header, frame: &frame) != nil { return pos + i }
+            }
+            pos += n - 3
+        }
+        return nil
+    }
+}
+
+/// Reads blocks back for queries. Thread-safe: it only uses `pread` on descriptors opened per call.
+public struct SegmentReader: Sendable {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    /// Reads, verifies and decompresses the block at `offset` of segment `segment`.
+    public func readBlock(segment: Int64, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
+        let path = SegmentFile.path(directory, segment)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        defer { close(fd) }
+        var frame = [UInt8](repeating: 0, count: length)
+        let n = frame.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: offset) }
+        guard n == length else { throw .corrupt("segment \(segment) is shorter than its index says (block at \(offset))") }
+        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) } }
+        switch decoded {
+        case .success(let raw): return raw
+        case .failure(let error): throw .corrupt("segment \(segment), block at byte \(offset): \(error.message)")
+        }
+    }
+}

@@ -1,0 +1,320 @@
+public import FlightRecorderOTLP
+import Foundation
+public import Logging
+import NIOPosix
+public import ServiceLifecycle
+
+/// The storage engine: durable, compressed, append-only segments plus a SQLite index.
+///
+/// `append(_:)` queues a request's spans for the writer thread, which takes everything
+/// queued, frames it into LZ4 blocks, appends them to the active segment, fsyncs once for the
+/// whole group (group commit), indexes the blocks, and only then resumes every waiting
+/// caller. An acknowledged span is therefore always in a synced block.
+///
+/// `@unchecked Sendable`: mutable state is either guarded by `queueLock`/`readerLock` or
+/// touched only by the writer thread (`segment`, `indexWriter`).
+public final class SpanStore: Service, @unchecked Sendable {
+    public let configuration: StoreConfiguration
+    let logger: Logger
+
+    private struct Pending {
+        var batch: IngestBatch
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private enum State { case running, draining, closed }
+
+    private let queueLock = NSCondition()
+    private var pending: [Pending] = []
+    private var queuedBytes = 0
+    private var state = State.running
+    private var writerDone = false
+
+    private var segment: SegmentWriter
+    private let indexWriter: IndexWriter
+    private let readerLock = NSLock()
+    private let reader: IndexReader
+    private let segmentReader: SegmentReader
+    private let lockFD: Int32
+
+    /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
+    /// the segments (truncating a torn tail), and starts the writer thread.
+    public init(configuration: StoreConfiguration, logger: Logger) throws(StorageError) {
+        self.configuration = configuration
+        self.logger = logger
+        for dir in [configuration.directory, configuration.segmentDirectory] {
+            if mkdir(dir, 0o750) != 0 && errno != EEXIST { throw .io("create \(dir)") }
+        }
+        lockFD = try Self.lockDirectory(configuration.directory)
+        do {
+            indexWriter = try IndexWriter(path: configuration.indexPath)
+            let recovery = StoreRecovery(configuration: configuration, index: indexWriter, logger: logger)
+            let activeID = try recovery.run()
+            segment = try SegmentWriter(directory: configuration.segmentDirectory, id: activeID)
+            reader = try IndexReader(path: configuration.indexPath)
+            segmentReader = SegmentReader(directory: configuration.segmentDirectory)
+        } catch {
+            Glibc.close(lockFD)
+            throw error
+        }
+        let thread = Thread { [self] in self.writerLoop() }
+        thread.name = "flightrec-writer"
+        thread.start()
+    }
+
+    static func lockDirectory(_ directory: String) throws(StorageError) -> Int32 {
+        let path = directory + "/LOCK"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            Glibc.close(fd)
+            throw .locked(directory)
+        }
+        return fd
+    }
+
+    // MARK: Ingest
+
+    /// Returns once `batch` is durable and indexed. Throws `overloaded` when the queue is full
+    /// (the caller answers with a retryable error) and `shuttingDown` while draining.
+    public func append(_ batch: IngestBatch) async throws {
+        guard !batch.spans.isEmpty else { return }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            queueLock.lock()
+            defer { queueLock.unlock() }
+            guard state == .running else {
+                c.resume(throwing: StorageError.shuttingDown)
+                return
+            }
+            guard queuedBytes + batch.payload.count <= configuration.maxQueueBytes || queuedBytes == 0 else {
+                c.resume(throwing: StorageError.overloaded)
+                return
+            }
+            queuedBytes += batch.payload.count
+            pending.append(Pending(batch: batch, continuation: c))
+            queueLock.signal()
+        }
+    }
+
+    /// Bytes of accepted requests not yet durable (for metrics and overload tests).
+    public var queuedByteCount: Int {
+        queueLock.lock()
+        defer { queueLock.unlock() }
+        return queuedBytes
+    }
+
+    private func writerLoop() {
+        while true {
+            queueLock.lock()
+            while pending.isEmpty && state == .running { queueLock.wait() }
+            if pending.isEmpty {
+                writerDone = true
+                queueLock.broadcast()
+                queueLock.unlock()
+                return
+            }
+            // Take up to 32 MiB: everything that queued while the last group was syncing.
+            var taken: [Pending] = []
+            var bytes = 0
+            while let first = pending.first, taken.isEmpty || bytes + first.batch.payload.count <= 32 << 20 {
+                bytes += first.batch.payload.count
+                taken.append(pending.removeFirst())
+            }
+            queueLock.unlock()
+
+            let result: Result<Void, StorageError>
+            do throws(StorageError) {
+                try commit(taken.map(\.batch))
+                result = .success(())
+            } catch {
+                logger.error("storage write failed; requests answered with a retryable error", metadata: ["error": "\(error)"])
+                result = .failure(error)
+            }
+            queueLock.lock()
+            queuedBytes -= bytes
+            queueLock.unlock()
+            for p in taken {
+                switch result {
+                case .success: p.continuation.resume()
+                case .failure(let e): p.continuation.resume(throwing: e)
+                }
+            }
+        }
+    }
+
+    /// One group commit: frame, append, sync, index.
+    private func commit(_ batches: [IngestBatch]) throws(StorageError) {
+        var frames: [UInt8] = []
+        var blocks: [DurableBlock] = []
+        var raw: [UInt8] = []
+        var rawSpans = 0
+        var members: [IngestBatch] = []
+        func flushBlock() {
+            guard !members.isEmpty else { return }
+            let start = frames.count
+            raw.withUnsafeBytes { BlockCodec.encode($0, spanCount: rawSpans, into: &frames) }
+            blocks.append(
+                DurableBlock(segment: 0, offset: start, length: frames.count - start, spanCount: rawSpans, batches: members))
+            raw.removeAll(keepingCapacity: true)
+            rawSpans = 0
+            members.removeAll()
+        }
+        for batch in batches {
+            if !raw.isEmpty && raw.count + batch.payload.count > configuration.blockBytes { flushBlock() }
+            raw.append(contentsOf: batch.payload)
+            rawSpans += batch.spans.count
+            members.append(batch)
+        }
+        flushBlock()
+
+        var segmentStates: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
+        if segment.size > SegmentFile.headerSize && segment.size + frames.count > configuration.segmentBytes {
+            try segment.sync()
+            segment.close()
+            segmentStates.append((segment.id, segment.size, true))
+            segment = try SegmentWriter(directory: configuration.segmentDirectory, id: segment.id + 1)
+            logger.info("sealed segment", metadata: ["segment": "\(segment.id - 1)"])
+        }
+        let base = segment.size
+        do throws(StorageError) {
+            _ = try segment.append(frames)
+            if configuration.durability == .fsync { try segment.sync() }
+        } catch {
+            segment.truncate(to: base)
+            throw error
+        }
+        for i in blocks.indices {
+            blocks[i].segment = segment.id
+            blocks[i].offset += base
+        }
+        segmentStates.append((segment.id, segment.size, false))
+        try indexWriter.index(blocks, segments: segmentStates)
+    }
+
+    // MARK: Lifecycle
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+
+    /// Stops accepting, drains and syncs everything queued, and closes the files.
+    public func close() async {
+        guard beginDraining() else { return }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let waiter = Thread { [self] in
+                queueLock.lock()
+                while !writerDone { queueLock.wait() }
+                queueLock.unlock()
+                c.resume()
+            }
+            waiter.start()
+        }
+        try? segment.sync()
+        segment.close()
+        try? indexWriter.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        queueLock.withLock { state = .closed }
+        Glibc.close(lockFD)
+        logger.info("store closed cleanly")
+    }
+
+    private func beginDraining() -> Bool {
+        queueLock.withLock {
+            guard state == .running else { return false }
+            state = .draining
+            queueLock.broadcast()
+            return true
+        }
+    }
+
+    // MARK: Queries (blocking work runs on NIO's thread pool, never on an event loop)
+
+    func withReader<T: Sendable>(_ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive { [self] in
+            readerLock.lock()
+            defer { readerLock.unlock() }
+            return try body(reader, segmentReader)
+        }
+    }
+
+    public func listRuns(since: Int64? = nil, until: Int64? = nil, limit: Int = 100) async throws -> [RunSummary] {
+        try await withReader { r, _ in try r.listRuns(since: since, until: until, limit: limit) }
+    }
+
+    /// The run `id`, with all its spans sorted by start time; nil if unknown. A trace ID whose
+    /// run has since been named resolves to that run.
+    public func run(_ id: String) async throws -> RunDetail? {
+        let identity = configuration.runIdentity
+        return try await withReader { r, segments in
+            var summary = try r.run(id)
+            if summary == nil, let trace = TraceID(hex: id), let named = try r.run(ofTrace: trace) {
+                summary = try r.run(named)
+            }
+            guard let summary else { return nil }
+            let runID = summary.runID
+            let traces = try r.traces(ofRun: runID)
+            var defaults: [TraceID: String] = [:]
+            for t in traces { defaults[t] = try r.run(ofTrace: t) ?? t.hex }
+            let (spans, warnings) = try Self.readSpans(traces: traces, reader: r, segments: segments) { span in
+                let explicit = identity.explicitRunID(span: span.attributes, resource: span.resource.attributes)
+                return (explicit ?? defaults[span.traceID]) == runID
+            }
+            return RunDetail(summary: summary, spans: spans, warnings: warnings)
+        }
+    }
+
+    /// All stored spans of one trace, sorted by start time; empty if unknown.
+    public func trace(_ id: TraceID) async throws -> (spans: [SpanRecord], warnings: [String]) {
+        try await withReader { r, segments in
+            try Self.readSpans(traces: [id], reader: r, segments: segments) { _ in true }
+        }
+    }
+
+    static func readSpans(
+        traces: [TraceID], reader: IndexReader, segments: SegmentReader, keep: (SpanRecord) -> Bool
+    ) throws -> (spans: [SpanRecord], warnings: [String]) {
+        let wanted = Set(traces)
+        var blocks: [BlockRef] = []
+        var seenBlocks: Set<Int64> = []
+        for t in traces {
+            for b in try reader.blocks(ofTrace: t) where seenBlocks.insert(b.id).inserted { blocks.append(b) }
+        }
+        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
+        var spans: [SpanRecord] = []
+        var seen: Set<SpanKey> = []
+        var warnings: [String] = []
+        for b in blocks {
+            let raw: [UInt8]
+            do {
+                raw = try segments.readBlock(segment: b.segment, offset: b.offset, length: b.length)
+            } catch {
+                warnings.append(error.message)
+                continue
+            }
+            let decoded = try raw.withUnsafeBytes { try TracesDataDecoder.decode($0) { t, _ in wanted.contains(t) } }
+            for s in decoded where keep(s) && seen.insert(SpanKey(trace: s.traceID, span: s.spanID)).inserted {
+                spans.append(s)
+            }
+        }
+        spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+        return (spans, warnings)
+    }
+
+    struct SpanKey: Hashable {
+        var trace: TraceID
+        var span: SpanID
+    }
+
+    /// Row counts of the index tables (tests, `reindex` report).
+    public func indexCounts() async throws -> [String: Int64] {
+        try await withReader { r, _ in try r.counts() }
+    }
+}
+
+/// A run and its spans, as `GET /api/v1/runs/{id}` returns it.
+public struct RunDetail: Sendable {
+    public var summary: RunSummary
+    public var spans: [SpanRecord]
+    /// Blocks that could not be read (for example a failed checksum); their spans are missing.
+    public var warnings: [String]
+}

@@ -1,0 +1,30 @@
+public import FlightRecorderOTLP
+
+/// How the store writes. Defaults suit a production daemon; tests shrink the sizes.
+public struct StoreConfiguration: Sendable {
+    public enum Durability: String, Sendable {
+        /// Acknowledge only after the block is fsynced (default).
+        case fsync
+        /// Acknowledge after the write reaches the page cache. For experiments only: a power
+        /// loss or kernel crash can lose acknowledged spans.
+        case none
+    }
+
+    /// The data directory: `segments/`, `index.sqlite`, `LOCK`.
+    public var directory: String
+    /// A segment is sealed once it reaches this size.
+    public var segmentBytes: Int = 256 << 20
+    /// Target raw (uncompressed) size of a block; one request is never split across blocks.
+    public var blockBytes: Int = 1 << 20
+    /// Bound on request bytes queued for the writer; beyond it appends fail with `overloaded`.
+    public var maxQueueBytes: Int = 64 << 20
+    public var durability: Durability = .fsync
+    public var runIdentity = RunIdentity()
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    var segmentDirectory: String { directory + "/segments" }
+    var indexPath: String { directory + "/index.sqlite" }
+}
