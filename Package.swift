@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
-                "FlightRecorderStorage",
+                "FlightRecorderStorage", "FlightRecorderOTLP",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings),
