@@ -118,7 +118,7 @@ public enum OTLPJSONTranscoder {
             case .uint(let u): return u
             case .string(let s):
                 if let u = UInt64(s) { return u }
-                throw fail("expected an unsigned integer, got \"\(s.prefix(24))\"")
+                throw fail("expected an unsigned integer (\(s.count) characters given)")
             default: throw fail("expected an unsigned integer")
             }
         }
@@ -128,7 +128,7 @@ public enum OTLPJSONTranscoder {
             case .int(let i): return i
             case .string(let s):
                 if let i = Int64(s) { return i }
-                throw fail("expected an integer, got \"\(s.prefix(24))\"")
+                throw fail("expected an integer (\(s.count) characters given)")
             default: throw fail("expected an integer")
             }
         }
@@ -174,7 +174,7 @@ public enum OTLPJSONTranscoder {
             if case .string(let s) = v, let i = names.firstIndex(of: s) {
                 value = UInt64(i)
             } else if case .string(let s) = v, UInt64(s) == nil {
-                throw fail("unknown enum value \"\(s.prefix(40))\"")
+                throw fail("unknown enum value; expected one of \(names.joined(separator: ", ")) or an integer")
             } else {
                 value = try unsigned(v)
             }

@@ -1,0 +1,163 @@
+import CompressNIO
+public import FlightRecorderOTLP
+public import FlightRecorderStorage
+import Foundation
+public import Hummingbird
+public import Logging
+
+/// `POST /v1/traces`: OTLP/HTTP with protobuf or JSON bodies, plain or gzip.
+///
+/// Every failure is answered with a `google.rpc.Status` body in the request's encoding and a
+/// message naming the problem: 400 malformed, 413 too large (after decompression), 415
+/// unsupported type or encoding, 503 + Retry-After on overload. A success (200) is sent only
+/// after the spans are durable.
+public struct OTLPHTTPReceiver: Sendable {
+    public let store: SpanStore
+    public let decoder: ExportRequestDecoder
+    public let maxRequestBytes: Int
+    public let budget: MemoryBudget
+    public let logger: Logger
+
+    public init(store: SpanStore, decoder: ExportRequestDecoder, maxRequestBytes: Int, budget: MemoryBudget, logger: Logger) {
+        self.store = store
+        self.decoder = decoder
+        self.maxRequestBytes = maxRequestBytes
+        self.budget = budget
+        self.logger = logger
+    }
+
+    public func addRoutes(to router: Router<some RequestContext>) {
+        router.post("/v1/traces") { request, _ in await self.export(request) }
+    }
+
+    /// A refusal: HTTP status, gRPC code for the Status body, message, optional Retry-After.
+    struct Refusal: Error {
+        var status: HTTPResponse.Status
+        var code: Int32
+        var message: String
+        var retryAfter: Int? = nil
+
+        static func badRequest(_ m: String) -> Refusal { Refusal(status: .badRequest, code: 3, message: m) }
+        static func tooLarge(_ m: String) -> Refusal { Refusal(status: .contentTooLarge, code: 8, message: m) }
+        static func unsupported(_ m: String) -> Refusal { Refusal(status: .unsupportedMediaType, code: 3, message: m) }
+        static func unavailable(_ m: String) -> Refusal {
+            Refusal(status: .serviceUnavailable, code: 14, message: m, retryAfter: 1)
+        }
+    }
+
+    func export(_ request: Request) async -> Response {
+        var encoding = ExportResponse.Encoding.json
+        do {
+            encoding = try Self.encoding(of: request)
+            let body = try await readBody(request)
+            defer { budget.release(body.reserved) }
+            let protobuf: [UInt8]
+            switch encoding {
+            case .protobuf: protobuf = body.bytes
+            case .json:
+                do {
+                    protobuf = try OTLPJSONTranscoder.transcodeExportRequest(Data(body.bytes))
+                } catch {
+                    throw Refusal.badRequest("invalid OTLP/JSON: \(error.description)")
+                }
+            }
+            let batch: IngestBatch
+            do {
+                batch = try decoder.decode(protobuf)
+            } catch {
+                throw Refusal.badRequest(error.description)
+            }
+            do {
+                try await store.append(batch)
+            } catch let error as StorageError {
+                if error.isOverload { throw Refusal.unavailable("ingest queue is full; retry later") }
+                if error.isShuttingDown { throw Refusal.unavailable("the daemon is shutting down; retry later") }
+                logger.error("storing spans failed", metadata: ["error": "\(error.message)"])
+                throw Refusal.unavailable("storage is unavailable; retry later")
+            }
+            return Self.response(.ok, ExportResponse.success(encoding: encoding), encoding)
+        } catch let refusal as Refusal {
+            logger.debug(
+                "export refused", metadata: ["status": "\(refusal.status.code)", "reason": "\(refusal.message)"])
+            var response = Self.response(
+                refusal.status, ExportResponse.status(code: refusal.code, message: refusal.message, encoding: encoding),
+                encoding)
+            if let after = refusal.retryAfter { response.headers[.retryAfter] = String(after) }
+            return response
+        } catch {
+            // Reading the body failed: the client went away or sent a broken stream.
+            let m = "could not read the request body"
+            return Self.response(.badRequest, ExportResponse.status(code: 3, message: m, encoding: encoding), encoding)
+        }
+    }
+
+    static func response(_ status: HTTPResponse.Status, _ bytes: [UInt8], _ encoding: ExportResponse.Encoding) -> Response {
+        Response(
+            status: status, headers: [.contentType: encoding.contentType],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func encoding(of request: Request) throws(Refusal) -> ExportResponse.Encoding {
+        let raw = request.headers[.contentType] ?? ""
+        let media = raw.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        switch media {
+        case "application/x-protobuf", "application/protobuf": return .protobuf
+        case "application/json": return .json
+        default:
+            throw .unsupported(
+                "unsupported content type \(media.isEmpty ? "(none)" : "\"\(media.prefix(64))\""); use application/x-protobuf or application/json"
+            )
+        }
+    }
+
+    struct Body {
+        var bytes: [UInt8]
+        var reserved: Int
+    }
+
+    /// Reads the body within the size limit and the shared memory budget, inflating gzip.
+    func readBody(_ request: Request) async throws -> Body {
+        let contentEncoding = (request.headers[.contentEncoding] ?? "identity").trimmingCharacters(in: .whitespaces)
+            .lowercased()
+        guard ["gzip", "identity", ""].contains(contentEncoding) else {
+            throw Refusal.unsupported("unsupported content encoding \"\(contentEncoding.prefix(32))\"; use gzip or none")
+        }
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxRequestBytes {
+            throw Refusal.tooLarge("body of \(length) bytes exceeds the limit of \(maxRequestBytes) bytes")
+        }
+        var reserved = 0
+        func reserve(_ n: Int) throws {
+            guard budget.tryReserve(n) else {
+                throw Refusal.unavailable("the collector is busy with other large requests; retry later")
+            }
+            reserved += n
+        }
+        do {
+            var buffer = ByteBuffer()
+            for try await chunk in request.body {
+                guard buffer.readableBytes + chunk.readableBytes <= maxRequestBytes else {
+                    throw Refusal.tooLarge("body exceeds the limit of \(maxRequestBytes) bytes")
+                }
+                try reserve(chunk.readableBytes)
+                var chunk = chunk
+                buffer.writeBuffer(&chunk)
+            }
+            if contentEncoding == "gzip" {
+                let inflated: ByteBuffer
+                do {
+                    inflated = try buffer.decompress(with: .gzip, maxSize: maxRequestBytes)
+                } catch let error as CompressNIOError where error == .bufferOverflow {
+                    throw Refusal.tooLarge("gzip body inflates beyond the limit of \(maxRequestBytes) bytes")
+                } catch {
+                    throw Refusal.badRequest("gzip body is corrupt")
+                }
+                try reserve(inflated.readableBytes)
+                buffer = inflated
+            }
+            return Body(bytes: Array(buffer.readableBytesView), reserved: reserved)
+        } catch {
+            budget.release(reserved)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import FlightRecorderOTLP
+public import FlightRecorderStorage
+import Foundation
+public import Hummingbird
+public import Logging
+
+/// The JSON query API (`/api/v1/...`), on its own loopback port.
+///
+/// Errors are JSON objects `{"error": "...", "status": N}`: 400 for a bad parameter or ID,
+/// 404 for an unknown run or trace, 503 when the store cannot answer.
+public struct QueryAPI: Sendable {
+    public let store: SpanStore
+    public let logger: Logger
+
+    public init(store: SpanStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    public func addRoutes(to router: Router<some RequestContext>) {
+        router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
+        router.get("/api/v1/runs") { request, _ in await self.handle { try await self.listRuns(request) } }
+        router.get("/api/v1/runs/:runID") { _, context in
+            await self.handle { try await self.run(context.parameters.get("runID") ?? "") }
+        }
+        router.get("/api/v1/traces/:traceID") { _, context in
+            await self.handle { try await self.trace(context.parameters.get("traceID") ?? "") }
+        }
+    }
+
+    struct APIError: Error {
+        var status: HTTPResponse.Status
+        var message: String
+    }
+
+    func handle(_ body: () async throws -> Response) async -> Response {
+        do {
+            return try await body()
+        } catch let e as APIError {
+            return Self.error(e.status, e.message)
+        } catch {
+            logger.error("query failed", metadata: ["error": "\(error)"])
+            return Self.error(.serviceUnavailable, "the store could not answer: \(error)")
+        }
+    }
+
+    struct RunsPage: Encodable {
+        var runs: [RunSummary]
+    }
+
+    func listRuns(_ request: Request) async throws -> Response {
+        let q = request.uri.queryParameters
+        func bound(_ name: String) throws -> Int64? {
+            guard let text = q[Substring(name)].map(String.init), !text.isEmpty else { return nil }
+            guard let v = TimeBound.parse(text) else {
+                throw APIError(
+                    status: .badRequest,
+                    message: "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
+            }
+            return v
+        }
+        let since = try bound("since")
+        let until = try bound("until")
+        var limit = 100
+        if let text = q["limit"].map(String.init), !text.isEmpty {
+            guard let n = Int(text), (1...10_000).contains(n) else {
+                throw APIError(status: .badRequest, message: "limit: expected an integer from 1 to 10000")
+            }
+            limit = n
+        }
+        let runs = try await store.listRuns(since: since, until: until, limit: limit)
+        return Self.json(.ok, RunsPage(runs: runs))
+    }
+
+    struct RunBody: Encodable {
+        var run: RunSummary
+        var spans: [SpanRecord]
+        var warnings: [String]
+    }
+
+    func run(_ id: String) async throws -> Response {
+        guard !id.isEmpty, id.utf8.count <= 512 else {
+            throw APIError(status: .badRequest, message: "run ID must be 1 to 512 bytes")
+        }
+        guard let detail = try await store.run(id) else {
+            throw APIError(status: .notFound, message: "no run with this ID")
+        }
+        return Self.json(.ok, RunBody(run: detail.summary, spans: detail.spans, warnings: detail.warnings))
+    }
+
+    struct TraceBody: Encodable {
+        var traceId: String
+        var spans: [SpanRecord]
+        var warnings: [String]
+    }
+
+    func trace(_ id: String) async throws -> Response {
+        guard let trace = TraceID(hex: id.lowercased()), !trace.isZero else {
+            throw APIError(status: .badRequest, message: "trace ID must be 32 hex characters, not all zero")
+        }
+        let (spans, warnings) = try await store.trace(trace)
+        guard !spans.isEmpty else { throw APIError(status: .notFound, message: "no trace with this ID") }
+        return Self.json(.ok, TraceBody(traceId: trace.hex, spans: spans, warnings: warnings))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
+        let data = (try? JSONEncoder().encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        struct Body: Encodable {
+            var error: String
+            var status: Int
+        }
+        return json(status, Body(error: message, status: status.code))
+    }
+}
