@@ -103,6 +103,8 @@ let package = Package(
                 "FlightRecorderOTLP", "FlightRecorderTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Bench/LoadGen",
             swiftSettings: swiftSettings),

@@ -6,13 +6,20 @@ public import ServiceLifecycle
 
 /// The storage engine: durable, compressed, append-only segments plus a SQLite index.
 ///
-/// `append(_:)` queues a request's spans for the writer thread, which takes everything
-/// queued, frames it into LZ4 blocks, appends them to the active segment, fsyncs once for the
-/// whole group (group commit), indexes the blocks, and only then resumes every waiting
-/// caller. An acknowledged span is therefore always in a synced block.
+/// Two threads, one job each:
+/// - the writer takes everything queued, frames it into LZ4 blocks, appends them to the active
+///   segment and fsyncs once for the whole group (group commit), then resumes every waiting
+///   caller. An acknowledged span is therefore always in a synced block.
+/// - the indexer takes the durable blocks and indexes them in large SQLite transactions
+///   (random span-ID keys make small transactions rewrite many B-tree pages). The index may
+///   lag the segments, never lead them; queries call `awaitIndexed()` first, so a responder
+///   always sees every span acknowledged before the query began.
+/// The indexer's backlog is bounded: when it is full the writer waits, the queue fills, and
+/// clients get a retryable refusal, so memory never grows without bound.
 ///
-/// `@unchecked Sendable`: mutable state is either guarded by `queueLock`/`readerLock` or
-/// touched only by the writer thread (`segment`, `indexWriter`).
+/// `@unchecked Sendable`: mutable state is guarded by `queueLock` (queue, backlog, sequence
+/// numbers) or `readerLock`, or touched only by its own thread (`segment` by the writer,
+/// `indexWriter` by the indexer).
 public final class SpanStore: Service, @unchecked Sendable {
     public let configuration: StoreConfiguration
     let logger: Logger
@@ -29,6 +36,26 @@ public final class SpanStore: Service, @unchecked Sendable {
     private var queuedBytes = 0
     private var state = State.running
     private var writerDone = false
+
+    /// Durable groups waiting for the indexer, and the sequence numbers that let queries wait for them.
+    private struct DurableGroup {
+        var seq: Int64
+        var blocks: [DurableBlock]
+        var segments: [(id: Int64, indexedBytes: Int, sealed: Bool)]
+        var spans: Int
+    }
+
+    private var indexBacklog: [DurableGroup] = []
+    private var indexBacklogSpans = 0
+    private var durableSeq: Int64 = 0
+    private var indexedSeq: Int64 = 0
+    private var indexWaiters: [(seq: Int64, continuation: CheckedContinuation<Void, Never>)] = []
+    private var indexerDone = false
+    private var indexFailure: StorageError?
+    /// Most spans the indexer may lag by before the writer waits for it.
+    static let maxIndexBacklogSpans = 400_000
+    /// How long the indexer gathers blocks into one transaction when nobody is waiting.
+    static let indexGatherInterval: Double = 0.25
 
     private var segment: SegmentWriter
     private let indexWriter: IndexWriter
@@ -57,9 +84,12 @@ public final class SpanStore: Service, @unchecked Sendable {
             Glibc.close(lockFD)
             throw error
         }
-        let thread = Thread { [self] in self.writerLoop() }
-        thread.name = "flightrec-writer"
-        thread.start()
+        let writer = Thread { [self] in self.writerLoop() }
+        writer.name = "flightrec-writer"
+        writer.start()
+        let indexer = Thread { [self] in self.indexerLoop() }
+        indexer.name = "flightrec-indexer"
+        indexer.start()
     }
 
     static func lockDirectory(_ directory: String) throws(StorageError) -> Int32 {
@@ -113,6 +143,8 @@ public final class SpanStore: Service, @unchecked Sendable {
                 queueLock.unlock()
                 return
             }
+            // Back-pressure: wait while the indexer is too far behind.
+            while indexBacklogSpans > Self.maxIndexBacklogSpans && indexFailure == nil { queueLock.wait() }
             // Take up to 32 MiB: everything that queued while the last group was syncing.
             var taken: [Pending] = []
             var bytes = 0
@@ -142,7 +174,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
-    /// One group commit: frame, append, sync, index.
+    /// One group commit: frame, append, sync; then hand the blocks to the indexer.
     private func commit(_ batches: [IngestBatch]) throws(StorageError) {
         var frames: [UInt8] = []
         var blocks: [DurableBlock] = []
@@ -188,7 +220,90 @@ public final class SpanStore: Service, @unchecked Sendable {
             blocks[i].offset += base
         }
         segmentStates.append((segment.id, segment.size, false))
-        try indexWriter.index(blocks, segments: segmentStates)
+        // The indexer needs only the span facts, not the payload bytes.
+        var spans = 0
+        for i in blocks.indices {
+            spans += blocks[i].spanCount
+            for j in blocks[i].batches.indices { blocks[i].batches[j].payload = [] }
+        }
+        queueLock.withLock {
+            durableSeq += 1
+            indexBacklog.append(DurableGroup(seq: durableSeq, blocks: blocks, segments: segmentStates, spans: spans))
+            indexBacklogSpans += spans
+            queueLock.broadcast()
+        }
+    }
+
+    private func indexerLoop() {
+        var lastCommit = Date()
+        while true {
+            queueLock.lock()
+            while true {
+                let urgent = !indexWaiters.isEmpty || state != .running || indexBacklogSpans > Self.maxIndexBacklogSpans / 4
+                if !indexBacklog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= Self.indexGatherInterval) {
+                    break
+                }
+                if indexBacklog.isEmpty && writerDone {
+                    indexerDone = true
+                    queueLock.broadcast()
+                    queueLock.unlock()
+                    return
+                }
+                if indexBacklog.isEmpty {
+                    queueLock.wait()
+                } else {
+                    _ = queueLock.wait(until: lastCommit.addingTimeInterval(Self.indexGatherInterval))
+                }
+            }
+            let groups = indexBacklog
+            indexBacklog.removeAll()
+            queueLock.unlock()
+
+            var blocks: [DurableBlock] = []
+            var segments: [Int64: (indexedBytes: Int, sealed: Bool)] = [:]
+            var spans = 0
+            for g in groups {
+                blocks += g.blocks
+                spans += g.spans
+                for s in g.segments {
+                    let old = segments[s.id]
+                    segments[s.id] = (max(old?.indexedBytes ?? 0, s.indexedBytes), (old?.sealed ?? false) || s.sealed)
+                }
+            }
+            do throws(StorageError) {
+                try indexWriter.index(blocks, segments: segments.map { ($0.key, $0.value.indexedBytes, $0.value.sealed) })
+            } catch {
+                // The segments hold the spans; the next start-up re-indexes them from there.
+                logger.error("indexing failed; restart to re-index from the segments", metadata: ["error": "\(error.message)"])
+                queueLock.withLock { indexFailure = error }
+            }
+            lastCommit = Date()
+            queueLock.lock()
+            indexBacklogSpans -= spans
+            indexedSeq = groups.last!.seq
+            let ready = indexWaiters.filter { $0.seq <= indexedSeq }
+            indexWaiters.removeAll { $0.seq <= indexedSeq }
+            queueLock.broadcast()
+            queueLock.unlock()
+            for w in ready { w.continuation.resume() }
+        }
+    }
+
+    /// Returns once everything acknowledged before the call is indexed. Queries call it first,
+    /// so a responder always sees every acknowledged span.
+    public func awaitIndexed() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            queueLock.lock()
+            let target = durableSeq
+            if indexedSeq >= target || indexFailure != nil || indexerDone {
+                queueLock.unlock()
+                c.resume()
+                return
+            }
+            indexWaiters.append((target, c))
+            queueLock.broadcast()
+            queueLock.unlock()
+        }
     }
 
     // MARK: Lifecycle
@@ -204,7 +319,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let waiter = Thread { [self] in
                 queueLock.lock()
-                while !writerDone { queueLock.wait() }
+                while !(writerDone && indexerDone) { queueLock.wait() }
                 queueLock.unlock()
                 c.resume()
             }
@@ -230,7 +345,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     // MARK: Queries (blocking work runs on NIO's thread pool, never on an event loop)
 
     func withReader<T: Sendable>(_ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive { [self] in
+        await awaitIndexed()
+        return try await NIOThreadPool.singleton.runIfActive { [self] in
             readerLock.lock()
             defer { readerLock.unlock() }
             return try body(reader, segmentReader)

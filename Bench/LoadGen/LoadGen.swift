@@ -1,0 +1,236 @@
+import ArgumentParser
+import AsyncHTTPClient
+import FlightRecorderTesting
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Replays pre-encoded, agent-shaped OTLP protobuf requests over several connections against
+/// a daemon, and prints spans/s, request latency p50/p99, bytes on disk per raw OTLP byte,
+/// and the daemon's peak RSS. With `--daemon`, it starts the daemon itself on a fresh data
+/// directory so every figure comes from one reproducible command.
+@main
+struct LoadGen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flightrec-loadgen", abstract: "OTLP/HTTP load generator for flightrec.")
+
+    @Option(help: "flightrec binary to start on a fresh data directory (omit to target --url).")
+    var daemon: String?
+
+    @Option(help: "OTLP/HTTP endpoint when --daemon is not given.")
+    var url = "http://127.0.0.1:4318/v1/traces"
+
+    @Option(help: "Concurrent connections.")
+    var connections = 8
+
+    @Option(help: "Seconds of measured load.")
+    var duration = 20.0
+
+    @Option(help: "Seconds of warm-up before measuring.")
+    var warmup = 3.0
+
+    @Option(name: .customLong("spans-per-request"), help: "Spans per request (OTel SDK batch default: 512).")
+    var spansPerRequest = 512
+
+    @Option(help: "Distinct pre-encoded requests to replay.")
+    var pool = 300
+
+    @Option(help: "Durability for a started daemon: fsync or none.")
+    var durability = "fsync"
+
+    @Option(help: "Extra YAML appended to a started daemon's config.")
+    var extraConfig = ""
+
+    @Option(help: "Port base for a started daemon (OTLP on base, API on base+1).")
+    var portBase = 24318
+
+    func run() async throws {
+        var options = AgentWorkload.Options()
+        options.spansPerRequest = spansPerRequest
+        var workload = AgentWorkload(options: options)
+        var requests: [ByteBuffer] = []
+        var rawBytes = 0
+        for _ in 0..<pool {
+            let r = workload.nextRequest()
+            requests.append(ByteBuffer(bytes: r.bytes))
+            rawBytes += r.bytes.count
+        }
+        let meanRequest = rawBytes / pool
+        print("workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)")
+
+        var process: Process?
+        var dataDir: String?
+        var target = url
+        if let daemon {
+            let dir = NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let config = dir + "/flightrec.yaml"
+            try """
+            data_dir: \(dir)/data
+            listeners:
+              otlp_http: 127.0.0.1:\(portBase)
+              api: 127.0.0.1:\(portBase + 1)
+            storage:
+              durability: \(durability)
+            log:
+              level: warning
+            \(extraConfig)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: daemon)
+            p.arguments = ["serve", "--config", config]
+            try p.run()
+            process = p
+            dataDir = dir + "/data"
+            target = "http://127.0.0.1:\(portBase)/v1/traces"
+            try await waitForPort(portBase)
+        }
+
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                connectionPool: .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+        _ = try await drive(client: client, target: target, requests: requests, seconds: warmup)
+        let result = try await drive(client: client, target: target, requests: requests, seconds: duration)
+        try? await client.shutdown()
+
+        let sorted = result.latencies.sorted()
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let spansPerSecond = Double(result.spans) / result.elapsed
+        print(String(format: "throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)", spansPerSecond,
+            Double(result.requests) / result.elapsed, connections, result.elapsed))
+        print(String(format: "latency: p50 %.2f ms, p99 %.2f ms", pct(0.50) * 1000, pct(0.99) * 1000))
+        if result.failures > 0 { print("refused or failed requests: \(result.failures) (\(result.statuses))") }
+
+        if let process, let dataDir {
+            let rss = peakRSS(pid: process.processIdentifier)
+            process.terminate()  // SIGTERM: graceful drain, fsync, WAL checkpoint
+            process.waitUntilExit()
+            let disk = directorySize(dataDir)
+            let sent = (warmupBytes(result) + result.bytes)
+            print(String(format: "disk: %d bytes for %d raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
+                100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(result.totalSpans, 1))))
+            print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
+            print("daemon exit status: \(process.terminationStatus)")
+            try? FileManager.default.removeItem(atPath: (dataDir as NSString).deletingLastPathComponent)
+        }
+    }
+
+    func warmupBytes(_ r: Result) -> Int { r.warmupBytes }
+
+    struct Result {
+        var spans = 0
+        var requests = 0
+        var bytes = 0
+        var failures = 0
+        var statuses: [UInt: Int] = [:]
+        var latencies: [Double] = []
+        var elapsed = 0.0
+        var warmupBytes = 0
+        var totalSpans = 0
+    }
+
+    static let sentBytes = Counter()
+    static let sentSpans = Counter()
+
+    func drive(client: HTTPClient, target: String, requests: [ByteBuffer], seconds: Double) async throws -> Result {
+        let start = ContinuousClock.now
+        let deadline = start + .milliseconds(Int(seconds * 1000))
+        let spans = spansPerRequest
+        let before = (Self.sentBytes.value, Self.sentSpans.value)
+        var total = try await withThrowingTaskGroup(of: Result.self) { group in
+            for worker in 0..<connections {
+                group.addTask {
+                    var r = Result()
+                    var i = worker * 7919
+                    while ContinuousClock.now < deadline {
+                        let body = requests[i % requests.count]
+                        i += 1
+                        var request = HTTPClientRequest(url: target)
+                        request.method = .POST
+                        request.headers.add(name: "Content-Type", value: "application/x-protobuf")
+                        request.body = .bytes(body)
+                        let t0 = ContinuousClock.now
+                        let response = try await client.execute(request, timeout: .seconds(60))
+                        _ = try await response.body.collect(upTo: 1 << 20)
+                        let dt = ContinuousClock.now - t0
+                        if response.status == .ok {
+                            r.spans += spans
+                            r.requests += 1
+                            r.bytes += body.readableBytes
+                            r.latencies.append(Double(dt.components.attoseconds) / 1e18 + Double(dt.components.seconds))
+                            Self.sentBytes.add(body.readableBytes)
+                            Self.sentSpans.add(spans)
+                        } else {
+                            r.failures += 1
+                            r.statuses[response.status.code, default: 0] += 1
+                        }
+                    }
+                    return r
+                }
+            }
+            var total = Result()
+            for try await r in group {
+                total.spans += r.spans
+                total.requests += r.requests
+                total.bytes += r.bytes
+                total.failures += r.failures
+                total.latencies += r.latencies
+                for (k, v) in r.statuses { total.statuses[k, default: 0] += v }
+            }
+            return total
+        }
+        let elapsed = ContinuousClock.now - start
+        total.elapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        total.warmupBytes = before.0
+        total.totalSpans = Self.sentSpans.value
+        _ = before.1
+        return total
+    }
+
+    func waitForPort(_ port: Int) async throws {
+        for _ in 0..<300 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if ok == 0 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ValidationError("the daemon did not start listening on port \(port)")
+    }
+
+    func peakRSS(pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return 0
+    }
+
+    func directorySize(_ path: String) -> Int {
+        guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total = 0
+        while let f = e.nextObject() as? String {
+            if let a = try? FileManager.default.attributesOfItem(atPath: path + "/" + f), (a[.type] as? FileAttributeType) == .typeRegular {
+                total += (a[.size] as? Int) ?? 0
+            }
+        }
+        return total
+    }
+}
+
+/// A thread-safe counter shared by the load workers.
+final class Counter: Sendable {
+    private let storage = Mutex(0)
+    func add(_ n: Int) { storage.withLock { $0 += n } }
+    var value: Int { storage.withLock { $0 } }
+}
+
+import Synchronization

@@ -1,0 +1,228 @@
+import FlightRecorderOTLP
+
+/// Generates agent-shaped OTLP trace requests: runs of an `invoke_agent` root with model
+/// calls, entity lookups, policy checks and tool executions, carrying the GenAI attributes
+/// real agents send. Deterministic for a seed, so benchmarks and tests are repeatable.
+public struct AgentWorkload: Sendable {
+    public struct Options: Sendable {
+        public var spansPerRequest = 512
+        public var stepsPerRun = 20...60
+        public var tenants = ["acme", "globex", "initech", "umbrella"]
+        public var seed: UInt64 = 42
+
+        public init() {}
+    }
+
+    public var options: Options
+    var rng: SplitMix64
+    var runCounter = 0
+    var open: [RunState] = []
+
+    struct RunState {
+        var runID: String
+        var trace: [UInt8]
+        var root: [UInt8]
+        var tenant: String
+        var agentVersion: String
+        var remaining: Int
+        var clock: UInt64
+        var start: UInt64
+        var rootEmitted = false
+    }
+
+    public init(options: Options = Options()) {
+        self.options = options
+        self.rng = SplitMix64(seed: options.seed)
+    }
+
+    /// One serialized `ExportTraceServiceRequest` with `spansPerRequest` spans drawn from
+    /// several interleaved runs, the way a batch exporter in a busy agent service sends them.
+    public mutating func nextRequest() -> (bytes: [UInt8], spans: Int) {
+        var groups: [String: [[UInt8]]] = [:]
+        var order: [String] = []
+        for _ in 0..<options.spansPerRequest {
+            if open.count < 8 { open.append(newRun()) }
+            let i = Int(rng.next() % UInt64(open.count))
+            var run = open[i]
+            let span = nextSpan(&run)
+            let key = run.tenant + "|" + run.agentVersion
+            if groups[key] == nil { order.append(key) }
+            groups[key, default: []].append(span)
+            if run.rootEmitted { open.remove(at: i) } else { open[i] = run }
+        }
+        var w = ProtobufWriter(capacity: options.spansPerRequest * 600)
+        for key in order {
+            let parts = key.split(separator: "|").map(String.init)
+            w.messageField(1) { rs in
+                rs.messageField(1) { r in
+                    Self.kv(&r, 1, "service.name", "support-agent")
+                    Self.kv(&r, 1, "service.version", parts[1])
+                    Self.kv(&r, 1, "tenant.id", parts[0])
+                    Self.kv(&r, 1, "deployment.environment.name", "production")
+                    Self.kv(&r, 1, "telemetry.sdk.language", "python")
+                    Self.kv(&r, 1, "telemetry.sdk.name", "opentelemetry")
+                    Self.kv(&r, 1, "telemetry.sdk.version", "1.38.0")
+                }
+                rs.messageField(2) { ss in
+                    ss.messageField(1) { sc in
+                        sc.stringField(1, "agent.runtime")
+                        sc.stringField(2, "0.9.3")
+                    }
+                    for span in groups[key]! { ss.bytesField(2, span) }
+                }
+            }
+        }
+        return (w.bytes, options.spansPerRequest)
+    }
+
+    mutating func newRun() -> RunState {
+        runCounter += 1
+        let tenant = options.tenants[Int(rng.next() % UInt64(options.tenants.count))]
+        let steps = Int(rng.next() % UInt64(options.stepsPerRun.count)) + options.stepsPerRun.lowerBound
+        let start = 1_764_000_000_000_000_000 + UInt64(runCounter) * 3_000_000_000
+        return RunState(
+            runID: "run-\(options.seed)-\(runCounter)", trace: randomBytes(16), root: randomBytes(8), tenant: tenant,
+            agentVersion: "2.\(runCounter % 3).0", remaining: steps, clock: start + 1_000_000, start: start)
+    }
+
+    mutating func randomBytes(_ n: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        while out.count < n {
+            var v = rng.next()
+            for _ in 0..<8 where out.count < n {
+                out.append(UInt8(truncatingIfNeeded: v))
+                v >>= 8
+            }
+        }
+        return out
+    }
+
+    static let tools = [
+        ("lookup_employee", "read"), ("lookup_device", "read"), ("disable_managed_device", "privileged_write"),
+        ("create_security_ticket", "low_write"), ("revoke_sessions", "privileged_write"), ("search_kb", "read"),
+    ]
+    static let words = [
+        "laptop", "stolen", "employee", "device", "disable", "ticket", "security", "account", "session", "revoke",
+        "verify", "manager", "approval", "policy", "corporate", "managed", "replacement", "procurement", "urgent",
+        "john", "smith", "contractor", "badge", "vpn", "mfa", "reset", "incident", "escalate", "queue", "priority",
+    ]
+
+    mutating func sentence(_ n: Int) -> String {
+        (0..<n).map { _ in Self.words[Int(rng.next() % UInt64(Self.words.count))] }.joined(separator: " ")
+    }
+
+    /// The next span of a run; the root is emitted last, as SDKs export it when it ends.
+    mutating func nextSpan(_ run: inout RunState) -> [UInt8] {
+        var w = ProtobufWriter(capacity: 700)
+        if run.remaining == 0 {
+            run.rootEmitted = true
+            w.bytesField(1, run.trace)
+            w.bytesField(2, run.root)
+            w.stringField(5, "invoke_agent support-agent")
+            w.varintField(6, 1)
+            w.fixed64Field(7, run.start)
+            w.fixed64Field(8, run.clock + 1_000_000)
+            Self.kv(&w, 9, "agent.run.id", run.runID)
+            Self.kv(&w, 9, "gen_ai.operation.name", "invoke_agent")
+            Self.kv(&w, 9, "gen_ai.agent.name", "support-agent")
+            Self.kv(&w, 9, "enduser.id", "user-\(rng.next() % 5000)")
+            w.messageField(15) { s in s.varintField(3, 1) }
+            return w.bytes
+        }
+        run.remaining -= 1
+        let duration = 2_000_000 + rng.next() % 900_000_000
+        w.bytesField(1, run.trace)
+        w.bytesField(2, randomBytes(8))
+        w.bytesField(4, run.root)
+        let kind = rng.next() % 4
+        switch kind {
+        case 0:
+            let model = rng.next() % 2 == 0 ? "gpt-4o-2024-08-06" : "claude-sonnet-4"
+            w.stringField(5, "chat \(model)")
+            w.varintField(6, 3)
+            w.fixed64Field(7, run.clock)
+            w.fixed64Field(8, run.clock + duration)
+            Self.kv(&w, 9, "gen_ai.operation.name", "chat")
+            Self.kv(&w, 9, "gen_ai.request.model", model)
+            Self.kv(&w, 9, "gen_ai.response.model", model)
+            Self.kv(&w, 9, "gen_ai.prompt.version", "triage-v\(rng.next() % 4)")
+            Self.intKV(&w, 9, "gen_ai.usage.input_tokens", Int64(200 + rng.next() % 4000))
+            Self.intKV(&w, 9, "gen_ai.usage.output_tokens", Int64(20 + rng.next() % 800))
+            Self.kv(&w, 9, "gen_ai.response.finish_reasons", "tool_calls")
+            Self.kv(&w, 9, "gen_ai.output.messages", "[{\"role\":\"assistant\",\"content\":\"\(sentence(18))\"}]")
+        case 1:
+            let (tool, tier) = Self.tools[Int(rng.next() % UInt64(Self.tools.count))]
+            w.stringField(5, "execute_tool \(tool)")
+            w.varintField(6, 3)
+            w.fixed64Field(7, run.clock)
+            w.fixed64Field(8, run.clock + duration)
+            Self.kv(&w, 9, "gen_ai.operation.name", "execute_tool")
+            Self.kv(&w, 9, "gen_ai.tool.name", tool)
+            Self.kv(&w, 9, "gen_ai.tool.call.id", "call_" + randomBytes(9).map { String($0, radix: 16) }.joined())
+            Self.kv(&w, 9, "tool.risk_tier", tier)
+            Self.kv(
+                &w, 9, "gen_ai.tool.call.arguments",
+                "{\"employee_id\":\"E\(rng.next() % 90000)\",\"reason\":\"\(sentence(6))\"}")
+            Self.kv(&w, 9, "operation.id", "op-\(rng.next() % 1_000_000_000)")
+            Self.kv(&w, 9, "idempotency.key", run.runID + "-\(run.remaining)")
+            if rng.next() % 20 == 0 {
+                w.messageField(15) { s in
+                    s.stringField(2, "backend timeout after 5000ms")
+                    s.varintField(3, 2)
+                }
+            }
+        case 2:
+            let outcome = ["allowed", "allowed", "allowed", "blocked", "approval_required"][Int(rng.next() % 5)]
+            w.stringField(5, "policy.check")
+            w.varintField(6, 1)
+            w.fixed64Field(7, run.clock)
+            w.fixed64Field(8, run.clock + duration / 100)
+            Self.kv(&w, 9, "policy.outcome", outcome)
+            Self.kv(&w, 9, "policy.rule", "rule-\(rng.next() % 12)")
+            Self.kv(&w, 9, "gen_ai.tool.name", Self.tools[Int(rng.next() % UInt64(Self.tools.count))].0)
+        default:
+            w.stringField(5, "retrieval memory")
+            w.varintField(6, 1)
+            w.fixed64Field(7, run.clock)
+            w.fixed64Field(8, run.clock + duration / 10)
+            Self.kv(&w, 9, "gen_ai.operation.name", "retrieval")
+            Self.kv(&w, 9, "gen_ai.data_source.id", "kb-\(rng.next() % 8)")
+            Self.intKV(&w, 9, "retrieval.documents", Int64(rng.next() % 10))
+            w.messageField(11) { e in
+                e.fixed64Field(1, run.clock + 1000)
+                e.stringField(2, "cache.miss")
+            }
+        }
+        run.clock += duration + 1_000_000
+        return w.bytes
+    }
+
+    static func kv(_ w: inout ProtobufWriter, _ field: Int, _ key: String, _ value: String) {
+        w.messageField(field) { kv in
+            kv.stringField(1, key)
+            kv.messageField(2) { v in v.stringField(1, value) }
+        }
+    }
+
+    static func intKV(_ w: inout ProtobufWriter, _ field: Int, _ key: String, _ value: Int64) {
+        w.messageField(field) { kv in
+            kv.stringField(1, key)
+            kv.messageField(2) { v in v.int64Field(3, value) }
+        }
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64), so workloads are reproducible.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,84 @@
+import FlightRecorderOTLP
+import FlightRecorderTesting
+import Testing
+
+@Suite struct ExportRequestDecoderTests {
+    let decoder = ExportRequestDecoder()
+    let trace = RequestBuilder.traceID(1)
+
+    @Test func extractsIndexFactsFromEverySpan() throws {
+        let body = RequestBuilder.request(
+            resource: [("service.name", .string("support-agent")), ("tenant.id", .string("acme"))],
+            spans: [
+                TestSpan(trace: trace, span: RequestBuilder.spanID(1), start: 10, end: 20, attributes: [("agent.run.id", .string("r1"))]),
+                TestSpan(trace: trace, span: RequestBuilder.spanID(2), parent: RequestBuilder.spanID(1), start: 11, end: 15, statusCode: 2),
+            ])
+        let batch = try decoder.decode(body)
+        #expect(batch.spans.count == 2)
+        #expect(batch.payload == body)
+        #expect(batch.resources == [ResourceFacts(agent: "support-agent", tenant: "acme")])
+        #expect(batch.spans[0].explicitRunID == "r1")
+        #expect(batch.spans[0].parentSpanID.isZero)
+        #expect(batch.spans[1].explicitRunID == nil)
+        #expect(batch.spans[1].parentSpanID.hex == "cd00000000000001")
+        #expect(batch.spans[1].isError)
+        #expect(!batch.spans[0].isError)
+        #expect(batch.spans[0].traceID.hex == "ab000000000000000000000000000001")
+        #expect(batch.spans[0].startNanos == 10 && batch.spans[0].endNanos == 20)
+    }
+
+    @Test func runKeysFollowConfiguredOrderSpanBeforeResource() throws {
+        let d = ExportRequestDecoder(runIdentity: RunIdentity(keys: ["a", "b"]))
+        let body = RequestBuilder.request(
+            resource: [("a", .string("from-resource"))],
+            spans: [
+                TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("b", .string("span-b"))]),
+                TestSpan(trace: trace, span: RequestBuilder.spanID(2), attributes: [("b", .int(7)), ("a", .string("span-a"))]),
+                TestSpan(trace: trace, span: RequestBuilder.spanID(3)),
+            ])
+        let runs = try d.decode(body).spans.map(\.explicitRunID)
+        #expect(runs == ["span-b", "span-a", "from-resource"])
+    }
+
+    @Test(arguments: [
+        (Array(repeating: UInt8(0), count: 16), RequestBuilder.spanID(1), [UInt8](), "invalid trace ID (16 bytes"),
+        (Array(repeating: UInt8(1), count: 8), RequestBuilder.spanID(1), [UInt8](), "invalid trace ID (8 bytes"),
+        (RequestBuilder.traceID(1), [UInt8](repeating: 0, count: 8), [UInt8](), "invalid span ID (8 bytes"),
+        (RequestBuilder.traceID(1), [UInt8](repeating: 1, count: 4), [UInt8](), "invalid span ID (4 bytes"),
+        (RequestBuilder.traceID(1), RequestBuilder.spanID(1), [UInt8](repeating: 1, count: 3), "invalid parent span ID (3 bytes"),
+    ])
+    func rejectsInvalidIDsNamingTheSpan(trace: [UInt8], span: [UInt8], parent: [UInt8], expected: String) {
+        let body = RequestBuilder.request(spans: [
+            TestSpan(trace: RequestBuilder.traceID(9), span: RequestBuilder.spanID(9)),
+            TestSpan(trace: trace, span: span, parent: parent),
+        ])
+        #expect {
+            _ = try decoder.decode(body)
+        } throws: { error in
+            let m = (error as? ExportRequestDecoder.Failure)?.description ?? ""
+            return m.contains("resourceSpans[0].scopeSpans[0].spans[1]") && m.contains(expected)
+        }
+    }
+
+    @Test func rejectsGarbageAndTruncatedBodies() {
+        let body = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1))])
+        #expect(throws: ExportRequestDecoder.Failure.self) { try decoder.decode(Array(body.dropLast(3))) }
+        #expect(throws: ExportRequestDecoder.Failure.self) { try decoder.decode([0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) }
+    }
+
+    @Test func rejectsHostileNestingBeforeProtobufC() {
+        // 10,000 nested arrays in one attribute: protobuf-c would recurse that deep.
+        var value = TestValue.string("x")
+        for _ in 0..<10_000 { value = .array([value]) }
+        let body = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("deep", value)])])
+        #expect {
+            _ = try decoder.decode(body)
+        } throws: { error in
+            (error as? ExportRequestDecoder.Failure)?.description.contains("nests deeper than 64") == true
+        }
+        var shallow = TestValue.string("x")
+        for _ in 0..<20 { shallow = .kvlist([("k", shallow)]) }
+        let ok = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("nested", shallow)])])
+        #expect((try? decoder.decode(ok))?.spans.count == 1)
+    }
+}
