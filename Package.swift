@@ -116,11 +116,14 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderStorageTests",
-            dependencies: ["FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting"],
+            dependencies: [
+                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderConfigTests",
-            dependencies: ["FlightRecorderConfig"],
+            dependencies: ["FlightRecorderConfig", "FlightRecorderStorage"],
             swiftSettings: swiftSettings),
     ]
 )

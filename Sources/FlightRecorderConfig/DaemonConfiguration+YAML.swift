@@ -137,7 +137,8 @@ struct ConfigReader {
             do throws(ConfigError) {
                 try body(&self, key, v)
             } catch var e {
-                if e.reason == "unknown key" { e.line = k.mark?.line ?? e.line }
+                let fullKey = path.isEmpty ? key : "\(path).\(key)"
+                if e.reason == "unknown key" && e.key == fullKey { e.line = k.mark?.line ?? e.line }
                 throw e
             }
         }

@@ -11,7 +11,7 @@ public struct ExportRequestDecoder: Sendable {
     static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
     static let tenantKeys = [CKey("tenant.id")]
 
-    public init(runIdentity: RunIdentity = RunIdentity(), maxDepth: Int = 64) {
+    public init(runIdentity: RunIdentity = RunIdentity(), maxDepth: Int = 128) {
         self.runIdentity = runIdentity
         self.maxDepth = maxDepth
     }

@@ -43,7 +43,7 @@ public enum WireDepthGuard {
     }
 
     /// Throws `Failure` when the body nests deeper than `maxDepth` or is not well-formed wire format.
-    public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 64) throws(Failure) {
+    public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(Failure) {
         var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]
         var pos = 0
         func readVarint() throws(Failure) -> UInt64 {

@@ -67,14 +67,35 @@ import Testing
     }
 
     @Test func rejectsHostileNestingBeforeProtobufC() {
-        // 10,000 nested arrays in one attribute: protobuf-c would recurse that deep.
-        var value = TestValue.string("x")
-        for _ in 0..<10_000 { value = .array([value]) }
-        let body = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("deep", value)])])
+        // 5,000 nested arrays in one attribute: protobuf-c would recurse that deep and
+        // overflow the stack. Built inside out, iteratively.
+        var any = ProtobufWriter()
+        any.stringField(1, "x")
+        for _ in 0..<5_000 {
+            var array = ProtobufWriter()
+            array.bytesField(1, any.bytes)
+            var outer = ProtobufWriter()
+            outer.bytesField(5, array.bytes)
+            any = outer
+        }
+        var kv = ProtobufWriter()
+        kv.stringField(1, "deep")
+        kv.bytesField(2, any.bytes)
+        var span = ProtobufWriter()
+        span.bytesField(1, trace)
+        span.bytesField(2, RequestBuilder.spanID(1))
+        span.bytesField(9, kv.bytes)
+        var scope = ProtobufWriter()
+        scope.bytesField(2, span.bytes)
+        var resource = ProtobufWriter()
+        resource.bytesField(2, scope.bytes)
+        var request = ProtobufWriter()
+        request.bytesField(1, resource.bytes)
+        let body = request.bytes
         #expect {
             _ = try decoder.decode(body)
         } throws: { error in
-            (error as? ExportRequestDecoder.Failure)?.description.contains("nests deeper than 64") == true
+            (error as? ExportRequestDecoder.Failure)?.description.contains("nests deeper than 128") == true
         }
         var shallow = TestValue.string("x")
         for _ in 0..<20 { shallow = .kvlist([("k", shallow)]) }

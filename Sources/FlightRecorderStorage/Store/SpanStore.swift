@@ -23,6 +23,8 @@ public import ServiceLifecycle
 public final class SpanStore: Service, @unchecked Sendable {
     public let configuration: StoreConfiguration
     let logger: Logger
+    /// What start-up read to bring the index up to date with the segments.
+    public let recoveryReport: RecoveryReport
 
     private struct Pending {
         var batch: IngestBatch
@@ -75,8 +77,10 @@ public final class SpanStore: Service, @unchecked Sendable {
         lockFD = try Self.lockDirectory(configuration.directory)
         do {
             indexWriter = try IndexWriter(path: configuration.indexPath)
-            let recovery = StoreRecovery(configuration: configuration, index: indexWriter, logger: logger)
-            let activeID = try recovery.run()
+            let recovery = try StoreRecovery(configuration: configuration, index: indexWriter, logger: logger)
+                .runReporting()
+            recoveryReport = recovery.report
+            let activeID = recovery.activeSegment
             segment = try SegmentWriter(directory: configuration.segmentDirectory, id: activeID)
             reader = try IndexReader(path: configuration.indexPath)
             segmentReader = SegmentReader(directory: configuration.segmentDirectory)
@@ -122,7 +126,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             }
             queuedBytes += batch.payload.count
             pending.append(Pending(batch: batch, continuation: c))
-            queueLock.signal()
+            // Broadcast: the writer and the indexer wait on the same condition.
+            queueLock.broadcast()
         }
     }
 

@@ -2,6 +2,20 @@ import FlightRecorderOTLP
 import Foundation
 public import Logging
 
+/// What start-up (or `reindex`) had to read to bring the index up to date.
+public struct RecoveryReport: Sendable, Equatable {
+    /// Segments whose unindexed tail was read.
+    public var scannedSegments = 0
+    /// Segments the index already covered; not opened.
+    public var skippedSegments = 0
+    public var indexedBlocks = 0
+    public var indexedSpans = 0
+    /// Bytes of torn tail cut off the last segment.
+    public var truncatedBytes = 0
+    /// Bytes of damage skipped (never truncated).
+    public var corruptBytes = 0
+}
+
 /// Brings the index up to date with the segments at start-up.
 ///
 /// Only what the index has not covered is read: a sealed segment whose indexed size equals
@@ -14,26 +28,13 @@ struct StoreRecovery {
     let index: IndexWriter
     let logger: Logger
 
-    struct Report: Sendable, Equatable {
-        var scannedSegments = 0
-        var skippedSegments = 0
-        var indexedBlocks = 0
-        var indexedSpans = 0
-        var truncatedBytes = 0
-        var corruptBytes = 0
-    }
 
     /// Returns the id of the segment to append to next.
-    @discardableResult
-    func run() throws(StorageError) -> Int64 {
-        try runReporting().activeSegment
-    }
-
-    func runReporting() throws(StorageError) -> (activeSegment: Int64, report: Report) {
+    func runReporting() throws(StorageError) -> (activeSegment: Int64, report: RecoveryReport) {
         let dir = configuration.segmentDirectory
         let ids = SegmentFile.list(dir)
         let states = try index.segmentStates()
-        var report = Report()
+        var report = RecoveryReport()
         let decoder = ExportRequestDecoder(runIdentity: configuration.runIdentity)
         for id in ids {
             let path = SegmentFile.path(dir, id)
@@ -128,7 +129,7 @@ public enum Reindexer {
         defer { close(lock) }
         let fresh = configuration.indexPath + ".rebuild"
         for suffix in ["", "-wal", "-shm"] { unlink(fresh + suffix) }
-        let report: StoreRecovery.Report
+        let report: RecoveryReport
         do {
             let writer = try IndexWriter(path: fresh)
             report = try StoreRecovery(configuration: configuration, index: writer, logger: logger).runReporting().report

@@ -1,0 +1,71 @@
+import FlightRecorderConfig
+import FlightRecorderStorage
+import Testing
+
+@Suite struct DaemonConfigurationTests {
+    @Test func parsesEverySectionOverDefaults() throws {
+        let c = try DaemonConfiguration.parse(yaml: """
+            data_dir: /var/lib/flightrec
+            listeners:
+              otlp_http: 127.0.0.1:5318
+              api: "[::1]:5319"
+            storage:
+              durability: none
+              segment_size: 128MiB
+              block_size: 512KiB
+              queue_limit: 32MiB
+            limits:
+              max_request_body: 8MiB
+            runs:
+              id_keys: [task.id, session.id]
+            log:
+              level: debug
+            """)
+        #expect(c.dataDirectory == "/var/lib/flightrec")
+        #expect(c.otlpHTTP == HostPort(host: "127.0.0.1", port: 5318))
+        #expect(c.api == HostPort(host: "::1", port: 5319))
+        #expect(c.durability == .none)
+        #expect(c.segmentBytes == 128 << 20 && c.blockBytes == 512 << 10 && c.queueBytes == 32 << 20)
+        #expect(c.maxRequestBytes == 8 << 20)
+        #expect(c.runIDKeys == ["task.id", "session.id"])
+        #expect(c.logLevel == "debug")
+        try c.validate()
+    }
+
+    @Test(arguments: [
+        ("storage:\n  durability: sometimes\n", "storage.durability", 2, "expected one of fsync, none"),
+        ("listeners:\n  otlp_http: 127.0.0.1\n", "listeners.otlp_http", 2, "expected HOST:PORT"),
+        ("storage:\n  segment_size: lots\n", "storage.segment_size", 2, "expected a size"),
+        ("\n\nstorage:\n  durabilty: fsync\n", "storage.durabilty", 4, "unknown key"),
+        ("listners:\n  api: 127.0.0.1:1\n", "listners", 1, "unknown key"),
+        ("runs:\n  id_keys: []\n", "runs.id_keys", 2, "needs at least one key"),
+        ("limits:\n  max_request_body: 10\n", "limits.max_request_body", 2, "out of range"),
+    ])
+    func errorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {
+        #expect {
+            _ = try DaemonConfiguration.parse(yaml: yaml)
+        } throws: { error in
+            guard let e = error as? ConfigError else { return false }
+            return e.key == key && e.line == line && e.reason.contains(reason)
+        }
+    }
+
+    @Test func invalidYAMLNamesTheLine() {
+        #expect {
+            _ = try DaemonConfiguration.parse(yaml: "storage:\n  durability: [fsync\n")
+        } throws: { error in
+            (error as? ConfigError)?.line != nil && "\(error)".contains("not valid YAML")
+        }
+    }
+
+    @Test func refusesToListenBeyondLoopbackWithoutAuth() throws {
+        var c = try DaemonConfiguration.parse(yaml: "listeners:\n  otlp_http: 0.0.0.0:4318\n")
+        #expect {
+            try c.validate()
+        } throws: { error in
+            (error as? ConfigError)?.key == "listeners.otlp_http" && "\(error)".contains("requires authentication")
+        }
+        c.otlpHTTP = HostPort(host: "localhost", port: 4318)
+        try c.validate()
+    }
+}
