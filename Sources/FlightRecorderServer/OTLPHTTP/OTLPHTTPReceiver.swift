@@ -1,4 +1,3 @@
-import CompressNIO
 public import FlightRecorderOTLP
 public import FlightRecorderStorage
 import Foundation
@@ -142,19 +141,18 @@ public struct OTLPHTTPReceiver: Sendable {
                 var chunk = chunk
                 buffer.writeBuffer(&chunk)
             }
+            var bytes = Array(buffer.readableBytesView)
             if contentEncoding == "gzip" {
-                let inflated: ByteBuffer
                 do {
-                    inflated = try buffer.decompress(with: .gzip, maxSize: maxRequestBytes)
-                } catch let error as CompressNIOError where error == .bufferOverflow {
+                    bytes = try GzipInflater.inflate(bytes, limit: maxRequestBytes)
+                } catch .tooLarge {
                     throw Refusal.tooLarge("gzip body inflates beyond the limit of \(maxRequestBytes) bytes")
                 } catch {
-                    throw Refusal.badRequest("gzip body is corrupt")
+                    throw Refusal.badRequest("gzip body is corrupt or truncated")
                 }
-                try reserve(inflated.readableBytes)
-                buffer = inflated
+                try reserve(bytes.count)
             }
-            return Body(bytes: Array(buffer.readableBytesView), reserved: reserved)
+            return Body(bytes: bytes, reserved: reserved)
         } catch {
             budget.release(reserved)
             throw error

@@ -1,0 +1,100 @@
+"""Fixtures that run the real flightrec daemon as a process and export to it with the
+real OpenTelemetry Python SDK."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("FLIGHTREC_BIN", os.path.join(ROOT, ".build", "debug", "flightrec"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """One `flightrec serve` process on free loopback ports and a private data directory."""
+
+    def __init__(self, workdir, extra_config=""):
+        self.workdir = workdir
+        self.data = os.path.join(workdir, "data")
+        self.otlp_port = free_port()
+        self.api_port = free_port()
+        self.config = os.path.join(workdir, "flightrec.yaml")
+        with open(self.config, "w") as f:
+            f.write(
+                f"data_dir: {self.data}\n"
+                f"listeners:\n  otlp_http: 127.0.0.1:{self.otlp_port}\n  api: 127.0.0.1:{self.api_port}\n"
+                f"storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + extra_config
+            )
+        self.log_path = os.path.join(workdir, "daemon.log")
+        self.proc = None
+
+    @property
+    def otlp_url(self):
+        return f"http://127.0.0.1:{self.otlp_port}/v1/traces"
+
+    @property
+    def api_url(self):
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([BIN, "serve", "--config", self.config], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                urllib.request.urlopen(self.api_url + "/healthz", timeout=1).read()
+                with socket.create_connection(("127.0.0.1", self.otlp_port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("daemon did not become ready: " + self.read_log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        self.log.close()
+        return self.proc.returncode
+
+    def read_log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def get(self, path):
+        """GET from the query API: (status, parsed JSON)."""
+        try:
+            with urllib.request.urlopen(self.api_url + path, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def cli(self, *args):
+        return subprocess.run([BIN, *args, "--api", self.api_url], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="flightrec-it-") as d:
+        yield d
+
+
+@pytest.fixture
+def daemon(workdir):
+    d = Daemon(workdir).start()
+    yield d
+    d.stop()
