@@ -1,0 +1,58 @@
+# FlightRecorder: the two set-up commands are `make serve` and `make test`.
+# Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
+
+SYSTEM_PACKAGES := liblz4-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
+VENV := .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: serve test deps python-deps build build-release check-generated unit-test integration-test bench generate
+
+## Build (release) and start the daemon on the default data directory
+## ($FLIGHTREC_DATA, else ~/.local/share/flightrec). Ctrl-C drains and exits.
+serve: deps build-release
+	.build/release/flightrec serve $(ARGS)
+
+## Run every test: generated-code check, Swift unit tests, integration tests with the
+## real OpenTelemetry Python SDK.
+test: deps python-deps check-generated unit-test integration-test
+
+deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: Tests/Integration/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r Tests/Integration/requirements.txt
+	touch $@
+
+build:
+	swift build --build-tests
+
+build-release:
+	swift build -c release --product flightrec
+
+check-generated:
+	Schemas/generate.sh --check
+
+unit-test: build
+	swift test --skip-build
+
+integration-test: build python-deps
+	FLIGHTREC_BIN=$(CURDIR)/.build/debug/flightrec $(VENV)/bin/python -m pytest -q Tests/Integration
+
+## Regenerate the committed protoc-c code from Schemas/.
+generate: deps
+	Schemas/generate.sh
+
+## The load generator (see Bench/README.md).
+bench: deps
+	swift build -c release
+	.build/release/flightrec-loadgen --daemon .build/release/flightrec $(ARGS)
