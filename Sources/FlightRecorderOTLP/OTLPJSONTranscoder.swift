@@ -143,25 +143,17 @@ public enum OTLPJSONTranscoder {
             path.removeLast()
         }
 
-        mutating func uint(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
-        {
+        /// A 32-bit unsigned field: `uint32` (varint) or `fixed32`; zero (the default) is not written.
+        mutating func uint32(
+            _ o: [String: JSONValue], _ name: String, field number: Int, fixed: Bool = false, into w: inout ProtobufWriter
+        ) throws(Failure) {
             guard let v = field(o, name) else { return }
             path.append(name)
             let u = try unsigned(v)
-            guard u <= UInt64(UInt32.max) else { throw fail("out of range for uint32") }
-            if u != 0 { w.varintField(number, u) }
-            path.removeLast()
-        }
-
-        mutating func fixed32(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
-        {
-            guard let v = field(o, name) else { return }
-            path.append(name)
-            let u = try unsigned(v)
-            guard u <= UInt64(UInt32.max) else { throw fail("out of range for fixed32") }
-            if u != 0 { w.fixed32Field(number, UInt32(u)) }
+            guard u <= UInt64(UInt32.max) else { throw fail("out of range for a 32-bit field") }
+            if u != 0 {
+                if fixed { w.fixed32Field(number, UInt32(u)) } else { w.varintField(number, u) }
+            }
             path.removeLast()
         }
 
@@ -189,14 +181,14 @@ public enum OTLPJSONTranscoder {
             try repeatedMessage(o, "resourceSpans", field: 1, into: &w) { t, rs, w throws(Failure) in
                 try t.nested(rs, "resource", field: 1, into: &w) { t, r, w throws(Failure) in
                     try t.keyValues(r, "attributes", field: 1, into: &w)
-                    try t.uint(r, "droppedAttributesCount", field: 2, into: &w)
+                    try t.uint32(r, "droppedAttributesCount", field: 2, into: &w)
                 }
                 try t.repeatedMessage(rs, "scopeSpans", field: 2, into: &w) { t, ss, w throws(Failure) in
                     try t.nested(ss, "scope", field: 1, into: &w) { t, sc, w throws(Failure) in
                         try t.string(sc, "name", field: 1, into: &w)
                         try t.string(sc, "version", field: 2, into: &w)
                         try t.keyValues(sc, "attributes", field: 3, into: &w)
-                        try t.uint(sc, "droppedAttributesCount", field: 4, into: &w)
+                        try t.uint32(sc, "droppedAttributesCount", field: 4, into: &w)
                     }
                     try t.repeatedMessage(ss, "spans", field: 2, into: &w) { t, s, w throws(Failure) in
                         try t.span(s, into: &w)
@@ -223,28 +215,28 @@ public enum OTLPJSONTranscoder {
             try fixed64(s, "startTimeUnixNano", field: 7, into: &w)
             try fixed64(s, "endTimeUnixNano", field: 8, into: &w)
             try keyValues(s, "attributes", field: 9, into: &w)
-            try uint(s, "droppedAttributesCount", field: 10, into: &w)
+            try uint32(s, "droppedAttributesCount", field: 10, into: &w)
             try repeatedMessage(s, "events", field: 11, into: &w) { t, e, w throws(Failure) in
                 try t.fixed64(e, "timeUnixNano", field: 1, into: &w)
                 try t.string(e, "name", field: 2, into: &w)
                 try t.keyValues(e, "attributes", field: 3, into: &w)
-                try t.uint(e, "droppedAttributesCount", field: 4, into: &w)
+                try t.uint32(e, "droppedAttributesCount", field: 4, into: &w)
             }
-            try uint(s, "droppedEventsCount", field: 12, into: &w)
+            try uint32(s, "droppedEventsCount", field: 12, into: &w)
             try repeatedMessage(s, "links", field: 13, into: &w) { t, l, w throws(Failure) in
                 try t.hexBytes(l, "traceId", field: 1, into: &w)
                 try t.hexBytes(l, "spanId", field: 2, into: &w)
                 try t.string(l, "traceState", field: 3, into: &w)
                 try t.keyValues(l, "attributes", field: 4, into: &w)
-                try t.uint(l, "droppedAttributesCount", field: 5, into: &w)
-                try t.fixed32(l, "flags", field: 6, into: &w)
+                try t.uint32(l, "droppedAttributesCount", field: 5, into: &w)
+                try t.uint32(l, "flags", field: 6, fixed: true, into: &w)
             }
-            try uint(s, "droppedLinksCount", field: 14, into: &w)
+            try uint32(s, "droppedLinksCount", field: 14, into: &w)
             try nested(s, "status", field: 15, into: &w) { t, st, w throws(Failure) in
                 try t.string(st, "message", field: 2, into: &w)
                 try t.enumeration(st, "code", field: 3, names: Self.statusCodes, into: &w)
             }
-            try fixed32(s, "flags", field: 16, into: &w)
+            try uint32(s, "flags", field: 16, fixed: true, into: &w)
         }
 
         mutating func keyValues(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)

@@ -31,28 +31,24 @@ public struct Daemon: Sendable {
         let apiRouter = Router(context: BasicRequestContext.self)
         QueryAPI(store: store, logger: logger).addRoutes(to: apiRouter)
 
-        let otlp = Application(
-            router: otlpRouter,
-            configuration: .init(
-                address: .hostname(configuration.otlpHTTP.host, port: configuration.otlpHTTP.port), serverName: "flightrec"),
-            onServerRunning: { [logger] channel in
-                logger.notice("listening", metadata: ["listener": "otlp_http", "address": "\(Self.describe(channel))"])
-            },
-            logger: logger)
-        let api = Application(
-            router: apiRouter,
-            configuration: .init(
-                address: .hostname(configuration.api.host, port: configuration.api.port), serverName: "flightrec"),
-            onServerRunning: { [logger] channel in
-                logger.notice("listening", metadata: ["listener": "api", "address": "\(Self.describe(channel))"])
-            },
-            logger: logger)
+        let otlp = application(otlpRouter, configuration.otlpHTTP, listener: "otlp_http")
+        let api = application(apiRouter, configuration.api, listener: "api")
         // Shutdown runs in reverse order: listeners drain before the store closes.
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: store), .init(service: otlp), .init(service: api)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    func application(_ router: Router<BasicRequestContext>, _ address: HostPort, listener: String) -> some Service {
+        Application(
+            router: router,
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "flightrec"),
+            onServerRunning: { [logger] channel in
+                logger.notice("listening", metadata: ["listener": "\(listener)", "address": "\(Self.describe(channel))"])
+            },
+            logger: logger)
     }
 
     static func describe(_ channel: any Channel) -> String {
