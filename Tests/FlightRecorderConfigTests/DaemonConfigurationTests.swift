@@ -1,4 +1,5 @@
 import FlightRecorderConfig
+import Foundation
 import FlightRecorderStorage
 import Testing
 
@@ -48,6 +49,20 @@ import Testing
             guard let e = error as? ConfigError else { return false }
             return e.key == key && e.line == line && e.reason.contains(reason)
         }
+    }
+
+    @Test func shippedExampleConfigIsValidAndMatchesTheDefaults() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../Deploy/flightrec.yaml"
+        ).standardized.path
+        let c = try DaemonConfiguration.load(path: path)
+        let defaults = DaemonConfiguration()
+        #expect(c.dataDirectory == "/var/lib/flightrec")
+        #expect(c.otlpHTTP == defaults.otlpHTTP && c.api == defaults.api)
+        #expect(c.durability == defaults.durability && c.segmentBytes == defaults.segmentBytes)
+        #expect(c.blockBytes == defaults.blockBytes && c.queueBytes == defaults.queueBytes)
+        #expect(c.maxRequestBytes == defaults.maxRequestBytes && c.runIDKeys == defaults.runIDKeys)
+        try c.validate()
     }
 
     @Test func invalidYAMLNamesTheLine() {
