@@ -3,6 +3,7 @@
 import gzip
 import json
 import subprocess
+import urllib.parse
 import urllib.request
 
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -150,3 +151,14 @@ def test_runs_time_filters_and_limit(daemon):
     status, body = daemon.get("/api/v1/runs?since=yesterday")
     assert status == 400 and "since" in body["error"]
     assert daemon.get("/api/v1/runs?limit=0")[0] == 400
+
+
+def test_run_ids_that_need_escaping_round_trip_through_api_and_cli(daemon):
+    agent = Agent(daemon.otlp_url)
+    run_id = "tenant/acme run 7?x=1#y%"
+    run_stolen_laptop(agent, run_id)[0].end()
+    agent.shutdown()
+    status, body = daemon.get("/api/v1/runs/" + urllib.parse.quote(run_id, safe=""))
+    assert status == 200 and body["run"]["runId"] == run_id and body["run"]["spanCount"] == 5
+    r = daemon.cli("run", run_id)
+    assert r.returncode == 0 and r.stdout.startswith(f"run {run_id} ")

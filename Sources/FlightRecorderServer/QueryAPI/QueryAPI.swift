@@ -21,11 +21,17 @@ public struct QueryAPI: Sendable {
         router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
         router.get("/api/v1/runs") { request, _ in await self.handle { try await self.listRuns(request) } }
         router.get("/api/v1/runs/:runID") { _, context in
-            await self.handle { try await self.run(context.parameters.get("runID") ?? "") }
+            await self.handle { try await self.run(Self.decoded(context.parameters.get("runID"))) }
         }
         router.get("/api/v1/traces/:traceID") { _, context in
-            await self.handle { try await self.trace(context.parameters.get("traceID") ?? "") }
+            await self.handle { try await self.trace(Self.decoded(context.parameters.get("traceID"))) }
         }
+    }
+
+    /// Path parameters arrive percent-encoded; run IDs may contain `/`, spaces or `%`.
+    static func decoded(_ raw: String?) -> String {
+        guard let raw else { return "" }
+        return raw.removingPercentEncoding ?? raw
     }
 
     struct APIError: Error {
