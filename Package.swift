@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // MARK: System C libraries
@@ -43,6 +44,13 @@ let package = Package(
         .target(name: "COTLP", dependencies: ["CProtobufC"]),
 
         // MARK: Libraries, one concern each
+        .target(
+            name: "FlightRecorderRedaction",
+            dependencies: [
+                "COTLP", "CProtobufC",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderOTLP",
             dependencies: [
@@ -118,6 +126,10 @@ let package = Package(
                 "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderRedactionTests",
+            dependencies: ["FlightRecorderRedaction", "FlightRecorderOTLP", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderConfigTests",

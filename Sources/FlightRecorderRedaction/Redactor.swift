@@ -1,0 +1,266 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// A validated, compiled redaction policy. Thread-safe; share one instance.
+public final class Redactor: Sendable {
+    public let policy: RedactionPolicy
+    let sets: [CompiledSet]
+    let hmac: (id: String, key: SymmetricKey)?
+    private let counters = Mutex<[String: Int]>([:])
+
+    /// Compiles `policy`; throws naming the rule when a pattern does not compile, a `hash`
+    /// rule has no key, or a truncation length is not positive.
+    public init(policy: RedactionPolicy) throws(RedactionError) {
+        self.policy = policy
+        self.hmac = policy.hmacKey.map { ($0.id, SymmetricKey(data: $0.key)) }
+        var sets: [CompiledSet] = []
+        for set in policy.scoped + [policy.defaultSet] {
+            sets.append(try CompiledSet(set, hasKey: policy.hmacKey != nil))
+        }
+        self.sets = sets
+    }
+
+    /// Index of the rule set for a resource with these attributes.
+    public func ruleSet(resource: (String) -> String?) -> Int {
+        for (i, s) in sets.enumerated() {
+            guard let m = s.match else { continue }
+            if resource(m.key) == m.value { return i }
+        }
+        return sets.count - 1
+    }
+
+    /// What to do with an attribute value under `key` in rule set `set`.
+    func decision(key: String, set: Int) -> CompiledSet.Decision {
+        sets[set].decision(for: key)
+    }
+
+    /// Redacts one string attribute value; nil means drop the attribute.
+    public func redactValue(_ value: String, key: String, set: Int, hits: inout Hits) -> String? {
+        switch decision(key: key, set: set) {
+        case .rule(let r):
+            return apply(rule: sets[set].rules[r], to: value, set: set, hits: &hits)
+        case .allowed:
+            return value
+        case .notAllowed:
+            hits.add("allowlist")
+            return "[REDACTED:allowlist]"
+        case .detect:
+            return redactText(value, set: set, hits: &hits)
+        }
+    }
+
+    func apply(rule: RedactionPolicy.KeyRule, to value: String, set: Int, hits: inout Hits) -> String? {
+        switch rule.action {
+        case .keep: return value
+        case .drop:
+            hits.add(rule.name)
+            return nil
+        case .mask:
+            hits.add(rule.name)
+            return "[REDACTED:\(rule.name)]"
+        case .hash:
+            hits.add(rule.name)
+            return hash(value)
+        case .truncate(let n):
+            // Detect first: cutting first could split a secret so that no detector sees it.
+            let detected = redactText(value, set: set, hits: &hits)
+            guard detected.count > n else { return detected }
+            hits.add(rule.name)
+            return String(detected.prefix(n)) + "…[TRUNCATED:\(rule.name)]"
+        }
+    }
+
+    /// `hmac:<keyid>:<16 hex>`: equal values give equal output, without revealing the value.
+    public func hash(_ value: String) -> String {
+        guard let hmac else { return "[REDACTED:hash]" }
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: hmac.key)
+        return "hmac:\(hmac.id):" + mac.prefix(8).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Runs the detectors over free text (span names, messages, values with no key rule).
+    public func redactText(_ value: String, set: Int, hits: inout Hits) -> String {
+        var utf8 = Array(value.utf8)
+        let changed = utf8.withUnsafeBufferPointer { redactBytes($0, set: set, hits: &hits) }
+        if let changed { utf8 = changed } else { return value }
+        return String(decoding: utf8, as: UTF8.self)
+    }
+
+    /// Masks every detector match in `bytes`; nil when nothing matched.
+    public func redactBytes(_ bytes: UnsafeBufferPointer<UInt8>, set: Int, hits: inout Hits) -> [UInt8]? {
+        let s = sets[set]
+        var matches = s.scanner.scan(bytes)
+        if !s.custom.isEmpty {
+            let text = String(decoding: bytes, as: UTF8.self)
+            for (name, regex) in s.custom {
+                for m in regex.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                    guard let r = Range(m.range, in: text) else { continue }
+                    let lo = text.utf8.distance(from: text.utf8.startIndex, to: r.lowerBound)
+                    let hi = text.utf8.distance(from: text.utf8.startIndex, to: r.upperBound)
+                    if hi > lo { matches.append(DetectorMatch(range: lo..<hi, rule: name)) }
+                }
+            }
+            matches.sort { $0.range.lowerBound < $1.range.lowerBound }
+        }
+        guard !matches.isEmpty else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var pos = 0
+        for m in matches where m.range.lowerBound >= pos {
+            out.append(contentsOf: bytes[pos..<m.range.lowerBound])
+            out.append(contentsOf: "[REDACTED:\(m.rule)]".utf8)
+            pos = m.range.upperBound
+            hits.add(m.rule)
+        }
+        out.append(contentsOf: bytes[pos...])
+        return out
+    }
+
+    /// Adds a request's hits to the per-rule counters.
+    public func record(_ hits: Hits) {
+        guard !hits.perRule.isEmpty else { return }
+        counters.withLock { c in for (rule, n) in hits.perRule { c[rule, default: 0] += n } }
+    }
+
+    /// Hits per rule since start-up (values never included).
+    public var ruleCounts: [String: Int] { counters.withLock { $0 } }
+}
+
+/// Rule hits while redacting one span or request.
+public struct Hits: Sendable {
+    public private(set) var count = 0
+    public private(set) var perRule: [String: Int] = [:]
+
+    public init() {}
+
+    public mutating func add(_ rule: String) {
+        count += 1
+        perRule[rule, default: 0] += 1
+    }
+
+    public mutating func merge(_ o: Hits) {
+        count += o.count
+        for (k, v) in o.perRule { perRule[k, default: 0] += v }
+    }
+
+    public var rules: [String] { perRule.keys.sorted() }
+}
+
+/// One rule set, with its patterns compiled.
+final class CompiledSet: Sendable {
+    enum Decision: Sendable {
+        case rule(Int), allowed, notAllowed, detect
+    }
+
+    let match: (key: String, value: String)?
+    let rules: [RedactionPolicy.KeyRule]
+    let ruleMatchers: [[KeyMatcher]]
+    let allow: [KeyMatcher]?
+    let scanner: ValueScanner
+    let custom: [(String, NSRegularExpression)]
+    private let cache = Mutex<[String: Decision]>([:])
+
+    // NSRegularExpression is immutable after creation and documented thread-safe.
+    init(_ set: RedactionPolicy.RuleSet, hasKey: Bool) throws(RedactionError) {
+        match = set.match
+        rules = set.rules
+        var matchers: [[KeyMatcher]] = []
+        for rule in set.rules {
+            if rule.action == .hash && !hasKey {
+                throw RedactionError(rule: rule.name, reason: "action hash needs an HMAC key (redaction.hmac)")
+            }
+            if case .truncate(let n) = rule.action, n <= 0 {
+                throw RedactionError(rule: rule.name, reason: "truncate needs a positive length")
+            }
+            guard !rule.keys.isEmpty else { throw RedactionError(rule: rule.name, reason: "selects no keys") }
+            var ms: [KeyMatcher] = []
+            for k in rule.keys { ms.append(try KeyMatcher(k, rule: rule.name)) }
+            matchers.append(ms)
+        }
+        ruleMatchers = matchers
+        var allow: [KeyMatcher]?
+        if let keys = set.allowKeys {
+            var ms: [KeyMatcher] = []
+            for k in keys { ms.append(try KeyMatcher(k, rule: "\(set.name).allow_keys")) }
+            allow = ms
+        }
+        self.allow = allow
+        scanner = ValueScanner(enabled: set.detectors)
+        var custom: [(String, NSRegularExpression)] = []
+        for d in set.customDetectors {
+            do {
+                custom.append((d.name, try NSRegularExpression(pattern: d.pattern)))
+            } catch {
+                throw RedactionError(rule: d.name, reason: "regular expression does not compile: \(d.pattern)")
+            }
+        }
+        self.custom = custom
+    }
+
+    func decision(for key: String) -> Decision {
+        if let d = cache.withLock({ $0[key] }) { return d }
+        var d = Decision.detect
+        if let r = ruleMatchers.firstIndex(where: { $0.contains { $0.matches(key) } }) {
+            d = .rule(r)
+        } else if let allow {
+            d = allow.contains { $0.matches(key) } ? .allowed : .notAllowed
+        }
+        cache.withLock { c in
+            if c.count > 10_000 { c.removeAll() }
+            c[key] = d
+        }
+        return d
+    }
+}
+
+/// Matches one key pattern.
+struct KeyMatcher: Sendable {
+    let pattern: RedactionPolicy.KeyPattern
+    let regex: NSRegularExpression?
+
+    init(_ pattern: RedactionPolicy.KeyPattern, rule: String) throws(RedactionError) {
+        self.pattern = pattern
+        switch pattern {
+        case .regex(let r):
+            do {
+                regex = try NSRegularExpression(pattern: "^(?:" + r + ")$")
+            } catch {
+                throw RedactionError(rule: rule, reason: "key regular expression does not compile: \(r)")
+            }
+        default:
+            regex = nil
+        }
+    }
+
+    func matches(_ key: String) -> Bool {
+        switch pattern {
+        case .exact(let e): return e == key
+        case .glob(let g): return Self.glob(Array(g.utf8)[...], Array(key.utf8)[...])
+        case .regex: return regex!.firstMatch(in: key, range: NSRange(key.startIndex..., in: key)) != nil
+        }
+    }
+
+    /// `*` matches any run (including dots), `?` one byte.
+    static func glob(_ p: ArraySlice<UInt8>, _ s: ArraySlice<UInt8>) -> Bool {
+        var pi = p.startIndex, si = s.startIndex
+        var star = -1, mark = 0
+        while si < s.endIndex {
+            if pi < p.endIndex && (p[pi] == 63 || p[pi] == s[si]) {
+                pi += 1
+                si += 1
+            } else if pi < p.endIndex && p[pi] == 42 {
+                star = pi
+                mark = si
+                pi += 1
+            } else if star >= 0 {
+                pi = star + 1
+                mark += 1
+                si = mark
+            } else {
+                return false
+            }
+        }
+        while pi < p.endIndex && p[pi] == 42 { pi += 1 }
+        return pi == p.endIndex
+    }
+}
