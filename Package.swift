@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "FlightRecorderOTLP",
             dependencies: [
-                "COTLP", "CProtobufC",
+                "COTLP", "CProtobufC", "FlightRecorderRedaction",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),

@@ -1,4 +1,5 @@
 import COTLP
+public import FlightRecorderRedaction
 
 /// Decodes and validates an OTLP `ExportTraceServiceRequest` in protobuf wire format.
 public struct ExportRequestDecoder: Sendable {
@@ -8,12 +9,15 @@ public struct ExportRequestDecoder: Sendable {
 
     public var runIdentity: RunIdentity
     public var maxDepth: Int
+    /// Applied after decoding and before anything is extracted or stored; nil stores as sent.
+    public var redaction: RequestRedactor?
     static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
     static let tenantKeys = [CKey("tenant.id")]
 
-    public init(runIdentity: RunIdentity = RunIdentity(), maxDepth: Int = 128) {
+    public init(runIdentity: RunIdentity = RunIdentity(), maxDepth: Int = 128, redaction: RequestRedactor? = nil) {
         self.runIdentity = runIdentity
         self.maxDepth = maxDepth
+        self.redaction = redaction
     }
 
     /// Validates `body` and extracts the index facts. Every span must have a 16-byte non-zero
@@ -45,6 +49,16 @@ public struct ExportRequestDecoder: Sendable {
             throw Failure(description: "body is not a valid ExportTraceServiceRequest")
         }
         defer { opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil) }
+        var payload = payload
+        if let redaction, redaction.redact(UnsafeMutableRawPointer(request)).count > 0 {
+            // Something changed: store the redacted message, never the bytes as sent.
+            let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(request)
+            payload = [UInt8](repeating: 0, count: size)
+            let written = payload.withUnsafeMutableBufferPointer {
+                opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(request, $0.baseAddress)
+            }
+            precondition(written == size, "protobuf-c packed a different size than it measured")
+        }
 
         var spans: [SpanIndexEntry] = []
         var resources: [ResourceFacts] = []
