@@ -71,14 +71,14 @@ let package = Package(
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
-                "FlightRecorderStorage", "FlightRecorderOTLP",
+                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderServer",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "CZlib",
+                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction", "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -74,6 +74,7 @@ extension DaemonConfiguration {
                     default: throw r.unknown(v, "runs.\(k)")
                     }
                 }
+            case "redaction": config.redaction = try r.redaction(value)
             case "log":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {

@@ -1,4 +1,5 @@
 import FlightRecorderOTLP
+public import FlightRecorderRedaction
 public import FlightRecorderStorage
 import Foundation
 
@@ -22,6 +23,9 @@ public struct DaemonConfiguration: Sendable {
     /// Attribute keys naming a span's run, in order of preference.
     public var runIDKeys = RunIdentity.defaultKeys
     public var logLevel = "info"
+    /// Applied to every span before it is stored. With no `redaction:` section every default
+    /// detector is on: secure by default.
+    public var redaction = RedactionPolicy.secureDefault
 
     public init() {}
 

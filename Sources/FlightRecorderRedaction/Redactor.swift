@@ -122,6 +122,11 @@ public final class Redactor: Sendable {
         counters.withLock { c in for (rule, n) in hits.perRule { c[rule, default: 0] += n } }
     }
 
+    /// Adds counts carried over from a previous policy (on reload).
+    public func absorb(_ counts: [String: Int]) {
+        counters.withLock { c in for (rule, n) in counts { c[rule, default: 0] += n } }
+    }
+
     /// Hits per rule since start-up (values never included).
     public var ruleCounts: [String: Int] { counters.withLock { $0 } }
 }

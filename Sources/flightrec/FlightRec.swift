@@ -11,7 +11,7 @@ struct FlightRec: AsyncParsableCommand {
             69 daemon unreachable; 73 cannot open the data directory; 75 data directory in use
             by another process; 78 configuration error.
             """,
-        subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self])
+        subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self])
 }
 
 /// Process exit codes, from sysexits(3) where one fits.

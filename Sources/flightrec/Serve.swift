@@ -54,7 +54,7 @@ struct Serve: AsyncParsableCommand {
         logger.notice(
             "starting", metadata: ["data_dir": "\(configuration.dataDirectory)", "durability": "\(configuration.durability)"])
         do {
-            try await Daemon(configuration: configuration, logger: logger).run()
+            try await Daemon(configuration: configuration, configPath: config, logger: logger).run()
         } catch let error as StorageError {
             printError(error.message)
             throw error.isLocked ? Exit.tempFail : Exit.cannotCreate

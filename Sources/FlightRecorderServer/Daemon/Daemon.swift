@@ -1,5 +1,6 @@
 public import FlightRecorderConfig
 import FlightRecorderOTLP
+import FlightRecorderRedaction
 import FlightRecorderStorage
 import Hummingbird
 public import Logging
@@ -12,31 +13,42 @@ import UnixSignals
 /// flushes, fsyncs and closes.
 public struct Daemon: Sendable {
     public let configuration: DaemonConfiguration
+    /// Re-read on SIGHUP to reload the redaction policy; nil when started without a file.
+    public let configPath: String?
     public let logger: Logger
 
-    public init(configuration: DaemonConfiguration, logger: Logger) {
+    public init(configuration: DaemonConfiguration, configPath: String? = nil, logger: Logger) {
         self.configuration = configuration
+        self.configPath = configPath
         self.logger = logger
     }
 
     public func run() async throws {
         let store = try SpanStore(configuration: configuration.storeConfiguration, logger: logger)
+        let policy = try IngestPolicy(
+            runIdentity: RunIdentity(keys: configuration.runIDKeys), redaction: configuration.redaction)
+        if !configuration.redaction.enabled {
+            logger.warning("redaction is disabled: span values are stored as sent")
+        }
         let receiver = OTLPHTTPReceiver(
-            store: store, decoder: ExportRequestDecoder(runIdentity: RunIdentity(keys: configuration.runIDKeys)),
+            store: store, policy: policy,
             maxRequestBytes: configuration.maxRequestBytes,
             budget: MemoryBudget(limit: max(configuration.queueBytes, 2 * configuration.maxRequestBytes)),
             logger: logger)
         let otlpRouter = Router(context: BasicRequestContext.self)
         receiver.addRoutes(to: otlpRouter)
         let apiRouter = Router(context: BasicRequestContext.self)
-        QueryAPI(store: store, logger: logger).addRoutes(to: apiRouter)
+        QueryAPI(store: store, policy: policy, logger: logger).addRoutes(to: apiRouter)
 
         let otlp = application(otlpRouter, configuration.otlpHTTP, listener: "otlp_http")
         let api = application(apiRouter, configuration.api, listener: "api")
         // Shutdown runs in reverse order: listeners drain before the store closes.
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: store), .init(service: otlp), .init(service: api)],
+                services: [
+                    .init(service: store), .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
+                    .init(service: otlp), .init(service: api),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -54,5 +66,30 @@ public struct Daemon: Sendable {
     static func describe(_ channel: any Channel) -> String {
         guard let address = channel.localAddress else { return "unknown" }
         return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+    }
+}
+
+/// Reloads the redaction policy on SIGHUP. An invalid new policy is refused and logged; the
+/// daemon keeps running with the previous one, never without redaction.
+struct PolicyReloader: Service {
+    let policy: IngestPolicy
+    let configPath: String?
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            guard let configPath else {
+                logger.notice("SIGHUP ignored: the daemon was started without --config")
+                continue
+            }
+            do {
+                let next = try DaemonConfiguration.load(path: configPath)
+                try policy.reload(redaction: next.redaction)
+                logger.notice("redaction policy reloaded", metadata: ["config": "\(configPath)"])
+            } catch {
+                logger.error("redaction policy reload refused; keeping the previous policy", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-public import FlightRecorderOTLP
+import FlightRecorderOTLP
 public import FlightRecorderStorage
 import Foundation
 public import Hummingbird
@@ -12,14 +12,14 @@ public import Logging
 /// after the spans are durable.
 public struct OTLPHTTPReceiver: Sendable {
     public let store: SpanStore
-    public let decoder: ExportRequestDecoder
+    public let policy: IngestPolicy
     public let maxRequestBytes: Int
     public let budget: MemoryBudget
     public let logger: Logger
 
-    public init(store: SpanStore, decoder: ExportRequestDecoder, maxRequestBytes: Int, budget: MemoryBudget, logger: Logger) {
+    public init(store: SpanStore, policy: IngestPolicy, maxRequestBytes: Int, budget: MemoryBudget, logger: Logger) {
         self.store = store
-        self.decoder = decoder
+        self.policy = policy
         self.maxRequestBytes = maxRequestBytes
         self.budget = budget
         self.logger = logger
@@ -62,7 +62,7 @@ public struct OTLPHTTPReceiver: Sendable {
             }
             let batch: IngestBatch
             do {
-                batch = try decoder.decode(protobuf)
+                batch = try policy.decoder.decode(protobuf)
             } catch {
                 throw Refusal.badRequest(error.description)
             }

@@ -10,15 +10,20 @@ public import Logging
 /// 404 for an unknown run or trace, 503 when the store cannot answer.
 public struct QueryAPI: Sendable {
     public let store: SpanStore
+    public let policy: IngestPolicy
     public let logger: Logger
 
-    public init(store: SpanStore, logger: Logger) {
+    public init(store: SpanStore, policy: IngestPolicy, logger: Logger) {
         self.store = store
+        self.policy = policy
         self.logger = logger
     }
 
     public func addRoutes(to router: Router<some RequestContext>) {
         router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
+        router.get("/api/v1/redaction/stats") { _, _ in
+            Self.json(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
+        }
         router.get("/api/v1/runs") { request, _ in await self.handle { try await self.listRuns(request) } }
         router.get("/api/v1/runs/:runID") { _, context in
             await self.handle { try await self.run(Self.decoded(context.parameters.get("runID"))) }
@@ -32,6 +37,12 @@ public struct QueryAPI: Sendable {
     static func decoded(_ raw: String?) -> String {
         guard let raw else { return "" }
         return raw.removingPercentEncoding ?? raw
+    }
+
+    /// `GET /api/v1/redaction/stats`: hits per rule since start-up; never values.
+    struct RedactionStats: Encodable {
+        var enabled: Bool
+        var rules: [String: Int]
     }
 
     struct APIError: Error {

@@ -1,0 +1,31 @@
+public import FlightRecorderOTLP
+public import FlightRecorderRedaction
+import Synchronization
+
+/// The decoder every request uses, swapped whole when the redaction policy is reloaded, so a
+/// request sees either the old policy or the new one, never a mix and never none.
+public final class IngestPolicy: Sendable {
+    private let state: Mutex<ExportRequestDecoder>
+
+    public init(runIdentity: RunIdentity, redaction: RedactionPolicy) throws(RedactionError) {
+        state = Mutex(ExportRequestDecoder(runIdentity: runIdentity, redaction: try Self.redactor(redaction)))
+    }
+
+    static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {
+        policy.enabled ? RequestRedactor(redactor: try Redactor(policy: policy)) : nil
+    }
+
+    public var decoder: ExportRequestDecoder { state.withLock { $0 } }
+
+    /// Installs a new policy; per-rule counters carry over.
+    public func reload(redaction policy: RedactionPolicy) throws(RedactionError) {
+        let next = try Self.redactor(policy)
+        state.withLock { decoder in
+            if let next, let old = decoder.redaction { next.redactor.absorb(old.redactor.ruleCounts) }
+            decoder.redaction = next
+        }
+    }
+
+    /// Hits per redaction rule since start-up.
+    public var ruleCounts: [String: Int] { decoder.redaction?.redactor.ruleCounts ?? [:] }
+}

@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+
+struct RedactionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redaction", abstract: "Redaction policy status.", subcommands: [Stats.self])
+
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Hits per redaction rule since the daemon started.")
+
+        @OptionGroup var options: APIOptions
+
+        struct Body: Decodable {
+            var enabled: Bool
+            var rules: [String: Int]
+        }
+
+        func run() async throws {
+            let data = try await fetch(options, "/api/v1/redaction/stats")
+            if options.json {
+                FileHandleWriter.write(String(decoding: data, as: UTF8.self) + "\n", fd: 1)
+                return
+            }
+            let body = try JSONDecoder().decode(Body.self, from: data)
+            print("redaction: \(body.enabled ? "enabled" : "DISABLED (values stored as sent)")")
+            printTable(header: ["RULE", "HITS"], rows: body.rules.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
+        }
+    }
+}
