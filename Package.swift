@@ -133,7 +133,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderConfigTests",
-            dependencies: ["FlightRecorderConfig", "FlightRecorderStorage"],
+            dependencies: [
+                "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderRedaction", "FlightRecorderOTLP",
+                "FlightRecorderTesting",
+            ],
             swiftSettings: swiftSettings),
     ]
 )

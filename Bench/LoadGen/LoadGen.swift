@@ -44,6 +44,9 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Port base for a started daemon (OTLP on base, API on base+1).")
     var portBase = 24318
 
+    @Flag(help: "With --daemon: measure with redaction off, then with the default detectors, and print the ratio.")
+    var compareRedaction = false
+
     func run() async throws {
         var options = AgentWorkload.Options()
         options.spansPerRequest = spansPerRequest
@@ -57,7 +60,22 @@ struct LoadGen: AsyncParsableCommand {
         }
         let meanRequest = rawBytes / pool
         print("workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)")
+        if compareRedaction {
+            guard daemon != nil else { throw ValidationError("--compare-redaction needs --daemon") }
+            print("== redaction off")
+            let off = try await measure(requests, extra: extraConfig + "\nredaction:\n  enabled: false\n")
+            print("== redaction on (default detectors)")
+            let on = try await measure(requests, extra: extraConfig)
+            print(String(format: "redaction on / off: %.1f%% of throughput", 100 * on / off))
+        } else {
+            _ = try await measure(requests, extra: extraConfig)
+        }
+    }
 
+    /// Runs one measurement and returns spans/s.
+    func measure(_ requests: [ByteBuffer], extra: String) async throws -> Double {
+        let startBytes = Self.sentBytes.value
+        let startSpans = Self.sentSpans.value
         var process: Process?
         var dataDir: String?
         var target = url
@@ -75,7 +93,7 @@ struct LoadGen: AsyncParsableCommand {
               durability: \(durability)
             log:
               level: warning
-            \(extraConfig)
+            \(extra)
             """.write(toFile: config, atomically: true, encoding: .utf8)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: daemon)
@@ -108,16 +126,17 @@ struct LoadGen: AsyncParsableCommand {
             process.terminate()  // SIGTERM: graceful drain, fsync, WAL checkpoint
             process.waitUntilExit()
             let disk = directorySize(dataDir)
-            let sent = (warmupBytes(result) + result.bytes)
+            // Everything acknowledged by this daemon, warm-up included, against what it stored.
+            let sent = Self.sentBytes.value - startBytes
+            let spans = Self.sentSpans.value - startSpans
             print(String(format: "disk: %d bytes for %d raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
-                100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(result.totalSpans, 1))))
+                100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(spans, 1))))
             print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
             print("daemon exit status: \(process.terminationStatus)")
             try? FileManager.default.removeItem(atPath: (dataDir as NSString).deletingLastPathComponent)
         }
+        return spansPerSecond
     }
-
-    func warmupBytes(_ r: Result) -> Int { r.warmupBytes }
 
     struct Result {
         var spans = 0
@@ -127,8 +146,6 @@ struct LoadGen: AsyncParsableCommand {
         var statuses: [UInt: Int] = [:]
         var latencies: [Double] = []
         var elapsed = 0.0
-        var warmupBytes = 0
-        var totalSpans = 0
     }
 
     static let sentBytes = Counter()
@@ -138,7 +155,6 @@ struct LoadGen: AsyncParsableCommand {
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(Int(seconds * 1000))
         let spans = spansPerRequest
-        let before = (Self.sentBytes.value, Self.sentSpans.value)
         var total = try await withThrowingTaskGroup(of: Result.self) { group in
             for worker in 0..<connections {
                 group.addTask {
@@ -183,9 +199,6 @@ struct LoadGen: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - start
         total.elapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        total.warmupBytes = before.0
-        total.totalSpans = Self.sentSpans.value
-        _ = before.1
         return total
     }
 

@@ -160,9 +160,11 @@ public struct AgentWorkload: Sendable {
             Self.kv(&w, 9, "gen_ai.tool.name", tool)
             Self.kv(&w, 9, "gen_ai.tool.call.id", "call_" + randomBytes(9).map { String($0, radix: 16) }.joined())
             Self.kv(&w, 9, "tool.risk_tier", tier)
+            // One call in 20 carries an email address, as real tool arguments sometimes do.
+            let contact = rng.next() % 20 == 0 ? ",\"notify\":\"user\(rng.next() % 9000)@example.com\"" : ""
             Self.kv(
                 &w, 9, "gen_ai.tool.call.arguments",
-                "{\"employee_id\":\"E\(rng.next() % 90000)\",\"reason\":\"\(sentence(6))\"}")
+                "{\"employee_id\":\"E\(rng.next() % 90000)\",\"reason\":\"\(sentence(6))\"\(contact)}")
             Self.kv(&w, 9, "operation.id", "op-\(rng.next() % 1_000_000_000)")
             Self.kv(&w, 9, "idempotency.key", run.runID + "-\(run.remaining)")
             if rng.next() % 20 == 0 {
