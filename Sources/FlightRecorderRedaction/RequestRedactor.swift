@@ -40,25 +40,27 @@ public struct RequestRedactor: Sendable {
             if let res = resource {
                 redactList(&res.pointee.attributes, &res.pointee.n_attributes, prefix: nil, set: set, hits: &shared)
             }
+            total.merge(shared)
             for s in 0..<rs.pointee.n_scope_spans {
                 guard let ss = rs.pointee.scope_spans[s] else { continue }
-                var scopeHits = shared
+                var scopeOwn = Hits()
                 if let scope = ss.pointee.scope {
-                    redactList(&scope.pointee.attributes, &scope.pointee.n_attributes, prefix: nil, set: set, hits: &scopeHits)
-                    redactString(&scope.pointee.name, set: set, hits: &scopeHits)
+                    redactList(&scope.pointee.attributes, &scope.pointee.n_attributes, prefix: nil, set: set, hits: &scopeOwn)
+                    redactString(&scope.pointee.name, set: set, hits: &scopeOwn)
                 }
-                if scopeHits.count > shared.count { total.merge(scopeHits) }
+                total.merge(scopeOwn)
                 for i in 0..<ss.pointee.n_spans {
                     guard let span = ss.pointee.spans[i] else { continue }
                     var hits = Hits()
                     redactSpan(span, set: set, hits: &hits)
                     total.merge(hits)
-                    var evidence = scopeHits
+                    // A span's evidence counts what was redacted in it and in its resource and scope.
+                    var evidence = shared
+                    evidence.merge(scopeOwn)
                     evidence.merge(hits)
                     if evidence.count > 0 { addEvidence(span, evidence) }
                 }
             }
-            if shared.count > 0 { total.merge(shared) }
         }
         redactor.record(total)
         return total

@@ -42,14 +42,18 @@ public enum RequestBuilder {
     /// A span ID of 8 bytes whose last byte is `n`.
     public static func spanID(_ n: UInt8, _ m: UInt8 = 0xCD) -> [UInt8] { [m] + Array(repeating: 0, count: 6) + [n] }
 
-    public static func request(resource: [(String, TestValue)] = [("service.name", .string("agent"))], spans: [TestSpan])
-        -> [UInt8]
-    {
+    public static func request(
+        resource: [(String, TestValue)] = [("service.name", .string("agent"))], scope: [(String, TestValue)] = [],
+        spans: [TestSpan]
+    ) -> [UInt8] {
         var w = ProtobufWriter()
         w.messageField(1) { rs in
             rs.messageField(1) { r in for (k, v) in resource { keyValue(&r, 1, k, v) } }
             rs.messageField(2) { ss in
-                ss.messageField(1) { sc in sc.stringField(1, "test") }
+                ss.messageField(1) { sc in
+                    sc.stringField(1, "test")
+                    for (k, v) in scope { keyValue(&sc, 3, k, v) }
+                }
                 for s in spans {
                     ss.messageField(2) { p in
                         p.bytesField(1, s.trace)

@@ -27,6 +27,7 @@ import Testing
         let trace = RequestBuilder.traceID(1)
         let body = RequestBuilder.request(
             resource: [("service.name", .string("agent")), ("owner", .string("owner \(c[0])"))],
+            scope: [("scope.contact", .string("scope \(c[3])"))],
             spans: [
                 TestSpan(
                     trace: trace, span: RequestBuilder.spanID(1), name: "email \(c[0])",
@@ -42,7 +43,10 @@ import Testing
                     links: [(trace: RequestBuilder.traceID(2), span: RequestBuilder.spanID(2))]),
                 TestSpan(trace: trace, span: RequestBuilder.spanID(2), name: "clean", attributes: [("n", .int(4))]),
             ])
+        let redactor = try #require(decoder.redaction?.redactor)
         let batch = try decoder.decode(body)
+        // Counters count each redaction once: 8 in the span, 1 resource, 1 scope.
+        #expect(redactor.ruleCounts.values.reduce(0, +) == 10)
         for secret in c { #expect(!contains(batch.payload, secret), "\(secret) reached the payload") }
         #expect(batch.spans.first?.explicitRunID == "run-1")
         let spans = try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
@@ -53,12 +57,12 @@ import Testing
         #expect(first.attributes["when"] == .string("2026-11-25T01:40:56Z"))
         #expect(first.attributes["gen_ai.tool.call.arguments"] == .string(#"{"ssn":"[REDACTED:us_ssn]","card":"[REDACTED:payment_card]"}"#))
         #expect(first.attributes["kv"] == .kvlist([Attribute("key", .string("use [REDACTED:api_key]"))]))
-        #expect(first.attributes[RequestRedactor.countKey] == .int(9))  // 8 in the span, 1 in its resource
+        #expect(first.attributes[RequestRedactor.countKey] == .int(10))  // 8 in the span, 1 in its resource, 1 in its scope
         #expect(first.attributes[RequestRedactor.rulesKey] == .array(
             ["api_key", "email", "jwt", "passwords", "payment_card", "phone", "us_ssn"].map { .string($0) }))
         #expect(first.resource.attributes["owner"] == .string("owner [REDACTED:email]"))
         let clean = spans[1]
-        #expect(clean.attributes[RequestRedactor.countKey] == .int(1))  // its resource was redacted
+        #expect(clean.attributes[RequestRedactor.countKey] == .int(2))  // its resource and scope were redacted
     }
 
     @Test func cleanRequestsKeepTheirBytesAndCarryNoEvidence() throws {
