@@ -7,21 +7,10 @@ struct Reindex: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rebuild the index from the segments alone (the daemon must be stopped).")
 
-    @Option(help: "YAML config file; its data_dir and runs.id_keys are used.")
-    var config: String?
-
-    @Option(help: "Data directory (default: $FLIGHTREC_DATA, else ~/.local/share/flightrec).")
-    var data: String?
+    @OptionGroup var storage: DataOptions
 
     func run() async throws {
-        var configuration: DaemonConfiguration
-        do {
-            configuration = try config.map { try DaemonConfiguration.load(path: $0) } ?? DaemonConfiguration()
-        } catch {
-            printError("configuration error: \(error)")
-            throw Exit.config
-        }
-        if let data { configuration.dataDirectory = data }
+        let configuration = try storage.load()
         let logger = Logger(label: "flightrec.reindex")
         do {
             let s = try Reindexer.rebuild(configuration: configuration.storeConfiguration, logger: logger)

@@ -10,11 +10,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the collector daemon: OTLP/HTTP receiver and query API.",
         discussion: "Flags override the config file. SIGTERM or SIGINT drains, fsyncs and exits 0.")
 
-    @Option(help: "YAML config file (see Deploy/flightrec.yaml).")
-    var config: String?
-
-    @Option(help: "Data directory (default: $FLIGHTREC_DATA, else ~/.local/share/flightrec).")
-    var data: String?
+    @OptionGroup var storage: DataOptions
 
     @Option(name: .customLong("otlp-http"), help: "OTLP/HTTP listen address HOST:PORT (default 127.0.0.1:4318).")
     var otlpHTTP: String?
@@ -23,10 +19,8 @@ struct Serve: AsyncParsableCommand {
     var api: String?
 
     func run() async throws {
-        var configuration: DaemonConfiguration
+        var configuration = try storage.load()
         do {
-            configuration = try config.map { try DaemonConfiguration.load(path: $0) } ?? DaemonConfiguration()
-            if let data { configuration.dataDirectory = data }
             if let otlpHTTP {
                 guard let hp = HostPort(otlpHTTP) else {
                     throw ConfigError(key: "--otlp-http", reason: "expected HOST:PORT (got \"\(otlpHTTP)\")")
@@ -54,7 +48,7 @@ struct Serve: AsyncParsableCommand {
         logger.notice(
             "starting", metadata: ["data_dir": "\(configuration.dataDirectory)", "durability": "\(configuration.durability)"])
         do {
-            try await Daemon(configuration: configuration, configPath: config, logger: logger).run()
+            try await Daemon(configuration: configuration, configPath: storage.config, logger: logger).run()
         } catch let error as StorageError {
             printError(error.message)
             throw error.isLocked ? Exit.tempFail : Exit.cannotCreate

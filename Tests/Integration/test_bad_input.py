@@ -23,28 +23,30 @@ def post(daemon, body, content_type="application/x-protobuf", encoding=None):
         return e.code, e.headers, e.read()
 
 
+def read_varint(raw, i):
+    value, shift = 0, 0
+    while True:
+        b = raw[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
 def decode_status(raw):
-    # google.rpc.Status: field 1 varint code, field 2 string message. Decoded by hand so the
-    # test does not depend on googleapis-common-protos being installed.
+    """google.rpc.Status: field 1 varint code, field 2 string message. Decoded by hand so the
+    test does not depend on googleapis-common-protos being installed."""
     i, code, message = 0, None, None
     while i < len(raw):
-        key = raw[i]; i += 1
+        key = raw[i]
+        i += 1
         if key == 0x08:
-            v, shift = 0, 0
-            while True:
-                b = raw[i]; i += 1
-                v |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80:
-                    break
-            code = v
+            code, i = read_varint(raw, i)
         elif key == 0x12:
-            n, shift = 0, 0
-            while True:
-                b = raw[i]; i += 1
-                n |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80:
-                    break
-            message = raw[i:i + n].decode(); i += n
+            n, i = read_varint(raw, i)
+            message = raw[i:i + n].decode()
+            i += n
         else:
             raise AssertionError(f"unexpected field key {key}")
     return code, message
