@@ -38,6 +38,13 @@ extension DaemonConfiguration {
                     switch k {
                     case "otlp_http": config.otlpHTTP = try r.hostPort(v, "listeners.otlp_http")
                     case "api": config.api = try r.hostPort(v, "listeners.api")
+                    case "otlp_http_socket": config.otlpHTTPSocket = try r.string(v, "listeners.otlp_http_socket")
+                    case "socket_mode":
+                        let text = try r.string(v, "listeners.socket_mode")
+                        guard let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
+                            throw r.error(v, "listeners.socket_mode", "expected an octal file mode such as 0660 (got \"\(text)\")")
+                        }
+                        config.socketMode = mode
                     default: throw r.unknown(v, "listeners.\(k)")
                     }
                 }

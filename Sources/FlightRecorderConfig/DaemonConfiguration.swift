@@ -11,6 +11,10 @@ public struct DaemonConfiguration: Sendable {
     public var dataDirectory: String = DaemonConfiguration.defaultDataDirectory()
     /// OTLP/HTTP receiver. Default 127.0.0.1:4318.
     public var otlpHTTP = HostPort(host: "127.0.0.1", port: 4318)
+    /// Optional OTLP/HTTP listener on a Unix socket, for agents on the same host (sidecar use).
+    public var otlpHTTPSocket: String?
+    /// File mode of socket listeners. Default 0660: owner and group only.
+    public var socketMode = 0o660
     /// JSON query API. Default 127.0.0.1:4319.
     public var api = HostPort(host: "127.0.0.1", port: 4319)
     public var durability: StoreConfiguration.Durability = .fsync

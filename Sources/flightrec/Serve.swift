@@ -18,6 +18,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Query API listen address HOST:PORT (default 127.0.0.1:4319).")
     var api: String?
 
+    @Option(name: .customLong("otlp-http-socket"), help: "Also serve OTLP/HTTP on this Unix socket path (mode 0660).")
+    var otlpHTTPSocket: String?
+
     func run() async throws {
         var configuration = try storage.load()
         do {
@@ -33,7 +36,11 @@ struct Serve: AsyncParsableCommand {
                 }
                 configuration.api = hp
             }
+            if let otlpHTTPSocket { configuration.otlpHTTPSocket = otlpHTTPSocket }
             try configuration.validate()
+            if let path = configuration.otlpHTTPSocket {
+                _ = try SocketPath.check(path, key: otlpHTTPSocket != nil ? "--otlp-http-socket" : "listeners.otlp_http_socket")
+            }
         } catch let error as ConfigError {
             printError("configuration error: \(error)")
             throw Exit.config

@@ -26,7 +26,7 @@ def free_port():
 class Daemon:
     """One `flightrec serve` process on free loopback ports and a private data directory."""
 
-    def __init__(self, workdir, extra_config=""):
+    def __init__(self, workdir, extra_config="", socket_path=None):
         self.workdir = workdir
         self.data = os.path.join(workdir, "data")
         self.otlp_port = free_port()
@@ -36,7 +36,8 @@ class Daemon:
             f.write(
                 f"data_dir: {self.data}\n"
                 f"listeners:\n  otlp_http: 127.0.0.1:{self.otlp_port}\n  api: 127.0.0.1:{self.api_port}\n"
-                f"storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + extra_config
+                + (f"  otlp_http_socket: {socket_path}\n" if socket_path else "")
+                + "storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + extra_config
             )
         self.log_path = os.path.join(workdir, "daemon.log")
         self.proc = None

@@ -6,6 +6,9 @@ import Hummingbird
 public import Logging
 import NIOCore
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 import UnixSignals
 
 /// Wires the store, the OTLP/HTTP receiver and the query API into one `ServiceGroup` with
@@ -42,13 +45,16 @@ public struct Daemon: Sendable {
 
         let otlp = application(otlpRouter, configuration.otlpHTTP, listener: "otlp_http")
         let api = application(apiRouter, configuration.api, listener: "api")
+        var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: otlp), .init(service: api)]
+        if let path = configuration.otlpHTTPSocket {
+            listeners.append(.init(service: socketApplication(otlpRouter, path: path, listener: "otlp_http_socket")))
+        }
         // Shutdown runs in reverse order: listeners drain before the store closes.
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: store), .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
-                    .init(service: otlp), .init(service: api),
-                ],
+                ] + listeners,
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -59,6 +65,21 @@ public struct Daemon: Sendable {
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: "flightrec"),
             onServerRunning: { [logger] channel in
                 logger.notice("listening", metadata: ["listener": "\(listener)", "address": "\(Self.describe(channel))"])
+            },
+            logger: logger)
+    }
+
+    /// A listener on a Unix socket, chmod-ed to `socketMode` once bound (0660 by default).
+    func socketApplication(_ router: Router<BasicRequestContext>, path: String, listener: String) -> some Service {
+        let mode = configuration.socketMode
+        return Application(
+            router: router,
+            configuration: .init(address: .unixDomainSocket(path: path), serverName: "flightrec"),
+            onServerRunning: { [logger] _ in
+                if chmod(path, mode_t(mode)) != 0 {
+                    logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
+                }
+                logger.notice("listening", metadata: ["listener": "\(listener)", "path": "\(path)"])
             },
             logger: logger)
     }
