@@ -1,5 +1,9 @@
 import COTLP
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Short names for the protobuf-c generated structs (Schemas/generate.sh).
 typealias CExportRequest = Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest
 typealias CTracesData = Opentelemetry__Proto__Trace__V1__TracesData
@@ -30,9 +34,6 @@ struct CKey: Sendable {
         return bytes.withUnsafeBufferPointer { strcmp($0.baseAddress!, key) == 0 }
     }
 }
-
-@_silgen_name("strcmp")
-private func strcmp(_ a: UnsafePointer<CChar>, _ b: UnsafePointer<CChar>) -> Int32
 
 /// The string form of a scalar attribute value (string or integer), as run IDs use; nil otherwise.
 func scalarString(_ value: UnsafeMutablePointer<CAnyValue>?) -> String? {

@@ -163,6 +163,9 @@ final class CompiledSet: Sendable {
     let allow: [KeyMatcher]?
     let scanner: ValueScanner
     let custom: [(String, NSRegularExpression)]
+    /// False when no key rule or allowlist exists: every value just goes to the detectors,
+    /// so callers need not even build the key.
+    var selectsKeys: Bool { !rules.isEmpty || allow != nil }
     private let cache = Mutex<[String: Decision]>([:])
 
     // NSRegularExpression is immutable after creation and documented thread-safe.
@@ -203,6 +206,7 @@ final class CompiledSet: Sendable {
     }
 
     func decision(for key: String) -> Decision {
+        guard selectsKeys else { return .detect }
         if let d = cache.withLock({ $0[key] }) { return d }
         var d = Decision.detect
         if let r = ruleMatchers.firstIndex(where: { $0.contains { $0.matches(key) } }) {

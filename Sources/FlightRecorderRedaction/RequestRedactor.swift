@@ -98,11 +98,16 @@ public struct RequestRedactor: Sendable {
     /// Applies key rules and detectors to a list of key-values, dropping entries as told.
     func redactList(_ list: inout CKeyValueList?, _ count: inout Int, prefix: String?, set: Int, hits: inout Hits) {
         guard let items = list, count > 0 else { return }
+        let needKeys = redactor.sets[set].selectsKeys
         var kept = 0
         for i in 0..<count {
             guard let kv = items[i] else { continue }
-            let key = kv.pointee.key.map { String(cString: $0) } ?? ""
-            let path = prefix.map { $0 + "." + key } ?? key
+            // Keys are only built when a rule or allowlist can match them (not on the default policy).
+            var path = ""
+            if needKeys {
+                let key = kv.pointee.key.map { String(cString: $0) } ?? ""
+                path = prefix.map { $0 + "." + key } ?? key
+            }
             if redactValue(kv.pointee.value, key: path, set: set, hits: &hits) {
                 items[kept] = kv
                 kept += 1

@@ -276,7 +276,7 @@ public struct ValueScanner: Sendable {
         for prefix in [Self.bearer, Self.basic] {
             guard i + prefix.count < s.count else { continue }
             var ok = true
-            for (n, p) in prefix.enumerated() where (s[i + n] | 0x20) != p && !(p == 32 && s[i + n] == 32) {
+            for (n, p) in prefix.enumerated() where (s[i + n] | 0x20) != p {
                 ok = false
                 break
             }

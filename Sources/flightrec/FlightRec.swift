@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// `flightrec`: the FlightRecorder daemon and its query commands.
 @main
@@ -27,29 +28,10 @@ enum Exit {
 
 /// Prints to standard error.
 func printError(_ message: String) {
-    var stderr = StandardError()
-    print("flightrec: \(message)", to: &stderr)
+    FileHandle.standardError.write(Data("flightrec: \(message)\n".utf8))
 }
 
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        FileHandleWriter.write(string, fd: 2)
-    }
+/// Prints an API response body unchanged (the `--json` output).
+func printBody(_ data: Data) {
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
-
-enum FileHandleWriter {
-    static func write(_ string: String, fd: Int32) {
-        var s = string
-        s.withUTF8 { buf in
-            var off = 0
-            while off < buf.count {
-                let n = sysWrite(fd, buf.baseAddress! + off, buf.count - off)
-                if n <= 0 { break }
-                off += n
-            }
-        }
-    }
-}
-
-@_silgen_name("write")
-private func sysWrite(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) -> Int

@@ -18,7 +18,7 @@ struct RedactionCommand: AsyncParsableCommand {
         func run() async throws {
             let data = try await fetch(options, "/api/v1/redaction/stats")
             if options.json {
-                FileHandleWriter.write(String(decoding: data, as: UTF8.self) + "\n", fd: 1)
+                printBody(data)
                 return
             }
             let body = try JSONDecoder().decode(Body.self, from: data)

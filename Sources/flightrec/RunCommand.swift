@@ -15,7 +15,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let data = try await fetch(options, "/api/v1/runs/" + pathSegment(runID))
         if options.json {
-            FileHandleWriter.write(String(decoding: data, as: UTF8.self) + "\n", fd: 1)
+            printBody(data)
             return
         }
         let body = try JSONDecoder().decode(RunView.self, from: data)

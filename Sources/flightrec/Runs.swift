@@ -26,7 +26,7 @@ struct Runs: AsyncParsableCommand {
         if let until { query.append("until=\(pathSegment(until))") }
         let data = try await fetch(options, "/api/v1/runs?" + query.joined(separator: "&"))
         if options.json {
-            FileHandleWriter.write(String(decoding: data, as: UTF8.self) + "\n", fd: 1)
+            printBody(data)
             return
         }
         let page = try JSONDecoder().decode(Page.self, from: data)

@@ -131,13 +131,6 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
-    /// Bytes of accepted requests not yet durable (for metrics and overload tests).
-    public var queuedByteCount: Int {
-        queueLock.lock()
-        defer { queueLock.unlock() }
-        return queuedBytes
-    }
-
     private func writerLoop() {
         while true {
             queueLock.lock()
