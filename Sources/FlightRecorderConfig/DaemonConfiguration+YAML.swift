@@ -1,3 +1,4 @@
+import FlightRecorderOTLP
 import FlightRecorderStorage
 import Foundation
 import Yams
@@ -36,9 +37,12 @@ extension DaemonConfiguration {
             case "listeners":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
-                    case "otlp_http": config.otlpHTTP = try r.hostPort(v, "listeners.otlp_http")
+                    case "otlp_grpc": config.otlpGRPC = try r.optionalHostPort(v, "listeners.otlp_grpc")
+                    case "otlp_http": config.otlpHTTP = try r.optionalHostPort(v, "listeners.otlp_http")
                     case "api": config.api = try r.hostPort(v, "listeners.api")
+                    case "otlp_grpc_socket": config.otlpGRPCSocket = try r.string(v, "listeners.otlp_grpc_socket")
                     case "otlp_http_socket": config.otlpHTTPSocket = try r.string(v, "listeners.otlp_http_socket")
+                    case "tls": config.tls = try r.tls(v)
                     case "socket_mode":
                         let text = try r.string(v, "listeners.socket_mode")
                         guard let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
@@ -68,6 +72,14 @@ extension DaemonConfiguration {
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
                     case "max_request_body": config.maxRequestBytes = try r.bytes(v, "limits.max_request_body", min: 1024)
+                    case "max_spans_per_request":
+                        config.limits.maxSpansPerRequest = try r.integer(v, "limits.max_spans_per_request", min: 1)
+                    case "max_attributes_per_span":
+                        config.limits.maxAttributesPerSpan = try r.integer(v, "limits.max_attributes_per_span", min: 1)
+                    case "max_attribute_value_length":
+                        config.limits.maxAttributeValueBytes = try r.bytes(
+                            v, "limits.max_attribute_value_length", min: 16)
+                    case "rate_limit": config.rateLimit = try r.rateLimit(v)
                     default: throw r.unknown(v, "limits.\(k)")
                     }
                 }
@@ -82,6 +94,13 @@ extension DaemonConfiguration {
                     }
                 }
             case "redaction": config.redaction = try r.redaction(value)
+            case "auth":
+                try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                    switch k {
+                    case "tokens": config.tokens = try r.tokens(v)
+                    default: throw r.unknown(v, "auth.\(k)")
+                    }
+                }
             case "log":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
@@ -163,6 +182,116 @@ struct ConfigReader {
         for item in seq {
             guard case .scalar(let s) = item, !s.string.isEmpty else { throw error(item, key, "expected a non-empty string") }
             out.append(s.string)
+        }
+        return out
+    }
+
+    func integer(_ node: Node, _ key: String, min: Int = 0, max: Int = Int.max) throws(ConfigError) -> Int {
+        let s = try string(node, key)
+        guard let n = Int(s) else { throw error(node, key, "expected an integer (got \"\(s)\")") }
+        guard n >= min, n <= max else {
+            throw error(node, key, "\(n) is out of range (\(min)...\(max == Int.max ? "" : String(max)))")
+        }
+        return n
+    }
+
+    func number(_ node: Node, _ key: String, min: Double) throws(ConfigError) -> Double {
+        let s = try string(node, key)
+        guard let n = Double(s), n.isFinite else { throw error(node, key, "expected a number (got \"\(s)\")") }
+        guard n >= min else { throw error(node, key, "must be at least \(min)") }
+        return n
+    }
+
+    /// `HOST:PORT`, or `off` to disable the listener.
+    func optionalHostPort(_ node: Node, _ key: String) throws(ConfigError) -> HostPort? {
+        if case .scalar(let s) = node, ["off", "false", "none"].contains(s.string.lowercased()) { return nil }
+        return try hostPort(node, key)
+    }
+
+    mutating func tls(_ node: Node) throws(ConfigError) -> TLSFiles {
+        var cert: String?
+        var key: String?
+        try section(node, path: "listeners.tls") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+            let path = "listeners.tls.\(k)"
+            switch k {
+            case "cert_file", "key_file":
+                let file = try r.string(v, path)
+                guard FileManager.default.isReadableFile(atPath: file) else {
+                    throw r.error(v, path, "cannot read \(file)")
+                }
+                if k == "cert_file" { cert = file } else { key = file }
+            default: throw r.unknown(v, path)
+            }
+        }
+        guard let cert, let key else {
+            throw error(node, "listeners.tls", "needs both cert_file and key_file (PEM)")
+        }
+        return TLSFiles(certificateChain: cert, privateKey: key)
+    }
+
+    mutating func rateLimit(_ node: Node) throws(ConfigError) -> RateLimit {
+        var rate: Double?
+        var burst: Double?
+        try section(node, path: "limits.rate_limit") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+            let path = "limits.rate_limit.\(k)"
+            switch k {
+            case "spans_per_second": rate = try r.number(v, path, min: 1)
+            case "burst": burst = try r.number(v, path, min: 1)
+            default: throw r.unknown(v, path)
+            }
+        }
+        guard let rate else { throw error(node, "limits.rate_limit", "needs spans_per_second") }
+        return RateLimit(spansPerSecond: rate, burst: burst ?? rate)
+    }
+
+    /// `auth.tokens`: a list of `{name, sha256, tenant | tenants, roles}`.
+    mutating func tokens(_ node: Node) throws(ConfigError) -> [AccessToken] {
+        guard let seq = node.sequence else { throw error(node, "auth.tokens", "expected a list of tokens") }
+        var out: [AccessToken] = []
+        var digests: Set<String> = []
+        for (i, item) in seq.enumerated() {
+            let base = "auth.tokens[\(i)]"
+            var name = "token \(i)"
+            var digest: String?
+            var tenants: [String] = []
+            var roles: Set<Role> = []
+            try section(item, path: base) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                let path = "\(base).\(k)"
+                switch k {
+                case "name": name = try r.string(v, path)
+                case "sha256":
+                    let d = try r.string(v, path).lowercased()
+                    guard d.utf8.count == 64, d.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+                        throw r.error(
+                            v, path, "expected the 64-hex-digit SHA-256 of the token (flightrec token hash), never the token")
+                    }
+                    guard digests.insert(d).inserted else { throw r.error(v, path, "duplicate token digest") }
+                    digest = d
+                case "tenant": tenants = [try r.string(v, path)]
+                case "tenants": tenants = try r.stringList(v, path)
+                case "roles":
+                    for roleName in try r.stringList(v, path) {
+                        guard let role = Role(rawValue: roleName) else {
+                            throw r.error(
+                                v, path, "unknown role \"\(roleName)\"; expected ingest, responder, auditor or admin")
+                        }
+                        roles.insert(role)
+                    }
+                default: throw r.unknown(v, path)
+                }
+            }
+            guard let digest else { throw error(item, base, "needs sha256") }
+            guard !tenants.isEmpty else { throw error(item, base, "needs tenant or tenants") }
+            for t in tenants where t != "*" {
+                guard t.utf8.count <= 128, !t.contains(where: { $0.isNewline || $0 == "\u{0}" }) else {
+                    throw error(item, base, "tenant names are 1 to 128 characters, one line")
+                }
+            }
+            guard !roles.isEmpty else { throw error(item, base, "needs roles (ingest, responder, auditor, admin)") }
+            if roles.contains(.ingest) && (tenants.count != 1 || tenants[0] == "*") {
+                throw error(item, base, "an ingest token needs exactly one tenant: it is stamped on every span it sends")
+            }
+            out.append(AccessToken(name: name, sha256: digest, tenants: tenants, roles: roles))
         }
         return out
     }

@@ -1,4 +1,4 @@
-import FlightRecorderOTLP
+public import FlightRecorderOTLP
 public import FlightRecorderRedaction
 public import FlightRecorderStorage
 import Foundation
@@ -9,10 +9,18 @@ public struct DaemonConfiguration: Sendable {
     /// Where segments and the index live. Default: `$FLIGHTREC_DATA`, else
     /// `$XDG_DATA_HOME/flightrec`, else `~/.local/share/flightrec`.
     public var dataDirectory: String = DaemonConfiguration.defaultDataDirectory()
-    /// OTLP/HTTP receiver. Default 127.0.0.1:4318.
-    public var otlpHTTP = HostPort(host: "127.0.0.1", port: 4318)
+    /// OTLP/gRPC receiver. Default 127.0.0.1:4317; nil (`off`) disables it.
+    public var otlpGRPC: HostPort? = HostPort(host: "127.0.0.1", port: 4317)
+    /// Optional OTLP/gRPC listener on a Unix socket, for agents on the same host (sidecar use).
+    public var otlpGRPCSocket: String?
+    /// OTLP/HTTP receiver. Default 127.0.0.1:4318; nil (`off`) disables it.
+    public var otlpHTTP: HostPort? = HostPort(host: "127.0.0.1", port: 4318)
     /// Optional OTLP/HTTP listener on a Unix socket, for agents on the same host (sidecar use).
     public var otlpHTTPSocket: String?
+    /// TLS for every TCP listener; nil serves plaintext (loopback only, see `validate()`).
+    public var tls: TLSFiles?
+    /// Bearer tokens (as SHA-256 digests). Empty: one default tenant, loopback only.
+    public var tokens: [AccessToken] = []
     /// File mode of socket listeners. Default 0660: owner and group only.
     public var socketMode = 0o660
     /// JSON query API. Default 127.0.0.1:4319.
@@ -24,6 +32,10 @@ public struct DaemonConfiguration: Sendable {
     public var queueBytes = 64 << 20
     /// Largest request body accepted, measured after decompression. Default 16 MiB.
     public var maxRequestBytes = 16 << 20
+    /// Spans per request, attributes per span, attribute value length.
+    public var limits = IngestLimits()
+    /// Per-tenant ingest rate; nil is unlimited (the default).
+    public var rateLimit: RateLimit?
     /// Attribute keys naming a span's run, in order of preference.
     public var runIDKeys = RunIdentity.defaultKeys
     public var logLevel = "info"
@@ -50,18 +62,30 @@ public struct DaemonConfiguration: Sendable {
         return s
     }
 
-    /// Checks rules that span several keys. Listening beyond loopback needs authentication,
-    /// which this version does not have, so it is refused.
+    /// Checks rules that span several keys. Listening beyond loopback needs tokens; the
+    /// TCP listeners must not share an address.
     public func validate() throws(ConfigError) {
-        for (key, address) in [("listeners.otlp_http", otlpHTTP), ("listeners.api", api)] where !address.isLoopback {
+        let tcp: [(String, HostPort?)] = [
+            ("listeners.otlp_grpc", otlpGRPC), ("listeners.otlp_http", otlpHTTP), ("listeners.api", api),
+        ]
+        for (key, address) in tcp {
+            guard let address, !address.isLoopback, tokens.isEmpty else { continue }
             throw ConfigError(
                 key: key,
                 reason:
-                    "\(address) is not a loopback address; listening beyond loopback requires authentication, which is not configured"
+                    "\(address) is not a loopback address; listening beyond loopback requires auth.tokens, and none are configured"
             )
         }
-        if otlpHTTP == api && otlpHTTP.port != 0 {
-            throw ConfigError(key: "listeners.api", reason: "same address as listeners.otlp_http (\(api))")
+        var seen: [String: String] = [:]
+        for (key, address) in tcp {
+            guard let address, address.port != 0 else { continue }
+            if let other = seen[address.description] {
+                throw ConfigError(key: key, reason: "same address as \(other) (\(address))")
+            }
+            seen[address.description] = key
+        }
+        if let a = otlpGRPCSocket, a == otlpHTTPSocket {
+            throw ConfigError(key: "listeners.otlp_grpc_socket", reason: "same path as listeners.otlp_http_socket")
         }
     }
 }

@@ -45,6 +45,23 @@ public enum ExportResponse {
         }
     }
 
+    /// A `google.rpc.Status` carrying a `google.rpc.RetryInfo` detail, as gRPC servers send in
+    /// the `grpc-status-details-bin` trailer so OTLP exporters know when to retry.
+    /// Hand-encoded: three small messages, fixed field numbers from google/rpc/status.proto,
+    /// google/rpc/error_details.proto and google/protobuf/duration.proto.
+    public static func statusWithRetryInfo(code: Int32, message: String, retryAfterSeconds: Int) -> [UInt8] {
+        var w = ProtobufWriter()
+        w.varintField(1, UInt64(UInt32(bitPattern: code)))
+        w.stringField(2, message)
+        w.messageField(3) { any in
+            any.stringField(1, "type.googleapis.com/google.rpc.RetryInfo")
+            var retryInfo = ProtobufWriter()
+            retryInfo.messageField(1) { duration in duration.int64Field(1, Int64(retryAfterSeconds)) }
+            any.bytesField(2, retryInfo.bytes)
+        }
+        return w.bytes
+    }
+
     static func json(_ object: [String: any Sendable]) -> [UInt8] {
         Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
     }

@@ -37,6 +37,13 @@ public struct ResourceFacts: Sendable, Equatable {
         self.agent = agent
         self.tenant = tenant
     }
+
+    /// The tenant of spans whose resource names none (single-tenant deployments).
+    public static let defaultTenant = "default"
+
+    /// The tenant the index files this resource's spans under. With tokens configured the
+    /// daemon has stamped `tenant.id` from the token, so this is the authenticated tenant.
+    public var tenantKey: String { tenant ?? Self.defaultTenant }
 }
 
 /// One decoded, validated export request, ready for the store: its spans as a serialized
@@ -46,6 +53,12 @@ public struct IngestBatch: Sendable {
     public var payload: [UInt8]
     public var spans: [SpanIndexEntry]
     public var resources: [ResourceFacts]
+    /// Spans left out because they were invalid, and why (for `partial_success`).
+    public var rejectedSpans = 0
+    public var rejectionMessage = ""
+    /// Attribute values cut to the length limit, and attributes dropped over the count limit.
+    public var truncatedValues = 0
+    public var droppedAttributes = 0
 
     public init(payload: [UInt8], spans: [SpanIndexEntry], resources: [ResourceFacts]) {
         self.payload = payload

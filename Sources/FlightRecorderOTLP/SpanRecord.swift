@@ -108,3 +108,10 @@ extension SpanRecord.Link {
         try c.encode(AttributeMap(attributes), forKey: .attributes)
     }
 }
+
+extension SpanRecord {
+    /// The tenant this span is filed under (see `ResourceFacts.tenantKey`).
+    public var tenant: String {
+        resource.attributes.first { $0.key == "tenant.id" }?.value.scalarString ?? ResourceFacts.defaultTenant
+    }
+}

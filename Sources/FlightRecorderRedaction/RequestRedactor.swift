@@ -1,12 +1,12 @@
-import COTLP
+package import COTLP
 import CProtobufC
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
-typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
+package typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
+package typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
 typealias CKeyValueList = UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>
 
 /// Applies a `Redactor` to a protobuf-c `ExportTraceServiceRequest` in place: resource,
@@ -179,7 +179,7 @@ public struct RequestRedactor: Sendable {
     }
 
     /// Turns any value into a string value (freeing what it held).
-    static func replaceWithString(_ value: UnsafeMutablePointer<CAnyValue>?, _ text: String) {
+    package static func replaceWithString(_ value: UnsafeMutablePointer<CAnyValue>?, _ text: String) {
         guard let v = value else { return }
         let kind = v.pointee.value_case.rawValue
         if kind == 1, let p = v.pointee.string_value { free(p) }
@@ -194,7 +194,7 @@ public struct RequestRedactor: Sendable {
         v.pointee.string_value = cString(Array(text.utf8))
     }
 
-    static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
+    package static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
         let p = malloc(bytes.count + 1)!.assumingMemoryBound(to: CChar.self)
         bytes.withUnsafeBytes { b in
             if b.count > 0 { memcpy(p, b.baseAddress!, b.count) }
@@ -261,7 +261,7 @@ public struct RequestRedactor: Sendable {
         span.pointee.n_attributes = n + 2
     }
 
-    static func newKeyValue(_ key: String, _ fill: (UnsafeMutablePointer<CAnyValue>) -> Void) -> UnsafeMutablePointer<CKeyValue> {
+    package static func newKeyValue(_ key: String, _ fill: (UnsafeMutablePointer<CAnyValue>) -> Void) -> UnsafeMutablePointer<CKeyValue> {
         let kv = malloc(MemoryLayout<CKeyValue>.size)!.assumingMemoryBound(to: CKeyValue.self)
         opentelemetry__proto__common__v1__key_value__init(kv)
         kv.pointee.key = cString(Array(key.utf8))

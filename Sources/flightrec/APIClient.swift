@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Options shared by the query commands.
 struct APIOptions: ParsableArguments {
@@ -11,6 +12,19 @@ struct APIOptions: ParsableArguments {
 
     @Flag(help: "Print the API's JSON instead of the human view.")
     var json = false
+
+    @Option(help: "Bearer token for the query API (default: $FLIGHTREC_TOKEN). Prefer the variable: flags show in ps.")
+    var token: String?
+
+    @Option(help: "CA certificate (PEM) to trust for an https:// API (default: $FLIGHTREC_CACERT).")
+    var cacert: String?
+
+    var bearer: String? {
+        let t = token ?? ProcessInfo.processInfo.environment["FLIGHTREC_TOKEN"]
+        return t.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    var caFile: String? { cacert ?? ProcessInfo.processInfo.environment["FLIGHTREC_CACERT"] }
 
     var baseURL: String {
         let url = api ?? ProcessInfo.processInfo.environment["FLIGHTREC_API"] ?? "http://127.0.0.1:4319"
@@ -22,12 +36,26 @@ struct APIOptions: ParsableArguments {
 func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
     var request = HTTPClientRequest(url: options.baseURL + path)
     request.method = .GET
+    if let token = options.bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+    var client = HTTPClient.shared
+    if let ca = options.caFile {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        do {
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+        } catch {
+            printError("cannot read the CA certificate \(ca): \(error)")
+            throw Exit.usage
+        }
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+    }
     let response: HTTPClientResponse
     let body: ByteBuffer
     do {
-        response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        response = try await client.execute(request, timeout: .seconds(30))
         body = try await response.body.collect(upTo: 256 << 20)
+        if client !== HTTPClient.shared { try await client.shutdown() }
     } catch {
+        if client !== HTTPClient.shared { try? await client.shutdown() }
         printError("cannot reach the daemon at \(options.baseURL): \(error)")
         throw Exit.unavailable
     }
@@ -37,6 +65,7 @@ func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
         printError(message)
         switch response.status.code {
         case 404: throw Exit.notFound
+        case 401, 403: throw Exit.noPermission
         case 400..<500: throw Exit.usage
         default: throw Exit.unavailable
         }

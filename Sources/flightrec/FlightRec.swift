@@ -10,9 +10,9 @@ struct FlightRec: AsyncParsableCommand {
         discussion: """
             Exit codes: 0 success; 1 unexpected failure; 64 usage error; 66 unknown run or trace;
             69 daemon unreachable; 73 cannot open the data directory; 75 data directory in use
-            by another process; 78 configuration error.
+            by another process; 77 missing, unknown or insufficient token; 78 configuration error.
             """,
-        subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self])
+        subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self, TokenCommand.self])
 }
 
 /// Process exit codes, from sysexits(3) where one fits.
@@ -23,6 +23,7 @@ enum Exit {
     static let unavailable = ExitCode(69)
     static let cannotCreate = ExitCode(73)
     static let tempFail = ExitCode(75)
+    static let noPermission = ExitCode(77)
     static let config = ExitCode(78)
 }
 

@@ -4,16 +4,23 @@ import FlightRecorderServer
 import FlightRecorderStorage
 import Foundation
 import Logging
+import NIOSSL
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the collector daemon: OTLP/HTTP receiver and query API.",
+        abstract: "Run the collector daemon: OTLP/gRPC and OTLP/HTTP receivers and the query API.",
         discussion: "Flags override the config file. SIGTERM or SIGINT drains, fsyncs and exits 0.")
 
     @OptionGroup var storage: DataOptions
 
-    @Option(name: .customLong("otlp-http"), help: "OTLP/HTTP listen address HOST:PORT (default 127.0.0.1:4318).")
+    @Option(name: .customLong("otlp-grpc"), help: "OTLP/gRPC listen address HOST:PORT, or off (default 127.0.0.1:4317).")
+    var otlpGRPC: String?
+
+    @Option(name: .customLong("otlp-http"), help: "OTLP/HTTP listen address HOST:PORT, or off (default 127.0.0.1:4318).")
     var otlpHTTP: String?
+
+    @Option(name: .customLong("otlp-grpc-socket"), help: "Also serve OTLP/gRPC on this Unix socket path (mode 0660).")
+    var otlpGRPCSocket: String?
 
     @Option(help: "Query API listen address HOST:PORT (default 127.0.0.1:4319).")
     var api: String?
@@ -24,12 +31,8 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var configuration = try storage.load()
         do {
-            if let otlpHTTP {
-                guard let hp = HostPort(otlpHTTP) else {
-                    throw ConfigError(key: "--otlp-http", reason: "expected HOST:PORT (got \"\(otlpHTTP)\")")
-                }
-                configuration.otlpHTTP = hp
-            }
+            if let otlpGRPC { configuration.otlpGRPC = try Self.listener(otlpGRPC, flag: "--otlp-grpc") }
+            if let otlpHTTP { configuration.otlpHTTP = try Self.listener(otlpHTTP, flag: "--otlp-http") }
             if let api {
                 guard let hp = HostPort(api) else {
                     throw ConfigError(key: "--api", reason: "expected HOST:PORT (got \"\(api)\")")
@@ -37,9 +40,13 @@ struct Serve: AsyncParsableCommand {
                 configuration.api = hp
             }
             if let otlpHTTPSocket { configuration.otlpHTTPSocket = otlpHTTPSocket }
+            if let otlpGRPCSocket { configuration.otlpGRPCSocket = otlpGRPCSocket }
             try configuration.validate()
             if let path = configuration.otlpHTTPSocket {
                 _ = try SocketPath.check(path, key: otlpHTTPSocket != nil ? "--otlp-http-socket" : "listeners.otlp_http_socket")
+            }
+            if let path = configuration.otlpGRPCSocket {
+                _ = try SocketPath.check(path, key: otlpGRPCSocket != nil ? "--otlp-grpc-socket" : "listeners.otlp_grpc_socket")
             }
         } catch let error as ConfigError {
             printError("configuration error: \(error)")
@@ -59,6 +66,17 @@ struct Serve: AsyncParsableCommand {
         } catch let error as StorageError {
             printError(error.message)
             throw error.isLocked ? Exit.tempFail : Exit.cannotCreate
+        } catch let error as NIOSSLError {
+            printError("configuration error: listeners.tls: cannot load the certificate or key: \(error)")
+            throw Exit.config
         }
+    }
+
+    static func listener(_ text: String, flag: String) throws(ConfigError) -> HostPort? {
+        if text.lowercased() == "off" { return nil }
+        guard let hp = HostPort(text) else {
+            throw ConfigError(key: flag, reason: "expected HOST:PORT or off (got \"\(text)\")")
+        }
+        return hp
     }
 }

@@ -3,6 +3,8 @@ import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderStorage
 import Hummingbird
+import HummingbirdTLS
+import NIOSSL
 public import Logging
 import NIOCore
 import ServiceLifecycle
@@ -29,26 +31,47 @@ public struct Daemon: Sendable {
     public func run() async throws {
         let store = try SpanStore(configuration: configuration.storeConfiguration, logger: logger)
         let policy = try IngestPolicy(
-            runIdentity: RunIdentity(keys: configuration.runIDKeys), redaction: configuration.redaction)
+            runIdentity: RunIdentity(keys: configuration.runIDKeys), limits: configuration.limits,
+            redaction: configuration.redaction)
         if !configuration.redaction.enabled {
             logger.warning("redaction is disabled: span values are stored as sent")
         }
-        let receiver = OTLPHTTPReceiver(
-            store: store, policy: policy,
-            maxRequestBytes: configuration.maxRequestBytes,
+        let auth = Authenticator(tokens: configuration.tokens)
+        if !auth.enabled {
+            logger.notice("no auth.tokens configured: single default tenant, loopback listeners only")
+        }
+        let tls = try configuration.tls.map(Self.tlsConfiguration)
+        let ingest = IngestService(
+            store: store, policy: policy, auth: auth, rateLimiter: configuration.rateLimit.map { TenantRateLimiter(limit: $0) },
             budget: MemoryBudget(limit: max(configuration.queueBytes, 2 * configuration.maxRequestBytes)),
-            logger: logger)
+            maxRequestBytes: configuration.maxRequestBytes, logger: logger)
         let otlpRouter = Router(context: BasicRequestContext.self)
-        receiver.addRoutes(to: otlpRouter)
+        OTLPHTTPReceiver(ingest: ingest, logger: logger).addRoutes(to: otlpRouter)
         let apiRouter = Router(context: BasicRequestContext.self)
-        QueryAPI(store: store, policy: policy, logger: logger).addRoutes(to: apiRouter)
+        QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, logger: logger).addRoutes(to: apiRouter)
 
-        let otlp = application(otlpRouter, configuration.otlpHTTP, listener: "otlp_http")
-        let api = application(apiRouter, configuration.api, listener: "api")
-        var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: otlp), .init(service: api)]
+        var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let address = configuration.otlpGRPC {
+            listeners.append(
+                .init(
+                    service: GRPCListener(
+                        address: .tcp(address), tls: configuration.tls, ingest: ingest, listener: "otlp_grpc",
+                        logger: logger)))
+        }
+        if let path = configuration.otlpGRPCSocket {
+            listeners.append(
+                .init(
+                    service: GRPCListener(
+                        address: .unix(path: path, mode: configuration.socketMode), tls: nil, ingest: ingest,
+                        listener: "otlp_grpc_socket", logger: logger)))
+        }
+        if let address = configuration.otlpHTTP {
+            listeners.append(.init(service: try application(otlpRouter, address, tls: tls, listener: "otlp_http")))
+        }
         if let path = configuration.otlpHTTPSocket {
             listeners.append(.init(service: socketApplication(otlpRouter, path: path, listener: "otlp_http_socket")))
         }
+        listeners.append(.init(service: try application(apiRouter, configuration.api, tls: tls, listener: "api")))
         // Shutdown runs in reverse order: listeners drain before the store closes.
         let group = ServiceGroup(
             configuration: .init(
@@ -59,12 +82,23 @@ public struct Daemon: Sendable {
         try await group.run()
     }
 
-    func application(_ router: Router<BasicRequestContext>, _ address: HostPort, listener: String) -> some Service {
+    static func tlsConfiguration(_ files: TLSFiles) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+        let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+    }
+
+    func application(
+        _ router: Router<BasicRequestContext>, _ address: HostPort, tls: TLSConfiguration?, listener: String
+    ) throws -> some Service {
         Application(
             router: router,
+            server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: "flightrec"),
             onServerRunning: { [logger] channel in
-                logger.notice("listening", metadata: ["listener": "\(listener)", "address": "\(Self.describe(channel))"])
+                logger.notice(
+                    "listening",
+                    metadata: ["listener": "\(listener)", "address": "\(Self.describe(channel))", "tls": "\(tls != nil)"])
             },
             logger: logger)
     }

@@ -7,8 +7,11 @@ import Synchronization
 public final class IngestPolicy: Sendable {
     private let state: Mutex<ExportRequestDecoder>
 
-    public init(runIdentity: RunIdentity, redaction: RedactionPolicy) throws(RedactionError) {
-        state = Mutex(ExportRequestDecoder(runIdentity: runIdentity, redaction: try Self.redactor(redaction)))
+    public init(
+        runIdentity: RunIdentity, limits: IngestLimits = IngestLimits(), redaction: RedactionPolicy
+    ) throws(RedactionError) {
+        state = Mutex(
+            ExportRequestDecoder(runIdentity: runIdentity, limits: limits, redaction: try Self.redactor(redaction)))
     }
 
     static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {

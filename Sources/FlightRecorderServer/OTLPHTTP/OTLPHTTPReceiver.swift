@@ -1,5 +1,5 @@
 import FlightRecorderOTLP
-public import FlightRecorderStorage
+import FlightRecorderStorage
 import Foundation
 public import Hummingbird
 public import Logging
@@ -7,40 +7,57 @@ public import Logging
 /// `POST /v1/traces`: OTLP/HTTP with protobuf or JSON bodies, plain or gzip.
 ///
 /// Every failure is answered with a `google.rpc.Status` body in the request's encoding and a
-/// message naming the problem: 400 malformed, 413 too large (after decompression), 415
-/// unsupported type or encoding, 503 + Retry-After on overload. A success (200) is sent only
-/// after the spans are durable.
+/// message naming the problem: 400 malformed, 401/403 auth, 413 too large (after
+/// decompression) or too many spans, 415 unsupported type or encoding, 429 + Retry-After over
+/// the tenant's rate limit, 503 + Retry-After on overload or shutdown. A success (200) is
+/// sent only after the spans are durable; invalid spans are left out and reported in
+/// `partial_success`.
 public struct OTLPHTTPReceiver: Sendable {
-    public let store: SpanStore
-    public let policy: IngestPolicy
-    public let maxRequestBytes: Int
-    public let budget: MemoryBudget
+    public let ingest: IngestService
     public let logger: Logger
 
-    public init(store: SpanStore, policy: IngestPolicy, maxRequestBytes: Int, budget: MemoryBudget, logger: Logger) {
-        self.store = store
-        self.policy = policy
-        self.maxRequestBytes = maxRequestBytes
-        self.budget = budget
+    public init(ingest: IngestService, logger: Logger) {
+        self.ingest = ingest
         self.logger = logger
     }
+
+    var maxRequestBytes: Int { ingest.maxRequestBytes }
 
     public func addRoutes(to router: Router<some RequestContext>) {
         router.post("/v1/traces") { request, _ in await self.export(request) }
     }
 
-    /// A refusal: HTTP status, gRPC code for the Status body, message, optional Retry-After.
+    /// A refusal before the ingest path (body, media type): HTTP status and gRPC code.
     struct Refusal: Error {
         var status: HTTPResponse.Status
         var code: Int32
         var message: String
         var retryAfter: Int? = nil
+        var challenge = false
 
         static func badRequest(_ m: String) -> Refusal { Refusal(status: .badRequest, code: 3, message: m) }
         static func tooLarge(_ m: String) -> Refusal { Refusal(status: .contentTooLarge, code: 8, message: m) }
         static func unsupported(_ m: String) -> Refusal { Refusal(status: .unsupportedMediaType, code: 3, message: m) }
-        static func unavailable(_ m: String) -> Refusal {
-            Refusal(status: .serviceUnavailable, code: 14, message: m, retryAfter: 1)
+
+        init(status: HTTPResponse.Status, code: Int32, message: String, retryAfter: Int? = nil) {
+            self.status = status
+            self.code = code
+            self.message = message
+            self.retryAfter = retryAfter
+        }
+
+        init(_ r: IngestService.Refusal) {
+            switch r {
+            case .invalid(let m): self.init(status: .badRequest, code: 3, message: m)
+            case .tooLarge(let m): self.init(status: .contentTooLarge, code: 3, message: m)
+            case .unauthenticated(let m):
+                self.init(status: .unauthorized, code: 16, message: m)
+                challenge = true
+            case .forbidden(let m): self.init(status: .forbidden, code: 7, message: m)
+            case .rateLimited(let m, let after): self.init(status: .tooManyRequests, code: 8, message: m, retryAfter: after)
+            case .overloaded(let m, let after): self.init(status: .serviceUnavailable, code: 8, message: m, retryAfter: after)
+            case .unavailable(let m, let after): self.init(status: .serviceUnavailable, code: 14, message: m, retryAfter: after)
+            }
         }
     }
 
@@ -48,8 +65,14 @@ public struct OTLPHTTPReceiver: Sendable {
         var encoding = ExportResponse.Encoding.json
         do {
             encoding = try Self.encoding(of: request)
+            let principal: Principal
+            do {
+                principal = try ingest.authorize(request.headers[.authorization])
+            } catch {
+                throw Refusal(error)
+            }
             let body = try await readBody(request)
-            defer { budget.release(body.reserved) }
+            defer { ingest.budget.release(body.reserved) }
             let protobuf: [UInt8]
             switch encoding {
             case .protobuf: protobuf = body.bytes
@@ -57,24 +80,20 @@ public struct OTLPHTTPReceiver: Sendable {
                 do {
                     protobuf = try OTLPJSONTranscoder.transcodeExportRequest(Data(body.bytes))
                 } catch {
-                    throw Refusal.badRequest("invalid OTLP/JSON: \(error.description)")
+                    throw Refusal(ingest.count(.invalid("invalid OTLP/JSON: \(error.description)")))
                 }
             }
-            let batch: IngestBatch
+            let accepted: IngestService.Accepted
             do {
-                batch = try policy.decoder.decode(protobuf)
+                accepted = try await ingest.ingest(protobuf, principal: principal)
             } catch {
-                throw Refusal.badRequest(error.description)
+                throw Refusal(error)
             }
-            do {
-                try await store.append(batch)
-            } catch let error as StorageError {
-                if error.isOverload { throw Refusal.unavailable("ingest queue is full; retry later") }
-                if error.isShuttingDown { throw Refusal.unavailable("the daemon is shutting down; retry later") }
-                logger.error("storing spans failed", metadata: ["error": "\(error.message)"])
-                throw Refusal.unavailable("storage is unavailable; retry later")
-            }
-            return Self.response(.ok, ExportResponse.success(encoding: encoding), encoding)
+            return Self.response(
+                .ok,
+                ExportResponse.success(
+                    rejectedSpans: Int64(accepted.rejectedSpans), message: accepted.message, encoding: encoding),
+                encoding)
         } catch let refusal as Refusal {
             logger.debug(
                 "export refused", metadata: ["status": "\(refusal.status.code)", "reason": "\(refusal.message)"])
@@ -82,6 +101,7 @@ public struct OTLPHTTPReceiver: Sendable {
                 refusal.status, ExportResponse.status(code: refusal.code, message: refusal.message, encoding: encoding),
                 encoding)
             if let after = refusal.retryAfter { response.headers[.retryAfter] = String(after) }
+            if refusal.challenge { response.headers[.wwwAuthenticate] = "Bearer realm=\"flightrec\"" }
             return response
         } catch {
             // Reading the body failed: the client went away or sent a broken stream.
@@ -126,8 +146,10 @@ public struct OTLPHTTPReceiver: Sendable {
         }
         var reserved = 0
         func reserve(_ n: Int) throws {
-            guard budget.tryReserve(n) else {
-                throw Refusal.unavailable("the collector is busy with other large requests; retry later")
+            do {
+                try ingest.reserve(n)
+            } catch {
+                throw Refusal(error)
             }
             reserved += n
         }
@@ -154,7 +176,7 @@ public struct OTLPHTTPReceiver: Sendable {
             }
             return Body(bytes: bytes, reserved: reserved)
         } catch {
-            budget.release(reserved)
+            ingest.budget.release(reserved)
             throw error
         }
     }

@@ -1,3 +1,4 @@
+import FlightRecorderConfig
 import FlightRecorderOTLP
 public import FlightRecorderStorage
 import Foundation
@@ -6,30 +7,54 @@ public import Logging
 
 /// The JSON query API (`/api/v1/...`), on its own loopback port.
 ///
+/// Every `/api/v1` route needs a bearer token with a reading role (responder, auditor or
+/// admin) when tokens are configured, and answers only within the token's tenants: a run of
+/// another tenant is a 404, exactly like a run that does not exist. Daemon-wide counters
+/// (redaction and ingest stats) need admin.
+///
 /// Errors are JSON objects `{"error": "...", "status": N}`: 400 for a bad parameter or ID,
-/// 404 for an unknown run or trace, 503 when the store cannot answer.
+/// 401 without a valid token, 403 without the role, 404 for an unknown run or trace, 503
+/// when the store cannot answer.
 public struct QueryAPI: Sendable {
     public let store: SpanStore
     public let policy: IngestPolicy
+    public let ingest: IngestService?
+    public let auth: Authenticator
     public let logger: Logger
 
-    public init(store: SpanStore, policy: IngestPolicy, logger: Logger) {
+    public init(
+        store: SpanStore, policy: IngestPolicy, ingest: IngestService? = nil, auth: Authenticator = Authenticator(tokens: []),
+        logger: Logger
+    ) {
         self.store = store
         self.policy = policy
+        self.ingest = ingest
+        self.auth = auth
         self.logger = logger
     }
 
     public func addRoutes(to router: Router<some RequestContext>) {
         router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
-        router.get("/api/v1/redaction/stats") { _, _ in
-            Self.json(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
+        router.get("/api/v1/redaction/stats") { request, _ in
+            await self.handle(request, roles: [.admin]) { _ in
+                Self.json(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
+            }
         }
-        router.get("/api/v1/runs") { request, _ in await self.handle { try await self.listRuns(request) } }
-        router.get("/api/v1/runs/:runID") { _, context in
-            await self.handle { try await self.run(Self.decoded(context.parameters.get("runID"))) }
+        router.get("/api/v1/ingest/stats") { request, _ in
+            await self.handle(request, roles: [.admin]) { _ in Self.json(.ok, self.ingest?.stats ?? .init()) }
         }
-        router.get("/api/v1/traces/:traceID") { _, context in
-            await self.handle { try await self.trace(Self.decoded(context.parameters.get("traceID"))) }
+        router.get("/api/v1/runs") { request, _ in
+            await self.handle(request) { p in try await self.listRuns(request, scope: p.scope) }
+        }
+        router.get("/api/v1/runs/:runID") { request, context in
+            await self.handle(request) { p in
+                try await self.run(Self.decoded(context.parameters.get("runID")), scope: p.scope)
+            }
+        }
+        router.get("/api/v1/traces/:traceID") { request, context in
+            await self.handle(request) { p in
+                try await self.trace(Self.decoded(context.parameters.get("traceID")), scope: p.scope)
+            }
         }
     }
 
@@ -50,9 +75,23 @@ public struct QueryAPI: Sendable {
         var message: String
     }
 
-    func handle(_ body: () async throws -> Response) async -> Response {
+    func handle(
+        _ request: Request, roles: Set<Role> = Role.readers, _ body: (Principal) async throws -> Response
+    ) async -> Response {
+        let principal: Principal
         do {
-            return try await body()
+            principal = try auth.authenticate(request.headers[.authorization], requiring: roles)
+        } catch {
+            switch error {
+            case .unauthenticated(let m):
+                var r = Self.error(.unauthorized, m)
+                r.headers[.wwwAuthenticate] = "Bearer realm=\"flightrec\""
+                return r
+            case .forbidden(let m): return Self.error(.forbidden, m)
+            }
+        }
+        do {
+            return try await body(principal)
         } catch let e as APIError {
             return Self.error(e.status, e.message)
         } catch {
@@ -65,7 +104,7 @@ public struct QueryAPI: Sendable {
         var runs: [RunSummary]
     }
 
-    func listRuns(_ request: Request) async throws -> Response {
+    func listRuns(_ request: Request, scope: TenantScope) async throws -> Response {
         let q = request.uri.queryParameters
         func bound(_ name: String) throws -> Int64? {
             guard let text = q[Substring(name)].map(String.init), !text.isEmpty else { return nil }
@@ -85,7 +124,7 @@ public struct QueryAPI: Sendable {
             }
             limit = n
         }
-        let runs = try await store.listRuns(since: since, until: until, limit: limit)
+        let runs = try await store.listRuns(since: since, until: until, limit: limit, scope: scope)
         return Self.json(.ok, RunsPage(runs: runs))
     }
 
@@ -95,11 +134,11 @@ public struct QueryAPI: Sendable {
         var warnings: [String]
     }
 
-    func run(_ id: String) async throws -> Response {
+    func run(_ id: String, scope: TenantScope) async throws -> Response {
         guard !id.isEmpty, id.utf8.count <= 512 else {
             throw APIError(status: .badRequest, message: "run ID must be 1 to 512 bytes")
         }
-        guard let detail = try await store.run(id) else {
+        guard let detail = try await store.run(id, scope: scope) else {
             throw APIError(status: .notFound, message: "no run with this ID")
         }
         return Self.json(.ok, RunBody(run: detail.summary, spans: detail.spans, warnings: detail.warnings))
@@ -111,11 +150,11 @@ public struct QueryAPI: Sendable {
         var warnings: [String]
     }
 
-    func trace(_ id: String) async throws -> Response {
+    func trace(_ id: String, scope: TenantScope) async throws -> Response {
         guard let trace = TraceID(hex: id.lowercased()), !trace.isZero else {
             throw APIError(status: .badRequest, message: "trace ID must be 32 hex characters, not all zero")
         }
-        let (spans, warnings) = try await store.trace(trace)
+        let (spans, warnings) = try await store.trace(trace, scope: scope)
         guard !spans.isEmpty else { throw APIError(status: .notFound, message: "no trace with this ID") }
         return Self.json(.ok, TraceBody(traceId: trace.hex, spans: spans, warnings: warnings))
     }

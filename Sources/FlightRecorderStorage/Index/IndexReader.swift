@@ -22,9 +22,9 @@ final class IndexReader {
 
     init(path: String) throws(StorageError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1")
-        runOfTrace = try db.prepare("SELECT run_id FROM traces WHERE trace_id = ?1")
-        tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1")
+        runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 ORDER BY tenant")
+        runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
+        tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1 AND tenant = ?2")
         blocksOfTrace = try db.prepare(
             """
             SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
@@ -39,33 +39,52 @@ final class IndexReader {
             provisional: s.int64(8) != 0)
     }
 
-    func listRuns(since: Int64?, until: Int64?, limit: Int) throws(StorageError) -> [RunSummary] {
+    func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(StorageError) -> [RunSummary] {
+        var tenantFilter = ""
+        var tenants: [String] = []
+        if case .only(let set) = scope {
+            if set.isEmpty { return [] }
+            tenants = set.sorted()
+            tenantFilter = " AND tenant IN (" + tenants.indices.map { "?\($0 + 4)" }.joined(separator: ", ") + ")"
+        }
         let q = try db.prepare(
             """
-            SELECT \(Self.summaryColumns) FROM runs WHERE start_ns >= ?1 AND start_ns < ?2
-            ORDER BY start_ns DESC, run_id LIMIT ?3
+            SELECT \(Self.summaryColumns) FROM runs WHERE start_ns >= ?1 AND start_ns < ?2\(tenantFilter)
+            ORDER BY start_ns DESC, run_id, tenant LIMIT ?3
             """)
         q.bind(1, since ?? .min).bind(2, until ?? .max).bind(3, Int64(limit))
+        for (i, t) in tenants.enumerated() { _ = q.bind(Int32(i + 4), t) }
         var out: [RunSummary] = []
         while try q.step() { out.append(summary(q)) }
         return out
     }
 
-    func run(_ id: String) throws(StorageError) -> RunSummary? {
+    /// The runs named `id` within `scope`, one per tenant, ordered by tenant.
+    func runs(_ id: String, scope: TenantScope) throws(StorageError) -> [RunSummary] {
         runByID.bind(1, id)
         defer { runByID.reset() }
-        return try runByID.step() ? summary(runByID) : nil
+        var out: [RunSummary] = []
+        while try runByID.step() {
+            let s = summary(runByID)
+            if scope.contains(s.tenant ?? "") { out.append(s) }
+        }
+        return out
     }
 
-    /// The run that `trace`'s unnamed spans belong to, if one is known.
-    func run(ofTrace trace: TraceID) throws(StorageError) -> String? {
+    /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
+    func runs(ofTrace trace: TraceID, scope: TenantScope) throws(StorageError) -> [(tenant: String, run: String)] {
         runOfTrace.bind(1, blob: trace.bytes)
         defer { runOfTrace.reset() }
-        return try runOfTrace.step() ? runOfTrace.text(0) : nil
+        var out: [(String, String)] = []
+        while try runOfTrace.step() {
+            let tenant = runOfTrace.text(0) ?? ""
+            if scope.contains(tenant) { out.append((tenant, runOfTrace.text(1) ?? "")) }
+        }
+        return out
     }
 
-    func traces(ofRun run: String) throws(StorageError) -> [TraceID] {
-        tracesOfRun.bind(1, run)
+    func traces(ofRun run: String, tenant: String) throws(StorageError) -> [TraceID] {
+        tracesOfRun.bind(1, run).bind(2, tenant)
         defer { tracesOfRun.reset() }
         var out: [TraceID] = []
         while try tracesOfRun.step() {

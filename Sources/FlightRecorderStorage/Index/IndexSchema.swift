@@ -1,7 +1,7 @@
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {
-    static let version = "1"
+    static let version = "2"
 
     static let pragmas = """
         PRAGMA journal_mode=WAL;
@@ -24,16 +24,25 @@ enum IndexSchema {
             span_id INTEGER NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(span_id, block_id)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS trace_blocks(
             trace_id BLOB NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(trace_id, block_id)) WITHOUT ROWID;
+        -- Runs and traces are keyed by tenant too: one tenant's spans can never join, rename or
+        -- reveal another tenant's run, even with the same run or trace ID.
         -- The run a trace's unnamed spans belong to: the first run any of its spans named.
-        CREATE TABLE IF NOT EXISTS traces(trace_id BLOB PRIMARY KEY, run_id TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS traces(
+            trace_id BLOB NOT NULL, tenant TEXT NOT NULL, run_id TEXT NOT NULL,
+            PRIMARY KEY(trace_id, tenant)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS run_traces(
-            run_id TEXT NOT NULL, trace_id BLOB NOT NULL, span_count INTEGER NOT NULL,
+            run_id TEXT NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL, span_count INTEGER NOT NULL,
             error_count INTEGER NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
-            agent TEXT, tenant TEXT, PRIMARY KEY(run_id, trace_id)) WITHOUT ROWID;
+            agent TEXT, PRIMARY KEY(run_id, tenant, trace_id)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS runs(
-            run_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+            run_id TEXT NOT NULL, tenant TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
             span_count INTEGER NOT NULL, error_count INTEGER NOT NULL, trace_count INTEGER NOT NULL,
-            agent TEXT, tenant TEXT, provisional INTEGER NOT NULL DEFAULT 0);
+            agent TEXT, provisional INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(run_id, tenant));
+        CREATE INDEX IF NOT EXISTS runs_by_tenant_start ON runs(tenant, start_ns);
         CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_ns);
         """
+
+    /// Every table, dropped when an index of another schema version is found: the index is
+    /// derived data, and recovery rebuilds it from the segments.
+    static let allTables = ["meta", "segments", "blocks", "spans", "trace_blocks", "traces", "run_traces", "runs"]
 }

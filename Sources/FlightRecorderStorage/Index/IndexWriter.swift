@@ -26,44 +26,66 @@ final class IndexWriter {
     private let upsertSegment: SQLiteStatement
     /// Known trace → run assignments, and traces known to have none yet. Only this writer
     /// changes `traces`, so the cache cannot go stale; it is cleared when it grows large.
-    private var traceRuns: [TraceID: String?] = [:]
+    private var traceRuns: [TraceKey: String?] = [:]
+    /// The schema version found on disk when it differed from this build's; the index was
+    /// then dropped and rebuilt from the segments.
+    private(set) var replacedSchemaVersion: String?
+
+    /// A trace within one tenant: tenants never share run assignments.
+    struct TraceKey: Hashable {
+        var trace: TraceID
+        var tenant: String
+    }
 
     init(path: String) throws(StorageError) {
         db = try SQLiteDatabase(path: path)
         try db.execute(IndexSchema.pragmas)
+        if let found = try Self.schemaVersion(db), found != IndexSchema.version {
+            replacedSchemaVersion = found
+            for table in IndexSchema.allTables { try db.execute("DROP TABLE IF EXISTS \(table)") }
+        }
         try db.execute(IndexSchema.tables)
         try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '\(IndexSchema.version)')")
         insertBlock = try db.prepare(
             "INSERT INTO blocks(segment_id, offset, length, span_count) VALUES (?1, ?2, ?3, ?4)")
         insertSpan = try db.prepare("INSERT OR IGNORE INTO spans(span_id, block_id) VALUES (?1, ?2)")
         insertTraceBlock = try db.prepare("INSERT OR IGNORE INTO trace_blocks(trace_id, block_id) VALUES (?1, ?2)")
-        selectTraceRun = try db.prepare("SELECT run_id FROM traces WHERE trace_id = ?1")
-        insertTraceRun = try db.prepare("INSERT OR IGNORE INTO traces(trace_id, run_id) VALUES (?1, ?2)")
+        selectTraceRun = try db.prepare("SELECT run_id FROM traces WHERE trace_id = ?1 AND tenant = ?2")
+        insertTraceRun = try db.prepare("INSERT OR IGNORE INTO traces(trace_id, tenant, run_id) VALUES (?1, ?2, ?3)")
         selectRunTrace = try db.prepare(
-            "SELECT span_count, error_count, start_ns, end_ns, agent, tenant FROM run_traces WHERE run_id = ?1 AND trace_id = ?2"
-        )
-        deleteRunTrace = try db.prepare("DELETE FROM run_traces WHERE run_id = ?1 AND trace_id = ?2")
-        deleteRun = try db.prepare("DELETE FROM runs WHERE run_id = ?1")
+            """
+            SELECT span_count, error_count, start_ns, end_ns, agent FROM run_traces
+            WHERE run_id = ?1 AND tenant = ?2 AND trace_id = ?3
+            """)
+        deleteRunTrace = try db.prepare("DELETE FROM run_traces WHERE run_id = ?1 AND tenant = ?2 AND trace_id = ?3")
+        deleteRun = try db.prepare("DELETE FROM runs WHERE run_id = ?1 AND tenant = ?2")
         upsertRunTrace = try db.prepare(
             """
-            INSERT INTO run_traces(run_id, trace_id, span_count, error_count, start_ns, end_ns, agent, tenant)
+            INSERT INTO run_traces(run_id, tenant, trace_id, span_count, error_count, start_ns, end_ns, agent)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-            ON CONFLICT(run_id, trace_id) DO UPDATE SET
+            ON CONFLICT(run_id, tenant, trace_id) DO UPDATE SET
               span_count = span_count + excluded.span_count, error_count = error_count + excluded.error_count,
               start_ns = min(start_ns, excluded.start_ns), end_ns = max(end_ns, excluded.end_ns),
-              agent = coalesce(agent, excluded.agent), tenant = coalesce(tenant, excluded.tenant)
+              agent = coalesce(agent, excluded.agent)
             """)
         refreshRun = try db.prepare(
             """
-            INSERT OR REPLACE INTO runs(run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional)
-            SELECT run_id, min(start_ns), max(end_ns), sum(span_count), sum(error_count), count(*), max(agent), max(tenant), ?2
-            FROM run_traces WHERE run_id = ?1 GROUP BY run_id
+            INSERT OR REPLACE INTO runs(run_id, tenant, start_ns, end_ns, span_count, error_count, trace_count, agent, provisional)
+            SELECT run_id, tenant, min(start_ns), max(end_ns), sum(span_count), sum(error_count), count(*), max(agent), ?3
+            FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
             """)
         upsertSegment = try db.prepare(
             """
             INSERT INTO segments(id, indexed_bytes, sealed) VALUES (?1, ?2, ?3)
             ON CONFLICT(id) DO UPDATE SET indexed_bytes = excluded.indexed_bytes, sealed = max(sealed, excluded.sealed)
             """)
+    }
+
+    static func schemaVersion(_ db: SQLiteDatabase) throws(StorageError) -> String? {
+        let exists = try db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        guard try exists.step(), exists.int64(0) > 0 else { return nil }
+        let q = try db.prepare("SELECT value FROM meta WHERE key = 'schema_version'")
+        return try q.step() ? q.text(0) : nil
     }
 
     /// Index positions recorded so far, per segment.
@@ -81,7 +103,6 @@ final class IndexWriter {
         var start: Int64 = .max
         var end: Int64 = .min
         var agent: String?
-        var tenant: String?
 
         mutating func merge(_ o: Delta) {
             spans += o.spans
@@ -89,13 +110,19 @@ final class IndexWriter {
             start = min(start, o.start)
             end = max(end, o.end)
             agent = agent ?? o.agent
-            tenant = tenant ?? o.tenant
         }
+    }
+
+    struct RunKey: Hashable {
+        var run: String
+        var tenant: String
     }
 
     struct RunTraceKey: Hashable {
         var run: String
+        var tenant: String
         var trace: TraceID
+        var runKey: RunKey { RunKey(run: run, tenant: tenant) }
     }
 
     /// Indexes `blocks` and records segment positions, in one transaction.
@@ -118,7 +145,7 @@ final class IndexWriter {
 
     private func indexRows(_ blocks: [DurableBlock]) throws(StorageError) {
         var deltas: [RunTraceKey: Delta] = [:]
-        var touchedRuns: Set<String> = []
+        var touchedRuns: Set<RunKey> = []
         // Pass 1: block rows, and any trace whose run becomes known in this group.
         for block in blocks {
             insertBlock.bind(1, block.segment).bind(2, Int64(block.offset)).bind(3, Int64(block.length))
@@ -131,8 +158,11 @@ final class IndexWriter {
                     insertSpan.bind(1, Int64(bitPattern: span.spanID.value)).bind(2, blockID)
                     try insertSpan.run()
                     tracesInBlock.insert(span.traceID)
-                    if let run = span.explicitRunID, try runOfTrace(span.traceID) == nil {
-                        try assign(trace: span.traceID, to: run, deltas: &deltas, touched: &touchedRuns)
+                    if let run = span.explicitRunID {
+                        let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)
+                        if try runOfTrace(key) == nil {
+                            try assign(trace: key, to: run, deltas: &deltas, touched: &touchedRuns)
+                        }
                     }
                 }
             }
@@ -145,72 +175,77 @@ final class IndexWriter {
         for block in blocks {
             for batch in block.batches {
                 for span in batch.spans {
-                    var run = span.explicitRunID
-                    if run == nil { run = try runOfTrace(span.traceID) }
-                    let runID = run ?? span.traceID.hex
                     let facts = batch.resources[Int(span.resource)]
+                    let tenant = facts.tenantKey
+                    var run = span.explicitRunID
+                    if run == nil { run = try runOfTrace(TraceKey(trace: span.traceID, tenant: tenant)) }
+                    let key = RunTraceKey(run: run ?? span.traceID.hex, tenant: tenant, trace: span.traceID)
                     var d = Delta(
                         spans: 1, errors: span.isError ? 1 : 0,
                         start: Int64(clamping: span.startNanos), end: Int64(clamping: span.endNanos),
-                        agent: facts.agent, tenant: facts.tenant)
-                    d.merge(deltas[RunTraceKey(run: runID, trace: span.traceID), default: Delta()])
-                    deltas[RunTraceKey(run: runID, trace: span.traceID)] = d
-                    touchedRuns.insert(runID)
+                        agent: facts.agent)
+                    d.merge(deltas[key, default: Delta()])
+                    deltas[key] = d
+                    touchedRuns.insert(key.runKey)
                 }
             }
         }
         for (key, d) in deltas {
-            upsertRunTrace.bind(1, key.run).bind(2, blob: key.trace.bytes).bind(3, d.spans).bind(4, d.errors)
-                .bind(5, d.start).bind(6, d.end).bind(7, d.agent).bind(8, d.tenant)
+            upsertRunTrace.bind(1, key.run).bind(2, key.tenant).bind(3, blob: key.trace.bytes).bind(4, d.spans)
+                .bind(5, d.errors).bind(6, d.start).bind(7, d.end).bind(8, d.agent)
             try upsertRunTrace.run()
         }
         for run in touchedRuns {
-            let provisional = TraceID(hex: run).map { (try? runOfTrace($0)) == nil } ?? false
-            refreshRun.bind(1, run).bind(2, provisional ? 1 : 0)
+            let provisional =
+                TraceID(hex: run.run).map { (try? runOfTrace(TraceKey(trace: $0, tenant: run.tenant))) == nil } ?? false
+            refreshRun.bind(1, run.run).bind(2, run.tenant).bind(3, provisional ? 1 : 0)
             try refreshRun.run()
         }
     }
 
     /// The run a trace's unnamed spans belong to, if any span of it has named one.
-    private func runOfTrace(_ trace: TraceID) throws(StorageError) -> String? {
-        if let cached = traceRuns[trace] { return cached }
-        selectTraceRun.bind(1, blob: trace.bytes)
+    private func runOfTrace(_ key: TraceKey) throws(StorageError) -> String? {
+        if let cached = traceRuns[key] { return cached }
+        selectTraceRun.bind(1, blob: key.trace.bytes).bind(2, key.tenant)
         defer { selectTraceRun.reset() }
         let run = try selectTraceRun.step() ? selectTraceRun.text(0) : nil
-        traceRuns[trace] = .some(run)
+        traceRuns[key] = .some(run)
         return run
     }
 
     /// Records that `trace` belongs to `run`, moving what was counted under the trace's
     /// provisional run (its hex ID) into the named run.
     private func assign(
-        trace: TraceID, to run: String, deltas: inout [RunTraceKey: Delta], touched: inout Set<String>
+        trace key: TraceKey, to run: String, deltas: inout [RunTraceKey: Delta], touched: inout Set<RunKey>
     ) throws(StorageError) {
-        insertTraceRun.bind(1, blob: trace.bytes).bind(2, run)
+        let trace = key.trace
+        let tenant = key.tenant
+        insertTraceRun.bind(1, blob: trace.bytes).bind(2, tenant).bind(3, run)
         try insertTraceRun.run()
-        traceRuns[trace] = .some(run)
+        traceRuns[key] = .some(run)
         let provisional = trace.hex
         guard provisional != run else { return }
-        selectRunTrace.bind(1, provisional).bind(2, blob: trace.bytes)
+        let named = RunTraceKey(run: run, tenant: tenant, trace: trace)
+        selectRunTrace.bind(1, provisional).bind(2, tenant).bind(3, blob: trace.bytes)
         var moved: Delta?
         if try selectRunTrace.step() {
             moved = Delta(
                 spans: selectRunTrace.int64(0), errors: selectRunTrace.int64(1), start: selectRunTrace.int64(2),
-                end: selectRunTrace.int64(3), agent: selectRunTrace.text(4), tenant: selectRunTrace.text(5))
+                end: selectRunTrace.int64(3), agent: selectRunTrace.text(4))
         }
         selectRunTrace.reset()
         if let moved {
-            deleteRunTrace.bind(1, provisional).bind(2, blob: trace.bytes)
+            deleteRunTrace.bind(1, provisional).bind(2, tenant).bind(3, blob: trace.bytes)
             try deleteRunTrace.run()
-            deleteRun.bind(1, provisional)
+            deleteRun.bind(1, provisional).bind(2, tenant)
             try deleteRun.run()
-            deltas[RunTraceKey(run: run, trace: trace), default: Delta()].merge(moved)
-            touched.insert(run)
+            deltas[named, default: Delta()].merge(moved)
+            touched.insert(named.runKey)
         }
         // Spans of this group already counted provisionally are moved too.
-        if let pending = deltas.removeValue(forKey: RunTraceKey(run: provisional, trace: trace)) {
-            deltas[RunTraceKey(run: run, trace: trace), default: Delta()].merge(pending)
+        if let pending = deltas.removeValue(forKey: RunTraceKey(run: provisional, tenant: tenant, trace: trace)) {
+            deltas[named, default: Delta()].merge(pending)
         }
-        touched.remove(provisional)
+        touched.remove(RunKey(run: provisional, tenant: tenant))
     }
 }

@@ -351,36 +351,49 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
-    public func listRuns(since: Int64? = nil, until: Int64? = nil, limit: Int = 100) async throws -> [RunSummary] {
-        try await withReader { r, _ in try r.listRuns(since: since, until: until, limit: limit) }
+    public func listRuns(
+        since: Int64? = nil, until: Int64? = nil, limit: Int = 100, scope: TenantScope = .all
+    ) async throws -> [RunSummary] {
+        try await withReader { r, _ in try r.listRuns(since: since, until: until, limit: limit, scope: scope) }
     }
 
-    /// The run `id`, with all its spans sorted by start time; nil if unknown. A trace ID whose
-    /// run has since been named resolves to that run.
-    public func run(_ id: String) async throws -> RunDetail? {
+    /// The run `id`, with all its spans sorted by start time; nil if unknown within `scope`.
+    /// A trace ID whose run has since been named resolves to that run. When tenants in scope
+    /// share a run ID, the first tenant in order answers and a warning says so.
+    public func run(_ id: String, scope: TenantScope = .all) async throws -> RunDetail? {
         let identity = configuration.runIdentity
         return try await withReader { r, segments in
-            var summary = try r.run(id)
-            if summary == nil, let trace = TraceID(hex: id), let named = try r.run(ofTrace: trace) {
-                summary = try r.run(named)
+            var candidates = try r.runs(id, scope: scope)
+            if candidates.isEmpty, let trace = TraceID(hex: id) {
+                for (tenant, named) in try r.runs(ofTrace: trace, scope: scope) {
+                    candidates += try r.runs(named, scope: .only([tenant]))
+                }
             }
-            guard let summary else { return nil }
+            guard let summary = candidates.first else { return nil }
             let runID = summary.runID
-            let traces = try r.traces(ofRun: runID)
+            let tenant = summary.tenant ?? ResourceFacts.defaultTenant
+            let traces = try r.traces(ofRun: runID, tenant: tenant)
             var defaults: [TraceID: String] = [:]
-            for t in traces { defaults[t] = try r.run(ofTrace: t) ?? t.hex }
-            let (spans, warnings) = try Self.readSpans(traces: traces, reader: r, segments: segments) { span in
+            for t in traces {
+                defaults[t] = try r.runs(ofTrace: t, scope: .only([tenant])).first?.run ?? t.hex
+            }
+            var (spans, warnings) = try Self.readSpans(traces: traces, reader: r, segments: segments) { span in
+                guard span.tenant == tenant else { return false }
                 let explicit = identity.explicitRunID(span: span.attributes, resource: span.resource.attributes)
                 return (explicit ?? defaults[span.traceID]) == runID
+            }
+            if candidates.count > 1 {
+                let others = candidates.dropFirst().compactMap(\.tenant).joined(separator: ", ")
+                warnings.append("run ID \(runID) also exists in tenant(s) \(others); showing tenant \(tenant)")
             }
             return RunDetail(summary: summary, spans: spans, warnings: warnings)
         }
     }
 
-    /// All stored spans of one trace, sorted by start time; empty if unknown.
-    public func trace(_ id: TraceID) async throws -> (spans: [SpanRecord], warnings: [String]) {
+    /// The stored spans of one trace within `scope`, sorted by start time; empty if unknown.
+    public func trace(_ id: TraceID, scope: TenantScope = .all) async throws -> (spans: [SpanRecord], warnings: [String]) {
         try await withReader { r, segments in
-            try Self.readSpans(traces: [id], reader: r, segments: segments) { _ in true }
+            try Self.readSpans(traces: [id], reader: r, segments: segments) { scope.contains($0.tenant) }
         }
     }
 

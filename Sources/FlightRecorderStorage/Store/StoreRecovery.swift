@@ -35,7 +35,7 @@ struct StoreRecovery {
         let ids = SegmentFile.list(dir)
         let states = try index.segmentStates()
         var report = RecoveryReport()
-        let decoder = ExportRequestDecoder(runIdentity: configuration.runIdentity)
+        let decoder = ExportRequestDecoder(runIdentity: configuration.runIdentity, limits: .unlimited)
         for id in ids {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last

@@ -1,0 +1,59 @@
+/// What a bearer token may do.
+public enum Role: String, Sendable, CaseIterable, Comparable {
+    /// Export spans (OTLP). The token's single tenant is stamped on every span it sends.
+    case ingest
+    /// Query runs, traces and causal paths.
+    case responder
+    /// Query, and export audit evidence.
+    case auditor
+    /// Everything, including operational endpoints.
+    case admin
+
+    public static func < (a: Role, b: Role) -> Bool { a.rawValue < b.rawValue }
+
+    /// Roles that may read the query API.
+    public static let readers: Set<Role> = [.responder, .auditor, .admin]
+}
+
+/// One entry of `auth.tokens`: the SHA-256 digest of a bearer token (never the token), the
+/// tenant(s) it acts for, and its roles. `flightrec token new` prints a token and its digest.
+public struct AccessToken: Sendable, Equatable {
+    /// A label for logs; never the token.
+    public var name: String
+    /// Lowercase hex SHA-256 of the token's UTF-8 bytes.
+    public var sha256: String
+    /// The tenants this token acts for; `["*"]` means every tenant (not allowed with `ingest`).
+    public var tenants: [String]
+    public var roles: Set<Role>
+
+    public init(name: String, sha256: String, tenants: [String], roles: Set<Role>) {
+        self.name = name
+        self.sha256 = sha256
+        self.tenants = tenants
+        self.roles = roles
+    }
+
+    public var allTenants: Bool { tenants.contains("*") }
+}
+
+/// A per-tenant token bucket over spans: `spansPerSecond` sustained, `burst` at once.
+public struct RateLimit: Sendable, Equatable {
+    public var spansPerSecond: Double
+    public var burst: Double
+
+    public init(spansPerSecond: Double, burst: Double) {
+        self.spansPerSecond = spansPerSecond
+        self.burst = burst
+    }
+}
+
+/// Certificate chain and private key (PEM files) for the TCP listeners.
+public struct TLSFiles: Sendable, Equatable {
+    public var certificateChain: String
+    public var privateKey: String
+
+    public init(certificateChain: String, privateKey: String) {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+    }
+}

@@ -1,0 +1,76 @@
+import FlightRecorderConfig
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOSSL
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One OTLP/gRPC listener (TCP, optionally TLS, or a Unix socket) run as a lifecycle service.
+/// On graceful shutdown new exports are answered UNAVAILABLE and the server stops accepting
+/// streams; accepted requests finish before the store closes.
+struct GRPCListener: Service {
+    enum Address {
+        case tcp(HostPort)
+        case unix(path: String, mode: Int)
+    }
+
+    let address: Address
+    let tls: TLSFiles?
+    let ingest: IngestService
+    let listener: String
+    let logger: Logger
+
+    func run() async throws {
+        let socketAddress: GRPCNIOTransportCore.SocketAddress
+        switch address {
+        case .tcp(let hp):
+            let host = hp.host == "localhost" ? "127.0.0.1" : hp.host
+            socketAddress = host.contains(":") ? .ipv6(host: host, port: hp.port) : .ipv4(host: host, port: hp.port)
+        case .unix(let path, _):
+            socketAddress = .unixDomainSocket(path: path)
+        }
+        let security: HTTP2ServerTransport.Posix.TransportSecurity =
+            if let tls, case .tcp = address {
+                .tls(
+                    certificateChain: [.file(path: tls.certificateChain, format: .pem)],
+                    privateKey: .file(path: tls.privateKey, format: .pem))
+            } else {
+                .plaintext
+            }
+        let maxBytes = ingest.maxRequestBytes
+        let transport = HTTP2ServerTransport.Posix(
+            address: socketAddress, transportSecurity: security,
+            config: .defaults { config in
+                config.compression.enabledAlgorithms = .all
+                // Limits the message after decompression, so a gzip bomb stops at the limit.
+                config.rpc.maxRequestPayloadSize = maxBytes
+            })
+        let server = GRPCServer(transport: transport, services: [OTLPGRPCService(ingest: ingest, logger: logger)])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                if let bound = try await server.listeningAddress {
+                    if case .unix(let path, let mode) = address, chmod(path, mode_t(mode)) != 0 {
+                        logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
+                    }
+                    logger.notice(
+                        "listening",
+                        metadata: ["listener": "\(listener)", "address": "\(Self.describe(bound))", "tls": "\(tls != nil)"])
+                }
+            }
+        } onGracefulShutdown: {
+            ingest.beginDraining()
+            server.beginGracefulShutdown()
+        }
+    }
+
+    static func describe(_ address: GRPCNIOTransportCore.SocketAddress) -> String {
+        if let v4 = address.ipv4 { return "\(v4.host):\(v4.port)" }
+        if let v6 = address.ipv6 { return "[\(v6.host)]:\(v6.port)" }
+        if let uds = address.unixDomainSocket { return uds.path }
+        return "\(address)"
+    }
+}

@@ -1,0 +1,81 @@
+import FlightRecorderOTLP
+public import GRPCCore
+public import Logging
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService/Export` over gRPC (grpc-swift-2 with
+/// its NIO HTTP/2 transport; gzip and deflate are negotiated by the transport).
+///
+/// Messages stay bytes: the project's protobuf-c code decodes them in the shared ingest path,
+/// so gRPC and HTTP apply exactly the same validation, redaction and limits. Status codes
+/// follow the OTLP specification: INVALID_ARGUMENT for bad data, RESOURCE_EXHAUSTED with
+/// RetryInfo on overload or rate limit, UNAVAILABLE (with RetryInfo) while shutting down,
+/// UNAUTHENTICATED and PERMISSION_DENIED for auth failures.
+public struct OTLPGRPCService: RegistrableRPCService {
+    public static let method = MethodDescriptor(
+        fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
+
+    public let ingest: IngestService
+    public let logger: Logger
+
+    public init(ingest: IngestService, logger: Logger) {
+        self.ingest = ingest
+        self.logger = logger
+    }
+
+    public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        router.registerHandler(
+            forMethod: Self.method, deserializer: RawBytesDeserializer(), serializer: RawBytesSerializer()
+        ) { request, _ in
+            let single = try await ServerRequest(stream: request)
+            return StreamingServerResponse(single: await self.export(single))
+        }
+    }
+
+    func export(_ request: ServerRequest<[UInt8]>) async -> ServerResponse<[UInt8]> {
+        do throws(IngestService.Refusal) {
+            let principal = try ingest.authorize(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+            let body = request.message
+            try ingest.reserve(body.count)
+            defer { ingest.budget.release(body.count) }
+            let accepted = try await ingest.ingest(body, principal: principal)
+            return ServerResponse(
+                message: ExportResponse.success(
+                    rejectedSpans: Int64(accepted.rejectedSpans), message: accepted.message, encoding: .protobuf))
+        } catch {
+            logger.debug("export refused", metadata: ["reason": "\(error.message)"])
+            return ServerResponse(error: Self.rpcError(error))
+        }
+    }
+
+    static func rpcError(_ refusal: IngestService.Refusal) -> RPCError {
+        func retryable(_ code: RPCError.Code, _ message: String, _ after: Int) -> RPCError {
+            var metadata = Metadata()
+            metadata.addBinary(
+                ExportResponse.statusWithRetryInfo(
+                    code: Int32(code.rawValue), message: message, retryAfterSeconds: after),
+                forKey: "grpc-status-details-bin")
+            return RPCError(code: code, message: message, metadata: metadata)
+        }
+        switch refusal {
+        case .invalid(let m), .tooLarge(let m): return RPCError(code: .invalidArgument, message: m)
+        case .unauthenticated(let m): return RPCError(code: .unauthenticated, message: m)
+        case .forbidden(let m): return RPCError(code: .permissionDenied, message: m)
+        case .rateLimited(let m, let after), .overloaded(let m, let after):
+            return retryable(.resourceExhausted, m, after)
+        case .unavailable(let m, let after): return retryable(.unavailable, m, after)
+        }
+    }
+}
+
+/// Passes message bytes through unchanged; decoding happens in the ingest path.
+struct RawBytesDeserializer: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
+        serializedMessageBytes.withUnsafeBytes { Array($0) }
+    }
+}
+
+struct RawBytesSerializer: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes {
+        Bytes(message)
+    }
+}
