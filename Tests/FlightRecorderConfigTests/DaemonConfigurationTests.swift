@@ -78,7 +78,7 @@ import Testing
         #expect {
             try c.validate()
         } throws: { error in
-            (error as? ConfigError)?.key == "listeners.otlp_http" && "\(error)".contains("requires authentication")
+            (error as? ConfigError)?.key == "listeners.otlp_http" && "\(error)".contains("requires auth.tokens")
         }
         c.otlpHTTP = HostPort(host: "localhost", port: 4318)
         try c.validate()

@@ -47,17 +47,75 @@ import Testing
         (RequestBuilder.traceID(1), [UInt8](repeating: 1, count: 4), [UInt8](), "invalid span ID (4 bytes"),
         (RequestBuilder.traceID(1), RequestBuilder.spanID(1), [UInt8](repeating: 1, count: 3), "invalid parent span ID (3 bytes"),
     ])
-    func rejectsInvalidIDsNamingTheSpan(trace: [UInt8], span: [UInt8], parent: [UInt8], expected: String) {
+    func rejectsInvalidSpansNamingThemAndKeepsTheRest(trace: [UInt8], span: [UInt8], parent: [UInt8], expected: String)
+        throws
+    {
         let body = RequestBuilder.request(spans: [
             TestSpan(trace: RequestBuilder.traceID(9), span: RequestBuilder.spanID(9)),
             TestSpan(trace: trace, span: span, parent: parent),
+            TestSpan(trace: RequestBuilder.traceID(9), span: RequestBuilder.spanID(10)),
         ])
+        let batch = try decoder.decode(body)
+        #expect(batch.rejectedSpans == 1)
+        #expect(batch.spans.map(\.spanID.hex) == ["cd00000000000009", "cd0000000000000a"])
+        #expect(batch.rejectionMessage.contains("1 of 3 spans rejected"))
+        #expect(batch.rejectionMessage.contains("resourceSpans[0].scopeSpans[0].spans[1]: " + expected))
+        // The stored payload holds only the valid spans.
+        let stored = try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        #expect(stored.map(\.spanID) == batch.spans.map(\.spanID))
+    }
+
+    @Test func rejectsEndBeforeStartAndReportsEveryRejection() throws {
+        var spans = (1...100).map { TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(UInt8($0))) }
+        spans[41].start = 2_000
+        spans[41].end = 1_000
+        let batch = try decoder.decode(RequestBuilder.request(spans: spans))
+        #expect(batch.spans.count == 99 && batch.rejectedSpans == 1)
+        #expect(batch.rejectionMessage.contains("spans[41]: end time is before start time"))
+    }
+
+    @Test func tooManySpansRefusesTheWholeRequest() {
+        let d = ExportRequestDecoder(limits: IngestLimits(maxSpansPerRequest: 2))
+        let body = RequestBuilder.request(
+            spans: (1...3).map { TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(UInt8($0))) })
         #expect {
-            _ = try decoder.decode(body)
+            _ = try d.decode(body)
         } throws: { error in
-            let m = (error as? ExportRequestDecoder.Failure)?.description ?? ""
-            return m.contains("resourceSpans[0].scopeSpans[0].spans[1]") && m.contains(expected)
+            (error as? ExportRequestDecoder.Failure)?.kind == .tooManySpans
+                && "\(error)".contains("request has 3 spans; the limit is 2")
         }
+    }
+
+    @Test func tenantFromTheTokenOverwritesEveryClaim() throws {
+        let body = RequestBuilder.request(
+            resource: [("service.name", .string("agent")), ("tenant.id", .string("globex"))],
+            spans: [
+                TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("tenant.id", .string("initech"))]),
+            ])
+        let batch = try decoder.decode(body, tenant: "acme")
+        #expect(batch.resources == [ResourceFacts(agent: "agent", tenant: "acme")])
+        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        #expect(span.attributes.first { $0.key == "tenant.id" }?.value == .string("acme"))
+        #expect(span.resource.attributes.filter { $0.key == "tenant.id" }.map(\.value) == [.string("acme")])
+        // A resource that names no tenant gets one.
+        let bare = try decoder.decode(
+            RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1))]), tenant: "acme")
+        #expect(bare.resources.map(\.tenant) == ["acme"])
+    }
+
+    @Test func capsAttributesAndTruncatesLongValuesWithAMarker() throws {
+        let d = ExportRequestDecoder(limits: IngestLimits(maxAttributesPerSpan: 3, maxAttributeValueBytes: 16))
+        let long = String(repeating: "é", count: 20)  // 40 bytes; the cut must not split a character
+        let attrs: [(String, TestValue)] = [("a", .string(long)), ("b", .int(1)), ("c", .string("short"))]
+            + (0..<5).map { ("x\($0)", .int(Int64($0))) }
+        let batch = try d.decode(
+            RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: attrs)]))
+        #expect(batch.truncatedValues == 1 && batch.droppedAttributes == 5)
+        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        #expect(span.droppedAttributesCount == 5)
+        #expect(span.attributes.map(\.key) == ["a", "b", "c", IngestLimits.truncatedCountKey])
+        #expect(span.attributes[0].value == .string(String(repeating: "é", count: 8) + IngestLimits.truncationMarker))
+        #expect(span.attributes[3].value == .int(1))
     }
 
     @Test func rejectsGarbageAndTruncatedBodies() {

@@ -56,7 +56,7 @@ import Testing
     @Test func acceptsSnakeCaseKeys() throws {
         let json = """
             {"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c",
-             "span_id":"eee19b7ec3c1b174","start_time_unix_nano":"7"}]}]}]}
+             "span_id":"eee19b7ec3c1b174","start_time_unix_nano":"7","end_time_unix_nano":"9"}]}]}]}
             """
         let bytes = try OTLPJSONTranscoder.transcodeExportRequest(Data(json.utf8))
         #expect(try ExportRequestDecoder().decode(bytes).spans.first?.startNanos == 7)
