@@ -1,4 +1,5 @@
-"""Agent-shaped traces made with the real OpenTelemetry SDK, exported over OTLP/HTTP."""
+"""Agent-shaped traces made with the real OpenTelemetry SDK, exported over OTLP/HTTP or
+OTLP/gRPC with the SDK's own exporters."""
 
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -13,9 +14,23 @@ class Agent:
     """A tracer provider that exports to the daemon and also keeps every span in memory, so
     tests compare what the daemon returns against what the SDK actually produced."""
 
-    def __init__(self, endpoint, service="support-agent", tenant="acme", compression=Compression.NoCompression):
+    def __init__(self, endpoint, service="support-agent", tenant="acme", compression=Compression.NoCompression,
+                 grpc=False, token=None, credentials=None, certificate_file=None):
+        """`grpc=True` uses opentelemetry-exporter-otlp-proto-grpc (`endpoint` is HOST:PORT or
+        unix:///path); `token` goes in the exporter's headers as a bearer token; `credentials`
+        are gRPC channel credentials for TLS."""
         self.memory = InMemorySpanExporter()
-        self.exporter = OTLPSpanExporter(endpoint=endpoint, compression=compression, timeout=10)
+        headers = {"authorization": "Bearer " + token} if token else None
+        if grpc:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpanExporter
+            from grpc import Compression as GRPCCompression
+
+            self.exporter = GRPCSpanExporter(
+                endpoint=endpoint, insecure=credentials is None, credentials=credentials, headers=headers, timeout=10,
+                compression=GRPCCompression.Gzip if compression == Compression.Gzip else GRPCCompression.NoCompression)
+        else:
+            self.exporter = OTLPSpanExporter(endpoint=endpoint, compression=compression, timeout=10, headers=headers,
+                                             certificate_file=certificate_file)
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": service, "service.version": "2.1.0", "tenant.id": tenant})
         )

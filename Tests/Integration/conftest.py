@@ -26,17 +26,25 @@ def free_port():
 class Daemon:
     """One `flightrec serve` process on free loopback ports and a private data directory."""
 
-    def __init__(self, workdir, extra_config="", socket_path=None):
+    def __init__(self, workdir, extra_config="", socket_path=None, listeners="", tls=None, token=None):
+        """`listeners` adds lines under `listeners:`; `tls` is (cert, key) paths for every TCP
+        listener; `token` is the bearer token `get` and `cli` send."""
         self.workdir = workdir
         self.data = os.path.join(workdir, "data")
         self.otlp_port = free_port()
+        self.grpc_port = free_port()
         self.api_port = free_port()
+        self.tls = tls
+        self.token = token
         self.config = os.path.join(workdir, "flightrec.yaml")
         with open(self.config, "w") as f:
             f.write(
                 f"data_dir: {self.data}\n"
                 f"listeners:\n  otlp_http: 127.0.0.1:{self.otlp_port}\n  api: 127.0.0.1:{self.api_port}\n"
+                f"  otlp_grpc: 127.0.0.1:{self.grpc_port}\n"
                 + (f"  otlp_http_socket: {socket_path}\n" if socket_path else "")
+                + (f"  tls:\n    cert_file: {tls[0]}\n    key_file: {tls[1]}\n" if tls else "")
+                + listeners
                 + "storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + extra_config
             )
         self.log_path = os.path.join(workdir, "daemon.log")
@@ -48,7 +56,17 @@ class Daemon:
 
     @property
     def api_url(self):
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.api_port}"
+
+    @property
+    def grpc_endpoint(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def ssl_context(self):
+        if not self.tls:
+            return None
+        import ssl
+        return ssl.create_default_context(cafile=self.tls[0])
 
     def start(self):
         self.log = open(self.log_path, "a")
@@ -58,7 +76,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.read_log()}")
             try:
-                urllib.request.urlopen(self.api_url + "/healthz", timeout=1).read()
+                urllib.request.urlopen(self.api_url + "/healthz", timeout=1, context=self.ssl_context()).read()
                 with socket.create_connection(("127.0.0.1", self.otlp_port), timeout=1):
                     return self
             except OSError:
@@ -76,16 +94,26 @@ class Daemon:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def get(self, path):
-        """GET from the query API: (status, parsed JSON)."""
+    def get(self, path, token=None):
+        """GET from the query API: (status, parsed JSON). Sends `token`, else the daemon's."""
+        token = token or self.token
+        request = urllib.request.Request(self.api_url + path)
+        if token:
+            request.add_header("Authorization", "Bearer " + token)
         try:
-            with urllib.request.urlopen(self.api_url + path, timeout=30) as r:
+            with urllib.request.urlopen(request, timeout=30, context=self.ssl_context()) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def cli(self, *args):
-        return subprocess.run([BIN, *args, "--api", self.api_url], capture_output=True, text=True, timeout=60)
+    def cli(self, *args, token=None):
+        env = dict(os.environ)
+        env.pop("FLIGHTREC_TOKEN", None)
+        if token or self.token:
+            env["FLIGHTREC_TOKEN"] = token or self.token
+        if self.tls:
+            env["FLIGHTREC_CACERT"] = self.tls[0]
+        return subprocess.run([BIN, *args, "--api", self.api_url], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.fixture

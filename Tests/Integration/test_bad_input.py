@@ -96,14 +96,19 @@ def test_each_bad_request_gets_its_precise_status_and_the_daemon_keeps_serving(s
     code, _, body = post(d, b"\x1f\x8b\x08\x00garbage", encoding="gzip")
     assert code == 400 and "gzip body is corrupt or truncated" in decode_status(body)[1]
 
+    # An invalid span is left out and reported (partial success), not a failed request.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
     req = valid_request()
     req.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x00" * 16
     code, _, body = post(d, req.SerializeToString())
-    assert code == 400 and "spans[0]: invalid trace ID" in decode_status(body)[1]
+    partial = ExportTraceServiceResponse.FromString(body).partial_success
+    assert code == 200 and partial.rejected_spans == 1 and "spans[0]: invalid trace ID" in partial.error_message
     req.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x01" * 16
     req.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01" * 5
     code, _, body = post(d, req.SerializeToString())
-    assert code == 400 and "invalid span ID (5 bytes" in decode_status(body)[1]
+    partial = ExportTraceServiceResponse.FromString(body).partial_success
+    assert code == 200 and partial.rejected_spans == 1 and "invalid span ID (5 bytes" in partial.error_message
 
     # Nothing of the refused requests was stored, and a good client is still served.
     assert d.get("/api/v1/runs")[1]["runs"] == []
@@ -133,7 +138,9 @@ def test_bad_config_names_the_key_and_line(workdir):
     assert r.returncode == 78
     assert "bad.yaml:4: storage.segmentsize: unknown key" in r.stderr
     r = subprocess.run([BIN, "serve", "--data", workdir, "--otlp-http", "0.0.0.0:4318"], capture_output=True, text=True)
-    assert r.returncode == 78 and "requires authentication" in r.stderr
+    assert r.returncode == 78 and "requires auth.tokens" in r.stderr
+    r = subprocess.run([BIN, "serve", "--data", workdir, "--otlp-grpc", "0.0.0.0:4317"], capture_output=True, text=True)
+    assert r.returncode == 78 and "--otlp-grpc" not in r.stderr and "listeners.otlp_grpc: 0.0.0.0:4317" in r.stderr
 
 
 def test_a_second_daemon_on_the_same_data_directory_is_refused(daemon):

@@ -45,8 +45,11 @@ struct GRPCListener: Service {
             address: socketAddress, transportSecurity: security,
             config: .defaults { config in
                 config.compression.enabledAlgorithms = .all
-                // Limits the message after decompression, so a gzip bomb stops at the limit.
-                config.rpc.maxRequestPayloadSize = maxBytes
+                // The transport stops a message past this ceiling (after decompression, so a
+                // gzip bomb stops there) by resetting the stream, without a status. The ceiling
+                // sits above the configured limit so that ordinary oversized messages reach the
+                // service and get RESOURCE_EXHAUSTED with a message instead.
+                config.rpc.maxRequestPayloadSize = OTLPGRPCService.transportCeiling(maxBytes)
             })
         let server = GRPCServer(transport: transport, services: [OTLPGRPCService(ingest: ingest, logger: logger)])
         try await withGracefulShutdownHandler {

@@ -7,7 +7,8 @@ public import Logging
 ///
 /// Messages stay bytes: the project's protobuf-c code decodes them in the shared ingest path,
 /// so gRPC and HTTP apply exactly the same validation, redaction and limits. Status codes
-/// follow the OTLP specification: INVALID_ARGUMENT for bad data, RESOURCE_EXHAUSTED with
+/// follow the OTLP specification: INVALID_ARGUMENT for bad data, RESOURCE_EXHAUSTED without
+/// RetryInfo (not retryable) for a message over the size limit, RESOURCE_EXHAUSTED with
 /// RetryInfo on overload or rate limit, UNAVAILABLE (with RetryInfo) while shutting down,
 /// UNAUTHENTICATED and PERMISSION_DENIED for auth failures.
 public struct OTLPGRPCService: RegistrableRPCService {
@@ -31,10 +32,19 @@ public struct OTLPGRPCService: RegistrableRPCService {
         }
     }
 
+    /// The transport's hard limit for a message: twice the configured limit, at least 1 MiB more.
+    static func transportCeiling(_ limit: Int) -> Int { limit + max(limit, 1 << 20) }
+
     func export(_ request: ServerRequest<[UInt8]>) async -> ServerResponse<[UInt8]> {
         do throws(IngestService.Refusal) {
-            let principal = try ingest.authorize(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+            var authorization = request.metadata[stringValues: "authorization"].makeIterator()
+            let principal = try ingest.authorize(authorization.next())
             let body = request.message
+            guard body.count <= ingest.maxRequestBytes else {
+                let m = "message of \(body.count) bytes exceeds the limit of \(ingest.maxRequestBytes) bytes"
+                logger.debug("export refused", metadata: ["reason": "\(m)"])
+                return ServerResponse(error: RPCError(code: .resourceExhausted, message: m))
+            }
             try ingest.reserve(body.count)
             defer { ingest.budget.release(body.count) }
             let accepted = try await ingest.ingest(body, principal: principal)
