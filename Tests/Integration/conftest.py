@@ -26,7 +26,7 @@ def free_port():
 class Daemon:
     """One `flightrec serve` process on free loopback ports and a private data directory."""
 
-    def __init__(self, workdir, extra_config="", socket_path=None, listeners="", tls=None, token=None):
+    def __init__(self, workdir, extra_config="", socket_path=None, listeners="", tls=None, token=None, storage=""):
         """`listeners` adds lines under `listeners:`; `tls` is (cert, key) paths for every TCP
         listener; `token` is the bearer token `get` and `cli` send."""
         self.workdir = workdir
@@ -45,7 +45,7 @@ class Daemon:
                 + (f"  otlp_http_socket: {socket_path}\n" if socket_path else "")
                 + (f"  tls:\n    cert_file: {tls[0]}\n    key_file: {tls[1]}\n" if tls else "")
                 + listeners
-                + "storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + extra_config
+                + "storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + storage + extra_config
             )
         self.log_path = os.path.join(workdir, "daemon.log")
         self.proc = None
