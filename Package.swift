@@ -115,7 +115,9 @@ let package = Package(
         .executableTarget(
             name: "FlightRecorderLoadGen",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderTesting",
+                "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderServer",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

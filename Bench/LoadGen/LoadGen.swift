@@ -5,14 +5,14 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// Replays pre-encoded, agent-shaped OTLP protobuf requests over several connections against
-/// a daemon, and prints spans/s, request latency p50/p99, bytes on disk per raw OTLP byte,
+/// Replays pre-encoded, agent-shaped OTLP protobuf requests over several connections
+/// (OTLP/HTTP or OTLP/gRPC) against a daemon, and prints spans/s, request latency p50/p99, bytes on disk per raw OTLP byte,
 /// and the daemon's peak RSS. With `--daemon`, it starts the daemon itself on a fresh data
 /// directory so every figure comes from one reproducible command.
 @main
 struct LoadGen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "flightrec-loadgen", abstract: "OTLP/HTTP load generator for flightrec.")
+        commandName: "flightrec-loadgen", abstract: "OTLP/HTTP and OTLP/gRPC load generator for flightrec.")
 
     @Option(help: "flightrec binary to start on a fresh data directory (omit to target --url).")
     var daemon: String?
@@ -41,8 +41,17 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Extra YAML appended to a started daemon's config.")
     var extraConfig = ""
 
-    @Option(help: "Port base for a started daemon (OTLP on base, API on base+1).")
+    @Option(help: "Port base for a started daemon (OTLP/HTTP on base, API on base+1, OTLP/gRPC on base+2).")
     var portBase = 24318
+
+    @Option(help: "http, grpc, or both (alternating rounds on fresh daemons, same workload, then the ratio).")
+    var proto = "http"
+
+    @Option(help: "With --proto both: rounds per protocol; medians are reported.")
+    var rounds = 3
+
+    @Option(help: "OTLP/gRPC endpoint HOST:PORT when --daemon is not given.")
+    var grpcTarget = "127.0.0.1:4317"
 
     @Flag(help: "With --daemon: measure with redaction off, then with the default detectors, and print the ratio.")
     var compareRedaction = false
@@ -60,7 +69,21 @@ struct LoadGen: AsyncParsableCommand {
         }
         let meanRequest = rawBytes / pool
         print("workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)")
-        if compareRedaction {
+        guard ["http", "grpc", "both"].contains(proto) else { throw ValidationError("--proto: http, grpc or both") }
+        if proto == "both" {
+            guard daemon != nil else { throw ValidationError("--proto both needs --daemon") }
+            var http: [Double] = []
+            var grpc: [Double] = []
+            for round in 1...rounds {
+                print("== round \(round): OTLP/HTTP")
+                http.append(try await measure(requests, extra: extraConfig, grpc: false))
+                print("== round \(round): OTLP/gRPC")
+                grpc.append(try await measure(requests, extra: extraConfig, grpc: true))
+            }
+            let h = http.sorted()[http.count / 2]
+            let g = grpc.sorted()[grpc.count / 2]
+            print(String(format: "median OTLP/HTTP %.0f spans/s, OTLP/gRPC %.0f spans/s: gRPC / HTTP = %.1f%%", h, g, 100 * g / h))
+        } else if compareRedaction {
             guard daemon != nil else { throw ValidationError("--compare-redaction needs --daemon") }
             print("== redaction off")
             let off = try await measure(requests, extra: extraConfig + "\nredaction:\n  enabled: false\n")
@@ -68,17 +91,18 @@ struct LoadGen: AsyncParsableCommand {
             let on = try await measure(requests, extra: extraConfig)
             print(String(format: "redaction on / off: %.1f%% of throughput", 100 * on / off))
         } else {
-            _ = try await measure(requests, extra: extraConfig)
+            _ = try await measure(requests, extra: extraConfig, grpc: proto == "grpc")
         }
     }
 
     /// Runs one measurement and returns spans/s.
-    func measure(_ requests: [ByteBuffer], extra: String) async throws -> Double {
+    func measure(_ requests: [ByteBuffer], extra: String, grpc: Bool = false) async throws -> Double {
         let startBytes = Self.sentBytes.value
         let startSpans = Self.sentSpans.value
         var process: Process?
         var dataDir: String?
         var target = url
+        var grpcHostPort = grpcTarget
         if let daemon {
             let dir = NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
             try? FileManager.default.removeItem(atPath: dir)
@@ -89,6 +113,7 @@ struct LoadGen: AsyncParsableCommand {
             listeners:
               otlp_http: 127.0.0.1:\(portBase)
               api: 127.0.0.1:\(portBase + 1)
+              otlp_grpc: 127.0.0.1:\(portBase + 2)
             storage:
               durability: \(durability)
             log:
@@ -102,21 +127,29 @@ struct LoadGen: AsyncParsableCommand {
             process = p
             dataDir = dir + "/data"
             target = "http://127.0.0.1:\(portBase)/v1/traces"
+            grpcHostPort = "127.0.0.1:\(portBase + 2)"
             try await waitForPort(portBase)
+            try await waitForPort(portBase + 2)
         }
 
-        let client = HTTPClient(
-            eventLoopGroupProvider: .singleton,
-            configuration: .init(
-                connectionPool: .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
-        _ = try await drive(client: client, target: target, requests: requests, seconds: warmup)
-        let result = try await drive(client: client, target: target, requests: requests, seconds: duration)
-        try? await client.shutdown()
+        let result: Result
+        if grpc {
+            result = try await driveGRPC(target: grpcHostPort, requests: requests.map { Array($0.readableBytesView) })
+        } else {
+            let client = HTTPClient(
+                eventLoopGroupProvider: .singleton,
+                configuration: .init(
+                    connectionPool: .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+            _ = try await drive(client: client, target: target, requests: requests, seconds: warmup)
+            result = try await drive(client: client, target: target, requests: requests, seconds: duration)
+            try? await client.shutdown()
+        }
 
         let sorted = result.latencies.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let spansPerSecond = Double(result.spans) / result.elapsed
-        print(String(format: "throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)", spansPerSecond,
+        print(String(format: "%@ throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)",
+            grpc ? "OTLP/gRPC" : "OTLP/HTTP", spansPerSecond,
             Double(result.requests) / result.elapsed, connections, result.elapsed))
         print(String(format: "latency: p50 %.2f ms, p99 %.2f ms", pct(0.50) * 1000, pct(0.99) * 1000))
         if result.failures > 0 { print("refused or failed requests: \(result.failures) (\(result.statuses))") }
@@ -151,7 +184,16 @@ struct LoadGen: AsyncParsableCommand {
     static let sentBytes = Counter()
     static let sentSpans = Counter()
 
-    func drive(client: HTTPClient, target: String, requests: [ByteBuffer], seconds: Double) async throws -> Result {
+    /// One request's outcome: its body size, and the HTTP status (or nil when gRPC failed).
+    struct Sent {
+        var ok: Bool
+        var bytes: Int
+        var status: UInt?
+    }
+
+    /// Runs `connections` workers sending back to back until `seconds` pass; `send(worker, i)`
+    /// sends the worker's i-th request.
+    func load(seconds: Double, _ send: @escaping @Sendable (Int, Int) async throws -> Sent) async throws -> Result {
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(Int(seconds * 1000))
         let spans = spansPerRequest
@@ -161,26 +203,20 @@ struct LoadGen: AsyncParsableCommand {
                     var r = Result()
                     var i = worker * 7919
                     while ContinuousClock.now < deadline {
-                        let body = requests[i % requests.count]
-                        i += 1
-                        var request = HTTPClientRequest(url: target)
-                        request.method = .POST
-                        request.headers.add(name: "Content-Type", value: "application/x-protobuf")
-                        request.body = .bytes(body)
                         let t0 = ContinuousClock.now
-                        let response = try await client.execute(request, timeout: .seconds(60))
-                        _ = try await response.body.collect(upTo: 1 << 20)
+                        let sent = try await send(worker, i)
+                        i += 1
                         let dt = ContinuousClock.now - t0
-                        if response.status == .ok {
+                        if sent.ok {
                             r.spans += spans
                             r.requests += 1
-                            r.bytes += body.readableBytes
+                            r.bytes += sent.bytes
                             r.latencies.append(Double(dt.components.attoseconds) / 1e18 + Double(dt.components.seconds))
-                            Self.sentBytes.add(body.readableBytes)
+                            Self.sentBytes.add(sent.bytes)
                             Self.sentSpans.add(spans)
                         } else {
                             r.failures += 1
-                            r.statuses[response.status.code, default: 0] += 1
+                            r.statuses[sent.status ?? 0, default: 0] += 1
                         }
                     }
                     return r
@@ -200,6 +236,19 @@ struct LoadGen: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - start
         total.elapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return total
+    }
+
+    func drive(client: HTTPClient, target: String, requests: [ByteBuffer], seconds: Double) async throws -> Result {
+        try await load(seconds: seconds) { _, i in
+            let body = requests[i % requests.count]
+            var request = HTTPClientRequest(url: target)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/x-protobuf")
+            request.body = .bytes(body)
+            let response = try await client.execute(request, timeout: .seconds(60))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return Sent(ok: response.status == .ok, bytes: body.readableBytes, status: response.status.code)
+        }
     }
 
     func waitForPort(_ port: Int) async throws {

@@ -77,15 +77,20 @@ public struct OTLPGRPCService: RegistrableRPCService {
     }
 }
 
-/// Passes message bytes through unchanged; decoding happens in the ingest path.
-struct RawBytesDeserializer: MessageDeserializer {
-    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
+/// Passes message bytes through unchanged; decoding happens in the ingest path. Public so
+/// the load generator's gRPC client sends exactly what agents send.
+public struct RawBytesDeserializer: MessageDeserializer {
+    public init() {}
+
+    public func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
         serializedMessageBytes.withUnsafeBytes { Array($0) }
     }
 }
 
-struct RawBytesSerializer: MessageSerializer {
-    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes {
+public struct RawBytesSerializer: MessageSerializer {
+    public init() {}
+
+    public func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes {
         Bytes(message)
     }
 }
