@@ -143,6 +143,13 @@ let package = Package(
             dependencies: ["FlightRecorderRedaction", "FlightRecorderOTLP", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "FlightRecorderServerTests",
+            dependencies: [
+                "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "FlightRecorderConfigTests",
             dependencies: [
                 "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderRedaction", "FlightRecorderOTLP",

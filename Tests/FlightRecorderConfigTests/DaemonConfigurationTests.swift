@@ -1,4 +1,5 @@
 import FlightRecorderConfig
+import FlightRecorderOTLP
 import Foundation
 import FlightRecorderStorage
 import Testing
@@ -82,5 +83,58 @@ import Testing
         }
         c.otlpHTTP = HostPort(host: "localhost", port: 4318)
         try c.validate()
+    }
+
+    @Test func tokensLimitsTLSAndGRPCListenersParse() throws {
+        let digest = String(repeating: "ab", count: 32)
+        let c = try DaemonConfiguration.parse(
+            yaml: """
+                listeners:
+                  otlp_grpc: 0.0.0.0:4317
+                  otlp_grpc_socket: /run/flightrec/grpc.sock
+                  otlp_http: off
+                auth:
+                  tokens:
+                    - name: acme
+                      sha256: \(digest.uppercased())
+                      tenant: acme
+                      roles: [ingest, responder]
+                    - sha256: \(String(repeating: "cd", count: 32))
+                      tenants: ["*"]
+                      roles: [admin]
+                limits:
+                  max_spans_per_request: 500
+                  max_attributes_per_span: 64
+                  max_attribute_value_length: 8KiB
+                  rate_limit: {spans_per_second: 1000, burst: 5000}
+                """)
+        #expect(c.otlpGRPC == HostPort(host: "0.0.0.0", port: 4317) && c.otlpHTTP == nil)
+        #expect(c.otlpGRPCSocket == "/run/flightrec/grpc.sock")
+        #expect(c.tokens.map(\.name) == ["acme", "token 1"])
+        #expect(c.tokens[0].sha256 == digest && c.tokens[0].roles == [.ingest, .responder])
+        #expect(c.tokens[1].allTenants)
+        #expect(c.limits == IngestLimits(maxSpansPerRequest: 500, maxAttributesPerSpan: 64, maxAttributeValueBytes: 8 << 10))
+        #expect(c.rateLimit == RateLimit(spansPerSecond: 1000, burst: 5000))
+        try c.validate()  // beyond loopback is allowed once tokens exist
+    }
+
+    @Test(arguments: [
+        ("auth:\n  tokens:\n    - sha256: secret-token\n      tenant: a\n      roles: [ingest]\n",
+         "auth.tokens[0].sha256", 3, "64-hex-digit SHA-256"),
+        ("auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenant: a\n      roles: [root]\n",
+         "auth.tokens[0].roles", 5, "unknown role \"root\""),
+        ("auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenants: [a, b]\n      roles: [ingest]\n",
+         "auth.tokens[0]", 3, "exactly one tenant"),
+        ("listeners:\n  tls:\n    cert_file: /nonexistent.pem\n    key_file: /nonexistent.key\n",
+         "listeners.tls.cert_file", 3, "cannot read"),
+        ("limits:\n  max_spans_per_request: 0\n", "limits.max_spans_per_request", 2, "out of range"),
+    ])
+    func authAndLimitErrorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {
+        #expect {
+            _ = try DaemonConfiguration.parse(yaml: yaml)
+        } throws: { error in
+            guard let e = error as? ConfigError else { return false }
+            return e.key == key && e.line == line && e.reason.contains(reason)
+        }
     }
 }

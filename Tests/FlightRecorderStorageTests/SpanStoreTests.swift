@@ -1,5 +1,5 @@
 import FlightRecorderOTLP
-import FlightRecorderStorage
+@testable import FlightRecorderStorage
 import FlightRecorderTesting
 import Foundation
 import Logging
@@ -185,6 +185,56 @@ import Testing
         rebuilt["blocks"] = nil
         live["blocks"] = nil
         #expect(rebuilt == live)
+        await store.close()
+    }
+
+    @Test func tenantsNeverShareRunsOrTraces() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SpanStore(configuration: configuration(dir), logger: logger)
+        func tenantBatch(_ tenant: String, trace: UInt8, spans: ClosedRange<UInt8>, run: String?) throws -> IngestBatch {
+            let list = spans.map { n in
+                TestSpan(
+                    trace: RequestBuilder.traceID(trace), span: RequestBuilder.spanID(n, UInt8(tenant.count)),
+                    attributes: run.map { [("agent.run.id", .string($0))] } ?? [])
+            }
+            return try decoder.decode(RequestBuilder.request(spans: list), tenant: tenant)
+        }
+        // Same run ID and even the same trace ID in two tenants; globex's unnamed spans arrive first.
+        try await store.append(tenantBatch("globex", trace: 1, spans: 5...6, run: nil))
+        try await store.append(tenantBatch("acme", trace: 1, spans: 1...3, run: "run-x"))
+        try await store.append(tenantBatch("globex", trace: 1, spans: 7...7, run: "run-x"))
+        let acme = try #require(try await store.run("run-x", scope: .only(["acme"])))
+        #expect(acme.summary.tenant == "acme" && acme.summary.spanCount == 3 && acme.spans.count == 3)
+        #expect(acme.spans.allSatisfy { $0.tenant == "acme" })
+        let globex = try #require(try await store.run("run-x", scope: .only(["globex"])))
+        #expect(globex.summary.spanCount == 3 && globex.spans.allSatisfy { $0.tenant == "globex" })
+        #expect(try await store.run("run-x", scope: .only(["initech"])) == nil)
+        #expect(try await store.listRuns(scope: .only(["acme"])).map(\.tenant) == ["acme"])
+        #expect(try await store.listRuns(scope: .all).count == 2)
+        let trace = TraceID(high: 0xAB00_0000_0000_0000, low: 1)
+        #expect(try await store.trace(trace, scope: .only(["acme"])).spans.count == 3)
+        #expect(try await store.trace(trace, scope: .only(["initech"])).spans.isEmpty)
+        // Across tenants, a shared run ID answers the first tenant and says so.
+        let both = try #require(try await store.run("run-x", scope: .all))
+        #expect(both.summary.tenant == "acme" && both.warnings.contains { $0.contains("also exists in tenant(s) globex") })
+        await store.close()
+    }
+
+    @Test func anIndexOfAnOlderSchemaIsRebuiltFromTheSegments() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = configuration(dir)
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await store.append(batch(trace: 1, spans: 1...4, run: "run-old", runOn: 1))
+        await store.close()
+        let db = try SQLiteDatabase(path: config.indexPath)
+        try db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        try db.execute("DROP TABLE runs")
+        try db.execute("CREATE TABLE runs(run_id TEXT PRIMARY KEY)")
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.indexedSpans == 4)
+        #expect(try await store.run("run-old")?.summary.spanCount == 4)
         await store.close()
     }
 

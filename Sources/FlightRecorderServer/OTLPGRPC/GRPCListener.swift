@@ -50,6 +50,9 @@ struct GRPCListener: Service {
                 // sits above the configured limit so that ordinary oversized messages reach the
                 // service and get RESOURCE_EXHAUSTED with a message instead.
                 config.rpc.maxRequestPayloadSize = OTLPGRPCService.transportCeiling(maxBytes)
+                // Bounds what one connection can make the transport buffer before the memory
+                // budget sees it (the transport's default is unlimited).
+                config.http2.maxConcurrentStreams = 100
             })
         let server = GRPCServer(transport: transport, services: [OTLPGRPCService(ingest: ingest, logger: logger)])
         try await withGracefulShutdownHandler {

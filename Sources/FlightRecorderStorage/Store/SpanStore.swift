@@ -77,6 +77,11 @@ public final class SpanStore: Service, @unchecked Sendable {
         lockFD = try Self.lockDirectory(configuration.directory)
         do {
             indexWriter = try IndexWriter(path: configuration.indexPath)
+            if let old = indexWriter.replacedSchemaVersion {
+                logger.notice(
+                    "index schema changed; rebuilding the index from the segments",
+                    metadata: ["from": "\(old)", "to": "\(IndexSchema.version)"])
+            }
             let recovery = try StoreRecovery(configuration: configuration, index: indexWriter, logger: logger)
                 .runReporting()
             recoveryReport = recovery.report
