@@ -129,7 +129,7 @@ let package = Package(
         // MARK: Tests mirror Sources
         .testTarget(
             name: "FlightRecorderOTLPTests",
-            dependencies: ["FlightRecorderOTLP", "FlightRecorderTesting"],
+            dependencies: ["FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderStorageTests",

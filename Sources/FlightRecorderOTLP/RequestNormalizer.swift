@@ -155,17 +155,26 @@ enum RequestNormalizer {
         return counts
     }
 
-    /// Keeps the first `max` attributes and frees the rest; returns how many were dropped.
+    /// Keeps the first `max` attributes and frees the rest, except the daemon's own
+    /// `flightrec.*` evidence (redaction counts), which limits never remove. Returns how many
+    /// were dropped.
     private static func cap(
         _ list: inout UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: inout Int, _ max: Int
     ) -> Int {
         guard n > max, let l = list else { return 0 }
+        var kept = max
         for i in max..<n {
-            if let kv = l[i] { freeMessage(kv) }
-            l[i] = nil
+            guard let kv = l[i] else { continue }
+            if let key = kv.pointee.key, strncmp(key, "flightrec.", 10) == 0 {
+                l[kept] = kv
+                kept += 1
+            } else {
+                freeMessage(kv)
+            }
         }
-        let dropped = n - max
-        n = max
+        for i in kept..<n { l[i] = nil }
+        let dropped = n - kept
+        n = kept
         return dropped
     }
 

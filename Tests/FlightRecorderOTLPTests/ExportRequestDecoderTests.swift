@@ -1,4 +1,5 @@
 import FlightRecorderOTLP
+import FlightRecorderRedaction
 import FlightRecorderTesting
 import Testing
 
@@ -116,6 +117,18 @@ import Testing
         #expect(span.attributes.map(\.key) == ["a", "b", "c", IngestLimits.truncatedCountKey])
         #expect(span.attributes[0].value == .string(String(repeating: "é", count: 8) + IngestLimits.truncationMarker))
         #expect(span.attributes[3].value == .int(1))
+    }
+
+    @Test func limitsNeverDropRedactionEvidence() throws {
+        let redactor = try Redactor(policy: .secureDefault)
+        let d = ExportRequestDecoder(
+            limits: IngestLimits(maxAttributesPerSpan: 2), redaction: RequestRedactor(redactor: redactor))
+        let attrs: [(String, TestValue)] = [("a", .int(1)), ("b", .int(2)), ("c", .string("mail bob@example.com"))]
+        let batch = try d.decode(
+            RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: attrs)]))
+        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        #expect(span.attributes.map(\.key) == ["a", "b", RequestRedactor.countKey, RequestRedactor.rulesKey])
+        #expect(span.droppedAttributesCount == 1)
     }
 
     @Test func rejectsGarbageAndTruncatedBodies() {

@@ -29,6 +29,15 @@ public struct Daemon: Sendable {
     }
 
     public func run() async throws {
+        // Certificates load before the data directory is opened, so a bad file stops start-up cleanly.
+        let tls = try configuration.tls.map(Self.tlsConfiguration)
+        let exposed = [configuration.otlpGRPC, configuration.otlpHTTP, configuration.api].compactMap { $0 }
+            .filter { !$0.isLoopback }
+        if tls == nil && !exposed.isEmpty {
+            logger.warning(
+                "listening beyond loopback without TLS: bearer tokens cross the network in clear text",
+                metadata: ["addresses": "\(exposed.map(\.description).joined(separator: ", "))"])
+        }
         let store = try SpanStore(configuration: configuration.storeConfiguration, logger: logger)
         let policy = try IngestPolicy(
             runIdentity: RunIdentity(keys: configuration.runIDKeys), limits: configuration.limits,
@@ -40,7 +49,6 @@ public struct Daemon: Sendable {
         if !auth.enabled {
             logger.notice("no auth.tokens configured: single default tenant, loopback listeners only")
         }
-        let tls = try configuration.tls.map(Self.tlsConfiguration)
         let ingest = IngestService(
             store: store, policy: policy, auth: auth, rateLimiter: configuration.rateLimit.map { TenantRateLimiter(limit: $0) },
             budget: MemoryBudget(limit: max(configuration.queueBytes, 2 * configuration.maxRequestBytes)),
