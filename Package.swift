@@ -145,8 +145,11 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderServerTests",
             dependencies: [
-                "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage",
+                "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
+                "FlightRecorderTesting", "FlightRecorderRedaction",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(

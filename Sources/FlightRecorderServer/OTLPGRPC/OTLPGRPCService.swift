@@ -57,7 +57,8 @@ public struct OTLPGRPCService: RegistrableRPCService {
         }
     }
 
-    static func rpcError(_ refusal: IngestService.Refusal) -> RPCError {
+    /// The gRPC error for a refusal (public for tests).
+    public static func rpcError(_ refusal: IngestService.Refusal) -> RPCError {
         func retryable(_ code: RPCError.Code, _ message: String, _ after: Int) -> RPCError {
             var metadata = Metadata()
             metadata.addBinary(
