@@ -72,6 +72,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
+            name: "FlightRecorderQuery",
+            dependencies: ["FlightRecorderOTLP"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "FlightRecorderConfig",
             dependencies: [
                 "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction",
@@ -82,6 +86,7 @@ let package = Package(
             name: "FlightRecorderServer",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction", "CZlib",
+                "FlightRecorderQuery",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -141,6 +146,10 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderRedactionTests",
             dependencies: ["FlightRecorderRedaction", "FlightRecorderOTLP", "FlightRecorderTesting"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderQueryTests",
+            dependencies: ["FlightRecorderQuery", "FlightRecorderOTLP", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderServerTests",

@@ -10,6 +10,7 @@ public struct ExportRequestDecoder: Sendable {
     }
 
     public var runIdentity: RunIdentity
+    public var indexedKeys: IndexedKeys
     public var maxDepth: Int
     public var limits: IngestLimits
     /// Applied after decoding and before anything is extracted or stored; nil stores as sent.
@@ -18,10 +19,11 @@ public struct ExportRequestDecoder: Sendable {
     static let tenantKeys = [CKey("tenant.id")]
 
     public init(
-        runIdentity: RunIdentity = RunIdentity(), maxDepth: Int = 128, limits: IngestLimits = IngestLimits(),
-        redaction: RequestRedactor? = nil
+        runIdentity: RunIdentity = RunIdentity(), indexedKeys: IndexedKeys = IndexedKeys(), maxDepth: Int = 128,
+        limits: IngestLimits = IngestLimits(), redaction: RequestRedactor? = nil
     ) {
         self.runIdentity = runIdentity
+        self.indexedKeys = indexedKeys
         self.maxDepth = maxDepth
         self.limits = limits
         self.redaction = redaction
@@ -140,12 +142,23 @@ public struct ExportRequestDecoder: Sendable {
                     let run =
                         firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                         ?? resourceRun
-                    spans.append(
-                        SpanIndexEntry(
-                            traceID: traceID, spanID: spanID, parentSpanID: parent,
-                            startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
-                            isError: span.status?.pointee.code.rawValue == 2,
-                            explicitRunID: run, resource: resourceIndex))
+                    var entry = SpanIndexEntry(
+                        traceID: traceID, spanID: spanID, parentSpanID: parent,
+                        startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
+                        isError: span.status?.pointee.code.rawValue == 2,
+                        explicitRunID: run, resource: resourceIndex)
+                    if let attrs = span.attributes, !indexedKeys.cKeys.isEmpty {
+                        for a in 0..<span.n_attributes {
+                            guard let kv = attrs[a], let key = kv.pointee.key else { continue }
+                            for k in indexedKeys.cKeys where k.matches(key) {
+                                if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
+                                    entry.indexed.append(IndexedAttribute(key: k.name, value: value))
+                                }
+                                break
+                            }
+                        }
+                    }
+                    spans.append(entry)
                 }
             }
         }

@@ -12,6 +12,8 @@ public struct SpanIndexEntry: Sendable, Equatable {
     public var explicitRunID: String?
     /// Index into `IngestBatch.resources`.
     public var resource: Int32
+    /// Values of the `IndexedKeys` present on the span.
+    public var indexed: [IndexedAttribute] = []
 
     public init(
         traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, startNanos: UInt64, endNanos: UInt64,
@@ -25,6 +27,17 @@ public struct SpanIndexEntry: Sendable, Equatable {
         self.isError = isError
         self.explicitRunID = explicitRunID
         self.resource = resource
+    }
+}
+
+/// One indexed attribute of a span (an external ID or a searchable attribute).
+public struct IndexedAttribute: Sendable, Hashable {
+    public var key: String
+    public var value: String
+
+    public init(key: String, value: String) {
+        self.key = key
+        self.value = value
     }
 }
 

@@ -25,3 +25,21 @@ public struct RunIdentity: Sendable {
         return nil
     }
 }
+
+/// The attribute keys whose values the index records per trace at ingest: external IDs
+/// (so a side effect leads back to its run) and the attributes `where` searches narrow by.
+public struct IndexedKeys: Sendable, Equatable {
+    public static let defaultKeys = AgentKeys.defaultExternalIDKeys + AgentKeys.defaultSearchKeys
+
+    public let keys: [String]
+    let cKeys: [CKey]
+
+    public init(keys: [String] = IndexedKeys.defaultKeys) {
+        var unique: [String] = []
+        for k in keys where !unique.contains(k) { unique.append(k) }
+        self.keys = unique
+        self.cKeys = unique.map(CKey.init)
+    }
+
+    public static func == (a: IndexedKeys, b: IndexedKeys) -> Bool { a.keys == b.keys }
+}

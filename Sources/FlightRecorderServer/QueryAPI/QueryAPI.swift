@@ -1,5 +1,6 @@
 import FlightRecorderConfig
 import FlightRecorderOTLP
+import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
 public import Hummingbird

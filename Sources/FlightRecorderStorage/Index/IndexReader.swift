@@ -16,6 +16,7 @@ final class IndexReader {
     private let runOfTrace: SQLiteStatement
     private let tracesOfRun: SQLiteStatement
     private let blocksOfTrace: SQLiteStatement
+    private let tracesByAttribute: SQLiteStatement
 
     static let summaryColumns =
         "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional"
@@ -25,6 +26,8 @@ final class IndexReader {
         runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 ORDER BY tenant")
         runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
         tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1 AND tenant = ?2")
+        tracesByAttribute = try db.prepare(
+            "SELECT tenant, trace_id FROM attr_index WHERE key = ?1 AND value = ?2 ORDER BY tenant LIMIT ?3")
         blocksOfTrace = try db.prepare(
             """
             SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
@@ -83,6 +86,23 @@ final class IndexReader {
         return out
     }
 
+    /// Traces (with their tenant) in which some span carries `key = value`.
+    func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(StorageError)
+        -> [(tenant: String, trace: TraceID)]
+    {
+        tracesByAttribute.bind(1, key).bind(2, value).bind(3, Int64(limit))
+        defer { tracesByAttribute.reset() }
+        var out: [(String, TraceID)] = []
+        while try tracesByAttribute.step() {
+            let tenant = tracesByAttribute.text(0) ?? ""
+            guard scope.contains(tenant),
+                let t = tracesByAttribute.blob(1).withUnsafeBytes({ TraceID(bytes: $0) })
+            else { continue }
+            out.append((tenant, t))
+        }
+        return out
+    }
+
     func traces(ofRun run: String, tenant: String) throws(StorageError) -> [TraceID] {
         tracesOfRun.bind(1, run).bind(2, tenant)
         defer { tracesOfRun.reset() }
@@ -110,7 +130,7 @@ final class IndexReader {
     /// Row counts, for tests and `flightrec reindex` reports.
     func counts() throws(StorageError) -> [String: Int64] {
         var out: [String: Int64] = [:]
-        for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments"] {
+        for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
             let q = try db.prepare("SELECT count(*) FROM \(table)")
             _ = try q.step()
             out[table] = q.int64(0)

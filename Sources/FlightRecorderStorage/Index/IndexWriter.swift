@@ -24,6 +24,7 @@ final class IndexWriter {
     private let upsertRunTrace: SQLiteStatement
     private let refreshRun: SQLiteStatement
     private let upsertSegment: SQLiteStatement
+    private let insertAttribute: SQLiteStatement
     /// Known trace → run assignments, and traces known to have none yet. Only this writer
     /// changes `traces`, so the cache cannot go stale; it is cleared when it grows large.
     private var traceRuns: [TraceKey: String?] = [:]
@@ -74,6 +75,8 @@ final class IndexWriter {
             SELECT run_id, tenant, min(start_ns), max(end_ns), sum(span_count), sum(error_count), count(*), max(agent), ?3
             FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
             """)
+        insertAttribute = try db.prepare(
+            "INSERT OR IGNORE INTO attr_index(key, value, tenant, trace_id) VALUES (?1, ?2, ?3, ?4)")
         upsertSegment = try db.prepare(
             """
             INSERT INTO segments(id, indexed_bytes, sealed) VALUES (?1, ?2, ?3)
@@ -113,6 +116,12 @@ final class IndexWriter {
         }
     }
 
+    struct AttributeRow: Hashable {
+        var attribute: IndexedAttribute
+        var tenant: String
+        var trace: TraceID
+    }
+
     struct RunKey: Hashable {
         var run: String
         var tenant: String
@@ -146,6 +155,7 @@ final class IndexWriter {
     private func indexRows(_ blocks: [DurableBlock]) throws(StorageError) {
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
+        var attributes: Set<AttributeRow> = []
         // Pass 1: block rows, and any trace whose run becomes known in this group.
         for block in blocks {
             insertBlock.bind(1, block.segment).bind(2, Int64(block.offset)).bind(3, Int64(block.length))
@@ -158,6 +168,11 @@ final class IndexWriter {
                     insertSpan.bind(1, Int64(bitPattern: span.spanID.value)).bind(2, blockID)
                     try insertSpan.run()
                     tracesInBlock.insert(span.traceID)
+                    for a in span.indexed {
+                        attributes.insert(
+                            AttributeRow(
+                                attribute: a, tenant: batch.resources[Int(span.resource)].tenantKey, trace: span.traceID))
+                    }
                     if let run = span.explicitRunID {
                         let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)
                         if try runOfTrace(key) == nil {
@@ -170,6 +185,11 @@ final class IndexWriter {
                 insertTraceBlock.bind(1, blob: trace.bytes).bind(2, blockID)
                 try insertTraceBlock.run()
             }
+        }
+        for row in attributes {
+            insertAttribute.bind(1, row.attribute.key).bind(2, row.attribute.value).bind(3, row.tenant)
+                .bind(4, blob: row.trace.bytes)
+            try insertAttribute.run()
         }
         // Pass 2: per (run, trace) totals.
         for block in blocks {

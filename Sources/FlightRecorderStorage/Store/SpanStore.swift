@@ -402,6 +402,26 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
+    /// Spans within `scope` that carry `key = value` (an indexed key), with the run each
+    /// belongs to, oldest first.
+    public func lookup(key: String, value: String, scope: TenantScope, limit: Int = 100) async throws -> [AttributeMatch] {
+        let identity = configuration.runIdentity
+        return try await withReader { r, segments in
+            var out: [AttributeMatch] = []
+            for (tenant, trace) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
+                let (spans, _) = try Self.readSpans(traces: [trace], reader: r, segments: segments) { span in
+                    span.tenant == tenant && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
+                }
+                let traceRun = try r.runs(ofTrace: trace, scope: .only([tenant])).first?.run ?? trace.hex
+                for span in spans {
+                    let run = identity.explicitRunID(span: span.attributes, resource: span.resource.attributes) ?? traceRun
+                    out.append(AttributeMatch(runID: run, tenant: tenant, span: span))
+                }
+            }
+            return Array(out.sorted { $0.span.startNanos < $1.span.startNanos }.prefix(limit))
+        }
+    }
+
     static func readSpans(
         traces: [TraceID], reader: IndexReader, segments: SegmentReader, keep: (SpanRecord) -> Bool
     ) throws -> (spans: [SpanRecord], warnings: [String]) {
@@ -441,6 +461,13 @@ public final class SpanStore: Service, @unchecked Sendable {
     public func indexCounts() async throws -> [String: Int64] {
         try await withReader { r, _ in try r.counts() }
     }
+}
+
+/// A span found by an indexed attribute, and the run it belongs to.
+public struct AttributeMatch: Sendable {
+    public var runID: String
+    public var tenant: String
+    public var span: SpanRecord
 }
 
 /// A run and its spans, as `GET /api/v1/runs/{id}` returns it.

@@ -20,6 +20,8 @@ public struct StoreConfiguration: Sendable {
     public var maxQueueBytes: Int = 64 << 20
     public var durability: Durability = .fsync
     public var runIdentity = RunIdentity()
+    /// Attribute keys recorded per trace in the index (external IDs, searchable attributes).
+    public var indexedKeys = IndexedKeys()
 
     public init(directory: String) {
         self.directory = directory

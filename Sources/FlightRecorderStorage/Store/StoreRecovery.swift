@@ -35,7 +35,8 @@ struct StoreRecovery {
         let ids = SegmentFile.list(dir)
         let states = try index.segmentStates()
         var report = RecoveryReport()
-        let decoder = ExportRequestDecoder(runIdentity: configuration.runIdentity, limits: .unlimited)
+        let decoder = ExportRequestDecoder(
+            runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys, limits: .unlimited)
         for id in ids {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last

@@ -1,9 +1,9 @@
-import Foundation
+public import Foundation
 
 /// Parses `since`/`until` query values: Unix nanoseconds, an RFC 3339 timestamp, or a
 /// duration before now such as `90s`, `15m`, `2h`, `7d`.
-enum TimeBound {
-    static func parse(_ text: String, now: Date = Date()) -> Int64? {
+public enum TimeBound {
+    public static func parse(_ text: String, now: Date = Date()) -> Int64? {
         if let n = Int64(text) { return n }
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
         if let unit = text.last.flatMap({ units[$0] }), let n = Double(text.dropLast()), n >= 0 {

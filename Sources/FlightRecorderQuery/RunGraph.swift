@@ -1,0 +1,163 @@
+public import FlightRecorderOTLP
+
+/// One run's spans as a causal graph: parents and children, happens-before between siblings,
+/// span links, and trace membership, with clock skew between services corrected.
+///
+/// Built once per query from the spans the store returns (already deduplicated). Every
+/// analysis (path, critical path, findings) reads the adjusted times, so skew never produces
+/// an impossible order anywhere.
+public struct RunGraph: Sendable {
+    public let runID: String
+    public let spans: [SpanRecord]
+    /// Adjusted start and end (nanoseconds) per span index.
+    public private(set) var start: [Int64]
+    public private(set) var end: [Int64]
+    public let parent: [Int?]
+    public let children: [[Int]]
+    /// Spans with no parent in the run, sorted by adjusted start.
+    public private(set) var roots: [Int]
+    /// Index `i` links to these spans of the run (for example an approval to its policy check).
+    public let linksTo: [[Int]]
+    /// Spans of the run that link to index `i`.
+    public let linkedBy: [[Int]]
+    /// Spans whose parent ID is set but whose parent is not in the store.
+    public let missingParent: [Int]
+    public private(set) var adjustments: [Adjustment] = []
+    let byID: [SpanKey: Int]
+
+    struct SpanKey: Hashable {
+        var trace: TraceID
+        var span: SpanID
+    }
+
+    /// A clock-skew correction: the span and its subtree were shifted by `shiftNanos`.
+    public struct Adjustment: Sendable, Encodable, Equatable {
+        public var spanId: String
+        public var shiftNanos: Int64
+        public var reason: String
+    }
+
+    public init(runID: String, spans: [SpanRecord]) {
+        self.runID = runID
+        self.spans = spans
+        var byID: [SpanKey: Int] = [:]
+        for (i, s) in spans.enumerated() { byID[SpanKey(trace: s.traceID, span: s.spanID)] = i }
+        self.byID = byID
+        var parent = [Int?](repeating: nil, count: spans.count)
+        var children = [[Int]](repeating: [], count: spans.count)
+        var missing: [Int] = []
+        for (i, s) in spans.enumerated() {
+            guard let p = s.parentSpanID, !p.isZero else { continue }
+            if let pi = byID[SpanKey(trace: s.traceID, span: p)], pi != i {
+                parent[i] = pi
+                children[pi].append(i)
+            } else {
+                missing.append(i)
+            }
+        }
+        var linksTo = [[Int]](repeating: [], count: spans.count)
+        var linkedBy = [[Int]](repeating: [], count: spans.count)
+        for (i, s) in spans.enumerated() {
+            for l in s.links {
+                guard let t = byID[SpanKey(trace: l.traceID, span: l.spanID)], t != i else { continue }
+                linksTo[i].append(t)
+                linkedBy[t].append(i)
+            }
+        }
+        self.parent = parent
+        self.children = children
+        self.linksTo = linksTo
+        self.linkedBy = linkedBy
+        self.missingParent = missing
+        start = spans.map { Int64(clamping: $0.startNanos) }
+        end = spans.map { Int64(clamping: max($0.endNanos, $0.startNanos)) }
+        roots = spans.indices.filter { parent[$0] == nil }
+        correctSkew()
+        roots.sort { (start[$0], $0) < (start[$1], $1) }
+    }
+
+    public func index(of span: SpanID) -> Int? {
+        spans.indices.first { spans[$0].spanID == span }
+    }
+
+    func service(_ i: Int) -> String {
+        let r = spans[i].resource.attributes
+        func v(_ k: String) -> String { r.first { $0.key == k }?.value.scalarString ?? "" }
+        return v("service.name") + "\u{1F}" + v("service.instance.id") + "\u{1F}" + v("host.name")
+    }
+
+    /// Jaeger's rule: a child from another service that does not fit inside its parent was
+    /// measured on another clock. It is moved (with its subtree) to the middle of its parent,
+    /// or to its parent's start if it is longer. Same-service children are never moved: an
+    /// asynchronous child may legitimately outlive its parent.
+    private mutating func correctSkew() {
+        var stack: [(Int, Int64)] = roots.map { ($0, 0) }
+        while let (i, inherited) = stack.popLast() {
+            start[i] += inherited
+            end[i] += inherited
+            var shift = inherited
+            if let p = parent[i], service(i) != service(p), start[i] < start[p] || end[i] > end[p] {
+                let duration = end[i] - start[i]
+                let room = end[p] - start[p]
+                let target = duration <= room ? start[p] + (room - duration) / 2 : start[p]
+                let delta = target - start[i]
+                if delta != 0 {
+                    start[i] += delta
+                    end[i] += delta
+                    shift += delta
+                    adjustments.append(
+                        Adjustment(
+                            spanId: spans[i].spanID.hex, shiftNanos: delta,
+                            reason: "child from another service did not fit inside its parent (clock skew)"))
+                }
+            }
+            for c in children[i] { stack.append((c, shift)) }
+        }
+    }
+
+    /// Siblings of `i`: children of its parent, or the run's roots.
+    public func siblings(of i: Int) -> [Int] {
+        if let p = parent[i] { return children[p] }
+        return roots
+    }
+
+    /// The siblings that completed before `i` started, latest first.
+    public func earlierSiblings(of i: Int) -> [Int] {
+        siblings(of: i).filter { $0 != i && end[$0] <= start[i] }.sorted { (end[$0], $0) > (end[$1], $1) }
+    }
+
+    /// Happens-before edges among one group of siblings, transitively reduced: `a → b` when
+    /// `a` ended before `b` started and no sibling fits between them.
+    func precedes(_ group: [Int]) -> [(Int, Int)] {
+        let sorted = group.sorted { (start[$0], $0) < (start[$1], $1) }
+        var out: [(Int, Int)] = []
+        for b in sorted {
+            let before = sorted.filter { $0 != b && end[$0] <= start[b] }
+            // `a` is redundant when another earlier sibling started after `a` ended; only the
+            // two latest starts are needed to know.
+            var latest: (Int64, Int) = (.min, -1)
+            var second: Int64 = .min
+            for c in before {
+                if start[c] > latest.0 {
+                    second = latest.0
+                    latest = (start[c], c)
+                } else if start[c] > second {
+                    second = start[c]
+                }
+            }
+            for a in before {
+                let otherLatest = a == latest.1 ? second : latest.0
+                if otherLatest < end[a] { out.append((a, b)) }
+            }
+        }
+        return out
+    }
+
+    /// The chain from the root down to `i`, root first.
+    public func ancestry(of i: Int) -> [Int] {
+        var chain = [i]
+        var seen: Set<Int> = [i]
+        while let p = parent[chain[0]], seen.insert(p).inserted { chain.insert(p, at: 0) }
+        return chain
+    }
+}
