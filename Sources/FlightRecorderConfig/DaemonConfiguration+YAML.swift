@@ -94,6 +94,14 @@ extension DaemonConfiguration {
                     }
                 }
             case "redaction": config.redaction = try r.redaction(value)
+            case "index":
+                try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                    switch k {
+                    case "external_id_keys": config.externalIDKeys = try r.stringList(v, "index.external_id_keys")
+                    case "attribute_keys": config.searchKeys = try r.stringList(v, "index.attribute_keys")
+                    default: throw r.unknown(v, "index.\(k)")
+                    }
+                }
             case "auth":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {

@@ -38,6 +38,11 @@ public struct DaemonConfiguration: Sendable {
     public var rateLimit: RateLimit?
     /// Attribute keys naming a span's run, in order of preference.
     public var runIDKeys = RunIdentity.defaultKeys
+    /// External IDs indexed at ingest (`GET /api/v1/lookup`, `flightrec why --operation-id`).
+    public var externalIDKeys = AgentKeys.defaultExternalIDKeys
+    /// Attributes indexed at ingest, so `where` searches on them need not scan.
+    public var searchKeys = AgentKeys.defaultSearchKeys
+    public var indexedKeys: IndexedKeys { IndexedKeys(keys: externalIDKeys + searchKeys) }
     public var logLevel = "info"
     /// Applied to every span before it is stored. With no `redaction:` section every default
     /// detector is on: secure by default.
@@ -59,6 +64,7 @@ public struct DaemonConfiguration: Sendable {
         s.blockBytes = blockBytes
         s.maxQueueBytes = queueBytes
         s.runIdentity = RunIdentity(keys: runIDKeys)
+        s.indexedKeys = indexedKeys
         return s
     }
 

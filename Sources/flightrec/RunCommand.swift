@@ -19,7 +19,13 @@ struct RunCommand: AsyncParsableCommand {
             return
         }
         let body = try JSONDecoder().decode(RunView.self, from: data)
-        print(RunTreePrinter.render(body), terminator: "")
+        // Findings right under the run's header line: what a responder should look at first.
+        let findings = try await fetch(options, "/api/v1/runs/" + pathSegment(body.run.runID) + "/findings")
+        let tree = RunTreePrinter.render(body)
+        let header = tree.prefix { $0 != "\n" }
+        print(header)
+        print(Findings.render(try JSONDecoder().decode(Findings.Body.self, from: findings)), terminator: "")
+        print(tree.dropFirst(header.count + 1), terminator: "")
     }
 }
 

@@ -59,7 +59,8 @@ def test_agent_run_round_trips_exactly(daemon):
     assert tree.returncode == 0, tree.stderr
     lines = tree.stdout.splitlines()
     assert lines[0].startswith("run run-roundtrip") and "spans=5 errors=1" in lines[0]
-    assert lines[1].startswith("invoke_agent support-agent")
+    assert lines[1] == "findings: none"
+    assert lines[2].startswith("invoke_agent support-agent")
     assert any(l.startswith("├─ chat gpt-4o") and "model=gpt-4o" in l for l in lines)
     assert any("policy.check" in l and "policy=approval_required" in l and "rule=privileged-write-needs-approval" in l
                for l in lines)

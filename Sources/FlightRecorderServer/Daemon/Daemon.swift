@@ -40,7 +40,8 @@ public struct Daemon: Sendable {
         }
         let store = try SpanStore(configuration: configuration.storeConfiguration, logger: logger)
         let policy = try IngestPolicy(
-            runIdentity: RunIdentity(keys: configuration.runIDKeys), limits: configuration.limits,
+            runIdentity: RunIdentity(keys: configuration.runIDKeys), indexedKeys: configuration.indexedKeys,
+            limits: configuration.limits,
             redaction: configuration.redaction)
         if !configuration.redaction.enabled {
             logger.warning("redaction is disabled: span values are stored as sent")

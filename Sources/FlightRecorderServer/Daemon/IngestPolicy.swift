@@ -8,10 +8,12 @@ public final class IngestPolicy: Sendable {
     private let state: Mutex<ExportRequestDecoder>
 
     public init(
-        runIdentity: RunIdentity, limits: IngestLimits = IngestLimits(), redaction: RedactionPolicy
+        runIdentity: RunIdentity, indexedKeys: IndexedKeys = IndexedKeys(), limits: IngestLimits = IngestLimits(),
+        redaction: RedactionPolicy
     ) throws(RedactionError) {
         state = Mutex(
-            ExportRequestDecoder(runIdentity: runIdentity, limits: limits, redaction: try Self.redactor(redaction)))
+            ExportRequestDecoder(
+                runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits, redaction: try Self.redactor(redaction)))
     }
 
     static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {

@@ -52,6 +52,17 @@ public struct QueryAPI: Sendable {
                 try await self.run(Self.decoded(context.parameters.get("runID")), scope: p.scope)
             }
         }
+        for view in ["graph", "path", "critical-path", "findings"] {
+            router.get("/api/v1/runs/:runID/\(view)") { request, context in
+                await self.handle(request) { p in
+                    try await self.causal(
+                        view, Self.decoded(context.parameters.get("runID")), request: request, scope: p.scope)
+                }
+            }
+        }
+        router.get("/api/v1/lookup") { request, _ in
+            await self.handle(request) { p in try await self.lookup(request, scope: p.scope) }
+        }
         router.get("/api/v1/traces/:traceID") { request, context in
             await self.handle(request) { p in
                 try await self.trace(Self.decoded(context.parameters.get("traceID")), scope: p.scope)
@@ -125,8 +136,120 @@ public struct QueryAPI: Sendable {
             }
             limit = n
         }
+        if let expression = q["where"].map(String.init), !expression.isEmpty {
+            return try await search(expression, since: since, until: until, limit: limit, scope: scope)
+        }
         let runs = try await store.listRuns(since: since, until: until, limit: limit, scope: scope)
         return Self.json(.ok, RunsPage(runs: runs))
+    }
+
+    struct SearchBody: Encodable {
+        struct Match: Encodable {
+            var runId: String
+            var tenant: String?
+            var spans: [SpanRecord]
+        }
+        var runs: [RunSummary]
+        var matches: [Match]
+        var totalRuns: Int
+        /// False when the search scanned without an index and stopped before the oldest run.
+        var complete: Bool
+        var warnings: [String]
+    }
+
+    func search(_ expression: String, since: Int64?, until: Int64?, limit: Int, scope: TenantScope) async throws
+        -> Response
+    {
+        let filter: SpanFilter
+        do {
+            filter = try SpanFilter.parse(expression)
+        } catch {
+            throw APIError(status: .badRequest, message: "where: \(error.description)")
+        }
+        let narrow = filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys))
+        let result = try await store.search(
+            narrow: narrow, scope: scope, since: since, until: until, limit: limit, matches: { filter.matches($0) })
+        return Self.json(
+            .ok,
+            SearchBody(
+                runs: result.hits.map(\.run),
+                matches: result.hits.map { .init(runId: $0.run.runID, tenant: $0.run.tenant, spans: $0.spans) },
+                totalRuns: result.totalRuns, complete: result.complete, warnings: result.warnings))
+    }
+
+    /// `graph`, `path?to=SPAN`, `critical-path` and `findings` of one run.
+    func causal(_ view: String, _ id: String, request: Request, scope: TenantScope) async throws -> Response {
+        guard !id.isEmpty, id.utf8.count <= 512 else {
+            throw APIError(status: .badRequest, message: "run ID must be 1 to 512 bytes")
+        }
+        var target: SpanID?
+        if view == "path" {
+            let to = request.uri.queryParameters["to"].map(String.init) ?? ""
+            guard let span = SpanID(hex: to.lowercased()), !span.isZero else {
+                throw APIError(status: .badRequest, message: "to: expected a span ID of 16 hex characters")
+            }
+            target = span
+        }
+        guard let detail = try await store.run(id, scope: scope) else {
+            throw APIError(status: .notFound, message: "no run with this ID")
+        }
+        let graph = RunGraph(runID: detail.summary.runID, spans: detail.spans)
+        switch view {
+        case "graph": return Self.json(.ok, graph.graph())
+        case "critical-path": return Self.json(.ok, graph.criticalPath())
+        case "findings": return Self.json(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
+        default:
+            guard let target, let index = graph.index(of: target) else {
+                throw APIError(status: .notFound, message: "no span with this ID in the run")
+            }
+            return Self.json(.ok, graph.path(to: index))
+        }
+    }
+
+    struct FindingsBody: Encodable {
+        var runId: String
+        var findings: [Finding]
+    }
+
+    struct LookupBody: Encodable {
+        struct Match: Encodable {
+            var runId: String
+            var tenant: String
+            var spanId: String
+            var path: RunGraph.PathView
+        }
+        var key: String
+        var value: String
+        var matches: [Match]
+    }
+
+    /// `GET /api/v1/lookup?key=operation.id&value=…`: the spans carrying an external ID, each
+    /// with its causal path.
+    func lookup(_ request: Request, scope: TenantScope) async throws -> Response {
+        let q = request.uri.queryParameters
+        let key = q["key"].map(String.init) ?? ""
+        let value = q["value"].map(String.init) ?? ""
+        let indexed = store.configuration.indexedKeys.keys
+        guard indexed.contains(key) else {
+            throw APIError(
+                status: .badRequest, message: "key: expected one of the indexed keys (\(indexed.joined(separator: ", ")))")
+        }
+        guard !value.isEmpty, value.utf8.count <= 512 else {
+            throw APIError(status: .badRequest, message: "value: expected 1 to 512 bytes")
+        }
+        let found = try await store.lookup(key: key, value: value, scope: scope, limit: 20)
+        guard !found.isEmpty else { throw APIError(status: .notFound, message: "no span carries this \(key)") }
+        var matches: [LookupBody.Match] = []
+        var graphs: [String: RunGraph] = [:]
+        for m in found {
+            let cacheKey = m.tenant + "\u{1F}" + m.runID
+            if graphs[cacheKey] == nil, let detail = try await store.run(m.runID, scope: .only([m.tenant])) {
+                graphs[cacheKey] = RunGraph(runID: detail.summary.runID, spans: detail.spans)
+            }
+            guard let graph = graphs[cacheKey], let index = graph.index(of: m.span.spanID) else { continue }
+            matches.append(.init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))
+        }
+        return Self.json(.ok, LookupBody(key: key, value: value, matches: matches))
     }
 
     struct RunBody: Encodable {

@@ -422,6 +422,82 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
+    /// Runs within `scope` with at least one span for which `matches` holds, newest first,
+    /// each with its matching spans. `narrow` lists indexed `key = value` pairs every match
+    /// carries: the index then limits the work to traces that have them all. Without it, runs
+    /// are scanned newest first, at most `scanLimit` of them.
+    public func search(
+        narrow: [(key: String, value: String)], scope: TenantScope, since: Int64?, until: Int64?, limit: Int,
+        scanLimit: Int = 20_000, matches: @escaping @Sendable (SpanRecord) -> Bool
+    ) async throws -> SearchResult {
+        let identity = configuration.runIdentity
+        return try await withReader { r, segments in
+            // (tenant, trace) candidates, and the run each trace's unnamed spans belong to.
+            var candidates: [TraceKey] = []
+            var scanned = 0
+            var complete = true
+            if !narrow.isEmpty {
+                var set: Set<TraceKey>?
+                for (key, value) in narrow {
+                    let found = Set(
+                        try r.traces(withAttribute: key, value: value, scope: scope, limit: 1_000_000).map {
+                            TraceKey(tenant: $0.tenant, trace: $0.trace)
+                        })
+                    set = set.map { $0.intersection(found) } ?? found
+                    if set?.isEmpty == true { break }
+                }
+                candidates = Array(set ?? [])
+            } else {
+                let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
+                complete = runs.count < scanLimit
+                for run in runs {
+                    for t in try r.traces(ofRun: run.runID, tenant: run.tenant ?? ResourceFacts.defaultTenant) {
+                        candidates.append(TraceKey(tenant: run.tenant ?? ResourceFacts.defaultTenant, trace: t))
+                    }
+                }
+            }
+            scanned = candidates.count
+            var traceRun: [TraceKey: String] = [:]
+            for c in candidates {
+                traceRun[c] = try r.runs(ofTrace: c.trace, scope: .only([c.tenant])).first?.run ?? c.trace.hex
+            }
+            let tenantsOf = Dictionary(grouping: candidates, by: \.trace).mapValues { Set($0.map(\.tenant)) }
+            let (spans, warnings) = try Self.readSpans(traces: Array(Set(candidates.map(\.trace))), reader: r, segments: segments) {
+                span in tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
+            }
+            var byRun: [RunKeyOut: [SpanRecord]] = [:]
+            for span in spans {
+                let tenant = span.tenant
+                let run =
+                    identity.explicitRunID(span: span.attributes, resource: span.resource.attributes)
+                    ?? traceRun[TraceKey(tenant: tenant, trace: span.traceID)] ?? span.traceID.hex
+                byRun[RunKeyOut(run: run, tenant: tenant), default: []].append(span)
+            }
+            var hits: [SearchHit] = []
+            for (key, spans) in byRun {
+                guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
+                if let since, summary.startNanos < since { continue }
+                if let until, summary.startNanos >= until { continue }
+                hits.append(SearchHit(run: summary, spans: spans))
+            }
+            hits.sort { ($0.run.startNanos, $0.run.runID) > ($1.run.startNanos, $1.run.runID) }
+            let total = hits.count
+            return SearchResult(
+                hits: Array(hits.prefix(limit)), totalRuns: total, scannedTraces: scanned,
+                complete: complete, warnings: warnings)
+        }
+    }
+
+    struct TraceKey: Hashable {
+        var tenant: String
+        var trace: TraceID
+    }
+
+    struct RunKeyOut: Hashable {
+        var run: String
+        var tenant: String
+    }
+
     static func readSpans(
         traces: [TraceID], reader: IndexReader, segments: SegmentReader, keep: (SpanRecord) -> Bool
     ) throws -> (spans: [SpanRecord], warnings: [String]) {
@@ -461,6 +537,22 @@ public final class SpanStore: Service, @unchecked Sendable {
     public func indexCounts() async throws -> [String: Int64] {
         try await withReader { r, _ in try r.counts() }
     }
+}
+
+/// One run that matched a search, with the spans that matched.
+public struct SearchHit: Sendable {
+    public var run: RunSummary
+    public var spans: [SpanRecord]
+}
+
+public struct SearchResult: Sendable {
+    public var hits: [SearchHit]
+    /// Matching runs before `limit` was applied.
+    public var totalRuns: Int
+    public var scannedTraces: Int
+    /// False when a scan without an index stopped at its limit; older runs were not searched.
+    public var complete: Bool
+    public var warnings: [String]
 }
 
 /// A span found by an indexed attribute, and the run it belongs to.
