@@ -56,7 +56,17 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: measure with redaction off, then with the default detectors, and print the ratio.")
     var compareRedaction = false
 
+    @Flag(help: "With --daemon: store --load-spans unique agent spans, then time causal queries server-side.")
+    var queryBench = false
+
+    @Option(help: "Spans to store before --query-bench measures.")
+    var loadSpans = 5_000_000
+
     func run() async throws {
+        if queryBench {
+            guard let daemon else { throw ValidationError("--query-bench needs --daemon") }
+            return try await runQueryBench(daemon: daemon)
+        }
         var options = AgentWorkload.Options()
         options.spansPerRequest = spansPerRequest
         var workload = AgentWorkload(options: options)
@@ -70,6 +80,7 @@ struct LoadGen: AsyncParsableCommand {
         let meanRequest = rawBytes / pool
         print("workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)")
         guard ["http", "grpc", "both"].contains(proto) else { throw ValidationError("--proto: http, grpc or both") }
+
         if proto == "both" {
             guard daemon != nil else { throw ValidationError("--proto both needs --daemon") }
             var http: [Double] = []
@@ -104,32 +115,11 @@ struct LoadGen: AsyncParsableCommand {
         var target = url
         var grpcHostPort = grpcTarget
         if let daemon {
-            let dir = NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
-            try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let config = dir + "/flightrec.yaml"
-            try """
-            data_dir: \(dir)/data
-            listeners:
-              otlp_http: 127.0.0.1:\(portBase)
-              api: 127.0.0.1:\(portBase + 1)
-              otlp_grpc: 127.0.0.1:\(portBase + 2)
-            storage:
-              durability: \(durability)
-            log:
-              level: warning
-            \(extra)
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: daemon)
-            p.arguments = ["serve", "--config", config]
-            try p.run()
-            process = p
-            dataDir = dir + "/data"
+            let started = try await startDaemon(daemon, extra: extra)
+            process = started.process
+            dataDir = started.dataDir
             target = "http://127.0.0.1:\(portBase)/v1/traces"
             grpcHostPort = "127.0.0.1:\(portBase + 2)"
-            try await waitForPort(portBase)
-            try await waitForPort(portBase + 2)
         }
 
         let result: Result
@@ -249,6 +239,35 @@ struct LoadGen: AsyncParsableCommand {
             _ = try await response.body.collect(upTo: 1 << 20)
             return Sent(ok: response.status == .ok, bytes: body.readableBytes, status: response.status.code)
         }
+    }
+
+    /// Starts `binary` on a fresh data directory: OTLP/HTTP on `portBase`, the API on
+    /// `portBase + 1`, OTLP/gRPC on `portBase + 2`.
+    func startDaemon(_ binary: String, extra: String) async throws -> (process: Process, dataDir: String) {
+        let dir = NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let config = dir + "/flightrec.yaml"
+        try """
+        data_dir: \(dir)/data
+        listeners:
+          otlp_http: 127.0.0.1:\(portBase)
+          api: 127.0.0.1:\(portBase + 1)
+          otlp_grpc: 127.0.0.1:\(portBase + 2)
+        storage:
+          durability: \(durability)
+        log:
+          level: warning
+        \(extra)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["serve", "--config", config]
+        try p.run()
+        try await waitForPort(portBase)
+        try await waitForPort(portBase + 1)
+        try await waitForPort(portBase + 2)
+        return (p, dir + "/data")
     }
 
     func waitForPort(_ port: Int) async throws {

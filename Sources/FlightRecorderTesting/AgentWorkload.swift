@@ -9,6 +9,12 @@ public struct AgentWorkload: Sendable {
         public var stepsPerRun = 20...60
         public var tenants = ["acme", "globex", "initech", "umbrella"]
         public var seed: UInt64 = 42
+        /// Every n-th run has `longRunSteps` steps instead (0: never); the query benchmark's
+        /// 200-span runs.
+        public var longRunEvery = 0
+        public var longRunSteps = 200
+        /// Record one operation ID in this many (0: none), for lookups.
+        public var recordOperationIDsEvery = 0
 
         public init() {}
     }
@@ -17,6 +23,11 @@ public struct AgentWorkload: Sendable {
     var rng: SplitMix64
     var runCounter = 0
     var open: [RunState] = []
+    /// Runs generated with `longRunSteps` steps (complete once their root is emitted).
+    public private(set) var longRuns: [String] = []
+    /// A sample of the operation IDs generated, with their run.
+    public private(set) var operationIDs: [(run: String, id: String)] = []
+    var operationCounter = 0
 
     struct RunState {
         var runID: String
@@ -78,7 +89,12 @@ public struct AgentWorkload: Sendable {
     mutating func newRun() -> RunState {
         runCounter += 1
         let tenant = options.tenants[Int(rng.next() % UInt64(options.tenants.count))]
-        let steps = Int(rng.next() % UInt64(options.stepsPerRun.count)) + options.stepsPerRun.lowerBound
+        var steps = Int(rng.next() % UInt64(options.stepsPerRun.count)) + options.stepsPerRun.lowerBound
+        let long = options.longRunEvery > 0 && runCounter % options.longRunEvery == 0
+        if long {
+            steps = options.longRunSteps - 1
+            longRuns.append("run-\(options.seed)-\(runCounter)")
+        }
         let start = 1_764_000_000_000_000_000 + UInt64(runCounter) * 3_000_000_000
         return RunState(
             runID: "run-\(options.seed)-\(runCounter)", trace: randomBytes(16), root: randomBytes(8), tenant: tenant,
@@ -165,7 +181,12 @@ public struct AgentWorkload: Sendable {
             Self.kv(
                 &w, 9, "gen_ai.tool.call.arguments",
                 "{\"employee_id\":\"E\(rng.next() % 90000)\",\"reason\":\"\(sentence(6))\"\(contact)}")
-            Self.kv(&w, 9, "operation.id", "op-\(rng.next() % 1_000_000_000)")
+            let operation = "op-\(rng.next() % 1_000_000_000)"
+            Self.kv(&w, 9, "operation.id", operation)
+            operationCounter += 1
+            if options.recordOperationIDsEvery > 0 && operationCounter % options.recordOperationIDsEvery == 0 {
+                operationIDs.append((run.runID, operation))
+            }
             Self.kv(&w, 9, "idempotency.key", run.runID + "-\(run.remaining)")
             if rng.next() % 20 == 0 {
                 w.messageField(15) { s in

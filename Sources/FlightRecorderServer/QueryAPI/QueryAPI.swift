@@ -4,6 +4,7 @@ import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
 public import Hummingbird
+import HTTPTypes
 public import Logging
 
 /// The JSON query API (`/api/v1/...`), on its own loopback port.
@@ -82,6 +83,8 @@ public struct QueryAPI: Sendable {
         var rules: [String: Int]
     }
 
+    static let serverTiming = HTTPField.Name("Server-Timing")!
+
     struct APIError: Error {
         var status: HTTPResponse.Status
         var message: String
@@ -102,8 +105,14 @@ public struct QueryAPI: Sendable {
             case .forbidden(let m): return Self.error(.forbidden, m)
             }
         }
+        let started = ContinuousClock.now
         do {
-            return try await body(principal)
+            var response = try await body(principal)
+            // Server-side time, for benchmarks and operators (RFC Server-Timing, milliseconds).
+            let elapsed = ContinuousClock.now - started
+            let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+            response.headers[Self.serverTiming] = "app;dur=" + String(format: "%.3f", ms)
+            return response
         } catch let e as APIError {
             return Self.error(e.status, e.message)
         } catch {
