@@ -69,10 +69,12 @@ extension LoadGen {
         let counts = try await getJSON(client, api + "/api/v1/ingest/stats")
         print("index ready; ingest stats: \(counts.body)")
 
+        var plain: [Double] = []
         var graph: [Double] = []
         var path: [Double] = []
         var spanCounts: [Int] = []
         for run in samples.0.prefix(200) {
+            plain.append(try await getJSON(client, api + "/api/v1/runs/\(run)").serverMillis)
             let g = try await getJSON(client, api + "/api/v1/runs/\(run)/graph")
             graph.append(g.serverMillis)
             guard let nodes = (g.body["nodes"] as? [[String: Any]]) else { continue }
@@ -97,7 +99,7 @@ extension LoadGen {
             for _ in 0..<15 {
                 let r = try await getJSON(client, api + "/api/v1/runs?limit=20&where=\(q)")
                 search[e, default: []].append(r.serverMillis)
-                found[e] = r.body["totalRuns"]
+                found[e] = r.body["candidateTraces"]
             }
         }
         try? await client.shutdown()
@@ -106,11 +108,12 @@ extension LoadGen {
             return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
         }
         let meanSpans = spanCounts.isEmpty ? 0 : spanCounts.reduce(0, +) / spanCounts.count
+        print(String(format: "run read back (GET /api/v1/runs/{id}, n=%d): p50 %.2f ms, p99 %.2f ms", plain.count, pct(plain, 0.5), pct(plain, 0.99)))
         print(String(format: "graph of %d-span runs (n=%d): p50 %.2f ms, p99 %.2f ms", meanSpans, graph.count, pct(graph, 0.5), pct(graph, 0.99)))
         print(String(format: "path to a tool execution (n=%d): p50 %.2f ms, p99 %.2f ms", path.count, pct(path, 0.5), pct(path, 0.99)))
         print(String(format: "lookup by operation.id (n=%d): p50 %.2f ms, p99 %.2f ms", lookup.count, pct(lookup, 0.5), pct(lookup, 0.99)))
         for e in expressions {
-            print(String(format: "search %@ (%@ runs): p50 %.1f ms, max %.1f ms", e, "\(found[e] ?? "?")",
+            print(String(format: "search %@ (20 newest runs of %@ candidate traces): p50 %.1f ms, max %.1f ms", e, "\(found[e] ?? "?")",
                 pct(search[e] ?? [], 0.5), pct(search[e] ?? [], 1)))
         }
         let rss = peakRSS(pid: started.process.processIdentifier)

@@ -27,7 +27,7 @@ public struct DaemonConfiguration: Sendable {
     public var api = HostPort(host: "127.0.0.1", port: 4319)
     public var durability: StoreConfiguration.Durability = .fsync
     public var segmentBytes = 256 << 20
-    public var blockBytes = 1 << 20
+    public var blockBytes = 256 << 10
     /// Bound on request bytes waiting for the writer; beyond it requests get 503 + Retry-After.
     public var queueBytes = 64 << 20
     /// Largest request body accepted, measured after decompression. Default 16 MiB.

@@ -22,6 +22,11 @@ public struct ProtobufWriter: Sendable {
         bytes.append(UInt8(v))
     }
 
+    /// Appends bytes that are already wire format (a field copied verbatim).
+    public mutating func raw(_ wire: some Collection<UInt8>) {
+        bytes.append(contentsOf: wire)
+    }
+
     private mutating func tag(_ field: Int, _ wireType: UInt64) {
         varint(UInt64(field) << 3 | wireType)
     }

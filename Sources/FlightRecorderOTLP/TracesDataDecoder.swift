@@ -8,9 +8,22 @@ public enum TracesDataDecoder {
 
     /// Decodes the spans for which `include` answers true; the filter runs before any Swift
     /// values are built, so unrelated spans in the block cost almost nothing.
+    /// With `traces`, the block is first cut down to those traces at the wire level
+    /// (`TraceWireFilter`), so only their spans are unpacked at all.
     public static func decode(
-        _ payload: UnsafeRawBufferPointer, include: (TraceID, SpanID) -> Bool
+        _ payload: UnsafeRawBufferPointer, traces: Set<TraceID>? = nil, include: (TraceID, SpanID) -> Bool
     ) throws(Failure) -> [SpanRecord] {
+        if let traces, let filtered = TraceWireFilter.filter(payload, traces: traces) {
+            if filtered.isEmpty { return [] }
+            let result: Result<[SpanRecord], Failure> = filtered.withUnsafeBytes { b in
+                do throws(Failure) {
+                    return .success(try decode(b, traces: nil, include: include))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try result.get()
+        }
         guard
             let data = opentelemetry__proto__trace__v1__traces_data__unpack(
                 nil, payload.count, payload.baseAddress?.assumingMemoryBound(to: UInt8.self))

@@ -147,7 +147,7 @@ struct Find: AsyncParsableCommand {
         }
         var runs: [RunSummary]
         var matches: [Match]
-        var totalRuns: Int
+        var candidateTraces: Int
         var complete: Bool
     }
 
@@ -162,8 +162,8 @@ struct Find: AsyncParsableCommand {
             print("run \(run.runID)  tenant=\(run.tenant ?? "-") start=\(Format.time(nanos: run.startNanos)) spans=\(run.spanCount)")
             for s in match.spans { print("  " + RunTreePrinter.line(s, missingParent: false) + "  [\(s.spanId)]") }
         }
-        print("\(page.totalRuns) matching run(s)" + (page.runs.count < page.totalRuns ? ", \(page.runs.count) shown" : "")
-            + (page.complete ? "" : "; the scan stopped before the oldest runs (add an indexed key or --since)"))
+        print("\(page.runs.count) matching run(s)"
+            + (page.complete ? "" : "; more may match (raise --limit, narrow with --since/--until or an indexed key)"))
     }
 }
 

@@ -174,3 +174,26 @@ import Testing
         #expect((try? decoder.decode(ok))?.spans.count == 1)
     }
 }
+
+@Suite struct TraceWireFilterTests {
+    @Test func keepsExactlyTheWantedTracesWithTheirResourceAndScope() throws {
+        let a = RequestBuilder.traceID(1)
+        let b = RequestBuilder.traceID(2)
+        let body = RequestBuilder.request(
+            resource: [("service.name", .string("agent")), ("tenant.id", .string("acme"))],
+            scope: [("scope.attr", .int(7))],
+            spans: (1...50).map { n in
+                TestSpan(trace: n % 3 == 0 ? a : b, span: RequestBuilder.spanID(UInt8(n)), attributes: [("n", .int(Int64(n)))])
+            })
+        let wanted: Set<TraceID> = [try #require(a.withUnsafeBytes { TraceID(bytes: $0) })]
+        let all = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        let fast = try body.withUnsafeBytes { try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) } }
+        let slow = all.filter { wanted.contains($0.traceID) }
+        #expect(fast.count == 16)
+        #expect(fast.map(\.spanID) == slow.map(\.spanID))
+        #expect(fast.map(\.attributes) == slow.map(\.attributes))
+        #expect(fast.allSatisfy { $0.resource.attributes == slow[0].resource.attributes && $0.resource.scopeName == "test" })
+        let none: Set<TraceID> = [TraceID(high: 9, low: 9)]
+        #expect(try body.withUnsafeBytes { try TracesDataDecoder.decode($0, traces: none) { _, _ in true } }.isEmpty)
+    }
+}

@@ -1,5 +1,5 @@
-public import FlightRecorderConfig
-public import FlightRecorderOTLP
+import FlightRecorderConfig
+import FlightRecorderOTLP
 public import FlightRecorderStorage
 public import Logging
 import Synchronization

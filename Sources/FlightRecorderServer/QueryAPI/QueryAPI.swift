@@ -160,8 +160,9 @@ public struct QueryAPI: Sendable {
         }
         var runs: [RunSummary]
         var matches: [Match]
-        var totalRuns: Int
-        /// False when the search scanned without an index and stopped before the oldest run.
+        /// Traces that carry every indexed value the expression requires (an upper bound).
+        var candidateTraces: Int
+        /// True when every candidate was examined: `runs` are all the matching runs.
         var complete: Bool
         var warnings: [String]
     }
@@ -183,7 +184,7 @@ public struct QueryAPI: Sendable {
             SearchBody(
                 runs: result.hits.map(\.run),
                 matches: result.hits.map { .init(runId: $0.run.runID, tenant: $0.run.tenant, spans: $0.spans) },
-                totalRuns: result.totalRuns, complete: result.complete, warnings: result.warnings))
+                candidateTraces: result.candidateTraces, complete: result.complete, warnings: result.warnings))
     }
 
     /// `graph`, `path?to=SPAN`, `critical-path` and `findings` of one run.

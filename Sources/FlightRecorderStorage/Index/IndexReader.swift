@@ -27,7 +27,7 @@ final class IndexReader {
         runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
         tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1 AND tenant = ?2")
         tracesByAttribute = try db.prepare(
-            "SELECT tenant, trace_id FROM attr_index WHERE key = ?1 AND value = ?2 ORDER BY tenant LIMIT ?3")
+            "SELECT tenant, trace_id, start_ns FROM attr_index WHERE key = ?1 AND value = ?2 ORDER BY tenant LIMIT ?3")
         blocksOfTrace = try db.prepare(
             """
             SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
@@ -88,17 +88,17 @@ final class IndexReader {
 
     /// Traces (with their tenant) in which some span carries `key = value`.
     func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(StorageError)
-        -> [(tenant: String, trace: TraceID)]
+        -> [(tenant: String, trace: TraceID, start: Int64)]
     {
         tracesByAttribute.bind(1, key).bind(2, value).bind(3, Int64(limit))
         defer { tracesByAttribute.reset() }
-        var out: [(String, TraceID)] = []
+        var out: [(String, TraceID, Int64)] = []
         while try tracesByAttribute.step() {
             let tenant = tracesByAttribute.text(0) ?? ""
             guard scope.contains(tenant),
                 let t = tracesByAttribute.blob(1).withUnsafeBytes({ TraceID(bytes: $0) })
             else { continue }
-            out.append((tenant, t))
+            out.append((tenant, t, tracesByAttribute.int64(2)))
         }
         return out
     }

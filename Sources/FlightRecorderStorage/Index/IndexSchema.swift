@@ -1,7 +1,7 @@
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {
-    static let version = "3"
+    static let version = "4"
 
     static let pragmas = """
         PRAGMA journal_mode=WAL;
@@ -39,10 +39,11 @@ enum IndexSchema {
             span_count INTEGER NOT NULL, error_count INTEGER NOT NULL, trace_count INTEGER NOT NULL,
             agent TEXT, provisional INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(run_id, tenant));
         CREATE INDEX IF NOT EXISTS runs_by_tenant_start ON runs(tenant, start_ns);
-        -- Traces by the values of indexed attributes (external IDs, searchable attributes).
+        -- Traces by the values of indexed attributes (external IDs, searchable attributes), with
+        -- the start of the first span seen carrying the value, so searches read newest first.
         CREATE TABLE IF NOT EXISTS attr_index(
             key TEXT NOT NULL, value TEXT NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL,
-            PRIMARY KEY(key, value, tenant, trace_id)) WITHOUT ROWID;
+            start_ns INTEGER NOT NULL, PRIMARY KEY(key, value, tenant, trace_id)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_ns);
         """
 

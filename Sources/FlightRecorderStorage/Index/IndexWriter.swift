@@ -76,7 +76,7 @@ final class IndexWriter {
             FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
             """)
         insertAttribute = try db.prepare(
-            "INSERT OR IGNORE INTO attr_index(key, value, tenant, trace_id) VALUES (?1, ?2, ?3, ?4)")
+            "INSERT OR IGNORE INTO attr_index(key, value, tenant, trace_id, start_ns) VALUES (?1, ?2, ?3, ?4, ?5)")
         upsertSegment = try db.prepare(
             """
             INSERT INTO segments(id, indexed_bytes, sealed) VALUES (?1, ?2, ?3)
@@ -155,7 +155,7 @@ final class IndexWriter {
     private func indexRows(_ blocks: [DurableBlock]) throws(StorageError) {
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
-        var attributes: Set<AttributeRow> = []
+        var attributes: [AttributeRow: Int64] = [:]
         // Pass 1: block rows, and any trace whose run becomes known in this group.
         for block in blocks {
             insertBlock.bind(1, block.segment).bind(2, Int64(block.offset)).bind(3, Int64(block.length))
@@ -169,9 +169,10 @@ final class IndexWriter {
                     try insertSpan.run()
                     tracesInBlock.insert(span.traceID)
                     for a in span.indexed {
-                        attributes.insert(
-                            AttributeRow(
-                                attribute: a, tenant: batch.resources[Int(span.resource)].tenantKey, trace: span.traceID))
+                        let row = AttributeRow(
+                            attribute: a, tenant: batch.resources[Int(span.resource)].tenantKey, trace: span.traceID)
+                        let start = Int64(clamping: span.startNanos)
+                        attributes[row] = min(attributes[row] ?? start, start)
                     }
                     if let run = span.explicitRunID {
                         let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)
@@ -186,9 +187,9 @@ final class IndexWriter {
                 try insertTraceBlock.run()
             }
         }
-        for row in attributes {
+        for (row, start) in attributes {
             insertAttribute.bind(1, row.attribute.key).bind(2, row.attribute.value).bind(3, row.tenant)
-                .bind(4, blob: row.trace.bytes)
+                .bind(4, blob: row.trace.bytes).bind(5, start)
             try insertAttribute.run()
         }
         // Pass 2: per (run, trace) totals.

@@ -408,7 +408,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         let identity = configuration.runIdentity
         return try await withReader { r, segments in
             var out: [AttributeMatch] = []
-            for (tenant, trace) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
+            for (tenant, trace, _) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
                 let (spans, _) = try Self.readSpans(traces: [trace], reader: r, segments: segments) { span in
                     span.tenant == tenant && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
                 }
@@ -425,66 +425,81 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Runs within `scope` with at least one span for which `matches` holds, newest first,
     /// each with its matching spans. `narrow` lists indexed `key = value` pairs every match
     /// carries: the index then limits the work to traces that have them all. Without it, runs
-    /// are scanned newest first, at most `scanLimit` of them.
+    /// are scanned newest first, at most `scanLimit` of them. Candidate traces are read newest
+    /// first in small batches, and reading stops once `limit` runs have matched, so a page
+    /// costs the same however large the store is.
     public func search(
         narrow: [(key: String, value: String)], scope: TenantScope, since: Int64?, until: Int64?, limit: Int,
         scanLimit: Int = 20_000, matches: @escaping @Sendable (SpanRecord) -> Bool
     ) async throws -> SearchResult {
         let identity = configuration.runIdentity
         return try await withReader { r, segments in
-            // (tenant, trace) candidates, and the run each trace's unnamed spans belong to.
-            var candidates: [TraceKey] = []
-            var scanned = 0
+            var candidates: [(key: TraceKey, start: Int64)] = []
             var complete = true
             if !narrow.isEmpty {
-                var set: Set<TraceKey>?
+                var set: [TraceKey: Int64]?
                 for (key, value) in narrow {
-                    let found = Set(
-                        try r.traces(withAttribute: key, value: value, scope: scope, limit: 1_000_000).map {
-                            TraceKey(tenant: $0.tenant, trace: $0.trace)
-                        })
-                    set = set.map { $0.intersection(found) } ?? found
+                    var found: [TraceKey: Int64] = [:]
+                    for c in try r.traces(withAttribute: key, value: value, scope: scope, limit: 10_000_000) {
+                        found[TraceKey(tenant: c.tenant, trace: c.trace)] = c.start
+                    }
+                    set = set.map { $0.filter { found[$0.key] != nil } } ?? found
                     if set?.isEmpty == true { break }
                 }
-                candidates = Array(set ?? [])
+                // A trace's runs start no later than its first indexed span: bound by `until` only.
+                candidates = (set ?? [:]).filter { until == nil || $0.value < until! }.map { ($0.key, $0.value) }
             } else {
                 let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
                 complete = runs.count < scanLimit
                 for run in runs {
-                    for t in try r.traces(ofRun: run.runID, tenant: run.tenant ?? ResourceFacts.defaultTenant) {
-                        candidates.append(TraceKey(tenant: run.tenant ?? ResourceFacts.defaultTenant, trace: t))
+                    let tenant = run.tenant ?? ResourceFacts.defaultTenant
+                    for t in try r.traces(ofRun: run.runID, tenant: tenant) {
+                        candidates.append((TraceKey(tenant: tenant, trace: t), run.startNanos))
                     }
                 }
             }
-            scanned = candidates.count
-            var traceRun: [TraceKey: String] = [:]
-            for c in candidates {
-                traceRun[c] = try r.runs(ofTrace: c.trace, scope: .only([c.tenant])).first?.run ?? c.trace.hex
-            }
-            let tenantsOf = Dictionary(grouping: candidates, by: \.trace).mapValues { Set($0.map(\.tenant)) }
-            let (spans, warnings) = try Self.readSpans(traces: Array(Set(candidates.map(\.trace))), reader: r, segments: segments) {
-                span in tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
-            }
+            candidates.sort { ($0.start, $0.key.trace) > ($1.start, $1.key.trace) }
             var byRun: [RunKeyOut: [SpanRecord]] = [:]
-            for span in spans {
-                let tenant = span.tenant
-                let run =
-                    identity.explicitRunID(span: span.attributes, resource: span.resource.attributes)
-                    ?? traceRun[TraceKey(tenant: tenant, trace: span.traceID)] ?? span.traceID.hex
-                byRun[RunKeyOut(run: run, tenant: tenant), default: []].append(span)
-            }
             var hits: [SearchHit] = []
-            for (key, spans) in byRun {
-                guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
-                if let since, summary.startNanos < since { continue }
-                if let until, summary.startNanos >= until { continue }
-                hits.append(SearchHit(run: summary, spans: spans))
+            var warnings: [String] = []
+            var next = 0
+            while next < candidates.count && hits.count < limit {
+                let batch = candidates[next..<min(candidates.count, next + 32)]
+                next += batch.count
+                var traceRun: [TraceKey: String] = [:]
+                for c in batch {
+                    traceRun[c.key] = try r.runs(ofTrace: c.key.trace, scope: .only([c.key.tenant])).first?.run
+                        ?? c.key.trace.hex
+                }
+                let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
+                let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+                    tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
+                }
+                warnings += w
+                var touched: [RunKeyOut] = []
+                for span in spans {
+                    let tenant = span.tenant
+                    let run =
+                        identity.explicitRunID(span: span.attributes, resource: span.resource.attributes)
+                        ?? traceRun[TraceKey(tenant: tenant, trace: span.traceID)] ?? span.traceID.hex
+                    let key = RunKeyOut(run: run, tenant: tenant)
+                    if byRun[key] == nil { touched.append(key) }
+                    byRun[key, default: []].append(span)
+                }
+                for key in touched {
+                    guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
+                    if let since, summary.startNanos < since { continue }
+                    if let until, summary.startNanos >= until { continue }
+                    hits.append(SearchHit(run: summary, spans: []))
+                }
+            }
+            for i in hits.indices {
+                hits[i].spans = byRun[RunKeyOut(run: hits[i].run.runID, tenant: hits[i].run.tenant ?? "")] ?? []
             }
             hits.sort { ($0.run.startNanos, $0.run.runID) > ($1.run.startNanos, $1.run.runID) }
-            let total = hits.count
             return SearchResult(
-                hits: Array(hits.prefix(limit)), totalRuns: total, scannedTraces: scanned,
-                complete: complete, warnings: warnings)
+                hits: Array(hits.prefix(limit)), candidateTraces: candidates.count,
+                complete: complete && next >= candidates.count, warnings: warnings)
         }
     }
 
@@ -519,7 +534,9 @@ public final class SpanStore: Service, @unchecked Sendable {
                 warnings.append(error.message)
                 continue
             }
-            let decoded = try raw.withUnsafeBytes { try TracesDataDecoder.decode($0) { t, _ in wanted.contains(t) } }
+            let decoded = try raw.withUnsafeBytes {
+                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+            }
             for s in decoded where keep(s) && seen.insert(SpanKey(trace: s.traceID, span: s.spanID)).inserted {
                 spans.append(s)
             }
@@ -547,10 +564,9 @@ public struct SearchHit: Sendable {
 
 public struct SearchResult: Sendable {
     public var hits: [SearchHit]
-    /// Matching runs before `limit` was applied.
-    public var totalRuns: Int
-    public var scannedTraces: Int
-    /// False when a scan without an index stopped at its limit; older runs were not searched.
+    /// Traces that could match (all of them carry the indexed values): an upper bound.
+    public var candidateTraces: Int
+    /// True when every candidate was examined, so `hits` are all the matching runs.
     public var complete: Bool
     public var warnings: [String]
 }

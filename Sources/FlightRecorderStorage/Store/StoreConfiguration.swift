@@ -15,7 +15,7 @@ public struct StoreConfiguration: Sendable {
     /// A segment is sealed once it reaches this size.
     public var segmentBytes: Int = 256 << 20
     /// Target raw (uncompressed) size of a block; one request is never split across blocks.
-    public var blockBytes: Int = 1 << 20
+    public var blockBytes: Int = 256 << 10
     /// Bound on request bytes queued for the writer; beyond it appends fail with `overloaded`.
     public var maxQueueBytes: Int = 64 << 20
     public var durability: Durability = .fsync

@@ -1,0 +1,67 @@
+import FlightRecorderOTLP
+import FlightRecorderQuery
+import FlightRecorderTesting
+import Testing
+
+@Suite struct SpanFilterTests {
+    let span: SpanRecord = {
+        let body = RequestBuilder.request(
+            resource: [("service.name", .string("agent")), ("service.version", .string("2.1.0")), ("tenant.id", .string("acme"))],
+            spans: [
+                TestSpan(
+                    trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: "policy.check", start: 1_000,
+                    end: 5_001_000,
+                    attributes: [
+                        ("gen_ai.tool.name", .string("disable_managed_device")), ("policy.outcome", .string("blocked")),
+                        ("gen_ai.usage.input_tokens", .int(1200)), ("retry", .bool(false)),
+                    ], statusCode: 2)
+            ])
+        return try! body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }[0]
+    }()
+
+    @Test(arguments: [
+        ("gen_ai.tool.name = \"disable_managed_device\" and policy.outcome = \"blocked\"", true),
+        ("gen_ai.tool.name = \"disable_managed_device\" and policy.outcome = \"allowed\"", false),
+        ("policy.outcome = 'allowed' or name = \"policy.check\"", true),
+        ("not (policy.outcome = \"blocked\")", false),
+        ("gen_ai.usage.input_tokens >= 1000 AND gen_ai.usage.input_tokens < 1201", true),
+        ("duration > 4ms and duration <= 5ms", true),
+        ("duration > 5ms", false),
+        ("status = \"error\" and tenant = \"acme\" and agent.version = \"2.1.0\"", true),
+        ("resource.service.name ~ \"age\"", true),
+        ("gen_ai.tool.name ~ \"managed\"", true),
+        ("approval.approver exists", false),
+        ("not approval.approver exists and retry = false", true),
+        ("approval.approver != \"bob\"", true),
+        ("start >= 1000 and start < \"2001-01-01T00:00:00Z\"", true),
+    ])
+    func evaluatesPerSpan(expression: String, expected: Bool) throws {
+        #expect(try SpanFilter.parse(expression).matches(span) == expected)
+    }
+
+    @Test(arguments: [
+        ("policy.outcome = blocked", 17, "not a value"),
+        ("policy.outcome == \"x\"", 16, "expected a value"),
+        ("(name = \"a\"", 11, "expected \")\""),
+        ("name = \"a\" nand x = 1", 11, "expected and, or or the end"),
+        ("= 3", 0, "expected a field name"),
+        ("name", 4, "expected an operator"),
+        ("name = \"open", 7, "unterminated string"),
+    ])
+    func errorsPointAtThePosition(expression: String, position: Int, message: String) {
+        #expect {
+            _ = try SpanFilter.parse(expression)
+        } throws: { error in
+            guard let e = error as? SpanFilter.ParseError else { return false }
+            return e.position == position && e.message.contains(message)
+        }
+    }
+
+    @Test func indexedEqualitiesNarrowOnlyConjunctions() throws {
+        let keys: Set<String> = ["gen_ai.tool.name", "policy.outcome"]
+        let both = try SpanFilter.parse("gen_ai.tool.name = \"x\" and (policy.outcome = \"y\" and name = \"z\")")
+        #expect(both.requiredEqualities(among: keys).map { "\($0.key)=\($0.value)" } == ["gen_ai.tool.name=x", "policy.outcome=y"])
+        #expect(try SpanFilter.parse("gen_ai.tool.name = \"x\" or policy.outcome = \"y\"").requiredEqualities(among: keys).isEmpty)
+        #expect(try SpanFilter.parse("not gen_ai.tool.name = \"x\"").requiredEqualities(among: keys).isEmpty)
+    }
+}
