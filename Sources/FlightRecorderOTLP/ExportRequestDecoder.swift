@@ -118,6 +118,8 @@ public struct ExportRequestDecoder: Sendable {
 
         var spans: [SpanIndexEntry] = []
         spans.reserveCapacity(total - rejected.count)
+        var indexed: [IndexedAttribute] = []
+        var seenIndexed: Set<IndexedValue> = []
         var resources: [ResourceFacts] = []
         let req = request.pointee
         for r in 0..<req.n_resource_spans {
@@ -142,27 +144,33 @@ public struct ExportRequestDecoder: Sendable {
                     let run =
                         firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                         ?? resourceRun
-                    var entry = SpanIndexEntry(
-                        traceID: traceID, spanID: spanID, parentSpanID: parent,
-                        startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
-                        isError: span.status?.pointee.code.rawValue == 2,
-                        explicitRunID: run, resource: resourceIndex)
-                    if let attrs = span.attributes, !indexedKeys.cKeys.isEmpty {
-                        for a in 0..<span.n_attributes {
-                            guard let kv = attrs[a], let key = kv.pointee.key else { continue }
-                            for k in indexedKeys.cKeys where k.matches(key) {
-                                if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
-                                    entry.indexed.append(IndexedAttribute(key: k.name, value: value))
-                                }
-                                break
+                    spans.append(
+                        SpanIndexEntry(
+                            traceID: traceID, spanID: spanID, parentSpanID: parent,
+                            startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
+                            isError: span.status?.pointee.code.rawValue == 2,
+                            explicitRunID: run, resource: resourceIndex))
+                    guard let attrs = span.attributes, !indexedKeys.cKeys.isEmpty else { continue }
+                    for a in 0..<span.n_attributes {
+                        guard let kv = attrs[a], let key = kv.pointee.key else { continue }
+                        for (k, ck) in indexedKeys.cKeys.enumerated() where ck.matches(key) {
+                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512,
+                                seenIndexed.insert(IndexedValue(key: k, value: value, trace: traceID, resource: resourceIndex))
+                                    .inserted
+                            {
+                                indexed.append(
+                                    IndexedAttribute(
+                                        key: ck.name, value: value, trace: traceID, resource: resourceIndex,
+                                        startNanos: span.start_time_unix_nano))
                             }
+                            break
                         }
                     }
-                    spans.append(entry)
                 }
             }
         }
         var batch = IngestBatch(payload: payload, spans: spans, resources: resources)
+        batch.indexed = indexed
         batch.rejectedSpans = rejected.count
         if !rejected.isEmpty {
             let more = rejected.count > reasons.count ? "; and \(rejected.count - reasons.count) more" : ""
@@ -171,6 +179,13 @@ public struct ExportRequestDecoder: Sendable {
         batch.truncatedValues = limited.truncatedValues
         batch.droppedAttributes = limited.droppedAttributes
         return batch
+    }
+
+    struct IndexedValue: Hashable {
+        var key: Int
+        var value: String
+        var trace: TraceID
+        var resource: Int32
     }
 
     /// Why a span cannot be stored, or nil if it can.

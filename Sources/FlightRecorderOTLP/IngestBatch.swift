@@ -12,8 +12,6 @@ public struct SpanIndexEntry: Sendable, Equatable {
     public var explicitRunID: String?
     /// Index into `IngestBatch.resources`.
     public var resource: Int32
-    /// Values of the `IndexedKeys` present on the span.
-    public var indexed: [IndexedAttribute] = []
 
     public init(
         traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, startNanos: UInt64, endNanos: UInt64,
@@ -30,14 +28,43 @@ public struct SpanIndexEntry: Sendable, Equatable {
     }
 }
 
-/// One indexed attribute of a span (an external ID or a searchable attribute).
+/// One indexed attribute value (an external ID or a searchable attribute) in one trace,
+/// once per request: the decoder deduplicates on the ingest threads, so the single indexer
+/// thread only inserts.
 public struct IndexedAttribute: Sendable, Hashable {
     public var key: String
     public var value: String
+    public var trace: TraceID
+    /// Index into `IngestBatch.resources` (for the tenant).
+    public var resource: Int32
+    /// Start of the first span in the request that carries the value.
+    public var startNanos: UInt64
 
-    public init(key: String, value: String) {
+    /// What the index stores: a 64-bit FNV-1a hash of `key`, a NUL and `value`. Stable
+    /// across processes (it is persisted); a collision only makes a query read a trace that
+    /// it then filters out, because every read checks the real attribute values.
+    public var hash: Int64 { Self.hash(key: key, value: value) }
+
+    public static func hash(key: String, value: String) -> Int64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            h ^= UInt64(byte)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        h = (h ^ 0) &* 0x0000_0100_0000_01B3
+        for byte in value.utf8 {
+            h ^= UInt64(byte)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: h)
+    }
+
+    public init(key: String, value: String, trace: TraceID, resource: Int32, startNanos: UInt64) {
         self.key = key
         self.value = value
+        self.trace = trace
+        self.resource = resource
+        self.startNanos = startNanos
     }
 }
 
@@ -66,6 +93,7 @@ public struct IngestBatch: Sendable {
     public var payload: [UInt8]
     public var spans: [SpanIndexEntry]
     public var resources: [ResourceFacts]
+    public var indexed: [IndexedAttribute] = []
     /// Spans left out because they were invalid, and why (for `partial_success`).
     public var rejectedSpans = 0
     public var rejectionMessage = ""

@@ -27,7 +27,7 @@ final class IndexReader {
         runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
         tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1 AND tenant = ?2")
         tracesByAttribute = try db.prepare(
-            "SELECT tenant, trace_id, start_ns FROM attr_index WHERE key = ?1 AND value = ?2 ORDER BY tenant LIMIT ?3")
+            "SELECT tenant, trace_id, start_ns FROM attr_index WHERE hash = ?1 ORDER BY tenant LIMIT ?2")
         blocksOfTrace = try db.prepare(
             """
             SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
@@ -90,7 +90,7 @@ final class IndexReader {
     func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(StorageError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
-        tracesByAttribute.bind(1, key).bind(2, value).bind(3, Int64(limit))
+        tracesByAttribute.bind(1, IndexedAttribute.hash(key: key, value: value)).bind(2, Int64(limit))
         defer { tracesByAttribute.reset() }
         var out: [(String, TraceID, Int64)] = []
         while try tracesByAttribute.step() {

@@ -1,7 +1,7 @@
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {
-    static let version = "4"
+    static let version = "5"
 
     static let pragmas = """
         PRAGMA journal_mode=WAL;
@@ -41,9 +41,11 @@ enum IndexSchema {
         CREATE INDEX IF NOT EXISTS runs_by_tenant_start ON runs(tenant, start_ns);
         -- Traces by the values of indexed attributes (external IDs, searchable attributes), with
         -- the start of the first span seen carrying the value, so searches read newest first.
+        -- Keyed by IndexedAttribute.hash(key, value): integer keys keep rows small and inserts
+        -- cheap; readers check the real values in the spans they read.
         CREATE TABLE IF NOT EXISTS attr_index(
-            key TEXT NOT NULL, value TEXT NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL,
-            start_ns INTEGER NOT NULL, PRIMARY KEY(key, value, tenant, trace_id)) WITHOUT ROWID;
+            hash INTEGER NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL, start_ns INTEGER NOT NULL,
+            PRIMARY KEY(hash, tenant, trace_id)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_ns);
         """
 

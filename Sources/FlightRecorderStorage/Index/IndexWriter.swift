@@ -76,7 +76,7 @@ final class IndexWriter {
             FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
             """)
         insertAttribute = try db.prepare(
-            "INSERT OR IGNORE INTO attr_index(key, value, tenant, trace_id, start_ns) VALUES (?1, ?2, ?3, ?4, ?5)")
+            "INSERT OR IGNORE INTO attr_index(hash, tenant, trace_id, start_ns) VALUES (?1, ?2, ?3, ?4)")
         upsertSegment = try db.prepare(
             """
             INSERT INTO segments(id, indexed_bytes, sealed) VALUES (?1, ?2, ?3)
@@ -116,12 +116,6 @@ final class IndexWriter {
         }
     }
 
-    struct AttributeRow: Hashable {
-        var attribute: IndexedAttribute
-        var tenant: String
-        var trace: TraceID
-    }
-
     struct RunKey: Hashable {
         var run: String
         var tenant: String
@@ -155,7 +149,6 @@ final class IndexWriter {
     private func indexRows(_ blocks: [DurableBlock]) throws(StorageError) {
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
-        var attributes: [AttributeRow: Int64] = [:]
         // Pass 1: block rows, and any trace whose run becomes known in this group.
         for block in blocks {
             insertBlock.bind(1, block.segment).bind(2, Int64(block.offset)).bind(3, Int64(block.length))
@@ -168,12 +161,6 @@ final class IndexWriter {
                     insertSpan.bind(1, Int64(bitPattern: span.spanID.value)).bind(2, blockID)
                     try insertSpan.run()
                     tracesInBlock.insert(span.traceID)
-                    for a in span.indexed {
-                        let row = AttributeRow(
-                            attribute: a, tenant: batch.resources[Int(span.resource)].tenantKey, trace: span.traceID)
-                        let start = Int64(clamping: span.startNanos)
-                        attributes[row] = min(attributes[row] ?? start, start)
-                    }
                     if let run = span.explicitRunID {
                         let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)
                         if try runOfTrace(key) == nil {
@@ -187,10 +174,15 @@ final class IndexWriter {
                 try insertTraceBlock.run()
             }
         }
-        for (row, start) in attributes {
-            insertAttribute.bind(1, row.attribute.key).bind(2, row.attribute.value).bind(3, row.tenant)
-                .bind(4, blob: row.trace.bytes).bind(5, start)
-            try insertAttribute.run()
+        // Indexed values arrive deduplicated per request; INSERT OR IGNORE keeps the first.
+        for block in blocks {
+            for batch in block.batches {
+                for a in batch.indexed {
+                    insertAttribute.bind(1, a.hash).bind(2, batch.resources[Int(a.resource)].tenantKey)
+                        .bind(3, blob: a.trace.bytes).bind(4, Int64(clamping: a.startNanos))
+                    try insertAttribute.run()
+                }
+            }
         }
         // Pass 2: per (run, trace) totals.
         for block in blocks {
