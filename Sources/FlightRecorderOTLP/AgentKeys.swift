@@ -7,6 +7,8 @@ public enum AgentKeys {
     public static let responseModel = "gen_ai.response.model"
     public static let promptVersion = "gen_ai.prompt.version"
     public static let prompt = "gen_ai.prompt"
+    /// The GenAI conventions' structured prompt (newer SDKs), used when `gen_ai.prompt` is absent.
+    public static let inputMessages = "gen_ai.input.messages"
     public static let toolName = "gen_ai.tool.name"
     public static let toolCallID = "gen_ai.tool.call.id"
     public static let toolArguments = "gen_ai.tool.call.arguments"

@@ -25,7 +25,7 @@ public struct StepFacts: Sendable, Encodable, Equatable {
         operation = v(AgentKeys.operationName)
         model = v(AgentKeys.requestModel) ?? v(AgentKeys.responseModel)
         promptVersion = v(AgentKeys.promptVersion)
-        prompt = v(AgentKeys.prompt)
+        prompt = v(AgentKeys.prompt) ?? v(AgentKeys.inputMessages)
         tool = v(AgentKeys.toolName)
         tier = v(AgentKeys.toolTier)
         arguments = v(AgentKeys.toolArguments)

@@ -446,8 +446,10 @@ public final class SpanStore: Service, @unchecked Sendable {
                     set = set.map { $0.filter { found[$0.key] != nil } } ?? found
                     if set?.isEmpty == true { break }
                 }
-                // A trace's runs start no later than its first indexed span: bound by `until` only.
-                candidates = (set ?? [:]).filter { until == nil || $0.value < until! }.map { ($0.key, $0.value) }
+                // A run starts no later than any of its spans, so a trace whose indexed span
+                // starts before `since` belongs to a run that started before it too.
+                candidates = (set ?? [:]).filter { (since == nil || $0.value >= since!) && (until == nil || $0.value < until!) }
+                    .map { ($0.key, $0.value) }
             } else {
                 let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
                 complete = runs.count < scanLimit
