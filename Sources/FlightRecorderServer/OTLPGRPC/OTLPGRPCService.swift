@@ -43,6 +43,7 @@ public struct OTLPGRPCService: RegistrableRPCService {
             guard body.count <= ingest.maxRequestBytes else {
                 let m = "message of \(body.count) bytes exceeds the limit of \(ingest.maxRequestBytes) bytes"
                 logger.debug("export refused", metadata: ["reason": "\(m)"])
+                _ = ingest.count(.tooLarge(m))
                 return ServerResponse(error: RPCError(code: .resourceExhausted, message: m))
             }
             try ingest.reserve(body.count)
