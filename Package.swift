@@ -75,6 +75,14 @@ let package = Package(
             name: "FlightRecorderQuery",
             dependencies: ["FlightRecorderOTLP"],
             swiftSettings: swiftSettings),
+        // The policy/executor sidecar's library (issue 6): catalog, argument schemas, policy.
+        .target(
+            name: "FlightRecorderGuard",
+            dependencies: [
+                "FlightRecorderOTLP", "FlightRecorderRedaction",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
@@ -150,6 +158,10 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderQueryTests",
             dependencies: ["FlightRecorderQuery", "FlightRecorderOTLP", "FlightRecorderTesting"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderGuardTests",
+            dependencies: ["FlightRecorderGuard", "FlightRecorderOTLP"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderServerTests",

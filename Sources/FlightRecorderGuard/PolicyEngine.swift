@@ -1,0 +1,176 @@
+import Crypto
+public import FlightRecorderOTLP
+import Foundation
+
+/// What the sidecar knows about one run so far, from the calls it has decided and executed.
+public struct RunState: Sendable, Equatable {
+    public var steps = 0
+    /// Executions per call digest (tool and canonical arguments).
+    public var calls: [String: Int] = [:]
+    public var tokens = 0
+    public var costUSD = 0.0
+    /// Entity names a lookup resolved to more than one match; a write naming one is blocked.
+    public var ambiguousEntities: Set<String> = []
+    /// Facts recorded for the case (for example `device.corporate_managed = true`).
+    public var caseState: [String: String] = [:]
+
+    public init() {}
+}
+
+/// A proposed tool call, as the agent sends it.
+public struct ToolCall: Sendable {
+    public var runID: String
+    public var actorID: String
+    public var tool: String
+    public var arguments: JSONValue
+    /// A risk score the caller attaches (0...1); rules may require approval above a threshold.
+    public var riskScore: Double?
+
+    public init(runID: String, actorID: String, tool: String, arguments: JSONValue, riskScore: Double? = nil) {
+        self.runID = runID
+        self.actorID = actorID
+        self.tool = tool
+        self.arguments = arguments
+        self.riskScore = riskScore
+    }
+
+    /// Tool and arguments in canonical JSON (sorted keys), hashed: the same call always has
+    /// the same digest, whatever the key order the model produced.
+    public var digest: String {
+        let canonical = tool + "\u{0}" + Self.canonical(arguments)
+        return SHA256.hash(data: Array(canonical.utf8)).prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func canonical(_ v: JSONValue) -> String {
+        switch v {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return String(i)
+        case .uint(let u): return String(u)
+        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
+        case .string(let s):
+            let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])) ?? Data()
+            return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
+        case .array(let a): return "[" + a.map(canonical).joined(separator: ",") + "]"
+        case .object(let o):
+            return "{" + o.keys.sorted().map { canonical(.string($0)) + ":" + canonical(o[$0]!) }.joined(separator: ",") + "}"
+        }
+    }
+}
+
+/// The answer to `decide`: allowed, blocked or approval_required, with the reason and the
+/// rule that decided, and a stable approval ticket when approval is needed.
+public struct Decision: Sendable, Equatable, Encodable {
+    public enum Outcome: String, Sendable, Encodable {
+        case allowed, blocked
+        case approvalRequired = "approval_required"
+    }
+
+    public var outcome: Outcome
+    public var reason: String
+    /// The rule that decided: a configured rule ID, or `default-deny`, `schema`, `budget`,
+    /// `ambiguous_entity`, `unknown_tool`, `unknown_actor`.
+    public var rule: String
+    public var ticket: String?
+    /// Argument problems, by path (never values).
+    public var violations: [String]
+
+    static func blocked(_ rule: String, _ reason: String, violations: [String] = []) -> Decision {
+        Decision(outcome: .blocked, reason: reason, rule: rule, ticket: nil, violations: violations)
+    }
+}
+
+/// Evaluates one call against the policy and the run's state. Pure: the same inputs always
+/// give the same decision, so it can be tested without a server and replayed in audits.
+public struct PolicyEngine: Sendable {
+    public let policy: GuardPolicy
+
+    public init(policy: GuardPolicy) { self.policy = policy }
+
+    public func decide(_ call: ToolCall, state: RunState) -> Decision {
+        guard let tool = policy.tools[call.tool] else {
+            return .blocked("unknown_tool", "no tool named \(call.tool) is in the catalog")
+        }
+        guard let actor = policy.actors[call.actorID] else {
+            return .blocked("unknown_actor", "actor \(call.actorID) is not configured")
+        }
+        let violations = tool.arguments.violations(call.arguments)
+        if !violations.isEmpty {
+            return .blocked(
+                "schema", "arguments do not match the schema of \(tool.name)", violations: violations.map(\.description))
+        }
+        if let reason = budgetExceeded(call, state: state) { return .blocked("budget", reason) }
+        if tool.tier.isWrite, let entity = Self.strings(in: call.arguments).first(where: state.ambiguousEntities.contains) {
+            _ = entity  // never echoed: it may name a person
+            return .blocked(
+                "ambiguous_entity", "ambiguous_entity: an argument names an entity a lookup matched more than once; resolve it first")
+        }
+        for rule in policy.rules where applies(rule, call: call, tool: tool, actor: actor, state: state) {
+            switch rule.effect {
+            case .allow: return Decision(outcome: .allowed, reason: "allowed by \(rule.id)", rule: rule.id, ticket: nil, violations: [])
+            case .deny: return .blocked(rule.id, "denied by \(rule.id)")
+            case .requireApproval:
+                return Decision(
+                    outcome: .approvalRequired, reason: "\(tool.tier.rawValue) call needs approval (\(rule.id))",
+                    rule: rule.id, ticket: ticket(call), violations: [])
+            }
+        }
+        return .blocked("default-deny", "no rule allows \(actor.id) to use \(tool.name) (deny by default)")
+    }
+
+    /// Stable across retries: run, actor, tool and canonical arguments.
+    public func ticket(_ call: ToolCall) -> String {
+        let material = [call.runID, call.actorID, call.digest].joined(separator: "\u{0}")
+        return "APR-" + SHA256.hash(data: Array(material.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+    }
+
+    func budgetExceeded(_ call: ToolCall, state: RunState) -> String? {
+        let b = policy.budgets
+        if let max = b.maxSteps, state.steps >= max { return "max_steps: the run has taken \(state.steps) of \(max) steps" }
+        if let max = b.maxDuplicateCalls, (state.calls[call.digest] ?? 0) >= max {
+            return "max_duplicate_calls: this exact call already ran \(state.calls[call.digest] ?? 0) times"
+        }
+        if let max = b.maxTokens, state.tokens >= max { return "max_tokens: \(state.tokens) of \(max) tokens used" }
+        if let max = b.maxCostUSD, state.costUSD >= max {
+            return String(format: "max_cost: %.2f of %.2f USD spent", state.costUSD, max)
+        }
+        return nil
+    }
+
+    func applies(_ rule: Rule, call: ToolCall, tool: Tool, actor: Actor, state: RunState) -> Bool {
+        if let t = rule.tenants, !t.contains(actor.tenant) { return false }
+        if let r = rule.roles, r.isDisjoint(with: actor.roles) { return false }
+        if let t = rule.tools, !t.contains(tool.name) { return false }
+        if let t = rule.tiers, !t.contains(tool.tier) { return false }
+        if let min = rule.minimumRiskScore, (call.riskScore ?? 0) < min { return false }
+        for c in rule.conditions {
+            switch c {
+            case .argumentEquals(let path, let value):
+                guard Self.value(at: path, in: call.arguments) == value else { return false }
+            case .argumentIsNotActor(let path):
+                guard case .string(let s)? = Self.value(at: path, in: call.arguments), s != actor.id else { return false }
+            case .caseState(let key, let value):
+                guard state.caseState[key] == value else { return false }
+            }
+        }
+        return true
+    }
+
+    static func value(at path: String, in v: JSONValue) -> JSONValue? {
+        var current = v
+        for part in path.split(separator: ".") {
+            guard case .object(let o) = current, let next = o[String(part)] else { return nil }
+            current = next
+        }
+        return current
+    }
+
+    static func strings(in v: JSONValue) -> [String] {
+        switch v {
+        case .string(let s): [s]
+        case .array(let a): a.flatMap(strings)
+        case .object(let o): o.keys.sorted().flatMap { strings(in: o[$0]!) }
+        default: []
+        }
+    }
+}
