@@ -79,7 +79,8 @@ let package = Package(
         .target(
             name: "FlightRecorderGuard",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderRedaction",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
@@ -161,7 +162,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderGuardTests",
-            dependencies: ["FlightRecorderGuard", "FlightRecorderOTLP"],
+            dependencies: ["FlightRecorderGuard", "FlightRecorderOTLP", "FlightRecorderConfig"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderServerTests",

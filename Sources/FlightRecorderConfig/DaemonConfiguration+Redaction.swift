@@ -1,6 +1,6 @@
 import FlightRecorderRedaction
 import Foundation
-import Yams
+package import Yams
 
 extension ConfigReader {
     /// Parses the `redaction:` section into a policy, then compiles it so a bad pattern or a
@@ -148,7 +148,7 @@ extension ConfigReader {
         }
     }
 
-    func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
+    package func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
         guard let b = node.bool else { throw error(node, key, "expected true or false") }
         return b
     }

@@ -1,7 +1,7 @@
 import FlightRecorderOTLP
 import FlightRecorderStorage
 import Foundation
-import Yams
+package import Yams
 
 extension DaemonConfiguration {
     /// Loads `path` over the defaults. Unknown keys and bad values are errors naming the key
@@ -147,16 +147,18 @@ extension DaemonConfiguration {
 typealias StoreConfigurationDurability = StoreConfiguration.Durability
 
 /// Typed reads from YAML nodes, with errors that carry the node's line.
-struct ConfigReader {
-    func error(_ node: Node, _ key: String, _ reason: String) -> ConfigError {
+package struct ConfigReader {
+    package init() {}
+
+    package func error(_ node: Node, _ key: String, _ reason: String) -> ConfigError {
         ConfigError(key: key, line: node.mark?.line, reason: reason)
     }
 
-    func unknown(_ node: Node, _ key: String) -> ConfigError {
+    package func unknown(_ node: Node, _ key: String) -> ConfigError {
         error(node, key, "unknown key")
     }
 
-    mutating func section(
+    package mutating func section(
         _ node: Node, path: String, _ body: (inout ConfigReader, String, Node) throws(ConfigError) -> Void
     ) throws(ConfigError) {
         guard let mapping = node.mapping else {
@@ -179,12 +181,12 @@ struct ConfigReader {
         }
     }
 
-    func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
+    package func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
         guard case .scalar(let s) = node else { throw error(node, key, "expected a string") }
         return s.string
     }
 
-    func stringList(_ node: Node, _ key: String) throws(ConfigError) -> [String] {
+    package func stringList(_ node: Node, _ key: String) throws(ConfigError) -> [String] {
         guard let seq = node.sequence else { throw error(node, key, "expected a list of strings") }
         var out: [String] = []
         for item in seq {
@@ -194,7 +196,7 @@ struct ConfigReader {
         return out
     }
 
-    func integer(_ node: Node, _ key: String, min: Int = 0, max: Int = Int.max) throws(ConfigError) -> Int {
+    package func integer(_ node: Node, _ key: String, min: Int = 0, max: Int = Int.max) throws(ConfigError) -> Int {
         let s = try string(node, key)
         guard let n = Int(s) else { throw error(node, key, "expected an integer (got \"\(s)\")") }
         guard n >= min, n <= max else {
@@ -203,7 +205,7 @@ struct ConfigReader {
         return n
     }
 
-    func number(_ node: Node, _ key: String, min: Double) throws(ConfigError) -> Double {
+    package func number(_ node: Node, _ key: String, min: Double) throws(ConfigError) -> Double {
         let s = try string(node, key)
         guard let n = Double(s), n.isFinite else { throw error(node, key, "expected a number (got \"\(s)\")") }
         guard n >= min else { throw error(node, key, "must be at least \(min)") }
@@ -211,12 +213,12 @@ struct ConfigReader {
     }
 
     /// `HOST:PORT`, or `off` to disable the listener.
-    func optionalHostPort(_ node: Node, _ key: String) throws(ConfigError) -> HostPort? {
+    package func optionalHostPort(_ node: Node, _ key: String) throws(ConfigError) -> HostPort? {
         if case .scalar(let s) = node, ["off", "false", "none"].contains(s.string.lowercased()) { return nil }
         return try hostPort(node, key)
     }
 
-    mutating func tls(_ node: Node) throws(ConfigError) -> TLSFiles {
+    package mutating func tls(_ node: Node) throws(ConfigError) -> TLSFiles {
         var cert: String?
         var key: String?
         try section(node, path: "listeners.tls") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
@@ -237,7 +239,7 @@ struct ConfigReader {
         return TLSFiles(certificateChain: cert, privateKey: key)
     }
 
-    mutating func rateLimit(_ node: Node) throws(ConfigError) -> RateLimit {
+    package mutating func rateLimit(_ node: Node) throws(ConfigError) -> RateLimit {
         var rate: Double?
         var burst: Double?
         try section(node, path: "limits.rate_limit") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
@@ -253,7 +255,7 @@ struct ConfigReader {
     }
 
     /// `auth.tokens`: a list of `{name, sha256, tenant | tenants, roles}`.
-    mutating func tokens(_ node: Node) throws(ConfigError) -> [AccessToken] {
+    package mutating func tokens(_ node: Node) throws(ConfigError) -> [AccessToken] {
         guard let seq = node.sequence else { throw error(node, "auth.tokens", "expected a list of tokens") }
         var out: [AccessToken] = []
         var digests: Set<String> = []
@@ -304,14 +306,14 @@ struct ConfigReader {
         return out
     }
 
-    func hostPort(_ node: Node, _ key: String) throws(ConfigError) -> HostPort {
+    package func hostPort(_ node: Node, _ key: String) throws(ConfigError) -> HostPort {
         let s = try string(node, key)
         guard let hp = HostPort(s) else { throw error(node, key, "expected HOST:PORT (got \"\(s)\")") }
         return hp
     }
 
     /// A size in bytes: an integer, or a number with B, KiB, MiB or GiB.
-    func bytes(_ node: Node, _ key: String, min: Int = 0, max: Int = Int.max) throws(ConfigError) -> Int {
+    package func bytes(_ node: Node, _ key: String, min: Int = 0, max: Int = Int.max) throws(ConfigError) -> Int {
         let s = try string(node, key).trimmingCharacters(in: .whitespaces)
         guard let n = Self.parseBytes(s) else {
             throw error(node, key, "expected a size such as 1048576, 512KiB, 16MiB or 1GiB (got \"\(s)\")")
@@ -322,7 +324,7 @@ struct ConfigReader {
         return n
     }
 
-    static func parseBytes(_ s: String) -> Int? {
+    package static func parseBytes(_ s: String) -> Int? {
         let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
         for (suffix, factor) in units where s.hasSuffix(suffix) {
             guard let n = Int(s.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), n >= 0 else { return nil }
