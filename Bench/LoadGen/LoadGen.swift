@@ -231,14 +231,22 @@ struct LoadGen: AsyncParsableCommand {
     func drive(client: HTTPClient, target: String, requests: [ByteBuffer], seconds: Double) async throws -> Result {
         try await load(seconds: seconds) { _, i in
             let body = requests[i % requests.count]
-            var request = HTTPClientRequest(url: target)
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/x-protobuf")
-            request.body = .bytes(body)
-            let response = try await client.execute(request, timeout: .seconds(60))
-            _ = try await response.body.collect(upTo: 1 << 20)
-            return Sent(ok: response.status == .ok, bytes: body.readableBytes, status: response.status.code)
+            let status = try await Self.export(client, target, body, timeout: .seconds(60))
+            return Sent(ok: status == .ok, bytes: body.readableBytes, status: status.code)
         }
+    }
+
+    /// POSTs one OTLP/HTTP protobuf request and returns the response status.
+    static func export(_ client: HTTPClient, _ target: String, _ body: ByteBuffer, timeout: TimeAmount) async throws
+        -> HTTPResponseStatus
+    {
+        var request = HTTPClientRequest(url: target)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-protobuf")
+        request.body = .bytes(body)
+        let response = try await client.execute(request, timeout: timeout)
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return response.status
     }
 
     /// Starts `binary` on a fresh data directory: OTLP/HTTP on `portBase`, the API on

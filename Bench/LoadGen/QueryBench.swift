@@ -37,13 +37,7 @@ extension LoadGen {
                     for _ in 0..<perWorker {
                         let body = ByteBuffer(bytes: workload.nextRequest().bytes)
                         while true {
-                            var request = HTTPClientRequest(url: target)
-                            request.method = .POST
-                            request.headers.add(name: "Content-Type", value: "application/x-protobuf")
-                            request.body = .bytes(body)
-                            let response = try await client.execute(request, timeout: .seconds(120))
-                            _ = try await response.body.collect(upTo: 1 << 20)
-                            if response.status == .ok { break }
+                            if try await Self.export(client, target, body, timeout: .seconds(120)) == .ok { break }
                             try await Task.sleep(for: .milliseconds(200))  // 503: back off and resend
                         }
                         sent += spansPerRequest

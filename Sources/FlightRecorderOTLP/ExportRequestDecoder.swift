@@ -153,15 +153,17 @@ public struct ExportRequestDecoder: Sendable {
                     guard let attrs = span.attributes, !indexedKeys.cKeys.isEmpty else { continue }
                     for a in 0..<span.n_attributes {
                         guard let kv = attrs[a], let key = kv.pointee.key else { continue }
-                        for (k, ck) in indexedKeys.cKeys.enumerated() where ck.matches(key) {
-                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512,
-                                seenIndexed.insert(IndexedValue(key: k, value: value, trace: traceID, resource: resourceIndex))
+                        for ck in indexedKeys.cKeys where ck.matches(key) {
+                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
+                                let a = IndexedAttribute(
+                                    key: ck.name, value: value, trace: traceID, resource: resourceIndex,
+                                    startNanos: span.start_time_unix_nano)
+                                // One row per (hash, trace, resource): exactly the rows the index keeps.
+                                if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
                                     .inserted
-                            {
-                                indexed.append(
-                                    IndexedAttribute(
-                                        key: ck.name, value: value, trace: traceID, resource: resourceIndex,
-                                        startNanos: span.start_time_unix_nano))
+                                {
+                                    indexed.append(a)
+                                }
                             }
                             break
                         }
@@ -182,8 +184,7 @@ public struct ExportRequestDecoder: Sendable {
     }
 
     struct IndexedValue: Hashable {
-        var key: Int
-        var value: String
+        var hash: Int64
         var trace: TraceID
         var resource: Int32
     }

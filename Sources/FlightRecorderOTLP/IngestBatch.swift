@@ -29,22 +29,27 @@ public struct SpanIndexEntry: Sendable, Equatable {
 }
 
 /// One indexed attribute value (an external ID or a searchable attribute) in one trace,
-/// once per request: the decoder deduplicates on the ingest threads, so the single indexer
-/// thread only inserts.
+/// once per request: the decoder hashes and deduplicates on the ingest threads, so the
+/// single indexer thread only binds integers.
 public struct IndexedAttribute: Sendable, Hashable {
-    public var key: String
-    public var value: String
+    /// What the index stores: `hash(key:value:)`.
+    public var hash: Int64
     public var trace: TraceID
     /// Index into `IngestBatch.resources` (for the tenant).
     public var resource: Int32
     /// Start of the first span in the request that carries the value.
     public var startNanos: UInt64
 
-    /// What the index stores: a 64-bit FNV-1a hash of `key`, a NUL and `value`. Stable
-    /// across processes (it is persisted); a collision only makes a query read a trace that
-    /// it then filters out, because every read checks the real attribute values.
-    public var hash: Int64 { Self.hash(key: key, value: value) }
+    public init(key: String, value: String, trace: TraceID, resource: Int32, startNanos: UInt64) {
+        self.hash = Self.hash(key: key, value: value)
+        self.trace = trace
+        self.resource = resource
+        self.startNanos = startNanos
+    }
 
+    /// A 64-bit FNV-1a hash of `key`, a NUL and `value`. Stable across processes (it is
+    /// persisted); a collision only makes a query read a trace that it then filters out,
+    /// because every read checks the real attribute values.
     public static func hash(key: String, value: String) -> Int64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in key.utf8 {
@@ -57,14 +62,6 @@ public struct IndexedAttribute: Sendable, Hashable {
             h = h &* 0x0000_0100_0000_01B3
         }
         return Int64(bitPattern: h)
-    }
-
-    public init(key: String, value: String, trace: TraceID, resource: Int32, startNanos: UInt64) {
-        self.key = key
-        self.value = value
-        self.trace = trace
-        self.resource = resource
-        self.startNanos = startNanos
     }
 }
 

@@ -109,7 +109,6 @@ enum RequestNormalizer {
     ) -> LimitCounts {
         var counts = LimitCounts()
         let checkValues = bodyBytes > limits.maxAttributeValueBytes
-        let maxAttrs = limits.maxAttributesPerSpan
         for r in 0..<req.pointee.n_resource_spans {
             guard let rs = req.pointee.resource_spans[r] else { continue }
             if checkValues, let res = rs.pointee.resource {
@@ -122,29 +121,24 @@ enum RequestNormalizer {
                 }
                 for i in 0..<ss.pointee.n_spans {
                     guard let span = ss.pointee.spans[i] else { continue }
-                    var dropped = cap(&span.pointee.attributes, &span.pointee.n_attributes, maxAttrs)
-                    span.pointee.dropped_attributes_count &+= UInt32(clamping: dropped)
-                    var truncated = 0
-                    if checkValues {
-                        truncated += truncate(span.pointee.attributes, span.pointee.n_attributes, limits)
-                    }
+                    var (dropped, truncated) = limit(
+                        &span.pointee.attributes, &span.pointee.n_attributes, &span.pointee.dropped_attributes_count,
+                        limits, checkValues: checkValues)
                     for e in 0..<span.pointee.n_events {
                         guard let event = span.pointee.events[e] else { continue }
-                        let d = cap(&event.pointee.attributes, &event.pointee.n_attributes, maxAttrs)
-                        event.pointee.dropped_attributes_count &+= UInt32(clamping: d)
+                        let (d, t) = limit(
+                            &event.pointee.attributes, &event.pointee.n_attributes, &event.pointee.dropped_attributes_count,
+                            limits, checkValues: checkValues)
                         dropped += d
-                        if checkValues {
-                            truncated += truncate(event.pointee.attributes, event.pointee.n_attributes, limits)
-                        }
+                        truncated += t
                     }
                     for l in 0..<span.pointee.n_links {
                         guard let link = span.pointee.links[l] else { continue }
-                        let d = cap(&link.pointee.attributes, &link.pointee.n_attributes, maxAttrs)
-                        link.pointee.dropped_attributes_count &+= UInt32(clamping: d)
+                        let (d, t) = limit(
+                            &link.pointee.attributes, &link.pointee.n_attributes, &link.pointee.dropped_attributes_count,
+                            limits, checkValues: checkValues)
                         dropped += d
-                        if checkValues {
-                            truncated += truncate(link.pointee.attributes, link.pointee.n_attributes, limits)
-                        }
+                        truncated += t
                     }
                     if truncated > 0 { markTruncated(span, truncated) }
                     counts.truncatedValues += truncated
@@ -153,6 +147,17 @@ enum RequestNormalizer {
             }
         }
         return counts
+    }
+
+    /// Applies both limits to one attribute list (a span's, an event's or a link's), adding
+    /// what it drops to the owner's `dropped_attributes_count`.
+    private static func limit(
+        _ list: inout UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: inout Int,
+        _ droppedCount: inout UInt32, _ limits: IngestLimits, checkValues: Bool
+    ) -> (dropped: Int, truncated: Int) {
+        let dropped = cap(&list, &n, limits.maxAttributesPerSpan)
+        droppedCount &+= UInt32(clamping: dropped)
+        return (dropped, checkValues ? truncate(list, n, limits) : 0)
     }
 
     /// Keeps the first `max` attributes and frees the rest, except the daemon's own

@@ -7,48 +7,15 @@
 /// message that protobuf-c then unpacks. Hand-written: protobuf-c has no partial or lazy
 /// decoding, and the walk is the same varint arithmetic as `WireDepthGuard`.
 enum TraceWireFilter {
-    struct Field {
-        var number: UInt64
-        var wireType: UInt64
-        /// The whole field, tag included.
-        var range: Range<Int>
-        /// The value of a length-delimited field.
-        var payload: Range<Int>
-    }
+    typealias Field = WireCursor.Field
 
     /// The fields of the message in `range`; nil if the bytes are not valid wire format.
     static func fields(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> [Field]? {
+        var cursor = WireCursor(b, range)
         var out: [Field] = []
-        var i = range.lowerBound
-        func varint() -> UInt64? {
-            var v: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < range.upperBound, shift < 64 {
-                let byte = b[i]
-                i += 1
-                v |= UInt64(byte & 0x7F) << shift
-                if byte < 0x80 { return v }
-                shift += 7
-            }
-            return nil
-        }
-        while i < range.upperBound {
-            let start = i
-            guard let tag = varint() else { return nil }
-            let wireType = tag & 7
-            var payload = i..<i
-            switch wireType {
-            case 0: guard varint() != nil else { return nil }
-            case 1: i += 8
-            case 5: i += 4
-            case 2:
-                guard let n = varint(), n <= UInt64(range.upperBound - i) else { return nil }
-                payload = i..<(i + Int(n))
-                i += Int(n)
-            default: return nil
-            }
-            guard i <= range.upperBound else { return nil }
-            out.append(Field(number: tag >> 3, wireType: wireType, range: start..<i, payload: payload))
+        while !cursor.atEnd {
+            guard let f = cursor.field() else { return nil }
+            out.append(f)
         }
         return out
     }
@@ -56,31 +23,10 @@ enum TraceWireFilter {
     /// The span's trace ID (field 1). Exporters write it first, so the walk usually stops
     /// at the first field; any order is read.
     static func traceID(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> TraceID? {
-        var i = range.lowerBound
-        func varint() -> UInt64? {
-            var v: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < range.upperBound, shift < 64 {
-                let byte = b[i]
-                i += 1
-                v |= UInt64(byte & 0x7F) << shift
-                if byte < 0x80 { return v }
-                shift += 7
-            }
-            return nil
-        }
-        while i < range.upperBound {
-            guard let tag = varint() else { return nil }
-            switch tag & 7 {
-            case 0: guard varint() != nil else { return nil }
-            case 1: i += 8
-            case 5: i += 4
-            case 2:
-                guard let n = varint(), n <= UInt64(range.upperBound - i) else { return nil }
-                if tag >> 3 == 1 { return TraceID(bytes: UnsafeRawBufferPointer(rebasing: b[i..<(i + Int(n))])) }
-                i += Int(n)
-            default: return nil
-            }
+        var cursor = WireCursor(b, range)
+        while !cursor.atEnd {
+            guard let f = cursor.field() else { return nil }
+            if f.number == 1 && f.wireType == 2 { return TraceID(bytes: UnsafeRawBufferPointer(rebasing: b[f.payload])) }
         }
         return nil
     }

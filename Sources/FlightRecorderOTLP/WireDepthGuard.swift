@@ -45,45 +45,37 @@ public enum WireDepthGuard {
     /// Throws `Failure` when the body nests deeper than `maxDepth` or is not well-formed wire format.
     public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(Failure) {
         var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]
-        var pos = 0
+        var cursor = WireCursor(body, 0..<body.count)
         func readVarint() throws(Failure) -> UInt64 {
-            var result: UInt64 = 0
-            var shift: UInt64 = 0
-            while true {
-                guard pos < body.count, shift < 64 else { throw .malformed(offset: pos) }
-                let b = body[pos]
-                pos += 1
-                result |= UInt64(b & 0x7F) << shift
-                if b < 0x80 { return result }
-                shift += 7
-            }
+            guard let v = cursor.varint() else { throw .malformed(offset: cursor.pos) }
+            return v
         }
         while let top = stack.last {
-            if pos == top.end {
+            if cursor.pos == top.end {
                 stack.removeLast()
                 continue
             }
-            guard pos < top.end else { throw .malformed(offset: pos) }
+            guard cursor.pos < top.end else { throw .malformed(offset: cursor.pos) }
             let key = try readVarint()
             let field = key >> 3
             switch key & 7 {
             case 0: _ = try readVarint()
-            case 1: pos += 8
-            case 5: pos += 4
+            case 1: cursor.pos += 8
+            case 5: cursor.pos += 4
             case 2:
                 let length = try readVarint()
-                guard length <= UInt64(top.end - pos) else { throw .malformed(offset: pos) }
+                guard length <= UInt64(top.end - cursor.pos) else { throw .malformed(offset: cursor.pos) }
                 let child = top.kind.child(field: field)
                 if child == .leaf {
-                    pos += Int(length)
+                    cursor.pos += Int(length)
                 } else {
                     guard stack.count < maxDepth else { throw .tooDeep(maxDepth) }
-                    stack.append((child, pos + Int(length)))
+                    stack.append((child, cursor.pos + Int(length)))
                 }
-            default: throw .malformed(offset: pos)
+            default: throw .malformed(offset: cursor.pos)
             }
-            if pos > top.end { throw .malformed(offset: top.end) }
+            if cursor.pos > top.end { throw .malformed(offset: top.end) }
         }
-        if pos != body.count { throw .malformed(offset: pos) }
+        if cursor.pos != body.count { throw .malformed(offset: cursor.pos) }
     }
 }

@@ -1,0 +1,59 @@
+/// Reads protobuf wire format field by field, without allocating: the one walker behind
+/// `WireDepthGuard` (nesting check before protobuf-c) and `TraceWireFilter` (cutting stored
+/// blocks down to some traces).
+struct WireCursor {
+    struct Field {
+        var number: UInt64
+        var wireType: UInt64
+        /// The whole field, tag included.
+        var range: Range<Int>
+        /// The value of a length-delimited field (empty for other wire types).
+        var payload: Range<Int>
+    }
+
+    let bytes: UnsafeRawBufferPointer
+    var pos: Int
+    let end: Int
+
+    init(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
+        self.bytes = bytes
+        self.pos = range.lowerBound
+        self.end = range.upperBound
+    }
+
+    var atEnd: Bool { pos >= end }
+
+    /// A varint; nil when it runs past `end` or past 64 bits.
+    mutating func varint() -> UInt64? {
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
+        while pos < end, shift < 64 {
+            let byte = bytes[pos]
+            pos += 1
+            v |= UInt64(byte & 0x7F) << shift
+            if byte < 0x80 { return v }
+            shift += 7
+        }
+        return nil
+    }
+
+    /// The next field; nil when the bytes are not valid wire format.
+    mutating func field() -> Field? {
+        let start = pos
+        guard let tag = varint() else { return nil }
+        let wireType = tag & 7
+        var payload = pos..<pos
+        switch wireType {
+        case 0: guard varint() != nil else { return nil }
+        case 1: pos += 8
+        case 5: pos += 4
+        case 2:
+            guard let n = varint(), n <= UInt64(end - pos) else { return nil }
+            payload = pos..<(pos + Int(n))
+            pos += Int(n)
+        default: return nil
+        }
+        guard pos <= end else { return nil }
+        return Field(number: tag >> 3, wireType: wireType, range: start..<pos, payload: payload)
+    }
+}
