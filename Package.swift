@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
     ],
     targets: [
         // MARK: System C libraries
@@ -75,13 +76,22 @@ let package = Package(
             name: "FlightRecorderQuery",
             dependencies: ["FlightRecorderOTLP"],
             swiftSettings: swiftSettings),
-        // The policy/executor sidecar's library (issue 6): catalog, argument schemas, policy.
+        // The policy/executor sidecar (issue 6): policy, state, execution, telemetry, HTTP API.
         .target(
             name: "FlightRecorderGuard",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderStorage",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
         .target(
@@ -118,6 +128,7 @@ let package = Package(
             name: "flightrec",
             dependencies: [
                 "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
+                "FlightRecorderGuard",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

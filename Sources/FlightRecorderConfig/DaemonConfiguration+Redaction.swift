@@ -1,11 +1,11 @@
-import FlightRecorderRedaction
+package import FlightRecorderRedaction
 import Foundation
 package import Yams
 
 extension ConfigReader {
     /// Parses the `redaction:` section into a policy, then compiles it so a bad pattern or a
     /// missing key stops start-up with the rule's name and line.
-    mutating func redaction(_ node: Node) throws(ConfigError) -> RedactionPolicy {
+    package mutating func redaction(_ node: Node) throws(ConfigError) -> RedactionPolicy {
         var policy = RedactionPolicy()
         var ruleLines: [String: Int] = [:]
         var hmacLine: Int?

@@ -2,7 +2,7 @@ public import Foundation
 
 /// A parsed JSON document that keeps the difference between integers, floats and booleans,
 /// which OTLP/JSON needs (int64 values may arrive as numbers or as strings).
-public enum JSONValue: Decodable, Sendable, Equatable {
+public enum JSONValue: Codable, Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -35,5 +35,49 @@ public enum JSONValue: Decodable, Sendable, Equatable {
 
     public static func parse(_ data: Data) throws -> JSONValue {
         try JSONDecoder().decode(JSONValue.self, from: data)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .int(let i): try c.encode(i)
+        case .uint(let u): try c.encode(u)
+        case .double(let d): try c.encode(d)
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    /// The value at a dotted path of object keys (`device.managed`); nil when any step is
+    /// missing or not an object. A step that is a number indexes an array (`matches.0.id`).
+    public func value(at path: String) -> JSONValue? {
+        var current = self
+        for part in path.split(separator: ".") {
+            switch current {
+            case .object(let o):
+                guard let next = o[String(part)] else { return nil }
+                current = next
+            case .array(let a):
+                guard let i = Int(part), a.indices.contains(i) else { return nil }
+                current = a[i]
+            default: return nil
+            }
+        }
+        return current
+    }
+
+    /// The value as text: strings verbatim, numbers and booleans in JSON form; nil otherwise.
+    public var scalarText: String? {
+        switch self {
+        case .string(let s): s
+        case .bool(let b): b ? "true" : "false"
+        case .int(let i): String(i)
+        case .uint(let u): String(u)
+        case .double(let d): String(d)
+        default: nil
+        }
     }
 }

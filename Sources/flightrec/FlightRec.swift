@@ -13,7 +13,7 @@ struct FlightRec: AsyncParsableCommand {
             by another process; 77 missing, unknown or insufficient token; 78 configuration error.
             """,
         subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self, TokenCommand.self,
-            Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self,
+            Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self, GuardCommand.self,
         ])
 }
 

@@ -83,7 +83,7 @@ import Testing
 
     @Test func ambiguousEntitiesBlockWritesNamingThem() {
         var state = RunState()
-        state.ambiguousEntities = ["john.smith"]
+        state.ambiguousEntities = [RunState.entityDigest(" John.Smith ")]  // names compare trimmed, case-folded
         let d = engine.decide(call(json: Self.disable), state: state)
         #expect(d.outcome == .blocked && d.rule == "ambiguous_entity" && d.reason.hasPrefix("ambiguous_entity"))
         #expect(!d.reason.contains("john.smith"))
@@ -96,7 +96,9 @@ import Testing
         state.steps = 50
         #expect(engine.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_steps"))
         state = RunState()
-        state.calls[call(json: Self.disable).digest] = 1
+        state.calls[call(json: Self.disable).digest] = 1  // one repeat is allowed
+        #expect(engine.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_duplicate_calls") == false)
+        state.calls[call(json: Self.disable).digest] = 2
         #expect(engine.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_duplicate_calls"))
     }
 }

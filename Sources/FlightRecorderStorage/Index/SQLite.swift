@@ -1,4 +1,4 @@
-import CSQLite
+package import CSQLite
 
 /// A thin wrapper over the SQLite C API.
 ///
@@ -6,11 +6,11 @@ import CSQLite
 /// a second on the ingest path: those libraries box every argument into an array or enum per
 /// row, and this wrapper binds straight into reused prepared statements with no allocation.
 /// Not thread-safe: each connection is owned by one thread or guarded by its owner's lock.
-final class SQLiteDatabase {
-    let handle: OpaquePointer
-    let path: String
+package final class SQLiteDatabase {
+    package let handle: OpaquePointer
+    package let path: String
 
-    init(path: String, readOnly: Bool = false) throws(StorageError) {
+    package init(path: String, readOnly: Bool = false) throws(StorageError) {
         var db: OpaquePointer?
         let flags =
             (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
@@ -27,9 +27,9 @@ final class SQLiteDatabase {
 
     deinit { sqlite3_close_v2(handle) }
 
-    var lastError: String { String(cString: sqlite3_errmsg(handle)) }
+    package var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 
-    func execute(_ sql: String) throws(StorageError) {
+    package func execute(_ sql: String) throws(StorageError) {
         var err: UnsafeMutablePointer<CChar>?
         guard sqlite3_exec(handle, sql, nil, nil, &err) == SQLITE_OK else {
             let message = err.map { String(cString: $0) } ?? lastError
@@ -38,7 +38,7 @@ final class SQLiteDatabase {
         }
     }
 
-    func prepare(_ sql: String) throws(StorageError) -> SQLiteStatement {
+    package func prepare(_ sql: String) throws(StorageError) -> SQLiteStatement {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK,
             let stmt
@@ -46,13 +46,13 @@ final class SQLiteDatabase {
         return SQLiteStatement(stmt, db: self)
     }
 
-    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+    package var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 }
 
 /// A prepared statement, reset after each use.
-final class SQLiteStatement {
-    let stmt: OpaquePointer
-    unowned let db: SQLiteDatabase
+package final class SQLiteStatement {
+    package let stmt: OpaquePointer
+    package unowned let db: SQLiteDatabase
     // SQLITE_TRANSIENT is a C macro casting -1; it tells SQLite to copy bound buffers.
     private static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
 
@@ -64,13 +64,13 @@ final class SQLiteStatement {
     deinit { sqlite3_finalize(stmt) }
 
     @discardableResult
-    func bind(_ index: Int32, _ value: Int64) -> SQLiteStatement {
+    package func bind(_ index: Int32, _ value: Int64) -> SQLiteStatement {
         sqlite3_bind_int64(stmt, index, value)
         return self
     }
 
     @discardableResult
-    func bind(_ index: Int32, _ value: String?) -> SQLiteStatement {
+    package func bind(_ index: Int32, _ value: String?) -> SQLiteStatement {
         if let value {
             sqlite3_bind_text(stmt, index, value, -1, Self.transient)
         } else {
@@ -80,7 +80,7 @@ final class SQLiteStatement {
     }
 
     @discardableResult
-    func bind(_ index: Int32, blob value: [UInt8]) -> SQLiteStatement {
+    package func bind(_ index: Int32, blob value: [UInt8]) -> SQLiteStatement {
         value.withUnsafeBytes { b in
             _ = sqlite3_bind_blob(stmt, index, b.baseAddress, Int32(b.count), Self.transient)
         }
@@ -88,7 +88,7 @@ final class SQLiteStatement {
     }
 
     /// Steps once: true if a row is available.
-    func step() throws(StorageError) -> Bool {
+    package func step() throws(StorageError) -> Bool {
         switch sqlite3_step(stmt) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
@@ -100,28 +100,28 @@ final class SQLiteStatement {
     }
 
     /// Runs a statement that returns no rows, then resets it.
-    func run() throws(StorageError) {
+    package func run() throws(StorageError) {
         defer { reset() }
         _ = try step()
     }
 
-    func reset() {
+    package func reset() {
         sqlite3_reset(stmt)
         sqlite3_clear_bindings(stmt)
     }
 
-    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
+    package func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
 
-    func text(_ column: Int32) -> String? {
+    package func text(_ column: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, column) else { return nil }
         return String(cString: p)
     }
 
-    func blob(_ column: Int32) -> [UInt8] {
+    package func blob(_ column: Int32) -> [UInt8] {
         let n = Int(sqlite3_column_bytes(stmt, column))
         guard n > 0, let p = sqlite3_column_blob(stmt, column) else { return [] }
         return Array(UnsafeRawBufferPointer(start: p, count: n))
     }
 
-    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
+    package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
 }

@@ -101,7 +101,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         indexer.start()
     }
 
-    static func lockDirectory(_ directory: String) throws(StorageError) -> Int32 {
+    package static func lockDirectory(_ directory: String) throws(StorageError) -> Int32 {
         let path = directory + "/LOCK"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw .io("open \(path)") }

@@ -1,5 +1,6 @@
 public import FlightRecorderConfig
 import FlightRecorderOTLP
+public import FlightRecorderRedaction
 import Foundation
 import Yams
 
@@ -10,8 +11,28 @@ public struct GuardConfiguration: Sendable {
     public var socket: String?
     /// OTLP/HTTP traces endpoint of the collector the decision spans go to.
     public var collector = "http://127.0.0.1:4318/v1/traces"
+    /// Environment variable holding the bearer token for the collector (its tenant is the
+    /// token's); nil when the collector runs without auth.
+    public var collectorTokenEnv: String?
     public var dataDirectory = "guard-data"
+    public var socketMode = 0o660
     public var policy = GuardPolicy(tools: [], actors: [], rules: [], approverRoles: [])
+    /// Tool results and the arguments on spans pass through this policy: the collector's
+    /// engine and config format (`redaction:`), with every default detector on.
+    public var redaction = RedactionPolicy.secureDefault
+    /// SHA-256 digests of actor tokens (hex) -> actor ID. When any is set, every request
+    /// must carry a bearer token and acts as that token's actor.
+    public var actorTokens: [String: String] = [:]
+
+    /// Refuses a listener beyond loopback without actor tokens (anyone who can reach it could
+    /// claim any actor, approvers included).
+    public func validate() throws(ConfigError) {
+        if socket == nil && !listen.isLoopback && actorTokens.isEmpty {
+            throw ConfigError(
+                key: "listen",
+                reason: "\(listen) is beyond loopback but no actor has token_sha256: anyone could act as any actor")
+        }
+    }
 
     public init() {}
 
@@ -47,14 +68,31 @@ public struct GuardConfiguration: Sendable {
             switch key {
             case "listen": config.listen = try r.hostPort(value, "listen")
             case "socket": config.socket = try r.string(value, "socket")
-            case "collector": config.collector = try r.string(value, "collector")
+            case "socket_mode":
+                let text = try r.string(value, "socket_mode")
+                guard let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
+                    throw r.error(value, "socket_mode", "expected an octal file mode such as 0660")
+                }
+                config.socketMode = mode
+            case "collector":
+                let url = try r.string(value, "collector")
+                guard url.lowercased() == "off" || ["http", "https"].contains(URL(string: url)?.scheme ?? "") else {
+                    throw r.error(value, "collector", "expected the collector's OTLP/HTTP traces URL or off")
+                }
+                config.collector = url
+            case "collector_token_env": config.collectorTokenEnv = try r.string(value, "collector_token_env")
+            case "redaction": config.redaction = try r.redaction(value)
             case "data_dir": config.dataDirectory = try r.string(value, "data_dir")
             case "tools":
                 guard let seq = value.sequence else { throw r.error(value, "tools", "expected a list of tools") }
                 for (i, item) in seq.enumerated() { tools.append(try r.tool(item, path: "tools[\(i)]")) }
             case "actors":
                 guard let seq = value.sequence else { throw r.error(value, "actors", "expected a list of actors") }
-                for (i, item) in seq.enumerated() { actors.append(try r.actor(item, path: "actors[\(i)]")) }
+                for (i, item) in seq.enumerated() {
+                    let (actor, digest) = try r.actor(item, path: "actors[\(i)]")
+                    actors.append(actor)
+                    if let digest { config.actorTokens[digest] = actor.id }
+                }
             case "rules":
                 guard let seq = value.sequence else { throw r.error(value, "rules", "expected a list of rules") }
                 for (i, item) in seq.enumerated() {
@@ -70,7 +108,7 @@ public struct GuardConfiguration: Sendable {
                     let path = "budgets.\(k)"
                     switch k {
                     case "max_steps": budgets.maxSteps = try r.integer(v, path, min: 1)
-                    case "max_duplicate_calls": budgets.maxDuplicateCalls = try r.integer(v, path, min: 1)
+                    case "max_duplicate_calls": budgets.maxDuplicateCalls = try r.integer(v, path, min: 0)
                     case "max_tokens": budgets.maxTokens = try r.integer(v, path, min: 1)
                     case "max_cost_usd": budgets.maxCostUSD = try r.number(v, path, min: 0)
                     default: throw r.unknown(v, path)
@@ -78,6 +116,14 @@ public struct GuardConfiguration: Sendable {
                 }
             default: throw r.unknown(value, key)
             }
+        }
+        var seen: Set<String> = []
+        for a in actors where !seen.insert(a.id).inserted {
+            throw ConfigError(key: "actors", reason: "actor \"\(a.id)\" is configured twice")
+        }
+        seen = []
+        for t in tools where !seen.insert(t.name).inserted {
+            throw ConfigError(key: "tools", reason: "tool \"\(t.name)\" is configured twice")
         }
         let names = Set(tools.map(\.name))
         for (name, node) in ruleToolLines where !names.contains(name) {
@@ -106,10 +152,29 @@ extension ConfigReader {
         var timeout = 10.0
         var reversible = false
         var compensating: String?
+        var operationIDPath = "operation_id"
+        var resolves: Tool.EntityLookup?
+        var caseState: [String: String] = [:]
         try section(node, path: path) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
             let key = "\(path).\(k)"
             switch k {
             case "name": name = try r.string(v, key)
+            case "resolves":
+                var argument: String?
+                var matches: String?
+                try r.section(v, path: key) { (r: inout ConfigReader, rk: String, rv: Node) throws(ConfigError) in
+                    switch rk {
+                    case "argument": argument = try r.string(rv, "\(key).argument")
+                    case "matches": matches = try r.string(rv, "\(key).matches")
+                    default: throw r.unknown(rv, "\(key).\(rk)")
+                    }
+                }
+                guard let argument, let matches else { throw r.error(v, key, "needs argument and matches") }
+                resolves = Tool.EntityLookup(argument: argument, matches: matches)
+            case "case_state":
+                try r.section(v, path: key) { (r: inout ConfigReader, ck: String, cv: Node) throws(ConfigError) in
+                    caseState[ck] = try r.string(cv, "\(key).\(ck)")
+                }
             case "tier":
                 let s = try r.string(v, key)
                 guard let t = Tier(rawValue: s) else { throw r.error(v, key, "expected read, low_write or privileged_write") }
@@ -130,6 +195,7 @@ extension ConfigReader {
                             throw r.error(bv, "\(key).method", "expected POST, PUT, PATCH, DELETE or GET")
                         }
                         method = m
+                    case "operation_id": operationIDPath = try r.string(bv, "\(key).operation_id")
                     default: throw r.unknown(bv, "\(key).\(bk)")
                     }
                 }
@@ -147,9 +213,13 @@ extension ConfigReader {
         guard let name, !name.isEmpty else { throw error(node, path, "needs name") }
         guard let tier else { throw error(node, path, "needs tier") }
         guard let url else { throw error(node, path, "needs backend.url") }
-        return Tool(
+        var tool = Tool(
             name: name, arguments: schema, tier: tier, backendURL: url, backendMethod: method, timeoutSeconds: timeout,
             reversible: reversible, compensatingTool: compensating)
+        tool.operationIDPath = operationIDPath
+        tool.resolves = resolves
+        tool.recordsCaseState = caseState
+        return tool
     }
 
     static func seconds(_ s: String) -> Double? {
@@ -217,8 +287,9 @@ extension ConfigReader {
         }
     }
 
-    mutating func actor(_ node: Node, path: String) throws(ConfigError) -> Actor {
+    mutating func actor(_ node: Node, path: String) throws(ConfigError) -> (Actor, String?) {
         var id: String?
+        var digest: String?
         var tenant = ResourceFacts.defaultTenant
         var roles: Set<String> = []
         try section(node, path: path) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
@@ -226,11 +297,17 @@ extension ConfigReader {
             case "id": id = try r.string(v, "\(path).id")
             case "tenant": tenant = try r.string(v, "\(path).tenant")
             case "roles": roles = Set(try r.stringList(v, "\(path).roles"))
+            case "token_sha256":
+                let hex = try r.string(v, "\(path).token_sha256").lowercased()
+                guard hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
+                    throw r.error(v, "\(path).token_sha256", "expected 64 hex digits (flightrec token hash)")
+                }
+                digest = hex
             default: throw r.unknown(v, "\(path).\(k)")
             }
         }
         guard let id, !id.isEmpty else { throw error(node, path, "needs id") }
-        return Actor(id: id, tenant: tenant, roles: roles)
+        return (Actor(id: id, tenant: tenant, roles: roles), digest)
     }
 
     mutating func rule(_ node: Node, path: String, toolRefs: inout [(String, Node)]) throws(ConfigError) -> Rule {

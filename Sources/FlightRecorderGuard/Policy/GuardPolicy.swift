@@ -20,6 +20,24 @@ public struct Tool: Sendable {
     public var timeoutSeconds: Double
     public var reversible: Bool
     public var compensatingTool: String?
+    /// Where the backend's operation ID is in its JSON answer (a dotted path); the
+    /// `Operation-Id` response header is used when the path finds nothing.
+    public var operationIDPath = "operation_id"
+    /// For lookups: the argument that names the entity, and the result path listing the
+    /// matches. More than one match makes the entity ambiguous for the rest of the run.
+    public var resolves: EntityLookup?
+    /// Case-state keys recorded from this tool's result: key -> result path.
+    public var recordsCaseState: [String: String] = [:]
+
+    public struct EntityLookup: Sendable, Equatable {
+        public var argument: String
+        public var matches: String
+
+        public init(argument: String, matches: String) {
+            self.argument = argument
+            self.matches = matches
+        }
+    }
 
     public init(
         name: String, arguments: ArgumentSchema, tier: Tier, backendURL: String, backendMethod: String = "POST",
@@ -99,7 +117,8 @@ public struct Rule: Sendable {
 /// Per-run limits; a call beyond one is blocked with the limit's name as the reason.
 public struct Budgets: Sendable, Equatable {
     public var maxSteps: Int?
-    /// How many times the same tool with the same arguments may run in one run.
+    /// How many times the same tool with the same arguments may run again in one run
+    /// (0: never twice). A retry with the same idempotency key is a replay, not a repeat.
     public var maxDuplicateCalls: Int?
     public var maxTokens: Int?
     public var maxCostUSD: Double?

@@ -3,18 +3,31 @@ public import FlightRecorderOTLP
 import Foundation
 
 /// What the sidecar knows about one run so far, from the calls it has decided and executed.
-public struct RunState: Sendable, Equatable {
+/// Persisted per run (tenant and run ID) in the sidecar's SQLite store.
+public struct RunState: Sendable, Equatable, Codable {
+    /// Execute requests decided for the run (blocked ones included: a loop of refused calls
+    /// is exactly what a step budget stops). `decide` is a dry run and does not count.
     public var steps = 0
     /// Executions per call digest (tool and canonical arguments).
     public var calls: [String: Int] = [:]
     public var tokens = 0
     public var costUSD = 0.0
-    /// Entity names a lookup resolved to more than one match; a write naming one is blocked.
+    /// Digests of entity names a lookup resolved to more than one match (names themselves
+    /// never reach the store); a write naming one is blocked.
     public var ambiguousEntities: Set<String> = []
-    /// Facts recorded for the case (for example `device.corporate_managed = true`).
+    /// Facts recorded for the case from trusted tool results (for example
+    /// `device.corporate_managed = true`); never from the model.
     public var caseState: [String: String] = [:]
+    /// Approvals consumed per call digest: the next identical call needs a new ticket.
+    public var approvalsUsed: [String: Int] = [:]
 
     public init() {}
+
+    /// How an entity name is compared: trimmed, case-folded, hashed.
+    public static func entityDigest(_ name: String) -> String {
+        let normalized = name.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        return SHA256.hash(data: Array(normalized.utf8)).prefix(12).map { String(format: "%02x", $0) }.joined()
+    }
 }
 
 /// A proposed tool call, as the agent sends it.
@@ -100,8 +113,10 @@ public struct PolicyEngine: Sendable {
                 "schema", "arguments do not match the schema of \(tool.name)", violations: violations.map(\.description))
         }
         if let reason = budgetExceeded(call, state: state) { return .blocked("budget", reason) }
-        if tool.tier.isWrite, let entity = Self.strings(in: call.arguments).first(where: state.ambiguousEntities.contains) {
-            _ = entity  // never echoed: it may name a person
+        if tool.tier.isWrite, !state.ambiguousEntities.isEmpty,
+            Self.strings(in: call.arguments).contains(where: { state.ambiguousEntities.contains(RunState.entityDigest($0)) })
+        {
+            // The entity is never echoed: it may name a person.
             return .blocked(
                 "ambiguous_entity", "ambiguous_entity: an argument names an entity a lookup matched more than once; resolve it first")
         }
@@ -112,23 +127,25 @@ public struct PolicyEngine: Sendable {
             case .requireApproval:
                 return Decision(
                     outcome: .approvalRequired, reason: "\(tool.tier.rawValue) call needs approval (\(rule.id))",
-                    rule: rule.id, ticket: ticket(call), violations: [])
+                    rule: rule.id, ticket: ticket(call, state: state), violations: [])
             }
         }
         return .blocked("default-deny", "no rule allows \(actor.id) to use \(tool.name) (deny by default)")
     }
 
-    /// Stable across retries: run, actor, tool and canonical arguments.
-    public func ticket(_ call: ToolCall) -> String {
-        let material = [call.runID, call.actorID, call.digest].joined(separator: "\u{0}")
+    /// Stable across retries: run, actor, tool, canonical arguments, and how many approvals
+    /// this exact call has already used in the run (a grant lets one execution through).
+    public func ticket(_ call: ToolCall, state: RunState) -> String {
+        let used = state.approvalsUsed[call.digest] ?? 0
+        let material = [call.runID, call.actorID, call.digest, String(used)].joined(separator: "\u{0}")
         return "APR-" + SHA256.hash(data: Array(material.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
     }
 
     func budgetExceeded(_ call: ToolCall, state: RunState) -> String? {
         let b = policy.budgets
         if let max = b.maxSteps, state.steps >= max { return "max_steps: the run has taken \(state.steps) of \(max) steps" }
-        if let max = b.maxDuplicateCalls, (state.calls[call.digest] ?? 0) >= max {
-            return "max_duplicate_calls: this exact call already ran \(state.calls[call.digest] ?? 0) times"
+        if let max = b.maxDuplicateCalls, (state.calls[call.digest] ?? 0) > max {
+            return "max_duplicate_calls: this exact call already ran \(state.calls[call.digest] ?? 0) times (\(max) repeats allowed)"
         }
         if let max = b.maxTokens, state.tokens >= max { return "max_tokens: \(state.tokens) of \(max) tokens used" }
         if let max = b.maxCostUSD, state.costUSD >= max {
@@ -146,23 +163,14 @@ public struct PolicyEngine: Sendable {
         for c in rule.conditions {
             switch c {
             case .argumentEquals(let path, let value):
-                guard Self.value(at: path, in: call.arguments) == value else { return false }
+                guard call.arguments.value(at: path) == value else { return false }
             case .argumentIsNotActor(let path):
-                guard case .string(let s)? = Self.value(at: path, in: call.arguments), s != actor.id else { return false }
+                guard case .string(let s)? = call.arguments.value(at: path), s != actor.id else { return false }
             case .caseState(let key, let value):
                 guard state.caseState[key] == value else { return false }
             }
         }
         return true
-    }
-
-    static func value(at path: String, in v: JSONValue) -> JSONValue? {
-        var current = v
-        for part in path.split(separator: ".") {
-            guard case .object(let o) = current, let next = o[String(part)] else { return nil }
-            current = next
-        }
-        return current
     }
 
     static func strings(in v: JSONValue) -> [String] {

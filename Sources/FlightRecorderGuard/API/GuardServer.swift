@@ -1,0 +1,88 @@
+import AsyncHTTPClient
+import FlightRecorderConfig
+public import FlightRecorderRedaction
+import Foundation
+import Hummingbird
+public import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `flightrec guard serve`: the store, the span exporter and the HTTP API in one
+/// `ServiceGroup`. SIGTERM/SIGINT stop the listener first, then flush spans to the collector.
+public struct GuardServer: Sendable {
+    public let configuration: GuardConfiguration
+    public let logger: Logger
+
+    public init(configuration: GuardConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let c = configuration
+        let redactor = try Redactor(policy: c.redaction)
+        var token: String?
+        if let name = c.collectorTokenEnv {
+            guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else {
+                throw ConfigError(key: "collector_token_env", reason: "environment variable \(name) is not set")
+            }
+            token = value
+        }
+        let exporter = SpanExporter(
+            endpoint: c.collector.lowercased() == "off" ? nil : c.collector, token: token, logger: logger)
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                timeout: .init(connect: .seconds(5)),
+                connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
+        let service = try GuardService(
+            policy: c.policy, dataDirectory: c.dataDirectory, backend: ToolBackend(client: client), exporter: exporter,
+            redactor: redactor, logger: logger)
+        let router = Router(context: BasicRequestContext.self)
+        GuardAPI(service: service, tokens: c.actorTokens, logger: logger).addRoutes(to: router)
+        let app: any Service
+        if let path = c.socket {
+            let mode = c.socketMode
+            app = Application(
+                router: router,
+                configuration: .init(address: .unixDomainSocket(path: path), serverName: "flightrec-guard"),
+                onServerRunning: { [logger] _ in
+                    if chmod(path, mode_t(mode)) != 0 { logger.error("cannot set socket mode", metadata: ["path": "\(path)"]) }
+                    logger.notice("listening", metadata: ["listener": "guard", "path": "\(path)"])
+                },
+                logger: logger)
+        } else {
+            app = Application(
+                router: router,
+                configuration: .init(address: .hostname(c.listen.host, port: c.listen.port), serverName: "flightrec-guard"),
+                onServerRunning: { [logger] channel in
+                    let a = channel.localAddress
+                    logger.notice(
+                        "listening", metadata: ["listener": "guard", "address": "\(a?.ipAddress ?? "?"):\(a?.port ?? 0)"])
+                },
+                logger: logger)
+        }
+        logger.notice(
+            "policy loaded",
+            metadata: [
+                "tools": "\(c.policy.tools.count)", "rules": "\(c.policy.rules.count)", "actors": "\(c.policy.actors.count)",
+                "collector": "\(c.collector)",
+            ])
+        // Shutdown runs in reverse: the listener drains before the exporter flushes.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: exporter), .init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+    }
+}
