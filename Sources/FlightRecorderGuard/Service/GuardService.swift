@@ -206,12 +206,12 @@ public actor GuardService {
         guard var a = try fetch({ () throws in try store.approval(ticket) }), a.tenant == approver.tenant else {
             throw GuardError(.notFound, "no approval ticket \(ticket)")
         }
+        guard approverID != a.requester else {
+            throw GuardError(.forbidden, "separation of duties: \(approverID) requested this call and cannot approve it")
+        }
         guard !approver.roles.isDisjoint(with: policy.approverRoles) else {
             throw GuardError(
                 .forbidden, "actor \(approverID) does not hold an approver role (\(policy.approverRoles.sorted().joined(separator: ", ")))")
-        }
-        guard approverID != a.requester else {
-            throw GuardError(.forbidden, "separation of duties: \(approverID) requested this call and cannot approve it")
         }
         switch a.status {
         case .pending: break
