@@ -263,3 +263,22 @@ class Guard:
 
     def get(self, path):
         return self.request("GET", path)
+
+
+def unix_request(path, method, url_path, body=None, headers=None):
+    """An HTTP request over a Unix socket: (status, parsed JSON)."""
+    import http.client
+    import socket as sock
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = sock.socket(sock.AF_UNIX, sock.SOCK_STREAM)
+            self.sock.connect(path)
+
+    c = Connection("localhost", timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    c.request(method, url_path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+    r = c.getresponse()
+    status, payload = r.status, json.loads(r.read() or b"{}")
+    c.close()
+    return status, payload
