@@ -142,6 +142,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderServer",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -62,7 +62,14 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Spans to store before --query-bench measures.")
     var loadSpans = 5_000_000
 
+    @Flag(help: "With --daemon: time the policy sidecar's decide and execute (added latency, backend time subtracted).")
+    var guardBench = false
+
     func run() async throws {
+        if guardBench {
+            guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }
+            return try await runGuardBench(binary: daemon)
+        }
         if queryBench {
             guard let daemon else { throw ValidationError("--query-bench needs --daemon") }
             return try await runQueryBench(daemon: daemon)

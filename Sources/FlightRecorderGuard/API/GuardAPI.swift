@@ -41,7 +41,12 @@ public struct GuardAPI: Sendable {
             await handle {
                 let (body, actor) = try await call(request)
                 let r = try guardRequest(body, actor: actor, request: request)
-                return Self.json(.ok, try await service.execute(r))
+                let answer = try await service.execute(r)
+                var response = Self.json(.ok, answer)
+                if let b = answer.backendSeconds {
+                    response.headers[Self.serverTiming] = String(format: "backend;dur=%.3f", b * 1000)
+                }
+                return response
             }
         }
         for (verb, grant) in [("grant", true), ("deny", false)] {
@@ -125,9 +130,19 @@ public struct GuardAPI: Sendable {
 
     // MARK: Request parsing
 
+    static let serverTiming = HTTPField.Name("Server-Timing")!
+
+    /// Runs a handler; errors become their HTTP answer. `Server-Timing` reports the time in
+    /// the sidecar (`app`) and, for an execution, in the backend call (`backend`), in ms.
     func handle(_ body: () async throws -> Response) async -> Response {
+        let started = ContinuousClock.now
         do {
-            return try await body()
+            var response = try await body()
+            let elapsed = ContinuousClock.now - started
+            let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+            let app = String(format: "app;dur=%.3f", ms)
+            response.headers[Self.serverTiming] = response.headers[Self.serverTiming].map { app + ", " + $0 } ?? app
+            return response
         } catch let e as GuardError {
             var r = Self.error(Self.status(e.kind), e.message)
             if let s = e.retryAfterSeconds { r.headers[.retryAfter] = String(s) }

@@ -105,6 +105,8 @@ public struct ExecuteAnswer: Sendable, Encodable {
     /// True when this is the stored answer to an earlier request with the same key.
     public var replayed: Bool
     public var violations: [String]
+    /// How long the backend call took (not encoded; the API reports it in `Server-Timing`).
+    public var backendSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case status

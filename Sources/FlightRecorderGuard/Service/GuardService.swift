@@ -190,7 +190,9 @@ public actor GuardService {
         emitExecution(
             r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished, grant: grantLink,
             ticket: d.ticket)
-        return ExecuteAnswer(rec, result: result, replayed: false)
+        var answer = ExecuteAnswer(rec, result: result, replayed: false)
+        answer.backendSeconds = Double(finished - callStarted) / 1e9
+        return answer
     }
 
     // MARK: approvals
