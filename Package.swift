@@ -174,7 +174,14 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderGuardTests",
-            dependencies: ["FlightRecorderGuard", "FlightRecorderOTLP", "FlightRecorderConfig"],
+            dependencies: [
+                "FlightRecorderGuard", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
+                "FlightRecorderTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderServerTests",

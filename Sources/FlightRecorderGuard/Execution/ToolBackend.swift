@@ -40,19 +40,22 @@ public struct ToolBackend: Sendable {
         request.headers.add(name: "Idempotency-Key", value: idempotencyKey)
         request.headers.add(name: "traceparent", value: traceparent)
         request.headers.add(name: "X-FlightRec-Run-ID", value: runID)
-        let timeout = Duration.milliseconds(Int64(tool.timeoutSeconds * 1000))
+        let millis = Int64(tool.timeoutSeconds * 1000)
         let write = tool.tier.isWrite
         let client = self.client
         let prepared = request
         do {
+            // AsyncHTTPClient's deadline covers connecting (with its retries against a backend
+            // that refuses), sending, and reading the whole answer; the sleeping task is only a
+            // backstop should the client overrun it.
             return try await withThrowingTaskGroup(of: BackendOutcome.self) { group in
                 group.addTask {
-                    let response = try await client.execute(prepared, timeout: .milliseconds(Int64(tool.timeoutSeconds * 1000) + 1000))
+                    let response = try await client.execute(prepared, deadline: .now() + .milliseconds(millis))
                     let body = try await response.body.collect(upTo: Self.maxResponseBytes)
                     return Self.outcome(status: Int(response.status.code), headers: response.headers, body: body, tool: tool)
                 }
                 group.addTask {
-                    try await Task.sleep(for: timeout)
+                    try await Task.sleep(for: .milliseconds(millis + 1000))
                     return .timedOut(reason: "no complete answer from \(tool.name) within \(Self.describe(tool.timeoutSeconds))")
                 }
                 let first = try await group.next()!
