@@ -100,5 +100,16 @@ import Testing
         #expect(engine.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_duplicate_calls") == false)
         state.calls[call(json: Self.disable).digest] = 2
         #expect(engine.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_duplicate_calls"))
+        let spending = PolicyEngine(
+            policy: GuardPolicy(
+                tools: Array(engine.policy.tools.values), actors: Array(engine.policy.actors.values),
+                rules: engine.policy.rules, approverRoles: engine.policy.approverRoles,
+                budgets: Budgets(maxTokens: 1_000, maxCostUSD: 2)))
+        state = RunState()
+        state.tokens = 1_000
+        #expect(spending.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_tokens"))
+        state.tokens = 10
+        state.costUSD = 2.5
+        #expect(spending.decide(call(json: Self.disable), state: state).reason.hasPrefix("max_cost"))
     }
 }

@@ -330,6 +330,24 @@ def test_7_the_collector_answers_why_the_device_was_disabled(world):
     assert "approver=alice" in r.stdout and "model=gpt-4o" in r.stdout
 
 
+def test_a_denied_approval_blocks_the_waiting_call(world):
+    guard, backend = world["guard"], world["backend"]
+    run = AgentRun(world, "run-deny")
+    run.execute("lookup_device", {"device_id": "D-100"}, key="deny-lookup")
+    status, waiting = run.execute("disable_managed_device", disable_args("D-100", "E-1001"), key="deny-1")
+    assert waiting["status"] == "awaiting_approval"
+    status, denied = guard.post(f"/v1/approvals/{waiting['ticket']}/deny", {"approver": "alice", "note": "wrong person"})
+    assert status == 200 and denied["status"] == "denied"
+    status, again = run.execute("disable_managed_device", disable_args("D-100", "E-1001"), key="deny-1")
+    assert again["status"] == "blocked" and again["reason"].startswith("approval_denied")
+    status, d = run.decide("disable_managed_device", disable_args("D-100", "E-1001"))
+    assert d["outcome"] == "blocked" and d["approval_status"] == "denied"
+    assert not [c for c in backend.calls_to(DISABLE) if c["idempotency_key"] == "deny-1"]
+    status, stats = guard.get("/v1/stats")
+    assert status == 200 and stats["redactions"].get("credentials", 0) >= 1 and stats["spans_dropped"] == 0
+    run.end()
+
+
 def test_bad_requests_get_precise_errors(world):
     guard = world["guard"]
     status, body = guard.post("/v1/execute", {"run_id": "r", "actor": "support-agent", "tool": "lookup_device",
@@ -345,3 +363,6 @@ def test_bad_requests_get_precise_errors(world):
     assert status == 400
     status, body = guard.get("/v1/executions/nope?actor=support-agent")
     assert status == 404
+    status, body = guard.post("/v1/decide", {"run_id": "r", "actor": "support-agent", "tool": "lookup_device",
+                                             "arguments": {"device_id": "D-" + "1" * (2 << 20)}})
+    assert status == 413 and "limit" in body["error"]

@@ -12,7 +12,7 @@ import HTTPTypes
 /// - `POST /v1/approvals/{ticket}/grant` and `/deny`, `GET /v1/approvals[?status=]`,
 ///   `GET /v1/approvals/{ticket}`
 /// - `GET /v1/uncertain`, `GET /v1/executions/{key}`, `POST /v1/executions/{key}/reconcile`
-/// - `GET /v1/runs/{run}/state`, `GET /healthz`
+/// - `GET /v1/runs/{run}/state`, `GET /v1/stats`, `GET /healthz`
 ///
 /// Malformed requests get a 4xx with a message naming the field, never its value.
 public struct GuardAPI: Sendable {
@@ -30,6 +30,12 @@ public struct GuardAPI: Sendable {
 
     public func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
+        router.get("/v1/stats") { request, _ in
+            await handle {
+                _ = try await scope(request)
+                return Self.json(.ok, await service.stats())
+            }
+        }
         router.post("/v1/decide") { request, _ in
             await handle {
                 let (body, actor) = try await call(request)
@@ -157,12 +163,12 @@ public struct GuardAPI: Sendable {
     /// The JSON object body, within 1 MiB.
     func object(_ request: Request) async throws -> [String: JSONValue] {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > Self.maxBodyBytes {
-            throw GuardError(.badRequest, "body of \(length) bytes exceeds the limit of \(Self.maxBodyBytes) bytes")
+            throw GuardError(.tooLarge, "body of \(length) bytes exceeds the limit of \(Self.maxBodyBytes) bytes")
         }
         var buffer = ByteBuffer()
         for try await chunk in request.body {
             guard buffer.readableBytes + chunk.readableBytes <= Self.maxBodyBytes else {
-                throw GuardError(.badRequest, "body exceeds the limit of \(Self.maxBodyBytes) bytes")
+                throw GuardError(.tooLarge, "body exceeds the limit of \(Self.maxBodyBytes) bytes")
             }
             var chunk = chunk
             buffer.writeBuffer(&chunk)
@@ -295,6 +301,7 @@ public struct GuardAPI: Sendable {
         case .forbidden: .forbidden
         case .notFound: .notFound
         case .conflict: .conflict
+        case .tooLarge: .contentTooLarge
         case .unavailable: .serviceUnavailable
         }
     }

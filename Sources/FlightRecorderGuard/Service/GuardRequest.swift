@@ -143,7 +143,7 @@ public struct ExecuteAnswer: Sendable, Encodable {
 /// status with a precise message that never echoes argument values.
 public struct GuardError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
-        case badRequest, unauthorized, forbidden, notFound, conflict, unavailable
+        case badRequest, unauthorized, forbidden, notFound, conflict, tooLarge, unavailable
     }
 
     public var kind: Kind

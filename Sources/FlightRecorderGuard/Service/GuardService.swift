@@ -300,6 +300,30 @@ public actor GuardService {
 
     public func runState(tenant: String, run: String) throws(GuardError) -> RunState { try load(tenant, run) }
 
+    /// Span export and redaction counters (never values), for monitoring the sidecar.
+    public struct Stats: Sendable, Encodable {
+        public var spansExported: Int
+        public var spansDropped: Int
+        public var spansQueued: Int
+        public var exportFailures: Int
+        public var redactions: [String: Int]
+
+        enum CodingKeys: String, CodingKey {
+            case spansExported = "spans_exported"
+            case spansDropped = "spans_dropped"
+            case spansQueued = "spans_queued"
+            case exportFailures = "export_failures"
+            case redactions
+        }
+    }
+
+    public func stats() -> Stats {
+        let c = exporter.counters
+        return Stats(
+            spansExported: c.exported, spansDropped: c.dropped, spansQueued: c.queued, exportFailures: c.failedAttempts,
+            redactions: redactor.ruleCounts)
+    }
+
     // MARK: helpers
 
     /// Rule hits are counted by the redactor itself; the per-call tally is not needed here.
