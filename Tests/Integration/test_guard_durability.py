@@ -188,3 +188,36 @@ def test_unix_socket_and_actor_tokens(workdir, backend):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         log.close()
+
+
+def test_spans_wait_for_a_collector_that_is_down_and_arrive_when_it_is_up(workdir, backend):
+    os.makedirs(os.path.join(workdir, "collector"))
+    collector = Daemon(os.path.join(workdir, "collector"))  # ports chosen, not started yet
+    guard = make_guard(workdir, backend, collector_url=collector.otlp_url).start()
+    status, d = guard.post("/v1/decide", {"run_id": "run-late-collector", "actor": "support-agent",
+                                          "tool": "lookup_device", "arguments": {"device_id": "D-300"}})
+    assert d["outcome"] == "allowed"
+    deadline = time.time() + 15
+    while guard.get("/v1/stats")[1]["export_failures"] == 0 and time.time() < deadline:
+        time.sleep(0.2)
+    status, stats = guard.get("/v1/stats")
+    assert stats["spans_queued"] == 1 and stats["export_failures"] >= 1 and stats["spans_exported"] == 0
+    collector.start()
+    try:
+        deadline = time.time() + 20
+        while True:
+            status, body = collector.get("/api/v1/runs/run-late-collector")
+            if status == 200:
+                break
+            assert time.time() < deadline, "the span never arrived"
+            time.sleep(0.2)
+        span = body["spans"][0]
+        assert span["name"] == "policy.check"
+        assert span["attributes"]["policy.outcome"] == "allowed"
+        assert span["attributes"]["agent.run.id"] == "run-late-collector"
+        status, stats = guard.get("/v1/stats")
+        assert stats["spans_exported"] == 1 and stats["spans_queued"] == 0
+        assert guard.read_log().count("cannot reach the collector") == 1
+    finally:
+        guard.stop()
+        collector.stop()

@@ -27,6 +27,8 @@ public final class SpanExporter: Service, Sendable {
     /// `head` is the sequence number of `queue[0]`, so a batch in flight is removed exactly
     /// even when older spans were dropped meanwhile.
     private let state = Mutex<(queue: [GuardSpan], head: Int, counters: Counters)>(([], 0, Counters()))
+    /// Logs a failing collector once, and its recovery once, not every retry.
+    private let failing = Mutex(false)
 
     /// `endpoint` nil: spans are counted and discarded (`collector: off`).
     public init(endpoint: String?, token: String?, capacity: Int = 50_000, logger: Logger) {
@@ -95,7 +97,7 @@ public final class SpanExporter: Service, Sendable {
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         request.body = .bytes(ByteBuffer(bytes: GuardSpanEncoder.request(batch)))
         do {
-            let response = try await client.execute(request, timeout: .seconds(10))
+            let response = try await client.execute(request, timeout: .seconds(3))
             _ = try? await response.body.collect(upTo: 64 * 1024)
             guard (200..<300).contains(Int(response.status.code)) else {
                 // 4xx other than 429 will not improve on retry: drop the batch, loudly.
@@ -114,12 +116,19 @@ public final class SpanExporter: Service, Sendable {
             }
         } catch {
             state.withLock { $0.counters.failedAttempts += 1 }
-            logger.warning("cannot reach the collector; will retry", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+            if !failing.withLock({ f in defer { f = true }; return f }) {
+                logger.warning(
+                    "cannot reach the collector; spans are kept and retried (see /v1/stats)",
+                    metadata: ["endpoint": "\(endpoint)", "error": "\(type(of: error))"])
+            }
             return nil
         }
         state.withLock { s in
             Self.remove(&s, through: first + batch.count)
             s.counters.exported += batch.count
+        }
+        if failing.withLock({ f in defer { f = false }; return f }) {
+            logger.notice("collector reachable again; exporting queued spans", metadata: ["endpoint": "\(endpoint)"])
         }
         return batch.count
     }
