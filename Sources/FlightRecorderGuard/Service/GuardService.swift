@@ -2,6 +2,8 @@ public import FlightRecorderOTLP
 public import FlightRecorderRedaction
 import Foundation
 public import Logging
+import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +18,13 @@ import Glibc
 /// call is awaited outside that critical section; the `executing` record written before it
 /// keeps a concurrent request with the same key from running the call again, and marks it
 /// `unknown` if the sidecar dies mid-call.
+///
+/// The actor runs on a dedicated thread (`stateThread`), so its SQLite commits, which fsync,
+/// never block a NIO event loop or the cooperative pool.
 public actor GuardService {
+    static let stateThread = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { Self.stateThread.executor.asUnownedSerialExecutor() }
+
     public let engine: PolicyEngine
     let store: GuardStore
     let backend: ToolBackend
@@ -158,7 +166,9 @@ public actor GuardService {
         case .confirmed(let status, let body, let operationID):
             rec.status = .succeeded
             rec.backendStatus = status
-            rec.operationID = operationID.map { redactor.redactText($0, set: ruleSet(tenant), hits: &hitsSink) }
+            // The backend's identifier of the side effect, kept verbatim: reconciliation and
+            // `flightrec why --operation-id` need the exact value.
+            rec.operationID = operationID
             rec.reason = "the backend confirmed the call (\(status))"
             result = redact(body, tenant: tenant)
         case .failed(let status, let reason):
