@@ -193,9 +193,10 @@ public actor GuardService {
             try store.put(rec)
             try store.put(now, tenant: tenant, run: r.runID)
         }
-        if rec.status.isUncertain {
+        if rec.status.isUncertain && tool.tier.isWrite {
             logger.warning(
-                "uncertain write: reconcile it", metadata: ["tool": "\(tool.name)", "idempotency_key": "\(key)", "status": "\(rec.status.rawValue)"])
+                "uncertain write: reconcile it (GET /v1/uncertain)",
+                metadata: ["tool": "\(tool.name)", "idempotency_key": "\(key)", "status": "\(rec.status.rawValue)"])
         }
         emitExecution(
             r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished, grant: grantLink,
