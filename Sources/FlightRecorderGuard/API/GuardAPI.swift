@@ -99,7 +99,7 @@ public struct GuardAPI: Sendable {
             await handle {
                 let key = try context.parameters.require("key")
                 let who = try actor(request, claimed: request.uri.queryParameters.get("actor"), field: "actor")
-                guard let tenant = await service.engine.policy.actors[who]?.tenant else {
+                guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }
                 return Self.json(.ok, try await service.execution(key: key, tenant: tenant))
@@ -126,7 +126,7 @@ public struct GuardAPI: Sendable {
             await handle {
                 let run = try context.parameters.require("run")
                 let who = try actor(request, claimed: request.uri.queryParameters.get("actor"), field: "actor")
-                guard let tenant = await service.engine.policy.actors[who]?.tenant else {
+                guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }
                 return Self.json(.ok, RunStateView(try await service.runState(tenant: tenant, run: run)))
@@ -286,7 +286,7 @@ public struct GuardAPI: Sendable {
     func scope(_ request: Request) async throws -> Set<String>? {
         guard !tokens.isEmpty else { return nil }
         let who = try actor(request, claimed: nil, field: "actor")
-        guard let tenant = await service.engine.policy.actors[who]?.tenant else {
+        guard let tenant = service.engine.policy.actors[who]?.tenant else {
             throw GuardError(.forbidden, "actor \(who) is not configured")
         }
         return [tenant]

@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import FlightRecorderConfig
-public import FlightRecorderRedaction
+import FlightRecorderRedaction
 import Foundation
 import Hummingbird
 public import Logging

@@ -1,4 +1,4 @@
-public import FlightRecorderOTLP
+import FlightRecorderOTLP
 public import FlightRecorderRedaction
 import Foundation
 public import Logging

@@ -1,4 +1,4 @@
-public import FlightRecorderOTLP
+import FlightRecorderOTLP
 import Foundation
 import W3CTraceContext
 

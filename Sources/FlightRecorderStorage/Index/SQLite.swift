@@ -1,4 +1,4 @@
-package import CSQLite
+import CSQLite
 
 /// A thin wrapper over the SQLite C API.
 ///
