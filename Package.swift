@@ -99,6 +99,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
         .target(

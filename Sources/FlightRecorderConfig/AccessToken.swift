@@ -1,3 +1,6 @@
+import Crypto
+import Foundation
+
 /// What a bearer token may do.
 public enum Role: String, Sendable, CaseIterable, Comparable {
     /// Export spans (OTLP). The token's single tenant is stamped on every span it sends.
@@ -34,6 +37,35 @@ public struct AccessToken: Sendable, Equatable {
     }
 
     public var allTenants: Bool { tenants.contains("*") }
+
+    /// Lowercase hex SHA-256 of a token's UTF-8 bytes: what configs store, never the token.
+    /// The collector's tokens and the sidecar's actor tokens both use it.
+    public static func digest(of token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
+    /// Why an `Authorization` value carries no bearer token; `message` says what to send.
+    public enum BearerProblem: Error, Sendable {
+        case missing, malformed
+
+        public var message: String {
+            switch self {
+            case .missing: "missing bearer token (Authorization: Bearer <token>)"
+            case .malformed: "the Authorization header must be \"Bearer <token>\""
+            }
+        }
+    }
+
+    /// The token in an `Authorization: Bearer <token>` value (scheme case-insensitive).
+    public static func bearerToken(_ authorization: String?) throws(BearerProblem) -> String {
+        guard let authorization, !authorization.isEmpty else { throw .missing }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .malformed }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
 }
 
 /// A per-tenant token bucket over spans: `spansPerSecond` sustained, `burst` at once.

@@ -1,5 +1,5 @@
 import ArgumentParser
-import FlightRecorderServer
+import FlightRecorderConfig
 import Foundation
 
 /// `flightrec token new | hash`: make bearer tokens and the digests the config stores.
@@ -18,7 +18,7 @@ struct TokenCommand: ParsableCommand {
             for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
             let token = "frt_" + bytes.map { String(format: "%02x", $0) }.joined()
             print("token:  \(token)")
-            print("sha256: \(Authenticator.digest(of: token))")
+            print("sha256: \(AccessToken.digest(of: token))")
         }
     }
 
@@ -31,7 +31,7 @@ struct TokenCommand: ParsableCommand {
                 printError("expected a token on standard input")
                 throw Exit.usage
             }
-            print(Authenticator.digest(of: line))
+            print(AccessToken.digest(of: line))
         }
     }
 }

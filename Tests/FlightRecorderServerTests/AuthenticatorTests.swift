@@ -18,8 +18,8 @@ import Testing
     ])
 
     @Test func digestIsTheLowercaseHexSHA256() {
-        #expect(Authenticator.digest(of: "t-acme") == Self.digest("t-acme"))
-        #expect(Authenticator.digest(of: "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(AccessToken.digest(of: "t-acme") == Self.digest("t-acme"))
+        #expect(AccessToken.digest(of: "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
     @Test func tokensMapToTenantAndRoles() throws {

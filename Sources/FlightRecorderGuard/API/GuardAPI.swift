@@ -1,4 +1,4 @@
-import Crypto
+import FlightRecorderConfig
 import FlightRecorderOTLP
 import Foundation
 public import Hummingbird
@@ -270,12 +270,13 @@ public struct GuardAPI: Sendable {
             guard let claimed, !claimed.isEmpty else { throw GuardError(.badRequest, "\(field) is required") }
             return claimed
         }
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
-            throw GuardError(.unauthorized, "a bearer token is required")
+        let token: String
+        do {
+            token = try AccessToken.bearerToken(request.headers[.authorization])
+        } catch {
+            throw GuardError(.unauthorized, error.message)
         }
-        let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        let digest = SHA256.hash(data: Array(token.utf8)).map { String(format: "%02x", $0) }.joined()
-        guard let who = tokens[digest] else { throw GuardError(.unauthorized, "unknown token") }
+        guard let who = tokens[AccessToken.digest(of: token)] else { throw GuardError(.unauthorized, "unknown bearer token") }
         if let claimed, !claimed.isEmpty, claimed != who {
             throw GuardError(.forbidden, "the token belongs to \(who), not to the \(field) named in the request")
         }

@@ -1,6 +1,5 @@
 public import FlightRecorderConfig
 public import FlightRecorderStorage
-import Crypto
 import Foundation
 
 /// Who is calling, once a bearer token has been checked.
@@ -39,28 +38,19 @@ public struct Authenticator: Sendable {
     /// False when no tokens are configured: one default tenant, loopback only.
     public var enabled: Bool { !tokens.isEmpty }
 
-    public static func digest(of token: String) -> String {
-        SHA256.hash(data: Array(token.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
-    }
-
     /// Authenticates `authorization` (the header or metadata value) and checks that the token
     /// holds one of `roles`.
     public func authenticate(_ authorization: String?, requiring roles: Set<Role>) throws(Failure) -> Principal {
         guard enabled else {
             return Principal(name: "anonymous", roles: Set(Role.allCases), scope: .all, ingestTenant: nil)
         }
-        guard let authorization, !authorization.isEmpty else {
-            throw .unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+        let token: String
+        do {
+            token = try AccessToken.bearerToken(authorization)
+        } catch {
+            throw .unauthenticated(error.message)
         }
-        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            throw .unauthenticated("the Authorization header must be \"Bearer <token>\"")
-        }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        guard let entry = tokens[Self.digest(of: token)] else { throw .unauthenticated("unknown bearer token") }
+        guard let entry = tokens[AccessToken.digest(of: token)] else { throw .unauthenticated("unknown bearer token") }
         guard !entry.roles.isDisjoint(with: roles) else {
             let need = roles.sorted().map(\.rawValue).joined(separator: " or ")
             throw .forbidden("token \"\(entry.name)\" lacks the role this needs (\(need))")
