@@ -143,7 +143,7 @@ public actor GuardService {
             a.consumedBy = key
             approval = a
             state.approvalsUsed[call.digest, default: 0] += 1
-            if let t = a.decisionTraceID, let s = a.decisionSpanID { grantLink = Self.context(t, s) }
+            grantLink = SpanContext(traceHex: a.decisionTraceID, spanHex: a.decisionSpanID)
         }
         state.calls[call.digest, default: 0] += 1
         rec.status = .executing
@@ -257,7 +257,7 @@ public actor GuardService {
             GuardSpan(
                 context: context, parentSpanID: parentSpan, name: grant ? GuardSpans.approvalGranted : GuardSpans.approvalDenied,
                 startNanos: decided, endNanos: Self.now(), tenant: a.tenant, attributes: attributes,
-                links: [Self.context(a.requestTraceID, a.requestSpanID)])
+                links: [SpanContext(traceHex: a.requestTraceID, spanHex: a.requestSpanID)].compactMap { $0 })
         ])
         return a
     }
@@ -391,7 +391,7 @@ public actor GuardService {
     }
 
     func approvalFor(
-        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision, check: (context: SpanContext, parent: [UInt8]?)
+        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision, check: (context: SpanContext, parent: SpanID?)
     ) throws(GuardError) -> ApprovalRecord {
         if let a = try fetch({ () throws in try store.approval(ticket) }) { return a }
         let now = Self.now()
@@ -472,7 +472,7 @@ public actor GuardService {
         }
     }
 
-    func newContext(under parent: SpanContext?) -> (context: SpanContext, parent: [UInt8]?) {
+    func newContext(under parent: SpanContext?) -> (context: SpanContext, parent: SpanID?) {
         let (c, p) = GuardSpan.context(under: parent)
         return (c, p)
     }
@@ -502,7 +502,7 @@ public actor GuardService {
 
     func emitCheck(
         _ r: GuardRequest, tenant: String, tier: Tier?, decision d: Decision, started: UInt64,
-        context: inout (context: SpanContext, parent: [UInt8]?)
+        context: inout (context: SpanContext, parent: SpanID?)
     ) {
         var a = commonAttributes(r, tenant: tenant, tier: tier)
         a += [
@@ -524,7 +524,7 @@ public actor GuardService {
 
     func emitExecution(
         _ r: GuardRequest, _ rec: ExecutionRecord, tool: Tool, tenant: String,
-        context: (context: SpanContext, parent: [UInt8]?), started: UInt64, ended: UInt64, grant: SpanContext?,
+        context: (context: SpanContext, parent: SpanID?), started: UInt64, ended: UInt64, grant: SpanContext?,
         ticket: String?
     ) {
         var a = commonAttributes(r, tenant: tenant, tier: tool.tier)
@@ -541,10 +541,6 @@ public actor GuardService {
                 startNanos: started, endNanos: ended, tenant: tenant, attributes: a, links: grant.map { [$0] } ?? [],
                 error: rec.status == .succeeded ? nil : "\(rec.status.rawValue): \(rec.reason)")
         ])
-    }
-
-    static func context(_ trace: String, _ span: String) -> SpanContext {
-        SpanContext(traceID: SpanContext.bytes(hex: trace), spanID: SpanContext.bytes(hex: span))
     }
 
     static func text(_ v: JSONValue) -> String {
@@ -569,17 +565,5 @@ extension RunState {
     mutating func apply(_ usage: Usage) {
         tokens += max(0, usage.inputTokens) + max(0, usage.outputTokens)
         costUSD += max(0, usage.costUSD)
-    }
-}
-
-extension SpanContext {
-    static func bytes(hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = hex.startIndex
-        while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
-            out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
-            i = j
-        }
-        return out
     }
 }

@@ -1,4 +1,4 @@
-import FlightRecorderOTLP
+public import FlightRecorderOTLP
 import Foundation
 import W3CTraceContext
 
@@ -42,12 +42,13 @@ public enum GuardSpans {
     public static let agentVersion = "gen_ai.agent.version"
 }
 
-/// A span's identity: the W3C trace context the sidecar continues and propagates.
+/// A span's identity: the W3C trace context the sidecar continues and propagates, as the
+/// collector's own ID types.
 public struct SpanContext: Sendable, Equatable {
-    public var traceID: [UInt8]
-    public var spanID: [UInt8]
+    public var traceID: FlightRecorderOTLP.TraceID
+    public var spanID: FlightRecorderOTLP.SpanID
 
-    public init(traceID: [UInt8], spanID: [UInt8]) {
+    public init(traceID: FlightRecorderOTLP.TraceID, spanID: FlightRecorderOTLP.SpanID) {
         self.traceID = traceID
         self.spanID = spanID
     }
@@ -55,19 +56,30 @@ public struct SpanContext: Sendable, Equatable {
     /// Parses a `traceparent` header with swift-w3c-trace-context; nil when it is absent or
     /// invalid (the sidecar then starts a new trace, as the W3C spec says to).
     public init?(traceparent: String?) {
-        guard let traceparent, let parsed = try? TraceContext(traceParentHeaderValue: traceparent) else { return nil }
-        self.traceID = withUnsafeBytes(of: parsed.traceID.bytes) { Array($0) }
-        self.spanID = withUnsafeBytes(of: parsed.spanID.bytes) { Array($0) }
+        guard let traceparent, let parsed = try? TraceContext(traceParentHeaderValue: traceparent),
+            let trace = withUnsafeBytes(of: parsed.traceID.bytes, FlightRecorderOTLP.TraceID.init(bytes:)),
+            let span = withUnsafeBytes(of: parsed.spanID.bytes, FlightRecorderOTLP.SpanID.init(bytes:))
+        else { return nil }
+        self.init(traceID: trace, spanID: span)
     }
 
     public var traceparent: String { "00-\(traceID.hex)-\(spanID.hex)-01" }
 
-    public static func newTraceID() -> [UInt8] { withUnsafeBytes(of: TraceID.random().bytes) { Array($0) } }
-    public static func newSpanID() -> [UInt8] { withUnsafeBytes(of: SpanID.random().bytes) { Array($0) } }
-}
+    public static func newTraceID() -> FlightRecorderOTLP.TraceID {
+        withUnsafeBytes(of: W3CTraceContext.TraceID.random().bytes) { FlightRecorderOTLP.TraceID(bytes: $0)! }
+    }
 
-extension Array where Element == UInt8 {
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
+    public static func newSpanID() -> FlightRecorderOTLP.SpanID {
+        withUnsafeBytes(of: W3CTraceContext.SpanID.random().bytes) { FlightRecorderOTLP.SpanID(bytes: $0)! }
+    }
+
+    /// A context stored as hex (approval and execution records); nil if either is malformed.
+    init?(traceHex: String?, spanHex: String?) {
+        guard let traceHex, let spanHex, let trace = FlightRecorderOTLP.TraceID(hex: traceHex),
+            let span = FlightRecorderOTLP.SpanID(hex: spanHex)
+        else { return nil }
+        self.init(traceID: trace, spanID: span)
+    }
 }
 
 /// One span the sidecar records, before encoding.
@@ -82,7 +94,7 @@ public struct GuardSpan: Sendable {
     }
 
     public var context: SpanContext
-    public var parentSpanID: [UInt8]?
+    public var parentSpanID: FlightRecorderOTLP.SpanID?
     public var name: String
     public var kind: Kind
     public var startNanos: UInt64
@@ -94,7 +106,7 @@ public struct GuardSpan: Sendable {
     public var error: String?
 
     public init(
-        context: SpanContext, parentSpanID: [UInt8]?, name: String, kind: Kind = .internal, startNanos: UInt64,
+        context: SpanContext, parentSpanID: FlightRecorderOTLP.SpanID?, name: String, kind: Kind = .internal, startNanos: UInt64,
         endNanos: UInt64, tenant: String, attributes: [(String, Value)], links: [SpanContext] = [], error: String? = nil
     ) {
         self.context = context
@@ -110,7 +122,7 @@ public struct GuardSpan: Sendable {
     }
 
     /// Starts a span under `parent` (the agent's `traceparent`), or a new trace without one.
-    public static func context(under parent: SpanContext?) -> (SpanContext, parent: [UInt8]?) {
+    public static func context(under parent: SpanContext?) -> (SpanContext, parent: FlightRecorderOTLP.SpanID?) {
         (SpanContext(traceID: parent?.traceID ?? SpanContext.newTraceID(), spanID: SpanContext.newSpanID()), parent?.spanID)
     }
 }
@@ -139,9 +151,9 @@ enum GuardSpanEncoder {
     }
 
     static func span(_ p: inout ProtobufWriter, _ s: GuardSpan) {
-        p.bytesField(1, s.context.traceID)
-        p.bytesField(2, s.context.spanID)
-        if let parent = s.parentSpanID { p.bytesField(4, parent) }
+        p.bytesField(1, s.context.traceID.bytes)
+        p.bytesField(2, s.context.spanID.bytes)
+        if let parent = s.parentSpanID { p.bytesField(4, parent.bytes) }
         p.stringField(5, s.name)
         p.varintField(6, s.kind.rawValue)
         p.fixed64Field(7, s.startNanos)
@@ -149,8 +161,8 @@ enum GuardSpanEncoder {
         for (k, v) in s.attributes { keyValue(&p, 9, k, v) }
         for link in s.links {
             p.messageField(13) { l in
-                l.bytesField(1, link.traceID)
-                l.bytesField(2, link.spanID)
+                l.bytesField(1, link.traceID.bytes)
+                l.bytesField(2, link.spanID.bytes)
             }
         }
         p.messageField(15) { st in
