@@ -26,8 +26,14 @@ public struct RunState: Sendable, Equatable, Codable {
     /// How an entity name is compared: trimmed, case-folded, hashed.
     public static func entityDigest(_ name: String) -> String {
         let normalized = name.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-        return SHA256.hash(data: Array(normalized.utf8)).prefix(12).map { String(format: "%02x", $0) }.joined()
+        return hexDigest(normalized, bytes: 12)
     }
+}
+
+/// The first `bytes` bytes of the SHA-256 of `text`, in hex: entity digests, call digests
+/// and approval tickets.
+func hexDigest(_ text: String, bytes: Int) -> String {
+    SHA256.hash(data: Array(text.utf8)).prefix(bytes).map { String(format: "%02x", $0) }.joined()
 }
 
 /// A proposed tool call, as the agent sends it.
@@ -51,7 +57,7 @@ public struct ToolCall: Sendable {
     /// the same digest, whatever the key order the model produced.
     public var digest: String {
         let canonical = tool + "\u{0}" + Self.canonical(arguments)
-        return SHA256.hash(data: Array(canonical.utf8)).prefix(16).map { String(format: "%02x", $0) }.joined()
+        return hexDigest(canonical, bytes: 16)
     }
 
     static func canonical(_ v: JSONValue) -> String {
@@ -138,7 +144,7 @@ public struct PolicyEngine: Sendable {
     public func ticket(_ call: ToolCall, state: RunState) -> String {
         let used = state.approvalsUsed[call.digest] ?? 0
         let material = [call.runID, call.actorID, call.digest, String(used)].joined(separator: "\u{0}")
-        return "APR-" + SHA256.hash(data: Array(material.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        return "APR-" + hexDigest(material, bytes: 6)
     }
 
     func budgetExceeded(_ call: ToolCall, state: RunState) -> String? {
