@@ -59,11 +59,14 @@ public actor GuardService {
         let call = r.call
         guard let actor = policy.actors[r.actorID] else {
             let d = engine.decide(call, state: RunState())
-            emitCheck(r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started)
+            emitCheck(
+                r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started,
+                arguments: shown(r, tenant: ResourceFacts.defaultTenant))
             return DecideAnswer(
                 outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: nil, approvalStatus: nil, violations: d.violations)
         }
         let tenant = actor.tenant
+        let arguments = shown(r, tenant: tenant)
         var state = try load(tenant, r.runID)
         if let usage = r.usage {
             state.apply(usage)
@@ -71,13 +74,15 @@ public actor GuardService {
         }
         var d = engine.decide(call, state: state)
         var approvalStatus: String?
-        var check = newContext(under: r.parent)
+        let check = newContext(under: r.parent)
         if d.outcome == .approvalRequired, let ticket = d.ticket {
-            let approval = try approvalFor(ticket, r, tenant: tenant, decision: d, check: check)
+            let approval = try approvalFor(ticket, r, tenant: tenant, decision: d, check: check, arguments: arguments)
             approvalStatus = approval.status.rawValue
             d = Self.applied(approval, to: d)
         }
-        emitCheck(r, tenant: tenant, tier: policy.tools[r.tool]?.tier, decision: d, started: started, context: &check)
+        emitCheck(
+            r, tenant: tenant, tier: policy.tools[r.tool]?.tier, decision: d, started: started, arguments: arguments,
+            context: check)
         return DecideAnswer(
             outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: d.ticket, approvalStatus: approvalStatus,
             violations: d.violations)
@@ -93,7 +98,9 @@ public actor GuardService {
         let call = r.call
         guard let actor = policy.actors[r.actorID], let tool = policy.tools[r.tool] else {
             let d = engine.decide(call, state: RunState())
-            emitCheck(r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started)
+            emitCheck(
+                r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started,
+                arguments: shown(r, tenant: ResourceFacts.defaultTenant))
             let record = record(r, key: key, tenant: ResourceFacts.defaultTenant, tier: "", decision: d, status: .blocked)
             return ExecuteAnswer(record, result: nil, replayed: false, violations: d.violations)
         }
@@ -110,15 +117,16 @@ public actor GuardService {
                 throw GuardError(.conflict, "a call with idempotency_key \(key) is executing now", retryAfterSeconds: 1)
             }
         }
+        let arguments = shown(r, tenant: tenant)
         var state = try load(tenant, r.runID)
         if let usage = r.usage { state.apply(usage) }
         var d = engine.decide(call, state: state)
         // A retry of a waiting or blocked key is the same step, not a new one.
         if existing == nil { state.steps += 1 }
-        var check = newContext(under: r.parent)
+        let check = newContext(under: r.parent)
         var approval: ApprovalRecord?
         if d.outcome == .approvalRequired, let ticket = d.ticket {
-            approval = try approvalFor(ticket, r, tenant: tenant, decision: d, check: check)
+            approval = try approvalFor(ticket, r, tenant: tenant, decision: d, check: check, arguments: arguments)
             d = Self.applied(approval!, to: d)
         }
         var rec = record(r, key: key, tenant: tenant, tier: tool.tier.rawValue, decision: d, status: .blocked)
@@ -130,7 +138,7 @@ public actor GuardService {
                 try store.put(rec)
                 try store.put(state, tenant: tenant, run: r.runID)
             }
-            emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, context: &check)
+            emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
             return ExecuteAnswer(rec, result: nil, replayed: false, violations: d.violations)
         case .allowed:
             break
@@ -155,7 +163,7 @@ public actor GuardService {
             try store.put(rec)
             try store.put(state, tenant: tenant, run: r.runID)
         }
-        emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, context: &check)
+        emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
 
         let callStarted = Self.now()
         let outcome = await backend.call(
@@ -200,7 +208,7 @@ public actor GuardService {
         }
         emitExecution(
             r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished, grant: grantLink,
-            ticket: d.ticket)
+            ticket: d.ticket, arguments: arguments)
         var answer = ExecuteAnswer(rec, result: result, replayed: false)
         answer.backendSeconds = Double(finished - callStarted) / 1e9
         return answer
@@ -373,6 +381,10 @@ public actor GuardService {
         return out
     }
 
+    /// The call's arguments after redaction, as JSON text: what spans and approval records
+    /// show. Computed once per request, so each redaction hit is counted once.
+    func shown(_ r: GuardRequest, tenant: String) -> String { Self.text(redact(r.arguments, tenant: tenant)) }
+
     /// A lookup's matches and the case facts a tool's result establishes.
     static func learn(from body: JSONValue, tool: Tool, arguments: JSONValue, into state: inout RunState) {
         if let lookup = tool.resolves, let name = arguments.value(at: lookup.argument)?.scalarText {
@@ -391,7 +403,8 @@ public actor GuardService {
     }
 
     func approvalFor(
-        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision, check: (context: SpanContext, parent: SpanID?)
+        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision, check: (context: SpanContext, parent: SpanID?),
+        arguments: String
     ) throws(GuardError) -> ApprovalRecord {
         if let a = try fetch({ () throws in try store.approval(ticket) }) { return a }
         let now = Self.now()
@@ -399,7 +412,7 @@ public actor GuardService {
         let requestContext = SpanContext(traceID: check.context.traceID, spanID: SpanContext.newSpanID())
         let a = ApprovalRecord(
             ticket: ticket, tenant: tenant, runID: r.runID, requester: r.actorID, tool: r.tool, tier: tier,
-            digest: r.call.digest, arguments: Self.text(redact(r.arguments, tenant: tenant)), rule: decision.rule,
+            digest: r.call.digest, arguments: arguments, rule: decision.rule,
             reason: decision.reason, status: .pending, approver: nil, note: nil, requestedNanos: now, decidedNanos: nil,
             requestTraceID: requestContext.traceID.hex, requestSpanID: requestContext.spanID.hex, decisionTraceID: nil,
             decisionSpanID: nil, consumedBy: nil)
@@ -495,20 +508,16 @@ public actor GuardService {
         return a
     }
 
-    func emitCheck(_ r: GuardRequest, tenant: String, tier: Tier?, decision d: Decision, started: UInt64) {
-        var context = newContext(under: r.parent)
-        emitCheck(r, tenant: tenant, tier: tier, decision: d, started: started, context: &context)
-    }
-
+    /// `arguments` is the call's arguments after redaction, computed once per request.
     func emitCheck(
-        _ r: GuardRequest, tenant: String, tier: Tier?, decision d: Decision, started: UInt64,
-        context: inout (context: SpanContext, parent: SpanID?)
+        _ r: GuardRequest, tenant: String, tier: Tier?, decision d: Decision, started: UInt64, arguments: String,
+        context: (context: SpanContext, parent: SpanID?)? = nil
     ) {
+        let context = context ?? newContext(under: r.parent)
         var a = commonAttributes(r, tenant: tenant, tier: tier)
         a += [
             (GuardSpans.policyOutcome, .string(d.outcome.rawValue)), (GuardSpans.policyRule, .string(d.rule)),
-            (GuardSpans.policyReason, .string(d.reason)),
-            (GuardSpans.toolArguments, .string(Self.text(redact(r.arguments, tenant: tenant)))),
+            (GuardSpans.policyReason, .string(d.reason)), (GuardSpans.toolArguments, .string(arguments)),
         ]
         if let t = d.ticket { a.append((GuardSpans.approvalTicket, .string(t))) }
         if let p = r.model.prompt {
@@ -525,12 +534,12 @@ public actor GuardService {
     func emitExecution(
         _ r: GuardRequest, _ rec: ExecutionRecord, tool: Tool, tenant: String,
         context: (context: SpanContext, parent: SpanID?), started: UInt64, ended: UInt64, grant: SpanContext?,
-        ticket: String?
+        ticket: String?, arguments: String
     ) {
         var a = commonAttributes(r, tenant: tenant, tier: tool.tier)
         a += [
             (GuardSpans.operationName, .string("execute_tool")), (GuardSpans.executionStatus, .string(rec.status.rawValue)),
-            (GuardSpans.toolArguments, .string(Self.text(redact(r.arguments, tenant: tenant)))),
+            (GuardSpans.toolArguments, .string(arguments)),
         ]
         if let id = rec.operationID { a.append((GuardSpans.operationID, .string(id))) }
         if let s = rec.backendStatus { a.append((GuardSpans.httpStatus, .int(Int64(s)))) }
