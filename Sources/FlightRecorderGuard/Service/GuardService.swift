@@ -247,7 +247,7 @@ public actor GuardService {
         let (context, parentSpan) = newContext(under: parent)
         a.status = grant ? .granted : .denied
         a.approver = approverID
-        a.note = note.map { redactor.redactText($0, set: ruleSet(a.tenant), hits: &hitsSink) }
+        a.note = note.map { redactText($0, tenant: a.tenant) }
         a.decidedNanos = decided
         a.decisionTraceID = context.traceID.hex
         a.decisionSpanID = context.spanID.hex
@@ -311,7 +311,7 @@ public actor GuardService {
         e.status = succeeded ? .succeeded : .failed
         if let operationID { e.operationID = operationID }
         e.reconciledBy = actorID
-        e.reason = "reconciled by \(actorID)" + (note.map { ": " + redactor.redactText($0, set: ruleSet(actor.tenant), hits: &hitsSink) } ?? "")
+        e.reason = "reconciled by \(actorID)" + (note.map { ": " + redactText($0, tenant: actor.tenant) } ?? "")
         let record = e
         try save { () throws in try store.put(record) }
         return ExecuteAnswer(e, result: Self.parse(e.result), replayed: true)
@@ -345,8 +345,13 @@ public actor GuardService {
 
     // MARK: helpers
 
-    /// Rule hits are counted by the redactor itself; the per-call tally is not needed here.
-    private var hitsSink = Hits()
+    /// Free text (a prompt, an approver's note) through the detectors, hits counted.
+    func redactText(_ text: String, tenant: String) -> String {
+        var hits = Hits()
+        let out = redactor.redactText(text, set: ruleSet(tenant), hits: &hits)
+        redactor.record(hits)
+        return out
+    }
 
     func ruleSet(_ tenant: String) -> Int {
         redactor.ruleSet { key in
@@ -521,8 +526,7 @@ public actor GuardService {
         ]
         if let t = d.ticket { a.append((GuardSpans.approvalTicket, .string(t))) }
         if let p = r.model.prompt {
-            var hits = Hits()
-            a.append((GuardSpans.prompt, .string(redactor.redactText(p, set: ruleSet(tenant), hits: &hits))))
+            a.append((GuardSpans.prompt, .string(redactText(p, tenant: tenant))))
         }
         exporter.emit([
             GuardSpan(
