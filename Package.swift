@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
     ],
     targets: [
@@ -81,6 +82,7 @@ let package = Package(
             name: "FlightRecorderGuard",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderStorage",
+                "FlightRecorderHTTP",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -92,6 +94,18 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+        // HTTP pieces shared by the collector and the sidecar: listeners, errors, responses.
+        .target(
+            name: "FlightRecorderHTTP",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
         .target(
@@ -106,11 +120,13 @@ let package = Package(
             name: "FlightRecorderServer",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction", "CZlib",
-                "FlightRecorderQuery",
+                "FlightRecorderQuery", "FlightRecorderHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,7 +145,7 @@ let package = Package(
             name: "flightrec",
             dependencies: [
                 "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
-                "FlightRecorderGuard",
+                "FlightRecorderGuard", "FlightRecorderHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

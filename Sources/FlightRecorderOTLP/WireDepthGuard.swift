@@ -45,37 +45,24 @@ public enum WireDepthGuard {
     /// Throws `Failure` when the body nests deeper than `maxDepth` or is not well-formed wire format.
     public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(Failure) {
         var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]
-        var cursor = WireCursor(body, 0..<body.count)
-        func readVarint() throws(Failure) -> UInt64 {
-            guard let v = cursor.varint() else { throw .malformed(offset: cursor.pos) }
-            return v
-        }
+        var pos = 0
         while let top = stack.last {
-            if cursor.pos == top.end {
+            if pos == top.end {
                 stack.removeLast()
                 continue
             }
-            guard cursor.pos < top.end else { throw .malformed(offset: cursor.pos) }
-            let key = try readVarint()
-            let field = key >> 3
-            switch key & 7 {
-            case 0: _ = try readVarint()
-            case 1: cursor.pos += 8
-            case 5: cursor.pos += 4
-            case 2:
-                let length = try readVarint()
-                guard length <= UInt64(top.end - cursor.pos) else { throw .malformed(offset: cursor.pos) }
-                let child = top.kind.child(field: field)
-                if child == .leaf {
-                    cursor.pos += Int(length)
-                } else {
-                    guard stack.count < maxDepth else { throw .tooDeep(maxDepth) }
-                    stack.append((child, cursor.pos + Int(length)))
-                }
-            default: throw .malformed(offset: cursor.pos)
+            // Each field is read by a cursor bounded by its enclosing message, so neither a
+            // key, a varint nor a length may run past the message that holds it.
+            var cursor = WireCursor(body, pos..<top.end)
+            guard let field = cursor.field() else { throw .malformed(offset: pos) }
+            let child = field.wireType == 2 ? top.kind.child(field: field.number) : .leaf
+            if child == .leaf {
+                pos = field.range.upperBound
+            } else {
+                guard stack.count < maxDepth else { throw .tooDeep(maxDepth) }
+                stack.append((child, field.payload.upperBound))
+                pos = field.payload.lowerBound
             }
-            if cursor.pos > top.end { throw .malformed(offset: top.end) }
         }
-        if cursor.pos != body.count { throw .malformed(offset: cursor.pos) }
     }
 }

@@ -23,6 +23,7 @@ enum Exit {
     static let usage = ExitCode(64)
     static let notFound = ExitCode(66)
     static let unavailable = ExitCode(69)
+    static let cannotListen = ExitCode(71)
     static let cannotCreate = ExitCode(73)
     static let tempFail = ExitCode(75)
     static let noPermission = ExitCode(77)

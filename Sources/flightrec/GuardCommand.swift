@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderGuard
 import FlightRecorderStorage
 import Foundation
@@ -28,7 +29,7 @@ struct GuardServe: AsyncParsableCommand {
     @Option(help: "Serve on this Unix socket path instead of TCP (mode 0660).")
     var socket: String?
 
-    @Option(help: "The collector's OTLP/HTTP traces URL (default http://127.0.0.1:4318/v1/traces), or off.")
+    @Option(help: "The collector's OTLP/HTTP URL: a base URL gets /v1/traces appended (default http://127.0.0.1:4318/v1/traces), or off.")
     var collector: String?
 
     @Option(help: "State directory (approvals, idempotency keys, run state); default from the config or ./guard-data.")
@@ -50,10 +51,7 @@ struct GuardServe: AsyncParsableCommand {
             }
             if let socket { configuration.socket = socket }
             if let collector {
-                guard collector.lowercased() == "off" || ["http", "https"].contains(URL(string: collector)?.scheme ?? "") else {
-                    throw ConfigError(key: "--collector", reason: "expected the collector's OTLP/HTTP traces URL or off")
-                }
-                configuration.collector = collector
+                configuration.collector = try GuardConfiguration.tracesEndpoint(collector, key: "--collector")
             }
             if let data { configuration.dataDirectory = data }
             try configuration.validate()
@@ -78,6 +76,9 @@ struct GuardServe: AsyncParsableCommand {
         } catch let error as ConfigError {
             printError("configuration error: \(error)")
             throw Exit.config
+        } catch let error as ListenError {
+            printError(error.description)
+            throw Exit.cannotListen
         }
     }
 }

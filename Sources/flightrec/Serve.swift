@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderServer
 import FlightRecorderStorage
 import Foundation
@@ -66,6 +67,9 @@ struct Serve: AsyncParsableCommand {
         } catch let error as StorageError {
             printError(error.message)
             throw error.isLocked ? Exit.tempFail : Exit.cannotCreate
+        } catch let error as ListenError {
+            printError(error.description)
+            throw Exit.cannotListen
         } catch let error as NIOSSLError {
             printError("configuration error: listeners.tls: cannot load the certificate or key: \(error)")
             throw Exit.config

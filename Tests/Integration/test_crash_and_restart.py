@@ -90,7 +90,10 @@ def test_sigkill_loses_no_acknowledged_span_and_the_index_matches_a_reindex(work
     d2 = Daemon(copy)
     d2.data = os.path.join(copy, "data")
     with open(d2.config, "w") as f:
-        f.write(f"data_dir: {d2.data}\nlisteners:\n  otlp_http: 127.0.0.1:{d2.otlp_port}\n  api: 127.0.0.1:{d2.api_port}\n")
+        f.write(
+            f"data_dir: {d2.data}\nlisteners:\n  otlp_http: 127.0.0.1:{d2.otlp_port}\n  api: 127.0.0.1:{d2.api_port}\n"
+            f"  otlp_grpc: 127.0.0.1:{d2.grpc_port}\n"
+        )
     d2.start()
     try:
         assert run_summaries(d2) == live

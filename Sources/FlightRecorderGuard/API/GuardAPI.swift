@@ -1,4 +1,5 @@
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderOTLP
 import Foundation
 public import Hummingbird
@@ -73,7 +74,7 @@ public struct GuardAPI: Sendable {
             await handle {
                 let tenants = try await scope(request)
                 var status: ApprovalRecord.Status?
-                if let s = request.uri.queryParameters.get("status") {
+                if let s = request.formQuery["status"] {
                     guard let parsed = ApprovalRecord.Status(rawValue: s) else {
                         throw GuardError(.badRequest, "status must be pending, granted, denied or consumed")
                     }
@@ -98,7 +99,7 @@ public struct GuardAPI: Sendable {
         router.get("/v1/executions/{key}") { request, context in
             await handle {
                 let key = try context.parameters.require("key")
-                let who = try actor(request, claimed: request.uri.queryParameters.get("actor"), field: "actor")
+                let who = try actor(request, claimed: request.formQuery["actor"], field: "actor")
                 guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }
@@ -125,7 +126,7 @@ public struct GuardAPI: Sendable {
         router.get("/v1/runs/{run}/state") { request, context in
             await handle {
                 let run = try context.parameters.require("run")
-                let who = try actor(request, claimed: request.uri.queryParameters.get("actor"), field: "actor")
+                let who = try actor(request, claimed: request.formQuery["actor"], field: "actor")
                 guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderRedaction
 import Foundation
 import Hummingbird
@@ -7,9 +8,6 @@ public import Logging
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `flightrec guard serve`: the store, the span exporter and the HTTP API in one
 /// `ServiceGroup`. SIGTERM/SIGINT stop the listener first, then flush spans to the collector.
@@ -44,28 +42,10 @@ public struct GuardServer: Sendable {
             redactor: redactor, logger: logger)
         let router = Router(context: BasicRequestContext.self)
         GuardAPI(service: service, tokens: c.actorTokens, logger: logger).addRoutes(to: router)
-        let app: any Service
-        if let path = c.socket {
-            let mode = c.socketMode
-            app = Application(
-                router: router,
-                configuration: .init(address: .unixDomainSocket(path: path), serverName: "flightrec-guard"),
-                onServerRunning: { [logger] _ in
-                    if chmod(path, mode_t(mode)) != 0 { logger.error("cannot set socket mode", metadata: ["path": "\(path)"]) }
-                    logger.notice("listening", metadata: ["listener": "guard", "path": "\(path)"])
-                },
-                logger: logger)
-        } else {
-            app = Application(
-                router: router,
-                configuration: .init(address: .hostname(c.listen.host, port: c.listen.port), serverName: "flightrec-guard"),
-                onServerRunning: { [logger] channel in
-                    let a = channel.localAddress
-                    logger.notice(
-                        "listening", metadata: ["listener": "guard", "address": "\(a?.ipAddress ?? "?"):\(a?.port ?? 0)"])
-                },
-                logger: logger)
-        }
+        let app = try HTTPListener(
+            router: router,
+            address: c.socket.map { .unix(path: $0, mode: c.socketMode) } ?? .tcp(host: c.listen.host, port: c.listen.port),
+            key: c.socket != nil ? "socket" : "listen", name: "guard", serverName: "flightrec-guard", logger: logger)
         logger.notice(
             "policy loaded",
             metadata: [

@@ -36,6 +36,34 @@ public struct GuardConfiguration: Sendable {
 
     public init() {}
 
+    /// The OTLP/HTTP traces URL for a `collector` setting, after the OpenTelemetry exporter
+    /// convention: a base URL with no path (`http://host:4318`) gets `/v1/traces` appended, any
+    /// other path is used as given. `off` stays `off`. A URL that cannot be a traces endpoint
+    /// (not http or https, no host, a query or fragment, another signal's path) is refused.
+    public static func tracesEndpoint(_ text: String, key: String) throws(ConfigError) -> String {
+        if text.lowercased() == "off" { return "off" }
+        guard var parts = URLComponents(string: text), let scheme = parts.scheme?.lowercased(),
+            ["http", "https"].contains(scheme)
+        else {
+            throw ConfigError(key: key, reason: "expected an http:// or https:// OTLP/HTTP URL, or off")
+        }
+        guard let host = parts.host, !host.isEmpty else { throw ConfigError(key: key, reason: "the URL has no host") }
+        guard parts.query == nil, parts.fragment == nil else {
+            throw ConfigError(key: key, reason: "the URL has a query or fragment; an OTLP traces endpoint has neither")
+        }
+        guard parts.user == nil, parts.password == nil else {
+            throw ConfigError(key: key, reason: "credentials do not belong in the URL; use collector_token_env")
+        }
+        let path = parts.path
+        if path.isEmpty || path == "/" {
+            parts.path = "/v1/traces"
+        } else if path.hasSuffix("/v1/logs") || path.hasSuffix("/v1/metrics") {
+            throw ConfigError(key: key, reason: "\(path) is another signal's endpoint; decision spans go to /v1/traces")
+        }
+        guard let url = parts.string else { throw ConfigError(key: key, reason: "not a valid URL") }
+        return url
+    }
+
     public static func load(path: String) throws(ConfigError) -> GuardConfiguration {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(key: "", file: path, reason: "cannot read the config file")
@@ -76,10 +104,11 @@ public struct GuardConfiguration: Sendable {
                 config.socketMode = mode
             case "collector":
                 let url = try r.string(value, "collector")
-                guard url.lowercased() == "off" || ["http", "https"].contains(URL(string: url)?.scheme ?? "") else {
-                    throw r.error(value, "collector", "expected the collector's OTLP/HTTP traces URL or off")
+                do throws(ConfigError) {
+                    config.collector = try Self.tracesEndpoint(url, key: "collector")
+                } catch {
+                    throw r.error(value, "collector", error.reason)
                 }
-                config.collector = url
             case "collector_token_env": config.collectorTokenEnv = try r.string(value, "collector_token_env")
             case "redaction": config.redaction = try r.redaction(value)
             case "data_dir": config.dataDirectory = try r.string(value, "data_dir")

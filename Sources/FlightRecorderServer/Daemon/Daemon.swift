@@ -1,4 +1,5 @@
 public import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderStorage
@@ -8,9 +9,6 @@ import NIOSSL
 public import Logging
 import NIOCore
 import ServiceLifecycle
-#if canImport(Glibc)
-import Glibc
-#endif
 import UnixSignals
 
 /// Wires the store, the OTLP/HTTP receiver and the query API into one `ServiceGroup` with
@@ -75,12 +73,16 @@ public struct Daemon: Sendable {
                         listener: "otlp_grpc_socket", logger: logger)))
         }
         if let address = configuration.otlpHTTP {
-            listeners.append(.init(service: try application(otlpRouter, address, tls: tls, listener: "otlp_http")))
+            listeners.append(.init(service: try http(otlpRouter, .tcp(address), tls: tls, key: "listeners.otlp_http")))
         }
         if let path = configuration.otlpHTTPSocket {
-            listeners.append(.init(service: socketApplication(otlpRouter, path: path, listener: "otlp_http_socket")))
+            listeners.append(
+                .init(
+                    service: try http(
+                        otlpRouter, .unix(path: path, mode: configuration.socketMode), tls: nil,
+                        key: "listeners.otlp_http_socket")))
         }
-        listeners.append(.init(service: try application(apiRouter, configuration.api, tls: tls, listener: "api")))
+        listeners.append(.init(service: try http(apiRouter, .tcp(configuration.api), tls: tls, key: "listeners.api")))
         // Shutdown runs in reverse order: listeners drain before the store closes.
         let group = ServiceGroup(
             configuration: .init(
@@ -97,40 +99,15 @@ public struct Daemon: Sendable {
         return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
     }
 
-    func application(
-        _ router: Router<BasicRequestContext>, _ address: HostPort, tls: TLSConfiguration?, listener: String
-    ) throws -> some Service {
-        Application(
-            router: router,
-            server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "flightrec"),
-            onServerRunning: { [logger] channel in
-                logger.notice(
-                    "listening",
-                    metadata: ["listener": "\(listener)", "address": "\(Self.describe(channel))", "tls": "\(tls != nil)"])
-            },
-            logger: logger)
+    func http(
+        _ router: Router<BasicRequestContext>, _ address: HTTPListener.Address, tls: TLSConfiguration?, key: String
+    ) throws -> HTTPListener {
+        try HTTPListener(router: router, address: address, tls: tls, key: key, serverName: "flightrec", logger: logger)
     }
+}
 
-    /// A listener on a Unix socket, chmod-ed to `socketMode` once bound (0660 by default).
-    func socketApplication(_ router: Router<BasicRequestContext>, path: String, listener: String) -> some Service {
-        let mode = configuration.socketMode
-        return Application(
-            router: router,
-            configuration: .init(address: .unixDomainSocket(path: path), serverName: "flightrec"),
-            onServerRunning: { [logger] _ in
-                if chmod(path, mode_t(mode)) != 0 {
-                    logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
-                }
-                logger.notice("listening", metadata: ["listener": "\(listener)", "path": "\(path)"])
-            },
-            logger: logger)
-    }
-
-    static func describe(_ channel: any Channel) -> String {
-        guard let address = channel.localAddress else { return "unknown" }
-        return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
-    }
+extension HTTPListener.Address {
+    static func tcp(_ hp: HostPort) -> Self { .tcp(host: hp.host, port: hp.port) }
 }
 
 /// Reloads the redaction policy on SIGHUP. An invalid new policy is refused and logged; the

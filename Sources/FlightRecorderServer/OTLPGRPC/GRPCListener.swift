@@ -1,7 +1,9 @@
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 #if canImport(Glibc)
@@ -44,17 +46,47 @@ struct GRPCListener: Service {
         let transport = HTTP2ServerTransport.Posix(
             address: socketAddress, transportSecurity: security,
             config: .defaults { config in
+                // The guard inflates gzip and deflate itself and hands grpc-swift identity
+                // messages; the algorithms stay enabled so responses advertise them.
                 config.compression.enabledAlgorithms = .all
-                // The transport stops a message past this ceiling (after decompression, so a
-                // gzip bomb stops there) by resetting the stream, without a status. The ceiling
-                // sits above the configured limit so that ordinary oversized messages reach the
-                // service and get RESOURCE_EXHAUSTED with a message instead.
-                config.rpc.maxRequestPayloadSize = OTLPGRPCService.transportCeiling(maxBytes)
+                // The guard answers RESOURCE_EXHAUSTED past this ceiling (after decompression,
+                // so a gzip bomb stops there). The ceiling sits above the configured limit so
+                // that ordinary oversized messages reach the service, which names the limit.
+                let ceiling = OTLPGRPCService.transportCeiling(maxBytes)
+                config.rpc.maxRequestPayloadSize = ceiling
+                config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandler(GRPCRequestGuard(limit: ceiling), position: .first)
+                    }
+                }
                 // Bounds what one connection can make the transport buffer before the memory
                 // budget sees it (the transport's default is unlimited).
                 config.http2.maxConcurrentStreams = 100
             })
         let server = GRPCServer(transport: transport, services: [OTLPGRPCService(ingest: ingest, logger: logger)])
+        do {
+            try await serve(server)
+        } catch {
+            throw Self.listenError(error, key: "listeners.\(listener)", address: address) ?? error
+        }
+    }
+
+    /// The bind failure behind a gRPC server error (the transport wraps it as an RPCError's cause).
+    static func listenError(_ error: any Error, key: String, address: Address) -> ListenError? {
+        let shown: String
+        switch address {
+        case .tcp(let hp): shown = hp.description
+        case .unix(let path, _): shown = path
+        }
+        var current: (any Error)? = error
+        while let e = current {
+            if let found = ListenError.from(e, key: key, address: shown) { return found }
+            current = (e as? RPCError)?.cause
+        }
+        return nil
+    }
+
+    private func serve(_ server: GRPCServer<HTTP2ServerTransport.Posix>) async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }

@@ -166,7 +166,7 @@ public struct OTLPHTTPReceiver: Sendable {
             var bytes = Array(buffer.readableBytesView)
             if contentEncoding == "gzip" {
                 do {
-                    bytes = try GzipInflater.inflate(bytes, limit: maxRequestBytes)
+                    bytes = try Inflater.inflate(bytes, format: .gzip, limit: maxRequestBytes)
                 } catch .tooLarge {
                     throw Refusal.tooLarge("gzip body inflates beyond the limit of \(maxRequestBytes) bytes")
                 } catch {

@@ -1,4 +1,5 @@
 import FlightRecorderConfig
+import FlightRecorderHTTP
 import FlightRecorderOTLP
 import FlightRecorderQuery
 public import FlightRecorderStorage
@@ -126,9 +127,9 @@ public struct QueryAPI: Sendable {
     }
 
     func listRuns(_ request: Request, scope: TenantScope) async throws -> Response {
-        let q = request.uri.queryParameters
+        let q = request.formQuery
         func bound(_ name: String) throws -> Int64? {
-            guard let text = q[Substring(name)].map(String.init), !text.isEmpty else { return nil }
+            guard let text = q[name], !text.isEmpty else { return nil }
             guard let v = TimeBound.parse(text) else {
                 throw APIError(
                     status: .badRequest,
@@ -139,13 +140,13 @@ public struct QueryAPI: Sendable {
         let since = try bound("since")
         let until = try bound("until")
         var limit = 100
-        if let text = q["limit"].map(String.init), !text.isEmpty {
+        if let text = q["limit"], !text.isEmpty {
             guard let n = Int(text), (1...10_000).contains(n) else {
                 throw APIError(status: .badRequest, message: "limit: expected an integer from 1 to 10000")
             }
             limit = n
         }
-        if let expression = q["where"].map(String.init), !expression.isEmpty {
+        if let expression = q["where"], !expression.isEmpty {
             return try await search(expression, since: since, until: until, limit: limit, scope: scope)
         }
         let runs = try await store.listRuns(since: since, until: until, limit: limit, scope: scope)
@@ -194,7 +195,7 @@ public struct QueryAPI: Sendable {
         }
         var target: SpanID?
         if view == "path" {
-            let to = request.uri.queryParameters["to"].map(String.init) ?? ""
+            let to = request.formQuery["to"] ?? ""
             guard let span = SpanID(hex: to.lowercased()), !span.isZero else {
                 throw APIError(status: .badRequest, message: "to: expected a span ID of 16 hex characters")
             }
@@ -236,9 +237,9 @@ public struct QueryAPI: Sendable {
     /// `GET /api/v1/lookup?key=operation.id&value=…`: the spans carrying an external ID, each
     /// with its causal path.
     func lookup(_ request: Request, scope: TenantScope) async throws -> Response {
-        let q = request.uri.queryParameters
-        let key = q["key"].map(String.init) ?? ""
-        let value = q["value"].map(String.init) ?? ""
+        let q = request.formQuery
+        let key = q["key"] ?? ""
+        let value = q["value"] ?? ""
         let indexed = store.configuration.indexedKeys.keys
         guard indexed.contains(key) else {
             throw APIError(
