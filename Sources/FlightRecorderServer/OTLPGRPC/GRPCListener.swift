@@ -90,7 +90,10 @@ struct GRPCListener: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
-                if let bound = try await server.listeningAddress {
+                // When binding fails, `listeningAddress` throws a generic "no listening address";
+                // `serve()` throws the bind error itself, which `listenError` then names.
+                guard let bound = try? await server.listeningAddress else { return }
+                do {
                     if case .unix(let path, let mode) = address, chmod(path, mode_t(mode)) != 0 {
                         logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
                     }
