@@ -68,6 +68,8 @@ extension ConfigReader {
             }
         case "allow_keys":
             set.allowKeys = try stringList(v, key).map(RedactionPolicy.KeyPattern.init)
+        case "credential_keys":
+            set.credentialKeys = try bool(v, key)
         case "rules":
             guard let seq = v.sequence else { throw error(v, key, "expected a list of rules") }
             for (i, item) in seq.enumerated() {

@@ -67,6 +67,9 @@ public struct RedactionPolicy: Sendable {
         /// Fail-closed mode: when non-nil, only these keys are kept verbatim and every other
         /// string value is masked.
         public var allowKeys: [KeyPattern]?
+        /// Mask values whose key names a credential (`CredentialKeys`), in every position,
+        /// unless a rule of this set selects the key first. On by default.
+        public var credentialKeys = true
 
         public init(name: String, match: (key: String, value: String)? = nil) {
             self.name = name

@@ -86,21 +86,19 @@ public final class Redactor: Sendable {
         return String(decoding: utf8, as: UTF8.self)
     }
 
-    /// Masks every detector match in `bytes`; nil when nothing matched.
+    /// Masks every detector match in `bytes`; nil when nothing matched. Detectors see the
+    /// text with its disguises undone (`TextNormalizer`); what they match is masked in the
+    /// original bytes.
     public func redactBytes(_ bytes: UnsafeBufferPointer<UInt8>, set: Int, hits: inout Hits) -> [UInt8]? {
-        let s = sets[set]
-        var matches = s.scanner.scan(bytes)
-        if !s.custom.isEmpty {
-            let text = String(decoding: bytes, as: UTF8.self)
-            for (name, regex) in s.custom {
-                for m in regex.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
-                    guard let r = Range(m.range, in: text) else { continue }
-                    let lo = text.utf8.distance(from: text.utf8.startIndex, to: r.lowerBound)
-                    let hi = text.utf8.distance(from: text.utf8.startIndex, to: r.upperBound)
-                    if hi > lo { matches.append(DetectorMatch(range: lo..<hi, rule: name)) }
-                }
+        var matches: [DetectorMatch]
+        if let normalized = TextNormalizer.normalize(bytes) {
+            matches = normalized.bytes.withUnsafeBufferPointer { detect($0, set: set) }
+            for i in matches.indices {
+                let r = matches[i].range
+                matches[i].range = normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
             }
-            matches.sort { $0.range.lowerBound < $1.range.lowerBound }
+        } else {
+            matches = detect(bytes, set: set)
         }
         guard !matches.isEmpty else { return nil }
         var out: [UInt8] = []
@@ -114,6 +112,27 @@ public final class Redactor: Sendable {
         }
         out.append(contentsOf: bytes[pos...])
         return out
+    }
+
+    /// Built-in and custom detector matches, sorted by start.
+    func detect(_ bytes: UnsafeBufferPointer<UInt8>, set: Int) -> [DetectorMatch] {
+        let s = sets[set]
+        var matches = s.scanner.scan(bytes)
+        guard !s.custom.isEmpty else { return matches }
+        let text = String(decoding: bytes, as: UTF8.self)
+        for (name, regex) in s.custom {
+            for m in regex.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                guard let r = Range(m.range, in: text) else { continue }
+                let lo = text.utf8.distance(from: text.utf8.startIndex, to: r.lowerBound)
+                let hi = text.utf8.distance(from: text.utf8.startIndex, to: r.upperBound)
+                // Offsets are exact for valid UTF-8; bytes that are not (a bytes value) were
+                // decoded with replacement characters, so keep the range inside the input.
+                let end = min(hi, bytes.count)
+                if end > lo { matches.append(DetectorMatch(range: lo..<end, rule: name)) }
+            }
+        }
+        matches.sort { $0.range.lowerBound < $1.range.lowerBound }
+        return matches
     }
 
     /// Adds a request's hits to the per-rule counters.
@@ -163,15 +182,16 @@ final class CompiledSet: Sendable {
     let allow: [KeyMatcher]?
     let scanner: ValueScanner
     let custom: [(String, NSRegularExpression)]
-    /// False when no key rule or allowlist exists: every value just goes to the detectors,
-    /// so callers need not even build the key.
-    var selectsKeys: Bool { !rules.isEmpty || allow != nil }
+    /// The built-in `credential_key` rule's index in `rules`; nil when the set turns it off.
+    let credentialRule: Int?
+    /// False when no key rule or allowlist exists: values go to the detectors, and only the
+    /// credential check looks at the key, so callers need not even build the key path.
+    var selectsKeys: Bool { !ruleMatchers.isEmpty || allow != nil }
     private let cache = Mutex<[String: Decision]>([:])
 
     // NSRegularExpression is immutable after creation and documented thread-safe.
     init(_ set: RedactionPolicy.RuleSet, hasKey: Bool) throws(RedactionError) {
         match = set.match
-        rules = set.rules
         var matchers: [[KeyMatcher]] = []
         for rule in set.rules {
             if rule.action == .hash && !hasKey {
@@ -186,6 +206,14 @@ final class CompiledSet: Sendable {
             matchers.append(ms)
         }
         ruleMatchers = matchers
+        var rules = set.rules
+        if set.credentialKeys {
+            credentialRule = rules.count
+            rules.append(RedactionPolicy.KeyRule(name: CredentialKeys.ruleName, keys: [], action: .mask))
+        } else {
+            credentialRule = nil
+        }
+        self.rules = rules
         var allow: [KeyMatcher]?
         if let keys = set.allowKeys {
             var ms: [KeyMatcher] = []
@@ -205,12 +233,25 @@ final class CompiledSet: Sendable {
         self.custom = custom
     }
 
+    /// The decision for a key given as bytes, without building a string when no rule or
+    /// allowlist needs one (the default policy on the ingest path).
+    func decision(forKeyBytes key: UnsafeBufferPointer<UInt8>, path: () -> String) -> Decision {
+        if selectsKeys { return decision(for: path()) }
+        if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
+        return .detect
+    }
+
     func decision(for key: String) -> Decision {
-        guard selectsKeys else { return .detect }
+        guard selectsKeys else {
+            if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
+            return .detect
+        }
         if let d = cache.withLock({ $0[key] }) { return d }
         var d = Decision.detect
         if let r = ruleMatchers.firstIndex(where: { $0.contains { $0.matches(key) } }) {
             d = .rule(r)
+        } else if let credentialRule, CredentialKeys.matches(key) {
+            d = .rule(credentialRule)
         } else if let allow {
             d = allow.contains { $0.matches(key) } ? .allowed : .notAllowed
         }

@@ -9,14 +9,21 @@ package typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
 package typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
 typealias CKeyValueList = UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>
 
-/// Applies a `Redactor` to a protobuf-c `ExportTraceServiceRequest` in place: resource,
-/// scope, span, event and link attributes (recursively through arrays and key-value lists),
-/// span names, event names and status messages. Changed spans get `flightrec.redacted.count`
-/// and `flightrec.redacted.rules` (rule names, never values).
+/// Applies a `Redactor` to a protobuf-c `ExportTraceServiceRequest` in place, over every
+/// string and bytes field a client controls:
+/// - attribute keys and values of resources, scopes, spans, events and links, recursively
+///   through arrays and key-value lists; `bytes` values are scanned as text
+/// - span, event and scope names, scope versions, status messages
+/// - `trace_state` of spans and links, `schema_url` of resource and scope spans
+/// - the resource's entity references (schema URL, type, key names)
+///
+/// IDs (fixed-size bytes) and numbers are not text and are left alone. Changed spans get
+/// `flightrec.redacted.count` and `flightrec.redacted.rules` (rule names, never values).
 ///
 /// Memory: protobuf-c's default allocator is malloc/free, so replaced strings are freed and
 /// new ones `strdup`ed; dropped attributes are freed with `protobuf_c_message_free_unpacked`.
-/// The request is then freed by the caller's `free_unpacked` as usual.
+/// The request is then freed by the caller's `free_unpacked` as usual. Unset strings point
+/// at protobuf-c's static empty string and are never freed.
 public struct RequestRedactor: Sendable {
     public let redactor: Redactor
 
@@ -37,16 +44,28 @@ public struct RequestRedactor: Sendable {
                 return Self.stringValue(of: key, in: res.pointee.attributes, res.pointee.n_attributes)
             }
             var shared = Hits()
+            redactString(&rs.pointee.schema_url, set: set, hits: &shared)
             if let res = resource {
                 redactList(&res.pointee.attributes, &res.pointee.n_attributes, prefix: nil, set: set, hits: &shared)
+                for e in 0..<res.pointee.n_entity_refs {
+                    guard let ref = res.pointee.entity_refs[e] else { continue }
+                    redactString(&ref.pointee.schema_url, set: set, hits: &shared)
+                    redactString(&ref.pointee.type, set: set, hits: &shared)
+                    for k in 0..<ref.pointee.n_id_keys { redactString(&ref.pointee.id_keys[k], set: set, hits: &shared) }
+                    for k in 0..<ref.pointee.n_description_keys {
+                        redactString(&ref.pointee.description_keys[k], set: set, hits: &shared)
+                    }
+                }
             }
             total.merge(shared)
             for s in 0..<rs.pointee.n_scope_spans {
                 guard let ss = rs.pointee.scope_spans[s] else { continue }
                 var scopeOwn = Hits()
+                redactString(&ss.pointee.schema_url, set: set, hits: &scopeOwn)
                 if let scope = ss.pointee.scope {
                     redactList(&scope.pointee.attributes, &scope.pointee.n_attributes, prefix: nil, set: set, hits: &scopeOwn)
                     redactString(&scope.pointee.name, set: set, hits: &scopeOwn)
+                    redactString(&scope.pointee.version, set: set, hits: &scopeOwn)
                 }
                 total.merge(scopeOwn)
                 for i in 0..<ss.pointee.n_spans {
@@ -68,6 +87,7 @@ public struct RequestRedactor: Sendable {
 
     func redactSpan(_ span: UnsafeMutablePointer<Opentelemetry__Proto__Trace__V1__Span>, set: Int, hits: inout Hits) {
         redactString(&span.pointee.name, set: set, hits: &hits)
+        redactString(&span.pointee.trace_state, set: set, hits: &hits)
         redactList(&span.pointee.attributes, &span.pointee.n_attributes, prefix: nil, set: set, hits: &hits)
         for e in 0..<span.pointee.n_events {
             guard let ev = span.pointee.events[e] else { continue }
@@ -76,6 +96,7 @@ public struct RequestRedactor: Sendable {
         }
         for l in 0..<span.pointee.n_links {
             guard let link = span.pointee.links[l] else { continue }
+            redactString(&link.pointee.trace_state, set: set, hits: &hits)
             redactList(&link.pointee.attributes, &link.pointee.n_attributes, prefix: nil, set: set, hits: &hits)
         }
         if let status = span.pointee.status {
@@ -96,19 +117,24 @@ public struct RequestRedactor: Sendable {
     }
 
     /// Applies key rules and detectors to a list of key-values, dropping entries as told.
+    /// Keys are scanned by the detectors too: a key is client text like any other.
     func redactList(_ list: inout CKeyValueList?, _ count: inout Int, prefix: String?, set: Int, hits: inout Hits) {
         guard let items = list, count > 0 else { return }
-        let needKeys = redactor.sets[set].selectsKeys
+        let rules = redactor.sets[set]
         var kept = 0
         for i in 0..<count {
             guard let kv = items[i] else { continue }
-            // Keys are only built when a rule or allowlist can match them (not on the default policy).
-            var path = ""
-            if needKeys {
+            let path: () -> String = {
                 let key = kv.pointee.key.map { String(cString: $0) } ?? ""
-                path = prefix.map { $0 + "." + key } ?? key
+                return prefix.map { $0 + "." + key } ?? key
             }
-            if redactValue(kv.pointee.value, key: path, set: set, hits: &hits) {
+            let key = UnsafeBufferPointer(
+                start: UnsafeRawPointer(kv.pointee.key)?.assumingMemoryBound(to: UInt8.self),
+                count: kv.pointee.key.map { strlen($0) } ?? 0)
+            // The key path is only built when a rule or allowlist can match it.
+            let decision = rules.decision(forKeyBytes: key, path: path)
+            if redactValue(kv.pointee.value, decision: decision, path: path, set: set, hits: &hits) {
+                redactString(&kv.pointee.key, set: set, hits: &hits)
                 items[kept] = kv
                 kept += 1
             } else {
@@ -118,63 +144,88 @@ public struct RequestRedactor: Sendable {
         count = kept
     }
 
-    /// Returns false when the attribute must be dropped.
-    func redactValue(_ value: UnsafeMutablePointer<CAnyValue>?, key: String, set: Int, hits: inout Hits) -> Bool {
+    /// Applies `decision` (made once for the attribute's key) to its value; returns false when
+    /// the attribute must be dropped. `path` builds the dotted key for nested lists.
+    func redactValue(
+        _ value: UnsafeMutablePointer<CAnyValue>?, decision: CompiledSet.Decision, path: () -> String, set: Int,
+        hits: inout Hits
+    ) -> Bool {
         guard let v = value else { return true }
-        switch v.pointee.value_case.rawValue {
+        let kind = v.pointee.value_case.rawValue
+        if case .rule(let r) = decision, kind != 1 {
+            // A rule on the key covers the whole value, whatever its type: a credential key
+            // holding a list is masked as a whole, not element by element.
+            let rule = redactor.sets[set].rules[r]
+            switch rule.action {
+            case .keep: return true
+            case .truncate: break  // strings only; other kinds go on below
+            case .drop:
+                hits.add(rule.name)
+                return false
+            case .mask, .hash:
+                hits.add(rule.name)
+                Self.replaceWithString(v, "[REDACTED:\(rule.name)]")
+                return true
+            }
+        }
+        switch kind {
         case 1:  // string
             guard let p = v.pointee.string_value, p.pointee != 0 else { return true }
-            switch redactor.decision(key: key, set: set) {
+            switch decision {
             case .detect:
                 // The common case: scan the bytes without making a Swift string.
                 redactString(&v.pointee.string_value, set: set, hits: &hits)
                 return true
             case .allowed:
                 return true
-            default:
+            case .notAllowed:
+                hits.add("allowlist")
+                free(p)
+                v.pointee.string_value = Self.cString(Array("[REDACTED:allowlist]".utf8))
+                return true
+            case .rule(let r):
                 let original = String(cString: p)
-                guard let out = redactor.redactValue(original, key: key, set: set, hits: &hits) else { return false }
+                guard let out = redactor.apply(rule: redactor.sets[set].rules[r], to: original, set: set, hits: &hits)
+                else { return false }
                 if out != original {
                     free(p)
                     v.pointee.string_value = Self.cString(Array(out.utf8))
                 }
                 return true
             }
-        case 5:  // array: elements share the key
+        case 5:  // array: elements share the key and its decision
             guard let arr = v.pointee.array_value else { return true }
             for i in 0..<arr.pointee.n_values {
-                if !redactValue(arr.pointee.values[i], key: key, set: set, hits: &hits) {
+                if !redactValue(arr.pointee.values[i], decision: decision, path: path, set: set, hits: &hits) {
                     Self.replaceWithString(arr.pointee.values[i], "[REDACTED]")
                 }
             }
             return true
         case 6:  // key-value list: nested keys are matched as `outer.inner`
             guard let kvl = v.pointee.kvlist_value else { return true }
-            redactList(&kvl.pointee.values, &kvl.pointee.n_values, prefix: key, set: set, hits: &hits)
+            let prefix = redactor.sets[set].selectsKeys ? path() : nil
+            redactList(&kvl.pointee.values, &kvl.pointee.n_values, prefix: prefix, set: set, hits: &hits)
             return true
-        case 0:
-            return true
-        default:  // bool, int, double, bytes: key rules apply; detectors do not
-            switch redactor.decision(key: key, set: set) {
-            case .rule(let r):
-                let rule = redactor.sets[set].rules[r]
-                switch rule.action {
-                case .keep, .truncate: return true
-                case .drop:
-                    hits.add(rule.name)
-                    return false
-                case .mask, .hash:
-                    hits.add(rule.name)
-                    Self.replaceWithString(v, "[REDACTED:\(rule.name)]")
-                    return true
-                }
-            case .notAllowed where v.pointee.value_case.rawValue == 7:
+        case 7:  // bytes: client text as much as a string is
+            switch decision {
+            case .allowed: return true
+            case .notAllowed:
                 hits.add("allowlist")
                 Self.replaceWithString(v, "[REDACTED:allowlist]")
                 return true
             default:
+                let b = v.pointee.bytes_value
+                guard b.len > 0, let data = b.data else { return true }
+                guard let out = redactor.redactBytes(UnsafeBufferPointer(start: data, count: b.len), set: set, hits: &hits)
+                else { return true }
+                free(data)
+                let copy = malloc(max(1, out.count))!.assumingMemoryBound(to: UInt8.self)
+                out.withUnsafeBytes { if $0.count > 0 { memcpy(copy, $0.baseAddress!, $0.count) } }
+                v.pointee.bytes_value = ProtobufCBinaryData(len: out.count, data: copy)
                 return true
             }
+        default:  // empty, bool, int, double: numbers are not text
+            return true
         }
     }
 

@@ -236,7 +236,8 @@ def test_6_secrets_in_tool_results_are_redacted_before_the_agent_sees_them(world
     text = json.dumps(answer)
     assert RECOVERY_PASSWORD not in text and MDM_KEY not in text
     assert answer["result"]["recovery"]["admin_password"] == "[REDACTED:credentials]"
-    assert answer["result"]["mdm_api_key"] == "[REDACTED:api_key]"
+    # No rule names this key, but the key names a credential: the built-in key rule masks it.
+    assert answer["result"]["mdm_api_key"] == "[REDACTED:credential_key]"
     assert answer["result"]["owner_id"] == "E-2002"  # the rest is untouched
     # A replay answers from the store, which only ever held the redacted result.
     status, again = run.execute("lookup_device", {"device_id": "D-200"}, key="secret-lookup")

@@ -113,7 +113,8 @@ def test_no_corpus_value_reaches_disk_index_log_or_api(workdir):
     assert "db.password" not in root["attributes"]
     assert root["attributes"]["enduser.id"].startswith("hmac:k1:") and len(root["attributes"]["enduser.id"]) == 24
     assert json.loads(root["attributes"]["gen_ai.tool.call.arguments"])["phone"] == "[REDACTED:phone]"
-    assert root["attributes"]["http.request.header.authorization"] == "Bearer [REDACTED:auth_header]"
+    # The key names a credential, so the whole value is masked (not only the detected token).
+    assert root["attributes"]["http.request.header.authorization"] == "[REDACTED:credential_key]"
     assert root["attributes"]["keys"] == ["[REDACTED:api_key]", "[REDACTED:api_key]"]
     assert root["attributes"]["flightrec.redacted.count"] >= 10
     assert "passwords" in root["attributes"]["flightrec.redacted.rules"]
@@ -164,3 +165,38 @@ def test_bad_policy_stops_start_up_naming_rule_and_line(workdir):
         f.write("redaction:\n  rules:\n    - name: h\n      keys: [enduser.id]\n      action: hash\n")
     r = subprocess.run([BIN, "serve", "--config", path], capture_output=True, text=True, timeout=30)
     assert r.returncode == 78 and 'bad.yaml:3: redaction: redaction rule "h": action hash needs an HMAC key' in r.stderr
+
+
+def test_credential_keys_are_masked_with_no_configuration(workdir):
+    """With no redaction section at all, a value whose key names a credential is masked in
+    every position and over every protocol (issue 11, defect 5)."""
+    d = Daemon(workdir).start()
+    secret = "correct-horse-battery-staple-77"
+    try:
+        for n, agent in enumerate((Agent(d.otlp_url), Agent(d.grpc_endpoint, grpc=True))):
+            with agent.tracer.start_as_current_span("login", attributes={
+                "agent.run.id": f"run-cred-{n}", "user.password": secret, "http.request.header.authorization": secret,
+                "db_password": secret, "oauth.token": [secret, secret],
+            }) as span:
+                span.add_event("retry", {"client_secret": secret})
+            agent.shutdown()
+        # OTLP/JSON, as a hand-written client sends it.
+        body = {"resourceSpans": [{"resource": {"attributes": [{"key": "api_key", "value": {"stringValue": secret}}]},
+                                   "scopeSpans": [{"spans": [{
+                                       "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                                       "name": "json", "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+                                       "attributes": [{"key": "agent.run.id", "value": {"stringValue": "run-cred-json"}},
+                                                      {"key": "Set-Cookie", "value": {"stringValue": secret}}]}]}]}]}
+        import urllib.request
+        request = urllib.request.Request(d.otlp_url, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+        for run in ("run-cred-0", "run-cred-1", "run-cred-json"):
+            status, detail = d.get(f"/api/v1/runs/{run}")
+            assert status == 200
+            text = json.dumps(detail)
+            assert secret not in text and "[REDACTED:credential_key]" in text, text[max(0, text.find(secret) - 300):][:400]
+    finally:
+        d.stop()
+    assert all(secret.encode() not in p for p in segment_payloads(d.data))
+    assert secret not in d.read_log()
