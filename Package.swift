@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "FlightRecorderOTLP",
             dependencies: [
-                "COTLP", "CProtobufC", "FlightRecorderRedaction",
+                "COTLP", "CProtobufC", "CZlib", "FlightRecorderRedaction",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
@@ -77,12 +77,21 @@ let package = Package(
             name: "FlightRecorderQuery",
             dependencies: ["FlightRecorderOTLP"],
             swiftSettings: swiftSettings),
-        // The policy/executor sidecar (issue 6): policy, state, execution, telemetry, HTTP API.
+        // The sidecar's policy: tool catalog, argument schemas, rules, and its YAML config.
+        .target(
+            name: "FlightRecorderGuardPolicy",
+            dependencies: [
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
+        // The policy/executor sidecar (issue 6): state, execution, telemetry, HTTP API.
         .target(
             name: "FlightRecorderGuard",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderStorage",
-                "FlightRecorderHTTP",
+                "FlightRecorderHTTP", "FlightRecorderGuardPolicy",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -145,7 +154,7 @@ let package = Package(
             name: "flightrec",
             dependencies: [
                 "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
-                "FlightRecorderGuard", "FlightRecorderHTTP",
+                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -168,6 +177,25 @@ let package = Package(
             ],
             path: "Bench/LoadGen",
             swiftSettings: swiftSettings),
+
+        // MARK: Fuzzers (Fuzz/README.md): libFuzzer targets with -DFUZZING, corpus replayers without
+        .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzOTLPProtobuf", dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction"],
+            path: "Fuzz/FuzzOTLPProtobuf", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzOTLPJSON", dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction"],
+            path: "Fuzz/FuzzOTLPJSON", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzGRPCFraming", dependencies: ["FuzzSupport", "FlightRecorderOTLP"], path: "Fuzz/FuzzGRPCFraming",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzWhere",
+            dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderQuery", "FlightRecorderTesting"],
+            path: "Fuzz/FuzzWhere", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzConfig", dependencies: ["FuzzSupport", "FlightRecorderConfig", "FlightRecorderGuardPolicy"],
+            path: "Fuzz/FuzzConfig", swiftSettings: swiftSettings),
 
         // MARK: Tests mirror Sources
         .testTarget(
@@ -192,7 +220,7 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderGuardTests",
             dependencies: [
-                "FlightRecorderGuard", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
+                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
                 "FlightRecorderTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

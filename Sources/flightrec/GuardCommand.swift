@@ -2,6 +2,7 @@ import ArgumentParser
 import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderGuard
+import FlightRecorderGuardPolicy
 import FlightRecorderStorage
 import Foundation
 import Logging

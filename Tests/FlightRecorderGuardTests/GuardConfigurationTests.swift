@@ -1,5 +1,6 @@
 import FlightRecorderConfig
 import FlightRecorderGuard
+import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
 import FlightRecorderRedaction
 import Foundation

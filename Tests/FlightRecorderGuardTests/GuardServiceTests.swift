@@ -8,6 +8,7 @@ import NIOHTTP1
 import Testing
 
 @testable import FlightRecorderGuard
+import FlightRecorderGuardPolicy
 
 @Suite struct GuardServiceTests {
     @Test func sidecarSpansAreValidOTLPThatTheCollectorDecodes() throws {

@@ -1,4 +1,5 @@
 import FlightRecorderGuard
+import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
 import Foundation
 import Testing

@@ -1,3 +1,4 @@
+import FlightRecorderGuardPolicy
 import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderOTLP

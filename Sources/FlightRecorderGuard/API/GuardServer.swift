@@ -1,3 +1,4 @@
+public import FlightRecorderGuardPolicy
 import AsyncHTTPClient
 import FlightRecorderConfig
 import FlightRecorderHTTP

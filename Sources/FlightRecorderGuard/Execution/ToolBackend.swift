@@ -1,3 +1,4 @@
+public import FlightRecorderGuardPolicy
 public import AsyncHTTPClient
 public import FlightRecorderOTLP
 import Foundation

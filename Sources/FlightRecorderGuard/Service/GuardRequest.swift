@@ -1,3 +1,4 @@
+public import FlightRecorderGuardPolicy
 public import FlightRecorderOTLP
 
 /// A tool call as an agent sends it to `/v1/decide` or `/v1/execute`.

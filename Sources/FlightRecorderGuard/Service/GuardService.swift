@@ -1,3 +1,4 @@
+public import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
 public import FlightRecorderRedaction
 import Foundation

@@ -1,3 +1,4 @@
+import FlightRecorderGuardPolicy
 import FlightRecorderStorage
 import Foundation
 

@@ -1,3 +1,4 @@
+import FlightRecorderGuardPolicy
 public import FlightRecorderOTLP
 import Foundation
 import W3CTraceContext

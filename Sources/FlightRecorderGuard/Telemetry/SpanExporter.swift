@@ -1,3 +1,4 @@
+import FlightRecorderGuardPolicy
 import AsyncHTTPClient
 import Foundation
 public import Logging

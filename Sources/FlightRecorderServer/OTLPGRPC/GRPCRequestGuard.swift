@@ -1,3 +1,4 @@
+import FlightRecorderOTLP
 import NIOCore
 import NIOHPACK
 import NIOHTTP2

@@ -18,8 +18,14 @@ public enum GRPCUnaryRequest {
     public static let acceptedEncodings = "gzip,deflate,identity"
 
     public struct Failure: Error, Equatable, Sendable {
+        /// The gRPC status code.
         public var code: Int
         public var message: String
+
+        public init(code: Int, message: String) {
+            self.code = code
+            self.message = message
+        }
 
         static func internalError(_ m: String) -> Failure { Failure(code: 13, message: m) }
         static func unimplemented(_ m: String) -> Failure { Failure(code: 12, message: m) }

@@ -8,8 +8,8 @@ import CZlib
 /// `decompress(with:maxSize:)` returns whatever it inflated from a truncated stream without an
 /// error, and grpc-swift-nio-transport 2.9's inflater spins forever on one (the wedge of
 /// issue 11), so neither may see outside bytes.
-enum Inflater {
-    enum Format: Sendable {
+public enum Inflater {
+    public enum Format: Sendable {
         /// RFC 1952; several members may follow each other.
         case gzip
         /// RFC 1950 (zlib wrapper), what gRPC calls `deflate`.
@@ -18,14 +18,14 @@ enum Inflater {
         var windowBits: Int32 { self == .gzip ? 15 + 16 : 15 }
     }
 
-    enum Failure: Error, Equatable {
+    public enum Failure: Error, Equatable {
         case tooLarge
         case corrupt
     }
 
     /// Inflates every member in `input`; throws `.tooLarge` past `limit` output bytes and
     /// `.corrupt` for an empty, damaged or truncated stream.
-    static func inflate(_ input: some Collection<UInt8>, format: Format = .gzip, limit: Int) throws(Failure) -> [UInt8] {
+    public static func inflate(_ input: some Collection<UInt8>, format: Format = .gzip, limit: Int) throws(Failure) -> [UInt8] {
         let result: Result<[UInt8], Failure>? = input.withContiguousStorageIfAvailable { inflateBuffer($0, format: format, limit: limit) }
         return try (result ?? Array(input).withUnsafeBufferPointer { inflateBuffer($0, format: format, limit: limit) }).get()
     }
