@@ -49,19 +49,23 @@ let package = Package(
         .target(name: "COTLP", dependencies: ["CProtobufC"]),
 
         // MARK: Libraries, one concern each
-        .target(
-            name: "FlightRecorderRedaction",
-            dependencies: [
-                "COTLP", "CProtobufC",
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            swiftSettings: swiftSettings),
+        // The span model and the wire codecs: protobuf-c bridge, OTLP/JSON, gRPC framing, gzip.
         .target(
             name: "FlightRecorderOTLP",
             dependencies: [
-                "COTLP", "CProtobufC", "CZlib", "FlightRecorderRedaction",
+                "COTLP", "CProtobufC", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings),
+        // Redaction policy and detectors, on bytes and strings only (no wire types).
+        .target(
+            name: "FlightRecorderRedaction",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings),
+        // The ingest pipeline's ordered stages: decode, validate, tenant stamp, redact, limit, extract.
+        .target(
+            name: "FlightRecorderIngest",
+            dependencies: ["COTLP", "CProtobufC", "FlightRecorderOTLP", "FlightRecorderRedaction"],
             swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderStorage",
@@ -120,7 +124,7 @@ let package = Package(
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
-                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction",
+                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -128,8 +132,8 @@ let package = Package(
         .target(
             name: "FlightRecorderServer",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction", "CZlib",
-                "FlightRecorderQuery", "FlightRecorderHTTP",
+                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction",
+                "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -181,10 +185,12 @@ let package = Package(
         // MARK: Fuzzers (Fuzz/README.md): libFuzzer targets with -DFUZZING, corpus replayers without
         .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport", swiftSettings: swiftSettings),
         .executableTarget(
-            name: "FuzzOTLPProtobuf", dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction"],
+            name: "FuzzOTLPProtobuf",
+            dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest"],
             path: "Fuzz/FuzzOTLPProtobuf", swiftSettings: swiftSettings),
         .executableTarget(
-            name: "FuzzOTLPJSON", dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction"],
+            name: "FuzzOTLPJSON",
+            dependencies: ["FuzzSupport", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest"],
             path: "Fuzz/FuzzOTLPJSON", swiftSettings: swiftSettings),
         .executableTarget(
             name: "FuzzGRPCFraming", dependencies: ["FuzzSupport", "FlightRecorderOTLP"], path: "Fuzz/FuzzGRPCFraming",
@@ -201,6 +207,10 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderOTLPTests",
             dependencies: ["FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderIngestTests",
+            dependencies: ["FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderStorageTests",

@@ -1,5 +1,6 @@
 import FlightRecorderOTLP
 import FlightRecorderStorage
+import FlightRecorderIngest
 import Foundation
 package import Yams
 

@@ -1,4 +1,5 @@
 public import FlightRecorderOTLP
+public import FlightRecorderIngest
 public import FlightRecorderRedaction
 public import FlightRecorderStorage
 import Foundation

@@ -1,42 +1,42 @@
-import COTLP
+package import COTLP
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 // Short names for the protobuf-c generated structs (Schemas/generate.sh).
-typealias CExportRequest = Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest
-typealias CTracesData = Opentelemetry__Proto__Trace__V1__TracesData
-typealias CResourceSpans = Opentelemetry__Proto__Trace__V1__ResourceSpans
-typealias CScopeSpans = Opentelemetry__Proto__Trace__V1__ScopeSpans
-typealias CSpan = Opentelemetry__Proto__Trace__V1__Span
-typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
-typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
+package typealias CExportRequest = Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest
+package typealias CTracesData = Opentelemetry__Proto__Trace__V1__TracesData
+package typealias CResourceSpans = Opentelemetry__Proto__Trace__V1__ResourceSpans
+package typealias CScopeSpans = Opentelemetry__Proto__Trace__V1__ScopeSpans
+package typealias CSpan = Opentelemetry__Proto__Trace__V1__Span
+package typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
+package typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
 
 extension ProtobufCBinaryData {
-    var rawBuffer: UnsafeRawBufferPointer {
+    package var rawBuffer: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: data, count: len)
     }
 }
 
 /// A NUL-terminated key, prepared once, compared against protobuf-c's `char *` keys.
-struct CKey: Sendable {
-    let bytes: [CChar]
-    let name: String
+package struct CKey: Sendable {
+    package let bytes: [CChar]
+    package let name: String
 
-    init(_ name: String) {
+    package init(_ name: String) {
         self.name = name
         self.bytes = Array(name.utf8CString)
     }
 
-    func matches(_ key: UnsafePointer<CChar>?) -> Bool {
+    package func matches(_ key: UnsafePointer<CChar>?) -> Bool {
         guard let key else { return false }
         return bytes.withUnsafeBufferPointer { strcmp($0.baseAddress!, key) == 0 }
     }
 }
 
 /// The string form of a scalar attribute value (string or integer), as run IDs use; nil otherwise.
-func scalarString(_ value: UnsafeMutablePointer<CAnyValue>?) -> String? {
+package func scalarString(_ value: UnsafeMutablePointer<CAnyValue>?) -> String? {
     guard let v = value?.pointee else { return nil }
     switch v.value_case.rawValue {
     case 1:
@@ -48,7 +48,7 @@ func scalarString(_ value: UnsafeMutablePointer<CAnyValue>?) -> String? {
 }
 
 /// Finds the first of `keys` present in `attributes` (in the order of `keys`) and returns its value.
-func firstValue(
+package func firstValue(
     of keys: [CKey], in attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int
 ) -> String? {
     guard let attributes, count > 0 else { return nil }

@@ -8,7 +8,7 @@ public struct RunIdentity: Sendable {
     public static let defaultKeys = ["agent.run.id", "gen_ai.conversation.id", "session.id"]
 
     public let keys: [String]
-    let cKeys: [CKey]
+    package let cKeys: [CKey]
 
     public init(keys: [String] = RunIdentity.defaultKeys) {
         self.keys = keys
@@ -32,7 +32,7 @@ public struct IndexedKeys: Sendable, Equatable {
     public static let defaultKeys = AgentKeys.defaultExternalIDKeys + AgentKeys.defaultSearchKeys
 
     public let keys: [String]
-    let cKeys: [CKey]
+    package let cKeys: [CKey]
 
     public init(keys: [String] = IndexedKeys.defaultKeys) {
         var unique: [String] = []

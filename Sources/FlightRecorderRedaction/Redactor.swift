@@ -5,7 +5,7 @@ import Synchronization
 /// A validated, compiled redaction policy. Thread-safe; share one instance.
 public final class Redactor: Sendable {
     public let policy: RedactionPolicy
-    let sets: [CompiledSet]
+    package let sets: [CompiledSet]
     let hmac: (id: String, key: SymmetricKey)?
     private let counters = Mutex<[String: Int]>([:])
 
@@ -31,7 +31,7 @@ public final class Redactor: Sendable {
     }
 
     /// What to do with an attribute value under `key` in rule set `set`.
-    func decision(key: String, set: Int) -> CompiledSet.Decision {
+    package func decision(key: String, set: Int) -> CompiledSet.Decision {
         sets[set].decision(for: key)
     }
 
@@ -50,7 +50,7 @@ public final class Redactor: Sendable {
         }
     }
 
-    func apply(rule: RedactionPolicy.KeyRule, to value: String, set: Int, hits: inout Hits) -> String? {
+    package func apply(rule: RedactionPolicy.KeyRule, to value: String, set: Int, hits: inout Hits) -> String? {
         switch rule.action {
         case .keep: return value
         case .drop:
@@ -171,13 +171,13 @@ public struct Hits: Sendable {
 }
 
 /// One rule set, with its patterns compiled.
-final class CompiledSet: Sendable {
-    enum Decision: Sendable {
+package final class CompiledSet: Sendable {
+    package enum Decision: Sendable {
         case rule(Int), allowed, notAllowed, detect
     }
 
     let match: (key: String, value: String)?
-    let rules: [RedactionPolicy.KeyRule]
+    package let rules: [RedactionPolicy.KeyRule]
     let ruleMatchers: [[KeyMatcher]]
     let allow: [KeyMatcher]?
     let scanner: ValueScanner
@@ -186,7 +186,7 @@ final class CompiledSet: Sendable {
     let credentialRule: Int?
     /// False when no key rule or allowlist exists: values go to the detectors, and only the
     /// credential check looks at the key, so callers need not even build the key path.
-    var selectsKeys: Bool { !ruleMatchers.isEmpty || allow != nil }
+    package var selectsKeys: Bool { !ruleMatchers.isEmpty || allow != nil }
     private let cache = Mutex<[String: Decision]>([:])
 
     // NSRegularExpression is immutable after creation and documented thread-safe.
@@ -235,13 +235,13 @@ final class CompiledSet: Sendable {
 
     /// The decision for a key given as bytes, without building a string when no rule or
     /// allowlist needs one (the default policy on the ingest path).
-    func decision(forKeyBytes key: UnsafeBufferPointer<UInt8>, path: () -> String) -> Decision {
+    package func decision(forKeyBytes key: UnsafeBufferPointer<UInt8>, path: () -> String) -> Decision {
         if selectsKeys { return decision(for: path()) }
         if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
         return .detect
     }
 
-    func decision(for key: String) -> Decision {
+    package func decision(for key: String) -> Decision {
         guard selectsKeys else {
             if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
             return .detect

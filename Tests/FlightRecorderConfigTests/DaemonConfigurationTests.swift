@@ -1,5 +1,6 @@
 import FlightRecorderConfig
 import FlightRecorderOTLP
+import FlightRecorderIngest
 import Foundation
 import FlightRecorderStorage
 import Testing

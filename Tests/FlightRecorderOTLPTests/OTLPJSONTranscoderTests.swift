@@ -1,4 +1,5 @@
 import FlightRecorderOTLP
+import FlightRecorderIngest
 import FlightRecorderTesting
 import Foundation
 import Testing

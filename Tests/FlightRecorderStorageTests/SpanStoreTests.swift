@@ -1,4 +1,5 @@
 import FlightRecorderOTLP
+import FlightRecorderIngest
 @testable import FlightRecorderStorage
 import FlightRecorderTesting
 import Foundation

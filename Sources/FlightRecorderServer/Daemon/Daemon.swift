@@ -1,6 +1,7 @@
 public import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderOTLP
+import FlightRecorderIngest
 import FlightRecorderRedaction
 import FlightRecorderStorage
 import Hummingbird

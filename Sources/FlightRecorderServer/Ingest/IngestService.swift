@@ -1,5 +1,6 @@
 import FlightRecorderConfig
 import FlightRecorderOTLP
+public import FlightRecorderIngest
 public import FlightRecorderStorage
 public import Logging
 import Synchronization

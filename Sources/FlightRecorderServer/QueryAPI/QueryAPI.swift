@@ -1,6 +1,7 @@
 import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderOTLP
+public import FlightRecorderIngest
 import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation

@@ -35,8 +35,6 @@ struct StoreRecovery {
         let ids = SegmentFile.list(dir)
         let states = try index.segmentStates()
         var report = RecoveryReport()
-        let decoder = ExportRequestDecoder(
-            runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys, limits: .unlimited)
         for id in ids {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last
@@ -76,17 +74,19 @@ struct StoreRecovery {
             let reader = SegmentReader(directory: dir)
             for (n, block) in scan.blocks.enumerated() {
                 let raw = try reader.readBlock(segment: id, offset: block.offset, length: block.header.frameLength)
-                do {
-                    let batch = try decoder.decode(raw)
+                if let facts = IndexFacts.extract(
+                    raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys)
+                {
+                    var batch = IngestBatch(payload: [], spans: facts.spans, resources: facts.resources)
+                    batch.indexed = facts.indexed
                     chunk.append(
                         DurableBlock(
                             segment: id, offset: block.offset, length: block.header.frameLength,
                             spanCount: batch.spans.count, batches: [batch]))
                     report.indexedSpans += batch.spans.count
-                } catch {
+                } else {
                     logger.error(
-                        "stored block does not decode; skipped",
-                        metadata: ["segment": "\(id)", "offset": "\(block.offset)", "error": "\(error)"])
+                        "stored block does not decode; skipped", metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
                 }
                 report.indexedBlocks += 1
                 if chunk.count == 64 || n == scan.blocks.count - 1 {

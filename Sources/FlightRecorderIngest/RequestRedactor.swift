@@ -1,12 +1,12 @@
 package import COTLP
 import CProtobufC
+package import FlightRecorderOTLP
+public import FlightRecorderRedaction
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-package typealias CKeyValue = Opentelemetry__Proto__Common__V1__KeyValue
-package typealias CAnyValue = Opentelemetry__Proto__Common__V1__AnyValue
 typealias CKeyValueList = UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>
 
 /// Applies a `Redactor` to a protobuf-c `ExportTraceServiceRequest` in place, over every

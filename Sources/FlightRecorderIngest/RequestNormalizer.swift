@@ -1,5 +1,6 @@
 import COTLP
 import CProtobufC
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import FlightRecorderOTLP
+import FlightRecorderIngest
 import FlightRecorderRedaction
 import FlightRecorderTesting
 import Testing

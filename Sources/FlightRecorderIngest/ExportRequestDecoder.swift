@@ -1,4 +1,5 @@
 import COTLP
+public import FlightRecorderOTLP
 public import FlightRecorderRedaction
 
 /// Decodes and validates an OTLP `ExportTraceServiceRequest` in protobuf wire format.
@@ -15,8 +16,6 @@ public struct ExportRequestDecoder: Sendable {
     public var limits: IngestLimits
     /// Applied after decoding and before anything is extracted or stored; nil stores as sent.
     public var redaction: RequestRedactor?
-    static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
-    static let tenantKeys = [CKey("tenant.id")]
 
     public init(
         runIdentity: RunIdentity = RunIdentity(), indexedKeys: IndexedKeys = IndexedKeys(), maxDepth: Int = 128,
@@ -116,63 +115,9 @@ public struct ExportRequestDecoder: Sendable {
             precondition(written == size, "protobuf-c packed a different size than it measured")
         }
 
-        var spans: [SpanIndexEntry] = []
-        spans.reserveCapacity(total - rejected.count)
-        var indexed: [IndexedAttribute] = []
-        var seenIndexed: Set<IndexedValue> = []
-        var resources: [ResourceFacts] = []
-        let req = request.pointee
-        for r in 0..<req.n_resource_spans {
-            guard let rs = req.resource_spans[r]?.pointee else { continue }
-            let resource = rs.resource?.pointee
-            let attrs = resource?.attributes
-            let n = resource?.n_attributes ?? 0
-            let resourceRun = firstValue(of: runIdentity.cKeys, in: attrs, count: n)
-            resources.append(
-                ResourceFacts(
-                    agent: firstValue(of: Self.agentKeys, in: attrs, count: n),
-                    tenant: firstValue(of: Self.tenantKeys, in: attrs, count: n)))
-            let resourceIndex = Int32(resources.count - 1)
-            for s in 0..<rs.n_scope_spans {
-                guard let ss = rs.scope_spans[s]?.pointee else { continue }
-                for i in 0..<ss.n_spans {
-                    guard let span = ss.spans[i]?.pointee,
-                        let traceID = TraceID(bytes: span.trace_id.rawBuffer),
-                        let spanID = SpanID(bytes: span.span_id.rawBuffer)
-                    else { continue }
-                    let parent = SpanID(bytes: span.parent_span_id.rawBuffer) ?? SpanID(0)
-                    let run =
-                        firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
-                        ?? resourceRun
-                    spans.append(
-                        SpanIndexEntry(
-                            traceID: traceID, spanID: spanID, parentSpanID: parent,
-                            startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
-                            isError: span.status?.pointee.code.rawValue == 2,
-                            explicitRunID: run, resource: resourceIndex))
-                    guard let attrs = span.attributes, !indexedKeys.cKeys.isEmpty else { continue }
-                    for a in 0..<span.n_attributes {
-                        guard let kv = attrs[a], let key = kv.pointee.key else { continue }
-                        for ck in indexedKeys.cKeys where ck.matches(key) {
-                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
-                                let a = IndexedAttribute(
-                                    key: ck.name, value: value, trace: traceID, resource: resourceIndex,
-                                    startNanos: span.start_time_unix_nano)
-                                // One row per (hash, trace, resource): exactly the rows the index keeps.
-                                if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
-                                    .inserted
-                                {
-                                    indexed.append(a)
-                                }
-                            }
-                            break
-                        }
-                    }
-                }
-            }
-        }
-        var batch = IngestBatch(payload: payload, spans: spans, resources: resources)
-        batch.indexed = indexed
+        let facts = IndexFacts.extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
+        var batch = IngestBatch(payload: payload, spans: facts.spans, resources: facts.resources)
+        batch.indexed = facts.indexed
         batch.rejectedSpans = rejected.count
         if !rejected.isEmpty {
             let more = rejected.count > reasons.count ? "; and \(rejected.count - reasons.count) more" : ""
@@ -181,12 +126,6 @@ public struct ExportRequestDecoder: Sendable {
         batch.truncatedValues = limited.truncatedValues
         batch.droppedAttributes = limited.droppedAttributes
         return batch
-    }
-
-    struct IndexedValue: Hashable {
-        var hash: Int64
-        var trace: TraceID
-        var resource: Int32
     }
 
     /// Why a span cannot be stored, or nil if it can.

@@ -1,0 +1,104 @@
+import COTLP
+
+/// The facts the index records for each span of a request or stored block, read straight
+/// from protobuf-c structs (no per-attribute Swift objects): IDs, times, error status, the run
+/// the span names, its resource's agent and tenant, and the indexed attribute values.
+///
+/// The last stage of ingest, and what recovery and `flightrec reindex` run over stored
+/// blocks, so both derive the index from the same code.
+public enum IndexFacts {
+    public struct Extracted: Sendable {
+        public var spans: [SpanIndexEntry] = []
+        public var indexed: [IndexedAttribute] = []
+        public var resources: [ResourceFacts] = []
+    }
+
+    static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
+    static let tenantKeys = [CKey("tenant.id")]
+
+    struct IndexedValue: Hashable {
+        var hash: Int64
+        var trace: TraceID
+        var resource: Int32
+    }
+
+    /// The facts of every span with valid IDs in an unpacked `ExportTraceServiceRequest` (or
+    /// `TracesData`, which has the same layout).
+    package static func extract(
+        _ request: UnsafeMutablePointer<CExportRequest>, runIdentity: RunIdentity, indexedKeys: IndexedKeys
+    ) -> Extracted {
+        let req = request.pointee
+        var total = 0
+        for r in 0..<req.n_resource_spans {
+            guard let rs = req.resource_spans[r]?.pointee else { continue }
+            for s in 0..<rs.n_scope_spans { total += rs.scope_spans[s]?.pointee.n_spans ?? 0 }
+        }
+        var spans: [SpanIndexEntry] = []
+        spans.reserveCapacity(total)
+        var indexed: [IndexedAttribute] = []
+        var seenIndexed: Set<IndexedValue> = []
+        var resources: [ResourceFacts] = []
+        for r in 0..<req.n_resource_spans {
+            guard let rs = req.resource_spans[r]?.pointee else { continue }
+            let resource = rs.resource?.pointee
+            let attrs = resource?.attributes
+            let n = resource?.n_attributes ?? 0
+            let resourceRun = firstValue(of: runIdentity.cKeys, in: attrs, count: n)
+            resources.append(
+                ResourceFacts(
+                    agent: firstValue(of: Self.agentKeys, in: attrs, count: n),
+                    tenant: firstValue(of: Self.tenantKeys, in: attrs, count: n)))
+            let resourceIndex = Int32(resources.count - 1)
+            for s in 0..<rs.n_scope_spans {
+                guard let ss = rs.scope_spans[s]?.pointee else { continue }
+                for i in 0..<ss.n_spans {
+                    guard let span = ss.spans[i]?.pointee,
+                        let traceID = TraceID(bytes: span.trace_id.rawBuffer),
+                        let spanID = SpanID(bytes: span.span_id.rawBuffer)
+                    else { continue }
+                    let parent = SpanID(bytes: span.parent_span_id.rawBuffer) ?? SpanID(0)
+                    let run =
+                        firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
+                        ?? resourceRun
+                    spans.append(
+                        SpanIndexEntry(
+                            traceID: traceID, spanID: spanID, parentSpanID: parent,
+                            startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
+                            isError: span.status?.pointee.code.rawValue == 2,
+                            explicitRunID: run, resource: resourceIndex))
+                    guard let attrs = span.attributes, !indexedKeys.cKeys.isEmpty else { continue }
+                    for a in 0..<span.n_attributes {
+                        guard let kv = attrs[a], let key = kv.pointee.key else { continue }
+                        for ck in indexedKeys.cKeys where ck.matches(key) {
+                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
+                                let a = IndexedAttribute(
+                                    key: ck.name, value: value, trace: traceID, resource: resourceIndex,
+                                    startNanos: span.start_time_unix_nano)
+                                // One row per (hash, trace, resource): exactly the rows the index keeps.
+                                if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
+                                    .inserted
+                                {
+                                    indexed.append(a)
+                                }
+                            }
+                            break
+                        }
+                    }
+                }
+            }
+        }
+        return Extracted(spans: spans, indexed: indexed, resources: resources)
+    }
+
+    /// The facts of a serialized request or `TracesData`; nil when it does not unpack.
+    public static func extract(_ payload: [UInt8], runIdentity: RunIdentity, indexedKeys: IndexedKeys) -> Extracted? {
+        payload.withUnsafeBytes { raw in
+            guard (try? WireDepthGuard.check(raw)) != nil,
+                let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+                    nil, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            else { return nil }
+            defer { opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil) }
+            return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
+        }
+    }
+}
