@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "FlightRecorderStorage",
             dependencies: [
-                "FlightRecorderOTLP", "CLZ4", "CSQLite", "CZlib",
+                "FlightRecorderOTLP", "FlightRecorderSQLite", "CLZ4", "CZlib",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -81,6 +81,8 @@ let package = Package(
             name: "FlightRecorderQuery",
             dependencies: ["FlightRecorderOTLP"],
             swiftSettings: swiftSettings),
+        // The SQLite wrapper and the data directory lock, shared by the store and the sidecar.
+        .target(name: "FlightRecorderSQLite", dependencies: ["CSQLite"], swiftSettings: swiftSettings),
         // The sidecar's policy: tool catalog, argument schemas, rules, and its YAML config.
         .target(
             name: "FlightRecorderGuardPolicy",
@@ -94,7 +96,7 @@ let package = Package(
         .target(
             name: "FlightRecorderGuard",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderStorage",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderSQLite",
                 "FlightRecorderHTTP", "FlightRecorderGuardPolicy",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -124,7 +126,7 @@ let package = Package(
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
-                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -158,7 +160,7 @@ let package = Package(
             name: "flightrec",
             dependencies: [
                 "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
-                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP",
+                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP", "FlightRecorderSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -206,7 +208,7 @@ let package = Package(
         // MARK: Tests mirror Sources
         .testTarget(
             name: "FlightRecorderOTLPTests",
-            dependencies: ["FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction"],
+            dependencies: ["FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderIngestTests",
@@ -215,7 +217,8 @@ let package = Package(
         .testTarget(
             name: "FlightRecorderStorageTests",
             dependencies: [
-                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting",
+                "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderIngest",
+                "FlightRecorderSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -229,7 +232,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderGuardTests",
-            dependencies: [
+            dependencies: ["FlightRecorderIngest", 
                 "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
                 "FlightRecorderTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -240,7 +243,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderServerTests",
-            dependencies: [
+            dependencies: ["FlightRecorderIngest", 
                 "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderTesting", "FlightRecorderRedaction",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -250,7 +253,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderConfigTests",
-            dependencies: [
+            dependencies: ["FlightRecorderIngest", 
                 "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderRedaction", "FlightRecorderOTLP",
                 "FlightRecorderTesting",
             ],

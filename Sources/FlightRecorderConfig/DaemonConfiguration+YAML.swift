@@ -1,5 +1,4 @@
 import FlightRecorderOTLP
-import FlightRecorderStorage
 import FlightRecorderIngest
 import Foundation
 package import Yams
@@ -59,7 +58,7 @@ extension DaemonConfiguration {
                     switch k {
                     case "durability":
                         let s = try r.string(v, path)
-                        guard let d = StoreConfigurationDurability(rawValue: s) else {
+                        guard let d = DaemonConfiguration.Durability(rawValue: s) else {
                             throw r.error(v, path, "expected one of fsync, none (got \"\(s)\")")
                         }
                         config.durability = d
@@ -145,7 +144,6 @@ extension DaemonConfiguration {
     }
 }
 
-typealias StoreConfigurationDurability = StoreConfiguration.Durability
 
 /// Typed reads from YAML nodes, with errors that carry the node's line.
 package struct ConfigReader {

@@ -1,7 +1,6 @@
 public import FlightRecorderOTLP
 public import FlightRecorderIngest
 public import FlightRecorderRedaction
-public import FlightRecorderStorage
 import Foundation
 
 /// Everything `flightrec serve` needs. Loaded from one YAML file (`load(path:)`), then
@@ -26,7 +25,9 @@ public struct DaemonConfiguration: Sendable {
     public var socketMode = 0o660
     /// JSON query API. Default 127.0.0.1:4319.
     public var api = HostPort(host: "127.0.0.1", port: 4319)
-    public var durability: StoreConfiguration.Durability = .fsync
+    /// When an export is acknowledged: after fsync (default), or once the write reaches the
+    /// page cache (`none`, for experiments only: a power loss can lose acknowledged spans).
+    public var durability = Durability.fsync
     public var segmentBytes = 256 << 20
     public var blockBytes = 256 << 10
     /// Bound on request bytes waiting for the writer; beyond it requests get 503 + Retry-After.
@@ -51,22 +52,15 @@ public struct DaemonConfiguration: Sendable {
 
     public init() {}
 
+    public enum Durability: String, Sendable {
+        case fsync, none
+    }
+
     public static func defaultDataDirectory() -> String {
         let env = ProcessInfo.processInfo.environment
         if let dir = env["FLIGHTREC_DATA"], !dir.isEmpty { return dir }
         if let xdg = env["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/flightrec" }
         return (env["HOME"] ?? ".") + "/.local/share/flightrec"
-    }
-
-    public var storeConfiguration: StoreConfiguration {
-        var s = StoreConfiguration(directory: dataDirectory)
-        s.durability = durability
-        s.segmentBytes = segmentBytes
-        s.blockBytes = blockBytes
-        s.maxQueueBytes = queueBytes
-        s.runIdentity = RunIdentity(keys: runIDKeys)
-        s.indexedKeys = indexedKeys
-        return s
     }
 
     /// Checks rules that span several keys. Listening beyond loopback needs tokens; the

@@ -1,3 +1,5 @@
+import FlightRecorderSQLite
+
 /// An error from the storage engine, with a message an operator can act on.
 public struct StorageError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
@@ -23,8 +25,22 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     static func sqlite(_ message: String) -> StorageError { StorageError(code: .sqlite, message: message) }
     static let overloaded = StorageError(code: .overloaded, message: "ingest queue is full; retry later")
     static let shuttingDown = StorageError(code: .shuttingDown, message: "the daemon is shutting down")
-    static func locked(_ path: String) -> StorageError {
-        StorageError(code: .locked, message: "data directory \(path) is in use by another flightrec process")
+    init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ error: SQLiteError) {
+        self.init(code: error.isLocked ? .locked : .sqlite, message: error.message)
+    }
+}
+
+/// Runs SQLite work where a `StorageError` is expected.
+func sqlite<T>(_ body: () throws(SQLiteError) -> T) throws(StorageError) -> T {
+    do {
+        return try body()
+    } catch {
+        throw StorageError(error)
     }
 }
 

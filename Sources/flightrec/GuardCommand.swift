@@ -3,7 +3,7 @@ import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderGuard
 import FlightRecorderGuardPolicy
-import FlightRecorderStorage
+import FlightRecorderSQLite
 import Foundation
 import Logging
 
@@ -71,7 +71,7 @@ struct GuardServe: AsyncParsableCommand {
         let logger = Logger(label: "flightrec-guard")
         do {
             try await GuardServer(configuration: configuration, logger: logger).run()
-        } catch let error as StorageError {
+        } catch let error as SQLiteError {
             printError(error.message)
             throw error.isLocked ? Exit.tempFail : Exit.cannotCreate
         } catch let error as ConfigError {

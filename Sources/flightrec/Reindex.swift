@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlightRecorderConfig
+import FlightRecorderServer
 import FlightRecorderStorage
 import Logging
 

@@ -1,5 +1,5 @@
 import FlightRecorderGuardPolicy
-import FlightRecorderStorage
+import FlightRecorderSQLite
 import Foundation
 
 /// One execute request, keyed by tenant and idempotency key: what was decided, and what
@@ -85,7 +85,7 @@ public struct ApprovalRecord: Sendable, Codable, Equatable {
 /// Not thread-safe: owned by `GuardService`, an actor.
 final class GuardStore {
     let db: SQLiteDatabase
-    private let lockFD: Int32
+    private let lock: DirectoryLock
     private let encoder = JSONEncoder()
     private let decoder = JSONDecoder()
     private var runCache: [String: RunState] = [:]
@@ -102,7 +102,7 @@ final class GuardStore {
     /// database cannot be opened.
     init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        lockFD = try SpanStore.lockDirectory(directory)
+        lock = try DirectoryLock(directory: directory)
         db = try SQLiteDatabase(path: directory + "/guard.db")
         try db.execute(
             """
@@ -127,7 +127,6 @@ final class GuardStore {
         encoder.outputFormatting = [.sortedKeys]
     }
 
-    deinit { close(lockFD) }
 
     /// Marks executions left `executing` by a crash as `unknown`; returns how many.
     func recoverInFlight() throws -> Int {

@@ -1,3 +1,4 @@
+import FlightRecorderSQLite
 import FlightRecorderOTLP
 
 /// A block's location, as the index records it.
@@ -21,7 +22,7 @@ final class IndexReader {
     static let summaryColumns =
         "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional"
 
-    init(path: String) throws(StorageError) {
+    init(path: String) throws(SQLiteError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
         runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 ORDER BY tenant")
         runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
@@ -42,7 +43,7 @@ final class IndexReader {
             provisional: s.int64(8) != 0)
     }
 
-    func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(StorageError) -> [RunSummary] {
+    func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
         var tenantFilter = ""
         var tenants: [String] = []
         if case .only(let set) = scope {
@@ -63,7 +64,7 @@ final class IndexReader {
     }
 
     /// The runs named `id` within `scope`, one per tenant, ordered by tenant.
-    func runs(_ id: String, scope: TenantScope) throws(StorageError) -> [RunSummary] {
+    func runs(_ id: String, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
         runByID.bind(1, id)
         defer { runByID.reset() }
         var out: [RunSummary] = []
@@ -75,7 +76,7 @@ final class IndexReader {
     }
 
     /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
-    func runs(ofTrace trace: TraceID, scope: TenantScope) throws(StorageError) -> [(tenant: String, run: String)] {
+    func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)] {
         runOfTrace.bind(1, blob: trace.bytes)
         defer { runOfTrace.reset() }
         var out: [(String, String)] = []
@@ -87,7 +88,7 @@ final class IndexReader {
     }
 
     /// Traces (with their tenant) in which some span carries `key = value`.
-    func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(StorageError)
+    func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(SQLiteError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
         tracesByAttribute.bind(1, IndexedAttribute.hash(key: key, value: value)).bind(2, Int64(limit))
@@ -103,7 +104,7 @@ final class IndexReader {
         return out
     }
 
-    func traces(ofRun run: String, tenant: String) throws(StorageError) -> [TraceID] {
+    func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
         tracesOfRun.bind(1, run).bind(2, tenant)
         defer { tracesOfRun.reset() }
         var out: [TraceID] = []
@@ -114,7 +115,7 @@ final class IndexReader {
         return out
     }
 
-    func blocks(ofTrace trace: TraceID) throws(StorageError) -> [BlockRef] {
+    func blocks(ofTrace trace: TraceID) throws(SQLiteError) -> [BlockRef] {
         blocksOfTrace.bind(1, blob: trace.bytes)
         defer { blocksOfTrace.reset() }
         var out: [BlockRef] = []
@@ -128,7 +129,7 @@ final class IndexReader {
     }
 
     /// Row counts, for tests and `flightrec reindex` reports.
-    func counts() throws(StorageError) -> [String: Int64] {
+    func counts() throws(SQLiteError) -> [String: Int64] {
         var out: [String: Int64] = [:]
         for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
             let q = try db.prepare("SELECT count(*) FROM \(table)")

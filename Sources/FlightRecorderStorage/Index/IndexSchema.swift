@@ -1,3 +1,4 @@
+import FlightRecorderSQLite
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {

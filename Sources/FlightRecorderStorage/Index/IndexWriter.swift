@@ -1,3 +1,4 @@
+import FlightRecorderSQLite
 import FlightRecorderOTLP
 
 /// A block just made durable, with the spans it holds.
@@ -38,7 +39,7 @@ final class IndexWriter {
         var tenant: String
     }
 
-    init(path: String) throws(StorageError) {
+    init(path: String) throws(SQLiteError) {
         db = try SQLiteDatabase(path: path)
         try db.execute(IndexSchema.pragmas)
         if let found = try Self.schemaVersion(db), found != IndexSchema.version {
@@ -84,7 +85,7 @@ final class IndexWriter {
             """)
     }
 
-    static func schemaVersion(_ db: SQLiteDatabase) throws(StorageError) -> String? {
+    static func schemaVersion(_ db: SQLiteDatabase) throws(SQLiteError) -> String? {
         let exists = try db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
         guard try exists.step(), exists.int64(0) > 0 else { return nil }
         let q = try db.prepare("SELECT value FROM meta WHERE key = 'schema_version'")
@@ -92,7 +93,7 @@ final class IndexWriter {
     }
 
     /// Index positions recorded so far, per segment.
-    func segmentStates() throws(StorageError) -> [Int64: (indexedBytes: Int, sealed: Bool)] {
+    func segmentStates() throws(SQLiteError) -> [Int64: (indexedBytes: Int, sealed: Bool)] {
         let q = try db.prepare("SELECT id, indexed_bytes, sealed FROM segments")
         var out: [Int64: (Int, Bool)] = [:]
         while try q.step() { out[q.int64(0)] = (Int(q.int64(1)), q.int64(2) != 0) }
@@ -129,9 +130,9 @@ final class IndexWriter {
     }
 
     /// Indexes `blocks` and records segment positions, in one transaction.
-    func index(_ blocks: [DurableBlock], segments: [(id: Int64, indexedBytes: Int, sealed: Bool)]) throws(StorageError) {
+    func index(_ blocks: [DurableBlock], segments: [(id: Int64, indexedBytes: Int, sealed: Bool)]) throws(SQLiteError) {
         try db.execute("BEGIN IMMEDIATE")
-        do throws(StorageError) {
+        do throws(SQLiteError) {
             try indexRows(blocks)
             for s in segments {
                 upsertSegment.bind(1, s.id).bind(2, Int64(s.indexedBytes)).bind(3, s.sealed ? 1 : 0)
@@ -146,7 +147,7 @@ final class IndexWriter {
         if traceRuns.count > 500_000 { traceRuns.removeAll() }
     }
 
-    private func indexRows(_ blocks: [DurableBlock]) throws(StorageError) {
+    private func indexRows(_ blocks: [DurableBlock]) throws(SQLiteError) {
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
         // Pass 1: block rows, and any trace whose run becomes known in this group.
@@ -217,7 +218,7 @@ final class IndexWriter {
     }
 
     /// The run a trace's unnamed spans belong to, if any span of it has named one.
-    private func runOfTrace(_ key: TraceKey) throws(StorageError) -> String? {
+    private func runOfTrace(_ key: TraceKey) throws(SQLiteError) -> String? {
         if let cached = traceRuns[key] { return cached }
         selectTraceRun.bind(1, blob: key.trace.bytes).bind(2, key.tenant)
         defer { selectTraceRun.reset() }
@@ -230,7 +231,7 @@ final class IndexWriter {
     /// provisional run (its hex ID) into the named run.
     private func assign(
         trace key: TraceKey, to run: String, deltas: inout [RunTraceKey: Delta], touched: inout Set<RunKey>
-    ) throws(StorageError) {
+    ) throws(SQLiteError) {
         let trace = key.trace
         let tenant = key.tenant
         insertTraceRun.bind(1, blob: trace.bytes).bind(2, tenant).bind(3, run)

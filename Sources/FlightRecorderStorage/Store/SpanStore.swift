@@ -1,3 +1,4 @@
+import FlightRecorderSQLite
 public import FlightRecorderOTLP
 import Foundation
 public import Logging
@@ -64,7 +65,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let readerLock = NSLock()
     private let reader: IndexReader
     private let segmentReader: SegmentReader
-    private let lockFD: Int32
+    private let lock: DirectoryLock
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer thread.
@@ -74,9 +75,9 @@ public final class SpanStore: Service, @unchecked Sendable {
         for dir in [configuration.directory, configuration.segmentDirectory] {
             if mkdir(dir, 0o750) != 0 && errno != EEXIST { throw .io("create \(dir)") }
         }
-        lockFD = try Self.lockDirectory(configuration.directory)
+        lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
         do {
-            indexWriter = try IndexWriter(path: configuration.indexPath)
+            indexWriter = try sqlite { () throws(SQLiteError) in try IndexWriter(path: configuration.indexPath) }
             if let old = indexWriter.replacedSchemaVersion {
                 logger.notice(
                     "index schema changed; rebuilding the index from the segments",
@@ -87,10 +88,10 @@ public final class SpanStore: Service, @unchecked Sendable {
             recoveryReport = recovery.report
             let activeID = recovery.activeSegment
             segment = try SegmentWriter(directory: configuration.segmentDirectory, id: activeID)
-            reader = try IndexReader(path: configuration.indexPath)
+            reader = try sqlite { () throws(SQLiteError) in try IndexReader(path: configuration.indexPath) }
             segmentReader = SegmentReader(directory: configuration.segmentDirectory)
         } catch {
-            Glibc.close(lockFD)
+            lock.release()
             throw error
         }
         let writer = Thread { [self] in self.writerLoop() }
@@ -99,17 +100,6 @@ public final class SpanStore: Service, @unchecked Sendable {
         let indexer = Thread { [self] in self.indexerLoop() }
         indexer.name = "flightrec-indexer"
         indexer.start()
-    }
-
-    package static func lockDirectory(_ directory: String) throws(StorageError) -> Int32 {
-        let path = directory + "/LOCK"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw .io("open \(path)") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            Glibc.close(fd)
-            throw .locked(directory)
-        }
-        return fd
     }
 
     // MARK: Ingest
@@ -274,7 +264,9 @@ public final class SpanStore: Service, @unchecked Sendable {
                 }
             }
             do throws(StorageError) {
-                try indexWriter.index(blocks, segments: segments.map { ($0.key, $0.value.indexedBytes, $0.value.sealed) })
+                try sqlite { () throws(SQLiteError) in
+                    try indexWriter.index(blocks, segments: segments.map { ($0.key, $0.value.indexedBytes, $0.value.sealed) })
+                }
             } catch {
                 // The segments hold the spans; the next start-up re-indexes them from there.
                 logger.error("indexing failed; restart to re-index from the segments", metadata: ["error": "\(error.message)"])
@@ -332,7 +324,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         segment.close()
         try? indexWriter.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         queueLock.withLock { state = .closed }
-        Glibc.close(lockFD)
+        lock.release()
         logger.info("store closed cleanly")
     }
 

@@ -1,3 +1,4 @@
+import FlightRecorderSQLite
 import FlightRecorderOTLP
 import Foundation
 public import Logging
@@ -33,7 +34,7 @@ struct StoreRecovery {
     func runReporting() throws(StorageError) -> (activeSegment: Int64, report: RecoveryReport) {
         let dir = configuration.segmentDirectory
         let ids = SegmentFile.list(dir)
-        let states = try index.segmentStates()
+        let states = try sqlite { () throws(SQLiteError) in try index.segmentStates() }
         var report = RecoveryReport()
         for id in ids {
             let path = SegmentFile.path(dir, id)
@@ -91,11 +92,13 @@ struct StoreRecovery {
                 report.indexedBlocks += 1
                 if chunk.count == 64 || n == scan.blocks.count - 1 {
                     let upTo = n == scan.blocks.count - 1 ? validEnd : block.offset + block.header.frameLength
-                    try index.index(chunk, segments: [(id, upTo, !isLast)])
+                    try sqlite { () throws(SQLiteError) in try index.index(chunk, segments: [(id, upTo, !isLast)]) }
                     chunk.removeAll()
                 }
             }
-            if scan.blocks.isEmpty { try index.index([], segments: [(id, validEnd, !isLast)]) }
+            if scan.blocks.isEmpty {
+                try sqlite { () throws(SQLiteError) in try index.index([], segments: [(id, validEnd, !isLast)]) }
+            }
         }
         if report.scannedSegments > 0 {
             logger.info(
@@ -126,15 +129,15 @@ public enum Reindexer {
 
     /// Requires the data directory to be free (no running daemon).
     public static func rebuild(configuration: StoreConfiguration, logger: Logger) throws(StorageError) -> Summary {
-        let lock = try SpanStore.lockDirectory(configuration.directory)
-        defer { close(lock) }
+        let lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
+        defer { lock.release() }
         let fresh = configuration.indexPath + ".rebuild"
         for suffix in ["", "-wal", "-shm"] { unlink(fresh + suffix) }
         let report: RecoveryReport
         do {
-            let writer = try IndexWriter(path: fresh)
+            let writer = try sqlite { () throws(SQLiteError) in try IndexWriter(path: fresh) }
             report = try StoreRecovery(configuration: configuration, index: writer, logger: logger).runReporting().report
-            try writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try sqlite { () throws(SQLiteError) in try writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
         }
         for suffix in ["-wal", "-shm"] { unlink(configuration.indexPath + suffix) }
         guard rename(fresh, configuration.indexPath) == 0 else { throw .io("replace \(configuration.indexPath)") }

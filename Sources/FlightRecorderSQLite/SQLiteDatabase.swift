@@ -10,7 +10,7 @@ package final class SQLiteDatabase {
     package let handle: OpaquePointer
     package let path: String
 
-    package init(path: String, readOnly: Bool = false) throws(StorageError) {
+    package init(path: String, readOnly: Bool = false) throws(SQLiteError) {
         var db: OpaquePointer?
         let flags =
             (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
@@ -18,7 +18,7 @@ package final class SQLiteDatabase {
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
-            throw .sqlite("open index \(path): \(message)")
+            throw SQLiteError("open index \(path): \(message)")
         }
         self.handle = db
         self.path = path
@@ -29,20 +29,20 @@ package final class SQLiteDatabase {
 
     package var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 
-    package func execute(_ sql: String) throws(StorageError) {
+    package func execute(_ sql: String) throws(SQLiteError) {
         var err: UnsafeMutablePointer<CChar>?
         guard sqlite3_exec(handle, sql, nil, nil, &err) == SQLITE_OK else {
             let message = err.map { String(cString: $0) } ?? lastError
             sqlite3_free(err)
-            throw .sqlite("index: \(message)")
+            throw SQLiteError("index: \(message)")
         }
     }
 
-    package func prepare(_ sql: String) throws(StorageError) -> SQLiteStatement {
+    package func prepare(_ sql: String) throws(SQLiteError) -> SQLiteStatement {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK,
             let stmt
-        else { throw .sqlite("index: cannot prepare statement: \(lastError)") }
+        else { throw SQLiteError("index: cannot prepare statement: \(lastError)") }
         return SQLiteStatement(stmt, db: self)
     }
 
@@ -88,19 +88,19 @@ package final class SQLiteStatement {
     }
 
     /// Steps once: true if a row is available.
-    package func step() throws(StorageError) -> Bool {
+    package func step() throws(SQLiteError) -> Bool {
         switch sqlite3_step(stmt) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
         default:
             let message = db.lastError
             sqlite3_reset(stmt)
-            throw .sqlite("index: \(message)")
+            throw SQLiteError("index: \(message)")
         }
     }
 
     /// Runs a statement that returns no rows, then resets it.
-    package func run() throws(StorageError) {
+    package func run() throws(SQLiteError) {
         defer { reset() }
         _ = try step()
     }

@@ -1,0 +1,17 @@
+public import FlightRecorderConfig
+import FlightRecorderOTLP
+public import FlightRecorderStorage
+
+extension DaemonConfiguration {
+    /// The store's share of the daemon's configuration.
+    public var storeConfiguration: StoreConfiguration {
+        var s = StoreConfiguration(directory: dataDirectory)
+        s.durability = durability == .fsync ? .fsync : .none
+        s.segmentBytes = segmentBytes
+        s.blockBytes = blockBytes
+        s.maxQueueBytes = queueBytes
+        s.runIdentity = RunIdentity(keys: runIDKeys)
+        s.indexedKeys = indexedKeys
+        return s
+    }
+}
