@@ -4,18 +4,19 @@
 SYSTEM_PACKAGES := liblz4-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
 VENV := .venv
 PYTHON ?= python3
+FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test deps python-deps build build-release check-generated unit-test integration-test bench generate
+.PHONY: serve test deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
 
 ## Build (release) and start the daemon on the default data directory
 ## ($FLIGHTREC_DATA, else ~/.local/share/flightrec). Ctrl-C drains and exits.
 serve: deps build-release
 	.build/release/flightrec serve $(ARGS)
 
-## Run every test: generated-code check, Swift unit tests, integration tests with the
-## real OpenTelemetry Python SDK.
-test: deps python-deps check-generated unit-test integration-test
+## Run every test: generated-code check, Swift unit tests, the fuzz corpora replayed, a short
+## libFuzzer pass over every decoder, integration tests with the real OpenTelemetry Python SDK.
+test: deps python-deps check-generated unit-test fuzz-replay integration-test fuzz-smoke
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -44,6 +45,18 @@ check-generated:
 
 unit-test: build
 	swift test --skip-build
+
+## Every committed fuzz input (seeds and past crashes) through its target, in the normal build.
+fuzz-replay: build
+	@for t in $(FUZZ_TARGETS); do .build/debug/$$t Fuzz/Corpus/$$t || exit 1; done
+
+## A short libFuzzer pass over every target (FUZZ_SECONDS each, default 15) for CI.
+fuzz-smoke:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-15} Fuzz/run.sh
+
+## Fuzz every decoder that takes outside bytes (FUZZ_SECONDS each, default 60; or FUZZ_RUNS).
+fuzz:
+	Fuzz/run.sh $(TARGETS)
 
 integration-test: build python-deps
 	FLIGHTREC_BIN=$(CURDIR)/.build/debug/flightrec $(VENV)/bin/python -m pytest -q Tests/Integration

@@ -21,12 +21,6 @@ func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
     }
 }
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzzOne(UnsafeBufferPointer(start: data, count: size))
-    return 0
+@main enum Main {
+    static func main() { FuzzMain.run(fuzzOne) }
 }
-
-#if !FUZZING
-@main enum Replay { static func main() { FuzzReplay.main(fuzzOne) } }
-#endif
