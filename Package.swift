@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
     ],
     targets: [
@@ -49,18 +50,20 @@ let package = Package(
         .target(name: "COTLP", dependencies: ["CProtobufC"]),
 
         // MARK: Libraries, one concern each
+        // What every module shares: hex encoding, the wall clock.
+        .target(name: "FlightRecorderCore", swiftSettings: swiftSettings),
         // The span model and the wire codecs: protobuf-c bridge, OTLP/JSON, gRPC framing, gzip.
         .target(
             name: "FlightRecorderOTLP",
             dependencies: [
-                "COTLP", "CProtobufC", "CZlib",
+                "COTLP", "CProtobufC", "CZlib", "FlightRecorderCore",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
         // Redaction policy and detectors, on bytes and strings only (no wire types).
         .target(
             name: "FlightRecorderRedaction",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FlightRecorderCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
         // The ingest pipeline's ordered stages: decode, validate, tenant stamp, redact, limit, extract.
         .target(
@@ -87,7 +90,7 @@ let package = Package(
         .target(
             name: "FlightRecorderGuardPolicy",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderConfig", "FlightRecorderCore",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -116,6 +119,7 @@ let package = Package(
             name: "FlightRecorderHTTP",
             dependencies: [
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -126,13 +130,13 @@ let package = Package(
         .target(
             name: "FlightRecorderConfig",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest",
+                "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderIngest", "FlightRecorderCore",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
         .target(
-            name: "FlightRecorderServer",
+            name: "FlightRecorderCollector",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction",
                 "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP",
@@ -159,8 +163,9 @@ let package = Package(
         .executableTarget(
             name: "flightrec",
             dependencies: [
-                "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
+                "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP", "FlightRecorderSQLite",
+                "FlightRecorderCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -172,7 +177,7 @@ let package = Package(
         .executableTarget(
             name: "FlightRecorderLoadGen",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderServer",
+                "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderCollector",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -242,9 +247,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "FlightRecorderServerTests",
+            name: "FlightRecorderCollectorTests",
             dependencies: ["FlightRecorderIngest", 
-                "FlightRecorderServer", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
+                "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderTesting", "FlightRecorderRedaction",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -1,4 +1,4 @@
-import FlightRecorderServer
+import FlightRecorderCollector
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import Crypto
 import Foundation
 
@@ -41,10 +42,7 @@ public struct AccessToken: Sendable, Equatable {
     /// Lowercase hex SHA-256 of a token's UTF-8 bytes: what configs store, never the token.
     /// The collector's tokens and the sidecar's actor tokens both use it.
     public static func digest(of token: String) -> String {
-        SHA256.hash(data: Array(token.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        Hex.encode(SHA256.hash(data: Array(token.utf8)))
     }
 
     /// Why an `Authorization` value carries no bearer token; `message` says what to send.

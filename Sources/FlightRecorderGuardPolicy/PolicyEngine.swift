@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import Crypto
 public import FlightRecorderOTLP
 import Foundation
@@ -33,7 +34,7 @@ public struct RunState: Sendable, Equatable, Codable {
 /// The first `bytes` bytes of the SHA-256 of `text`, in hex: entity digests, call digests
 /// and approval tickets.
 func hexDigest(_ text: String, bytes: Int) -> String {
-    SHA256.hash(data: Array(text.utf8)).prefix(bytes).map { String(format: "%02x", $0) }.joined()
+    Hex.encode(SHA256.hash(data: Array(text.utf8)).prefix(bytes))
 }
 
 /// A proposed tool call, as the agent sends it.

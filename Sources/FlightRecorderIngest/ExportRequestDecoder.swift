@@ -1,6 +1,6 @@
 import COTLP
 public import FlightRecorderOTLP
-public import FlightRecorderRedaction
+import FlightRecorderRedaction
 
 /// Decodes and validates an OTLP `ExportTraceServiceRequest` in protobuf wire format.
 public struct ExportRequestDecoder: Sendable {

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 /// A 16-byte OTLP trace ID, kept as two big-endian halves so it hashes and compares cheaply.
 public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var high: UInt64
@@ -24,7 +25,7 @@ public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     public var isZero: Bool { high == 0 && low == 0 }
-    public var hex: String { high.paddedHex + low.paddedHex }
+    public var hex: String { Hex.encode(high) + Hex.encode(low) }
     public var description: String { hex }
 
     /// The 16 big-endian bytes, as stored in the index.
@@ -57,7 +58,7 @@ public struct SpanID: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isZero: Bool { value == 0 }
-    public var hex: String { value.paddedHex }
+    public var hex: String { Hex.encode(value) }
     public var description: String { hex }
 
     public var bytes: [UInt8] {
@@ -71,38 +72,4 @@ extension UInt64 {
         for i in 0..<8 { v = (v << 8) | UInt64(b[offset + i]) }
         self = v
     }
-
-    var paddedHex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8](repeating: 0, count: 16)
-        var v = self
-        for i in stride(from: 15, through: 0, by: -1) {
-            out[i] = digits[Int(v & 0xF)]
-            v >>= 4
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}
-
-/// Decodes an even-length hex string to bytes; nil on any non-hex character.
-public func decodeHex(_ s: some StringProtocol) -> [UInt8]? {
-    let u = Array(s.utf8)
-    guard u.count % 2 == 0 else { return nil }
-    func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: c - 48
-        case 97...102: c - 87
-        case 65...70: c - 55
-        default: nil
-        }
-    }
-    var out = [UInt8]()
-    out.reserveCapacity(u.count / 2)
-    var i = 0
-    while i < u.count {
-        guard let h = nibble(u[i]), let l = nibble(u[i + 1]) else { return nil }
-        out.append(h << 4 | l)
-        i += 2
-    }
-    return out
 }

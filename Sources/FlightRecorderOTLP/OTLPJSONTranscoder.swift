@@ -1,3 +1,4 @@
+import FlightRecorderCore
 public import Foundation
 
 /// Converts an OTLP/JSON `ExportTraceServiceRequest` into the protobuf wire format, so both
@@ -107,7 +108,7 @@ public enum OTLPJSONTranscoder {
             guard let v = field(o, name) else { return }
             path.append(name)
             guard case .string(let s) = v else { throw fail("expected a hex string") }
-            guard let bytes = decodeHex(s) else { throw fail("is not a hex string") }
+            guard let bytes = Hex.decode(s) else { throw fail("is not a hex string") }
             if !bytes.isEmpty { w.bytesField(number, bytes) }
             path.removeLast()
         }

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import Crypto
 import Foundation
 import Synchronization
@@ -75,7 +76,7 @@ public final class Redactor: Sendable {
     public func hash(_ value: String) -> String {
         guard let hmac else { return "[REDACTED:hash]" }
         let mac = HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: hmac.key)
-        return "hmac:\(hmac.id):" + mac.prefix(8).map { String(format: "%02x", $0) }.joined()
+        return "hmac:\(hmac.id):" + Hex.encode(mac.prefix(8))
     }
 
     /// Runs the detectors over free text (span names, messages, values with no key rule).

@@ -1,6 +1,6 @@
 import ArgumentParser
 import FlightRecorderConfig
-import FlightRecorderServer
+import FlightRecorderCollector
 import FlightRecorderStorage
 import Logging
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import FlightRecorderConfig
 import FlightRecorderHTTP
-import FlightRecorderServer
+import FlightRecorderCollector
 import FlightRecorderStorage
 import Foundation
 import Logging

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import ArgumentParser
 import FlightRecorderConfig
 import Foundation
@@ -16,7 +17,7 @@ struct TokenCommand: ParsableCommand {
             var bytes = [UInt8](repeating: 0, count: 32)
             var rng = SystemRandomNumberGenerator()
             for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
-            let token = "frt_" + bytes.map { String(format: "%02x", $0) }.joined()
+            let token = "frt_" + Hex.encode(bytes)
             print("token:  \(token)")
             print("sha256: \(AccessToken.digest(of: token))")
         }

@@ -1,6 +1,6 @@
 import FlightRecorderGuardPolicy
 import FlightRecorderConfig
-import FlightRecorderHTTP
+public import FlightRecorderHTTP
 import FlightRecorderOTLP
 import Foundation
 public import Hummingbird
@@ -31,18 +31,18 @@ public struct GuardAPI: Sendable {
     }
 
     public func addRoutes(to router: Router<BasicRequestContext>) {
-        router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
+        router.get("/healthz") { _, _ in JSONResponse.make(.ok, ["status": "ok"]) }
         router.get("/v1/stats") { request, _ in
             await handle {
                 _ = try await scope(request)
-                return Self.json(.ok, await service.stats())
+                return JSONResponse.make(.ok, await service.stats())
             }
         }
         router.post("/v1/decide") { request, _ in
             await handle {
                 let (body, actor) = try await call(request)
                 let r = try guardRequest(body, actor: actor, request: request)
-                return Self.json(.ok, try await service.decide(r))
+                return JSONResponse.make(.ok, try await service.decide(r))
             }
         }
         router.post("/v1/execute") { request, _ in
@@ -50,9 +50,9 @@ public struct GuardAPI: Sendable {
                 let (body, actor) = try await call(request)
                 let r = try guardRequest(body, actor: actor, request: request)
                 let answer = try await service.execute(r)
-                var response = Self.json(.ok, answer)
+                var response = JSONResponse.make(.ok, answer)
                 if let b = answer.backendSeconds {
-                    response.headers[Self.serverTiming] = String(format: "backend;dur=%.3f", b * 1000)
+                    ServerTiming.add(ServerTiming.entry("backend", .milliseconds(b * 1000)), to: &response)
                 }
                 return response
             }
@@ -67,7 +67,7 @@ public struct GuardAPI: Sendable {
                     let a = try await service.resolve(
                         ticket: ticket, approverID: approver, grant: grant, note: try string(body, "note"),
                         parent: SpanContext(traceparent: request.headers[HTTPField.Name("traceparent")!]))
-                    return Self.json(.ok, ApprovalView(a))
+                    return JSONResponse.make(.ok, ApprovalView(a))
                 }
             }
         }
@@ -82,19 +82,19 @@ public struct GuardAPI: Sendable {
                     status = parsed
                 }
                 let list = try await service.approvals(status: status, tenants: tenants)
-                return Self.json(.ok, ["approvals": list.map(ApprovalView.init)])
+                return JSONResponse.make(.ok, ["approvals": list.map(ApprovalView.init)])
             }
         }
         router.get("/v1/approvals/{ticket}") { request, context in
             await handle {
                 let a = try await service.approval(try context.parameters.require("ticket"), tenants: try await scope(request))
-                return Self.json(.ok, ApprovalView(a))
+                return JSONResponse.make(.ok, ApprovalView(a))
             }
         }
         router.get("/v1/uncertain") { request, _ in
             await handle {
                 let list = try await service.uncertain(tenants: try await scope(request))
-                return Self.json(.ok, ["uncertain": list.map(UncertainView.init)])
+                return JSONResponse.make(.ok, ["uncertain": list.map(UncertainView.init)])
             }
         }
         router.get("/v1/executions/{key}") { request, context in
@@ -104,7 +104,7 @@ public struct GuardAPI: Sendable {
                 guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }
-                return Self.json(.ok, try await service.execution(key: key, tenant: tenant))
+                return JSONResponse.make(.ok, try await service.execution(key: key, tenant: tenant))
             }
         }
         router.post("/v1/executions/{key}/reconcile") { request, context in
@@ -117,7 +117,7 @@ public struct GuardAPI: Sendable {
                 guard status == "succeeded" || status == "failed" else {
                     throw GuardError(.badRequest, "status must be succeeded or failed")
                 }
-                return Self.json(
+                return JSONResponse.make(
                     .ok,
                     try await service.reconcile(
                         key: key, actorID: who, succeeded: status == "succeeded", operationID: try string(body, "operation_id"),
@@ -131,50 +131,22 @@ public struct GuardAPI: Sendable {
                 guard let tenant = service.engine.policy.actors[who]?.tenant else {
                     throw GuardError(.forbidden, "actor \(who) is not configured")
                 }
-                return Self.json(.ok, RunStateView(try await service.runState(tenant: tenant, run: run)))
+                return JSONResponse.make(.ok, RunStateView(try await service.runState(tenant: tenant, run: run)))
             }
         }
     }
 
     // MARK: Request parsing
 
-    static let serverTiming = HTTPField.Name("Server-Timing")!
-
     /// Runs a handler; errors become their HTTP answer. `Server-Timing` reports the time in
     /// the sidecar (`app`) and, for an execution, in the backend call (`backend`), in ms.
     func handle(_ body: () async throws -> Response) async -> Response {
-        let started = ContinuousClock.now
-        do {
-            var response = try await body()
-            let elapsed = ContinuousClock.now - started
-            let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
-            let app = String(format: "app;dur=%.3f", ms)
-            response.headers[Self.serverTiming] = response.headers[Self.serverTiming].map { app + ", " + $0 } ?? app
-            return response
-        } catch let e as GuardError {
-            var r = Self.error(Self.status(e.kind), e.message)
-            if let s = e.retryAfterSeconds { r.headers[.retryAfter] = String(s) }
-            if e.kind == .unauthorized { r.headers[.wwwAuthenticate] = "Bearer realm=\"flightrec-guard\"" }
-            return r
-        } catch {
-            logger.error("request failed", metadata: ["error": "\(type(of: error))"])
-            return Self.error(.internalServerError, "internal error")
-        }
+        await APIHandler(logger: logger).run(body)
     }
 
     /// The JSON object body, within 1 MiB.
     func object(_ request: Request) async throws -> [String: JSONValue] {
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > Self.maxBodyBytes {
-            throw GuardError(.tooLarge, "body of \(length) bytes exceeds the limit of \(Self.maxBodyBytes) bytes")
-        }
-        var buffer = ByteBuffer()
-        for try await chunk in request.body {
-            guard buffer.readableBytes + chunk.readableBytes <= Self.maxBodyBytes else {
-                throw GuardError(.tooLarge, "body exceeds the limit of \(Self.maxBodyBytes) bytes")
-            }
-            var chunk = chunk
-            buffer.writeBuffer(&chunk)
-        }
+        let buffer = try await BoundedBody.collect(request, limit: Self.maxBodyBytes)
         guard buffer.readableBytes > 0 else { throw GuardError(.badRequest, "the body must be a JSON object") }
         let parsed: JSONValue
         do {
@@ -296,31 +268,6 @@ public struct GuardAPI: Sendable {
     }
 
     // MARK: Responses
-
-    static func status(_ kind: GuardError.Kind) -> HTTPResponse.Status {
-        switch kind {
-        case .badRequest: .badRequest
-        case .unauthorized: .unauthorized
-        case .forbidden: .forbidden
-        case .notFound: .notFound
-        case .conflict: .conflict
-        case .tooLarge: .contentTooLarge
-        case .unavailable: .serviceUnavailable
-        }
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-    }
-
-    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        json(status, ["error": message])
-    }
 }
 
 /// Timestamps as RFC 3339 with milliseconds.
@@ -454,5 +401,23 @@ struct RunStateView: Encodable {
         duplicateCalls = s.calls.values.reduce(0) { $0 + max(0, $1 - 1) }
         ambiguousEntities = s.ambiguousEntities.count
         caseState = s.caseState
+    }
+}
+
+extension GuardError: APIErrorConvertible {
+    public var apiError: APIError {
+        let status: HTTPResponse.Status =
+            switch kind {
+            case .badRequest: .badRequest
+            case .unauthorized: .unauthorized
+            case .forbidden: .forbidden
+            case .notFound: .notFound
+            case .conflict: .conflict
+            case .tooLarge: .contentTooLarge
+            case .unavailable: .serviceUnavailable
+            }
+        var e = kind == .unauthorized ? APIError.unauthorized(message, realm: "flightrec-guard") : APIError(status, message)
+        e.retryAfterSeconds = retryAfterSeconds
+        return e
     }
 }

@@ -38,14 +38,14 @@ public struct QueryAPI: Sendable {
     }
 
     public func addRoutes(to router: Router<some RequestContext>) {
-        router.get("/healthz") { _, _ in Self.json(.ok, ["status": "ok"]) }
+        router.get("/healthz") { _, _ in JSONResponse.make(.ok, ["status": "ok"]) }
         router.get("/api/v1/redaction/stats") { request, _ in
             await self.handle(request, roles: [.admin]) { _ in
-                Self.json(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
+                JSONResponse.make(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
             }
         }
         router.get("/api/v1/ingest/stats") { request, _ in
-            await self.handle(request, roles: [.admin]) { _ in Self.json(.ok, self.ingest?.stats ?? .init()) }
+            await self.handle(request, roles: [.admin]) { _ in JSONResponse.make(.ok, self.ingest?.stats ?? .init()) }
         }
         router.get("/api/v1/runs") { request, _ in
             await self.handle(request) { p in try await self.listRuns(request, scope: p.scope) }
@@ -85,13 +85,6 @@ public struct QueryAPI: Sendable {
         var rules: [String: Int]
     }
 
-    static let serverTiming = HTTPField.Name("Server-Timing")!
-
-    struct APIError: Error {
-        var status: HTTPResponse.Status
-        var message: String
-    }
-
     func handle(
         _ request: Request, roles: Set<Role> = Role.readers, _ body: (Principal) async throws -> Response
     ) async -> Response {
@@ -100,27 +93,12 @@ public struct QueryAPI: Sendable {
             principal = try auth.authenticate(request.headers[.authorization], requiring: roles)
         } catch {
             switch error {
-            case .unauthenticated(let m):
-                var r = Self.error(.unauthorized, m)
-                r.headers[.wwwAuthenticate] = "Bearer realm=\"flightrec\""
-                return r
-            case .forbidden(let m): return Self.error(.forbidden, m)
+            case .unauthenticated(let m): return JSONResponse.error(.unauthorized(m, realm: "flightrec"))
+            case .forbidden(let m): return JSONResponse.error(.forbidden, m)
             }
         }
-        let started = ContinuousClock.now
-        do {
-            var response = try await body(principal)
-            // Server-side time, for benchmarks and operators (RFC Server-Timing, milliseconds).
-            let elapsed = ContinuousClock.now - started
-            let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
-            response.headers[Self.serverTiming] = "app;dur=" + String(format: "%.3f", ms)
-            return response
-        } catch let e as APIError {
-            return Self.error(e.status, e.message)
-        } catch {
-            logger.error("query failed", metadata: ["error": "\(error)"])
-            return Self.error(.serviceUnavailable, "the store could not answer: \(error)")
-        }
+        return await APIHandler(logger: logger, unexpected: APIError(.serviceUnavailable, "the store could not answer"))
+            .run { try await body(principal) }
     }
 
     struct RunsPage: Encodable {
@@ -132,9 +110,7 @@ public struct QueryAPI: Sendable {
         func bound(_ name: String) throws -> Int64? {
             guard let text = q[name], !text.isEmpty else { return nil }
             guard let v = TimeBound.parse(text) else {
-                throw APIError(
-                    status: .badRequest,
-                    message: "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
+                throw APIError(.badRequest, "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
             }
             return v
         }
@@ -143,7 +119,7 @@ public struct QueryAPI: Sendable {
         var limit = 100
         if let text = q["limit"], !text.isEmpty {
             guard let n = Int(text), (1...10_000).contains(n) else {
-                throw APIError(status: .badRequest, message: "limit: expected an integer from 1 to 10000")
+                throw APIError(.badRequest, "limit: expected an integer from 1 to 10000")
             }
             limit = n
         }
@@ -151,7 +127,7 @@ public struct QueryAPI: Sendable {
             return try await search(expression, since: since, until: until, limit: limit, scope: scope)
         }
         let runs = try await store.listRuns(since: since, until: until, limit: limit, scope: scope)
-        return Self.json(.ok, RunsPage(runs: runs))
+        return JSONResponse.make(.ok, RunsPage(runs: runs))
     }
 
     struct SearchBody: Encodable {
@@ -176,12 +152,12 @@ public struct QueryAPI: Sendable {
         do {
             filter = try SpanFilter.parse(expression)
         } catch {
-            throw APIError(status: .badRequest, message: "where: \(error.description)")
+            throw APIError(.badRequest, "where: \(error.description)")
         }
         let narrow = filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys))
         let result = try await store.search(
             narrow: narrow, scope: scope, since: since, until: until, limit: limit, matches: { filter.matches($0) })
-        return Self.json(
+        return JSONResponse.make(
             .ok,
             SearchBody(
                 runs: result.hits.map(\.run),
@@ -192,29 +168,29 @@ public struct QueryAPI: Sendable {
     /// `graph`, `path?to=SPAN`, `critical-path` and `findings` of one run.
     func causal(_ view: String, _ id: String, request: Request, scope: TenantScope) async throws -> Response {
         guard !id.isEmpty, id.utf8.count <= 512 else {
-            throw APIError(status: .badRequest, message: "run ID must be 1 to 512 bytes")
+            throw APIError(.badRequest, "run ID must be 1 to 512 bytes")
         }
         var target: SpanID?
         if view == "path" {
             let to = request.formQuery["to"] ?? ""
             guard let span = SpanID(hex: to.lowercased()), !span.isZero else {
-                throw APIError(status: .badRequest, message: "to: expected a span ID of 16 hex characters")
+                throw APIError(.badRequest, "to: expected a span ID of 16 hex characters")
             }
             target = span
         }
         guard let detail = try await store.run(id, scope: scope) else {
-            throw APIError(status: .notFound, message: "no run with this ID")
+            throw APIError(.notFound, "no run with this ID")
         }
         let graph = RunGraph(runID: detail.summary.runID, spans: detail.spans)
         switch view {
-        case "graph": return Self.json(.ok, graph.graph())
-        case "critical-path": return Self.json(.ok, graph.criticalPath())
-        case "findings": return Self.json(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
+        case "graph": return JSONResponse.make(.ok, graph.graph())
+        case "critical-path": return JSONResponse.make(.ok, graph.criticalPath())
+        case "findings": return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
         default:
             guard let target, let index = graph.index(of: target) else {
-                throw APIError(status: .notFound, message: "no span with this ID in the run")
+                throw APIError(.notFound, "no span with this ID in the run")
             }
-            return Self.json(.ok, graph.path(to: index))
+            return JSONResponse.make(.ok, graph.path(to: index))
         }
     }
 
@@ -243,14 +219,13 @@ public struct QueryAPI: Sendable {
         let value = q["value"] ?? ""
         let indexed = store.configuration.indexedKeys.keys
         guard indexed.contains(key) else {
-            throw APIError(
-                status: .badRequest, message: "key: expected one of the indexed keys (\(indexed.joined(separator: ", ")))")
+            throw APIError(.badRequest, "key: expected one of the indexed keys (\(indexed.joined(separator: ", ")))")
         }
         guard !value.isEmpty, value.utf8.count <= 512 else {
-            throw APIError(status: .badRequest, message: "value: expected 1 to 512 bytes")
+            throw APIError(.badRequest, "value: expected 1 to 512 bytes")
         }
         let found = try await store.lookup(key: key, value: value, scope: scope, limit: 20)
-        guard !found.isEmpty else { throw APIError(status: .notFound, message: "no span carries this \(key)") }
+        guard !found.isEmpty else { throw APIError(.notFound, "no span carries this \(key)") }
         var matches: [LookupBody.Match] = []
         var graphs: [String: RunGraph] = [:]
         for m in found {
@@ -261,7 +236,7 @@ public struct QueryAPI: Sendable {
             guard let graph = graphs[cacheKey], let index = graph.index(of: m.span.spanID) else { continue }
             matches.append(.init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))
         }
-        return Self.json(.ok, LookupBody(key: key, value: value, matches: matches))
+        return JSONResponse.make(.ok, LookupBody(key: key, value: value, matches: matches))
     }
 
     struct RunBody: Encodable {
@@ -272,12 +247,12 @@ public struct QueryAPI: Sendable {
 
     func run(_ id: String, scope: TenantScope) async throws -> Response {
         guard !id.isEmpty, id.utf8.count <= 512 else {
-            throw APIError(status: .badRequest, message: "run ID must be 1 to 512 bytes")
+            throw APIError(.badRequest, "run ID must be 1 to 512 bytes")
         }
         guard let detail = try await store.run(id, scope: scope) else {
-            throw APIError(status: .notFound, message: "no run with this ID")
+            throw APIError(.notFound, "no run with this ID")
         }
-        return Self.json(.ok, RunBody(run: detail.summary, spans: detail.spans, warnings: detail.warnings))
+        return JSONResponse.make(.ok, RunBody(run: detail.summary, spans: detail.spans, warnings: detail.warnings))
     }
 
     struct TraceBody: Encodable {
@@ -288,27 +263,10 @@ public struct QueryAPI: Sendable {
 
     func trace(_ id: String, scope: TenantScope) async throws -> Response {
         guard let trace = TraceID(hex: id.lowercased()), !trace.isZero else {
-            throw APIError(status: .badRequest, message: "trace ID must be 32 hex characters, not all zero")
+            throw APIError(.badRequest, "trace ID must be 32 hex characters, not all zero")
         }
         let (spans, warnings) = try await store.trace(trace, scope: scope)
-        guard !spans.isEmpty else { throw APIError(status: .notFound, message: "no trace with this ID") }
-        return Self.json(.ok, TraceBody(traceId: trace.hex, spans: spans, warnings: warnings))
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-    }
-
-    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        struct Body: Encodable {
-            var error: String
-            var status: Int
-        }
-        return json(status, Body(error: message, status: status.code))
+        guard !spans.isEmpty else { throw APIError(.notFound, "no trace with this ID") }
+        return JSONResponse.make(.ok, TraceBody(traceId: trace.hex, spans: spans, warnings: warnings))
     }
 }

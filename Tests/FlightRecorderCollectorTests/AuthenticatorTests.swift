@@ -1,6 +1,6 @@
 import Crypto
 import FlightRecorderConfig
-import FlightRecorderServer
+import FlightRecorderCollector
 import FlightRecorderStorage
 import Foundation
 import Synchronization

@@ -2,7 +2,7 @@ import FlightRecorderConfig
 import FlightRecorderOTLP
 import FlightRecorderIngest
 import FlightRecorderRedaction
-import FlightRecorderServer
+import FlightRecorderCollector
 import FlightRecorderStorage
 import FlightRecorderTesting
 import GRPCCore
