@@ -82,7 +82,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderQuery",
-            dependencies: ["FlightRecorderOTLP"],
+            dependencies: [
+                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderSQLite",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
         // The SQLite wrapper and the data directory lock, shared by the store and the sidecar.
         .target(name: "FlightRecorderSQLite", dependencies: ["CSQLite"], swiftSettings: swiftSettings),
@@ -223,7 +226,7 @@ let package = Package(
             name: "FlightRecorderStorageTests",
             dependencies: [
                 "FlightRecorderStorage", "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderIngest",
-                "FlightRecorderSQLite",
+                "FlightRecorderSQLite", "FlightRecorderQuery",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderQuery
 import FlightRecorderSQLite
 @testable import FlightRecorderStorage
 import FlightRecorderTesting

@@ -1,5 +1,5 @@
-import FlightRecorderSQLite
-import FlightRecorderOTLP
+package import FlightRecorderSQLite
+package import FlightRecorderOTLP
 
 /// A block's location, as the index records it.
 public struct BlockRef: Hashable, Sendable {
@@ -11,7 +11,7 @@ public struct BlockRef: Hashable, Sendable {
 
 /// Read-only queries over the index. One connection; callers serialize access (the store
 /// guards it with a lock) and call from a thread pool, never an event loop.
-final class IndexReader {
+package final class IndexReader {
     let db: SQLiteDatabase
     private let runByID: SQLiteStatement
     private let runOfTrace: SQLiteStatement
@@ -43,7 +43,7 @@ final class IndexReader {
             provisional: s.int64(8) != 0)
     }
 
-    func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
+    package func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
         var tenantFilter = ""
         var tenants: [String] = []
         if case .only(let set) = scope {
@@ -64,7 +64,7 @@ final class IndexReader {
     }
 
     /// The runs named `id` within `scope`, one per tenant, ordered by tenant.
-    func runs(_ id: String, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
+    package func runs(_ id: String, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
         runByID.bind(1, id)
         defer { runByID.reset() }
         var out: [RunSummary] = []
@@ -76,7 +76,7 @@ final class IndexReader {
     }
 
     /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
-    func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)] {
+    package func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)] {
         runOfTrace.bind(1, blob: trace.bytes)
         defer { runOfTrace.reset() }
         var out: [(String, String)] = []
@@ -88,7 +88,7 @@ final class IndexReader {
     }
 
     /// Traces (with their tenant) in which some span carries `key = value`.
-    func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(SQLiteError)
+    package func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(SQLiteError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
         tracesByAttribute.bind(1, IndexedAttribute.hash(key: key, value: value)).bind(2, Int64(limit))
@@ -104,7 +104,7 @@ final class IndexReader {
         return out
     }
 
-    func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
+    package func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
         tracesOfRun.bind(1, run).bind(2, tenant)
         defer { tracesOfRun.reset() }
         var out: [TraceID] = []
@@ -115,7 +115,7 @@ final class IndexReader {
         return out
     }
 
-    func blocks(ofTrace trace: TraceID) throws(SQLiteError) -> [BlockRef] {
+    package func blocks(ofTrace trace: TraceID) throws(SQLiteError) -> [BlockRef] {
         blocksOfTrace.bind(1, blob: trace.bytes)
         defer { blocksOfTrace.reset() }
         var out: [BlockRef] = []
@@ -129,7 +129,7 @@ final class IndexReader {
     }
 
     /// Row counts, for tests and `flightrec reindex` reports.
-    func counts() throws(SQLiteError) -> [String: Int64] {
+    package func counts() throws(SQLiteError) -> [String: Int64] {
         var out: [String: Int64] = [:]
         for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
             let q = try db.prepare("SELECT count(*) FROM \(table)")

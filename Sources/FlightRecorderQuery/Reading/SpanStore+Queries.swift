@@ -1,0 +1,194 @@
+public import FlightRecorderOTLP
+import FlightRecorderSQLite
+public import FlightRecorderStorage
+
+/// The query engine over a `SpanStore`: run resolution, lookup by external ID, search and
+/// paging. Every query reads through `SpanStore.read`, so it sees every span acknowledged
+/// before it began, and runs on NIO's thread pool, never on an event loop.
+extension SpanStore {
+    public func listRuns(
+        since: Int64? = nil, until: Int64? = nil, limit: Int = 100, scope: TenantScope = .all
+    ) async throws -> [RunSummary] {
+        try await read { r, _ in try r.listRuns(since: since, until: until, limit: limit, scope: scope) }
+    }
+
+    /// The run `id`, with all its spans sorted by start time; nil if unknown within `scope`.
+    /// A trace ID whose run has since been named resolves to that run. When tenants in scope
+    /// share a run ID, the first tenant in order answers and a warning says so.
+    public func run(_ id: String, scope: TenantScope = .all) async throws -> RunDetail? {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try await read { r, segments in
+            var candidates = try r.runs(id, scope: scope)
+            if candidates.isEmpty, let trace = TraceID(hex: id) {
+                for (tenant, named) in try r.runs(ofTrace: trace, scope: scope) {
+                    candidates += try r.runs(named, scope: .only([tenant]))
+                }
+            }
+            guard let summary = candidates.first else { return nil }
+            let runID = summary.runID
+            let tenant = summary.tenant ?? ResourceFacts.defaultTenant
+            let traces = try r.traces(ofRun: runID, tenant: tenant)
+            var traceRuns: [TraceID: String] = [:]
+            for t in traces { traceRuns[t] = try resolver.traceRun(t, tenant: tenant, reader: r) }
+            var (spans, warnings) = try Self.readSpans(traces: traces, reader: r, segments: segments) { span in
+                span.tenant == tenant && resolver.run(of: span, traceRun: traceRuns[span.traceID]) == runID
+            }
+            if candidates.count > 1 {
+                let others = candidates.dropFirst().compactMap(\.tenant).joined(separator: ", ")
+                warnings.append("run ID \(runID) also exists in tenant(s) \(others); showing tenant \(tenant)")
+            }
+            return RunDetail(summary: summary, spans: spans, warnings: warnings)
+        }
+    }
+
+    /// The stored spans of one trace within `scope`, sorted by start time; empty if unknown.
+    public func trace(_ id: TraceID, scope: TenantScope = .all) async throws -> (spans: [SpanRecord], warnings: [String]) {
+        try await read { r, segments in
+            try Self.readSpans(traces: [id], reader: r, segments: segments) { scope.contains($0.tenant) }
+        }
+    }
+
+    /// Spans within `scope` that carry `key = value` (an indexed key), with the run each
+    /// belongs to, oldest first.
+    public func lookup(key: String, value: String, scope: TenantScope, limit: Int = 100) async throws -> [AttributeMatch] {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try await read { r, segments in
+            var out: [AttributeMatch] = []
+            for (tenant, trace, _) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
+                let (spans, _) = try Self.readSpans(traces: [trace], reader: r, segments: segments) { span in
+                    span.tenant == tenant && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
+                }
+                let traceRun = try resolver.traceRun(trace, tenant: tenant, reader: r)
+                for span in spans {
+                    out.append(AttributeMatch(runID: resolver.run(of: span, traceRun: traceRun), tenant: tenant, span: span))
+                }
+            }
+            return Array(out.sorted { $0.span.startNanos < $1.span.startNanos }.prefix(limit))
+        }
+    }
+
+    /// Runs within `scope` with at least one span for which `matches` holds, newest first,
+    /// each with its matching spans. `narrow` lists indexed `key = value` pairs every match
+    /// carries: the index then limits the work to traces that have them all. Without it, runs
+    /// are scanned newest first, at most `scanLimit` of them. Candidate traces are read newest
+    /// first in small batches, and reading stops once `limit` runs have matched, so a page
+    /// costs the same however large the store is.
+    public func search(
+        narrow: [(key: String, value: String)], scope: TenantScope, since: Int64?, until: Int64?, limit: Int,
+        scanLimit: Int = 20_000, matches: @escaping @Sendable (SpanRecord) -> Bool
+    ) async throws -> SearchResult {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try await read { r, segments in
+            var candidates: [(key: TraceKey, start: Int64)] = []
+            var complete = true
+            if !narrow.isEmpty {
+                var set: [TraceKey: Int64]?
+                for (key, value) in narrow {
+                    var found: [TraceKey: Int64] = [:]
+                    for c in try r.traces(withAttribute: key, value: value, scope: scope, limit: 10_000_000) {
+                        found[TraceKey(tenant: c.tenant, trace: c.trace)] = c.start
+                    }
+                    set = set.map { $0.filter { found[$0.key] != nil } } ?? found
+                    if set?.isEmpty == true { break }
+                }
+                // A run starts no later than any of its spans, so a trace whose indexed span
+                // starts before `since` belongs to a run that started before it too.
+                candidates = (set ?? [:]).filter { (since == nil || $0.value >= since!) && (until == nil || $0.value < until!) }
+                    .map { ($0.key, $0.value) }
+            } else {
+                let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
+                complete = runs.count < scanLimit
+                for run in runs {
+                    let tenant = run.tenant ?? ResourceFacts.defaultTenant
+                    for t in try r.traces(ofRun: run.runID, tenant: tenant) {
+                        candidates.append((TraceKey(tenant: tenant, trace: t), run.startNanos))
+                    }
+                }
+            }
+            candidates.sort { ($0.start, $0.key.trace) > ($1.start, $1.key.trace) }
+            var byRun: [RunKeyOut: [SpanRecord]] = [:]
+            var hits: [SearchHit] = []
+            var warnings: [String] = []
+            var next = 0
+            while next < candidates.count && hits.count < limit {
+                let batch = candidates[next..<min(candidates.count, next + 32)]
+                next += batch.count
+                var traceRun: [TraceKey: String] = [:]
+                for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
+                let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
+                let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+                    tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
+                }
+                warnings += w
+                var touched: [RunKeyOut] = []
+                for span in spans {
+                    let tenant = span.tenant
+                    let run = resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: tenant, trace: span.traceID)])
+                    let key = RunKeyOut(run: run, tenant: tenant)
+                    if byRun[key] == nil { touched.append(key) }
+                    byRun[key, default: []].append(span)
+                }
+                for key in touched {
+                    guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
+                    if let since, summary.startNanos < since { continue }
+                    if let until, summary.startNanos >= until { continue }
+                    hits.append(SearchHit(run: summary, spans: []))
+                }
+            }
+            for i in hits.indices {
+                hits[i].spans = byRun[RunKeyOut(run: hits[i].run.runID, tenant: hits[i].run.tenant ?? "")] ?? []
+            }
+            hits.sort { ($0.run.startNanos, $0.run.runID) > ($1.run.startNanos, $1.run.runID) }
+            return SearchResult(
+                hits: Array(hits.prefix(limit)), candidateTraces: candidates.count,
+                complete: complete && next >= candidates.count, warnings: warnings)
+        }
+    }
+
+    struct TraceKey: Hashable {
+        var tenant: String
+        var trace: TraceID
+    }
+
+    struct RunKeyOut: Hashable {
+        var run: String
+        var tenant: String
+    }
+
+    static func readSpans(
+        traces: [TraceID], reader: IndexReader, segments: SegmentReader, keep: (SpanRecord) -> Bool
+    ) throws -> (spans: [SpanRecord], warnings: [String]) {
+        let wanted = Set(traces)
+        var blocks: [BlockRef] = []
+        var seenBlocks: Set<Int64> = []
+        for t in traces {
+            for b in try reader.blocks(ofTrace: t) where seenBlocks.insert(b.id).inserted { blocks.append(b) }
+        }
+        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
+        var spans: [SpanRecord] = []
+        var seen: Set<SpanKey> = []
+        var warnings: [String] = []
+        for b in blocks {
+            let raw: [UInt8]
+            do {
+                raw = try segments.readBlock(segment: b.segment, offset: b.offset, length: b.length)
+            } catch {
+                warnings.append(error.message)
+                continue
+            }
+            let decoded = try raw.withUnsafeBytes {
+                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+            }
+            for s in decoded where keep(s) && seen.insert(SpanKey(trace: s.traceID, span: s.spanID)).inserted {
+                spans.append(s)
+            }
+        }
+        spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+        return (spans, warnings)
+    }
+
+    struct SpanKey: Hashable {
+        var trace: TraceID
+        var span: SpanID
+    }
+}

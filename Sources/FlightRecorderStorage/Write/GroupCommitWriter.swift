@@ -1,0 +1,105 @@
+import FlightRecorderOTLP
+import Logging
+
+/// The writer thread: takes everything queued, frames it into LZ4 blocks, appends them to the
+/// active segment and fsyncs once for the whole group (group commit), then resumes every
+/// waiting caller. An acknowledged span is therefore always in a synced block. Seals the
+/// segment when it would outgrow `segmentBytes`.
+///
+/// `@unchecked Sendable`: only its thread touches the active `SegmentWriter` until `run`
+/// returns; `close` runs after that, ordered by the queue's lock (`awaitDrained`).
+final class GroupCommitWriter: @unchecked Sendable {
+    let configuration: StoreConfiguration
+    let queue: WriteQueue
+    let logger: Logger
+    private(set) var segment: SegmentWriter
+
+    init(configuration: StoreConfiguration, queue: WriteQueue, segment: SegmentWriter, logger: Logger) {
+        self.configuration = configuration
+        self.queue = queue
+        self.segment = segment
+        self.logger = logger
+    }
+
+    /// The thread's body; returns once draining has emptied the queue.
+    func run() {
+        while let (taken, bytes) = queue.takeGroup() {
+            let result: Result<Void, StorageError>
+            do throws(StorageError) {
+                try commit(taken.map(\.batch))
+                result = .success(())
+            } catch {
+                logger.error("storage write failed; requests answered with a retryable error", metadata: ["error": "\(error)"])
+                result = .failure(error)
+            }
+            queue.release(bytes: bytes)
+            for p in taken {
+                switch result {
+                case .success: p.continuation.resume()
+                case .failure(let e): p.continuation.resume(throwing: e)
+                }
+            }
+        }
+    }
+
+    /// One group commit: frame, append, sync; then hand the blocks to the indexer.
+    func commit(_ batches: [IngestBatch]) throws(StorageError) {
+        var frames: [UInt8] = []
+        var blocks: [DurableBlock] = []
+        var raw: [UInt8] = []
+        var rawSpans = 0
+        var members: [IngestBatch] = []
+        func flushBlock() {
+            guard !members.isEmpty else { return }
+            let start = frames.count
+            raw.withUnsafeBytes { BlockCodec.encode($0, spanCount: rawSpans, into: &frames) }
+            blocks.append(
+                DurableBlock(segment: 0, offset: start, length: frames.count - start, spanCount: rawSpans, batches: members))
+            raw.removeAll(keepingCapacity: true)
+            rawSpans = 0
+            members.removeAll()
+        }
+        for batch in batches {
+            if !raw.isEmpty && raw.count + batch.payload.count > configuration.blockBytes { flushBlock() }
+            raw.append(contentsOf: batch.payload)
+            rawSpans += batch.spans.count
+            members.append(batch)
+        }
+        flushBlock()
+
+        var segmentStates: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
+        if segment.size > SegmentFile.headerSize && segment.size + frames.count > configuration.segmentBytes {
+            try segment.sync()
+            segment.close()
+            segmentStates.append((segment.id, segment.size, true))
+            segment = try SegmentWriter(directory: configuration.segmentDirectory, id: segment.id + 1)
+            logger.info("sealed segment", metadata: ["segment": "\(segment.id - 1)"])
+        }
+        let base = segment.size
+        do throws(StorageError) {
+            _ = try segment.append(frames)
+            if configuration.durability == .fsync { try segment.sync() }
+        } catch {
+            segment.truncate(to: base)
+            throw error
+        }
+        for i in blocks.indices {
+            blocks[i].segment = segment.id
+            blocks[i].offset += base
+        }
+        segmentStates.append((segment.id, segment.size, false))
+        // The indexer needs only the span facts, not the payload bytes.
+        var spans = 0
+        for i in blocks.indices {
+            spans += blocks[i].spanCount
+            for j in blocks[i].batches.indices { blocks[i].batches[j].payload = [] }
+        }
+        queue.publishDurable(blocks: blocks, segments: segmentStates, spans: spans)
+    }
+
+    /// After `run` returned: syncs and closes the active segment.
+    func close() {
+        try? segment.sync()
+        segment.close()
+    }
+}

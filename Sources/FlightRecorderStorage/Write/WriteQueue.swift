@@ -1,0 +1,182 @@
+import FlightRecorderOTLP
+import Foundation
+
+/// The state the store's two threads and its callers share, under one lock: requests waiting
+/// for the writer, durable groups waiting for the indexer, and the sequence numbers that let
+/// a query wait for everything acknowledged before it.
+///
+/// `@unchecked Sendable`: every field is read and written only under `lock`.
+final class WriteQueue: @unchecked Sendable {
+    struct Pending {
+        var batch: IngestBatch
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// One group commit, durable, waiting for the indexer.
+    struct DurableGroup {
+        var seq: Int64
+        var blocks: [DurableBlock]
+        var segments: [(id: Int64, indexedBytes: Int, sealed: Bool)]
+        var spans: Int
+    }
+
+    enum State { case running, draining, closed }
+
+    /// Most spans the indexer may lag by before the writer waits for it.
+    static let maxIndexBacklogSpans = 400_000
+
+    let lock = NSCondition()
+    private(set) var state = State.running
+    private var pending: [Pending] = []
+    private var queuedBytes = 0
+    private var backlog: [DurableGroup] = []
+    private(set) var backlogSpans = 0
+    private var durableSeq: Int64 = 0
+    private var indexedSeq: Int64 = 0
+    private var indexWaiters: [(seq: Int64, continuation: CheckedContinuation<Void, Never>)] = []
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var writerDone = false
+    private var indexerDone = false
+    private(set) var indexFailure: StorageError?
+    let maxQueueBytes: Int
+
+    init(maxQueueBytes: Int) { self.maxQueueBytes = maxQueueBytes }
+
+    // MARK: Callers
+
+    /// Queues `batch`; its continuation is resumed once the batch is durable. Refuses while
+    /// draining, and when the queue is full (unless it is empty: one request always fits).
+    func enqueue(_ batch: IngestBatch, _ continuation: CheckedContinuation<Void, any Error>) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard state == .running else { return continuation.resume(throwing: StorageError.shuttingDown) }
+        guard queuedBytes + batch.payload.count <= maxQueueBytes || queuedBytes == 0 else {
+            return continuation.resume(throwing: StorageError.overloaded)
+        }
+        queuedBytes += batch.payload.count
+        pending.append(Pending(batch: batch, continuation: continuation))
+        // Broadcast: the writer and the indexer wait on the same condition.
+        lock.broadcast()
+    }
+
+    /// Resumes `continuation` once everything durable at the time of the call is indexed.
+    func awaitIndexed(_ continuation: CheckedContinuation<Void, Never>) {
+        lock.lock()
+        let target = durableSeq
+        if indexedSeq >= target || indexFailure != nil || indexerDone {
+            lock.unlock()
+            return continuation.resume()
+        }
+        indexWaiters.append((target, continuation))
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Stops taking requests; false when already draining or closed.
+    func beginDraining() -> Bool {
+        lock.withLock {
+            guard state == .running else { return false }
+            state = .draining
+            lock.broadcast()
+            return true
+        }
+    }
+
+    /// Resumes `continuation` once the writer and the indexer have finished everything queued.
+    func awaitDrained(_ continuation: CheckedContinuation<Void, Never>) {
+        lock.lock()
+        if writerDone && indexerDone {
+            lock.unlock()
+            return continuation.resume()
+        }
+        closeWaiters.append(continuation)
+        lock.unlock()
+    }
+
+    func markClosed() { lock.withLock { state = .closed } }
+
+    // MARK: The writer thread
+
+    /// The next group for the writer: everything queued, up to 32 MiB; nil once draining has
+    /// emptied the queue. Waits while the indexer is too far behind (back-pressure).
+    func takeGroup() -> (batches: [Pending], bytes: Int)? {
+        lock.lock()
+        defer { lock.unlock() }
+        while pending.isEmpty && state == .running { lock.wait() }
+        if pending.isEmpty {
+            writerDone = true
+            finishIfDrained()
+            lock.broadcast()
+            return nil
+        }
+        while backlogSpans > Self.maxIndexBacklogSpans && indexFailure == nil { lock.wait() }
+        var taken: [Pending] = []
+        var bytes = 0
+        while let first = pending.first, taken.isEmpty || bytes + first.batch.payload.count <= 32 << 20 {
+            bytes += first.batch.payload.count
+            taken.append(pending.removeFirst())
+        }
+        return (taken, bytes)
+    }
+
+    /// A group is durable: the indexer may take it.
+    func publishDurable(blocks: [DurableBlock], segments: [(id: Int64, indexedBytes: Int, sealed: Bool)], spans: Int) {
+        lock.withLock {
+            durableSeq += 1
+            backlog.append(DurableGroup(seq: durableSeq, blocks: blocks, segments: segments, spans: spans))
+            backlogSpans += spans
+            lock.broadcast()
+        }
+    }
+
+    func release(bytes: Int) { lock.withLock { queuedBytes -= bytes } }
+
+    // MARK: The indexer thread
+
+    /// Durable groups for the indexer: at once when someone waits, the store drains or the
+    /// backlog is large, else after gathering for `interval` seconds since the last commit;
+    /// nil once the writer is done and nothing is left.
+    func takeBacklog(lastCommit: Date, interval: Double) -> [DurableGroup]? {
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > Self.maxIndexBacklogSpans / 4
+            if !backlog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= interval) { break }
+            if backlog.isEmpty && writerDone {
+                indexerDone = true
+                finishIfDrained()
+                lock.broadcast()
+                return nil
+            }
+            if backlog.isEmpty {
+                lock.wait()
+            } else {
+                _ = lock.wait(until: lastCommit.addingTimeInterval(interval))
+            }
+        }
+        defer { backlog.removeAll() }
+        return backlog
+    }
+
+    /// The indexer finished `groups` (or failed on them: the segments keep the spans, and the
+    /// next start-up indexes them); resumes the queries that waited for them.
+    func markIndexed(_ groups: [DurableGroup], failure: StorageError?) {
+        lock.lock()
+        if let failure { indexFailure = failure }
+        backlogSpans -= groups.reduce(0) { $0 + $1.spans }
+        indexedSeq = groups.last?.seq ?? indexedSeq
+        let ready = indexWaiters.filter { $0.seq <= indexedSeq }
+        indexWaiters.removeAll { $0.seq <= indexedSeq }
+        lock.broadcast()
+        lock.unlock()
+        for w in ready { w.continuation.resume() }
+    }
+
+    /// Called under `lock`.
+    private func finishIfDrained() {
+        guard writerDone && indexerDone else { return }
+        let waiters = closeWaiters
+        closeWaiters.removeAll()
+        for w in waiters { w.resume() }
+    }
+}
