@@ -134,6 +134,7 @@ import FlightRecorderGuardPolicy
         let one = try JSONValue.parse(Data(#"{"matches":[{"id":1}]}"#.utf8))
         GuardService.learn(from: one, tool: lookup, arguments: .object(["name": .string("JOHN SMITH")]), into: &state)
         #expect(state.ambiguousEntities.isEmpty)
+        await service.shutdown()
     }
 }
 

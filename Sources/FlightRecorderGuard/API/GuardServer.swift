@@ -38,6 +38,19 @@ public struct GuardServer: Sendable {
             configuration: .init(
                 timeout: .init(connect: .seconds(5)),
                 connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
+        do {
+            try await serve(configuration: c, client: client, exporter: exporter, redactor: redactor)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+    }
+
+    /// Everything that needs the HTTP client, which `run` shuts down whatever happens here.
+    private func serve(
+        configuration c: GuardConfiguration, client: HTTPClient, exporter: SpanExporter, redactor: Redactor
+    ) async throws {
         let service = try GuardService(
             policy: c.policy, dataDirectory: c.dataDirectory, backend: ToolBackend(client: client), exporter: exporter,
             redactor: redactor, logger: logger)
@@ -53,7 +66,8 @@ public struct GuardServer: Sendable {
                 "tools": "\(c.policy.tools.count)", "rules": "\(c.policy.rules.count)", "actors": "\(c.policy.actors.count)",
                 "collector": "\(c.collector)",
             ])
-        // Shutdown runs in reverse: the listener drains before the exporter flushes.
+        // Shutdown runs in reverse: the listener drains before the exporter flushes; the
+        // service's own thread stops last.
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: exporter), .init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
@@ -61,9 +75,9 @@ public struct GuardServer: Sendable {
         do {
             try await group.run()
         } catch {
-            try? await client.shutdown()
+            await service.shutdown()
             throw error
         }
-        try? await client.shutdown()
+        await service.shutdown()
     }
 }
