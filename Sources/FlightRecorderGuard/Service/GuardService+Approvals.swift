@@ -1,7 +1,7 @@
 import FlightRecorderCore
-public import FlightRecorderGuardPolicy
+import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
-public import FlightRecorderRedaction
+import FlightRecorderRedaction
 import Foundation
 import Logging
 
