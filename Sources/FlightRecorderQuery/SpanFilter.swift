@@ -161,7 +161,7 @@ public indirect enum SpanFilter: Sendable, Equatable {
             let units: [(String, Double)] = [("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
             for (suffix, factor) in units where word.hasSuffix(suffix) {
                 guard let n = Double(word.dropLast(suffix.count)), n >= 0 else { continue }
-                return Int64(n * factor)
+                return TimeBound.nanos(n * factor)
             }
             return nil
         }
@@ -248,7 +248,8 @@ public indirect enum SpanFilter: Sendable, Equatable {
         case .and(let a, let b): return a.requiredEqualities(among: keys) + b.requiredEqualities(among: keys)
         case .compare(let field, .eq, .string(let value)) where keys.contains(field): return [(field, value)]
         case .compare(let field, .eq, .number(let n)) where keys.contains(field) && n == n.rounded():
-            return [(field, String(Int64(n)))]
+            // Values outside Int64 cannot be stored as integers, so they narrow nothing.
+            return TimeBound.nanos(n).map { [(field, String($0))] } ?? []
         default: return []
         }
     }

@@ -64,4 +64,17 @@ import Testing
         #expect(try SpanFilter.parse("gen_ai.tool.name = \"x\" or policy.outcome = \"y\"").requiredEqualities(among: keys).isEmpty)
         #expect(try SpanFilter.parse("not gen_ai.tool.name = \"x\"").requiredEqualities(among: keys).isEmpty)
     }
+
+    /// Found by the FuzzWhere fuzzer: a time or number beyond Int64 nanoseconds trapped.
+    @Test(arguments: [
+        "start < \"2601-01-01T00:00:00Z\"", "duration > 1e300s", "duration > 99999999999999999h",
+        "gen_ai.tool.name = 1e300",
+    ])
+    func valuesBeyondInt64AreRefusedOrIgnoredNeverATrap(expression: String) {
+        let keys: Set<String> = ["gen_ai.tool.name"]
+        if let filter = try? SpanFilter.parse(expression) {
+            _ = filter.matches(span)
+            #expect(filter.requiredEqualities(among: keys).isEmpty)
+        }
+    }
 }
