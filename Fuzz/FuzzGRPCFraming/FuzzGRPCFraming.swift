@@ -14,7 +14,7 @@ func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
         let message = try GRPCUnaryRequest.message(body: body, encoding: encoding, limit: 1 << 20)
         precondition(message.count <= 1 << 20)
     } catch {
-        precondition(!error.message.isEmpty && [8, 12, 13].contains(error.code))
+        precondition(!error.message.isEmpty && [8, 12, 13].contains(error.statusCode))
     }
     if let out = try? Inflater.inflate(body, format: first & 1 == 0 ? .gzip : .zlib, limit: 1 << 20) {
         precondition(out.count <= 1 << 20)

@@ -46,19 +46,24 @@ public struct AccessToken: Sendable, Equatable {
     }
 
     /// Why an `Authorization` value carries no bearer token; `message` says what to send.
-    public enum BearerProblem: Error, Sendable {
-        case missing, malformed
+    public struct BearerTokenError: Error, Sendable, CustomStringConvertible {
+        private enum Code: Sendable { case missing, malformed }
+        private let code: Code
+
+        static let missing = BearerTokenError(code: .missing)
+        static let malformed = BearerTokenError(code: .malformed)
 
         public var message: String {
-            switch self {
+            switch code {
             case .missing: "missing bearer token (Authorization: Bearer <token>)"
             case .malformed: "the Authorization header must be \"Bearer <token>\""
             }
         }
+        public var description: String { message }
     }
 
     /// The token in an `Authorization: Bearer <token>` value (scheme case-insensitive).
-    public static func bearerToken(_ authorization: String?) throws(BearerProblem) -> String {
+    public static func bearerToken(_ authorization: String?) throws(BearerTokenError) -> String {
         guard let authorization, !authorization.isEmpty else { throw .missing }
         let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .malformed }

@@ -18,7 +18,7 @@ public indirect enum ArgumentSchema: Sendable, Equatable {
     /// Any JSON value (a property declared without a type).
     case any
 
-    public struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Violation: Sendable, Equatable, CustomStringConvertible {
         /// A JSON path such as `arguments.device.id` or `arguments.tags[2]`.
         public var path: String
         public var reason: String

@@ -4,11 +4,6 @@ import FlightRecorderRedaction
 
 /// Decodes and validates an OTLP `ExportTraceServiceRequest` in protobuf wire format.
 public struct ExportRequestDecoder: Sendable {
-    public struct Failure: Error, CustomStringConvertible, Equatable {
-        public enum Kind: Sendable { case malformed, tooManySpans }
-        public var kind: Kind = .malformed
-        public var description: String
-    }
 
     public var runIdentity: RunIdentity
     public var indexedKeys: IndexedKeys
@@ -35,9 +30,9 @@ public struct ExportRequestDecoder: Sendable {
     ///
     /// `tenant`, when given, overwrites every `tenant.id` the client sent: the token decides
     /// the tenant, never the payload.
-    public func decode(_ body: [UInt8], tenant: String? = nil) throws(Failure) -> IngestBatch {
-        let result: Result<IngestBatch, Failure> = body.withUnsafeBytes { raw in
-            do throws(Failure) {
+    public func decode(_ body: [UInt8], tenant: String? = nil) throws(ExportRequestError) -> IngestBatch {
+        let result: Result<IngestBatch, ExportRequestError> = body.withUnsafeBytes { raw in
+            do throws(ExportRequestError) {
                 return .success(try decode(raw, payload: body, tenant: tenant))
             } catch {
                 return .failure(error)
@@ -46,20 +41,17 @@ public struct ExportRequestDecoder: Sendable {
         return try result.get()
     }
 
-    func decode(_ raw: UnsafeRawBufferPointer, payload: [UInt8], tenant: String?) throws(Failure) -> IngestBatch {
-        do throws(WireDepthGuard.Failure) {
+    func decode(_ raw: UnsafeRawBufferPointer, payload: [UInt8], tenant: String?) throws(ExportRequestError) -> IngestBatch {
+        do throws(WireFormatError) {
             try WireDepthGuard.check(raw, maxDepth: maxDepth)
         } catch {
-            switch error {
-            case .tooDeep(let depth): throw Failure(description: "message nests deeper than \(depth) levels")
-            case .malformed(let offset): throw Failure(description: "malformed protobuf at byte \(offset)")
-            }
+            throw ExportRequestError(description: error.description)
         }
         guard
             let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
                 nil, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else {
-            throw Failure(description: "body is not a valid ExportTraceServiceRequest")
+            throw ExportRequestError(description: "body is not a valid ExportTraceServiceRequest")
         }
         defer { opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil) }
 
@@ -69,9 +61,7 @@ public struct ExportRequestDecoder: Sendable {
             for s in 0..<rs.n_scope_spans { total += rs.scope_spans[s]?.pointee.n_spans ?? 0 }
         }
         guard total <= limits.maxSpansPerRequest else {
-            throw Failure(
-                kind: .tooManySpans,
-                description: "request has \(total) spans; the limit is \(limits.maxSpansPerRequest) per request")
+            throw .tooManySpans("request has \(total) spans; the limit is \(limits.maxSpansPerRequest) per request")
         }
 
         // Validate first, so rejected spans are never redacted, counted or stored.
@@ -143,5 +133,23 @@ public struct ExportRequestDecoder: Sendable {
             return "end time is before start time"
         }
         return nil
+    }
+}
+
+/// Why a request was refused whole; `description` names the problem.
+public struct ExportRequestError: Error, CustomStringConvertible, Equatable, Sendable {
+    private enum Code: Sendable { case malformed, tooManySpans }
+    private var code: Code = .malformed
+    public let description: String
+
+    /// More spans than `limits.maxSpansPerRequest` (413, not 400: split the batch).
+    public var isTooManySpans: Bool { code == .tooManySpans }
+
+    init(description: String) { self.description = description }
+
+    static func tooManySpans(_ description: String) -> ExportRequestError {
+        var f = ExportRequestError(description: description)
+        f.code = .tooManySpans
+        return f
     }
 }

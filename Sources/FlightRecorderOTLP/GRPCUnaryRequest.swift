@@ -17,26 +17,12 @@ public enum GRPCUnaryRequest {
     /// The encodings a client may compress with (besides identity).
     public static let acceptedEncodings = "gzip,deflate,identity"
 
-    public struct Failure: Error, Equatable, Sendable {
-        /// The gRPC status code.
-        public var code: Int
-        public var message: String
-
-        public init(code: Int, message: String) {
-            self.code = code
-            self.message = message
-        }
-
-        static func internalError(_ m: String) -> Failure { Failure(code: 13, message: m) }
-        static func unimplemented(_ m: String) -> Failure { Failure(code: 12, message: m) }
-        static func resourceExhausted(_ m: String) -> Failure { Failure(code: 8, message: m) }
-    }
 
     /// The decompressed message of a body holding exactly one length-prefixed message.
     /// `encoding` is the request's `grpc-encoding` header (nil or "identity" when absent).
     public static func message(
         body: some RandomAccessCollection<UInt8>, encoding: String?, limit: Int
-    ) throws(Failure) -> [UInt8] {
+    ) throws(GRPCRequestError) -> [UInt8] {
         var messages: [(compressed: Bool, bytes: Range<Int>)] = []
         let bytes = Array(body)
         var pos = 0
@@ -79,7 +65,7 @@ public enum GRPCUnaryRequest {
         }
         do {
             return try Inflater.inflate(payload, format: format, limit: limit)
-        } catch .tooLarge {
+        } catch where error == .tooLarge {
             throw .resourceExhausted("\(name) message inflates beyond the limit of \(limit) bytes")
         } catch {
             throw .internalError("could not decompress the \(name) message: the stream is corrupt or truncated")
@@ -117,4 +103,21 @@ public enum GRPCUnaryRequest {
         }
         return out
     }
+}
+
+public struct GRPCRequestError: Error, Equatable, Sendable, CustomStringConvertible {
+    private enum Code: Int, Sendable {
+        case deadlineExceeded = 4, resourceExhausted = 8, unimplemented = 12, internalError = 13
+    }
+    private let code: Code
+    public let message: String
+
+    /// The gRPC status code to answer with.
+    public var statusCode: Int { code.rawValue }
+    public var description: String { message }
+
+    public static func internalError(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .internalError, message: m) }
+    public static func unimplemented(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .unimplemented, message: m) }
+    public static func resourceExhausted(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .resourceExhausted, message: m) }
+    public static func deadlineExceeded(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .deadlineExceeded, message: m) }
 }

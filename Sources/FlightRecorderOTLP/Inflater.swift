@@ -18,19 +18,15 @@ public enum Inflater {
         var windowBits: Int32 { self == .gzip ? 15 + 16 : 15 }
     }
 
-    public enum Failure: Error, Equatable {
-        case tooLarge
-        case corrupt
-    }
 
     /// Inflates every member in `input`; throws `.tooLarge` past `limit` output bytes and
     /// `.corrupt` for an empty, damaged or truncated stream.
-    public static func inflate(_ input: some Collection<UInt8>, format: Format = .gzip, limit: Int) throws(Failure) -> [UInt8] {
-        let result: Result<[UInt8], Failure>? = input.withContiguousStorageIfAvailable { inflateBuffer($0, format: format, limit: limit) }
+    public static func inflate(_ input: some Collection<UInt8>, format: Format = .gzip, limit: Int) throws(InflateError) -> [UInt8] {
+        let result: Result<[UInt8], InflateError>? = input.withContiguousStorageIfAvailable { inflateBuffer($0, format: format, limit: limit) }
         return try (result ?? Array(input).withUnsafeBufferPointer { inflateBuffer($0, format: format, limit: limit) }).get()
     }
 
-    private static func inflateBuffer(_ inBuf: UnsafeBufferPointer<UInt8>, format: Format, limit: Int) -> Result<[UInt8], Failure> {
+    private static func inflateBuffer(_ inBuf: UnsafeBufferPointer<UInt8>, format: Format, limit: Int) -> Result<[UInt8], InflateError> {
         guard let base = inBuf.baseAddress, inBuf.count > 0 else { return .failure(.corrupt) }
         var stream = z_stream()
         guard inflateInit2_(&stream, format.windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -69,5 +65,20 @@ public enum Inflater {
             if format == .zlib || inflateReset(&stream) != Z_OK { return .failure(.corrupt) }
         }
         return .success(output)
+    }
+}
+
+/// Why a body did not inflate.
+public struct InflateError: Error, Equatable, Sendable, CustomStringConvertible {
+    private enum Code: Sendable { case tooLarge, corrupt }
+    private let code: Code
+
+    /// The output would pass the limit (a gzip bomb stops here).
+    public static let tooLarge = InflateError(code: .tooLarge)
+    /// The stream is empty, damaged or truncated.
+    public static let corrupt = InflateError(code: .corrupt)
+
+    public var description: String {
+        code == .tooLarge ? "inflates beyond the limit" : "the stream is corrupt or truncated"
     }
 }

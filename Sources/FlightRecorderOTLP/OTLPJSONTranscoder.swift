@@ -8,19 +8,13 @@ public import Foundation
 /// span IDs as hex strings, int64 values as strings or numbers, enums as integers (names
 /// accepted), `bytesValue` as base64, and unknown fields ignored.
 public enum OTLPJSONTranscoder {
-    public struct Failure: Error, CustomStringConvertible, Equatable {
-        /// JSON path of the offending field, for example `resourceSpans[0].scopeSpans[1].spans[3].traceId`.
-        public var path: String
-        public var reason: String
-        public var description: String { path.isEmpty ? reason : "\(path): \(reason)" }
-    }
 
-    public static func transcodeExportRequest(_ data: Data) throws(Failure) -> [UInt8] {
+    public static func transcodeExportRequest(_ data: Data) throws(OTLPJSONError) -> [UInt8] {
         let root: JSONValue
         do {
             root = try JSONValue.parse(data)
         } catch {
-            throw Failure(path: "", reason: "body is not valid JSON")
+            throw OTLPJSONError(path: "", reason: "body is not valid JSON")
         }
         var w = ProtobufWriter(capacity: data.count)
         var t = Walker()
@@ -32,11 +26,11 @@ public enum OTLPJSONTranscoder {
     struct Walker {
         var path: [String] = []
 
-        func fail(_ reason: String) -> Failure {
-            Failure(path: path.joined(separator: "."), reason: reason)
+        func fail(_ reason: String) -> OTLPJSONError {
+            OTLPJSONError(path: path.joined(separator: "."), reason: reason)
         }
 
-        func object(_ v: JSONValue) throws(Failure) -> [String: JSONValue] {
+        func object(_ v: JSONValue) throws(OTLPJSONError) -> [String: JSONValue] {
             guard case .object(let o) = v else { throw fail("expected an object") }
             return o
         }
@@ -52,8 +46,8 @@ public enum OTLPJSONTranscoder {
         }
 
         mutating func each(
-            _ o: [String: JSONValue], _ name: String, _ body: (inout Walker, JSONValue) throws(Failure) -> Void
-        ) throws(Failure) {
+            _ o: [String: JSONValue], _ name: String, _ body: (inout Walker, JSONValue) throws(OTLPJSONError) -> Void
+        ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             guard case .array(let items) = v else {
                 path.append(name)
@@ -68,8 +62,8 @@ public enum OTLPJSONTranscoder {
 
         mutating func nested(
             _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter,
-            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(Failure) -> Void
-        ) throws(Failure) {
+            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(OTLPJSONError) -> Void
+        ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             path.append(name)
             let inner = try object(v)
@@ -81,9 +75,9 @@ public enum OTLPJSONTranscoder {
 
         mutating func repeatedMessage(
             _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter,
-            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(Failure) -> Void
-        ) throws(Failure) {
-            try each(o, name) { (walker: inout Walker, item: JSONValue) throws(Failure) in
+            _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(OTLPJSONError) -> Void
+        ) throws(OTLPJSONError) {
+            try each(o, name) { (walker: inout Walker, item: JSONValue) throws(OTLPJSONError) in
                 let inner = try walker.object(item)
                 var sub = ProtobufWriter()
                 try body(&walker, inner, &sub)
@@ -92,7 +86,7 @@ public enum OTLPJSONTranscoder {
         }
 
         mutating func string(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
+            throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
             guard case .string(let s) = v else {
@@ -103,7 +97,7 @@ public enum OTLPJSONTranscoder {
         }
 
         mutating func hexBytes(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
+            throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
             path.append(name)
@@ -113,7 +107,7 @@ public enum OTLPJSONTranscoder {
             path.removeLast()
         }
 
-        func unsigned(_ v: JSONValue) throws(Failure) -> UInt64 {
+        func unsigned(_ v: JSONValue) throws(OTLPJSONError) -> UInt64 {
             switch v {
             case .int(let i) where i >= 0: return UInt64(i)
             case .uint(let u): return u
@@ -124,7 +118,7 @@ public enum OTLPJSONTranscoder {
             }
         }
 
-        func signed(_ v: JSONValue) throws(Failure) -> Int64 {
+        func signed(_ v: JSONValue) throws(OTLPJSONError) -> Int64 {
             switch v {
             case .int(let i): return i
             case .string(let s):
@@ -135,7 +129,7 @@ public enum OTLPJSONTranscoder {
         }
 
         mutating func fixed64(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
+            throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
             path.append(name)
@@ -147,7 +141,7 @@ public enum OTLPJSONTranscoder {
         /// A 32-bit unsigned field: `uint32` (varint) or `fixed32`; zero (the default) is not written.
         mutating func uint32(
             _ o: [String: JSONValue], _ name: String, field number: Int, fixed: Bool = false, into w: inout ProtobufWriter
-        ) throws(Failure) {
+        ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             path.append(name)
             let u = try unsigned(v)
@@ -160,7 +154,7 @@ public enum OTLPJSONTranscoder {
 
         mutating func enumeration(
             _ o: [String: JSONValue], _ name: String, field number: Int, names: [String], into w: inout ProtobufWriter
-        ) throws(Failure) {
+        ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             path.append(name)
             let value: UInt64
@@ -177,21 +171,21 @@ public enum OTLPJSONTranscoder {
 
         // MARK: Messages
 
-        mutating func request(_ v: JSONValue, into w: inout ProtobufWriter) throws(Failure) {
+        mutating func request(_ v: JSONValue, into w: inout ProtobufWriter) throws(OTLPJSONError) {
             let o = try object(v)
-            try repeatedMessage(o, "resourceSpans", field: 1, into: &w) { t, rs, w throws(Failure) in
-                try t.nested(rs, "resource", field: 1, into: &w) { t, r, w throws(Failure) in
+            try repeatedMessage(o, "resourceSpans", field: 1, into: &w) { t, rs, w throws(OTLPJSONError) in
+                try t.nested(rs, "resource", field: 1, into: &w) { t, r, w throws(OTLPJSONError) in
                     try t.keyValues(r, "attributes", field: 1, into: &w)
                     try t.uint32(r, "droppedAttributesCount", field: 2, into: &w)
                 }
-                try t.repeatedMessage(rs, "scopeSpans", field: 2, into: &w) { t, ss, w throws(Failure) in
-                    try t.nested(ss, "scope", field: 1, into: &w) { t, sc, w throws(Failure) in
+                try t.repeatedMessage(rs, "scopeSpans", field: 2, into: &w) { t, ss, w throws(OTLPJSONError) in
+                    try t.nested(ss, "scope", field: 1, into: &w) { t, sc, w throws(OTLPJSONError) in
                         try t.string(sc, "name", field: 1, into: &w)
                         try t.string(sc, "version", field: 2, into: &w)
                         try t.keyValues(sc, "attributes", field: 3, into: &w)
                         try t.uint32(sc, "droppedAttributesCount", field: 4, into: &w)
                     }
-                    try t.repeatedMessage(ss, "spans", field: 2, into: &w) { t, s, w throws(Failure) in
+                    try t.repeatedMessage(ss, "spans", field: 2, into: &w) { t, s, w throws(OTLPJSONError) in
                         try t.span(s, into: &w)
                     }
                     try t.string(ss, "schemaUrl", field: 3, into: &w)
@@ -206,7 +200,7 @@ public enum OTLPJSONTranscoder {
         ]
         static let statusCodes = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
 
-        mutating func span(_ s: [String: JSONValue], into w: inout ProtobufWriter) throws(Failure) {
+        mutating func span(_ s: [String: JSONValue], into w: inout ProtobufWriter) throws(OTLPJSONError) {
             try hexBytes(s, "traceId", field: 1, into: &w)
             try hexBytes(s, "spanId", field: 2, into: &w)
             try string(s, "traceState", field: 3, into: &w)
@@ -217,14 +211,14 @@ public enum OTLPJSONTranscoder {
             try fixed64(s, "endTimeUnixNano", field: 8, into: &w)
             try keyValues(s, "attributes", field: 9, into: &w)
             try uint32(s, "droppedAttributesCount", field: 10, into: &w)
-            try repeatedMessage(s, "events", field: 11, into: &w) { t, e, w throws(Failure) in
+            try repeatedMessage(s, "events", field: 11, into: &w) { t, e, w throws(OTLPJSONError) in
                 try t.fixed64(e, "timeUnixNano", field: 1, into: &w)
                 try t.string(e, "name", field: 2, into: &w)
                 try t.keyValues(e, "attributes", field: 3, into: &w)
                 try t.uint32(e, "droppedAttributesCount", field: 4, into: &w)
             }
             try uint32(s, "droppedEventsCount", field: 12, into: &w)
-            try repeatedMessage(s, "links", field: 13, into: &w) { t, l, w throws(Failure) in
+            try repeatedMessage(s, "links", field: 13, into: &w) { t, l, w throws(OTLPJSONError) in
                 try t.hexBytes(l, "traceId", field: 1, into: &w)
                 try t.hexBytes(l, "spanId", field: 2, into: &w)
                 try t.string(l, "traceState", field: 3, into: &w)
@@ -233,7 +227,7 @@ public enum OTLPJSONTranscoder {
                 try t.uint32(l, "flags", field: 6, fixed: true, into: &w)
             }
             try uint32(s, "droppedLinksCount", field: 14, into: &w)
-            try nested(s, "status", field: 15, into: &w) { t, st, w throws(Failure) in
+            try nested(s, "status", field: 15, into: &w) { t, st, w throws(OTLPJSONError) in
                 try t.string(st, "message", field: 2, into: &w)
                 try t.enumeration(st, "code", field: 3, names: Self.statusCodes, into: &w)
             }
@@ -241,17 +235,17 @@ public enum OTLPJSONTranscoder {
         }
 
         mutating func keyValues(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
-            throws(Failure)
+            throws(OTLPJSONError)
         {
-            try repeatedMessage(o, name, field: number, into: &w) { t, kv, w throws(Failure) in
+            try repeatedMessage(o, name, field: number, into: &w) { t, kv, w throws(OTLPJSONError) in
                 try t.string(kv, "key", field: 1, into: &w)
-                try t.nested(kv, "value", field: 2, into: &w) { t, av, w throws(Failure) in
+                try t.nested(kv, "value", field: 2, into: &w) { t, av, w throws(OTLPJSONError) in
                     try t.anyValue(av, into: &w)
                 }
             }
         }
 
-        mutating func anyValue(_ av: [String: JSONValue], into w: inout ProtobufWriter) throws(Failure) {
+        mutating func anyValue(_ av: [String: JSONValue], into w: inout ProtobufWriter) throws(OTLPJSONError) {
             if let v = field(av, "stringValue") {
                 guard case .string(let s) = v else { throw fail("stringValue: expected a string") }
                 w.stringField(1, s)
@@ -284,7 +278,7 @@ public enum OTLPJSONTranscoder {
                 path.append("arrayValue")
                 let arr = try object(v)
                 var sub = ProtobufWriter()
-                try each(arr, "values") { (t: inout Walker, item: JSONValue) throws(Failure) in
+                try each(arr, "values") { (t: inout Walker, item: JSONValue) throws(OTLPJSONError) in
                     let inner = try t.object(item)
                     var itemWriter = ProtobufWriter()
                     try t.anyValue(inner, into: &itemWriter)
@@ -307,4 +301,11 @@ public enum OTLPJSONTranscoder {
             }
         }
     }
+}
+
+public struct OTLPJSONError: Error, CustomStringConvertible, Equatable {
+    /// JSON path of the offending field, for example `resourceSpans[0].scopeSpans[1].spans[3].traceId`.
+    public var path: String
+    public var reason: String
+    public var description: String { path.isEmpty ? reason : "\(path): \(reason)" }
 }

@@ -2,9 +2,6 @@ import COTLP
 
 /// Decodes a stored block payload (a serialized `TracesData`) into `SpanRecord`s for queries.
 public enum TracesDataDecoder {
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
 
     /// Decodes the spans for which `include` answers true; the filter runs before any Swift
     /// values are built, so unrelated spans in the block cost almost nothing.
@@ -12,11 +9,11 @@ public enum TracesDataDecoder {
     /// (`TraceWireFilter`), so only their spans are unpacked at all.
     public static func decode(
         _ payload: UnsafeRawBufferPointer, traces: Set<TraceID>? = nil, include: (TraceID, SpanID) -> Bool
-    ) throws(Failure) -> [SpanRecord] {
+    ) throws(TracesDataError) -> [SpanRecord] {
         if let traces, let filtered = TraceWireFilter.filter(payload, traces: traces) {
             if filtered.isEmpty { return [] }
-            let result: Result<[SpanRecord], Failure> = filtered.withUnsafeBytes { b in
-                do throws(Failure) {
+            let result: Result<[SpanRecord], TracesDataError> = filtered.withUnsafeBytes { b in
+                do throws(TracesDataError) {
                     return .success(try decode(b, traces: nil, include: include))
                 } catch {
                     return .failure(error)
@@ -27,7 +24,7 @@ public enum TracesDataDecoder {
         guard
             let data = opentelemetry__proto__trace__v1__traces_data__unpack(
                 nil, payload.count, payload.baseAddress?.assumingMemoryBound(to: UInt8.self))
-        else { throw Failure(description: "stored block is not a valid TracesData message") }
+        else { throw TracesDataError(description: "stored block is not a valid TracesData message") }
         defer { opentelemetry__proto__trace__v1__traces_data__free_unpacked(data, nil) }
         var out: [SpanRecord] = []
         for r in 0..<data.pointee.n_resource_spans {
@@ -117,4 +114,8 @@ public enum TracesDataDecoder {
         default: return .empty
         }
     }
+}
+
+public struct TracesDataError: Error, CustomStringConvertible {
+    public var description: String
 }

@@ -37,13 +37,9 @@ public enum WireDepthGuard {
         }
     }
 
-    public enum Failure: Error, Equatable {
-        case tooDeep(Int)
-        case malformed(offset: Int)
-    }
 
-    /// Throws `Failure` when the body nests deeper than `maxDepth` or is not well-formed wire format.
-    public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(Failure) {
+    /// Throws `WireFormatError` when the body nests deeper than `maxDepth` or is not well-formed wire format.
+    public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(WireFormatError) {
         var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]
         var pos = 0
         while let top = stack.last {
@@ -63,6 +59,25 @@ public enum WireDepthGuard {
                 stack.append((child, field.payload.upperBound))
                 pos = field.payload.lowerBound
             }
+        }
+    }
+}
+
+/// Why a body was refused before protobuf-c saw it.
+public struct WireFormatError: Error, Equatable, Sendable, CustomStringConvertible {
+    private enum Code: Equatable, Sendable {
+        case tooDeep(Int)
+        case malformed(offset: Int)
+    }
+    private let code: Code
+
+    static func tooDeep(_ depth: Int) -> WireFormatError { WireFormatError(code: .tooDeep(depth)) }
+    static func malformed(offset: Int) -> WireFormatError { WireFormatError(code: .malformed(offset: offset)) }
+
+    public var description: String {
+        switch code {
+        case .tooDeep(let depth): "message nests deeper than \(depth) levels"
+        case .malformed(let offset): "malformed protobuf at byte \(offset)"
         }
     }
 }

@@ -35,7 +35,7 @@ import Testing
         #expect {
             _ = try auth.authenticate(header, requiring: [.ingest])
         } throws: { error in
-            if case .unauthenticated = error as? Authenticator.Failure { return true }
+            if (error as? AuthError)?.isUnauthenticated == true { return true }
             return false
         }
     }
@@ -44,7 +44,8 @@ import Testing
         #expect {
             _ = try auth.authenticate("Bearer t-read", requiring: [.ingest])
         } throws: { error in
-            guard case .forbidden(let m) = error as? Authenticator.Failure else { return false }
+            guard let f = error as? AuthError, !f.isUnauthenticated else { return false }
+            let m = f.message
             return m.contains("ingest") && !m.contains("t-read")
         }
     }

@@ -7,6 +7,7 @@ import FlightRecorderStorage
 import FlightRecorderTesting
 import GRPCCore
 import Logging
+import HTTPTypes
 import Testing
 
 @Suite struct IngestServiceTests {
@@ -32,11 +33,12 @@ import Testing
             _ = try await ingest.ingest(body, principal: principal)
             Issue.record("an export was accepted while draining")
         } catch {
-            guard case .unavailable(_, let after) = error else {
+            guard error.reason == "unavailable", let after = error.retryAfterSeconds else {
                 Issue.record("expected unavailable, got \(error)")
                 return
             }
             #expect(after >= 1)
+            #expect(error.httpStatus == .serviceUnavailable)
             // Over gRPC that is UNAVAILABLE with a google.rpc.Status carrying RetryInfo.
             let rpc = OTLPGRPCService.rpcError(error)
             #expect(rpc.code == .unavailable)
@@ -56,8 +58,8 @@ import Testing
         #expect {
             try ingest.reserve(1)
         } throws: { error in
-            if case .overloaded(_, let after) = error as? IngestService.Refusal { return after >= 1 }
-            return false
+            guard let refusal = error as? IngestError else { return false }
+            return refusal.reason == "overloaded" && (refusal.retryAfterSeconds ?? 0) >= 1
         }
         ingest.budget.release(1 << 20)
         try ingest.reserve(1)

@@ -83,7 +83,7 @@ import Testing
         #expect {
             _ = try d.decode(body)
         } throws: { error in
-            (error as? ExportRequestDecoder.Failure)?.kind == .tooManySpans
+            (error as? ExportRequestError)?.isTooManySpans == true
                 && "\(error)".contains("request has 3 spans; the limit is 2")
         }
     }
@@ -134,8 +134,8 @@ import Testing
 
     @Test func rejectsGarbageAndTruncatedBodies() {
         let body = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1))])
-        #expect(throws: ExportRequestDecoder.Failure.self) { try decoder.decode(Array(body.dropLast(3))) }
-        #expect(throws: ExportRequestDecoder.Failure.self) { try decoder.decode([0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) }
+        #expect(throws: ExportRequestError.self) { try decoder.decode(Array(body.dropLast(3))) }
+        #expect(throws: ExportRequestError.self) { try decoder.decode([0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) }
     }
 
     @Test func rejectsHostileNestingBeforeProtobufC() {
@@ -167,7 +167,7 @@ import Testing
         #expect {
             _ = try decoder.decode(body)
         } throws: { error in
-            (error as? ExportRequestDecoder.Failure)?.description.contains("nests deeper than 128") == true
+            (error as? ExportRequestError)?.description.contains("nests deeper than 128") == true
         }
         var shallow = TestValue.string("x")
         for _ in 0..<20 { shallow = .kvlist([("k", shallow)]) }

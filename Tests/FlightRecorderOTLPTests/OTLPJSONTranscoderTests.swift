@@ -77,7 +77,7 @@ import Testing
         #expect {
             _ = try OTLPJSONTranscoder.transcodeExportRequest(Data(json.utf8))
         } throws: { error in
-            (error as? OTLPJSONTranscoder.Failure)?.description.hasPrefix(expected) == true
+            (error as? OTLPJSONError)?.description.hasPrefix(expected) == true
         }
     }
 

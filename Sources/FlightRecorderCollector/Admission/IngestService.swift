@@ -3,36 +3,14 @@ import FlightRecorderOTLP
 public import FlightRecorderIngest
 public import FlightRecorderStorage
 public import Logging
+public import GRPCCore
+public import HTTPTypes
 import Synchronization
 
 /// The ingest path every OTLP listener shares (HTTP and gRPC, TCP and Unix socket):
 /// authenticate, decode with the tenant stamp, redaction and limits, rate-limit per tenant,
 /// and append to the store, which answers only once the spans are durable.
 public final class IngestService: Sendable {
-    /// Why a request was refused; each listener maps it to its protocol's status.
-    public enum Refusal: Error, Sendable {
-        /// Malformed or invalid request: HTTP 400, gRPC INVALID_ARGUMENT.
-        case invalid(String)
-        /// Over a size or count limit: HTTP 413, gRPC INVALID_ARGUMENT (retrying cannot help).
-        case tooLarge(String)
-        /// HTTP 401, gRPC UNAUTHENTICATED.
-        case unauthenticated(String)
-        /// HTTP 403, gRPC PERMISSION_DENIED.
-        case forbidden(String)
-        /// The tenant's rate limit: HTTP 429, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
-        case rateLimited(String, retryAfter: Int)
-        /// Queue or memory full: HTTP 503, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
-        case overloaded(String, retryAfter: Int)
-        /// Shutting down or storage failing: HTTP 503, gRPC UNAVAILABLE; both with a retry delay.
-        case unavailable(String, retryAfter: Int)
-
-        public var message: String {
-            switch self {
-            case .invalid(let m), .tooLarge(let m), .unauthenticated(let m), .forbidden(let m): m
-            case .rateLimited(let m, _), .overloaded(let m, _), .unavailable(let m, _): m
-            }
-        }
-    }
 
     /// What was accepted: spans stored, and spans rejected as invalid (partial success).
     public struct Accepted: Sendable {
@@ -81,26 +59,23 @@ public final class IngestService: Sendable {
     public func beginDraining() { draining.store(true, ordering: .relaxed) }
 
     /// Checks the bearer token for the ingest role.
-    public func authorize(_ authorization: String?) throws(Refusal) -> Principal {
+    public func authorize(_ authorization: String?) throws(IngestError) -> Principal {
         do {
             return try auth.authenticate(authorization, requiring: [.ingest])
         } catch {
-            switch error {
-            case .unauthenticated(let m): throw count(.unauthenticated(m))
-            case .forbidden(let m): throw count(.forbidden(m))
-            }
+            throw count(error.isUnauthenticated ? .unauthenticated(error.message) : .forbidden(error.message))
         }
     }
 
     /// Reserves `bytes` of the shared memory budget; release it with `budget.release`.
-    public func reserve(_ bytes: Int) throws(Refusal) {
+    public func reserve(_ bytes: Int) throws(IngestError) {
         guard budget.tryReserve(bytes) else {
             throw count(.overloaded("the collector is holding too many large requests; retry later", retryAfter: 1))
         }
     }
 
     /// Decodes and stores one `ExportTraceServiceRequest` (protobuf wire format).
-    public func ingest(_ protobuf: [UInt8], principal: Principal) async throws(Refusal) -> Accepted {
+    public func ingest(_ protobuf: [UInt8], principal: Principal) async throws(IngestError) -> Accepted {
         if draining.load(ordering: .relaxed) {
             throw count(.unavailable("the collector is shutting down; retry later", retryAfter: 1))
         }
@@ -108,10 +83,7 @@ public final class IngestService: Sendable {
         do {
             batch = try policy.decoder.decode(protobuf, tenant: principal.ingestTenant)
         } catch {
-            switch error.kind {
-            case .malformed: throw count(.invalid(error.description))
-            case .tooManySpans: throw count(.tooLarge(error.description))
-            }
+            throw count(error.isTooManySpans ? .tooLarge(error.description) : .invalid(error.description))
         }
         if let rateLimiter, !batch.spans.isEmpty {
             let tenant = principal.ingestTenant ?? ResourceFacts.defaultTenant
@@ -143,18 +115,69 @@ public final class IngestService: Sendable {
     }
 
     /// Counts a refusal by kind (never by content) and returns it.
-    public func count(_ refusal: Refusal) -> Refusal {
-        let kind =
-            switch refusal {
-            case .invalid: "invalid"
-            case .tooLarge: "too_large"
-            case .unauthenticated: "unauthenticated"
-            case .forbidden: "forbidden"
-            case .rateLimited: "rate_limited"
-            case .overloaded: "overloaded"
-            case .unavailable: "unavailable"
-            }
-        counters.withLock { $0.refusedRequests[kind, default: 0] += 1 }
+    public func count(_ refusal: IngestError) -> IngestError {
+        counters.withLock { $0.refusedRequests[refusal.reason, default: 0] += 1 }
         return refusal
+    }
+}
+
+/// Why a request was refused, with the answer each protocol gives it (OTLP spec).
+public struct IngestError: Error, Sendable, CustomStringConvertible {
+    private enum Code: String, Sendable {
+        case invalid, tooLarge = "too_large", unauthenticated, forbidden
+        case rateLimited = "rate_limited", overloaded, unavailable
+    }
+
+    private let code: Code
+    public let message: String
+    /// Seconds after which a retry can succeed; nil when retrying cannot help.
+    public let retryAfterSeconds: Int?
+
+    private init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
+        self.code = code
+        self.message = message
+        self.retryAfterSeconds = retryAfter
+    }
+
+    /// Malformed or invalid request: HTTP 400, gRPC INVALID_ARGUMENT.
+    public static func invalid(_ m: String) -> IngestError { IngestError(.invalid, m) }
+    /// Over a size or count limit: HTTP 413, gRPC INVALID_ARGUMENT (retrying cannot help).
+    public static func tooLarge(_ m: String) -> IngestError { IngestError(.tooLarge, m) }
+    /// HTTP 401, gRPC UNAUTHENTICATED.
+    public static func unauthenticated(_ m: String) -> IngestError { IngestError(.unauthenticated, m) }
+    /// HTTP 403, gRPC PERMISSION_DENIED.
+    public static func forbidden(_ m: String) -> IngestError { IngestError(.forbidden, m) }
+    /// The tenant's rate limit: HTTP 429, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
+    public static func rateLimited(_ m: String, retryAfter: Int) -> IngestError { IngestError(.rateLimited, m, retryAfter: retryAfter) }
+    /// Queue or memory full: HTTP 503, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
+    public static func overloaded(_ m: String, retryAfter: Int) -> IngestError { IngestError(.overloaded, m, retryAfter: retryAfter) }
+    /// Shutting down or storage failing: HTTP 503, gRPC UNAVAILABLE; both with a retry delay.
+    public static func unavailable(_ m: String, retryAfter: Int) -> IngestError { IngestError(.unavailable, m, retryAfter: retryAfter) }
+
+    public var description: String { message }
+    /// The key of `refusedRequests` in the ingest counters.
+    public var reason: String { code.rawValue }
+    /// A 401 asks for a bearer token.
+    public var isUnauthenticated: Bool { code == .unauthenticated }
+
+    public var httpStatus: HTTPResponse.Status {
+        switch code {
+        case .invalid: .badRequest
+        case .tooLarge: .contentTooLarge
+        case .unauthenticated: .unauthorized
+        case .forbidden: .forbidden
+        case .rateLimited: .tooManyRequests
+        case .overloaded, .unavailable: .serviceUnavailable
+        }
+    }
+
+    public var grpcCode: RPCError.Code {
+        switch code {
+        case .invalid, .tooLarge: .invalidArgument
+        case .unauthenticated: .unauthenticated
+        case .forbidden: .permissionDenied
+        case .rateLimited, .overloaded: .resourceExhausted
+        case .unavailable: .unavailable
+        }
     }
 }

@@ -20,12 +20,6 @@ public struct Principal: Sendable {
 /// config and memory never contain a usable token, and a lookup reveals nothing about a
 /// token's bytes through timing.
 public struct Authenticator: Sendable {
-    public enum Failure: Error, Sendable {
-        /// No token, a malformed header, or an unknown token (HTTP 401, gRPC UNAUTHENTICATED).
-        case unauthenticated(String)
-        /// A valid token without the role (HTTP 403, gRPC PERMISSION_DENIED).
-        case forbidden(String)
-    }
 
     private let tokens: [String: AccessToken]
 
@@ -40,7 +34,7 @@ public struct Authenticator: Sendable {
 
     /// Authenticates `authorization` (the header or metadata value) and checks that the token
     /// holds one of `roles`.
-    public func authenticate(_ authorization: String?, requiring roles: Set<Role>) throws(Failure) -> Principal {
+    public func authenticate(_ authorization: String?, requiring roles: Set<Role>) throws(AuthError) -> Principal {
         guard enabled else {
             return Principal(name: "anonymous", roles: Set(Role.allCases), scope: .all, ingestTenant: nil)
         }
@@ -60,4 +54,20 @@ public struct Authenticator: Sendable {
             name: entry.name, roles: entry.roles, scope: scope,
             ingestTenant: entry.roles.contains(.ingest) ? entry.tenants.first : nil)
     }
+}
+
+/// Why a request is not authorized; `message` says what to send instead.
+public struct AuthError: Error, Sendable, CustomStringConvertible {
+    private enum Code: Sendable { case unauthenticated, forbidden }
+    private let code: Code
+    public let message: String
+
+    /// No token, a malformed header, or an unknown token (HTTP 401, gRPC UNAUTHENTICATED).
+    static func unauthenticated(_ m: String) -> AuthError { AuthError(code: .unauthenticated, message: m) }
+    /// A valid token without the role (HTTP 403, gRPC PERMISSION_DENIED).
+    static func forbidden(_ m: String) -> AuthError { AuthError(code: .forbidden, message: m) }
+
+    /// True for 401 (who are you?), false for 403 (not allowed).
+    public var isUnauthenticated: Bool { code == .unauthenticated }
+    public var description: String { message }
 }

@@ -56,7 +56,7 @@ final class GRPCRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             guard body.readableBytes + bytes.readableBytes <= limit + 5 else {
                 answer(
                     context: context,
-                    GRPCUnaryRequest.Failure(code: 8, message: "request exceeds the limit of \(limit) bytes"),
+                    .resourceExhausted("request exceeds the limit of \(limit) bytes"),
                     inboundOpen: !d.endStream)
                 return
             }
@@ -74,7 +74,7 @@ final class GRPCRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
         case (_, .data), (_, .headers):
             answer(
                 context: context,
-                GRPCUnaryRequest.Failure(code: 13, message: "unexpected HTTP/2 frame order for a gRPC request"),
+                .internalError("unexpected HTTP/2 frame order for a gRPC request"),
                 inboundOpen: true)
         default:
             // Stream-level control frames (reset, window updates) are grpc-swift's business.
@@ -96,8 +96,7 @@ final class GRPCRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             guard case .receiving = state else { return }
             answer(
                 context: context,
-                GRPCUnaryRequest.Failure(
-                    code: 4, message: "the request message did not arrive within \(timeout.nanoseconds / 1_000_000) ms"),
+                .deadlineExceeded("the request message did not arrive within \(timeout.nanoseconds / 1_000_000) ms"),
                 inboundOpen: true)
         }
     }
@@ -126,15 +125,15 @@ final class GRPCRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     /// A trailers-only response (PROTOCOL-HTTP2.md); the stream is reset as well when the
     /// client is still sending, so it stops.
-    private func answer(context: ChannelHandlerContext, _ failure: GRPCUnaryRequest.Failure, inboundOpen: Bool) {
+    private func answer(context: ChannelHandlerContext, _ failure: GRPCRequestError, inboundOpen: Bool) {
         state = .answered
         deadline?.cancel()
         deadline = nil
         var headers: HPACKHeaders = [
             ":status": "200", "content-type": "application/grpc",
-            "grpc-status": String(failure.code), "grpc-message": GRPCUnaryRequest.percentEncoded(failure.message),
+            "grpc-status": String(failure.statusCode), "grpc-message": GRPCUnaryRequest.percentEncoded(failure.message),
         ]
-        if failure.code == 12 { headers.add(name: "grpc-accept-encoding", value: GRPCUnaryRequest.acceptedEncodings) }
+        if failure.statusCode == 12 { headers.add(name: "grpc-accept-encoding", value: GRPCUnaryRequest.acceptedEncodings) }
         let written = context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))))
         if inboundOpen {
             let channel = context.channel

@@ -36,7 +36,7 @@ public struct OTLPGRPCService: RegistrableRPCService {
     static func transportCeiling(_ limit: Int) -> Int { limit + max(limit, 1 << 20) }
 
     func export(_ request: ServerRequest<[UInt8]>) async -> ServerResponse<[UInt8]> {
-        do throws(IngestService.Refusal) {
+        do throws(IngestError) {
             var authorization = request.metadata[stringValues: "authorization"].makeIterator()
             let principal = try ingest.authorize(authorization.next())
             let body = request.message
@@ -59,7 +59,7 @@ public struct OTLPGRPCService: RegistrableRPCService {
     }
 
     /// The gRPC error for a refusal (public for tests).
-    public static func rpcError(_ refusal: IngestService.Refusal) -> RPCError {
+    public static func rpcError(_ refusal: IngestError) -> RPCError {
         func retryable(_ code: RPCError.Code, _ message: String, _ after: Int) -> RPCError {
             var metadata = Metadata()
             metadata.addBinary(
@@ -68,14 +68,8 @@ public struct OTLPGRPCService: RegistrableRPCService {
                 forKey: "grpc-status-details-bin")
             return RPCError(code: code, message: message, metadata: metadata)
         }
-        switch refusal {
-        case .invalid(let m), .tooLarge(let m): return RPCError(code: .invalidArgument, message: m)
-        case .unauthenticated(let m): return RPCError(code: .unauthenticated, message: m)
-        case .forbidden(let m): return RPCError(code: .permissionDenied, message: m)
-        case .rateLimited(let m, let after), .overloaded(let m, let after):
-            return retryable(.resourceExhausted, m, after)
-        case .unavailable(let m, let after): return retryable(.unavailable, m, after)
-        }
+        if let after = refusal.retryAfterSeconds { return retryable(refusal.grpcCode, refusal.message, after) }
+        return RPCError(code: refusal.grpcCode, message: refusal.message)
     }
 }
 

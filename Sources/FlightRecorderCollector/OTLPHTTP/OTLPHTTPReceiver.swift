@@ -1,6 +1,7 @@
 import FlightRecorderOTLP
 import FlightRecorderStorage
 import Foundation
+import GRPCCore
 public import Hummingbird
 public import Logging
 
@@ -46,18 +47,10 @@ public struct OTLPHTTPReceiver: Sendable {
             self.retryAfter = retryAfter
         }
 
-        init(_ r: IngestService.Refusal) {
-            switch r {
-            case .invalid(let m): self.init(status: .badRequest, code: 3, message: m)
-            case .tooLarge(let m): self.init(status: .contentTooLarge, code: 3, message: m)
-            case .unauthenticated(let m):
-                self.init(status: .unauthorized, code: 16, message: m)
-                challenge = true
-            case .forbidden(let m): self.init(status: .forbidden, code: 7, message: m)
-            case .rateLimited(let m, let after): self.init(status: .tooManyRequests, code: 8, message: m, retryAfter: after)
-            case .overloaded(let m, let after): self.init(status: .serviceUnavailable, code: 8, message: m, retryAfter: after)
-            case .unavailable(let m, let after): self.init(status: .serviceUnavailable, code: 14, message: m, retryAfter: after)
-            }
+        init(_ r: IngestError) {
+            // google.rpc.Status codes in the body: the gRPC code the same refusal gets.
+            self.init(status: r.httpStatus, code: Int32(r.grpcCode.rawValue), message: r.message, retryAfter: r.retryAfterSeconds)
+            challenge = r.isUnauthenticated
         }
     }
 
@@ -167,7 +160,7 @@ public struct OTLPHTTPReceiver: Sendable {
             if contentEncoding == "gzip" {
                 do {
                     bytes = try Inflater.inflate(bytes, format: .gzip, limit: maxRequestBytes)
-                } catch .tooLarge {
+                } catch where error == .tooLarge {
                     throw Refusal.tooLarge("gzip body inflates beyond the limit of \(maxRequestBytes) bytes")
                 } catch {
                     throw Refusal.badRequest("gzip body is corrupt or truncated")

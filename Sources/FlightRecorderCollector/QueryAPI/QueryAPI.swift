@@ -92,10 +92,8 @@ public struct QueryAPI: Sendable {
         do {
             principal = try auth.authenticate(request.headers[.authorization], requiring: roles)
         } catch {
-            switch error {
-            case .unauthenticated(let m): return JSONResponse.error(.unauthorized(m, realm: "flightrec"))
-            case .forbidden(let m): return JSONResponse.error(.forbidden, m)
-            }
+            return JSONResponse.error(
+                error.isUnauthenticated ? .unauthorized(error.message, realm: "flightrec") : APIError(.forbidden, error.message))
         }
         return await APIHandler(logger: logger, unexpected: APIError(.serviceUnavailable, "the store could not answer"))
             .run { try await body(principal) }

@@ -143,15 +143,16 @@ public struct ExecuteAnswer: Sendable, Encodable {
 /// A request the sidecar refuses outright (not a policy decision): each maps to an HTTP
 /// status with a precise message that never echoes argument values.
 public struct GuardError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
+    /// The sidecar's own list; outside it, the HTTP answer (`apiError`) is what counts.
+    enum Kind: Sendable, Equatable {
         case badRequest, unauthorized, forbidden, notFound, conflict, tooLarge, unavailable
     }
 
-    public var kind: Kind
-    public var message: String
-    public var retryAfterSeconds: Int?
+    let kind: Kind
+    public let message: String
+    public let retryAfterSeconds: Int?
 
-    public init(_ kind: Kind, _ message: String, retryAfterSeconds: Int? = nil) {
+    init(_ kind: Kind, _ message: String, retryAfterSeconds: Int? = nil) {
         self.kind = kind
         self.message = message
         self.retryAfterSeconds = retryAfterSeconds
