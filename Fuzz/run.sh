@@ -18,14 +18,15 @@ flags=(-c release --scratch-path .build-fuzz
   -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,trace-cmp,pc-table
   -Xcc -fsanitize=fuzzer-no-link,address
   -Xlinker "$runtime" -Xlinker -lstdc++)
-for t in "${targets[@]}"; do swift build "${flags[@]}" --product "$t"; done
+# FUZZ_SKIP_BUILD=1 reuses the last build (to run several targets side by side).
+[ -n "${FUZZ_SKIP_BUILD:-}" ] || for t in "${targets[@]}"; do swift build "${flags[@]}" --product "$t"; done
 bin=$(swift build "${flags[@]}" --show-bin-path)
 status=0
 for t in "${targets[@]}"; do
   work=.build-fuzz/corpus/$t crashes=.build-fuzz/crashes/$t
   mkdir -p "$work" "$crashes"
   echo "== $t: ${budget[*]}"
-  if ! "$bin/$t" "${budget[@]}" -max_len=65536 -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+  if ! nice -n "${FUZZ_NICE:-0}" "$bin/$t" "${budget[@]}" -max_len=65536 -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
       -artifact_prefix="$crashes/" "$work" "Fuzz/Corpus/$t" 2>&1 | tee ".build-fuzz/$t.log" | grep -E "^(#[0-9]+.*(DONE|pulse)|stat::|==[0-9]+==ERROR|SUMMARY)"; then
     :
   fi

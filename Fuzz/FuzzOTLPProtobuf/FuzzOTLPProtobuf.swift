@@ -24,8 +24,8 @@ let decoder: ExportRequestDecoder = {
 
 func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
     guard let batch = try? decoder.decode(Array(input), tenant: "fuzz") else { return }
-    let stored = batch.payload.withUnsafeBytes { try? TracesDataDecoder.decode($0) { _, _ in true } }
-    precondition(stored != nil, "a stored payload must decode again")
+    let stored = batch.payload.withUnsafeBytes { b in Result { () throws(TracesDataError) in try TracesDataDecoder.decode(b) { _, _ in true } } }
+    if case .failure(let e) = stored { preconditionFailure("a stored payload must decode again: \(e)") }
 }
 
 @main enum Main {

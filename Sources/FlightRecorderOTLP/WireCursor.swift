@@ -37,10 +37,13 @@ struct WireCursor {
         return nil
     }
 
-    /// The next field; nil when the bytes are not valid wire format.
+    /// The next field; nil when the bytes are not valid wire format. Field number 0 is
+    /// invalid: protobuf-c accepts it when the key is a non-minimal varint (`85 00`) but
+    /// refuses its own minimal re-encoding (`05`), so a request carrying one would be stored
+    /// and then never read back, hiding the other spans of its block.
     mutating func field() -> Field? {
         let start = pos
-        guard let tag = varint() else { return nil }
+        guard let tag = varint(), tag >> 3 != 0 else { return nil }
         let wireType = tag & 7
         var payload = pos..<pos
         switch wireType {

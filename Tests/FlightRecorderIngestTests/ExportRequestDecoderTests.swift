@@ -2,6 +2,7 @@ import FlightRecorderOTLP
 import FlightRecorderIngest
 import FlightRecorderRedaction
 import FlightRecorderTesting
+import Foundation
 import Testing
 
 @Suite struct ExportRequestDecoderTests {
@@ -66,6 +67,36 @@ import Testing
         let stored = try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
         #expect(stored.map(\.spanID) == batch.spans.map(\.spanID))
     }
+
+    /// Found by FuzzOTLPProtobuf: field number 0 with a non-minimal key (`85 00`) passed
+    /// protobuf-c, but its re-encoding did not unpack, so the stored block became unreadable.
+    @Test(arguments: [[UInt8]([0x85, 0x00]), [0x05], [0x80, 0x80, 0x00]])
+    func fieldNumberZeroIsRefusedInEveryMessage(key: [UInt8]) throws {
+        var w = ProtobufWriter()
+        w.messageField(1) { rs in
+            rs.messageField(2) { ss in
+                ss.messageField(2) { span in
+                    span.bytesField(1, RequestBuilder.traceID(1))
+                    span.bytesField(2, RequestBuilder.spanID(1))
+                    span.raw(key + (key.last! & 7 == 5 ? [1, 1, 0, 0] : [0]))
+                }
+            }
+        }
+        #expect(throws: ExportRequestError.self) { try decoder.decode(w.bytes, tenant: "acme") }
+    }
+
+    /// Whatever a request carries, what ingest stores decodes again (the fuzzers' invariant).
+    @Test func storedPayloadsAlwaysDecodeAgain() throws {
+        for file in try FileManager.default.contentsOfDirectory(atPath: Self.corpus) {
+            guard let body = FileManager.default.contents(atPath: Self.corpus + "/" + file),
+                let batch = try? decoder.decode(Array(body), tenant: "acme")
+            else { continue }
+            #expect(throws: Never.self) { try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } } }
+        }
+    }
+
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fuzz/Corpus/FuzzOTLPProtobuf").path
 
     @Test func rejectsEndBeforeStartAndReportsEveryRejection() throws {
         var spans = (1...100).map { TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(UInt8($0))) }
