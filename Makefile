@@ -7,7 +7,9 @@ PYTHON ?= python3
 FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
+FORMAT_PATHS := Sources Tests Bench Fuzz Package.swift
+
+.PHONY: format format-check serve test deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
 
 ## Build (release) and start the daemon on the default data directory
 ## ($FLIGHTREC_DATA, else ~/.local/share/flightrec). Ctrl-C drains and exits.
@@ -16,7 +18,7 @@ serve: deps build-release
 
 ## Run every test: generated-code check, Swift unit tests, the fuzz corpora replayed, a short
 ## libFuzzer pass over every decoder, integration tests with the real OpenTelemetry Python SDK.
-test: deps python-deps check-generated unit-test fuzz-replay integration-test fuzz-smoke
+test: deps python-deps check-generated format-check unit-test fuzz-replay integration-test fuzz-smoke
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -39,6 +41,13 @@ build:
 
 build-release:
 	swift build -c release --product flightrec
+
+## Fails on any difference from swift-format's output or lint rule (.swift-format); `make format` fixes.
+format-check:
+	swift format lint --strict --recursive $(FORMAT_PATHS)
+
+format:
+	swift format format --in-place --recursive $(FORMAT_PATHS)
 
 check-generated:
 	Schemas/generate.sh --check

@@ -1,13 +1,16 @@
 // swift-tools-version:6.2
 import PackageDescription
 
-// One set of settings for every target (STYLE.md §2).
-let swiftSettings: [SwiftSetting] = [
-    .swiftLanguageMode(.v6),
-    .enableUpcomingFeature("ExistentialAny"),
-    .enableUpcomingFeature("MemberImportVisibility"),
-    .enableUpcomingFeature("InternalImportsByDefault"),
-]
+// One set of settings for every target (STYLE.md §2). In CI (`CI` set, as `.ci/run` has it)
+// our own targets treat every warning as an error; dependencies are not affected.
+let strict = Context.environment["CI"] != nil || Context.environment["FLIGHTREC_STRICT"] != nil
+let swiftSettings: [SwiftSetting] =
+    [
+        .swiftLanguageMode(.v6),
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+        .enableUpcomingFeature("InternalImportsByDefault"),
+    ] + (strict ? [.treatAllWarnings(as: .error)] : [])
 
 let package = Package(
     name: "flightrec",
@@ -216,11 +219,15 @@ let package = Package(
         // MARK: Tests mirror Sources
         .testTarget(
             name: "FlightRecorderOTLPTests",
-            dependencies: ["FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction"],
+            dependencies: [
+                "FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderRedaction",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderIngestTests",
-            dependencies: ["FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderTesting"],
+            dependencies: [
+                "FlightRecorderIngest", "FlightRecorderOTLP", "FlightRecorderRedaction", "FlightRecorderTesting",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderStorageTests",
@@ -240,8 +247,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderGuardTests",
-            dependencies: ["FlightRecorderIngest", 
-                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
+            dependencies: [
+                "FlightRecorderIngest",
+                "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderOTLP", "FlightRecorderConfig",
+                "FlightRecorderRedaction",
                 "FlightRecorderTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -251,7 +260,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderCollectorTests",
-            dependencies: ["FlightRecorderIngest", 
+            dependencies: [
+                "FlightRecorderIngest",
                 "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderTesting", "FlightRecorderRedaction",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -262,7 +272,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderConfigTests",
-            dependencies: ["FlightRecorderIngest", 
+            dependencies: [
+                "FlightRecorderIngest",
                 "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderRedaction", "FlightRecorderOTLP",
                 "FlightRecorderTesting",
             ],

@@ -22,6 +22,8 @@ flags=(-c release --scratch-path .build-fuzz
 [ -n "${FUZZ_SKIP_BUILD:-}" ] || for t in "${targets[@]}"; do swift build "${flags[@]}" --product "$t"; done
 bin=$(swift build "${flags[@]}" --show-bin-path)
 status=0
+# The Swift crash handler trips over ASan; libFuzzer reports crashes itself.
+export SWIFT_BACKTRACE=enable=no
 for t in "${targets[@]}"; do
   work=.build-fuzz/corpus/$t crashes=.build-fuzz/crashes/$t
   mkdir -p "$work" "$crashes"

@@ -8,13 +8,20 @@ extension LoadGen {
     /// HTTP/1.1 connections one for one.
     func driveGRPC(target: String, requests: [[UInt8]]) async throws -> Result {
         let parts = target.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw LoadGenError("--grpc-target: expected HOST:PORT") }
+        guard parts.count == 2, let port = Int(parts[1]) else {
+            throw LoadGenError("--grpc-target: expected HOST:PORT")
+        }
         let host = String(parts[0])
         let clients = try (0..<connections).map { _ in
-            GRPCClient(transport: try .http2NIOPosix(target: .ipv4(address: host, port: port), transportSecurity: .plaintext))
+            GRPCClient(
+                transport: try .http2NIOPosix(target: .ipv4(address: host, port: port), transportSecurity: .plaintext))
         }
         return try await withThrowingTaskGroup(of: Result?.self) { group in
-            for client in clients { group.addTask { try await client.runConnections(); return nil } }
+            for client in clients {
+                group.addTask {
+                    try await client.runConnections(); return nil
+                }
+            }
             _ = try await driveGRPC(clients: clients, requests: requests, seconds: warmup)
             let result = try await driveGRPC(clients: clients, requests: requests, seconds: duration)
             for client in clients { client.beginGracefulShutdown() }

@@ -29,7 +29,8 @@ extension LoadGen {
         let dir = NSTemporaryDirectory() + "flightrec-guard-bench-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try Self.guardConfig(dir: dir, backendPort: backendPort).write(toFile: dir + "/guard.yaml", atomically: true, encoding: .utf8)
+        try Self.guardConfig(dir: dir, backendPort: backendPort).write(
+            toFile: dir + "/guard.yaml", atomically: true, encoding: .utf8)
         let guardProcess = Process()
         guardProcess.executableURL = URL(fileURLWithPath: binary)
         guardProcess.arguments = [
@@ -84,7 +85,8 @@ extension LoadGen {
         func line(_ label: String, _ xs: [Double]) {
             let s = xs.sorted()
             func pct(_ p: Double) -> Double { s[min(s.count - 1, Int(Double(s.count) * p))] * 1000 }
-            print(String(format: "%@ p50 %.3f ms, p99 %.3f ms, max %.3f ms", label, pct(0.5), pct(0.99), s.last! * 1000))
+            print(
+                String(format: "%@ p50 %.3f ms, p99 %.3f ms, max %.3f ms", label, pct(0.5), pct(0.99), s.last! * 1000))
         }
         print("\(n) sequential requests each (one agent), sidecar exporting its spans to a live collector")
         line("decide round trip:                    ", decide)
@@ -126,7 +128,8 @@ extension LoadGen {
         }
         return GuardTimed(
             status: response.status.code,
-            seconds: Double(dt.components.seconds) + Double(dt.components.attoseconds) / 1e18, app: app, backend: backend,
+            seconds: Double(dt.components.seconds) + Double(dt.components.attoseconds) / 1e18, app: app,
+            backend: backend,
             body: String(buffer: data))
     }
 
@@ -145,9 +148,11 @@ extension LoadGen {
         router.post("/tool") { request, _ -> Response in
             _ = try await request.body.collect(upTo: 1 << 20)
             counter.add(1)
-            let body = "{\"operation_id\":\"op-\(counter.value)\",\"status\":\"open\",\"assignee\":\"helpdesk@example.com\"}"
+            let body =
+                "{\"operation_id\":\"op-\(counter.value)\",\"status\":\"open\",\"assignee\":\"helpdesk@example.com\"}"
             return Response(
-                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         return router
     }

@@ -4,6 +4,7 @@ import FlightRecorderTesting
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Replays pre-encoded, agent-shaped OTLP protobuf requests over several connections
 /// (OTLP/HTTP or OTLP/gRPC) against a daemon, and prints spans/s, request latency p50/p99, bytes on disk per raw OTLP byte,
@@ -85,7 +86,9 @@ struct LoadGen: AsyncParsableCommand {
             rawBytes += r.bytes.count
         }
         let meanRequest = rawBytes / pool
-        print("workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)")
+        print(
+            "workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)"
+        )
         guard ["http", "grpc", "both"].contains(proto) else { throw ValidationError("--proto: http, grpc or both") }
 
         if proto == "both" {
@@ -100,7 +103,10 @@ struct LoadGen: AsyncParsableCommand {
             }
             let h = http.sorted()[http.count / 2]
             let g = grpc.sorted()[grpc.count / 2]
-            print(String(format: "median OTLP/HTTP %.0f spans/s, OTLP/gRPC %.0f spans/s: gRPC / HTTP = %.1f%%", h, g, 100 * g / h))
+            print(
+                String(
+                    format: "median OTLP/HTTP %.0f spans/s, OTLP/gRPC %.0f spans/s: gRPC / HTTP = %.1f%%", h, g,
+                    100 * g / h))
         } else if compareRedaction {
             guard daemon != nil else { throw ValidationError("--compare-redaction needs --daemon") }
             print("== redaction off")
@@ -136,18 +142,23 @@ struct LoadGen: AsyncParsableCommand {
             let client = HTTPClient(
                 eventLoopGroupProvider: .singleton,
                 configuration: .init(
-                    connectionPool: .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+                    connectionPool: .init(
+                        idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
             _ = try await drive(client: client, target: target, requests: requests, seconds: warmup)
             result = try await drive(client: client, target: target, requests: requests, seconds: duration)
             try? await client.shutdown()
         }
 
         let sorted = result.latencies.sorted()
-        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        func pct(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
         let spansPerSecond = Double(result.spans) / result.elapsed
-        print(String(format: "%@ throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)",
-            grpc ? "OTLP/gRPC" : "OTLP/HTTP", spansPerSecond,
-            Double(result.requests) / result.elapsed, connections, result.elapsed))
+        print(
+            String(
+                format: "%@ throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)",
+                grpc ? "OTLP/gRPC" : "OTLP/HTTP", spansPerSecond,
+                Double(result.requests) / result.elapsed, connections, result.elapsed))
         print(String(format: "latency: p50 %.2f ms, p99 %.2f ms", pct(0.50) * 1000, pct(0.99) * 1000))
         if result.failures > 0 { print("refused or failed requests: \(result.failures) (\(result.statuses))") }
 
@@ -159,8 +170,10 @@ struct LoadGen: AsyncParsableCommand {
             // Everything acknowledged by this daemon, warm-up included, against what it stored.
             let sent = Self.sentBytes.value - startBytes
             let spans = Self.sentSpans.value - startSpans
-            print(String(format: "disk: %d bytes for %d raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
-                100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(spans, 1))))
+            print(
+                String(
+                    format: "disk: %d bytes for %d raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
+                    100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(spans, 1))))
             print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
             print("daemon exit status: \(process.terminationStatus)")
             try? FileManager.default.removeItem(atPath: (dataDir as NSString).deletingLastPathComponent)
@@ -244,7 +257,9 @@ struct LoadGen: AsyncParsableCommand {
     }
 
     /// POSTs one OTLP/HTTP protobuf request and returns the response status.
-    static func export(_ client: HTTPClient, _ target: String, _ body: ByteBuffer, timeout: TimeAmount) async throws
+    static func export(
+        _ client: HTTPClient, _ target: String, _ body: ByteBuffer, timeout: TimeAmount
+    ) async throws
         -> HTTPResponseStatus
     {
         var request = HTTPClientRequest(url: target)
@@ -293,7 +308,9 @@ struct LoadGen: AsyncParsableCommand {
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             let ok = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
             close(fd)
             if ok == 0 { return }
@@ -314,7 +331,9 @@ struct LoadGen: AsyncParsableCommand {
         guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
         var total = 0
         while let f = e.nextObject() as? String {
-            if let a = try? FileManager.default.attributesOfItem(atPath: path + "/" + f), (a[.type] as? FileAttributeType) == .typeRegular {
+            if let a = try? FileManager.default.attributesOfItem(atPath: path + "/" + f),
+                (a[.type] as? FileAttributeType) == .typeRegular
+            {
                 total += (a[.size] as? Int) ?? 0
             }
         }
@@ -328,5 +347,3 @@ final class Counter: Sendable {
     func add(_ n: Int) { storage.withLock { $0 += n } }
     var value: Int { storage.withLock { $0 } }
 }
-
-import Synchronization

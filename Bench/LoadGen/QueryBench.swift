@@ -19,7 +19,8 @@ extension LoadGen {
         let client = HTTPClient(
             eventLoopGroupProvider: .singleton,
             configuration: .init(
-                connectionPool: .init(idleTimeout: .seconds(600), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+                connectionPool: .init(
+                    idleTimeout: .seconds(600), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
         let target = "http://127.0.0.1:\(portBase)/v1/traces"
         let perWorker = loadSpans / connections / spansPerRequest + 1
         let t0 = ContinuousClock.now
@@ -57,7 +58,10 @@ extension LoadGen {
         }
         let loadSeconds = Self.seconds(ContinuousClock.now - t0)
         let api = "http://127.0.0.1:\(portBase + 1)"
-        print(String(format: "stored %d spans in %.1f s (%.0f spans/s)", samples.2, loadSeconds, Double(samples.2) / loadSeconds))
+        print(
+            String(
+                format: "stored %d spans in %.1f s (%.0f spans/s)", samples.2, loadSeconds,
+                Double(samples.2) / loadSeconds))
         let runs = try await getJSON(client, api + "/api/v1/runs?limit=1")
         _ = runs  // the first query waits until everything acknowledged is indexed
         let counts = try await getJSON(client, api + "/api/v1/ingest/stats")
@@ -102,17 +106,34 @@ extension LoadGen {
             return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
         }
         let meanSpans = spanCounts.isEmpty ? 0 : spanCounts.reduce(0, +) / spanCounts.count
-        print(String(format: "run read back (GET /api/v1/runs/{id}, n=%d): p50 %.2f ms, p99 %.2f ms", plain.count, pct(plain, 0.5), pct(plain, 0.99)))
-        print(String(format: "graph of %d-span runs (n=%d): p50 %.2f ms, p99 %.2f ms", meanSpans, graph.count, pct(graph, 0.5), pct(graph, 0.99)))
-        print(String(format: "path to a tool execution (n=%d): p50 %.2f ms, p99 %.2f ms", path.count, pct(path, 0.5), pct(path, 0.99)))
-        print(String(format: "lookup by operation.id (n=%d): p50 %.2f ms, p99 %.2f ms", lookup.count, pct(lookup, 0.5), pct(lookup, 0.99)))
+        print(
+            String(
+                format: "run read back (GET /api/v1/runs/{id}, n=%d): p50 %.2f ms, p99 %.2f ms", plain.count,
+                pct(plain, 0.5), pct(plain, 0.99)))
+        print(
+            String(
+                format: "graph of %d-span runs (n=%d): p50 %.2f ms, p99 %.2f ms", meanSpans, graph.count,
+                pct(graph, 0.5), pct(graph, 0.99)))
+        print(
+            String(
+                format: "path to a tool execution (n=%d): p50 %.2f ms, p99 %.2f ms", path.count, pct(path, 0.5),
+                pct(path, 0.99)))
+        print(
+            String(
+                format: "lookup by operation.id (n=%d): p50 %.2f ms, p99 %.2f ms", lookup.count, pct(lookup, 0.5),
+                pct(lookup, 0.99)))
         for e in expressions {
-            print(String(format: "search %@ (20 newest runs of %@ candidate traces): p50 %.1f ms, max %.1f ms", e, "\(found[e] ?? "?")",
-                pct(search[e] ?? [], 0.5), pct(search[e] ?? [], 1)))
+            print(
+                String(
+                    format: "search %@ (20 newest runs of %@ candidate traces): p50 %.1f ms, max %.1f ms", e,
+                    "\(found[e] ?? "?")",
+                    pct(search[e] ?? [], 0.5), pct(search[e] ?? [], 1)))
         }
         let rss = peakRSS(pid: started.process.processIdentifier)
-        print(String(format: "daemon peak RSS: %.1f MiB, data directory %.1f MiB", Double(rss) / 1_048_576,
-            Double(directorySize(started.dataDir)) / 1_048_576))
+        print(
+            String(
+                format: "daemon peak RSS: %.1f MiB, data directory %.1f MiB", Double(rss) / 1_048_576,
+                Double(directorySize(started.dataDir)) / 1_048_576))
     }
 
     struct Timed {

@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import Foundation
 import FuzzSupport

@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FuzzSupport
 
@@ -24,7 +24,9 @@ let decoder: ExportRequestDecoder = {
 
 func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
     guard let batch = try? decoder.decode(Array(input), tenant: "fuzz") else { return }
-    let stored = batch.payload.withUnsafeBytes { b in Result { () throws(TracesDataError) in try TracesDataDecoder.decode(b) { _, _ in true } } }
+    let stored = batch.payload.withUnsafeBytes { b in
+        Result { () throws(TracesDataError) in try TracesDataDecoder.decode(b) { _, _ in true } }
+    }
     if case .failure(let e) = stored { preconditionFailure("a stored payload must decode again: \(e)") }
 }
 

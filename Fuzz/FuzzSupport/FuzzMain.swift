@@ -16,10 +16,11 @@ public enum FuzzMain {
         target = body
         var argc = CommandLine.argc
         var argv = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-            FuzzMain.target?(UnsafeBufferPointer(start: data, count: size))
-            return 0
-        })
+        exit(
+            LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+                FuzzMain.target?(UnsafeBufferPointer(start: data, count: size))
+                return 0
+            })
         #else
         exit(FuzzReplay.main(body))
         #endif

@@ -1,5 +1,5 @@
-import FlightRecorderCore
 import Crypto
+import FlightRecorderCore
 import Foundation
 
 /// What a bearer token may do.

@@ -41,7 +41,8 @@ extension ConfigReader {
     ) throws(ConfigError) {
         try section(node, path: path) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
             if k == "match" {
-                guard let m = v.mapping, m.count == 1, let key = m.first?.key.string, let value = m.first?.value.string else {
+                guard let m = v.mapping, m.count == 1, let key = m.first?.key.string, let value = m.first?.value.string
+                else {
                     throw r.error(v, "\(path).match", "expected one resource attribute, such as {tenant.id: acme}")
                 }
                 set.match = (key, value)
@@ -97,14 +98,17 @@ extension ConfigReader {
                     for (i, item) in seq.enumerated() {
                         var name: String?
                         var pattern: String?
-                        try r.section(item, path: "\(dpath)[\(i)]") { (r: inout ConfigReader, ck: String, cv: Node) throws(ConfigError) in
+                        try r.section(item, path: "\(dpath)[\(i)]") {
+                            (r: inout ConfigReader, ck: String, cv: Node) throws(ConfigError) in
                             switch ck {
                             case "name": name = try r.string(cv, "\(dpath)[\(i)].name")
                             case "pattern": pattern = try r.string(cv, "\(dpath)[\(i)].pattern")
                             default: throw r.unknown(cv, "\(dpath)[\(i)].\(ck)")
                             }
                         }
-                        guard let name, let pattern else { throw r.error(item, "\(dpath)[\(i)]", "needs name and pattern") }
+                        guard let name, let pattern else {
+                            throw r.error(item, "\(dpath)[\(i)]", "needs name and pattern")
+                        }
                         lines[name] = item.mark?.line
                         set.customDetectors.append(.init(name: name, pattern: pattern))
                     }

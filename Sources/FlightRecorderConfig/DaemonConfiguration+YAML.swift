@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import Foundation
 package import Yams
 
@@ -46,7 +46,9 @@ extension DaemonConfiguration {
                     case "socket_mode":
                         let text = try r.string(v, "listeners.socket_mode")
                         guard let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
-                            throw r.error(v, "listeners.socket_mode", "expected an octal file mode such as 0660 (got \"\(text)\")")
+                            throw r.error(
+                                v, "listeners.socket_mode", "expected an octal file mode such as 0660 (got \"\(text)\")"
+                            )
                         }
                         config.socketMode = mode
                     default: throw r.unknown(v, "listeners.\(k)")
@@ -71,7 +73,8 @@ extension DaemonConfiguration {
             case "limits":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
-                    case "max_request_body": config.maxRequestBytes = try r.bytes(v, "limits.max_request_body", min: 1024)
+                    case "max_request_body":
+                        config.maxRequestBytes = try r.bytes(v, "limits.max_request_body", min: 1024)
                     case "max_spans_per_request":
                         config.limits.maxSpansPerRequest = try r.integer(v, "limits.max_spans_per_request", min: 1)
                     case "max_attributes_per_span":
@@ -115,7 +118,8 @@ extension DaemonConfiguration {
                     case "level":
                         let s = try r.string(v, "log.level")
                         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(s) else {
-                            throw r.error(v, "log.level", "expected trace, debug, info, notice, warning, error or critical")
+                            throw r.error(
+                                v, "log.level", "expected trace, debug, info, notice, warning, error or critical")
                         }
                         config.logLevel = s
                     default: throw r.unknown(v, "log.\(k)")
@@ -143,7 +147,6 @@ extension DaemonConfiguration {
         }
     }
 }
-
 
 /// Typed reads from YAML nodes, with errors that carry the node's line.
 package struct ConfigReader {
@@ -189,7 +192,9 @@ package struct ConfigReader {
         guard let seq = node.sequence else { throw error(node, key, "expected a list of strings") }
         var out: [String] = []
         for item in seq {
-            guard case .scalar(let s) = item, !s.string.isEmpty else { throw error(item, key, "expected a non-empty string") }
+            guard case .scalar(let s) = item, !s.string.isEmpty else {
+                throw error(item, key, "expected a non-empty string")
+            }
             out.append(s.string)
         }
         return out
@@ -241,7 +246,8 @@ package struct ConfigReader {
     package mutating func rateLimit(_ node: Node) throws(ConfigError) -> RateLimit {
         var rate: Double?
         var burst: Double?
-        try section(node, path: "limits.rate_limit") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+        try section(node, path: "limits.rate_limit") {
+            (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
             let path = "limits.rate_limit.\(k)"
             switch k {
             case "spans_per_second": rate = try r.number(v, path, min: 1)
@@ -270,9 +276,11 @@ package struct ConfigReader {
                 case "name": name = try r.string(v, path)
                 case "sha256":
                     let d = try r.string(v, path).lowercased()
-                    guard d.utf8.count == 64, d.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+                    guard d.utf8.count == 64, d.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+                    else {
                         throw r.error(
-                            v, path, "expected the 64-hex-digit SHA-256 of the token (flightrec token hash), never the token")
+                            v, path,
+                            "expected the 64-hex-digit SHA-256 of the token (flightrec token hash), never the token")
                     }
                     guard digests.insert(d).inserted else { throw r.error(v, path, "duplicate token digest") }
                     digest = d
@@ -298,7 +306,8 @@ package struct ConfigReader {
             }
             guard !roles.isEmpty else { throw error(item, base, "needs roles (ingest, responder, auditor, admin)") }
             if roles.contains(.ingest) && (tenants.count != 1 || tenants[0] == "*") {
-                throw error(item, base, "an ingest token needs exactly one tenant: it is stamped on every span it sends")
+                throw error(
+                    item, base, "an ingest token needs exactly one tenant: it is stamped on every span it sends")
             }
             out.append(AccessToken(name: name, sha256: digest, tenants: tenants, roles: roles))
         }

@@ -1,5 +1,5 @@
-public import FlightRecorderOTLP
 public import FlightRecorderIngest
+public import FlightRecorderOTLP
 public import FlightRecorderRedaction
 import Foundation
 

@@ -34,7 +34,9 @@ public enum SocketPath {
             for (i, b) in path.utf8.enumerated() { buf[i] = b }
         }
         let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if connected == 0 {
             throw ConfigError(key: key, reason: "\(path) is in use by a running process")

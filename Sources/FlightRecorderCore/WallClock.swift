@@ -1,7 +1,8 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 
 /// Where a component reads the time of day (Unix nanoseconds, as OTLP timestamps are).
 /// Production passes `SystemWallClock`; tests pass a `ManualWallClock` and move it by hand.

@@ -65,7 +65,8 @@ public struct GuardConfiguration: Sendable {
     }
 
     public static func load(path: String) throws(ConfigError) -> GuardConfiguration {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
             throw ConfigError(key: "", file: path, reason: "cannot read the config file")
         }
         do {
@@ -164,9 +165,11 @@ public struct GuardConfiguration: Sendable {
             }
         }
         if approvers.isEmpty && rules.contains(where: { $0.effect == .requireApproval }) {
-            throw ConfigError(key: "approvals.approver_roles", reason: "rules require approval but no approver role is configured")
+            throw ConfigError(
+                key: "approvals.approver_roles", reason: "rules require approval but no approver role is configured")
         }
-        config.policy = GuardPolicy(tools: tools, actors: actors, rules: rules, approverRoles: approvers, budgets: budgets)
+        config.policy = GuardPolicy(
+            tools: tools, actors: actors, rules: rules, approverRoles: approvers, budgets: budgets)
         return config
     }
 }
@@ -206,7 +209,9 @@ extension ConfigReader {
                 }
             case "tier":
                 let s = try r.string(v, key)
-                guard let t = Tier(rawValue: s) else { throw r.error(v, key, "expected read, low_write or privileged_write") }
+                guard let t = Tier(rawValue: s) else {
+                    throw r.error(v, key, "expected read, low_write or privileged_write")
+                }
                 tier = t
             case "arguments": schema = try r.schema(v, path: key)
             case "backend":
@@ -280,7 +285,9 @@ extension ConfigReader {
                 }
             case "description", "title": _ = try r.string(v, key)
             case "properties":
-                guard let m = v.mapping else { throw r.error(v, key, "expected a mapping of argument names to schemas") }
+                guard let m = v.mapping else {
+                    throw r.error(v, key, "expected a mapping of argument names to schemas")
+                }
                 for (pk, pv) in m {
                     guard let name = pk.string else { throw r.error(pk, key, "argument names must be strings") }
                     properties[name] = try r.schema(pv, path: "\(key).\(name)")
@@ -348,7 +355,9 @@ extension ConfigReader {
             case "id": rule.id = try r.string(v, key)
             case "effect":
                 let s = try r.string(v, key)
-                guard let e = Rule.Effect(rawValue: s) else { throw r.error(v, key, "expected allow, deny or require_approval") }
+                guard let e = Rule.Effect(rawValue: s) else {
+                    throw r.error(v, key, "expected allow, deny or require_approval")
+                }
                 effect = e
             case "tenants": rule.tenants = Set(try r.stringList(v, key))
             case "roles": rule.roles = Set(try r.stringList(v, key))

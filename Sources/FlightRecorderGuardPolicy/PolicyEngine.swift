@@ -1,5 +1,5 @@
-import FlightRecorderCore
 import Crypto
+import FlightRecorderCore
 public import FlightRecorderOTLP
 import Foundation
 
@@ -73,7 +73,8 @@ public struct ToolCall: Sendable {
             return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
         case .array(let a): return "[" + a.map(canonical).joined(separator: ",") + "]"
         case .object(let o):
-            return "{" + o.keys.sorted().map { canonical(.string($0)) + ":" + canonical(o[$0]!) }.joined(separator: ",") + "}"
+            return "{" + o.keys.sorted().map { canonical(.string($0)) + ":" + canonical(o[$0]!) }.joined(separator: ",")
+                + "}"
         }
     }
 }
@@ -117,19 +118,25 @@ public struct PolicyEngine: Sendable {
         let violations = tool.arguments.violations(call.arguments)
         if !violations.isEmpty {
             return .blocked(
-                "schema", "arguments do not match the schema of \(tool.name)", violations: violations.map(\.description))
+                "schema", "arguments do not match the schema of \(tool.name)", violations: violations.map(\.description)
+            )
         }
         if let reason = budgetExceeded(call, state: state) { return .blocked("budget", reason) }
         if tool.tier.isWrite, !state.ambiguousEntities.isEmpty,
-            Self.strings(in: call.arguments).contains(where: { state.ambiguousEntities.contains(RunState.entityDigest($0)) })
+            Self.strings(in: call.arguments).contains(where: {
+                state.ambiguousEntities.contains(RunState.entityDigest($0))
+            })
         {
             // The entity is never echoed: it may name a person.
             return .blocked(
-                "ambiguous_entity", "ambiguous_entity: an argument names an entity a lookup matched more than once; resolve it first")
+                "ambiguous_entity",
+                "ambiguous_entity: an argument names an entity a lookup matched more than once; resolve it first")
         }
         for rule in policy.rules where applies(rule, call: call, tool: tool, actor: actor, state: state) {
             switch rule.effect {
-            case .allow: return Decision(outcome: .allowed, reason: "allowed by \(rule.id)", rule: rule.id, ticket: nil, violations: [])
+            case .allow:
+                return Decision(
+                    outcome: .allowed, reason: "allowed by \(rule.id)", rule: rule.id, ticket: nil, violations: [])
             case .deny: return .blocked(rule.id, "denied by \(rule.id)")
             case .requireApproval:
                 return Decision(
@@ -150,9 +157,12 @@ public struct PolicyEngine: Sendable {
 
     func budgetExceeded(_ call: ToolCall, state: RunState) -> String? {
         let b = policy.budgets
-        if let max = b.maxSteps, state.steps >= max { return "max_steps: the run has taken \(state.steps) of \(max) steps" }
+        if let max = b.maxSteps, state.steps >= max {
+            return "max_steps: the run has taken \(state.steps) of \(max) steps"
+        }
         if let max = b.maxDuplicateCalls, (state.calls[call.digest] ?? 0) > max {
-            return "max_duplicate_calls: this exact call already ran \(state.calls[call.digest] ?? 0) times (\(max) repeats allowed)"
+            return
+                "max_duplicate_calls: this exact call already ran \(state.calls[call.digest] ?? 0) times (\(max) repeats allowed)"
         }
         if let max = b.maxTokens, state.tokens >= max { return "max_tokens: \(state.tokens) of \(max) tokens used" }
         if let max = b.maxCostUSD, state.costUSD >= max {

@@ -3,6 +3,7 @@ import HummingbirdTLS
 public import Logging
 public import NIOSSL
 public import ServiceLifecycle
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,7 +1,8 @@
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOCore
 
 /// A listener could not start: its address is in use, not permitted or not on this host.
 /// The message names the listener's configuration key and the address, so an operator knows

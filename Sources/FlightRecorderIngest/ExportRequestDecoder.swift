@@ -41,7 +41,9 @@ public struct ExportRequestDecoder: Sendable {
         return try result.get()
     }
 
-    func decode(_ raw: UnsafeRawBufferPointer, payload: [UInt8], tenant: String?) throws(ExportRequestError) -> IngestBatch {
+    func decode(
+        _ raw: UnsafeRawBufferPointer, payload: [UInt8], tenant: String?
+    ) throws(ExportRequestError) -> IngestBatch {
         do throws(WireFormatError) {
             try WireDepthGuard.check(raw, maxDepth: maxDepth)
         } catch {
@@ -74,7 +76,9 @@ public struct ExportRequestDecoder: Sendable {
                 for i in 0..<ss.n_spans {
                     guard let span = ss.spans[i]?.pointee, let problem = Self.problem(with: span) else { continue }
                     rejected.append((r, s, i))
-                    if reasons.count < 3 { reasons.append("resourceSpans[\(r)].scopeSpans[\(s)].spans[\(i)]: \(problem)") }
+                    if reasons.count < 3 {
+                        reasons.append("resourceSpans[\(r)].scopeSpans[\(s)].spans[\(i)]: \(problem)")
+                    }
                 }
             }
         }
@@ -97,7 +101,8 @@ public struct ExportRequestDecoder: Sendable {
         var payload = payload
         if changed {
             // Store the message as changed, never the bytes as sent.
-            let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(request)
+            let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(
+                request)
             payload = [UInt8](repeating: 0, count: size)
             let written = payload.withUnsafeMutableBufferPointer {
                 opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(request, $0.baseAddress)
@@ -111,7 +116,8 @@ public struct ExportRequestDecoder: Sendable {
         batch.rejectedSpans = rejected.count
         if !rejected.isEmpty {
             let more = rejected.count > reasons.count ? "; and \(rejected.count - reasons.count) more" : ""
-            batch.rejectionMessage = "\(rejected.count) of \(total) spans rejected: " + reasons.joined(separator: "; ") + more
+            batch.rejectionMessage =
+                "\(rejected.count) of \(total) spans rejected: " + reasons.joined(separator: "; ") + more
         }
         batch.truncatedValues = limited.truncatedValues
         batch.droppedAttributes = limited.droppedAttributes

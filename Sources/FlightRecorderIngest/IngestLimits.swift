@@ -12,7 +12,9 @@ public struct IngestLimits: Sendable, Equatable {
     /// `flightrec.truncated.count` on the span. Default 64 KiB.
     public var maxAttributeValueBytes: Int
 
-    public init(maxSpansPerRequest: Int = 10_000, maxAttributesPerSpan: Int = 128, maxAttributeValueBytes: Int = 64 << 10) {
+    public init(
+        maxSpansPerRequest: Int = 10_000, maxAttributesPerSpan: Int = 128, maxAttributeValueBytes: Int = 64 << 10
+    ) {
         self.maxSpansPerRequest = maxSpansPerRequest
         self.maxAttributesPerSpan = maxAttributesPerSpan
         self.maxAttributeValueBytes = maxAttributeValueBytes

@@ -13,7 +13,8 @@ public final class IngestPolicy: Sendable {
     ) throws(RedactionError) {
         state = Mutex(
             ExportRequestDecoder(
-                runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits, redaction: try Self.redactor(redaction)))
+                runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits,
+                redaction: try Self.redactor(redaction)))
     }
 
     static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {

@@ -43,7 +43,8 @@ enum RequestNormalizer {
             for s in 0..<rs.pointee.n_scope_spans {
                 guard let ss = rs.pointee.scope_spans[s] else { continue }
                 if let scope = ss.pointee.scope {
-                    _ = overwrite(scope.pointee.attributes, scope.pointee.n_attributes, tenant: tenant, changed: &changed)
+                    _ = overwrite(
+                        scope.pointee.attributes, scope.pointee.n_attributes, tenant: tenant, changed: &changed)
                 }
                 for i in 0..<ss.pointee.n_spans {
                     guard let span = ss.pointee.spans[i] else { continue }
@@ -128,7 +129,8 @@ enum RequestNormalizer {
                     for e in 0..<span.pointee.n_events {
                         guard let event = span.pointee.events[e] else { continue }
                         let (d, t) = limit(
-                            &event.pointee.attributes, &event.pointee.n_attributes, &event.pointee.dropped_attributes_count,
+                            &event.pointee.attributes, &event.pointee.n_attributes,
+                            &event.pointee.dropped_attributes_count,
                             limits, checkValues: checkValues)
                         dropped += d
                         truncated += t
@@ -136,7 +138,8 @@ enum RequestNormalizer {
                     for l in 0..<span.pointee.n_links {
                         guard let link = span.pointee.links[l] else { continue }
                         let (d, t) = limit(
-                            &link.pointee.attributes, &link.pointee.n_attributes, &link.pointee.dropped_attributes_count,
+                            &link.pointee.attributes, &link.pointee.n_attributes,
+                            &link.pointee.dropped_attributes_count,
                             limits, checkValues: checkValues)
                         dropped += d
                         truncated += t

@@ -34,7 +34,8 @@ public struct RequestRedactor: Sendable {
 
     /// Redacts the request; returns the hits (empty when nothing changed).
     public func redact(_ request: UnsafeMutableRawPointer) -> Hits {
-        let req = request.assumingMemoryBound(to: Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest.self)
+        let req = request.assumingMemoryBound(
+            to: Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest.self)
         var total = Hits()
         for r in 0..<req.pointee.n_resource_spans {
             guard let rs = req.pointee.resource_spans[r] else { continue }
@@ -51,7 +52,9 @@ public struct RequestRedactor: Sendable {
                     guard let ref = res.pointee.entity_refs[e] else { continue }
                     redactString(&ref.pointee.schema_url, set: set, hits: &shared)
                     redactString(&ref.pointee.type, set: set, hits: &shared)
-                    for k in 0..<ref.pointee.n_id_keys { redactString(&ref.pointee.id_keys[k], set: set, hits: &shared) }
+                    for k in 0..<ref.pointee.n_id_keys {
+                        redactString(&ref.pointee.id_keys[k], set: set, hits: &shared)
+                    }
                     for k in 0..<ref.pointee.n_description_keys {
                         redactString(&ref.pointee.description_keys[k], set: set, hits: &shared)
                     }
@@ -63,7 +66,8 @@ public struct RequestRedactor: Sendable {
                 var scopeOwn = Hits()
                 redactString(&ss.pointee.schema_url, set: set, hits: &scopeOwn)
                 if let scope = ss.pointee.scope {
-                    redactList(&scope.pointee.attributes, &scope.pointee.n_attributes, prefix: nil, set: set, hits: &scopeOwn)
+                    redactList(
+                        &scope.pointee.attributes, &scope.pointee.n_attributes, prefix: nil, set: set, hits: &scopeOwn)
                     redactString(&scope.pointee.name, set: set, hits: &scopeOwn)
                     redactString(&scope.pointee.version, set: set, hits: &scopeOwn)
                 }
@@ -138,7 +142,8 @@ public struct RequestRedactor: Sendable {
                 items[kept] = kv
                 kept += 1
             } else {
-                protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+                protobuf_c_message_free_unpacked(
+                    UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
             }
         }
         count = kept
@@ -216,7 +221,9 @@ public struct RequestRedactor: Sendable {
             default:
                 let b = v.pointee.bytes_value
                 guard b.len > 0, let data = b.data else { return true }
-                guard let out = redactor.redactBytes(UnsafeBufferPointer(start: data, count: b.len), set: set, hits: &hits)
+                guard
+                    let out = redactor.redactBytes(
+                        UnsafeBufferPointer(start: data, count: b.len), set: set, hits: &hits)
                 else { return true }
                 free(data)
                 let copy = malloc(max(1, out.count))!.assumingMemoryBound(to: UInt8.self)
@@ -236,10 +243,12 @@ public struct RequestRedactor: Sendable {
         if kind == 1, let p = v.pointee.string_value { free(p) }
         if kind == 7, let d = v.pointee.bytes_value.data { free(d) }
         if kind == 5, let a = v.pointee.array_value {
-            protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(a).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+            protobuf_c_message_free_unpacked(
+                UnsafeMutableRawPointer(a).assumingMemoryBound(to: ProtobufCMessage.self), nil)
         }
         if kind == 6, let l = v.pointee.kvlist_value {
-            protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(l).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+            protobuf_c_message_free_unpacked(
+                UnsafeMutableRawPointer(l).assumingMemoryBound(to: ProtobufCMessage.self), nil)
         }
         v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 1)
         v.pointee.string_value = cString(Array(text.utf8))
@@ -275,7 +284,8 @@ public struct RequestRedactor: Sendable {
                 guard let kv = list[i] else { continue }
                 let key = kv.pointee.key.map { String(cString: $0) }
                 if key == Self.countKey || key == Self.rulesKey {
-                    protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+                    protobuf_c_message_free_unpacked(
+                        UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
                 } else {
                     list[kept] = kv
                     kept += 1
@@ -312,7 +322,9 @@ public struct RequestRedactor: Sendable {
         span.pointee.n_attributes = n + 2
     }
 
-    package static func newKeyValue(_ key: String, _ fill: (UnsafeMutablePointer<CAnyValue>) -> Void) -> UnsafeMutablePointer<CKeyValue> {
+    package static func newKeyValue(
+        _ key: String, _ fill: (UnsafeMutablePointer<CAnyValue>) -> Void
+    ) -> UnsafeMutablePointer<CKeyValue> {
         let kv = malloc(MemoryLayout<CKeyValue>.size)!.assumingMemoryBound(to: CKeyValue.self)
         opentelemetry__proto__common__v1__key_value__init(kv)
         kv.pointee.key = cString(Array(key.utf8))

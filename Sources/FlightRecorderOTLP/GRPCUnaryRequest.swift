@@ -17,7 +17,6 @@ public enum GRPCUnaryRequest {
     /// The encodings a client may compress with (besides identity).
     public static let acceptedEncodings = "gzip,deflate,identity"
 
-
     /// The decompressed message of a body holding exactly one length-prefixed message.
     /// `encoding` is the request's `grpc-encoding` header (nil or "identity" when absent).
     public static func message(
@@ -41,14 +40,16 @@ public enum GRPCUnaryRequest {
             let start = pos + 5
             guard bytes.count - start >= length else {
                 throw .internalError(
-                    "request ended inside a message: its prefix declares \(length) bytes, \(bytes.count - start) arrived")
+                    "request ended inside a message: its prefix declares \(length) bytes, \(bytes.count - start) arrived"
+                )
             }
             messages.append((flag == 1, start..<(start + length)))
             pos = start + length
         }
         guard messages.count == 1, let only = messages.first else {
             throw .unimplemented(
-                "TraceService/Export is unary: the request must carry exactly one message, it carried \(messages.count)")
+                "TraceService/Export is unary: the request must carry exactly one message, it carried \(messages.count)"
+            )
         }
         let payload = bytes[only.bytes]
         guard only.compressed else { return Array(payload) }
@@ -65,7 +66,7 @@ public enum GRPCUnaryRequest {
         }
         do {
             return try Inflater.inflate(payload, format: format, limit: limit)
-        } catch where error == .tooLarge {
+        } catch  where error == .tooLarge {
             throw .resourceExhausted("\(name) message inflates beyond the limit of \(limit) bytes")
         } catch {
             throw .internalError("could not decompress the \(name) message: the stream is corrupt or truncated")
@@ -116,8 +117,16 @@ public struct GRPCRequestError: Error, Equatable, Sendable, CustomStringConverti
     public var statusCode: Int { code.rawValue }
     public var description: String { message }
 
-    public static func internalError(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .internalError, message: m) }
-    public static func unimplemented(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .unimplemented, message: m) }
-    public static func resourceExhausted(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .resourceExhausted, message: m) }
-    public static func deadlineExceeded(_ m: String) -> GRPCRequestError { GRPCRequestError(code: .deadlineExceeded, message: m) }
+    public static func internalError(_ m: String) -> GRPCRequestError {
+        GRPCRequestError(code: .internalError, message: m)
+    }
+    public static func unimplemented(_ m: String) -> GRPCRequestError {
+        GRPCRequestError(code: .unimplemented, message: m)
+    }
+    public static func resourceExhausted(_ m: String) -> GRPCRequestError {
+        GRPCRequestError(code: .resourceExhausted, message: m)
+    }
+    public static func deadlineExceeded(_ m: String) -> GRPCRequestError {
+        GRPCRequestError(code: .deadlineExceeded, message: m)
+    }
 }

@@ -1,4 +1,5 @@
 import FlightRecorderCore
+
 /// A 16-byte OTLP trace ID, kept as two big-endian halves so it hashes and compares cheaply.
 public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var high: UInt64

@@ -75,9 +75,10 @@ public enum IndexFacts {
                                     key: ck.name, value: value, trace: traceID, resource: resourceIndex,
                                     startNanos: span.start_time_unix_nano)
                                 // One row per (hash, trace, resource): exactly the rows the index keeps.
-                                if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
-                                    .inserted
-                                {
+                                if seenIndexed.insert(
+                                    IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex)
+                                )
+                                .inserted {
                                     indexed.append(a)
                                 }
                             }
@@ -97,7 +98,9 @@ public enum IndexFacts {
                 let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
                     nil, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
             else { return nil }
-            defer { opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil) }
+            defer {
+                opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil)
+            }
             return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
         }
     }

@@ -18,15 +18,21 @@ public enum Inflater {
         var windowBits: Int32 { self == .gzip ? 15 + 16 : 15 }
     }
 
-
     /// Inflates every member in `input`; throws `.tooLarge` past `limit` output bytes and
     /// `.corrupt` for an empty, damaged or truncated stream.
-    public static func inflate(_ input: some Collection<UInt8>, format: Format = .gzip, limit: Int) throws(InflateError) -> [UInt8] {
-        let result: Result<[UInt8], InflateError>? = input.withContiguousStorageIfAvailable { inflateBuffer($0, format: format, limit: limit) }
-        return try (result ?? Array(input).withUnsafeBufferPointer { inflateBuffer($0, format: format, limit: limit) }).get()
+    public static func inflate(
+        _ input: some Collection<UInt8>, format: Format = .gzip, limit: Int
+    ) throws(InflateError) -> [UInt8] {
+        let result: Result<[UInt8], InflateError>? = input.withContiguousStorageIfAvailable {
+            inflateBuffer($0, format: format, limit: limit)
+        }
+        return try (result ?? Array(input).withUnsafeBufferPointer { inflateBuffer($0, format: format, limit: limit) })
+            .get()
     }
 
-    private static func inflateBuffer(_ inBuf: UnsafeBufferPointer<UInt8>, format: Format, limit: Int) -> Result<[UInt8], InflateError> {
+    private static func inflateBuffer(
+        _ inBuf: UnsafeBufferPointer<UInt8>, format: Format, limit: Int
+    ) -> Result<[UInt8], InflateError> {
         guard let base = inBuf.baseAddress, inBuf.count > 0 else { return .failure(.corrupt) }
         var stream = z_stream()
         guard inflateInit2_(&stream, format.windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {

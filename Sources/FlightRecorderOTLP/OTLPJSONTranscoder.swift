@@ -85,7 +85,9 @@ public enum OTLPJSONTranscoder {
             }
         }
 
-        mutating func string(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+        mutating func string(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter
+        )
             throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
@@ -96,7 +98,9 @@ public enum OTLPJSONTranscoder {
             if !s.isEmpty { w.stringField(number, s) }
         }
 
-        mutating func hexBytes(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+        mutating func hexBytes(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter
+        )
             throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
@@ -128,7 +132,9 @@ public enum OTLPJSONTranscoder {
             }
         }
 
-        mutating func fixed64(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+        mutating func fixed64(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter
+        )
             throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
@@ -140,7 +146,8 @@ public enum OTLPJSONTranscoder {
 
         /// A 32-bit unsigned field: `uint32` (varint) or `fixed32`; zero (the default) is not written.
         mutating func uint32(
-            _ o: [String: JSONValue], _ name: String, field number: Int, fixed: Bool = false, into w: inout ProtobufWriter
+            _ o: [String: JSONValue], _ name: String, field number: Int, fixed: Bool = false,
+            into w: inout ProtobufWriter
         ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             path.append(name)
@@ -234,7 +241,9 @@ public enum OTLPJSONTranscoder {
             try uint32(s, "flags", field: 16, fixed: true, into: &w)
         }
 
-        mutating func keyValues(_ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter)
+        mutating func keyValues(
+            _ o: [String: JSONValue], _ name: String, field number: Int, into w: inout ProtobufWriter
+        )
             throws(OTLPJSONError)
         {
             try repeatedMessage(o, name, field: number, into: &w) { t, kv, w throws(OTLPJSONError) in

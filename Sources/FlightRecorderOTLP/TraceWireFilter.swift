@@ -26,7 +26,9 @@ enum TraceWireFilter {
         var cursor = WireCursor(b, range)
         while !cursor.atEnd {
             guard let f = cursor.field() else { return nil }
-            if f.number == 1 && f.wireType == 2 { return TraceID(bytes: UnsafeRawBufferPointer(rebasing: b[f.payload])) }
+            if f.number == 1 && f.wireType == 2 {
+                return TraceID(bytes: UnsafeRawBufferPointer(rebasing: b[f.payload]))
+            }
         }
         return nil
     }

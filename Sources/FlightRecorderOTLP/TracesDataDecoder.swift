@@ -41,7 +41,8 @@ public enum TracesDataDecoder {
                     else { continue }
                     if resource == nil {
                         if resourceAttributes == nil {
-                            resourceAttributes = attributes(rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0)
+                            resourceAttributes = attributes(
+                                rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0)
                         }
                         let scope = ss.scope?.pointee
                         resource = ResourceRecord(
@@ -60,7 +61,9 @@ public enum TracesDataDecoder {
         for i in 0..<span.n_events {
             guard let e = span.events[i]?.pointee else { continue }
             events.append(
-                .init(timeUnixNano: e.time_unix_nano, name: string(e.name), attributes: attributes(e.attributes, e.n_attributes)))
+                .init(
+                    timeUnixNano: e.time_unix_nano, name: string(e.name),
+                    attributes: attributes(e.attributes, e.n_attributes)))
         }
         var links: [SpanRecord.Link] = []
         for i in 0..<span.n_links {
@@ -68,7 +71,9 @@ public enum TracesDataDecoder {
                 let s = SpanID(bytes: l.span_id.rawBuffer)
             else { continue }
             links.append(
-                .init(traceID: t, spanID: s, traceState: string(l.trace_state), attributes: attributes(l.attributes, l.n_attributes)))
+                .init(
+                    traceID: t, spanID: s, traceState: string(l.trace_state),
+                    attributes: attributes(l.attributes, l.n_attributes)))
         }
         let parent = SpanID(bytes: span.parent_span_id.rawBuffer)
         return SpanRecord(

@@ -37,7 +37,6 @@ public enum WireDepthGuard {
         }
     }
 
-
     /// Throws `WireFormatError` when the body nests deeper than `maxDepth` or is not well-formed wire format.
     public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(WireFormatError) {
         var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]

@@ -144,8 +144,9 @@ extension RunGraph {
     /// The chain from the root to `target`; at each level, the earlier siblings that
     /// completed before the next step began, and the linked steps.
     public func path(to target: Int) -> PathView {
-        PathView(runId: runID, target: spans[target].spanID.hex, steps: steps(to: target, expandLinks: true),
-                 adjustments: adjustments)
+        PathView(
+            runId: runID, target: spans[target].spanID.hex, steps: steps(to: target, expandLinks: true),
+            adjustments: adjustments)
     }
 
     func steps(to target: Int, expandLinks: Bool) -> [PathStep] {
@@ -168,8 +169,9 @@ extension RunGraph {
                 out.append(PathStep(role: "preceding", depth: depth, node: StepNode(self, e), linked: linked(e)))
             }
             out.append(
-                PathStep(role: node == target ? "target" : "ancestor", depth: depth, node: StepNode(self, node),
-                         linked: linked(node)))
+                PathStep(
+                    role: node == target ? "target" : "ancestor", depth: depth, node: StepNode(self, node),
+                    linked: linked(node)))
         }
         return out
     }

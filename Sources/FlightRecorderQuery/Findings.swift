@@ -79,7 +79,8 @@ extension RunGraph {
                 let ticket = attr(request, AgentKeys.approvalTicket)
                 let grants = spans.indices.filter { g in
                     let granted = spans[g].name == "approval.granted" || attr(g, "approval.decision") == "granted"
-                    let answers = linksTo[g].contains(request) || (ticket != nil && attr(g, AgentKeys.approvalTicket) == ticket)
+                    let answers =
+                        linksTo[g].contains(request) || (ticket != nil && attr(g, AgentKeys.approvalTicket) == ticket)
                     return granted && answers && start[g] <= start[x]
                 }
                 if grants.isEmpty {

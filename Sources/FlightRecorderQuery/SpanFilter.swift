@@ -49,7 +49,9 @@ public indirect enum SpanFilter: Sendable, Equatable {
         var p = Parser(chars: Array(text))
         let e = try p.expr()
         p.skipSpace()
-        if p.i < p.chars.count { throw ParseError(position: p.i, message: "unexpected \"\(p.chars[p.i])\"; expected and, or or the end") }
+        if p.i < p.chars.count {
+            throw ParseError(position: p.i, message: "unexpected \"\(p.chars[p.i])\"; expected and, or or the end")
+        }
         return e
     }
 
@@ -103,7 +105,9 @@ public indirect enum SpanFilter: Sendable, Equatable {
             let fieldStart = i
             while i < chars.count, Self.isFieldChar(chars[i]) { i += 1 }
             guard i > fieldStart else {
-                throw ParseError(position: fieldStart, message: i < chars.count ? "expected a field name" : "expected a field name, found the end")
+                throw ParseError(
+                    position: fieldStart,
+                    message: i < chars.count ? "expected a field name" : "expected a field name, found the end")
             }
             let field = String(chars[fieldStart..<i])
             if keyword("exists") { return .exists(field: field) }
@@ -119,7 +123,9 @@ public indirect enum SpanFilter: Sendable, Equatable {
                 }
             }
             guard let op else {
-                throw ParseError(position: opStart, message: "expected an operator (=, !=, <, <=, >, >=, ~) or exists after \(field)")
+                throw ParseError(
+                    position: opStart, message: "expected an operator (=, !=, <, <=, >, >=, ~) or exists after \(field)"
+                )
             }
             return .compare(field: field, op: op, value: try literal())
         }
@@ -158,7 +164,9 @@ public indirect enum SpanFilter: Sendable, Equatable {
         }
 
         static func duration(_ word: String) -> Int64? {
-            let units: [(String, Double)] = [("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
+            let units: [(String, Double)] = [
+                ("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9),
+            ]
             for (suffix, factor) in units where word.hasSuffix(suffix) {
                 guard let n = Double(word.dropLast(suffix.count)), n >= 0 else { continue }
                 return TimeBound.nanos(n * factor)

@@ -1,5 +1,5 @@
-import FlightRecorderCore
 import Crypto
+import FlightRecorderCore
 import Foundation
 import Synchronization
 
@@ -96,7 +96,8 @@ public final class Redactor: Sendable {
             matches = normalized.bytes.withUnsafeBufferPointer { detect($0, set: set) }
             for i in matches.indices {
                 let r = matches[i].range
-                matches[i].range = normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
+                matches[i].range =
+                    normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
             }
         } else {
             matches = detect(bytes, set: set)

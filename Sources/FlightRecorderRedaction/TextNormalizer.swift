@@ -51,7 +51,9 @@ enum TextNormalizer {
             } else if c == 0x5C, let (unit, next) = utf16Escape(s, i) {
                 var value = UInt32(unit)
                 var end = next
-                if (0xD800..<0xDC00).contains(unit), let (low, after) = utf16Escape(s, next), (0xDC00..<0xE000).contains(low) {
+                if (0xD800..<0xDC00).contains(unit), let (low, after) = utf16Escape(s, next),
+                    (0xDC00..<0xE000).contains(low)
+                {
                     value = 0x10000 + (UInt32(unit) - 0xD800) << 10 + (UInt32(low) - 0xDC00)
                     end = after
                 }

@@ -166,7 +166,9 @@ public struct ValueScanner: Sendable {
                 digits.append(c - 48)
                 k += 1
                 lastDigitEnd = k
-            } else if (c == 32 || c == 45) && k + 1 < s.count && Self.isDigit(s[k + 1]) && (separator == 0 || separator == c) {
+            } else if (c == 32 || c == 45) && k + 1 < s.count && Self.isDigit(s[k + 1])
+                && (separator == 0 || separator == c)
+            {
                 separator = c
                 k += 1
             } else {
@@ -283,7 +285,9 @@ public struct ValueScanner: Sendable {
             guard ok else { continue }
             let start = i + prefix.count
             var k = start
-            while k < s.count && (Self.isBase64URL(s[k]) || s[k] == 46 || s[k] == 43 || s[k] == 47 || s[k] == 61 || s[k] == 126) {
+            while k < s.count
+                && (Self.isBase64URL(s[k]) || s[k] == 46 || s[k] == 43 || s[k] == 47 || s[k] == 61 || s[k] == 126)
+            {
                 k += 1
             }
             if k - start >= 8 { return start..<k }

@@ -16,7 +16,8 @@ public struct TemporaryDirectory: Sendable {
     /// Paths of the segment files in the data directory `path/data`.
     public func segmentFiles(_ data: String) -> [String] {
         let dir = data + "/segments"
-        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".frs") }.sorted()
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".frs") }
+            .sorted()
             .map { dir + "/" + $0 }
     }
 }

@@ -26,7 +26,9 @@ struct StepView: Decodable {
             parts.append(key == "error" ? "\"\(v.prefix(80))\"" : "\(label)=\(v.prefix(120))")
         }
         parts.append("at \(Format.time(nanos: Int64(startTimeUnixNano) ?? 0))")
-        if let shift = skewShiftNanos { parts.append("[clock skew corrected by \(Format.duration(nanos: abs(shift)))]") }
+        if let shift = skewShiftNanos {
+            parts.append("[clock skew corrected by \(Format.duration(nanos: abs(shift)))]")
+        }
         return parts.joined(separator: " ")
     }
 }
@@ -159,11 +161,15 @@ struct Find: AsyncParsableCommand {
         if options.json { return printBody(data) }
         let page = try JSONDecoder().decode(Page.self, from: data)
         for (run, match) in zip(page.runs, page.matches) {
-            print("run \(run.runID)  tenant=\(run.tenant ?? "-") start=\(Format.time(nanos: run.startNanos)) spans=\(run.spanCount)")
+            print(
+                "run \(run.runID)  tenant=\(run.tenant ?? "-") start=\(Format.time(nanos: run.startNanos)) spans=\(run.spanCount)"
+            )
             for s in match.spans { print("  " + RunTreePrinter.line(s, missingParent: false) + "  [\(s.spanId)]") }
         }
-        print("\(page.runs.count) matching run(s)"
-            + (page.complete ? "" : "; more may match (raise --limit, narrow with --since/--until or an indexed key)"))
+        print(
+            "\(page.runs.count) matching run(s)"
+                + (page.complete
+                    ? "" : "; more may match (raise --limit, narrow with --since/--until or an indexed key)"))
     }
 }
 
@@ -224,7 +230,9 @@ struct CriticalPath: AsyncParsableCommand {
             let total = path.reduce(0) { $0 + $1.durationNanos }
             print("trace root \(i + 1): \(Format.duration(nanos: total)) on the critical path")
             for s in path {
-                print("  \(Format.time(nanos: Int64(s.startTimeUnixNano) ?? 0))  \(Format.duration(nanos: s.durationNanos))  \(s.name) [\(s.spanId)]")
+                print(
+                    "  \(Format.time(nanos: Int64(s.startTimeUnixNano) ?? 0))  \(Format.duration(nanos: s.durationNanos))  \(s.name) [\(s.spanId)]"
+                )
             }
         }
     }
@@ -264,7 +272,8 @@ struct Graph: AsyncParsableCommand {
             print("  \(names[e.from] ?? e.from) -\(e.type)-> \(names[e.to] ?? e.to)")
         }
         for a in body.adjustments {
-            print("  clock skew: \(names[a.spanId] ?? a.spanId) shifted by \(Format.duration(nanos: abs(a.shiftNanos)))")
+            print(
+                "  clock skew: \(names[a.spanId] ?? a.spanId) shifted by \(Format.duration(nanos: abs(a.shiftNanos)))")
         }
         for m in body.missingParents { print("  missing parent for \(names[m] ?? m)") }
     }

@@ -12,7 +12,8 @@ struct FlightRec: AsyncParsableCommand {
             69 daemon unreachable; 73 cannot open the data directory; 75 data directory in use
             by another process; 77 missing, unknown or insufficient token; 78 configuration error.
             """,
-        subcommands: [Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self, TokenCommand.self,
+        subcommands: [
+            Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self, TokenCommand.self,
             Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self, GuardCommand.self,
         ])
 }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import FlightRecorderConfig
-import FlightRecorderHTTP
 import FlightRecorderGuard
 import FlightRecorderGuardPolicy
+import FlightRecorderHTTP
 import FlightRecorderSQLite
 import Foundation
 import Logging
@@ -19,7 +19,8 @@ struct GuardServe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve the sidecar's HTTP JSON API (decide, execute, approvals) on loopback or a Unix socket.",
-        discussion: "Flags override the config file (see Deploy/guard.yaml). SIGTERM or SIGINT flushes spans and exits 0.")
+        discussion:
+            "Flags override the config file (see Deploy/guard.yaml). SIGTERM or SIGINT flushes spans and exits 0.")
 
     @Option(help: "Policy and catalog YAML (see Deploy/guard.yaml). Without it, nothing is allowed.")
     var config: String?
@@ -30,7 +31,10 @@ struct GuardServe: AsyncParsableCommand {
     @Option(help: "Serve on this Unix socket path instead of TCP (mode 0660).")
     var socket: String?
 
-    @Option(help: "The collector's OTLP/HTTP URL: a base URL gets /v1/traces appended (default http://127.0.0.1:4318/v1/traces), or off.")
+    @Option(
+        help:
+            "The collector's OTLP/HTTP URL: a base URL gets /v1/traces appended (default http://127.0.0.1:4318/v1/traces), or off."
+    )
     var collector: String?
 
     @Option(help: "State directory (approvals, idempotency keys, run state); default from the config or ./guard-data.")

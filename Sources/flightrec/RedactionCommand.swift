@@ -23,7 +23,9 @@ struct RedactionCommand: AsyncParsableCommand {
             }
             let body = try JSONDecoder().decode(Body.self, from: data)
             print("redaction: \(body.enabled ? "enabled" : "DISABLED (values stored as sent)")")
-            printTable(header: ["RULE", "HITS"], rows: body.rules.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
+            printTable(
+                header: ["RULE", "HITS"],
+                rows: body.rules.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
         }
     }
 }

@@ -1,6 +1,6 @@
 import ArgumentParser
-import FlightRecorderConfig
 import FlightRecorderCollector
+import FlightRecorderConfig
 import FlightRecorderStorage
 import Logging
 

@@ -1,7 +1,7 @@
 import ArgumentParser
+import FlightRecorderCollector
 import FlightRecorderConfig
 import FlightRecorderHTTP
-import FlightRecorderCollector
 import FlightRecorderStorage
 import Foundation
 import Logging
@@ -14,10 +14,12 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var storage: DataOptions
 
-    @Option(name: .customLong("otlp-grpc"), help: "OTLP/gRPC listen address HOST:PORT, or off (default 127.0.0.1:4317).")
+    @Option(
+        name: .customLong("otlp-grpc"), help: "OTLP/gRPC listen address HOST:PORT, or off (default 127.0.0.1:4317).")
     var otlpGRPC: String?
 
-    @Option(name: .customLong("otlp-http"), help: "OTLP/HTTP listen address HOST:PORT, or off (default 127.0.0.1:4318).")
+    @Option(
+        name: .customLong("otlp-http"), help: "OTLP/HTTP listen address HOST:PORT, or off (default 127.0.0.1:4318).")
     var otlpHTTP: String?
 
     @Option(name: .customLong("otlp-grpc-socket"), help: "Also serve OTLP/gRPC on this Unix socket path (mode 0660).")
@@ -44,10 +46,12 @@ struct Serve: AsyncParsableCommand {
             if let otlpGRPCSocket { configuration.otlpGRPCSocket = otlpGRPCSocket }
             try configuration.validate()
             if let path = configuration.otlpHTTPSocket {
-                _ = try SocketPath.check(path, key: otlpHTTPSocket != nil ? "--otlp-http-socket" : "listeners.otlp_http_socket")
+                _ = try SocketPath.check(
+                    path, key: otlpHTTPSocket != nil ? "--otlp-http-socket" : "listeners.otlp_http_socket")
             }
             if let path = configuration.otlpGRPCSocket {
-                _ = try SocketPath.check(path, key: otlpGRPCSocket != nil ? "--otlp-grpc-socket" : "listeners.otlp_grpc_socket")
+                _ = try SocketPath.check(
+                    path, key: otlpGRPCSocket != nil ? "--otlp-grpc-socket" : "listeners.otlp_grpc_socket")
             }
         } catch let error as ConfigError {
             printError("configuration error: \(error)")
@@ -61,7 +65,8 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "flightrec")
         logger.notice(
-            "starting", metadata: ["data_dir": "\(configuration.dataDirectory)", "durability": "\(configuration.durability)"])
+            "starting",
+            metadata: ["data_dir": "\(configuration.dataDirectory)", "durability": "\(configuration.durability)"])
         do {
             try await Daemon(configuration: configuration, configPath: storage.config, logger: logger).run()
         } catch let error as StorageError {

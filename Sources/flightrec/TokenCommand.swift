@@ -1,6 +1,6 @@
-import FlightRecorderCore
 import ArgumentParser
 import FlightRecorderConfig
+import FlightRecorderCore
 import Foundation
 
 /// `flightrec token new | hash`: make bearer tokens and the digests the config stores.
@@ -11,7 +11,8 @@ struct TokenCommand: ParsableCommand {
 
     struct New: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print a new random token and its digest. Give the token to the client; put the digest in the config.")
+            abstract:
+                "Print a new random token and its digest. Give the token to the client; put the digest in the config.")
 
         func run() throws {
             var bytes = [UInt8](repeating: 0, count: 32)

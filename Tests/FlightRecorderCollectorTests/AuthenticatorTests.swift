@@ -1,6 +1,6 @@
 import Crypto
-import FlightRecorderConfig
 import FlightRecorderCollector
+import FlightRecorderConfig
 import FlightRecorderStorage
 import Foundation
 import Synchronization

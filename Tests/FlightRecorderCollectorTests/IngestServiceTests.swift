@@ -1,13 +1,13 @@
-import FlightRecorderConfig
-import FlightRecorderOTLP
-import FlightRecorderIngest
-import FlightRecorderRedaction
 import FlightRecorderCollector
+import FlightRecorderConfig
+import FlightRecorderIngest
+import FlightRecorderOTLP
+import FlightRecorderRedaction
 import FlightRecorderStorage
 import FlightRecorderTesting
 import GRPCCore
-import Logging
 import HTTPTypes
+import Logging
 import Testing
 
 @Suite struct IngestServiceTests {
@@ -25,7 +25,9 @@ import Testing
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         let ingest = try service(dir)
-        let body = RequestBuilder.request(spans: [TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1))])
+        let body = RequestBuilder.request(spans: [
+            TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1))
+        ])
         let principal = try ingest.authorize(nil)
         #expect(try await ingest.ingest(body, principal: principal).storedSpans == 1)
         ingest.beginDraining()

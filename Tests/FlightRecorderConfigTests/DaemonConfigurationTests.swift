@@ -1,29 +1,30 @@
 import FlightRecorderConfig
-import FlightRecorderOTLP
 import FlightRecorderIngest
-import Foundation
+import FlightRecorderOTLP
 import FlightRecorderStorage
+import Foundation
 import Testing
 
 @Suite struct DaemonConfigurationTests {
     @Test func parsesEverySectionOverDefaults() throws {
-        let c = try DaemonConfiguration.parse(yaml: """
-            data_dir: /var/lib/flightrec
-            listeners:
-              otlp_http: 127.0.0.1:5318
-              api: "[::1]:5319"
-            storage:
-              durability: none
-              segment_size: 128MiB
-              block_size: 512KiB
-              queue_limit: 32MiB
-            limits:
-              max_request_body: 8MiB
-            runs:
-              id_keys: [task.id, session.id]
-            log:
-              level: debug
-            """)
+        let c = try DaemonConfiguration.parse(
+            yaml: """
+                data_dir: /var/lib/flightrec
+                listeners:
+                  otlp_http: 127.0.0.1:5318
+                  api: "[::1]:5319"
+                storage:
+                  durability: none
+                  segment_size: 128MiB
+                  block_size: 512KiB
+                  queue_limit: 32MiB
+                limits:
+                  max_request_body: 8MiB
+                runs:
+                  id_keys: [task.id, session.id]
+                log:
+                  level: debug
+                """)
         #expect(c.dataDirectory == "/var/lib/flightrec")
         #expect(c.otlpHTTP == HostPort(host: "127.0.0.1", port: 5318))
         #expect(c.api == HostPort(host: "::1", port: 5319))
@@ -114,20 +115,30 @@ import Testing
         #expect(c.tokens.map(\.name) == ["acme", "token 1"])
         #expect(c.tokens[0].sha256 == digest && c.tokens[0].roles == [.ingest, .responder])
         #expect(c.tokens[1].allTenants)
-        #expect(c.limits == IngestLimits(maxSpansPerRequest: 500, maxAttributesPerSpan: 64, maxAttributeValueBytes: 8 << 10))
+        #expect(
+            c.limits == IngestLimits(maxSpansPerRequest: 500, maxAttributesPerSpan: 64, maxAttributeValueBytes: 8 << 10)
+        )
         #expect(c.rateLimit == RateLimit(spansPerSecond: 1000, burst: 5000))
         try c.validate()  // beyond loopback is allowed once tokens exist
     }
 
     @Test(arguments: [
-        ("auth:\n  tokens:\n    - sha256: secret-token\n      tenant: a\n      roles: [ingest]\n",
-         "auth.tokens[0].sha256", 3, "64-hex-digit SHA-256"),
-        ("auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenant: a\n      roles: [root]\n",
-         "auth.tokens[0].roles", 5, "unknown role \"root\""),
-        ("auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenants: [a, b]\n      roles: [ingest]\n",
-         "auth.tokens[0]", 3, "exactly one tenant"),
-        ("listeners:\n  tls:\n    cert_file: /nonexistent.pem\n    key_file: /nonexistent.key\n",
-         "listeners.tls.cert_file", 3, "cannot read"),
+        (
+            "auth:\n  tokens:\n    - sha256: secret-token\n      tenant: a\n      roles: [ingest]\n",
+            "auth.tokens[0].sha256", 3, "64-hex-digit SHA-256"
+        ),
+        (
+            "auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenant: a\n      roles: [root]\n",
+            "auth.tokens[0].roles", 5, "unknown role \"root\""
+        ),
+        (
+            "auth:\n  tokens:\n    - sha256: \(String(repeating: "a", count: 64))\n      tenants: [a, b]\n      roles: [ingest]\n",
+            "auth.tokens[0]", 3, "exactly one tenant"
+        ),
+        (
+            "listeners:\n  tls:\n    cert_file: /nonexistent.pem\n    key_file: /nonexistent.key\n",
+            "listeners.tls.cert_file", 3, "cannot read"
+        ),
         ("limits:\n  max_spans_per_request: 0\n", "limits.max_spans_per_request", 2, "out of range"),
     ])
     func authAndLimitErrorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {

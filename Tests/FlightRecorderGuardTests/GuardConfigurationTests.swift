@@ -14,7 +14,9 @@ import Testing
         let c = try GuardConfiguration.load(path: Self.example)
         #expect(c.listen == HostPort(host: "127.0.0.1", port: 4320))
         #expect(
-            c.policy.tools.keys.sorted() == ["disable_managed_device", "enable_managed_device", "lookup_device", "lookup_employee"])
+            c.policy.tools.keys.sorted() == [
+                "disable_managed_device", "enable_managed_device", "lookup_device", "lookup_employee",
+            ])
         #expect(c.policy.budgets == Budgets(maxSteps: 50, maxDuplicateCalls: 0, maxTokens: 200_000, maxCostUSD: 10))
         #expect(c.policy.tools["lookup_employee"]?.resolves == Tool.EntityLookup(argument: "name", matches: "matches"))
         #expect(c.policy.tools["lookup_device"]?.recordsCaseState == ["device.corporate_managed": "managed"])
@@ -35,13 +37,22 @@ import Testing
 
     @Test(arguments: [
         ("tools:\n  - name: t\n    tier: admin\n    backend: {url: \"http://x\"}\n", "tools[0].tier", 3),
-        ("tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    arguments:\n      type: object\n      propertys: {}\n", "tools[0].arguments.propertys", 7),
-        ("tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    arguments:\n      type: string\n      pattern: \"([a-\"\n", "tools[0].arguments.pattern", 7),
+        (
+            "tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    arguments:\n      type: object\n      propertys: {}\n",
+            "tools[0].arguments.propertys", 7
+        ),
+        (
+            "tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    arguments:\n      type: string\n      pattern: \"([a-\"\n",
+            "tools[0].arguments.pattern", 7
+        ),
         ("rules:\n  - id: r\n    effect: allow\n    tools: [nope]\n", "rules", 4),
         ("rules:\n  - id: r\n    effect: maybe\n", "rules[0].effect", 3),
         ("tools:\n  - name: t\n    tier: read\n    backend: {url: \"ftp://x\"}\n", "tools[0].backend.url", 4),
         ("actors:\n  - {id: a, token_sha256: abc}\n", "actors[0].token_sha256", 2),
-        ("tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    resolves: {argument: n}\n", "tools[0].resolves", 5),
+        (
+            "tools:\n  - name: t\n    tier: read\n    backend: {url: \"http://x\"}\n    resolves: {argument: n}\n",
+            "tools[0].resolves", 5
+        ),
         ("redaction:\n  rules:\n    - {name: r, keys: [\"/([/\"], action: mask}\n", "redaction", 3),
     ])
     func errorsNameKeyAndLine(yaml: String, key: String, line: Int) {

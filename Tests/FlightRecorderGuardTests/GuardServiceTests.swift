@@ -1,5 +1,7 @@
-import FlightRecorderOTLP
+import AsyncHTTPClient
+import FlightRecorderGuardPolicy
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderTesting
 import Foundation
@@ -9,7 +11,6 @@ import NIOHTTP1
 import Testing
 
 @testable import FlightRecorderGuard
-import FlightRecorderGuardPolicy
 
 @Suite struct GuardServiceTests {
     @Test func sidecarSpansAreValidOTLPThatTheCollectorDecodes() throws {
@@ -20,11 +21,13 @@ import FlightRecorderGuardPolicy
         let check = SpanContext(traceID: agent.traceID, spanID: SpanContext.newSpanID())
         let spans = [
             GuardSpan(
-                context: check, parentSpanID: agent.spanID, name: GuardSpans.policyCheck, startNanos: 1_000, endNanos: 2_000,
+                context: check, parentSpanID: agent.spanID, name: GuardSpans.policyCheck, startNanos: 1_000,
+                endNanos: 2_000,
                 tenant: "acme",
                 attributes: [(GuardSpans.policyOutcome, .string("allowed")), (GuardSpans.httpStatus, .int(200))]),
             GuardSpan(
-                context: SpanContext(traceID: SpanContext.newTraceID(), spanID: SpanContext.newSpanID()), parentSpanID: nil,
+                context: SpanContext(traceID: SpanContext.newTraceID(), spanID: SpanContext.newSpanID()),
+                parentSpanID: nil,
                 name: GuardSpans.approvalGranted, startNanos: 3_000, endNanos: 3_500, tenant: "globex",
                 attributes: [(GuardSpans.approver, .string("alice"))], links: [check], error: "denied"),
         ]
@@ -80,7 +83,9 @@ import FlightRecorderGuardPolicy
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
         listen(fd, 16)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         let port = Int(UInt16(bigEndian: addr.sin_port))
 
         let client = HTTPClientHolder.client
@@ -89,7 +94,8 @@ import FlightRecorderGuardPolicy
         hanging.timeoutSeconds = 0.3
         let started = ContinuousClock.now
         let outcome = await ToolBackend(client: client).call(
-            hanging, arguments: .object([:]), idempotencyKey: "k", traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            hanging, arguments: .object([:]), idempotencyKey: "k",
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             runID: "r")
         #expect(Self.label(outcome) == "timed_out")
         #expect(ContinuousClock.now - started < .seconds(3))
@@ -137,8 +143,6 @@ import FlightRecorderGuardPolicy
         await service.shutdown()
     }
 }
-
-import AsyncHTTPClient
 
 /// One HTTP client for the suite (AsyncHTTPClient's shared singleton).
 enum HTTPClientHolder {

@@ -19,7 +19,8 @@ import Testing
             Tool(
                 name: "lookup_employee",
                 arguments: .object(
-                    properties: ["name": .string(minLength: 1, maxLength: nil, pattern: nil, allowed: nil)], required: ["name"],
+                    properties: ["name": .string(minLength: 1, maxLength: nil, pattern: nil, allowed: nil)],
+                    required: ["name"],
                     additional: false),
                 tier: .read, backendURL: "http://127.0.0.1:1/lookup"),
             Tool(
@@ -33,7 +34,9 @@ import Testing
         ],
         rules: [
             Rule(id: "support-reads", effect: .allow, roles: ["support_agent", "viewer"], tiers: [.read]),
-            Rule(id: "no-self-disable", effect: .deny, tools: ["disable_managed_device"], conditions: [.argumentEquals(path: "owner", value: .string("agent-7"))]),
+            Rule(
+                id: "no-self-disable", effect: .deny, tools: ["disable_managed_device"],
+                conditions: [.argumentEquals(path: "owner", value: .string("agent-7"))]),
             Rule(
                 id: "privileged-needs-approval", effect: .requireApproval, tenants: ["acme"], roles: ["support_agent"],
                 tiers: [.privilegedWrite], conditions: [.argumentEquals(path: "device.managed", value: .bool(true))]),
@@ -48,12 +51,19 @@ import Testing
         ToolCall(runID: "run-1", actorID: actor, tool: tool, arguments: Self.args(json))
     }
 
-    static let disable = #"{"device_id": "D-1001", "owner": "john.smith", "reason": "stolen", "device": {"managed": true}}"#
+    static let disable =
+        #"{"device_id": "D-1001", "owner": "john.smith", "reason": "stolen", "device": {"managed": true}}"#
 
     @Test func denyByDefaultAndRolesComeFromConfiguration() {
-        #expect(engine.decide(call("intern", "disable_managed_device", json: Self.disable), state: RunState()).rule == "default-deny")
-        #expect(engine.decide(call("intern", "lookup_employee", json: #"{"name": "John Smith"}"#), state: RunState()).outcome == .allowed)
-        #expect(engine.decide(call("mallory", "lookup_employee", json: #"{"name": "x"}"#), state: RunState()).rule == "unknown_actor")
+        #expect(
+            engine.decide(call("intern", "disable_managed_device", json: Self.disable), state: RunState()).rule
+                == "default-deny")
+        #expect(
+            engine.decide(call("intern", "lookup_employee", json: #"{"name": "John Smith"}"#), state: RunState())
+                .outcome == .allowed)
+        #expect(
+            engine.decide(call("mallory", "lookup_employee", json: #"{"name": "x"}"#), state: RunState()).rule
+                == "unknown_actor")
         #expect(engine.decide(call("agent-7", "format_disk", json: "{}"), state: RunState()).rule == "unknown_tool")
     }
 
@@ -61,24 +71,30 @@ import Testing
         let d = engine.decide(call(json: Self.disable), state: RunState())
         #expect(d.outcome == .approvalRequired && d.rule == "privileged-needs-approval")
         // The same call with its keys in another order gets the same ticket.
-        let reordered = #"{"device": {"managed": true}, "reason": "stolen", "owner": "john.smith", "device_id": "D-1001"}"#
+        let reordered =
+            #"{"device": {"managed": true}, "reason": "stolen", "owner": "john.smith", "device_id": "D-1001"}"#
         #expect(engine.decide(call(json: reordered), state: RunState()).ticket == d.ticket)
         #expect(d.ticket?.hasPrefix("APR-") == true)
         // An unmanaged device matches no rule: blocked.
-        let unmanaged = #"{"device_id": "D-1001", "owner": "john.smith", "reason": "stolen", "device": {"managed": false}}"#
+        let unmanaged =
+            #"{"device_id": "D-1001", "owner": "john.smith", "reason": "stolen", "device": {"managed": false}}"#
         #expect(engine.decide(call(json: unmanaged), state: RunState()).rule == "default-deny")
-        #expect(engine.decide(call(json: #"{"device_id": "D-1", "owner": "agent-7", "reason": "x"}"#), state: RunState()).rule == "no-self-disable")
+        #expect(
+            engine.decide(call(json: #"{"device_id": "D-1", "owner": "agent-7", "reason": "x"}"#), state: RunState())
+                .rule == "no-self-disable")
     }
 
     @Test func argumentsAreValidatedAndUnknownFieldsRefusedWithoutEchoingValues() {
         let d = engine.decide(
-            call(json: #"{"device_id": "laptop-of-john", "owner": "john.smith", "reason": "", "force": true}"#), state: RunState())
+            call(json: #"{"device_id": "laptop-of-john", "owner": "john.smith", "reason": "", "force": true}"#),
+            state: RunState())
         #expect(d.outcome == .blocked && d.rule == "schema")
-        #expect(d.violations == [
-            "arguments.device_id: does not match the required pattern",
-            "arguments.force: is not a known argument",
-            "arguments.reason: shorter than 1 characters",
-        ])
+        #expect(
+            d.violations == [
+                "arguments.device_id: does not match the required pattern",
+                "arguments.force: is not a known argument",
+                "arguments.reason: shorter than 1 characters",
+            ])
         #expect(!d.violations.joined().contains("laptop-of-john"))
     }
 
@@ -89,7 +105,9 @@ import Testing
         #expect(d.outcome == .blocked && d.rule == "ambiguous_entity" && d.reason.hasPrefix("ambiguous_entity"))
         #expect(!d.reason.contains("john.smith"))
         // Reads are not writes: a lookup naming the same person is still allowed.
-        #expect(engine.decide(call("agent-7", "lookup_employee", json: #"{"name": "john.smith"}"#), state: state).outcome == .allowed)
+        #expect(
+            engine.decide(call("agent-7", "lookup_employee", json: #"{"name": "john.smith"}"#), state: state).outcome
+                == .allowed)
     }
 
     @Test func budgetsBlockWithTheLimitAsTheReason() {

@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderTesting
 import Foundation
@@ -13,8 +13,12 @@ import Testing
         let body = RequestBuilder.request(
             resource: [("service.name", .string("support-agent")), ("tenant.id", .string("acme"))],
             spans: [
-                TestSpan(trace: trace, span: RequestBuilder.spanID(1), start: 10, end: 20, attributes: [("agent.run.id", .string("r1"))]),
-                TestSpan(trace: trace, span: RequestBuilder.spanID(2), parent: RequestBuilder.spanID(1), start: 11, end: 15, statusCode: 2),
+                TestSpan(
+                    trace: trace, span: RequestBuilder.spanID(1), start: 10, end: 20,
+                    attributes: [("agent.run.id", .string("r1"))]),
+                TestSpan(
+                    trace: trace, span: RequestBuilder.spanID(2), parent: RequestBuilder.spanID(1), start: 11, end: 15,
+                    statusCode: 2),
             ])
         let batch = try decoder.decode(body)
         #expect(batch.spans.count == 2)
@@ -36,7 +40,9 @@ import Testing
             resource: [("a", .string("from-resource"))],
             spans: [
                 TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("b", .string("span-b"))]),
-                TestSpan(trace: trace, span: RequestBuilder.spanID(2), attributes: [("b", .int(7)), ("a", .string("span-a"))]),
+                TestSpan(
+                    trace: trace, span: RequestBuilder.spanID(2),
+                    attributes: [("b", .int(7)), ("a", .string("span-a"))]),
                 TestSpan(trace: trace, span: RequestBuilder.spanID(3)),
             ])
         let runs = try d.decode(body).spans.map(\.explicitRunID)
@@ -48,9 +54,14 @@ import Testing
         (Array(repeating: UInt8(1), count: 8), RequestBuilder.spanID(1), [UInt8](), "invalid trace ID (8 bytes"),
         (RequestBuilder.traceID(1), [UInt8](repeating: 0, count: 8), [UInt8](), "invalid span ID (8 bytes"),
         (RequestBuilder.traceID(1), [UInt8](repeating: 1, count: 4), [UInt8](), "invalid span ID (4 bytes"),
-        (RequestBuilder.traceID(1), RequestBuilder.spanID(1), [UInt8](repeating: 1, count: 3), "invalid parent span ID (3 bytes"),
+        (
+            RequestBuilder.traceID(1), RequestBuilder.spanID(1), [UInt8](repeating: 1, count: 3),
+            "invalid parent span ID (3 bytes"
+        ),
     ])
-    func rejectsInvalidSpansNamingThemAndKeepsTheRest(trace: [UInt8], span: [UInt8], parent: [UInt8], expected: String)
+    func rejectsInvalidSpansNamingThemAndKeepsTheRest(
+        trace: [UInt8], span: [UInt8], parent: [UInt8], expected: String
+    )
         throws
     {
         let body = RequestBuilder.request(spans: [
@@ -91,7 +102,9 @@ import Testing
             guard let body = FileManager.default.contents(atPath: Self.corpus + "/" + file),
                 let batch = try? decoder.decode(Array(body), tenant: "acme")
             else { continue }
-            #expect(throws: Never.self) { try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } } }
+            #expect(throws: Never.self) {
+                try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+            }
         }
     }
 
@@ -123,11 +136,12 @@ import Testing
         let body = RequestBuilder.request(
             resource: [("service.name", .string("agent")), ("tenant.id", .string("globex"))],
             spans: [
-                TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("tenant.id", .string("initech"))]),
+                TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("tenant.id", .string("initech"))])
             ])
         let batch = try decoder.decode(body, tenant: "acme")
         #expect(batch.resources == [ResourceFacts(agent: "agent", tenant: "acme")])
-        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        let span = try #require(
+            try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
         #expect(span.attributes.first { $0.key == "tenant.id" }?.value == .string("acme"))
         #expect(span.resource.attributes.filter { $0.key == "tenant.id" }.map(\.value) == [.string("acme")])
         // A resource that names no tenant gets one.
@@ -139,12 +153,14 @@ import Testing
     @Test func capsAttributesAndTruncatesLongValuesWithAMarker() throws {
         let d = ExportRequestDecoder(limits: IngestLimits(maxAttributesPerSpan: 3, maxAttributeValueBytes: 16))
         let long = String(repeating: "é", count: 20)  // 40 bytes; the cut must not split a character
-        let attrs: [(String, TestValue)] = [("a", .string(long)), ("b", .int(1)), ("c", .string("short"))]
+        let attrs: [(String, TestValue)] =
+            [("a", .string(long)), ("b", .int(1)), ("c", .string("short"))]
             + (0..<5).map { ("x\($0)", .int(Int64($0))) }
         let batch = try d.decode(
             RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: attrs)]))
         #expect(batch.truncatedValues == 1 && batch.droppedAttributes == 5)
-        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        let span = try #require(
+            try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
         #expect(span.droppedAttributesCount == 5)
         #expect(span.attributes.map(\.key) == ["a", "b", "c", IngestLimits.truncatedCountKey])
         #expect(span.attributes[0].value == .string(String(repeating: "é", count: 8) + IngestLimits.truncationMarker))
@@ -158,7 +174,8 @@ import Testing
         let attrs: [(String, TestValue)] = [("a", .int(1)), ("b", .int(2)), ("c", .string("mail bob@example.com"))]
         let batch = try d.decode(
             RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: attrs)]))
-        let span = try #require(try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        let span = try #require(
+            try batch.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
         #expect(span.attributes.map(\.key) == ["a", "b", RequestRedactor.countKey, RequestRedactor.rulesKey])
         #expect(span.droppedAttributesCount == 1)
     }
@@ -202,7 +219,9 @@ import Testing
         }
         var shallow = TestValue.string("x")
         for _ in 0..<20 { shallow = .kvlist([("k", shallow)]) }
-        let ok = RequestBuilder.request(spans: [TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("nested", shallow)])])
+        let ok = RequestBuilder.request(spans: [
+            TestSpan(trace: trace, span: RequestBuilder.spanID(1), attributes: [("nested", shallow)])
+        ])
         #expect((try? decoder.decode(ok))?.spans.count == 1)
     }
 }
@@ -215,16 +234,22 @@ import Testing
             resource: [("service.name", .string("agent")), ("tenant.id", .string("acme"))],
             scope: [("scope.attr", .int(7))],
             spans: (1...50).map { n in
-                TestSpan(trace: n % 3 == 0 ? a : b, span: RequestBuilder.spanID(UInt8(n)), attributes: [("n", .int(Int64(n)))])
+                TestSpan(
+                    trace: n % 3 == 0 ? a : b, span: RequestBuilder.spanID(UInt8(n)),
+                    attributes: [("n", .int(Int64(n)))])
             })
         let wanted: Set<TraceID> = [try #require(a.withUnsafeBytes { TraceID(bytes: $0) })]
         let all = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
-        let fast = try body.withUnsafeBytes { try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) } }
+        let fast = try body.withUnsafeBytes {
+            try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+        }
         let slow = all.filter { wanted.contains($0.traceID) }
         #expect(fast.count == 16)
         #expect(fast.map(\.spanID) == slow.map(\.spanID))
         #expect(fast.map(\.attributes) == slow.map(\.attributes))
-        #expect(fast.allSatisfy { $0.resource.attributes == slow[0].resource.attributes && $0.resource.scopeName == "test" })
+        #expect(
+            fast.allSatisfy { $0.resource.attributes == slow[0].resource.attributes && $0.resource.scopeName == "test" }
+        )
         let none: Set<TraceID> = [TraceID(high: 9, low: 9)]
         #expect(try body.withUnsafeBytes { try TracesDataDecoder.decode($0, traces: none) { _, _ in true } }.isEmpty)
     }

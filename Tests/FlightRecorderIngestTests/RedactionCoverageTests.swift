@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderTesting
 import Testing
@@ -25,7 +25,9 @@ import Testing
         func kv(_ w: inout ProtobufWriter, _ field: Int, key: String, value: String, bytes: Bool = false) {
             w.messageField(field) { k in
                 k.stringField(1, key)
-                k.messageField(2) { v in if bytes { v.bytesField(7, Array(value.utf8)) } else { v.stringField(1, value) } }
+                k.messageField(2) { v in
+                    if bytes { v.bytesField(7, Array(value.utf8)) } else { v.stringField(1, value) }
+                }
             }
         }
         var w = ProtobufWriter()
@@ -95,7 +97,9 @@ import Testing
     static func contains(_ haystack: [UInt8], _ needle: String) -> Bool {
         let n = Array(needle.utf8)
         guard n.count <= haystack.count else { return false }
-        return (0...(haystack.count - n.count)).contains { haystack[$0] == n[0] && Array(haystack[$0..<($0 + n.count)]) == n }
+        return (0...(haystack.count - n.count)).contains {
+            haystack[$0] == n[0] && Array(haystack[$0..<($0 + n.count)]) == n
+        }
     }
 
     @Test(arguments: forms.map(\.name))
@@ -114,7 +118,9 @@ import Testing
     static func countOccurrences(_ haystack: [UInt8], _ needle: String) -> Int {
         let n = Array(needle.utf8)
         guard n.count <= haystack.count else { return 0 }
-        return (0...(haystack.count - n.count)).filter { haystack[$0] == n[0] && Array(haystack[$0..<($0 + n.count)]) == n }.count
+        return (0...(haystack.count - n.count)).filter {
+            haystack[$0] == n[0] && Array(haystack[$0..<($0 + n.count)]) == n
+        }.count
     }
 
     @Test func ordinaryTextIsLeftAlone() throws {
@@ -124,7 +130,8 @@ import Testing
     }
 
     @Test(arguments: [
-        "user.password", "db_password", "PASSWORD", "http.request.header.authorization", "http.response.header.set-cookie",
+        "user.password", "db_password", "PASSWORD", "http.request.header.authorization",
+        "http.response.header.set-cookie",
         "x-api-key", "api_key", "apikey", "client_secret", "aws.secret_key", "github_token", "oauth.refresh_token",
         "private_key", "session.cookie", "config.credentials", "app.passwd",
     ])
@@ -168,14 +175,17 @@ import Testing
         ])
         var off = RedactionPolicy()
         off.defaultSet.credentialKeys = false
-        let plain = try ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: off))).decode(body)
+        let plain = try ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: off))).decode(
+            body)
         let stored = Self.contains(plain.payload, secret)
         #expect(stored)
 
         var keep = RedactionPolicy()
         keep.defaultSet.rules = [.init(name: "keep-db-token", keys: [.exact("db.token")], action: .keep)]
-        let kept = try ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: keep))).decode(body)
-        let span = try #require(try kept.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
+        let kept = try ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: keep))).decode(
+            body)
+        let span = try #require(
+            try kept.payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)
         #expect(span.attributes["db.token"] == .string(secret))
         #expect(span.attributes["user.password"] == .string("[REDACTED:credential_key]"))
     }

@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderTesting
 import Testing
@@ -22,7 +22,9 @@ import Testing
 
     @Test func everyPositionIsRedactedBeforeStorage() throws {
         var policy = RedactionPolicy()
-        policy.defaultSet.rules = [.init(name: "passwords", keys: [RedactionPolicy.KeyPattern("*.password")], action: .drop)]
+        policy.defaultSet.rules = [
+            .init(name: "passwords", keys: [RedactionPolicy.KeyPattern("*.password")], action: .drop)
+        ]
         let decoder = ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: policy)))
         let c = Self.corpus
         let trace = RequestBuilder.traceID(1)
@@ -56,11 +58,16 @@ import Testing
         #expect(first.statusMessage == "auth failed for [REDACTED:api_key]")
         #expect(first.attributes["trace.ref"] == .string("4bf92f3577b34da6a3ce929d0e0e4736"))
         #expect(first.attributes["when"] == .string("2026-11-25T01:40:56Z"))
-        #expect(first.attributes["gen_ai.tool.call.arguments"] == .string(#"{"ssn":"[REDACTED:us_ssn]","card":"[REDACTED:payment_card]"}"#))
+        #expect(
+            first.attributes["gen_ai.tool.call.arguments"]
+                == .string(#"{"ssn":"[REDACTED:us_ssn]","card":"[REDACTED:payment_card]"}"#))
         #expect(first.attributes["kv"] == .kvlist([Attribute("key", .string("use [REDACTED:api_key]"))]))
-        #expect(first.attributes[RequestRedactor.countKey] == .int(10))  // 8 in the span, 1 in its resource, 1 in its scope
-        #expect(first.attributes[RequestRedactor.rulesKey] == .array(
-            ["api_key", "email", "jwt", "passwords", "payment_card", "phone", "us_ssn"].map { .string($0) }))
+        // 8 in the span, 1 in its resource, 1 in its scope.
+        #expect(first.attributes[RequestRedactor.countKey] == .int(10))
+        #expect(
+            first.attributes[RequestRedactor.rulesKey]
+                == .array(
+                    ["api_key", "email", "jwt", "passwords", "payment_card", "phone", "us_ssn"].map { .string($0) }))
         #expect(first.resource.attributes["owner"] == .string("owner [REDACTED:email]"))
         let clean = spans[1]
         #expect(clean.attributes[RequestRedactor.countKey] == .int(2))  // its resource and scope were redacted
@@ -69,7 +76,8 @@ import Testing
     @Test func cleanRequestsKeepTheirBytesAndCarryNoEvidence() throws {
         let decoder = ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: .secureDefault)))
         let body = RequestBuilder.request(spans: [
-            TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), attributes: [("v", .string("2.1.0"))])
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), attributes: [("v", .string("2.1.0"))])
         ])
         #expect(try decoder.decode(body).payload == body)
     }
@@ -77,8 +85,9 @@ import Testing
     @Test func forgedEvidenceIsReplaced() throws {
         let decoder = ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: .secureDefault)))
         let body = RequestBuilder.request(spans: [
-            TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1),
-                     attributes: [(RequestRedactor.countKey, .int(0)), ("m", .string("a@example.com"))])
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1),
+                attributes: [(RequestRedactor.countKey, .int(0)), ("m", .string("a@example.com"))])
         ])
         let payload = try decoder.decode(body).payload
         let span = try #require(try payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }.first)

@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderTesting
 import Foundation
 import Testing
@@ -66,12 +66,18 @@ import Testing
     @Test(arguments: [
         ("not json", "body is not valid JSON"),
         (#"{"resourceSpans":{}}"#, "resourceSpans: expected an array"),
-        (#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
-         "resourceSpans[0].scopeSpans[0].spans[0].traceId: is not a hex string"),
-        (#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#,
-         "resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano: expected an unsigned integer"),
-        (#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SIDEWAYS"}]}]}]}"#,
-         "resourceSpans[0].scopeSpans[0].spans[0].kind: unknown enum value"),
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
+            "resourceSpans[0].scopeSpans[0].spans[0].traceId: is not a hex string"
+        ),
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#,
+            "resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano: expected an unsigned integer"
+        ),
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SIDEWAYS"}]}]}]}"#,
+            "resourceSpans[0].scopeSpans[0].spans[0].kind: unknown enum value"
+        ),
     ])
     func errorsNameThePath(json: String, expected: String) {
         #expect {

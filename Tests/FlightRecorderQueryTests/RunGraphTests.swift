@@ -23,7 +23,9 @@ import Testing
             TestSpan(trace: t1, span: id(1), name: "invoke_agent", start: 0, end: 1_000),
             TestSpan(
                 trace: t1, span: id(2), parent: id(1), name: "chat gpt-4o", start: 10, end: 100,
-                attributes: [("gen_ai.request.model", .string("gpt-4o")), ("gen_ai.prompt.version", .string("triage-v3"))]),
+                attributes: [
+                    ("gen_ai.request.model", .string("gpt-4o")), ("gen_ai.prompt.version", .string("triage-v3")),
+                ]),
             TestSpan(
                 trace: t1, span: id(3), parent: id(1), name: "execute_tool lookup_employee", start: 110, end: 150,
                 attributes: [("gen_ai.tool.name", .string("lookup_employee")), ("tool.risk_tier", .string("read"))]),
@@ -33,7 +35,8 @@ import Testing
                 TestSpan(
                     trace: t1, span: id(4), parent: id(1), name: "policy.check", start: 160, end: 170,
                     attributes: [
-                        ("policy.outcome", .string("approval_required")), ("policy.rule", .string("privileged-needs-approval")),
+                        ("policy.outcome", .string("approval_required")),
+                        ("policy.rule", .string("privileged-needs-approval")),
                         ("gen_ai.tool.name", .string("disable_managed_device")), ("approval.ticket", .string("APR-1")),
                     ]))
         }
@@ -46,7 +49,8 @@ import Testing
                 trace: t2, span: id(7), parent: id(6), name: "execute_tool disable_managed_device", start: 5_020,
                 end: 5_100,
                 attributes: [
-                    ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("disable_managed_device")),
+                    ("gen_ai.operation.name", .string("execute_tool")),
+                    ("gen_ai.tool.name", .string("disable_managed_device")),
                     ("tool.risk_tier", .string("privileged_write")), ("operation.id", .string("op-2")),
                     ("idempotency.key", .string("k-1")),
                 ]),
@@ -59,7 +63,10 @@ import Testing
         func edges(_ type: String) -> Set<String> {
             Set(g.edges.filter { $0.type == type }.map { "\($0.from)>\($0.to)" })
         }
-        #expect(g.traces == ["ab" + String(repeating: "0", count: 28) + "01", "ab" + String(repeating: "0", count: 28) + "02"])
+        #expect(
+            g.traces == [
+                "ab" + String(repeating: "0", count: 28) + "01", "ab" + String(repeating: "0", count: 28) + "02",
+            ])
         #expect(edges("child_of") == Set(["1>2", "1>3", "1>4", "6>7"].map(Self.edge)))
         // Siblings in order, transitively reduced: chat → lookup → policy, never chat → policy.
         #expect(edges("precedes") == Set(["2>3", "3>4", "1>6"].map(Self.edge)))
@@ -76,14 +83,18 @@ import Testing
     @Test func pathToTheExecutionShowsTheApprovalAndThePolicyCheckItAnswers() throws {
         let g = try Self.stolenLaptop()
         let path = g.path(to: try #require(g.index(of: SpanID(hex: Self.hex(7))!)))
-        #expect(path.steps.map(\.node.name) == ["invoke_agent", "approval.granted", "execute_tool disable_managed_device"])
+        #expect(
+            path.steps.map(\.node.name) == ["invoke_agent", "approval.granted", "execute_tool disable_managed_device"])
         #expect(path.steps.map(\.role) == ["preceding", "ancestor", "target"])
         let grant = path.steps[1]
         #expect(grant.node.facts.approver == "alice")
         let policy = try #require(grant.linked.first)
         #expect(policy.relation == "links_to" && policy.node.facts.policyOutcome == "approval_required")
         // The policy check's own path: the model call and the lookup that came before it.
-        #expect(policy.path.map(\.node.name) == ["invoke_agent", "chat gpt-4o", "execute_tool lookup_employee", "policy.check"])
+        #expect(
+            policy.path.map(\.node.name) == [
+                "invoke_agent", "chat gpt-4o", "execute_tool lookup_employee", "policy.check",
+            ])
         #expect(policy.path.map(\.role) == ["ancestor", "preceding", "preceding", "target"])
         #expect(policy.path.first { $0.node.name == "chat gpt-4o" }?.node.facts.model == "gpt-4o")
         #expect(path.steps[2].node.facts.operationId == "op-2")
@@ -141,14 +152,16 @@ import Testing
                 trace: Self.t2, span: Self.id(8), parent: Self.id(6), name: "execute_tool disable_managed_device",
                 start: 5_200, end: 5_300,
                 attributes: [
-                    ("gen_ai.tool.name", .string("disable_managed_device")), ("tool.risk_tier", .string("privileged_write")),
+                    ("gen_ai.tool.name", .string("disable_managed_device")),
+                    ("tool.risk_tier", .string("privileged_write")),
                     ("operation.id", .string("op-3")), ("idempotency.key", .string("k-1")),
                 ]),
             TestSpan(trace: Self.t1, span: Self.id(9), parent: Self.id(99), name: "orphan", start: 200, end: 210),
         ])
         let findings = RunGraph(runID: "run-1", spans: spans).findings()
         let duplicate = try #require(findings.first { $0.kind == "duplicate_execution" })
-        #expect(Set(duplicate.spanIds) == [Self.hex(7), Self.hex(8)] && duplicate.message.contains("idempotency key k-1"))
+        #expect(
+            Set(duplicate.spanIds) == [Self.hex(7), Self.hex(8)] && duplicate.message.contains("idempotency key k-1"))
         #expect(findings.first { $0.kind == "missing_parent" }?.spanIds == [Self.hex(9)])
     }
 
@@ -159,7 +172,8 @@ import Testing
                 trace: Self.t1, span: Self.id(2), parent: Self.id(1), name: "policy.check", start: 10, end: 20,
                 attributes: [("policy.outcome", .string("allowed")), ("gen_ai.tool.name", .string("open_ticket"))]),
             TestSpan(
-                trace: Self.t1, span: Self.id(3), parent: Self.id(1), name: "execute_tool open_ticket", start: 30, end: 40,
+                trace: Self.t1, span: Self.id(3), parent: Self.id(1), name: "execute_tool open_ticket", start: 30,
+                end: 40,
                 attributes: [("gen_ai.tool.name", .string("open_ticket")), ("tool.risk_tier", .string("low_write"))]),
         ])
         #expect(RunGraph(runID: "r", spans: spans).findings().map(\.kind) == ["success_without_operation_id"])

@@ -6,10 +6,14 @@ import Testing
 @Suite struct SpanFilterTests {
     let span: SpanRecord = {
         let body = RequestBuilder.request(
-            resource: [("service.name", .string("agent")), ("service.version", .string("2.1.0")), ("tenant.id", .string("acme"))],
+            resource: [
+                ("service.name", .string("agent")), ("service.version", .string("2.1.0")),
+                ("tenant.id", .string("acme")),
+            ],
             spans: [
                 TestSpan(
-                    trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: "policy.check", start: 1_000,
+                    trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: "policy.check",
+                    start: 1_000,
                     end: 5_001_000,
                     attributes: [
                         ("gen_ai.tool.name", .string("disable_managed_device")), ("policy.outcome", .string("blocked")),
@@ -60,8 +64,13 @@ import Testing
     @Test func indexedEqualitiesNarrowOnlyConjunctions() throws {
         let keys: Set<String> = ["gen_ai.tool.name", "policy.outcome"]
         let both = try SpanFilter.parse("gen_ai.tool.name = \"x\" and (policy.outcome = \"y\" and name = \"z\")")
-        #expect(both.requiredEqualities(among: keys).map { "\($0.key)=\($0.value)" } == ["gen_ai.tool.name=x", "policy.outcome=y"])
-        #expect(try SpanFilter.parse("gen_ai.tool.name = \"x\" or policy.outcome = \"y\"").requiredEqualities(among: keys).isEmpty)
+        #expect(
+            both.requiredEqualities(among: keys).map { "\($0.key)=\($0.value)" } == [
+                "gen_ai.tool.name=x", "policy.outcome=y",
+            ])
+        #expect(
+            try SpanFilter.parse("gen_ai.tool.name = \"x\" or policy.outcome = \"y\"").requiredEqualities(among: keys)
+                .isEmpty)
         #expect(try SpanFilter.parse("not gen_ai.tool.name = \"x\"").requiredEqualities(among: keys).isEmpty)
     }
 

@@ -9,7 +9,9 @@ import Testing
             .init(name: "tool-args", keys: [.exact("gen_ai.tool.call.arguments")], action: .mask),
             .init(name: "passwords", keys: [RedactionPolicy.KeyPattern("*.password")], action: .drop),
             .init(name: "user-hash", keys: [.exact("enduser.id")], action: .hash),
-            .init(name: "short", keys: [RedactionPolicy.KeyPattern("/gen_ai\\.(input|output)\\.messages/")], action: .truncate(12)),
+            .init(
+                name: "short", keys: [RedactionPolicy.KeyPattern("/gen_ai\\.(input|output)\\.messages/")],
+                action: .truncate(12)),
             .init(name: "keep-model", keys: [.exact("gen_ai.request.model")], action: .keep),
         ]
         return p
@@ -18,14 +20,17 @@ import Testing
     @Test func keyRulesApplyTheirAction() throws {
         let r = try Redactor(policy: policy())
         var hits = Hits()
-        #expect(r.redactValue("{\"id\":1}", key: "gen_ai.tool.call.arguments", set: 0, hits: &hits) == "[REDACTED:tool-args]")
+        #expect(
+            r.redactValue("{\"id\":1}", key: "gen_ai.tool.call.arguments", set: 0, hits: &hits)
+                == "[REDACTED:tool-args]")
         #expect(r.redactValue("hunter2", key: "db.password", set: 0, hits: &hits) == nil)
         let h1 = r.redactValue("user-17", key: "enduser.id", set: 0, hits: &hits)
         let h2 = r.redactValue("user-17", key: "enduser.id", set: 0, hits: &hits)
         #expect(h1 == h2 && h1?.hasPrefix("hmac:k1:") == true && h1?.count == "hmac:k1:".count + 16)
         #expect(r.redactValue("user-18", key: "enduser.id", set: 0, hits: &hits) != h1)
-        #expect(r.redactValue("hello jane@example.com and more", key: "gen_ai.output.messages", set: 0, hits: &hits)
-            == "hello [REDAC…[TRUNCATED:short]")
+        #expect(
+            r.redactValue("hello jane@example.com and more", key: "gen_ai.output.messages", set: 0, hits: &hits)
+                == "hello [REDAC…[TRUNCATED:short]")
         #expect(r.redactValue("bob@example.com", key: "gen_ai.request.model", set: 0, hits: &hits) == "bob@example.com")
         #expect(r.redactValue("mail bob@example.com", key: "other", set: 0, hits: &hits) == "mail [REDACTED:email]")
         #expect(hits.rules == ["email", "passwords", "short", "tool-args", "user-hash"])
@@ -74,6 +79,8 @@ import Testing
         p.defaultSet.customDetectors = [.init(name: "employee-id", pattern: "E[0-9]{6}")]
         let r = try Redactor(policy: p)
         var hits = Hits()
-        #expect(r.redactText("emp E123456 and jo@x.io", set: 0, hits: &hits) == "emp [REDACTED:employee-id] and [REDACTED:email]")
+        #expect(
+            r.redactText("emp E123456 and jo@x.io", set: 0, hits: &hits)
+                == "emp [REDACTED:employee-id] and [REDACTED:email]")
     }
 }

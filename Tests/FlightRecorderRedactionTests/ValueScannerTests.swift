@@ -1,4 +1,5 @@
 import FlightRecorderRedaction
+import Foundation
 import Testing
 
 @Suite struct ValueScannerTests {
@@ -15,16 +16,33 @@ import Testing
         ("card 4111 1111 1111 1111 ok", "card [REDACTED:payment_card] ok"),
         ("card 4111-1111-1111-1111", "card [REDACTED:payment_card]"),
         ("card 5500005555555559", "card [REDACTED:payment_card]"),
-        ("call +1 415 555 2671 or (415) 555-2671 or 415-555-2671", "call [REDACTED:phone] or [REDACTED:phone] or [REDACTED:phone]"),
-        ("tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end",
-         "tok [REDACTED:jwt] end"),
+        (
+            "call +1 415 555 2671 or (415) 555-2671 or 415-555-2671",
+            "call [REDACTED:phone] or [REDACTED:phone] or [REDACTED:phone]"
+        ),
+        (
+            "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end",
+            "tok [REDACTED:jwt] end"
+        ),
         ("Authorization: Bearer abcdef0123456789xyz", "Authorization: Bearer [REDACTED:auth_header]"),
         ("basic dXNlcjpwYXNzd29yZA==", "basic [REDACTED:auth_header]"),
-        ("key sk-proj-ABCDEFGHIJKLMNOPQRSTUV123 and AKIAIOSFODNN7EXAMPLE", "key [REDACTED:api_key] and [REDACTED:api_key]"),
-        ("gh ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij slack xoxb-1234567890-abcdef", "gh [REDACTED:api_key] slack [REDACTED:api_key]"),
-        ("db postgres://admin:s3cret@db.internal:5432/x", "db postgres://[REDACTED:url_credentials]@db.internal:5432/x"),
+        (
+            "key sk-proj-ABCDEFGHIJKLMNOPQRSTUV123 and AKIAIOSFODNN7EXAMPLE",
+            "key [REDACTED:api_key] and [REDACTED:api_key]"
+        ),
+        (
+            "gh ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij slack xoxb-1234567890-abcdef",
+            "gh [REDACTED:api_key] slack [REDACTED:api_key]"
+        ),
+        (
+            "db postgres://admin:s3cret@db.internal:5432/x",
+            "db postgres://[REDACTED:url_credentials]@db.internal:5432/x"
+        ),
         ("GET /login?user=bob&password=hunter2&x=1", "GET /login?user=bob&password=[REDACTED:url_credentials]&x=1"),
-        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY----- tail", "[REDACTED:private_key] tail"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY----- tail",
+            "[REDACTED:private_key] tail"
+        ),
     ])
     func detectsAndMasksOnlyTheMatch(input: String, expected: String) {
         #expect(redact(input) == expected)
@@ -47,7 +65,8 @@ import Testing
     }
 
     @Test func jsonStringsStayValidJSON() throws {
-        let json = #"{"to":"jane@example.com","note":"call +44 20 7946 0958","key":"-----BEGIN PRIVATE KEY-----\nAAA\n-----END PRIVATE KEY-----"}"#
+        let json =
+            #"{"to":"jane@example.com","note":"call +44 20 7946 0958","key":"-----BEGIN PRIVATE KEY-----\nAAA\n-----END PRIVATE KEY-----"}"#
         let out = redact(json)
         #expect(!out.contains("jane@example.com") && !out.contains("7946") && !out.contains("AAA"))
         let parsed = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: String]
@@ -59,9 +78,9 @@ import Testing
         policy.defaultSet.detectors.insert(.ipAddress)
         let r = try Redactor(policy: policy)
         var hits = Hits()
-        #expect(r.redactText("from 192.168.1.20 via 10.0.0.1", set: 0, hits: &hits) == "from [REDACTED:ip_address] via [REDACTED:ip_address]")
+        #expect(
+            r.redactText("from 192.168.1.20 via 10.0.0.1", set: 0, hits: &hits)
+                == "from [REDACTED:ip_address] via [REDACTED:ip_address]")
         #expect(r.redactText("version 1.2.3.4.5", set: 0, hits: &hits) == "version 1.2.3.4.5")
     }
 }
-
-import Foundation

@@ -1,12 +1,13 @@
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderQuery
 import FlightRecorderSQLite
-@testable import FlightRecorderStorage
 import FlightRecorderTesting
 import Foundation
 import Logging
 import Testing
+
+@testable import FlightRecorderStorage
 
 @Suite struct SpanStoreTests {
     let logger = Logger(label: "test")
@@ -19,7 +20,9 @@ import Testing
         return c
     }
 
-    func batch(trace: UInt8, spans: ClosedRange<UInt8>, run: String? = nil, runOn: UInt8? = nil, parent: UInt8? = nil)
+    func batch(
+        trace: UInt8, spans: ClosedRange<UInt8>, run: String? = nil, runOn: UInt8? = nil, parent: UInt8? = nil
+    )
         throws -> IngestBatch
     {
         let list = spans.map { n in
@@ -195,7 +198,8 @@ import Testing
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         let store = try SpanStore(configuration: configuration(dir), logger: logger)
-        func tenantBatch(_ tenant: String, trace: UInt8, spans: ClosedRange<UInt8>, run: String?) throws -> IngestBatch {
+        func tenantBatch(_ tenant: String, trace: UInt8, spans: ClosedRange<UInt8>, run: String?) throws -> IngestBatch
+        {
             let list = spans.map { n in
                 TestSpan(
                     trace: RequestBuilder.traceID(trace), span: RequestBuilder.spanID(n, UInt8(tenant.count)),
@@ -220,7 +224,8 @@ import Testing
         #expect(try await store.trace(trace, scope: .only(["initech"])).spans.isEmpty)
         // Across tenants, a shared run ID answers the first tenant and says so.
         let both = try #require(try await store.run("run-x", scope: .all))
-        #expect(both.summary.tenant == "acme" && both.warnings.contains { $0.contains("also exists in tenant(s) globex") })
+        #expect(
+            both.summary.tenant == "acme" && both.warnings.contains { $0.contains("also exists in tenant(s) globex") })
         await store.close()
     }
 

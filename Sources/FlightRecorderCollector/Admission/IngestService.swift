@@ -1,10 +1,10 @@
 import FlightRecorderConfig
-import FlightRecorderOTLP
 public import FlightRecorderIngest
+import FlightRecorderOTLP
 public import FlightRecorderStorage
-public import Logging
 public import GRPCCore
 public import HTTPTypes
+public import Logging
 import Synchronization
 
 /// The ingest path every OTLP listener shares (HTTP and gRPC, TCP and Unix socket):
@@ -88,7 +88,8 @@ public final class IngestService: Sendable {
         if let rateLimiter, !batch.spans.isEmpty {
             let tenant = principal.ingestTenant ?? ResourceFacts.defaultTenant
             if let wait = rateLimiter.take(batch.spans.count, tenant: tenant) {
-                throw count(.rateLimited("tenant \(tenant) is over its ingest rate limit; retry in \(wait)s", retryAfter: wait))
+                throw count(
+                    .rateLimited("tenant \(tenant) is over its ingest rate limit; retry in \(wait)s", retryAfter: wait))
             }
         }
         if !batch.spans.isEmpty {
@@ -111,7 +112,8 @@ public final class IngestService: Sendable {
             c.truncatedValues += batch.truncatedValues
             c.droppedAttributes += batch.droppedAttributes
         }
-        return Accepted(storedSpans: batch.spans.count, rejectedSpans: batch.rejectedSpans, message: batch.rejectionMessage)
+        return Accepted(
+            storedSpans: batch.spans.count, rejectedSpans: batch.rejectedSpans, message: batch.rejectionMessage)
     }
 
     /// Counts a refusal by kind (never by content) and returns it.
@@ -148,11 +150,17 @@ public struct IngestError: Error, Sendable, CustomStringConvertible {
     /// HTTP 403, gRPC PERMISSION_DENIED.
     public static func forbidden(_ m: String) -> IngestError { IngestError(.forbidden, m) }
     /// The tenant's rate limit: HTTP 429, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
-    public static func rateLimited(_ m: String, retryAfter: Int) -> IngestError { IngestError(.rateLimited, m, retryAfter: retryAfter) }
+    public static func rateLimited(_ m: String, retryAfter: Int) -> IngestError {
+        IngestError(.rateLimited, m, retryAfter: retryAfter)
+    }
     /// Queue or memory full: HTTP 503, gRPC RESOURCE_EXHAUSTED; both with a retry delay.
-    public static func overloaded(_ m: String, retryAfter: Int) -> IngestError { IngestError(.overloaded, m, retryAfter: retryAfter) }
+    public static func overloaded(_ m: String, retryAfter: Int) -> IngestError {
+        IngestError(.overloaded, m, retryAfter: retryAfter)
+    }
     /// Shutting down or storage failing: HTTP 503, gRPC UNAVAILABLE; both with a retry delay.
-    public static func unavailable(_ m: String, retryAfter: Int) -> IngestError { IngestError(.unavailable, m, retryAfter: retryAfter) }
+    public static func unavailable(_ m: String, retryAfter: Int) -> IngestError {
+        IngestError(.unavailable, m, retryAfter: retryAfter)
+    }
 
     public var description: String { message }
     /// The key of `refusedRequests` in the ingest counters.

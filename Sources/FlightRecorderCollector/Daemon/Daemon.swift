@@ -1,14 +1,14 @@
 public import FlightRecorderConfig
 import FlightRecorderHTTP
-import FlightRecorderOTLP
 import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderRedaction
 import FlightRecorderStorage
 import Hummingbird
 import HummingbirdTLS
-import NIOSSL
 public import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 import UnixSignals
 
@@ -50,7 +50,8 @@ public struct Daemon: Sendable {
             logger.notice("no auth.tokens configured: single default tenant, loopback listeners only")
         }
         let ingest = IngestService(
-            store: store, policy: policy, auth: auth, rateLimiter: configuration.rateLimit.map { TenantRateLimiter(limit: $0) },
+            store: store, policy: policy, auth: auth,
+            rateLimiter: configuration.rateLimit.map { TenantRateLimiter(limit: $0) },
             budget: MemoryBudget(limit: max(configuration.queueBytes, 2 * configuration.maxRequestBytes)),
             maxRequestBytes: configuration.maxRequestBytes, logger: logger)
         let otlpRouter = Router(context: BasicRequestContext.self)
@@ -88,14 +89,17 @@ public struct Daemon: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: store), .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
+                    .init(service: store),
+                    .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
                 ] + listeners,
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 
     static func tlsConfiguration(_ files: TLSFiles) throws -> TLSConfiguration {
-        let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+        let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map {
+            NIOSSLCertificateSource.certificate($0)
+        }
         let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
         return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
     }
@@ -130,7 +134,8 @@ struct PolicyReloader: Service {
                 try policy.reload(redaction: next.redaction)
                 logger.notice("redaction policy reloaded", metadata: ["config": "\(configPath)"])
             } catch {
-                logger.error("redaction policy reload refused; keeping the previous policy", metadata: ["error": "\(error)"])
+                logger.error(
+                    "redaction policy reload refused; keeping the previous policy", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -56,7 +57,8 @@ struct GRPCListener: Service {
                 config.rpc.maxRequestPayloadSize = ceiling
                 config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
                     stream.eventLoop.makeCompletedFuture {
-                        try stream.pipeline.syncOperations.addHandler(GRPCRequestGuard(limit: ceiling), position: .first)
+                        try stream.pipeline.syncOperations.addHandler(
+                            GRPCRequestGuard(limit: ceiling), position: .first)
                     }
                 }
                 // Bounds what one connection can make the transport buffer before the memory
@@ -99,7 +101,9 @@ struct GRPCListener: Service {
                     }
                     logger.notice(
                         "listening",
-                        metadata: ["listener": "\(listener)", "address": "\(Self.describe(bound))", "tls": "\(tls != nil)"])
+                        metadata: [
+                            "listener": "\(listener)", "address": "\(Self.describe(bound))", "tls": "\(tls != nil)",
+                        ])
                 }
             }
         } onGracefulShutdown: {

@@ -133,7 +133,9 @@ final class GRPCRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             ":status": "200", "content-type": "application/grpc",
             "grpc-status": String(failure.statusCode), "grpc-message": GRPCUnaryRequest.percentEncoded(failure.message),
         ]
-        if failure.statusCode == 12 { headers.add(name: "grpc-accept-encoding", value: GRPCUnaryRequest.acceptedEncodings) }
+        if failure.statusCode == 12 {
+            headers.add(name: "grpc-accept-encoding", value: GRPCUnaryRequest.acceptedEncodings)
+        }
         let written = context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))))
         if inboundOpen {
             let channel = context.channel

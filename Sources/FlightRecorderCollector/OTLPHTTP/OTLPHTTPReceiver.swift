@@ -49,7 +49,9 @@ public struct OTLPHTTPReceiver: Sendable {
 
         init(_ r: IngestError) {
             // google.rpc.Status codes in the body: the gRPC code the same refusal gets.
-            self.init(status: r.httpStatus, code: Int32(r.grpcCode.rawValue), message: r.message, retryAfter: r.retryAfterSeconds)
+            self.init(
+                status: r.httpStatus, code: Int32(r.grpcCode.rawValue), message: r.message,
+                retryAfter: r.retryAfterSeconds)
             challenge = r.isUnauthenticated
         }
     }
@@ -103,7 +105,9 @@ public struct OTLPHTTPReceiver: Sendable {
         }
     }
 
-    static func response(_ status: HTTPResponse.Status, _ bytes: [UInt8], _ encoding: ExportResponse.Encoding) -> Response {
+    static func response(
+        _ status: HTTPResponse.Status, _ bytes: [UInt8], _ encoding: ExportResponse.Encoding
+    ) -> Response {
         Response(
             status: status, headers: [.contentType: encoding.contentType],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -132,7 +136,8 @@ public struct OTLPHTTPReceiver: Sendable {
         let contentEncoding = (request.headers[.contentEncoding] ?? "identity").trimmingCharacters(in: .whitespaces)
             .lowercased()
         guard ["gzip", "identity", ""].contains(contentEncoding) else {
-            throw Refusal.unsupported("unsupported content encoding \"\(contentEncoding.prefix(32))\"; use gzip or none")
+            throw Refusal.unsupported(
+                "unsupported content encoding \"\(contentEncoding.prefix(32))\"; use gzip or none")
         }
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxRequestBytes {
             throw Refusal.tooLarge("body of \(length) bytes exceeds the limit of \(maxRequestBytes) bytes")
@@ -160,7 +165,7 @@ public struct OTLPHTTPReceiver: Sendable {
             if contentEncoding == "gzip" {
                 do {
                     bytes = try Inflater.inflate(bytes, format: .gzip, limit: maxRequestBytes)
-                } catch where error == .tooLarge {
+                } catch  where error == .tooLarge {
                     throw Refusal.tooLarge("gzip body inflates beyond the limit of \(maxRequestBytes) bytes")
                 } catch {
                     throw Refusal.badRequest("gzip body is corrupt or truncated")

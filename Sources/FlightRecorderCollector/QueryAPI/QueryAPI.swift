@@ -1,12 +1,12 @@
 import FlightRecorderConfig
 import FlightRecorderHTTP
-import FlightRecorderOTLP
 public import FlightRecorderIngest
+import FlightRecorderOTLP
 import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
-public import Hummingbird
 import HTTPTypes
+public import Hummingbird
 public import Logging
 
 /// The JSON query API (`/api/v1/...`), on its own loopback port.
@@ -27,7 +27,8 @@ public struct QueryAPI: Sendable {
     public let logger: Logger
 
     public init(
-        store: SpanStore, policy: IngestPolicy, ingest: IngestService? = nil, auth: Authenticator = Authenticator(tokens: []),
+        store: SpanStore, policy: IngestPolicy, ingest: IngestService? = nil,
+        auth: Authenticator = Authenticator(tokens: []),
         logger: Logger
     ) {
         self.store = store
@@ -41,7 +42,8 @@ public struct QueryAPI: Sendable {
         router.get("/healthz") { _, _ in JSONResponse.make(.ok, ["status": "ok"]) }
         router.get("/api/v1/redaction/stats") { request, _ in
             await self.handle(request, roles: [.admin]) { _ in
-                JSONResponse.make(.ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
+                JSONResponse.make(
+                    .ok, RedactionStats(enabled: self.policy.decoder.redaction != nil, rules: self.policy.ruleCounts))
             }
         }
         router.get("/api/v1/ingest/stats") { request, _ in
@@ -93,7 +95,8 @@ public struct QueryAPI: Sendable {
             principal = try auth.authenticate(request.headers[.authorization], requiring: roles)
         } catch {
             return JSONResponse.error(
-                error.isUnauthenticated ? .unauthorized(error.message, realm: "flightrec") : APIError(.forbidden, error.message))
+                error.isUnauthenticated
+                    ? .unauthorized(error.message, realm: "flightrec") : APIError(.forbidden, error.message))
         }
         return await APIHandler(logger: logger, unexpected: APIError(.serviceUnavailable, "the store could not answer"))
             .run { try await body(principal) }
@@ -108,7 +111,9 @@ public struct QueryAPI: Sendable {
         func bound(_ name: String) throws -> Int64? {
             guard let text = q[name], !text.isEmpty else { return nil }
             guard let v = TimeBound.parse(text) else {
-                throw APIError(.badRequest, "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
+                throw APIError(
+                    .badRequest,
+                    "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
             }
             return v
         }
@@ -143,7 +148,9 @@ public struct QueryAPI: Sendable {
         var warnings: [String]
     }
 
-    func search(_ expression: String, since: Int64?, until: Int64?, limit: Int, scope: TenantScope) async throws
+    func search(
+        _ expression: String, since: Int64?, until: Int64?, limit: Int, scope: TenantScope
+    ) async throws
         -> Response
     {
         let filter: SpanFilter
@@ -183,7 +190,8 @@ public struct QueryAPI: Sendable {
         switch view {
         case "graph": return JSONResponse.make(.ok, graph.graph())
         case "critical-path": return JSONResponse.make(.ok, graph.criticalPath())
-        case "findings": return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
+        case "findings":
+            return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
         default:
             guard let target, let index = graph.index(of: target) else {
                 throw APIError(.notFound, "no span with this ID in the run")
@@ -232,7 +240,8 @@ public struct QueryAPI: Sendable {
                 graphs[cacheKey] = RunGraph(runID: detail.summary.runID, spans: detail.spans)
             }
             guard let graph = graphs[cacheKey], let index = graph.index(of: m.span.spanID) else { continue }
-            matches.append(.init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))
+            matches.append(
+                .init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))
         }
         return JSONResponse.make(.ok, LookupBody(key: key, value: value, matches: matches))
     }

@@ -1,12 +1,12 @@
-import FlightRecorderGuardPolicy
 import FlightRecorderConfig
+import FlightRecorderGuardPolicy
 import FlightRecorderHTTP
 import FlightRecorderOTLP
 import Foundation
+import HTTPTypes
 public import Hummingbird
 public import Logging
 import NIOCore
-import HTTPTypes
 
 /// The sidecar's HTTP JSON API (Schemas/api/guard-api.yaml):
 ///
@@ -60,7 +60,8 @@ public struct GuardAPI: Sendable {
                     let body = try await decode(ApprovalBody.self, request)
                     let approver = try actor(request, claimed: body.approver, field: "approver")
                     let a = try await service.resolve(
-                        ticket: ticket, approverID: approver, grant: grant, note: body.note, parent: traceParent(request))
+                        ticket: ticket, approverID: approver, grant: grant, note: body.note,
+                        parent: traceParent(request))
                     return JSONResponse.make(.ok, ApprovalView(a))
                 }
             }
@@ -81,7 +82,8 @@ public struct GuardAPI: Sendable {
         }
         router.get("/v1/approvals/{ticket}") { request, context in
             await handle {
-                let a = try await service.approval(try context.parameters.require("ticket"), tenants: try await scope(request))
+                let a = try await service.approval(
+                    try context.parameters.require("ticket"), tenants: try await scope(request))
                 return JSONResponse.make(.ok, ApprovalView(a))
             }
         }
@@ -109,7 +111,8 @@ public struct GuardAPI: Sendable {
                 return JSONResponse.make(
                     .ok,
                     try await service.reconcile(
-                        key: key, actorID: who, succeeded: body.succeeded, operationID: body.operationID, note: body.note))
+                        key: key, actorID: who, succeeded: body.succeeded, operationID: body.operationID,
+                        note: body.note))
             }
         }
         router.get("/v1/runs/{run}/state") { request, context in
@@ -138,7 +141,8 @@ public struct GuardAPI: Sendable {
     /// A decide or execute call, with its actor settled (token or claimed).
     func call(_ request: Request) async throws -> GuardRequest {
         let body = try await decode(CallBody.self, request)
-        return body.request(actor: try actor(request, claimed: body.actor, field: "actor"), parent: traceParent(request))
+        return body.request(
+            actor: try actor(request, claimed: body.actor, field: "actor"), parent: traceParent(request))
     }
 
     /// The agent's W3C `traceparent`, which the decision spans continue.
@@ -159,7 +163,9 @@ public struct GuardAPI: Sendable {
         } catch {
             throw GuardError(.unauthorized, error.message)
         }
-        guard let who = tokens[AccessToken.digest(of: token)] else { throw GuardError(.unauthorized, "unknown bearer token") }
+        guard let who = tokens[AccessToken.digest(of: token)] else {
+            throw GuardError(.unauthorized, "unknown bearer token")
+        }
         if let claimed, !claimed.isEmpty, claimed != who {
             throw GuardError(.forbidden, "the token belongs to \(who), not to the \(field) named in the request")
         }

@@ -14,7 +14,8 @@ extension GuardError: APIErrorConvertible {
             case .tooLarge: .contentTooLarge
             case .unavailable: .serviceUnavailable
             }
-        var e = kind == .unauthorized ? APIError.unauthorized(message, realm: "flightrec-guard") : APIError(status, message)
+        var e =
+            kind == .unauthorized ? APIError.unauthorized(message, realm: "flightrec-guard") : APIError(status, message)
         e.retryAfterSeconds = retryAfterSeconds
         return e
     }

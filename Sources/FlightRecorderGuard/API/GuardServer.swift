@@ -1,6 +1,6 @@
-public import FlightRecorderGuardPolicy
 import AsyncHTTPClient
 import FlightRecorderConfig
+public import FlightRecorderGuardPolicy
 import FlightRecorderHTTP
 import FlightRecorderRedaction
 import Foundation
@@ -58,19 +58,22 @@ public struct GuardServer: Sendable {
         GuardAPI(service: service, tokens: c.actorTokens, logger: logger).addRoutes(to: router)
         let app = try HTTPListener(
             router: router,
-            address: c.socket.map { .unix(path: $0, mode: c.socketMode) } ?? .tcp(host: c.listen.host, port: c.listen.port),
+            address: c.socket.map { .unix(path: $0, mode: c.socketMode) }
+                ?? .tcp(host: c.listen.host, port: c.listen.port),
             key: c.socket != nil ? "socket" : "listen", name: "guard", serverName: "flightrec-guard", logger: logger)
         logger.notice(
             "policy loaded",
             metadata: [
-                "tools": "\(c.policy.tools.count)", "rules": "\(c.policy.rules.count)", "actors": "\(c.policy.actors.count)",
+                "tools": "\(c.policy.tools.count)", "rules": "\(c.policy.rules.count)",
+                "actors": "\(c.policy.actors.count)",
                 "collector": "\(c.collector)",
             ])
         // Shutdown runs in reverse: the listener drains before the exporter flushes; the
         // service's own thread stops last.
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: exporter), .init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: [.init(service: exporter), .init(service: app)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
             try await group.run()

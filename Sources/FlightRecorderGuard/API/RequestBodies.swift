@@ -31,16 +31,21 @@ enum RequestBody {
         case .typeMismatch(let type, let context):
             if context.codingPath.isEmpty { return "the body must be a JSON object" }
             let expected =
-                type == String.self ? "a string" : type == Bool.self ? "true or false"
-                : [Int.self, Int64.self, UInt64.self].contains(where: { $0 == type }) ? "an integer"
-                : type == Double.self ? "a number" : "of another type"
+                type == String.self
+                ? "a string"
+                : type == Bool.self
+                    ? "true or false"
+                    : [Int.self, Int64.self, UInt64.self].contains(where: { $0 == type })
+                        ? "an integer"
+                        : type == Double.self ? "a number" : "of another type"
             return "\(path(context.codingPath)) must be \(expected)"
         case .keyNotFound(let key, let context):
             return "\(path(context.codingPath + [key])) is required"
         case .valueNotFound(_, let context):
             return "\(path(context.codingPath)) is required"
         case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "the body is not valid JSON" : "\(path(context.codingPath)) is not valid"
+            return context.codingPath.isEmpty
+                ? "the body is not valid JSON" : "\(path(context.codingPath)) is not valid"
         @unknown default:
             return "the body is not a valid request"
         }

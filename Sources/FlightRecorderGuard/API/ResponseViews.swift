@@ -8,7 +8,8 @@ import Foundation
 func rfc3339(_ nanos: UInt64?) -> String? {
     guard let nanos else { return nil }
     let date = Date(timeIntervalSince1970: Double(nanos) / 1e9)
-    return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    return date.formatted(
+        .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
 }
 
 struct ApprovalView: Encodable {

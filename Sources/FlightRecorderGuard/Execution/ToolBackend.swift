@@ -1,5 +1,5 @@
-public import FlightRecorderGuardPolicy
 public import AsyncHTTPClient
+public import FlightRecorderGuardPolicy
 public import FlightRecorderOTLP
 import Foundation
 import NIOCore
@@ -53,11 +53,13 @@ public struct ToolBackend: Sendable {
                 group.addTask {
                     let response = try await client.execute(prepared, deadline: .now() + .milliseconds(millis))
                     let body = try await response.body.collect(upTo: Self.maxResponseBytes)
-                    return Self.outcome(status: Int(response.status.code), headers: response.headers, body: body, tool: tool)
+                    return Self.outcome(
+                        status: Int(response.status.code), headers: response.headers, body: body, tool: tool)
                 }
                 group.addTask {
                     try await Task.sleep(for: .milliseconds(millis + 1000))
-                    return .timedOut(reason: "no complete answer from \(tool.name) within \(Self.describe(tool.timeoutSeconds))")
+                    return .timedOut(
+                        reason: "no complete answer from \(tool.name) within \(Self.describe(tool.timeoutSeconds))")
                 }
                 let first = try await group.next()!
                 group.cancelAll()
@@ -73,10 +75,13 @@ public struct ToolBackend: Sendable {
                     : .failed(status: nil, reason: "the backend's answer exceeded \(Self.maxResponseBytes) bytes")
             }
             if let e = error as? HTTPClientError, e == .deadlineExceeded || e == .readTimeout {
-                return .timedOut(reason: "no complete answer from \(tool.name) within \(Self.describe(tool.timeoutSeconds))")
+                return .timedOut(
+                    reason: "no complete answer from \(tool.name) within \(Self.describe(tool.timeoutSeconds))")
             }
             return write
-                ? .unknown(status: nil, reason: "connection to the backend failed after the request was sent: \(Self.summary(error))")
+                ? .unknown(
+                    status: nil,
+                    reason: "connection to the backend failed after the request was sent: \(Self.summary(error))")
                 : .failed(status: nil, reason: "backend call failed: \(Self.summary(error))")
         }
     }
@@ -109,7 +114,8 @@ public struct ToolBackend: Sendable {
             bytes.isEmpty ? .null : ((try? JSONValue.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self)))
         switch status {
         case 200..<300:
-            let id = json.value(at: tool.operationIDPath)?.scalarText ?? headers.first(name: "Operation-Id")
+            let id =
+                json.value(at: tool.operationIDPath)?.scalarText ?? headers.first(name: "Operation-Id")
                 ?? headers.first(name: "X-Operation-Id")
             return .confirmed(status: status, body: json, operationID: id)
         case 408, 504:
@@ -117,7 +123,8 @@ public struct ToolBackend: Sendable {
                 ? .timedOut(reason: "the backend answered \(status): it timed out, the write may have happened")
                 : .failed(status: status, reason: "the backend answered \(status)")
         case 500..<600 where tool.tier.isWrite:
-            return .unknown(status: status, reason: "the backend answered \(status): a failed write may have partly happened")
+            return .unknown(
+                status: status, reason: "the backend answered \(status): a failed write may have partly happened")
         default:
             return .failed(status: status, reason: "the backend answered \(status)")
         }

@@ -33,7 +33,9 @@ public struct GuardRequest: Sendable {
         self.parent = parent
     }
 
-    var call: ToolCall { ToolCall(runID: runID, actorID: actorID, tool: tool, arguments: arguments, riskScore: riskScore) }
+    var call: ToolCall {
+        ToolCall(runID: runID, actorID: actorID, tool: tool, arguments: arguments, riskScore: riskScore)
+    }
 }
 
 /// Which model proposed the call, when the agent says so; recorded on the spans.

@@ -19,11 +19,14 @@ extension GuardService {
             throw GuardError(.notFound, "no approval ticket \(ticket)")
         }
         guard approverID != a.requester else {
-            throw GuardError(.forbidden, "separation of duties: \(approverID) requested this call and cannot approve it")
+            throw GuardError(
+                .forbidden, "separation of duties: \(approverID) requested this call and cannot approve it")
         }
         guard !approver.roles.isDisjoint(with: policy.approverRoles) else {
             throw GuardError(
-                .forbidden, "actor \(approverID) does not hold an approver role (\(policy.approverRoles.sorted().joined(separator: ", ")))")
+                .forbidden,
+                "actor \(approverID) does not hold an approver role (\(policy.approverRoles.sorted().joined(separator: ", ")))"
+            )
         }
         switch a.status {
         case .pending: break
@@ -47,14 +50,16 @@ extension GuardService {
         var attributes: [(String, GuardSpan.Value)] = [
             (GuardSpans.runID, .string(a.runID)), (GuardSpans.tenant, .string(a.tenant)),
             (GuardSpans.approvalTicket, .string(ticket)), (GuardSpans.approver, .string(approverID)),
-            (GuardSpans.approvalDecision, .string(grant ? "granted" : "denied")), (GuardSpans.toolName, .string(a.tool)),
+            (GuardSpans.approvalDecision, .string(grant ? "granted" : "denied")),
+            (GuardSpans.toolName, .string(a.tool)),
             (GuardSpans.toolTier, .string(a.tier)), (GuardSpans.policyRule, .string(a.rule)),
             (GuardSpans.actor, .string(approverID)),
         ]
         if let n = a.note { attributes.append(("approval.note", .string(n))) }
         exporter.emit([
             GuardSpan(
-                context: context, parentSpanID: parentSpan, name: grant ? GuardSpans.approvalGranted : GuardSpans.approvalDenied,
+                context: context, parentSpanID: parentSpan,
+                name: grant ? GuardSpans.approvalGranted : GuardSpans.approvalDenied,
                 startNanos: decided, endNanos: now(), tenant: a.tenant, attributes: attributes,
                 links: [SpanContext(traceHex: a.requestTraceID, spanHex: a.requestSpanID)].compactMap { $0 })
         ])
@@ -68,7 +73,8 @@ extension GuardService {
         return a
     }
 
-    public func approvals(status: ApprovalRecord.Status?, tenants: Set<String>?) throws(GuardError) -> [ApprovalRecord] {
+    public func approvals(status: ApprovalRecord.Status?, tenants: Set<String>?) throws(GuardError) -> [ApprovalRecord]
+    {
         try fetch { () throws in try store.approvals(status: status, tenants: tenants) }
     }
 }

@@ -16,7 +16,8 @@ extension GuardService {
                 r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started,
                 arguments: shown(r, tenant: ResourceFacts.defaultTenant))
             return DecideAnswer(
-                outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: nil, approvalStatus: nil, violations: d.violations)
+                outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: nil, approvalStatus: nil,
+                violations: d.violations)
         }
         let tenant = actor.tenant
         let arguments = shown(r, tenant: tenant)
@@ -42,7 +43,8 @@ extension GuardService {
     }
 
     func approvalFor(
-        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision, check: (context: SpanContext, parent: SpanID?),
+        _ ticket: String, _ r: GuardRequest, tenant: String, decision: Decision,
+        check: (context: SpanContext, parent: SpanID?),
         arguments: String
     ) throws(GuardError) -> ApprovalRecord {
         if let a = try fetch({ () throws in try store.approval(ticket) }) { return a }
@@ -65,10 +67,12 @@ extension GuardService {
                     (GuardSpans.runID, .string(r.runID)), (GuardSpans.tenant, .string(tenant)),
                     (GuardSpans.approvalTicket, .string(ticket)), (GuardSpans.actor, .string(r.actorID)),
                     (GuardSpans.toolName, .string(r.tool)), (GuardSpans.toolTier, .string(tier)),
-                    (GuardSpans.policyRule, .string(decision.rule)), (GuardSpans.policyReason, .string(decision.reason)),
+                    (GuardSpans.policyRule, .string(decision.rule)),
+                    (GuardSpans.policyReason, .string(decision.reason)),
                 ])
         ])
-        logger.info("approval requested", metadata: ["ticket": "\(ticket)", "tool": "\(r.tool)", "rule": "\(decision.rule)"])
+        logger.info(
+            "approval requested", metadata: ["ticket": "\(ticket)", "tool": "\(r.tool)", "rule": "\(decision.rule)"])
         return a
     }
 

@@ -18,7 +18,8 @@ extension GuardService {
             emitCheck(
                 r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started,
                 arguments: shown(r, tenant: ResourceFacts.defaultTenant))
-            let record = record(r, key: key, tenant: ResourceFacts.defaultTenant, tier: "", decision: d, status: .blocked)
+            let record = record(
+                r, key: key, tenant: ResourceFacts.defaultTenant, tier: "", decision: d, status: .blocked)
             return ExecuteAnswer(record, result: nil, replayed: false, violations: d.violations)
         }
         let tenant = actor.tenant
@@ -27,7 +28,8 @@ extension GuardService {
             guard e.digest == call.digest, e.runID == r.runID, e.actor == r.actorID else {
                 throw GuardError(
                     .conflict,
-                    "idempotency_key \(key) was already used for a different call (run, actor, tool or arguments differ)")
+                    "idempotency_key \(key) was already used for a different call (run, actor, tool or arguments differ)"
+                )
             }
             if e.status.isFinal { return ExecuteAnswer(e, result: Self.parse(e.result), replayed: true) }
             if e.status == .executing {
@@ -55,7 +57,8 @@ extension GuardService {
                 try store.put(rec)
                 try store.put(state, tenant: tenant, run: r.runID)
             }
-            emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
+            emitCheck(
+                r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
             return ExecuteAnswer(rec, result: nil, replayed: false, violations: d.violations)
         case .allowed:
             break
@@ -80,11 +83,13 @@ extension GuardService {
             try store.put(rec)
             try store.put(state, tenant: tenant, run: r.runID)
         }
-        emitCheck(r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
+        emitCheck(
+            r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
 
         let callStarted = now()
         let outcome = await backend.call(
-            tool, arguments: r.arguments, idempotencyKey: key, traceparent: execContext.context.traceparent, runID: r.runID)
+            tool, arguments: r.arguments, idempotencyKey: key, traceparent: execContext.context.traceparent,
+            runID: r.runID)
         let finished = now()
         var result: JSONValue?
         switch outcome {
@@ -113,7 +118,9 @@ extension GuardService {
         // Run state may have moved while the backend answered: apply this call's facts to the
         // current state, not to the copy taken before the await.
         var now = try load(tenant, r.runID)
-        if case .confirmed(_, let body, _) = outcome { Self.learn(from: body, tool: tool, arguments: r.arguments, into: &now) }
+        if case .confirmed(_, let body, _) = outcome {
+            Self.learn(from: body, tool: tool, arguments: r.arguments, into: &now)
+        }
         try save { () throws in
             try store.put(rec)
             try store.put(now, tenant: tenant, run: r.runID)
@@ -124,7 +131,8 @@ extension GuardService {
                 metadata: ["tool": "\(tool.name)", "idempotency_key": "\(key)", "status": "\(rec.status.rawValue)"])
         }
         emitExecution(
-            r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished, grant: grantLink,
+            r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished,
+            grant: grantLink,
             ticket: d.ticket, arguments: arguments)
         var answer = ExecuteAnswer(rec, result: result, replayed: false)
         answer.backendSeconds = Double(finished - callStarted) / 1e9
@@ -141,7 +149,11 @@ extension GuardService {
             case .int(let n)?: count = Int(n)
             default: count = 0
             }
-            if count > 1 { state.ambiguousEntities.insert(digest) } else if count == 1 { state.ambiguousEntities.remove(digest) }
+            if count > 1 {
+                state.ambiguousEntities.insert(digest)
+            } else if count == 1 {
+                state.ambiguousEntities.remove(digest)
+            }
         }
         for (key, path) in tool.recordsCaseState {
             if let v = body.value(at: path)?.scalarText { state.caseState[key] = v }

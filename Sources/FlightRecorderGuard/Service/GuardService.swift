@@ -7,7 +7,6 @@ public import Logging
 import NIOCore
 import NIOPosix
 
-
 /// The sidecar's core, behind the HTTP API:
 ///
 ///     request -> validate schema -> evaluate policy -> blocked | awaiting_approval
@@ -93,7 +92,8 @@ public actor GuardService {
     }
 
     func record(
-        _ r: GuardRequest, key: String, tenant: String, tier: String, decision d: Decision, status: ExecutionRecord.Status
+        _ r: GuardRequest, key: String, tenant: String, tier: String, decision d: Decision,
+        status: ExecutionRecord.Status
     ) -> ExecutionRecord {
         ExecutionRecord(
             tenant: tenant, idempotencyKey: key, runID: r.runID, actor: r.actorID, tool: r.tool, tier: tier,
@@ -112,7 +112,8 @@ public actor GuardService {
             try store.transaction(body)
         } catch {
             logger.error("cannot write the sidecar store", metadata: ["error": "\(error)"])
-            throw GuardError(.unavailable, "the sidecar cannot write its store; nothing was executed", retryAfterSeconds: 1)
+            throw GuardError(
+                .unavailable, "the sidecar cannot write its store; nothing was executed", retryAfterSeconds: 1)
         }
     }
 

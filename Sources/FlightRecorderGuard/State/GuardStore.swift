@@ -119,14 +119,15 @@ final class GuardStore {
                 PRIMARY KEY(tenant, run_id)) WITHOUT ROWID;
             """)
         getExecution = try db.prepare("SELECT doc FROM executions WHERE tenant = ?1 AND key = ?2")
-        putExecution = try db.prepare("INSERT OR REPLACE INTO executions(tenant, key, status, doc) VALUES(?1, ?2, ?3, ?4)")
+        putExecution = try db.prepare(
+            "INSERT OR REPLACE INTO executions(tenant, key, status, doc) VALUES(?1, ?2, ?3, ?4)")
         getApproval = try db.prepare("SELECT doc FROM approvals WHERE ticket = ?1")
-        putApproval = try db.prepare("INSERT OR REPLACE INTO approvals(ticket, tenant, status, doc) VALUES(?1, ?2, ?3, ?4)")
+        putApproval = try db.prepare(
+            "INSERT OR REPLACE INTO approvals(ticket, tenant, status, doc) VALUES(?1, ?2, ?3, ?4)")
         getRun = try db.prepare("SELECT doc FROM runs WHERE tenant = ?1 AND run_id = ?2")
         putRun = try db.prepare("INSERT OR REPLACE INTO runs(tenant, run_id, doc) VALUES(?1, ?2, ?3)")
         encoder.outputFormatting = [.sortedKeys]
     }
-
 
     /// Marks executions left `executing` by a crash as `unknown`; returns how many.
     func recoverInFlight() throws -> Int {
@@ -141,7 +142,8 @@ final class GuardStore {
         try transaction {
             for var r in stuck {
                 r.status = .unknown
-                r.reason = "the sidecar stopped while the backend call was in flight; the write may or may not have happened"
+                r.reason =
+                    "the sidecar stopped while the backend call was in flight; the write may or may not have happened"
                 try put(r)
             }
         }
@@ -223,7 +225,8 @@ final class GuardStore {
     }
 
     func put(_ state: RunState, tenant: String, run: String) throws {
-        try putRun.bind(1, tenant).bind(2, run).bind(3, String(decoding: try encoder.encode(state), as: UTF8.self)).run()
+        try putRun.bind(1, tenant).bind(2, run).bind(3, String(decoding: try encoder.encode(state), as: UTF8.self))
+            .run()
         runCache[tenant + "\u{0}" + run] = state
     }
 

@@ -14,7 +14,8 @@ extension GuardService {
 
     func commonAttributes(_ r: GuardRequest, tenant: String, tier: Tier?) -> [(String, GuardSpan.Value)] {
         var a: [(String, GuardSpan.Value)] = [
-            (GuardSpans.runID, .string(r.runID)), (GuardSpans.tenant, .string(tenant)), (GuardSpans.actor, .string(r.actorID)),
+            (GuardSpans.runID, .string(r.runID)), (GuardSpans.tenant, .string(tenant)),
+            (GuardSpans.actor, .string(r.actorID)),
             (GuardSpans.toolName, .string(r.tool)),
         ]
         if let tier { a.append((GuardSpans.toolTier, .string(tier.rawValue))) }
@@ -45,7 +46,8 @@ extension GuardService {
         }
         exporter.emit([
             GuardSpan(
-                context: context.context, parentSpanID: context.parent, name: GuardSpans.policyCheck, startNanos: started,
+                context: context.context, parentSpanID: context.parent, name: GuardSpans.policyCheck,
+                startNanos: started,
                 endNanos: now(), tenant: tenant, attributes: a)
         ])
     }
@@ -57,7 +59,8 @@ extension GuardService {
     ) {
         var a = commonAttributes(r, tenant: tenant, tier: tool.tier)
         a += [
-            (GuardSpans.operationName, .string("execute_tool")), (GuardSpans.executionStatus, .string(rec.status.rawValue)),
+            (GuardSpans.operationName, .string("execute_tool")),
+            (GuardSpans.executionStatus, .string(rec.status.rawValue)),
             (GuardSpans.toolArguments, .string(arguments)),
         ]
         if let id = rec.operationID { a.append((GuardSpans.operationID, .string(id))) }
@@ -65,7 +68,8 @@ extension GuardService {
         if let t = ticket { a.append((GuardSpans.approvalTicket, .string(t))) }
         exporter.emit([
             GuardSpan(
-                context: context.context, parentSpanID: context.parent, name: GuardSpans.executeTool(tool.name), kind: .client,
+                context: context.context, parentSpanID: context.parent, name: GuardSpans.executeTool(tool.name),
+                kind: .client,
                 startNanos: started, endNanos: ended, tenant: tenant, attributes: a, links: grant.map { [$0] } ?? [],
                 error: rec.status == .succeeded ? nil : "\(rec.status.rawValue): \(rec.reason)")
         ])

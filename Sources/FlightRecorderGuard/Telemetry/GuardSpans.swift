@@ -107,7 +107,8 @@ public struct GuardSpan: Sendable {
     public var error: String?
 
     public init(
-        context: SpanContext, parentSpanID: FlightRecorderOTLP.SpanID?, name: String, kind: Kind = .internal, startNanos: UInt64,
+        context: SpanContext, parentSpanID: FlightRecorderOTLP.SpanID?, name: String, kind: Kind = .internal,
+        startNanos: UInt64,
         endNanos: UInt64, tenant: String, attributes: [(String, Value)], links: [SpanContext] = [], error: String? = nil
     ) {
         self.context = context
@@ -124,7 +125,10 @@ public struct GuardSpan: Sendable {
 
     /// Starts a span under `parent` (the agent's `traceparent`), or a new trace without one.
     public static func context(under parent: SpanContext?) -> (SpanContext, parent: FlightRecorderOTLP.SpanID?) {
-        (SpanContext(traceID: parent?.traceID ?? SpanContext.newTraceID(), spanID: SpanContext.newSpanID()), parent?.spanID)
+        (
+            SpanContext(traceID: parent?.traceID ?? SpanContext.newTraceID(), spanID: SpanContext.newSpanID()),
+            parent?.spanID
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-import FlightRecorderGuardPolicy
 import AsyncHTTPClient
+import FlightRecorderGuardPolicy
 import Foundation
 public import Logging
 import NIOCore
@@ -112,12 +112,16 @@ public final class SpanExporter: Service, Sendable {
                 }
                 logger.warning(
                     "collector refused sidecar spans",
-                    metadata: ["status": "\(response.status.code)", "spans": "\(batch.count)", "retrying": "\(retryable)"])
+                    metadata: [
+                        "status": "\(response.status.code)", "spans": "\(batch.count)", "retrying": "\(retryable)",
+                    ])
                 return retryable ? nil : batch.count
             }
         } catch {
             state.withLock { $0.counters.failedAttempts += 1 }
-            if !failing.withLock({ f in defer { f = true }; return f }) {
+            if !failing.withLock({ f in
+                defer { f = true }; return f
+            }) {
                 logger.warning(
                     "cannot reach the collector; spans are kept and retried (see /v1/stats)",
                     metadata: ["endpoint": "\(endpoint)", "error": "\(type(of: error))"])
@@ -128,7 +132,9 @@ public final class SpanExporter: Service, Sendable {
             Self.remove(&s, through: first + batch.count)
             s.counters.exported += batch.count
         }
-        if failing.withLock({ f in defer { f = false }; return f }) {
+        if failing.withLock({ f in
+            defer { f = false }; return f
+        }) {
             logger.notice("collector reachable again; exporting queued spans", metadata: ["endpoint": "\(endpoint)"])
         }
         return batch.count

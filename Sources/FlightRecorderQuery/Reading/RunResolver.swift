@@ -9,7 +9,8 @@ struct RunResolver: Sendable {
     let identity: RunIdentity
 
     func run(of span: SpanRecord, traceRun: String?) -> String {
-        identity.explicitRunID(span: span.attributes, resource: span.resource.attributes) ?? traceRun ?? span.traceID.hex
+        identity.explicitRunID(span: span.attributes, resource: span.resource.attributes) ?? traceRun
+            ?? span.traceID.hex
     }
 
     /// The run the index assigns to `trace` within `tenant`, else the trace ID.

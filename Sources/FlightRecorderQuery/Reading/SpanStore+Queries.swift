@@ -42,7 +42,9 @@ extension SpanStore {
     }
 
     /// The stored spans of one trace within `scope`, sorted by start time; empty if unknown.
-    public func trace(_ id: TraceID, scope: TenantScope = .all) async throws -> (spans: [SpanRecord], warnings: [String]) {
+    public func trace(
+        _ id: TraceID, scope: TenantScope = .all
+    ) async throws -> (spans: [SpanRecord], warnings: [String]) {
         try await read { r, segments in
             try Self.readSpans(traces: [id], reader: r, segments: segments) { scope.contains($0.tenant) }
         }
@@ -50,17 +52,21 @@ extension SpanStore {
 
     /// Spans within `scope` that carry `key = value` (an indexed key), with the run each
     /// belongs to, oldest first.
-    public func lookup(key: String, value: String, scope: TenantScope, limit: Int = 100) async throws -> [AttributeMatch] {
+    public func lookup(
+        key: String, value: String, scope: TenantScope, limit: Int = 100
+    ) async throws -> [AttributeMatch] {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try await read { r, segments in
             var out: [AttributeMatch] = []
             for (tenant, trace, _) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
                 let (spans, _) = try Self.readSpans(traces: [trace], reader: r, segments: segments) { span in
-                    span.tenant == tenant && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
+                    span.tenant == tenant
+                        && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
                 }
                 let traceRun = try resolver.traceRun(trace, tenant: tenant, reader: r)
                 for span in spans {
-                    out.append(AttributeMatch(runID: resolver.run(of: span, traceRun: traceRun), tenant: tenant, span: span))
+                    out.append(
+                        AttributeMatch(runID: resolver.run(of: span, traceRun: traceRun), tenant: tenant, span: span))
                 }
             }
             return Array(out.sorted { $0.span.startNanos < $1.span.startNanos }.prefix(limit))
@@ -93,8 +99,10 @@ extension SpanStore {
                 }
                 // A run starts no later than any of its spans, so a trace whose indexed span
                 // starts before `since` belongs to a run that started before it too.
-                candidates = (set ?? [:]).filter { (since == nil || $0.value >= since!) && (until == nil || $0.value < until!) }
-                    .map { ($0.key, $0.value) }
+                candidates = (set ?? [:]).filter {
+                    (since == nil || $0.value >= since!) && (until == nil || $0.value < until!)
+                }
+                .map { ($0.key, $0.value) }
             } else {
                 let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
                 complete = runs.count < scanLimit
@@ -116,7 +124,8 @@ extension SpanStore {
                 var traceRun: [TraceKey: String] = [:]
                 for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
                 let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
-                let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+                let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) {
+                    span in
                     tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
                 }
                 warnings += w

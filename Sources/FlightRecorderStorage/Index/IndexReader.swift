@@ -1,5 +1,5 @@
-package import FlightRecorderSQLite
 package import FlightRecorderOTLP
+package import FlightRecorderSQLite
 
 /// A block's location, as the index records it.
 public struct BlockRef: Hashable, Sendable {
@@ -43,7 +43,9 @@ package final class IndexReader {
             provisional: s.int64(8) != 0)
     }
 
-    package func listRuns(since: Int64?, until: Int64?, limit: Int, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
+    package func listRuns(
+        since: Int64?, until: Int64?, limit: Int, scope: TenantScope
+    ) throws(SQLiteError) -> [RunSummary] {
         var tenantFilter = ""
         var tenants: [String] = []
         if case .only(let set) = scope {
@@ -76,7 +78,8 @@ package final class IndexReader {
     }
 
     /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
-    package func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)] {
+    package func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)]
+    {
         runOfTrace.bind(1, blob: trace.bytes)
         defer { runOfTrace.reset() }
         var out: [(String, String)] = []
@@ -88,7 +91,9 @@ package final class IndexReader {
     }
 
     /// Traces (with their tenant) in which some span carries `key = value`.
-    package func traces(withAttribute key: String, value: String, scope: TenantScope, limit: Int) throws(SQLiteError)
+    package func traces(
+        withAttribute key: String, value: String, scope: TenantScope, limit: Int
+    ) throws(SQLiteError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
         tracesByAttribute.bind(1, IndexedAttribute.hash(key: key, value: value)).bind(2, Int64(limit))

@@ -1,4 +1,5 @@
 import FlightRecorderSQLite
+
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {
@@ -52,5 +53,7 @@ enum IndexSchema {
 
     /// Every table, dropped when an index of another schema version is found: the index is
     /// derived data, and recovery rebuilds it from the segments.
-    static let allTables = ["meta", "segments", "blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "attr_index"]
+    static let allTables = [
+        "meta", "segments", "blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "attr_index",
+    ]
 }

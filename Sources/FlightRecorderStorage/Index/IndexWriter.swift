@@ -1,5 +1,5 @@
-import FlightRecorderSQLite
 import FlightRecorderOTLP
+import FlightRecorderSQLite
 
 /// A block just made durable, with the spans it holds.
 struct DurableBlock {

@@ -40,7 +40,8 @@ final class Indexer: @unchecked Sendable {
                 try writer.index(blocks, segments: segments.map { ($0.key, $0.value.indexedBytes, $0.value.sealed) })
             } catch {
                 // The segments hold the spans; the next start-up re-indexes them from there.
-                logger.error("indexing failed; restart to re-index from the segments", metadata: ["error": "\(error.message)"])
+                logger.error(
+                    "indexing failed; restart to re-index from the segments", metadata: ["error": "\(error.message)"])
                 failure = StorageError(error)
             }
             lastCommit = Date()

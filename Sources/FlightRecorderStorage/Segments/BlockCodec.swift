@@ -43,7 +43,8 @@ public enum BlockCodec {
             h.storeBytes(of: UInt32(compressed).littleEndian, toByteOffset: 4, as: UInt32.self)
             h.storeBytes(of: UInt32(raw.count).littleEndian, toByteOffset: 8, as: UInt32.self)
             h.storeBytes(of: UInt32(spanCount).littleEndian, toByteOffset: 12, as: UInt32.self)
-            let crc = checksum(UnsafeRawBufferPointer(rebasing: b[(start + 4)..<(start + 16)]),
+            let crc = checksum(
+                UnsafeRawBufferPointer(rebasing: b[(start + 4)..<(start + 16)]),
                 UnsafeRawBufferPointer(rebasing: b[(start + headerSize)...]))
             h.storeBytes(of: crc.littleEndian, toByteOffset: 16, as: UInt32.self)
         }

@@ -96,7 +96,8 @@ final class SegmentWriter {
         size = try SegmentFile.fileSize(fd)
         if !existing || size == 0 {
             let header = SegmentFile.header(id: id)
-            try header.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }.get()
+            try header.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }
+                .get()
             size = header.count
             guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
             try SegmentFile.syncDirectory(directory)

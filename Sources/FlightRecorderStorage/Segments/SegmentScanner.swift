@@ -80,7 +80,8 @@ struct SegmentScanner {
         while pos < size - BlockCodec.headerSize {
             let n = buffer.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: pos) }
             guard n >= 4 else { return nil }
-            for i in 0..<(n - 3) where buffer[i] == 0x46 && buffer[i + 1] == 0x52 && buffer[i + 2] == 0x42 && buffer[i + 3] == 0x31 {
+            for i in 0..<(n - 3)
+            where buffer[i] == 0x46 && buffer[i + 1] == 0x52 && buffer[i + 2] == 0x42 && buffer[i + 3] == 0x31 {
                 if readValid(fd, at: pos + i, size: size, header: &header, frame: &frame) != nil { return pos + i }
             }
             pos += n - 3
@@ -103,8 +104,11 @@ public struct SegmentReader: Sendable {
         defer { close(fd) }
         var frame = [UInt8](repeating: 0, count: length)
         let n = frame.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: offset) }
-        guard n == length else { throw .corrupt("segment \(segment) is shorter than its index says (block at \(offset))") }
-        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) } }
+        guard n == length else {
+            throw .corrupt("segment \(segment) is shorter than its index says (block at \(offset))")
+        }
+        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
+        }
         switch decoded {
         case .success(let raw): return raw
         case .failure(let error): throw .corrupt("segment \(segment), block at byte \(offset): \(error.message)")

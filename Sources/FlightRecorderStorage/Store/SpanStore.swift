@@ -1,5 +1,5 @@
-import FlightRecorderSQLite
 public import FlightRecorderOTLP
+import FlightRecorderSQLite
 import Foundation
 public import Logging
 import NIOPosix
@@ -108,7 +108,9 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Runs `body` with the index and segment readers once everything acknowledged before the
     /// call is indexed (read-your-writes). The query engine (FlightRecorderQuery) reads
     /// through this.
-    package func read<T: Sendable>(_ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T) async throws -> T {
+    package func read<T: Sendable>(
+        _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
+    ) async throws -> T {
         await awaitIndexed()
         return try await NIOThreadPool.singleton.runIfActive { [self] in
             readerLock.lock()

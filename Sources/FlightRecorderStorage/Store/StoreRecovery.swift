@@ -1,5 +1,5 @@
-import FlightRecorderSQLite
 import FlightRecorderOTLP
+import FlightRecorderSQLite
 import Foundation
 public import Logging
 
@@ -28,7 +28,6 @@ struct StoreRecovery {
     let configuration: StoreConfiguration
     let index: IndexWriter
     let logger: Logger
-
 
     /// Returns the id of the segment to append to next.
     func runReporting() throws(StorageError) -> (activeSegment: Int64, report: RecoveryReport) {
@@ -87,7 +86,8 @@ struct StoreRecovery {
                     report.indexedSpans += batch.spans.count
                 } else {
                     logger.error(
-                        "stored block does not decode; skipped", metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
+                        "stored block does not decode; skipped",
+                        metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
                 }
                 report.indexedBlocks += 1
                 if chunk.count == 64 || n == scan.blocks.count - 1 {
@@ -136,7 +136,8 @@ public enum Reindexer {
         let report: RecoveryReport
         do {
             let writer = try sqlite { () throws(SQLiteError) in try IndexWriter(path: fresh) }
-            report = try StoreRecovery(configuration: configuration, index: writer, logger: logger).runReporting().report
+            report = try StoreRecovery(configuration: configuration, index: writer, logger: logger).runReporting()
+                .report
             try sqlite { () throws(SQLiteError) in try writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
         }
         for suffix in ["-wal", "-shm"] { unlink(configuration.indexPath + suffix) }

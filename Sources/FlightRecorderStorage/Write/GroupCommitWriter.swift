@@ -29,7 +29,8 @@ final class GroupCommitWriter: @unchecked Sendable {
                 try commit(taken.map(\.batch))
                 result = .success(())
             } catch {
-                logger.error("storage write failed; requests answered with a retryable error", metadata: ["error": "\(error)"])
+                logger.error(
+                    "storage write failed; requests answered with a retryable error", metadata: ["error": "\(error)"])
                 result = .failure(error)
             }
             queue.release(bytes: bytes)
@@ -54,7 +55,8 @@ final class GroupCommitWriter: @unchecked Sendable {
             let start = frames.count
             raw.withUnsafeBytes { BlockCodec.encode($0, spanCount: rawSpans, into: &frames) }
             blocks.append(
-                DurableBlock(segment: 0, offset: start, length: frames.count - start, spanCount: rawSpans, batches: members))
+                DurableBlock(
+                    segment: 0, offset: start, length: frames.count - start, spanCount: rawSpans, batches: members))
             raw.removeAll(keepingCapacity: true)
             rawSpans = 0
             members.removeAll()
