@@ -51,8 +51,29 @@ extension [Attribute] {
     }
 }
 
-// The query API shows attributes as a JSON object, values in their natural JSON type.
-extension AttributeValue: Encodable {
+// The query API shows attributes as a JSON object, values in their natural JSON type. Its
+// clients (the CLI) read them back: bytes arrive as their base64 string, so they decode as a
+// string, and an integer-valued double as an integer; nothing else changes.
+extension AttributeValue: Codable {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .empty
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .int(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .double(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([AttributeValue].self) {
+            self = .array(a)
+        } else {
+            self = .kvlist(try c.decode(AttributeMap.self).attributes)
+        }
+    }
+
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.singleValueContainer()
         switch self {
@@ -68,8 +89,8 @@ extension AttributeValue: Encodable {
     }
 }
 
-/// Encodes attributes as one JSON object, keeping their order.
-public struct AttributeMap: Encodable, Sendable {
+/// Encodes attributes as one JSON object, keeping their order (decoded: sorted by key).
+public struct AttributeMap: Codable, Sendable {
     public var attributes: [Attribute]
 
     public init(_ attributes: [Attribute]) { self.attributes = attributes }
@@ -84,5 +105,12 @@ public struct AttributeMap: Encodable, Sendable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
         for a in attributes { try c.encode(a.value, forKey: Key(stringValue: a.key)) }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        attributes = try c.allKeys.sorted { $0.stringValue < $1.stringValue }.map {
+            Attribute($0.stringValue, try c.decode(AttributeValue.self, forKey: $0))
+        }
     }
 }

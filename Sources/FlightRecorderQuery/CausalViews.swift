@@ -2,7 +2,7 @@ public import FlightRecorderOTLP
 
 /// The facts that explain one step, read from its attributes (`AgentKeys`), as stored after
 /// redaction. Absent facts are omitted from the JSON.
-public struct StepFacts: Sendable, Encodable, Equatable {
+public struct StepFacts: Sendable, Codable, Equatable {
     public var operation: String?
     public var model: String?
     public var promptVersion: String?
@@ -42,7 +42,7 @@ public struct StepFacts: Sendable, Encodable, Equatable {
 }
 
 /// A span as the causal views show it: adjusted times and its facts.
-public struct StepNode: Sendable, Encodable {
+public struct StepNode: Sendable, Codable {
     public var spanId: String
     public var traceId: String
     public var parentSpanId: String?
@@ -74,7 +74,7 @@ public struct StepNode: Sendable, Encodable {
 extension RunGraph {
     // MARK: Graph
 
-    public struct Edge: Sendable, Encodable, Equatable {
+    public struct Edge: Sendable, Codable, Equatable {
         /// `child_of` (parent → child), `precedes` (earlier sibling → later sibling),
         /// `linked` (linked span → the span whose link names it), `member` (run → trace root).
         public var type: String
@@ -82,7 +82,7 @@ extension RunGraph {
         public var to: String
     }
 
-    public struct GraphView: Sendable, Encodable {
+    public struct GraphView: Sendable, Codable {
         public var runId: String
         public var traces: [String]
         public var nodes: [StepNode]
@@ -116,7 +116,7 @@ extension RunGraph {
 
     // MARK: Causal path
 
-    public struct PathStep: Sendable, Encodable {
+    public struct PathStep: Sendable, Codable {
         /// `ancestor` (on the chain from the root), `target`, or `preceding` (an earlier sibling
         /// of the next step on the chain that completed before it started).
         public var role: String
@@ -127,14 +127,14 @@ extension RunGraph {
         public var linked: [LinkedStep]
     }
 
-    public struct LinkedStep: Sendable, Encodable {
+    public struct LinkedStep: Sendable, Codable {
         /// `links_to` (this step's link names it) or `linked_by` (its link names this step).
         public var relation: String
         public var node: StepNode
         public var path: [PathStep]
     }
 
-    public struct PathView: Sendable, Encodable {
+    public struct PathView: Sendable, Codable {
         public var runId: String
         public var target: String
         public var steps: [PathStep]
@@ -178,7 +178,7 @@ extension RunGraph {
 
     // MARK: Critical path
 
-    public struct CriticalSegment: Sendable, Encodable, Equatable {
+    public struct CriticalSegment: Sendable, Codable, Equatable {
         public var spanId: String
         public var name: String
         public var startTimeUnixNano: String
@@ -186,7 +186,7 @@ extension RunGraph {
         public var durationNanos: Int64
     }
 
-    public struct CriticalPathView: Sendable, Encodable {
+    public struct CriticalPathView: Sendable, Codable {
         public var runId: String
         /// One critical path per trace root, in time order.
         public var paths: [[CriticalSegment]]

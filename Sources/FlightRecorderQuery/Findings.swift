@@ -1,7 +1,7 @@
 import FlightRecorderOTLP
 
 /// Safety findings in one run: what an incident responder should look at first.
-public struct Finding: Sendable, Encodable, Equatable {
+public struct Finding: Sendable, Codable, Equatable {
     /// `unapproved_write`, `approval_without_grant`, `duplicate_execution`,
     /// `success_without_operation_id`, `missing_parent`.
     public var kind: String

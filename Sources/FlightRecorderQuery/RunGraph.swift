@@ -31,7 +31,7 @@ public struct RunGraph: Sendable {
     }
 
     /// A clock-skew correction: the span and its subtree were shifted by `shiftNanos`.
-    public struct Adjustment: Sendable, Encodable, Equatable {
+    public struct Adjustment: Sendable, Codable, Equatable {
         public var spanId: String
         public var shiftNanos: Int64
         public var reason: String

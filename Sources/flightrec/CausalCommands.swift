@@ -1,29 +1,23 @@
 import ArgumentParser
+import FlightRecorderCollector
+import FlightRecorderOTLP
+import FlightRecorderQuery
 import FlightRecorderStorage
 import Foundation
 
-/// The parts of a causal step the commands print (`StepNode` in the API).
-struct StepView: Decodable {
-    var spanId: String
-    var traceId: String
-    var name: String
-    var startTimeUnixNano: String
-    var durationNanos: Int64
-    var skewShiftNanos: Int64?
-    var facts: [String: String]
-
+extension StepNode {
     /// `name (duration) key=value …` with the facts in a fixed, readable order.
     var line: String {
         var parts = [name, "(\(Format.duration(nanos: durationNanos)))"]
-        let order: [(String, String)] = [
-            ("status", "status"), ("error", "error"), ("model", "model"), ("promptVersion", "prompt"),
-            ("tool", "tool"), ("tier", "tier"), ("arguments", "args"), ("policyOutcome", "policy"),
-            ("policyRule", "rule"), ("approvalTicket", "ticket"), ("approver", "approver"),
-            ("idempotencyKey", "idempotency"), ("operationId", "operation"), ("ticketId", "ticket_id"),
+        let f = facts
+        let order: [(String?, String)] = [
+            (f.status == "UNSET" ? nil : f.status, "status"), (f.error.map { "\"\($0.prefix(80))\"" }, ""),
+            (f.model, "model"), (f.promptVersion, "prompt"), (f.tool, "tool"), (f.tier, "tier"), (f.arguments, "args"),
+            (f.policyOutcome, "policy"), (f.policyRule, "rule"), (f.approvalTicket, "ticket"), (f.approver, "approver"),
+            (f.idempotencyKey, "idempotency"), (f.operationId, "operation"), (f.ticketId, "ticket_id"),
         ]
-        for (key, label) in order {
-            guard let v = facts[key], !(key == "status" && v == "UNSET") else { continue }
-            parts.append(key == "error" ? "\"\(v.prefix(80))\"" : "\(label)=\(v.prefix(120))")
+        for case (let value?, let label) in order {
+            parts.append(label.isEmpty ? value : "\(label)=\(value.prefix(120))")
         }
         parts.append("at \(Format.time(nanos: Int64(startTimeUnixNano) ?? 0))")
         if let shift = skewShiftNanos {
@@ -33,25 +27,9 @@ struct StepView: Decodable {
     }
 }
 
-struct PathView: Decodable {
-    struct Step: Decodable {
-        var role: String
-        var depth: Int
-        var node: StepView
-        var linked: [Linked]
-    }
-
-    struct Linked: Decodable {
-        var relation: String
-        var node: StepView
-        var path: [Step]
-    }
-
-    var runId: String
-    var target: String
-    var steps: [Step]
-
-    static func render(_ steps: [Step], indent: String = "") -> String {
+/// Causal paths as indented text.
+enum PathPrinter {
+    static func render(_ steps: [RunGraph.PathStep], indent: String = "") -> String {
         var out = ""
         for s in steps {
             let pad = indent + String(repeating: "  ", count: s.depth)
@@ -89,18 +67,6 @@ struct Why: AsyncParsableCommand {
     @Option(help: "Start from any indexed key (with --value).") var key: String?
     @Option(help: "The value for --key.") var value: String?
 
-    struct Lookup: Decodable {
-        struct Match: Decodable {
-            var runId: String
-            var tenant: String
-            var spanId: String
-            var path: PathView
-        }
-        var key: String
-        var value: String
-        var matches: [Match]
-    }
-
     func run() async throws {
         let external: (String, String)? =
             operationID.map { ("operation.id", $0) } ?? ticketID.map { ("ticket.id", $0) }
@@ -108,10 +74,10 @@ struct Why: AsyncParsableCommand {
         if let (k, v) = external {
             let data = try await fetch(options, "/api/v1/lookup?key=\(pathSegment(k))&value=\(pathSegment(v))")
             if options.json { return printBody(data) }
-            let body = try JSONDecoder().decode(Lookup.self, from: data)
+            let body = try JSONDecoder().decode(LookupBody.self, from: data)
             for m in body.matches {
                 print("\(k)=\(v): span \(m.spanId) in run \(m.runId) (tenant \(m.tenant))")
-                print(PathView.render(m.path.steps), terminator: "")
+                print(PathPrinter.render(m.path.steps), terminator: "")
             }
             return
         }
@@ -120,9 +86,9 @@ struct Why: AsyncParsableCommand {
         }
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/path?to=\(pathSegment(spanID))")
         if options.json { return printBody(data) }
-        let path = try JSONDecoder().decode(PathView.self, from: data)
+        let path = try JSONDecoder().decode(RunGraph.PathView.self, from: data)
         print("run \(path.runId): causal path to \(path.target)")
-        print(PathView.render(path.steps), terminator: "")
+        print(PathPrinter.render(path.steps), terminator: "")
     }
 }
 
@@ -141,30 +107,18 @@ struct Find: AsyncParsableCommand {
     @Option(help: "Only runs that started before this.") var until: String?
     @Option(help: "At most this many runs (1-10000).") var limit = 50
 
-    struct Page: Decodable {
-        struct Match: Decodable {
-            var runId: String
-            var tenant: String?
-            var spans: [RunView.Span]
-        }
-        var runs: [RunSummary]
-        var matches: [Match]
-        var candidateTraces: Int
-        var complete: Bool
-    }
-
     func run() async throws {
         var query = ["limit=\(limit)", "where=\(pathSegment(expression))"]
         if let since { query.append("since=\(pathSegment(since))") }
         if let until { query.append("until=\(pathSegment(until))") }
         let data = try await fetch(options, "/api/v1/runs?" + query.joined(separator: "&"))
         if options.json { return printBody(data) }
-        let page = try JSONDecoder().decode(Page.self, from: data)
+        let page = try JSONDecoder().decode(SearchBody.self, from: data)
         for (run, match) in zip(page.runs, page.matches) {
             print(
                 "run \(run.runID)  tenant=\(run.tenant ?? "-") start=\(Format.time(nanos: run.startNanos)) spans=\(run.spanCount)"
             )
-            for s in match.spans { print("  " + RunTreePrinter.line(s, missingParent: false) + "  [\(s.spanId)]") }
+            for s in match.spans { print("  " + RunTreePrinter.line(s, missingParent: false) + "  [\(s.spanID.hex)]") }
         }
         print(
             "\(page.runs.count) matching run(s)"
@@ -178,24 +132,13 @@ struct Findings: AsyncParsableCommand {
     @OptionGroup var options: APIOptions
     @Argument(help: "Run ID.") var runID: String
 
-    struct Body: Decodable {
-        struct Finding: Decodable {
-            var kind: String
-            var severity: String
-            var message: String
-            var spanIds: [String]
-        }
-        var runId: String
-        var findings: [Finding]
-    }
-
     func run() async throws {
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/findings")
         if options.json { return printBody(data) }
-        print(Self.render(try JSONDecoder().decode(Body.self, from: data)), terminator: "")
+        print(Self.render(try JSONDecoder().decode(FindingsBody.self, from: data)), terminator: "")
     }
 
-    static func render(_ body: Body) -> String {
+    static func render(_ body: FindingsBody) -> String {
         if body.findings.isEmpty { return "findings: none\n" }
         var out = "findings (\(body.findings.count)):\n"
         for f in body.findings {
@@ -211,21 +154,10 @@ struct CriticalPath: AsyncParsableCommand {
     @OptionGroup var options: APIOptions
     @Argument(help: "Run ID.") var runID: String
 
-    struct Body: Decodable {
-        struct Segment: Decodable {
-            var spanId: String
-            var name: String
-            var startTimeUnixNano: String
-            var durationNanos: Int64
-        }
-        var runId: String
-        var paths: [[Segment]]
-    }
-
     func run() async throws {
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/critical-path")
         if options.json { return printBody(data) }
-        let body = try JSONDecoder().decode(Body.self, from: data)
+        let body = try JSONDecoder().decode(RunGraph.CriticalPathView.self, from: data)
         for (i, path) in body.paths.enumerated() {
             let total = path.reduce(0) { $0 + $1.durationNanos }
             print("trace root \(i + 1): \(Format.duration(nanos: total)) on the critical path")
@@ -244,27 +176,10 @@ struct Graph: AsyncParsableCommand {
     @OptionGroup var options: APIOptions
     @Argument(help: "Run ID.") var runID: String
 
-    struct Body: Decodable {
-        struct Edge: Decodable {
-            var type: String
-            var from: String
-            var to: String
-        }
-        struct Adjustment: Decodable {
-            var spanId: String
-            var shiftNanos: Int64
-        }
-        var runId: String
-        var nodes: [StepView]
-        var edges: [Edge]
-        var adjustments: [Adjustment]
-        var missingParents: [String]
-    }
-
     func run() async throws {
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/graph")
         if options.json { return printBody(data) }
-        let body = try JSONDecoder().decode(Body.self, from: data)
+        let body = try JSONDecoder().decode(RunGraph.GraphView.self, from: data)
         let names = Dictionary(body.nodes.map { ($0.spanId, $0.name) }, uniquingKeysWith: { a, _ in a })
         print("run \(body.runId): \(body.nodes.count) steps, \(body.edges.count) edges")
         for n in body.nodes { print("  \(n.spanId)  \(n.line)") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FlightRecorderCollector
 import Foundation
 
 struct RedactionCommand: AsyncParsableCommand {
@@ -10,18 +11,13 @@ struct RedactionCommand: AsyncParsableCommand {
 
         @OptionGroup var options: APIOptions
 
-        struct Body: Decodable {
-            var enabled: Bool
-            var rules: [String: Int]
-        }
-
         func run() async throws {
             let data = try await fetch(options, "/api/v1/redaction/stats")
             if options.json {
                 printBody(data)
                 return
             }
-            let body = try JSONDecoder().decode(Body.self, from: data)
+            let body = try JSONDecoder().decode(RedactionStats.self, from: data)
             print("redaction: \(body.enabled ? "enabled" : "DISABLED (values stored as sent)")")
             printTable(
                 header: ["RULE", "HITS"],

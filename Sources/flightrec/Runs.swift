@@ -1,4 +1,5 @@
 import ArgumentParser
+import FlightRecorderCollector
 import FlightRecorderStorage
 import Foundation
 
@@ -16,10 +17,6 @@ struct Runs: AsyncParsableCommand {
     @Option(help: "At most this many runs (1-10000).")
     var limit = 50
 
-    struct Page: Decodable {
-        var runs: [RunSummary]
-    }
-
     func run() async throws {
         var query = ["limit=\(limit)"]
         if let since { query.append("since=\(pathSegment(since))") }
@@ -29,7 +26,7 @@ struct Runs: AsyncParsableCommand {
             printBody(data)
             return
         }
-        let page = try JSONDecoder().decode(Page.self, from: data)
+        let page = try JSONDecoder().decode(RunsPage.self, from: data)
         let header = ["RUN", "START", "DURATION", "SPANS", "ERRORS", "AGENT", "TENANT"]
         let rows = page.runs.map { r in
             [

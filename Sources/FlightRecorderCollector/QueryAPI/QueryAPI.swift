@@ -82,11 +82,6 @@ public struct QueryAPI: Sendable {
     }
 
     /// `GET /api/v1/redaction/stats`: hits per rule since start-up; never values.
-    struct RedactionStats: Encodable {
-        var enabled: Bool
-        var rules: [String: Int]
-    }
-
     func handle(
         _ request: Request, roles: Set<Role> = Role.readers, _ body: (Principal) async throws -> Response
     ) async -> Response {
@@ -100,10 +95,6 @@ public struct QueryAPI: Sendable {
         }
         return await APIHandler(logger: logger, unexpected: APIError(.serviceUnavailable, "the store could not answer"))
             .run { try await body(principal) }
-    }
-
-    struct RunsPage: Encodable {
-        var runs: [RunSummary]
     }
 
     func listRuns(_ request: Request, scope: TenantScope) async throws -> Response {
@@ -131,21 +122,6 @@ public struct QueryAPI: Sendable {
         }
         let runs = try await store.listRuns(since: since, until: until, limit: limit, scope: scope)
         return JSONResponse.make(.ok, RunsPage(runs: runs))
-    }
-
-    struct SearchBody: Encodable {
-        struct Match: Encodable {
-            var runId: String
-            var tenant: String?
-            var spans: [SpanRecord]
-        }
-        var runs: [RunSummary]
-        var matches: [Match]
-        /// Traces that carry every indexed value the expression requires (an upper bound).
-        var candidateTraces: Int
-        /// True when every candidate was examined: `runs` are all the matching runs.
-        var complete: Bool
-        var warnings: [String]
     }
 
     func search(
@@ -200,23 +176,6 @@ public struct QueryAPI: Sendable {
         }
     }
 
-    struct FindingsBody: Encodable {
-        var runId: String
-        var findings: [Finding]
-    }
-
-    struct LookupBody: Encodable {
-        struct Match: Encodable {
-            var runId: String
-            var tenant: String
-            var spanId: String
-            var path: RunGraph.PathView
-        }
-        var key: String
-        var value: String
-        var matches: [Match]
-    }
-
     /// `GET /api/v1/lookup?key=operation.id&value=…`: the spans carrying an external ID, each
     /// with its causal path.
     func lookup(_ request: Request, scope: TenantScope) async throws -> Response {
@@ -246,12 +205,6 @@ public struct QueryAPI: Sendable {
         return JSONResponse.make(.ok, LookupBody(key: key, value: value, matches: matches))
     }
 
-    struct RunBody: Encodable {
-        var run: RunSummary
-        var spans: [SpanRecord]
-        var warnings: [String]
-    }
-
     func run(_ id: String, scope: TenantScope) async throws -> Response {
         guard !id.isEmpty, id.utf8.count <= 512 else {
             throw APIError(.badRequest, "run ID must be 1 to 512 bytes")
@@ -260,12 +213,6 @@ public struct QueryAPI: Sendable {
             throw APIError(.notFound, "no run with this ID")
         }
         return JSONResponse.make(.ok, RunBody(run: detail.summary, spans: detail.spans, warnings: detail.warnings))
-    }
-
-    struct TraceBody: Encodable {
-        var traceId: String
-        var spans: [SpanRecord]
-        var warnings: [String]
     }
 
     func trace(_ id: String, scope: TenantScope) async throws -> Response {
