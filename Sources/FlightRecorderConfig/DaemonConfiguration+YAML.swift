@@ -20,14 +20,11 @@ extension DaemonConfiguration {
     }
 
     public static func parse(yaml text: String, file: String? = nil) throws(ConfigError) -> DaemonConfiguration {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigError(key: "", line: Self.line(of: error), reason: "not valid YAML: \(Self.problem(of: error))")
-        } catch {
-            throw ConfigError(key: "", reason: "not valid YAML")
-        }
+        try parse(root: try ConfigReader.compose(text))
+    }
+
+    /// The configuration in a composed YAML document (nil: an empty file, every default).
+    package static func parse(root: Node?) throws(ConfigError) -> DaemonConfiguration {
         var config = DaemonConfiguration()
         guard let root else { return config }
         var r = ConfigReader()
@@ -131,26 +128,29 @@ extension DaemonConfiguration {
         return config
     }
 
-    static func line(of error: YamlError) -> Int? {
-        switch error {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-            return mark.line
-        default: return nil
-        }
-    }
-
-    static func problem(of error: YamlError) -> String {
-        switch error {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
-            return problem
-        default: return "\(error)"
-        }
-    }
 }
 
 /// Typed reads from YAML nodes, with errors that carry the node's line.
 package struct ConfigReader {
     package init() {}
+
+    /// The YAML document in `text`; a syntax error names its line and the problem (never
+    /// the text around it, which may hold a secret).
+    package static func compose(_ text: String) throws(ConfigError) -> Node? {
+        do {
+            return try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            switch error {
+            case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+                .composer(_, let problem, let mark, _):
+                throw ConfigError(key: "", line: mark.line, reason: "not valid YAML: \(problem)")
+            default:
+                throw ConfigError(key: "", reason: "not valid YAML")
+            }
+        } catch {
+            throw ConfigError(key: "", reason: "not valid YAML")
+        }
+    }
 
     package func error(_ node: Node, _ key: String, _ reason: String) -> ConfigError {
         ConfigError(key: key, line: node.mark?.line, reason: reason)

@@ -2,7 +2,7 @@ public import FlightRecorderConfig
 import FlightRecorderOTLP
 public import FlightRecorderRedaction
 import Foundation
-import Yams
+package import Yams
 
 /// `flightrec guard serve --config FILE`: where the sidecar listens, where its spans go, its
 /// state directory, and the policy. Every problem stops start-up naming the key and line.
@@ -78,12 +78,11 @@ public struct GuardConfiguration: Sendable {
     }
 
     public static func parse(yaml text: String) throws(ConfigError) -> GuardConfiguration {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch {
-            throw ConfigError(key: "", reason: "not valid YAML: \(error)")
-        }
+        try parse(root: try ConfigReader.compose(text))
+    }
+
+    /// The configuration in a composed YAML document (nil: an empty file, nothing allowed).
+    package static func parse(root: Node?) throws(ConfigError) -> GuardConfiguration {
         var config = GuardConfiguration()
         guard let root else { return config }
         var r = ConfigReader()
