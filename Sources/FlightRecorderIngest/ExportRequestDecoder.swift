@@ -2,7 +2,15 @@ import COTLP
 public import FlightRecorderOTLP
 import FlightRecorderRedaction
 
-/// Decodes and validates an OTLP `ExportTraceServiceRequest` in protobuf wire format.
+/// The ingest pipeline: an OTLP `ExportTraceServiceRequest` in protobuf wire format in, an
+/// `IngestBatch` for the store out, through ordered stages, each in its own file:
+/// 1. decode (`WireDepthGuard`, then protobuf-c)
+/// 2. validate (`SpanValidation`)
+/// 3. tenant stamp (`TenantStamp`)
+/// 4. redact (`RequestRedactor`)
+/// 5. limits (`AttributeLimits`)
+/// 6. encode what changed (protobuf-c)
+/// 7. extract the index facts (`IndexFacts`)
 public struct ExportRequestDecoder: Sendable {
 
     public var runIdentity: RunIdentity
@@ -44,6 +52,7 @@ public struct ExportRequestDecoder: Sendable {
     func decode(
         _ raw: UnsafeRawBufferPointer, payload: [UInt8], tenant: String?
     ) throws(ExportRequestError) -> IngestBatch {
+        // 1. Decode: the wire walk bounds nesting and lengths before protobuf-c unpacks.
         do throws(WireFormatError) {
             try WireDepthGuard.check(raw, maxDepth: maxDepth)
         } catch {
@@ -57,50 +66,24 @@ public struct ExportRequestDecoder: Sendable {
         }
         defer { opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil) }
 
-        var total = 0
-        for r in 0..<request.pointee.n_resource_spans {
-            guard let rs = request.pointee.resource_spans[r]?.pointee else { continue }
-            for s in 0..<rs.n_scope_spans { total += rs.scope_spans[s]?.pointee.n_spans ?? 0 }
-        }
-        guard total <= limits.maxSpansPerRequest else {
-            throw .tooManySpans("request has \(total) spans; the limit is \(limits.maxSpansPerRequest) per request")
-        }
-
-        // Validate first, so rejected spans are never redacted, counted or stored.
-        var rejected: [(r: Int, s: Int, i: Int)] = []
-        var reasons: [String] = []
-        for r in 0..<request.pointee.n_resource_spans {
-            guard let rs = request.pointee.resource_spans[r]?.pointee else { continue }
-            for s in 0..<rs.n_scope_spans {
-                guard let ss = rs.scope_spans[s]?.pointee else { continue }
-                for i in 0..<ss.n_spans {
-                    guard let span = ss.spans[i]?.pointee, let problem = Self.problem(with: span) else { continue }
-                    rejected.append((r, s, i))
-                    if reasons.count < 3 {
-                        reasons.append("resourceSpans[\(r)].scopeSpans[\(s)].spans[\(i)]: \(problem)")
-                    }
-                }
-            }
-        }
-        var changed = false
-        if !rejected.isEmpty {
-            let set = Set(rejected.map { "\($0.r).\($0.s).\($0.i)" })
-            RequestNormalizer.removeSpans(request) { r, s, i in set.contains("\(r).\(s).\(i)") }
-            changed = true
-        }
-        // The tenant decides which redaction rule set applies, so it is stamped first, and
-        // again afterwards in case a rule rewrote it.
-        if let tenant { changed = RequestNormalizer.stampTenant(request, tenant: tenant) || changed }
+        // 2. Validate: the span count, then each span; invalid ones leave the request.
+        let validation = try SpanValidation.apply(request, maxSpans: limits.maxSpansPerRequest)
+        var changed = validation.rejected > 0
+        // 3. Tenant stamp, before redaction: the tenant selects the rule set. Again after it,
+        //    in case a rule rewrote the tenant.
+        if let tenant { changed = TenantStamp.apply(request, tenant: tenant) || changed }
+        // 4. Redact every string and bytes field.
         if let redaction, redaction.redact(UnsafeMutableRawPointer(request)).count > 0 {
             changed = true
-            if let tenant { _ = RequestNormalizer.stampTenant(request, tenant: tenant) }
+            if let tenant { _ = TenantStamp.apply(request, tenant: tenant) }
         }
-        let limited = RequestNormalizer.applyLimits(request, limits, bodyBytes: raw.count)
+        // 5. Limits on attribute counts and value lengths.
+        let limited = AttributeLimits.apply(request, limits, bodyBytes: raw.count)
         changed = changed || limited.changed
 
+        // 6. Encode: store the message as changed, never the bytes as sent.
         var payload = payload
         if changed {
-            // Store the message as changed, never the bytes as sent.
             let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(
                 request)
             payload = [UInt8](repeating: 0, count: size)
@@ -110,35 +93,15 @@ public struct ExportRequestDecoder: Sendable {
             precondition(written == size, "protobuf-c packed a different size than it measured")
         }
 
+        // 7. Extract the index facts from what is stored.
         let facts = IndexFacts.extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
         var batch = IngestBatch(payload: payload, spans: facts.spans, resources: facts.resources)
         batch.indexed = facts.indexed
-        batch.rejectedSpans = rejected.count
-        if !rejected.isEmpty {
-            let more = rejected.count > reasons.count ? "; and \(rejected.count - reasons.count) more" : ""
-            batch.rejectionMessage =
-                "\(rejected.count) of \(total) spans rejected: " + reasons.joined(separator: "; ") + more
-        }
+        batch.rejectedSpans = validation.rejected
+        batch.rejectionMessage = validation.message
         batch.truncatedValues = limited.truncatedValues
         batch.droppedAttributes = limited.droppedAttributes
         return batch
-    }
-
-    /// Why a span cannot be stored, or nil if it can.
-    static func problem(with span: CSpan) -> String? {
-        guard let trace = TraceID(bytes: span.trace_id.rawBuffer), !trace.isZero else {
-            return "invalid trace ID (\(span.trace_id.len) bytes; must be 16 bytes, not all zero)"
-        }
-        guard let id = SpanID(bytes: span.span_id.rawBuffer), !id.isZero else {
-            return "invalid span ID (\(span.span_id.len) bytes; must be 8 bytes, not all zero)"
-        }
-        if span.parent_span_id.len != 0 && span.parent_span_id.len != 8 {
-            return "invalid parent span ID (\(span.parent_span_id.len) bytes; must be empty or 8 bytes)"
-        }
-        if span.end_time_unix_nano < span.start_time_unix_nano {
-            return "end time is before start time"
-        }
-        return nil
     }
 }
 

@@ -1,102 +1,15 @@
 import COTLP
 import CProtobufC
 import FlightRecorderOTLP
-import FlightRecorderRedaction
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// In-place edits of an unpacked protobuf-c request before it is stored: the tenant stamp,
-/// attribute-count and value-length limits, and the removal of rejected spans.
-///
-/// Memory follows `RequestRedactor`: protobuf-c's default allocator is malloc/free, so what
-/// is removed is freed with `protobuf_c_message_free_unpacked` and what is added is malloc'd,
-/// and the caller's `free_unpacked` frees the request as usual.
-enum RequestNormalizer {
-    static let tenantKey = CKey("tenant.id")
+/// Stage 5 of ingest: attribute-count and value-length limits (`IngestLimits`), counted so
+/// the span and the ingest stats say what was cut.
+enum AttributeLimits {
     static let truncatedKey = CKey(IngestLimits.truncatedCountKey)
-
-    // MARK: Tenant
-
-    /// Makes `tenant` the only tenant the request names: every `tenant.id` attribute on a
-    /// resource, scope or span is overwritten, and a resource without one gets one. Returns
-    /// whether anything changed.
-    static func stampTenant(_ req: UnsafeMutablePointer<CExportRequest>, tenant: String) -> Bool {
-        var changed = false
-        for r in 0..<req.pointee.n_resource_spans {
-            guard let rs = req.pointee.resource_spans[r] else { continue }
-            if rs.pointee.resource == nil {
-                let res = malloc(MemoryLayout<Opentelemetry__Proto__Resource__V1__Resource>.size)!
-                    .assumingMemoryBound(to: Opentelemetry__Proto__Resource__V1__Resource.self)
-                opentelemetry__proto__resource__v1__resource__init(res)
-                rs.pointee.resource = res
-                changed = true
-            }
-            let res = rs.pointee.resource!
-            if overwrite(res.pointee.attributes, res.pointee.n_attributes, tenant: tenant, changed: &changed) == 0 {
-                append(
-                    &res.pointee.attributes, &res.pointee.n_attributes,
-                    RequestRedactor.newKeyValue(tenantKey.name) { v in setString(v, tenant) })
-                changed = true
-            }
-            for s in 0..<rs.pointee.n_scope_spans {
-                guard let ss = rs.pointee.scope_spans[s] else { continue }
-                if let scope = ss.pointee.scope {
-                    _ = overwrite(
-                        scope.pointee.attributes, scope.pointee.n_attributes, tenant: tenant, changed: &changed)
-                }
-                for i in 0..<ss.pointee.n_spans {
-                    guard let span = ss.pointee.spans[i] else { continue }
-                    _ = overwrite(span.pointee.attributes, span.pointee.n_attributes, tenant: tenant, changed: &changed)
-                }
-            }
-        }
-        return changed
-    }
-
-    /// Overwrites each `tenant.id` in `list` with `tenant`; returns how many there were.
-    private static func overwrite(
-        _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int, tenant: String, changed: inout Bool
-    ) -> Int {
-        guard let list else { return 0 }
-        var found = 0
-        for i in 0..<n {
-            guard let kv = list[i], tenantKey.matches(kv.pointee.key) else { continue }
-            found += 1
-            if let v = kv.pointee.value, v.pointee.value_case.rawValue == 1, let s = v.pointee.string_value,
-                String(cString: s) == tenant
-            {
-                continue
-            }
-            if kv.pointee.value == nil {
-                let v = malloc(MemoryLayout<CAnyValue>.size)!.assumingMemoryBound(to: CAnyValue.self)
-                opentelemetry__proto__common__v1__any_value__init(v)
-                kv.pointee.value = v
-            }
-            RequestRedactor.replaceWithString(kv.pointee.value, tenant)
-            changed = true
-        }
-        return found
-    }
-
-    private static func setString(_ v: UnsafeMutablePointer<CAnyValue>, _ text: String) {
-        v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 1)
-        v.pointee.string_value = RequestRedactor.cString(Array(text.utf8))
-    }
-
-    private static func append(
-        _ list: inout UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: inout Int,
-        _ kv: UnsafeMutablePointer<CKeyValue>
-    ) {
-        let grown = realloc(list, (n + 1) * MemoryLayout<UnsafeMutablePointer<CKeyValue>?>.stride)!
-            .assumingMemoryBound(to: UnsafeMutablePointer<CKeyValue>?.self)
-        grown[n] = kv
-        list = grown
-        n += 1
-    }
-
-    // MARK: Limits
 
     struct LimitCounts {
         var truncatedValues = 0
@@ -106,7 +19,7 @@ enum RequestNormalizer {
 
     /// Applies the attribute-count and value-length limits. `bodyBytes` bounds every value's
     /// length, so when it is within the limit the value walk is skipped.
-    static func applyLimits(
+    static func apply(
         _ req: UnsafeMutablePointer<CExportRequest>, _ limits: IngestLimits, bodyBytes: Int
     ) -> LimitCounts {
         var counts = LimitCounts()
@@ -178,7 +91,7 @@ enum RequestNormalizer {
                 l[kept] = kv
                 kept += 1
             } else {
-                freeMessage(kv)
+                CMessage.free(kv)
             }
         }
         for i in kept..<n { l[i] = nil }
@@ -242,39 +155,11 @@ enum RequestNormalizer {
                 return
             }
         }
-        append(
+        CMessage.append(
             &span.pointee.attributes, &span.pointee.n_attributes,
             RequestRedactor.newKeyValue(truncatedKey.name) { v in
                 v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 3)
                 v.pointee.int_value = Int64(count)
             })
-    }
-
-    // MARK: Rejected spans
-
-    /// Frees and removes the spans `reject` marks, keeping the others in order.
-    static func removeSpans(
-        _ req: UnsafeMutablePointer<CExportRequest>, _ reject: (_ resource: Int, _ scope: Int, _ span: Int) -> Bool
-    ) {
-        for r in 0..<req.pointee.n_resource_spans {
-            guard let rs = req.pointee.resource_spans[r] else { continue }
-            for s in 0..<rs.pointee.n_scope_spans {
-                guard let ss = rs.pointee.scope_spans[s], let spans = ss.pointee.spans else { continue }
-                var kept = 0
-                for i in 0..<ss.pointee.n_spans {
-                    if reject(r, s, i) {
-                        if let span = spans[i] { freeMessage(span) }
-                    } else {
-                        spans[kept] = spans[i]
-                        kept += 1
-                    }
-                }
-                ss.pointee.n_spans = kept
-            }
-        }
-    }
-
-    static func freeMessage<T>(_ p: UnsafeMutablePointer<T>) {
-        protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(p).assumingMemoryBound(to: ProtobufCMessage.self), nil)
     }
 }
