@@ -4,10 +4,6 @@ public import Logging
 public import NIOSSL
 public import ServiceLifecycle
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// One Hummingbird HTTP/1.1 listener, on TCP (optionally TLS) or a Unix socket, as a
 /// lifecycle service. Shared by the collector's OTLP/HTTP receiver and query API and by the
 /// sidecar: it logs "listening" once bound, sets a socket's file mode, and turns a bind
@@ -53,18 +49,12 @@ public struct HTTPListener: Service {
             onServerRunning: { channel in
                 switch address {
                 case .unix(let path, let mode):
-                    if chmod(path, mode_t(mode)) != 0 {
-                        logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
-                    }
-                    logger.notice("listening", metadata: ["listener": "\(name)", "path": "\(path)"])
+                    ListenerAnnouncement.announce(.unix(path: path, mode: mode), name: name, logger: logger)
                 case .tcp:
                     let local = channel.localAddress
-                    logger.notice(
-                        "listening",
-                        metadata: [
-                            "listener": "\(name)", "address": "\(local?.ipAddress ?? "?"):\(local?.port ?? 0)",
-                            "tls": "\(tls != nil)",
-                        ])
+                    ListenerAnnouncement.announce(
+                        .tcp(address: "\(local?.ipAddress ?? "?"):\(local?.port ?? 0)", tls: tls != nil), name: name,
+                        logger: logger)
                 }
             },
             logger: logger)

@@ -7,10 +7,6 @@ import NIOCore
 import NIOSSL
 import ServiceLifecycle
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// One OTLP/gRPC listener (TCP, optionally TLS, or a Unix socket) run as a lifecycle service.
 /// On graceful shutdown new exports are answered UNAVAILABLE and the server stops accepting
 /// streams; accepted requests finish before the store closes.
@@ -95,15 +91,12 @@ struct GRPCListener: Service {
                 // When binding fails, `listeningAddress` throws a generic "no listening address";
                 // `serve()` throws the bind error itself, which `listenError` then names.
                 guard let bound = try? await server.listeningAddress else { return }
-                do {
-                    if case .unix(let path, let mode) = address, chmod(path, mode_t(mode)) != 0 {
-                        logger.error("cannot set socket mode", metadata: ["path": "\(path)"])
-                    }
-                    logger.notice(
-                        "listening",
-                        metadata: [
-                            "listener": "\(listener)", "address": "\(Self.describe(bound))", "tls": "\(tls != nil)",
-                        ])
+                switch address {
+                case .unix(let path, let mode):
+                    ListenerAnnouncement.announce(.unix(path: path, mode: mode), name: listener, logger: logger)
+                case .tcp:
+                    ListenerAnnouncement.announce(
+                        .tcp(address: Self.describe(bound), tls: tls != nil), name: listener, logger: logger)
                 }
             }
         } onGracefulShutdown: {

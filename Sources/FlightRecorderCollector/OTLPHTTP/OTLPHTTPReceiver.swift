@@ -1,3 +1,4 @@
+import FlightRecorderHTTP
 import FlightRecorderOTLP
 import FlightRecorderStorage
 import Foundation
@@ -139,9 +140,6 @@ public struct OTLPHTTPReceiver: Sendable {
             throw Refusal.unsupported(
                 "unsupported content encoding \"\(contentEncoding.prefix(32))\"; use gzip or none")
         }
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxRequestBytes {
-            throw Refusal.tooLarge("body of \(length) bytes exceeds the limit of \(maxRequestBytes) bytes")
-        }
         var reserved = 0
         func reserve(_ n: Int) throws {
             do {
@@ -152,14 +150,11 @@ public struct OTLPHTTPReceiver: Sendable {
             reserved += n
         }
         do {
-            var buffer = ByteBuffer()
-            for try await chunk in request.body {
-                guard buffer.readableBytes + chunk.readableBytes <= maxRequestBytes else {
-                    throw Refusal.tooLarge("body exceeds the limit of \(maxRequestBytes) bytes")
-                }
-                try reserve(chunk.readableBytes)
-                var chunk = chunk
-                buffer.writeBuffer(&chunk)
+            let buffer: ByteBuffer
+            do {
+                buffer = try await BoundedBody.collect(request, limit: maxRequestBytes, onChunk: reserve)
+            } catch let e as APIError {
+                throw Refusal.tooLarge(e.message)
             }
             var bytes = Array(buffer.readableBytesView)
             if contentEncoding == "gzip" {
