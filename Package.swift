@@ -263,6 +263,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "FlightRecorderCoreTests", dependencies: ["FlightRecorderCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderHTTPTests",
+            dependencies: ["FlightRecorderHTTP", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderGuardPolicyTests",
+            dependencies: [
+                "FlightRecorderGuardPolicy", "FlightRecorderOTLP", "FlightRecorderConfig", "FlightRecorderRedaction",
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "FlightRecorderCollectorTests",
             dependencies: [
                 "FlightRecorderIngest",

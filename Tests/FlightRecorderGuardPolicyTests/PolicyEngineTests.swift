@@ -1,4 +1,3 @@
-import FlightRecorderGuard
 import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
 import Foundation

@@ -1,5 +1,4 @@
 import FlightRecorderConfig
-import FlightRecorderGuard
 import FlightRecorderGuardPolicy
 import FlightRecorderOTLP
 import FlightRecorderRedaction
