@@ -91,16 +91,15 @@ public final class Redactor: Sendable {
     /// text with its disguises undone (`TextNormalizer`); what they match is masked in the
     /// original bytes.
     public func redactBytes(_ bytes: UnsafeBufferPointer<UInt8>, set: Int, hits: inout Hits) -> [UInt8]? {
-        var matches: [DetectorMatch]
-        if let normalized = TextNormalizer.normalize(bytes) {
-            matches = normalized.bytes.withUnsafeBufferPointer { detect($0, set: set) }
+        var disguised = false
+        var matches = detect(bytes, set: set, sawDisguise: &disguised)
+        if disguised, let normalized = TextNormalizer.normalize(bytes) {
+            var again = false
+            matches = normalized.bytes.withUnsafeBufferPointer { detect($0, set: set, sawDisguise: &again) }
             for i in matches.indices {
                 let r = matches[i].range
-                matches[i].range =
-                    normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
+                matches[i].range = normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
             }
-        } else {
-            matches = detect(bytes, set: set)
         }
         guard !matches.isEmpty else { return nil }
         var out: [UInt8] = []
@@ -117,9 +116,9 @@ public final class Redactor: Sendable {
     }
 
     /// Built-in and custom detector matches, sorted by start.
-    func detect(_ bytes: UnsafeBufferPointer<UInt8>, set: Int) -> [DetectorMatch] {
+    func detect(_ bytes: UnsafeBufferPointer<UInt8>, set: Int, sawDisguise: inout Bool) -> [DetectorMatch] {
         let s = sets[set]
-        var matches = s.scanner.scan(bytes)
+        var matches = s.scanner.scan(bytes, sawDisguise: &sawDisguise)
         guard !s.custom.isEmpty else { return matches }
         let text = String(decoding: bytes, as: UTF8.self)
         for (name, regex) in s.custom {

@@ -24,9 +24,12 @@ enum TextNormalizer {
         }
     }
 
-    /// Bytes that can start a disguise; text without any is scanned as it is.
+    /// Bytes that can start a disguise (`%`, `\`, and the UTF-8 lead bytes of the characters
+    /// below); text without any is scanned as it is.
+    static let disguiseStarts: [UInt8] = [0x25, 0x5C, 0xC2, 0xE2, 0xEF]
+
     @inline(__always) static func mayStartDisguise(_ c: UInt8) -> Bool {
-        c == 0x25 || c == 0x5C || c == 0xC2 || c == 0xE2 || c == 0xEF  // % \ and UTF-8 leads
+        c == 0x25 || c == 0x5C || c == 0xC2 || c == 0xE2 || c == 0xEF
     }
 
     /// The normalized text, or nil when there is nothing to undo.

@@ -35,25 +35,38 @@ public struct ValueScanner: Sendable {
     }
     @inline(__always) static func isDomain(_ c: UInt8) -> Bool { isAlnum(c) || c == 46 || c == 45 }
 
-    /// Bytes that can begin a match; anything else is skipped with one lookup.
-    static let triggers: [Bool] = {
-        var t = [Bool](repeating: false, count: 256)
-        for c in UInt8(48)...57 { t[Int(c)] = true }
-        for c in "@+(-:?&BbAsgxe".utf8 { t[Int(c)] = true }
+    /// Per byte: 1 when it can begin a match, 2 when it can begin a disguise that
+    /// `TextNormalizer` undoes (`%`, `\`, and the lead bytes of no-break and zero-width
+    /// characters); anything else is skipped with one lookup.
+    static let classes: [UInt8] = {
+        var t = [UInt8](repeating: 0, count: 256)
+        for c in UInt8(48)...57 { t[Int(c)] = 1 }
+        for c in "@+(-:?&BbAsgxe".utf8 { t[Int(c)] = 1 }
+        for c in TextNormalizer.disguiseStarts { t[Int(c)] |= 2 }
         return t
     }()
 
     /// All matches, sorted and non-overlapping (the earliest, then longest, wins).
     public func scan(_ s: UnsafeBufferPointer<UInt8>) -> [DetectorMatch] {
+        var disguised = false
+        return scan(s, sawDisguise: &disguised)
+    }
+
+    /// The matches, and in the same pass whether the text may hide a form behind a disguise
+    /// (then the caller scans the normalized text too).
+    public func scan(_ s: UnsafeBufferPointer<UInt8>, sawDisguise: inout Bool) -> [DetectorMatch] {
         var out: [DetectorMatch] = []
         let n = s.count
         var i = 0
         while i < n {
             let c = s[i]
-            guard Self.triggers[Int(c)] else {
+            let kind = Self.classes[Int(c)]
+            guard kind & 1 != 0 else {
+                if kind != 0 { sawDisguise = true }
                 i += 1
                 continue
             }
+            if kind & 2 != 0 { sawDisguise = true }
             let boundary = i == 0 || !Self.isAlnum(s[i - 1])
             if let m = match(s, at: i, byte: c, boundary: boundary) {
                 // Detectors that look left (email) may start before i.
@@ -62,6 +75,8 @@ public struct ValueScanner: Sendable {
                     continue
                 }
                 out.append(m)
+                // The bytes a match covers are skipped, so look at them for disguises here.
+                if !sawDisguise { sawDisguise = s[m.range].contains { Self.classes[Int($0)] & 2 != 0 } }
                 i = m.range.upperBound
             } else {
                 i += 1
