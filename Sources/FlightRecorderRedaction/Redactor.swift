@@ -98,7 +98,8 @@ public final class Redactor: Sendable {
             matches = normalized.bytes.withUnsafeBufferPointer { detect($0, set: set, sawDisguise: &again) }
             for i in matches.indices {
                 let r = matches[i].range
-                matches[i].range = normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
+                matches[i].range =
+                    normalized.origin[r.lowerBound].lowerBound..<normalized.origin[r.upperBound - 1].upperBound
             }
         }
         guard !matches.isEmpty else { return nil }
