@@ -18,7 +18,7 @@ serve: deps build-release
 
 ## Run every test: generated-code check, Swift unit tests, the fuzz corpora replayed, a short
 ## libFuzzer pass over every decoder, integration tests with the real OpenTelemetry Python SDK.
-test: deps python-deps check-generated format-check unit-test fuzz-replay integration-test fuzz-smoke
+test: deps python-deps check-generated format-check unit-test fuzz-replay fuzz-smoke integration-test
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
