@@ -28,13 +28,9 @@ enum TextNormalizer {
     /// below); text without any is scanned as it is.
     static let disguiseStarts: [UInt8] = [0x25, 0x5C, 0xC2, 0xE2, 0xEF]
 
-    @inline(__always) static func mayStartDisguise(_ c: UInt8) -> Bool {
-        c == 0x25 || c == 0x5C || c == 0xC2 || c == 0xE2 || c == 0xEF
-    }
-
-    /// The normalized text, or nil when there is nothing to undo.
+    /// The normalized text, or nil when there is nothing to undo. Callers ask only for text
+    /// in which `ValueScanner` saw one of `disguiseStarts`, so there is no pre-check here.
     static func normalize(_ s: UnsafeBufferPointer<UInt8>) -> Normalized? {
-        guard s.contains(where: mayStartDisguise) else { return nil }
         var out = Normalized()
         out.bytes.reserveCapacity(s.count)
         out.origin.reserveCapacity(s.count)
