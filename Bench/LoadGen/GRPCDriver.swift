@@ -6,7 +6,9 @@ extension LoadGen {
     /// Drives OTLP/gRPC `Export` calls: one client (one HTTP/2 connection) per worker, as
     /// each OpenTelemetry SDK exporter holds one channel, so the load matches `drive`'s
     /// HTTP/1.1 connections one for one.
-    func driveGRPC(target: String, requests: [[UInt8]]) async throws -> Result {
+    func driveGRPC(
+        target: String, requests: RequestSource, phases: [(seconds: Double?, limit: Int?, monitor: Monitor?)]
+    ) async throws -> Result {
         let parts = target.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else {
             throw LoadGenError("--grpc-target: expected HOST:PORT")
@@ -22,8 +24,12 @@ extension LoadGen {
                     try await client.runConnections(); return nil
                 }
             }
-            _ = try await driveGRPC(clients: clients, requests: requests, seconds: warmup)
-            let result = try await driveGRPC(clients: clients, requests: requests, seconds: duration)
+            var result = Result()
+            for phase in phases {
+                result = try await driveGRPC(
+                    clients: clients, requests: requests, seconds: phase.seconds, limit: phase.limit,
+                    monitor: phase.monitor)
+            }
             for client in clients { client.beginGracefulShutdown() }
             for try await _ in group {}
             return result
@@ -31,15 +37,16 @@ extension LoadGen {
     }
 
     private func driveGRPC(
-        clients: [GRPCClient<HTTP2ClientTransport.Posix>], requests: [[UInt8]], seconds: Double
+        clients: [GRPCClient<HTTP2ClientTransport.Posix>], requests: RequestSource, seconds: Double?, limit: Int?,
+        monitor: Monitor?
     ) async throws -> Result {
-        try await load(seconds: seconds) { worker, i in
-            let body = requests[i % requests.count]
+        try await load(seconds: seconds, limit: limit, monitor: monitor) { worker, i in
+            let (body, spans) = requests.request(i)
             let ok = try await clients[worker].unary(
                 request: ClientRequest(message: body), descriptor: OTLPGRPCService.method,
                 serializer: RawBytesSerializer(), deserializer: RawBytesDeserializer(), options: .defaults
             ) { response in (try? response.message) != nil }
-            return Sent(ok: ok, bytes: body.count, status: nil)
+            return Sent(ok: ok, bytes: body.count, spans: spans, status: nil)
         }
     }
 }

@@ -6,10 +6,16 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// Replays pre-encoded, agent-shaped OTLP protobuf requests over several connections
-/// (OTLP/HTTP or OTLP/gRPC) against a daemon, and prints spans/s, request latency p50/p99, bytes on disk per raw OTLP byte,
-/// and the daemon's peak RSS. With `--daemon`, it starts the daemon itself on a fresh data
-/// directory so every figure comes from one reproducible command.
+/// Sends pre-encoded, agent-shaped OTLP protobuf requests over several connections (OTLP/HTTP
+/// or OTLP/gRPC) against a daemon, and prints spans/s (overall and per `--report-every-spans`),
+/// request latency p50/p99, bytes on disk per raw OTLP byte, and the daemon's RSS. With
+/// `--daemon`, it starts the daemon itself on a fresh data directory so every figure comes
+/// from one reproducible command.
+///
+/// Every span it sends is unique: each pass over the pre-encoded requests rewrites their
+/// trace, span and run IDs (`UniqueRequests`). `--identical` replays the same bytes instead,
+/// and says so. `--requests FILE` sends a captured workload (u32 little-endian length, then an
+/// `ExportTraceServiceRequest`) once, in order, or `--passes` times with new IDs each pass.
 @main
 struct LoadGen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,8 +39,20 @@ struct LoadGen: AsyncParsableCommand {
     @Option(name: .customLong("spans-per-request"), help: "Spans per request (OTel SDK batch default: 512).")
     var spansPerRequest = 512
 
-    @Option(help: "Distinct pre-encoded requests to replay.")
+    @Option(help: "Distinct pre-encoded requests in the generated pool (each pass rewrites their IDs).")
     var pool = 300
+
+    @Option(help: "Send this captured workload instead: u32 little-endian length, then an ExportTraceServiceRequest, repeated.")
+    var requests: String?
+
+    @Option(help: "With --requests: passes over the file (pass 0 as captured, later passes with new IDs).")
+    var passes = 1
+
+    @Flag(help: "Replay identical requests (the same IDs every pass): flatters the index; labelled in the output.")
+    var identical = false
+
+    @Option(help: "Print the rate, RSS and disk every this many acknowledged spans.")
+    var reportEverySpans = 5_000_000
 
     @Option(help: "Durability for a started daemon: fsync or none.")
     var durability = "fsync"
@@ -63,6 +81,9 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Spans to store before --query-bench measures.")
     var loadSpans = 5_000_000
 
+    @Option(help: "With --query-bench: how many of each query to time.")
+    var queries = 1000
+
     @Flag(help: "With --daemon: time the policy sidecar's decide and execute (added latency, backend time subtracted).")
     var guardBench = false
 
@@ -75,20 +96,7 @@ struct LoadGen: AsyncParsableCommand {
             guard let daemon else { throw ValidationError("--query-bench needs --daemon") }
             return try await runQueryBench(daemon: daemon)
         }
-        var options = AgentWorkload.Options()
-        options.spansPerRequest = spansPerRequest
-        var workload = AgentWorkload(options: options)
-        var requests: [ByteBuffer] = []
-        var rawBytes = 0
-        for _ in 0..<pool {
-            let r = workload.nextRequest()
-            requests.append(ByteBuffer(bytes: r.bytes))
-            rawBytes += r.bytes.count
-        }
-        let meanRequest = rawBytes / pool
-        print(
-            "workload: \(pool) pre-encoded requests, \(spansPerRequest) spans each, mean \(meanRequest) bytes (\(meanRequest / spansPerRequest) bytes/span)"
-        )
+        let source = try makeSource()
         guard ["http", "grpc", "both"].contains(proto) else { throw ValidationError("--proto: http, grpc or both") }
 
         if proto == "both" {
@@ -97,9 +105,9 @@ struct LoadGen: AsyncParsableCommand {
             var grpc: [Double] = []
             for round in 1...rounds {
                 print("== round \(round): OTLP/HTTP")
-                http.append(try await measure(requests, extra: extraConfig, grpc: false))
+                http.append(try await measure(source, extra: extraConfig, grpc: false))
                 print("== round \(round): OTLP/gRPC")
-                grpc.append(try await measure(requests, extra: extraConfig, grpc: true))
+                grpc.append(try await measure(source, extra: extraConfig, grpc: true))
             }
             let h = http.sorted()[http.count / 2]
             let g = grpc.sorted()[grpc.count / 2]
@@ -110,17 +118,17 @@ struct LoadGen: AsyncParsableCommand {
         } else if compareRedaction {
             guard daemon != nil else { throw ValidationError("--compare-redaction needs --daemon") }
             print("== redaction off")
-            let off = try await measure(requests, extra: extraConfig + "\nredaction:\n  enabled: false\n")
+            let off = try await measure(source, extra: extraConfig + "\nredaction:\n  enabled: false\n")
             print("== redaction on (default detectors)")
-            let on = try await measure(requests, extra: extraConfig)
+            let on = try await measure(source, extra: extraConfig)
             print(String(format: "redaction on / off: %.1f%% of throughput", 100 * on / off))
         } else {
-            _ = try await measure(requests, extra: extraConfig, grpc: proto == "grpc")
+            _ = try await measure(source, extra: extraConfig, grpc: proto == "grpc")
         }
     }
 
     /// Runs one measurement and returns spans/s.
-    func measure(_ requests: [ByteBuffer], extra: String, grpc: Bool = false) async throws -> Double {
+    func measure(_ requests: RequestSource, extra: String, grpc: Bool = false) async throws -> Double {
         let startBytes = Self.sentBytes.value
         let startSpans = Self.sentSpans.value
         var process: Process?
@@ -136,16 +144,25 @@ struct LoadGen: AsyncParsableCommand {
         }
 
         let result: Result
+        let monitor = Monitor(pid: process?.processIdentifier, dataDir: dataDir, every: reportEverySpans)
+        // A file is sent once per pass, whole; a generated pool for --duration seconds (after --warmup).
+        let phases: [(seconds: Double?, limit: Int?, monitor: Monitor?)] =
+            requests.fixedLength.map { [(nil, $0, monitor)] } ?? [(warmup, nil, nil), (duration, nil, monitor)]
         if grpc {
-            result = try await driveGRPC(target: grpcHostPort, requests: requests.map { Array($0.readableBytesView) })
+            result = try await driveGRPC(target: grpcHostPort, requests: requests, phases: phases)
         } else {
             let client = HTTPClient(
                 eventLoopGroupProvider: .singleton,
                 configuration: .init(
                     connectionPool: .init(
                         idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
-            _ = try await drive(client: client, target: target, requests: requests, seconds: warmup)
-            result = try await drive(client: client, target: target, requests: requests, seconds: duration)
+            var last = Result()
+            for phase in phases {
+                last = try await drive(
+                    client: client, target: target, requests: requests, seconds: phase.seconds, limit: phase.limit,
+                    monitor: phase.monitor)
+            }
+            result = last
             try? await client.shutdown()
         }
 
@@ -163,7 +180,7 @@ struct LoadGen: AsyncParsableCommand {
         if result.failures > 0 { print("refused or failed requests: \(result.failures) (\(result.statuses))") }
 
         if let process, let dataDir {
-            let rss = peakRSS(pid: process.processIdentifier)
+            let rss = max(peakRSS(pid: process.processIdentifier), monitor.peakRSS)
             process.terminate()  // SIGTERM: graceful drain, fsync, WAL checkpoint
             process.waitUntilExit()
             let disk = directorySize(dataDir)
@@ -198,32 +215,45 @@ struct LoadGen: AsyncParsableCommand {
     struct Sent {
         var ok: Bool
         var bytes: Int
+        var spans: Int
         var status: UInt?
     }
 
-    /// Runs `connections` workers sending back to back until `seconds` pass; `send(worker, i)`
-    /// sends the worker's i-th request.
-    func load(seconds: Double, _ send: @escaping @Sendable (Int, Int) async throws -> Sent) async throws -> Result {
+    /// Runs `connections` workers sending back to back until `seconds` pass or `limit`
+    /// requests were sent; `send(worker, i)` sends the i-th request (a shared counter, so a
+    /// file goes out once, in order).
+    func load(
+        seconds: Double?, limit: Int?, monitor: Monitor?, _ send: @escaping @Sendable (Int, Int) async throws -> Sent
+    ) async throws -> Result {
         let start = ContinuousClock.now
-        let deadline = start + .milliseconds(Int(seconds * 1000))
-        let spans = spansPerRequest
+        let deadline = seconds.map { start + .milliseconds(Int($0 * 1000)) }
+        let next = Counter()
+        monitor?.begin()
         var total = try await withThrowingTaskGroup(of: Result.self) { group in
             for worker in 0..<connections {
                 group.addTask {
                     var r = Result()
-                    var i = worker * 7919
-                    while ContinuousClock.now < deadline {
+                    while deadline.map({ ContinuousClock.now < $0 }) ?? true {
+                        let i = next.increment()
+                        if let limit, i >= limit { break }
                         let t0 = ContinuousClock.now
-                        let sent = try await send(worker, i)
-                        i += 1
+                        var sent = try await send(worker, i)
+                        // A file's requests are each sent until acknowledged (503: back off, resend).
+                        while !sent.ok && limit != nil {
+                            r.failures += 1
+                            r.statuses[sent.status ?? 0, default: 0] += 1
+                            try await Task.sleep(for: .milliseconds(100))
+                            sent = try await send(worker, i)
+                        }
                         let dt = ContinuousClock.now - t0
                         if sent.ok {
-                            r.spans += spans
+                            r.spans += sent.spans
                             r.requests += 1
                             r.bytes += sent.bytes
                             r.latencies.append(Double(dt.components.attoseconds) / 1e18 + Double(dt.components.seconds))
                             Self.sentBytes.add(sent.bytes)
-                            Self.sentSpans.add(spans)
+                            Self.sentSpans.add(sent.spans)
+                            monitor?.acknowledged(spans: sent.spans)
                         } else {
                             r.failures += 1
                             r.statuses[sent.status ?? 0, default: 0] += 1
@@ -243,16 +273,20 @@ struct LoadGen: AsyncParsableCommand {
             }
             return total
         }
+        monitor?.finish()
         let elapsed = ContinuousClock.now - start
         total.elapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return total
     }
 
-    func drive(client: HTTPClient, target: String, requests: [ByteBuffer], seconds: Double) async throws -> Result {
-        try await load(seconds: seconds) { _, i in
-            let body = requests[i % requests.count]
+    func drive(
+        client: HTTPClient, target: String, requests: RequestSource, seconds: Double?, limit: Int?, monitor: Monitor?
+    ) async throws -> Result {
+        try await load(seconds: seconds, limit: limit, monitor: monitor) { _, i in
+            let (bytes, spans) = requests.request(i)
+            let body = ByteBuffer(bytes: bytes)
             let status = try await Self.export(client, target, body, timeout: .seconds(60))
-            return Sent(ok: status == .ok, bytes: body.readableBytes, status: status.code)
+            return Sent(ok: status == .ok, bytes: body.readableBytes, spans: spans, status: status.code)
         }
     }
 
@@ -290,14 +324,21 @@ struct LoadGen: AsyncParsableCommand {
           level: warning
         \(extra)
         """.write(toFile: config, atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["serve", "--config", config]
-        try p.run()
+        let started = try await restartDaemon(binary, dir: dir)
         try await waitForPort(portBase)
         try await waitForPort(portBase + 1)
         try await waitForPort(portBase + 2)
-        return (p, dir + "/data")
+        return (started.process, dir + "/data")
+    }
+
+    /// Execs the daemon on the config `startDaemon` wrote into `dir`.
+    func restartDaemon(_ binary: String, dir: String) async throws -> (process: Process, launched: ContinuousClock.Instant) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["serve", "--config", dir + "/flightrec.yaml"]
+        let launched = ContinuousClock.now
+        try p.run()
+        return (p, launched)
     }
 
     func waitForPort(_ port: Int) async throws {
@@ -327,7 +368,9 @@ struct LoadGen: AsyncParsableCommand {
         return 0
     }
 
-    func directorySize(_ path: String) -> Int {
+    func directorySize(_ path: String) -> Int { Self.directoryBytes(path) }
+
+    static func directoryBytes(_ path: String) -> Int {
         guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
         var total = 0
         while let f = e.nextObject() as? String {
@@ -345,5 +388,7 @@ struct LoadGen: AsyncParsableCommand {
 final class Counter: Sendable {
     private let storage = Mutex(0)
     func add(_ n: Int) { storage.withLock { $0 += n } }
+    /// The value before adding one.
+    func increment() -> Int { storage.withLock { v in defer { v += 1 }; return v } }
     var value: Int { storage.withLock { $0 } }
 }

@@ -5,15 +5,19 @@ import NIOCore
 import NIOHTTP1
 
 /// `--query-bench`: stores `--load-spans` unique agent-shaped spans (runs of 20-60 steps,
-/// every 125th run 200 steps), then times the causal queries server-side (the API's
-/// `Server-Timing` header): graph and path of 200-span runs, lookup by operation ID, and
-/// searches by indexed attributes over the whole store.
+/// every 125th run 200 steps), printing the rate, RSS and disk every `--report-every-spans`;
+/// then times `--queries` of each causal query server-side (the API's `Server-Timing`
+/// header): graph and path of 200-span runs, lookup by operation ID, indexed searches, the
+/// first page of runs; then disk per span (segments and index apart), and the time from exec
+/// to the first answer when the daemon starts again on the full store.
 extension LoadGen {
     func runQueryBench(daemon: String) async throws {
         let started = try await startDaemon(daemon, extra: extraConfig)
         defer {
-            started.process.terminate()
-            started.process.waitUntilExit()
+            if started.process.isRunning {
+                started.process.terminate()
+                started.process.waitUntilExit()
+            }
             try? FileManager.default.removeItem(atPath: (started.dataDir as NSString).deletingLastPathComponent)
         }
         let client = HTTPClient(
@@ -22,46 +26,45 @@ extension LoadGen {
                 connectionPool: .init(
                     idleTimeout: .seconds(600), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
         let target = "http://127.0.0.1:\(portBase)/v1/traces"
-        let perWorker = loadSpans / connections / spansPerRequest + 1
+        // A pool of agent requests (runs of 20-60 steps, every 125th run 200 steps), sent over
+        // and over with new IDs each pass until --load-spans are stored: every span unique.
+        var options = AgentWorkload.Options()
+        options.spansPerRequest = spansPerRequest
+        options.longRunEvery = 125
+        options.recordOperationIDsEvery = 997
+        var workload = AgentWorkload(options: options)
+        let bodies = (0..<pool).map { _ in workload.nextRequest().bytes }
+        let unique = UniqueRequests(bodies)
+        let total = (loadSpans + unique.totalSpans / pool - 1) / (unique.totalSpans / pool)
+        let source = RequestSource(unique: unique, identical: identical, fixedLength: total)
+        let passes = (total + pool - 1) / pool
+        print(
+            "workload: generated pool of \(pool) requests (\(unique.totalSpans) spans, \(bodies.reduce(0) { $0 + $1.count } / max(unique.totalSpans, 1)) bytes/span), \(passes) passes"
+                + (identical ? ", IDENTICAL REPLAY (same IDs every pass)" : " with new IDs each"))
+        let monitor = Monitor(pid: started.process.processIdentifier, dataDir: started.dataDir, every: reportEverySpans)
         let t0 = ContinuousClock.now
-        // Each worker generates its own unique runs (its own seed) and sends them.
-        let samples = try await withThrowingTaskGroup(of: ([String], [(run: String, id: String)], Int).self) { group in
-            for worker in 0..<connections {
-                group.addTask {
-                    var options = AgentWorkload.Options()
-                    options.spansPerRequest = spansPerRequest
-                    options.seed = UInt64(1000 + worker)
-                    options.longRunEvery = 125
-                    options.recordOperationIDsEvery = 997
-                    var workload = AgentWorkload(options: options)
-                    var sent = 0
-                    for _ in 0..<perWorker {
-                        let body = ByteBuffer(bytes: workload.nextRequest().bytes)
-                        while true {
-                            if try await Self.export(client, target, body, timeout: .seconds(120)) == .ok { break }
-                            try await Task.sleep(for: .milliseconds(200))  // 503: back off and resend
-                        }
-                        sent += spansPerRequest
-                    }
-                    return (workload.longRuns, workload.operationIDs, sent)
-                }
-            }
-            var longRuns: [String] = []
-            var operations: [(run: String, id: String)] = []
-            var spans = 0
-            for try await (l, o, n) in group {
-                longRuns += l.dropLast(2)  // the last ones may still be open
-                operations += o
-                spans += n
-            }
-            return (longRuns, operations, spans)
-        }
+        let loaded = try await drive(
+            client: client, target: target, requests: source, seconds: nil, limit: total, monitor: monitor)
         let loadSeconds = Self.seconds(ContinuousClock.now - t0)
         let api = "http://127.0.0.1:\(portBase + 1)"
         print(
             String(
-                format: "stored %d spans in %.1f s (%.0f spans/s)", samples.2, loadSeconds,
-                Double(samples.2) / loadSeconds))
+                format: "stored %d spans in %.1f s (%.0f spans/s); request latency p50 %.1f ms, p99 %.1f ms", loaded.spans,
+                loadSeconds, Double(loaded.spans) / loadSeconds, Self.percentile(loaded.latencies, 0.5) * 1000,
+                Self.percentile(loaded.latencies, 0.99) * 1000))
+        // Samples from passes spread over the whole store; the last runs of the pool may be open.
+        var rng = SystemRandomNumberGenerator()
+        let complete = Array(workload.longRuns.dropLast(4))
+        let samples = (
+            (0..<queries).map { _ in
+                UniqueRequests.rewritten(complete.randomElement(using: &rng)!, pass: Int.random(in: 0..<passes - 1, using: &rng))
+            },
+            (0..<queries).map { _ in
+                let o = workload.operationIDs.dropLast(8).randomElement(using: &rng)!
+                let pass = Int.random(in: 0..<passes - 1, using: &rng)
+                return (run: UniqueRequests.rewritten(o.run, pass: pass), id: UniqueRequests.rewritten(o.id, pass: pass))
+            }
+        )
         let runs = try await getJSON(client, api + "/api/v1/runs?limit=1")
         _ = runs  // the first query waits until everything acknowledged is indexed
         let counts = try await getJSON(client, api + "/api/v1/ingest/stats")
@@ -71,7 +74,7 @@ extension LoadGen {
         var graph: [Double] = []
         var path: [Double] = []
         var spanCounts: [Int] = []
-        for run in samples.0.prefix(200) {
+        for run in samples.0 {
             plain.append(try await getJSON(client, api + "/api/v1/runs/\(run)").serverMillis)
             let g = try await getJSON(client, api + "/api/v1/runs/\(run)/graph")
             graph.append(g.serverMillis)
@@ -82,7 +85,7 @@ extension LoadGen {
             path.append(p.serverMillis)
         }
         var lookup: [Double] = []
-        for (_, id) in samples.1.prefix(200) {
+        for (_, id) in samples.1 {
             lookup.append(try await getJSON(client, api + "/api/v1/lookup?key=operation.id&value=\(id)").serverMillis)
         }
         var search: [String: [Double]] = [:]
@@ -92,48 +95,78 @@ extension LoadGen {
             "policy.outcome = \"approval_required\" and policy.rule = \"rule-7\"",
             "gen_ai.request.model = \"claude-sonnet-4\" and gen_ai.operation.name = \"chat\"",
         ]
-        for e in expressions {
+        for i in 0..<max(queries / 3, 15) * expressions.count {
+            let e = expressions[i % expressions.count]
             let q = e.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
-            for _ in 0..<15 {
-                let r = try await getJSON(client, api + "/api/v1/runs?limit=20&where=\(q)")
-                search[e, default: []].append(r.serverMillis)
-                found[e] = r.body["candidateTraces"]
-            }
+            let r = try await getJSON(client, api + "/api/v1/runs?limit=20&where=\(q)")
+            search[e, default: []].append(r.serverMillis)
+            found[e] = r.body["candidateTraces"]
         }
-        try? await client.shutdown()
-        func pct(_ xs: [Double], _ p: Double) -> Double {
-            let s = xs.sorted()
-            return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
+        var firstPage: [Double] = []
+        for _ in 0..<queries {
+            firstPage.append(try await getJSON(client, api + "/api/v1/runs").serverMillis)
         }
+        let pct = Self.percentile
         let meanSpans = spanCounts.isEmpty ? 0 : spanCounts.reduce(0, +) / spanCounts.count
-        print(
-            String(
-                format: "run read back (GET /api/v1/runs/{id}, n=%d): p50 %.2f ms, p99 %.2f ms", plain.count,
-                pct(plain, 0.5), pct(plain, 0.99)))
-        print(
-            String(
-                format: "graph of %d-span runs (n=%d): p50 %.2f ms, p99 %.2f ms", meanSpans, graph.count,
-                pct(graph, 0.5), pct(graph, 0.99)))
-        print(
-            String(
-                format: "path to a tool execution (n=%d): p50 %.2f ms, p99 %.2f ms", path.count, pct(path, 0.5),
-                pct(path, 0.99)))
-        print(
-            String(
-                format: "lookup by operation.id (n=%d): p50 %.2f ms, p99 %.2f ms", lookup.count, pct(lookup, 0.5),
-                pct(lookup, 0.99)))
-        for e in expressions {
-            print(
-                String(
-                    format: "search %@ (20 newest runs of %@ candidate traces): p50 %.1f ms, max %.1f ms", e,
-                    "\(found[e] ?? "?")",
-                    pct(search[e] ?? [], 0.5), pct(search[e] ?? [], 1)))
+        func report(_ label: String, _ xs: [Double]) {
+            print(String(format: "%@ (n=%d): p50 %.2f ms, p99 %.2f ms", label, xs.count, pct(xs, 0.5), pct(xs, 0.99)))
         }
-        let rss = peakRSS(pid: started.process.processIdentifier)
+        report("run read back (GET /api/v1/runs/{id})", plain)
+        report("graph of \(meanSpans)-span runs", graph)
+        report("path to a tool execution", path)
+        report("lookup by operation.id", lookup)
+        report("GET /api/v1/runs first page", firstPage)
+        for e in expressions {
+            report("search \(e) (20 newest runs of \(found[e] ?? "?") candidate traces)", search[e] ?? [])
+        }
+        report("every indexed search", expressions.flatMap { search[$0] ?? [] })
+        let rss = max(peakRSS(pid: started.process.processIdentifier), monitor.peakRSS)
+        let segments = Self.directoryBytes(started.dataDir + "/segments", matching: ".frs")
+        let disk = directorySize(started.dataDir)
+        let raw = Self.sentBytes.value
         print(
             String(
-                format: "daemon peak RSS: %.1f MiB, data directory %.1f MiB", Double(rss) / 1_048_576,
-                Double(directorySize(started.dataDir)) / 1_048_576))
+                format:
+                    "disk: %.1f%% of %d raw OTLP bytes (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span",
+                100 * Double(disk) / Double(max(raw, 1)), raw, Double(disk) / Double(loaded.spans),
+                Double(segments) / Double(loaded.spans), Double(disk - segments) / Double(loaded.spans)))
+        print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
+        // Start-up with the store full: SIGTERM, then exec again and time the first answer.
+        started.process.terminate()
+        started.process.waitUntilExit()
+        let again = try await restartDaemon(daemon, dir: (started.dataDir as NSString).deletingLastPathComponent)
+        let answer = try await firstAnswer(client, api + "/api/v1/runs?limit=1", since: again.launched)
+        print(String(format: "start-up with %d spans stored: API answered %.0f ms after exec", loaded.spans, answer * 1000))
+        let afterRSS = Monitor.rss(pid: again.process.processIdentifier)
+        print(String(format: "daemon RSS after start-up: %.1f MiB", Double(afterRSS) / 1_048_576))
+        again.process.terminate()
+        again.process.waitUntilExit()
+        try? await client.shutdown()
+    }
+
+    static func percentile(_ xs: [Double], _ p: Double) -> Double {
+        let s = xs.sorted()
+        return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
+    }
+
+    static func directoryBytes(_ path: String, matching suffix: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return names.filter { $0.hasSuffix(suffix) }.reduce(0) {
+            $0 + (((try? FileManager.default.attributesOfItem(atPath: path + "/" + $1))?[.size] as? Int) ?? 0)
+        }
+    }
+
+    /// Seconds from `since` until `url` first answers 200.
+    func firstAnswer(_ client: HTTPClient, _ url: String, since: ContinuousClock.Instant) async throws -> Double {
+        while true {
+            var request = HTTPClientRequest(url: url)
+            request.method = .GET
+            if let r = try? await client.execute(request, timeout: .seconds(30)), r.status == .ok {
+                _ = try await r.body.collect(upTo: 1 << 20)
+                return Self.seconds(ContinuousClock.now - since)
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     struct Timed {

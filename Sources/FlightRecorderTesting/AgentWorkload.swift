@@ -41,6 +41,14 @@ public struct AgentWorkload: Sendable {
         var rootEmitted = false
     }
 
+    /// Run IDs are fixed width, like UUIDs: `run-<seed>-<12 digits>`.
+    static func runID(seed: UInt64, counter: Int) -> String { "run-\(seed)-" + padded(UInt64(counter), 12) }
+
+    static func padded(_ n: UInt64, _ width: Int) -> String {
+        let digits = String(n)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+
     public init(options: Options = Options()) {
         self.options = options
         self.rng = SplitMix64(seed: options.seed)
@@ -93,11 +101,11 @@ public struct AgentWorkload: Sendable {
         let long = options.longRunEvery > 0 && runCounter % options.longRunEvery == 0
         if long {
             steps = options.longRunSteps - 1
-            longRuns.append("run-\(options.seed)-\(runCounter)")
+            longRuns.append(Self.runID(seed: options.seed, counter: runCounter))
         }
         let start = 1_764_000_000_000_000_000 + UInt64(runCounter) * 3_000_000_000
         return RunState(
-            runID: "run-\(options.seed)-\(runCounter)", trace: randomBytes(16), root: randomBytes(8), tenant: tenant,
+            runID: Self.runID(seed: options.seed, counter: runCounter), trace: randomBytes(16), root: randomBytes(8), tenant: tenant,
             agentVersion: "2.\(runCounter % 3).0", remaining: steps, clock: start + 1_000_000, start: start)
     }
 
@@ -181,7 +189,8 @@ public struct AgentWorkload: Sendable {
             Self.kv(
                 &w, 9, "gen_ai.tool.call.arguments",
                 "{\"employee_id\":\"E\(rng.next() % 90000)\",\"reason\":\"\(sentence(6))\"\(contact)}")
-            let operation = "op-\(rng.next() % 1_000_000_000)"
+            // Fixed width, like the IDs most systems issue (the load generator rewrites the digits per pass).
+            let operation = "op-" + Self.padded(rng.next() % 1_000_000_000_000, 12)
             Self.kv(&w, 9, "operation.id", operation)
             operationCounter += 1
             if options.recordOperationIDsEvery > 0 && operationCounter % options.recordOperationIDsEvery == 0 {
