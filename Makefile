@@ -1,7 +1,7 @@
 # FlightRecorder: the two set-up commands are `make serve` and `make test`.
 # Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
 
-SYSTEM_PACKAGES := liblz4-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
+SYSTEM_PACKAGES := liblz4-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
 VENV := .venv
 PYTHON ?= python3
 FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig

@@ -42,7 +42,10 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Distinct pre-encoded requests in the generated pool (each pass rewrites their IDs).")
     var pool = 300
 
-    @Option(help: "Send this captured workload instead: u32 little-endian length, then an ExportTraceServiceRequest, repeated.")
+    @Option(
+        help:
+            "Send this captured workload instead: u32 little-endian length, then an ExportTraceServiceRequest, repeated."
+    )
     var requests: String?
 
     @Option(help: "With --requests: passes over the file (pass 0 as captured, later passes with new IDs).")
@@ -332,7 +335,9 @@ struct LoadGen: AsyncParsableCommand {
     }
 
     /// Execs the daemon on the config `startDaemon` wrote into `dir`.
-    func restartDaemon(_ binary: String, dir: String) async throws -> (process: Process, launched: ContinuousClock.Instant) {
+    func restartDaemon(
+        _ binary: String, dir: String
+    ) async throws -> (process: Process, launched: ContinuousClock.Instant) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["serve", "--config", dir + "/flightrec.yaml"]
@@ -389,6 +394,10 @@ final class Counter: Sendable {
     private let storage = Mutex(0)
     func add(_ n: Int) { storage.withLock { $0 += n } }
     /// The value before adding one.
-    func increment() -> Int { storage.withLock { v in defer { v += 1 }; return v } }
+    func increment() -> Int {
+        storage.withLock { v in
+            defer { v += 1 }; return v
+        }
+    }
     var value: Int { storage.withLock { $0 } }
 }

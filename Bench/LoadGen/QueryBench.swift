@@ -49,7 +49,8 @@ extension LoadGen {
         let api = "http://127.0.0.1:\(portBase + 1)"
         print(
             String(
-                format: "stored %d spans in %.1f s (%.0f spans/s); request latency p50 %.1f ms, p99 %.1f ms", loaded.spans,
+                format: "stored %d spans in %.1f s (%.0f spans/s); request latency p50 %.1f ms, p99 %.1f ms",
+                loaded.spans,
                 loadSeconds, Double(loaded.spans) / loadSeconds, Self.percentile(loaded.latencies, 0.5) * 1000,
                 Self.percentile(loaded.latencies, 0.99) * 1000))
         // Samples from passes spread over the whole store; the last runs of the pool may be open.
@@ -57,12 +58,15 @@ extension LoadGen {
         let complete = Array(workload.longRuns.dropLast(4))
         let samples = (
             (0..<queries).map { _ in
-                UniqueRequests.rewritten(complete.randomElement(using: &rng)!, pass: Int.random(in: 0..<passes - 1, using: &rng))
+                UniqueRequests.rewritten(
+                    complete.randomElement(using: &rng)!, pass: Int.random(in: 0..<passes - 1, using: &rng))
             },
             (0..<queries).map { _ in
                 let o = workload.operationIDs.dropLast(8).randomElement(using: &rng)!
                 let pass = Int.random(in: 0..<passes - 1, using: &rng)
-                return (run: UniqueRequests.rewritten(o.run, pass: pass), id: UniqueRequests.rewritten(o.id, pass: pass))
+                return (
+                    run: UniqueRequests.rewritten(o.run, pass: pass), id: UniqueRequests.rewritten(o.id, pass: pass)
+                )
             }
         )
         let runs = try await getJSON(client, api + "/api/v1/runs?limit=1")
@@ -136,7 +140,9 @@ extension LoadGen {
         started.process.waitUntilExit()
         let again = try await restartDaemon(daemon, dir: (started.dataDir as NSString).deletingLastPathComponent)
         let answer = try await firstAnswer(client, api + "/api/v1/runs?limit=1", since: again.launched)
-        print(String(format: "start-up with %d spans stored: API answered %.0f ms after exec", loaded.spans, answer * 1000))
+        print(
+            String(
+                format: "start-up with %d spans stored: API answered %.0f ms after exec", loaded.spans, answer * 1000))
         let afterRSS = Monitor.rss(pid: again.process.processIdentifier)
         print(String(format: "daemon RSS after start-up: %.1f MiB", Double(afterRSS) / 1_048_576))
         again.process.terminate()

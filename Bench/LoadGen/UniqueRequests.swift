@@ -157,7 +157,8 @@ struct UniqueRequests: Sendable {
         fields(b, span.start..<span.end) { f in
             switch f.number {
             case 1 where f.end - f.start == 16: sites.append(Site(offset: Int32(f.start), length: 16, kind: .traceID))
-            case 2 where f.end - f.start == 8, 4 where f.end - f.start == 8: sites.append(Site(offset: Int32(f.start), length: 8, kind: .spanID))
+            case 2 where f.end - f.start == 8, 4 where f.end - f.start == 8:
+                sites.append(Site(offset: Int32(f.start), length: 8, kind: .spanID))
             case 9: keyValue(b, f, &sites)
             case 13:  // Link
                 fields(b, f.start..<f.end) { l in

@@ -61,6 +61,12 @@ extension DaemonConfiguration {
                             throw r.error(v, path, "expected one of fsync, none (got \"\(s)\")")
                         }
                         config.durability = d
+                    case "compression":
+                        let s = try r.string(v, path)
+                        guard let c = DaemonConfiguration.Compression(rawValue: s) else {
+                            throw r.error(v, path, "expected one of zstd, lz4 (got \"\(s)\")")
+                        }
+                        config.compression = c
                     case "segment_size": config.segmentBytes = try r.bytes(v, path, min: 64 << 10)
                     case "block_size": config.blockBytes = try r.bytes(v, path, min: 4 << 10, max: 64 << 20)
                     case "queue_limit": config.queueBytes = try r.bytes(v, path, min: 1 << 20)

@@ -28,6 +28,13 @@ public struct DaemonConfiguration: Sendable {
     /// When an export is acknowledged: after fsync (default), or once the write reaches the
     /// page cache (`none`, for experiments only: a power loss can lose acknowledged spans).
     public var durability = Durability.fsync
+
+    public enum Compression: String, Sendable {
+        case zstd, lz4
+    }
+    /// How new blocks are compressed: zstd (default, smaller) or lz4 (faster). Stored blocks
+    /// keep their codec, so the setting can change at any time.
+    public var compression = Compression.zstd
     public var segmentBytes = 256 << 20
     public var blockBytes = 256 << 10
     /// Bound on request bytes waiting for the writer; beyond it requests get 503 + Retry-After.

@@ -105,7 +105,8 @@ public struct AgentWorkload: Sendable {
         }
         let start = 1_764_000_000_000_000_000 + UInt64(runCounter) * 3_000_000_000
         return RunState(
-            runID: Self.runID(seed: options.seed, counter: runCounter), trace: randomBytes(16), root: randomBytes(8), tenant: tenant,
+            runID: Self.runID(seed: options.seed, counter: runCounter), trace: randomBytes(16), root: randomBytes(8),
+            tenant: tenant,
             agentVersion: "2.\(runCounter % 3).0", remaining: steps, clock: start + 1_000_000, start: start)
     }
 

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import sqlite3
 import struct
@@ -10,9 +11,10 @@ import subprocess
 import time
 
 import lz4.block
+import zstandard
 from opentelemetry.trace import Link, Status, StatusCode
 
-from agents import Agent
+from agents import Agent, run_stolen_laptop
 from conftest import BIN, Daemon
 
 CORPUS = [
@@ -45,15 +47,22 @@ POLICY = """redaction:
 
 
 def segment_payloads(data_dir):
-    """Every stored block, decompressed with liblz4 (via the lz4 package)."""
+    """Every stored block, decompressed independently of the daemon: zstd frames ("FRB2", the
+    default) with the zstandard package, LZ4 blocks ("FRB1") with the lz4 package."""
     out = []
     for path in sorted(glob.glob(os.path.join(data_dir, "segments", "*.frs"))):
         raw = open(path, "rb").read()
         pos = 16
         while pos + 20 <= len(raw):
-            assert raw[pos:pos + 4] == b"FRB1"
+            magic = raw[pos:pos + 4]
+            assert magic in (b"FRB1", b"FRB2"), magic
             clen, rlen, _, _ = struct.unpack_from("<IIII", raw, pos + 4)
-            out.append(lz4.block.decompress(raw[pos + 20:pos + 20 + clen], uncompressed_size=rlen))
+            payload = raw[pos + 20:pos + 20 + clen]
+            if magic == b"FRB1":
+                out.append(lz4.block.decompress(payload, uncompressed_size=rlen))
+            else:
+                out.append(zstandard.ZstdDecompressor().decompress(payload, max_output_size=rlen))
+            assert len(out[-1]) == rlen
             pos += 20 + clen
     return out
 
@@ -200,3 +209,37 @@ def test_credential_keys_are_masked_with_no_configuration(workdir):
         d.stop()
     assert all(secret.encode() not in p for p in segment_payloads(d.data))
     assert secret not in d.read_log()
+
+
+def test_compression_setting_changes_only_new_blocks(workdir):
+    """Blocks written as LZ4, then zstd after a restart with the default: both read back
+    through the API, and both decompress independently of the daemon to what was sent."""
+    first = Daemon(workdir, storage="  compression: lz4\n").start()
+    try:
+        agent = Agent(first.otlp_url, tenant="default")
+        for i in range(3):
+            root, _ = run_stolen_laptop(agent, f"run-codec-lz4-{i}")
+            root.end()
+        agent.shutdown()
+    finally:
+        first.stop()
+    second = Daemon(workdir).start()
+    try:
+        agent = Agent(second.otlp_url, tenant="default")
+        for i in range(3):
+            root, _ = run_stolen_laptop(agent, f"run-codec-zstd-{i}")
+            root.end()
+        agent.shutdown()
+        for run in [f"run-codec-{c}-{i}" for c in ("lz4", "zstd") for i in range(3)]:
+            status, body = second.get(f"/api/v1/runs/{run}")
+            assert status == 200 and body["run"]["spanCount"] == 5, (run, body)
+    finally:
+        second.stop()
+    magics = set()
+    for path in glob.glob(os.path.join(second.data, "segments", "*.frs")):
+        raw = open(path, "rb").read()
+        magics |= {raw[m.start():m.start() + 4] for m in re.finditer(b"FRB[12]", raw)}
+    assert magics == {b"FRB1", b"FRB2"}
+    stored = b"".join(segment_payloads(second.data))
+    for c in ("lz4", "zstd"):
+        assert b"run-codec-" + c.encode() + b"-2" in stored

@@ -7,6 +7,7 @@ extension DaemonConfiguration {
     public var storeConfiguration: StoreConfiguration {
         var s = StoreConfiguration(directory: dataDirectory)
         s.durability = durability == .fsync ? .fsync : .none
+        s.compression = compression == .zstd ? .zstd : .lz4
         s.segmentBytes = segmentBytes
         s.blockBytes = blockBytes
         s.maxQueueBytes = queueBytes

@@ -136,7 +136,7 @@ package final class IndexReader {
     /// Row counts, for tests and `flightrec reindex` reports.
     package func counts() throws(SQLiteError) -> [String: Int64] {
         var out: [String: Int64] = [:]
-        for table in ["blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
+        for table in ["blocks", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
             let q = try db.prepare("SELECT count(*) FROM \(table)")
             _ = try q.step()
             out[table] = q.int64(0)

@@ -3,7 +3,7 @@ import FlightRecorderSQLite
 /// The SQLite index schema. The segments are the source of truth; every row here can be
 /// rebuilt from them (`flightrec reindex`).
 enum IndexSchema {
-    static let version = "5"
+    static let version = "6"
 
     static let pragmas = """
         PRAGMA journal_mode=WAL;
@@ -21,9 +21,6 @@ enum IndexSchema {
         CREATE TABLE IF NOT EXISTS blocks(
             id INTEGER PRIMARY KEY, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
             length INTEGER NOT NULL, span_count INTEGER NOT NULL);
-        -- Span IDs as signed 64-bit integers (their bit pattern); a retried export may store a span twice.
-        CREATE TABLE IF NOT EXISTS spans(
-            span_id INTEGER NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(span_id, block_id)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS trace_blocks(
             trace_id BLOB NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(trace_id, block_id)) WITHOUT ROWID;
         -- Runs and traces are keyed by tenant too: one tenant's spans can never join, rename or

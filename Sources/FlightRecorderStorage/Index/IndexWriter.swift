@@ -15,7 +15,6 @@ struct DurableBlock {
 final class IndexWriter {
     let db: SQLiteDatabase
     private let insertBlock: SQLiteStatement
-    private let insertSpan: SQLiteStatement
     private let insertTraceBlock: SQLiteStatement
     private let selectTraceRun: SQLiteStatement
     private let insertTraceRun: SQLiteStatement
@@ -50,7 +49,6 @@ final class IndexWriter {
         try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '\(IndexSchema.version)')")
         insertBlock = try db.prepare(
             "INSERT INTO blocks(segment_id, offset, length, span_count) VALUES (?1, ?2, ?3, ?4)")
-        insertSpan = try db.prepare("INSERT OR IGNORE INTO spans(span_id, block_id) VALUES (?1, ?2)")
         insertTraceBlock = try db.prepare("INSERT OR IGNORE INTO trace_blocks(trace_id, block_id) VALUES (?1, ?2)")
         selectTraceRun = try db.prepare("SELECT run_id FROM traces WHERE trace_id = ?1 AND tenant = ?2")
         insertTraceRun = try db.prepare("INSERT OR IGNORE INTO traces(trace_id, tenant, run_id) VALUES (?1, ?2, ?3)")
@@ -159,8 +157,6 @@ final class IndexWriter {
             var tracesInBlock: Set<TraceID> = []
             for batch in block.batches {
                 for span in batch.spans {
-                    insertSpan.bind(1, Int64(bitPattern: span.spanID.value)).bind(2, blockID)
-                    try insertSpan.run()
                     tracesInBlock.insert(span.traceID)
                     if let run = span.explicitRunID {
                         let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)

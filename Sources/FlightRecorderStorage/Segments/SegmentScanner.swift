@@ -81,7 +81,9 @@ struct SegmentScanner {
             let n = buffer.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: pos) }
             guard n >= 4 else { return nil }
             for i in 0..<(n - 3)
-            where buffer[i] == 0x46 && buffer[i + 1] == 0x52 && buffer[i + 2] == 0x42 && buffer[i + 3] == 0x31 {
+            where buffer[i] == 0x46 && buffer[i + 1] == 0x52 && buffer[i + 2] == 0x42
+                && BlockCodec.Codec(rawValue: buffer[i + 3]) != nil
+            {
                 if readValid(fd, at: pos + i, size: size, header: &header, frame: &frame) != nil { return pos + i }
             }
             pos += n - 3

@@ -19,6 +19,8 @@ public struct StoreConfiguration: Sendable {
     /// Bound on request bytes queued for the writer; beyond it appends fail with `overloaded`.
     public var maxQueueBytes: Int = 64 << 20
     public var durability: Durability = .fsync
+    /// How new blocks are compressed (stored blocks keep theirs).
+    public var compression: BlockCodec.Codec = .zstd
     public var runIdentity = RunIdentity()
     /// Attribute keys recorded per trace in the index (external IDs, searchable attributes).
     public var indexedKeys = IndexedKeys()

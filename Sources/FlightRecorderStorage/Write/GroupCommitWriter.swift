@@ -53,7 +53,9 @@ final class GroupCommitWriter: @unchecked Sendable {
         func flushBlock() {
             guard !members.isEmpty else { return }
             let start = frames.count
-            raw.withUnsafeBytes { BlockCodec.encode($0, spanCount: rawSpans, into: &frames) }
+            raw.withUnsafeBytes {
+                BlockCodec.encode($0, spanCount: rawSpans, codec: configuration.compression, into: &frames)
+            }
             blocks.append(
                 DurableBlock(
                     segment: 0, offset: start, length: frames.count - start, spanCount: rawSpans, batches: members))
