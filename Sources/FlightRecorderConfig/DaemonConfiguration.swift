@@ -35,7 +35,7 @@ public struct DaemonConfiguration: Sendable {
     /// How new blocks are compressed: zstd (default, smaller) or lz4 (faster). Stored blocks
     /// keep their codec, so the setting can change at any time.
     public var compression = Compression.zstd
-    public var segmentBytes = 256 << 20
+    public var segmentBytes = 64 << 20
     public var blockBytes = 256 << 10
     /// Bound on request bytes waiting for the writer; beyond it requests get 503 + Retry-After.
     public var queueBytes = 64 << 20

@@ -73,6 +73,56 @@ import Testing
         await store.close()
     }
 
+    /// Runs whose spans land in several segments read back whole: totals summed over the
+    /// segments, a trace named only after its first segment sealed moves under the named run
+    /// (and its provisional name disappears from the list), and a restart and a reindex
+    /// agree with the live index.
+    @Test func runsAcrossSealedSegmentsReadBackWhole() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.segmentBytes = 1 << 10
+        config.blockBytes = 512
+        var store = try SpanStore(configuration: config, logger: logger)
+        // Trace 9's children arrive first, unnamed; the root naming the run comes segments later.
+        try await store.append(batch(trace: 9, spans: 2...6, parent: 1))
+        for round in 0..<6 {
+            for t in UInt8(1)...4 {
+                let first = UInt8(round * 10 + 1)
+                try await store.append(batch(trace: t, spans: first...(first + 9), run: "run-\(t)", runOn: first))
+            }
+        }
+        try await store.append(batch(trace: 9, spans: 1...1, run: "run-late"))
+        let segments = SegmentFile.list(config.segmentDirectory)
+        #expect(segments.count > 3)
+        func check(_ store: SpanStore) async throws {
+            let runs = try await store.listRuns(limit: 100)
+            #expect(Set(runs.map(\.runID)) == ["run-1", "run-2", "run-3", "run-4", "run-late"])
+            for t in 1...4 {
+                let r = try #require(try await store.run("run-\(t)"))
+                #expect(r.summary.spanCount == 60 && r.summary.traceCount == 1 && r.spans.count == 60)
+                #expect(r.summary.errorCount == 1)
+            }
+            let late = try #require(try await store.run("run-late"))
+            #expect(late.summary.spanCount == 6 && late.spans.count == 6 && !late.summary.provisional)
+            let provisional = RequestBuilder.traceID(9).map { String(format: "%02x", $0) }.joined()
+            #expect(try await store.run(provisional)?.summary.runID == "run-late")
+            #expect(runs.first { $0.runID == "run-late" }?.spanCount == 6)
+        }
+        try await check(store)
+        let live = try await store.indexCounts()
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.scannedSegments == 0)
+        try await check(store)
+        await store.close()
+        _ = try Reindexer.rebuild(configuration: config, logger: logger)
+        store = try SpanStore(configuration: config, logger: logger)
+        try await check(store)
+        #expect(try await store.indexCounts() == live)
+        await store.close()
+    }
+
     @Test func oneRunAcrossTwoTraces() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
@@ -236,11 +286,29 @@ import Testing
         var store = try SpanStore(configuration: config, logger: logger)
         try await store.append(batch(trace: 1, spans: 1...4, run: "run-old", runOn: 1))
         await store.close()
-        let db = try SQLiteDatabase(path: config.indexPath)
+        let db = try SQLiteDatabase(path: IndexSchema.path(config.segmentDirectory, 1))
         try db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         try db.execute("DROP TABLE runs")
         try db.execute("CREATE TABLE runs(run_id TEXT PRIMARY KEY)")
         store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.indexedSpans == 4)
+        #expect(try await store.run("run-old")?.summary.spanCount == 4)
+        await store.close()
+    }
+
+    /// A store written with one index for the whole store (before per-segment indexes)
+    /// opens: the old index is removed and every segment's index built from the segments.
+    @Test func aWholeStoreIndexFromBeforePerSegmentIndexesIsReplaced() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = configuration(dir)
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await store.append(batch(trace: 1, spans: 1...4, run: "run-old", runOn: 1))
+        await store.close()
+        IndexSchema.remove(IndexSchema.path(config.segmentDirectory, 1))
+        #expect(FileManager.default.createFile(atPath: config.legacyIndexPath, contents: Data("old".utf8)))
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(!FileManager.default.fileExists(atPath: config.legacyIndexPath))
         #expect(store.recoveryReport.indexedSpans == 4)
         #expect(try await store.run("run-old")?.summary.spanCount == 4)
         await store.close()

@@ -104,7 +104,8 @@ def test_no_corpus_value_reaches_disk_index_log_or_api(workdir):
     assert d.stop() == 0
 
     stored = b"".join(segment_payloads(d.data))
-    index = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(d.data, "index.sqlite*")))
+    index = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(d.data, "segments", "*.idx*")))
+    assert index, "no segment index found"
     log = d.read_log()
     for value in CORPUS + FRAGMENTS:
         assert value.encode() not in stored, f"{value!r} reached a segment"

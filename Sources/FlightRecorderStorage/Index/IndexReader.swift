@@ -1,7 +1,7 @@
 package import FlightRecorderOTLP
 package import FlightRecorderSQLite
 
-/// A block's location, as the index records it.
+/// A block's location, as the index records it. `id` is unique across segments.
 public struct BlockRef: Hashable, Sendable {
     public var id: Int64
     public var segment: Int64
@@ -9,138 +9,250 @@ public struct BlockRef: Hashable, Sendable {
     public var length: Int
 }
 
-/// Read-only queries over the index. One connection; callers serialize access (the store
-/// guards it with a lock) and call from a thread pool, never an event loop.
+/// Read-only queries over every segment's index, merged into one view: a run, a trace or an
+/// attribute value is looked up in the segments whose Bloom filter may hold it (and always in
+/// the active one), and a run's totals are summed over the segments it spans. One connection
+/// per segment, opened on first use; callers serialize access (the store guards it with a
+/// lock) and call from a thread pool, never an event loop.
 package final class IndexReader {
-    let db: SQLiteDatabase
-    private let runByID: SQLiteStatement
-    private let runOfTrace: SQLiteStatement
-    private let tracesOfRun: SQLiteStatement
-    private let blocksOfTrace: SQLiteStatement
-    private let tracesByAttribute: SQLiteStatement
+    let catalog: SegmentCatalog
+    /// The indexer's reader sees only sealed segments older than the one it writes.
+    private let sealedOnly: Bool
+    private var readers: [Int64: SegmentIndexReader] = [:]
 
-    static let summaryColumns =
-        "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional"
-
-    init(path: String) throws(SQLiteError) {
-        db = try SQLiteDatabase(path: path, readOnly: true)
-        runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 ORDER BY tenant")
-        runOfTrace = try db.prepare("SELECT tenant, run_id FROM traces WHERE trace_id = ?1 ORDER BY tenant")
-        tracesOfRun = try db.prepare("SELECT trace_id FROM run_traces WHERE run_id = ?1 AND tenant = ?2")
-        tracesByAttribute = try db.prepare(
-            "SELECT tenant, trace_id, start_ns FROM attr_index WHERE hash = ?1 ORDER BY tenant LIMIT ?2")
-        blocksOfTrace = try db.prepare(
-            """
-            SELECT b.id, b.segment_id, b.offset, b.length FROM trace_blocks t JOIN blocks b ON b.id = t.block_id
-            WHERE t.trace_id = ?1
-            """)
+    init(catalog: SegmentCatalog, sealedOnly: Bool = false) {
+        self.catalog = catalog
+        self.sealedOnly = sealedOnly
     }
 
-    private func summary(_ s: SQLiteStatement) -> RunSummary {
-        RunSummary(
-            runID: s.text(0) ?? "", startNanos: s.int64(1), endNanos: s.int64(2), spanCount: s.int64(3),
-            errorCount: s.int64(4), traceCount: s.int64(5), agent: s.text(6), tenant: s.text(7),
-            provisional: s.int64(8) != 0)
+    private var entries: [SegmentCatalog.Entry] {
+        let all = catalog.snapshot
+        return sealedOnly ? all.filter { $0.bloom != nil } : all
     }
+
+    private func reader(_ segment: Int64) throws(SQLiteError) -> SegmentIndexReader {
+        if let r = readers[segment] { return r }
+        let r = try SegmentIndexReader(directory: catalog.directory, segment: segment)
+        readers[segment] = r
+        return r
+    }
+
+    /// The segments that may hold `key`, oldest first.
+    private func candidates(
+        _ key: UInt64, in entries: [SegmentCatalog.Entry]
+    ) throws(SQLiteError)
+        -> [SegmentIndexReader]
+    {
+        var out: [SegmentIndexReader] = []
+        for e in entries where e.mayContain(key) { out.append(try reader(e.id)) }
+        return out
+    }
+
+    // MARK: Runs
 
     package func listRuns(
         since: Int64?, until: Int64?, limit: Int, scope: TenantScope
     ) throws(SQLiteError) -> [RunSummary] {
-        var tenantFilter = ""
-        var tenants: [String] = []
+        var tenants: [String]?
         if case .only(let set) = scope {
             if set.isEmpty { return [] }
             tenants = set.sorted()
-            tenantFilter = " AND tenant IN (" + tenants.indices.map { "?\($0 + 4)" }.joined(separator: ", ") + ")"
         }
-        let q = try db.prepare(
-            """
-            SELECT \(Self.summaryColumns) FROM runs WHERE start_ns >= ?1 AND start_ns < ?2\(tenantFilter)
-            ORDER BY start_ns DESC, run_id, tenant LIMIT ?3
-            """)
-        q.bind(1, since ?? .min).bind(2, until ?? .max).bind(3, Int64(limit))
-        for (i, t) in tenants.enumerated() { _ = q.bind(Int32(i + 4), t) }
+        let all = entries
+        let lower = since ?? .min
+        let upper = until ?? .max
+        var found: [RunKey: RunSummary] = [:]
+        // Newest segment first: each run is read from the segment it started in, and the scan
+        // stops once no older segment can hold a run that starts late enough to make the page.
+        for entry in all.reversed() {
+            let r = try reader(entry.id)
+            if found.count >= limit {
+                let kth = found.values.map(\.startNanos).sorted(by: >)[limit - 1]
+                guard let latest = try r.latestFirstStart(), latest >= kth else { break }
+            }
+            for p in try r.firstRuns(since: lower, until: upper, tenants: tenants, limit: limit) {
+                let key = RunKey(run: p.summary.runID, tenant: p.summary.tenant ?? "")
+                guard found[key] == nil, let s = try merged(p, in: all), s.startNanos >= lower, s.startNanos < upper
+                else { continue }
+                found[key] = s
+            }
+        }
+        return Array(
+            found.values.sorted {
+                ($0.startNanos, $1.runID, $1.tenant ?? "") > ($1.startNanos, $0.runID, $0.tenant ?? "")
+            }
+            .prefix(limit))
+    }
+
+    struct RunKey: Hashable {
+        var run: String
+        var tenant: String
+    }
+
+    /// The runs named `id` within `scope`, one per tenant, ordered by tenant. A provisional run
+    /// whose trace has since been named is not listed: its spans count in the named run.
+    package func runs(_ id: String, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
+        let all = entries
+        var tenants: [String] = []
+        var first: [String: SegmentIndexReader.Partial] = [:]
+        for r in try candidates(IndexKey.run(id), in: all) {
+            for p in try r.runs(id) {
+                let tenant = p.summary.tenant ?? ""
+                guard scope.contains(tenant), first[tenant] == nil else { continue }
+                first[tenant] = p
+                tenants.append(tenant)
+            }
+        }
         var out: [RunSummary] = []
-        while try q.step() { out.append(summary(q)) }
+        for t in tenants.sorted() {
+            if let s = try merged(first[t]!, in: all) { out.append(s) }
+        }
         return out
     }
 
-    /// The runs named `id` within `scope`, one per tenant, ordered by tenant.
-    package func runs(_ id: String, scope: TenantScope) throws(SQLiteError) -> [RunSummary] {
-        runByID.bind(1, id)
-        defer { runByID.reset() }
-        var out: [RunSummary] = []
-        while try runByID.step() {
-            let s = summary(runByID)
-            if scope.contains(s.tenant ?? "") { out.append(s) }
+    /// One run's summary over every segment, from one of its partials; nil when it is a
+    /// provisional run whose trace has since been named.
+    private func merged(
+        _ p: SegmentIndexReader.Partial, in all: [SegmentCatalog.Entry]
+    ) throws(SQLiteError)
+        -> RunSummary?
+    {
+        let run = p.summary.runID
+        let tenant = p.summary.tenant ?? ""
+        let trace = TraceID(hex: run)
+        if let trace, p.summary.provisional, try !namedRuns(trace, in: all).filter({ $0.tenant == tenant }).isEmpty {
+            return nil
         }
-        return out
+        let key = IndexKey.run(run)
+        var parts: [(SegmentIndexReader, SegmentIndexReader.Partial)] = []
+        for r in try candidates(key, in: all) {
+            if r.segment == p.segment {
+                parts.append((r, p))
+            } else if let q = try r.run(run, tenant: tenant) {
+                parts.append((r, q))
+            }
+        }
+        guard var s = parts.first?.1.summary else { return p.summary }
+        for (_, q) in parts.dropFirst() {
+            s.startNanos = min(s.startNanos, q.summary.startNanos)
+            s.endNanos = max(s.endNanos, q.summary.endNanos)
+            s.spanCount += q.summary.spanCount
+            s.errorCount += q.summary.errorCount
+            s.agent = s.agent ?? q.summary.agent
+        }
+        if parts.count > 1 || parts.contains(where: { $0.1.folds }) {
+            var traces: [TraceID] = []
+            var seen: Set<TraceID> = []
+            for (r, _) in parts {
+                for t in try r.traces(ofRun: run, tenant: tenant) where seen.insert(t).inserted { traces.append(t) }
+            }
+            s.traceCount = Int64(traces.count)
+            if parts.contains(where: { $0.1.folds }) {
+                // Spans an older segment counted under a trace's provisional run, before the
+                // trace named this run.
+                for t in traces where try namedRuns(t, in: all).first(where: { $0.tenant == tenant })?.run == run {
+                    for r in try candidates(IndexKey.run(t.hex), in: all) {
+                        guard let q = try r.run(t.hex, tenant: tenant) else { continue }
+                        s.startNanos = min(s.startNanos, q.summary.startNanos)
+                        s.endNanos = max(s.endNanos, q.summary.endNanos)
+                        s.spanCount += q.summary.spanCount
+                        s.errorCount += q.summary.errorCount
+                    }
+                }
+            }
+        }
+        s.provisional = trace != nil && p.summary.provisional
+        return s
+    }
+
+    /// (tenant, run) for each tenant whose earliest naming segment names the trace's run.
+    private func namedRuns(
+        _ trace: TraceID, in all: [SegmentCatalog.Entry]
+    ) throws(SQLiteError)
+        -> [(tenant: String, run: String)]
+    {
+        var out: [(String, String)] = []
+        var seen: Set<String> = []
+        for r in try candidates(IndexKey.trace(trace.bytes), in: all) {
+            for (tenant, run) in try r.namedRuns(trace) where seen.insert(tenant).inserted { out.append((tenant, run)) }
+        }
+        return out.sorted { $0.0 < $1.0 }
     }
 
     /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
     package func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)]
     {
-        runOfTrace.bind(1, blob: trace.bytes)
-        defer { runOfTrace.reset() }
-        var out: [(String, String)] = []
-        while try runOfTrace.step() {
-            let tenant = runOfTrace.text(0) ?? ""
-            if scope.contains(tenant) { out.append((tenant, runOfTrace.text(1) ?? "")) }
-        }
-        return out
-    }
-
-    /// Traces (with their tenant) in which some span carries `key = value`.
-    package func traces(
-        withAttribute key: String, value: String, scope: TenantScope, limit: Int
-    ) throws(SQLiteError)
-        -> [(tenant: String, trace: TraceID, start: Int64)]
-    {
-        tracesByAttribute.bind(1, IndexedAttribute.hash(key: key, value: value)).bind(2, Int64(limit))
-        defer { tracesByAttribute.reset() }
-        var out: [(String, TraceID, Int64)] = []
-        while try tracesByAttribute.step() {
-            let tenant = tracesByAttribute.text(0) ?? ""
-            guard scope.contains(tenant),
-                let t = tracesByAttribute.blob(1).withUnsafeBytes({ TraceID(bytes: $0) })
-            else { continue }
-            out.append((tenant, t, tracesByAttribute.int64(2)))
-        }
-        return out
+        try namedRuns(trace, in: entries).filter { scope.contains($0.tenant) }
     }
 
     package func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
-        tracesOfRun.bind(1, run).bind(2, tenant)
-        defer { tracesOfRun.reset() }
         var out: [TraceID] = []
-        while try tracesOfRun.step() {
-            let b = tracesOfRun.blob(0)
-            if let t = b.withUnsafeBytes({ TraceID(bytes: $0) }) { out.append(t) }
+        var seen: Set<TraceID> = []
+        for r in try candidates(IndexKey.run(run), in: entries) {
+            for t in try r.traces(ofRun: run, tenant: tenant) where seen.insert(t).inserted { out.append(t) }
         }
         return out
+    }
+
+    // MARK: Traces and attributes
+
+    /// Traces (with their tenant) in which some span carries `key = value`, with the earliest
+    /// start the index saw for the trace.
+    package func traces(
+        withAttribute key: String, value: String, scope: TenantScope, limit: Int
+    ) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
+        let hash = IndexedAttribute.hash(key: key, value: value)
+        var found: [RunKeyTrace: Int64] = [:]
+        var order: [RunKeyTrace] = []
+        for r in try candidates(IndexKey.attribute(hash), in: entries) {
+            for (tenant, trace, start) in try r.traces(withAttributeHash: hash) where scope.contains(tenant) {
+                let k = RunKeyTrace(tenant: tenant, trace: trace)
+                if let old = found[k] {
+                    found[k] = min(old, start)
+                } else {
+                    found[k] = start
+                    order.append(k)
+                }
+            }
+        }
+        return order.sorted { $0.tenant < $1.tenant }.prefix(limit).map { ($0.tenant, $0.trace, found[$0]!) }
+    }
+
+    struct RunKeyTrace: Hashable {
+        var tenant: String
+        var trace: TraceID
     }
 
     package func blocks(ofTrace trace: TraceID) throws(SQLiteError) -> [BlockRef] {
-        blocksOfTrace.bind(1, blob: trace.bytes)
-        defer { blocksOfTrace.reset() }
         var out: [BlockRef] = []
-        while try blocksOfTrace.step() {
-            out.append(
-                BlockRef(
-                    id: blocksOfTrace.int64(0), segment: blocksOfTrace.int64(1), offset: Int(blocksOfTrace.int64(2)),
-                    length: Int(blocksOfTrace.int64(3))))
-        }
+        for r in try candidates(IndexKey.trace(trace.bytes), in: entries) { out += try r.blocks(ofTrace: trace) }
         return out
     }
 
-    /// Row counts, for tests and `flightrec reindex` reports.
+    // MARK: Cross-segment facts for the indexer
+
+    /// Row counts summed over every segment, for tests and `flightrec reindex` reports.
     package func counts() throws(SQLiteError) -> [String: Int64] {
-        var out: [String: Int64] = [:]
-        for table in ["blocks", "trace_blocks", "traces", "run_traces", "runs", "segments", "attr_index"] {
-            let q = try db.prepare("SELECT count(*) FROM \(table)")
-            _ = try q.step()
-            out[table] = q.int64(0)
+        var out: [String: Int64] = ["segments": 0]
+        for e in entries {
+            out["segments", default: 0] += 1
+            for (table, n) in try reader(e.id).counts() {
+                out[table == "attrs" ? "attr_index" : table, default: 0] += n
+            }
         }
         return out
+    }
+}
+
+extension IndexReader: OlderSegments {
+    func namedRun(trace: TraceID, tenant: String) throws(SQLiteError) -> String? {
+        try namedRuns(trace, in: entries).first { $0.tenant == tenant }?.run
+    }
+
+    func holdsRun(_ run: String, tenant: String) throws(SQLiteError) -> Bool {
+        for r in try candidates(IndexKey.run(run), in: entries) where try r.run(run, tenant: tenant) != nil {
+            return true
+        }
+        return false
     }
 }

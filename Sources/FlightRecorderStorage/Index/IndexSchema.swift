@@ -1,56 +1,77 @@
 import FlightRecorderSQLite
 
-/// The SQLite index schema. The segments are the source of truth; every row here can be
-/// rebuilt from them (`flightrec reindex`).
-enum IndexSchema {
-    static let version = "6"
+#if canImport(Glibc)
+import Glibc
+#endif
 
-    static let pragmas = """
+/// The schema of one segment's index, `segments/segment-N.idx` (SQLite). Every segment has
+/// its own: its B-trees hold only that segment's keys, so they stay in cache while it is
+/// written and inserting costs the same at 50 million spans as at the first. Sealed
+/// segments' indexes are never written again; a Bloom filter of their keys, stored in
+/// `meta`, lets a lookup skip the segments that cannot hold its key. The segments are the
+/// source of truth; every row here can be rebuilt from them (`flightrec reindex`).
+///
+/// Traces are numbered within the segment (`traces.id`), so the per-block, per-run and
+/// per-attribute rows carry a small integer instead of a 16-byte ID, and tenants are
+/// numbered too (`tenants`).
+enum IndexSchema {
+    static let version = "seg-1"
+
+    /// The active segment's writer. Durability comes from the segments: after a crash the
+    /// active segment's index is caught up (or rebuilt) from its file, so its writes need no
+    /// fsync; a sealed index is checkpointed and synced once, when its segment seals.
+    static let writerPragmas = """
         PRAGMA journal_mode=WAL;
-        PRAGMA synchronous=NORMAL;
+        PRAGMA synchronous=OFF;
         PRAGMA temp_store=MEMORY;
-        PRAGMA cache_size=-32768;
+        PRAGMA cache_size=-65536;
         PRAGMA foreign_keys=OFF;
         """
 
+    /// Read connections: small caches (the page cache holds sealed indexes), one per segment.
+    static let readerPragmas = "PRAGMA cache_size=-256;"
+
     static let tables = """
-        CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        -- How far each segment is indexed; a sealed, fully indexed segment is never scanned at start-up.
-        CREATE TABLE IF NOT EXISTS segments(
-            id INTEGER PRIMARY KEY, indexed_bytes INTEGER NOT NULL, sealed INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
+        CREATE TABLE IF NOT EXISTS tenants(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
         CREATE TABLE IF NOT EXISTS blocks(
-            id INTEGER PRIMARY KEY, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
-            length INTEGER NOT NULL, span_count INTEGER NOT NULL);
+            id INTEGER PRIMARY KEY, offset INTEGER NOT NULL, length INTEGER NOT NULL, span_count INTEGER NOT NULL);
+        -- A trace within one tenant, as this segment holds it: its first span's start, and the
+        -- run its spans named first, when that happened in this segment (the earliest segment
+        -- that names one decides the run of the trace's unnamed spans).
+        CREATE TABLE IF NOT EXISTS traces(
+            id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL, tenant INTEGER NOT NULL, start_ns INTEGER NOT NULL,
+            named_run TEXT);
+        CREATE UNIQUE INDEX IF NOT EXISTS traces_by_id ON traces(trace_id, tenant);
         CREATE TABLE IF NOT EXISTS trace_blocks(
-            trace_id BLOB NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(trace_id, block_id)) WITHOUT ROWID;
+            trace INTEGER NOT NULL, block INTEGER NOT NULL, PRIMARY KEY(trace, block)) WITHOUT ROWID;
         -- Runs and traces are keyed by tenant too: one tenant's spans can never join, rename or
         -- reveal another tenant's run, even with the same run or trace ID.
-        -- The run a trace's unnamed spans belong to: the first run any of its spans named.
-        CREATE TABLE IF NOT EXISTS traces(
-            trace_id BLOB NOT NULL, tenant TEXT NOT NULL, run_id TEXT NOT NULL,
-            PRIMARY KEY(trace_id, tenant)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS run_traces(
-            run_id TEXT NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL, span_count INTEGER NOT NULL,
-            error_count INTEGER NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
-            agent TEXT, PRIMARY KEY(run_id, tenant, trace_id)) WITHOUT ROWID;
+            run_id TEXT NOT NULL, tenant INTEGER NOT NULL, trace INTEGER NOT NULL, span_count INTEGER NOT NULL,
+            error_count INTEGER NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, agent TEXT,
+            PRIMARY KEY(run_id, tenant, trace)) WITHOUT ROWID;
+        -- A run's totals over this segment's spans. `continued`: an earlier segment holds the
+        -- run too (the run list reads each run from the segment it started in). `folds`: a
+        -- trace of the run was named here while an older segment still counts some of its
+        -- spans under the trace's provisional run; readers add those in.
         CREATE TABLE IF NOT EXISTS runs(
-            run_id TEXT NOT NULL, tenant TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+            run_id TEXT NOT NULL, tenant INTEGER NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
             span_count INTEGER NOT NULL, error_count INTEGER NOT NULL, trace_count INTEGER NOT NULL,
-            agent TEXT, provisional INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(run_id, tenant));
-        CREATE INDEX IF NOT EXISTS runs_by_tenant_start ON runs(tenant, start_ns);
-        -- Traces by the values of indexed attributes (external IDs, searchable attributes), with
-        -- the start of the first span seen carrying the value, so searches read newest first.
-        -- Keyed by IndexedAttribute.hash(key, value): integer keys keep rows small and inserts
-        -- cheap; readers check the real values in the spans they read.
-        CREATE TABLE IF NOT EXISTS attr_index(
-            hash INTEGER NOT NULL, tenant TEXT NOT NULL, trace_id BLOB NOT NULL, start_ns INTEGER NOT NULL,
-            PRIMARY KEY(hash, tenant, trace_id)) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_ns);
+            agent TEXT, provisional INTEGER NOT NULL, continued INTEGER NOT NULL, folds INTEGER NOT NULL,
+            PRIMARY KEY(run_id, tenant)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS runs_by_start ON runs(continued, start_ns);
+        -- Traces by indexed attribute values (external IDs, searchable attributes), keyed by
+        -- IndexedAttribute.hash(key, value); readers check the real values in the spans.
+        CREATE TABLE IF NOT EXISTS attrs(
+            hash INTEGER NOT NULL, trace INTEGER NOT NULL, PRIMARY KEY(hash, trace)) WITHOUT ROWID;
         """
 
-    /// Every table, dropped when an index of another schema version is found: the index is
-    /// derived data, and recovery rebuilds it from the segments.
-    static let allTables = [
-        "meta", "segments", "blocks", "spans", "trace_blocks", "traces", "run_traces", "runs", "attr_index",
-    ]
+    static func path(_ directory: String, _ segment: Int64) -> String {
+        SegmentFile.path(directory, segment).dropLast(4) + ".idx"
+    }
+
+    static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    }
 }

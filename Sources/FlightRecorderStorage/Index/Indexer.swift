@@ -2,23 +2,29 @@ import FlightRecorderSQLite
 import Foundation
 import Logging
 
-/// The indexer thread: takes the durable groups and indexes them in large SQLite
-/// transactions (random span-ID keys make small transactions rewrite many B-tree pages). The
-/// index may lag the segments, never lead them.
+/// The indexer thread: takes the durable groups and indexes them into the active segment's
+/// index, one transaction per round. When the writer seals a segment, the indexer seals its
+/// index (Bloom filter stored, checkpointed, synced) and publishes it in the catalog, then
+/// opens the next segment's. The index may lag the segments, never lead them.
 ///
-/// `@unchecked Sendable`: only its thread touches the `IndexWriter` until `run` returns;
-/// `close` runs after that, ordered by the queue's lock (`awaitDrained`).
+/// `@unchecked Sendable`: only its thread touches the writers and `older` until `run`
+/// returns; `close` runs after that, ordered by the queue's lock (`awaitDrained`).
 final class Indexer: @unchecked Sendable {
     /// How long the indexer gathers blocks into one transaction when nobody is waiting.
-    static let gatherInterval: Double = 0.25
+    static let gatherInterval: Double = 0.1
 
     let queue: WriteQueue
-    let writer: IndexWriter
+    let catalog: SegmentCatalog
     let logger: Logger
+    /// Lookups into the sealed segments (the run of a trace named earlier, runs that continue).
+    let older: IndexReader
+    private(set) var active: SegmentIndexWriter?
 
-    init(queue: WriteQueue, writer: IndexWriter, logger: Logger) {
+    init(queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter, logger: Logger) {
         self.queue = queue
-        self.writer = writer
+        self.catalog = catalog
+        self.older = older
+        self.active = active
         self.logger = logger
     }
 
@@ -26,18 +32,9 @@ final class Indexer: @unchecked Sendable {
     func run() {
         var lastCommit = Date()
         while let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval) {
-            var blocks: [DurableBlock] = []
-            var segments: [Int64: (indexedBytes: Int, sealed: Bool)] = [:]
-            for g in groups {
-                blocks += g.blocks
-                for s in g.segments {
-                    let old = segments[s.id]
-                    segments[s.id] = (max(old?.indexedBytes ?? 0, s.indexedBytes), (old?.sealed ?? false) || s.sealed)
-                }
-            }
             var failure: StorageError?
             do throws(SQLiteError) {
-                try writer.index(blocks, segments: segments.map { ($0.key, $0.value.indexedBytes, $0.value.sealed) })
+                try index(groups)
             } catch {
                 // The segments hold the spans; the next start-up re-indexes them from there.
                 logger.error(
@@ -49,8 +46,55 @@ final class Indexer: @unchecked Sendable {
         }
     }
 
-    /// After `run` returned: folds the WAL into the database file.
+    private func index(_ groups: [WriteQueue.DurableGroup]) throws(SQLiteError) {
+        var pending: [DurableBlock] = []
+        var pendingBytes = 0
+        func flush() throws(SQLiteError) {
+            guard let active, !pending.isEmpty || pendingBytes > active.indexedBytes else { return }
+            try active.index(pending, indexedBytes: pendingBytes)
+            pending.removeAll()
+        }
+        for g in groups {
+            for s in g.segments {
+                if s.sealed {
+                    try flush()
+                    if let a = active, a.segment == s.id {
+                        try seal(a, indexedBytes: s.indexedBytes)
+                        active = nil
+                    }
+                } else {
+                    if active?.segment != s.id {
+                        try flush()
+                        active = try Self.open(segment: s.id, catalog: catalog, older: older)
+                    }
+                    pendingBytes = s.indexedBytes
+                }
+            }
+            pending += g.blocks
+        }
+        try flush()
+    }
+
+    /// Seals `writer`'s index at `indexedBytes` and publishes it with its filter.
+    func seal(_ writer: SegmentIndexWriter, indexedBytes: Int) throws(SQLiteError) {
+        if indexedBytes > writer.indexedBytes { try writer.index([], indexedBytes: indexedBytes) }
+        let bloom = try writer.seal()
+        catalog.publish(.init(id: writer.segment, bloom: bloom))
+    }
+
+    /// Opens (or creates) a segment's index and publishes it as the active segment.
+    static func open(
+        segment: Int64, catalog: SegmentCatalog, older: IndexReader
+    ) throws(SQLiteError)
+        -> SegmentIndexWriter
+    {
+        let w = try SegmentIndexWriter(directory: catalog.directory, segment: segment, older: older)
+        catalog.publish(.init(id: segment, bloom: nil))
+        return w
+    }
+
+    /// After `run` returned: folds the active index's WAL into its file.
     func close() {
-        try? writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        active?.checkpoint()
     }
 }

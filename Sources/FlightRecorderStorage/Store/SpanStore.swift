@@ -5,12 +5,13 @@ public import Logging
 import NIOPosix
 public import ServiceLifecycle
 
-/// The storage engine: durable, compressed, append-only segments plus a SQLite index.
+/// The storage engine: durable, compressed, append-only segments, each with its own SQLite index.
 ///
 /// Two threads, one job each, sharing a `WriteQueue`:
 /// - `GroupCommitWriter` frames everything queued into LZ4 blocks, appends and fsyncs once
 ///   per group, then acknowledges the group's callers;
-/// - `Indexer` indexes the durable blocks in large transactions.
+/// - `Indexer` indexes the durable blocks into the active segment's index, and seals it
+///   (with a Bloom filter of its keys) when the segment seals.
 ///
 /// The index may lag the segments, never lead them; `read` waits for everything
 /// acknowledged before it, so a responder always sees every acknowledged span. The
@@ -45,19 +46,22 @@ public final class SpanStore: Service, @unchecked Sendable {
         lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
         queue = WriteQueue(maxQueueBytes: configuration.maxQueueBytes)
         do {
-            let indexWriter = try sqlite { () throws(SQLiteError) in try IndexWriter(path: configuration.indexPath) }
-            if let old = indexWriter.replacedSchemaVersion {
-                logger.notice(
-                    "index schema changed; rebuilding the index from the segments",
-                    metadata: ["from": "\(old)", "to": "\(IndexSchema.version)"])
+            // Before per-segment indexes there was one index for the whole store.
+            if access(configuration.legacyIndexPath, F_OK) == 0 {
+                for suffix in ["", "-wal", "-shm"] { unlink(configuration.legacyIndexPath + suffix) }
+                logger.notice("index layout changed to one index per segment; rebuilding it from the segments")
             }
-            let recovery = try StoreRecovery(configuration: configuration, index: indexWriter, logger: logger)
-                .runReporting()
+            let catalog = SegmentCatalog(directory: configuration.segmentDirectory)
+            let older = IndexReader(catalog: catalog, sealedOnly: true)
+            let recovery = try StoreRecovery(
+                configuration: configuration, catalog: catalog, older: older, logger: logger
+            )
+            .runReporting()
             recoveryReport = recovery.report
-            let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.activeSegment)
+            let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.active.segment)
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
-            indexer = Indexer(queue: queue, writer: indexWriter, logger: logger)
-            reader = try sqlite { () throws(SQLiteError) in try IndexReader(path: configuration.indexPath) }
+            indexer = Indexer(queue: queue, catalog: catalog, older: older, active: recovery.active, logger: logger)
+            reader = IndexReader(catalog: catalog)
             segmentReader = SegmentReader(directory: configuration.segmentDirectory)
         } catch {
             lock.release()

@@ -10,10 +10,10 @@ public struct StoreConfiguration: Sendable {
         case none
     }
 
-    /// The data directory: `segments/`, `index.sqlite`, `LOCK`.
+    /// The data directory: `segments/` (segment files and their indexes), `LOCK`.
     public var directory: String
     /// A segment is sealed once it reaches this size.
-    public var segmentBytes: Int = 256 << 20
+    public var segmentBytes: Int = 64 << 20
     /// Target raw (uncompressed) size of a block; one request is never split across blocks.
     public var blockBytes: Int = 256 << 10
     /// Bound on request bytes queued for the writer; beyond it appends fail with `overloaded`.
@@ -30,5 +30,6 @@ public struct StoreConfiguration: Sendable {
     }
 
     var segmentDirectory: String { directory + "/segments" }
-    var indexPath: String { directory + "/index.sqlite" }
+    /// The single index of stores written before per-segment indexes; removed at start-up.
+    var legacyIndexPath: String { directory + "/index.sqlite" }
 }

@@ -17,87 +17,52 @@ public struct RecoveryReport: Sendable, Equatable {
     public var corruptBytes = 0
 }
 
-/// Brings the index up to date with the segments at start-up.
+/// Brings every segment's index up to date with the segments at start-up.
 ///
-/// Only what the index has not covered is read: a sealed segment whose indexed size equals
-/// its file size is skipped without being opened. The tail past the indexed size is scanned
-/// block by block; a torn tail (an append cut off by a crash) fails its checksum and is
-/// truncated, with the byte count logged. Damage followed by valid blocks is corruption, not
-/// a crash: it is logged and skipped, never truncated.
+/// Only what the indexes have not covered is read: a sealed segment whose sealed index
+/// covers its whole file is not opened, only its index's Bloom filter is loaded. The tail past
+/// the indexed size is scanned block by block; a torn tail (an append cut off by a crash)
+/// fails its checksum and is truncated, with the byte count logged. Damage followed by valid
+/// blocks is corruption, not a crash: it is logged and skipped, never truncated. Segments are
+/// indexed oldest first, since a segment's index consults the older ones.
 struct StoreRecovery {
     let configuration: StoreConfiguration
-    let index: IndexWriter
+    let catalog: SegmentCatalog
+    let older: IndexReader
     let logger: Logger
 
-    /// Returns the id of the segment to append to next.
-    func runReporting() throws(StorageError) -> (activeSegment: Int64, report: RecoveryReport) {
+    /// Returns the index writer of the segment to append to next.
+    func runReporting() throws(StorageError) -> (active: SegmentIndexWriter, report: RecoveryReport) {
         let dir = configuration.segmentDirectory
-        let ids = SegmentFile.list(dir)
-        let states = try sqlite { () throws(SQLiteError) in try index.segmentStates() }
+        var ids = SegmentFile.list(dir)
+        if ids.isEmpty { ids = [1] }
         var report = RecoveryReport()
+        var active: SegmentIndexWriter?
         for id in ids {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last
             let size = Self.fileSize(path)
-            let state = states[id]
-            if let state, state.indexedBytes == size, state.sealed || isLast {
+            if !isLast,
+                let bloom = SegmentIndexWriter.sealedFilter(directory: catalog.directory, segment: id, size: size)
+            {
+                catalog.publish(.init(id: id, bloom: bloom))
                 report.skippedSegments += 1
                 continue
             }
-            report.scannedSegments += 1
-            let start = state?.indexedBytes ?? SegmentFile.headerSize
-            let scan = try SegmentScanner(path: path).scan(from: start)
-            for region in scan.corruptRegions {
-                report.corruptBytes += region.length
-                logger.error(
-                    "segment has a damaged region; skipped (not truncated)",
-                    metadata: ["segment": "\(id)", "offset": "\(region.offset)", "bytes": "\(region.length)"])
+            let index = try sqlite { () throws(SQLiteError) in
+                try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
             }
-            var validEnd = scan.validEnd
-            if scan.tornBytes > 0 {
-                if isLast {
-                    guard truncate(path, off_t(scan.validEnd)) == 0 else { throw .io("truncate \(path)") }
-                    report.truncatedBytes += scan.tornBytes
-                    logger.warning(
-                        "truncated torn tail of segment",
-                        metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)", "offset": "\(scan.validEnd)"])
-                } else {
-                    report.corruptBytes += scan.tornBytes
-                    validEnd = size
-                    logger.error(
-                        "sealed segment ends in damaged bytes; left in place",
-                        metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)"])
-                }
+            if size <= SegmentFile.headerSize || index.indexedBytes == size {
+                report.skippedSegments += 1
+            } else {
+                try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
             }
-            // Index in chunks so memory stays bounded on large segments.
-            var chunk: [DurableBlock] = []
-            let reader = SegmentReader(directory: dir)
-            for (n, block) in scan.blocks.enumerated() {
-                let raw = try reader.readBlock(segment: id, offset: block.offset, length: block.header.frameLength)
-                if let facts = IndexFacts.extract(
-                    raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys)
-                {
-                    var batch = IngestBatch(payload: [], spans: facts.spans, resources: facts.resources)
-                    batch.indexed = facts.indexed
-                    chunk.append(
-                        DurableBlock(
-                            segment: id, offset: block.offset, length: block.header.frameLength,
-                            spanCount: batch.spans.count, batches: [batch]))
-                    report.indexedSpans += batch.spans.count
-                } else {
-                    logger.error(
-                        "stored block does not decode; skipped",
-                        metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
-                }
-                report.indexedBlocks += 1
-                if chunk.count == 64 || n == scan.blocks.count - 1 {
-                    let upTo = n == scan.blocks.count - 1 ? validEnd : block.offset + block.header.frameLength
-                    try sqlite { () throws(SQLiteError) in try index.index(chunk, segments: [(id, upTo, !isLast)]) }
-                    chunk.removeAll()
-                }
-            }
-            if scan.blocks.isEmpty {
-                try sqlite { () throws(SQLiteError) in try index.index([], segments: [(id, validEnd, !isLast)]) }
+            if isLast {
+                catalog.publish(.init(id: id, bloom: nil))
+                active = index
+            } else {
+                let bloom = try sqlite { () throws(SQLiteError) in try index.seal() }
+                catalog.publish(.init(id: id, bloom: bloom))
             }
         }
         if report.scannedSegments > 0 {
@@ -108,7 +73,68 @@ struct StoreRecovery {
                     "blocks": "\(report.indexedBlocks)", "spans": "\(report.indexedSpans)",
                 ])
         }
-        return (ids.last ?? 1, report)
+        return (active!, report)
+    }
+
+    private func scan(
+        _ id: Int64, path: String, size: Int, isLast: Bool, into index: SegmentIndexWriter, report: inout RecoveryReport
+    ) throws(StorageError) {
+        let dir = configuration.segmentDirectory
+        report.scannedSegments += 1
+        let start = max(index.indexedBytes, SegmentFile.headerSize)
+        let scan = try SegmentScanner(path: path).scan(from: start)
+        for region in scan.corruptRegions {
+            report.corruptBytes += region.length
+            logger.error(
+                "segment has a damaged region; skipped (not truncated)",
+                metadata: ["segment": "\(id)", "offset": "\(region.offset)", "bytes": "\(region.length)"])
+        }
+        var validEnd = scan.validEnd
+        if scan.tornBytes > 0 {
+            if isLast {
+                guard truncate(path, off_t(scan.validEnd)) == 0 else { throw .io("truncate \(path)") }
+                report.truncatedBytes += scan.tornBytes
+                logger.warning(
+                    "truncated torn tail of segment",
+                    metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)", "offset": "\(scan.validEnd)"])
+            } else {
+                report.corruptBytes += scan.tornBytes
+                validEnd = size
+                logger.error(
+                    "sealed segment ends in damaged bytes; left in place",
+                    metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)"])
+            }
+        }
+        // Index in chunks so memory stays bounded on large segments.
+        var chunk: [DurableBlock] = []
+        let reader = SegmentReader(directory: dir)
+        for (n, block) in scan.blocks.enumerated() {
+            let raw = try reader.readBlock(segment: id, offset: block.offset, length: block.header.frameLength)
+            if let facts = IndexFacts.extract(
+                raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys)
+            {
+                var batch = IngestBatch(payload: [], spans: facts.spans, resources: facts.resources)
+                batch.indexed = facts.indexed
+                chunk.append(
+                    DurableBlock(
+                        segment: id, offset: block.offset, length: block.header.frameLength,
+                        spanCount: batch.spans.count, batches: [batch]))
+                report.indexedSpans += batch.spans.count
+            } else {
+                logger.error(
+                    "stored block does not decode; skipped",
+                    metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
+            }
+            report.indexedBlocks += 1
+            if chunk.count == 64 || n == scan.blocks.count - 1 {
+                let upTo = n == scan.blocks.count - 1 ? validEnd : block.offset + block.header.frameLength
+                try sqlite { () throws(SQLiteError) in try index.index(chunk, indexedBytes: upTo) }
+                chunk.removeAll()
+            }
+        }
+        if scan.blocks.isEmpty {
+            try sqlite { () throws(SQLiteError) in try index.index([], indexedBytes: validEnd) }
+        }
     }
 
     static func fileSize(_ path: String) -> Int {
@@ -127,24 +153,43 @@ public enum Reindexer {
         public var corruptBytes: Int
     }
 
-    /// Requires the data directory to be free (no running daemon).
+    /// Requires the data directory to be free (no running daemon). Every segment's index is
+    /// built afresh in a scratch directory, then moved over the old ones.
     public static func rebuild(configuration: StoreConfiguration, logger: Logger) throws(StorageError) -> Summary {
         let lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
         defer { lock.release() }
-        let fresh = configuration.indexPath + ".rebuild"
-        for suffix in ["", "-wal", "-shm"] { unlink(fresh + suffix) }
+        let scratch = configuration.directory + "/reindex.tmp"
+        Self.removeIndexes(in: scratch)
+        rmdir(scratch)
+        guard mkdir(scratch, 0o750) == 0 else { throw .io("create \(scratch)") }
         let report: RecoveryReport
         do {
-            let writer = try sqlite { () throws(SQLiteError) in try IndexWriter(path: fresh) }
-            report = try StoreRecovery(configuration: configuration, index: writer, logger: logger).runReporting()
-                .report
-            try sqlite { () throws(SQLiteError) in try writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
+            let catalog = SegmentCatalog(directory: scratch)
+            let older = IndexReader(catalog: catalog, sealedOnly: true)
+            let recovery = StoreRecovery(configuration: configuration, catalog: catalog, older: older, logger: logger)
+            let (active, r) = try recovery.runReporting()
+            active.checkpoint()
+            report = r
         }
-        for suffix in ["-wal", "-shm"] { unlink(configuration.indexPath + suffix) }
-        guard rename(fresh, configuration.indexPath) == 0 else { throw .io("replace \(configuration.indexPath)") }
-        for suffix in ["-wal", "-shm"] { unlink(fresh + suffix) }
+        Self.removeIndexes(in: configuration.segmentDirectory)
+        for id in SegmentFile.list(configuration.segmentDirectory) {
+            let from = IndexSchema.path(scratch, id)
+            guard access(from, F_OK) == 0 else { continue }
+            guard rename(from, IndexSchema.path(configuration.segmentDirectory, id)) == 0 else {
+                throw .io("replace the index of segment \(id)")
+            }
+        }
+        Self.removeIndexes(in: scratch)
+        rmdir(scratch)
         return Summary(
             segments: report.scannedSegments + report.skippedSegments, blocks: report.indexedBlocks,
             spans: report.indexedSpans, truncatedBytes: report.truncatedBytes, corruptBytes: report.corruptBytes)
+    }
+
+    static func removeIndexes(in directory: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for n in names where n.hasSuffix(".idx") || n.hasSuffix(".idx-wal") || n.hasSuffix(".idx-shm") {
+            unlink(directory + "/" + n)
+        }
     }
 }

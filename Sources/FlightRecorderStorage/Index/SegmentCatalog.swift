@@ -1,0 +1,213 @@
+import FlightRecorderOTLP
+import FlightRecorderSQLite
+import Foundation
+
+/// The segments whose indexes can be read: every sealed one with its Bloom filter, and the
+/// active one (no filter: it is still growing). The indexer publishes a segment here when it
+/// seals; readers take a snapshot and open their own connections.
+///
+/// `@unchecked Sendable`: `entries` is read and written only under `lock`.
+final class SegmentCatalog: @unchecked Sendable {
+    struct Entry: Sendable {
+        var id: Int64
+        /// nil for the active segment: every lookup reads its index.
+        var bloom: BloomFilter?
+
+        func mayContain(_ key: UInt64) -> Bool { bloom?.mayContain(key) ?? true }
+    }
+
+    let directory: String
+    private let lock = NSLock()
+    private var entries: [Entry] = []
+
+    init(directory: String) { self.directory = directory }
+
+    /// Oldest first.
+    var snapshot: [Entry] { lock.withLock { entries } }
+
+    func publish(_ entry: Entry) {
+        lock.withLock {
+            if let i = entries.firstIndex(where: { $0.id == entry.id }) {
+                entries[i] = entry
+            } else {
+                entries.append(entry)
+                entries.sort { $0.id < $1.id }
+            }
+        }
+    }
+}
+
+/// Read-only queries over one segment's index. Not thread-safe: its owner serializes use.
+final class SegmentIndexReader {
+    let segment: Int64
+    let db: SQLiteDatabase
+    private var tenantNames: [Int64: String] = [:]
+    private var tenantIDs: [String: Int64] = [:]
+    private let runByID: SQLiteStatement
+    private let runByIDTenant: SQLiteStatement
+    private let namedRun: SQLiteStatement
+    private let tracesOfRun: SQLiteStatement
+    private let blocksOfTrace: SQLiteStatement
+    private let tracesByAttribute: SQLiteStatement
+    private let selectTenants: SQLiteStatement
+
+    static let summaryColumns =
+        "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional, continued, folds"
+
+    init(directory: String, segment: Int64) throws(SQLiteError) {
+        self.segment = segment
+        db = try SQLiteDatabase(path: IndexSchema.path(directory, segment), readOnly: true)
+        try db.execute(IndexSchema.readerPragmas)
+        runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1")
+        runByIDTenant = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 AND tenant = ?2")
+        namedRun = try db.prepare(
+            "SELECT tenant, named_run FROM traces WHERE trace_id = ?1 AND named_run IS NOT NULL ORDER BY tenant")
+        tracesOfRun = try db.prepare(
+            """
+            SELECT t.trace_id FROM run_traces r JOIN traces t ON t.id = r.trace
+            WHERE r.run_id = ?1 AND r.tenant = ?2
+            """)
+        blocksOfTrace = try db.prepare(
+            """
+            SELECT DISTINCT b.id, b.offset, b.length FROM traces t
+            JOIN trace_blocks tb ON tb.trace = t.id JOIN blocks b ON b.id = tb.block WHERE t.trace_id = ?1
+            """)
+        tracesByAttribute = try db.prepare(
+            "SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace WHERE a.hash = ?1")
+        selectTenants = try db.prepare("SELECT id, name FROM tenants")
+    }
+
+    /// A run's totals over one segment, as `runs` holds them.
+    struct Partial {
+        var segment: Int64
+        var summary: RunSummary
+        var continued: Bool
+        var folds: Bool
+    }
+
+    private func loadTenants() throws(SQLiteError) {
+        defer { selectTenants.reset() }
+        while try selectTenants.step() {
+            let name = selectTenants.text(1) ?? ""
+            tenantNames[selectTenants.int64(0)] = name
+            tenantIDs[name] = selectTenants.int64(0)
+        }
+    }
+
+    func tenantName(_ id: Int64) throws(SQLiteError) -> String {
+        if let n = tenantNames[id] { return n }
+        try loadTenants()
+        return tenantNames[id] ?? ""
+    }
+
+    func tenantID(_ name: String) throws(SQLiteError) -> Int64? {
+        if let id = tenantIDs[name] { return id }
+        try loadTenants()
+        return tenantIDs[name]
+    }
+
+    func partial(_ s: SQLiteStatement) throws(SQLiteError) -> Partial {
+        Partial(
+            segment: segment,
+            summary: RunSummary(
+                runID: s.text(0) ?? "", startNanos: s.int64(1), endNanos: s.int64(2), spanCount: s.int64(3),
+                errorCount: s.int64(4), traceCount: s.int64(5), agent: s.text(6), tenant: try tenantName(s.int64(7)),
+                provisional: s.int64(8) != 0),
+            continued: s.int64(9) != 0, folds: s.int64(10) != 0)
+    }
+
+    func runs(_ id: String) throws(SQLiteError) -> [Partial] {
+        runByID.bind(1, id)
+        defer { runByID.reset() }
+        var out: [Partial] = []
+        while try runByID.step() { out.append(try partial(runByID)) }
+        return out
+    }
+
+    func run(_ id: String, tenant: String) throws(SQLiteError) -> Partial? {
+        guard let t = try tenantID(tenant) else { return nil }
+        runByIDTenant.bind(1, id).bind(2, t)
+        defer { runByIDTenant.reset() }
+        return try runByIDTenant.step() ? try partial(runByIDTenant) : nil
+    }
+
+    /// (tenant, run) for each tenant in which this segment names the trace's run.
+    func namedRuns(_ trace: TraceID) throws(SQLiteError) -> [(tenant: String, run: String)] {
+        namedRun.bind(1, blob: trace.bytes)
+        defer { namedRun.reset() }
+        var out: [(String, String)] = []
+        while try namedRun.step() { out.append((try tenantName(namedRun.int64(0)), namedRun.text(1) ?? "")) }
+        return out
+    }
+
+    func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
+        guard let t = try tenantID(tenant) else { return [] }
+        tracesOfRun.bind(1, run).bind(2, t)
+        defer { tracesOfRun.reset() }
+        var out: [TraceID] = []
+        while try tracesOfRun.step() {
+            if let id = tracesOfRun.blob(0).withUnsafeBytes({ TraceID(bytes: $0) }) { out.append(id) }
+        }
+        return out
+    }
+
+    func blocks(ofTrace trace: TraceID) throws(SQLiteError) -> [BlockRef] {
+        blocksOfTrace.bind(1, blob: trace.bytes)
+        defer { blocksOfTrace.reset() }
+        var out: [BlockRef] = []
+        while try blocksOfTrace.step() {
+            out.append(
+                BlockRef(
+                    id: segment << 32 | blocksOfTrace.int64(0), segment: segment,
+                    offset: Int(blocksOfTrace.int64(1)), length: Int(blocksOfTrace.int64(2))))
+        }
+        return out
+    }
+
+    func traces(withAttributeHash hash: Int64) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
+        tracesByAttribute.bind(1, hash)
+        defer { tracesByAttribute.reset() }
+        var out: [(String, TraceID, Int64)] = []
+        while try tracesByAttribute.step() {
+            guard let t = tracesByAttribute.blob(1).withUnsafeBytes({ TraceID(bytes: $0) }) else { continue }
+            out.append((try tenantName(tracesByAttribute.int64(0)), t, tracesByAttribute.int64(2)))
+        }
+        return out
+    }
+
+    /// Runs that start in this segment (not continued from an older one), newest first.
+    func firstRuns(since: Int64, until: Int64, tenants: [String]?, limit: Int) throws(SQLiteError) -> [Partial] {
+        var filter = ""
+        if let tenants {
+            var ids: [Int64] = []
+            for t in tenants { if let id = try tenantID(t) { ids.append(id) } }
+            if ids.isEmpty { return [] }
+            filter = " AND tenant IN (" + ids.map(String.init).joined(separator: ", ") + ")"
+        }
+        let q = try db.prepare(
+            """
+            SELECT \(Self.summaryColumns) FROM runs WHERE continued = 0 AND start_ns >= ?1 AND start_ns < ?2\(filter)
+            ORDER BY start_ns DESC LIMIT ?3
+            """)
+        q.bind(1, since).bind(2, until).bind(3, Int64(limit))
+        var out: [Partial] = []
+        while try q.step() { out.append(try partial(q)) }
+        return out
+    }
+
+    /// The latest start of a run that starts in this segment.
+    func latestFirstStart() throws(SQLiteError) -> Int64? {
+        let q = try db.prepare("SELECT max(start_ns) FROM runs WHERE continued = 0")
+        return try q.step() && !q.isNull(0) ? q.int64(0) : nil
+    }
+
+    func counts() throws(SQLiteError) -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for table in ["blocks", "trace_blocks", "traces", "run_traces", "runs", "attrs"] {
+            let q = try db.prepare("SELECT count(*) FROM \(table)")
+            _ = try q.step()
+            out[table] = q.int64(0)
+        }
+        return out
+    }
+}

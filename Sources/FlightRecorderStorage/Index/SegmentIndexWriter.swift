@@ -1,0 +1,381 @@
+import FlightRecorderOTLP
+import FlightRecorderSQLite
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A block just made durable, with the spans it holds.
+struct DurableBlock {
+    var segment: Int64
+    var offset: Int
+    var length: Int
+    var spanCount: Int
+    var batches: [IngestBatch]
+}
+
+/// What a segment's index needs to know about the segments before it.
+protocol OlderSegments {
+    /// The run the earliest older segment that names one assigns to `trace` in `tenant`.
+    func namedRun(trace: TraceID, tenant: String) throws(SQLiteError) -> String?
+    /// Whether an older segment holds spans of `run` in `tenant`.
+    func holdsRun(_ run: String, tenant: String) throws(SQLiteError) -> Bool
+}
+
+/// Writes one segment's index (`IndexSchema`). Owned by the indexer thread; one
+/// transaction per indexing round, recording how far the segment is indexed in the same
+/// transaction, so the index never leads the segment and never double-counts a block.
+final class SegmentIndexWriter {
+    let segment: Int64
+    let path: String
+    let db: SQLiteDatabase
+    private let older: any OlderSegments
+    private let insertBlock: SQLiteStatement
+    private let insertTrace: SQLiteStatement
+    private let nameTrace: SQLiteStatement
+    private let insertTraceBlock: SQLiteStatement
+    private let selectRunTrace: SQLiteStatement
+    private let deleteRunTrace: SQLiteStatement
+    private let deleteRun: SQLiteStatement
+    private let upsertRunTrace: SQLiteStatement
+    private let refreshRun: SQLiteStatement
+    private let insertAttribute: SQLiteStatement
+    private let insertTenant: SQLiteStatement
+    private let setMeta: SQLiteStatement
+    /// The segment is bounded, so everything it holds fits in memory: tenant numbers, trace
+    /// numbers, the run of every trace seen, and whether a run continues an older segment's.
+    private var tenants: [String: Int64] = [:]
+    private var traces: [TraceKey: Int64] = [:]
+    private var traceRuns: [TraceKey: String?] = [:]
+    private var continuedRuns: [RunKey: Bool] = [:]
+    private var foldingRuns: Set<RunKey> = []
+    private(set) var indexedBytes: Int
+    private(set) var sealed: Bool
+
+    struct TraceKey: Hashable {
+        var trace: TraceID
+        var tenant: String
+    }
+
+    struct RunKey: Hashable {
+        var run: String
+        var tenant: String
+    }
+
+    struct RunTraceKey: Hashable {
+        var run: String
+        var tenant: String
+        var trace: TraceID
+        var runKey: RunKey { RunKey(run: run, tenant: tenant) }
+    }
+
+    /// Opens (or creates) the index of `segment`; an index of another schema version, or one
+    /// that does not open, is thrown away (`replaced` says so) and started afresh.
+    init(directory: String, segment: Int64, older: any OlderSegments) throws(SQLiteError) {
+        self.segment = segment
+        self.older = older
+        path = IndexSchema.path(directory, segment)
+        var opened: SQLiteDatabase?
+        if let db = try? SQLiteDatabase(path: path), (try? db.execute(IndexSchema.writerPragmas)) != nil,
+            (try? Self.meta(db, "schema_version")) == IndexSchema.version
+        {
+            opened = db
+        } else {
+            IndexSchema.remove(path)
+        }
+        if let opened { db = opened } else { db = try SQLiteDatabase(path: path) }
+        try db.execute(IndexSchema.writerPragmas)
+        try db.execute(IndexSchema.tables)
+        try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '\(IndexSchema.version)')")
+        indexedBytes = Int(try Self.meta(db, "indexed_bytes").flatMap { Int64($0) } ?? 0)
+        sealed = try Self.meta(db, "sealed") == "1"
+        insertBlock = try db.prepare("INSERT INTO blocks(offset, length, span_count) VALUES (?1, ?2, ?3)")
+        insertTrace = try db.prepare("INSERT INTO traces(trace_id, tenant, start_ns) VALUES (?1, ?2, ?3)")
+        nameTrace = try db.prepare("UPDATE traces SET named_run = ?2 WHERE id = ?1")
+        insertTraceBlock = try db.prepare("INSERT OR IGNORE INTO trace_blocks(trace, block) VALUES (?1, ?2)")
+        selectRunTrace = try db.prepare(
+            """
+            SELECT span_count, error_count, start_ns, end_ns, agent FROM run_traces
+            WHERE run_id = ?1 AND tenant = ?2 AND trace = ?3
+            """)
+        deleteRunTrace = try db.prepare("DELETE FROM run_traces WHERE run_id = ?1 AND tenant = ?2 AND trace = ?3")
+        deleteRun = try db.prepare("DELETE FROM runs WHERE run_id = ?1 AND tenant = ?2")
+        upsertRunTrace = try db.prepare(
+            """
+            INSERT INTO run_traces(run_id, tenant, trace, span_count, error_count, start_ns, end_ns, agent)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            ON CONFLICT(run_id, tenant, trace) DO UPDATE SET
+              span_count = span_count + excluded.span_count, error_count = error_count + excluded.error_count,
+              start_ns = min(start_ns, excluded.start_ns), end_ns = max(end_ns, excluded.end_ns),
+              agent = coalesce(agent, excluded.agent)
+            """)
+        refreshRun = try db.prepare(
+            """
+            INSERT OR REPLACE INTO runs(
+              run_id, tenant, start_ns, end_ns, span_count, error_count, trace_count, agent, provisional, continued,
+              folds)
+            SELECT run_id, tenant, min(start_ns), max(end_ns), sum(span_count), sum(error_count), count(*), max(agent),
+              ?3, ?4, ?5
+            FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
+            """)
+        insertAttribute = try db.prepare("INSERT OR IGNORE INTO attrs(hash, trace) VALUES (?1, ?2)")
+        insertTenant = try db.prepare("INSERT INTO tenants(name) VALUES (?1)")
+        setMeta = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")
+        try loadState()
+    }
+
+    /// The Bloom filter of a sealed index that covers all `size` bytes of its segment; nil
+    /// when there is none (missing, damaged, another schema, not sealed, or behind).
+    static func sealedFilter(directory: String, segment: Int64, size: Int) -> BloomFilter? {
+        let path = IndexSchema.path(directory, segment)
+        guard access(path, R_OK) == 0, let db = try? SQLiteDatabase(path: path, readOnly: true),
+            (try? meta(db, "schema_version")) == IndexSchema.version, (try? meta(db, "sealed")) == "1",
+            (try? meta(db, "indexed_bytes")).flatMap({ $0.flatMap { Int($0) } }) == size,
+            let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true
+        else { return nil }
+        return BloomFilter(serialized: q.blob(0))
+    }
+
+    static func meta(_ db: SQLiteDatabase, _ key: String) throws(SQLiteError) -> String? {
+        let q = try db.prepare("SELECT value FROM meta WHERE key = ?1")
+        q.bind(1, key)
+        return try q.step() ? q.text(0) : nil
+    }
+
+    /// Reopening a partly indexed segment (after a crash): its tenants and traces, back into memory.
+    private func loadState() throws(SQLiteError) {
+        let t = try db.prepare("SELECT id, name FROM tenants")
+        while try t.step() { tenants[t.text(1) ?? ""] = t.int64(0) }
+        let names = Dictionary(uniqueKeysWithValues: tenants.map { ($0.value, $0.key) })
+        let q = try db.prepare("SELECT id, trace_id, tenant, named_run FROM traces")
+        while try q.step() {
+            guard let trace = q.blob(1).withUnsafeBytes({ TraceID(bytes: $0) }) else { continue }
+            let key = TraceKey(trace: trace, tenant: names[q.int64(2)] ?? "")
+            traces[key] = q.int64(0)
+            if let run = q.text(3) { traceRuns[key] = .some(run) }
+        }
+        let r = try db.prepare("SELECT run_id, tenant, continued, folds FROM runs")
+        while try r.step() {
+            let key = RunKey(run: r.text(0) ?? "", tenant: names[r.int64(1)] ?? "")
+            continuedRuns[key] = r.int64(2) != 0
+            if r.int64(3) != 0 { foldingRuns.insert(key) }
+        }
+    }
+
+    /// Indexes `blocks` (all of this segment) and records that the segment is indexed up to
+    /// `indexedBytes`, in one transaction.
+    func index(_ blocks: [DurableBlock], indexedBytes: Int) throws(SQLiteError) {
+        let saved = (tenants, traces, traceRuns, continuedRuns, foldingRuns)
+        try db.execute("BEGIN IMMEDIATE")
+        do throws(SQLiteError) {
+            try indexRows(blocks)
+            setMeta.bind(1, "indexed_bytes").bind(2, String(indexedBytes))
+            try setMeta.run()
+            try db.execute("COMMIT")
+            self.indexedBytes = indexedBytes
+        } catch {
+            try? db.execute("ROLLBACK")
+            (tenants, traces, traceRuns, continuedRuns, foldingRuns) = saved
+            throw error
+        }
+    }
+
+    /// Marks the segment sealed and stores the Bloom filter of its keys, then checkpoints
+    /// and syncs the index: from here on it is read-only and durable.
+    func seal() throws(SQLiteError) -> BloomFilter {
+        var keys: [UInt64] = []
+        let t = try db.prepare("SELECT DISTINCT trace_id FROM traces")
+        while try t.step() { keys.append(IndexKey.trace(t.blob(0))) }
+        let r = try db.prepare("SELECT DISTINCT run_id FROM runs")
+        while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
+        let a = try db.prepare("SELECT DISTINCT hash FROM attrs")
+        while try a.step() { keys.append(IndexKey.attribute(a.int64(0))) }
+        var bloom = BloomFilter(expectedKeys: keys.count)
+        for k in keys { bloom.insert(k) }
+        try db.execute("BEGIN IMMEDIATE")
+        do throws(SQLiteError) {
+            setMeta.bind(1, "sealed").bind(2, "1")
+            try setMeta.run()
+            let b = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('bloom', ?1)")
+            b.bind(1, blob: bloom.serialized)
+            try b.run()
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+        try db.execute("PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);")
+        sealed = true
+        return bloom
+    }
+
+    /// Folds the WAL into the index file (clean shutdown).
+    func checkpoint() {
+        try? db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    // MARK: Rows
+
+    private func tenantID(_ name: String) throws(SQLiteError) -> Int64 {
+        if let id = tenants[name] { return id }
+        insertTenant.bind(1, name)
+        try insertTenant.run()
+        let id = db.lastInsertRowID
+        tenants[name] = id
+        return id
+    }
+
+    private func traceNumber(_ key: TraceKey, start: UInt64) throws(SQLiteError) -> Int64 {
+        if let n = traces[key] { return n }
+        insertTrace.bind(1, blob: key.trace.bytes).bind(2, try tenantID(key.tenant)).bind(3, Int64(clamping: start))
+        try insertTrace.run()
+        let n = db.lastInsertRowID
+        traces[key] = n
+        return n
+    }
+
+    /// Running totals for one (run, trace) pair within a round.
+    struct Delta {
+        var spans: Int64 = 0
+        var errors: Int64 = 0
+        var start: Int64 = .max
+        var end: Int64 = .min
+        var agent: String?
+
+        mutating func merge(_ o: Delta) {
+            spans += o.spans
+            errors += o.errors
+            start = min(start, o.start)
+            end = max(end, o.end)
+            agent = agent ?? o.agent
+        }
+    }
+
+    private func indexRows(_ blocks: [DurableBlock]) throws(SQLiteError) {
+        var deltas: [RunTraceKey: Delta] = [:]
+        var touchedRuns: Set<RunKey> = []
+        // Pass 1: blocks, traces, and any trace whose run becomes known in this round.
+        for block in blocks {
+            insertBlock.bind(1, Int64(block.offset)).bind(2, Int64(block.length)).bind(3, Int64(block.spanCount))
+            try insertBlock.run()
+            let blockID = db.lastInsertRowID
+            var tracesInBlock: Set<Int64> = []
+            for batch in block.batches {
+                for span in batch.spans {
+                    let key = TraceKey(trace: span.traceID, tenant: batch.resources[Int(span.resource)].tenantKey)
+                    let number = try traceNumber(key, start: span.startNanos)
+                    tracesInBlock.insert(number)
+                    if let run = span.explicitRunID, try runOfTrace(key) == nil {
+                        try assign(trace: key, number: number, to: run, deltas: &deltas, touched: &touchedRuns)
+                    }
+                }
+            }
+            for trace in tracesInBlock {
+                insertTraceBlock.bind(1, trace).bind(2, blockID)
+                try insertTraceBlock.run()
+            }
+            // Indexed values arrive deduplicated per request; INSERT OR IGNORE keeps one row per trace.
+            for batch in block.batches {
+                for a in batch.indexed {
+                    let key = TraceKey(trace: a.trace, tenant: batch.resources[Int(a.resource)].tenantKey)
+                    guard let number = traces[key] else { continue }
+                    insertAttribute.bind(1, a.hash).bind(2, number)
+                    try insertAttribute.run()
+                }
+            }
+        }
+        // Pass 2: per (run, trace) totals.
+        for block in blocks {
+            for batch in block.batches {
+                for span in batch.spans {
+                    let facts = batch.resources[Int(span.resource)]
+                    let tenant = facts.tenantKey
+                    var run = span.explicitRunID
+                    if run == nil { run = try runOfTrace(TraceKey(trace: span.traceID, tenant: tenant)) }
+                    let key = RunTraceKey(run: run ?? span.traceID.hex, tenant: tenant, trace: span.traceID)
+                    var d = Delta(
+                        spans: 1, errors: span.isError ? 1 : 0,
+                        start: Int64(clamping: span.startNanos), end: Int64(clamping: span.endNanos),
+                        agent: facts.agent)
+                    d.merge(deltas[key, default: Delta()])
+                    deltas[key] = d
+                    touchedRuns.insert(key.runKey)
+                }
+            }
+        }
+        for (key, d) in deltas {
+            guard let number = traces[TraceKey(trace: key.trace, tenant: key.tenant)] else { continue }
+            upsertRunTrace.bind(1, key.run).bind(2, try tenantID(key.tenant)).bind(3, number).bind(4, d.spans)
+                .bind(5, d.errors).bind(6, d.start).bind(7, d.end).bind(8, d.agent)
+            try upsertRunTrace.run()
+        }
+        for run in touchedRuns {
+            let provisional =
+                try TraceID(hex: run.run).map { trace throws(SQLiteError) in
+                    try runOfTrace(TraceKey(trace: trace, tenant: run.tenant)) == nil
+                } ?? false
+            let continued: Bool
+            if let known = continuedRuns[run] {
+                continued = known
+            } else {
+                continued = try older.holdsRun(run.run, tenant: run.tenant)
+                continuedRuns[run] = continued
+            }
+            refreshRun.bind(1, run.run).bind(2, try tenantID(run.tenant)).bind(3, provisional ? 1 : 0)
+                .bind(4, continued ? 1 : 0).bind(5, foldingRuns.contains(run) ? 1 : 0)
+            try refreshRun.run()
+        }
+    }
+
+    /// The run a trace's unnamed spans belong to, if any span of it has named one, here or
+    /// in an older segment.
+    private func runOfTrace(_ key: TraceKey) throws(SQLiteError) -> String? {
+        if let cached = traceRuns[key] { return cached }
+        let run = try older.namedRun(trace: key.trace, tenant: key.tenant)
+        traceRuns[key] = .some(run)
+        return run
+    }
+
+    /// Records that `trace` belongs to `run`, moving what this segment counted under the
+    /// trace's provisional run (its hex ID) into the named run. What older segments counted
+    /// provisionally stays there; readers fold it in (`IndexReader`).
+    private func assign(
+        trace key: TraceKey, number: Int64, to run: String, deltas: inout [RunTraceKey: Delta],
+        touched: inout Set<RunKey>
+    ) throws(SQLiteError) {
+        let tenant = key.tenant
+        let tenantNumber = try tenantID(tenant)
+        nameTrace.bind(1, number).bind(2, run)
+        try nameTrace.run()
+        traceRuns[key] = .some(run)
+        let provisional = key.trace.hex
+        guard provisional != run else { return }
+        let named = RunTraceKey(run: run, tenant: tenant, trace: key.trace)
+        if try older.holdsRun(provisional, tenant: tenant) {
+            foldingRuns.insert(named.runKey)
+            touched.insert(named.runKey)
+        }
+        selectRunTrace.bind(1, provisional).bind(2, tenantNumber).bind(3, number)
+        var moved: Delta?
+        if try selectRunTrace.step() {
+            moved = Delta(
+                spans: selectRunTrace.int64(0), errors: selectRunTrace.int64(1), start: selectRunTrace.int64(2),
+                end: selectRunTrace.int64(3), agent: selectRunTrace.text(4))
+        }
+        selectRunTrace.reset()
+        if let moved {
+            deleteRunTrace.bind(1, provisional).bind(2, tenantNumber).bind(3, number)
+            try deleteRunTrace.run()
+            deleteRun.bind(1, provisional).bind(2, tenantNumber)
+            try deleteRun.run()
+            continuedRuns[RunKey(run: provisional, tenant: tenant)] = nil
+            deltas[named, default: Delta()].merge(moved)
+            touched.insert(named.runKey)
+        }
+        // Spans of this round already counted provisionally are moved too.
+        if let pending = deltas.removeValue(forKey: RunTraceKey(run: provisional, tenant: tenant, trace: key.trace)) {
+            deltas[named, default: Delta()].merge(pending)
+        }
+        touched.remove(RunKey(run: provisional, tenant: tenant))
+    }
+}
