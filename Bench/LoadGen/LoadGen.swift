@@ -87,6 +87,14 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "With --query-bench: how many of each query to time.")
     var queries = 1000
 
+    @Option(help: "With --query-bench: keep the daemon's directory here (default: a temporary one, removed).")
+    var benchDirectory: String?
+
+    @Flag(
+        help:
+            "With --query-bench --bench-directory: query the store loaded there by an earlier run (same --load-spans).")
+    var reuse = false
+
     @Flag(help: "With --daemon: time the policy sidecar's decide and execute (added latency, backend time subtracted).")
     var guardBench = false
 
@@ -311,8 +319,8 @@ struct LoadGen: AsyncParsableCommand {
     /// Starts `binary` on a fresh data directory: OTLP/HTTP on `portBase`, the API on
     /// `portBase + 1`, OTLP/gRPC on `portBase + 2`.
     func startDaemon(_ binary: String, extra: String) async throws -> (process: Process, dataDir: String) {
-        let dir = NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
+        let dir = benchDirectory ?? NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
+        if !reuse { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let config = dir + "/flightrec.yaml"
         try """

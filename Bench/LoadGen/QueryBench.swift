@@ -18,7 +18,9 @@ extension LoadGen {
                 started.process.terminate()
                 started.process.waitUntilExit()
             }
-            try? FileManager.default.removeItem(atPath: (started.dataDir as NSString).deletingLastPathComponent)
+            if benchDirectory == nil {
+                try? FileManager.default.removeItem(atPath: (started.dataDir as NSString).deletingLastPathComponent)
+            }
         }
         let client = HTTPClient(
             eventLoopGroupProvider: .singleton,
@@ -44,8 +46,9 @@ extension LoadGen {
         let monitor = Monitor(pid: started.process.processIdentifier, dataDir: started.dataDir, every: reportEverySpans)
         let t0 = ContinuousClock.now
         let loaded = try await drive(
-            client: client, target: target, requests: source, seconds: nil, limit: total, monitor: monitor)
+            client: client, target: target, requests: source, seconds: nil, limit: reuse ? 0 : total, monitor: monitor)
         let loadSeconds = Self.seconds(ContinuousClock.now - t0)
+        let storedSpans = reuse ? unique.totalSpans / pool * total : loaded.spans
         let api = "http://127.0.0.1:\(portBase + 1)"
         print(
             String(
@@ -55,7 +58,8 @@ extension LoadGen {
                 Self.percentile(loaded.latencies, 0.99) * 1000))
         // Samples from passes spread over the whole store; the last runs of the pool may be open.
         var rng = SystemRandomNumberGenerator()
-        let complete = Array(workload.longRuns.dropLast(4))
+        let open = workload.openRunIDs
+        let complete = workload.longRuns.filter { !open.contains($0) }
         let samples = (
             (0..<queries).map { _ in
                 UniqueRequests.rewritten(
@@ -132,8 +136,8 @@ extension LoadGen {
             String(
                 format:
                     "disk: %.1f%% of %d raw OTLP bytes (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span",
-                100 * Double(disk) / Double(max(raw, 1)), raw, Double(disk) / Double(loaded.spans),
-                Double(segments) / Double(loaded.spans), Double(disk - segments) / Double(loaded.spans)))
+                100 * Double(disk) / Double(max(raw, 1)), raw, Double(disk) / Double(storedSpans),
+                Double(segments) / Double(storedSpans), Double(disk - segments) / Double(storedSpans)))
         print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
         // Start-up with the store full: SIGTERM, then exec again and time the first answer.
         started.process.terminate()
@@ -142,7 +146,7 @@ extension LoadGen {
         let answer = try await firstAnswer(client, api + "/api/v1/runs?limit=1", since: again.launched)
         print(
             String(
-                format: "start-up with %d spans stored: API answered %.0f ms after exec", loaded.spans, answer * 1000))
+                format: "start-up with %d spans stored: API answered %.0f ms after exec", storedSpans, answer * 1000))
         let afterRSS = Monitor.rss(pid: again.process.processIdentifier)
         print(String(format: "daemon RSS after start-up: %.1f MiB", Double(afterRSS) / 1_048_576))
         again.process.terminate()

@@ -23,6 +23,8 @@ public struct AgentWorkload: Sendable {
     var rng: SplitMix64
     var runCounter = 0
     var open: [RunState] = []
+    /// Runs started but not yet complete (their root not emitted).
+    public var openRunIDs: Set<String> { Set(open.map(\.runID)) }
     /// Runs generated with `longRunSteps` steps (complete once their root is emitted).
     public private(set) var longRuns: [String] = []
     /// A sample of the operation IDs generated, with their run.

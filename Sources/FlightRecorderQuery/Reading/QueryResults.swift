@@ -9,7 +9,8 @@ public struct SearchHit: Sendable {
 
 public struct SearchResult: Sendable {
     public var hits: [SearchHit]
-    /// Traces that could match (all of them carry the indexed values): an upper bound.
+    /// Traces examined that could match (they carry the indexed values): with an indexed
+    /// search, those of the segments read before the page filled; all of them when `complete`.
     public var candidateTraces: Int
     /// True when every candidate was examined, so `hits` are all the matching runs.
     public var complete: Bool

@@ -75,83 +75,111 @@ extension SpanStore {
 
     /// Runs within `scope` with at least one span for which `matches` holds, newest first,
     /// each with its matching spans. `narrow` lists indexed `key = value` pairs every match
-    /// carries: the index then limits the work to traces that have them all. Without it, runs
-    /// are scanned newest first, at most `scanLimit` of them. Candidate traces are read newest
-    /// first in small batches, and reading stops once `limit` runs have matched, so a page
-    /// costs the same however large the store is.
+    /// carries: the segments are then read newest first, each narrowed by its index to the
+    /// traces that have them all (segments whose filter lacks one are skipped). Without it,
+    /// runs are scanned newest first, at most `scanLimit` of them. Candidate traces are read
+    /// in small batches, and reading stops once `limit` runs have matched, so a page costs
+    /// the same however large the store is.
     public func search(
         narrow: [(key: String, value: String)], scope: TenantScope, since: Int64?, until: Int64?, limit: Int,
         scanLimit: Int = 20_000, matches: @escaping @Sendable (SpanRecord) -> Bool
     ) async throws -> SearchResult {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try await read { r, segments in
-            var candidates: [(key: TraceKey, start: Int64)] = []
-            var complete = true
+            var state = SearchState()
             if !narrow.isEmpty {
-                var set: [TraceKey: Int64]?
-                for (key, value) in narrow {
-                    var found: [TraceKey: Int64] = [:]
-                    for c in try r.traces(withAttribute: key, value: value, scope: scope, limit: 10_000_000) {
-                        found[TraceKey(tenant: c.tenant, trace: c.trace)] = c.start
+                var complete = true
+                let candidates = r.segments(mayHoldAll: narrow)
+                for (n, segment) in candidates.enumerated() {
+                    if state.hits.count >= limit {
+                        complete = n == candidates.count
+                        break
                     }
-                    set = set.map { $0.filter { found[$0.key] != nil } } ?? found
-                    if set?.isEmpty == true { break }
-                }
-                // A run starts no later than any of its spans, so a trace whose indexed span
-                // starts before `since` belongs to a run that started before it too.
-                candidates = (set ?? [:]).filter {
-                    (since == nil || $0.value >= since!) && (until == nil || $0.value < until!)
-                }
-                .map { ($0.key, $0.value) }
-            } else {
-                let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
-                complete = runs.count < scanLimit
-                for run in runs {
-                    let tenant = run.tenant ?? ResourceFacts.defaultTenant
-                    for t in try r.traces(ofRun: run.runID, tenant: tenant) {
-                        candidates.append((TraceKey(tenant: tenant, trace: t), run.startNanos))
+                    // A run starts no later than any of its spans, so a trace that starts before
+                    // `since` belongs to a run that started before it too.
+                    let found = try r.traces(
+                        withAll: narrow, inSegment: segment, scope: scope, since: since, until: until)
+                    let fresh = found.filter {
+                        state.seen.insert(TraceKey(tenant: $0.tenant, trace: $0.trace)).inserted
                     }
+                    state.candidates += fresh.count
+                    let read = try Self.readCandidates(
+                        fresh.map { (TraceKey(tenant: $0.tenant, trace: $0.trace), $0.start) }, into: &state,
+                        limit: limit, since: since, until: until, reader: r, segments: segments, resolver: resolver,
+                        matches: matches)
+                    if read < fresh.count { complete = false }
+                }
+                return state.result(limit: limit, complete: complete && state.hits.count <= limit)
+            }
+            let runs = try r.listRuns(since: since, until: until, limit: scanLimit, scope: scope)
+            var candidates: [(key: TraceKey, start: Int64)] = []
+            for run in runs {
+                let tenant = run.tenant ?? ResourceFacts.defaultTenant
+                for t in try r.traces(ofRun: run.runID, tenant: tenant) {
+                    candidates.append((TraceKey(tenant: tenant, trace: t), run.startNanos))
                 }
             }
             candidates.sort { ($0.start, $0.key.trace) > ($1.start, $1.key.trace) }
-            var byRun: [RunKeyOut: [SpanRecord]] = [:]
-            var hits: [SearchHit] = []
-            var warnings: [String] = []
-            var next = 0
-            while next < candidates.count && hits.count < limit {
-                let batch = candidates[next..<min(candidates.count, next + 32)]
-                next += batch.count
-                var traceRun: [TraceKey: String] = [:]
-                for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
-                let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
-                let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) {
-                    span in
-                    tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
-                }
-                warnings += w
-                var touched: [RunKeyOut] = []
-                for span in spans {
-                    let tenant = span.tenant
-                    let run = resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: tenant, trace: span.traceID)])
-                    let key = RunKeyOut(run: run, tenant: tenant)
-                    if byRun[key] == nil { touched.append(key) }
-                    byRun[key, default: []].append(span)
-                }
-                for key in touched {
-                    guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
-                    if let since, summary.startNanos < since { continue }
-                    if let until, summary.startNanos >= until { continue }
-                    hits.append(SearchHit(run: summary, spans: []))
-                }
-            }
+            state.candidates = candidates.count
+            let read = try Self.readCandidates(
+                candidates, into: &state, limit: limit, since: since, until: until, reader: r, segments: segments,
+                resolver: resolver, matches: matches)
+            return state.result(limit: limit, complete: runs.count < scanLimit && read >= candidates.count)
+        }
+    }
+
+    struct SearchState {
+        var seen: Set<TraceKey> = []
+        var candidates = 0
+        var byRun: [RunKeyOut: [SpanRecord]] = [:]
+        var hits: [SearchHit] = []
+        var warnings: [String] = []
+
+        func result(limit: Int, complete: Bool) -> SearchResult {
+            var hits = hits
             for i in hits.indices {
                 hits[i].spans = byRun[RunKeyOut(run: hits[i].run.runID, tenant: hits[i].run.tenant ?? "")] ?? []
             }
             hits.sort { ($0.run.startNanos, $0.run.runID) > ($1.run.startNanos, $1.run.runID) }
             return SearchResult(
-                hits: Array(hits.prefix(limit)), candidateTraces: candidates.count,
-                complete: complete && next >= candidates.count, warnings: warnings)
+                hits: Array(hits.prefix(limit)), candidateTraces: candidates, complete: complete, warnings: warnings)
         }
+    }
+
+    /// Reads `candidates` (newest first) in batches of 32 until `limit` runs have matched;
+    /// returns how many were read.
+    static func readCandidates(
+        _ candidates: [(key: TraceKey, start: Int64)], into state: inout SearchState, limit: Int, since: Int64?,
+        until: Int64?, reader r: IndexReader, segments: SegmentReader, resolver: RunResolver,
+        matches: (SpanRecord) -> Bool
+    ) throws -> Int {
+        var next = 0
+        while next < candidates.count && state.hits.count < limit {
+            let batch = candidates[next..<min(candidates.count, next + 32)]
+            next += batch.count
+            var traceRun: [TraceKey: String] = [:]
+            for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
+            let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
+            let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+                tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
+            }
+            state.warnings += w
+            var touched: [RunKeyOut] = []
+            for span in spans {
+                let tenant = span.tenant
+                let run = resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: tenant, trace: span.traceID)])
+                let key = RunKeyOut(run: run, tenant: tenant)
+                if state.byRun[key] == nil { touched.append(key) }
+                state.byRun[key, default: []].append(span)
+            }
+            for key in touched {
+                guard let summary = try r.runs(key.run, scope: .only([key.tenant])).first else { continue }
+                if let since, summary.startNanos < since { continue }
+                if let until, summary.startNanos >= until { continue }
+                state.hits.append(SearchHit(run: summary, spans: []))
+            }
+        }
+        return next
     }
 
     struct TraceKey: Hashable {

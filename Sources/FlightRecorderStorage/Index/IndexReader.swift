@@ -218,6 +218,23 @@ package final class IndexReader {
         return order.sorted { $0.tenant < $1.tenant }.prefix(limit).map { ($0.tenant, $0.trace, found[$0]!) }
     }
 
+    /// The segments, newest first, that may hold traces carrying all of `pairs`.
+    package func segments(mayHoldAll pairs: [(key: String, value: String)]) -> [Int64] {
+        let keys = pairs.map { IndexKey.attribute(IndexedAttribute.hash(key: $0.key, value: $0.value)) }
+        return entries.reversed().filter { e in keys.allSatisfy { e.mayContain($0) } }.map(\.id)
+    }
+
+    /// Traces of one segment within `scope` that carry all of `pairs`, newest first.
+    package func traces(
+        withAll pairs: [(key: String, value: String)], inSegment segment: Int64, scope: TenantScope, since: Int64?,
+        until: Int64?
+    ) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
+        try reader(segment).traces(
+            withAll: pairs.map { IndexedAttribute.hash(key: $0.key, value: $0.value) }, since: since ?? .min,
+            until: until ?? .max
+        ).filter { scope.contains($0.tenant) }
+    }
+
     struct RunKeyTrace: Hashable {
         var tenant: String
         var trace: TraceID

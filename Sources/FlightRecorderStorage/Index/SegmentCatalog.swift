@@ -175,6 +175,31 @@ final class SegmentIndexReader {
         return out
     }
 
+    /// Traces (with tenant and start) that carry every one of `hashes` in this segment, newest first.
+    func traces(
+        withAll hashes: [Int64], since: Int64, until: Int64
+    ) throws(SQLiteError)
+        -> [(tenant: String, trace: TraceID, start: Int64)]
+    {
+        guard let first = hashes.first else { return [] }
+        let more = hashes.dropFirst().indices.map { i in
+            " AND EXISTS(SELECT 1 FROM attrs b\(i) WHERE b\(i).hash = ?\(i + 3) AND b\(i).trace = a.trace)"
+        }
+        let q = try db.prepare(
+            """
+            SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace
+            WHERE a.hash = ?1 AND t.start_ns >= ?2 AND t.start_ns < ?3\(more.joined()) ORDER BY t.start_ns DESC
+            """)
+        q.bind(1, first).bind(2, since).bind(3, until)
+        for (i, h) in hashes.enumerated().dropFirst() { q.bind(Int32(i + 3), h) }
+        var out: [(String, TraceID, Int64)] = []
+        while try q.step() {
+            guard let t = q.blob(1).withUnsafeBytes({ TraceID(bytes: $0) }) else { continue }
+            out.append((try tenantName(q.int64(0)), t, q.int64(2)))
+        }
+        return out
+    }
+
     /// Runs that start in this segment (not continued from an older one), newest first.
     func firstRuns(since: Int64, until: Int64, tenants: [String]?, limit: Int) throws(SQLiteError) -> [Partial] {
         var filter = ""
