@@ -123,6 +123,43 @@ import Testing
         await store.close()
     }
 
+    /// Indexed values are found in sealed segments (whose values are rewritten as pages) and
+    /// in the active one alike: lookups by an external ID, and searches on two values.
+    @Test func indexedValuesAreFoundInSealedAndActiveSegments() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.segmentBytes = 1 << 10
+        config.blockBytes = 512
+        let store = try SpanStore(configuration: config, logger: logger)
+        for t in UInt8(1)...40 {
+            let spans = (UInt8(1)...3).map { n in
+                TestSpan(
+                    trace: RequestBuilder.traceID(t), span: RequestBuilder.spanID(n, t), parent: [], name: "step-\(n)",
+                    start: UInt64(t) * 10_000 + UInt64(n), end: UInt64(t) * 10_000 + 100,
+                    attributes: [
+                        ("agent.run.id", .string("run-\(t)")), ("operation.id", .string("op-\(t)-\(n)")),
+                        ("gen_ai.tool.name", .string(t % 2 == 0 ? "even" : "odd")),
+                        ("policy.outcome", .string(t % 5 == 0 ? "blocked" : "allowed")),
+                    ], statusCode: 0)
+            }
+            try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
+        }
+        #expect(SegmentFile.list(config.segmentDirectory).count > 3)
+        for t in [1, 17, 40] {
+            let found = try await store.lookup(key: "operation.id", value: "op-\(t)-2", scope: .all)
+            #expect(found.map(\.runID) == ["run-\(t)"] && found.first?.span.name == "step-2")
+        }
+        #expect(try await store.lookup(key: "operation.id", value: "op-99-1", scope: .all).isEmpty)
+        let hits = try await store.search(
+            narrow: [("gen_ai.tool.name", "even"), ("policy.outcome", "blocked")], scope: .all, since: nil, until: nil,
+            limit: 100
+        ) { _ in true }
+        #expect(Set(hits.hits.map(\.run.runID)) == ["run-10", "run-20", "run-30", "run-40"])
+        #expect(hits.complete)
+        await store.close()
+    }
+
     @Test func oneRunAcrossTwoTraces() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -67,6 +67,19 @@ enum IndexSchema {
             hash INTEGER NOT NULL, trace INTEGER NOT NULL, PRIMARY KEY(hash, trace)) WITHOUT ROWID;
         """
 
+    /// When a segment seals, `attrs` (the largest table: one row per trace per value) is
+    /// rewritten as sorted pages of fixed 8-byte entries, the high 32 bits of the hash and the
+    /// trace number, about half its size; readers check the real values in the spans anyway.
+    static let attributePages = """
+        CREATE TABLE attr_pages(page INTEGER PRIMARY KEY, first_hash INTEGER NOT NULL, entries BLOB NOT NULL);
+        CREATE INDEX attr_pages_by_hash ON attr_pages(first_hash);
+        """
+
+    /// Entries per attribute page: a page stays within one 4 KiB SQLite page.
+    static let entriesPerPage = 480
+
+    static func shortHash(_ hash: Int64) -> UInt32 { UInt32(truncatingIfNeeded: UInt64(bitPattern: hash) >> 32) }
+
     static func path(_ directory: String, _ segment: Int64) -> String {
         SegmentFile.path(directory, segment).dropLast(4) + ".idx"
     }

@@ -50,6 +50,9 @@ final class SegmentIndexReader {
     private let blocksOfTrace: SQLiteStatement
     private let tracesByAttribute: SQLiteStatement
     private let selectTenants: SQLiteStatement
+    private let traceByNumber: SQLiteStatement
+    /// Sealed: attribute values are in `attr_pages` (`IndexSchema.attributePages`).
+    private var paged: Bool
 
     static let summaryColumns =
         "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional, continued, folds"
@@ -72,9 +75,74 @@ final class SegmentIndexReader {
             SELECT DISTINCT b.id, b.offset, b.length FROM traces t
             JOIN trace_blocks tb ON tb.trace = t.id JOIN blocks b ON b.id = tb.block WHERE t.trace_id = ?1
             """)
-        tracesByAttribute = try db.prepare(
-            "SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace WHERE a.hash = ?1")
         selectTenants = try db.prepare("SELECT id, name FROM tenants")
+        traceByNumber = try db.prepare("SELECT tenant, trace_id, start_ns FROM traces WHERE id = ?1")
+        let pages = try db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'attr_pages'")
+        paged = try pages.step() && pages.int64(0) > 0
+        // Prepared only for an unsealed index (a sealed one has no `attrs`).
+        tracesByAttribute = try db.prepare(
+            paged
+                ? "SELECT 1"
+                : "SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace WHERE a.hash = ?1"
+        )
+    }
+
+    /// Trace numbers carrying `hash` in a sealed index, from its attribute pages.
+    private func pagedTraces(_ hash: Int64) throws(SQLiteError) -> [Int64] {
+        let short = IndexSchema.shortHash(hash)
+        let q = try db.prepare(
+            """
+            SELECT entries FROM attr_pages
+            WHERE page >= coalesce((SELECT max(page) FROM attr_pages WHERE first_hash < ?1), 1) AND first_hash <= ?1
+            ORDER BY page
+            """)
+        q.bind(1, Int64(short))
+        var out: [Int64] = []
+        while try q.step() {
+            let blob = q.blob(0)
+            blob.withUnsafeBytes { b in
+                let n = b.count / 8
+                // Binary search for the first entry with this hash, then read while it matches.
+                var lo = 0
+                var hi = n
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if UInt32(littleEndian: b.loadUnaligned(fromByteOffset: mid * 8, as: UInt32.self)) < short {
+                        lo = mid + 1
+                    } else {
+                        hi = mid
+                    }
+                }
+                while lo < n, UInt32(littleEndian: b.loadUnaligned(fromByteOffset: lo * 8, as: UInt32.self)) == short {
+                    out.append(
+                        Int64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: lo * 8 + 4, as: UInt32.self))))
+                    lo += 1
+                }
+            }
+        }
+        return out
+    }
+
+    private func traceRows(_ numbers: [Int64]) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
+        var out: [(String, TraceID, Int64)] = []
+        for n in numbers {
+            traceByNumber.bind(1, n)
+            defer { traceByNumber.reset() }
+            guard try traceByNumber.step(),
+                let t = traceByNumber.blob(1).withUnsafeBytes({ TraceID(bytes: $0) })
+            else { continue }
+            out.append((try tenantName(traceByNumber.int64(0)), t, traceByNumber.int64(2)))
+        }
+        return out
+    }
+
+    /// The index was sealed (its `attrs` rewritten as pages) since this connection opened.
+    private func becamePaged() -> Bool {
+        guard !paged, let q = try? db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'attr_pages'"),
+            (try? q.step()) == true, q.int64(0) > 0
+        else { return false }
+        paged = true
+        return true
     }
 
     /// A run's totals over one segment, as `runs` holds them.
@@ -165,6 +233,16 @@ final class SegmentIndexReader {
     }
 
     func traces(withAttributeHash hash: Int64) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
+        if paged { return try traceRows(pagedTraces(hash)) }
+        do {
+            return try unpagedTraces(hash)
+        } catch {
+            if becamePaged() { return try traceRows(pagedTraces(hash)) }
+            throw error
+        }
+    }
+
+    private func unpagedTraces(_ hash: Int64) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
         tracesByAttribute.bind(1, hash)
         defer { tracesByAttribute.reset() }
         var out: [(String, TraceID, Int64)] = []
@@ -182,6 +260,16 @@ final class SegmentIndexReader {
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
         guard let first = hashes.first else { return [] }
+        if paged || becamePagedAfterFailure(hashes) {
+            var common: Set<Int64>?
+            for h in hashes {
+                let set = Set(try pagedTraces(h))
+                common = common.map { $0.intersection(set) } ?? set
+                if common?.isEmpty == true { return [] }
+            }
+            return try traceRows(Array(common ?? [])).filter { $0.start >= since && $0.start < until }
+                .sorted { $0.start > $1.start }
+        }
         let more = hashes.dropFirst().indices.map { i in
             " AND EXISTS(SELECT 1 FROM attrs b\(i) WHERE b\(i).hash = ?\(i + 3) AND b\(i).trace = a.trace)"
         }
@@ -198,6 +286,12 @@ final class SegmentIndexReader {
             out.append((try tenantName(q.int64(0)), t, q.int64(2)))
         }
         return out
+    }
+
+    /// Whether the unpaged query fails because the index was sealed meanwhile.
+    private func becamePagedAfterFailure(_ hashes: [Int64]) -> Bool {
+        guard (try? db.prepare("SELECT 1 FROM attrs LIMIT 1")) == nil else { return false }
+        return becamePaged()
     }
 
     /// Runs that start in this segment (not continued from an older one), newest first.
@@ -228,10 +322,19 @@ final class SegmentIndexReader {
 
     func counts() throws(SQLiteError) -> [String: Int64] {
         var out: [String: Int64] = [:]
-        for table in ["blocks", "trace_blocks", "traces", "run_traces", "runs", "attrs"] {
+        for table in ["blocks", "trace_blocks", "traces", "run_traces", "runs"] {
             let q = try db.prepare("SELECT count(*) FROM \(table)")
             _ = try q.step()
             out[table] = q.int64(0)
+        }
+        if paged || becamePagedAfterFailure([]) {
+            let q = try db.prepare("SELECT coalesce(sum(length(entries)), 0) / 8 FROM attr_pages")
+            _ = try q.step()
+            out["attrs"] = q.int64(0)
+        } else {
+            let q = try db.prepare("SELECT count(*) FROM attrs")
+            _ = try q.step()
+            out["attrs"] = q.int64(0)
         }
         return out
     }

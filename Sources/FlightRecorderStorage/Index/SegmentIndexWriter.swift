@@ -76,8 +76,9 @@ final class SegmentIndexWriter {
         self.older = older
         path = IndexSchema.path(directory, segment)
         var opened: SQLiteDatabase?
+        // A sealed index is never written again: re-indexing its segment starts afresh.
         if let db = try? SQLiteDatabase(path: path), (try? db.execute(IndexSchema.writerPragmas)) != nil,
-            (try? Self.meta(db, "schema_version")) == IndexSchema.version
+            (try? Self.meta(db, "schema_version")) == IndexSchema.version, (try? Self.meta(db, "sealed")) != "1"
         {
             opened = db
         } else {
@@ -188,12 +189,34 @@ final class SegmentIndexWriter {
         while try t.step() { keys.append(IndexKey.trace(t.blob(0))) }
         let r = try db.prepare("SELECT DISTINCT run_id FROM runs")
         while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
-        let a = try db.prepare("SELECT DISTINCT hash FROM attrs")
+        let a = try db.prepare("SELECT DISTINCT hash FROM attrs")  // before it is rewritten as pages
         while try a.step() { keys.append(IndexKey.attribute(a.int64(0))) }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
+        var entries: [(hash: UInt32, trace: UInt32)] = []
+        let all = try db.prepare("SELECT hash, trace FROM attrs")
+        while try all.step() {
+            entries.append((IndexSchema.shortHash(all.int64(0)), UInt32(truncatingIfNeeded: all.int64(1))))
+        }
+        entries.sort { ($0.hash, $0.trace) < ($1.hash, $1.trace) }
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
+            try db.execute(IndexSchema.attributePages)
+            let page = try db.prepare("INSERT INTO attr_pages(first_hash, entries) VALUES (?1, ?2)")
+            var start = 0
+            while start < entries.count {
+                let slice = entries[start..<min(entries.count, start + IndexSchema.entriesPerPage)]
+                var blob: [UInt8] = []
+                blob.reserveCapacity(slice.count * 8)
+                for e in slice {
+                    withUnsafeBytes(of: e.hash.littleEndian) { blob.append(contentsOf: $0) }
+                    withUnsafeBytes(of: e.trace.littleEndian) { blob.append(contentsOf: $0) }
+                }
+                page.bind(1, Int64(slice.first!.hash)).bind(2, blob: blob)
+                try page.run()
+                start += slice.count
+            }
+            try db.execute("DROP TABLE attrs")
             setMeta.bind(1, "sealed").bind(2, "1")
             try setMeta.run()
             let b = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('bloom', ?1)")
@@ -204,7 +227,9 @@ final class SegmentIndexWriter {
             try? db.execute("ROLLBACK")
             throw error
         }
-        try db.execute("PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);")
+        // Packs the sealed index into as few pages as it needs, then makes it durable.
+        try db.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);")
         sealed = true
         return bloom
     }
