@@ -43,8 +43,15 @@ public struct AgentWorkload: Sendable {
         var rootEmitted = false
     }
 
-    /// Run IDs are fixed width, like UUIDs: `run-<seed>-<12 digits>`.
-    static func runID(seed: UInt64, counter: Int) -> String { "run-\(seed)-" + padded(UInt64(counter), 12) }
+    /// Run IDs are fixed width, like UUIDs: `run-<seed>-<counter>`, both spelt in letters
+    /// (`a` for 0, `b` for 1, ...) so that no run ID looks like a card number to redaction.
+    static func runID(seed: UInt64, counter: Int) -> String {
+        "run-" + letters(padded(seed, 2)) + "-" + letters(padded(UInt64(counter), 12))
+    }
+
+    static func letters(_ digits: String) -> String {
+        String(digits.unicodeScalars.map { Character(UnicodeScalar($0.value - 48 + 97)!) })
+    }
 
     static func padded(_ n: UInt64, _ width: Int) -> String {
         let digits = String(n)

@@ -51,6 +51,7 @@ final class SegmentIndexReader {
     private let tracesByAttribute: SQLiteStatement
     private let selectTenants: SQLiteStatement
     private let traceByNumber: SQLiteStatement
+    private var pagesOfHashStatement: SQLiteStatement?
     /// Sealed: attribute values are in `attr_pages` (`IndexSchema.attributePages`).
     private var paged: Bool
 
@@ -90,13 +91,23 @@ final class SegmentIndexReader {
     /// Trace numbers carrying `hash` in a sealed index, from its attribute pages.
     private func pagedTraces(_ hash: Int64) throws(SQLiteError) -> [Int64] {
         let short = IndexSchema.shortHash(hash)
-        let q = try db.prepare(
-            """
-            SELECT entries FROM attr_pages
-            WHERE page >= coalesce((SELECT max(page) FROM attr_pages WHERE first_hash < ?1), 1) AND first_hash <= ?1
-            ORDER BY page
-            """)
+        // From the last page that starts below the hash to the last that starts at or below
+        // it: a rowid range found with two index probes.
+        let q: SQLiteStatement
+        if let prepared = pagesOfHashStatement {
+            q = prepared
+        } else {
+            q = try db.prepare(
+                """
+                SELECT entries FROM attr_pages
+                WHERE page BETWEEN (SELECT coalesce(max(page), 1) FROM attr_pages WHERE first_hash < ?1)
+                  AND (SELECT coalesce(max(page), 0) FROM attr_pages WHERE first_hash <= ?1)
+                ORDER BY page
+                """)
+        }
+        pagesOfHashStatement = q
         q.bind(1, Int64(short))
+        defer { q.reset() }
         var out: [Int64] = []
         while try q.step() {
             let blob = q.blob(0)
