@@ -54,6 +54,12 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "Replay identical requests (the same IDs every pass): flatters the index; labelled in the output.")
     var identical = false
 
+    @Option(
+        help:
+            "Offer this many spans/s (open loop: requests are due on a fixed schedule, latency counted from when each was due); default: as fast as the connections go."
+    )
+    var rate: Int?
+
     @Option(help: "Print the rate, RSS and disk every this many acknowledged spans.")
     var reportEverySpans = 5_000_000
 
@@ -187,7 +193,11 @@ struct LoadGen: AsyncParsableCommand {
                 format: "%@ throughput: %.0f spans/s (%.1f requests/s, %d connections, %.1f s)",
                 grpc ? "OTLP/gRPC" : "OTLP/HTTP", spansPerSecond,
                 Double(result.requests) / result.elapsed, connections, result.elapsed))
-        print(String(format: "latency: p50 %.2f ms, p99 %.2f ms", pct(0.50) * 1000, pct(0.99) * 1000))
+        print(
+            String(
+                format: "latency%@: p50 %.2f ms, p99 %.2f ms",
+                rate.map { " at \($0) spans/s offered (from when each request was due)" } ?? "", pct(0.50) * 1000,
+                pct(0.99) * 1000))
         if result.failures > 0 { print("refused or failed requests: \(result.failures) (\(result.statuses))") }
 
         if let process, let dataDir {
@@ -239,6 +249,8 @@ struct LoadGen: AsyncParsableCommand {
         let start = ContinuousClock.now
         let deadline = seconds.map { start + .milliseconds(Int($0 * 1000)) }
         let next = Counter()
+        // --rate: the spans/s offered, one request of spansPerRequest spans every interval.
+        let interval = rate.map { Duration.nanoseconds(Int64(Double(spansPerRequest) / Double($0) * 1e9)) }
         monitor?.begin()
         var total = try await withThrowingTaskGroup(of: Result.self) { group in
             for worker in 0..<connections {
@@ -247,7 +259,14 @@ struct LoadGen: AsyncParsableCommand {
                     while deadline.map({ ContinuousClock.now < $0 }) ?? true {
                         let i = next.increment()
                         if let limit, i >= limit { break }
-                        let t0 = ContinuousClock.now
+                        var t0 = ContinuousClock.now
+                        if let interval {
+                            // Open loop: request i is due at start + i × interval; its latency counts
+                            // from then, so a stalled daemon cannot hide behind a waiting sender.
+                            let due = start + interval * i
+                            if due > t0 { try await Task.sleep(until: due, clock: .continuous) }
+                            t0 = due
+                        }
                         var sent = try await send(worker, i)
                         // A file's requests are each sent until acknowledged (503: back off, resend).
                         while !sent.ok && limit != nil {

@@ -149,8 +149,25 @@ extension LoadGen {
                 format: "start-up with %d spans stored: API answered %.0f ms after exec", storedSpans, answer * 1000))
         let afterRSS = Monitor.rss(pid: again.process.processIdentifier)
         print(String(format: "daemon RSS after start-up: %.1f MiB", Double(afterRSS) / 1_048_576))
-        again.process.terminate()
+        // kill -9 under load (new IDs, after everything stored), then time the recovery: the
+        // API answers only once every segment's index has caught up with its file.
+        var more = source
+        more.offset = total
+        let killLoad = Task {
+            try await drive(client: client, target: target, requests: more, seconds: 6, limit: nil, monitor: nil)
+        }
+        try await Task.sleep(for: .seconds(3))
+        kill(again.process.processIdentifier, SIGKILL)
         again.process.waitUntilExit()
+        _ = try? await killLoad.value
+        let recovered = try await restartDaemon(daemon, dir: (started.dataDir as NSString).deletingLastPathComponent)
+        let recovery = try await firstAnswer(client, api + "/api/v1/runs?limit=1", since: recovered.launched)
+        print(
+            String(
+                format: "after kill -9 under load: API answered %.0f ms after exec (recovery included)", recovery * 1000
+            ))
+        recovered.process.terminate()
+        recovered.process.waitUntilExit()
         try? await client.shutdown()
     }
 

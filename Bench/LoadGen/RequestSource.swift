@@ -10,8 +10,11 @@ struct RequestSource: Sendable {
     let identical: Bool
     /// Requests to send in all (a file: its length × passes); nil: as many as time allows.
     let fixedLength: Int?
+    /// Requests sent before (their passes are not repeated).
+    var offset = 0
 
     func request(_ i: Int) -> (bytes: [UInt8], spans: Int) {
+        let i = i + offset
         let n = unique.requests.count
         let index = i % n
         return (unique.bytes(index, pass: identical ? 0 : i / n), unique.requests[index].spans)

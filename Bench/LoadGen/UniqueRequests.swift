@@ -8,11 +8,11 @@ import FlightRecorderOTLP
 /// Pass `p` then patches them in a copy, in place and at the same length: IDs are XORed with a
 /// key derived from `p` (a bijection, so parents, links and runs that span traces keep their
 /// structure), and ID strings get the hash of (value, p) in hex over their last 12 bytes (all
-/// of them when shorter), so every span of a run still names the same run. Pass 0 leaves the
-/// request as it was.
+/// of them when shorter), so every span of a run still names the same run. Timestamps move
+/// by the requests' time range per pass. Pass 0 leaves the request as it was.
 struct UniqueRequests: Sendable {
     enum Kind: UInt8, Sendable {
-        case traceID, spanID, idString
+        case traceID, spanID, idString, time
     }
 
     struct Site: Sendable {
@@ -28,6 +28,9 @@ struct UniqueRequests: Sendable {
     }
 
     let requests: [Request]
+    /// How far each pass moves every timestamp: the requests' whole time range and a second,
+    /// so pass after pass the spans arrive in time order, as a recorder running for months sees them.
+    let passShift: UInt64
     /// Attribute keys whose string values are IDs.
     static let idKeys: Set<String> = Set(
         RunIdentity.defaultKeys + AgentKeys.defaultExternalIDKeys + ["gen_ai.response.id"])
@@ -39,6 +42,19 @@ struct UniqueRequests: Sendable {
             Self.walkRequest(body, &sites, &spans)
             return Request(bytes: body, spans: spans, sites: sites)
         }
+        var low = UInt64.max
+        var high = UInt64.min
+        for r in requests {
+            for site in r.sites where site.kind == .time {
+                let v = r.bytes.withUnsafeBytes {
+                    UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: Int(site.offset), as: UInt64.self))
+                }
+                guard v > 0 else { continue }
+                low = min(low, v)
+                high = max(high, v)
+            }
+        }
+        passShift = high >= low ? high - low + 1_000_000_000 : 0
     }
 
     var totalSpans: Int { requests.reduce(0) { $0 + $1.spans } }
@@ -61,6 +77,10 @@ struct UniqueRequests: Sendable {
                     Self.xor(b, at, key2 ^ key)
                 case .idString:
                     Self.patchString(b, at: at, length: Int(s.length), pass: UInt64(pass))
+                case .time:
+                    let v = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt64.self))
+                    guard v > 0 else { continue }
+                    b.storeBytes(of: (v &+ passShift &* UInt64(pass)).littleEndian, toByteOffset: at, as: UInt64.self)
                 }
             }
         }
@@ -125,7 +145,10 @@ struct UniqueRequests: Sendable {
             let wireType = Int(key & 7)
             switch wireType {
             case 0: guard varint() != nil else { return }
-            case 1: i += 8
+            case 1:
+                guard i + 8 <= range.upperBound else { return }
+                body(Field(number: number, wireType: 1, start: i, end: i + 8))
+                i += 8
             case 5: i += 4
             case 2:
                 guard let n = varint(), Int(n) <= range.upperBound - i else { return }
@@ -138,13 +161,14 @@ struct UniqueRequests: Sendable {
 
     static func walkRequest(_ b: [UInt8], _ sites: inout [Site], _ spans: inout Int) {
         fields(b, 0..<b.count) { rs in
-            guard rs.number == 1 else { return }
+            guard rs.number == 1, rs.wireType == 2 else { return }
             fields(b, rs.start..<rs.end) { f in
+                guard f.wireType == 2 else { return }
                 if f.number == 1 {  // Resource
-                    fields(b, f.start..<f.end) { a in if a.number == 1 { keyValue(b, a, &sites) } }
+                    fields(b, f.start..<f.end) { a in if a.number == 1 && a.wireType == 2 { keyValue(b, a, &sites) } }
                 } else if f.number == 2 {  // ScopeSpans
                     fields(b, f.start..<f.end) { s in
-                        guard s.number == 2 else { return }
+                        guard s.number == 2, s.wireType == 2 else { return }
                         spans += 1
                         walkSpan(b, s, &sites)
                     }
@@ -155,13 +179,25 @@ struct UniqueRequests: Sendable {
 
     static func walkSpan(_ b: [UInt8], _ span: Field, _ sites: inout [Site]) {
         fields(b, span.start..<span.end) { f in
+            if f.wireType == 1 {
+                // start_time_unix_nano, end_time_unix_nano
+                if f.number == 7 || f.number == 8 { sites.append(Site(offset: Int32(f.start), length: 8, kind: .time)) }
+                return
+            }
             switch f.number {
             case 1 where f.end - f.start == 16: sites.append(Site(offset: Int32(f.start), length: 16, kind: .traceID))
             case 2 where f.end - f.start == 8, 4 where f.end - f.start == 8:
                 sites.append(Site(offset: Int32(f.start), length: 8, kind: .spanID))
             case 9: keyValue(b, f, &sites)
+            case 11:  // Event: time_unix_nano
+                fields(b, f.start..<f.end) { e in
+                    if e.number == 1 && e.wireType == 1 {
+                        sites.append(Site(offset: Int32(e.start), length: 8, kind: .time))
+                    }
+                }
             case 13:  // Link
                 fields(b, f.start..<f.end) { l in
+                    guard l.wireType == 2 else { return }
                     if l.number == 1 && l.end - l.start == 16 {
                         sites.append(Site(offset: Int32(l.start), length: 16, kind: .traceID))
                     } else if l.number == 2 && l.end - l.start == 8 {
@@ -177,9 +213,10 @@ struct UniqueRequests: Sendable {
         var key: String?
         var value: Field?
         fields(b, kv.start..<kv.end) { f in
+            guard f.wireType == 2 else { return }
             if f.number == 1 { key = String(decoding: b[f.start..<f.end], as: UTF8.self) }
             if f.number == 2 {
-                fields(b, f.start..<f.end) { v in if v.number == 1 { value = v } }  // AnyValue.string_value
+                fields(b, f.start..<f.end) { v in if v.number == 1 && v.wireType == 2 { value = v } }  // AnyValue.string_value
             }
         }
         guard let key, let value, idKeys.contains(key), value.end > value.start else { return }

@@ -160,6 +160,35 @@ import Testing
         await store.close()
     }
 
+    /// The run list pages newest first across segments, whatever order the runs arrived in,
+    /// and a window by start applies to the run's start.
+    @Test func runListPagesNewestFirstAcrossSegments() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.segmentBytes = 256
+        config.blockBytes = 512
+        let store = try SpanStore(configuration: config, logger: logger)
+        // Starts in a shuffled order, so newer segments do not always hold newer runs.
+        let order = [7, 2, 9, 4, 1, 8, 3, 10, 6, 5, 12, 11]
+        for (i, t) in order.enumerated() {
+            let spans = (UInt8(1)...3).map { n in
+                TestSpan(
+                    trace: RequestBuilder.traceID(UInt8(i + 1)), span: RequestBuilder.spanID(n, UInt8(i + 1)),
+                    parent: [],
+                    name: "s", start: UInt64(t) * 1_000_000 + UInt64(n), end: UInt64(t) * 1_000_000 + 10,
+                    attributes: [("agent.run.id", .string("run-\(t)"))], statusCode: 0)
+            }
+            try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
+        }
+        #expect(SegmentFile.list(config.segmentDirectory).count > 3)
+        #expect(try await store.listRuns(limit: 4).map(\.runID) == ["run-12", "run-11", "run-10", "run-9"])
+        #expect(try await store.listRuns(limit: 100).count == 12)
+        let window = try await store.listRuns(since: 3_000_000, until: 6_000_000, limit: 2)
+        #expect(window.map(\.runID) == ["run-5", "run-4"])
+        await store.close()
+    }
+
     @Test func oneRunAcrossTwoTraces() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

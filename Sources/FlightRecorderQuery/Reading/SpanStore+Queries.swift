@@ -76,7 +76,7 @@ extension SpanStore {
     /// Runs within `scope` with at least one span for which `matches` holds, newest first,
     /// each with its matching spans. `narrow` lists indexed `key = value` pairs every match
     /// carries: the segments are then read newest first, each narrowed by its index to the
-    /// traces that have them all (segments whose filter lacks one are skipped). Without it,
+    /// traces that have them all. Without it,
     /// runs are scanned newest first, at most `scanLimit` of them. Candidate traces are read
     /// in small batches, and reading stops once `limit` runs have matched, so a page costs
     /// the same however large the store is.
@@ -89,7 +89,7 @@ extension SpanStore {
             var state = SearchState()
             if !narrow.isEmpty {
                 var complete = true
-                let candidates = r.segments(mayHoldAll: narrow)
+                let candidates = r.segmentsNewestFirst()
                 for (n, segment) in candidates.enumerated() {
                     if state.hits.count >= limit {
                         complete = n == candidates.count

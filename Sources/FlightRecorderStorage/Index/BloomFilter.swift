@@ -52,13 +52,14 @@ struct BloomFilter: Sendable {
     }
 }
 
-/// The keys a segment's filter holds. Hashes are FNV-1a over a kind byte and the key's
-/// bytes, then mixed: stable across processes, since filters are stored with the segment.
+/// The keys a segment's filter holds: trace IDs and run IDs (attribute values are looked up
+/// in each segment's pages instead; as keys they would be most of the filters' memory).
+/// Hashes are FNV-1a over a kind byte and the key's bytes, then mixed: stable across
+/// processes, since filters are stored with the segment.
 enum IndexKey {
     static func trace(_ bytes: [UInt8]) -> UInt64 { hash(1, bytes, nil) }
     /// Runs by ID alone: a lookup by ID may span tenants.
     static func run(_ run: String) -> UInt64 { hash(2, Array(run.utf8), nil) }
-    static func attribute(_ hash: Int64) -> UInt64 { mix(UInt64(bitPattern: hash) ^ 0x3C6E_F372_FE94_F82B) }
 
     static func hash(_ kind: UInt8, _ bytes: [UInt8], _ tenant: String?) -> UInt64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325

@@ -62,20 +62,25 @@ package final class IndexReader {
         let lower = since ?? .min
         let upper = until ?? .max
         var found: [RunKey: RunSummary] = [:]
-        // Newest segment first: each run is read from the segment it started in, and the scan
-        // stops once no older segment can hold a run that starts late enough to make the page.
+        // Newest segment first: each run is read from the segment it started in, only the runs
+        // that can still make the page.
+        var kth = Int64.min  // the page's current last start, once it is full
         for entry in all.reversed() {
             let r = try reader(entry.id)
+            // A segment whose latest run starts before the page's last one has nothing for it
+            // (segments are in arrival order, not start order, so the older ones are still read).
             if found.count >= limit {
-                let kth = found.values.map(\.startNanos).sorted(by: >)[limit - 1]
-                guard let latest = try r.latestFirstStart(), latest >= kth else { break }
+                guard let latest = try r.latestFirstStart(), latest >= kth else { continue }
             }
-            for p in try r.firstRuns(since: lower, until: upper, tenants: tenants, limit: limit) {
+            // A run starts no later than where it first appears, so only rows at or after the
+            // page's last start can still make it.
+            for p in try r.firstRuns(since: max(lower, kth), until: upper, tenants: tenants, limit: limit) {
                 let key = RunKey(run: p.summary.runID, tenant: p.summary.tenant ?? "")
                 guard found[key] == nil, let s = try merged(p, in: all), s.startNanos >= lower, s.startNanos < upper
                 else { continue }
                 found[key] = s
             }
+            if found.count >= limit { kth = found.values.map(\.startNanos).sorted(by: >)[limit - 1] }
         }
         return Array(
             found.values.sorted {
@@ -204,7 +209,10 @@ package final class IndexReader {
         let hash = IndexedAttribute.hash(key: key, value: value)
         var found: [RunKeyTrace: Int64] = [:]
         var order: [RunKeyTrace] = []
-        for r in try candidates(IndexKey.attribute(hash), in: entries) {
+        // Attribute values are not in the filters (they would make them most of the memory);
+        // each segment's sorted attribute pages answer with two index probes.
+        for e in entries {
+            let r = try reader(e.id)
             for (tenant, trace, start) in try r.traces(withAttributeHash: hash) where scope.contains(tenant) {
                 let k = RunKeyTrace(tenant: tenant, trace: trace)
                 if let old = found[k] {
@@ -218,11 +226,8 @@ package final class IndexReader {
         return order.sorted { $0.tenant < $1.tenant }.prefix(limit).map { ($0.tenant, $0.trace, found[$0]!) }
     }
 
-    /// The segments, newest first, that may hold traces carrying all of `pairs`.
-    package func segments(mayHoldAll pairs: [(key: String, value: String)]) -> [Int64] {
-        let keys = pairs.map { IndexKey.attribute(IndexedAttribute.hash(key: $0.key, value: $0.value)) }
-        return entries.reversed().filter { e in keys.allSatisfy { e.mayContain($0) } }.map(\.id)
-    }
+    /// The segments to search, newest first.
+    package func segmentsNewestFirst() -> [Int64] { entries.reversed().map(\.id) }
 
     /// Traces of one segment within `scope` that carry all of `pairs`, newest first.
     package func traces(

@@ -7,15 +7,15 @@ import Glibc
 /// The schema of one segment's index, `segments/segment-N.idx` (SQLite). Every segment has
 /// its own: its B-trees hold only that segment's keys, so they stay in cache while it is
 /// written and inserting costs the same at 50 million spans as at the first. Sealed
-/// segments' indexes are never written again; a Bloom filter of their keys, stored in
-/// `meta`, lets a lookup skip the segments that cannot hold its key. The segments are the
+/// segments' indexes are never written again; a Bloom filter of their trace and run keys,
+/// stored in `meta`, lets a lookup skip the segments that cannot hold its key. The segments are the
 /// source of truth; every row here can be rebuilt from them (`flightrec reindex`).
 ///
 /// Traces are numbered within the segment (`traces.id`), so the per-block, per-run and
 /// per-attribute rows carry a small integer instead of a 16-byte ID, and tenants are
 /// numbered too (`tenants`).
 enum IndexSchema {
-    static let version = "seg-1"
+    static let version = "seg-2"
 
     /// The active segment's writer. Durability comes from the segments: after a crash the
     /// active segment's index is caught up (or rebuilt) from its file, so its writes need no

@@ -189,8 +189,6 @@ final class SegmentIndexWriter {
         while try t.step() { keys.append(IndexKey.trace(t.blob(0))) }
         let r = try db.prepare("SELECT DISTINCT run_id FROM runs")
         while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
-        let a = try db.prepare("SELECT DISTINCT hash FROM attrs")  // before it is rewritten as pages
-        while try a.step() { keys.append(IndexKey.attribute(a.int64(0))) }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
         var entries: [(hash: UInt32, trace: UInt32)] = []
