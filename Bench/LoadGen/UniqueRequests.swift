@@ -215,8 +215,8 @@ struct UniqueRequests: Sendable {
         fields(b, kv.start..<kv.end) { f in
             guard f.wireType == 2 else { return }
             if f.number == 1 { key = String(decoding: b[f.start..<f.end], as: UTF8.self) }
-            if f.number == 2 {
-                fields(b, f.start..<f.end) { v in if v.number == 1 && v.wireType == 2 { value = v } }  // AnyValue.string_value
+            if f.number == 2 {  // AnyValue: string_value
+                fields(b, f.start..<f.end) { v in if v.number == 1 && v.wireType == 2 { value = v } }
             }
         }
         guard let key, let value, idKeys.contains(key), value.end > value.start else { return }
