@@ -210,7 +210,7 @@ struct LoadGen: AsyncParsableCommand {
             let spans = Self.sentSpans.value - startSpans
             print(
                 String(
-                    format: "disk: %d bytes for %d raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
+                    format: "disk: %ld bytes for %ld raw OTLP bytes = %.1f%% (%.1f bytes/span)", disk, sent,
                     100.0 * Double(disk) / Double(max(sent, 1)), Double(disk) / Double(max(spans, 1))))
             print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
             print("daemon exit status: \(process.terminationStatus)")

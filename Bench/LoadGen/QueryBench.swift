@@ -135,7 +135,7 @@ extension LoadGen {
         print(
             String(
                 format:
-                    "disk: %.1f%% of %d raw OTLP bytes (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span",
+                    "disk: %.1f%% of %ld raw OTLP bytes (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span",
                 100 * Double(disk) / Double(max(raw, 1)), raw, Double(disk) / Double(storedSpans),
                 Double(segments) / Double(storedSpans), Double(disk - segments) / Double(storedSpans)))
         print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))

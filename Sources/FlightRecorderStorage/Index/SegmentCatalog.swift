@@ -99,9 +99,11 @@ final class SegmentIndexReader {
         } else {
             q = try db.prepare(
                 """
-                SELECT entries FROM attr_pages
-                WHERE page BETWEEN (SELECT coalesce(max(page), 1) FROM attr_pages WHERE first_hash < ?1)
-                  AND (SELECT coalesce(max(page), 0) FROM attr_pages WHERE first_hash <= ?1)
+                SELECT entries FROM attr_pages WHERE page BETWEEN
+                  coalesce((SELECT page FROM attr_pages WHERE first_hash < ?1
+                            ORDER BY first_hash DESC, page DESC LIMIT 1), 1)
+                  AND coalesce((SELECT page FROM attr_pages WHERE first_hash <= ?1
+                                ORDER BY first_hash DESC, page DESC LIMIT 1), 0)
                 ORDER BY page
                 """)
         }

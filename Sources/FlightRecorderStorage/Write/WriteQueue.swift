@@ -22,8 +22,10 @@ final class WriteQueue: @unchecked Sendable {
 
     enum State { case running, draining, closed }
 
-    /// Most spans the indexer may lag by before the writer waits for it.
-    static let maxIndexBacklogSpans = 400_000
+    /// Most spans the indexer may lag by before the writer waits for it. It is also what a
+    /// crash can leave to re-index at start-up (the durable spans not yet indexed), so it
+    /// bounds recovery time: at 150,000 about a second.
+    static let maxIndexBacklogSpans = 150_000
 
     let lock = NSCondition()
     private(set) var state = State.running
