@@ -77,10 +77,11 @@ import Testing
     /// segments, a trace named only after its first segment sealed moves under the named run
     /// (and its provisional name disappears from the list), and a restart and a reindex
     /// agree with the live index.
-    @Test func runsAcrossSealedSegmentsReadBackWhole() async throws {
+    @Test(arguments: [64, 2]) func runsAcrossSealedSegmentsReadBackWhole(openIndexes: Int) async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         var config = configuration(dir)
+        config.maxOpenSegmentIndexes = openIndexes  // 2: connections are closed and reopened
         config.segmentBytes = 1 << 10
         config.blockBytes = 512
         var store = try SpanStore(configuration: config, logger: logger)

@@ -20,9 +20,10 @@ package final class IndexReader {
     private let sealedOnly: Bool
     private var readers: [Int64: SegmentIndexReader] = [:]
 
-    init(catalog: SegmentCatalog, sealedOnly: Bool = false) {
+    init(catalog: SegmentCatalog, sealedOnly: Bool = false, maxOpenSegments: Int = 64) {
         self.catalog = catalog
         self.sealedOnly = sealedOnly
+        self.maxOpenSegments = max(1, maxOpenSegments)
     }
 
     private var entries: [SegmentCatalog.Entry] {
@@ -30,10 +31,25 @@ package final class IndexReader {
         return sealedOnly ? all.filter { $0.bloom != nil } : all
     }
 
+    /// Connections kept open at most (each holds three descriptors and a small cache); the
+    /// least recently used is closed first, and reopened when needed again.
+    private let maxOpenSegments: Int
+    private var lastUse: [Int64: Int] = [:]
+    private var uses = 0
+
     private func reader(_ segment: Int64) throws(SQLiteError) -> SegmentIndexReader {
-        if let r = readers[segment] { return r }
+        uses += 1
+        if let r = readers[segment] {
+            lastUse[segment] = uses
+            return r
+        }
+        if readers.count >= maxOpenSegments, let oldest = lastUse.min(by: { $0.value < $1.value })?.key {
+            readers[oldest] = nil
+            lastUse[oldest] = nil
+        }
         let r = try SegmentIndexReader(directory: catalog.directory, segment: segment)
         readers[segment] = r
+        lastUse[segment] = uses
         return r
     }
 

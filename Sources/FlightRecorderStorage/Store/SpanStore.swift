@@ -52,7 +52,8 @@ public final class SpanStore: Service, @unchecked Sendable {
                 logger.notice("index layout changed to one index per segment; rebuilding it from the segments")
             }
             let catalog = SegmentCatalog(directory: configuration.segmentDirectory)
-            let older = IndexReader(catalog: catalog, sealedOnly: true)
+            let older = IndexReader(
+                catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
             let recovery = try StoreRecovery(
                 configuration: configuration, catalog: catalog, older: older, logger: logger
             )
@@ -61,7 +62,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.active.segment)
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
             indexer = Indexer(queue: queue, catalog: catalog, older: older, active: recovery.active, logger: logger)
-            reader = IndexReader(catalog: catalog)
+            reader = IndexReader(catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes)
             segmentReader = SegmentReader(directory: configuration.segmentDirectory)
         } catch {
             lock.release()

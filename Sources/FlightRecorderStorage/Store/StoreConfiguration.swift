@@ -24,6 +24,9 @@ public struct StoreConfiguration: Sendable {
     public var runIdentity = RunIdentity()
     /// Attribute keys recorded per trace in the index (external IDs, searchable attributes).
     public var indexedKeys = IndexedKeys()
+    /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
+    /// older segments); beyond it the least recently used is closed.
+    var maxOpenSegmentIndexes = 64
 
     public init(directory: String) {
         self.directory = directory
