@@ -98,7 +98,10 @@ import Testing
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             runID: "r")
         #expect(Self.label(outcome) == "timed_out")
-        #expect(ContinuousClock.now - started < .seconds(3))
+        // Without the tool's deadline the call would wait forever (the client has no read
+        // timeout of its own). The bound is loose because the suites run in parallel on two
+        // shared cores, where a 0.3 s timer has been seen to fire 3 s late.
+        #expect(ContinuousClock.now - started < .seconds(20))
 
         var down = Self.tool(.lowWrite)
         down.backendURL = "http://127.0.0.1:1/write"  // nothing listens on port 1
