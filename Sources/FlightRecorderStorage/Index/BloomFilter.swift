@@ -1,13 +1,17 @@
-/// A blocked Bloom filter over 64-bit key hashes: each key sets 6 bits within one 64-byte
-/// line, so a probe touches one cache line. At 12 bits per key about 1 probe in 200 for an
-/// absent key answers "maybe".
+/// A blocked Bloom filter over 64-bit key hashes: each key sets 7 bits within one 64-byte
+/// line, so a probe touches one cache line. The high 32 bits of the hash pick the line; the
+/// 7 bit positions are 9-bit fields of a second mix of the hash, independent of each other.
+/// At 20 bits per key about 1 probe in 3,000 for an absent key answers "maybe" (measured:
+/// 0.035%). The indexer asks every sealed segment's filter about each new trace and run, so
+/// the false-positive rate, times the number of segments, is how often it reads a sealed
+/// index for nothing.
 ///
 /// Hand-written: none of the packages this project may use has one, and it is small.
 struct BloomFilter: Sendable {
     private(set) var words: [UInt64]
 
-    static let bitsPerKey = 12
-    static let probes = 6
+    static let bitsPerKey = 20
+    static let probes = 7
 
     init(expectedKeys: Int) {
         let lines = max(1, (expectedKeys * Self.bitsPerKey + 511) / 512)
@@ -32,21 +36,21 @@ struct BloomFilter: Sendable {
 
     mutating func insert(_ hash: UInt64) {
         let line = Int((hash >> 32) % UInt64(words.count / 8)) * 8
-        var h = UInt32(truncatingIfNeeded: hash)
+        var bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
         for _ in 0..<Self.probes {
-            let bit = Int(h & 511)
+            let bit = Int(bits & 511)
             words[line + (bit >> 6)] |= 1 << UInt64(bit & 63)
-            h = h &* 0x9E37_79B1 &+ 0x7F4A_7C15
+            bits >>= 9
         }
     }
 
     func mayContain(_ hash: UInt64) -> Bool {
         let line = Int((hash >> 32) % UInt64(words.count / 8)) * 8
-        var h = UInt32(truncatingIfNeeded: hash)
+        var bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
         for _ in 0..<Self.probes {
-            let bit = Int(h & 511)
+            let bit = Int(bits & 511)
             if words[line + (bit >> 6)] & (1 << UInt64(bit & 63)) == 0 { return false }
-            h = h &* 0x9E37_79B1 &+ 0x7F4A_7C15
+            bits >>= 9
         }
         return true
     }

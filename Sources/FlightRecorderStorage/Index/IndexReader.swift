@@ -37,17 +37,22 @@ package final class IndexReader {
     private var lastUse: [Int64: Int] = [:]
     private var uses = 0
 
-    private func reader(_ segment: Int64) throws(SQLiteError) -> SegmentIndexReader {
+    /// The connection to `entry`'s index. A sealed index is opened immutable (no locks, a
+    /// cache that lasts); one opened while its segment was active is reopened once it seals.
+    private func reader(_ entry: SegmentCatalog.Entry) throws(SQLiteError) -> SegmentIndexReader {
+        let segment = entry.id
+        let sealed = entry.bloom != nil
         uses += 1
-        if let r = readers[segment] {
+        if let r = readers[segment], r.immutable || !sealed {
             lastUse[segment] = uses
             return r
         }
+        readers[segment] = nil
         if readers.count >= maxOpenSegments, let oldest = lastUse.min(by: { $0.value < $1.value })?.key {
             readers[oldest] = nil
             lastUse[oldest] = nil
         }
-        let r = try SegmentIndexReader(directory: catalog.directory, segment: segment)
+        let r = try SegmentIndexReader(directory: catalog.directory, segment: segment, immutable: sealed)
         readers[segment] = r
         lastUse[segment] = uses
         return r
@@ -60,7 +65,7 @@ package final class IndexReader {
         -> [SegmentIndexReader]
     {
         var out: [SegmentIndexReader] = []
-        for e in entries where e.mayContain(key) { out.append(try reader(e.id)) }
+        for e in entries where e.mayContain(key) { out.append(try reader(e)) }
         return out
     }
 
@@ -82,7 +87,7 @@ package final class IndexReader {
         // that can still make the page.
         var kth = Int64.min  // the page's current last start, once it is full
         for entry in all.reversed() {
-            let r = try reader(entry.id)
+            let r = try reader(entry)
             // A segment whose latest run starts before the page's last one has nothing for it
             // (segments are in arrival order, not start order, so the older ones are still read).
             if found.count >= limit {
@@ -228,7 +233,7 @@ package final class IndexReader {
         // Attribute values are not in the filters (they would make them most of the memory);
         // each segment's sorted attribute pages answer with two index probes.
         for e in entries {
-            let r = try reader(e.id)
+            let r = try reader(e)
             for (tenant, trace, start) in try r.traces(withAttributeHash: hash) where scope.contains(tenant) {
                 let k = RunKeyTrace(tenant: tenant, trace: trace)
                 if let old = found[k] {
@@ -250,7 +255,8 @@ package final class IndexReader {
         withAll pairs: [(key: String, value: String)], inSegment segment: Int64, scope: TenantScope, since: Int64?,
         until: Int64?
     ) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
-        try reader(segment).traces(
+        guard let entry = entries.first(where: { $0.id == segment }) else { return [] }
+        return try reader(entry).traces(
             withAll: pairs.map { IndexedAttribute.hash(key: $0.key, value: $0.value) }, since: since ?? .min,
             until: until ?? .max
         ).filter { scope.contains($0.tenant) }
@@ -274,7 +280,7 @@ package final class IndexReader {
         var out: [String: Int64] = ["segments": 0]
         for e in entries {
             out["segments", default: 0] += 1
-            for (table, n) in try reader(e.id).counts() {
+            for (table, n) in try reader(e).counts() {
                 out[table == "attrs" ? "attr_index" : table, default: 0] += n
             }
         }

@@ -15,7 +15,7 @@ import Glibc
 /// per-attribute rows carry a small integer instead of a 16-byte ID, and tenants are
 /// numbered too (`tenants`).
 enum IndexSchema {
-    static let version = "seg-2"
+    static let version = "seg-3"
 
     /// The active segment's writer. Durability comes from the segments: after a crash the
     /// active segment's index is caught up (or rebuilt) from its file, so its writes need no

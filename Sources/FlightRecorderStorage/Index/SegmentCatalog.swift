@@ -58,9 +58,13 @@ final class SegmentIndexReader {
     static let summaryColumns =
         "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional, continued, folds"
 
-    init(directory: String, segment: Int64) throws(SQLiteError) {
+    /// Opened on a sealed index, which never changes again (`SQLiteDatabase` `immutable`).
+    let immutable: Bool
+
+    init(directory: String, segment: Int64, immutable: Bool = false) throws(SQLiteError) {
         self.segment = segment
-        db = try SQLiteDatabase(path: IndexSchema.path(directory, segment), readOnly: true)
+        self.immutable = immutable
+        db = try SQLiteDatabase(path: IndexSchema.path(directory, segment), readOnly: true, immutable: immutable)
         try db.execute(IndexSchema.readerPragmas)
         runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1")
         runByIDTenant = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1 AND tenant = ?2")
