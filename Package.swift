@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "FlightRecorderQuery",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderSQLite",
+                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderSQLite",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
@@ -127,6 +127,7 @@ let package = Package(
         .target(
             name: "FlightRecorderHTTP",
             dependencies: [
+                "FlightRecorderCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -1,3 +1,4 @@
+public import FlightRecorderCore
 import Foundation
 public import Hummingbird
 
@@ -11,6 +12,15 @@ public enum JSONResponse {
         return Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// `value` written directly (`JSONWritable`): the same bytes as its `Encodable` form.
+    public static func make(_ status: HTTPResponse.Status, _ value: some Encodable & JSONWritable) -> Response {
+        var writer = JSONWriter()
+        value.writeJSON(to: &writer)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: writer.bytes)))
     }
 
     /// `{"error": message, "status": code}` with the error's headers.
