@@ -16,13 +16,28 @@ public enum Hex {
 
     /// Sixteen digits, big-endian, zero-padded.
     public static func encode(_ value: UInt64) -> String {
-        var out = [UInt8](repeating: 0, count: 16)
+        String(unsafeUninitializedCapacity: 16) { out in
+            write(value, into: out, at: 0)
+            return 16
+        }
+    }
+
+    /// Thirty-two digits: `high` then `low` (a trace ID).
+    public static func encode(_ high: UInt64, _ low: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 32) { out in
+            write(high, into: out, at: 0)
+            write(low, into: out, at: 16)
+            return 32
+        }
+    }
+
+    @inline(__always)
+    static func write(_ value: UInt64, into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) {
         var v = value
-        for i in stride(from: 15, through: 0, by: -1) {
+        for i in stride(from: start + 15, through: start, by: -1) {
             out[i] = digits[Int(v & 0xF)]
             v >>= 4
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// The bytes of an even-length hex string; nil on any other character.

@@ -26,7 +26,7 @@ public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     public var isZero: Bool { high == 0 && low == 0 }
-    public var hex: String { Hex.encode(high) + Hex.encode(low) }
+    public var hex: String { Hex.encode(high, low) }
     public var description: String { hex }
 
     /// The 16 big-endian bytes, as stored in the index.

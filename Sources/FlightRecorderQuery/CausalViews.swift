@@ -21,21 +21,33 @@ public struct StepFacts: Sendable, Codable, Equatable {
     public var error: String?
 
     public init(_ s: SpanRecord) {
-        func v(_ key: String) -> String? { s.attributes.first { $0.key == key }?.value.displayString }
-        operation = v(AgentKeys.operationName)
-        model = v(AgentKeys.requestModel) ?? v(AgentKeys.responseModel)
-        promptVersion = v(AgentKeys.promptVersion)
-        prompt = v(AgentKeys.prompt) ?? v(AgentKeys.inputMessages)
-        tool = v(AgentKeys.toolName)
-        tier = v(AgentKeys.toolTier)
-        arguments = v(AgentKeys.toolArguments)
-        policyOutcome = v(AgentKeys.policyOutcome)
-        policyRule = v(AgentKeys.policyRule)
-        approvalTicket = v(AgentKeys.approvalTicket)
-        approver = v(AgentKeys.approver)
-        idempotencyKey = v(AgentKeys.idempotencyKey)
-        operationId = v(AgentKeys.operationID)
-        ticketId = v(AgentKeys.ticketID)
+        // One pass over the attributes; the first of a repeated key wins.
+        var responseModel: String?
+        var inputMessages: String?
+        for a in s.attributes {
+            func set(_ field: inout String?) { if field == nil { field = a.value.displayString } }
+            switch a.key {
+            case AgentKeys.operationName: set(&operation)
+            case AgentKeys.requestModel: set(&model)
+            case AgentKeys.responseModel: set(&responseModel)
+            case AgentKeys.promptVersion: set(&promptVersion)
+            case AgentKeys.prompt: set(&prompt)
+            case AgentKeys.inputMessages: set(&inputMessages)
+            case AgentKeys.toolName: set(&tool)
+            case AgentKeys.toolTier: set(&tier)
+            case AgentKeys.toolArguments: set(&arguments)
+            case AgentKeys.policyOutcome: set(&policyOutcome)
+            case AgentKeys.policyRule: set(&policyRule)
+            case AgentKeys.approvalTicket: set(&approvalTicket)
+            case AgentKeys.approver: set(&approver)
+            case AgentKeys.idempotencyKey: set(&idempotencyKey)
+            case AgentKeys.operationID: set(&operationId)
+            case AgentKeys.ticketID: set(&ticketId)
+            default: continue
+            }
+        }
+        model = model ?? responseModel
+        prompt = prompt ?? inputMessages
         status = s.statusCode.name
         error = s.statusCode == .error ? (s.statusMessage.isEmpty ? "error" : s.statusMessage) : nil
     }
@@ -93,7 +105,9 @@ extension RunGraph {
 
     public func graph() -> GraphView {
         var edges: [Edge] = []
-        let id = { (i: Int) in spans[i].spanID.hex }
+        edges.reserveCapacity(spans.count * 3)
+        let ids = spans.map(\.spanID.hex)
+        let id = { (i: Int) in ids[i] }
         for r in roots { edges.append(Edge(type: "member", from: "run:" + runID, to: id(r))) }
         for (p, cs) in children.enumerated() {
             for c in cs.sorted(by: { (start[$0], $0) < (start[$1], $1) }) {
@@ -108,7 +122,8 @@ extension RunGraph {
         }
         let order = spans.indices.sorted { (start[$0], $0) < (start[$1], $1) }
         var traces: [String] = []
-        for i in order where !traces.contains(spans[i].traceID.hex) { traces.append(spans[i].traceID.hex) }
+        var seen: Set<TraceID> = []
+        for i in order where seen.insert(spans[i].traceID).inserted { traces.append(spans[i].traceID.hex) }
         return GraphView(
             runId: runID, traces: traces, nodes: order.map { StepNode(self, $0) }, edges: edges,
             adjustments: adjustments, missingParents: missingParent.map(id))

@@ -1,3 +1,4 @@
+public import FlightRecorderCore
 public import FlightRecorderOTLP
 public import FlightRecorderQuery
 public import FlightRecorderStorage
@@ -64,4 +65,28 @@ public struct TraceBody: Sendable, Codable {
     public var traceId: String
     public var spans: [SpanRecord]
     public var warnings: [String]
+}
+
+// The lookup answer carries a causal path per match: written directly, like the paths
+// themselves (`JSONWritable`, keys in sorted order; `QueryResponseJSONTests` compares).
+
+extension LookupBody.Match: JSONWritable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.member("path", path)
+        w.member("runId", runId)
+        w.member("spanId", spanId)
+        w.member("tenant", tenant)
+        w.endObject()
+    }
+}
+
+extension LookupBody: JSONWritable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.member("key", key)
+        w.member("matches", matches)
+        w.member("value", value)
+        w.endObject()
+    }
 }
