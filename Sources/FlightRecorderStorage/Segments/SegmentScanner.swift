@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -92,14 +94,31 @@ struct SegmentScanner {
     }
 }
 
-/// Reads blocks back for queries. Thread-safe: it only uses `pread` on descriptors opened per call.
+/// Reads blocks back for queries. Thread-safe: it only uses `pread` on descriptors opened per
+/// call, and its cache has its own lock.
 public struct SegmentReader: Sendable {
     public let directory: String
+    /// Recently read blocks, decompressed. A block never changes once written, so its
+    /// segment and offset name its content for good.
+    let cache: BlockCache?
 
-    public init(directory: String) { self.directory = directory }
+    public init(directory: String, cacheBytes: Int = 0) {
+        self.directory = directory
+        cache = cacheBytes > 0 ? BlockCache(capacityBytes: cacheBytes) : nil
+    }
 
-    /// Reads, verifies and decompresses the block at `offset` of segment `segment`.
+    /// Reads, verifies and decompresses the block at `offset` of segment `segment`, or
+    /// answers from the cache.
     public func readBlock(segment: Int64, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
+        guard let cache else { return try readUncached(segment: segment, offset: offset, length: length) }
+        let key = BlockCache.Key(segment: segment, offset: offset)
+        if let hit = cache.get(key) { return hit }
+        let raw = try readUncached(segment: segment, offset: offset, length: length)
+        cache.put(key, raw)
+        return raw
+    }
+
+    func readUncached(segment: Int64, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
         let path = SegmentFile.path(directory, segment)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io("open \(path)") }
@@ -114,6 +133,49 @@ public struct SegmentReader: Sendable {
         switch decoded {
         case .success(let raw): return raw
         case .failure(let error): throw .corrupt("segment \(segment), block at byte \(offset): \(error.message)")
+        }
+    }
+}
+
+/// A least-recently-used cache of decompressed blocks, bounded by their bytes. A query that
+/// looks up a value and then reads the value's run, or a run view that asks for the graph and
+/// then a path, reads the same blocks again; they are decompressed once.
+final class BlockCache: @unchecked Sendable {
+    struct Key: Hashable {
+        var segment: Int64
+        var offset: Int
+    }
+
+    private let lock = NSLock()
+    private let capacityBytes: Int
+    /// Guarded by `lock`.
+    private var entries: [Key: (bytes: [UInt8], lastUse: UInt64)] = [:]
+    private var bytes = 0
+    private var clock: UInt64 = 0
+
+    init(capacityBytes: Int) { self.capacityBytes = capacityBytes }
+
+    func get(_ key: Key) -> [UInt8]? {
+        lock.withLock {
+            guard var e = entries[key] else { return nil }
+            clock += 1
+            e.lastUse = clock
+            entries[key] = e
+            return e.bytes
+        }
+    }
+
+    func put(_ key: Key, _ value: [UInt8]) {
+        guard value.count <= capacityBytes / 4 else { return }
+        lock.withLock {
+            clock += 1
+            if let old = entries.updateValue((value, clock), forKey: key) { bytes -= old.bytes.count }
+            bytes += value.count
+            // Entries are whole blocks (a few hundred KiB), so there are few: a scan finds the oldest.
+            while bytes > capacityBytes, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+                bytes -= oldest.value.bytes.count
+                entries[oldest.key] = nil
+            }
         }
     }
 }

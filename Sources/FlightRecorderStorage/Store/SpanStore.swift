@@ -63,7 +63,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
             indexer = Indexer(queue: queue, catalog: catalog, older: older, active: recovery.active, logger: logger)
             reader = IndexReader(catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes)
-            segmentReader = SegmentReader(directory: configuration.segmentDirectory)
+            segmentReader = SegmentReader(
+                directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes)
         } catch {
             lock.release()
             throw error

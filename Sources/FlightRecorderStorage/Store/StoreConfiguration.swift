@@ -27,6 +27,8 @@ public struct StoreConfiguration: Sendable {
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.
     var maxOpenSegmentIndexes = 64
+    /// Decompressed blocks the query side keeps (`BlockCache`), in bytes.
+    var blockCacheBytes = 32 << 20
 
     public init(directory: String) {
         self.directory = directory
