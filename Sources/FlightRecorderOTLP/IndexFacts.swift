@@ -37,6 +37,11 @@ public enum IndexFacts {
         spans.reserveCapacity(total)
         var indexed: [IndexedAttribute] = []
         var seenIndexed: Set<IndexedValue> = []
+        // About one indexed value per span in agent traffic: sized once, not grown by rehashing.
+        if !indexedKeys.cKeys.isEmpty {
+            indexed.reserveCapacity(total * 2)
+            seenIndexed.reserveCapacity(total * 2)
+        }
         var resources: [ResourceFacts] = []
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
