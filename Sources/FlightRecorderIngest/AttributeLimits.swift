@@ -123,7 +123,7 @@ enum AttributeLimits {
             var cut = max
             while cut > 0 && (UInt8(bitPattern: s[cut]) & 0xC0) == 0x80 { cut -= 1 }
             let kept = Array(UnsafeRawBufferPointer(start: s, count: cut))
-            free(s)
+            CMessage.release(s)
             v.pointee.string_value = RequestRedactor.cString(kept + Array(IngestLimits.truncationMarker.utf8))
             return 1
         case 5:
@@ -149,7 +149,7 @@ enum AttributeLimits {
             for i in 0..<span.pointee.n_attributes {
                 guard let kv = list[i], truncatedKey.matches(kv.pointee.key), let v = kv.pointee.value else { continue }
                 RequestRedactor.replaceWithString(v, "")
-                free(v.pointee.string_value)
+                CMessage.release(v.pointee.string_value)
                 v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 3)
                 v.pointee.int_value = Int64(count)
                 return

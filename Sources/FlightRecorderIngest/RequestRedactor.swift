@@ -20,10 +20,9 @@ typealias CKeyValueList = UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>
 /// IDs (fixed-size bytes) and numbers are not text and are left alone. Changed spans get
 /// `flightrec.redacted.count` and `flightrec.redacted.rules` (rule names, never values).
 ///
-/// Memory: protobuf-c's default allocator is malloc/free, so replaced strings are freed and
-/// new ones `strdup`ed; dropped attributes are freed with `protobuf_c_message_free_unpacked`.
-/// The request is then freed by the caller's `free_unpacked` as usual. Unset strings point
-/// at protobuf-c's static empty string and are never freed.
+/// Memory: through `CMessage` (the request lives in an arena): replaced strings and dropped
+/// attributes are released there, new ones allocated there. Unset strings point at
+/// protobuf-c's static empty string and are never freed.
 public struct RequestRedactor: Sendable {
     public let redactor: Redactor
 
@@ -116,7 +115,7 @@ public struct RequestRedactor: Sendable {
             redactor.redactBytes(UnsafeBufferPointer(start: $0, count: n), set: set, hits: &hits)
         }
         guard let replaced else { return }
-        free(p)
+        CMessage.release(p)
         field = Self.cString(replaced)
     }
 
@@ -142,8 +141,7 @@ public struct RequestRedactor: Sendable {
                 items[kept] = kv
                 kept += 1
             } else {
-                protobuf_c_message_free_unpacked(
-                    UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+                CMessage.free(kv)
             }
         }
         count = kept
@@ -185,7 +183,7 @@ public struct RequestRedactor: Sendable {
                 return true
             case .notAllowed:
                 hits.add("allowlist")
-                free(p)
+                CMessage.release(p)
                 v.pointee.string_value = Self.cString(Array("[REDACTED:allowlist]".utf8))
                 return true
             case .rule(let r):
@@ -193,7 +191,7 @@ public struct RequestRedactor: Sendable {
                 guard let out = redactor.apply(rule: redactor.sets[set].rules[r], to: original, set: set, hits: &hits)
                 else { return false }
                 if out != original {
-                    free(p)
+                    CMessage.release(p)
                     v.pointee.string_value = Self.cString(Array(out.utf8))
                 }
                 return true
@@ -225,8 +223,8 @@ public struct RequestRedactor: Sendable {
                     let out = redactor.redactBytes(
                         UnsafeBufferPointer(start: data, count: b.len), set: set, hits: &hits)
                 else { return true }
-                free(data)
-                let copy = malloc(max(1, out.count))!.assumingMemoryBound(to: UInt8.self)
+                CMessage.release(data)
+                let copy = CMessage.allocate(out.count).assumingMemoryBound(to: UInt8.self)
                 out.withUnsafeBytes { if $0.count > 0 { memcpy(copy, $0.baseAddress!, $0.count) } }
                 v.pointee.bytes_value = ProtobufCBinaryData(len: out.count, data: copy)
                 return true
@@ -240,22 +238,16 @@ public struct RequestRedactor: Sendable {
     package static func replaceWithString(_ value: UnsafeMutablePointer<CAnyValue>?, _ text: String) {
         guard let v = value else { return }
         let kind = v.pointee.value_case.rawValue
-        if kind == 1, let p = v.pointee.string_value { free(p) }
-        if kind == 7, let d = v.pointee.bytes_value.data { free(d) }
-        if kind == 5, let a = v.pointee.array_value {
-            protobuf_c_message_free_unpacked(
-                UnsafeMutableRawPointer(a).assumingMemoryBound(to: ProtobufCMessage.self), nil)
-        }
-        if kind == 6, let l = v.pointee.kvlist_value {
-            protobuf_c_message_free_unpacked(
-                UnsafeMutableRawPointer(l).assumingMemoryBound(to: ProtobufCMessage.self), nil)
-        }
+        if kind == 1, let p = v.pointee.string_value { CMessage.release(p) }
+        if kind == 7, let d = v.pointee.bytes_value.data { CMessage.release(d) }
+        if kind == 5, let a = v.pointee.array_value { CMessage.free(a) }
+        if kind == 6, let l = v.pointee.kvlist_value { CMessage.free(l) }
         v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 1)
         v.pointee.string_value = cString(Array(text.utf8))
     }
 
     package static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
-        let p = malloc(bytes.count + 1)!.assumingMemoryBound(to: CChar.self)
+        let p = CMessage.allocate(bytes.count + 1).assumingMemoryBound(to: CChar.self)
         bytes.withUnsafeBytes { b in
             if b.count > 0 { memcpy(p, b.baseAddress!, b.count) }
         }
@@ -284,8 +276,7 @@ public struct RequestRedactor: Sendable {
                 guard let kv = list[i] else { continue }
                 let key = kv.pointee.key.map { String(cString: $0) }
                 if key == Self.countKey || key == Self.rulesKey {
-                    protobuf_c_message_free_unpacked(
-                        UnsafeMutableRawPointer(kv).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+                    CMessage.free(kv)
                 } else {
                     list[kept] = kv
                     kept += 1
@@ -293,21 +284,19 @@ public struct RequestRedactor: Sendable {
             }
             n = kept
         }
-        let grown = realloc(span.pointee.attributes, (n + 2) * MemoryLayout<UnsafeMutablePointer<CKeyValue>?>.stride)!
-            .assumingMemoryBound(to: UnsafeMutablePointer<CKeyValue>?.self)
+        let grown = CMessage.resize(span.pointee.attributes, oldCount: n, newCount: n + 2)
         grown[n] = Self.newKeyValue(Self.countKey) { v in
             v.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 3)
             v.pointee.int_value = Int64(hits.count)
         }
         grown[n + 1] = Self.newKeyValue(Self.rulesKey) { v in
-            let arr = malloc(MemoryLayout<Opentelemetry__Proto__Common__V1__ArrayValue>.size)!
-                .assumingMemoryBound(to: Opentelemetry__Proto__Common__V1__ArrayValue.self)
+            let arr = CMessage.allocate(Opentelemetry__Proto__Common__V1__ArrayValue.self)
             opentelemetry__proto__common__v1__array_value__init(arr)
             let rules = hits.rules
-            let values = malloc(max(1, rules.count) * MemoryLayout<UnsafeMutablePointer<CAnyValue>?>.stride)!
+            let values = CMessage.allocate(max(1, rules.count) * MemoryLayout<UnsafeMutablePointer<CAnyValue>?>.stride)
                 .assumingMemoryBound(to: UnsafeMutablePointer<CAnyValue>?.self)
             for (i, rule) in rules.enumerated() {
-                let item = malloc(MemoryLayout<CAnyValue>.size)!.assumingMemoryBound(to: CAnyValue.self)
+                let item = CMessage.allocate(CAnyValue.self)
                 opentelemetry__proto__common__v1__any_value__init(item)
                 item.pointee.value_case = Opentelemetry__Proto__Common__V1__AnyValue__ValueCase(rawValue: 1)
                 item.pointee.string_value = Self.cString(Array(rule.utf8))
@@ -325,10 +314,10 @@ public struct RequestRedactor: Sendable {
     package static func newKeyValue(
         _ key: String, _ fill: (UnsafeMutablePointer<CAnyValue>) -> Void
     ) -> UnsafeMutablePointer<CKeyValue> {
-        let kv = malloc(MemoryLayout<CKeyValue>.size)!.assumingMemoryBound(to: CKeyValue.self)
+        let kv = CMessage.allocate(CKeyValue.self)
         opentelemetry__proto__common__v1__key_value__init(kv)
         kv.pointee.key = cString(Array(key.utf8))
-        let v = malloc(MemoryLayout<CAnyValue>.size)!.assumingMemoryBound(to: CAnyValue.self)
+        let v = CMessage.allocate(CAnyValue.self)
         opentelemetry__proto__common__v1__any_value__init(v)
         fill(v)
         kv.pointee.value = v

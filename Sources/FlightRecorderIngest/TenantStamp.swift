@@ -19,8 +19,7 @@ enum TenantStamp {
         for r in 0..<req.pointee.n_resource_spans {
             guard let rs = req.pointee.resource_spans[r] else { continue }
             if rs.pointee.resource == nil {
-                let res = malloc(MemoryLayout<Opentelemetry__Proto__Resource__V1__Resource>.size)!
-                    .assumingMemoryBound(to: Opentelemetry__Proto__Resource__V1__Resource.self)
+                let res = CMessage.allocate(Opentelemetry__Proto__Resource__V1__Resource.self)
                 opentelemetry__proto__resource__v1__resource__init(res)
                 rs.pointee.resource = res
                 changed = true
@@ -62,7 +61,7 @@ enum TenantStamp {
                 continue
             }
             if kv.pointee.value == nil {
-                let v = malloc(MemoryLayout<CAnyValue>.size)!.assumingMemoryBound(to: CAnyValue.self)
+                let v = CMessage.allocate(CAnyValue.self)
                 opentelemetry__proto__common__v1__any_value__init(v)
                 kv.pointee.value = v
             }

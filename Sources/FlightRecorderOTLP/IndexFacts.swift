@@ -99,14 +99,15 @@ public enum IndexFacts {
     /// The facts of a serialized request or `TracesData`; nil when it does not unpack.
     public static func extract(_ payload: [UInt8], runIdentity: RunIdentity, indexedKeys: IndexedKeys) -> Extracted? {
         payload.withUnsafeBytes { raw in
-            guard (try? WireDepthGuard.check(raw)) != nil,
-                let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                    nil, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
-            else { return nil }
-            defer {
-                opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(request, nil)
+            // Read only: unpacked into an arena that frees it all at once.
+            let arena = UnpackArena(expectedBytes: raw.count * 4)
+            return withExtendedLifetime(arena) {
+                guard (try? WireDepthGuard.check(raw)) != nil,
+                    let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+                        arena.allocator, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
+                else { return nil }
+                return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
             }
-            return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
         }
     }
 }

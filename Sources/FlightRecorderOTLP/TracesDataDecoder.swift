@@ -21,11 +21,14 @@ public enum TracesDataDecoder {
             }
             return try result.get()
         }
+        // Unpacked into an arena: nothing here edits the message, so all of it goes at once
+        // with the arena, without a walk to free each field.
+        let arena = UnpackArena(expectedBytes: payload.count * 4)
+        defer { withExtendedLifetime(arena) {} }
         guard
             let data = opentelemetry__proto__trace__v1__traces_data__unpack(
-                nil, payload.count, payload.baseAddress?.assumingMemoryBound(to: UInt8.self))
+                arena.allocator, payload.count, payload.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else { throw TracesDataError(description: "stored block is not a valid TracesData message") }
-        defer { opentelemetry__proto__trace__v1__traces_data__free_unpacked(data, nil) }
         var out: [SpanRecord] = []
         for r in 0..<data.pointee.n_resource_spans {
             guard let rs = data.pointee.resource_spans[r]?.pointee else { continue }

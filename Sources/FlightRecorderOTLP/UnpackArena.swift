@@ -1,0 +1,79 @@
+package import COTLP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A bump allocator for one unpacked request, passed to protobuf-c as its allocator. Freeing
+/// arena memory is a no-op; the chunks go when the arena does. Used on one thread, inside
+/// `with`, which makes it the thread's current arena (for ingest's `CMessage`).
+///
+/// Hand-written: protobuf-c takes an allocator of this C shape, and no package here has one.
+package final class UnpackArena {
+    private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
+    private var cursor: UnsafeMutableRawPointer?
+    private var remaining = 0
+    private var nextChunk: Int
+    /// protobuf-c's view of this arena; allocated by hand so that its address is stable and
+    /// taking it is no Swift access to a property.
+    package let allocator = UnsafeMutablePointer<ProtobufCAllocator>.allocate(capacity: 1)
+
+    package init(expectedBytes: Int) {
+        nextChunk = max(64 << 10, expectedBytes)
+        allocator.initialize(
+            to: ProtobufCAllocator(
+            alloc: { data, size in
+                Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue().allocate(size)
+            },
+            free: { data, pointer in
+                guard let pointer else { return }
+                let arena = Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue()
+                if !arena.owns(pointer) { Glibc.free(pointer) }
+            },
+                allocator_data: Unmanaged.passUnretained(self).toOpaque()))
+    }
+
+    deinit {
+        for c in chunks { Glibc.free(c.base) }
+        allocator.deallocate()
+    }
+
+    package func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+        let need = (max(size, 1) + 15) & ~15
+        if need > remaining {
+            let chunk = max(need, nextChunk)
+            guard let base = malloc(chunk) else { return nil }
+            chunks.append((base, chunk))
+            cursor = base
+            remaining = chunk
+            nextChunk = min(chunk * 2, 64 << 20)
+        }
+        let p = cursor!
+        cursor = p + need
+        remaining -= need
+        return p
+    }
+
+    package func owns(_ p: UnsafeRawPointer) -> Bool {
+        for c in chunks where p >= UnsafeRawPointer(c.base) && p < UnsafeRawPointer(c.base + c.size) { return true }
+        return false
+    }
+
+    /// Runs `body` with this arena current on this thread (`CMessage`) and its protobuf-c allocator.
+    package func with<R, E: Error>(_ body: (UnsafeMutablePointer<ProtobufCAllocator>) throws(E) -> R) throws(E) -> R {
+        let previous = pthread_getspecific(Self.key)
+        pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
+        defer { pthread_setspecific(Self.key, previous) }
+        return try body(allocator)
+    }
+
+    package static var current: UnpackArena? {
+        pthread_getspecific(key).map { Unmanaged<UnpackArena>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+}
