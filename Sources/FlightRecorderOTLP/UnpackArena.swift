@@ -22,14 +22,14 @@ package final class UnpackArena {
         nextChunk = max(64 << 10, expectedBytes)
         allocator.initialize(
             to: ProtobufCAllocator(
-            alloc: { data, size in
-                Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue().allocate(size)
-            },
-            free: { data, pointer in
-                guard let pointer else { return }
-                let arena = Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue()
-                if !arena.owns(pointer) { Glibc.free(pointer) }
-            },
+                alloc: { data, size in
+                    Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue().allocate(size)
+                },
+                free: { data, pointer in
+                    guard let pointer else { return }
+                    let arena = Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue()
+                    if !arena.owns(pointer) { Glibc.free(pointer) }
+                },
                 allocator_data: Unmanaged.passUnretained(self).toOpaque()))
     }
 

@@ -57,7 +57,9 @@ import Testing
             out.append(
                 RunGraph(
                     runID: run,
-                    spans: spans.filter { s in s.attributes.first { $0.key == "agent.run.id" }?.value.scalarString == run }))
+                    spans: spans.filter { s in
+                        s.attributes.first { $0.key == "agent.run.id" }?.value.scalarString == run
+                    }))
         }
         return out
     }
