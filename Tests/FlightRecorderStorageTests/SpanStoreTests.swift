@@ -161,6 +161,55 @@ import Testing
         await store.close()
     }
 
+    /// The active segment's attribute rows live in memory and in its attribute log: a restart
+    /// reloads them, and a log that was lost or cut short has the index rebuilt from the segment.
+    @Test func activeSegmentValuesSurviveARestartAndALostAttributeLog() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = configuration(dir)
+        func fill(_ store: SpanStore, _ traces: ClosedRange<UInt8>) async throws {
+            for t in traces {
+                let spans = (UInt8(1)...2).map { n in
+                    TestSpan(
+                        trace: RequestBuilder.traceID(t), span: RequestBuilder.spanID(n, t), name: "step-\(n)",
+                        start: UInt64(t) * 10_000 + UInt64(n), end: UInt64(t) * 10_000 + 100,
+                        attributes: [("agent.run.id", .string("run-\(t)")), ("operation.id", .string("op-\(t)-\(n)"))])
+                }
+                try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
+            }
+        }
+        func found(_ store: SpanStore, _ t: Int) async throws -> [String] {
+            try await store.lookup(key: "operation.id", value: "op-\(t)-2", scope: .all).map(\.runID)
+        }
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await fill(store, 1...10)
+        #expect(try await found(store, 3) == ["run-3"])
+        await store.close()
+        let segments = SegmentFile.list(config.segmentDirectory)
+        #expect(segments.count == 1)
+        let log = IndexSchema.attributesPath(IndexSchema.path(config.segmentDirectory, segments[0]))
+        #expect(SegmentIndexWriter.fileSize(log) > 0)
+
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(try await found(store, 3) == ["run-3"])
+        try await fill(store, 11...12)
+        #expect(try await found(store, 12) == ["run-12"])
+        await store.close()
+
+        // Cut short: more committed than the log holds.
+        #expect(truncate(log, off_t(SegmentIndexWriter.fileSize(log) - 5)) == 0)
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.scannedSegments == 1)
+        for t in [1, 7, 12] { #expect(try await found(store, t) == ["run-\(t)"]) }
+        await store.close()
+
+        unlink(log)
+        store = try SpanStore(configuration: config, logger: logger)
+        for t in [1, 7, 12] { #expect(try await found(store, t) == ["run-\(t)"]) }
+        #expect(try await found(store, 99).isEmpty)
+        await store.close()
+    }
+
     /// The run list pages newest first across segments, whatever order the runs arrived in,
     /// and a window by start applies to the run's start.
     @Test func runListPagesNewestFirstAcrossSegments() async throws {

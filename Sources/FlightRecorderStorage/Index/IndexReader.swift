@@ -52,7 +52,9 @@ package final class IndexReader {
             readers[oldest] = nil
             lastUse[oldest] = nil
         }
-        let r = try SegmentIndexReader(directory: catalog.directory, segment: segment, immutable: sealed)
+        let r = try SegmentIndexReader(
+            directory: catalog.directory, segment: segment, immutable: sealed,
+            attributes: sealed ? nil : entry.attributes)
         readers[segment] = r
         lastUse[segment] = uses
         return r

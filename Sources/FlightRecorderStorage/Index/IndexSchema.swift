@@ -15,7 +15,7 @@ import Glibc
 /// per-attribute rows carry a small integer instead of a 16-byte ID, and tenants are
 /// numbered too (`tenants`).
 enum IndexSchema {
-    static let version = "seg-3"
+    static let version = "seg-4"
 
     /// The active segment's writer. Durability comes from the segments: after a crash the
     /// active segment's index is caught up (or rebuilt) from its file, so its writes need no
@@ -61,15 +61,14 @@ enum IndexSchema {
             agent TEXT, provisional INTEGER NOT NULL, continued INTEGER NOT NULL, folds INTEGER NOT NULL,
             PRIMARY KEY(run_id, tenant)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS runs_by_start ON runs(continued, start_ns);
-        -- Traces by indexed attribute values (external IDs, searchable attributes), keyed by
-        -- IndexedAttribute.hash(key, value); readers check the real values in the spans.
-        CREATE TABLE IF NOT EXISTS attrs(
-            hash INTEGER NOT NULL, trace INTEGER NOT NULL, PRIMARY KEY(hash, trace)) WITHOUT ROWID;
         """
 
-    /// When a segment seals, `attrs` (the largest table: one row per trace per value) is
-    /// rewritten as sorted pages of fixed 8-byte entries, the high 32 bits of the hash and the
-    /// trace number, about half its size; readers check the real values in the spans anyway.
+    /// Traces by indexed attribute values (external IDs, searchable attributes), keyed by
+    /// `IndexedAttribute.hash(key, value)`: the most numerous rows, one per trace per value.
+    /// While the segment is active they are in memory (`ActiveAttributes`) and in its
+    /// attribute log; when it seals they are written as sorted pages of fixed 8-byte entries,
+    /// the high 32 bits of the hash and the trace number. Readers check the real values in the
+    /// spans anyway.
     static let attributePages = """
         CREATE TABLE attr_pages(page INTEGER PRIMARY KEY, first_hash INTEGER NOT NULL, entries BLOB NOT NULL);
         CREATE INDEX attr_pages_by_hash ON attr_pages(first_hash);
@@ -84,7 +83,12 @@ enum IndexSchema {
         SegmentFile.path(directory, segment).dropLast(4) + ".idx"
     }
 
+    /// The active segment's attribute log: 12-byte rows, the hash (Int64) then the trace
+    /// number (UInt32), little-endian; `meta.attr_log_bytes` says how much of it is committed.
+    static func attributesPath(_ indexPath: String) -> String { indexPath.dropLast(4) + ".attrs" }
+
     static func remove(_ path: String) {
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        unlink(attributesPath(path))
     }
 }

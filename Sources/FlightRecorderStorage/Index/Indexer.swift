@@ -89,7 +89,7 @@ final class Indexer: @unchecked Sendable {
         -> SegmentIndexWriter
     {
         let w = try SegmentIndexWriter(directory: catalog.directory, segment: segment, older: older)
-        catalog.publish(.init(id: segment, bloom: nil))
+        catalog.publish(.init(id: segment, bloom: nil, attributes: w.attributes))
         return w
     }
 

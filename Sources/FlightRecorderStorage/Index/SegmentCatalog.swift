@@ -12,6 +12,8 @@ final class SegmentCatalog: @unchecked Sendable {
         var id: Int64
         /// nil for the active segment: every lookup reads its index.
         var bloom: BloomFilter?
+        /// The active segment's attribute rows (`ActiveAttributes`); nil once sealed.
+        var attributes: ActiveAttributes? = nil
 
         func mayContain(_ key: UInt64) -> Bool { bloom?.mayContain(key) ?? true }
     }
@@ -48,12 +50,12 @@ final class SegmentIndexReader {
     private let namedRun: SQLiteStatement
     private let tracesOfRun: SQLiteStatement
     private let blocksOfTrace: SQLiteStatement
-    private let tracesByAttribute: SQLiteStatement
     private let selectTenants: SQLiteStatement
     private let traceByNumber: SQLiteStatement
     private var pagesOfHashStatement: SQLiteStatement?
-    /// Sealed: attribute values are in `attr_pages` (`IndexSchema.attributePages`).
-    private var paged: Bool
+    /// The active segment's attribute rows; nil for a sealed index, whose are in
+    /// `attr_pages` (`IndexSchema.attributePages`).
+    private let attributes: ActiveAttributes?
 
     static let summaryColumns =
         "run_id, start_ns, end_ns, span_count, error_count, trace_count, agent, tenant, provisional, continued, folds"
@@ -61,9 +63,12 @@ final class SegmentIndexReader {
     /// Opened on a sealed index, which never changes again (`SQLiteDatabase` `immutable`).
     let immutable: Bool
 
-    init(directory: String, segment: Int64, immutable: Bool = false) throws(SQLiteError) {
+    init(
+        directory: String, segment: Int64, immutable: Bool = false, attributes: ActiveAttributes? = nil
+    ) throws(SQLiteError) {
         self.segment = segment
         self.immutable = immutable
+        self.attributes = attributes
         db = try SQLiteDatabase(path: IndexSchema.path(directory, segment), readOnly: true, immutable: immutable)
         try db.execute(IndexSchema.readerPragmas)
         runByID = try db.prepare("SELECT \(Self.summaryColumns) FROM runs WHERE run_id = ?1")
@@ -82,14 +87,12 @@ final class SegmentIndexReader {
             """)
         selectTenants = try db.prepare("SELECT id, name FROM tenants")
         traceByNumber = try db.prepare("SELECT tenant, trace_id, start_ns FROM traces WHERE id = ?1")
-        let pages = try db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'attr_pages'")
-        paged = try pages.step() && pages.int64(0) > 0
-        // Prepared only for an unsealed index (a sealed one has no `attrs`).
-        tracesByAttribute = try db.prepare(
-            paged
-                ? "SELECT 1"
-                : "SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace WHERE a.hash = ?1"
-        )
+    }
+
+    /// The trace numbers carrying `hash` in this segment.
+    private func traceNumbers(_ hash: Int64) throws(SQLiteError) -> [Int64] {
+        if let attributes { return attributes.traces(hash) }
+        return try pagedTraces(hash)
     }
 
     /// Trace numbers carrying `hash` in a sealed index, from its attribute pages.
@@ -151,15 +154,6 @@ final class SegmentIndexReader {
             out.append((try tenantName(traceByNumber.int64(0)), t, traceByNumber.int64(2)))
         }
         return out
-    }
-
-    /// The index was sealed (its `attrs` rewritten as pages) since this connection opened.
-    private func becamePaged() -> Bool {
-        guard !paged, let q = try? db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'attr_pages'"),
-            (try? q.step()) == true, q.int64(0) > 0
-        else { return false }
-        paged = true
-        return true
     }
 
     /// A run's totals over one segment, as `runs` holds them.
@@ -250,24 +244,7 @@ final class SegmentIndexReader {
     }
 
     func traces(withAttributeHash hash: Int64) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
-        if paged { return try traceRows(pagedTraces(hash)) }
-        do {
-            return try unpagedTraces(hash)
-        } catch {
-            if becamePaged() { return try traceRows(pagedTraces(hash)) }
-            throw error
-        }
-    }
-
-    private func unpagedTraces(_ hash: Int64) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
-        tracesByAttribute.bind(1, hash)
-        defer { tracesByAttribute.reset() }
-        var out: [(String, TraceID, Int64)] = []
-        while try tracesByAttribute.step() {
-            guard let t = tracesByAttribute.blob(1).withUnsafeBytes({ TraceID(bytes: $0) }) else { continue }
-            out.append((try tenantName(tracesByAttribute.int64(0)), t, tracesByAttribute.int64(2)))
-        }
-        return out
+        try traceRows(traceNumbers(hash))
     }
 
     /// Traces (with tenant and start) that carry every one of `hashes` in this segment, newest first.
@@ -276,39 +253,14 @@ final class SegmentIndexReader {
     ) throws(SQLiteError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
-        guard let first = hashes.first else { return [] }
-        if paged || becamePagedAfterFailure(hashes) {
-            var common: Set<Int64>?
-            for h in hashes {
-                let set = Set(try pagedTraces(h))
-                common = common.map { $0.intersection(set) } ?? set
-                if common?.isEmpty == true { return [] }
-            }
-            return try traceRows(Array(common ?? [])).filter { $0.start >= since && $0.start < until }
-                .sorted { $0.start > $1.start }
+        var common: Set<Int64>?
+        for h in hashes {
+            let set = Set(try traceNumbers(h))
+            common = common.map { $0.intersection(set) } ?? set
+            if common?.isEmpty == true { return [] }
         }
-        let more = hashes.dropFirst().indices.map { i in
-            " AND EXISTS(SELECT 1 FROM attrs b\(i) WHERE b\(i).hash = ?\(i + 3) AND b\(i).trace = a.trace)"
-        }
-        let q = try db.prepare(
-            """
-            SELECT t.tenant, t.trace_id, t.start_ns FROM attrs a JOIN traces t ON t.id = a.trace
-            WHERE a.hash = ?1 AND t.start_ns >= ?2 AND t.start_ns < ?3\(more.joined()) ORDER BY t.start_ns DESC
-            """)
-        q.bind(1, first).bind(2, since).bind(3, until)
-        for (i, h) in hashes.enumerated().dropFirst() { q.bind(Int32(i + 3), h) }
-        var out: [(String, TraceID, Int64)] = []
-        while try q.step() {
-            guard let t = q.blob(1).withUnsafeBytes({ TraceID(bytes: $0) }) else { continue }
-            out.append((try tenantName(q.int64(0)), t, q.int64(2)))
-        }
-        return out
-    }
-
-    /// Whether the unpaged query fails because the index was sealed meanwhile.
-    private func becamePagedAfterFailure(_ hashes: [Int64]) -> Bool {
-        guard (try? db.prepare("SELECT 1 FROM attrs LIMIT 1")) == nil else { return false }
-        return becamePaged()
+        return try traceRows(Array(common ?? [])).filter { $0.start >= since && $0.start < until }
+            .sorted { $0.start > $1.start }
     }
 
     /// Runs that start in this segment (not continued from an older one), newest first.
@@ -344,12 +296,10 @@ final class SegmentIndexReader {
             _ = try q.step()
             out[table] = q.int64(0)
         }
-        if paged || becamePagedAfterFailure([]) {
-            let q = try db.prepare("SELECT coalesce(sum(length(entries)), 0) / 8 FROM attr_pages")
-            _ = try q.step()
-            out["attrs"] = q.int64(0)
+        if let attributes {
+            out["attrs"] = Int64(attributes.count)
         } else {
-            let q = try db.prepare("SELECT count(*) FROM attrs")
+            let q = try db.prepare("SELECT coalesce(sum(length(entries)), 0) / 8 FROM attr_pages")
             _ = try q.step()
             out["attrs"] = q.int64(0)
         }

@@ -39,7 +39,6 @@ final class SegmentIndexWriter {
     private let deleteRun: SQLiteStatement
     private let upsertRunTrace: SQLiteStatement
     private let refreshRun: SQLiteStatement
-    private let insertAttribute: SQLiteStatement
     private let insertTenant: SQLiteStatement
     private let setMeta: SQLiteStatement
     /// The segment is bounded, so everything it holds fits in memory: tenant numbers, trace
@@ -51,6 +50,11 @@ final class SegmentIndexWriter {
     private var foldingRuns: Set<RunKey> = []
     private(set) var indexedBytes: Int
     private(set) var sealed: Bool
+    /// The segment's indexed attribute rows while it is active (`ActiveAttributes`), and the
+    /// log they are appended to: `attributeLogBytes` of it are committed.
+    let attributes = ActiveAttributes()
+    private let attributeLog: Int32
+    private var attributeLogBytes: Int
 
     struct TraceKey: Hashable {
         var trace: TraceID
@@ -77,11 +81,16 @@ final class SegmentIndexWriter {
         path = IndexSchema.path(directory, segment)
         var opened: SQLiteDatabase?
         // A sealed index is never written again: re-indexing its segment starts afresh.
+        let logPath = IndexSchema.attributesPath(path)
         if let db = try? SQLiteDatabase(path: path), (try? db.execute(IndexSchema.writerPragmas)) != nil,
-            (try? Self.meta(db, "schema_version")) == IndexSchema.version, (try? Self.meta(db, "sealed")) != "1"
+            (try? Self.meta(db, "schema_version")) == IndexSchema.version, (try? Self.meta(db, "sealed")) != "1",
+            let committed = try? Self.meta(db, "attr_log_bytes").flatMap({ Int($0) }) ?? 0,
+            Self.fileSize(logPath) >= committed
         {
             opened = db
         } else {
+            // Another schema, sealed, damaged, or an attribute log shorter than committed
+            // (lost in a crash): rebuilt from the segment.
             IndexSchema.remove(path)
         }
         if let opened { db = opened } else { db = try SQLiteDatabase(path: path) }
@@ -90,6 +99,9 @@ final class SegmentIndexWriter {
         try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '\(IndexSchema.version)')")
         indexedBytes = Int(try Self.meta(db, "indexed_bytes").flatMap { Int64($0) } ?? 0)
         sealed = try Self.meta(db, "sealed") == "1"
+        attributeLogBytes = Int(try Self.meta(db, "attr_log_bytes").flatMap { Int64($0) } ?? 0)
+        attributeLog = open(logPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard attributeLog >= 0 else { throw SQLiteError("open \(logPath): \(String(cString: strerror(errno)))") }
         insertBlock = try db.prepare("INSERT INTO blocks(offset, length, span_count) VALUES (?1, ?2, ?3)")
         insertTrace = try db.prepare("INSERT INTO traces(trace_id, tenant, start_ns) VALUES (?1, ?2, ?3)")
         nameTrace = try db.prepare("UPDATE traces SET named_run = ?2 WHERE id = ?1")
@@ -119,10 +131,16 @@ final class SegmentIndexWriter {
               ?3, ?4, ?5
             FROM run_traces WHERE run_id = ?1 AND tenant = ?2 GROUP BY run_id, tenant
             """)
-        insertAttribute = try db.prepare("INSERT OR IGNORE INTO attrs(hash, trace) VALUES (?1, ?2)")
         insertTenant = try db.prepare("INSERT INTO tenants(name) VALUES (?1)")
         setMeta = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")
         try loadState()
+    }
+
+    deinit { close(attributeLog) }
+
+    static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
     }
 
     /// The Bloom filter of a sealed index that covers all `size` bytes of its segment; nil
@@ -134,6 +152,9 @@ final class SegmentIndexWriter {
             (try? meta(db, "indexed_bytes")).flatMap({ $0.flatMap { Int($0) } }) == size,
             let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true
         else { return nil }
+        // A sealed index holds its attribute rows as pages; a log left by a crash while
+        // sealing is not needed.
+        unlink(IndexSchema.attributesPath(path))
         return BloomFilter(serialized: q.blob(0))
     }
 
@@ -161,6 +182,23 @@ final class SegmentIndexWriter {
             continuedRuns[key] = r.int64(2) != 0
             if r.int64(3) != 0 { foldingRuns.insert(key) }
         }
+        // The committed attribute rows; anything after them was never committed.
+        var log = [UInt8](repeating: 0, count: attributeLogBytes)
+        let n = log.withUnsafeMutableBytes { SegmentFile.preadFully(attributeLog, $0, at: 0) }
+        guard n == attributeLogBytes else { throw SQLiteError("read \(IndexSchema.attributesPath(path))") }
+        ftruncate(attributeLog, off_t(attributeLogBytes))
+        var rows: [(hash: Int64, trace: UInt32)] = []
+        rows.reserveCapacity(attributeLogBytes / 12)
+        log.withUnsafeBytes { b in
+            for i in stride(from: 0, to: b.count - 11, by: 12) {
+                rows.append(
+                    (
+                        Int64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: Int64.self)),
+                        UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i + 8, as: UInt32.self))
+                    ))
+            }
+        }
+        attributes.add(rows)
     }
 
     /// Indexes `blocks` (all of this segment) and records that the segment is indexed up to
@@ -169,10 +207,34 @@ final class SegmentIndexWriter {
         let saved = (tenants, traces, traceRuns, continuedRuns, foldingRuns)
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
-            try indexRows(blocks)
+            let rows = try indexRows(blocks)
+            // The round's attribute rows go to the log first; the transaction records how far
+            // it is committed, so a failed round's rows are cut off again.
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(rows.count * 12)
+            for r in rows {
+                withUnsafeBytes(of: r.hash.littleEndian) { bytes.append(contentsOf: $0) }
+                withUnsafeBytes(of: r.trace.littleEndian) { bytes.append(contentsOf: $0) }
+            }
+            let written = bytes.withUnsafeBytes { b in
+                b.isEmpty ? 0 : pwrite(attributeLog, b.baseAddress, b.count, off_t(attributeLogBytes))
+            }
+            guard written == bytes.count else {
+                ftruncate(attributeLog, off_t(attributeLogBytes))
+                throw SQLiteError("write \(IndexSchema.attributesPath(path)): \(String(cString: strerror(errno)))")
+            }
             setMeta.bind(1, "indexed_bytes").bind(2, String(indexedBytes))
             try setMeta.run()
-            try db.execute("COMMIT")
+            setMeta.bind(1, "attr_log_bytes").bind(2, String(attributeLogBytes + bytes.count))
+            try setMeta.run()
+            do throws(SQLiteError) {
+                try db.execute("COMMIT")
+            } catch {
+                ftruncate(attributeLog, off_t(attributeLogBytes))
+                throw error
+            }
+            attributeLogBytes += bytes.count
+            attributes.add(rows)
             self.indexedBytes = indexedBytes
         } catch {
             try? db.execute("ROLLBACK")
@@ -191,11 +253,7 @@ final class SegmentIndexWriter {
         while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
-        var entries: [(hash: UInt32, trace: UInt32)] = []
-        let all = try db.prepare("SELECT hash, trace FROM attrs")
-        while try all.step() {
-            entries.append((IndexSchema.shortHash(all.int64(0)), UInt32(truncatingIfNeeded: all.int64(1))))
-        }
+        var entries = attributes.shortEntries()
         entries.sort { ($0.hash, $0.trace) < ($1.hash, $1.trace) }
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
@@ -214,7 +272,6 @@ final class SegmentIndexWriter {
                 try page.run()
                 start += slice.count
             }
-            try db.execute("DROP TABLE attrs")
             setMeta.bind(1, "sealed").bind(2, "1")
             try setMeta.run()
             let b = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('bloom', ?1)")
@@ -228,6 +285,8 @@ final class SegmentIndexWriter {
         // Packs the sealed index into as few pages as it needs, then makes it durable.
         try db.execute(
             "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);")
+        // The pages hold the attribute rows now.
+        unlink(IndexSchema.attributesPath(path))
         sealed = true
         return bloom
     }
@@ -274,7 +333,10 @@ final class SegmentIndexWriter {
         }
     }
 
-    private func indexRows(_ blocks: [DurableBlock]) throws(SQLiteError) {
+    /// Writes the round's rows and returns its attribute rows (not yet in `attributes`).
+    private func indexRows(_ blocks: [DurableBlock]) throws(SQLiteError) -> [(hash: Int64, trace: UInt32)] {
+        var attributeRows: [(hash: Int64, trace: UInt32)] = []
+        var roundRows: Set<AttributeRow> = []
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
         // Pass 1: blocks, traces, and any trace whose run becomes known in this round.
@@ -297,13 +359,13 @@ final class SegmentIndexWriter {
                 insertTraceBlock.bind(1, trace).bind(2, blockID)
                 try insertTraceBlock.run()
             }
-            // Indexed values arrive deduplicated per request; INSERT OR IGNORE keeps one row per trace.
+            // Indexed values arrive deduplicated per request; one row per trace per value is kept.
             for batch in block.batches {
                 for a in batch.indexed {
                     let key = TraceKey(trace: a.trace, tenant: batch.resources[Int(a.resource)].tenantKey)
                     guard let number = traces[key] else { continue }
-                    insertAttribute.bind(1, a.hash).bind(2, number)
-                    try insertAttribute.run()
+                    let row = AttributeRow(hash: a.hash, trace: UInt32(truncatingIfNeeded: number))
+                    if roundRows.insert(row).inserted { attributeRows.append((row.hash, row.trace)) }
                 }
             }
         }
@@ -348,6 +410,12 @@ final class SegmentIndexWriter {
                 .bind(4, continued ? 1 : 0).bind(5, foldingRuns.contains(run) ? 1 : 0)
             try refreshRun.run()
         }
+        return attributeRows
+    }
+
+    struct AttributeRow: Hashable {
+        var hash: Int64
+        var trace: UInt32
     }
 
     /// The run a trace's unnamed spans belong to, if any span of it has named one, here or

@@ -58,7 +58,7 @@ struct StoreRecovery {
                 try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
             }
             if isLast {
-                catalog.publish(.init(id: id, bloom: nil))
+                catalog.publish(.init(id: id, bloom: nil, attributes: index.attributes))
                 active = index
             } else {
                 let bloom = try sqlite { () throws(SQLiteError) in try index.seal() }
@@ -175,9 +175,13 @@ public enum Reindexer {
         for id in SegmentFile.list(configuration.segmentDirectory) {
             let from = IndexSchema.path(scratch, id)
             guard access(from, F_OK) == 0 else { continue }
-            guard rename(from, IndexSchema.path(configuration.segmentDirectory, id)) == 0 else {
-                throw .io("replace the index of segment \(id)")
+            let to = IndexSchema.path(configuration.segmentDirectory, id)
+            // The active segment's attribute log first: the index names how much of it counts.
+            let log = IndexSchema.attributesPath(from)
+            if access(log, F_OK) == 0, rename(log, IndexSchema.attributesPath(to)) != 0 {
+                throw .io("replace the attribute log of segment \(id)")
             }
+            guard rename(from, to) == 0 else { throw .io("replace the index of segment \(id)") }
         }
         Self.removeIndexes(in: scratch)
         rmdir(scratch)
@@ -188,7 +192,8 @@ public enum Reindexer {
 
     static func removeIndexes(in directory: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for n in names where n.hasSuffix(".idx") || n.hasSuffix(".idx-wal") || n.hasSuffix(".idx-shm") {
+        for n in names
+        where n.hasSuffix(".idx") || n.hasSuffix(".idx-wal") || n.hasSuffix(".idx-shm") || n.hasSuffix(".attrs") {
             unlink(directory + "/" + n)
         }
     }

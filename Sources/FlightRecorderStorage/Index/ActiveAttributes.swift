@@ -1,0 +1,92 @@
+import Foundation
+
+/// The active segment's indexed attribute values, in memory: for each value hash, the
+/// segment's trace numbers that carry it. Kept out of SQLite because these are most of the
+/// index's rows (about 1.3 per span in agent traffic) and inserting them into a B-tree was the
+/// indexer's largest cost; when the segment seals they become its sorted attribute pages
+/// (`IndexSchema.attributePages`). The writer appends each round's rows to the segment's
+/// attribute log (`IndexSchema.attributesPath`) in the round's transaction, so a restart
+/// reloads them; like the rest of the active index, a crash may lose only what the segment
+/// still holds and recovery re-indexes.
+///
+/// `@unchecked Sendable`: the indexer thread adds, query threads read; all under `lock`.
+final class ActiveAttributes: @unchecked Sendable {
+    private let lock = NSLock()
+    /// Guarded by `lock`: the first entry of each hash, and the entries chained from it.
+    private var heads: [Int64: Int32] = [:]
+    private var entries: [(trace: UInt32, next: Int32)] = []
+    /// The traces of values that many traces carry (a tool name, a policy outcome), so that
+    /// adding one more checks a set instead of walking a long chain. Most values (external
+    /// IDs) belong to one trace and never get one.
+    private var common: [Int64: Set<UInt32>] = [:]
+    static let commonAfter = 32
+
+    /// Adds one row; false when it was there already.
+    @discardableResult
+    func add(hash: Int64, trace: UInt32) -> Bool {
+        lock.withLock { insert(hash: hash, trace: trace) }
+    }
+
+    func add(_ rows: [(hash: Int64, trace: UInt32)]) {
+        lock.withLock { for r in rows { insert(hash: r.hash, trace: r.trace) } }
+    }
+
+    private func insert(hash: Int64, trace: UInt32) -> Bool {
+        let head = heads[hash] ?? -1
+        if common[hash] != nil {
+            guard common[hash]!.insert(trace).inserted else { return false }
+        } else {
+            var i = head
+            var length = 0
+            while i >= 0 {
+                if entries[Int(i)].trace == trace { return false }
+                i = entries[Int(i)].next
+                length += 1
+            }
+            if length >= Self.commonAfter {
+                var set = Set<UInt32>(minimumCapacity: length * 2)
+                var j = head
+                while j >= 0 {
+                    set.insert(entries[Int(j)].trace)
+                    j = entries[Int(j)].next
+                }
+                set.insert(trace)
+                common[hash] = set
+            }
+        }
+        entries.append((trace, head))
+        heads[hash] = Int32(entries.count - 1)
+        return true
+    }
+
+    /// The trace numbers that carry `hash`.
+    func traces(_ hash: Int64) -> [Int64] {
+        lock.withLock {
+            var out: [Int64] = []
+            var i = heads[hash] ?? -1
+            while i >= 0 {
+                out.append(Int64(entries[Int(i)].trace))
+                i = entries[Int(i)].next
+            }
+            return out
+        }
+    }
+
+    var count: Int { lock.withLock { entries.count } }
+
+    /// Every row as (high 32 bits of the hash, trace number), for the sealed pages.
+    func shortEntries() -> [(hash: UInt32, trace: UInt32)] {
+        lock.withLock {
+            var out: [(hash: UInt32, trace: UInt32)] = []
+            out.reserveCapacity(entries.count)
+            for (hash, head) in heads {
+                var i = head
+                while i >= 0 {
+                    out.append((IndexSchema.shortHash(hash), entries[Int(i)].trace))
+                    i = entries[Int(i)].next
+                }
+            }
+            return out
+        }
+    }
+}
