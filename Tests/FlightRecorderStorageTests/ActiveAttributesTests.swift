@@ -17,10 +17,19 @@ import Testing
         #expect(Set(a.traces(42)) == Set((UInt32(1)...5_001).map { Int64($0) }) && a.traces(42).count == 5_001)
         #expect(a.traces(9) == [3] && a.traces(1234).isEmpty)
         #expect(a.count == 5_004)
+        let before = a.count
+        // Every one of several values: a common one (42) with rare ones.
+        a.add([(100, 17), (100, 3), (100, 99_999), (200, 17), (200, 3)])
+        #expect(Set(a.traces(withAll: [42, 100])) == [17, 3])
+        #expect(Set(a.traces(withAll: [100, 42, 200])) == [17, 3])
+        #expect(a.traces(withAll: [42, 9]) == [3] && a.traces(withAll: [42, 555]).isEmpty)
+        #expect(a.traces(withAll: [42]).count == 5_001 && a.traces(withAll: []).isEmpty)
+        a.add([(42, 9), (9, 9)])  // (42, 9) is there already
+        #expect(Set(a.traces(withAll: [9, 42])) == [3, 9])
         let short = a.shortEntries()
-        #expect(short.count == 5_004)
+        #expect(short.count == before + 6)
         // Pages keep the high 32 bits of the hash: 7, 9 and 42 share them (zero).
-        #expect(short.filter { $0.hash == IndexSchema.shortHash(42) }.count == 5_003)
+        #expect(short.filter { $0.hash == IndexSchema.shortHash(42) }.count == 5_003 + 6)
         #expect(short.filter { $0.hash == IndexSchema.shortHash(-7) }.map(\.trace) == [1])
     }
 }

@@ -72,6 +72,41 @@ final class ActiveAttributes: @unchecked Sendable {
         }
     }
 
+    /// The trace numbers that carry every one of `hashes`: the rarest value's traces, kept
+    /// where the others' sets (or short chains) hold them too.
+    func traces(withAll hashes: [Int64]) -> [Int64] {
+        lock.withLock {
+            func chain(_ hash: Int64) -> [UInt32] {
+                var out: [UInt32] = []
+                var i = heads[hash] ?? -1
+                while i >= 0 {
+                    out.append(entries[Int(i)].trace)
+                    i = entries[Int(i)].next
+                }
+                return out
+            }
+            // Sizes: a common value's set, else its chain (at most `commonAfter` long).
+            var sized: [(hash: Int64, size: Int)] = []
+            for h in Set(hashes) {
+                guard heads[h] != nil else { return [] }
+                sized.append((h, common[h]?.count ?? Self.commonAfter))
+            }
+            sized.sort { $0.size < $1.size }
+            guard let rarest = sized.first else { return [] }
+            var candidates = common[rarest.hash].map(Array.init) ?? chain(rarest.hash)
+            for other in sized.dropFirst() {
+                if let set = common[other.hash] {
+                    candidates = candidates.filter { set.contains($0) }
+                } else {
+                    let members = Set(chain(other.hash))
+                    candidates = candidates.filter { members.contains($0) }
+                }
+                if candidates.isEmpty { return [] }
+            }
+            return candidates.map { Int64($0) }
+        }
+    }
+
     var count: Int { lock.withLock { entries.count } }
 
     /// Every row as (high 32 bits of the hash, trace number), for the sealed pages.

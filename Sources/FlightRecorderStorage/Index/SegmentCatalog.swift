@@ -253,6 +253,10 @@ final class SegmentIndexReader {
     ) throws(SQLiteError)
         -> [(tenant: String, trace: TraceID, start: Int64)]
     {
+        if let attributes {
+            return try traceRows(attributes.traces(withAll: hashes)).filter { $0.start >= since && $0.start < until }
+                .sorted { $0.start > $1.start }
+        }
         var common: Set<Int64>?
         for h in hashes {
             let set = Set(try traceNumbers(h))
