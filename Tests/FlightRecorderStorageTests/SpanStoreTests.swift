@@ -210,6 +210,39 @@ import Testing
         await store.close()
     }
 
+    /// A value hundreds of traces share is read with one pass over the traces table; the
+    /// answer is the same as with a probe per trace.
+    @Test func aCommonValueInTheActiveSegmentFindsEveryTrace() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SpanStore(configuration: configuration(dir), logger: logger)
+        for t in 1...600 {
+            let spans = [
+                TestSpan(
+                    trace: RequestBuilder.traceID(UInt8(t % 256), UInt8(t / 256 + 1)), span: RequestBuilder.spanID(1),
+                    name: "step", start: UInt64(t) * 1_000, end: UInt64(t) * 1_000 + 10,
+                    attributes: [
+                        ("agent.run.id", .string("run-\(t)")),
+                        ("gen_ai.tool.name", .string(t % 3 == 0 ? "three" : "other")),
+                        ("policy.outcome", .string(t % 5 == 0 ? "blocked" : "allowed")),
+                    ])
+            ]
+            try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
+        }
+        let hits = try await store.search(
+            narrow: [("policy.outcome", "allowed")], scope: .all, since: nil, until: nil, limit: 1_000
+        ) { _ in true }
+        let expected = Set((1...600).filter { $0 % 5 != 0 }.map { "run-\($0)" })
+        #expect(expected.count > 256)
+        #expect(Set(hits.hits.map(\.run.runID)) == expected && hits.complete)
+        let both = try await store.search(
+            narrow: [("gen_ai.tool.name", "three"), ("policy.outcome", "blocked")], scope: .all, since: nil,
+            until: nil, limit: 1_000
+        ) { _ in true }
+        #expect(Set(both.hits.map(\.run.runID)) == Set((1...600).filter { $0 % 15 == 0 }.map { "run-\($0)" }))
+        await store.close()
+    }
+
     /// The run list pages newest first across segments, whatever order the runs arrived in,
     /// and a window by start applies to the run's start.
     @Test func runListPagesNewestFirstAcrossSegments() async throws {

@@ -11,7 +11,9 @@ import Foundation
 ///
 /// `@unchecked Sendable`: the indexer thread adds, query threads read; all under `lock`.
 final class ActiveAttributes: @unchecked Sendable {
-    private let lock = NSLock()
+    /// Guards everything below; while a log is loaded in the background, callers wait on it.
+    private let lock = NSCondition()
+    private var loading = false
     /// Guarded by `lock`: the first entry of each hash, and the entries chained from it.
     private var heads: [Int64: Int32] = [:]
     private var entries: [(trace: UInt32, next: Int32)] = []
@@ -24,11 +26,43 @@ final class ActiveAttributes: @unchecked Sendable {
     /// Adds one row; false when it was there already.
     @discardableResult
     func add(hash: Int64, trace: UInt32) -> Bool {
-        lock.withLock { insert(hash: hash, trace: trace) }
+        locked { insert(hash: hash, trace: trace) }
     }
 
     func add(_ rows: [(hash: Int64, trace: UInt32)]) {
-        lock.withLock { for r in rows { insert(hash: r.hash, trace: r.trace) } }
+        locked { for r in rows { insert(hash: r.hash, trace: r.trace) } }
+    }
+
+    /// Adds the rows of an attribute log (`IndexSchema.attributesPath`) on a thread of its
+    /// own, so that start-up does not wait for a full segment's rows (a second for a million);
+    /// everything else that touches the rows waits until they are in.
+    func load(log: [UInt8]) {
+        lock.withLock { loading = true }
+        let thread = Thread { [self] in
+            lock.withLock {
+                let n = log.count / 12
+                heads.reserveCapacity(n)
+                entries.reserveCapacity(n)
+                log.withUnsafeBytes { b in
+                    for i in 0..<n {
+                        _ = insert(
+                            hash: Int64(littleEndian: b.loadUnaligned(fromByteOffset: i * 12, as: Int64.self)),
+                            trace: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i * 12 + 8, as: UInt32.self)))
+                    }
+                }
+                loading = false
+                lock.broadcast()
+            }
+        }
+        thread.name = "flightrec-attributes"
+        thread.start()
+    }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        while loading { lock.wait() }
+        return body()
     }
 
     private func insert(hash: Int64, trace: UInt32) -> Bool {
@@ -61,7 +95,7 @@ final class ActiveAttributes: @unchecked Sendable {
 
     /// The trace numbers that carry `hash`.
     func traces(_ hash: Int64) -> [Int64] {
-        lock.withLock {
+        locked {
             var out: [Int64] = []
             var i = heads[hash] ?? -1
             while i >= 0 {
@@ -75,7 +109,7 @@ final class ActiveAttributes: @unchecked Sendable {
     /// The trace numbers that carry every one of `hashes`: the rarest value's traces, kept
     /// where the others' sets (or short chains) hold them too.
     func traces(withAll hashes: [Int64]) -> [Int64] {
-        lock.withLock {
+        locked {
             func chain(_ hash: Int64) -> [UInt32] {
                 var out: [UInt32] = []
                 var i = heads[hash] ?? -1
@@ -107,11 +141,11 @@ final class ActiveAttributes: @unchecked Sendable {
         }
     }
 
-    var count: Int { lock.withLock { entries.count } }
+    var count: Int { locked { entries.count } }
 
     /// Every row as (high 32 bits of the hash, trace number), for the sealed pages.
     func shortEntries() -> [(hash: UInt32, trace: UInt32)] {
-        lock.withLock {
+        locked {
             var out: [(hash: UInt32, trace: UInt32)] = []
             out.reserveCapacity(entries.count)
             for (hash, head) in heads {

@@ -187,18 +187,7 @@ final class SegmentIndexWriter {
         let n = log.withUnsafeMutableBytes { SegmentFile.preadFully(attributeLog, $0, at: 0) }
         guard n == attributeLogBytes else { throw SQLiteError("read \(IndexSchema.attributesPath(path))") }
         ftruncate(attributeLog, off_t(attributeLogBytes))
-        var rows: [(hash: Int64, trace: UInt32)] = []
-        rows.reserveCapacity(attributeLogBytes / 12)
-        log.withUnsafeBytes { b in
-            for i in stride(from: 0, to: b.count - 11, by: 12) {
-                rows.append(
-                    (
-                        Int64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: Int64.self)),
-                        UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i + 8, as: UInt32.self))
-                    ))
-            }
-        }
-        attributes.add(rows)
+        attributes.load(log: log)
     }
 
     /// Indexes `blocks` (all of this segment) and records that the segment is indexed up to
