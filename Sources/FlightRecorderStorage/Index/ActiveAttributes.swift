@@ -30,7 +30,7 @@ final class ActiveAttributes: @unchecked Sendable {
     }
 
     func add(_ rows: [(hash: Int64, trace: UInt32)]) {
-        locked { for r in rows { insert(hash: r.hash, trace: r.trace) } }
+        locked { for r in rows { _ = insert(hash: r.hash, trace: r.trace) } }
     }
 
     /// Adds the rows of an attribute log (`IndexSchema.attributesPath`) on a thread of its
