@@ -18,26 +18,20 @@ public struct JSONWriter {
 
     public init(capacity: Int = 4096) { bytes.reserveCapacity(capacity) }
 
-    public mutating func beginObject() {
+    public mutating func beginObject() { begin(UInt8(ascii: "{")) }
+    public mutating func endObject() { end(UInt8(ascii: "}")) }
+    public mutating func beginArray() { begin(UInt8(ascii: "[")) }
+    public mutating func endArray() { end(UInt8(ascii: "]")) }
+
+    private mutating func begin(_ bracket: UInt8) {
         separate()
-        bytes.append(UInt8(ascii: "{"))
+        bytes.append(bracket)
         needsComma.append(false)
     }
 
-    public mutating func endObject() {
+    private mutating func end(_ bracket: UInt8) {
         needsComma.removeLast()
-        bytes.append(UInt8(ascii: "}"))
-    }
-
-    public mutating func beginArray() {
-        separate()
-        bytes.append(UInt8(ascii: "["))
-        needsComma.append(false)
-    }
-
-    public mutating func endArray() {
-        needsComma.removeLast()
-        bytes.append(UInt8(ascii: "]"))
+        bytes.append(bracket)
     }
 
     /// A member's key; its value follows.
@@ -147,9 +141,8 @@ public struct JSONWriter {
             case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
             case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
             default:
-                let hex = Array("0123456789abcdef".utf8)
                 bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), 0x30, 0x30])
-                bytes.append(contentsOf: [hex[Int(c >> 4)], hex[Int(c & 0xF)]])
+                bytes.append(contentsOf: [Hex.digits[Int(c >> 4)], Hex.digits[Int(c & 0xF)]])
             }
         }
         bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<s.count]))

@@ -23,10 +23,9 @@ enum CMessage {
         protobuf_c_message_free_unpacked(message, nil)
     }
 
-    /// Frees `p` unless the current arena holds it.
+    /// Frees `p`; in an arena, where everything goes with the arena, does nothing.
     static func release(_ p: UnsafeMutableRawPointer?) {
-        guard let p else { return }
-        if let arena = UnpackArena.current, arena.owns(p) { return }
+        guard let p, UnpackArena.current == nil else { return }
         Glibc.free(p)
     }
 

@@ -25,11 +25,8 @@ package final class UnpackArena {
                 alloc: { data, size in
                     Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue().allocate(size)
                 },
-                free: { data, pointer in
-                    guard let pointer else { return }
-                    let arena = Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue()
-                    if !arena.owns(pointer) { Glibc.free(pointer) }
-                },
+                // Everything protobuf-c frees here came from the arena.
+                free: { _, _ in },
                 allocator_data: Unmanaged.passUnretained(self).toOpaque()))
     }
 
@@ -52,11 +49,6 @@ package final class UnpackArena {
         cursor = p + need
         remaining -= need
         return p
-    }
-
-    package func owns(_ p: UnsafeRawPointer) -> Bool {
-        for c in chunks where p >= UnsafeRawPointer(c.base) && p < UnsafeRawPointer(c.base + c.size) { return true }
-        return false
     }
 
     /// Runs `body` with this arena current on this thread (`CMessage`) and its protobuf-c allocator.

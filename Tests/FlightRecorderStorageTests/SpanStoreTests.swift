@@ -188,7 +188,7 @@ import Testing
         let segments = SegmentFile.list(config.segmentDirectory)
         #expect(segments.count == 1)
         let log = IndexSchema.attributesPath(IndexSchema.path(config.segmentDirectory, segments[0]))
-        #expect(SegmentIndexWriter.fileSize(log) > 0)
+        #expect(SegmentFile.fileSize(path: log) > 0)
 
         store = try SpanStore(configuration: config, logger: logger)
         #expect(try await found(store, 3) == ["run-3"])
@@ -197,7 +197,7 @@ import Testing
         await store.close()
 
         // Cut short: more committed than the log holds.
-        #expect(truncate(log, off_t(SegmentIndexWriter.fileSize(log) - 5)) == 0)
+        #expect(truncate(log, off_t(SegmentFile.fileSize(path: log) - 5)) == 0)
         store = try SpanStore(configuration: config, logger: logger)
         #expect(store.recoveryReport.scannedSegments == 1)
         for t in [1, 7, 12] { #expect(try await found(store, t) == ["run-\(t)"]) }

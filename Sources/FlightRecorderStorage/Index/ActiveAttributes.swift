@@ -65,60 +65,53 @@ final class ActiveAttributes: @unchecked Sendable {
         return body()
     }
 
+    /// Calls `body` with each trace in `hash`'s chain, newest first, while it returns true.
+    private func walk(_ hash: Int64, _ body: (UInt32) -> Bool) {
+        var i = heads[hash] ?? -1
+        while i >= 0, body(entries[Int(i)].trace) { i = entries[Int(i)].next }
+    }
+
+    private func chain(_ hash: Int64) -> [UInt32] {
+        var out: [UInt32] = []
+        walk(hash) {
+            out.append($0)
+            return true
+        }
+        return out
+    }
+
     private func insert(hash: Int64, trace: UInt32) -> Bool {
-        let head = heads[hash] ?? -1
         if common[hash] != nil {
             guard common[hash]!.insert(trace).inserted else { return false }
         } else {
-            var i = head
             var length = 0
-            while i >= 0 {
-                if entries[Int(i)].trace == trace { return false }
-                i = entries[Int(i)].next
+            var found = false
+            walk(hash) { t in
+                found = t == trace
                 length += 1
+                return !found
             }
+            if found { return false }
             if length >= Self.commonAfter {
-                var set = Set<UInt32>(minimumCapacity: length * 2)
-                var j = head
-                while j >= 0 {
-                    set.insert(entries[Int(j)].trace)
-                    j = entries[Int(j)].next
-                }
+                var set = Set(chain(hash))
                 set.insert(trace)
                 common[hash] = set
             }
         }
-        entries.append((trace, head))
+        entries.append((trace, heads[hash] ?? -1))
         heads[hash] = Int32(entries.count - 1)
         return true
     }
 
     /// The trace numbers that carry `hash`.
     func traces(_ hash: Int64) -> [Int64] {
-        locked {
-            var out: [Int64] = []
-            var i = heads[hash] ?? -1
-            while i >= 0 {
-                out.append(Int64(entries[Int(i)].trace))
-                i = entries[Int(i)].next
-            }
-            return out
-        }
+        locked { chain(hash).map { Int64($0) } }
     }
 
     /// The trace numbers that carry every one of `hashes`: the rarest value's traces, kept
     /// where the others' sets (or short chains) hold them too.
     func traces(withAll hashes: [Int64]) -> [Int64] {
         locked {
-            func chain(_ hash: Int64) -> [UInt32] {
-                var out: [UInt32] = []
-                var i = heads[hash] ?? -1
-                while i >= 0 {
-                    out.append(entries[Int(i)].trace)
-                    i = entries[Int(i)].next
-                }
-                return out
-            }
             // Sizes: a common value's set, else its chain (at most `commonAfter` long).
             var sized: [(hash: Int64, size: Int)] = []
             for h in Set(hashes) {
@@ -148,11 +141,11 @@ final class ActiveAttributes: @unchecked Sendable {
         locked {
             var out: [(hash: UInt32, trace: UInt32)] = []
             out.reserveCapacity(entries.count)
-            for (hash, head) in heads {
-                var i = head
-                while i >= 0 {
-                    out.append((IndexSchema.shortHash(hash), entries[Int(i)].trace))
-                    i = entries[Int(i)].next
+            for hash in heads.keys {
+                let short = IndexSchema.shortHash(hash)
+                walk(hash) {
+                    out.append((short, $0))
+                    return true
                 }
             }
             return out

@@ -85,7 +85,7 @@ final class SegmentIndexWriter {
         if let db = try? SQLiteDatabase(path: path), (try? db.execute(IndexSchema.writerPragmas)) != nil,
             (try? Self.meta(db, "schema_version")) == IndexSchema.version, (try? Self.meta(db, "sealed")) != "1",
             let committed = try? Self.meta(db, "attr_log_bytes").flatMap({ Int($0) }) ?? 0,
-            Self.fileSize(logPath) >= committed
+            SegmentFile.fileSize(path: logPath) >= committed
         {
             opened = db
         } else {
@@ -137,11 +137,6 @@ final class SegmentIndexWriter {
     }
 
     deinit { close(attributeLog) }
-
-    static func fileSize(_ path: String) -> Int {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int(st.st_size) : 0
-    }
 
     /// The Bloom filter of a sealed index that covers all `size` bytes of its segment; nil
     /// when there is none (missing, damaged, another schema, not sealed, or behind).

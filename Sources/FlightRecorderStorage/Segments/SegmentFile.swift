@@ -42,6 +42,12 @@ public enum SegmentFile {
         return h
     }
 
+    /// The size of the file at `path`; 0 when there is none.
+    static func fileSize(path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
+
     static func fileSize(_ fd: Int32) throws(StorageError) -> Int {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io("fstat") }

@@ -41,7 +41,7 @@ struct StoreRecovery {
         for id in ids {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last
-            let size = Self.fileSize(path)
+            let size = SegmentFile.fileSize(path: path)
             if !isLast,
                 let bloom = SegmentIndexWriter.sealedFilter(directory: catalog.directory, segment: id, size: size)
             {
@@ -137,10 +137,6 @@ struct StoreRecovery {
         }
     }
 
-    static func fileSize(_ path: String) -> Int {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int(st.st_size) : 0
-    }
 }
 
 /// Rebuilds the index from the segments alone, into a new file swapped in atomically.
