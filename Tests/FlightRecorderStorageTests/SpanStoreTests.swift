@@ -161,6 +161,55 @@ import Testing
         await store.close()
     }
 
+    /// Each sealed segment gets an attribute filter; a lookup finds the same spans with the
+    /// filters, and with one damaged and one missing, which are rebuilt from their pages.
+    @Test func lookupsAreTheSameWithDamagedOrMissingAttributeFilters() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.segmentBytes = 1 << 10
+        config.blockBytes = 512
+        var store = try SpanStore(configuration: config, logger: logger)
+        for t in UInt8(1)...30 {
+            let spans = (UInt8(1)...2).map { n in
+                TestSpan(
+                    trace: RequestBuilder.traceID(t), span: RequestBuilder.spanID(n, t), name: "step-\(n)",
+                    start: UInt64(t) * 10_000 + UInt64(n), end: UInt64(t) * 10_000 + 100,
+                    attributes: [("agent.run.id", .string("run-\(t)")), ("operation.id", .string("op-\(t)-\(n)"))])
+            }
+            try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
+        }
+        func found() async throws -> [String] {
+            var out: [String] = []
+            for t in 1...30 {
+                out += try await store.lookup(key: "operation.id", value: "op-\(t)-2", scope: .all).map(\.runID)
+            }
+            #expect(try await store.lookup(key: "operation.id", value: "op-31-1", scope: .all).isEmpty)
+            return out
+        }
+        let expected = (1...30).map { "run-\($0)" }
+        #expect(try await found() == expected)
+        await store.close()
+        let segments = SegmentFile.list(config.segmentDirectory)
+        let filters = segments.dropLast().map {
+            IndexSchema.attributeFilterPath(IndexSchema.path(config.segmentDirectory, $0))
+        }
+        #expect(filters.count > 3)
+        #expect(filters.allSatisfy { access($0, R_OK) == 0 })
+        #expect(filters.allSatisfy { AttributeFilterFile(path: $0) != nil })
+
+        let damaged = filters[1]
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: damaged))
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: damaged))
+        unlink(filters[2])
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(try await found() == expected)
+        // Both were rebuilt from their segments' pages.
+        #expect(filters.allSatisfy { AttributeFilterFile(path: $0) != nil })
+        await store.close()
+    }
+
     /// The active segment's attribute rows live in memory and in its attribute log: a restart
     /// reloads them, and a log that was lost or cut short has the index rebuilt from the segment.
     @Test func activeSegmentValuesSurviveARestartAndALostAttributeLog() async throws {
@@ -372,7 +421,8 @@ import Testing
     @Test func reindexMatchesTheLiveIndex() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        let config = configuration(dir)
+        var config = configuration(dir)
+        config.segmentBytes = 4096
         var store = try SpanStore(configuration: config, logger: logger)
         for t in UInt8(1)...30 {
             try await store.append(batch(trace: t, spans: 2...6, parent: 1))
@@ -382,6 +432,14 @@ import Testing
         let counts = try await store.indexCounts()
         await store.close()
         _ = try Reindexer.rebuild(configuration: config, logger: logger)
+        // Every sealed segment has its attribute filter again, moved in from the scratch directory.
+        let sealed = SegmentFile.list(config.segmentDirectory).dropLast()
+        #expect(!sealed.isEmpty)
+        for id in sealed {
+            let path = IndexSchema.attributeFilterPath(IndexSchema.path(config.segmentDirectory, id))
+            #expect(AttributeFilterFile(path: path) != nil)
+        }
+        #expect(access(config.directory + "/reindex.tmp", F_OK) != 0)
         store = try SpanStore(configuration: config, logger: logger)
         #expect(try await store.listRuns(limit: 1000) == runs)
         var rebuilt = try await store.indexCounts()

@@ -189,15 +189,13 @@ public struct QueryAPI: Sendable {
         guard !value.isEmpty, value.utf8.count <= 512 else {
             throw APIError(.badRequest, "value: expected 1 to 512 bytes")
         }
-        let found = try await store.lookup(key: key, value: value, scope: scope, limit: 20)
+        let found = try await store.lookupWithRuns(key: key, value: value, scope: scope, limit: 20)
         guard !found.isEmpty else { throw APIError(.notFound, "no span carries this \(key)") }
         var matches: [LookupBody.Match] = []
         var graphs: [String: RunGraph] = [:]
-        for m in found {
+        for (m, detail) in found {
             let cacheKey = m.tenant + "\u{1F}" + m.runID
-            if graphs[cacheKey] == nil, let detail = try await store.run(m.runID, scope: .only([m.tenant])) {
-                graphs[cacheKey] = RunGraph(runID: detail.summary.runID, spans: detail.spans)
-            }
+            if graphs[cacheKey] == nil { graphs[cacheKey] = RunGraph(runID: detail.summary.runID, spans: detail.spans) }
             guard let graph = graphs[cacheKey], let index = graph.index(of: m.span.spanID) else { continue }
             matches.append(
                 .init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))

@@ -18,27 +18,49 @@ extension SpanStore {
     public func run(_ id: String, scope: TenantScope = .all) async throws -> RunDetail? {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try await read { r, segments in
-            var candidates = try r.runs(id, scope: scope)
-            if candidates.isEmpty, let trace = TraceID(hex: id) {
-                for (tenant, named) in try r.runs(ofTrace: trace, scope: scope) {
-                    candidates += try r.runs(named, scope: .only([tenant]))
-                }
-            }
-            guard let summary = candidates.first else { return nil }
-            let runID = summary.runID
-            let tenant = summary.tenant ?? ResourceFacts.defaultTenant
-            let traces = try r.traces(ofRun: runID, tenant: tenant)
-            var traceRuns: [TraceID: String] = [:]
-            for t in traces { traceRuns[t] = try resolver.traceRun(t, tenant: tenant, reader: r) }
-            var (spans, warnings) = try Self.readSpans(traces: traces, reader: r, segments: segments) { span in
-                span.tenant == tenant && resolver.run(of: span, traceRun: traceRuns[span.traceID]) == runID
-            }
-            if candidates.count > 1 {
-                let others = candidates.dropFirst().compactMap(\.tenant).joined(separator: ", ")
-                warnings.append("run ID \(runID) also exists in tenant(s) \(others); showing tenant \(tenant)")
-            }
-            return RunDetail(summary: summary, spans: spans, warnings: warnings)
+            try Self.runDetail(id, scope: scope, reader: r, segments: segments, resolver: resolver, known: [:])
         }
+    }
+
+    /// Spans read already, by trace: every span of the trace within its tenant, and the
+    /// warnings reading them gave.
+    typealias KnownTraces = [TraceKey: (spans: [SpanRecord], warnings: [String])]
+
+    static func runDetail(
+        _ id: String, scope: TenantScope, reader r: IndexReader, segments: SegmentReader, resolver: RunResolver,
+        known: KnownTraces
+    ) throws -> RunDetail? {
+        var candidates = try r.runs(id, scope: scope)
+        if candidates.isEmpty, let trace = TraceID(hex: id) {
+            for (tenant, named) in try r.runs(ofTrace: trace, scope: scope) {
+                candidates += try r.runs(named, scope: .only([tenant]))
+            }
+        }
+        guard let summary = candidates.first else { return nil }
+        let runID = summary.runID
+        let tenant = summary.tenant ?? ResourceFacts.defaultTenant
+        let traces = try r.traces(ofRun: runID, tenant: tenant)
+        var traceRuns: [TraceID: String] = [:]
+        for t in traces { traceRuns[t] = try resolver.traceRun(t, tenant: tenant, reader: r) }
+        func inRun(_ span: SpanRecord) -> Bool {
+            span.tenant == tenant && resolver.run(of: span, traceRun: traceRuns[span.traceID]) == runID
+        }
+        let unread = traces.filter { known[TraceKey(tenant: tenant, trace: $0)] == nil }
+        var (spans, warnings) =
+            unread.isEmpty ? ([], []) : try readSpans(traces: unread, reader: r, segments: segments, keep: inRun)
+        let reused = traces.compactMap { known[TraceKey(tenant: tenant, trace: $0)] }
+        if !reused.isEmpty {
+            for k in reused {
+                spans += k.spans.filter(inRun)
+                warnings += k.warnings
+            }
+            spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+        }
+        if candidates.count > 1 {
+            let others = candidates.dropFirst().compactMap(\.tenant).joined(separator: ", ")
+            warnings.append("run ID \(runID) also exists in tenant(s) \(others); showing tenant \(tenant)")
+        }
+        return RunDetail(summary: summary, spans: spans, warnings: warnings)
     }
 
     /// The stored spans of one trace within `scope`, sorted by start time; empty if unknown.
@@ -57,20 +79,54 @@ extension SpanStore {
     ) async throws -> [AttributeMatch] {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try await read { r, segments in
-            var out: [AttributeMatch] = []
-            for (tenant, trace, _) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
-                let (spans, _) = try Self.readSpans(traces: [trace], reader: r, segments: segments) { span in
-                    span.tenant == tenant
-                        && span.attributes.contains { $0.key == key && $0.value.scalarString == value }
-                }
-                let traceRun = try resolver.traceRun(trace, tenant: tenant, reader: r)
-                for span in spans {
-                    out.append(
-                        AttributeMatch(runID: resolver.run(of: span, traceRun: traceRun), tenant: tenant, span: span))
-                }
-            }
-            return Array(out.sorted { $0.span.startNanos < $1.span.startNanos }.prefix(limit))
+            try Self.matches(
+                key: key, value: value, scope: scope, limit: limit, reader: r, segments: segments,
+                resolver: resolver
+            ).matches
         }
+    }
+
+    /// `lookup`, each match with its whole run (as `run` reads it), in one read: the traces
+    /// the lookup decoded are not decoded again for their runs.
+    public func lookupWithRuns(
+        key: String, value: String, scope: TenantScope, limit: Int = 100
+    ) async throws -> [(match: AttributeMatch, run: RunDetail)] {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try await read { r, segments in
+            let (matches, known) = try Self.matches(
+                key: key, value: value, scope: scope, limit: limit, reader: r, segments: segments, resolver: resolver)
+            var runs: [RunKeyOut: RunDetail?] = [:]
+            var out: [(AttributeMatch, RunDetail)] = []
+            for m in matches {
+                let k = RunKeyOut(run: m.runID, tenant: m.tenant)
+                if runs[k] == nil {
+                    runs[k] = try Self.runDetail(
+                        m.runID, scope: .only([m.tenant]), reader: r, segments: segments, resolver: resolver,
+                        known: known)
+                }
+                if let run = runs[k] ?? nil { out.append((m, run)) }
+            }
+            return out
+        }
+    }
+
+    static func matches(
+        key: String, value: String, scope: TenantScope, limit: Int, reader r: IndexReader, segments: SegmentReader,
+        resolver: RunResolver
+    ) throws -> (matches: [AttributeMatch], known: KnownTraces) {
+        var out: [AttributeMatch] = []
+        var known: KnownTraces = [:]
+        for (tenant, trace, _) in try r.traces(withAttribute: key, value: value, scope: scope, limit: limit) {
+            let read = try readSpans(traces: [trace], reader: r, segments: segments) { $0.tenant == tenant }
+            known[TraceKey(tenant: tenant, trace: trace)] = read
+            let traceRun = try resolver.traceRun(trace, tenant: tenant, reader: r)
+            for span in read.spans
+            where span.attributes.contains(where: { $0.key == key && $0.value.scalarString == value }) {
+                out.append(
+                    AttributeMatch(runID: resolver.run(of: span, traceRun: traceRun), tenant: tenant, span: span))
+            }
+        }
+        return (Array(out.sorted { $0.span.startNanos < $1.span.startNanos }.prefix(limit)), known)
     }
 
     /// Runs within `scope` with at least one span for which `matches` holds, newest first,

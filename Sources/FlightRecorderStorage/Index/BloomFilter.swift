@@ -1,31 +1,36 @@
-/// A blocked Bloom filter over 64-bit key hashes: each key sets 7 bits within one 64-byte
-/// line, so a probe touches one cache line. The high 32 bits of the hash pick the line; the
-/// 7 bit positions are 9-bit fields of a second mix of the hash, independent of each other.
-/// At 20 bits per key about 1 probe in 3,000 for an absent key answers "maybe" (measured:
-/// 0.035%). The indexer asks every sealed segment's filter about each new trace and run, so
-/// the false-positive rate, times the number of segments, is how often it reads a sealed
-/// index for nothing.
+/// A blocked Bloom filter over 64-bit key hashes: each key sets `probes` bits within one
+/// 64-byte line, so a probe touches one cache line (or one 64-byte read of a filter kept on
+/// disk, `AttributeFilterFile`). The high 32 bits of the hash pick the line; the bit
+/// positions are 9-bit fields of a second mix of the hash, independent of each other. At 20
+/// bits per key and 7 probes (the trace and run filters) about 1 probe in 3,000 for an absent
+/// key answers "maybe" (measured: 0.035%). The indexer asks every sealed segment's filter
+/// about each new trace and run, so the false-positive rate, times the number of segments, is
+/// how often it reads a sealed index for nothing.
 ///
 /// Hand-written: none of the packages this project may use has one, and it is small.
 struct BloomFilter: Sendable {
     private(set) var words: [UInt64]
+    let probes: Int
 
-    static let bitsPerKey = 20
-    static let probes = 7
+    static let lineBytes = 64
 
-    init(expectedKeys: Int) {
-        let lines = max(1, (expectedKeys * Self.bitsPerKey + 511) / 512)
+    init(expectedKeys: Int, bitsPerKey: Int = 20, probes: Int = 7) {
+        let lines = max(1, (expectedKeys * bitsPerKey + 511) / 512)
         words = [UInt64](repeating: 0, count: lines * 8)
+        self.probes = probes
     }
 
-    init?(serialized: [UInt8]) {
-        guard !serialized.isEmpty, serialized.count % 64 == 0 else { return nil }
+    init?(serialized: [UInt8], probes: Int = 7) {
+        guard !serialized.isEmpty, serialized.count % Self.lineBytes == 0 else { return nil }
         words = serialized.withUnsafeBytes { b in
             (0..<(serialized.count / 8)).map {
                 UInt64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))
             }
         }
+        self.probes = probes
     }
+
+    var lines: Int { words.count / 8 }
 
     var serialized: [UInt8] {
         var out: [UInt8] = []
@@ -34,33 +39,49 @@ struct BloomFilter: Sendable {
         return out
     }
 
-    mutating func insert(_ hash: UInt64) {
-        let line = Int((hash >> 32) % UInt64(words.count / 8)) * 8
-        var bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
-        for _ in 0..<Self.probes {
-            let bit = Int(bits & 511)
-            words[line + (bit >> 6)] |= 1 << UInt64(bit & 63)
-            bits >>= 9
-        }
-    }
+    /// The line `hash` lives in, of `lines`.
+    static func line(_ hash: UInt64, lines: Int) -> Int { Int((hash >> 32) % UInt64(lines)) }
 
-    func mayContain(_ hash: UInt64) -> Bool {
-        let line = Int((hash >> 32) % UInt64(words.count / 8)) * 8
+    /// The 512-bit positions `hash` sets within its line, one per probe.
+    static func positions(_ hash: UInt64, probes: Int, _ body: (Int) -> Bool) -> Bool {
         var bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
-        for _ in 0..<Self.probes {
-            let bit = Int(bits & 511)
-            if words[line + (bit >> 6)] & (1 << UInt64(bit & 63)) == 0 { return false }
+        for _ in 0..<probes {
+            guard body(Int(bits & 511)) else { return false }
             bits >>= 9
         }
         return true
     }
+
+    /// Whether the 64-byte `line` (as stored: little-endian words) has every bit of `hash`.
+    static func line(_ line: UnsafeRawBufferPointer, holds hash: UInt64, probes: Int) -> Bool {
+        positions(hash, probes: probes) { bit in
+            UInt64(littleEndian: line.loadUnaligned(fromByteOffset: (bit >> 6) * 8, as: UInt64.self))
+                & (1 << UInt64(bit & 63)) != 0
+        }
+    }
+
+    mutating func insert(_ hash: UInt64) {
+        let line = Self.line(hash, lines: lines) * 8
+        _ = Self.positions(hash, probes: probes) { bit in
+            words[line + (bit >> 6)] |= 1 << UInt64(bit & 63)
+            return true
+        }
+    }
+
+    func mayContain(_ hash: UInt64) -> Bool {
+        let line = Self.line(hash, lines: lines) * 8
+        return Self.positions(hash, probes: probes) { bit in words[line + (bit >> 6)] & (1 << UInt64(bit & 63)) != 0 }
+    }
 }
 
-/// The keys a segment's filter holds: trace IDs and run IDs (attribute values are looked up
-/// in each segment's pages instead; as keys they would be most of the filters' memory).
-/// Hashes are FNV-1a over a kind byte and the key's bytes, then mixed: stable across
-/// processes, since filters are stored with the segment.
+/// The keys a segment's in-memory filter holds: trace IDs and run IDs. Hashes are FNV-1a over
+/// a kind byte and the key's bytes, then mixed: stable across processes, since filters are
+/// stored with the segment. Attribute values have a filter of their own, on disk
+/// (`AttributeFilterFile`): in memory they would be most of the filters' memory.
 enum IndexKey {
+    /// An indexed attribute value, from the short hash its pages hold (`IndexSchema.shortHash`).
+    static func attribute(_ shortHash: UInt32) -> UInt64 { mix(UInt64(shortHash) | 0x0300_0000_0000_0000) }
+
     static func trace(_ bytes: [UInt8]) -> UInt64 { hash(1, bytes, nil) }
     /// Runs by ID alone: a lookup by ID may span tenants.
     static func run(_ run: String) -> UInt64 { hash(2, Array(run.utf8), nil) }

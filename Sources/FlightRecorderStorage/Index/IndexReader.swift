@@ -20,10 +20,11 @@ package final class IndexReader {
     private let sealedOnly: Bool
     private var readers: [Int64: SegmentIndexReader] = [:]
 
-    init(catalog: SegmentCatalog, sealedOnly: Bool = false, maxOpenSegments: Int = 64) {
+    init(catalog: SegmentCatalog, sealedOnly: Bool = false, maxOpenSegments: Int = 64, filterMemoryBytes: Int = 0) {
         self.catalog = catalog
         self.sealedOnly = sealedOnly
         self.maxOpenSegments = max(1, maxOpenSegments)
+        self.filterMemoryBytes = filterMemoryBytes
     }
 
     private var entries: [SegmentCatalog.Entry] {
@@ -58,6 +59,42 @@ package final class IndexReader {
         readers[segment] = r
         lastUse[segment] = uses
         return r
+    }
+
+    /// Sealed segments' attribute filters (`AttributeFilterFile`), each verified when opened,
+    /// and kept in memory while they fit in `filterMemoryBytes` (the rest are read a line at
+    /// a time); the least recently used is closed beyond `maxOpenSegments` times four. A
+    /// missing or damaged filter (an index from before filters, a flipped byte) is rebuilt
+    /// from the segment's pages; when that fails too, the segment is probed every time (nil).
+    private var attributeFilters: [Int64: (filter: AttributeFilterFile?, lastUse: Int)] = [:]
+    private let filterMemoryBytes: Int
+    private var filterBytesInMemory = 0
+
+    private func mayHoldAttribute(_ hash: Int64, _ entry: SegmentCatalog.Entry) throws(SQLiteError) -> Bool {
+        guard entry.bloom != nil else { return true }
+        uses += 1
+        if let known = attributeFilters[entry.id] {
+            attributeFilters[entry.id]!.lastUse = uses
+            return known.filter?.mayContain(hash) ?? true
+        }
+        if attributeFilters.count >= maxOpenSegments * 4,
+            let oldest = attributeFilters.min(by: { $0.value.lastUse < $1.value.lastUse })?.key
+        {
+            filterBytesInMemory -= attributeFilters[oldest]?.filter?.bytesInMemory ?? 0
+            attributeFilters[oldest] = nil
+        }
+        let path = IndexSchema.attributeFilterPath(IndexSchema.path(catalog.directory, entry.id))
+        let room = filterMemoryBytes - filterBytesInMemory
+        var filter = AttributeFilterFile(path: path, keepInMemoryUpTo: room)
+        if filter == nil {
+            let hashes = try reader(entry).attributeShortHashes()
+            if (try? AttributeFilterFile.write(sortedShortHashes: hashes, to: path)) != nil {
+                filter = AttributeFilterFile(path: path, keepInMemoryUpTo: room)
+            }
+        }
+        filterBytesInMemory += filter?.bytesInMemory ?? 0
+        attributeFilters[entry.id] = (filter, uses)
+        return filter?.mayContain(hash) ?? true
     }
 
     /// The segments that may hold `key`, oldest first.
@@ -232,9 +269,9 @@ package final class IndexReader {
         let hash = IndexedAttribute.hash(key: key, value: value)
         var found: [RunKeyTrace: Int64] = [:]
         var order: [RunKeyTrace] = []
-        // Attribute values are not in the filters (they would make them most of the memory);
-        // each segment's sorted attribute pages answer with two index probes.
-        for e in entries {
+        // A sealed segment's attribute filter answers "not here" for most; the rest read their
+        // sorted attribute pages with two index probes.
+        for e in entries where try mayHoldAttribute(hash, e) {
             let r = try reader(e)
             for (tenant, trace, start) in try r.traces(withAttributeHash: hash) where scope.contains(tenant) {
                 let k = RunKeyTrace(tenant: tenant, trace: trace)

@@ -87,8 +87,12 @@ enum IndexSchema {
     /// number (UInt32), little-endian; `meta.attr_log_bytes` says how much of it is committed.
     static func attributesPath(_ indexPath: String) -> String { indexPath.dropLast(4) + ".attrs" }
 
+    /// A sealed segment's filter of its attribute values (`AttributeFilterFile`).
+    static func attributeFilterPath(_ indexPath: String) -> String { indexPath.dropLast(4) + ".attrfilter" }
+
     static func remove(_ path: String) {
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
         unlink(attributesPath(path))
+        unlink(attributeFilterPath(path))
     }
 }

@@ -143,6 +143,21 @@ final class SegmentIndexReader {
         return out
     }
 
+    /// Every short hash of a sealed index's attribute pages, ascending (repeats side by
+    /// side), to rebuild its `AttributeFilterFile`.
+    func attributeShortHashes() throws(SQLiteError) -> [UInt32] {
+        let q = try db.prepare("SELECT entries FROM attr_pages ORDER BY page")
+        var out: [UInt32] = []
+        while try q.step() {
+            q.blob(0).withUnsafeBytes { b in
+                for i in 0..<(b.count / 8) {
+                    out.append(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i * 8, as: UInt32.self)))
+                }
+            }
+        }
+        return out
+    }
+
     private func traceRows(_ numbers: [Int64]) throws(SQLiteError) -> [(tenant: String, trace: TraceID, start: Int64)] {
         var out: [(String, TraceID, Int64)] = []
         // Many traces (a common value): one pass over their range of the table costs less

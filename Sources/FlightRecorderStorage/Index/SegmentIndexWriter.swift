@@ -239,6 +239,14 @@ final class SegmentIndexWriter {
         for k in keys { bloom.insert(k) }
         var entries = attributes.shortEntries()
         entries.sort { ($0.hash, $0.trace) < ($1.hash, $1.trace) }
+        // The attribute filter is in place before the index says sealed; a crash between the
+        // two seals the segment again, and writes the filter again.
+        do {
+            try AttributeFilterFile.write(
+                sortedShortHashes: entries.lazy.map(\.hash), to: IndexSchema.attributeFilterPath(path))
+        } catch {
+            throw SQLiteError(error.message)
+        }
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
             try db.execute(IndexSchema.attributePages)

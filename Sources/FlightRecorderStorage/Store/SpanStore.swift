@@ -62,7 +62,9 @@ public final class SpanStore: Service, @unchecked Sendable {
             let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.active.segment)
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
             indexer = Indexer(queue: queue, catalog: catalog, older: older, active: recovery.active, logger: logger)
-            reader = IndexReader(catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes)
+            reader = IndexReader(
+                catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
+                filterMemoryBytes: configuration.attributeFilterMemoryBytes)
             segmentReader = SegmentReader(
                 directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes)
         } catch {

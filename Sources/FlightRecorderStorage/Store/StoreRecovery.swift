@@ -172,10 +172,14 @@ public enum Reindexer {
             let from = IndexSchema.path(scratch, id)
             guard access(from, F_OK) == 0 else { continue }
             let to = IndexSchema.path(configuration.segmentDirectory, id)
-            // The active segment's attribute log first: the index names how much of it counts.
-            let log = IndexSchema.attributesPath(from)
-            if access(log, F_OK) == 0, rename(log, IndexSchema.attributesPath(to)) != 0 {
-                throw .io("replace the attribute log of segment \(id)")
+            // The attribute log (active) or filter (sealed) first: the index names the log's length.
+            for (companion, what) in [
+                (IndexSchema.attributesPath, "attribute log"), (IndexSchema.attributeFilterPath, "attribute filter"),
+            ] {
+                let path = companion(from)
+                if access(path, F_OK) == 0, rename(path, companion(to)) != 0 {
+                    throw .io("replace the \(what) of segment \(id)")
+                }
             }
             guard rename(from, to) == 0 else { throw .io("replace the index of segment \(id)") }
         }
@@ -189,7 +193,8 @@ public enum Reindexer {
     static func removeIndexes(in directory: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for n in names
-        where n.hasSuffix(".idx") || n.hasSuffix(".idx-wal") || n.hasSuffix(".idx-shm") || n.hasSuffix(".attrs") {
+        where [".idx", ".idx-wal", ".idx-shm", ".attrs", ".attrfilter", ".attrfilter.tmp"].contains(where: n.hasSuffix)
+        {
             unlink(directory + "/" + n)
         }
     }
