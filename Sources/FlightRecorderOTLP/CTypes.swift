@@ -35,6 +35,69 @@ package struct CKey: Sendable {
     }
 }
 
+/// Keys matched against protobuf-c's `char *` keys with one pass over the key's bytes and one
+/// probe of a small open-addressing table, instead of a `strcmp` per key: ingest compares every
+/// attribute key of every span with each indexed key and each run key.
+///
+/// Hand-written: protobuf-c hands out C strings, and a Swift `Set<String>` would first copy
+/// each key into a `String`.
+package struct CKeyTable: Sendable {
+    package let keys: [CKey]
+    private let slots: [Int32]
+    private let hashes: [UInt32]
+    private let lengths: [Int]
+    private let mask: Int
+
+    package init(_ keys: [CKey]) {
+        self.keys = keys
+        var size = 8
+        while size < keys.count * 4 { size *= 2 }
+        var slots = [Int32](repeating: -1, count: size)
+        var hashes: [UInt32] = []
+        var lengths: [Int] = []
+        for (n, k) in keys.enumerated() {
+            let (h, length) = k.bytes.withUnsafeBufferPointer { Self.hash($0.baseAddress!) }
+            hashes.append(h)
+            lengths.append(length)
+            var i = Int(h) & (size - 1)
+            while slots[i] >= 0 { i = (i + 1) & (size - 1) }
+            slots[i] = Int32(n)
+        }
+        self.slots = slots
+        self.hashes = hashes
+        self.lengths = lengths
+        mask = size - 1
+    }
+
+    /// FNV-1a over the key's bytes up to its NUL, and its length.
+    @inline(__always)
+    package static func hash(_ key: UnsafePointer<CChar>) -> (hash: UInt32, length: Int) {
+        var h: UInt32 = 0x811C_9DC5
+        var n = 0
+        while key[n] != 0 {
+            h = (h ^ UInt32(UInt8(bitPattern: key[n]))) &* 0x0100_0193
+            n += 1
+        }
+        return (h, n)
+    }
+
+    /// The position in `keys` of `key` (whose `hash` is given), if it is one of them.
+    @inline(__always)
+    package func index(of key: UnsafePointer<CChar>, hash: (hash: UInt32, length: Int)) -> Int? {
+        var i = Int(hash.hash) & mask
+        while true {
+            let s = Int(slots[i])
+            if s < 0 { return nil }
+            if hashes[s] == hash.hash && lengths[s] == hash.length
+                && keys[s].bytes.withUnsafeBufferPointer({ memcmp($0.baseAddress!, key, hash.length) }) == 0
+            {
+                return s
+            }
+            i = (i + 1) & mask
+        }
+    }
+}
+
 /// The string form of a scalar attribute value (string or integer), as run IDs use; nil otherwise.
 package func scalarString(_ value: UnsafeMutablePointer<CAnyValue>?) -> String? {
     guard let v = value?.pointee else { return nil }

@@ -62,34 +62,40 @@ public enum IndexFacts {
                         let spanID = SpanID(bytes: span.span_id.rawBuffer)
                     else { continue }
                     let parent = SpanID(bytes: span.parent_span_id.rawBuffer) ?? SpanID(0)
-                    let run =
-                        firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
-                        ?? resourceRun
+                    // One pass over the span's attributes finds its run (the first run key, in
+                    // `runIdentity` order, with a scalar value) and its indexed values.
+                    var run: String?
+                    var runRank = Int.max
+                    if let attrs = span.attributes {
+                        for a in 0..<span.n_attributes {
+                            guard let kv = attrs[a], let key = kv.pointee.key else { continue }
+                            let hash = CKeyTable.hash(key)
+                            if let rank = runIdentity.table.index(of: key, hash: hash), rank < runRank,
+                                let value = scalarString(kv.pointee.value)
+                            {
+                                run = value
+                                runRank = rank
+                            }
+                            guard let k = indexedKeys.table.index(of: key, hash: hash),
+                                let value = scalarString(kv.pointee.value), value.utf8.count <= 512
+                            else { continue }
+                            let a = IndexedAttribute(
+                                key: indexedKeys.keys[k], value: value, trace: traceID, resource: resourceIndex,
+                                startNanos: span.start_time_unix_nano)
+                            // One row per (hash, trace, resource): exactly the rows the index keeps.
+                            if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
+                                .inserted
+                            {
+                                indexed.append(a)
+                            }
+                        }
+                    }
                     spans.append(
                         SpanIndexEntry(
                             traceID: traceID, spanID: spanID, parentSpanID: parent,
                             startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
                             isError: span.status?.pointee.code.rawValue == 2,
-                            explicitRunID: run, resource: resourceIndex))
-                    guard let attrs = span.attributes, !indexedKeys.cKeys.isEmpty else { continue }
-                    for a in 0..<span.n_attributes {
-                        guard let kv = attrs[a], let key = kv.pointee.key else { continue }
-                        for ck in indexedKeys.cKeys where ck.matches(key) {
-                            if let value = scalarString(kv.pointee.value), value.utf8.count <= 512 {
-                                let a = IndexedAttribute(
-                                    key: ck.name, value: value, trace: traceID, resource: resourceIndex,
-                                    startNanos: span.start_time_unix_nano)
-                                // One row per (hash, trace, resource): exactly the rows the index keeps.
-                                if seenIndexed.insert(
-                                    IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex)
-                                )
-                                .inserted {
-                                    indexed.append(a)
-                                }
-                            }
-                            break
-                        }
-                    }
+                            explicitRunID: run ?? resourceRun, resource: resourceIndex))
                 }
             }
         }

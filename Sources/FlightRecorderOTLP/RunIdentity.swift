@@ -9,10 +9,13 @@ public struct RunIdentity: Sendable {
 
     public let keys: [String]
     package let cKeys: [CKey]
+    /// `cKeys`, by position: a lower position wins.
+    package let table: CKeyTable
 
     public init(keys: [String] = RunIdentity.defaultKeys) {
         self.keys = keys
         self.cKeys = keys.map(CKey.init)
+        table = CKeyTable(cKeys)
     }
 
     /// The run named on the span itself or, failing that, on its resource.
@@ -33,12 +36,14 @@ public struct IndexedKeys: Sendable, Equatable {
 
     public let keys: [String]
     package let cKeys: [CKey]
+    package let table: CKeyTable
 
     public init(keys: [String] = IndexedKeys.defaultKeys) {
         var unique: [String] = []
         for k in keys where !unique.contains(k) { unique.append(k) }
         self.keys = unique
         self.cKeys = unique.map(CKey.init)
+        table = CKeyTable(cKeys)
     }
 
     public static func == (a: IndexedKeys, b: IndexedKeys) -> Bool { a.keys == b.keys }

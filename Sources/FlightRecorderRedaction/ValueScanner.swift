@@ -7,11 +7,19 @@
 /// `:`, `=`, or the first letter of a known prefix), so ordinary text costs one table lookup a
 /// byte. Custom detectors (regular expressions from the policy) run after this scan.
 public struct ValueScanner: Sendable {
-    public let enabled: Set<Detector>
+    /// Only flags, so that a copy costs nothing (the scanner is on every string's path).
     let email, ssn, card, phone, jwt, auth, apiKey, pem, url, ip: Bool
 
+    public var enabled: Set<Detector> {
+        let flags: [(Detector, Bool)] = [
+            (.email, email), (.ssn, ssn), (.paymentCard, card), (.phone, phone), (.jwt, jwt),
+            (.authorization, auth), (.apiKey, apiKey), (.privateKey, pem), (.urlCredentials, url),
+            (.ipAddress, ip),
+        ]
+        return Set(flags.filter(\.1).map(\.0))
+    }
+
     public init(enabled: Set<Detector> = Detector.defaults) {
-        self.enabled = enabled
         email = enabled.contains(.email)
         ssn = enabled.contains(.ssn)
         card = enabled.contains(.paymentCard)
@@ -55,12 +63,19 @@ public struct ValueScanner: Sendable {
     /// The matches, and in the same pass whether the text may hide a form behind a disguise
     /// (then the caller scans the normalized text too).
     public func scan(_ s: UnsafeBufferPointer<UInt8>, sawDisguise: inout Bool) -> [DetectorMatch] {
+        // The table through a pointer: one load a byte, no lazy-global check or bounds check.
+        Self.classes.withUnsafeBufferPointer { classes in scan(s, classes: classes, sawDisguise: &sawDisguise) }
+    }
+
+    private func scan(
+        _ s: UnsafeBufferPointer<UInt8>, classes: UnsafeBufferPointer<UInt8>, sawDisguise: inout Bool
+    ) -> [DetectorMatch] {
         var out: [DetectorMatch] = []
         let n = s.count
         var i = 0
         while i < n {
             let c = s[i]
-            let kind = Self.classes[Int(c)]
+            let kind = classes[Int(c)]
             guard kind & 1 != 0 else {
                 if kind != 0 { sawDisguise = true }
                 i += 1
@@ -76,7 +91,7 @@ public struct ValueScanner: Sendable {
                 }
                 out.append(m)
                 // The bytes a match covers are skipped, so look at them for disguises here.
-                if !sawDisguise { sawDisguise = s[m.range].contains { Self.classes[Int($0)] & 2 != 0 } }
+                if !sawDisguise { sawDisguise = s[m.range].contains { classes[Int($0)] & 2 != 0 } }
                 i = m.range.upperBound
             } else {
                 i += 1

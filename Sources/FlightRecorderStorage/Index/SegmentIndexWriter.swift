@@ -161,6 +161,17 @@ final class SegmentIndexWriter {
 
     /// Reopening a partly indexed segment (after a crash): its tenants and traces, back into memory.
     private func loadState() throws(SQLiteError) {
+        try loadRows()
+        // The committed attribute rows; anything after them was never committed.
+        var log = [UInt8](repeating: 0, count: attributeLogBytes)
+        let n = log.withUnsafeMutableBytes { SegmentFile.preadFully(attributeLog, $0, at: 0) }
+        guard n == attributeLogBytes else { throw SQLiteError("read \(IndexSchema.attributesPath(path))") }
+        ftruncate(attributeLog, off_t(attributeLogBytes))
+        attributes.load(log: log)
+    }
+
+    /// The committed tenants, trace numbers, named runs and run flags.
+    private func loadRows() throws(SQLiteError) {
         let t = try db.prepare("SELECT id, name FROM tenants")
         while try t.step() { tenants[t.text(1) ?? ""] = t.int64(0) }
         let names = Dictionary(uniqueKeysWithValues: tenants.map { ($0.value, $0.key) })
@@ -177,18 +188,11 @@ final class SegmentIndexWriter {
             continuedRuns[key] = r.int64(2) != 0
             if r.int64(3) != 0 { foldingRuns.insert(key) }
         }
-        // The committed attribute rows; anything after them was never committed.
-        var log = [UInt8](repeating: 0, count: attributeLogBytes)
-        let n = log.withUnsafeMutableBytes { SegmentFile.preadFully(attributeLog, $0, at: 0) }
-        guard n == attributeLogBytes else { throw SQLiteError("read \(IndexSchema.attributesPath(path))") }
-        ftruncate(attributeLog, off_t(attributeLogBytes))
-        attributes.load(log: log)
     }
 
     /// Indexes `blocks` (all of this segment) and records that the segment is indexed up to
     /// `indexedBytes`, in one transaction.
     func index(_ blocks: [DurableBlock], indexedBytes: Int) throws(SQLiteError) {
-        let saved = (tenants, traces, traceRuns, continuedRuns, foldingRuns)
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
             let rows = try indexRows(blocks)
@@ -222,7 +226,15 @@ final class SegmentIndexWriter {
             self.indexedBytes = indexedBytes
         } catch {
             try? db.execute("ROLLBACK")
-            (tenants, traces, traceRuns, continuedRuns, foldingRuns) = saved
+            // The round's numbers and names were rolled back with it: reload what is committed
+            // (copying the maps before every round instead cost a copy of the segment's traces
+            // per round).
+            tenants = [:]
+            traces = [:]
+            traceRuns = [:]
+            continuedRuns = [:]
+            foldingRuns = []
+            try loadRows()
             throw error
         }
     }
@@ -237,13 +249,13 @@ final class SegmentIndexWriter {
         while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
-        var entries = attributes.shortEntries()
-        entries.sort { ($0.hash, $0.trace) < ($1.hash, $1.trace) }
+        let entries = attributes.sortedShortEntries()
         // The attribute filter is in place before the index says sealed; a crash between the
         // two seals the segment again, and writes the filter again.
         do {
             try AttributeFilterFile.write(
-                sortedShortHashes: entries.lazy.map(\.hash), to: IndexSchema.attributeFilterPath(path))
+                sortedShortHashes: entries.lazy.map { UInt32(truncatingIfNeeded: $0 >> 32) },
+                to: IndexSchema.attributeFilterPath(path))
         } catch {
             throw SQLiteError(error.message)
         }
@@ -257,10 +269,12 @@ final class SegmentIndexWriter {
                 var blob: [UInt8] = []
                 blob.reserveCapacity(slice.count * 8)
                 for e in slice {
-                    withUnsafeBytes(of: e.hash.littleEndian) { blob.append(contentsOf: $0) }
-                    withUnsafeBytes(of: e.trace.littleEndian) { blob.append(contentsOf: $0) }
+                    withUnsafeBytes(of: UInt32(truncatingIfNeeded: e >> 32).littleEndian) {
+                        blob.append(contentsOf: $0)
+                    }
+                    withUnsafeBytes(of: UInt32(truncatingIfNeeded: e).littleEndian) { blob.append(contentsOf: $0) }
                 }
-                page.bind(1, Int64(slice.first!.hash)).bind(2, blob: blob)
+                page.bind(1, Int64(slice.first! >> 32)).bind(2, blob: blob)
                 try page.run()
                 start += slice.count
             }
@@ -327,8 +341,11 @@ final class SegmentIndexWriter {
 
     /// Writes the round's rows and returns its attribute rows (not yet in `attributes`).
     private func indexRows(_ blocks: [DurableBlock]) throws(SQLiteError) -> [(hash: Int64, trace: UInt32)] {
+        let indexedCount = blocks.reduce(0) { n, b in b.batches.reduce(n) { $0 + $1.indexed.count } }
         var attributeRows: [(hash: Int64, trace: UInt32)] = []
+        attributeRows.reserveCapacity(indexedCount)
         var roundRows: Set<AttributeRow> = []
+        roundRows.reserveCapacity(indexedCount)
         var deltas: [RunTraceKey: Delta] = [:]
         var touchedRuns: Set<RunKey> = []
         // Pass 1: blocks, traces, and any trace whose run becomes known in this round.
