@@ -75,7 +75,7 @@ package struct CKeyTable: Sendable {
         var h: UInt32 = 0x811C_9DC5
         var n = 0
         while key[n] != 0 {
-            h = (h ^ UInt32(UInt8(bitPattern: key[n]))) &* 0x0100_0193
+            h = (h ^ UInt32(UInt8(truncatingIfNeeded: key[n]))) &* 0x0100_0193
             n += 1
         }
         return (h, n)

@@ -77,10 +77,10 @@ public enum IndexFacts {
                                 runRank = rank
                             }
                             guard let k = indexedKeys.table.index(of: key, hash: hash),
-                                let value = scalarString(kv.pointee.value), value.utf8.count <= 512
+                                let valueHash = Self.indexedHash(kv.pointee.value, key: k, indexedKeys)
                             else { continue }
                             let a = IndexedAttribute(
-                                key: indexedKeys.keys[k], value: value, trace: traceID, resource: resourceIndex,
+                                hash: valueHash, trace: traceID, resource: resourceIndex,
                                 startNanos: span.start_time_unix_nano)
                             // One row per (hash, trace, resource): exactly the rows the index keeps.
                             if seenIndexed.insert(IndexedValue(hash: a.hash, trace: traceID, resource: resourceIndex))
@@ -100,6 +100,24 @@ public enum IndexFacts {
             }
         }
         return Extracted(spans: spans, indexed: indexed, resources: resources)
+    }
+
+    /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty
+    /// string of at most 512 bytes, or an integer); nil for any other value.
+    @inline(__always)
+    static func indexedHash(_ value: UnsafeMutablePointer<CAnyValue>?, key: Int, _ indexedKeys: IndexedKeys) -> Int64? {
+        guard let v = value?.pointee else { return nil }
+        switch v.value_case.rawValue {
+        case 1:
+            guard let s = v.string_value, s.pointee != 0 else { return nil }
+            if let h = IndexedAttribute.hash(prefix: indexedKeys.hashPrefixes[key], asciiCString: s, limit: 512) {
+                return h
+            }
+            let text = String(cString: s)
+            return text.utf8.count <= 512 ? IndexedAttribute.hash(key: indexedKeys.keys[key], value: text) : nil
+        case 3: return IndexedAttribute.hash(key: indexedKeys.keys[key], value: String(v.int_value))
+        default: return nil
+        }
     }
 
     /// The facts of a serialized request or `TracesData`; nil when it does not unpack.

@@ -41,7 +41,11 @@ public struct IndexedAttribute: Sendable, Hashable {
     public var startNanos: UInt64
 
     public init(key: String, value: String, trace: TraceID, resource: Int32, startNanos: UInt64) {
-        self.hash = Self.hash(key: key, value: value)
+        self.init(hash: Self.hash(key: key, value: value), trace: trace, resource: resource, startNanos: startNanos)
+    }
+
+    package init(hash: Int64, trace: TraceID, resource: Int32, startNanos: UInt64) {
+        self.hash = hash
         self.trace = trace
         self.resource = resource
         self.startNanos = startNanos
@@ -51,17 +55,39 @@ public struct IndexedAttribute: Sendable, Hashable {
     /// persisted); a collision only makes a query read a trace that it then filters out,
     /// because every read checks the real attribute values.
     public static func hash(key: String, value: String) -> Int64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 {
-            h ^= UInt64(byte)
-            h = h &* 0x0000_0100_0000_01B3
-        }
-        h = (h ^ 0) &* 0x0000_0100_0000_01B3
+        var h = prefix(key)
         for byte in value.utf8 {
             h ^= UInt64(byte)
             h = h &* 0x0000_0100_0000_01B3
         }
         return Int64(bitPattern: h)
+    }
+
+    /// The hash state after `key` and the NUL: `hash(key:value:)` goes on from here.
+    package static func prefix(_ key: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            h ^= UInt64(byte)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        return (h ^ 0) &* 0x0000_0100_0000_01B3
+    }
+
+    /// `hash(key:value:)` of an ASCII C string value, 1 to `limit` bytes long, from the key's
+    /// `prefix`, without making a `String`; nil for anything else (empty, longer, or not
+    /// ASCII: `String(cString:)` would repair invalid UTF-8, and the index hashes what a query
+    /// reads back).
+    @inline(__always)
+    package static func hash(prefix: UInt64, asciiCString value: UnsafePointer<CChar>, limit: Int) -> Int64? {
+        var h = prefix
+        var n = 0
+        while value[n] != 0 {
+            guard n < limit, UInt8(truncatingIfNeeded: value[n]) < 0x80 else { return nil }
+            h ^= UInt64(UInt8(truncatingIfNeeded: value[n]))
+            h = h &* 0x0000_0100_0000_01B3
+            n += 1
+        }
+        return n == 0 ? nil : Int64(bitPattern: h)
     }
 }
 

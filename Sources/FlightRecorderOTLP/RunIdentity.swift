@@ -37,6 +37,8 @@ public struct IndexedKeys: Sendable, Equatable {
     public let keys: [String]
     package let cKeys: [CKey]
     package let table: CKeyTable
+    /// `IndexedAttribute.prefix` of each key.
+    package let hashPrefixes: [UInt64]
 
     public init(keys: [String] = IndexedKeys.defaultKeys) {
         var unique: [String] = []
@@ -44,6 +46,7 @@ public struct IndexedKeys: Sendable, Equatable {
         self.keys = unique
         self.cKeys = unique.map(CKey.init)
         table = CKeyTable(cKeys)
+        hashPrefixes = unique.map(IndexedAttribute.prefix)
     }
 
     public static func == (a: IndexedKeys, b: IndexedKeys) -> Bool { a.keys == b.keys }

@@ -22,3 +22,19 @@ import Testing
         #expect("key.300".withCString { big.index(of: $0, hash: CKeyTable.hash($0)) } == nil)
     }
 }
+
+@Suite struct IndexedHashTests {
+    /// The hash made from a C string on the ingest path is the one a query makes from the
+    /// value it is given; values that are not plain ASCII (or are empty or too long) are left
+    /// to the `String` path.
+    @Test func theCStringHashIsTheStringHash() {
+        let prefix = IndexedAttribute.prefix("operation.id")
+        for value in ["op-1", "a", String(repeating: "x", count: 512), "with space and = signs"] {
+            let fast = value.withCString { IndexedAttribute.hash(prefix: prefix, asciiCString: $0, limit: 512) }
+            #expect(fast == IndexedAttribute.hash(key: "operation.id", value: value))
+        }
+        for value in ["", String(repeating: "x", count: 513), "café", "日本"] {
+            #expect(value.withCString { IndexedAttribute.hash(prefix: prefix, asciiCString: $0, limit: 512) } == nil)
+        }
+    }
+}

@@ -135,23 +135,4 @@ final class ActiveAttributes: @unchecked Sendable {
     }
 
     var count: Int { locked { entries.count } }
-
-    /// Every row as the high 32 bits of the hash, then the trace number, in one integer, in
-    /// ascending order: the sealed pages' entries.
-    func sortedShortEntries() -> [UInt64] {
-        var out: [UInt64] = locked {
-            var out: [UInt64] = []
-            out.reserveCapacity(entries.count)
-            for hash in heads.keys {
-                let short = UInt64(IndexSchema.shortHash(hash)) << 32
-                walk(hash) {
-                    out.append(short | UInt64($0))
-                    return true
-                }
-            }
-            return out
-        }
-        out.sort()
-        return out
-    }
 }

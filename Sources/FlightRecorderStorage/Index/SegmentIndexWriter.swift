@@ -249,7 +249,7 @@ final class SegmentIndexWriter {
         while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
-        let entries = attributes.sortedShortEntries()
+        let entries = try sortedLogEntries()
         // The attribute filter is in place before the index says sealed; a crash between the
         // two seals the segment again, and writes the filter again.
         do {
@@ -295,6 +295,40 @@ final class SegmentIndexWriter {
         unlink(IndexSchema.attributesPath(path))
         sealed = true
         return bloom
+    }
+
+    /// Every committed attribute row as the sealed pages hold it (the high 32 bits of the hash,
+    /// then the trace number, in one integer), sorted, each once. Read from the attribute log
+    /// front to back, which costs less than walking `attributes`' chains.
+    private func sortedLogEntries() throws(SQLiteError) -> [UInt64] {
+        let total = attributeLogBytes / 12 * 12
+        var out: [UInt64] = []
+        out.reserveCapacity(total / 12)
+        var chunk = [UInt8](repeating: 0, count: 12 << 16)
+        var offset = 0
+        while offset < total {
+            let n = min(chunk.count, total - offset)
+            let got = chunk.withUnsafeMutableBytes {
+                SegmentFile.preadFully(attributeLog, UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: offset)
+            }
+            guard got == n else { throw SQLiteError("read \(IndexSchema.attributesPath(path))") }
+            chunk.withUnsafeBytes { b in
+                for i in 0..<(n / 12) {
+                    let hash = Int64(littleEndian: b.loadUnaligned(fromByteOffset: i * 12, as: Int64.self))
+                    let trace = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i * 12 + 8, as: UInt32.self))
+                    out.append(UInt64(IndexSchema.shortHash(hash)) << 32 | UInt64(trace))
+                }
+            }
+            offset += n
+        }
+        out.sort()
+        var kept = 0
+        for i in out.indices where kept == 0 || out[kept - 1] != out[i] {
+            out[kept] = out[i]
+            kept += 1
+        }
+        out.removeLast(out.count - kept)
+        return out
     }
 
     /// Folds the WAL into the index file (clean shutdown).
