@@ -27,10 +27,17 @@ package final class IndexReader {
         self.filterMemoryBytes = filterMemoryBytes
     }
 
+    /// The catalog's entries (only the sealed ones for `sealedOnly`), derived again only when
+    /// the catalog changed: the indexer asks for them for every new trace and run.
     private var entries: [SegmentCatalog.Entry] {
-        let all = catalog.snapshot
-        return sealedOnly ? all.filter { $0.bloom != nil } : all
+        if let (all, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
+            cachedEntries = sealedOnly ? all.filter { $0.bloom != nil } : all
+            entriesVersion = version
+        }
+        return cachedEntries
     }
+    private var cachedEntries: [SegmentCatalog.Entry] = []
+    private var entriesVersion = -1
 
     /// Connections kept open at most (each holds three descriptors and a small cache); the
     /// least recently used is closed first, and reopened when needed again.

@@ -2,6 +2,10 @@ import FlightRecorderSQLite
 import Foundation
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The indexer thread: takes the durable groups and indexes them into the active segment's
 /// index, one transaction per round. When the writer seals a segment, the indexer seals its
 /// index (Bloom filter stored, checkpointed, synced) and publishes it in the catalog, then
@@ -80,6 +84,11 @@ final class Indexer: @unchecked Sendable {
         if indexedBytes > writer.indexedBytes { try writer.index([], indexedBytes: indexedBytes) }
         let bloom = try writer.seal()
         catalog.publish(.init(id: writer.segment, bloom: bloom))
+        // Sealing freed the segment's in-memory rows and its sort buffers; hand the pages
+        // back to the system rather than keep them in the heap's free lists.
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
     }
 
     /// Opens (or creates) a segment's index and publishes it as the active segment.
@@ -98,3 +107,9 @@ final class Indexer: @unchecked Sendable {
         active?.checkpoint()
     }
 }
+
+#if os(Linux)
+/// glibc's `malloc_trim` (declared in `malloc.h`, which the Glibc module does not export).
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

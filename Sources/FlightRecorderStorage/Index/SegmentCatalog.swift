@@ -27,8 +27,17 @@ final class SegmentCatalog: @unchecked Sendable {
     /// Oldest first.
     var snapshot: [Entry] { lock.withLock { entries } }
 
+    /// Changes with every `publish`, so a reader can keep what it derived from a snapshot.
+    private var version = 0
+
+    /// The snapshot, unless it is still the one of `version`.
+    func snapshot(ifChangedSince known: Int) -> (entries: [Entry], version: Int)? {
+        lock.withLock { version == known ? nil : (entries, version) }
+    }
+
     func publish(_ entry: Entry) {
         lock.withLock {
+            version += 1
             if let i = entries.firstIndex(where: { $0.id == entry.id }) {
                 entries[i] = entry
             } else {

@@ -31,7 +31,7 @@ public struct StoreConfiguration: Sendable {
     var blockCacheBytes = 32 << 20
     /// Sealed segments' attribute filters the query side keeps in memory, in bytes (about
     /// 0.5 MiB per 64 MiB segment); the rest are read from disk a line at a time.
-    var attributeFilterMemoryBytes = 32 << 20
+    var attributeFilterMemoryBytes = 8 << 20
 
     public init(directory: String) {
         self.directory = directory
