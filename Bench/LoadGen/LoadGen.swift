@@ -51,6 +51,12 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "With --requests: passes over the file (pass 0 as captured, later passes with new IDs).")
     var passes = 1
 
+    @Option(
+        help:
+            "Start at this pass of the pool (IDs and times no earlier run sent): to load onto a store an earlier run filled."
+    )
+    var firstPass = 0
+
     @Flag(help: "Replay identical requests (the same IDs every pass): flatters the index; labelled in the output.")
     var identical = false
 

@@ -58,8 +58,11 @@ extension LoadGen {
                     ? "IDENTICAL REPLAY: every pass resends the same IDs (flatters the index)"
                     : "unique IDs: every pass rewrites trace, span and run IDs"))
         guard passes >= 1 else { throw ValidationError("--passes must be at least 1") }
-        return RequestSource(
+        guard firstPass >= 0 else { throw ValidationError("--first-pass must not be negative") }
+        var source = RequestSource(
             unique: unique, identical: identical, fixedLength: requests == nil ? nil : bodies.count * passes)
+        source.offset = firstPass * bodies.count
+        return source
     }
 }
 

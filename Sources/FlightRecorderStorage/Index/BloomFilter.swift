@@ -68,9 +68,31 @@ struct BloomFilter: Sendable {
         }
     }
 
-    func mayContain(_ hash: UInt64) -> Bool {
-        let line = Self.line(hash, lines: lines) * 8
-        return Self.positions(hash, probes: probes) { bit in words[line + (bit >> 6)] & (1 << UInt64(bit & 63)) != 0 }
+    func mayContain(_ hash: UInt64) -> Bool { mayContain(Probe(hash)) }
+
+    /// What a key's probes need, computed once when many filters are asked about one key
+    /// (the indexer asks every sealed segment's filter about each new trace and run).
+    struct Probe {
+        let high: UInt64
+        let bits: UInt64
+
+        init(_ hash: UInt64) {
+            high = hash >> 32
+            bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
+        }
+    }
+
+    func mayContain(_ probe: Probe) -> Bool {
+        let line = Int(probe.high % UInt64(lines)) * 8
+        return words.withUnsafeBufferPointer { w in
+            var bits = probe.bits
+            for _ in 0..<probes {
+                let bit = Int(bits & 511)
+                if w[line + (bit >> 6)] & (1 << UInt64(bit & 63)) == 0 { return false }
+                bits >>= 9
+            }
+            return true
+        }
     }
 }
 

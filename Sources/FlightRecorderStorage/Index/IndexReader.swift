@@ -111,7 +111,8 @@ package final class IndexReader {
         -> [SegmentIndexReader]
     {
         var out: [SegmentIndexReader] = []
-        for e in entries where e.mayContain(key) { out.append(try reader(e)) }
+        let probe = BloomFilter.Probe(key)
+        for e in entries where e.mayContain(probe) { out.append(try reader(e)) }
         return out
     }
 

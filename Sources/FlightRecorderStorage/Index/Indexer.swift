@@ -82,8 +82,16 @@ final class Indexer: @unchecked Sendable {
     /// Seals `writer`'s index at `indexedBytes` and publishes it with its filter.
     func seal(_ writer: SegmentIndexWriter, indexedBytes: Int) throws(SQLiteError) {
         if indexedBytes > writer.indexedBytes { try writer.index([], indexedBytes: indexedBytes) }
+        let started = ContinuousClock.now
         let bloom = try writer.seal()
         catalog.publish(.init(id: writer.segment, bloom: bloom))
+        let elapsed = ContinuousClock.now - started
+        logger.info(
+            "sealed segment index",
+            metadata: [
+                "segment": "\(writer.segment)",
+                "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            ])
         // Sealing freed the segment's in-memory rows and its sort buffers; hand the pages
         // back to the system rather than keep them in the heap's free lists.
         #if os(Linux)

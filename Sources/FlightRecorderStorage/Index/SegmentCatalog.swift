@@ -15,7 +15,7 @@ final class SegmentCatalog: @unchecked Sendable {
         /// The active segment's attribute rows (`ActiveAttributes`); nil once sealed.
         var attributes: ActiveAttributes? = nil
 
-        func mayContain(_ key: UInt64) -> Bool { bloom?.mayContain(key) ?? true }
+        func mayContain(_ probe: BloomFilter.Probe) -> Bool { bloom?.mayContain(probe) ?? true }
     }
 
     let directory: String
