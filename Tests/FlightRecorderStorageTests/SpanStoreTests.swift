@@ -124,6 +124,37 @@ import Testing
         await store.close()
     }
 
+    /// Spans of a trace whose run was named dozens of segments earlier join that run, both
+    /// while the indexer extends its key groups and after a restart rebuilds them: a group's
+    /// "no" skips its segments, its "maybe" falls back to their own filters.
+    @Test func lateSpansFindARunNamedManySegmentsEarlierThroughKeyGroups() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.segmentBytes = 1 << 10
+        config.blockBytes = 512
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await store.append(batch(trace: 200, spans: 1...1, run: "run-early"))
+        for t in UInt8(1)...150 { try await store.append(batch(trace: t, spans: 1...8, run: "run-\(t)", runOn: 1)) }
+        try await store.append(batch(trace: 200, spans: 2...4, parent: 1))
+        #expect(try await store.run("run-early")?.summary.spanCount == 4)
+        let live = await store.keyGroups()
+        #expect(live.count >= 2 && live.allSatisfy { $0.count <= 16 }, "\(live)")
+        await store.close()
+
+        store = try SpanStore(configuration: config, logger: logger)
+        let rebuilt = await store.keyGroups()
+        let sealed = Int64(SegmentFile.list(config.segmentDirectory).count - 1)
+        #expect(rebuilt.first?.first == 1 && rebuilt.contains { $0.contains(sealed) })
+        try await store.append(batch(trace: 200, spans: 5...6, parent: 1))
+        for t in UInt8(1)...150 { try await store.append(batch(trace: t, spans: 9...10, parent: 1)) }
+        let early = try #require(try await store.run("run-early"))
+        #expect(early.summary.spanCount == 6 && early.spans.count == 6)
+        for t in [1, 75, 150] { #expect(try await store.run("run-\(t)")?.summary.spanCount == 10) }
+        #expect(try await store.listRuns(limit: 200).count == 151)
+        await store.close()
+    }
+
     /// Indexed values are found in sealed segments (whose values are rewritten as pages) and
     /// in the active one alike: lookups by an external ID, and searches on two values.
     @Test func indexedValuesAreFoundInSealedAndActiveSegments() async throws {

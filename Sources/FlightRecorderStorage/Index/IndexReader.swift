@@ -30,14 +30,50 @@ package final class IndexReader {
     /// The catalog's entries (only the sealed ones for `sealedOnly`), derived again only when
     /// the catalog changed: the indexer asks for them for every new trace and run.
     private var entries: [SegmentCatalog.Entry] {
-        if let (all, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
+        if let (all, groups, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
             cachedEntries = sealedOnly ? all.filter { $0.bloom != nil } : all
+            cachedGroups = Self.spans(of: groups, in: cachedEntries)
             entriesVersion = version
         }
         return cachedEntries
     }
     private var cachedEntries: [SegmentCatalog.Entry] = []
     private var entriesVersion = -1
+    /// The key groups as ranges of `cachedEntries`, in order and disjoint.
+    private var cachedGroups: [GroupSpan] = []
+
+    struct GroupSpan {
+        var group: KeyGroup
+        var range: Range<Int>
+
+        /// Whether `entries` (a snapshot a query took, maybe older than the groups) holds
+        /// only segments of the group in `range`: skipping them is then right, since a group
+        /// holds every key of its segments, which sealed before they joined it.
+        func fits(_ entries: [SegmentCatalog.Entry]) -> Bool {
+            range.upperBound <= entries.count && entries[range.lowerBound].id >= group.first
+                && entries[range.upperBound - 1].id <= group.last
+        }
+    }
+
+    /// Where each group's segments sit in `entries` (oldest first): the sealed entries with
+    /// IDs in its `first...last` that no earlier group covers. Skipping any of them on the
+    /// group's "no" is right, since a group holds every key of every segment in its range.
+    static func spans(
+        of groups: [KeyGroup], in entries: [SegmentCatalog.Entry]
+    ) -> [GroupSpan] {
+        var out: [GroupSpan] = []
+        var next = 0
+        for g in groups {
+            var start = next
+            while start < entries.count, entries[start].id < g.first { start += 1 }
+            var end = start
+            while end < entries.count, entries[end].id <= g.last, entries[end].bloom != nil { end += 1 }
+            guard end > start else { continue }
+            out.append(GroupSpan(group: g, range: start..<end))
+            next = end
+        }
+        return out
+    }
 
     /// Connections kept open at most (each holds three descriptors and a small cache); the
     /// least recently used is closed first, and reopened when needed again.
@@ -112,7 +148,22 @@ package final class IndexReader {
     {
         var out: [SegmentIndexReader] = []
         let probe = BloomFilter.Probe(key)
-        for e in entries where e.mayContain(probe) { out.append(try reader(e)) }
+        let groups = cachedGroups
+        var g = 0
+        var i = 0
+        while i < entries.count {
+            while g < groups.count, groups[g].range.lowerBound < i { g += 1 }
+            if g < groups.count, groups[g].range.lowerBound == i {
+                let span = groups[g]
+                g += 1
+                if span.fits(entries), !span.group.bloom.mayContain(probe) {
+                    i = span.range.upperBound
+                    continue
+                }
+            }
+            if entries[i].mayContain(probe) { out.append(try reader(entries[i])) }
+            i += 1
+        }
         return out
     }
 

@@ -23,6 +23,9 @@ final class Indexer: @unchecked Sendable {
     /// Lookups into the sealed segments (the run of a trace named earlier, runs that continue).
     let older: IndexReader
     private(set) var active: SegmentIndexWriter?
+    /// The key group the segments this process seals join (`KeyGroup`); the ones sealed
+    /// before it started are grouped by `KeyGroupBuilder.rebuild`.
+    private var groups = KeyGroupBuilder()
 
     init(queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter, logger: Logger) {
         self.queue = queue
@@ -83,8 +86,9 @@ final class Indexer: @unchecked Sendable {
     func seal(_ writer: SegmentIndexWriter, indexedBytes: Int) throws(SQLiteError) {
         if indexedBytes > writer.indexedBytes { try writer.index([], indexedBytes: indexedBytes) }
         let started = ContinuousClock.now
-        let bloom = try writer.seal()
+        let (bloom, keys) = try writer.seal()
         catalog.publish(.init(id: writer.segment, bloom: bloom))
+        catalog.publish(group: groups.add(segment: writer.segment, keys: keys))
         let elapsed = ContinuousClock.now - started
         logger.info(
             "sealed segment index",

@@ -24,15 +24,29 @@ final class SegmentCatalog: @unchecked Sendable {
 
     init(directory: String) { self.directory = directory }
 
+    /// Key groups (`KeyGroup`) by their first segment.
+    private var groups: [Int64: KeyGroup] = [:]
+
     /// Oldest first.
     var snapshot: [Entry] { lock.withLock { entries } }
 
     /// Changes with every `publish`, so a reader can keep what it derived from a snapshot.
     private var version = 0
 
-    /// The snapshot, unless it is still the one of `version`.
-    func snapshot(ifChangedSince known: Int) -> (entries: [Entry], version: Int)? {
-        lock.withLock { version == known ? nil : (entries, version) }
+    /// The snapshot with the key groups (ordered by first segment), unless it is still the
+    /// one of `version`.
+    func snapshot(ifChangedSince known: Int) -> (entries: [Entry], groups: [KeyGroup], version: Int)? {
+        lock.withLock {
+            version == known ? nil : (entries, groups.values.sorted { $0.first < $1.first }, version)
+        }
+    }
+
+    /// Publishes a key group, replacing the one with the same first segment (a group grows).
+    func publish(group: KeyGroup) {
+        lock.withLock {
+            version += 1
+            groups[group.first] = group
+        }
     }
 
     func publish(_ entry: Entry) {

@@ -153,6 +153,16 @@ final class SegmentIndexWriter {
         return BloomFilter(serialized: q.blob(0))
     }
 
+    /// The hashes of an index's trace and run keys (`IndexKey`), as its Bloom filter holds them.
+    static func keyHashes(_ db: SQLiteDatabase) throws(SQLiteError) -> [UInt64] {
+        var keys: [UInt64] = []
+        let t = try db.prepare("SELECT DISTINCT trace_id FROM traces")
+        while try t.step() { keys.append(IndexKey.trace(t.blob(0))) }
+        let r = try db.prepare("SELECT DISTINCT run_id FROM runs")
+        while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
+        return keys
+    }
+
     static func meta(_ db: SQLiteDatabase, _ key: String) throws(SQLiteError) -> String? {
         let q = try db.prepare("SELECT value FROM meta WHERE key = ?1")
         q.bind(1, key)
@@ -241,12 +251,8 @@ final class SegmentIndexWriter {
 
     /// Marks the segment sealed and stores the Bloom filter of its keys, then checkpoints
     /// and syncs the index: from here on it is read-only and durable.
-    func seal() throws(SQLiteError) -> BloomFilter {
-        var keys: [UInt64] = []
-        let t = try db.prepare("SELECT DISTINCT trace_id FROM traces")
-        while try t.step() { keys.append(IndexKey.trace(t.blob(0))) }
-        let r = try db.prepare("SELECT DISTINCT run_id FROM runs")
-        while try r.step() { keys.append(IndexKey.run(r.text(0) ?? "")) }
+    func seal() throws(SQLiteError) -> (bloom: BloomFilter, keys: [UInt64]) {
+        let keys = try Self.keyHashes(db)
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
         let entries = try sortedLogEntries()
@@ -294,7 +300,7 @@ final class SegmentIndexWriter {
         // The pages hold the attribute rows now.
         unlink(IndexSchema.attributesPath(path))
         sealed = true
-        return bloom
+        return (bloom, keys)
     }
 
     /// Every committed attribute row as the sealed pages hold it (the high 32 bits of the hash,

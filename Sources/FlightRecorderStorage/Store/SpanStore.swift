@@ -34,6 +34,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let reader: IndexReader
     private let segmentReader: SegmentReader
     private let lock: DirectoryLock
+    private let stopRebuild = StopFlag()
+    private let keyGroupsRebuilt: DispatchGroup
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
@@ -67,6 +69,9 @@ public final class SpanStore: Service, @unchecked Sendable {
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
             segmentReader = SegmentReader(
                 directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes)
+            keyGroupsRebuilt = KeyGroupBuilder.rebuild(
+                segments: catalog.snapshot.filter { $0.bloom != nil }.map(\.id), catalog: catalog, logger: logger,
+                stop: stopRebuild)
         } catch {
             lock.release()
             throw error
@@ -93,6 +98,13 @@ public final class SpanStore: Service, @unchecked Sendable {
         await withCheckedContinuation { queue.awaitIndexed($0) }
     }
 
+    /// Returns once the key groups of the segments sealed before start-up are rebuilt, with
+    /// the segment ranges of every group (tests).
+    package func keyGroups() async -> [ClosedRange<Int64>] {
+        await withCheckedContinuation { c in keyGroupsRebuilt.notify(queue: .global()) { c.resume() } }
+        return reader.catalog.snapshot(ifChangedSince: -1)?.groups.map { $0.first...$0.last } ?? []
+    }
+
     // MARK: Lifecycle
 
     public func run() async throws {
@@ -103,6 +115,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Stops accepting, drains and syncs everything queued, and closes the files.
     public func close() async {
         guard queue.beginDraining() else { return }
+        stopRebuild.set()
         await withCheckedContinuation { queue.awaitDrained($0) }
         writer.close()
         indexer.close()

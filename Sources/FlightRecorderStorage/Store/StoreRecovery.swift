@@ -61,7 +61,7 @@ struct StoreRecovery {
                 catalog.publish(.init(id: id, bloom: nil, attributes: index.attributes))
                 active = index
             } else {
-                let bloom = try sqlite { () throws(SQLiteError) in try index.seal() }
+                let bloom = try sqlite { () throws(SQLiteError) in try index.seal().bloom }
                 catalog.publish(.init(id: id, bloom: bloom))
             }
         }
