@@ -20,6 +20,14 @@ import Testing
         return c
     }
 
+    /// 1 KiB segments of 512-byte blocks: a few appends seal a segment.
+    func smallSegments(_ dir: TemporaryDirectory) -> StoreConfiguration {
+        var c = configuration(dir)
+        c.segmentBytes = 1 << 10
+        c.blockBytes = 512
+        return c
+    }
+
     func batch(
         trace: UInt8, spans: ClosedRange<UInt8>, run: String? = nil, runOn: UInt8? = nil, parent: UInt8? = nil
     )
@@ -80,10 +88,8 @@ import Testing
     @Test(arguments: [64, 2]) func runsAcrossSealedSegmentsReadBackWhole(openIndexes: Int) async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        var config = configuration(dir)
+        var config = smallSegments(dir)
         config.maxOpenSegmentIndexes = openIndexes  // 2: connections are closed and reopened
-        config.segmentBytes = 1 << 10
-        config.blockBytes = 512
         var store = try SpanStore(configuration: config, logger: logger)
         // Trace 9's children arrive first, unnamed; the root naming the run comes segments later.
         try await store.append(batch(trace: 9, spans: 2...6, parent: 1))
@@ -130,9 +136,7 @@ import Testing
     @Test func lateSpansFindARunNamedManySegmentsEarlierThroughKeyGroups() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        var config = configuration(dir)
-        config.segmentBytes = 1 << 10
-        config.blockBytes = 512
+        let config = smallSegments(dir)
         var store = try SpanStore(configuration: config, logger: logger)
         try await store.append(batch(trace: 200, spans: 1...1, run: "run-early"))
         for t in UInt8(1)...150 { try await store.append(batch(trace: t, spans: 1...8, run: "run-\(t)", runOn: 1)) }
@@ -160,9 +164,7 @@ import Testing
     @Test func indexedValuesAreFoundInSealedAndActiveSegments() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        var config = configuration(dir)
-        config.segmentBytes = 1 << 10
-        config.blockBytes = 512
+        let config = smallSegments(dir)
         let store = try SpanStore(configuration: config, logger: logger)
         for t in UInt8(1)...40 {
             let spans = (UInt8(1)...3).map { n in
@@ -197,9 +199,7 @@ import Testing
     @Test func lookupsAreTheSameWithDamagedOrMissingAttributeFilters() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        var config = configuration(dir)
-        config.segmentBytes = 1 << 10
-        config.blockBytes = 512
+        let config = smallSegments(dir)
         var store = try SpanStore(configuration: config, logger: logger)
         for t in UInt8(1)...30 {
             let spans = (UInt8(1)...2).map { n in

@@ -40,11 +40,11 @@ struct BloomFilter: Sendable {
     }
 
     /// The line `hash` lives in, of `lines`.
-    static func line(_ hash: UInt64, lines: Int) -> Int { Int((hash >> 32) % UInt64(lines)) }
+    static func line(_ hash: UInt64, lines: Int) -> Int { Probe(hash).line(of: lines) }
 
     /// The 512-bit positions `hash` sets within its line, one per probe.
     static func positions(_ hash: UInt64, probes: Int, _ body: (Int) -> Bool) -> Bool {
-        var bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
+        var bits = Probe(hash).bits
         for _ in 0..<probes {
             guard body(Int(bits & 511)) else { return false }
             bits >>= 9
@@ -71,7 +71,8 @@ struct BloomFilter: Sendable {
     func mayContain(_ hash: UInt64) -> Bool { mayContain(Probe(hash)) }
 
     /// What a key's probes need, computed once when many filters are asked about one key
-    /// (the indexer asks every sealed segment's filter about each new trace and run).
+    /// (the indexer asks every sealed segment's filter about each new trace and run): the
+    /// high 32 bits of the hash pick the line, a second mix gives the 9-bit positions.
     struct Probe {
         let high: UInt64
         let bits: UInt64
@@ -80,10 +81,12 @@ struct BloomFilter: Sendable {
             high = hash >> 32
             bits = IndexKey.mix(hash ^ 0x9E37_79B9_7F4A_7C15)
         }
+
+        func line(of lines: Int) -> Int { Int(high % UInt64(lines)) }
     }
 
     func mayContain(_ probe: Probe) -> Bool {
-        let line = Int(probe.high % UInt64(lines)) * 8
+        let line = probe.line(of: lines) * 8
         return words.withUnsafeBufferPointer { w in
             var bits = probe.bits
             for _ in 0..<probes {

@@ -89,13 +89,9 @@ final class Indexer: @unchecked Sendable {
         let (bloom, keys) = try writer.seal()
         catalog.publish(.init(id: writer.segment, bloom: bloom))
         catalog.publish(group: groups.add(segment: writer.segment, keys: keys))
-        let elapsed = ContinuousClock.now - started
         logger.info(
             "sealed segment index",
-            metadata: [
-                "segment": "\(writer.segment)",
-                "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
-            ])
+            metadata: ["segment": "\(writer.segment)", "elapsed": "\(ContinuousClock.now - started)"])
         // Sealing freed the segment's in-memory rows and its sort buffers; hand the pages
         // back to the system rather than keep them in the heap's free lists.
         #if os(Linux)
