@@ -6,6 +6,11 @@
 /// (field 1) and copies the wanted spans, with their resource and scope, into a small
 /// message that protobuf-c then unpacks. Hand-written: protobuf-c has no partial or lazy
 /// decoding, and the walk is the same varint arithmetic as `WireDepthGuard`.
+///
+/// The walk allocates nothing for a scope none of whose spans is wanted, and compares trace
+/// IDs as two integers against a short list (a query wants one trace or a few): reading a
+/// 200-span run walks tens of blocks of other runs' spans, and a per-scope field array and a
+/// hashed set lookup per span were a quarter of a lookup's time (`perf`, 50 M spans).
 enum TraceWireFilter {
     typealias Field = WireCursor.Field
 
@@ -23,6 +28,12 @@ enum TraceWireFilter {
     /// The span's trace ID (field 1). Exporters write it first, so the walk usually stops
     /// at the first field; any order is read.
     static func traceID(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> TraceID? {
+        // The common shape, read without the general walk: tag 0x0A, length 16, the ID.
+        if range.count >= 18 && b[range.lowerBound] == 0x0A && b[range.lowerBound + 1] == 16 {
+            return TraceID(
+                high: UInt64(bigEndianBytes: b, at: range.lowerBound + 2),
+                low: UInt64(bigEndianBytes: b, at: range.lowerBound + 10))
+        }
         var cursor = WireCursor(b, range)
         while !cursor.atEnd {
             guard let f = cursor.field() else { return nil }
@@ -33,30 +44,69 @@ enum TraceWireFilter {
         return nil
     }
 
+    /// The wanted traces: a short list compared in place, a set beyond a few.
+    struct Wanted {
+        let few: [TraceID]
+        let many: Set<TraceID>?
+
+        init(_ traces: Set<TraceID>) {
+            if traces.count <= 8 {
+                few = Array(traces)
+                many = nil
+            } else {
+                few = []
+                many = traces
+            }
+        }
+
+        func contains(_ id: TraceID) -> Bool {
+            if let many { return many.contains(id) }
+            for t in few where t.low == id.low && t.high == id.high { return true }
+            return false
+        }
+    }
+
     /// The `TracesData` holding only spans whose trace is in `traces`; nil when the input is
     /// not valid wire format (the caller then decodes it whole and reports the error).
     static func filter(_ b: UnsafeRawBufferPointer, traces: Set<TraceID>) -> [UInt8]? {
-        guard let top = fields(b, 0..<b.count) else { return nil }
+        let wanted = Wanted(traces)
         var w = ProtobufWriter(capacity: 16 << 10)
-        for rs in top {
+        var spans: [Range<Int>] = []
+        var scopes: [(scope: Range<Int>, spans: Range<Int>)] = []  // into `spans`
+        var top = WireCursor(b, 0..<b.count)
+        while !top.atEnd {
+            guard let rs = top.field() else { return nil }
             guard rs.number == 1, rs.wireType == 2 else { continue }
-            guard let rsFields = fields(b, rs.payload) else { return nil }
-            var scopes: [(header: [Field], spans: [Field])] = []
-            for ss in rsFields where ss.number == 2 && ss.wireType == 2 {
-                guard let ssFields = fields(b, ss.payload) else { return nil }
-                var wanted: [Field] = []
-                for span in ssFields where span.number == 2 && span.wireType == 2 {
-                    if let id = traceID(b, span.payload), traces.contains(id) { wanted.append(span) }
+            spans.removeAll(keepingCapacity: true)
+            scopes.removeAll(keepingCapacity: true)
+            var rsCursor = WireCursor(b, rs.payload)
+            while !rsCursor.atEnd {
+                guard let ss = rsCursor.field() else { return nil }
+                guard ss.number == 2, ss.wireType == 2 else { continue }
+                let first = spans.count
+                var ssCursor = WireCursor(b, ss.payload)
+                while !ssCursor.atEnd {
+                    guard let span = ssCursor.field() else { return nil }
+                    guard span.number == 2, span.wireType == 2 else { continue }
+                    if let id = traceID(b, span.payload), wanted.contains(id) { spans.append(span.range) }
                 }
-                if !wanted.isEmpty { scopes.append((ssFields.filter { $0.number != 2 }, wanted)) }
+                if spans.count > first { scopes.append((ss.payload, first..<spans.count)) }
             }
             guard !scopes.isEmpty else { continue }
+            // The resource's and the scopes' other fields (attributes, schema URL), in any
+            // position: walked again only for the few scopes that hold wanted spans.
             w.messageField(1) { out in
-                for f in rsFields where f.number != 2 { out.raw(UnsafeRawBufferPointer(rebasing: b[f.range])) }
+                var header = WireCursor(b, rs.payload)
+                while let f = header.field() {
+                    if f.number != 2 { out.raw(UnsafeRawBufferPointer(rebasing: b[f.range])) }
+                }
                 for scope in scopes {
                     out.messageField(2) { ss in
-                        for f in scope.header { ss.raw(UnsafeRawBufferPointer(rebasing: b[f.range])) }
-                        for f in scope.spans { ss.raw(UnsafeRawBufferPointer(rebasing: b[f.range])) }
+                        var c = WireCursor(b, scope.scope)
+                        while let f = c.field() {
+                            if f.number != 2 { ss.raw(UnsafeRawBufferPointer(rebasing: b[f.range])) }
+                        }
+                        for r in spans[scope.spans] { ss.raw(UnsafeRawBufferPointer(rebasing: b[r])) }
                     }
                 }
             }
