@@ -132,12 +132,15 @@ extension LoadGen {
         let segments = Self.directoryBytes(started.dataDir + "/segments", matching: ".frs")
         let disk = directorySize(started.dataDir)
         let raw = Self.sentBytes.value
+        // With --reuse nothing was sent this run, so there is no raw size to compare with.
+        let share =
+            raw > 0
+            ? String(format: "%.1f%% of %ld raw OTLP bytes", 100 * Double(disk) / Double(raw), raw) : "reused store"
         print(
             String(
-                format:
-                    "disk: %.1f%% of %ld raw OTLP bytes (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span",
-                100 * Double(disk) / Double(max(raw, 1)), raw, Double(disk) / Double(storedSpans),
-                Double(segments) / Double(storedSpans), Double(disk - segments) / Double(storedSpans)))
+                format: "disk: %@ (%.1f bytes/span): segments %.1f bytes/span, index %.1f bytes/span", share,
+                Double(disk) / Double(storedSpans), Double(segments) / Double(storedSpans),
+                Double(disk - segments) / Double(storedSpans)))
         print(String(format: "daemon peak RSS: %.1f MiB", Double(rss) / 1_048_576))
         // Start-up with the store full: SIGTERM, then exec again and time the first answer.
         started.process.terminate()

@@ -253,4 +253,51 @@ import Testing
         let none: Set<TraceID> = [TraceID(high: 9, low: 9)]
         #expect(try body.withUnsafeBytes { try TracesDataDecoder.decode($0, traces: none) { _, _ in true } }.isEmpty)
     }
+
+    /// Wire shapes the fast path does not expect: a span whose trace ID is not its first
+    /// field, scope and resource fields after the spans, a second scope with nothing wanted,
+    /// and more wanted traces than the short list holds.
+    @Test func readsAnyFieldOrderAndManyWantedTraces() throws {
+        func id(_ n: UInt8) -> [UInt8] { [UInt8](repeating: 0, count: 15) + [n] }
+        func span(trace: UInt8, span n: UInt8, idFirst: Bool) -> [UInt8] {
+            var s = ProtobufWriter(capacity: 64)
+            if idFirst { s.bytesField(1, id(trace)) }
+            s.bytesField(2, [UInt8](repeating: n, count: 8))
+            s.stringField(5, "s\(n)")
+            if !idFirst { s.bytesField(1, id(trace)) }
+            return s.bytes
+        }
+        var w = ProtobufWriter(capacity: 4096)
+        w.messageField(1) { rs in
+            for scope in ["first", "second"] {
+                rs.messageField(2) { ss in
+                    for n in UInt8(1)...40 {
+                        let trace = scope == "second" ? 99 : n % 20
+                        ss.bytesField(2, span(trace: trace, span: n, idFirst: n % 2 == 0))
+                    }
+                    ss.messageField(1) { sc in sc.stringField(1, scope) }  // the scope after its spans
+                }
+            }
+            rs.messageField(1) { r in  // the resource after its scopes
+                r.messageField(1) { kv in
+                    kv.stringField(1, "service.name")
+                    kv.messageField(2) { v in v.stringField(1, "late") }
+                }
+            }
+        }
+        let body = w.bytes
+        let all = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        #expect(all.count == 80)
+        for wanted in [Set([TraceID(high: 0, low: 3)]), Set((0..<12).map { TraceID(high: 0, low: UInt64($0)) })] {
+            let fast = try body.withUnsafeBytes {
+                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+            }
+            let slow = all.filter { wanted.contains($0.traceID) }
+            #expect(!fast.isEmpty)
+            #expect(fast.map(\.spanID) == slow.map(\.spanID))
+            #expect(fast.allSatisfy { $0.resource.scopeName == "first" })
+            #expect(fast.allSatisfy { $0.resource.attributes == slow[0].resource.attributes })
+            #expect(fast.allSatisfy { !$0.resource.attributes.isEmpty })
+        }
+    }
 }
