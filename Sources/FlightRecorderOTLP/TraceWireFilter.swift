@@ -12,19 +12,6 @@
 /// 200-span run walks tens of blocks of other runs' spans, and a per-scope field array and a
 /// hashed set lookup per span were a quarter of a lookup's time (`perf`, 50 M spans).
 enum TraceWireFilter {
-    typealias Field = WireCursor.Field
-
-    /// The fields of the message in `range`; nil if the bytes are not valid wire format.
-    static func fields(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> [Field]? {
-        var cursor = WireCursor(b, range)
-        var out: [Field] = []
-        while !cursor.atEnd {
-            guard let f = cursor.field() else { return nil }
-            out.append(f)
-        }
-        return out
-    }
-
     /// The span's trace ID (field 1). Exporters write it first, so the walk usually stops
     /// at the first field; any order is read.
     static func traceID(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> TraceID? {
