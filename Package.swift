@@ -56,8 +56,10 @@ let package = Package(
         .target(name: "COTLP", dependencies: ["CProtobufC"]),
 
         // MARK: Libraries, one concern each
-        // What every module shares: hex encoding, the wall clock.
-        .target(name: "FlightRecorderCore", swiftSettings: swiftSettings),
+        // What every module shares: hex encoding, the wall clock, JSON writing, rate-limited logs.
+        .target(
+            name: "FlightRecorderCore", dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         // The span model and the wire codecs: protobuf-c bridge, OTLP/JSON, gRPC framing, gzip.
         .target(
             name: "FlightRecorderOTLP",
@@ -79,7 +81,7 @@ let package = Package(
         .target(
             name: "FlightRecorderStorage",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderSQLite", "CLZ4", "CZstd", "CZlib",
+                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderSQLite", "CLZ4", "CZstd", "CZlib",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -27,7 +27,7 @@ package final class SQLiteDatabase {
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
-            throw SQLiteError("open index \(path): \(message)")
+            throw SQLiteError("open index \(path): \(message)", resultCode: rc)
         }
         self.handle = db
         self.path = path
@@ -57,10 +57,11 @@ package final class SQLiteDatabase {
 
     package func execute(_ sql: String) throws(SQLiteError) {
         var err: UnsafeMutablePointer<CChar>?
-        guard sqlite3_exec(handle, sql, nil, nil, &err) == SQLITE_OK else {
+        let rc = sqlite3_exec(handle, sql, nil, nil, &err)
+        guard rc == SQLITE_OK else {
             let message = err.map { String(cString: $0) } ?? lastError
             sqlite3_free(err)
-            throw SQLiteError("index: \(message)")
+            throw SQLiteError("index: \(message)", resultCode: rc)
         }
     }
 
@@ -68,7 +69,9 @@ package final class SQLiteDatabase {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK,
             let stmt
-        else { throw SQLiteError("index: cannot prepare statement: \(lastError)") }
+        else {
+            throw SQLiteError("index: cannot prepare statement: \(lastError)", resultCode: sqlite3_errcode(handle))
+        }
         return SQLiteStatement(stmt, db: self)
     }
 
@@ -115,13 +118,14 @@ package final class SQLiteStatement {
 
     /// Steps once: true if a row is available.
     package func step() throws(SQLiteError) -> Bool {
-        switch sqlite3_step(stmt) {
+        let rc = sqlite3_step(stmt)
+        switch rc {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
         default:
             let message = db.lastError
             sqlite3_reset(stmt)
-            throw SQLiteError("index: \(message)")
+            throw SQLiteError("index: \(message)", resultCode: rc)
         }
     }
 

@@ -5,20 +5,28 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
 
     private let code: Code
     public let message: String
+    /// SQLite's primary result code (`SQLITE_CORRUPT`, `SQLITE_FULL`, ...); 0 when the error
+    /// did not come from SQLite.
+    package let resultCode: Int32
 
     public var description: String { message }
 
     /// Another process holds the directory's lock.
     public var isLocked: Bool { code == .locked }
 
-    package init(_ message: String) {
+    /// The database file is damaged or is not a database: derived data to move aside and rebuild.
+    public var isDamaged: Bool { resultCode == 11 || resultCode == 26 }  // SQLITE_CORRUPT, SQLITE_NOTADB
+
+    package init(_ message: String, resultCode: Int32 = 0) {
         self.code = .sqlite
         self.message = message
+        self.resultCode = resultCode & 0xff
     }
 
     private init(code: Code, message: String) {
         self.code = code
         self.message = message
+        self.resultCode = 0
     }
 
     static func locked(_ directory: String) -> SQLiteError {

@@ -3,7 +3,7 @@ import FlightRecorderSQLite
 /// An error from the storage engine, with a message an operator can act on.
 public struct StorageError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
-        case io, corrupt, sqlite, overloaded, shuttingDown, locked
+        case io, corrupt, sqlite, overloaded, shuttingDown, locked, indexBehind, noSpace
     }
 
     let code: Code
@@ -17,10 +17,18 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     public var isShuttingDown: Bool { code == .shuttingDown }
     /// Another process holds the data directory.
     public var isLocked: Bool { code == .locked }
+    /// The index cannot take the acknowledged spans yet (it is failing and retrying, or being
+    /// rebuilt): the segments hold them, and a retry later sees them.
+    public var isIndexBehind: Bool { code == .indexBehind }
+    /// Whether retrying later may succeed: the failure is the store's state (a full disk, a
+    /// failing device, an index catching up), not the request.
+    public var isRetryable: Bool { code != .corrupt && code != .locked }
 
     static func io(_ what: String, errno e: Int32 = errno) -> StorageError {
-        StorageError(code: .io, message: "\(what): \(String(cString: strerror(e)))")
+        StorageError(
+            code: e == ENOSPC || e == EDQUOT ? .noSpace : .io, message: "\(what): \(String(cString: strerror(e)))")
     }
+    static func indexBehind(_ message: String) -> StorageError { StorageError(code: .indexBehind, message: message) }
     static func corrupt(_ message: String) -> StorageError { StorageError(code: .corrupt, message: message) }
     static func sqlite(_ message: String) -> StorageError { StorageError(code: .sqlite, message: message) }
     static let overloaded = StorageError(code: .overloaded, message: "ingest queue is full; retry later")

@@ -100,7 +100,7 @@ public final class IngestService: Sendable {
                 if error.isShuttingDown {
                     throw count(.unavailable("the collector is shutting down; retry later", retryAfter: 1))
                 }
-                logger.error("storing spans failed", metadata: ["error": "\(error.message)"])
+                // The writer logged the reason, once per interval (a full disk refuses every request).
                 throw count(.unavailable("storage is unavailable; retry later", retryAfter: 5))
             } catch {
                 throw count(.unavailable("storage is unavailable; retry later", retryAfter: 5))

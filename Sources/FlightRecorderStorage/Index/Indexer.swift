@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import FlightRecorderSQLite
 import Foundation
 import Logging
@@ -26,6 +27,11 @@ final class Indexer: @unchecked Sendable {
     /// The key group the segments this process seals join (`KeyGroup`); the ones sealed
     /// before it started are grouped by `KeyGroupBuilder.rebuild`.
     private var groups = KeyGroupBuilder()
+    /// The newest segment whose index this indexer (or start-up) sealed; a retried round skips
+    /// its entries and blocks.
+    private var sealedThrough: Int64
+    /// One log line per interval while a failure repeats.
+    private let limiter = LogLimiter()
 
     init(queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter, logger: Logger) {
         self.queue = queue
@@ -33,41 +39,89 @@ final class Indexer: @unchecked Sendable {
         self.older = older
         self.active = active
         self.logger = logger
+        sealedThrough = active.segment - 1
     }
 
     /// The thread's body; returns once the writer is done and everything is indexed.
+    ///
+    /// A round that fails (a full disk, an I/O error) is kept and retried with back-off,
+    /// together with whatever arrived meanwhile, until it succeeds: its blocks are never
+    /// skipped, so the index never records a segment as indexed past blocks it lacks. Until
+    /// then queries answer `indexBehind` (a retryable 503 naming the range), and once the
+    /// backlog is full the writer waits and ingest is refused with a retryable error. When the
+    /// store drains for shutdown while a round still fails, the indexer stops: the segments
+    /// hold the spans, and the next start-up indexes them from where the index stopped.
     func run() {
         var lastCommit = Date()
-        while let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval) {
-            var failure: StorageError?
+        var held: [WriteQueue.DurableGroup] = []
+        var failures = 0
+        while true {
+            let retryAt = held.isEmpty ? nil : lastCommit.addingTimeInterval(Self.retryDelay(failures: failures))
+            guard
+                let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval, retryAt: retryAt)
+            else { break }
+            let round = held + groups
             do throws(SQLiteError) {
-                try index(groups)
+                try index(round)
+                if failures > 0 {
+                    logger.notice(
+                        "indexing recovered; the index has caught up", metadata: ["failed_rounds": "\(failures)"])
+                }
+                held = []
+                failures = 0
+                lastCommit = Date()
+                queue.markIndexed(round)
             } catch {
-                // The segments hold the spans; the next start-up re-indexes them from there.
-                logger.error(
-                    "indexing failed; restart to re-index from the segments", metadata: ["error": "\(error.message)"])
-                failure = StorageError(error)
+                held = round
+                failures += 1
+                lastCommit = Date()
+                let behind = Self.describe(round, error: error)
+                limiter.log(
+                    logger, .error, reason: "index", "indexing failed; retrying, queries answer 503 until it succeeds",
+                    metadata: ["error": "\(error.message)", "failed_rounds": "\(failures)"])
+                queue.markIndexFailing(.indexBehind(behind))
+                if queue.isDraining && groups.isEmpty {
+                    logger.error(
+                        "shutting down with spans not indexed; the next start-up indexes them from the segments",
+                        metadata: ["error": "\(error.message)"])
+                    queue.markIndexerStopped()
+                    return
+                }
             }
-            lastCommit = Date()
-            queue.markIndexed(groups, failure: failure)
         }
+    }
+
+    /// Seconds before retrying a failed round: 0.1 s, doubling, at most 5 s.
+    static func retryDelay(failures: Int) -> Double { min(5, 0.1 * Double(1 << min(failures - 1, 6))) }
+
+    /// What a failed round leaves unindexed, for the queries' 503: spans and where they start.
+    static func describe(_ round: [WriteQueue.DurableGroup], error: SQLiteError) -> String {
+        let spans = round.reduce(0) { $0 + $1.spans }
+        let first = round.lazy.flatMap(\.blocks).first
+        let from = first.map { " from segment \($0.segment) byte \($0.offset)" } ?? ""
+        return "the index is behind the segments: \(spans) acknowledged spans\(from) are stored but not indexed yet "
+            + "(\(error.message)); retry later"
     }
 
     private func index(_ groups: [WriteQueue.DurableGroup]) throws(SQLiteError) {
         var pending: [DurableBlock] = []
         var pendingBytes = 0
         func flush() throws(SQLiteError) {
-            guard let active, !pending.isEmpty || pendingBytes > active.indexedBytes else { return }
-            try active.index(pending, indexedBytes: pendingBytes)
+            guard let active else { return }
+            // A retried round may hold blocks an earlier, partly successful try indexed.
+            let fresh = pending.filter { $0.segment == active.segment && $0.offset >= active.indexedBytes }
             pending.removeAll()
+            guard !fresh.isEmpty || pendingBytes > active.indexedBytes else { return }
+            try active.index(fresh, indexedBytes: max(pendingBytes, active.indexedBytes))
         }
         for g in groups {
-            for s in g.segments {
+            for s in g.segments where s.id > sealedThrough {
                 if s.sealed {
                     try flush()
                     if let a = active, a.segment == s.id {
                         try seal(a, indexedBytes: s.indexedBytes)
                         active = nil
+                        sealedThrough = s.id
                     }
                 } else {
                     if active?.segment != s.id {
@@ -77,7 +131,7 @@ final class Indexer: @unchecked Sendable {
                     pendingBytes = s.indexedBytes
                 }
             }
-            pending += g.blocks
+            pending += g.blocks.filter { $0.segment > sealedThrough }
         }
         try flush()
     }

@@ -226,6 +226,9 @@ final class SegmentIndexWriter {
             setMeta.bind(1, "attr_log_bytes").bind(2, String(attributeLogBytes + bytes.count))
             try setMeta.run()
             do throws(SQLiteError) {
+                if FaultInjection.take(.indexCommit, path: path) != nil {
+                    throw SQLiteError("index: database or disk is full (injected)", resultCode: 13)
+                }
                 try db.execute("COMMIT")
             } catch {
                 ftruncate(attributeLog, off_t(attributeLogBytes))
@@ -253,6 +256,17 @@ final class SegmentIndexWriter {
     /// and syncs the index: from here on it is read-only and durable.
     func seal() throws(SQLiteError) -> (bloom: BloomFilter, keys: [UInt64]) {
         let keys = try Self.keyHashes(db)
+        // A seal retried after its transaction committed (the vacuum or sync failed, on a
+        // full disk say) only finishes the vacuum and sync.
+        if try Self.meta(db, "sealed") == "1" {
+            let q = try db.prepare("SELECT value FROM meta WHERE key = 'bloom'")
+            let bloom = try q.step() ? BloomFilter(serialized: q.blob(0)) : nil
+            q.reset()  // a statement left open keeps a read lock that VACUUM cannot take
+            if let bloom {
+                try finishSeal()
+                return (bloom, keys)
+            }
+        }
         var bloom = BloomFilter(expectedKeys: keys.count)
         for k in keys { bloom.insert(k) }
         let entries = try sortedLogEntries()
@@ -294,13 +308,20 @@ final class SegmentIndexWriter {
             try? db.execute("ROLLBACK")
             throw error
         }
-        // Packs the sealed index into as few pages as it needs, then makes it durable.
+        try finishSeal()
+        return (bloom, keys)
+    }
+
+    /// Packs the sealed index into as few pages as it needs, then makes it durable.
+    private func finishSeal() throws(SQLiteError) {
+        if FaultInjection.take(.indexSeal, path: path) != nil {
+            throw SQLiteError("index: database or disk is full (injected)", resultCode: 13)
+        }
         try db.execute(
             "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);")
         // The pages hold the attribute rows now.
         unlink(IndexSchema.attributesPath(path))
         sealed = true
-        return (bloom, keys)
     }
 
     /// Every committed attribute row as the sealed pages hold it (the high 32 bits of the hash,

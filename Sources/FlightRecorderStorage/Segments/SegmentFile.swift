@@ -91,27 +91,44 @@ final class SegmentWriter {
     fileprivate let fd: Int32
     fileprivate(set) var size: Int
 
-    /// Opens segment `id` for appending, creating it (with header) if it does not exist.
+    /// Opens segment `id` for appending, creating it (with header) if it does not exist or
+    /// holds less than a header (a creation cut short). When writing the header fails, the
+    /// descriptor is closed and a file this call created is removed again, so a failed roll
+    /// leaves no empty or zero-filled segment behind.
     init(directory: String, id: Int64) throws(StorageError) {
         self.directory = directory
         self.id = id
         let path = SegmentFile.path(directory, id)
         let existing = access(path, F_OK) == 0
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw .io("open \(path)") }
-        size = try SegmentFile.fileSize(fd)
-        if !existing || size == 0 {
-            let header = SegmentFile.header(id: id)
-            try header.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }
+        do throws(StorageError) {
+            if let fault = FaultInjection.take(.segmentCreate, path: path) { throw .io("create \(path)", errno: fault) }
+            size = try SegmentFile.fileSize(fd)
+            if size < SegmentFile.headerSize {
+                guard ftruncate(fd, 0) == 0 else { throw .io("truncate \(path)") }
+                let header = SegmentFile.header(id: id)
+                try header.withUnsafeBytes { b in
+                    Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) }
+                }
                 .get()
-            size = header.count
-            guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
-            try SegmentFile.syncDirectory(directory)
+                size = header.count
+                guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
+                try SegmentFile.syncDirectory(directory)
+            }
+        } catch {
+            Glibc.close(fd)
+            if !existing { unlink(path) }
+            throw error
         }
+        self.fd = fd
     }
 
     /// Appends `bytes` (one or more framed blocks); returns the offset they start at.
     func append(_ bytes: [UInt8]) throws(StorageError) -> Int {
+        if let fault = FaultInjection.take(.segmentWrite, path: directory) {
+            throw .io("write to segment \(id)", errno: fault)
+        }
         let offset = size
         try bytes.withUnsafeBytes { b in Result { () throws(StorageError) in try SegmentFile.writeFully(fd, b) } }.get()
         size += bytes.count
@@ -120,6 +137,9 @@ final class SegmentWriter {
 
     /// Makes everything appended so far durable.
     func sync() throws(StorageError) {
+        if let fault = FaultInjection.take(.segmentSync, path: directory) {
+            throw .io("fdatasync segment \(id)", errno: fault)
+        }
         guard fdatasync(fd) == 0 else { throw .io("fdatasync segment \(id)") }
     }
 

@@ -93,9 +93,11 @@ public final class SpanStore: Service, @unchecked Sendable {
         try await withCheckedThrowingContinuation { queue.enqueue(batch, $0) }
     }
 
-    /// Returns once everything acknowledged before the call is indexed.
-    public func awaitIndexed() async {
-        await withCheckedContinuation { queue.awaitIndexed($0) }
+    /// Returns once everything acknowledged before the call is indexed. Throws `indexBehind`
+    /// (retryable) while the indexer fails and retries: the spans are in the segments, and a
+    /// query of the index would not see them.
+    public func awaitIndexed() async throws {
+        try await withCheckedThrowingContinuation { queue.awaitIndexed($0) }
     }
 
     /// Returns once the key groups of the segments sealed before start-up are rebuilt, with
@@ -132,7 +134,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     package func read<T: Sendable>(
         _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
     ) async throws -> T {
-        await awaitIndexed()
+        try await awaitIndexed()
         return try await NIOThreadPool.singleton.runIfActive { [self] in
             readerLock.lock()
             defer { readerLock.unlock() }

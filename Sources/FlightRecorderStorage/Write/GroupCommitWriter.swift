@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import FlightRecorderOTLP
 import Logging
 
@@ -13,6 +14,8 @@ final class GroupCommitWriter: @unchecked Sendable {
     let queue: WriteQueue
     let logger: Logger
     private(set) var segment: SegmentWriter
+    /// One log line per interval while writes keep failing (a full disk fails every group).
+    private let limiter = LogLimiter()
 
     init(configuration: StoreConfiguration, queue: WriteQueue, segment: SegmentWriter, logger: Logger) {
         self.configuration = configuration
@@ -29,8 +32,9 @@ final class GroupCommitWriter: @unchecked Sendable {
                 try commit(taken.map(\.batch))
                 result = .success(())
             } catch {
-                logger.error(
-                    "storage write failed; requests answered with a retryable error", metadata: ["error": "\(error)"])
+                limiter.log(
+                    logger, .error, reason: "write", "storage write failed; requests answered with a retryable error",
+                    metadata: ["error": "\(error)"])
                 result = .failure(error)
             }
             queue.release(bytes: bytes)
@@ -73,10 +77,14 @@ final class GroupCommitWriter: @unchecked Sendable {
 
         var segmentStates: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
         if segment.size > SegmentFile.headerSize && segment.size + frames.count > configuration.segmentBytes {
+            // The next segment is created (header written and synced) before this one is
+            // closed: when that fails (a full disk) nothing changed, the group is refused with
+            // a retryable error, and the next group tries the roll again.
             try segment.sync()
+            let next = try SegmentWriter(directory: configuration.segmentDirectory, id: segment.id + 1)
             segment.close()
             segmentStates.append((segment.id, segment.size, true))
-            segment = try SegmentWriter(directory: configuration.segmentDirectory, id: segment.id + 1)
+            segment = next
             logger.info("sealed segment", metadata: ["segment": "\(segment.id - 1)"])
         }
         let base = segment.size

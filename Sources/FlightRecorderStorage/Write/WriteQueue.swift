@@ -35,10 +35,13 @@ final class WriteQueue: @unchecked Sendable {
     private(set) var backlogSpans = 0
     private var durableSeq: Int64 = 0
     private var indexedSeq: Int64 = 0
-    private var indexWaiters: [(seq: Int64, continuation: CheckedContinuation<Void, Never>)] = []
+    private var indexWaiters: [(seq: Int64, continuation: CheckedContinuation<Void, any Error>)] = []
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var writerDone = false
     private var indexerDone = false
+    /// Why the indexer's last round failed, while it retries; nil once a round succeeds.
+    /// Queries answer `indexBehind` with it instead of reading an index that lacks
+    /// acknowledged spans.
     private(set) var indexFailure: StorageError?
     let maxQueueBytes: Int
 
@@ -61,13 +64,19 @@ final class WriteQueue: @unchecked Sendable {
         lock.broadcast()
     }
 
-    /// Resumes `continuation` once everything durable at the time of the call is indexed.
-    func awaitIndexed(_ continuation: CheckedContinuation<Void, Never>) {
+    /// Resumes `continuation` once everything durable at the time of the call is indexed, or
+    /// with `indexBehind` while the indexer is failing (the segments hold the spans; the index
+    /// does not yet).
+    func awaitIndexed(_ continuation: CheckedContinuation<Void, any Error>) {
         lock.lock()
         let target = durableSeq
-        if indexedSeq >= target || indexFailure != nil || indexerDone {
+        if indexedSeq >= target || indexerDone {
             lock.unlock()
             return continuation.resume()
+        }
+        if let indexFailure {
+            lock.unlock()
+            return continuation.resume(throwing: indexFailure)
         }
         indexWaiters.append((target, continuation))
         lock.broadcast()
@@ -111,7 +120,9 @@ final class WriteQueue: @unchecked Sendable {
             lock.broadcast()
             return nil
         }
-        while backlogSpans > Self.maxIndexBacklogSpans && indexFailure == nil { lock.wait() }
+        // While the indexer fails the backlog is not indexed and stays large: the writer
+        // waits here, the queue fills and clients are refused with a retryable error.
+        while backlogSpans > Self.maxIndexBacklogSpans && !indexerDone { lock.wait() }
         var taken: [Pending] = []
         var bytes = 0
         while let first = pending.first, taken.isEmpty || bytes + first.batch.payload.count <= 32 << 20 {
@@ -137,10 +148,17 @@ final class WriteQueue: @unchecked Sendable {
 
     /// Durable groups for the indexer: at once when someone waits, the store drains or the
     /// backlog is large, else after gathering for `interval` seconds since the last commit;
-    /// nil once the writer is done and nothing is left.
-    func takeBacklog(lastCommit: Date, interval: Double) -> [DurableGroup]? {
+    /// nil once the writer is done and nothing is left. With `retryAt` (the indexer holds a
+    /// failed round to retry) it returns at that time, or at once when the store drains, with
+    /// whatever is queued, possibly nothing.
+    func takeBacklog(lastCommit: Date, interval: Double, retryAt: Date? = nil) -> [DurableGroup]? {
         lock.lock()
         defer { lock.unlock() }
+        if let retryAt {
+            while state == .running && Date() < retryAt { _ = lock.wait(until: retryAt) }
+            defer { backlog.removeAll() }
+            return backlog
+        }
         while true {
             let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > Self.maxIndexBacklogSpans / 4
             if !backlog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= interval) { break }
@@ -160,11 +178,10 @@ final class WriteQueue: @unchecked Sendable {
         return backlog
     }
 
-    /// The indexer finished `groups` (or failed on them: the segments keep the spans, and the
-    /// next start-up indexes them); resumes the queries that waited for them.
-    func markIndexed(_ groups: [DurableGroup], failure: StorageError?) {
+    /// The indexer finished `groups`; resumes the queries that waited for them.
+    func markIndexed(_ groups: [DurableGroup]) {
         lock.lock()
-        if let failure { indexFailure = failure }
+        indexFailure = nil
         backlogSpans -= groups.reduce(0) { $0 + $1.spans }
         indexedSeq = groups.last?.seq ?? indexedSeq
         let ready = indexWaiters.filter { $0.seq <= indexedSeq }
@@ -173,6 +190,36 @@ final class WriteQueue: @unchecked Sendable {
         lock.unlock()
         for w in ready { w.continuation.resume() }
     }
+
+    /// The indexer failed on a round it keeps and retries: the queries waiting for it, and
+    /// every query until a round succeeds, answer `failure`.
+    func markIndexFailing(_ failure: StorageError) {
+        lock.lock()
+        indexFailure = failure
+        let waiting = indexWaiters
+        indexWaiters.removeAll()
+        lock.broadcast()
+        lock.unlock()
+        for w in waiting { w.continuation.resume(throwing: failure) }
+    }
+
+    /// The indexer stopped while draining with groups it could not index: the segments keep
+    /// them and the next start-up indexes them (the index never recorded them).
+    func markIndexerStopped() {
+        lock.lock()
+        indexerDone = true
+        let waiting = indexWaiters
+        indexWaiters.removeAll()
+        finishIfDrained()
+        lock.broadcast()
+        lock.unlock()
+        for w in waiting {
+            if let indexFailure { w.continuation.resume(throwing: indexFailure) } else { w.continuation.resume() }
+        }
+    }
+
+    /// Whether the store is draining for shutdown.
+    var isDraining: Bool { lock.withLock { state != .running } }
 
     /// Called under `lock`.
     private func finishIfDrained() {
