@@ -20,6 +20,9 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     /// The index cannot take the acknowledged spans yet (it is failing and retrying, or being
     /// rebuilt): the segments hold them, and a retry later sees them.
     public var isIndexBehind: Bool { code == .indexBehind }
+    /// Stored bytes are damaged (a failed checksum, a block that does not decode, a file
+    /// shorter than its index).
+    public var isCorrupt: Bool { code == .corrupt }
     /// Whether retrying later may succeed: the failure is the store's state (a full disk, a
     /// failing device, an index catching up), not the request.
     public var isRetryable: Bool { code != .corrupt && code != .locked }

@@ -49,6 +49,9 @@ public struct QueryAPI: Sendable {
         router.get("/api/v1/ingest/stats") { request, _ in
             await self.handle(request, roles: [.admin]) { _ in JSONResponse.make(.ok, self.ingest?.stats ?? .init()) }
         }
+        router.get("/api/v1/storage/stats") { request, _ in
+            await self.handle(request, roles: [.admin]) { _ in JSONResponse.make(.ok, self.store.health) }
+        }
         router.get("/api/v1/runs") { request, _ in
             await self.handle(request) { p in try await self.listRuns(request, scope: p.scope) }
         }
@@ -218,7 +221,8 @@ public struct QueryAPI: Sendable {
             throw APIError(.badRequest, "trace ID must be 32 hex characters, not all zero")
         }
         let (spans, warnings) = try await store.trace(trace, scope: scope)
-        guard !spans.isEmpty else { throw APIError(.notFound, "no trace with this ID") }
+        // A trace whose every block is damaged is known, not absent: its warnings say why.
+        guard !spans.isEmpty || !warnings.isEmpty else { throw APIError(.notFound, "no trace with this ID") }
         return JSONResponse.make(.ok, TraceBody(traceId: trace.hex, spans: spans, warnings: warnings))
     }
 }

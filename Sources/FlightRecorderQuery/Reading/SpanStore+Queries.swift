@@ -9,7 +9,23 @@ extension SpanStore {
     public func listRuns(
         since: Int64? = nil, until: Int64? = nil, limit: Int = 100, scope: TenantScope = .all
     ) async throws -> [RunSummary] {
-        try await read { r, _ in try r.listRuns(since: since, until: until, limit: limit, scope: scope) }
+        try await read { r, segments in
+            try Self.flagDamaged(r.listRuns(since: since, until: until, limit: limit, scope: scope), segments, r)
+        }
+    }
+
+    /// Marks the runs a damaged region held (`RunSummary.damaged`), first working out the
+    /// runs of regions found since the last call.
+    static func flagDamaged(_ runs: [RunSummary], _ segments: SegmentReader, _ r: IndexReader) throws -> [RunSummary] {
+        guard let damage = segments.damage, damage.count > 0 else { return runs }
+        for region in damage.takeUnresolved() {
+            damage.markRuns(try r.runs(inSegment: region.segment, overlapping: region.offset, length: region.length))
+        }
+        return runs.map { run in
+            var run = run
+            run.damaged = damage.holds(run: run.runID, tenant: run.tenant ?? ResourceFacts.defaultTenant)
+            return run
+        }
     }
 
     /// The run `id`, with all its spans sorted by start time; nil if unknown within `scope`.
@@ -36,7 +52,7 @@ extension SpanStore {
                 candidates += try r.runs(named, scope: .only([tenant]))
             }
         }
-        guard let summary = candidates.first else { return nil }
+        guard var summary = candidates.first else { return nil }
         let runID = summary.runID
         let tenant = summary.tenant ?? ResourceFacts.defaultTenant
         let traces = try r.traces(ofRun: runID, tenant: tenant)
@@ -56,6 +72,8 @@ extension SpanStore {
             }
             spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
         }
+        summary = try flagDamaged([summary], segments, r)[0]
+        if !warnings.isEmpty { summary.damaged = true }
         if candidates.count > 1 {
             let others = candidates.dropFirst().compactMap(\.tenant).joined(separator: ", ")
             warnings.append("run ID \(runID) also exists in tenant(s) \(others); showing tenant \(tenant)")
@@ -266,7 +284,11 @@ extension SpanStore {
             do {
                 raw = try segments.readBlock(segment: b.segment, offset: b.offset, length: b.length)
             } catch {
-                warnings.append(error.message)
+                if error.isCorrupt {
+                    segments.damage?.report(
+                        .init(segment: b.segment, offset: b.offset, length: b.length, reason: error.message))
+                }
+                warnings.append("spans missing: \(error.message)")
                 continue
             }
             let decoded = try raw.withUnsafeBytes {

@@ -371,6 +371,15 @@ package final class IndexReader {
         return out
     }
 
+    /// The runs with spans in the blocks of `segment` that overlap `offset..<offset+length`
+    /// (a damaged region); empty when the segment has no readable index.
+    package func runs(
+        inSegment segment: Int64, overlapping offset: Int, length: Int
+    ) throws(SQLiteError) -> [(tenant: String, run: String)] {
+        guard let entry = entries.first(where: { $0.id == segment }) else { return [] }
+        return try reader(entry).runs(inBlocksOverlapping: offset, offset + max(1, length))
+    }
+
     // MARK: Cross-segment facts for the indexer
 
     /// Row counts summed over every segment, for tests and `flightrec reindex` reports.

@@ -90,6 +90,33 @@ enum IndexSchema {
     /// A sealed segment's filter of its attribute values (`AttributeFilterFile`).
     static func attributeFilterPath(_ indexPath: String) -> String { indexPath.dropLast(4) + ".attrfilter" }
 
+    /// Moves a damaged index aside (kept for diagnosis, next to it as
+    /// `segment-N.idx.damaged-<unix time>`) so a new one can be built; returns the new name.
+    @discardableResult
+    static func quarantine(_ path: String, now: Int = Int(time(nil))) -> String {
+        let aside = path + ".damaged-\(now)"
+        if rename(path, aside) != 0 { unlink(path) }
+        for suffix in ["-wal", "-shm"] { if rename(path + suffix, aside + suffix) != 0 { unlink(path + suffix) } }
+        unlink(attributesPath(path))
+        unlink(attributeFilterPath(path))
+        return aside
+    }
+
+    /// Whether the index at `path` reads back whole (SQLite's `quick_check`); the reason when
+    /// it does not. A missing file is healthy: there is nothing to move aside.
+    static func check(_ path: String) -> String? {
+        guard access(path, F_OK) == 0 else { return nil }
+        do throws(SQLiteError) {
+            let db = try SQLiteDatabase(path: path, readOnly: true)
+            let q = try db.prepare("PRAGMA quick_check")
+            guard try q.step() else { return "quick_check answered nothing" }
+            let answer = q.text(0) ?? ""
+            return answer == "ok" ? nil : answer
+        } catch {
+            return error.message
+        }
+    }
+
     static func remove(_ path: String) {
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
         unlink(attributesPath(path))

@@ -10,12 +10,16 @@ public struct RunSummary: Sendable, Codable, Equatable {
     public var tenant: String?
     /// True while the run is listed under its trace ID because no span has named its run yet.
     public var provisional: Bool
+    /// A damaged segment region held spans of this run: they cannot be read, and the counts
+    /// above may include them (they come from the index, written before the damage). Encoded
+    /// only when true.
+    public var damaged = false
 
     public var durationNanos: Int64 { max(0, endNanos - startNanos) }
 
     enum CodingKeys: String, CodingKey {
         case runID = "runId", startNanos = "startTimeUnixNano", endNanos = "endTimeUnixNano"
-        case spanCount, errorCount, traceCount, agent, tenant, provisional, durationNanos
+        case spanCount, errorCount, traceCount, agent, tenant, provisional, durationNanos, damaged
     }
 
     public init(
@@ -44,6 +48,7 @@ public struct RunSummary: Sendable, Codable, Equatable {
         agent = try c.decodeIfPresent(String.self, forKey: .agent)
         tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
         provisional = try c.decode(Bool.self, forKey: .provisional)
+        damaged = try c.decodeIfPresent(Bool.self, forKey: .damaged) ?? false
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -58,5 +63,6 @@ public struct RunSummary: Sendable, Codable, Equatable {
         try c.encode(agent, forKey: .agent)
         try c.encode(tenant, forKey: .tenant)
         try c.encode(provisional, forKey: .provisional)
+        if damaged { try c.encode(true, forKey: .damaged) }
     }
 }

@@ -166,6 +166,19 @@ final class SegmentIndexReader {
         return out
     }
 
+    /// The runs (tenant, run ID) with spans in the blocks overlapping `offset..<end`.
+    func runs(inBlocksOverlapping offset: Int, _ end: Int) throws(SQLiteError) -> [(tenant: String, run: String)] {
+        let q = try db.prepare(
+            """
+            SELECT DISTINCT r.tenant, r.run_id FROM blocks b JOIN trace_blocks tb ON tb.block = b.id
+            JOIN run_traces r ON r.trace = tb.trace WHERE b.offset < ?2 AND b.offset + b.length > ?1
+            """)
+        q.bind(1, Int64(offset)).bind(2, Int64(end))
+        var out: [(String, String)] = []
+        while try q.step() { out.append((try tenantName(q.int64(0)), q.text(1) ?? "")) }
+        return out
+    }
+
     /// Every short hash of a sealed index's attribute pages, ascending (repeats side by
     /// side), to rebuild its `AttributeFilterFile`.
     func attributeShortHashes() throws(SQLiteError) -> [UInt32] {

@@ -138,19 +138,40 @@ final class SegmentIndexWriter {
 
     deinit { close(attributeLog) }
 
-    /// The Bloom filter of a sealed index that covers all `size` bytes of its segment; nil
-    /// when there is none (missing, damaged, another schema, not sealed, or behind).
-    static func sealedFilter(directory: String, segment: Int64, size: Int) -> BloomFilter? {
+    /// What start-up needs of a sealed index: its Bloom filter, how many bytes of its segment
+    /// it covers, and where its last block is (verified against the segment).
+    struct SealedState {
+        var bloom: BloomFilter
+        var indexedBytes: Int
+        var lastBlock: (offset: Int, length: Int)?
+    }
+
+    /// The state of the sealed index of `segment`; nil when there is none (missing, damaged,
+    /// another schema, or not sealed).
+    static func sealedState(directory: String, segment: Int64) -> SealedState? {
         let path = IndexSchema.path(directory, segment)
         guard access(path, R_OK) == 0, let db = try? SQLiteDatabase(path: path, readOnly: true),
             (try? meta(db, "schema_version")) == IndexSchema.version, (try? meta(db, "sealed")) == "1",
-            (try? meta(db, "indexed_bytes")).flatMap({ $0.flatMap { Int($0) } }) == size,
-            let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true
+            let indexed = (try? meta(db, "indexed_bytes")).flatMap({ $0.flatMap { Int($0) } }),
+            let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true,
+            let bloom = BloomFilter(serialized: q.blob(0))
         else { return nil }
+        var last: (Int, Int)?
+        if let b = try? db.prepare("SELECT offset, length FROM blocks ORDER BY offset DESC LIMIT 1"),
+            (try? b.step()) == true
+        {
+            last = (Int(b.int64(0)), Int(b.int64(1)))
+        }
         // A sealed index holds its attribute rows as pages; a log left by a crash while
         // sealing is not needed.
         unlink(IndexSchema.attributesPath(path))
-        return BloomFilter(serialized: q.blob(0))
+        return SealedState(bloom: bloom, indexedBytes: indexed, lastBlock: last)
+    }
+
+    /// The last block this (active) index records, to verify against the segment at start-up.
+    func lastBlock() throws(SQLiteError) -> (offset: Int, length: Int)? {
+        let b = try db.prepare("SELECT offset, length FROM blocks ORDER BY offset DESC LIMIT 1")
+        return try b.step() ? (Int(b.int64(0)), Int(b.int64(1))) : nil
     }
 
     /// The hashes of an index's trace and run keys (`IndexKey`), as its Bloom filter holds them.

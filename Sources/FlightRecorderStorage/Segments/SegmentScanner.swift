@@ -101,10 +101,13 @@ public struct SegmentReader: Sendable {
     /// Recently read blocks, decompressed. A block never changes once written, so its
     /// segment and offset name its content for good.
     let cache: BlockCache?
+    /// Where the blocks that fail to read are recorded (logged once each, counted).
+    public let damage: DamageLog?
 
-    public init(directory: String, cacheBytes: Int = 0) {
+    public init(directory: String, cacheBytes: Int = 0, damage: DamageLog? = nil) {
         self.directory = directory
         cache = cacheBytes > 0 ? BlockCache(capacityBytes: cacheBytes) : nil
+        self.damage = damage
     }
 
     /// Reads, verifies and decompresses the block at `offset` of segment `segment`, or

@@ -26,6 +26,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     let logger: Logger
     /// What start-up read to bring the index up to date with the segments.
     public let recoveryReport: RecoveryReport
+    /// Damaged regions of the segments found so far, at start-up or by queries.
+    public let damage: DamageLog
 
     private let queue: WriteQueue
     private let writer: GroupCommitWriter
@@ -47,6 +49,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
         lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
         queue = WriteQueue(maxQueueBytes: configuration.maxQueueBytes)
+        damage = DamageLog(path: configuration.damageLogPath, logger: logger)
         do {
             // Before per-segment indexes there was one index for the whole store.
             if access(configuration.legacyIndexPath, F_OK) == 0 {
@@ -57,7 +60,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             let older = IndexReader(
                 catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
             let recovery = try StoreRecovery(
-                configuration: configuration, catalog: catalog, older: older, logger: logger
+                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger
             )
             .runReporting()
             recoveryReport = recovery.report
@@ -68,7 +71,7 @@ public final class SpanStore: Service, @unchecked Sendable {
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
             segmentReader = SegmentReader(
-                directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes)
+                directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes, damage: damage)
             keyGroupsRebuilt = KeyGroupBuilder.rebuild(
                 segments: catalog.snapshot.filter { $0.bloom != nil }.map(\.id), catalog: catalog, logger: logger,
                 stop: stopRebuild)
@@ -142,8 +145,35 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
+    /// The store's health for operators (`GET /api/v1/storage/stats`): whether the index is
+    /// failing and how far behind it is, and every damaged region found.
+    public var health: StoreHealth {
+        StoreHealth(
+            indexError: queue.currentIndexFailure?.message, unindexedSpans: queue.unindexedSpans,
+            damagedRegions: damage.regions.map {
+                .init(segment: $0.segment, offset: $0.offset, bytes: $0.length, reason: $0.reason)
+            })
+    }
+
     /// Row counts of the index tables (tests, `reindex` report).
     public func indexCounts() async throws -> [String: Int64] {
         try await read { r, _ in try r.counts() }
     }
+}
+
+/// `GET /api/v1/storage/stats`: the index's state and the damaged regions found so far.
+public struct StoreHealth: Sendable, Codable {
+    public struct Region: Sendable, Codable {
+        public var segment: Int64
+        public var offset: Int
+        public var bytes: Int
+        public var reason: String
+    }
+
+    /// Why indexing fails, while it retries; nil when it keeps up.
+    public var indexError: String?
+    /// Acknowledged spans not indexed yet (queries wait for them, or answer 503 while
+    /// indexing fails).
+    public var unindexedSpans: Int
+    public var damagedRegions: [Region]
 }

@@ -40,4 +40,6 @@ public struct StoreConfiguration: Sendable {
     var segmentDirectory: String { directory + "/segments" }
     /// The single index of stores written before per-segment indexes; removed at start-up.
     var legacyIndexPath: String { directory + "/index.sqlite" }
+    /// The damaged regions found so far (`DamageLog`).
+    var damageLogPath: String { directory + "/damage.log" }
 }

@@ -15,6 +15,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var truncatedBytes = 0
     /// Bytes of damage skipped (never truncated).
     public var corruptBytes = 0
+    /// Indexes found damaged, moved aside and rebuilt from their segments.
+    public var rebuiltIndexes = 0
 }
 
 /// Brings every segment's index up to date with the segments at start-up.
@@ -29,6 +31,7 @@ struct StoreRecovery {
     let configuration: StoreConfiguration
     let catalog: SegmentCatalog
     let older: IndexReader
+    let damage: DamageLog
     let logger: Logger
 
     /// Returns the index writer of the segment to append to next.
@@ -42,17 +45,44 @@ struct StoreRecovery {
             let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last
             let size = SegmentFile.fileSize(path: path)
-            if !isLast,
-                let bloom = SegmentIndexWriter.sealedFilter(directory: catalog.directory, segment: id, size: size)
+            let indexPath = IndexSchema.path(catalog.directory, id)
+            verifyHeader(id, path: path, size: size)
+            if !isLast, let sealed = SegmentIndexWriter.sealedState(directory: catalog.directory, segment: id),
+                sealed.indexedBytes >= size
             {
-                catalog.publish(.init(id: id, bloom: bloom))
+                // A sealed segment shorter than its index lost its end: the index keeps naming
+                // those runs, whose lost blocks read as damage, so nothing becomes "unknown".
+                if sealed.indexedBytes > size {
+                    reportTruncation(id, size: size, indexed: sealed.indexedBytes)
+                } else if let last = sealed.lastBlock {
+                    verifyBlock(id, path: path, last)
+                }
+                catalog.publish(.init(id: id, bloom: sealed.bloom))
                 report.skippedSegments += 1
                 continue
+            } else if let reason = IndexSchema.check(indexPath) {
+                let aside = IndexSchema.quarantine(indexPath)
+                logger.error(
+                    "segment index is damaged; moved aside and rebuilt from the segment",
+                    metadata: ["segment": "\(id)", "reason": "\(reason)", "moved_to": "\(aside)"])
+                report.rebuiltIndexes += 1
             }
             let index = try sqlite { () throws(SQLiteError) in
                 try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
             }
-            if size <= SegmentFile.headerSize || index.indexedBytes == size {
+            if index.indexedBytes > size {
+                // The segment lost bytes the index recorded (truncated while the daemon was
+                // down). The file is extended back to the indexed length with zeros, so new
+                // blocks never land at offsets the index gives to lost ones: those read as
+                // damage, and their runs stay known.
+                reportTruncation(id, size: size, indexed: index.indexedBytes)
+                guard truncate(path, off_t(index.indexedBytes)) == 0 else { throw .io("extend \(path)") }
+            } else if index.indexedBytes == size,
+                let last = try sqlite({ () throws(SQLiteError) in try index.lastBlock() })
+            {
+                verifyBlock(id, path: path, last)
+            }
+            if size <= SegmentFile.headerSize || index.indexedBytes >= size {
                 report.skippedSegments += 1
             } else {
                 try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
@@ -76,6 +106,44 @@ struct StoreRecovery {
         return (active!, report)
     }
 
+    /// A segment whose header is not its own (a flipped byte, zeros): reported, not fatal,
+    /// since every block carries its own header and checksum.
+    private func verifyHeader(_ id: Int64, path: String, size: Int) {
+        guard size >= SegmentFile.headerSize else { return }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var header = [UInt8](repeating: 0, count: SegmentFile.headerSize)
+        let n = header.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: 0) }
+        if n != header.count || header != SegmentFile.header(id: id) {
+            damage.report(
+                .init(segment: id, offset: 0, length: SegmentFile.headerSize, reason: "segment header damaged"))
+        }
+    }
+
+    /// Reads the last block the index records and verifies its checksum, so damage at a
+    /// segment's end is reported at start-up, before anything is appended after it.
+    private func verifyBlock(_ id: Int64, path: String, _ block: (offset: Int, length: Int)) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var frame = [UInt8](repeating: 0, count: block.length)
+        let n = frame.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: block.offset) }
+        if n != block.length || frame.withUnsafeBytes({ BlockCodec.verify(frame: $0) }) == nil {
+            damage.report(
+                .init(segment: id, offset: block.offset, length: block.length, reason: "last block fails its checksum"))
+        }
+    }
+
+    /// A segment shorter than its index says: the lost range is reported; the runs it held
+    /// are flagged once a query resolves them through the index.
+    private func reportTruncation(_ id: Int64, size: Int, indexed: Int) {
+        damage.report(
+            .init(
+                segment: id, offset: size, length: indexed - size,
+                reason: "segment is shorter than its index (truncated): \(indexed - size) bytes lost"))
+    }
+
     private func scan(
         _ id: Int64, path: String, size: Int, isLast: Bool, into index: SegmentIndexWriter, report: inout RecoveryReport
     ) throws(StorageError) {
@@ -85,9 +153,10 @@ struct StoreRecovery {
         let scan = try SegmentScanner(path: path).scan(from: start)
         for region in scan.corruptRegions {
             report.corruptBytes += region.length
-            logger.error(
-                "segment has a damaged region; skipped (not truncated)",
-                metadata: ["segment": "\(id)", "offset": "\(region.offset)", "bytes": "\(region.length)"])
+            damage.report(
+                .init(
+                    segment: id, offset: region.offset, length: region.length,
+                    reason: "damaged bytes followed by valid blocks (skipped, not truncated)"))
         }
         var validEnd = scan.validEnd
         if scan.tornBytes > 0 {
@@ -100,9 +169,10 @@ struct StoreRecovery {
             } else {
                 report.corruptBytes += scan.tornBytes
                 validEnd = size
-                logger.error(
-                    "sealed segment ends in damaged bytes; left in place",
-                    metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)"])
+                damage.report(
+                    .init(
+                        segment: id, offset: scan.validEnd, length: scan.tornBytes,
+                        reason: "sealed segment ends in damaged bytes (left in place)"))
             }
         }
         // Index in chunks so memory stays bounded on large segments.
@@ -121,9 +191,10 @@ struct StoreRecovery {
                         spanCount: batch.spans.count, batches: [batch]))
                 report.indexedSpans += batch.spans.count
             } else {
-                logger.error(
-                    "stored block does not decode; skipped",
-                    metadata: ["segment": "\(id)", "offset": "\(block.offset)"])
+                damage.report(
+                    .init(
+                        segment: id, offset: block.offset, length: block.header.frameLength,
+                        reason: "block passes its checksum but does not decode (skipped)"))
             }
             report.indexedBlocks += 1
             if chunk.count == 64 || n == scan.blocks.count - 1 {
@@ -162,7 +233,9 @@ public enum Reindexer {
         do {
             let catalog = SegmentCatalog(directory: scratch)
             let older = IndexReader(catalog: catalog, sealedOnly: true)
-            let recovery = StoreRecovery(configuration: configuration, catalog: catalog, older: older, logger: logger)
+            let damage = DamageLog(path: configuration.damageLogPath, logger: logger)
+            let recovery = StoreRecovery(
+                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
             let (active, r) = try recovery.runReporting()
             active.checkpoint()
             report = r

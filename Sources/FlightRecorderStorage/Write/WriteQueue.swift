@@ -218,6 +218,12 @@ final class WriteQueue: @unchecked Sendable {
         }
     }
 
+    /// The indexer's current failure, while it retries.
+    var currentIndexFailure: StorageError? { lock.withLock { indexFailure } }
+
+    /// Durable spans the indexer has not indexed yet.
+    var unindexedSpans: Int { lock.withLock { backlogSpans } }
+
     /// Whether the store is draining for shutdown.
     var isDraining: Bool { lock.withLock { state != .running } }
 
