@@ -154,10 +154,10 @@ extension SpanStoreTests {
         store = try SpanStore(configuration: config, logger: logger)
         for t in UInt8(1)...12 { #expect(try await store.run("run-\(t)")?.spans.count == 20) }
         #expect(try await store.indexCounts() == counts)
+        func stem(_ name: String) -> String { String(name.prefix { $0 != "." }) }
         let aside = try FileManager.default.contentsOfDirectory(atPath: segments).filter { $0.contains(".damaged-") }
-        #expect(
-            Set(aside.map { String($0.prefix { $0 != "." }) })
-                == Set([indexes.first!, indexes.last!].map { String($0.prefix { $0 != "." }) }))
+        let expected: Set<String> = [stem(indexes.first!), stem(indexes.last!)]
+        #expect(Set(aside.map(stem)) == expected)
         await store.close()
     }
 }
