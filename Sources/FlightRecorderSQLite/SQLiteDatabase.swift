@@ -27,7 +27,7 @@ package final class SQLiteDatabase {
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
-            throw SQLiteError("open index \(path): \(message)", resultCode: rc)
+            throw SQLiteError("open index \(path): \(message)", resultCode: rc, path: path)
         }
         self.handle = db
         self.path = path
@@ -61,7 +61,7 @@ package final class SQLiteDatabase {
         guard rc == SQLITE_OK else {
             let message = err.map { String(cString: $0) } ?? lastError
             sqlite3_free(err)
-            throw SQLiteError("index: \(message)", resultCode: rc)
+            throw SQLiteError("index: \(message)", resultCode: rc, path: path)
         }
     }
 
@@ -70,7 +70,8 @@ package final class SQLiteDatabase {
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK,
             let stmt
         else {
-            throw SQLiteError("index: cannot prepare statement: \(lastError)", resultCode: sqlite3_errcode(handle))
+            throw SQLiteError(
+                "index: cannot prepare statement: \(lastError)", resultCode: sqlite3_errcode(handle), path: path)
         }
         return SQLiteStatement(stmt, db: self)
     }
@@ -125,7 +126,7 @@ package final class SQLiteStatement {
         default:
             let message = db.lastError
             sqlite3_reset(stmt)
-            throw SQLiteError("index: \(message)", resultCode: rc)
+            throw SQLiteError("index: \(message)", resultCode: rc, path: db.path)
         }
     }
 

@@ -8,6 +8,8 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
     /// SQLite's primary result code (`SQLITE_CORRUPT`, `SQLITE_FULL`, ...); 0 when the error
     /// did not come from SQLite.
     package let resultCode: Int32
+    /// The database file the error came from, when known (to move a damaged one aside).
+    package let path: String?
 
     public var description: String { message }
 
@@ -17,16 +19,18 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
     /// The database file is damaged or is not a database: derived data to move aside and rebuild.
     public var isDamaged: Bool { resultCode == 11 || resultCode == 26 }  // SQLITE_CORRUPT, SQLITE_NOTADB
 
-    package init(_ message: String, resultCode: Int32 = 0) {
+    package init(_ message: String, resultCode: Int32 = 0, path: String? = nil) {
         self.code = .sqlite
         self.message = message
         self.resultCode = resultCode & 0xff
+        self.path = path
     }
 
     private init(code: Code, message: String) {
         self.code = code
         self.message = message
         self.resultCode = 0
+        self.path = nil
     }
 
     static func locked(_ directory: String) -> SQLiteError {

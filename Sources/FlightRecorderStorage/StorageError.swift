@@ -32,6 +32,9 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
             code: e == ENOSPC || e == EDQUOT ? .noSpace : .io, message: "\(what): \(String(cString: strerror(e)))")
     }
     static func indexBehind(_ message: String) -> StorageError { StorageError(code: .indexBehind, message: message) }
+    static func indexRebuilding(_ segment: Int64) -> StorageError {
+        indexBehind("the index of segment \(segment) was damaged and is being rebuilt from the segment; retry shortly")
+    }
     static func corrupt(_ message: String) -> StorageError { StorageError(code: .corrupt, message: message) }
     static func sqlite(_ message: String) -> StorageError { StorageError(code: .sqlite, message: message) }
     static let overloaded = StorageError(code: .overloaded, message: "ingest queue is full; retry later")

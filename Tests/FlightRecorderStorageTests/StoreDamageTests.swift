@@ -161,3 +161,42 @@ extension SpanStoreTests {
         await store.close()
     }
 }
+
+extension SpanStoreTests {
+    @Test func aSealedIndexDamagedWhileRunningIsRebuiltOnlineAndIngestGoesOn() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = multiSegment(dir)
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await fill(store, runs: 1...12)
+        let counts = try await store.indexCounts()
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        // Every page but the first of segment 1's index, overwritten under the running store.
+        let path = IndexSchema.path(config.segmentDirectory, 1)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        for i in 4096..<bytes.count { bytes[i] = 0x41 }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        var answered503 = false
+        do {
+            _ = try await store.listRuns(limit: 100)
+        } catch let e as StorageError {
+            #expect(e.isIndexBehind && e.message.contains("segment 1"))
+            answered503 = true
+        }
+        #expect(answered503)
+        try await store.append(batch(trace: 40, spans: 1...5, run: "run-40", runOn: 1))
+        #expect(try await eventually { try await store.run("run-1") }?.spans.count == 20)
+        #expect(try await store.listRuns(limit: 100).count == 13)
+        for t in UInt8(1)...12 { #expect(try await store.run("run-\(t)")?.spans.count == 20) }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: config.segmentDirectory)
+        #expect(aside.contains { $0.hasPrefix("segment-000000000001.idx.damaged-") })
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        var after = try await store.indexCounts()
+        after["traces"]! -= 1  // run-40's trace
+        #expect(after["traces"] == counts["traces"])
+        #expect(try await store.run("run-40")?.spans.count == 5)
+        await store.close()
+    }
+}

@@ -18,11 +18,17 @@ package final class IndexReader {
     let catalog: SegmentCatalog
     /// The indexer's reader sees only sealed segments older than the one it writes.
     private let sealedOnly: Bool
+    /// Only segments before this one (rebuilding a sealed index consults only older ones).
+    private let before: Int64?
     private var readers: [Int64: SegmentIndexReader] = [:]
 
-    init(catalog: SegmentCatalog, sealedOnly: Bool = false, maxOpenSegments: Int = 64, filterMemoryBytes: Int = 0) {
+    init(
+        catalog: SegmentCatalog, sealedOnly: Bool = false, before: Int64? = nil, maxOpenSegments: Int = 64,
+        filterMemoryBytes: Int = 0
+    ) {
         self.catalog = catalog
         self.sealedOnly = sealedOnly
+        self.before = before
         self.maxOpenSegments = max(1, maxOpenSegments)
         self.filterMemoryBytes = filterMemoryBytes
     }
@@ -31,7 +37,7 @@ package final class IndexReader {
     /// the catalog changed: the indexer asks for them for every new trace and run.
     private var entries: [SegmentCatalog.Entry] {
         if let (all, groups, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
-            cachedEntries = sealedOnly ? all.filter { $0.bloom != nil } : all
+            cachedEntries = all.filter { (!sealedOnly || $0.bloom != nil) && $0.id < (before ?? .max) }
             cachedGroups = Self.spans(of: groups, in: cachedEntries)
             entriesVersion = version
         }
@@ -87,9 +93,15 @@ package final class IndexReader {
         let segment = entry.id
         let sealed = entry.bloom != nil
         uses += 1
-        if let r = readers[segment], r.immutable || !sealed {
+        if let r = readers[segment], r.generation == entry.generation, r.immutable || !sealed {
             lastUse[segment] = uses
             return r
+        }
+        if let r = readers[segment], r.generation != entry.generation {
+            // The index was rebuilt: its attribute filter is read again too.
+            filterBytesInMemory -= attributeFilters[segment]?.filter?.bytesInMemory ?? 0
+            attributeFilters[segment] = nil
+            _ = r
         }
         readers[segment] = nil
         if readers.count >= maxOpenSegments, let oldest = lastUse.min(by: { $0.value < $1.value })?.key {
@@ -99,6 +111,7 @@ package final class IndexReader {
         let r = try SegmentIndexReader(
             directory: catalog.directory, segment: segment, immutable: sealed,
             attributes: sealed ? nil : entry.attributes)
+        r.generation = entry.generation
         readers[segment] = r
         lastUse[segment] = uses
         return r

@@ -83,6 +83,14 @@ enum IndexSchema {
         SegmentFile.path(directory, segment).dropLast(4) + ".idx"
     }
 
+    /// The segment an index file belongs to (`segment-N.idx`), from its path.
+    static func segment(ofPath path: String) -> Int64? {
+        guard let name = path.split(separator: "/").last, name.hasPrefix("segment-"), name.hasSuffix(".idx") else {
+            return nil
+        }
+        return Int64(name.dropFirst(8).dropLast(4))
+    }
+
     /// The active segment's attribute log: 12-byte rows, the hash (Int64) then the trace
     /// number (UInt32), little-endian; `meta.attr_log_bytes` says how much of it is committed.
     static func attributesPath(_ indexPath: String) -> String { indexPath.dropLast(4) + ".attrs" }
@@ -111,7 +119,7 @@ enum IndexSchema {
             let q = try db.prepare("PRAGMA quick_check")
             guard try q.step() else { return "quick_check answered nothing" }
             let answer = q.text(0) ?? ""
-            return answer == "ok" ? nil : answer
+            return answer == "ok" ? nil : answer.split(separator: "\n").joined(separator: "; ")
         } catch {
             return error.message
         }

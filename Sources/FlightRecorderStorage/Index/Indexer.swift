@@ -33,7 +33,17 @@ final class Indexer: @unchecked Sendable {
     /// One log line per interval while a failure repeats.
     private let limiter = LogLimiter()
 
-    init(queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter, logger: Logger) {
+    /// Rebuilds a damaged active index from its segment (`StoreRecovery.catchUp`).
+    let recovery: StoreRecovery
+    /// Called after the active index was rebuilt, with its segment.
+    let onRebuilt: @Sendable (Int64) -> Void
+
+    init(
+        queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter,
+        recovery: StoreRecovery, logger: Logger, onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in }
+    ) {
+        self.recovery = recovery
+        self.onRebuilt = onRebuilt
         self.queue = queue
         self.catalog = catalog
         self.older = older
@@ -61,8 +71,20 @@ final class Indexer: @unchecked Sendable {
                 let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval, retryAt: retryAt)
             else { break }
             let round = held + groups
+            if queue.takeActiveRebuildRequest(), let a = active {
+                try? rebuildActive(a, durableEnd: Self.durableEnd(of: round, segment: a.segment, after: a.indexedBytes))
+            }
             do throws(SQLiteError) {
-                try index(round)
+                do throws(SQLiteError) {
+                    try index(round)
+                } catch  where error.isDamaged && active != nil && (error.path == nil || error.path == active?.path) {
+                    // The active index is damaged: it is derived data, so it is moved aside and
+                    // rebuilt from the segment's durable blocks, then the round is tried again.
+                    let a = active!
+                    try rebuildActive(
+                        a, durableEnd: Self.durableEnd(of: round, segment: a.segment, after: a.indexedBytes))
+                    try index(round)
+                }
                 if failures > 0 {
                     logger.notice(
                         "indexing recovered; the index has caught up", metadata: ["failed_rounds": "\(failures)"])
@@ -89,6 +111,36 @@ final class Indexer: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// How far segment `segment` is durable, as far as the indexer has been told: the largest
+    /// length a group of `round` reports for it, else `after` (what its index covered).
+    static func durableEnd(of round: [WriteQueue.DurableGroup], segment: Int64, after: Int) -> Int {
+        round.flatMap(\.segments).filter { $0.id == segment && !$0.sealed }.map(\.indexedBytes).max() ?? after
+    }
+
+    /// Moves the active index aside and builds it again from its segment up to `durableEnd`;
+    /// queries answer 503 meanwhile (the store's repair set), ingest keeps being acknowledged.
+    private func rebuildActive(_ a: SegmentIndexWriter, durableEnd: Int) throws(SQLiteError) {
+        let id = a.segment
+        let started = ContinuousClock.now
+        active = nil
+        let aside = IndexSchema.quarantine(a.path)
+        logger.error(
+            "active segment index is damaged; moved aside and rebuilding it from the segment",
+            metadata: ["segment": "\(id)", "moved_to": "\(aside)"])
+        let fresh = try Self.open(segment: id, catalog: catalog, older: older)
+        do {
+            try recovery.catchUp(fresh, durableEnd: durableEnd)
+        } catch {
+            throw SQLiteError(error.message)
+        }
+        active = fresh
+        catalog.renew(id)
+        logger.notice(
+            "rebuilt active segment index",
+            metadata: ["segment": "\(id)", "elapsed": "\(ContinuousClock.now - started)"])
+        onRebuilt(id)
     }
 
     /// Seconds before retrying a failed round: 0.1 s, doubling, at most 5 s.

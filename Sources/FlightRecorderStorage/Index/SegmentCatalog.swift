@@ -14,6 +14,8 @@ final class SegmentCatalog: @unchecked Sendable {
         var bloom: BloomFilter?
         /// The active segment's attribute rows (`ActiveAttributes`); nil once sealed.
         var attributes: ActiveAttributes? = nil
+        /// Bumped when the segment's index is replaced (rebuilt after damage): readers reopen it.
+        var generation = 0
 
         func mayContain(_ probe: BloomFilter.Probe) -> Bool { bloom?.mayContain(probe) ?? true }
     }
@@ -41,6 +43,26 @@ final class SegmentCatalog: @unchecked Sendable {
         }
     }
 
+    /// Publishes the rebuilt index of sealed segment `id`: readers close the old one and open
+    /// the new one on next use.
+    func replace(_ id: Int64, bloom: BloomFilter) {
+        lock.withLock {
+            version += 1
+            guard let i = entries.firstIndex(where: { $0.id == id }) else { return }
+            entries[i].bloom = bloom
+            entries[i].attributes = nil
+            entries[i].generation += 1
+        }
+    }
+
+    /// Marks segment `id`'s index as replaced (the active one, rebuilt): readers reopen it.
+    func renew(_ id: Int64) {
+        lock.withLock {
+            version += 1
+            if let i = entries.firstIndex(where: { $0.id == id }) { entries[i].generation += 1 }
+        }
+    }
+
     /// Publishes a key group, replacing the one with the same first segment (a group grows).
     func publish(group: KeyGroup) {
         lock.withLock {
@@ -53,6 +75,8 @@ final class SegmentCatalog: @unchecked Sendable {
         lock.withLock {
             version += 1
             if let i = entries.firstIndex(where: { $0.id == entry.id }) {
+                var entry = entry
+                entry.generation = max(entry.generation, entries[i].generation)
                 entries[i] = entry
             } else {
                 entries.append(entry)
@@ -65,6 +89,8 @@ final class SegmentCatalog: @unchecked Sendable {
 /// Read-only queries over one segment's index. Not thread-safe: its owner serializes use.
 final class SegmentIndexReader {
     let segment: Int64
+    /// The catalog generation it was opened at (`SegmentCatalog.Entry.generation`).
+    var generation = 0
     let db: SQLiteDatabase
     private var tenantNames: [Int64: String] = [:]
     private var tenantIDs: [String: Int64] = [:]

@@ -24,11 +24,13 @@ struct SegmentScanner {
 
     let path: String
 
-    func scan(from start: Int) throws(StorageError) -> Result {
+    /// Scans from `start` to the end of the file, or to `end` (the durable length, for a
+    /// segment the writer is still appending to).
+    func scan(from start: Int, to end: Int? = nil) throws(StorageError) -> Result {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io("open \(path)") }
         defer { close(fd) }
-        let size = try SegmentFile.fileSize(fd)
+        let size = min(try SegmentFile.fileSize(fd), end ?? .max)
         var result = Result(validEnd: max(start, SegmentFile.headerSize))
         var offset = result.validEnd
         var headerBuffer = [UInt8](repeating: 0, count: BlockCodec.headerSize)

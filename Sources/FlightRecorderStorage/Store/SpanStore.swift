@@ -4,6 +4,7 @@ import Foundation
 public import Logging
 import NIOPosix
 public import ServiceLifecycle
+import Synchronization
 
 /// The storage engine: durable, compressed, append-only segments, each with its own SQLite index.
 ///
@@ -37,6 +38,9 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let segmentReader: SegmentReader
     private let lock: DirectoryLock
     private let stopRebuild = StopFlag()
+    private let catalog: SegmentCatalog
+    /// Segments whose damaged index is being rebuilt; queries answer 503 until it is done.
+    private let repairs = Repairs()
     private let keyGroupsRebuilt: DispatchGroup
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
@@ -59,14 +63,17 @@ public final class SpanStore: Service, @unchecked Sendable {
             let catalog = SegmentCatalog(directory: configuration.segmentDirectory)
             let older = IndexReader(
                 catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
-            let recovery = try StoreRecovery(
-                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger
-            )
-            .runReporting()
+            let recovering = StoreRecovery(
+                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
+            let recovery = try recovering.runReporting()
             recoveryReport = recovery.report
+            self.catalog = catalog
             let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.active.segment)
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
-            indexer = Indexer(queue: queue, catalog: catalog, older: older, active: recovery.active, logger: logger)
+            let repairs = self.repairs
+            indexer = Indexer(
+                queue: queue, catalog: catalog, older: older, active: recovery.active, recovery: recovering,
+                logger: logger, onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } })
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
@@ -138,11 +145,78 @@ public final class SpanStore: Service, @unchecked Sendable {
         _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
     ) async throws -> T {
         try await awaitIndexed()
-        return try await NIOThreadPool.singleton.runIfActive { [self] in
-            readerLock.lock()
-            defer { readerLock.unlock() }
-            return try body(reader, segmentReader)
+        if let busy = repairs.ids.withLock({ $0.min() }) { throw StorageError.indexRebuilding(busy) }
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { [self] in
+                readerLock.lock()
+                defer { readerLock.unlock() }
+                return try body(reader, segmentReader)
+            }
+        } catch let error as SQLiteError where error.isDamaged {
+            // An index is derived data: a damaged one is rebuilt from its segment.
+            guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { throw error }
+            repair(segment: id, reason: error.message)
+            throw StorageError.indexRebuilding(id)
         }
+    }
+
+    /// Moves segment `id`'s damaged index aside and rebuilds it from the segment: a sealed one
+    /// on a thread of its own (into a scratch directory, then swapped in), the active one by
+    /// the indexer. Ingest goes on; queries answer 503 with Retry-After until it is done.
+    func repair(segment id: Int64, reason: String) {
+        guard repairs.ids.withLock({ $0.insert(id).inserted }) else { return }
+        guard let entry = catalog.snapshot.first(where: { $0.id == id }), entry.bloom != nil else {
+            logger.error(
+                "active segment index is damaged; the indexer rebuilds it",
+                metadata: ["segment": "\(id)", "reason": "\(reason)"])
+            queue.requestActiveRebuild()
+            return
+        }
+        logger.error(
+            "segment index is damaged; rebuilding it from the segment while ingest goes on",
+            metadata: ["segment": "\(id)", "reason": "\(reason)"])
+        let thread = Thread { [self] in
+            let started = ContinuousClock.now
+            let scratch = configuration.segmentDirectory + "/repair.tmp"
+            Reindexer.removeIndexes(in: scratch)
+            mkdir(scratch, 0o750)
+            do throws(StorageError) {
+                let recovery = StoreRecovery(
+                    configuration: configuration, catalog: SegmentCatalog(directory: scratch),
+                    older: IndexReader(catalog: catalog, sealedOnly: true, before: id), damage: damage, logger: logger)
+                let bloom = try recovery.rebuildSealed(id)
+                let built = IndexSchema.path(scratch, id)
+                let target = IndexSchema.path(configuration.segmentDirectory, id)
+                // No query reads while the files are swapped (queries hold `readerLock`).
+                readerLock.lock()
+                let swapped = Result { () throws(StorageError) -> String in
+                    let aside = IndexSchema.quarantine(target)
+                    let filter = IndexSchema.attributeFilterPath(built)
+                    if access(filter, F_OK) == 0, rename(filter, IndexSchema.attributeFilterPath(target)) != 0 {
+                        throw .io("replace the attribute filter of segment \(id)")
+                    }
+                    guard rename(built, target) == 0 else { throw .io("replace the index of segment \(id)") }
+                    catalog.replace(id, bloom: bloom)
+                    return aside
+                }
+                readerLock.unlock()
+                let aside = try swapped.get()
+                logger.notice(
+                    "rebuilt segment index; the damaged one is kept for diagnosis",
+                    metadata: [
+                        "segment": "\(id)", "moved_to": "\(aside)", "elapsed": "\(ContinuousClock.now - started)",
+                    ])
+            } catch {
+                logger.error(
+                    "rebuilding a damaged segment index failed; the next start-up tries again",
+                    metadata: ["segment": "\(id)", "error": "\(error.message)"])
+            }
+            Reindexer.removeIndexes(in: scratch)
+            rmdir(scratch)
+            _ = repairs.ids.withLock { $0.remove(id) }
+        }
+        thread.name = "flightrec-repair"
+        thread.start()
     }
 
     /// The store's health for operators (`GET /api/v1/storage/stats`): whether the index is
@@ -176,4 +250,9 @@ public struct StoreHealth: Sendable, Codable {
     /// indexing fails).
     public var unindexedSpans: Int
     public var damagedRegions: [Region]
+}
+
+/// The segments whose index is being rebuilt (shared with the indexer's callback).
+final class Repairs: Sendable {
+    let ids = Mutex<Set<Int64>>([])
 }

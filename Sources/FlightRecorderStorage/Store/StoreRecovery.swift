@@ -144,13 +144,36 @@ struct StoreRecovery {
                 reason: "segment is shorter than its index (truncated): \(indexed - size) bytes lost"))
     }
 
+    /// Builds sealed segment `id`'s index afresh in `catalog.directory` (a scratch directory)
+    /// from the whole segment, and seals it; returns its Bloom filter.
+    func rebuildSealed(_ id: Int64) throws(StorageError) -> BloomFilter {
+        let path = SegmentFile.path(configuration.segmentDirectory, id)
+        IndexSchema.remove(IndexSchema.path(catalog.directory, id))
+        let index = try sqlite { () throws(SQLiteError) in
+            try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
+        }
+        var report = RecoveryReport()
+        try scan(id, path: path, size: SegmentFile.fileSize(path: path), isLast: false, into: index, report: &report)
+        return try sqlite { () throws(SQLiteError) in try index.seal().bloom }
+    }
+
+    /// Indexes the active segment `index` from where it stands up to `durableEnd`, while the
+    /// writer appends beyond it: nothing is truncated, and only whole, durable blocks are read.
+    func catchUp(_ index: SegmentIndexWriter, durableEnd: Int) throws(StorageError) {
+        let path = SegmentFile.path(configuration.segmentDirectory, index.segment)
+        var report = RecoveryReport()
+        try scan(index.segment, path: path, size: durableEnd, isLast: false, into: index, report: &report, live: true)
+    }
+
     private func scan(
-        _ id: Int64, path: String, size: Int, isLast: Bool, into index: SegmentIndexWriter, report: inout RecoveryReport
+        _ id: Int64, path: String, size: Int, isLast: Bool, into index: SegmentIndexWriter,
+        report: inout RecoveryReport,
+        live: Bool = false
     ) throws(StorageError) {
         let dir = configuration.segmentDirectory
         report.scannedSegments += 1
         let start = max(index.indexedBytes, SegmentFile.headerSize)
-        let scan = try SegmentScanner(path: path).scan(from: start)
+        let scan = try SegmentScanner(path: path).scan(from: start, to: live ? size : nil)
         for region in scan.corruptRegions {
             report.corruptBytes += region.length
             damage.report(

@@ -43,6 +43,8 @@ final class WriteQueue: @unchecked Sendable {
     /// Queries answer `indexBehind` with it instead of reading an index that lacks
     /// acknowledged spans.
     private(set) var indexFailure: StorageError?
+    /// A query found the active segment's index damaged: the indexer rebuilds it.
+    private var activeRebuildRequested = false
     let maxQueueBytes: Int
 
     init(maxQueueBytes: Int) { self.maxQueueBytes = maxQueueBytes }
@@ -160,6 +162,7 @@ final class WriteQueue: @unchecked Sendable {
             return backlog
         }
         while true {
+            if activeRebuildRequested { break }
             let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > Self.maxIndexBacklogSpans / 4
             if !backlog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= interval) { break }
             if backlog.isEmpty && writerDone {
@@ -215,6 +218,22 @@ final class WriteQueue: @unchecked Sendable {
         lock.unlock()
         for w in waiting {
             if let indexFailure { w.continuation.resume(throwing: indexFailure) } else { w.continuation.resume() }
+        }
+    }
+
+    /// Asks the indexer to rebuild the active segment's index (a query found it damaged).
+    func requestActiveRebuild() {
+        lock.withLock {
+            activeRebuildRequested = true
+            lock.broadcast()
+        }
+    }
+
+    /// Whether a rebuild of the active index was asked for (clearing the request).
+    func takeActiveRebuildRequest() -> Bool {
+        lock.withLock {
+            defer { activeRebuildRequested = false }
+            return activeRebuildRequested
         }
     }
 
