@@ -48,6 +48,8 @@ extension DaemonConfiguration {
                             )
                         }
                         config.socketMode = mode
+                    case "shutdown_grace":
+                        config.shutdownGraceSeconds = try r.number(v, "listeners.shutdown_grace", min: 0)
                     default: throw r.unknown(v, "listeners.\(k)")
                     }
                 }

@@ -53,6 +53,10 @@ public struct DaemonConfiguration: Sendable {
     public var searchKeys = AgentKeys.defaultSearchKeys
     public var indexedKeys: IndexedKeys { IndexedKeys(keys: externalIDKeys + searchKeys) }
     public var logLevel = "info"
+    /// Seconds between the start of a graceful shutdown and the listeners closing, during
+    /// which every request is answered 503 / `UNAVAILABLE` with Retry-After, so clients retry
+    /// elsewhere or later instead of meeting a closed connection.
+    public var shutdownGraceSeconds = 1.0
     /// Applied to every span before it is stored. With no `redaction:` section every default
     /// detector is on: secure by default.
     public var redaction = RedactionPolicy.secureDefault

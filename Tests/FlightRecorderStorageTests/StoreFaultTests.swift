@@ -72,6 +72,31 @@ extension SpanStoreTests {
         await store.close()
     }
 
+    @Test func aRestartOnAStillFullDiskServesAndCatchesTheIndexUpOnceItCan() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = configuration(dir)
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await store.append(batch(trace: 1, spans: 1...5, run: "run-1", runOn: 1))
+        #expect(try await store.run("run-1")?.spans.count == 5)
+        FaultInjection.arm(.indexCommit, errno: ENOSPC, under: config.directory)
+        defer { FaultInjection.disarm(under: config.directory) }
+        for t in UInt8(2)...3 { try await store.append(batch(trace: t, spans: 1...5, run: "run-\(t)", runOn: 1)) }
+        await store.close()
+        // The index still cannot be written: the store opens anyway and says what is missing.
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.pendingCatchUp?.segment == 1)
+        await #expect(throws: StorageError.self) { _ = try await store.run("run-2") }
+        try await store.append(batch(trace: 4, spans: 1...5, run: "run-4", runOn: 1))
+        FaultInjection.disarm(under: config.directory)
+        for t in 1...4 { #expect(try await eventually { try await store.run("run-\(t)") }?.spans.count == 5) }
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(store.recoveryReport.scannedSegments == 0)
+        for t in 1...4 { #expect(try await store.run("run-\(t)")?.spans.count == 5) }
+        await store.close()
+    }
+
     @Test func aSegmentRollThatCannotCreateTheNextFileChangesNothingAndIsRetried() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -57,7 +57,9 @@ public struct Daemon: Sendable {
         let otlpRouter = Router(context: BasicRequestContext.self)
         OTLPHTTPReceiver(ingest: ingest, logger: logger).addRoutes(to: otlpRouter)
         let apiRouter = Router(context: BasicRequestContext.self)
-        QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, logger: logger).addRoutes(to: apiRouter)
+        let gate = DrainGate()
+        QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, gate: gate, logger: logger).addRoutes(
+            to: apiRouter)
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address = configuration.otlpGRPC {
@@ -85,13 +87,17 @@ public struct Daemon: Sendable {
                         key: "listeners.otlp_http_socket")))
         }
         listeners.append(.init(service: try http(apiRouter, .tcp(configuration.api), tls: tls, key: "listeners.api")))
-        // Shutdown runs in reverse order: listeners drain before the store closes.
+        // Shutdown runs in reverse order: the drain window (503 + Retry-After for
+        // `listeners.shutdown_grace`), then the listeners drain, then the store closes.
+        let drain = DrainWindow(
+            gate: gate, ingest: ingest, grace: .milliseconds(Int(configuration.shutdownGraceSeconds * 1000)),
+            logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: store),
                     .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
-                ] + listeners,
+                ] + listeners + [.init(service: drain)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -24,13 +24,16 @@ public struct QueryAPI: Sendable {
     public let policy: IngestPolicy
     public let ingest: IngestService?
     public let auth: Authenticator
+    /// Open once shutdown began: every request is answered 503 with Retry-After.
+    public let gate: DrainGate
     public let logger: Logger
 
     public init(
         store: SpanStore, policy: IngestPolicy, ingest: IngestService? = nil,
-        auth: Authenticator = Authenticator(tokens: []),
+        auth: Authenticator = Authenticator(tokens: []), gate: DrainGate = DrainGate(),
         logger: Logger
     ) {
+        self.gate = gate
         self.store = store
         self.policy = policy
         self.ingest = ingest
@@ -39,7 +42,9 @@ public struct QueryAPI: Sendable {
     }
 
     public func addRoutes(to router: Router<some RequestContext>) {
-        router.get("/healthz") { _, _ in JSONResponse.make(.ok, ["status": "ok"]) }
+        router.get("/healthz") { _, _ in
+            self.gate.isDraining ? JSONResponse.error(DrainGate.refusal) : JSONResponse.make(.ok, ["status": "ok"])
+        }
         router.get("/api/v1/redaction/stats") { request, _ in
             await self.handle(request, roles: [.admin]) { _ in
                 JSONResponse.make(
@@ -88,6 +93,7 @@ public struct QueryAPI: Sendable {
     func handle(
         _ request: Request, roles: Set<Role> = Role.readers, _ body: (Principal) async throws -> Response
     ) async -> Response {
+        if gate.isDraining { return JSONResponse.error(DrainGate.refusal) }
         let principal: Principal
         do {
             principal = try auth.authenticate(request.headers[.authorization], requiring: roles)

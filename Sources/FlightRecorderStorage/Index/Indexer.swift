@@ -37,13 +37,17 @@ final class Indexer: @unchecked Sendable {
     let recovery: StoreRecovery
     /// Called after the active index was rebuilt, with its segment.
     let onRebuilt: @Sendable (Int64) -> Void
+    /// The end of the last segment that start-up could not index (`RecoveryReport.pendingCatchUp`).
+    let startupCatchUp: (segment: Int64, durableEnd: Int)?
 
     init(
         queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter,
-        recovery: StoreRecovery, logger: Logger, onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in }
+        recovery: StoreRecovery, startupCatchUp: (segment: Int64, durableEnd: Int)? = nil, logger: Logger,
+        onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in }
     ) {
         self.recovery = recovery
         self.onRebuilt = onRebuilt
+        self.startupCatchUp = startupCatchUp
         self.queue = queue
         self.catalog = catalog
         self.older = older
@@ -65,6 +69,11 @@ final class Indexer: @unchecked Sendable {
         var lastCommit = Date()
         var held: [WriteQueue.DurableGroup] = []
         var failures = 0
+        if let (segment, end) = startupCatchUp {
+            // Start-up could not index the end of the last segment: the first round does.
+            held = [.init(seq: 0, blocks: [], segments: [(segment, end, false)], spans: 0)]
+            failures = 1
+        }
         while true {
             let retryAt = held.isEmpty ? nil : lastCommit.addingTimeInterval(Self.retryDelay(failures: failures))
             guard
@@ -164,6 +173,16 @@ final class Indexer: @unchecked Sendable {
             let fresh = pending.filter { $0.segment == active.segment && $0.offset >= active.indexedBytes }
             pending.removeAll()
             guard !fresh.isEmpty || pendingBytes > active.indexedBytes else { return }
+            // Never index past a gap: durable blocks this indexer was not handed (start-up
+            // could not index them) are read from the segment first.
+            let start = fresh.first?.offset ?? pendingBytes
+            if start > active.indexedBytes {
+                do {
+                    try recovery.catchUp(active, durableEnd: start)
+                } catch {
+                    throw SQLiteError(error.message, resultCode: 13)
+                }
+            }
             try active.index(fresh, indexedBytes: max(pendingBytes, active.indexedBytes))
         }
         for g in groups {

@@ -73,7 +73,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             let repairs = self.repairs
             indexer = Indexer(
                 queue: queue, catalog: catalog, older: older, active: recovery.active, recovery: recovering,
-                logger: logger, onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } })
+                startupCatchUp: recovery.report.pendingCatchUp, logger: logger,
+                onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } })
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
@@ -85,6 +86,12 @@ public final class SpanStore: Service, @unchecked Sendable {
         } catch {
             lock.release()
             throw error
+        }
+        if let (segment, end) = recoveryReport.pendingCatchUp {
+            queue.markIndexFailing(
+                .indexBehind(
+                    "the index is behind the segments: segment \(segment) up to byte \(end) is stored but not indexed "
+                        + "yet (start-up could not write the index); retry later"))
         }
         let writerThread = Thread { [writer] in writer.run() }
         writerThread.name = "flightrec-writer"

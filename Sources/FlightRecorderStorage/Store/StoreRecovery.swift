@@ -17,6 +17,16 @@ public struct RecoveryReport: Sendable, Equatable {
     public var corruptBytes = 0
     /// Indexes found damaged, moved aside and rebuilt from their segments.
     public var rebuiltIndexes = 0
+    /// The last segment's end start-up could not index (a full disk): the indexer does.
+    public var pendingCatchUp: (segment: Int64, durableEnd: Int)?
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.scannedSegments == b.scannedSegments && a.skippedSegments == b.skippedSegments
+            && a.indexedBlocks == b.indexedBlocks && a.indexedSpans == b.indexedSpans
+            && a.truncatedBytes == b.truncatedBytes && a.corruptBytes == b.corruptBytes
+            && a.rebuiltIndexes == b.rebuiltIndexes && a.pendingCatchUp?.segment == b.pendingCatchUp?.segment
+            && a.pendingCatchUp?.durableEnd == b.pendingCatchUp?.durableEnd
+    }
 }
 
 /// Brings every segment's index up to date with the segments at start-up.
@@ -84,6 +94,22 @@ struct StoreRecovery {
             }
             if size <= SegmentFile.headerSize || index.indexedBytes >= size {
                 report.skippedSegments += 1
+            } else if isLast {
+                do {
+                    try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
+                } catch  where error.isRetryable {
+                    // A full disk or an I/O error must not keep the daemon from starting: the
+                    // spans are in the segment, the indexer catches its index up once it can,
+                    // and queries answer 503 naming the range until then.
+                    let end = SegmentFile.fileSize(path: path)
+                    report.pendingCatchUp = (id, end)
+                    logger.error(
+                        "start-up could not index the end of the last segment; the indexer retries",
+                        metadata: [
+                            "segment": "\(id)", "from": "\(index.indexedBytes)", "to": "\(end)",
+                            "error": "\(error.message)",
+                        ])
+                }
             } else {
                 try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
             }

@@ -72,13 +72,13 @@ final class WriteQueue: @unchecked Sendable {
     func awaitIndexed(_ continuation: CheckedContinuation<Void, any Error>) {
         lock.lock()
         let target = durableSeq
+        if let indexFailure, !indexerDone {
+            lock.unlock()
+            return continuation.resume(throwing: indexFailure)
+        }
         if indexedSeq >= target || indexerDone {
             lock.unlock()
             return continuation.resume()
-        }
-        if let indexFailure {
-            lock.unlock()
-            return continuation.resume(throwing: indexFailure)
         }
         indexWaiters.append((target, continuation))
         lock.broadcast()
