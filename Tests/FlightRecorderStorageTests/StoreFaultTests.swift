@@ -85,7 +85,7 @@ extension SpanStoreTests {
         await store.close()
         // The index still cannot be written: the store opens anyway and says what is missing.
         store = try SpanStore(configuration: config, logger: logger)
-        #expect(store.recoveryReport.pendingCatchUp?.segment == 1)
+        #expect(store.recoveryReport.pendingSegments == [1])
         await #expect(throws: StorageError.self) { _ = try await store.run("run-2") }
         try await store.append(batch(trace: 4, spans: 1...5, run: "run-4", runOn: 1))
         FaultInjection.disarm(under: config.directory)

@@ -26,11 +26,12 @@ def free_port():
 class Daemon:
     """One `flightrec serve` process on free loopback ports and a private data directory."""
 
-    def __init__(self, workdir, extra_config="", socket_path=None, listeners="", tls=None, token=None, storage=""):
+    def __init__(self, workdir, extra_config="", socket_path=None, listeners="", tls=None, token=None, storage="",
+                 shutdown_grace=0.2, data=None):
         """`listeners` adds lines under `listeners:`; `tls` is (cert, key) paths for every TCP
         listener; `token` is the bearer token `get` and `cli` send."""
         self.workdir = workdir
-        self.data = os.path.join(workdir, "data")
+        self.data = data or os.path.join(workdir, "data")
         self.otlp_port = free_port()
         self.grpc_port = free_port()
         self.api_port = free_port()
@@ -45,7 +46,11 @@ class Daemon:
                 + (f"  otlp_http_socket: {socket_path}\n" if socket_path else "")
                 + (f"  tls:\n    cert_file: {tls[0]}\n    key_file: {tls[1]}\n" if tls else "")
                 + listeners
-                + "storage:\n  segment_size: 1MiB\n  block_size: 64KiB\n" + storage + extra_config
+                + f"  shutdown_grace: {shutdown_grace}\n"
+                + "storage:\n"
+                + ("" if "segment_size:" in storage else "  segment_size: 1MiB\n")
+                + ("" if "block_size:" in storage else "  block_size: 64KiB\n")
+                + storage + extra_config
             )
         self.log_path = os.path.join(workdir, "daemon.log")
         self.proc = None

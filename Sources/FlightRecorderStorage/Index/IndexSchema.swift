@@ -110,18 +110,22 @@ enum IndexSchema {
         return aside
     }
 
-    /// Whether the index at `path` reads back whole (SQLite's `quick_check`); the reason when
-    /// it does not. A missing file is healthy: there is nothing to move aside.
+    /// Whether the index at `path` is damaged (SQLite's `quick_check` of its file, or an
+    /// answer that it is not a database); the reason when it is. A missing file, or one that
+    /// cannot be read for another reason (an I/O error, a full disk), is not called damaged:
+    /// only damage is moved aside.
     static func check(_ path: String) -> String? {
         guard access(path, F_OK) == 0 else { return nil }
         do throws(SQLiteError) {
+            // Read through its WAL (an active index is rarely checkpointed); an error that is not
+            // damage (no room for the -shm file on a full disk) is not reported as damage.
             let db = try SQLiteDatabase(path: path, readOnly: true)
             let q = try db.prepare("PRAGMA quick_check")
             guard try q.step() else { return "quick_check answered nothing" }
             let answer = q.text(0) ?? ""
             return answer == "ok" ? nil : answer.split(separator: "\n").joined(separator: "; ")
         } catch {
-            return error.message
+            return error.isDamaged ? error.message : nil
         }
     }
 

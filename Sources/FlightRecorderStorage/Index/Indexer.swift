@@ -37,23 +37,27 @@ final class Indexer: @unchecked Sendable {
     let recovery: StoreRecovery
     /// Called after the active index was rebuilt, with its segment.
     let onRebuilt: @Sendable (Int64) -> Void
-    /// The end of the last segment that start-up could not index (`RecoveryReport.pendingCatchUp`).
-    let startupCatchUp: (segment: Int64, durableEnd: Int)?
+    /// Segments whose index start-up could not write (`RecoveryReport.pendingSegments`).
+    let startupSegments: [Int64]
+    /// The segment the writer appends to at start-up.
+    let activeSegment: Int64
 
     init(
-        queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter,
-        recovery: StoreRecovery, startupCatchUp: (segment: Int64, durableEnd: Int)? = nil, logger: Logger,
+        queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter?,
+        activeSegment: Int64,
+        recovery: StoreRecovery, startupSegments: [Int64] = [], logger: Logger,
         onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in }
     ) {
         self.recovery = recovery
         self.onRebuilt = onRebuilt
-        self.startupCatchUp = startupCatchUp
+        self.startupSegments = startupSegments
+        self.activeSegment = activeSegment
         self.queue = queue
         self.catalog = catalog
         self.older = older
         self.active = active
         self.logger = logger
-        sealedThrough = active.segment - 1
+        sealedThrough = (startupSegments.first ?? activeSegment) - 1
     }
 
     /// The thread's body; returns once the writer is done and everything is indexed.
@@ -69,9 +73,16 @@ final class Indexer: @unchecked Sendable {
         var lastCommit = Date()
         var held: [WriteQueue.DurableGroup] = []
         var failures = 0
-        if let (segment, end) = startupCatchUp {
-            // Start-up could not index the end of the last segment: the first round does.
-            held = [.init(seq: 0, blocks: [], segments: [(segment, end, false)], spans: 0)]
+        if !startupSegments.isEmpty {
+            // Start-up could not write these segments' indexes: the first round does, each
+            // read from its segment (`flush` never indexes past a gap) and sealed but the last.
+            var states: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
+            for id in startupSegments {
+                let size = SegmentFile.fileSize(path: SegmentFile.path(recovery.configuration.segmentDirectory, id))
+                states.append((id, size, false))
+                if id != activeSegment { states.append((id, size, true)) }
+            }
+            held = [.init(seq: 0, blocks: [], segments: states, spans: 0)]
             failures = 1
         }
         while true {

@@ -150,7 +150,10 @@ final class SegmentIndexWriter {
     /// another schema, or not sealed).
     static func sealedState(directory: String, segment: Int64) -> SealedState? {
         let path = IndexSchema.path(directory, segment)
-        guard access(path, R_OK) == 0, let db = try? SQLiteDatabase(path: path, readOnly: true),
+        // Immutable: a sealed index was checkpointed and never changes, and nothing is written
+        // to read it (no -shm), which matters on a full disk. One whose seal is still in its
+        // WAL reads as not sealed here, and is sealed again.
+        guard access(path, R_OK) == 0, let db = try? SQLiteDatabase(path: path, immutable: true),
             (try? meta(db, "schema_version")) == IndexSchema.version, (try? meta(db, "sealed")) == "1",
             let indexed = (try? meta(db, "indexed_bytes")).flatMap({ $0.flatMap { Int($0) } }),
             let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true,

@@ -68,12 +68,13 @@ public final class SpanStore: Service, @unchecked Sendable {
             let recovery = try recovering.runReporting()
             recoveryReport = recovery.report
             self.catalog = catalog
-            let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.active.segment)
+            let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.activeSegment)
             writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
             let repairs = self.repairs
             indexer = Indexer(
-                queue: queue, catalog: catalog, older: older, active: recovery.active, recovery: recovering,
-                startupCatchUp: recovery.report.pendingCatchUp, logger: logger,
+                queue: queue, catalog: catalog, older: older, active: recovery.active,
+                activeSegment: recovery.activeSegment, recovery: recovering,
+                startupSegments: recovery.report.pendingSegments, logger: logger,
                 onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } })
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
@@ -87,11 +88,11 @@ public final class SpanStore: Service, @unchecked Sendable {
             lock.release()
             throw error
         }
-        if let (segment, end) = recoveryReport.pendingCatchUp {
+        if let first = recoveryReport.pendingSegments.first {
             queue.markIndexFailing(
                 .indexBehind(
-                    "the index is behind the segments: segment \(segment) up to byte \(end) is stored but not indexed "
-                        + "yet (start-up could not write the index); retry later"))
+                    "the index is behind the segments: segments \(first) to \(recoveryReport.pendingSegments.last!) "
+                        + "are stored but not indexed yet (start-up could not write the index); retry later"))
         }
         let writerThread = Thread { [writer] in writer.run() }
         writerThread.name = "flightrec-writer"

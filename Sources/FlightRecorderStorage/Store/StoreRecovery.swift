@@ -17,16 +17,9 @@ public struct RecoveryReport: Sendable, Equatable {
     public var corruptBytes = 0
     /// Indexes found damaged, moved aside and rebuilt from their segments.
     public var rebuiltIndexes = 0
-    /// The last segment's end start-up could not index (a full disk): the indexer does.
-    public var pendingCatchUp: (segment: Int64, durableEnd: Int)?
-
-    public static func == (a: Self, b: Self) -> Bool {
-        a.scannedSegments == b.scannedSegments && a.skippedSegments == b.skippedSegments
-            && a.indexedBlocks == b.indexedBlocks && a.indexedSpans == b.indexedSpans
-            && a.truncatedBytes == b.truncatedBytes && a.corruptBytes == b.corruptBytes
-            && a.rebuiltIndexes == b.rebuiltIndexes && a.pendingCatchUp?.segment == b.pendingCatchUp?.segment
-            && a.pendingCatchUp?.durableEnd == b.pendingCatchUp?.durableEnd
-    }
+    /// Segments whose index start-up could not write (a full disk), oldest first: the indexer
+    /// indexes them, and queries answer 503 until it has.
+    public var pendingSegments: [Int64] = []
 }
 
 /// Brings every segment's index up to date with the segments at start-up.
@@ -44,81 +37,38 @@ struct StoreRecovery {
     let damage: DamageLog
     let logger: Logger
 
-    /// Returns the index writer of the segment to append to next.
-    func runReporting() throws(StorageError) -> (active: SegmentIndexWriter, report: RecoveryReport) {
+    /// Returns the index writer of the segment to append to next (nil when it could not be
+    /// opened: `report.pendingCatchUp` then says so) and that segment's ID.
+    func runReporting() throws(StorageError) -> (
+        active: SegmentIndexWriter?, activeSegment: Int64, report: RecoveryReport
+    ) {
         let dir = configuration.segmentDirectory
         var ids = SegmentFile.list(dir)
         if ids.isEmpty { ids = [1] }
         var report = RecoveryReport()
         var active: SegmentIndexWriter?
         for id in ids {
-            let path = SegmentFile.path(dir, id)
             let isLast = id == ids.last
-            let size = SegmentFile.fileSize(path: path)
-            let indexPath = IndexSchema.path(catalog.directory, id)
-            verifyHeader(id, path: path, size: size)
-            if !isLast, let sealed = SegmentIndexWriter.sealedState(directory: catalog.directory, segment: id),
-                sealed.indexedBytes >= size
-            {
-                // A sealed segment shorter than its index lost its end: the index keeps naming
-                // those runs, whose lost blocks read as damage, so nothing becomes "unknown".
-                if sealed.indexedBytes > size {
-                    reportTruncation(id, size: size, indexed: sealed.indexedBytes)
-                } else if let last = sealed.lastBlock {
-                    verifyBlock(id, path: path, last)
-                }
-                catalog.publish(.init(id: id, bloom: sealed.bloom))
-                report.skippedSegments += 1
-                continue
-            } else if let reason = IndexSchema.check(indexPath) {
-                let aside = IndexSchema.quarantine(indexPath)
+            do throws(StorageError) {
+                // Once one segment is left to the indexer, later ones that need writing are too,
+                // so segments are still indexed oldest first.
+                let done = try recover(
+                    id, isLast: isLast, report: &report, active: &active, readOnly: !report.pendingSegments.isEmpty)
+                if !done { report.pendingSegments.append(id) }
+            } catch  where error.isRetryable {
+                // A full disk or a failing device must not keep the daemon from starting: the
+                // spans are in the segments, the indexer indexes them once it can, and queries
+                // answer 503 naming what is not indexed until then.
                 logger.error(
-                    "segment index is damaged; moved aside and rebuilt from the segment",
-                    metadata: ["segment": "\(id)", "reason": "\(reason)", "moved_to": "\(aside)"])
-                report.rebuiltIndexes += 1
-            }
-            let index = try sqlite { () throws(SQLiteError) in
-                try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
-            }
-            if index.indexedBytes > size {
-                // The segment lost bytes the index recorded (truncated while the daemon was
-                // down). The file is extended back to the indexed length with zeros, so new
-                // blocks never land at offsets the index gives to lost ones: those read as
-                // damage, and their runs stay known.
-                reportTruncation(id, size: size, indexed: index.indexedBytes)
-                guard truncate(path, off_t(index.indexedBytes)) == 0 else { throw .io("extend \(path)") }
-            } else if index.indexedBytes == size,
-                let last = try sqlite({ () throws(SQLiteError) in try index.lastBlock() })
-            {
-                verifyBlock(id, path: path, last)
-            }
-            if size <= SegmentFile.headerSize || index.indexedBytes >= size {
-                report.skippedSegments += 1
-            } else if isLast {
-                do {
-                    try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
-                } catch  where error.isRetryable {
-                    // A full disk or an I/O error must not keep the daemon from starting: the
-                    // spans are in the segment, the indexer catches its index up once it can,
-                    // and queries answer 503 naming the range until then.
-                    let end = SegmentFile.fileSize(path: path)
-                    report.pendingCatchUp = (id, end)
-                    logger.error(
-                        "start-up could not index the end of the last segment; the indexer retries",
-                        metadata: [
-                            "segment": "\(id)", "from": "\(index.indexedBytes)", "to": "\(end)",
-                            "error": "\(error.message)",
-                        ])
+                    "start-up could not write a segment's index; the indexer retries",
+                    metadata: ["segment": "\(id)", "error": "\(error.message)"])
+                report.pendingSegments.append(id)
+                if isLast {
+                    active = nil
+                    try truncateTornTail(id)
                 }
-            } else {
-                try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
-            }
-            if isLast {
-                catalog.publish(.init(id: id, bloom: nil, attributes: index.attributes))
-                active = index
-            } else {
-                let bloom = try sqlite { () throws(SQLiteError) in try index.seal().bloom }
-                catalog.publish(.init(id: id, bloom: bloom))
+            } catch {
+                throw StorageError(code: error.code, message: "segment \(id): \(error.message)")
             }
         }
         if report.scannedSegments > 0 {
@@ -129,7 +79,86 @@ struct StoreRecovery {
                     "blocks": "\(report.indexedBlocks)", "spans": "\(report.indexedSpans)",
                 ])
         }
-        return (active!, report)
+        return (active, ids.last!, report)
+    }
+
+    /// Brings segment `id`'s index up to date (or leaves it to the indexer, for the last one
+    /// on a full disk).
+    /// With `readOnly` only a sealed index that covers its segment is taken; anything that
+    /// needs writing answers false (left to the indexer).
+    private func recover(
+        _ id: Int64, isLast: Bool, report: inout RecoveryReport, active: inout SegmentIndexWriter?, readOnly: Bool
+    ) throws(StorageError) -> Bool {
+        let dir = configuration.segmentDirectory
+        let path = SegmentFile.path(dir, id)
+        let size = SegmentFile.fileSize(path: path)
+        let indexPath = IndexSchema.path(catalog.directory, id)
+        verifyHeader(id, path: path, size: size)
+        if !isLast, let sealed = SegmentIndexWriter.sealedState(directory: catalog.directory, segment: id),
+            sealed.indexedBytes >= size
+        {
+            // A sealed segment shorter than its index lost its end: the index keeps naming
+            // those runs, whose lost blocks read as damage, so nothing becomes "unknown".
+            if sealed.indexedBytes > size {
+                reportTruncation(id, size: size, indexed: sealed.indexedBytes)
+            } else if let last = sealed.lastBlock {
+                verifyBlock(id, path: path, last)
+            }
+            catalog.publish(.init(id: id, bloom: sealed.bloom))
+            report.skippedSegments += 1
+            return true
+        }
+        if readOnly {
+            if isLast { try truncateTornTail(id) }
+            return false
+        }
+        if let reason = IndexSchema.check(indexPath) {
+            let aside = IndexSchema.quarantine(indexPath)
+            logger.error(
+                "segment index is damaged; moved aside and rebuilt from the segment",
+                metadata: ["segment": "\(id)", "reason": "\(reason)", "moved_to": "\(aside)"])
+            report.rebuiltIndexes += 1
+        }
+        let index = try sqlite { () throws(SQLiteError) in
+            try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
+        }
+        if index.indexedBytes > size {
+            // The segment lost bytes the index recorded (truncated while the daemon was
+            // down). The file is extended back to the indexed length with zeros, so new
+            // blocks never land at offsets the index gives to lost ones: those read as
+            // damage, and their runs stay known.
+            reportTruncation(id, size: size, indexed: index.indexedBytes)
+            guard truncate(path, off_t(index.indexedBytes)) == 0 else { throw .io("extend \(path)") }
+        } else if index.indexedBytes == size,
+            let last = try sqlite({ () throws(SQLiteError) in try index.lastBlock() })
+        {
+            verifyBlock(id, path: path, last)
+        }
+        if size <= SegmentFile.headerSize || index.indexedBytes >= size {
+            report.skippedSegments += 1
+        } else {
+            try scan(id, path: path, size: size, isLast: isLast, into: index, report: &report)
+        }
+        if isLast {
+            catalog.publish(.init(id: id, bloom: nil, attributes: index.attributes))
+            active = index
+        } else {
+            let bloom = try sqlite { () throws(SQLiteError) in try index.seal().bloom }
+            catalog.publish(.init(id: id, bloom: bloom))
+        }
+        return true
+    }
+
+    /// Cuts a torn tail off the last segment without touching its index (left to the indexer),
+    /// so appends continue on a block boundary.
+    private func truncateTornTail(_ id: Int64) throws(StorageError) {
+        let path = SegmentFile.path(configuration.segmentDirectory, id)
+        let scan = try SegmentScanner(path: path).scan(from: SegmentFile.headerSize)
+        guard scan.tornBytes > 0 else { return }
+        guard truncate(path, off_t(scan.validEnd)) == 0 else { throw .io("truncate \(path)") }
+        logger.warning(
+            "truncated torn tail of segment",
+            metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)", "offset": "\(scan.validEnd)"])
     }
 
     /// A segment whose header is not its own (a flipped byte, zeros): reported, not fatal,
@@ -285,7 +314,10 @@ public enum Reindexer {
             let damage = DamageLog(path: configuration.damageLogPath, logger: logger)
             let recovery = StoreRecovery(
                 configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
-            let (active, r) = try recovery.runReporting()
+            let (active, _, r) = try recovery.runReporting()
+            guard let active, r.pendingSegments.isEmpty else {
+                throw .io("write the rebuilt index of the last segment", errno: ENOSPC)
+            }
             active.checkpoint()
             report = r
         }
