@@ -13,7 +13,7 @@ struct FlightRec: AsyncParsableCommand {
             by another process; 77 missing, unknown or insufficient token; 78 configuration error.
             """,
         subcommands: [
-            Serve.self, Runs.self, RunCommand.self, Reindex.self, RedactionCommand.self, TokenCommand.self,
+            Serve.self, Runs.self, RunCommand.self, Reindex.self, Check.self, RedactionCommand.self, TokenCommand.self,
             Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self, GuardCommand.self,
         ])
 }
@@ -22,6 +22,7 @@ struct FlightRec: AsyncParsableCommand {
 enum Exit {
     static let failure = ExitCode(1)
     static let usage = ExitCode(64)
+    static let dataError = ExitCode(65)
     static let notFound = ExitCode(66)
     static let unavailable = ExitCode(69)
     static let cannotListen = ExitCode(71)

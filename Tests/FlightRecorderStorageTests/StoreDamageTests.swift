@@ -60,6 +60,28 @@ extension SpanStoreTests {
         await store.close()
     }
 
+    @Test func checkReportsEachDamagedRegionOfflineAndNothingOnAHealthyStore() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = multiSegment(dir)
+        let store = try SpanStore(configuration: config, logger: logger)
+        try await fill(store, runs: 1...12)
+        await store.close()
+        let clean = try StoreCheck.run(configuration: config)
+        #expect(clean.findings.isEmpty)
+        #expect(clean.segments > 2 && clean.blocks > 10)
+        let files = dir.segmentFiles(config.directory)
+        try flip(files[0], at: SegmentFile.headerSize + 60)
+        try flip(files[1], at: 2)
+        let size = try FileManager.default.attributesOfItem(atPath: files[2])[.size] as! Int
+        #expect(truncate(files[2], off_t(size - 30)) == 0)
+        let found = try StoreCheck.run(configuration: config).findings.map(\.description)
+        #expect(found.count == 4, "\(found)")
+        #expect(found.contains { $0.hasPrefix("segments/segment-000000000001.frs at byte 16") })
+        #expect(found.contains { $0.contains("segment-000000000002.frs at byte 0") && $0.contains("header") })
+        #expect(found.contains { $0.contains("segment-000000000003.frs") && $0.contains("truncated") })
+    }
+
     @Test func aTruncatedActiveSegmentIsFoundAtStartUpAndAppendsResumeOnABlockBoundary() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

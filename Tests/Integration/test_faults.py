@@ -190,8 +190,14 @@ def test_a_flipped_byte_is_reported_and_the_run_answers_its_damage(workdir):
         for n in range(1, 60):
             status, body = d.get(f"/api/v1/runs/dmg-{n}")
             assert status == 200 and len(body["spans"]) == 10 and not body["warnings"], n
+        # A running daemon holds the directory: the offline check says so.
+        r = subprocess.run([BIN, "check", "--data", d.data], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 75, r.stderr
     finally:
         d.stop()
+    r = subprocess.run([BIN, "check", "--data", d.data], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 65, (r.stdout, r.stderr)
+    assert f"segments/{first} at byte 16" in r.stdout, r.stdout
 
 
 def test_a_damaged_index_is_moved_aside_and_rebuilt(workdir):
