@@ -145,6 +145,9 @@ extension SpanStoreTests {
         let first = try #require(dir.segmentFiles(config.directory).first)
         try flip(first, at: 3)
         store = try SpanStore(configuration: config, logger: logger)
+        // Sealed segments are verified on a thread of their own after start-up.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while store.damage.count == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(store.damage.regions.map(\.reason) == ["segment header damaged"])
         for t in UInt8(1)...12 { #expect(try await store.run("run-\(t)")?.spans.count == 20) }
         await store.close()

@@ -19,7 +19,9 @@ extension SpanStore {
     static func flagDamaged(_ runs: [RunSummary], _ segments: SegmentReader, _ r: IndexReader) throws -> [RunSummary] {
         guard let damage = segments.damage, damage.count > 0 else { return runs }
         for region in damage.takeUnresolved() {
-            damage.markRuns(try r.runs(inSegment: region.segment, overlapping: region.offset, length: region.length))
+            // A region whose segment's index cannot name its runs (missing, being rebuilt) is skipped.
+            damage.markRuns(
+                (try? r.runs(inSegment: region.segment, overlapping: region.offset, length: region.length)) ?? [])
         }
         return runs.map { run in
             var run = run

@@ -35,8 +35,11 @@ final class Indexer: @unchecked Sendable {
 
     /// Rebuilds a damaged active index from its segment (`StoreRecovery.catchUp`).
     let recovery: StoreRecovery
-    /// Called after the active index was rebuilt, with its segment.
+    /// Called after the active index was rebuilt (or its rebuild failed), with its segment.
     let onRebuilt: @Sendable (Int64) -> Void
+    /// Called when a round meets a damaged index of an older, sealed segment: the store
+    /// rebuilds it (`SpanStore.repair`), and the retried round reopens it.
+    let onDamagedOlder: @Sendable (Int64, String) -> Void
     /// Segments whose index start-up could not write (`RecoveryReport.pendingSegments`).
     let startupSegments: [Int64]
     /// The segment the writer appends to at start-up.
@@ -46,8 +49,10 @@ final class Indexer: @unchecked Sendable {
         queue: WriteQueue, catalog: SegmentCatalog, older: IndexReader, active: SegmentIndexWriter?,
         activeSegment: Int64,
         recovery: StoreRecovery, startupSegments: [Int64] = [], logger: Logger,
-        onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in }
+        onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in },
+        onDamagedOlder: @escaping @Sendable (Int64, String) -> Void = { _, _ in }
     ) {
+        self.onDamagedOlder = onDamagedOlder
         self.recovery = recovery
         self.onRebuilt = onRebuilt
         self.startupSegments = startupSegments
@@ -91,8 +96,13 @@ final class Indexer: @unchecked Sendable {
                 let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval, retryAt: retryAt)
             else { break }
             let round = held + groups
-            if queue.takeActiveRebuildRequest(), let a = active {
-                try? rebuildActive(a, durableEnd: Self.durableEnd(of: round, segment: a.segment, after: a.indexedBytes))
+            if let requested = queue.takeActiveRebuildRequest() {
+                if let a = active, a.segment == requested {
+                    try? rebuildActive(
+                        a, durableEnd: Self.durableEnd(of: round, segment: a.segment, after: a.indexedBytes))
+                }
+                // Done or not, queries stop waiting for it; a query that meets damage again asks again.
+                onRebuilt(requested)
             }
             do throws(SQLiteError) {
                 do throws(SQLiteError) {
@@ -114,6 +124,11 @@ final class Indexer: @unchecked Sendable {
                 lastCommit = Date()
                 queue.markIndexed(round)
             } catch {
+                if error.isDamaged, let path = error.path, path != active?.path,
+                    let id = IndexSchema.segment(ofPath: path)
+                {
+                    onDamagedOlder(id, error.message)
+                }
                 held = round
                 failures += 1
                 lastCommit = Date()

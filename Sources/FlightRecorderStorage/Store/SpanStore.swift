@@ -41,6 +41,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let catalog: SegmentCatalog
     /// Segments whose damaged index is being rebuilt; queries answer 503 until it is done.
     private let repairs = Repairs()
+    private let recovering: StoreRecovery
     private let keyGroupsRebuilt: DispatchGroup
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
@@ -63,7 +64,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             let catalog = SegmentCatalog(directory: configuration.segmentDirectory)
             let older = IndexReader(
                 catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
-            let recovering = StoreRecovery(
+            recovering = StoreRecovery(
                 configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
             let recovery = try recovering.runReporting()
             recoveryReport = recovery.report
@@ -75,7 +76,8 @@ public final class SpanStore: Service, @unchecked Sendable {
                 queue: queue, catalog: catalog, older: older, active: recovery.active,
                 activeSegment: recovery.activeSegment, recovery: recovering,
                 startupSegments: recovery.report.pendingSegments, logger: logger,
-                onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } })
+                onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } },
+                onDamagedOlder: { id, reason in repairs.request(id, reason) })
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
@@ -93,6 +95,16 @@ public final class SpanStore: Service, @unchecked Sendable {
                 .indexBehind(
                     "the index is behind the segments: segments \(first) to \(recoveryReport.pendingSegments.last!) "
                         + "are stored but not indexed yet (start-up could not write the index); retry later"))
+        }
+        repairs.handler.withLock { h in h = { [weak self] id, reason in self?.repair(segment: id, reason: reason) } }
+        let sealed = recoveryReport.sealedToVerify
+        if !sealed.isEmpty {
+            let verifier = Thread { [damage, stopRebuild, configuration] in
+                StoreRecovery.verifySealed(
+                    sealed, directory: configuration.segmentDirectory, damage: damage, stop: stopRebuild)
+            }
+            verifier.name = "flightrec-verify"
+            verifier.start()
         }
         let writerThread = Thread { [writer] in writer.run() }
         writerThread.name = "flightrec-writer"
@@ -177,7 +189,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             logger.error(
                 "active segment index is damaged; the indexer rebuilds it",
                 metadata: ["segment": "\(id)", "reason": "\(reason)"])
-            queue.requestActiveRebuild()
+            queue.requestActiveRebuild(segment: id)
             return
         }
         logger.error(
@@ -260,7 +272,11 @@ public struct StoreHealth: Sendable, Codable {
     public var damagedRegions: [Region]
 }
 
-/// The segments whose index is being rebuilt (shared with the indexer's callback).
+/// The segments whose index is being rebuilt (shared with the indexer's callbacks), and who
+/// rebuilds a damaged one the indexer meets (the store, set once it is initialized).
 final class Repairs: Sendable {
     let ids = Mutex<Set<Int64>>([])
+    let handler = Mutex<(@Sendable (Int64, String) -> Void)?>(nil)
+
+    func request(_ id: Int64, _ reason: String) { handler.withLock { $0 }?(id, reason) }
 }

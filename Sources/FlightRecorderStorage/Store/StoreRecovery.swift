@@ -4,7 +4,7 @@ import Foundation
 public import Logging
 
 /// What start-up (or `reindex`) had to read to bring the index up to date.
-public struct RecoveryReport: Sendable, Equatable {
+public struct RecoveryReport: Sendable {
     /// Segments whose unindexed tail was read.
     public var scannedSegments = 0
     /// Segments the index already covered; not opened.
@@ -17,6 +17,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var corruptBytes = 0
     /// Indexes found damaged, moved aside and rebuilt from their segments.
     public var rebuiltIndexes = 0
+    /// Sealed segments whose header and last block are read after start-up (`verifySealed`).
+    public var sealedToVerify: [(id: Int64, lastBlock: (offset: Int, length: Int)?)] = []
     /// Segments whose index start-up could not write (a full disk), oldest first: the indexer
     /// indexes them, and queries answer 503 until it has.
     public var pendingSegments: [Int64] = []
@@ -93,7 +95,7 @@ struct StoreRecovery {
         let path = SegmentFile.path(dir, id)
         let size = SegmentFile.fileSize(path: path)
         let indexPath = IndexSchema.path(catalog.directory, id)
-        verifyHeader(id, path: path, size: size)
+        if isLast { Self.verifyHeader(id, path: path, size: size, damage: damage) }
         if !isLast, let sealed = SegmentIndexWriter.sealedState(directory: catalog.directory, segment: id),
             sealed.indexedBytes >= size
         {
@@ -101,8 +103,11 @@ struct StoreRecovery {
             // those runs, whose lost blocks read as damage, so nothing becomes "unknown".
             if sealed.indexedBytes > size {
                 reportTruncation(id, size: size, indexed: sealed.indexedBytes)
-            } else if let last = sealed.lastBlock {
-                verifyBlock(id, path: path, last)
+            } else {
+                // Nothing is appended to a sealed segment: its header and last block are read
+                // after start-up, on a thread of their own (`verifySealed`), not on the API's
+                // way up.
+                report.sealedToVerify.append((id, sealed.lastBlock))
             }
             catalog.publish(.init(id: id, bloom: sealed.bloom))
             report.skippedSegments += 1
@@ -132,7 +137,7 @@ struct StoreRecovery {
         } else if index.indexedBytes == size,
             let last = try sqlite({ () throws(SQLiteError) in try index.lastBlock() })
         {
-            verifyBlock(id, path: path, last)
+            Self.verifyBlock(id, path: path, last, damage: damage)
         }
         if size <= SegmentFile.headerSize || index.indexedBytes >= size {
             report.skippedSegments += 1
@@ -161,9 +166,22 @@ struct StoreRecovery {
             metadata: ["segment": "\(id)", "bytes": "\(scan.tornBytes)", "offset": "\(scan.validEnd)"])
     }
 
+    /// Reads the header and last block of each sealed segment start-up skipped, reporting
+    /// damage; runs after start-up, on the caller's thread.
+    static func verifySealed(
+        _ segments: [(id: Int64, lastBlock: (offset: Int, length: Int)?)], directory: String, damage: DamageLog,
+        stop: StopFlag
+    ) {
+        for (id, last) in segments where !stop.isSet {
+            let path = SegmentFile.path(directory, id)
+            verifyHeader(id, path: path, size: SegmentFile.fileSize(path: path), damage: damage)
+            if let last { verifyBlock(id, path: path, last, damage: damage) }
+        }
+    }
+
     /// A segment whose header is not its own (a flipped byte, zeros): reported, not fatal,
     /// since every block carries its own header and checksum.
-    private func verifyHeader(_ id: Int64, path: String, size: Int) {
+    private static func verifyHeader(_ id: Int64, path: String, size: Int, damage: DamageLog) {
         guard size >= SegmentFile.headerSize else { return }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
@@ -178,7 +196,7 @@ struct StoreRecovery {
 
     /// Reads the last block the index records and verifies its checksum, so damage at a
     /// segment's end is reported at start-up, before anything is appended after it.
-    private func verifyBlock(_ id: Int64, path: String, _ block: (offset: Int, length: Int)) {
+    private static func verifyBlock(_ id: Int64, path: String, _ block: (offset: Int, length: Int), damage: DamageLog) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
         defer { close(fd) }

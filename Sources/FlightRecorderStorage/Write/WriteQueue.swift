@@ -44,7 +44,7 @@ final class WriteQueue: @unchecked Sendable {
     /// acknowledged spans.
     private(set) var indexFailure: StorageError?
     /// A query found the active segment's index damaged: the indexer rebuilds it.
-    private var activeRebuildRequested = false
+    private var activeRebuildRequested: Int64?
     let maxQueueBytes: Int
 
     init(maxQueueBytes: Int) { self.maxQueueBytes = maxQueueBytes }
@@ -162,7 +162,7 @@ final class WriteQueue: @unchecked Sendable {
             return backlog
         }
         while true {
-            if activeRebuildRequested { break }
+            if activeRebuildRequested != nil { break }
             let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > Self.maxIndexBacklogSpans / 4
             if !backlog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= interval) { break }
             if backlog.isEmpty && writerDone {
@@ -222,17 +222,17 @@ final class WriteQueue: @unchecked Sendable {
     }
 
     /// Asks the indexer to rebuild the active segment's index (a query found it damaged).
-    func requestActiveRebuild() {
+    func requestActiveRebuild(segment: Int64) {
         lock.withLock {
-            activeRebuildRequested = true
+            activeRebuildRequested = segment
             lock.broadcast()
         }
     }
 
-    /// Whether a rebuild of the active index was asked for (clearing the request).
-    func takeActiveRebuildRequest() -> Bool {
+    /// The segment whose active index a query asked to rebuild, if any (clearing the request).
+    func takeActiveRebuildRequest() -> Int64? {
         lock.withLock {
-            defer { activeRebuildRequested = false }
+            defer { activeRebuildRequested = nil }
             return activeRebuildRequested
         }
     }
