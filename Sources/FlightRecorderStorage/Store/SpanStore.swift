@@ -197,7 +197,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             metadata: ["segment": "\(id)", "reason": "\(reason)"])
         let thread = Thread { [self] in
             let started = ContinuousClock.now
-            let scratch = configuration.segmentDirectory + "/repair.tmp"
+            // One scratch directory per segment: two repairs may run at once.
+            let scratch = configuration.segmentDirectory + "/repair-\(id).tmp"
             Reindexer.removeIndexes(in: scratch)
             mkdir(scratch, 0o750)
             do throws(StorageError) {

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import FlightRecorderOTLP
 import FlightRecorderSQLite
 import Foundation
@@ -49,8 +50,21 @@ struct StoreRecovery {
         if ids.isEmpty { ids = [1] }
         var report = RecoveryReport()
         var active: SegmentIndexWriter?
-        for id in ids {
+        // A long rebuild (indexes lost or damaged) says how far it is, every few seconds.
+        let progress = LogLimiter(interval: .seconds(3))
+        for (n, id) in ids.enumerated() {
             let isLast = id == ids.last
+            let scannedBefore = report.scannedSegments
+            defer {
+                if report.scannedSegments > scannedBefore {
+                    progress.log(
+                        logger, .notice, reason: "progress", "indexing segments from their files",
+                        metadata: [
+                            "segment": "\(id)", "done": "\(n + 1)", "of": "\(ids.count)",
+                            "spans": "\(report.indexedSpans)",
+                        ])
+                }
+            }
             do throws(StorageError) {
                 // Once one segment is left to the indexer, later ones that need writing are too,
                 // so segments are still indexed oldest first.
