@@ -44,8 +44,12 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
 
+    /// The index file a damaged-index error came from (to rebuild it).
+    var damagedIndexPath: String? = nil
+
     init(_ error: SQLiteError) {
         self.init(code: error.isLocked ? .locked : .sqlite, message: error.message)
+        if error.isDamaged { damagedIndexPath = error.path }
     }
 }
 

@@ -97,6 +97,41 @@ extension SpanStoreTests {
         await store.close()
     }
 
+    @Test func aFullBacklogWhileTheIndexFailsRefusesRequestsAndShutdownDoesNotHang() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.maxIndexBacklogSpans = 30
+        var store = try SpanStore(configuration: config, logger: logger)
+        FaultInjection.arm(.indexCommit, errno: ENOSPC, under: config.directory)
+        defer { FaultInjection.disarm(under: config.directory) }
+        var acknowledged: [UInt8] = []
+        var refused = 0
+        for t in UInt8(1)...12 {
+            do {
+                try await store.append(batch(trace: t, spans: 1...10, run: "run-\(t)", runOn: 1))
+                acknowledged.append(t)
+            } catch let e as StorageError {
+                #expect(e.isRetryable)
+                refused += 1
+            }
+        }
+        #expect(refused > 0 && acknowledged.count >= 3)
+        // A request that arrives while the writer waits for the failing index is answered at
+        // once, not held until the index recovers (a listener's graceful shutdown waits for
+        // it, and the store would never be asked to drain).
+        let started = ContinuousClock.now
+        await #expect(throws: StorageError.self) {
+            try await store.append(self.batch(trace: 40, spans: 1...10, run: "run-40", runOn: 1))
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        await store.close()
+        FaultInjection.disarm(under: config.directory)
+        store = try SpanStore(configuration: config, logger: logger)
+        for t in acknowledged { #expect(try await store.run("run-\(t)")?.spans.count == 10) }
+        await store.close()
+    }
+
     @Test func aSegmentRollThatCannotCreateTheNextFileChangesNothingAndIsRetried() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

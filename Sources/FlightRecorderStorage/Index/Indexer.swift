@@ -135,7 +135,10 @@ final class Indexer: @unchecked Sendable {
                 let behind = Self.describe(round, error: error)
                 limiter.log(
                     logger, .error, reason: "index", "indexing failed; retrying, queries answer 503 until it succeeds",
-                    metadata: ["error": "\(error.message)", "failed_rounds": "\(failures)"])
+                    metadata: [
+                        "error": "\(error.message)", "failed_rounds": "\(failures)",
+                        "file": "\(error.path.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "-")",
+                    ])
                 queue.markIndexFailing(.indexBehind(behind))
                 if queue.isDraining && groups.isEmpty {
                     logger.error(

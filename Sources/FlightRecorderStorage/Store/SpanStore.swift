@@ -53,7 +53,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             if mkdir(dir, 0o750) != 0 && errno != EEXIST { throw .io("create \(dir)") }
         }
         lock = try sqlite { () throws(SQLiteError) in try DirectoryLock(directory: configuration.directory) }
-        queue = WriteQueue(maxQueueBytes: configuration.maxQueueBytes)
+        queue = WriteQueue(
+            maxQueueBytes: configuration.maxQueueBytes, maxIndexBacklogSpans: configuration.maxIndexBacklogSpans)
         damage = DamageLog(path: configuration.damageLogPath, logger: logger)
         do {
             // Before per-segment indexes there was one index for the whole store.
@@ -197,6 +198,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             metadata: ["segment": "\(id)", "reason": "\(reason)"])
         let thread = Thread { [self] in
             let started = ContinuousClock.now
+            var repairAfter: Int64?
             // One scratch directory per segment: two repairs may run at once.
             let scratch = configuration.segmentDirectory + "/repair-\(id).tmp"
             Reindexer.removeIndexes(in: scratch)
@@ -229,12 +231,17 @@ public final class SpanStore: Service, @unchecked Sendable {
                     ])
             } catch {
                 logger.error(
-                    "rebuilding a damaged segment index failed; the next start-up tries again",
+                    "rebuilding a damaged segment index failed; a query that meets it again retries",
                     metadata: ["segment": "\(id)", "error": "\(error.message)"])
+                // Rebuilding reads the older segments' indexes: one of them may be the damaged one.
+                if let other = error.damagedIndexPath.flatMap(IndexSchema.segment(ofPath:)), other != id {
+                    repairAfter = other
+                }
             }
             Reindexer.removeIndexes(in: scratch)
             rmdir(scratch)
             _ = repairs.ids.withLock { $0.remove(id) }
+            if let repairAfter { repair(segment: repairAfter, reason: "an older index the rebuild of \(id) read") }
         }
         thread.name = "flightrec-repair"
         thread.start()

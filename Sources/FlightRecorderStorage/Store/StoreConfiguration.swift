@@ -32,6 +32,8 @@ public struct StoreConfiguration: Sendable {
     /// Sealed segments' attribute filters the query side keeps in memory, in bytes (about
     /// 0.5 MiB per 64 MiB segment); the rest are read from disk a line at a time.
     var attributeFilterMemoryBytes = 8 << 20
+    /// Durable spans the indexer may lag by before the writer waits (`WriteQueue`).
+    var maxIndexBacklogSpans = WriteQueue.defaultMaxIndexBacklogSpans
 
     public init(directory: String) {
         self.directory = directory

@@ -25,7 +25,8 @@ final class WriteQueue: @unchecked Sendable {
     /// Most spans the indexer may lag by before the writer waits for it. It is also what a
     /// crash can leave to re-index at start-up (the durable spans not yet indexed), so it
     /// bounds recovery time: at 150,000 about a second.
-    static let maxIndexBacklogSpans = 150_000
+    static let defaultMaxIndexBacklogSpans = 150_000
+    let maxIndexBacklogSpans: Int
 
     let lock = NSCondition()
     private(set) var state = State.running
@@ -47,7 +48,10 @@ final class WriteQueue: @unchecked Sendable {
     private var activeRebuildRequested: Int64?
     let maxQueueBytes: Int
 
-    init(maxQueueBytes: Int) { self.maxQueueBytes = maxQueueBytes }
+    init(maxQueueBytes: Int, maxIndexBacklogSpans: Int = defaultMaxIndexBacklogSpans) {
+        self.maxQueueBytes = maxQueueBytes
+        self.maxIndexBacklogSpans = maxIndexBacklogSpans
+    }
 
     // MARK: Callers
 
@@ -59,6 +63,11 @@ final class WriteQueue: @unchecked Sendable {
         guard state == .running else { return continuation.resume(throwing: StorageError.shuttingDown) }
         guard queuedBytes + batch.payload.count <= maxQueueBytes || queuedBytes == 0 else {
             return continuation.resume(throwing: StorageError.overloaded)
+        }
+        // The index is failing and its backlog is full: nothing queued now could be written
+        // before the index recovers, so the request is refused at once (retryable).
+        if let indexFailure, backlogSpans > maxIndexBacklogSpans {
+            return continuation.resume(throwing: indexFailure)
         }
         queuedBytes += batch.payload.count
         pending.append(Pending(batch: batch, continuation: continuation))
@@ -115,16 +124,29 @@ final class WriteQueue: @unchecked Sendable {
     func takeGroup() -> (batches: [Pending], bytes: Int)? {
         lock.lock()
         defer { lock.unlock() }
-        while pending.isEmpty && state == .running { lock.wait() }
-        if pending.isEmpty {
-            writerDone = true
-            finishIfDrained()
-            lock.broadcast()
-            return nil
+        while true {
+            while pending.isEmpty && state == .running { lock.wait() }
+            if pending.isEmpty {
+                writerDone = true
+                finishIfDrained()
+                lock.broadcast()
+                return nil
+            }
+            // While the indexer lags the writer waits here and the queue fills (clients are
+            // refused with a retryable error). While it fails, the requests waiting are refused
+            // at once: they would wait until it recovers, and hold up a graceful shutdown.
+            guard backlogSpans > maxIndexBacklogSpans && !indexerDone else { break }
+            if let indexFailure {
+                let refused = pending
+                pending.removeAll()
+                queuedBytes -= refused.reduce(0) { $0 + $1.batch.payload.count }
+                lock.unlock()
+                for p in refused { p.continuation.resume(throwing: indexFailure) }
+                lock.lock()
+            } else {
+                lock.wait()
+            }
         }
-        // While the indexer fails the backlog is not indexed and stays large: the writer
-        // waits here, the queue fills and clients are refused with a retryable error.
-        while backlogSpans > Self.maxIndexBacklogSpans && !indexerDone { lock.wait() }
         var taken: [Pending] = []
         var bytes = 0
         while let first = pending.first, taken.isEmpty || bytes + first.batch.payload.count <= 32 << 20 {
@@ -163,7 +185,7 @@ final class WriteQueue: @unchecked Sendable {
         }
         while true {
             if activeRebuildRequested != nil { break }
-            let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > Self.maxIndexBacklogSpans / 4
+            let urgent = !indexWaiters.isEmpty || state != .running || backlogSpans > maxIndexBacklogSpans / 4
             if !backlog.isEmpty && (urgent || Date().timeIntervalSince(lastCommit) >= interval) { break }
             if backlog.isEmpty && writerDone {
                 indexerDone = true
