@@ -75,14 +75,15 @@ def trace_of(index):
 class Rebuilder(threading.Thread):
     """Damages sealed indexes one after another and waits for each online rebuild."""
 
-    def __init__(self, data, api, stop):
+    def __init__(self, data, api, stop, single, first=0):
         super().__init__(daemon=True)
         self.seg, self.ids = sealed_segments(data)
-        self.api, self.stop, self.times = api, stop, []
+        self.api, self.stop, self.times, self.single, self.first = api, stop, [], single, first
 
     def run(self):
-        i = 0
-        while not self.stop.is_set():
+        i = self.first
+        time.sleep(2)  # past the load generator's warm-up
+        while not self.stop.is_set() and not (self.single and self.times):
             sid = self.ids[i % len(self.ids)]
             i += 1
             index = os.path.join(self.seg, f"segment-{sid:012d}.idx")
@@ -121,6 +122,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=15)
     p.add_argument("--reindex-runs", type=int, default=3)
+    p.add_argument("--single", action="store_true",
+                   help="one online rebuild per rebuilding round (default: one after another all round)")
     args = p.parse_args()
     config = os.path.join(args.dir, "flightrec.yaml")
     if not args.reuse:
@@ -131,16 +134,18 @@ def main():
             raise SystemExit(r.stdout + r.stderr)
     data = re.search(r"data_dir:\s*(\S+)", open(config).read()).group(1)
 
-    print("rebuild (flightrec reindex, daemon stopped):", flush=True)
     seconds = []
     for _ in range(args.reindex_runs):
+        if not seconds:
+            print("rebuild (flightrec reindex, daemon stopped):", flush=True)
         started = time.time()
         r = sh([args.bin, "reindex", "--config", config])
         seconds.append(time.time() - started)
         print(f"  {seconds[-1]:.1f} s: {r.stdout.strip()}", flush=True)
         if r.returncode != 0:
             raise SystemExit(r.stderr)
-    print(f"rebuild of the index for {args.spans:,} spans: median {statistics.median(seconds):.1f} s", flush=True)
+    if seconds:
+        print(f"rebuild of the index for {args.spans:,} spans: median {statistics.median(seconds):.1f} s", flush=True)
 
     http, api = ports(config)
     log = open(os.path.join(args.dir, "daemon.log"), "a")
@@ -151,9 +156,10 @@ def main():
         for n in range(args.rounds):
             quiet.append(load(args, http, f"round {n + 1}, quiet"))
             stop = threading.Event()
-            helper = Rebuilder(data, api, stop)
+            helper = Rebuilder(data, api, stop, args.single, first=n)
             helper.start()
-            busy.append(load(args, http, f"round {n + 1}, rebuilding sealed indexes online"))
+            label = "one sealed index rebuilt online" if args.single else "rebuilding sealed indexes online"
+            busy.append(load(args, http, f"round {n + 1}, {label}"))
             stop.set()
             helper.join()
             rebuilds += helper.times

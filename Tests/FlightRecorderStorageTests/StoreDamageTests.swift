@@ -225,3 +225,26 @@ extension SpanStoreTests {
         await store.close()
     }
 }
+
+extension SpanStoreTests {
+    @Test func aFlippedByteInTheActiveSegmentIsReportedAndAppendsGoOn() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = configuration(dir)
+        config.blockBytes = 512
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await fill(store, runs: 1...6)
+        await store.close()
+        let segment = try #require(dir.segmentFiles(config.directory).last)
+        #expect(dir.segmentFiles(config.directory).count == 1)
+        try flip(segment, at: SegmentFile.headerSize + 60)  // run-1's block, in the active segment
+        store = try SpanStore(configuration: config, logger: logger)
+        let detail = try #require(try await store.run("run-1"))
+        #expect(detail.summary.damaged && !detail.warnings.isEmpty)
+        try await store.append(batch(trace: 9, spans: 1...5, run: "run-9", runOn: 1))
+        #expect(try await store.run("run-9")?.spans.count == 5)
+        for t in UInt8(2)...6 { #expect(try await store.run("run-\(t)")?.spans.count == 20) }
+        #expect(store.damage.count == 1)
+        await store.close()
+    }
+}

@@ -224,3 +224,39 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt(workdir):
         assert "moved aside and rebuilt" in d.read_log()
     finally:
         d.stop()
+
+
+def test_sigkill_during_an_index_rebuild_loses_nothing(workdir):
+    d = Daemon(workdir, storage="  segment_size: 64KiB\n  block_size: 4KiB\n").start()
+    exporter = OTLPSpanExporter(endpoint=d.otlp_url, timeout=5)
+    acked = []
+    for batch in agent_batches(300, "kill", payload=200):
+        assert exporter.export(batch) == SpanExportResult.SUCCESS
+        acked.extend(batch)
+    assert d.stop() == 0
+    segments = os.path.join(d.data, "segments")
+    # Every index lost: start-up rebuilds them all from the segments; kill it part way, again
+    # and again, at different points.
+    for name in os.listdir(segments):
+        if ".idx" in name or name.endswith(".attrs") or name.endswith(".attrfilter"):
+            os.unlink(os.path.join(segments, name))
+    killed_mid_rebuild = 0
+    for delay in (0.05, 0.15, 0.3, 0.5, 0.8):
+        log_before = len(d.read_log())
+        with open(d.log_path, "a") as log:
+            proc = subprocess.Popen([BIN, "serve", "--config", d.config], stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        if "index caught up" not in d.read_log()[log_before:]:
+            killed_mid_rebuild += 1
+    assert killed_mid_rebuild >= 1, "no kill landed during the rebuild"
+    d.start()
+    try:
+        traces = {format_trace_id(s.context.trace_id) for s in acked}
+        assert not span_keys(acked) - stored_spans(d, traces)
+        status, body = d.get("/api/v1/runs?limit=1000")
+        assert status == 200 and len(body["runs"]) == 300
+        assert all(r["spanCount"] == 10 for r in body["runs"])
+    finally:
+        d.stop()
