@@ -107,7 +107,7 @@ final class Indexer: @unchecked Sendable {
             do throws(SQLiteError) {
                 do throws(SQLiteError) {
                     try index(round)
-                } catch  where error.isDamaged && active != nil && (error.path == nil || error.path == active?.path) {
+                } catch  where error.isDamaged && active != nil && error.path == active?.path {
                     // The active index is damaged: it is derived data, so it is moved aside and
                     // rebuilt from the segment's durable blocks, then the round is tried again.
                     let a = active!
@@ -187,10 +187,15 @@ final class Indexer: @unchecked Sendable {
     /// What a failed round leaves unindexed, for the queries' 503: spans and where they start.
     static func describe(_ round: [WriteQueue.DurableGroup], error: SQLiteError) -> String {
         let spans = round.reduce(0) { $0 + $1.spans }
-        let first = round.lazy.flatMap(\.blocks).first
-        let from = first.map { " from segment \($0.segment) byte \($0.offset)" } ?? ""
-        return "the index is behind the segments: \(spans) acknowledged spans\(from) are stored but not indexed yet "
-            + "(\(error.message)); retry later"
+        let what: String
+        if let first = round.lazy.flatMap(\.blocks).first {
+            what = "\(spans) acknowledged spans from segment \(first.segment) byte \(first.offset) are"
+        } else {
+            // Start-up's segments (no blocks handed over: they are read from the files).
+            let ids = round.flatMap(\.segments).map(\.id)
+            what = "segments \(ids.min() ?? 0) to \(ids.max() ?? 0) are"
+        }
+        return "the index is behind the segments: \(what) stored but not indexed yet (\(error.message)); retry later"
     }
 
     private func index(_ groups: [WriteQueue.DurableGroup]) throws(SQLiteError) {
