@@ -248,3 +248,29 @@ extension SpanStoreTests {
         await store.close()
     }
 }
+
+extension SpanStoreTests {
+    @Test func theIndexerGoesOnWhileAnOlderIndexItNeedsIsRebuilt() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let config = multiSegment(dir)
+        var store = try SpanStore(configuration: config, logger: logger)
+        try await fill(store, runs: 1...12)
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        let path = IndexSchema.path(config.segmentDirectory, 1)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        for i in 4096..<bytes.count { bytes[i] = 0x41 }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        // run-1 continues in a new trace: indexing it asks segment 1's damaged index.
+        try await store.append(batch(trace: 50, spans: 1...5, run: "run-1"))
+        for t in UInt8(51)...55 { try await store.append(batch(trace: t, spans: 1...5, run: "run-\(t)", runOn: 1)) }
+        let run = try #require(try await eventually { try await store.run("run-1") })
+        #expect(run.spans.count == 25)
+        for t in UInt8(51)...55 { #expect(try await store.run("run-\(t)")?.spans.count == 5) }
+        await store.close()
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(try await store.run("run-1")?.spans.count == 25)
+        await store.close()
+    }
+}

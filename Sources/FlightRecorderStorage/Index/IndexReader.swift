@@ -84,6 +84,12 @@ package final class IndexReader {
     /// Connections kept open at most (each holds three descriptors and a small cache); the
     /// least recently used is closed first, and reopened when needed again.
     private let maxOpenSegments: Int
+    /// Segments whose index is being rebuilt (`SpanStore.repair`): the indexer's lookups treat
+    /// them as absent rather than wait, and remember what they asked (`skippedLookups`). Empty
+    /// for queries, which answer 503 during a rebuild instead.
+    package var unavailable: Set<Int64> = []
+    private(set) var skippedLookups: Set<SkippedLookup> = []
+    private var skipped = false
     private var lastUse: [Int64: Int] = [:]
     private var uses = 0
 
@@ -174,7 +180,13 @@ package final class IndexReader {
                     continue
                 }
             }
-            if entries[i].mayContain(probe) { out.append(try reader(entries[i])) }
+            if entries[i].mayContain(probe) {
+                if unavailable.contains(entries[i].id) {
+                    skipped = true
+                } else {
+                    out.append(try reader(entries[i]))
+                }
+            }
             i += 1
         }
         return out
@@ -408,15 +420,44 @@ package final class IndexReader {
     }
 }
 
+/// A lookup of the indexer's that skipped a segment whose index was being rebuilt, and what
+/// it answered without it (none, false).
+package enum SkippedLookup: Hashable, Sendable {
+    case namedRun(trace: TraceID, tenant: String)
+    case holdsRun(run: String, tenant: String)
+}
+
 extension IndexReader: OlderSegments {
     func namedRun(trace: TraceID, tenant: String) throws(SQLiteError) -> String? {
-        try namedRuns(trace, in: entries).first { $0.tenant == tenant }?.run
+        skipped = false
+        let run = try namedRuns(trace, in: entries).first { $0.tenant == tenant }?.run
+        if skipped && run == nil { skippedLookups.insert(.namedRun(trace: trace, tenant: tenant)) }
+        return run
     }
 
     func holdsRun(_ run: String, tenant: String) throws(SQLiteError) -> Bool {
+        skipped = false
         for r in try candidates(IndexKey.run(run), in: entries) where try r.run(run, tenant: tenant) != nil {
             return true
         }
+        if skipped { skippedLookups.insert(.holdsRun(run: run, tenant: tenant)) }
         return false
+    }
+
+    /// Asks the lookups that skipped a segment being rebuilt again, once none is: how many
+    /// would have found something (a run or trace that continues from that segment, whose
+    /// totals in the newer segment were then counted apart). Nil while a segment is still
+    /// being rebuilt or nothing was skipped.
+    package func recheckSkipped() throws(SQLiteError) -> (checked: Int, found: Int)? {
+        guard unavailable.isEmpty, !skippedLookups.isEmpty else { return nil }
+        var found = 0
+        for lookup in skippedLookups {
+            switch lookup {
+            case .namedRun(let trace, let tenant): if try namedRun(trace: trace, tenant: tenant) != nil { found += 1 }
+            case .holdsRun(let run, let tenant): if try holdsRun(run, tenant: tenant) { found += 1 }
+            }
+        }
+        defer { skippedLookups.removeAll() }
+        return (skippedLookups.count, found)
     }
 }

@@ -42,6 +42,8 @@ final class Indexer: @unchecked Sendable {
     let onDamagedOlder: @Sendable (Int64, String) -> Void
     /// Segments whose index start-up could not write (`RecoveryReport.pendingSegments`).
     let startupSegments: [Int64]
+    /// The segments whose index is being rebuilt now (the store's repair set).
+    let repairing: @Sendable () -> Set<Int64>
     /// The segment the writer appends to at start-up.
     let activeSegment: Int64
 
@@ -50,8 +52,10 @@ final class Indexer: @unchecked Sendable {
         activeSegment: Int64,
         recovery: StoreRecovery, startupSegments: [Int64] = [], logger: Logger,
         onRebuilt: @escaping @Sendable (Int64) -> Void = { _ in },
-        onDamagedOlder: @escaping @Sendable (Int64, String) -> Void = { _, _ in }
+        onDamagedOlder: @escaping @Sendable (Int64, String) -> Void = { _, _ in },
+        repairing: @escaping @Sendable () -> Set<Int64> = { [] }
     ) {
+        self.repairing = repairing
         self.onDamagedOlder = onDamagedOlder
         self.recovery = recovery
         self.onRebuilt = onRebuilt
@@ -96,6 +100,7 @@ final class Indexer: @unchecked Sendable {
                 let groups = queue.takeBacklog(lastCommit: lastCommit, interval: Self.gatherInterval, retryAt: retryAt)
             else { break }
             let round = held + groups
+            older.unavailable = repairing()
             if let requested = queue.takeActiveRebuildRequest() {
                 if let a = active, a.segment == requested {
                     try? rebuildActive(
@@ -123,6 +128,7 @@ final class Indexer: @unchecked Sendable {
                 failures = 0
                 lastCommit = Date()
                 queue.markIndexed(round)
+                recheckSkipped()
             } catch {
                 if error.isDamaged, let path = error.path, path != active?.path,
                     let id = IndexSchema.segment(ofPath: path)
@@ -148,6 +154,23 @@ final class Indexer: @unchecked Sendable {
                     return
                 }
             }
+        }
+    }
+
+    /// Once no index is being rebuilt, asks again what lookups skipped meanwhile. Nearly all
+    /// were Bloom filter false positives; a real match means a run's totals in a newer segment
+    /// were counted apart from the rebuilt segment's (its spans are all there and read right;
+    /// `flightrec reindex` makes the totals whole), and is logged.
+    private func recheckSkipped() {
+        guard let result = try? older.recheckSkipped() else { return }
+        if result.found > 0 {
+            logger.warning(
+                "runs indexed while an older index was rebuilt continue from it; their totals may be split until `flightrec reindex`",
+                metadata: ["runs_or_traces": "\(result.found)", "checked": "\(result.checked)"])
+        } else {
+            logger.info(
+                "lookups that skipped a segment while its index was rebuilt were checked: none continued from it",
+                metadata: ["checked": "\(result.checked)"])
         }
     }
 

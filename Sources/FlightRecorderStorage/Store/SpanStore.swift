@@ -78,7 +78,8 @@ public final class SpanStore: Service, @unchecked Sendable {
                 activeSegment: recovery.activeSegment, recovery: recovering,
                 startupSegments: recovery.report.pendingSegments, logger: logger,
                 onRebuilt: { id in _ = repairs.ids.withLock { $0.remove(id) } },
-                onDamagedOlder: { id, reason in repairs.request(id, reason) })
+                onDamagedOlder: { id, reason in repairs.request(id, reason) },
+                repairing: { repairs.ids.withLock { $0 } })
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
