@@ -48,7 +48,12 @@ final class SegmentCatalog: @unchecked Sendable {
     func replace(_ id: Int64, bloom: BloomFilter) {
         lock.withLock {
             version += 1
-            guard let i = entries.firstIndex(where: { $0.id == id }) else { return }
+            guard let i = entries.firstIndex(where: { $0.id == id }) else {
+                // A segment whose index start-up moved aside joins once rebuilt.
+                entries.append(Entry(id: id, bloom: bloom))
+                entries.sort { $0.id < $1.id }
+                return
+            }
             entries[i].bloom = bloom
             entries[i].attributes = nil
             entries[i].generation += 1

@@ -66,7 +66,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             let older = IndexReader(
                 catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
             recovering = StoreRecovery(
-                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
+                configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger,
+                deferDamagedSealed: true)
             let recovery = try recovering.runReporting()
             recoveryReport = recovery.report
             self.catalog = catalog
@@ -85,9 +86,12 @@ public final class SpanStore: Service, @unchecked Sendable {
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
             segmentReader = SegmentReader(
                 directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes, damage: damage)
+            // Segments whose index is rebuilt after start-up are in the list too: their keys
+            // cannot be read yet, which ends a group there, so none spans them without their keys.
             keyGroupsRebuilt = KeyGroupBuilder.rebuild(
-                segments: catalog.snapshot.filter { $0.bloom != nil }.map(\.id), catalog: catalog, logger: logger,
-                stop: stopRebuild)
+                segments: (catalog.snapshot.filter { $0.bloom != nil }.map(\.id) + recovery.report.deferredRepairs)
+                    .sorted(),
+                catalog: catalog, logger: logger, stop: stopRebuild)
         } catch {
             lock.release()
             throw error
@@ -99,6 +103,31 @@ public final class SpanStore: Service, @unchecked Sendable {
                         + "are stored but not indexed yet (start-up could not write the index); retry later"))
         }
         repairs.handler.withLock { h in h = { [weak self] id, reason in self?.repair(segment: id, reason: reason) } }
+        let deferred = recoveryReport.deferredRepairs
+        if !deferred.isEmpty {
+            // Oldest first, one at a time: each consults the older ones. Queries answer 503
+            // until they are done; the indexer treats them as absent meanwhile.
+            repairs.ids.withLock { $0.formUnion(deferred) }
+            let thread = Thread { [self] in
+                for id in deferred {
+                    // Until it is rebuilt the segment is not in the catalog: keep trying (queries
+                    // answer 503 meanwhile, so none answers without its spans).
+                    var delay = 1.0
+                    while !stopRebuild.isSet {
+                        let result = rebuildSealed(id)
+                        if result.rebuilt { break }
+                        if let other = result.damagedOlder {
+                            repair(segment: other, reason: "an older index the rebuild of \(id) read")
+                        }
+                        Thread.sleep(forTimeInterval: delay)
+                        delay = min(delay * 2, 10)
+                    }
+                    _ = repairs.ids.withLock { $0.remove(id) }
+                }
+            }
+            thread.name = "flightrec-repair"
+            thread.start()
+        }
         let sealed = recoveryReport.sealedToVerify
         if !sealed.isEmpty {
             let verifier = Thread { [damage, stopRebuild, configuration] in
@@ -198,54 +227,66 @@ public final class SpanStore: Service, @unchecked Sendable {
             "segment index is damaged; rebuilding it from the segment while ingest goes on",
             metadata: ["segment": "\(id)", "reason": "\(reason)"])
         let thread = Thread { [self] in
-            let started = ContinuousClock.now
-            var repairAfter: Int64?
-            // One scratch directory per segment: two repairs may run at once.
-            let scratch = configuration.segmentDirectory + "/repair-\(id).tmp"
-            Reindexer.removeIndexes(in: scratch)
-            mkdir(scratch, 0o750)
-            do throws(StorageError) {
-                let recovery = StoreRecovery(
-                    configuration: configuration, catalog: SegmentCatalog(directory: scratch),
-                    older: IndexReader(catalog: catalog, sealedOnly: true, before: id), damage: damage, logger: logger)
-                let bloom = try recovery.rebuildSealed(id)
-                let built = IndexSchema.path(scratch, id)
-                let target = IndexSchema.path(configuration.segmentDirectory, id)
-                // No query reads while the files are swapped (queries hold `readerLock`).
-                readerLock.lock()
-                let swapped = Result { () throws(StorageError) -> String in
-                    let aside = IndexSchema.quarantine(target)
-                    let filter = IndexSchema.attributeFilterPath(built)
-                    if access(filter, F_OK) == 0, rename(filter, IndexSchema.attributeFilterPath(target)) != 0 {
-                        throw .io("replace the attribute filter of segment \(id)")
-                    }
-                    guard rename(built, target) == 0 else { throw .io("replace the index of segment \(id)") }
-                    catalog.replace(id, bloom: bloom)
-                    return aside
-                }
-                readerLock.unlock()
-                let aside = try swapped.get()
-                logger.notice(
-                    "rebuilt segment index; the damaged one is kept for diagnosis",
-                    metadata: [
-                        "segment": "\(id)", "moved_to": "\(aside)", "elapsed": "\(ContinuousClock.now - started)",
-                    ])
-            } catch {
-                logger.error(
-                    "rebuilding a damaged segment index failed; a query that meets it again retries",
-                    metadata: ["segment": "\(id)", "error": "\(error.message)"])
-                // Rebuilding reads the older segments' indexes: one of them may be the damaged one.
-                if let other = error.damagedIndexPath.flatMap(IndexSchema.segment(ofPath:)), other != id {
-                    repairAfter = other
-                }
-            }
-            Reindexer.removeIndexes(in: scratch)
-            rmdir(scratch)
+            let result = rebuildSealed(id)
             _ = repairs.ids.withLock { $0.remove(id) }
-            if let repairAfter { repair(segment: repairAfter, reason: "an older index the rebuild of \(id) read") }
+            if let after = result.damagedOlder {
+                repair(segment: after, reason: "an older index the rebuild of \(id) read")
+            }
         }
         thread.name = "flightrec-repair"
         thread.start()
+    }
+
+    /// Rebuilds sealed segment `id`'s index from the segment in a scratch directory and swaps
+    /// it in (the damaged one, if any, moved aside). Says whether it did, and which other
+    /// segment's damaged index made it fail, to rebuild next.
+    func rebuildSealed(_ id: Int64) -> (rebuilt: Bool, damagedOlder: Int64?) {
+        let started = ContinuousClock.now
+        var repairAfter: Int64?
+        var rebuilt = false
+        // One scratch directory per segment: two repairs may run at once.
+        let scratch = configuration.segmentDirectory + "/repair-\(id).tmp"
+        Reindexer.removeIndexes(in: scratch)
+        mkdir(scratch, 0o750)
+        do throws(StorageError) {
+            let recovery = StoreRecovery(
+                configuration: configuration, catalog: SegmentCatalog(directory: scratch),
+                older: IndexReader(catalog: catalog, sealedOnly: true, before: id), damage: damage, logger: logger)
+            let bloom = try recovery.rebuildSealed(id)
+            let built = IndexSchema.path(scratch, id)
+            let target = IndexSchema.path(configuration.segmentDirectory, id)
+            // No query reads while the files are swapped (queries hold `readerLock`).
+            readerLock.lock()
+            let swapped = Result { () throws(StorageError) -> String in
+                let aside = IndexSchema.quarantine(target)
+                let filter = IndexSchema.attributeFilterPath(built)
+                if access(filter, F_OK) == 0, rename(filter, IndexSchema.attributeFilterPath(target)) != 0 {
+                    throw .io("replace the attribute filter of segment \(id)")
+                }
+                guard rename(built, target) == 0 else { throw .io("replace the index of segment \(id)") }
+                catalog.replace(id, bloom: bloom)
+                return aside
+            }
+            readerLock.unlock()
+            let aside = try swapped.get()
+            rebuilt = true
+            logger.notice(
+                "rebuilt segment index; the damaged one is kept for diagnosis",
+                metadata: [
+                    "segment": "\(id)", "moved_to": "\(aside)", "elapsed": "\(ContinuousClock.now - started)",
+                ])
+        } catch {
+            logger.error(
+                "rebuilding a damaged segment index failed; a query that meets it again retries",
+                metadata: ["segment": "\(id)", "error": "\(error.message)"])
+            // Rebuilding reads the older segments' indexes: one of them may be the damaged one.
+            if let other = error.damagedIndexPath.flatMap(IndexSchema.segment(ofPath:)), other != id {
+                repairAfter = other
+            }
+        }
+        Reindexer.removeIndexes(in: scratch)
+        rmdir(scratch)
+        return (repairAfter == nil && rebuilt, repairAfter)
     }
 
     /// The store's health for operators (`GET /api/v1/storage/stats`): whether the index is

@@ -18,6 +18,8 @@ public struct RecoveryReport: Sendable {
     public var corruptBytes = 0
     /// Indexes found damaged, moved aside and rebuilt from their segments.
     public var rebuiltIndexes = 0
+    /// Sealed segments whose damaged index was moved aside at start-up, to rebuild online.
+    public var deferredRepairs: [Int64] = []
     /// Sealed segments whose header and last block are read after start-up (`verifySealed`).
     public var sealedToVerify: [(id: Int64, lastBlock: (offset: Int, length: Int)?)] = []
     /// Segments whose index start-up could not write (a full disk), oldest first: the indexer
@@ -39,6 +41,9 @@ struct StoreRecovery {
     let older: IndexReader
     let damage: DamageLog
     let logger: Logger
+    /// A damaged sealed index is left to be rebuilt online after start-up (the daemon), not
+    /// before it (`reindex`, which must build every index).
+    var deferDamagedSealed = false
 
     /// Returns the index writer of the segment to append to next (nil when it could not be
     /// opened: `report.pendingCatchUp` then says so) and that segment's ID.
@@ -133,10 +138,18 @@ struct StoreRecovery {
         }
         if let reason = IndexSchema.check(indexPath) {
             let aside = IndexSchema.quarantine(indexPath)
+            report.rebuiltIndexes += 1
+            if deferDamagedSealed && !isLast {
+                // Rebuilt after start-up, while the daemon serves (`SpanStore.repair`).
+                logger.error(
+                    "segment index is damaged; moved aside, rebuilt from the segment once the daemon is up",
+                    metadata: ["segment": "\(id)", "reason": "\(reason)", "moved_to": "\(aside)"])
+                report.deferredRepairs.append(id)
+                return true
+            }
             logger.error(
                 "segment index is damaged; moved aside and rebuilt from the segment",
                 metadata: ["segment": "\(id)", "reason": "\(reason)", "moved_to": "\(aside)"])
-            report.rebuiltIndexes += 1
         }
         let index = try sqlite { () throws(SQLiteError) in
             try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
