@@ -23,6 +23,14 @@ extension SpanStoreTests {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
+    /// Every page of an index but the first (which names the file a database) overwritten, as
+    /// a failing disk might: it opens, and its first real read fails.
+    func overwritePagesAfterTheFirst(of path: String) throws {
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        for i in 4096..<bytes.count { bytes[i] = 0x41 }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+
     func fill(_ store: SpanStore, runs: ClosedRange<UInt8>) async throws {
         for t in runs { try await store.append(batch(trace: t, spans: 1...20, run: "run-\(t)", runOn: 1)) }
     }
@@ -191,9 +199,7 @@ extension SpanStoreTests {
         #expect(Set(aside.map(stem)) == expected)
         await store.close()
     }
-}
 
-extension SpanStoreTests {
     @Test func aSealedIndexDamagedWhileRunningIsRebuiltOnlineAndIngestGoesOn() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
@@ -204,10 +210,7 @@ extension SpanStoreTests {
         await store.close()
         store = try SpanStore(configuration: config, logger: logger)
         // Every page but the first of segment 1's index, overwritten under the running store.
-        let path = IndexSchema.path(config.segmentDirectory, 1)
-        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        for i in 4096..<bytes.count { bytes[i] = 0x41 }
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        try overwritePagesAfterTheFirst(of: IndexSchema.path(config.segmentDirectory, 1))
         var answered503 = false
         do {
             _ = try await store.listRuns(limit: 100)
@@ -230,9 +233,7 @@ extension SpanStoreTests {
         #expect(try await store.run("run-40")?.spans.count == 5)
         await store.close()
     }
-}
 
-extension SpanStoreTests {
     @Test func aFlippedByteInTheActiveSegmentIsReportedAndAppendsGoOn() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
@@ -253,9 +254,7 @@ extension SpanStoreTests {
         #expect(store.damage.count == 1)
         await store.close()
     }
-}
 
-extension SpanStoreTests {
     @Test func theIndexerGoesOnWhileAnOlderIndexItNeedsIsRebuilt() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
@@ -264,10 +263,7 @@ extension SpanStoreTests {
         try await fill(store, runs: 1...12)
         await store.close()
         store = try SpanStore(configuration: config, logger: logger)
-        let path = IndexSchema.path(config.segmentDirectory, 1)
-        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        for i in 4096..<bytes.count { bytes[i] = 0x41 }
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        try overwritePagesAfterTheFirst(of: IndexSchema.path(config.segmentDirectory, 1))
         // run-1 continues in a new trace: indexing it asks segment 1's damaged index.
         try await store.append(batch(trace: 50, spans: 1...5, run: "run-1"))
         for t in UInt8(51)...55 { try await store.append(batch(trace: t, spans: 1...5, run: "run-\(t)", runOn: 1)) }
