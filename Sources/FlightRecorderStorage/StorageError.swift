@@ -3,7 +3,7 @@ import FlightRecorderSQLite
 /// An error from the storage engine, with a message an operator can act on.
 public struct StorageError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
-        case io, corrupt, sqlite, overloaded, shuttingDown, locked, indexBehind, noSpace
+        case io, corrupt, sqlite, overloaded, shuttingDown, locked, indexBehind
     }
 
     let code: Code
@@ -28,8 +28,7 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     public var isRetryable: Bool { code != .corrupt && code != .locked }
 
     static func io(_ what: String, errno e: Int32 = errno) -> StorageError {
-        StorageError(
-            code: e == ENOSPC || e == EDQUOT ? .noSpace : .io, message: "\(what): \(String(cString: strerror(e)))")
+        StorageError(code: .io, message: "\(what): \(String(cString: strerror(e)))")
     }
     static func indexBehind(_ message: String) -> StorageError { StorageError(code: .indexBehind, message: message) }
     static func indexRebuilding(_ segment: Int64) -> StorageError {

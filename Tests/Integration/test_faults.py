@@ -40,6 +40,19 @@ def agent_batches(runs, prefix, payload=0):
     return [spans[i:i + 10] for i in range(0, len(spans), 10)]
 
 
+def stored_then_stopped(workdir, storage, runs, prefix, payload):
+    """A daemon that stored `runs` agent runs (every export acknowledged), then stopped cleanly;
+    returns it and the acknowledged spans."""
+    d = Daemon(workdir, storage=storage).start()
+    exporter = OTLPSpanExporter(endpoint=d.otlp_url, timeout=5)
+    acked = []
+    for batch in agent_batches(runs, prefix, payload=payload):
+        assert exporter.export(batch) == SpanExportResult.SUCCESS
+        acked.extend(batch)
+    assert d.stop() == 0
+    return d, acked
+
+
 def span_keys(spans):
     return {(format_trace_id(s.context.trace_id), format_span_id(s.context.span_id)) for s in spans}
 
@@ -158,11 +171,7 @@ def test_requests_during_shutdown_get_503_with_retry_after(workdir):
 
 
 def test_a_flipped_byte_is_reported_and_the_run_answers_its_damage(workdir):
-    d = Daemon(workdir, storage="  segment_size: 64KiB\n  block_size: 4KiB\n").start()
-    exporter = OTLPSpanExporter(endpoint=d.otlp_url, timeout=5)
-    for batch in agent_batches(60, "dmg", payload=400):
-        assert exporter.export(batch) == SpanExportResult.SUCCESS
-    assert d.stop() == 0
+    d, _ = stored_then_stopped(workdir, "  segment_size: 64KiB\n  block_size: 4KiB\n", 60, "dmg", payload=400)
     segments = os.path.join(d.data, "segments")
     first = sorted(n for n in os.listdir(segments) if n.endswith(".frs"))[0]
     with open(os.path.join(segments, first), "r+b") as f:
@@ -201,11 +210,7 @@ def test_a_flipped_byte_is_reported_and_the_run_answers_its_damage(workdir):
 
 
 def test_a_damaged_index_is_moved_aside_and_rebuilt(workdir):
-    d = Daemon(workdir, storage="  segment_size: 64KiB\n").start()
-    exporter = OTLPSpanExporter(endpoint=d.otlp_url, timeout=5)
-    for batch in agent_batches(60, "idx", payload=400):
-        assert exporter.export(batch) == SpanExportResult.SUCCESS
-    assert d.stop() == 0
+    d, _ = stored_then_stopped(workdir, "  segment_size: 64KiB\n", 60, "idx", payload=400)
     segments = os.path.join(d.data, "segments")
     indexes = sorted(n for n in os.listdir(segments) if n.endswith(".idx"))
     assert len(indexes) >= 3
@@ -234,13 +239,7 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt(workdir):
 
 
 def test_sigkill_during_an_index_rebuild_loses_nothing(workdir):
-    d = Daemon(workdir, storage="  segment_size: 64KiB\n  block_size: 4KiB\n").start()
-    exporter = OTLPSpanExporter(endpoint=d.otlp_url, timeout=5)
-    acked = []
-    for batch in agent_batches(300, "kill", payload=200):
-        assert exporter.export(batch) == SpanExportResult.SUCCESS
-        acked.extend(batch)
-    assert d.stop() == 0
+    d, acked = stored_then_stopped(workdir, "  segment_size: 64KiB\n  block_size: 4KiB\n", 300, "kill", payload=200)
     segments = os.path.join(d.data, "segments")
     # Every index lost: start-up rebuilds them all from the segments; kill it part way, again
     # and again, at different points.

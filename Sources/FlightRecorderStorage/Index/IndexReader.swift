@@ -107,7 +107,6 @@ package final class IndexReader {
             // The index was rebuilt: its attribute filter is read again too.
             filterBytesInMemory -= attributeFilters[segment]?.filter?.bytesInMemory ?? 0
             attributeFilters[segment] = nil
-            _ = r
         }
         readers[segment] = nil
         if readers.count >= maxOpenSegments, let oldest = lastUse.min(by: { $0.value < $1.value })?.key {
@@ -457,7 +456,8 @@ extension IndexReader: OlderSegments {
             case .holdsRun(let run, let tenant): if try holdsRun(run, tenant: tenant) { found += 1 }
             }
         }
-        defer { skippedLookups.removeAll() }
-        return (skippedLookups.count, found)
+        let checked = skippedLookups.count
+        skippedLookups.removeAll()
+        return (checked, found)
     }
 }

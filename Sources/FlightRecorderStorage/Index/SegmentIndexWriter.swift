@@ -159,20 +159,15 @@ final class SegmentIndexWriter {
             let q = try? db.prepare("SELECT value FROM meta WHERE key = 'bloom'"), (try? q.step()) == true,
             let bloom = BloomFilter(serialized: q.blob(0))
         else { return nil }
-        var last: (Int, Int)?
-        if let b = try? db.prepare("SELECT offset, length FROM blocks ORDER BY offset DESC LIMIT 1"),
-            (try? b.step()) == true
-        {
-            last = (Int(b.int64(0)), Int(b.int64(1)))
-        }
+        let last = try? lastBlock(db)
         // A sealed index holds its attribute rows as pages; a log left by a crash while
         // sealing is not needed.
         unlink(IndexSchema.attributesPath(path))
         return SealedState(bloom: bloom, indexedBytes: indexed, lastBlock: last)
     }
 
-    /// The last block this (active) index records, to verify against the segment at start-up.
-    func lastBlock() throws(SQLiteError) -> (offset: Int, length: Int)? {
+    /// The last block an index records, to verify against its segment at start-up.
+    static func lastBlock(_ db: SQLiteDatabase) throws(SQLiteError) -> (offset: Int, length: Int)? {
         let b = try db.prepare("SELECT offset, length FROM blocks ORDER BY offset DESC LIMIT 1")
         return try b.step() ? (Int(b.int64(0)), Int(b.int64(1))) : nil
     }

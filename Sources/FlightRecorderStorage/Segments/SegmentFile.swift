@@ -42,6 +42,17 @@ public enum SegmentFile {
         return h
     }
 
+    /// Whether the segment file at `path` starts with segment `id`'s own header (false when it
+    /// cannot be read or is shorter than one).
+    static func hasOwnHeader(path: String, id: Int64) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: headerSize)
+        let n = bytes.withUnsafeMutableBytes { preadFully(fd, $0, at: 0) }
+        return n == headerSize && bytes == header(id: id)
+    }
+
     /// The size of the file at `path`; 0 when there is none.
     static func fileSize(path: String) -> Int {
         var st = stat()

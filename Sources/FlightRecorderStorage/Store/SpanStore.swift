@@ -41,7 +41,6 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let catalog: SegmentCatalog
     /// Segments whose damaged index is being rebuilt; queries answer 503 until it is done.
     private let repairs = Repairs()
-    private let recovering: StoreRecovery
     private let keyGroupsRebuilt: DispatchGroup
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
@@ -65,7 +64,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             let catalog = SegmentCatalog(directory: configuration.segmentDirectory)
             let older = IndexReader(
                 catalog: catalog, sealedOnly: true, maxOpenSegments: configuration.maxOpenSegmentIndexes)
-            recovering = StoreRecovery(
+            let recovering = StoreRecovery(
                 configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger,
                 deferDamagedSealed: true)
             let recovery = try recovering.runReporting()
@@ -286,7 +285,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
         Reindexer.removeIndexes(in: scratch)
         rmdir(scratch)
-        return (repairAfter == nil && rebuilt, repairAfter)
+        return (rebuilt, repairAfter)
     }
 
     /// The store's health for operators (`GET /api/v1/storage/stats`): whether the index is

@@ -49,9 +49,7 @@ public enum StoreCheck {
             func finding(_ offset: Int?, _ bytes: Int?, _ problem: String) {
                 report.findings.append(.init(file: name, offset: offset, bytes: bytes, problem: problem))
             }
-            if let header = try? Data(contentsOf: URL(fileURLWithPath: path)).prefix(SegmentFile.headerSize),
-                [UInt8](header) != SegmentFile.header(id: id)
-            {
+            if !SegmentFile.hasOwnHeader(path: path, id: id) {
                 finding(0, SegmentFile.headerSize, "segment header damaged")
             }
             let scan = try SegmentScanner(path: path).scan(from: SegmentFile.headerSize)

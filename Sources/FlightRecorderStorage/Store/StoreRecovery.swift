@@ -45,8 +45,8 @@ struct StoreRecovery {
     /// before it (`reindex`, which must build every index).
     var deferDamagedSealed = false
 
-    /// Returns the index writer of the segment to append to next (nil when it could not be
-    /// opened: `report.pendingCatchUp` then says so) and that segment's ID.
+    /// Returns the index writer of the segment to append to next (nil when start-up left that
+    /// segment to the indexer: `report.pendingSegments` then lists it) and that segment's ID.
     func runReporting() throws(StorageError) -> (
         active: SegmentIndexWriter?, activeSegment: Int64, report: RecoveryReport
     ) {
@@ -103,10 +103,9 @@ struct StoreRecovery {
         return (active, ids.last!, report)
     }
 
-    /// Brings segment `id`'s index up to date (or leaves it to the indexer, for the last one
-    /// on a full disk).
-    /// With `readOnly` only a sealed index that covers its segment is taken; anything that
-    /// needs writing answers false (left to the indexer).
+    /// Brings segment `id`'s index up to date; false when it is left to the indexer. With
+    /// `readOnly` only a sealed index that covers its segment is taken; anything that needs
+    /// writing answers false.
     private func recover(
         _ id: Int64, isLast: Bool, report: inout RecoveryReport, active: inout SegmentIndexWriter?, readOnly: Bool
     ) throws(StorageError) -> Bool {
@@ -162,7 +161,7 @@ struct StoreRecovery {
             reportTruncation(id, size: size, indexed: index.indexedBytes)
             guard truncate(path, off_t(index.indexedBytes)) == 0 else { throw .io("extend \(path)") }
         } else if index.indexedBytes == size,
-            let last = try sqlite({ () throws(SQLiteError) in try index.lastBlock() })
+            let last = try sqlite({ () throws(SQLiteError) in try SegmentIndexWriter.lastBlock(index.db) })
         {
             Self.verifyBlock(id, path: path, last, damage: damage)
         }
@@ -210,12 +209,7 @@ struct StoreRecovery {
     /// since every block carries its own header and checksum.
     private static func verifyHeader(_ id: Int64, path: String, size: Int, damage: DamageLog) {
         guard size >= SegmentFile.headerSize else { return }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var header = [UInt8](repeating: 0, count: SegmentFile.headerSize)
-        let n = header.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: 0) }
-        if n != header.count || header != SegmentFile.header(id: id) {
+        if !SegmentFile.hasOwnHeader(path: path, id: id) {
             damage.report(
                 .init(segment: id, offset: 0, length: SegmentFile.headerSize, reason: "segment header damaged"))
         }
@@ -361,7 +355,9 @@ public enum Reindexer {
                 configuration: configuration, catalog: catalog, older: older, damage: damage, logger: logger)
             let (active, _, r) = try recovery.runReporting()
             guard let active, r.pendingSegments.isEmpty else {
-                throw .io("write the rebuilt index of the last segment", errno: ENOSPC)
+                throw .sqlite(
+                    "could not write the rebuilt index of segments \(r.pendingSegments.map(String.init).joined(separator: ", ")) (the log says why)"
+                )
             }
             active.checkpoint()
             report = r
