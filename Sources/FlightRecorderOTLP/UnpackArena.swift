@@ -10,46 +10,56 @@ import Glibc
 ///
 /// Hand-written: protobuf-c takes an allocator of this C shape, and no package here has one.
 package final class UnpackArena {
-    private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
-    private var cursor: UnsafeMutableRawPointer?
-    private var remaining = 0
-    private var nextChunk: Int
+    /// The bump state, behind a stable pointer that protobuf-c's callback receives as its
+    /// data: allocating then touches no Swift object. Calling into the class from the callback
+    /// cost a retain, a release and an exclusivity check per field, 6 % of ingest CPU on the
+    /// captured SDK workload (`perf`).
+    private struct Bump {
+        var cursor: UnsafeMutableRawPointer?
+        var remaining = 0
+        var nextChunk: Int
+        var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
+
+        mutating func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+            let need = (max(size, 1) + 15) & ~15
+            if need > remaining {
+                let chunk = max(need, nextChunk)
+                guard let base = malloc(chunk) else { return nil }
+                chunks.append((base, chunk))
+                cursor = base
+                remaining = chunk
+                nextChunk = min(chunk * 2, 64 << 20)
+            }
+            let p = cursor!
+            cursor = p + need
+            remaining -= need
+            return p
+        }
+    }
+
+    private let bump = UnsafeMutablePointer<Bump>.allocate(capacity: 1)
     /// protobuf-c's view of this arena; allocated by hand so that its address is stable and
     /// taking it is no Swift access to a property.
     package let allocator = UnsafeMutablePointer<ProtobufCAllocator>.allocate(capacity: 1)
 
     package init(expectedBytes: Int) {
-        nextChunk = max(64 << 10, expectedBytes)
+        bump.initialize(to: Bump(nextChunk: max(64 << 10, expectedBytes)))
         allocator.initialize(
             to: ProtobufCAllocator(
-                alloc: { data, size in
-                    Unmanaged<UnpackArena>.fromOpaque(data!).takeUnretainedValue().allocate(size)
-                },
+                alloc: { data, size in data!.assumingMemoryBound(to: Bump.self).pointee.allocate(size) },
                 // Everything protobuf-c frees here came from the arena.
                 free: { _, _ in },
-                allocator_data: Unmanaged.passUnretained(self).toOpaque()))
+                allocator_data: UnsafeMutableRawPointer(bump)))
     }
 
     deinit {
-        for c in chunks { Glibc.free(c.base) }
+        for c in bump.pointee.chunks { Glibc.free(c.base) }
+        bump.deinitialize(count: 1)
+        bump.deallocate()
         allocator.deallocate()
     }
 
-    package func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
-        let need = (max(size, 1) + 15) & ~15
-        if need > remaining {
-            let chunk = max(need, nextChunk)
-            guard let base = malloc(chunk) else { return nil }
-            chunks.append((base, chunk))
-            cursor = base
-            remaining = chunk
-            nextChunk = min(chunk * 2, 64 << 20)
-        }
-        let p = cursor!
-        cursor = p + need
-        remaining -= need
-        return p
-    }
+    package func allocate(_ size: Int) -> UnsafeMutableRawPointer? { bump.pointee.allocate(size) }
 
     /// Runs `body` with this arena current on this thread (`CMessage`) and its protobuf-c allocator.
     package func with<R, E: Error>(_ body: (UnsafeMutablePointer<ProtobufCAllocator>) throws(E) -> R) throws(E) -> R {

@@ -140,7 +140,7 @@ final class SegmentIndexWriter {
 
     /// What start-up needs of a sealed index: its Bloom filter, how many bytes of its segment
     /// it covers, and where its last block is (verified against the segment).
-    struct SealedState {
+    struct SealedState: Sendable {
         var bloom: BloomFilter
         var indexedBytes: Int
         var lastBlock: (offset: Int, length: Int)?
@@ -166,9 +166,11 @@ final class SegmentIndexWriter {
         return SealedState(bloom: bloom, indexedBytes: indexed, lastBlock: last)
     }
 
-    /// The last block an index records, to verify against its segment at start-up.
+    /// The last block an index records, to verify against its segment at start-up. Blocks are
+    /// indexed in the order of their offsets, so the last row is the last block (one probe of
+    /// the rowid B-tree; `ORDER BY offset` read the whole table).
     static func lastBlock(_ db: SQLiteDatabase) throws(SQLiteError) -> (offset: Int, length: Int)? {
-        let b = try db.prepare("SELECT offset, length FROM blocks ORDER BY offset DESC LIMIT 1")
+        let b = try db.prepare("SELECT offset, length FROM blocks ORDER BY id DESC LIMIT 1")
         return try b.step() ? (Int(b.int64(0)), Int(b.int64(1))) : nil
     }
 
