@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // MARK: System C libraries
@@ -86,6 +88,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings),
         .target(
@@ -147,11 +150,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
+        // Agent metrics as Prometheus series (swift-prometheus), bounded, with OpenMetrics exemplars.
+        .target(
+            name: "FlightRecorderMetrics",
+            dependencies: [
+                "FlightRecorderOTLP",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderCollector",
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction",
-                "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP",
+                "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP", "FlightRecorderMetrics",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -266,6 +280,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderMetricsTests",
+            dependencies: [
+                "FlightRecorderMetrics", "FlightRecorderOTLP", "FlightRecorderIngest", "FlightRecorderTesting",
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(

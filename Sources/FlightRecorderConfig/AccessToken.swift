@@ -12,6 +12,8 @@ public enum Role: String, Sendable, CaseIterable, Comparable {
     case auditor
     /// Everything, including operational endpoints.
     case admin
+    /// Scrape `GET /metrics` and nothing else (a Prometheus server's token).
+    case metrics
 
     public static func < (a: Role, b: Role) -> Bool { a.rawValue < b.rawValue }
 

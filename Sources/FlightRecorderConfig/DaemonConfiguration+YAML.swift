@@ -110,6 +110,7 @@ extension DaemonConfiguration {
                     default: throw r.unknown(v, "index.\(k)")
                     }
                 }
+            case "metrics": config.metrics = try r.metrics(value)
             case "auth":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
@@ -249,6 +250,60 @@ package struct ConfigReader {
             throw error(node, "listeners.tls", "needs both cert_file and key_file (PEM)")
         }
         return TLSFiles(certificateChain: cert, privateKey: key)
+    }
+
+    package mutating func metrics(_ node: Node) throws(ConfigError) -> MetricsSettings {
+        var m = MetricsSettings()
+        try section(node, path: "metrics") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+            let path = "metrics.\(k)"
+            switch k {
+            case "enabled": m.enabled = try r.bool(v, path)
+            case "agent_version_keys": m.versionKeys = try r.stringList(v, path)
+            case "task_type_keys": m.taskTypeKeys = try r.stringList(v, path)
+            case "max_series_per_family": m.maxSeriesPerFamily = try r.integer(v, path, min: 1, max: 1_000_000)
+            case "series_ttl": m.seriesTTLSeconds = try r.seconds(v, path, min: 1)
+            case "run_settle": m.runSettleSeconds = try r.seconds(v, path, min: 0)
+            case "prices":
+                try r.section(v, path: path) { (r: inout ConfigReader, model: String, p: Node) throws(ConfigError) in
+                    var input: Double?
+                    var output: Double?
+                    let pricePath = "\(path).\(model)"
+                    try r.section(p, path: pricePath) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                        switch k {
+                        case "input": input = try r.number(v, "\(pricePath).input", min: 0)
+                        case "output": output = try r.number(v, "\(pricePath).output", min: 0)
+                        default: throw r.unknown(v, "\(pricePath).\(k)")
+                        }
+                    }
+                    guard let input, let output else {
+                        throw r.error(p, pricePath, "needs input and output (US dollars per million tokens)")
+                    }
+                    m.prices[model] = MetricRules.Price(input: input, output: output)
+                }
+            default: throw r.unknown(v, path)
+            }
+        }
+        return m
+    }
+
+    /// Seconds: a number, or a number with a unit (`500ms`, `30s`, `5m`, `2h`, `7d`).
+    package func seconds(_ node: Node, _ key: String, min: Double) throws(ConfigError) -> Double {
+        let s = try string(node, key)
+        guard let n = Self.parseSeconds(s) else {
+            throw error(node, key, "expected a duration such as 30s, 5m or 2h (got \"\(s)\")")
+        }
+        guard n >= min else { throw error(node, key, "must be at least \(min) seconds") }
+        return n
+    }
+
+    package static func parseSeconds(_ s: String) -> Double? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        for (suffix, scale) in units where s.hasSuffix(suffix) {
+            // "ms" before "s", "m": the first unit that parses wins.
+            if let n = Double(s.dropLast(suffix.count)), n.isFinite { return n * scale }
+        }
+        if let n = Double(s), n.isFinite { return n }
+        return nil
     }
 
     package mutating func rateLimit(_ node: Node) throws(ConfigError) -> RateLimit {

@@ -60,6 +60,8 @@ public struct DaemonConfiguration: Sendable {
     /// Applied to every span before it is stored. With no `redaction:` section every default
     /// detector is on: secure by default.
     public var redaction = RedactionPolicy.secureDefault
+    /// The agent metrics derived from stored spans (`GET /metrics`, `GET /api/v1/stats`).
+    public var metrics = MetricsSettings()
 
     public init() {}
 

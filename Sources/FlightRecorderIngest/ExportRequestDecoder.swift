@@ -15,6 +15,8 @@ public struct ExportRequestDecoder: Sendable {
 
     public var runIdentity: RunIdentity
     public var indexedKeys: IndexedKeys
+    /// The agent metrics derived from each stored span; nil derives none.
+    public var metrics: MetricRules?
     public var maxDepth: Int
     public var limits: IngestLimits
     /// Applied after decoding and before anything is extracted or stored; nil stores as sent.
@@ -22,10 +24,11 @@ public struct ExportRequestDecoder: Sendable {
 
     public init(
         runIdentity: RunIdentity = RunIdentity(), indexedKeys: IndexedKeys = IndexedKeys(), maxDepth: Int = 128,
-        limits: IngestLimits = IngestLimits(), redaction: RequestRedactor? = nil
+        limits: IngestLimits = IngestLimits(), redaction: RequestRedactor? = nil, metrics: MetricRules? = nil
     ) {
         self.runIdentity = runIdentity
         self.indexedKeys = indexedKeys
+        self.metrics = metrics
         self.maxDepth = maxDepth
         self.limits = limits
         self.redaction = redaction
@@ -105,9 +108,10 @@ public struct ExportRequestDecoder: Sendable {
         }
 
         // 7. Extract the index facts from what is stored.
-        let facts = IndexFacts.extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
+        let facts = IndexFacts.extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: metrics)
         var batch = IngestBatch(payload: payload, spans: facts.spans, resources: facts.resources)
         batch.indexed = facts.indexed
+        batch.metrics = facts.metrics
         batch.rejectedSpans = validation.rejected
         batch.rejectionMessage = validation.message
         batch.truncatedValues = limited.truncatedValues

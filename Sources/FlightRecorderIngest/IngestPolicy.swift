@@ -9,12 +9,12 @@ public final class IngestPolicy: Sendable {
 
     public init(
         runIdentity: RunIdentity, indexedKeys: IndexedKeys = IndexedKeys(), limits: IngestLimits = IngestLimits(),
-        redaction: RedactionPolicy
+        redaction: RedactionPolicy, metrics: MetricRules? = nil
     ) throws(RedactionError) {
         state = Mutex(
             ExportRequestDecoder(
                 runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits,
-                redaction: try Self.redactor(redaction)))
+                redaction: try Self.redactor(redaction), metrics: metrics))
     }
 
     static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {

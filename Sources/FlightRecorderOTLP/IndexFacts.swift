@@ -11,6 +11,8 @@ public enum IndexFacts {
         public var spans: [SpanIndexEntry] = []
         public var indexed: [IndexedAttribute] = []
         public var resources: [ResourceFacts] = []
+        /// The span families' counts (`SpanMetrics`); empty without `MetricRules`.
+        public var metrics = MetricDeltas()
     }
 
     static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
@@ -25,7 +27,8 @@ public enum IndexFacts {
     /// The facts of every span with valid IDs in an unpacked `ExportTraceServiceRequest` (or
     /// `TracesData`, which has the same layout).
     package static func extract(
-        _ request: UnsafeMutablePointer<CExportRequest>, runIdentity: RunIdentity, indexedKeys: IndexedKeys
+        _ request: UnsafeMutablePointer<CExportRequest>, runIdentity: RunIdentity, indexedKeys: IndexedKeys,
+        metrics rules: MetricRules? = nil
     ) -> Extracted {
         let req = request.pointee
         var total = 0
@@ -43,6 +46,11 @@ public enum IndexFacts {
             seenIndexed.reserveCapacity(total * 2)
         }
         var resources: [ResourceFacts] = []
+        var metrics = MetricDeltas()
+        // The values of the metric keys of the span at hand, by slot.
+        let values = SpanMetrics.Values.allocate(capacity: rules?.slotCount ?? 0)
+        defer { values.deallocate() }
+        let rootVersions = rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0) } ?? [:]
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resource = rs.resource?.pointee
@@ -54,6 +62,9 @@ public enum IndexFacts {
                     agent: firstValue(of: Self.agentKeys, in: attrs, count: n),
                     tenant: firstValue(of: Self.tenantKeys, in: attrs, count: n)))
             let resourceIndex = Int32(resources.count - 1)
+            let resourceLabels = rules.map {
+                SpanMetrics.ResourceLabels(attributes: attrs, count: n, facts: resources.last!, rules: $0)
+            }
             for s in 0..<rs.n_scope_spans {
                 guard let ss = rs.scope_spans[s]?.pointee else { continue }
                 for i in 0..<ss.n_spans {
@@ -66,10 +77,14 @@ public enum IndexFacts {
                     // `runIdentity` order, with a scalar value) and its indexed values.
                     var run: String?
                     var runRank = Int.max
+                    if rules != nil { values.update(repeating: nil) }
                     if let attrs = span.attributes {
                         for a in 0..<span.n_attributes {
                             guard let kv = attrs[a], let key = kv.pointee.key else { continue }
                             let hash = CKeyTable.hash(key)
+                            if let rules, let slot = rules.table.index(of: key, hash: hash) {
+                                values[slot] = kv.pointee.value
+                            }
                             if let rank = runIdentity.table.index(of: key, hash: hash), rank < runRank,
                                 let value = scalarString(kv.pointee.value)
                             {
@@ -90,6 +105,13 @@ public enum IndexFacts {
                             }
                         }
                     }
+                    if let rules, let resourceLabels {
+                        let runID = run ?? resourceRun
+                        SpanMetrics.observe(
+                            span: span, values: values, resource: resourceLabels,
+                            rootVersion: rootVersions.isEmpty ? nil : runID.flatMap { rootVersions[$0] },
+                            runID: { runID ?? traceID.hex }, rules: rules, into: &metrics)
+                    }
                     spans.append(
                         SpanIndexEntry(
                             traceID: traceID, spanID: spanID, parentSpanID: parent,
@@ -99,7 +121,7 @@ public enum IndexFacts {
                 }
             }
         }
-        return Extracted(spans: spans, indexed: indexed, resources: resources)
+        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics)
     }
 
     /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty
@@ -121,7 +143,9 @@ public enum IndexFacts {
     }
 
     /// The facts of a serialized request or `TracesData`; nil when it does not unpack.
-    public static func extract(_ payload: [UInt8], runIdentity: RunIdentity, indexedKeys: IndexedKeys) -> Extracted? {
+    public static func extract(
+        _ payload: [UInt8], runIdentity: RunIdentity, indexedKeys: IndexedKeys, metrics: MetricRules? = nil
+    ) -> Extracted? {
         payload.withUnsafeBytes { raw in
             // Read only: unpacked into an arena that frees it all at once.
             let arena = UnpackArena(expectedBytes: raw.count * 4)
@@ -130,7 +154,7 @@ public enum IndexFacts {
                     let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
                         arena.allocator, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
                 else { return nil }
-                return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys)
+                return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: metrics)
             }
         }
     }

@@ -110,6 +110,18 @@ package final class SQLiteStatement {
     }
 
     @discardableResult
+    package func bind(_ index: Int32, double value: Double) -> SQLiteStatement {
+        sqlite3_bind_double(stmt, index, value)
+        return self
+    }
+
+    @discardableResult
+    package func bindNull(_ index: Int32) -> SQLiteStatement {
+        sqlite3_bind_null(stmt, index)
+        return self
+    }
+
+    @discardableResult
     package func bind(_ index: Int32, blob value: [UInt8]) -> SQLiteStatement {
         value.withUnsafeBytes { b in
             _ = sqlite3_bind_blob(stmt, index, b.baseAddress, Int32(b.count), Self.transient)
@@ -142,6 +154,8 @@ package final class SQLiteStatement {
     }
 
     package func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
+
+    package func double(_ column: Int32) -> Double { sqlite3_column_double(stmt, column) }
 
     package func text(_ column: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, column) else { return nil }

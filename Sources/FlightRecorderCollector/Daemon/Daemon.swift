@@ -37,11 +37,15 @@ public struct Daemon: Sendable {
                 "listening beyond loopback without TLS: bearer tokens cross the network in clear text",
                 metadata: ["addresses": "\(exposed.map(\.description).joined(separator: ", "))"])
         }
-        let store = try SpanStore(configuration: configuration.storeConfiguration, logger: logger)
+        let metrics = MetricsEndpoint(settings: configuration.metrics)
+        var storeConfiguration = configuration.storeConfiguration
+        storeConfiguration.metricsFactory = metrics.factory
+        if configuration.metrics.enabled { storeConfiguration.onMetrics = { metrics.observe($0) } }
+        let store = try SpanStore(configuration: storeConfiguration, logger: logger)
         let policy = try IngestPolicy(
             runIdentity: RunIdentity(keys: configuration.runIDKeys), indexedKeys: configuration.indexedKeys,
             limits: configuration.limits,
-            redaction: configuration.redaction)
+            redaction: configuration.redaction, metrics: configuration.metrics.rules)
         if !configuration.redaction.enabled {
             logger.warning("redaction is disabled: span values are stored as sent")
         }
@@ -58,8 +62,10 @@ public struct Daemon: Sendable {
         OTLPHTTPReceiver(ingest: ingest, logger: logger).addRoutes(to: otlpRouter)
         let apiRouter = Router(context: BasicRequestContext.self)
         let gate = DrainGate()
-        QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, gate: gate, logger: logger).addRoutes(
-            to: apiRouter)
+        let api = QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, gate: gate, logger: logger)
+        api.addRoutes(to: apiRouter)
+        metrics.attach(store: store, ingest: ingest)
+        metrics.addRoute(to: apiRouter, api: api)
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address = configuration.otlpGRPC {

@@ -13,6 +13,7 @@ extension DaemonConfiguration {
         s.maxQueueBytes = queueBytes
         s.runIdentity = RunIdentity(keys: runIDKeys)
         s.indexedKeys = indexedKeys
+        s.metricRules = metrics.rules
         return s
     }
 }

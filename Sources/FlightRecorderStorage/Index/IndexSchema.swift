@@ -1,3 +1,4 @@
+import FlightRecorderOTLP
 import FlightRecorderSQLite
 
 #if canImport(Glibc)
@@ -61,6 +62,12 @@ enum IndexSchema {
             agent TEXT, provisional INTEGER NOT NULL, continued INTEGER NOT NULL, folds INTEGER NOT NULL,
             PRIMARY KEY(run_id, tenant)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS runs_by_start ON runs(continued, start_ns);
+        -- The agent metrics this segment's spans add (`MetricDeltas`), one row per series: a
+        -- counter's total in `value`, a histogram's bucket counts and sum in `histogram`. Written
+        -- in the round's transaction, so they count exactly the spans indexed.
+        CREATE TABLE IF NOT EXISTS metrics(
+            family INTEGER NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL, histogram BLOB,
+            PRIMARY KEY(family, labels)) WITHOUT ROWID;
         """
 
     /// Traces by indexed attribute values (external IDs, searchable attributes), keyed by
@@ -127,6 +134,27 @@ enum IndexSchema {
         } catch {
             return error.isDamaged ? error.message : nil
         }
+    }
+
+    /// The metric rows of an index (`metrics`); none for an index written before the table
+    /// existed (`flightrec reindex` derives them).
+    static func metrics(_ db: SQLiteDatabase) throws(SQLiteError) -> MetricDeltas {
+        var out = MetricDeltas()
+        let q: SQLiteStatement
+        do throws(SQLiteError) {
+            q = try db.prepare("SELECT family, labels, value, histogram FROM metrics")
+        } catch where error.message.contains("no such table") {
+            return out
+        }
+        while try q.step() {
+            guard let key = SeriesKey(family: Int(q.int64(0)), joinedLabels: q.text(1) ?? "") else { continue }
+            if let bounds = key.family.buckets {
+                if let h = HistogramDelta(serialized: q.blob(3), buckets: bounds.count) { out.histograms[key] = h }
+            } else {
+                out.counters[key] = q.double(2)
+            }
+        }
+        return out
     }
 
     static func remove(_ path: String) {

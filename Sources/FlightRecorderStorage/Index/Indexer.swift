@@ -1,3 +1,4 @@
+import FlightRecorderOTLP
 import FlightRecorderCore
 import FlightRecorderSQLite
 import Foundation
@@ -196,6 +197,9 @@ final class Indexer: @unchecked Sendable {
         } catch {
             throw SQLiteError(error.message)
         }
+        // The rebuilt rows are the ones already published (the old index's), plus any block it
+        // had not indexed yet: not published again, so nothing counts twice.
+        _ = fresh.takeUnpublishedMetrics()
         active = fresh
         catalog.renew(id)
         logger.notice(
@@ -241,6 +245,7 @@ final class Indexer: @unchecked Sendable {
                 }
             }
             try active.index(fresh, indexedBytes: max(pendingBytes, active.indexedBytes))
+            publishMetrics(active)
         }
         for g in groups {
             for s in g.segments where s.id > sealedThrough {
@@ -264,9 +269,16 @@ final class Indexer: @unchecked Sendable {
         try flush()
     }
 
+    /// Hands what `writer`'s committed rounds added to the metrics to the store's observer.
+    private func publishMetrics(_ writer: SegmentIndexWriter) {
+        let d = writer.takeUnpublishedMetrics()
+        if !d.isEmpty, let onMetrics = recovery.configuration.onMetrics { onMetrics(d) }
+    }
+
     /// Seals `writer`'s index at `indexedBytes` and publishes it with its filter.
     func seal(_ writer: SegmentIndexWriter, indexedBytes: Int) throws(SQLiteError) {
         if indexedBytes > writer.indexedBytes { try writer.index([], indexedBytes: indexedBytes) }
+        publishMetrics(writer)
         let started = ContinuousClock.now
         let (bloom, keys) = try writer.seal()
         catalog.publish(.init(id: writer.segment, bloom: bloom))

@@ -41,6 +41,11 @@ final class SegmentIndexWriter {
     private let refreshRun: SQLiteStatement
     private let insertTenant: SQLiteStatement
     private let setMeta: SQLiteStatement
+    private let upsertMetric: SQLiteStatement
+    /// The agent metrics the segment's indexed spans add (the `metrics` rows), and what the
+    /// rounds committed since the indexer last took them added (with exemplars).
+    private(set) var metrics = MetricDeltas()
+    private var unpublished = MetricDeltas()
     /// The segment is bounded, so everything it holds fits in memory: tenant numbers, trace
     /// numbers, the run of every trace seen, and whether a run continues an older segment's.
     private var tenants: [String: Int64] = [:]
@@ -133,6 +138,8 @@ final class SegmentIndexWriter {
             """)
         insertTenant = try db.prepare("INSERT INTO tenants(name) VALUES (?1)")
         setMeta = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")
+        upsertMetric = try db.prepare(
+            "INSERT OR REPLACE INTO metrics(family, labels, value, histogram) VALUES (?1, ?2, ?3, ?4)")
         try loadState()
     }
 
@@ -193,6 +200,7 @@ final class SegmentIndexWriter {
     /// Reopening a partly indexed segment (after a crash): its tenants and traces, back into memory.
     private func loadState() throws(SQLiteError) {
         try loadRows()
+        metrics = try IndexSchema.metrics(db)
         // The committed attribute rows; anything after them was never committed.
         var log = [UInt8](repeating: 0, count: attributeLogBytes)
         let n = log.withUnsafeMutableBytes { SegmentFile.preadFully(attributeLog, $0, at: 0) }
@@ -227,6 +235,9 @@ final class SegmentIndexWriter {
         try db.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
             let rows = try indexRows(blocks)
+            var round = MetricDeltas()
+            for block in blocks { for batch in block.batches where !batch.metrics.isEmpty { round.add(batch.metrics) } }
+            try writeMetrics(round)
             // The round's attribute rows go to the log first; the transaction records how far
             // it is committed, so a failed round's rows are cut off again.
             var bytes: [UInt8] = []
@@ -257,6 +268,9 @@ final class SegmentIndexWriter {
             }
             attributeLogBytes += bytes.count
             attributes.add(rows)
+            unpublished.add(round)
+            for k in round.histograms.keys { round.histograms[k]!.exemplars = [:] }
+            metrics.add(round)
             self.indexedBytes = indexedBytes
         } catch {
             try? db.execute("ROLLBACK")
@@ -377,6 +391,28 @@ final class SegmentIndexWriter {
         }
         out.removeLast(out.count - kept)
         return out
+    }
+
+    /// What the rounds committed since the last call added to the metrics.
+    func takeUnpublishedMetrics() -> MetricDeltas {
+        defer { unpublished = MetricDeltas() }
+        return unpublished
+    }
+
+    /// Writes the new totals of the series `round` touches (within the round's transaction).
+    private func writeMetrics(_ round: MetricDeltas) throws(SQLiteError) {
+        for (key, n) in round.counters {
+            let total: Double = metrics.counters[key, default: 0] + n
+            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: total).bindNull(4)
+            try upsertMetric.run()
+        }
+        for (key, h) in round.histograms {
+            var total = metrics.histograms[key] ?? HistogramDelta(buckets: h.counts.count - 1)
+            total.add(h)
+            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: 0)
+                .bind(4, blob: total.serialized)
+            try upsertMetric.run()
+        }
     }
 
     /// Folds the WAL into the index file (clean shutdown).

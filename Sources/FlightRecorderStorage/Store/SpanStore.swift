@@ -136,6 +136,35 @@ public final class SpanStore: Service, @unchecked Sendable {
             verifier.name = "flightrec-verify"
             verifier.start()
         }
+        if let onMetrics = configuration.onMetrics {
+            // The totals the index holds: the active index's rows now, the sealed ones' read on
+            // a thread of their own (counts only add, so live rounds may come first).
+            let active = indexer.active?.metrics ?? MetricDeltas()
+            _ = indexer.active?.takeUnpublishedMetrics()
+            let sealed = catalog.snapshot.filter { $0.bloom != nil }.map(\.id)
+            let directory = configuration.segmentDirectory
+            let loader = Thread { [logger] in
+                var startup = active
+                var failed = 0
+                for id in sealed {
+                    guard let db = try? SQLiteDatabase(path: IndexSchema.path(directory, id), immutable: true),
+                        let rows = try? IndexSchema.metrics(db)
+                    else {
+                        failed += 1
+                        continue
+                    }
+                    startup.add(rows)
+                }
+                if failed > 0 {
+                    logger.warning(
+                        "metrics: some sealed indexes could not be read; their counts are missing until restart",
+                        metadata: ["segments": "\(failed)"])
+                }
+                onMetrics(startup)
+            }
+            loader.name = "flightrec-metrics-load"
+            loader.start()
+        }
         let writerThread = Thread { [writer] in writer.run() }
         writerThread.name = "flightrec-writer"
         writerThread.start()
@@ -296,6 +325,22 @@ public final class SpanStore: Service, @unchecked Sendable {
             damagedRegions: damage.regions.map {
                 .init(segment: $0.segment, offset: $0.offset, bytes: $0.length, reason: $0.reason)
             })
+    }
+
+    /// The store's size and backlog, for `/metrics`: segment files and the bytes of everything
+    /// under `segments/` (segments, indexes, filters), request bytes queued for the writer,
+    /// acknowledged spans not indexed yet, damaged regions found.
+    public var gauges: (segments: Int, bytes: Int64, queuedBytes: Int, unindexedSpans: Int, damagedRegions: Int) {
+        let dir = configuration.segmentDirectory
+        var segments = 0
+        var bytes: Int64 = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            var st = stat()
+            guard stat(dir + "/" + name, &st) == 0 else { continue }
+            bytes += Int64(st.st_size)
+            if name.hasSuffix(".frs") { segments += 1 }
+        }
+        return (segments, bytes, queue.bytesQueued, queue.unindexedSpans, damage.count)
     }
 
     /// Row counts of the index tables (tests, `reindex` report).

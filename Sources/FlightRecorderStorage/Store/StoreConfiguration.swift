@@ -1,3 +1,4 @@
+public import CoreMetrics
 public import FlightRecorderOTLP
 
 /// How the store writes. Defaults suit a production daemon; tests shrink the sizes.
@@ -24,6 +25,16 @@ public struct StoreConfiguration: Sendable {
     public var runIdentity = RunIdentity()
     /// Attribute keys recorded per trace in the index (external IDs, searchable attributes).
     public var indexedKeys = IndexedKeys()
+    /// The agent metrics recovery and `reindex` derive from stored spans, as ingest does
+    /// (`SpanMetrics`); nil derives none.
+    public var metricRules: MetricRules?
+    /// Told what each committed index round adds to the metrics, and once after start-up the
+    /// totals the index already held (in any order: the two never overlap).
+    public var onMetrics: (@Sendable (MetricDeltas) -> Void)?
+    /// Where the store's own timings go (the fsync of each group, `fsyncTimerLabel`); nil
+    /// records none.
+    public var metricsFactory: (any MetricsFactory)?
+    public static let fsyncTimerLabel = "flightrec_fsync_duration_seconds"
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.
     var maxOpenSegmentIndexes = 64

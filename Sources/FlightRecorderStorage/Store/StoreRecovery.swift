@@ -335,10 +335,12 @@ struct StoreRecovery {
         for (n, block) in scan.blocks.enumerated() {
             let raw = try reader.readBlock(segment: id, offset: block.offset, length: block.header.frameLength)
             if let facts = IndexFacts.extract(
-                raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys)
+                raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys,
+                metrics: configuration.metricRules)
             {
                 var batch = IngestBatch(payload: [], spans: facts.spans, resources: facts.resources)
                 batch.indexed = facts.indexed
+                batch.metrics = facts.metrics
                 chunk.append(
                     DurableBlock(
                         segment: id, offset: block.offset, length: block.header.frameLength,

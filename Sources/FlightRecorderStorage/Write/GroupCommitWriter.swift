@@ -1,5 +1,6 @@
 import FlightRecorderCore
 import FlightRecorderOTLP
+import CoreMetrics
 import Logging
 
 /// The writer thread: takes everything queued, frames it into LZ4 blocks, appends them to the
@@ -17,7 +18,13 @@ final class GroupCommitWriter: @unchecked Sendable {
     /// One log line per interval while writes keep failing (a full disk fails every group).
     private let limiter = LogLimiter()
 
+    /// Each group's fsync, through swift-metrics (`StoreConfiguration.metricsFactory`).
+    private let fsyncTimer: CoreMetrics.Timer?
+
     init(configuration: StoreConfiguration, queue: WriteQueue, segment: SegmentWriter, logger: Logger) {
+        fsyncTimer = configuration.metricsFactory.map {
+            CoreMetrics.Timer(label: StoreConfiguration.fsyncTimerLabel, dimensions: [], factory: $0)
+        }
         self.configuration = configuration
         self.queue = queue
         self.segment = segment
@@ -90,7 +97,14 @@ final class GroupCommitWriter: @unchecked Sendable {
         let base = segment.size
         do throws(StorageError) {
             _ = try segment.append(frames)
-            if configuration.durability == .fsync { try segment.sync() }
+            if configuration.durability == .fsync {
+                let started = ContinuousClock.now
+                try segment.sync()
+                if let fsyncTimer {
+                    let d = ContinuousClock.now - started
+                    fsyncTimer.recordNanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+                }
+            }
         } catch {
             segment.truncate(to: base)
             throw error

@@ -264,6 +264,8 @@ final class WriteQueue: @unchecked Sendable {
 
     /// Durable spans the indexer has not indexed yet.
     var unindexedSpans: Int { lock.withLock { backlogSpans } }
+    /// Request bytes waiting for the writer.
+    var bytesQueued: Int { lock.withLock { queuedBytes } }
 
     /// Whether the store is draining for shutdown.
     var isDraining: Bool { lock.withLock { state != .running } }

@@ -1,0 +1,143 @@
+public import FlightRecorderConfig
+import FlightRecorderCore
+import FlightRecorderHTTP
+public import FlightRecorderMetrics
+public import FlightRecorderOTLP
+public import FlightRecorderStorage
+import Foundation
+public import Hummingbird
+public import Prometheus
+import Synchronization
+
+/// `GET /metrics` on the API listener: the agent metrics derived from stored spans
+/// (`AgentMetrics`) and the daemon's own, in the Prometheus text format, or OpenMetrics with
+/// run-ID exemplars when the scraper's `Accept` prefers it.
+///
+/// With tokens configured it needs the `admin` or `metrics` role. Labels carry only the
+/// bounded values `MetricLabel` lets through, never other attribute values.
+public final class MetricsEndpoint: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let agent: AgentMetrics
+    /// swift-metrics' view of `registry`, for the store's timings (the fsync histogram).
+    public let factory: PrometheusMetricsFactory
+    private let wiring = Mutex<Wiring?>(nil)
+
+    struct Wiring {
+        var store: SpanStore
+        var ingest: IngestService
+        var accepted: Counter
+        var rejected: Counter
+        var refused: [String: Counter] = [:]
+        /// What the counters were last brought up to (the ingest service's totals).
+        var synced = IngestService.Counters()
+        var gauges: [String: Gauge]
+        var series: [MetricFamily: Gauge] = [:]
+    }
+
+    public init(settings: MetricsSettings) {
+        registry = PrometheusCollectorRegistry()
+        agent = AgentMetrics(
+            registry: registry, maxSeriesPerFamily: settings.maxSeriesPerFamily, seriesTTL: settings.seriesTTLSeconds)
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[StoreConfiguration.fsyncTimerLabel] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1),
+        ]
+        self.factory = factory
+    }
+
+    /// Adds what an index round committed (the store's `onMetrics`).
+    public func observe(_ deltas: MetricDeltas) {
+        agent.apply(deltas, now: Self.now())
+    }
+
+    static func now() -> Double { Double(SystemWallClock().nowNanos()) / 1e9 }
+
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// Starts reporting the store's and the ingest path's figures.
+    public func attach(store: SpanStore, ingest: IngestService) {
+        let gauges: [(String, String)] = [
+            ("flightrec_queue_bytes", "Request bytes queued for the segment writer."),
+            ("flightrec_index_lag_spans", "Acknowledged spans stored but not indexed yet."),
+            ("flightrec_segments", "Segment files stored."),
+            ("flightrec_stored_bytes", "Bytes under segments/: segments, their indexes and filters."),
+            ("flightrec_damaged_regions", "Damaged regions of segments found so far (DATA/damage.log)."),
+        ]
+        wiring.withLock {
+            $0 = Wiring(
+                store: store, ingest: ingest,
+                accepted: registry.makeCounter(
+                    descriptor: Self.descriptor("flightrec_spans_accepted_total", "Spans stored and acknowledged.")),
+                rejected: registry.makeCounter(
+                    descriptor: Self.descriptor(
+                        "flightrec_spans_rejected_total", "Spans refused from accepted requests (partial success)."),
+                    labels: [("reason", "invalid")]),
+                gauges: Dictionary(
+                    uniqueKeysWithValues: gauges.map { ($0.0, registry.makeGauge(descriptor: Self.descriptor($0.0, $0.1))) }))
+        }
+    }
+
+    /// Brings the daemon's own series up to date, expires idle agent series.
+    func refresh() {
+        agent.expire(now: Self.now())
+        let active = agent.activeSeries
+        wiring.withLock { w in
+            guard var w0 = w else { return }
+            let now = w0.ingest.stats
+            w0.accepted.increment(by: Int64(now.acceptedSpans - w0.synced.acceptedSpans))
+            w0.rejected.increment(by: Int64(now.rejectedSpans - w0.synced.rejectedSpans))
+            for (reason, n) in now.refusedRequests {
+                let counter =
+                    w0.refused[reason]
+                    ?? registry.makeCounter(
+                        descriptor: Self.descriptor(
+                            "flightrec_requests_refused_total", "Export requests refused whole, by reason."),
+                        labels: [("reason", MetricLabel.value(reason))])
+                w0.refused[reason] = counter
+                counter.increment(by: Int64(n - w0.synced.refusedRequests[reason, default: 0]))
+            }
+            w0.synced = now
+            let g = w0.store.gauges
+            w0.gauges["flightrec_queue_bytes"]?.set(to: Double(g.queuedBytes))
+            w0.gauges["flightrec_index_lag_spans"]?.set(to: Double(g.unindexedSpans))
+            w0.gauges["flightrec_segments"]?.set(to: Double(g.segments))
+            w0.gauges["flightrec_stored_bytes"]?.set(to: Double(g.bytes))
+            w0.gauges["flightrec_damaged_regions"]?.set(to: Double(g.damagedRegions))
+            for family in MetricFamily.allCases {
+                let gauge =
+                    w0.series[family]
+                    ?? registry.makeGauge(
+                        descriptor: Self.descriptor(
+                            "flightrec_metric_series", "Series each agent metric family holds (the overflow series included)."),
+                        labels: [("family", family.name)])
+                w0.series[family] = gauge
+                gauge.set(to: Double(active[family, default: 0]))
+            }
+            w = w0
+        }
+    }
+
+    /// The exposition `accept` asks for, and its content type.
+    public func render(accept: String?) -> (body: [UInt8], contentType: String) {
+        refresh()
+        let text = registry.emitToBuffer()
+        if OpenMetrics.wanted(accept: accept) {
+            return (OpenMetrics.convert(text, exemplars: agent.exemplarLines()), OpenMetrics.contentType)
+        }
+        return (text, OpenMetrics.prometheusContentType)
+    }
+
+    public func addRoute(to router: Router<some RequestContext>, api: QueryAPI) {
+        router.get("/metrics") { request, _ in
+            await api.handle(request, roles: [.admin, .metrics]) { _ in
+                let (body, type) = self.render(accept: request.headers[.accept])
+                return Response(
+                    status: .ok, headers: [.contentType: type], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+            }
+        }
+    }
+}

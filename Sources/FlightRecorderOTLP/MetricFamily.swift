@@ -1,0 +1,214 @@
+/// The agent metric families FlightRecorder derives from stored spans, with their names,
+/// labels and buckets. Span families are counted at ingest from each span (`SpanMetrics`);
+/// run families by the run analyser once a run has settled. The names are the ones the
+/// README, the Prometheus rules and the Grafana dashboard use.
+public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
+    // Tool and dependency.
+    case toolCalls = 1
+    case toolCallDuration
+    case uncertainWrites
+    // Safety.
+    case policyDecisions
+    case approvals
+    case redactions
+    // Loop, per model call.
+    case tokenUsage
+    case operationDuration
+    case cost
+    // Per run (the run analyser).
+    case runs
+    case escalations
+    case runDuration
+    case runSteps
+    case repeatedCalls
+    case findings
+
+    public var name: String {
+        switch self {
+        case .toolCalls: "flightrec_tool_calls_total"
+        case .toolCallDuration: "flightrec_tool_call_duration_seconds"
+        case .uncertainWrites: "flightrec_tool_uncertain_writes_total"
+        case .policyDecisions: "flightrec_policy_decisions_total"
+        case .approvals: "flightrec_approvals_total"
+        case .redactions: "flightrec_redactions_total"
+        case .tokenUsage: "flightrec_gen_ai_client_token_usage"
+        case .operationDuration: "flightrec_gen_ai_client_operation_duration_seconds"
+        case .cost: "flightrec_agent_cost_usd_total"
+        case .runs: "flightrec_agent_runs_total"
+        case .escalations: "flightrec_agent_run_escalations_total"
+        case .runDuration: "flightrec_agent_run_duration_seconds"
+        case .runSteps: "flightrec_agent_run_steps"
+        case .repeatedCalls: "flightrec_tool_repeated_calls_total"
+        case .findings: "flightrec_findings_total"
+        }
+    }
+
+    public var help: String {
+        switch self {
+        case .toolCalls: "Tool executions (gen_ai.operation.name=execute_tool) by outcome: ok, error or timeout."
+        case .toolCallDuration: "Duration of tool executions."
+        case .uncertainWrites: "Write-tier tool executions that timed out or ended in an unknown state."
+        case .policyDecisions: "Policy decisions (policy.outcome) by outcome and rule."
+        case .approvals: "Approval decisions (approval.decision) by decision: granted or denied."
+        case .redactions: "Stored spans in which a redaction rule masked at least one value."
+        case .tokenUsage: "Tokens used per model call (GenAI gen_ai.client.token.usage), by token_type."
+        case .operationDuration: "Duration of model calls (GenAI gen_ai.client.operation.duration)."
+        case .cost: "Cost of model calls in US dollars: the span's gen_ai.usage.cost, else metrics.prices."
+        case .runs: "Settled runs by outcome: error when any span of the run failed."
+        case .escalations: "Settled runs with at least one approval_required policy decision."
+        case .runDuration: "Duration of settled runs, first span start to last span end."
+        case .runSteps: "Model and tool steps per settled run."
+        case .repeatedCalls: "Tool calls repeating an earlier call of the same run (same tool and arguments)."
+        case .findings: "Findings of settled runs by kind (unapproved_write, duplicate_execution, ...)."
+        }
+    }
+
+    /// Label names, in the order `SeriesKey.labels` holds their values.
+    public var labels: [String] {
+        switch self {
+        case .toolCalls: ["tenant", "agent", "agent_version", "task_type", "tool", "risk_tier", "outcome"]
+        case .toolCallDuration, .uncertainWrites: ["tenant", "agent", "agent_version", "tool", "risk_tier"]
+        case .policyDecisions: ["tenant", "agent", "agent_version", "tool", "risk_tier", "outcome", "rule"]
+        case .approvals: ["tenant", "agent", "agent_version", "tool", "decision"]
+        case .redactions: ["tenant", "rule"]
+        case .tokenUsage: ["tenant", "agent", "agent_version", "model", "token_type"]
+        case .operationDuration, .cost: ["tenant", "agent", "agent_version", "model"]
+        case .runs: ["tenant", "agent", "agent_version", "task_type", "outcome"]
+        case .escalations, .runDuration, .runSteps: ["tenant", "agent", "agent_version", "task_type"]
+        case .repeatedCalls: ["tenant", "agent", "agent_version", "tool"]
+        case .findings: ["tenant", "agent", "agent_version", "kind"]
+        }
+    }
+
+    /// Upper bounds of a histogram's buckets (without +Inf); nil for a counter.
+    public var buckets: [Double]? {
+        switch self {
+        case .toolCallDuration: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+        // The GenAI semantic conventions' advised boundaries.
+        case .tokenUsage:
+            [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864]
+        case .operationDuration:
+            [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+        case .runDuration: [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+        case .runSteps: [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233]
+        default: nil
+        }
+    }
+
+    public var isHistogram: Bool { buckets != nil }
+
+    /// Observed by the run analyser, not per span.
+    public var isRunFamily: Bool { rawValue >= MetricFamily.runs.rawValue }
+}
+
+/// One series: a family and its label values (in `MetricFamily.labels` order).
+public struct SeriesKey: Hashable, Sendable {
+    public var family: MetricFamily
+    public var labels: [String]
+
+    public init(_ family: MetricFamily, _ labels: [String]) {
+        self.family = family
+        self.labels = labels
+    }
+
+    /// The label values joined by U+001F, which `MetricLabel` never lets into a value: how
+    /// the index stores a series.
+    public var joinedLabels: String { labels.joined(separator: "\u{1F}") }
+
+    public init?(family raw: Int, joinedLabels: String) {
+        guard let family = MetricFamily(rawValue: UInt8(clamping: raw)) else { return nil }
+        let labels = joinedLabels.split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
+        guard labels.count == family.labels.count else { return nil }
+        self.init(family, labels)
+    }
+}
+
+/// A histogram's observations: per-bucket counts (the last is +Inf, not cumulative), sum,
+/// count, and the latest run observed in each bucket (OpenMetrics exemplars; not persisted).
+public struct HistogramDelta: Sendable, Equatable {
+    public var counts: [UInt64]
+    public var sum: Double = 0
+    public var exemplars: [Int: Exemplar] = [:]
+
+    public struct Exemplar: Sendable, Equatable {
+        public var runID: String
+        public var value: Double
+        /// Unix seconds of the span's end.
+        public var time: Double
+    }
+
+    public init(buckets: Int) { counts = Array(repeating: 0, count: buckets + 1) }
+
+    public var count: UInt64 { counts.reduce(0, +) }
+
+    public mutating func observe(_ value: Double, bounds: [Double], exemplar: Exemplar?) {
+        var i = bounds.count
+        for (n, b) in bounds.enumerated() where value <= b {
+            i = n
+            break
+        }
+        counts[i] += 1
+        sum += value
+        if let exemplar { exemplars[i] = exemplar }
+    }
+
+    public mutating func add(_ o: HistogramDelta) {
+        if counts.count != o.counts.count { counts = Array(repeating: 0, count: max(counts.count, o.counts.count)) }
+        for i in o.counts.indices { counts[i] += o.counts[i] }
+        sum += o.sum
+        for (k, v) in o.exemplars { exemplars[k] = v }
+    }
+
+    /// Counts then sum, little-endian: how the index stores a histogram.
+    public var serialized: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(counts.count * 8 + 8)
+        for c in counts { withUnsafeBytes(of: c.littleEndian) { out.append(contentsOf: $0) } }
+        withUnsafeBytes(of: sum.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+        return out
+    }
+
+    public init?(serialized b: [UInt8], buckets: Int) {
+        guard b.count == (buckets + 2) * 8 else { return nil }
+        self.init(buckets: buckets)
+        b.withUnsafeBytes { raw in
+            for i in 0...buckets { counts[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+            sum = Double(
+                bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: (buckets + 1) * 8, as: UInt64.self)))
+        }
+    }
+}
+
+/// What a batch of spans adds to the agent metrics: counter increments and histogram
+/// observations per series.
+public struct MetricDeltas: Sendable, Equatable {
+    public var counters: [SeriesKey: Double] = [:]
+    public var histograms: [SeriesKey: HistogramDelta] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { counters.isEmpty && histograms.isEmpty }
+
+    public mutating func count(_ family: MetricFamily, _ labels: [String], by n: Double = 1) {
+        counters[SeriesKey(family, labels), default: 0] += n
+    }
+
+    public mutating func observe(
+        _ family: MetricFamily, _ labels: [String], _ value: Double, exemplar: HistogramDelta.Exemplar? = nil
+    ) {
+        guard let bounds = family.buckets else { return }
+        histograms[SeriesKey(family, labels), default: HistogramDelta(buckets: bounds.count)]
+            .observe(value, bounds: bounds, exemplar: exemplar)
+    }
+
+    public mutating func add(_ o: MetricDeltas) {
+        for (k, v) in o.counters { counters[k, default: 0] += v }
+        for (k, v) in o.histograms {
+            if histograms[k] == nil {
+                histograms[k] = v
+            } else {
+                histograms[k]!.add(v)
+            }
+        }
+    }
+}
