@@ -268,7 +268,8 @@ package struct ConfigReader {
                     var input: Double?
                     var output: Double?
                     let pricePath = "\(path).\(model)"
-                    try r.section(p, path: pricePath) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                    try r.section(p, path: pricePath) {
+                        (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                         switch k {
                         case "input": input = try r.number(v, "\(pricePath).input", min: 0)
                         case "output": output = try r.number(v, "\(pricePath).output", min: 0)

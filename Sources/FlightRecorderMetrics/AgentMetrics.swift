@@ -114,7 +114,8 @@ public final class AgentMetrics: Sendable {
     private func make(_ family: MetricFamily, labels: [(String, String)], now: Double) -> Live {
         if let bounds = family.buckets {
             return Live(
-                histogram: registry.makeValueHistogram(descriptor: Self.descriptor(family), labels: labels, buckets: bounds),
+                histogram: registry.makeValueHistogram(
+                    descriptor: Self.descriptor(family), labels: labels, buckets: bounds),
                 lastUpdate: now)
         }
         return Live(counter: registry.makeCounter(descriptor: Self.descriptor(family), labels: labels), lastUpdate: now)

@@ -135,6 +135,12 @@ public struct HistogramDelta: Sendable, Equatable {
         public var value: Double
         /// Unix seconds of the span's end.
         public var time: Double
+
+        public init(runID: String, value: Double, time: Double) {
+            self.runID = runID
+            self.value = value
+            self.time = time
+        }
     }
 
     public init(buckets: Int) { counts = Array(repeating: 0, count: buckets + 1) }
@@ -172,7 +178,9 @@ public struct HistogramDelta: Sendable, Equatable {
         guard b.count == (buckets + 2) * 8 else { return nil }
         self.init(buckets: buckets)
         b.withUnsafeBytes { raw in
-            for i in 0...buckets { counts[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+            for i in 0...buckets {
+                counts[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+            }
             sum = Double(
                 bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: (buckets + 1) * 8, as: UInt64.self)))
         }

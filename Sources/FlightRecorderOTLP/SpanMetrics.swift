@@ -53,7 +53,8 @@ public struct MetricRules: Sendable, Equatable {
     }
 
     public init(
-        versionKeys: [String] = MetricRules.defaultVersionKeys, taskTypeKeys: [String] = MetricRules.defaultTaskTypeKeys,
+        versionKeys: [String] = MetricRules.defaultVersionKeys,
+        taskTypeKeys: [String] = MetricRules.defaultTaskTypeKeys,
         prices: [String: Price] = [:]
     ) {
         self.versionKeys = versionKeys
@@ -127,7 +128,10 @@ enum SpanMetrics {
         var version: String?
         var taskType: String?
 
-        init(attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int, facts: ResourceFacts, rules: MetricRules) {
+        init(
+            attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int, facts: ResourceFacts,
+            rules: MetricRules
+        ) {
             tenant = MetricLabel.value(facts.tenantKey)
             agent = MetricLabel.value(facts.agent)
             version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map(MetricLabel.value)
@@ -183,12 +187,14 @@ enum SpanMetrics {
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resourceRun = firstValue(
-                of: runIdentity.cKeys, in: rs.resource?.pointee.attributes, count: rs.resource?.pointee.n_attributes ?? 0)
+                of: runIdentity.cKeys, in: rs.resource?.pointee.attributes,
+                count: rs.resource?.pointee.n_attributes ?? 0)
             for s in 0..<rs.n_scope_spans {
                 guard let ss = rs.scope_spans[s]?.pointee else { continue }
                 for i in 0..<ss.n_spans {
                     guard let span = ss.spans[i]?.pointee, SpanID(bytes: span.parent_span_id.rawBuffer) == nil,
-                        let version = firstValue(of: rules.spanVersionCKeys, in: span.attributes, count: span.n_attributes),
+                        let version = firstValue(
+                            of: rules.spanVersionCKeys, in: span.attributes, count: span.n_attributes),
                         let run = firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                             ?? resourceRun
                     else { continue }
@@ -222,16 +228,20 @@ enum SpanMetrics {
             // An execution the sidecar blocked or left waiting for approval never ran.
             if !equals(status, "blocked") && !equals(status, "awaiting_approval") {
                 let timedOut = meansTimeout(status) || meansTimeout(string(values, .errorType))
-                let failed = span.status?.pointee.code.rawValue == 2 || equals(status, "failed") || equals(status, "unknown")
+                let failed =
+                    span.status?.pointee.code.rawValue == 2 || equals(status, "failed") || equals(status, "unknown")
                 let outcome = timedOut ? "timeout" : failed ? "error" : "ok"
                 var task = r.taskType
                 for s in rules.taskSlots {
-                    if let v = values[s], v.pointee.value_case.rawValue == 1, let c = v.pointee.string_value, c.pointee != 0 {
+                    if let v = values[s], v.pointee.value_case.rawValue == 1, let c = v.pointee.string_value,
+                        c.pointee != 0
+                    {
                         task = MetricLabel.value(c)
                         break
                     }
                 }
-                d.count(.toolCalls, [r.tenant, r.agent, agentVersion, task ?? MetricLabel.missing, tool, tier, outcome])
+                d.count(
+                    .toolCalls, [r.tenant, r.agent, agentVersion, task ?? MetricLabel.missing, tool, tier, outcome])
                 d.observe(
                     .toolCallDuration, [r.tenant, r.agent, agentVersion, tool, tier], seconds,
                     exemplar: .init(runID: runID(), value: seconds, time: endSeconds))
@@ -263,11 +273,14 @@ enum SpanMetrics {
             let run = runID()
             let exemplar = { (v: Double) in HistogramDelta.Exemplar(runID: run, value: v, time: endSeconds) }
             if let input, input >= 0 { d.observe(.tokenUsage, labels + ["input"], input, exemplar: exemplar(input)) }
-            if let output, output >= 0 { d.observe(.tokenUsage, labels + ["output"], output, exemplar: exemplar(output)) }
+            if let output, output >= 0 {
+                d.observe(.tokenUsage, labels + ["output"], output, exemplar: exemplar(output))
+            }
             d.observe(.operationDuration, labels, seconds, exemplar: exemplar(seconds))
             var cost = number(values, MetricRules.Slot.cost.rawValue)
-            if cost == nil, let modelName, let price = rules.prices[String(cString: modelName)]
-                ?? string(values, .requestModel).flatMap({ rules.prices[String(cString: $0)] })
+            if cost == nil, let modelName,
+                let price = rules.prices[String(cString: modelName)]
+                    ?? string(values, .requestModel).flatMap({ rules.prices[String(cString: $0)] })
             {
                 cost = (input ?? 0) * price.input / 1e6 + (output ?? 0) * price.output / 1e6
             }

@@ -77,7 +77,9 @@ public final class MetricsEndpoint: Sendable {
                         "flightrec_spans_rejected_total", "Spans refused from accepted requests (partial success)."),
                     labels: [("reason", "invalid")]),
                 gauges: Dictionary(
-                    uniqueKeysWithValues: gauges.map { ($0.0, registry.makeGauge(descriptor: Self.descriptor($0.0, $0.1))) }))
+                    uniqueKeysWithValues: gauges.map {
+                        ($0.0, registry.makeGauge(descriptor: Self.descriptor($0.0, $0.1)))
+                    }))
         }
     }
 
@@ -112,7 +114,8 @@ public final class MetricsEndpoint: Sendable {
                     w0.series[family]
                     ?? registry.makeGauge(
                         descriptor: Self.descriptor(
-                            "flightrec_metric_series", "Series each agent metric family holds (the overflow series included)."),
+                            "flightrec_metric_series",
+                            "Series each agent metric family holds (the overflow series included)."),
                         labels: [("family", family.name)])
                 w0.series[family] = gauge
                 gauge.set(to: Double(active[family, default: 0]))

@@ -143,7 +143,7 @@ enum IndexSchema {
         let q: SQLiteStatement
         do throws(SQLiteError) {
             q = try db.prepare("SELECT family, labels, value, histogram FROM metrics")
-        } catch where error.message.contains("no such table") {
+        } catch  where error.message.contains("no such table") {
             return out
         }
         while try q.step() {

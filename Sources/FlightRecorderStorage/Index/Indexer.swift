@@ -1,5 +1,5 @@
-import FlightRecorderOTLP
 import FlightRecorderCore
+import FlightRecorderOTLP
 import FlightRecorderSQLite
 import Foundation
 import Logging

@@ -403,7 +403,8 @@ final class SegmentIndexWriter {
     private func writeMetrics(_ round: MetricDeltas) throws(SQLiteError) {
         for (key, n) in round.counters {
             let total: Double = metrics.counters[key, default: 0] + n
-            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: total).bindNull(4)
+            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: total).bindNull(
+                4)
             try upsertMetric.run()
         }
         for (key, h) in round.histograms {

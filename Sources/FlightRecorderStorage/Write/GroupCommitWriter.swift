@@ -1,6 +1,6 @@
+import CoreMetrics
 import FlightRecorderCore
 import FlightRecorderOTLP
-import CoreMetrics
 import Logging
 
 /// The writer thread: takes everything queued, frames it into LZ4 blocks, appends them to the
@@ -102,7 +102,8 @@ final class GroupCommitWriter: @unchecked Sendable {
                 try segment.sync()
                 if let fsyncTimer {
                     let d = ContinuousClock.now - started
-                    fsyncTimer.recordNanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+                    fsyncTimer.recordNanoseconds(
+                        d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
                 }
             }
         } catch {

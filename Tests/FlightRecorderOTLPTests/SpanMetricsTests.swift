@@ -1,0 +1,144 @@
+import FlightRecorderOTLP
+import FlightRecorderTesting
+import Testing
+
+/// The span families `IndexFacts.extract` derives: each from the attributes the README names,
+/// with bounded labels.
+@Suite struct SpanMetricsTests {
+    let run = ("agent.run.id", TestValue.string("run-1"))
+    let resource: [(String, TestValue)] = [
+        ("service.name", .string("it-agent")), ("service.version", .string("9.9.9")), ("tenant.id", .string("acme")),
+    ]
+
+    func metrics(
+        _ spans: [TestSpan], rules: MetricRules = MetricRules(), resource: [(String, TestValue)]? = nil
+    )
+        -> MetricDeltas
+    {
+        let payload = RequestBuilder.request(resource: resource ?? self.resource, spans: spans)
+        return IndexFacts.extract(payload, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: rules)!
+            .metrics
+    }
+
+    func span(
+        _ n: UInt8, parent: UInt8? = 1, name: String = "step", seconds: Double = 0.5, status: UInt64 = 0,
+        _ attributes: [(String, TestValue)]
+    ) -> TestSpan {
+        TestSpan(
+            trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(n),
+            parent: parent.map { RequestBuilder.spanID($0) } ?? [], name: name, start: 1_000_000_000,
+            end: 1_000_000_000 + UInt64(seconds * 1e9), attributes: [run] + attributes, statusCode: status)
+    }
+
+    @Test func toolCallsByOutcomeWithDurationAndUncertainWrites() {
+        let tool: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("disable_account")),
+            ("tool.risk_tier", .string("privileged_write")),
+        ]
+        let d = metrics([
+            span(1, parent: nil, name: "invoke_agent", [("gen_ai.agent.version", .string("v2"))]),
+            span(2, seconds: 0.2, tool),
+            span(3, seconds: 0.2, status: 2, tool),
+            span(4, seconds: 30, tool + [("tool.execution.status", .string("timed_out"))]),
+            span(5, tool + [("tool.execution.status", .string("unknown"))]),
+            span(6, tool + [("tool.execution.status", .string("blocked"))]),
+            span(7, tool + [("error.type", .string("TimeoutError"))]),
+        ])
+        let base = ["acme", "it-agent", "v2", MetricLabel.missing, "disable_account", "privileged_write"]
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["ok"])] == 1)
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["error"])] == 2)  // status error, and "unknown"
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 2)  // timed_out, TimeoutError
+        // A blocked execution never ran.
+        #expect(d.counters.filter { $0.key.family == .toolCalls }.values.reduce(0, +) == 5)
+        let short = ["acme", "it-agent", "v2", "disable_account", "privileged_write"]
+        #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 3)
+        let h = d.histograms[SeriesKey(.toolCallDuration, short)]
+        #expect(h?.count == 5)
+        #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 + 0.5)) < 1e-6 } == true)
+        #expect(h?.exemplars.values.allSatisfy { $0.runID == "run-1" } == true)
+    }
+
+    @Test func versionFromSpanThenRootThenResource() {
+        let op: [(String, TestValue)] = [("gen_ai.operation.name", .string("execute_tool"))]
+        // No root in the request: the resource's service.version.
+        var d = metrics([span(2, op)])
+        #expect(d.counters.keys.first?.labels[2] == "9.9.9")
+        // The run's root names one: its spans take it.
+        d = metrics([span(1, parent: nil, [("agent.version", .string("r-3"))]), span(2, op)])
+        #expect(d.counters.keys.first?.labels[2] == "r-3")
+        // The span's own wins.
+        d = metrics([
+            span(1, parent: nil, [("agent.version", .string("r-3"))]),
+            span(2, op + [("gen_ai.agent.version", .string("s-4"))]),
+        ])
+        #expect(d.counters.keys.first?.labels[2] == "s-4")
+        // Configurable keys.
+        d = metrics([span(2, op + [("deploy.rev", .string("abc"))])], rules: MetricRules(versionKeys: ["deploy.rev"]))
+        #expect(d.counters.keys.first?.labels[2] == "abc")
+    }
+
+    @Test func policyDecisionsApprovalsAndRedactions() {
+        let d = metrics([
+            span(
+                2,
+                [
+                    ("policy.outcome", .string("blocked")), ("policy.rule", .string("rule-7")),
+                    ("gen_ai.tool.name", .string("wire")), ("tool.risk_tier", .string("privileged_write")),
+                ]),
+            span(3, [("approval.decision", .string("denied")), ("gen_ai.tool.name", .string("wire"))]),
+            span(4, name: "approval.granted", [("gen_ai.tool.name", .string("wire"))]),
+            span(5, [("flightrec.redacted.rules", .array([.string("email"), .string("payment_card")]))]),
+        ])
+        #expect(
+            d.counters[
+                SeriesKey(
+                    .policyDecisions, ["acme", "it-agent", "9.9.9", "wire", "privileged_write", "blocked", "rule-7"])]
+                == 1)
+        #expect(d.counters[SeriesKey(.approvals, ["acme", "it-agent", "9.9.9", "wire", "denied"])] == 1)
+        #expect(d.counters[SeriesKey(.approvals, ["acme", "it-agent", "9.9.9", "wire", "granted"])] == 1)
+        #expect(d.counters[SeriesKey(.redactions, ["acme", "email"])] == 1)
+        #expect(d.counters[SeriesKey(.redactions, ["acme", "payment_card"])] == 1)
+    }
+
+    @Test func modelCallsTokensDurationAndCost() {
+        let chat: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("m-large")),
+            ("gen_ai.usage.input_tokens", .int(1_000_000)), ("gen_ai.usage.output_tokens", .int(2_000)),
+        ]
+        let rules = MetricRules(prices: ["m-large": .init(input: 3, output: 15)])
+        let d = metrics(
+            [span(2, seconds: 1.5, chat), span(3, chat + [("gen_ai.usage.cost", .double(0.25))])], rules: rules)
+        let labels = ["acme", "it-agent", "9.9.9", "m-large"]
+        #expect(d.histograms[SeriesKey(.tokenUsage, labels + ["input"])]?.count == 2)
+        #expect(d.histograms[SeriesKey(.tokenUsage, labels + ["input"])]?.sum == 2_000_000)
+        #expect(d.histograms[SeriesKey(.tokenUsage, labels + ["output"])]?.sum == 4_000)
+        #expect(d.histograms[SeriesKey(.operationDuration, labels)]?.count == 2)
+        // 3 $ per million input tokens and 15 per million output, then the span's own cost.
+        let cost = d.counters[SeriesKey(.cost, labels)] ?? 0
+        #expect(abs(cost - (3 + 0.03 + 0.25)) < 1e-9)
+    }
+
+    @Test func labelValuesAreBoundedAndNeverFreeText() {
+        #expect(MetricLabel.value("claude-sonnet-4") == "claude-sonnet-4")
+        #expect(MetricLabel.value("bob@example.com") == MetricLabel.other)
+        #expect(MetricLabel.value("[REDACTED:email]") == MetricLabel.other)
+        #expect(MetricLabel.value("please disable the account of Bob") == MetricLabel.other)
+        #expect(MetricLabel.value(String(repeating: "a", count: 65)) == MetricLabel.other)
+        #expect(MetricLabel.value(nil) == MetricLabel.missing)
+        let d = metrics([
+            span(
+                2, [("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("rm -rf /home"))])
+        ])
+        #expect(d.counters.keys.first?.labels[4] == MetricLabel.other)
+    }
+
+    @Test func histogramRoundTripsThroughItsStoredForm() {
+        var h = HistogramDelta(buckets: 3)
+        for v in [0.1, 0.7, 3.0, 99.0] { h.observe(v, bounds: [0.5, 1, 5], exemplar: nil) }
+        #expect(h.counts == [1, 1, 1, 1])
+        let back = HistogramDelta(serialized: h.serialized, buckets: 3)
+        #expect(back?.counts == h.counts)
+        #expect(back?.sum == h.sum)
+        #expect(HistogramDelta(serialized: [1, 2, 3], buckets: 3) == nil)
+    }
+}
