@@ -2,6 +2,8 @@
 # Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
 
 SYSTEM_PACKAGES := liblz4-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
+# What only the tests need: a real Prometheus server (and promtool) to scrape the daemon.
+TEST_PACKAGES := prometheus
 VENV := .venv
 PYTHON ?= python3
 FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig
@@ -9,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 FORMAT_PATHS := Sources Tests Bench Fuzz Package.swift
 
-.PHONY: format format-check serve test deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
+.PHONY: format format-check serve test deps test-deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
 
 ## Build (release) and start the daemon on the default data directory
 ## ($FLIGHTREC_DATA, else ~/.local/share/flightrec). Ctrl-C drains and exits.
@@ -18,7 +20,7 @@ serve: deps build-release
 
 ## Run every test: generated-code check, Swift unit tests, the fuzz corpora replayed, a short
 ## libFuzzer pass over every decoder, integration tests with the real OpenTelemetry Python SDK.
-test: deps python-deps check-generated format-check unit-test fuzz-replay fuzz-smoke integration-test
+test: deps test-deps python-deps check-generated format-check unit-test fuzz-replay fuzz-smoke integration-test
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -28,6 +30,9 @@ deps:
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+test-deps:
+	@$(MAKE) --no-print-directory deps SYSTEM_PACKAGES="$(TEST_PACKAGES)"
 
 python-deps: $(VENV)/.installed
 

@@ -1,0 +1,162 @@
+"""Agent metrics derived from stored spans, scraped by a real Prometheus server (Debian's
+package) and checked through Prometheus's own query API against the workload's known counts,
+before and after a restart of the daemon."""
+
+import hashlib
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from agents import Agent
+from conftest import Daemon
+from opentelemetry.trace import Status, StatusCode
+from prometheus_server import Prometheus
+
+RUNS = 6
+
+
+def export_workload(daemon):
+    """Six runs through the real SDK. Runs 0-2 name no agent version (the resource's
+    service.version, 2.1.0, applies); runs 3-5 carry gen_ai.agent.version v2 on every span."""
+    agent = Agent(daemon.otlp_url)
+    t = agent.tracer
+    for i in range(RUNS):
+        common = {"agent.run.id": f"metrics-run-{i}"}
+        if i >= 3:
+            common["gen_ai.agent.version"] = "v2"
+        with t.start_as_current_span("invoke_agent", attributes={**common, "gen_ai.operation.name": "invoke_agent"}):
+            with t.start_as_current_span("chat claude-sonnet-4", attributes={
+                    **common, "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4",
+                    "gen_ai.usage.input_tokens": 1000 + i, "gen_ai.usage.output_tokens": 100,
+                    "gen_ai.prompt": f"customer bob{i}@example.com asks for a reset"}):
+                pass
+            with t.start_as_current_span("policy.check", attributes={
+                    **common, "policy.outcome": "allowed", "policy.rule": "rule-1",
+                    "gen_ai.tool.name": "lookup_user", "tool.risk_tier": "read"}):
+                pass
+            with t.start_as_current_span("execute_tool lookup_user", attributes={
+                    **common, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_user",
+                    "tool.risk_tier": "read"}):
+                pass
+            if i % 2 == 1:
+                with t.start_as_current_span("execute_tool reset_password", attributes={
+                        **common, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "reset_password",
+                        "tool.risk_tier": "low_write", "tool.execution.status": "timed_out"}) as s:
+                    s.set_status(Status(StatusCode.ERROR, "backend timed out"))
+            if i % 3 == 0:
+                with t.start_as_current_span("policy.check", attributes={
+                        **common, "policy.outcome": "blocked", "policy.rule": "rule-7",
+                        "gen_ai.tool.name": "disable_device", "tool.risk_tier": "privileged_write"}):
+                    pass
+            if i % 2 == 0 or i == 5:
+                with t.start_as_current_span("approval.decided", attributes={
+                        **common, "approval.decision": "denied" if i == 5 else "granted",
+                        "gen_ai.tool.name": "disable_device"}):
+                    pass
+    spans = len(agent.spans())
+    agent.shutdown()
+    return spans
+
+
+# What Prometheus must answer for the workload: (query, value).
+EXPECTED = [
+    ('sum(flightrec_tool_calls_total{outcome="ok",tool="lookup_user"})', RUNS),
+    ('sum(flightrec_tool_calls_total{outcome="ok",agent_version="2.1.0"})', 3),
+    ('sum(flightrec_tool_calls_total{outcome="ok",agent_version="v2"})', 3),
+    ('sum(flightrec_tool_calls_total{outcome="timeout",tool="reset_password"})', 3),
+    ('sum(flightrec_tool_calls_total{outcome="error"})', 0),
+    ('sum(flightrec_tool_uncertain_writes_total{risk_tier="low_write"})', 3),
+    ('sum(flightrec_tool_call_duration_seconds_count)', RUNS + 3),
+    ('sum(flightrec_policy_decisions_total{outcome="allowed",rule="rule-1"})', RUNS),
+    ('sum(flightrec_policy_decisions_total{outcome="blocked",rule="rule-7",risk_tier="privileged_write"})', 2),
+    ('sum(flightrec_approvals_total{decision="granted"})', 3),
+    ('sum(flightrec_approvals_total{decision="denied"})', 1),
+    ('sum(flightrec_gen_ai_client_token_usage_sum{token_type="input",model="claude-sonnet-4"})',
+     sum(1000 + i for i in range(RUNS))),
+    ('sum(flightrec_gen_ai_client_token_usage_count{token_type="output"})', RUNS),
+    ('sum(flightrec_gen_ai_client_operation_duration_seconds_count{model="claude-sonnet-4"})', RUNS),
+    ('sum(flightrec_redactions_total{rule="email"})', RUNS),
+]
+
+
+def check(prom, spans):
+    for expr, value in EXPECTED:
+        prom.wait_for(expr, value)
+    prom.wait_for("flightrec_spans_accepted_total", spans)
+
+
+def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir):
+    daemon = Daemon(workdir).start()
+    prom = Prometheus(workdir, daemon.api_port).start()
+    try:
+        spans = export_workload(daemon)
+        check(prom, spans)
+        # Label values are bounded identifiers: no attribute value (the e-mail address in the
+        # prompt, a run ID) appears in the text format.
+        with urllib.request.urlopen(daemon.api_url + "/metrics") as r:
+            text = r.read().decode()
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert "example.com" not in text and "metrics-run-" not in text
+        assert 'flightrec_metric_series{family="flightrec_tool_calls_total"} ' in text
+
+        # Prometheus asked for OpenMetrics: the exemplars carry run IDs, and only run IDs.
+        deadline = time.time() + 30
+        exemplars = []
+        while time.time() < deadline and not exemplars:
+            now = time.time()
+            data = prom.api("query_exemplars", query="flightrec_tool_call_duration_seconds_bucket",
+                            start=now - 600, end=now + 60)
+            exemplars = [e for series in data for e in series["exemplars"]]
+            time.sleep(0.5)
+        assert exemplars, prom.target_health()
+        assert {e["labels"]["run_id"] for e in exemplars} <= {f"metrics-run-{i}" for i in range(RUNS)}
+
+        # A restart: the counters come back from the index with the same values.
+        daemon.stop()
+        daemon.start()
+        check(prom, 0)  # the ingest counter is the process's own and starts again
+        for expr, value in EXPECTED:
+            assert sum(prom.query(expr).values()) == value, expr
+    finally:
+        prom.stop()
+        daemon.stop()
+
+
+def test_metrics_endpoint_needs_the_metrics_or_admin_role(workdir):
+    tokens = {"scraper": ("tok-scraper-51", "metrics"), "responder": ("tok-resp-52", "responder"),
+              "ingest": ("tok-ingest-53", "ingest")}
+    lines = ["auth:\n  tokens:\n"]
+    for name, (tok, role) in tokens.items():
+        digest = hashlib.sha256(tok.encode()).hexdigest()
+        tenants = "tenant: acme" if role == "ingest" else "tenants: ['*']"
+        lines.append(f"    - name: {name}\n      sha256: {digest}\n      {tenants}\n      roles: [{role}]\n")
+    daemon = Daemon(workdir, extra_config="".join(lines)).start()
+    prom = None
+    try:
+        def status(tok):
+            request = urllib.request.Request(daemon.api_url + "/metrics")
+            if tok:
+                request.add_header("Authorization", "Bearer " + tok)
+            try:
+                with urllib.request.urlopen(request) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert status(None) == 401
+        assert status("wrong") == 401
+        assert status(tokens["responder"][0]) == 403
+        assert status(tokens["scraper"][0]) == 200
+        # The metrics role reads /metrics and nothing else.
+        code, _ = daemon.get("/api/v1/runs", token=tokens["scraper"][0])
+        assert code == 403
+        prom = Prometheus(workdir, daemon.api_port, token=tokens["scraper"][0]).start()
+        prom.wait_for('up{job="flightrec"}', 1)
+        prom.wait_for("count(flightrec_metric_series)", 15)  # one per agent metric family
+        assert all(h == "up" for h, _ in prom.target_health())
+    finally:
+        if prom:
+            prom.stop()
+        daemon.stop()
