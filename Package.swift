@@ -150,6 +150,16 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
+        // The run analyser: settled runs' aggregates (stats.db), windowed statistics, drift tests.
+        .target(
+            name: "FlightRecorderAnalysis",
+            dependencies: [
+                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderQuery",
+                "FlightRecorderSQLite",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
         // Agent metrics as Prometheus series (swift-prometheus), bounded, with OpenMetrics exemplars.
         .target(
             name: "FlightRecorderMetrics",
@@ -164,6 +174,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction",
                 "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP", "FlightRecorderMetrics",
+                "FlightRecorderAnalysis",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -191,7 +202,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP", "FlightRecorderSQLite",
-                "FlightRecorderCore",
+                "FlightRecorderCore", "FlightRecorderAnalysis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,4 +1,5 @@
 public import FlightRecorderConfig
+import FlightRecorderAnalysis
 import FlightRecorderHTTP
 import FlightRecorderIngest
 import FlightRecorderOTLP
@@ -10,6 +11,7 @@ public import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// Wires the store, the OTLP/HTTP receiver and the query API into one `ServiceGroup` with
@@ -40,8 +42,24 @@ public struct Daemon: Sendable {
         let metrics = MetricsEndpoint(settings: configuration.metrics)
         var storeConfiguration = configuration.storeConfiguration
         storeConfiguration.metricsFactory = metrics.factory
-        if configuration.metrics.enabled { storeConfiguration.onMetrics = { metrics.observe($0) } }
+        // The run analyser needs the store, and the store tells it which runs each round touched.
+        let analyserBox = AnalyserBox()
+        if configuration.metrics.enabled {
+            storeConfiguration.onMetrics = { metrics.observe($0) }
+            storeConfiguration.onRunsTouched = { analyserBox.analyser.withLock { $0 }?.touched($0) }
+        }
         let store = try SpanStore(configuration: storeConfiguration, logger: logger)
+        var analyser: RunAnalyser?
+        var runStats: RunStatsStore?
+        if let rules = configuration.metrics.rules {
+            let stats = try RunStatsStore(path: configuration.dataDirectory + "/stats.db")
+            let a = RunAnalyser(
+                store: store, stats: stats, rules: rules, settle: configuration.metrics.runSettleSeconds, logger: logger,
+                onMetrics: { metrics.observe($0) })
+            analyserBox.analyser.withLock { $0 = a }
+            analyser = a
+            runStats = stats
+        }
         let policy = try IngestPolicy(
             runIdentity: RunIdentity(keys: configuration.runIDKeys), indexedKeys: configuration.indexedKeys,
             limits: configuration.limits,
@@ -64,8 +82,9 @@ public struct Daemon: Sendable {
         let gate = DrainGate()
         let api = QueryAPI(store: store, policy: policy, ingest: ingest, auth: auth, gate: gate, logger: logger)
         api.addRoutes(to: apiRouter)
-        metrics.attach(store: store, ingest: ingest)
+        metrics.attach(store: store, ingest: ingest, analyser: analyser)
         metrics.addRoute(to: apiRouter, api: api)
+        if let runStats { StatsAPI(api: api, stats: runStats).addRoutes(to: apiRouter) }
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address = configuration.otlpGRPC {
@@ -103,7 +122,7 @@ public struct Daemon: Sendable {
                 services: [
                     .init(service: store),
                     .init(service: PolicyReloader(policy: policy, configPath: configPath, logger: logger)),
-                ] + listeners + [.init(service: drain)],
+                ] + (analyser.map { [.init(service: $0)] } ?? []) + listeners + [.init(service: drain)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -151,4 +170,9 @@ struct PolicyReloader: Service {
             }
         }
     }
+}
+
+/// Where the store's `onRunsTouched` finds the run analyser, made after the store.
+final class AnalyserBox: Sendable {
+    let analyser = Mutex<RunAnalyser?>(nil)
 }

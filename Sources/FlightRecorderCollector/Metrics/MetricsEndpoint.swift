@@ -1,5 +1,6 @@
 public import FlightRecorderConfig
 import FlightRecorderCore
+public import FlightRecorderAnalysis
 import FlightRecorderHTTP
 public import FlightRecorderMetrics
 public import FlightRecorderOTLP
@@ -25,6 +26,7 @@ public final class MetricsEndpoint: Sendable {
     struct Wiring {
         var store: SpanStore
         var ingest: IngestService
+        var analyser: RunAnalyser?
         var accepted: Counter
         var rejected: Counter
         var refused: [String: Counter] = [:]
@@ -59,17 +61,19 @@ public final class MetricsEndpoint: Sendable {
     }
 
     /// Starts reporting the store's and the ingest path's figures.
-    public func attach(store: SpanStore, ingest: IngestService) {
+    public func attach(store: SpanStore, ingest: IngestService, analyser: RunAnalyser?) {
         let gauges: [(String, String)] = [
             ("flightrec_queue_bytes", "Request bytes queued for the segment writer."),
             ("flightrec_index_lag_spans", "Acknowledged spans stored but not indexed yet."),
             ("flightrec_segments", "Segment files stored."),
             ("flightrec_stored_bytes", "Bytes under segments/: segments, their indexes and filters."),
             ("flightrec_damaged_regions", "Damaged regions of segments found so far (DATA/damage.log)."),
+            ("flightrec_run_analyser_lag_seconds", "How long the oldest settled run has waited to be analysed."),
+            ("flightrec_runs_waiting", "Runs waiting to settle (root ended, no span for metrics.run_settle)."),
         ]
         wiring.withLock {
             $0 = Wiring(
-                store: store, ingest: ingest,
+                store: store, ingest: ingest, analyser: analyser,
                 accepted: registry.makeCounter(
                     descriptor: Self.descriptor("flightrec_spans_accepted_total", "Spans stored and acknowledged.")),
                 rejected: registry.makeCounter(
@@ -109,6 +113,10 @@ public final class MetricsEndpoint: Sendable {
             w0.gauges["flightrec_segments"]?.set(to: Double(g.segments))
             w0.gauges["flightrec_stored_bytes"]?.set(to: Double(g.bytes))
             w0.gauges["flightrec_damaged_regions"]?.set(to: Double(g.damagedRegions))
+            if let a = w0.analyser {
+                w0.gauges["flightrec_run_analyser_lag_seconds"]?.set(to: a.lag)
+                w0.gauges["flightrec_runs_waiting"]?.set(to: Double(a.waiting))
+            }
             for family in MetricFamily.allCases {
                 let gauge =
                     w0.series[family]

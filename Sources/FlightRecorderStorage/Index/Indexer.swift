@@ -200,6 +200,7 @@ final class Indexer: @unchecked Sendable {
         // The rebuilt rows are the ones already published (the old index's), plus any block it
         // had not indexed yet: not published again, so nothing counts twice.
         _ = fresh.takeUnpublishedMetrics()
+        _ = fresh.takeTouchedRuns()
         active = fresh
         catalog.renew(id)
         logger.notice(
@@ -273,6 +274,8 @@ final class Indexer: @unchecked Sendable {
     private func publishMetrics(_ writer: SegmentIndexWriter) {
         let d = writer.takeUnpublishedMetrics()
         if !d.isEmpty, let onMetrics = recovery.configuration.onMetrics { onMetrics(d) }
+        let runs = writer.takeTouchedRuns()
+        if !runs.isEmpty, let onRuns = recovery.configuration.onRunsTouched { onRuns(runs) }
     }
 
     /// Seals `writer`'s index at `indexedBytes` and publishes it with its filter.

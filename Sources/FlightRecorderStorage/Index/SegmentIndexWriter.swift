@@ -46,6 +46,10 @@ final class SegmentIndexWriter {
     /// rounds committed since the indexer last took them added (with exemplars).
     private(set) var metrics = MetricDeltas()
     private var unpublished = MetricDeltas()
+    /// The runs (tenant, run ID) the rounds committed since the indexer last took them touched.
+    private var unpublishedRuns: Set<RunKey> = []
+    /// The runs of the round being written (`indexRows`), kept once it commits.
+    private var roundRuns: Set<RunKey> = []
     /// The segment is bounded, so everything it holds fits in memory: tenant numbers, trace
     /// numbers, the run of every trace seen, and whether a run continues an older segment's.
     private var tenants: [String: Int64] = [:]
@@ -269,6 +273,7 @@ final class SegmentIndexWriter {
             attributeLogBytes += bytes.count
             attributes.add(rows)
             unpublished.add(round)
+            unpublishedRuns.formUnion(roundRuns)
             for k in round.histograms.keys { round.histograms[k]!.exemplars = [:] }
             metrics.add(round)
             self.indexedBytes = indexedBytes
@@ -399,6 +404,12 @@ final class SegmentIndexWriter {
         return unpublished
     }
 
+    /// The runs the rounds committed since the last call touched, as (tenant, run ID).
+    func takeTouchedRuns() -> [(tenant: String, run: String)] {
+        defer { unpublishedRuns = [] }
+        return unpublishedRuns.map { ($0.tenant, $0.run) }
+    }
+
     /// Writes the new totals of the series `round` touches (within the round's transaction).
     private func writeMetrics(_ round: MetricDeltas) throws(SQLiteError) {
         for (key, n) in round.counters {
@@ -522,6 +533,7 @@ final class SegmentIndexWriter {
                 .bind(5, d.errors).bind(6, d.start).bind(7, d.end).bind(8, d.agent)
             try upsertRunTrace.run()
         }
+        roundRuns = touchedRuns
         for run in touchedRuns {
             let provisional =
                 try TraceID(hex: run.run).map { trace throws(SQLiteError) in

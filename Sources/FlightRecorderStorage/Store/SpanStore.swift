@@ -141,6 +141,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             // a thread of their own (counts only add, so live rounds may come first).
             let active = indexer.active?.metrics ?? MetricDeltas()
             _ = indexer.active?.takeUnpublishedMetrics()
+            _ = indexer.active?.takeTouchedRuns()
             let sealed = catalog.snapshot.filter { $0.bloom != nil }.map(\.id)
             let directory = configuration.segmentDirectory
             let loader = Thread { [logger] in

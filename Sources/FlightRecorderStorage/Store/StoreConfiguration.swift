@@ -34,6 +34,9 @@ public struct StoreConfiguration: Sendable {
     /// Where the store's own timings go (the fsync of each group, `fsyncTimerLabel`); nil
     /// records none.
     public var metricsFactory: (any MetricsFactory)?
+    /// Told the runs (tenant, run ID) each committed index round touched: the run analyser
+    /// settles them.
+    public var onRunsTouched: (@Sendable ([(tenant: String, run: String)]) -> Void)?
     public static let fsyncTimerLabel = "flightrec_fsync_duration_seconds"
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.

@@ -1,0 +1,201 @@
+public import FlightRecorderOTLP
+import FlightRecorderQuery
+
+/// What one settled run amounts to: its outcome, loop, tool and safety figures, from its
+/// stored (redacted) spans. The run analyser computes it once the run has settled, stores it
+/// (`RunStatsStore`), and derives the run families of the agent metrics from it.
+public struct RunAggregate: Sendable, Equatable, Codable {
+    public struct ToolCounts: Sendable, Equatable, Codable {
+        public var calls = 0
+        public var errors = 0
+        public var timeouts = 0
+
+        public init(calls: Int = 0, errors: Int = 0, timeouts: Int = 0) {
+            self.calls = calls
+            self.errors = errors
+            self.timeouts = timeouts
+        }
+
+        mutating func add(_ o: ToolCounts) {
+            calls += o.calls
+            errors += o.errors
+            timeouts += o.timeouts
+        }
+    }
+
+    public var tenant: String
+    public var runID: String
+    /// Bounded label values (`MetricLabel`).
+    public var agent: String
+    public var version: String
+    public var taskType: String
+    public var startNanos: Int64
+    public var endNanos: Int64
+    public var spanCount = 0
+    /// Some span of the run ended in error.
+    public var error = false
+    /// Model calls plus tool executions.
+    public var steps = 0
+    public var modelCalls = 0
+    public var toolCalls = 0
+    public var decisions = 0
+    public var blocked = 0
+    public var approvalRequired = 0
+    /// Approval decisions, and how many of them denied.
+    public var approvals = 0
+    public var denied = 0
+    /// Tool calls repeating an earlier call of the run with the same tool and arguments.
+    public var repeated = 0
+    /// Write-tier executions that timed out or ended unknown.
+    public var uncertainWrites = 0
+    public var tokensIn = 0.0
+    public var tokensOut = 0.0
+    public var costUSD = 0.0
+    public var findings: [String: Int] = [:]
+    public var tools: [String: ToolCounts] = [:]
+    /// A root span of the run is stored (so it has ended).
+    public var hasRoot = false
+
+    public var durationSeconds: Double { Double(max(0, endNanos - startNanos)) / 1e9 }
+    public var escalated: Bool { approvalRequired > 0 }
+    public var outcome: String { error ? "error" : "ok" }
+
+    static let modelOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
+
+    /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
+    public init(tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules) {
+        self.tenant = tenant
+        self.runID = runID
+        self.agent = MetricLabel.value(agent)
+        startNanos = Int64(clamping: spans.map(\.startNanos).min() ?? 0)
+        endNanos = Int64(clamping: spans.map(\.endNanos).max() ?? 0)
+        spanCount = spans.count
+        let root = spans.first { $0.parentSpanID == nil }
+        hasRoot = root != nil
+        // Agent version: the root span's keys, its resource's, then service.version.
+        let reference = root ?? spans.first
+        func first(_ keys: [String], _ attributes: [Attribute]) -> String? {
+            for k in keys { if let v = attributes[k]?.scalarString { return v } }
+            return nil
+        }
+        version = MetricLabel.value(
+            reference.flatMap {
+                first(rules.versionKeys, $0.attributes)
+                    ?? first(rules.versionKeys + ["service.version"], $0.resource.attributes)
+            })
+        taskType = MetricLabel.value(
+            reference.flatMap { first(rules.taskTypeKeys, $0.attributes) ?? first(rules.taskTypeKeys, $0.resource.attributes) })
+
+        var calls: [String: Int] = [:]
+        for s in spans {
+            let a = s.attributes
+            if s.statusCode == .error { error = true }
+            let operation = a[AgentKeys.operationName]?.scalarString
+            let tool = MetricLabel.value(a[AgentKeys.toolName]?.scalarString)
+            if operation == "execute_tool" {
+                let status = a["tool.execution.status"]?.scalarString
+                if status != "blocked" && status != "awaiting_approval" {
+                    let errorType = a["error.type"]?.scalarString
+                    let timedOut = [status, errorType].contains { Self.meansTimeout($0) }
+                    let failed = s.statusCode == .error || status == "failed" || status == "unknown"
+                    var c = ToolCounts(calls: 1)
+                    if timedOut { c.timeouts = 1 } else if failed { c.errors = 1 }
+                    tools[tool, default: ToolCounts()].add(c)
+                    toolCalls += 1
+                    let tier = a[AgentKeys.toolTier]?.scalarString ?? ""
+                    if tier.contains("write") && (timedOut || status == "unknown") { uncertainWrites += 1 }
+                    let arguments = a[AgentKeys.toolArguments]?.displayString ?? ""
+                    calls[tool + "\u{1F}" + arguments, default: 0] += 1
+                }
+            }
+            if let outcome = a[AgentKeys.policyOutcome]?.scalarString {
+                decisions += 1
+                if outcome == "blocked" { blocked += 1 }
+                if outcome == "approval_required" { approvalRequired += 1 }
+            }
+            let decision =
+                a["approval.decision"]?.scalarString
+                ?? (s.name == "approval.granted" ? "granted" : s.name == "approval.denied" ? "denied" : nil)
+            if decision == "granted" || decision == "denied" {
+                approvals += 1
+                if decision == "denied" { denied += 1 }
+            }
+            let input = Self.number(a["gen_ai.usage.input_tokens"])
+            let output = Self.number(a["gen_ai.usage.output_tokens"])
+            if operation.map(Self.modelOperations.contains) ?? (input != nil || output != nil) {
+                modelCalls += 1
+                tokensIn += max(0, input ?? 0)
+                tokensOut += max(0, output ?? 0)
+                if let cost = Self.number(a["gen_ai.usage.cost"]) {
+                    costUSD += max(0, cost)
+                } else if let model = a[AgentKeys.responseModel]?.scalarString ?? a[AgentKeys.requestModel]?.scalarString,
+                    let price = rules.prices[model]
+                        ?? a[AgentKeys.requestModel]?.scalarString.flatMap({ rules.prices[$0] })
+                {
+                    costUSD += (input ?? 0) * price.input / 1e6 + (output ?? 0) * price.output / 1e6
+                }
+            }
+        }
+        steps = modelCalls + toolCalls
+        for (key, n) in calls where n > 1 {
+            let tool = String(key.prefix { $0 != "\u{1F}" })
+            repeatedByTool[tool, default: 0] += n - 1
+            repeated += n - 1
+        }
+        for f in RunGraph(runID: runID, spans: spans).findings() { findings[f.kind, default: 0] += 1 }
+    }
+
+    static func meansTimeout(_ s: String?) -> Bool {
+        guard let s = s?.lowercased() else { return false }
+        return s.contains("timeout") || s.contains("timed_out") || s.contains("timedout")
+    }
+
+    static func number(_ v: AttributeValue?) -> Double? {
+        switch v {
+        case .int(let i): Double(i)
+        case .double(let d): d.isFinite ? d : nil
+        case .string(let s): Double(s)
+        default: nil
+        }
+    }
+
+    /// The run families this run adds to the agent metrics when it is first observed.
+    public var metrics: MetricDeltas {
+        var d = MetricDeltas()
+        let base = [tenant, agent, version, taskType]
+        d.count(.runs, base + [outcome])
+        if escalated { d.count(.escalations, base) }
+        d.observe(.runDuration, base, durationSeconds, exemplar: .init(runID: runID, value: durationSeconds, time: Double(endNanos) / 1e9))
+        d.observe(.runSteps, base, Double(steps), exemplar: .init(runID: runID, value: Double(steps), time: Double(endNanos) / 1e9))
+        d.add(counterMetrics)
+        return d
+    }
+
+    /// The counters only: what a run observed again (late spans) adds, as a difference.
+    var counterMetrics: MetricDeltas {
+        var d = MetricDeltas()
+        for (kind, n) in findings where n > 0 {
+            d.count(.findings, [tenant, agent, version, MetricLabel.value(kind)], by: Double(n))
+        }
+        for (tool, _) in tools {
+            let n = repeatedByTool[tool, default: 0]
+            if n > 0 { d.count(.repeatedCalls, [tenant, agent, version, tool], by: Double(n)) }
+        }
+        return d
+    }
+
+    /// Repeated calls per tool (stored with the aggregate).
+    public var repeatedByTool: [String: Int] = [:]
+
+    /// What observing `new` after `old` adds to the counters: their increases only (a counter
+    /// never goes down; histograms are observed once, the first time).
+    public static func counterIncrease(from old: RunAggregate, to new: RunAggregate) -> MetricDeltas {
+        var d = MetricDeltas()
+        let o = old.counterMetrics.counters
+        for (k, v) in new.counterMetrics.counters where v > o[k, default: 0] { d.counters[k] = v - o[k, default: 0] }
+        if new.escalated && !old.escalated {
+            d.count(.escalations, [new.tenant, new.agent, new.version, new.taskType])
+        }
+        return d
+    }
+}

@@ -1,0 +1,170 @@
+public import FlightRecorderCore
+public import FlightRecorderOTLP
+import FlightRecorderQuery
+public import FlightRecorderStorage
+import Foundation
+public import Logging
+public import ServiceLifecycle
+import Synchronization
+
+/// Observes each run once it has settled: its root span is stored (so the root has ended) and
+/// no span of it has arrived for `settle` seconds. It reads the run, computes its
+/// `RunAggregate`, stores it (`RunStatsStore`), and hands the run families of the agent
+/// metrics to `onMetrics`: the first time all of them, later (spans that arrived after it
+/// settled) only what the counters gained, never a histogram again.
+///
+/// A run without a stored root settles after ten times `settle`. At start-up the runs that
+/// started in the last `lookback` seconds and were not observed with their current span
+/// count are observed again, so a restart loses none and counts none twice.
+public final class RunAnalyser: Service, Sendable {
+    public let store: SpanStore
+    public let stats: RunStatsStore
+    public let rules: MetricRules
+    public let settle: Double
+    let lookback: Double
+    let clock: any WallClock
+    let logger: Logger
+    let onMetrics: @Sendable (MetricDeltas) -> Void
+
+    struct Pending {
+        var lastTouch: Double
+        var firstTouch: Double
+        /// Not looked at again before this (a run waiting for its root).
+        var notBefore = 0.0
+    }
+
+    private let pending = Mutex<[RunRef: Pending]>([:])
+    /// Seconds the oldest due run has waited past its settle time (the analyser's lag).
+    private let lagState = Mutex(0.0)
+    private let observedCount = Atomic<Int>(0)
+
+    struct RunRef: Hashable {
+        var tenant: String
+        var run: String
+    }
+
+    public init(
+        store: SpanStore, stats: RunStatsStore, rules: MetricRules, settle: Double, lookback: Double = 86_400,
+        clock: any WallClock = SystemWallClock(), logger: Logger, onMetrics: @escaping @Sendable (MetricDeltas) -> Void
+    ) {
+        self.store = store
+        self.stats = stats
+        self.rules = rules
+        self.settle = settle
+        self.lookback = lookback
+        self.clock = clock
+        self.logger = logger
+        self.onMetrics = onMetrics
+    }
+
+    var now: Double { Double(clock.nowNanos()) / 1e9 }
+
+    /// Runs an index round touched (the store's `onRunsTouched`).
+    public func touched(_ runs: [(tenant: String, run: String)]) {
+        let t = now
+        pending.withLock { p in
+            for r in runs {
+                let key = RunRef(tenant: r.tenant, run: r.run)
+                p[key, default: Pending(lastTouch: t, firstTouch: t)].lastTouch = t
+            }
+        }
+    }
+
+    /// Seconds the oldest settled run has waited to be observed.
+    public var lag: Double { lagState.withLock { $0 } }
+    /// Runs waiting to settle.
+    public var waiting: Int { pending.withLock { $0.count } }
+    /// Runs observed since start-up.
+    public var observed: Int { observedCount.load(ordering: .relaxed) }
+
+    /// The run families of every stored aggregate: the totals the metrics start from.
+    public func storedTotals() throws -> MetricDeltas {
+        var d = MetricDeltas()
+        try stats.forEach { d.add($0.metrics) }
+        return d
+    }
+
+    public func run() async throws {
+        // What the stored aggregates already count, then recent runs not observed yet.
+        let started = ContinuousClock.now
+        if let totals = try? storedTotals() {
+            onMetrics(totals)
+            logger.info("run statistics loaded", metadata: ["elapsed": "\(ContinuousClock.now - started)"])
+        }
+        await requeueRecent()
+        let interval = max(0.05, min(1, settle / 4))
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .seconds(interval))
+            await tick()
+        }
+    }
+
+    /// Queues the runs that started within `lookback` and were not observed as they are now.
+    func requeueRecent() async {
+        let since = Int64((now - lookback) * 1e9)
+        guard let runs = try? await store.listRuns(since: since, limit: 100_000) else { return }
+        let refs = runs.map { (tenant: $0.tenant ?? ResourceFacts.defaultTenant, run: $0.runID) }
+        let known = (try? stats.spanCounts(refs)) ?? [:]
+        var stale: [(tenant: String, run: String)] = []
+        for (run, ref) in zip(runs, refs) where known[ref.tenant + "\u{1F}" + ref.run] != Int(run.spanCount) {
+            stale.append(ref)
+        }
+        touched(stale)
+        if !stale.isEmpty {
+            logger.info("runs queued for analysis at start-up", metadata: ["runs": "\(stale.count)"])
+        }
+    }
+
+    /// Observes every run that has settled.
+    public func tick() async {
+        let t = now
+        let due: [RunRef] = pending.withLock { p in
+            p.filter { $0.value.lastTouch + settle <= t && $0.value.notBefore <= t }.map(\.key)
+        }
+        let oldest = pending.withLock { p in due.compactMap { p[$0]?.lastTouch }.min() }
+        lagState.withLock { $0 = oldest.map { max(0, t - $0 - settle) } ?? 0 }
+        for ref in due {
+            if Task.isCancelled { return }
+            let wait = await observe(ref, now: t)
+            pending.withLock { p in
+                guard var entry = p[ref] else { return }
+                // Touched again meanwhile: it waits for its new settle time.
+                if entry.lastTouch + settle > t { return }
+                if wait {
+                    entry.notBefore = t + settle
+                    p[ref] = entry
+                } else {
+                    p[ref] = nil
+                }
+            }
+        }
+    }
+
+    /// Observes one run; true when it must wait longer (no root yet).
+    func observe(_ ref: RunRef, now t: Double) async -> Bool {
+        let detail: RunDetail?
+        do {
+            detail = try await store.run(ref.run, scope: .only([ref.tenant]))
+        } catch {
+            return true  // the store could not answer (index behind, say): try again later
+        }
+        guard let detail, !detail.spans.isEmpty else { return false }
+        let runID = detail.summary.runID
+        var aggregate = RunAggregate(
+            tenant: ref.tenant, runID: runID, agent: detail.summary.agent, spans: detail.spans, rules: rules)
+        let waited = pending.withLock { $0[ref].map { t - $0.firstTouch } } ?? 0
+        if !aggregate.hasRoot && waited < settle * 10 { return true }
+        aggregate.spanCount = detail.spans.count
+        do {
+            let old = try stats.aggregate(tenant: ref.tenant, run: runID)
+            if let old, old == aggregate { return false }
+            try stats.save(aggregate, replacing: old)
+            onMetrics(old.map { RunAggregate.counterIncrease(from: $0, to: aggregate) } ?? aggregate.metrics)
+            observedCount.add(1, ordering: .relaxed)
+        } catch {
+            logger.error("could not store a run's statistics; retrying", metadata: ["error": "\(error)"])
+            return true
+        }
+        return false
+    }
+}

@@ -1,0 +1,182 @@
+import FlightRecorderSQLite
+import Foundation
+import Synchronization
+
+/// The settled runs' aggregates (`DATA/stats.db`): one row per run, and hourly rollups per
+/// (tenant, agent, version, task type) that windowed statistics read instead of the runs, so
+/// `GET /api/v1/stats` costs the same over a million runs as over a thousand.
+///
+/// Derived data: a lost or damaged file is started afresh, and the run analyser observes
+/// recent runs again.
+public final class RunStatsStore: Sendable {
+    private let db: Mutex<SQLiteDatabase>
+    public let path: String
+
+    static let schema = """
+        PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+        CREATE TABLE IF NOT EXISTS run_stats(
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, start_ns INTEGER NOT NULL, span_count INTEGER NOT NULL,
+            data BLOB NOT NULL, PRIMARY KEY(tenant, run_id)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS run_stats_by_start ON run_stats(start_ns);
+        CREATE TABLE IF NOT EXISTS rollups(
+            hour INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL, version TEXT NOT NULL,
+            task_type TEXT NOT NULL, data BLOB NOT NULL,
+            PRIMARY KEY(hour, tenant, agent, version, task_type)) WITHOUT ROWID;
+        """
+
+    public init(path: String) throws {
+        self.path = path
+        var opened: SQLiteDatabase
+        do throws(SQLiteError) {
+            opened = try SQLiteDatabase(path: path)
+            try opened.execute(Self.schema)
+        } catch {
+            for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+            opened = try SQLiteDatabase(path: path)
+            try opened.execute(Self.schema)
+        }
+        db = Mutex(opened)
+    }
+
+    static let encoder = JSONEncoder()
+    static let decoder = JSONDecoder()
+
+    /// One group of a rollup: the dimensions stats can group by.
+    public struct Dimensions: Hashable, Sendable {
+        public var tenant: String
+        public var agent: String
+        public var version: String
+        public var taskType: String
+
+        public init(tenant: String, agent: String, version: String, taskType: String) {
+            self.tenant = tenant
+            self.agent = agent
+            self.version = version
+            self.taskType = taskType
+        }
+    }
+
+    static func hour(_ nanos: Int64) -> Int64 { nanos / 3_600_000_000_000 }
+
+    /// The stored aggregate of a run, if it was observed.
+    public func aggregate(tenant: String, run: String) throws -> RunAggregate? {
+        try db.withLock { db throws(SQLiteError) in
+            let q = try db.prepare("SELECT data FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
+            q.bind(1, tenant).bind(2, run)
+            guard try q.step() else { return nil }
+            return try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0)))
+        }
+    }
+
+    /// Stores `new` (replacing `old`, the run's previous aggregate) and moves its rollup.
+    public func save(_ new: RunAggregate, replacing old: RunAggregate?) throws {
+        let data = (try? Self.encoder.encode(new)).map { [UInt8]($0) } ?? []
+        try db.withLock { db throws(SQLiteError) in
+            try db.execute("BEGIN IMMEDIATE")
+            do throws(SQLiteError) {
+                let q = try db.prepare(
+                    "INSERT OR REPLACE INTO run_stats(tenant, run_id, start_ns, span_count, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                q.bind(1, new.tenant).bind(2, new.runID).bind(3, new.startNanos).bind(4, Int64(new.spanCount))
+                    .bind(5, blob: data)
+                try q.run()
+                if let old { try Self.roll(db, old, sign: -1) }
+                try Self.roll(db, new, sign: 1)
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    private static func roll(_ db: SQLiteDatabase, _ r: RunAggregate, sign: Int) throws(SQLiteError) {
+        let hour = hour(r.startNanos)
+        let get = try db.prepare(
+            "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5")
+        get.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
+        var g = try get.step() ? (try? decoder.decode(GroupStats.self, from: Data(get.blob(0)))) ?? GroupStats() : GroupStats()
+        get.reset()
+        g.add(r, sign: sign)
+        let put = try db.prepare(
+            g.runs <= 0
+                ? "DELETE FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
+                : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        put.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
+        if g.runs > 0 { put.bind(6, blob: (try? encoder.encode(g)).map { [UInt8]($0) } ?? []) }
+        try put.run()
+    }
+
+    /// The rollups of the hours overlapping [since, until), by dimensions, within `tenants`
+    /// (nil: all).
+    public func rollups(since: Int64, until: Int64, tenants: Set<String>?) throws -> [(
+        Dimensions, GroupStats
+    )] {
+        try db.withLock { db throws(SQLiteError) in
+            let q = try db.prepare(
+                "SELECT tenant, agent, version, task_type, data FROM rollups WHERE hour >= ?1 AND hour <= ?2")
+            q.bind(1, Self.hour(since)).bind(2, Self.hour(max(since, until - 1)))
+            var out: [(Dimensions, GroupStats)] = []
+            while try q.step() {
+                let tenant = q.text(0) ?? ""
+                if let tenants, !tenants.contains(tenant) { continue }
+                guard let g = try? Self.decoder.decode(GroupStats.self, from: Data(q.blob(4))) else { continue }
+                out.append(
+                    (Dimensions(tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""), g))
+            }
+            return out
+        }
+    }
+
+    /// The stored aggregates of `runs` (tenant, run ID); unknown ones are left out.
+    public func aggregates(_ runs: [(tenant: String, run: String)]) throws -> [RunAggregate] {
+        try db.withLock { db throws(SQLiteError) in
+            let q = try db.prepare("SELECT data FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
+            var out: [RunAggregate] = []
+            for r in runs {
+                q.bind(1, r.tenant).bind(2, r.run)
+                if try q.step(), let a = try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0))) {
+                    out.append(a)
+                }
+                q.reset()
+            }
+            return out
+        }
+    }
+
+    /// Every stored aggregate, oldest first, in pages (start-up sums the run families from them).
+    public func forEach(_ body: (RunAggregate) -> Void) throws {
+        var after: (Int64, String, String) = (.min, "", "")
+        while true {
+            let page: [RunAggregate] = try db.withLock { db throws(SQLiteError) in
+                let q = try db.prepare(
+                    """
+                    SELECT data, start_ns, tenant, run_id FROM run_stats
+                    WHERE (start_ns, tenant, run_id) > (?1, ?2, ?3) ORDER BY start_ns, tenant, run_id LIMIT 5000
+                    """)
+                q.bind(1, after.0).bind(2, after.1).bind(3, after.2)
+                var out: [RunAggregate] = []
+                while try q.step() {
+                    after = (q.int64(1), q.text(2) ?? "", q.text(3) ?? "")
+                    if let a = try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0))) { out.append(a) }
+                }
+                return out
+            }
+            if page.isEmpty { return }
+            page.forEach(body)
+        }
+    }
+
+    /// Runs stored, and the span counts they were observed with, among `runs`.
+    public func spanCounts(_ runs: [(tenant: String, run: String)]) throws -> [String: Int] {
+        try db.withLock { db throws(SQLiteError) in
+            let q = try db.prepare("SELECT span_count FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
+            var out: [String: Int] = [:]
+            for r in runs {
+                q.bind(1, r.tenant).bind(2, r.run)
+                if try q.step() { out[r.tenant + "\u{1F}" + r.run] = Int(q.int64(0)) }
+                q.reset()
+            }
+            return out
+        }
+    }
+}
