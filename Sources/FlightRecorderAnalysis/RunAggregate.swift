@@ -32,7 +32,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     public var startNanos: Int64
     public var endNanos: Int64
     public var spanCount = 0
-    /// Some span of the run ended in error.
+    /// The run failed: its root span's status is an error (a run that recovered from a failed
+    /// tool call did not fail); without a stored root, some span's is.
     public var error = false
     /// Model calls plus tool executions.
     public var steps = 0
@@ -84,12 +85,13 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     ?? first(rules.versionKeys + ["service.version"], $0.resource.attributes)
             })
         taskType = MetricLabel.value(
-            reference.flatMap { first(rules.taskTypeKeys, $0.attributes) ?? first(rules.taskTypeKeys, $0.resource.attributes) })
+            reference.flatMap {
+                first(rules.taskTypeKeys, $0.attributes) ?? first(rules.taskTypeKeys, $0.resource.attributes)
+            })
 
         var calls: [String: Int] = [:]
         for s in spans {
             let a = s.attributes
-            if s.statusCode == .error { error = true }
             let operation = a[AgentKeys.operationName]?.scalarString
             let tool = MetricLabel.value(a[AgentKeys.toolName]?.scalarString)
             if operation == "execute_tool" {
@@ -128,7 +130,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                 tokensOut += max(0, output ?? 0)
                 if let cost = Self.number(a["gen_ai.usage.cost"]) {
                     costUSD += max(0, cost)
-                } else if let model = a[AgentKeys.responseModel]?.scalarString ?? a[AgentKeys.requestModel]?.scalarString,
+                } else if let model = a[AgentKeys.responseModel]?.scalarString
+                    ?? a[AgentKeys.requestModel]?.scalarString,
                     let price = rules.prices[model]
                         ?? a[AgentKeys.requestModel]?.scalarString.flatMap({ rules.prices[$0] })
                 {
@@ -137,6 +140,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             }
         }
         steps = modelCalls + toolCalls
+        error = root.map { $0.statusCode == .error } ?? spans.contains { $0.statusCode == .error }
         for (key, n) in calls where n > 1 {
             let tool = String(key.prefix { $0 != "\u{1F}" })
             repeatedByTool[tool, default: 0] += n - 1
@@ -165,8 +169,12 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         let base = [tenant, agent, version, taskType]
         d.count(.runs, base + [outcome])
         if escalated { d.count(.escalations, base) }
-        d.observe(.runDuration, base, durationSeconds, exemplar: .init(runID: runID, value: durationSeconds, time: Double(endNanos) / 1e9))
-        d.observe(.runSteps, base, Double(steps), exemplar: .init(runID: runID, value: Double(steps), time: Double(endNanos) / 1e9))
+        d.observe(
+            .runDuration, base, durationSeconds,
+            exemplar: .init(runID: runID, value: durationSeconds, time: Double(endNanos) / 1e9))
+        d.observe(
+            .runSteps, base, Double(steps),
+            exemplar: .init(runID: runID, value: Double(steps), time: Double(endNanos) / 1e9))
         d.add(counterMetrics)
         return d
     }

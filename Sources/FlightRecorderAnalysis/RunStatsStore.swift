@@ -75,7 +75,8 @@ public final class RunStatsStore: Sendable {
             try db.execute("BEGIN IMMEDIATE")
             do throws(SQLiteError) {
                 let q = try db.prepare(
-                    "INSERT OR REPLACE INTO run_stats(tenant, run_id, start_ns, span_count, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    "INSERT OR REPLACE INTO run_stats(tenant, run_id, start_ns, span_count, data) VALUES (?1, ?2, ?3, ?4, ?5)"
+                )
                 q.bind(1, new.tenant).bind(2, new.runID).bind(3, new.startNanos).bind(4, Int64(new.spanCount))
                     .bind(5, blob: data)
                 try q.run()
@@ -92,15 +93,19 @@ public final class RunStatsStore: Sendable {
     private static func roll(_ db: SQLiteDatabase, _ r: RunAggregate, sign: Int) throws(SQLiteError) {
         let hour = hour(r.startNanos)
         let get = try db.prepare(
-            "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5")
+            "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
+        )
         get.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
-        var g = try get.step() ? (try? decoder.decode(GroupStats.self, from: Data(get.blob(0)))) ?? GroupStats() : GroupStats()
+        var g =
+            try get.step()
+            ? (try? decoder.decode(GroupStats.self, from: Data(get.blob(0)))) ?? GroupStats() : GroupStats()
         get.reset()
         g.add(r, sign: sign)
         let put = try db.prepare(
             g.runs <= 0
                 ? "DELETE FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
-                : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        )
         put.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
         if g.runs > 0 { put.bind(6, blob: (try? encoder.encode(g)).map { [UInt8]($0) } ?? []) }
         try put.run()
@@ -108,7 +113,9 @@ public final class RunStatsStore: Sendable {
 
     /// The rollups of the hours overlapping [since, until), by dimensions, within `tenants`
     /// (nil: all).
-    public func rollups(since: Int64, until: Int64, tenants: Set<String>?) throws -> [(
+    public func rollups(
+        since: Int64, until: Int64, tenants: Set<String>?
+    ) throws -> [(
         Dimensions, GroupStats
     )] {
         try db.withLock { db throws(SQLiteError) in
@@ -121,7 +128,11 @@ public final class RunStatsStore: Sendable {
                 if let tenants, !tenants.contains(tenant) { continue }
                 guard let g = try? Self.decoder.decode(GroupStats.self, from: Data(q.blob(4))) else { continue }
                 out.append(
-                    (Dimensions(tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""), g))
+                    (
+                        Dimensions(
+                            tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""),
+                        g
+                    ))
             }
             return out
         }

@@ -54,7 +54,7 @@ public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
         case .tokenUsage: "Tokens used per model call (GenAI gen_ai.client.token.usage), by token_type."
         case .operationDuration: "Duration of model calls (GenAI gen_ai.client.operation.duration)."
         case .cost: "Cost of model calls in US dollars: the span's gen_ai.usage.cost, else metrics.prices."
-        case .runs: "Settled runs by outcome: error when any span of the run failed."
+        case .runs: "Settled runs by outcome: error when the run's root span failed (any span, without a root)."
         case .escalations: "Settled runs with at least one approval_required policy decision."
         case .runDuration: "Duration of settled runs, first span start to last span end."
         case .runSteps: "Model and tool steps per settled run."

@@ -127,7 +127,8 @@ struct StatsCommand: AsyncParsableCommand {
                     header: ["MEASURE", body.baseline.uppercased(), body.candidate.uppercased(), "RATIO", "P", "TEST"],
                     rows: body.changes.map {
                         [
-                            $0.measure, v($0.baseline), v($0.candidate), $0.ratio.map { String(format: "%.2fx", $0) } ?? "new",
+                            $0.measure, v($0.baseline), v($0.candidate),
+                            $0.ratio.map { String(format: "%.2fx", $0) } ?? "new",
                             String(format: "%.1e", $0.pValue), $0.test,
                         ]
                     })

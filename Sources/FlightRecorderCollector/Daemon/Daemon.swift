@@ -1,5 +1,5 @@
-public import FlightRecorderConfig
 import FlightRecorderAnalysis
+public import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderIngest
 import FlightRecorderOTLP
@@ -54,7 +54,8 @@ public struct Daemon: Sendable {
         if let rules = configuration.metrics.rules {
             let stats = try RunStatsStore(path: configuration.dataDirectory + "/stats.db")
             let a = RunAnalyser(
-                store: store, stats: stats, rules: rules, settle: configuration.metrics.runSettleSeconds, logger: logger,
+                store: store, stats: stats, rules: rules, settle: configuration.metrics.runSettleSeconds,
+                logger: logger,
                 onMetrics: { metrics.observe($0) })
             analyserBox.analyser.withLock { $0 = a }
             analyser = a

@@ -1,6 +1,6 @@
+public import FlightRecorderAnalysis
 public import FlightRecorderConfig
 import FlightRecorderCore
-public import FlightRecorderAnalysis
 import FlightRecorderHTTP
 public import FlightRecorderMetrics
 public import FlightRecorderOTLP

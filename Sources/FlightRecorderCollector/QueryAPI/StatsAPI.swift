@@ -76,7 +76,8 @@ public struct StatsAPI: Sendable {
             guard let text = q[name], !text.isEmpty else { return fallback }
             guard let v = TimeBound.parse(text) else {
                 throw APIError(
-                    .badRequest, "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
+                    .badRequest,
+                    "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
             }
             return v
         }
@@ -87,7 +88,9 @@ public struct StatsAPI: Sendable {
     }
 
     /// The window's runs per group, from the rollups or (with `where`) the matching runs.
-    func groups(_ w: Window, scope: TenantScope) async throws -> (groups: [String: GroupStats], source: String, complete: Bool) {
+    func groups(
+        _ w: Window, scope: TenantScope
+    ) async throws -> (groups: [String: GroupStats], source: String, complete: Bool) {
         var out: [String: GroupStats] = [:]
         if let expression = w.filter {
             let filter: SpanFilter
@@ -121,7 +124,8 @@ public struct StatsAPI: Sendable {
         let (groups, source, complete) = try await self.groups(w, scope: scope)
         let views = groups.sorted { $0.key < $1.key }.map { StatsView(group: $0.key, $0.value) }
         return JSONResponse.make(
-            .ok, Body(by: w.by.rawValue, since: w.since, until: w.until, source: source, complete: complete, groups: views))
+            .ok,
+            Body(by: w.by.rawValue, since: w.since, until: w.until, source: source, complete: complete, groups: views))
     }
 
     func compare(_ request: Request, scope: TenantScope) async throws -> Response {
