@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 FORMAT_PATHS := Sources Tests Bench Fuzz Package.swift
 
-.PHONY: format format-check serve test deps test-deps python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
+.PHONY: format format-check serve test deps test-deps prometheus-rules python-deps build build-release check-generated unit-test fuzz-replay integration-test bench generate fuzz fuzz-smoke
 
 ## Build (release) and start the daemon on the default data directory
 ## ($FLIGHTREC_DATA, else ~/.local/share/flightrec). Ctrl-C drains and exits.
@@ -20,7 +20,7 @@ serve: deps build-release
 
 ## Run every test: generated-code check, Swift unit tests, the fuzz corpora replayed, a short
 ## libFuzzer pass over every decoder, integration tests with the real OpenTelemetry Python SDK.
-test: deps test-deps python-deps check-generated format-check unit-test fuzz-replay fuzz-smoke integration-test
+test: deps test-deps python-deps check-generated format-check unit-test fuzz-replay fuzz-smoke prometheus-rules integration-test
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -53,6 +53,11 @@ format-check:
 
 format:
 	swift format format --in-place --recursive $(FORMAT_PATHS)
+
+## The shipped Prometheus rules parse, and their alerts fire (and stay quiet) as their unit tests say.
+prometheus-rules: test-deps
+	promtool check rules Deploy/prometheus/flightrec-rules.yaml
+	cd Deploy/prometheus && promtool test rules flightrec-rules.test.yaml
 
 check-generated:
 	Schemas/generate.sh --check

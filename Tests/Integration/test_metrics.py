@@ -3,6 +3,8 @@ package) and checked through Prometheus's own query API against the workload's k
 before and after a restart of the daemon."""
 
 import hashlib
+import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -10,7 +12,7 @@ import urllib.request
 import pytest
 
 from agents import Agent
-from conftest import Daemon
+from conftest import ROOT, Daemon
 from opentelemetry.trace import Status, StatusCode
 from prometheus_server import Prometheus
 
@@ -112,6 +114,20 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
             time.sleep(0.5)
         assert exemplars, prom.target_health()
         assert {e["labels"]["run_id"] for e in exemplars} <= {f"metrics-run-{i}" for i in range(RUNS)}
+
+        # Every query of the shipped Grafana dashboard runs on this Prometheus, and the
+        # layers the workload exercises have data.
+        with open(os.path.join(ROOT, "Deploy", "grafana", "flightrec-agents.json")) as f:
+            dashboard = json.load(f)
+        answered = {}
+        for p in dashboard["panels"]:
+            for target in p.get("targets", []):
+                expr = target["expr"].replace("$tenant", ".*").replace("$agent_version", ".*") \
+                    .replace("$tool", ".*").replace("$risk_tier", ".*")
+                answered[p["title"]] = answered.get(p["title"], 0) + len(prom.query(expr))
+        for title in ["Tool calls per minute by outcome", "Policy decisions per minute", "Tokens per minute by type",
+                      "Redactions by rule", "Spans accepted per second"]:
+            assert answered[title] > 0, title
 
         # A restart: the counters come back from the index with the same values.
         daemon.stop()
