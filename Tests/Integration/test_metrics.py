@@ -119,14 +119,21 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
         # layers the workload exercises have data.
         with open(os.path.join(ROOT, "Deploy", "grafana", "flightrec-agents.json")) as f:
             dashboard = json.load(f)
-        answered = {}
-        for p in dashboard["panels"]:
-            for target in p.get("targets", []):
-                expr = target["expr"].replace("$tenant", ".*").replace("$agent_version", ".*") \
-                    .replace("$tool", ".*").replace("$risk_tier", ".*")
-                answered[p["title"]] = answered.get(p["title"], 0) + len(prom.query(expr))
-        for title in ["Tool calls per minute by outcome", "Policy decisions per minute", "Tokens per minute by type",
-                      "Redactions by rule", "Spans accepted per second"]:
+        wanted = ["Tool calls per minute by outcome", "Policy decisions per minute", "Tokens per minute by type",
+                  "Redactions by rule", "Spans accepted per second"]
+        deadline = time.time() + 30
+        while True:
+            # (A rate needs two scrapes of a series; a query that does not parse fails here.)
+            answered = {}
+            for p in dashboard["panels"]:
+                for target in p.get("targets", []):
+                    expr = target["expr"].replace("$tenant", ".*").replace("$agent_version", ".*") \
+                        .replace("$tool", ".*").replace("$risk_tier", ".*")
+                    answered[p["title"]] = answered.get(p["title"], 0) + len(prom.query(expr))
+            if all(answered[t] > 0 for t in wanted) or time.time() > deadline:
+                break
+            time.sleep(1)
+        for title in wanted:
             assert answered[title] > 0, title
 
         # A restart: the counters come back from the index with the same values.
