@@ -79,6 +79,29 @@ public struct GroupStats: Sendable, Equatable, Codable {
         }
     }
 
+    public mutating func subtract(_ o: GroupStats) {
+        var negative = GroupStats()
+        negative.runs = -o.runs
+        negative.errors = -o.errors
+        negative.escalated = -o.escalated
+        negative.decisions = -o.decisions
+        negative.blocked = -o.blocked
+        negative.approvalRequired = -o.approvalRequired
+        negative.approvals = -o.approvals
+        negative.denied = -o.denied
+        negative.toolCalls = -o.toolCalls
+        negative.modelCalls = -o.modelCalls
+        negative.repeated = -o.repeated
+        negative.tokensIn = -o.tokensIn
+        negative.tokensOut = -o.tokensOut
+        negative.costUSD = -o.costUSD
+        negative.steps = o.steps.mapValues { -$0 }
+        negative.durations = o.durations.mapValues { -$0 }
+        negative.tools = o.tools.mapValues { .init(calls: -$0.calls, errors: -$0.errors, timeouts: -$0.timeouts) }
+        add(negative)
+        tools = tools.filter { $0.value != .init() }
+    }
+
     static func bump(_ m: inout [Int: Int], _ k: Int, _ n: Int) {
         let v = m[k, default: 0] + n
         m[k] = v == 0 ? nil : v

@@ -115,56 +115,102 @@ public final class RunAnalyser: Service, Sendable {
         }
     }
 
-    /// Observes every run that has settled.
+    /// The share of one core the analyser may take while ingest is busy: it sleeps in
+    /// proportion to the time it worked. Far behind (over `catchUpThreshold` runs waiting) it
+    /// takes more, so the runs waiting stay bounded.
+    static let cpuShare = 0.05
+    static let catchUpShare = 0.5
+    static let catchUpThreshold = 100_000
+    static let batchSize = 256
+
+    /// Observes every run that has settled, oldest first, in batches stored in one
+    /// transaction each, within the analyser's share of the CPU.
     public func tick() async {
         let t = now
         let due: [RunRef] = pending.withLock { p in
-            p.filter { $0.value.lastTouch + settle <= t && $0.value.notBefore <= t }.map(\.key)
+            p.filter { $0.value.lastTouch + settle <= t && $0.value.notBefore <= t }
+                .sorted { $0.value.lastTouch < $1.value.lastTouch }.map(\.key)
         }
-        let oldest = pending.withLock { p in due.compactMap { p[$0]?.lastTouch }.min() }
+        let oldest = pending.withLock { p in due.first.flatMap { p[$0]?.lastTouch } }
         lagState.withLock { $0 = oldest.map { max(0, t - $0 - settle) } ?? 0 }
-        for ref in due {
-            if Task.isCancelled { return }
-            let wait = await observe(ref, now: t)
-            pending.withLock { p in
-                guard var entry = p[ref] else { return }
-                // Touched again meanwhile: it waits for its new settle time.
-                if entry.lastTouch + settle > t { return }
-                if wait {
-                    entry.notBefore = t + settle
-                    p[ref] = entry
-                } else {
-                    p[ref] = nil
+        var start = 0
+        while start < due.count {
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            let began = ContinuousClock.now
+            let chunk = due[start..<min(due.count, start + Self.batchSize)]
+            start += chunk.count
+            var batch: [(new: RunAggregate, old: RunAggregate?)] = []
+            var waiting: [RunRef] = []
+            var finished: [RunRef] = []
+            for ref in chunk {
+                switch await observe(ref, now: t) {
+                case .wait: waiting.append(ref)
+                case .done: finished.append(ref)
+                case .observed(let new, let old):
+                    // A run met under its trace ID and its name alike is observed once.
+                    if !batch.contains(where: { $0.new.tenant == new.tenant && $0.new.runID == new.runID }) {
+                        batch.append((new, old))
+                    }
+                    finished.append(ref)
                 }
             }
+            do {
+                try stats.save(batch)
+                var d = MetricDeltas()
+                for (new, old) in batch {
+                    d.add(old.map { RunAggregate.counterIncrease(from: $0, to: new) } ?? new.metrics)
+                }
+                if !d.isEmpty { onMetrics(d) }
+                observedCount.add(batch.count, ordering: .relaxed)
+            } catch {
+                logger.error("could not store runs' statistics; retrying", metadata: ["error": "\(error)"])
+                waiting += batch.map { RunRef(tenant: $0.new.tenant, run: $0.new.runID) }
+                finished.removeAll { ref in batch.contains { $0.new.tenant == ref.tenant && $0.new.runID == ref.run } }
+            }
+            pending.withLock { p in
+                for ref in finished where (p[ref]?.lastTouch ?? .infinity) + settle <= t { p[ref] = nil }
+                for ref in waiting {
+                    // Touched again meanwhile: it waits for its new settle time anyway.
+                    if var e = p[ref], e.lastTouch + settle <= t {
+                        e.notBefore = t + settle
+                        p[ref] = e
+                    }
+                }
+            }
+            let share = waitingCount > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
+            let worked = ContinuousClock.now - began
+            try? await Task.sleep(for: worked * ((1 - share) / share))
         }
     }
 
-    /// Observes one run; true when it must wait longer (no root yet).
-    func observe(_ ref: RunRef, now t: Double) async -> Bool {
+    var waitingCount: Int { pending.withLock { $0.count } }
+
+    enum Observation {
+        /// Not settled after all (no root yet), or the store could not answer: later.
+        case wait
+        /// Gone, or unchanged since it was observed.
+        case done
+        case observed(RunAggregate, old: RunAggregate?)
+    }
+
+    /// Reads one run and computes its aggregate.
+    func observe(_ ref: RunRef, now t: Double) async -> Observation {
         let detail: RunDetail?
         do {
             detail = try await store.run(ref.run, scope: .only([ref.tenant]))
         } catch {
-            return true  // the store could not answer (index behind, say): try again later
+            return .wait  // the store could not answer (index behind, say): try again later
         }
-        guard let detail, !detail.spans.isEmpty else { return false }
+        guard let detail, !detail.spans.isEmpty else { return .done }
         let runID = detail.summary.runID
         var aggregate = RunAggregate(
             tenant: ref.tenant, runID: runID, agent: detail.summary.agent, spans: detail.spans, rules: rules)
         let waited = pending.withLock { $0[ref].map { t - $0.firstTouch } } ?? 0
-        if !aggregate.hasRoot && waited < settle * 10 { return true }
+        if !aggregate.hasRoot && waited < settle * 10 { return .wait }
         aggregate.spanCount = detail.spans.count
-        do {
-            let old = try stats.aggregate(tenant: ref.tenant, run: runID)
-            if let old, old == aggregate { return false }
-            try stats.save(aggregate, replacing: old)
-            onMetrics(old.map { RunAggregate.counterIncrease(from: $0, to: aggregate) } ?? aggregate.metrics)
-            observedCount.add(1, ordering: .relaxed)
-        } catch {
-            logger.error("could not store a run's statistics; retrying", metadata: ["error": "\(error)"])
-            return true
+        guard let old = try? stats.aggregate(tenant: ref.tenant, run: runID) else {
+            return .observed(aggregate, old: nil)
         }
-        return false
+        return old == aggregate ? .done : .observed(aggregate, old: old)
     }
 }

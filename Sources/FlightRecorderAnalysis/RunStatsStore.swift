@@ -70,18 +70,44 @@ public final class RunStatsStore: Sendable {
 
     /// Stores `new` (replacing `old`, the run's previous aggregate) and moves its rollup.
     public func save(_ new: RunAggregate, replacing old: RunAggregate?) throws {
-        let data = (try? Self.encoder.encode(new)).map { [UInt8]($0) } ?? []
+        try save([(new, old)])
+    }
+
+    struct RollupKey: Hashable {
+        var hour: Int64
+        var d: Dimensions
+    }
+
+    /// Stores a batch of aggregates in one transaction; each rollup the batch moves is read
+    /// and written once.
+    public func save(_ batch: [(new: RunAggregate, old: RunAggregate?)]) throws {
+        guard !batch.isEmpty else { return }
+        var moves: [RollupKey: GroupStats] = [:]
+        var removals: [RollupKey: GroupStats] = [:]
+        func key(_ r: RunAggregate) -> RollupKey {
+            RollupKey(
+                hour: Self.hour(r.startNanos),
+                d: Dimensions(tenant: r.tenant, agent: r.agent, version: r.version, taskType: r.taskType))
+        }
+        let rows = batch.map { ($0.new, (try? Self.encoder.encode($0.new)).map { [UInt8]($0) } ?? []) }
+        for (new, old) in batch {
+            moves[key(new), default: GroupStats()].add(new)
+            if let old { removals[key(old), default: GroupStats()].add(old) }
+        }
         try db.withLock { db throws(SQLiteError) in
             try db.execute("BEGIN IMMEDIATE")
             do throws(SQLiteError) {
                 let q = try db.prepare(
                     "INSERT OR REPLACE INTO run_stats(tenant, run_id, start_ns, span_count, data) VALUES (?1, ?2, ?3, ?4, ?5)"
                 )
-                q.bind(1, new.tenant).bind(2, new.runID).bind(3, new.startNanos).bind(4, Int64(new.spanCount))
-                    .bind(5, blob: data)
-                try q.run()
-                if let old { try Self.roll(db, old, sign: -1) }
-                try Self.roll(db, new, sign: 1)
+                for (r, data) in rows {
+                    q.bind(1, r.tenant).bind(2, r.runID).bind(3, r.startNanos).bind(4, Int64(r.spanCount))
+                        .bind(5, blob: data)
+                    try q.run()
+                }
+                for k in Set(moves.keys).union(removals.keys) {
+                    try Self.roll(db, k, add: moves[k], subtract: removals[k])
+                }
                 try db.execute("COMMIT")
             } catch {
                 try? db.execute("ROLLBACK")
@@ -90,23 +116,25 @@ public final class RunStatsStore: Sendable {
         }
     }
 
-    private static func roll(_ db: SQLiteDatabase, _ r: RunAggregate, sign: Int) throws(SQLiteError) {
-        let hour = hour(r.startNanos)
+    private static func roll(
+        _ db: SQLiteDatabase, _ k: RollupKey, add: GroupStats?, subtract: GroupStats?
+    ) throws(SQLiteError) {
         let get = try db.prepare(
             "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
         )
-        get.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
+        get.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
         var g =
             try get.step()
             ? (try? decoder.decode(GroupStats.self, from: Data(get.blob(0)))) ?? GroupStats() : GroupStats()
         get.reset()
-        g.add(r, sign: sign)
+        if let add { g.add(add) }
+        if let subtract { g.subtract(subtract) }
         let put = try db.prepare(
             g.runs <= 0
                 ? "DELETE FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
                 : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         )
-        put.bind(1, hour).bind(2, r.tenant).bind(3, r.agent).bind(4, r.version).bind(5, r.taskType)
+        put.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
         if g.runs > 0 { put.bind(6, blob: (try? encoder.encode(g)).map { [UInt8]($0) } ?? []) }
         try put.run()
     }

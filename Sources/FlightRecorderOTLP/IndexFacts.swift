@@ -46,7 +46,7 @@ public enum IndexFacts {
             seenIndexed.reserveCapacity(total * 2)
         }
         var resources: [ResourceFacts] = []
-        var metrics = MetricDeltas()
+        var metrics = MetricAccumulator()
         // The values of the metric keys of the span at hand, by slot.
         let values = SpanMetrics.Values.allocate(capacity: rules?.slotCount ?? 0)
         defer { values.deallocate() }
@@ -121,7 +121,7 @@ public enum IndexFacts {
                 }
             }
         }
-        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics)
+        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.deltas)
     }
 
     /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty

@@ -102,13 +102,46 @@ public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
 }
 
 /// One series: a family and its label values (in `MetricFamily.labels` order).
+///
+/// Hashed by `id`, a 64-bit FNV-1a of the family and the values' bytes computed once: the
+/// indexer and the registry add thousands of series a second, and hashing the strings each
+/// time was most of the metrics' cost (`perf`). Equality still compares the values.
 public struct SeriesKey: Hashable, Sendable {
-    public var family: MetricFamily
-    public var labels: [String]
+    public let family: MetricFamily
+    public let labels: [String]
+    public let id: UInt64
 
     public init(_ family: MetricFamily, _ labels: [String]) {
+        var h = Self.start(family)
+        for l in labels { h = Self.combine(h, Self.fnv(l)) }
+        self.init(family: family, labels: labels, id: h)
+    }
+
+    package init(family: MetricFamily, labels: [String], id: UInt64) {
         self.family = family
         self.labels = labels
+        self.id = id
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(id) }
+
+    public static func == (a: SeriesKey, b: SeriesKey) -> Bool {
+        a.id == b.id && a.family == b.family && a.labels == b.labels
+    }
+
+    static let fnvBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+    static let fnvPrime: UInt64 = 0x0000_0100_0000_01B3
+
+    package static func fnv(_ s: String) -> UInt64 {
+        var h = fnvBasis
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* fnvPrime }
+        return h
+    }
+
+    package static func start(_ family: MetricFamily) -> UInt64 { fnvBasis ^ UInt64(family.rawValue) }
+
+    package static func combine(_ h: UInt64, _ label: UInt64) -> UInt64 {
+        (h ^ label) &* fnvPrime &+ 0x9E37_79B9_7F4A_7C15
     }
 
     /// The label values joined by U+001F, which `MetricLabel` never lets into a value: how

@@ -118,38 +118,139 @@ public enum MetricLabel {
     }
 }
 
+/// A label value with the hash the accumulator keys series by: FNV-1a over its bytes, made
+/// straight from a C string without a `String`, which is made only for a series the request
+/// has not met yet.
+struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no pointer
+    let hash: UInt64
+    /// The value as a C string (a span attribute), or nil when `text` holds it.
+    let cString: UnsafePointer<CChar>?
+    let text: String
+
+    static let basis: UInt64 = 0xcbf2_9ce4_8422_2325
+    static let prime: UInt64 = 0x0000_0100_0000_01B3
+
+    init(_ s: String) {
+        hash = SeriesKey.fnv(s)
+        cString = nil
+        text = s
+    }
+
+    /// `MetricLabel.value` of a C string, hashed in the same pass that checks it.
+    init(_ c: UnsafePointer<CChar>?) {
+        guard let c, c.pointee != 0 else {
+            self = LabelRef.missing
+            return
+        }
+        var h = Self.basis
+        var n = 0
+        while c[n] != 0 {
+            let b = UInt8(truncatingIfNeeded: c[n])
+            guard n < MetricLabel.maxBytes, MetricLabel.allowed(b) else {
+                self = LabelRef.other
+                return
+            }
+            h = (h ^ UInt64(b)) &* Self.prime
+            n += 1
+        }
+        hash = h
+        cString = c
+        text = ""
+    }
+
+    var string: String { cString.map { String(cString: $0) } ?? text }
+
+    static let missing = LabelRef(MetricLabel.missing)
+    static let other = LabelRef(MetricLabel.other)
+    static let literals: [String: LabelRef] = Dictionary(
+        uniqueKeysWithValues: ["ok", "error", "timeout", "granted", "denied", "input", "output"].map {
+            ($0, LabelRef($0))
+        })
+    static func literal(_ s: String) -> LabelRef { literals[s] ?? LabelRef(s) }
+}
+
+/// One request's span-family counts, keyed by a 64-bit hash of the family and its label
+/// values, so a span costs a few hash steps and one integer-keyed lookup per family; the
+/// `SeriesKey` (with its strings) is built once per series per request. Two series would have
+/// to collide in 64 bits to be added together.
+struct MetricAccumulator {
+    var counters: [UInt64: (key: SeriesKey, value: Double)] = [:]
+    var histograms: [UInt64: (key: SeriesKey, value: HistogramDelta)] = [:]
+
+    /// `SeriesKey.id` of the series, from the values' hashes.
+    static func hash(_ family: MetricFamily, _ labels: [LabelRef]) -> UInt64 {
+        var h = SeriesKey.start(family)
+        for l in labels { h = SeriesKey.combine(h, l.hash) }
+        return h
+    }
+
+    mutating func count(_ family: MetricFamily, _ labels: [LabelRef], by n: Double = 1) {
+        let h = Self.hash(family, labels)
+        if counters[h] != nil {
+            counters[h]!.value += n
+        } else {
+            counters[h] = (SeriesKey(family: family, labels: labels.map(\.string), id: h), n)
+        }
+    }
+
+    mutating func observe(
+        _ family: MetricFamily, _ labels: [LabelRef], _ value: Double, exemplar: HistogramDelta.Exemplar?
+    ) {
+        guard let bounds = family.buckets else { return }
+        let h = Self.hash(family, labels)
+        if histograms[h] == nil {
+            histograms[h] = (
+                SeriesKey(family: family, labels: labels.map(\.string), id: h), HistogramDelta(buckets: bounds.count)
+            )
+        }
+        histograms[h]!.value.observe(value, bounds: bounds, exemplar: exemplar)
+    }
+
+    var deltas: MetricDeltas {
+        var d = MetricDeltas()
+        for (_, c) in counters { d.counters[c.key, default: 0] += c.value }
+        for (_, h) in histograms {
+            if d.histograms[h.key] == nil { d.histograms[h.key] = h.value } else { d.histograms[h.key]!.add(h.value) }
+        }
+        return d
+    }
+}
+
 /// Derives the span families of `MetricFamily` from one unpacked span, with the values of
 /// the `MetricRules` keys its attributes hold (`values`, by slot).
 enum SpanMetrics {
     /// Label values shared by every family of a resource's spans.
     struct ResourceLabels {
-        var tenant: String
-        var agent: String
-        var version: String?
-        var taskType: String?
+        var tenant: LabelRef
+        var agent: LabelRef
+        var version: LabelRef?
+        var taskType: LabelRef?
 
         init(
             attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int, facts: ResourceFacts,
             rules: MetricRules
         ) {
-            tenant = MetricLabel.value(facts.tenantKey)
-            agent = MetricLabel.value(facts.agent)
-            version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map(MetricLabel.value)
-            taskType = firstValue(of: rules.taskCKeys, in: attributes, count: count).map(MetricLabel.value)
+            tenant = LabelRef(MetricLabel.value(facts.tenantKey))
+            agent = LabelRef(MetricLabel.value(facts.agent))
+            version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map {
+                LabelRef(MetricLabel.value($0))
+            }
+            taskType = firstValue(of: rules.taskCKeys, in: attributes, count: count).map {
+                LabelRef(MetricLabel.value($0))
+            }
         }
     }
 
     typealias Values = UnsafeMutableBufferPointer<UnsafeMutablePointer<CAnyValue>?>
 
-    static func string(_ values: Values, _ slot: MetricRules.Slot) -> UnsafePointer<CChar>? {
-        guard let v = values[slot.rawValue]?.pointee, v.value_case.rawValue == 1, let s = v.string_value,
-            s.pointee != 0
+    static func string(_ values: Values, _ slot: Int) -> UnsafePointer<CChar>? {
+        guard let v = values[slot]?.pointee, v.value_case.rawValue == 1, let s = v.string_value, s.pointee != 0
         else { return nil }
         return UnsafePointer(s)
     }
 
-    static func label(_ values: Values, _ slot: MetricRules.Slot) -> String? {
-        string(values, slot).map(MetricLabel.value)
+    static func string(_ values: Values, _ slot: MetricRules.Slot) -> UnsafePointer<CChar>? {
+        string(values, slot.rawValue)
     }
 
     static func number(_ values: Values, _ slot: Int) -> Double? {
@@ -165,25 +266,48 @@ enum SpanMetrics {
     static func equals(_ s: UnsafePointer<CChar>?, _ literal: StaticString) -> Bool {
         guard let s else { return false }
         return literal.withUTF8Buffer { l in
-            strlen(s) == l.count && memcmp(s, l.baseAddress!, l.count) == 0
+            var i = 0
+            while i < l.count {
+                if UInt8(truncatingIfNeeded: s[i]) != l[i] { return false }
+                i += 1
+            }
+            return s[l.count] == 0
         }
     }
 
-    /// Whether the C string contains "timeout" or "timed_out", ignoring ASCII case.
+    /// Whether the C string contains "timeout", "timed_out" or "timedout", ignoring ASCII case.
     static func meansTimeout(_ s: UnsafePointer<CChar>?) -> Bool {
         guard let s else { return false }
-        let lower = String(cString: s).lowercased()
-        return lower.contains("timeout") || lower.contains("timed_out") || lower.contains("timedout")
+        func lower(_ i: Int) -> UInt8 {
+            let b = UInt8(truncatingIfNeeded: s[i])
+            return b >= 65 && b <= 90 ? b + 32 : b
+        }
+        var i = 0
+        while s[i] != 0 {
+            for word in ["timeout", "timed_out", "timedout"] {
+                var j = 0
+                for w in word.utf8 {
+                    guard s[i + j] != 0, lower(i + j) == w else { break }
+                    j += 1
+                }
+                if j == word.utf8.count { return true }
+            }
+            i += 1
+        }
+        return false
     }
 
-    static let modelOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
+    static func isModelOperation(_ s: UnsafePointer<CChar>) -> Bool {
+        equals(s, "chat") || equals(s, "text_completion") || equals(s, "generate_content") || equals(s, "embeddings")
+    }
 
     /// The agent version each run's root span in the request names (run ID to label): the
     /// second place the version is looked for, after the span itself. A root that arrives in
     /// a later request than its run's other spans is not seen here; the run families, observed
     /// once the run has settled, always use it.
-    static func rootVersions(_ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules) -> [String: String] {
-        var out: [String: String] = [:]
+    static func rootVersions(_ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules) -> [String: LabelRef]
+    {
+        var out: [String: LabelRef] = [:]
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resourceRun = firstValue(
@@ -198,7 +322,7 @@ enum SpanMetrics {
                         let run = firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                             ?? resourceRun
                     else { continue }
-                    out[run] = MetricLabel.value(version)
+                    out[run] = LabelRef(MetricLabel.value(version))
                 }
             }
         }
@@ -206,22 +330,23 @@ enum SpanMetrics {
     }
 
     static func observe(
-        span: CSpan, values: Values, resource r: ResourceLabels, rootVersion: String?, runID: () -> String,
-        rules: MetricRules, into d: inout MetricDeltas
+        span: CSpan, values: Values, resource r: ResourceLabels, rootVersion: LabelRef?, runID: () -> String,
+        rules: MetricRules, into d: inout MetricAccumulator
     ) {
-        var version = rootVersion ?? r.version
+        var version = rootVersion ?? r.version ?? LabelRef.missing
         for s in rules.versionSlots {
-            if let v = values[s], v.pointee.value_case.rawValue == 1, let c = v.pointee.string_value, c.pointee != 0 {
-                version = MetricLabel.value(c)
+            if let c = string(values, s) {
+                version = LabelRef(c)
                 break
             }
         }
-        let agentVersion = version ?? MetricLabel.missing
         let operation = string(values, .operation)
         let endSeconds = Double(span.end_time_unix_nano) / 1e9
         let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
-        let tool = label(values, .tool) ?? MetricLabel.missing
-        let tier = label(values, .tier) ?? MetricLabel.missing
+        let toolName = string(values, .tool)
+        let tool = toolName.map { LabelRef($0) } ?? LabelRef.missing
+        let tierName = string(values, .tier)
+        let tier = tierName.map { LabelRef($0) } ?? LabelRef.missing
 
         if equals(operation, "execute_tool") {
             let status = string(values, .status)
@@ -230,29 +355,26 @@ enum SpanMetrics {
                 let timedOut = meansTimeout(status) || meansTimeout(string(values, .errorType))
                 let failed =
                     span.status?.pointee.code.rawValue == 2 || equals(status, "failed") || equals(status, "unknown")
-                let outcome = timedOut ? "timeout" : failed ? "error" : "ok"
-                var task = r.taskType
+                let outcome = LabelRef.literal(timedOut ? "timeout" : failed ? "error" : "ok")
+                var task = r.taskType ?? LabelRef.missing
                 for s in rules.taskSlots {
-                    if let v = values[s], v.pointee.value_case.rawValue == 1, let c = v.pointee.string_value,
-                        c.pointee != 0
-                    {
-                        task = MetricLabel.value(c)
+                    if let c = string(values, s) {
+                        task = LabelRef(c)
                         break
                     }
                 }
-                d.count(
-                    .toolCalls, [r.tenant, r.agent, agentVersion, task ?? MetricLabel.missing, tool, tier, outcome])
+                d.count(.toolCalls, [r.tenant, r.agent, version, task, tool, tier, outcome])
+                let labels = [r.tenant, r.agent, version, tool, tier]
                 d.observe(
-                    .toolCallDuration, [r.tenant, r.agent, agentVersion, tool, tier], seconds,
+                    .toolCallDuration, labels, seconds,
                     exemplar: .init(runID: runID(), value: seconds, time: endSeconds))
-                if tier.contains("write") && (timedOut || equals(status, "unknown")) {
-                    d.count(.uncertainWrites, [r.tenant, r.agent, agentVersion, tool, tier])
-                }
+                let write = tierName.map { strstr($0, "write") != nil } ?? false
+                if write && (timedOut || equals(status, "unknown")) { d.count(.uncertainWrites, labels) }
             }
         }
-        if let outcome = label(values, .policyOutcome) {
-            let rule = label(values, .policyRule) ?? MetricLabel.missing
-            d.count(.policyDecisions, [r.tenant, r.agent, agentVersion, tool, tier, outcome, rule])
+        if let outcome = string(values, .policyOutcome) {
+            let rule = string(values, .policyRule).map { LabelRef($0) } ?? LabelRef.missing
+            d.count(.policyDecisions, [r.tenant, r.agent, version, tool, tier, LabelRef(outcome), rule])
         }
         var decision: String?
         if let s = string(values, .approval) {
@@ -260,25 +382,29 @@ enum SpanMetrics {
         } else if let name = span.name {
             decision = equals(name, "approval.granted") ? "granted" : equals(name, "approval.denied") ? "denied" : nil
         }
-        if let decision { d.count(.approvals, [r.tenant, r.agent, agentVersion, tool, decision]) }
+        if let decision { d.count(.approvals, [r.tenant, r.agent, version, tool, LabelRef.literal(decision)]) }
 
         let input = number(values, MetricRules.Slot.inputTokens.rawValue)
         let output = number(values, MetricRules.Slot.outputTokens.rawValue)
-        let isModelCall =
-            operation.map { modelOperations.contains(String(cString: $0)) } ?? (input != nil || output != nil)
+        let isModelCall = operation.map(isModelOperation) ?? (input != nil || output != nil)
         if isModelCall {
             let modelName = string(values, .responseModel) ?? string(values, .requestModel)
-            let model = modelName.map(MetricLabel.value) ?? MetricLabel.missing
-            let labels = [r.tenant, r.agent, agentVersion, model]
+            let labels = [r.tenant, r.agent, version, modelName.map { LabelRef($0) } ?? LabelRef.missing]
             let run = runID()
-            let exemplar = { (v: Double) in HistogramDelta.Exemplar(runID: run, value: v, time: endSeconds) }
-            if let input, input >= 0 { d.observe(.tokenUsage, labels + ["input"], input, exemplar: exemplar(input)) }
-            if let output, output >= 0 {
-                d.observe(.tokenUsage, labels + ["output"], output, exemplar: exemplar(output))
+            if let input, input >= 0 {
+                d.observe(
+                    .tokenUsage, labels + [LabelRef.literal("input")], input,
+                    exemplar: .init(runID: run, value: input, time: endSeconds))
             }
-            d.observe(.operationDuration, labels, seconds, exemplar: exemplar(seconds))
+            if let output, output >= 0 {
+                d.observe(
+                    .tokenUsage, labels + [LabelRef.literal("output")], output,
+                    exemplar: .init(runID: run, value: output, time: endSeconds))
+            }
+            d.observe(
+                .operationDuration, labels, seconds, exemplar: .init(runID: run, value: seconds, time: endSeconds))
             var cost = number(values, MetricRules.Slot.cost.rawValue)
-            if cost == nil, let modelName,
+            if cost == nil, !rules.prices.isEmpty, let modelName,
                 let price = rules.prices[String(cString: modelName)]
                     ?? string(values, .requestModel).flatMap({ rules.prices[String(cString: $0)] })
             {
@@ -294,7 +420,7 @@ enum SpanMetrics {
                 guard let e = array.values[i]?.pointee, e.value_case.rawValue == 1, let s = e.string_value else {
                     continue
                 }
-                d.count(.redactions, [r.tenant, MetricLabel.value(s)])
+                d.count(.redactions, [r.tenant, LabelRef(UnsafePointer(s))])
             }
         }
     }
