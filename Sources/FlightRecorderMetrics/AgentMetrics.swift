@@ -72,11 +72,11 @@ public final class AgentMetrics: Sendable {
                     } else {
                         live.histogramTotal!.add(h)
                     }
-                    live.histogramTotal!.exemplars = [:]
+                    live.histogramTotal!.exemplar = nil
                 }
-                if !h.exemplars.isEmpty {
+                if let e = h.exemplar {
                     let target = s.live[key] != nil ? key : Self.overflowKey(key.family)
-                    for (bucket, e) in h.exemplars { s.exemplars[target, default: [:]][bucket] = e }
+                    s.exemplars[target, default: [:]][e.bucket] = e.exemplar
                 }
             }
         }

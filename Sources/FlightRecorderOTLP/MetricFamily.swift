@@ -105,7 +105,7 @@ public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
 ///
 /// Hashed by `id`, a 64-bit FNV-1a of the family and the values' bytes computed once: the
 /// indexer and the registry add thousands of series a second, and hashing the strings each
-/// time was most of the metrics' cost (`perf`). Equality still compares the values.
+/// time was most of the metrics' cost (`perf`).
 public struct SeriesKey: Hashable, Sendable {
     public let family: MetricFamily
     public let labels: [String]
@@ -125,9 +125,10 @@ public struct SeriesKey: Hashable, Sendable {
 
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
-    public static func == (a: SeriesKey, b: SeriesKey) -> Bool {
-        a.id == b.id && a.family == b.family && a.labels == b.labels
-    }
+    /// Two series are the same when their families and 64-bit ids are: comparing the values
+    /// again on every lookup cost as much as the hashing did. Distinct label sets would have to
+    /// collide in 64 bits of FNV-1a to be taken for one.
+    public static func == (a: SeriesKey, b: SeriesKey) -> Bool { a.id == b.id && a.family == b.family }
 
     static let fnvBasis: UInt64 = 0xcbf2_9ce4_8422_2325
     static let fnvPrime: UInt64 = 0x0000_0100_0000_01B3
@@ -157,11 +158,16 @@ public struct SeriesKey: Hashable, Sendable {
 }
 
 /// A histogram's observations: per-bucket counts (the last is +Inf, not cumulative), sum,
-/// count, and the latest run observed in each bucket (OpenMetrics exemplars; not persisted).
+/// count, and the latest run observed (an OpenMetrics exemplar; not persisted).
 public struct HistogramDelta: Sendable, Equatable {
     public var counts: [UInt64]
     public var sum: Double = 0
-    public var exemplars: [Int: Exemplar] = [:]
+    public var exemplar: BucketExemplar?
+
+    public struct BucketExemplar: Sendable, Equatable {
+        public var bucket: Int
+        public var exemplar: Exemplar
+    }
 
     public struct Exemplar: Sendable, Equatable {
         public var runID: String
@@ -188,14 +194,14 @@ public struct HistogramDelta: Sendable, Equatable {
         }
         counts[i] += 1
         sum += value
-        if let exemplar { exemplars[i] = exemplar }
+        if let exemplar { self.exemplar = BucketExemplar(bucket: i, exemplar: exemplar) }
     }
 
     public mutating func add(_ o: HistogramDelta) {
         if counts.count != o.counts.count { counts = Array(repeating: 0, count: max(counts.count, o.counts.count)) }
         for i in o.counts.indices { counts[i] += o.counts[i] }
         sum += o.sum
-        for (k, v) in o.exemplars { exemplars[k] = v }
+        if let e = o.exemplar { exemplar = e }
     }
 
     /// Counts then sum, little-endian: how the index stores a histogram.

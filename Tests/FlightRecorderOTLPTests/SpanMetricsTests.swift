@@ -55,7 +55,7 @@ import Testing
         let h = d.histograms[SeriesKey(.toolCallDuration, short)]
         #expect(h?.count == 5)
         #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 + 0.5)) < 1e-6 } == true)
-        #expect(h?.exemplars.values.allSatisfy { $0.runID == "run-1" } == true)
+        #expect(h?.exemplar?.exemplar.runID == "run-1")
     }
 
     @Test func versionFromSpanThenRootThenResource() {
