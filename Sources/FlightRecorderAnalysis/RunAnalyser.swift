@@ -91,11 +91,15 @@ public final class RunAnalyser: Service, Sendable {
             onMetrics(totals)
             logger.info("run statistics loaded", metadata: ["elapsed": "\(ContinuousClock.now - started)"])
         }
-        await requeueRecent()
-        let interval = max(0.05, min(1, settle / 4))
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: .seconds(interval))
-            await tick()
+        // Shutdown cancels the loop, sleeps included: what was observed is stored batch by
+        // batch, and what was not is observed again after the restart.
+        try? await cancelWhenGracefulShutdown {
+            await self.requeueRecent()
+            let interval = max(0.05, min(1, self.settle / 4))
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                await self.tick()
+            }
         }
     }
 
@@ -135,7 +139,7 @@ public final class RunAnalyser: Service, Sendable {
         lagState.withLock { $0 = oldest.map { max(0, t - $0 - settle) } ?? 0 }
         var start = 0
         while start < due.count {
-            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            if Task.isCancelled { return }
             let began = ContinuousClock.now
             let chunk = due[start..<min(due.count, start + Self.batchSize)]
             start += chunk.count

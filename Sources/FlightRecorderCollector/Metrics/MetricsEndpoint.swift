@@ -49,10 +49,17 @@ public final class MetricsEndpoint: Sendable {
         self.factory = factory
     }
 
-    /// Adds what an index round committed (the store's `onMetrics`).
+    /// Adds what an index round committed (the store's `onMetrics`), on a queue of its own:
+    /// the indexer thread hands the round over and goes on (it is the ingest path's single
+    /// thread; applying there cost ingest more than the work itself).
     public func observe(_ deltas: MetricDeltas) {
-        agent.apply(deltas, now: Self.now())
+        applying.async { [agent] in agent.apply(deltas, now: Self.now()) }
     }
+
+    private let applying = DispatchQueue(label: "flightrec.metrics.apply")
+
+    /// Waits until every round handed over so far is applied (tests, and before a scrape).
+    func settled() { applying.sync {} }
 
     static func now() -> Double { Double(SystemWallClock().nowNanos()) / 1e9 }
 
@@ -89,6 +96,7 @@ public final class MetricsEndpoint: Sendable {
 
     /// Brings the daemon's own series up to date, expires idle agent series.
     func refresh() {
+        settled()
         agent.expire(now: Self.now())
         let active = agent.activeSeries
         wiring.withLock { w in
