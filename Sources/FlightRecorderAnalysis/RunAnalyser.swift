@@ -93,7 +93,7 @@ public final class RunAnalyser: Service, Sendable {
         }
         // Shutdown cancels the loop, sleeps included: what was observed is stored batch by
         // batch, and what was not is observed again after the restart.
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await self.requeueRecent()
             let interval = max(0.05, min(1, self.settle / 4))
             while !Task.isCancelled {
