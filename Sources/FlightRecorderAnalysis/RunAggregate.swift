@@ -61,8 +61,6 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     public var escalated: Bool { approvalRequired > 0 }
     public var outcome: String { error ? "error" : "ok" }
 
-    static let modelOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
-
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
     public init(tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules) {
         self.tenant = tenant
@@ -124,7 +122,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             }
             let input = Self.number(a["gen_ai.usage.input_tokens"])
             let output = Self.number(a["gen_ai.usage.output_tokens"])
-            if operation.map(Self.modelOperations.contains) ?? (input != nil || output != nil) {
+            if operation.map(AgentKeys.modelOperations.contains) ?? (input != nil || output != nil) {
                 modelCalls += 1
                 tokensIn += max(0, input ?? 0)
                 tokensOut += max(0, output ?? 0)
@@ -151,7 +149,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
 
     static func meansTimeout(_ s: String?) -> Bool {
         guard let s = s?.lowercased() else { return false }
-        return s.contains("timeout") || s.contains("timed_out") || s.contains("timedout")
+        return AgentKeys.timeoutMarkers.contains { s.contains($0) }
     }
 
     static func number(_ v: AttributeValue?) -> Double? {

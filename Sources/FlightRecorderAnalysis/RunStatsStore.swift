@@ -68,11 +68,6 @@ public final class RunStatsStore: Sendable {
         }
     }
 
-    /// Stores `new` (replacing `old`, the run's previous aggregate) and moves its rollup.
-    public func save(_ new: RunAggregate, replacing old: RunAggregate?) throws {
-        try save([(new, old)])
-    }
-
     struct RollupKey: Hashable {
         var hour: Int64
         var d: Dimensions

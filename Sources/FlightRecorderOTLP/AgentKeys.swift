@@ -24,6 +24,11 @@ public enum AgentKeys {
     public static let ticketID = "ticket.id"
     public static let agentVersion = "service.version"
 
+    /// `gen_ai.operation.name` values of a model call (the GenAI client operations).
+    public static let modelOperations = ["chat", "text_completion", "generate_content", "embeddings"]
+    /// Words that mark a status or `error.type` as a timeout (any ASCII case).
+    public static let timeoutMarkers = ["timeout", "timed_out", "timedout"]
+
     /// External IDs indexed at ingest by default, so a side effect leads back to its run.
     public static let defaultExternalIDKeys = [operationID, ticketID, idempotencyKey, approvalTicket, toolCallID]
     /// Attributes indexed at ingest by default for `where` searches (with the external IDs).

@@ -130,8 +130,8 @@ public struct SeriesKey: Hashable, Sendable {
     /// collide in 64 bits of FNV-1a to be taken for one.
     public static func == (a: SeriesKey, b: SeriesKey) -> Bool { a.id == b.id && a.family == b.family }
 
-    static let fnvBasis: UInt64 = 0xcbf2_9ce4_8422_2325
-    static let fnvPrime: UInt64 = 0x0000_0100_0000_01B3
+    package static let fnvBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+    package static let fnvPrime: UInt64 = 0x0000_0100_0000_01B3
 
     package static func fnv(_ s: String) -> UInt64 {
         var h = fnvBasis

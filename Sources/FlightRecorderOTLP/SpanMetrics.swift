@@ -127,9 +127,6 @@ struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no poin
     let cString: UnsafePointer<CChar>?
     let text: String
 
-    static let basis: UInt64 = 0xcbf2_9ce4_8422_2325
-    static let prime: UInt64 = 0x0000_0100_0000_01B3
-
     init(_ s: String) {
         hash = SeriesKey.fnv(s)
         cString = nil
@@ -142,7 +139,7 @@ struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no poin
             self = LabelRef.missing
             return
         }
-        var h = Self.basis
+        var h = SeriesKey.fnvBasis
         var n = 0
         while c[n] != 0 {
             let b = UInt8(truncatingIfNeeded: c[n])
@@ -150,7 +147,7 @@ struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no poin
                 self = LabelRef.other
                 return
             }
-            h = (h ^ UInt64(b)) &* Self.prime
+            h = (h ^ UInt64(b)) &* SeriesKey.fnvPrime
             n += 1
         }
         hash = h
@@ -275,7 +272,7 @@ enum SpanMetrics {
         }
     }
 
-    /// Whether the C string contains "timeout", "timed_out" or "timedout", ignoring ASCII case.
+    /// Whether the C string contains one of `AgentKeys.timeoutMarkers`, ignoring ASCII case.
     static func meansTimeout(_ s: UnsafePointer<CChar>?) -> Bool {
         guard let s else { return false }
         func lower(_ i: Int) -> UInt8 {
@@ -284,7 +281,7 @@ enum SpanMetrics {
         }
         var i = 0
         while s[i] != 0 {
-            for word in ["timeout", "timed_out", "timedout"] {
+            for word in AgentKeys.timeoutMarkers {
                 var j = 0
                 for w in word.utf8 {
                     guard s[i + j] != 0, lower(i + j) == w else { break }
@@ -298,7 +295,7 @@ enum SpanMetrics {
     }
 
     static func isModelOperation(_ s: UnsafePointer<CChar>) -> Bool {
-        equals(s, "chat") || equals(s, "text_completion") || equals(s, "generate_content") || equals(s, "embeddings")
+        AgentKeys.modelOperations.contains { op in op.withCString { strcmp($0, s) == 0 } }
     }
 
     /// The agent version each run's root span in the request names (run ID to label): the

@@ -106,19 +106,29 @@ public struct QueryAPI: Sendable {
             .run { try await body(principal) }
     }
 
+    /// Query parameter `name` as a time (`TimeBound`); nil when absent, a 400 when malformed.
+    static func timeBound(_ q: FormQuery, _ name: String) throws -> Int64? {
+        guard let text = q[name], !text.isEmpty else { return nil }
+        guard let v = TimeBound.parse(text) else {
+            throw APIError(
+                .badRequest, "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
+        }
+        return v
+    }
+
+    /// A `where` expression, parsed; a 400 pointing at the error otherwise.
+    static func spanFilter(_ expression: String) throws -> SpanFilter {
+        do {
+            return try SpanFilter.parse(expression)
+        } catch {
+            throw APIError(.badRequest, "where: \(error.description)")
+        }
+    }
+
     func listRuns(_ request: Request, scope: TenantScope) async throws -> Response {
         let q = request.formQuery
-        func bound(_ name: String) throws -> Int64? {
-            guard let text = q[name], !text.isEmpty else { return nil }
-            guard let v = TimeBound.parse(text) else {
-                throw APIError(
-                    .badRequest,
-                    "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
-            }
-            return v
-        }
-        let since = try bound("since")
-        let until = try bound("until")
+        let since = try Self.timeBound(q, "since")
+        let until = try Self.timeBound(q, "until")
         var limit = 100
         if let text = q["limit"], !text.isEmpty {
             guard let n = Int(text), (1...10_000).contains(n) else {
@@ -138,12 +148,7 @@ public struct QueryAPI: Sendable {
     ) async throws
         -> Response
     {
-        let filter: SpanFilter
-        do {
-            filter = try SpanFilter.parse(expression)
-        } catch {
-            throw APIError(.badRequest, "where: \(error.description)")
-        }
+        let filter = try Self.spanFilter(expression)
         let narrow = filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys))
         let result = try await store.search(
             narrow: narrow, scope: scope, since: since, until: until, limit: limit, matches: { filter.matches($0) })

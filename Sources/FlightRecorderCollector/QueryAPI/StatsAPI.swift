@@ -72,17 +72,8 @@ public struct StatsAPI: Sendable {
                 .badRequest, "by: expected one of \(StatsGrouping.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
-        func bound(_ name: String, _ fallback: Int64) throws -> Int64 {
-            guard let text = q[name], !text.isEmpty else { return fallback }
-            guard let v = TimeBound.parse(text) else {
-                throw APIError(
-                    .badRequest,
-                    "\(name): expected Unix nanoseconds, an RFC 3339 time or a duration such as 15m, 2h, 7d")
-            }
-            return v
-        }
-        let since = try bound("since", now - 86_400 * 1_000_000_000)
-        let until = try bound("until", now + 1)
+        let since = try QueryAPI.timeBound(q, "since") ?? now - 86_400 * 1_000_000_000
+        let until = try QueryAPI.timeBound(q, "until") ?? now + 1
         guard since < until else { throw APIError(.badRequest, "since must be before until") }
         return Window(by: grouping, since: since, until: until, filter: q["where"].flatMap { $0.isEmpty ? nil : $0 })
     }
@@ -93,12 +84,7 @@ public struct StatsAPI: Sendable {
     ) async throws -> (groups: [String: GroupStats], source: String, complete: Bool) {
         var out: [String: GroupStats] = [:]
         if let expression = w.filter {
-            let filter: SpanFilter
-            do {
-                filter = try SpanFilter.parse(expression)
-            } catch {
-                throw APIError(.badRequest, "where: \(error.description)")
-            }
+            let filter = try QueryAPI.spanFilter(expression)
             let store = api.store
             let result = try await store.search(
                 narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
