@@ -50,6 +50,8 @@ public enum IndexFacts {
         // The values of the metric keys of the span at hand, by slot.
         let values = SpanMetrics.Values.allocate(capacity: rules?.slotCount ?? 0)
         defer { values.deallocate() }
+        // Read for every attribute: held apart so the loop copies nothing.
+        let metricKeys = rules?.table
         let rootVersions = rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0) } ?? [:]
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
@@ -82,7 +84,7 @@ public enum IndexFacts {
                         for a in 0..<span.n_attributes {
                             guard let kv = attrs[a], let key = kv.pointee.key else { continue }
                             let hash = CKeyTable.hash(key)
-                            if let rules, let slot = rules.table.index(of: key, hash: hash) {
+                            if let slot = metricKeys?.index(of: key, hash: hash) {
                                 values[slot] = kv.pointee.value
                             }
                             if let rank = runIdentity.table.index(of: key, hash: hash), rank < runRank,

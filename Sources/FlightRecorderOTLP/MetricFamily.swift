@@ -112,9 +112,9 @@ public struct SeriesKey: Hashable, Sendable {
     public let id: UInt64
 
     public init(_ family: MetricFamily, _ labels: [String]) {
-        var h = Self.start(family)
+        var h = Self.fnvBasis
         for l in labels { h = Self.combine(h, Self.fnv(l)) }
-        self.init(family: family, labels: labels, id: h)
+        self.init(family: family, labels: labels, id: Self.finish(h, family))
     }
 
     package init(family: MetricFamily, labels: [String], id: UInt64) {
@@ -139,7 +139,11 @@ public struct SeriesKey: Hashable, Sendable {
         return h
     }
 
-    package static func start(_ family: MetricFamily) -> UInt64 { fnvBasis ^ UInt64(family.rawValue) }
+    /// The id of a family's series from its values' combined hashes (the family last, so
+    /// the values families share are hashed once).
+    package static func finish(_ h: UInt64, _ family: MetricFamily) -> UInt64 {
+        combine(h, UInt64(family.rawValue) &+ 1)
+    }
 
     package static func combine(_ h: UInt64, _ label: UInt64) -> UInt64 {
         (h ^ label) &* fnvPrime &+ 0x9E37_79B9_7F4A_7C15
@@ -249,6 +253,12 @@ public struct MetricDeltas: Sendable, Equatable {
     }
 
     public mutating func add(_ o: MetricDeltas) {
+        // The indexer's first batch of a round, and a round published right after it: taken
+        // whole instead of inserted series by series.
+        if isEmpty {
+            self = o
+            return
+        }
         for (k, v) in o.counters { counters[k, default: 0] += v }
         for (k, v) in o.histograms {
             if histograms[k] == nil {

@@ -274,7 +274,6 @@ final class SegmentIndexWriter {
             attributes.add(rows)
             unpublished.add(round)
             unpublishedRuns.formUnion(roundRuns)
-            for k in round.histograms.keys { round.histograms[k]!.exemplar = nil }
             metrics.add(round)
             self.indexedBytes = indexedBytes
         } catch {
