@@ -214,7 +214,7 @@ let package = Package(
         .executableTarget(
             name: "FlightRecorderLoadGen",
             dependencies: [
-                "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderCollector",
+                "FlightRecorderOTLP", "FlightRecorderTesting", "FlightRecorderCollector", "FlightRecorderAnalysis",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

@@ -110,10 +110,24 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: time the policy sidecar's decide and execute (added latency, backend time subtracted).")
     var guardBench = false
 
+    @Option(help: "With --daemon: RSS and scrape time of this many active agent-metric series (MetricsBench.swift).")
+    var seriesBench: Int?
+
+    @Option(help: "With --daemon: time GET /api/v1/stats over this many stored runs (MetricsBench.swift).")
+    var statsBench: Int?
+
     func run() async throws {
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }
             return try await runGuardBench(binary: daemon)
+        }
+        if let series = seriesBench {
+            guard let daemon else { throw ValidationError("--series-bench needs --daemon") }
+            return try await runSeriesBench(daemon: daemon, series: series)
+        }
+        if let runs = statsBench {
+            guard let daemon else { throw ValidationError("--stats-bench needs --daemon") }
+            return try await runStatsBench(daemon: daemon, runs: runs)
         }
         if queryBench {
             guard let daemon else { throw ValidationError("--query-bench needs --daemon") }

@@ -61,6 +61,21 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     public var escalated: Bool { approvalRequired > 0 }
     public var outcome: String { error ? "error" : "ok" }
 
+    /// A run's identity and dimensions with every figure zero (`flightrec-loadgen --stats-bench`
+    /// fills a store with these).
+    package init(
+        tenant: String, runID: String, agent: String, version: String, taskType: String, startNanos: Int64,
+        endNanos: Int64
+    ) {
+        self.tenant = tenant
+        self.runID = runID
+        self.agent = agent
+        self.version = version
+        self.taskType = taskType
+        self.startNanos = startNanos
+        self.endNanos = endNanos
+    }
+
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
     public init(tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules) {
         self.tenant = tenant

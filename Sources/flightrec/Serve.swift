@@ -7,6 +7,15 @@ import Foundation
 import Logging
 import NIOSSL
 
+#if canImport(Glibc)
+import Glibc
+
+/// glibc's `mallopt` (`<malloc.h>`, which the Glibc module does not export).
+@_silgen_name("mallopt") func mallopt(_ parameter: Int32, _ value: Int32) -> Int32
+/// `M_MMAP_THRESHOLD` in `<malloc.h>`.
+let mmapThreshold: Int32 = -3
+#endif
+
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the collector daemon: OTLP/gRPC and OTLP/HTTP receivers and the query API.",
@@ -32,6 +41,13 @@ struct Serve: AsyncParsableCommand {
     var otlpHTTPSocket: String?
 
     func run() async throws {
+        #if canImport(Glibc)
+        // A scrape of many series builds buffers of tens of MiB. glibc raises its mmap
+        // threshold to the largest block freed, after which such buffers come from the heap
+        // and stay in RSS once freed; a fixed threshold keeps blocks over 1 MiB mapped, so
+        // their pages go back to the system when the response has been sent.
+        _ = mallopt(mmapThreshold, 1 << 20)
+        #endif
         var configuration = try storage.load()
         do {
             if let otlpGRPC { configuration.otlpGRPC = try Self.listener(otlpGRPC, flag: "--otlp-grpc") }
