@@ -294,6 +294,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "FlightRecorderAnalysisTests",
+            dependencies: ["FlightRecorderAnalysis", "FlightRecorderSQLite", "FlightRecorderTesting"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "FlightRecorderMetricsTests",
             dependencies: [
                 "FlightRecorderMetrics", "FlightRecorderOTLP", "FlightRecorderIngest", "FlightRecorderTesting",

@@ -118,9 +118,7 @@ public final class RunStatsStore: Sendable {
             "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
         )
         get.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
-        var g =
-            try get.step()
-            ? (try? decoder.decode(GroupStats.self, from: Data(get.blob(0)))) ?? GroupStats() : GroupStats()
+        var g = try get.step() ? GroupStats(stored: get.blob(0)) ?? GroupStats() : GroupStats()
         get.reset()
         if let add { g.add(add) }
         if let subtract { g.subtract(subtract) }
@@ -130,34 +128,31 @@ public final class RunStatsStore: Sendable {
                 : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         )
         put.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
-        if g.runs > 0 { put.bind(6, blob: (try? encoder.encode(g)).map { [UInt8]($0) } ?? []) }
+        if g.runs > 0 { put.bind(6, blob: g.binary) }
         try put.run()
     }
 
-    /// The rollups of the hours overlapping [since, until), by dimensions, within `tenants`
-    /// (nil: all).
+    /// The rollups of the hours overlapping [since, until) within `tenants` (nil: all), summed
+    /// per `group` of their dimensions. Decoded straight into the sums (`GroupStats.Sum`).
     public func rollups(
-        since: Int64, until: Int64, tenants: Set<String>?
-    ) throws -> [(
-        Dimensions, GroupStats
-    )] {
+        since: Int64, until: Int64, tenants: Set<String>?, group: (Dimensions) -> String
+    ) throws -> [String: GroupStats] {
         try db.withLock { db throws(SQLiteError) in
             let q = try db.prepare(
                 "SELECT tenant, agent, version, task_type, data FROM rollups WHERE hour >= ?1 AND hour <= ?2")
             q.bind(1, Self.hour(since)).bind(2, Self.hour(max(since, until - 1)))
-            var out: [(Dimensions, GroupStats)] = []
+            var sums: [String: GroupStats.Sum] = [:]
             while try q.step() {
                 let tenant = q.text(0) ?? ""
                 if let tenants, !tenants.contains(tenant) { continue }
-                guard let g = try? Self.decoder.decode(GroupStats.self, from: Data(q.blob(4))) else { continue }
-                out.append(
-                    (
-                        Dimensions(
-                            tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""),
-                        g
-                    ))
+                let key = group(
+                    Dimensions(tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""))
+                let blob = q.blob(4)
+                if !sums[key, default: GroupStats.Sum()].add(blob), let g = GroupStats(stored: blob) {
+                    sums[key]!.add(g)
+                }
             }
-            return out
+            return sums.mapValues(\.stats)
         }
     }
 

@@ -99,9 +99,7 @@ public struct StatsAPI: Sendable {
             case .all: nil
             case .only(let set): set
             }
-        for (d, g) in try stats.rollups(since: w.since, until: w.until, tenants: tenants) {
-            out[w.by.key(d), default: GroupStats()].add(g)
-        }
+        out = try stats.rollups(since: w.since, until: w.until, tenants: tenants) { w.by.key($0) }
         return (out, "rollups", true)
     }
 

@@ -1,0 +1,81 @@
+import FlightRecorderAnalysis
+import FlightRecorderTesting
+import Foundation
+import Testing
+
+/// The hourly rollups `GET /api/v1/stats` reads: stored in binary, summed exactly, and the
+/// JSON the first version stored still read.
+@Suite struct RollupTests {
+    func run(_ i: Int, steps: Int, seconds: Double, tools: [String: Int]) -> RunAggregate {
+        var a = RunAggregate(
+            tenant: i % 2 == 0 ? "acme" : "globex", runID: "run-\(i)", agent: "it-agent", version: i % 3 == 0 ? "v2" : "v1",
+            taskType: "reset", startNanos: 3_600_000_000_000 * Int64(i % 4),
+            endNanos: 3_600_000_000_000 * Int64(i % 4) + Int64(seconds * 1e9))
+        a.steps = steps
+        a.error = i % 5 == 0
+        a.toolCalls = tools.values.reduce(0, +)
+        a.decisions = a.toolCalls
+        a.blocked = i % 7 == 0 ? 1 : 0
+        a.tokensIn = Double(i) * 10.5
+        a.costUSD = Double(i) * 0.001
+        for (t, n) in tools { a.tools[t] = .init(calls: n, errors: i % 2, timeouts: i % 3 == 0 ? 1 : 0) }
+        return a
+    }
+
+    var runs: [RunAggregate] {
+        (0..<200).map {
+            run($0, steps: $0 % 17 == 0 ? 9_000 : 3 + $0 % 40, seconds: 0.5 + Double($0 % 50) * 7,
+                tools: ["procure": 1 + $0 % 3, "lookup": $0 % 2])
+        }
+    }
+
+    @Test func binaryRoundTripsAndSumsExactly() throws {
+        var all = GroupStats()
+        var sum = GroupStats.Sum()
+        for chunk in stride(from: 0, to: runs.count, by: 25) {
+            var g = GroupStats()
+            for r in runs[chunk..<chunk + 25] { g.add(r) }
+            #expect(GroupStats(stored: g.binary) == g)
+            let added = sum.add(g.binary)
+            #expect(added)
+            all.add(g)
+        }
+        #expect(sum.stats == all)
+        #expect(all.runs == 200)
+        #expect(all.stepsQuantile(0.99) == 9_000)  // beyond the dense range, kept exactly
+        // Not a rollup: refused, nothing added.
+        let refused = !sum.add([GroupStats.binaryTag, 1, 2])
+        #expect(refused)
+        #expect(sum.stats == all)
+        let json = try JSONEncoder().encode(all)
+        #expect(GroupStats(stored: [UInt8](json)) == all)
+    }
+
+    @Test func storeAnswersFromRollupsAsFromTheRuns() throws {
+        let dir = TemporaryDirectory()
+        let store = try RunStatsStore(path: dir.path + "/stats.db")
+        try store.save(runs.map { ($0, nil) })
+        // Observed again with one more step: the rollup takes the old figures out.
+        var again = runs[4]
+        again.steps += 1
+        try store.save([(again, runs[4])])
+        var expected: [String: GroupStats] = [:]
+        for r in runs.enumerated().map({ $0.offset == 4 ? again : $0.element }) {
+            expected[r.version, default: GroupStats()].add(r)
+        }
+        let got = try store.rollups(since: 0, until: 4 * 3_600_000_000_000, tenants: nil) { $0.version }
+        // Sums of doubles in another order: equal to a billionth.
+        func rounded(_ m: [String: GroupStats]) -> [String: GroupStats] {
+            m.mapValues {
+                var g = $0
+                g.costUSD = ($0.costUSD * 1e9).rounded()
+                g.tokensIn = ($0.tokensIn * 1e9).rounded()
+                return g
+            }
+        }
+        #expect(rounded(got) == rounded(expected))
+        let acme = try store.rollups(since: 0, until: 4 * 3_600_000_000_000, tenants: ["acme"]) { $0.tenant }
+        #expect(acme.keys.sorted() == ["acme"])
+        #expect(acme["acme"]?.runs == runs.filter { $0.tenant == "acme" }.count)
+    }
+}
