@@ -232,6 +232,10 @@ extension LoadGen {
             started.process.waitUntilExit()
         }
         try await waitForPort(portBase + 1)
+        // At start-up the run analyser sums every stored aggregate into the run families; the
+        // queries are timed once the daemon is idle again.
+        let idle = try await Self.waitUntilIdle(pid: started.process.processIdentifier)
+        print(String(format: "daemon idle %.1f s after start", idle))
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         defer { _ = client.shutdown() }
         let api = "http://127.0.0.1:\(portBase + 1)/api/v1"
@@ -257,6 +261,25 @@ extension LoadGen {
                     format: "%@: server p50 %.1f ms, p99 %.1f ms; client p50 %.1f ms", label,
                     Self.percentile(server, 0.5) * 1000, Self.percentile(server, 0.99) * 1000,
                     Self.percentile(client_, 0.5) * 1000))
+        }
+    }
+
+    /// Seconds until `pid` used under 5 % of a core over a second.
+    static func waitUntilIdle(pid: Int32) async throws -> Double {
+        func cpuTicks() -> Int {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)  // utime, stime
+        }
+        let t0 = ContinuousClock.now
+        var last = cpuTicks()
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            let now = cpuTicks()
+            defer { last = now }
+            if now - last < 5 { return seconds(ContinuousClock.now - t0) }
         }
     }
 }

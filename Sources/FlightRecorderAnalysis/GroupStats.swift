@@ -151,7 +151,10 @@ extension GroupStats {
     public static let binaryTag: UInt8 = 0xB1
 
     var counts: [Int] {
-        [runs, errors, escalated, decisions, blocked, approvalRequired, approvals, denied, toolCalls, modelCalls, repeated]
+        [
+            runs, errors, escalated, decisions, blocked, approvalRequired, approvals, denied, toolCalls, modelCalls,
+            repeated,
+        ]
     }
 
     public var binary: [UInt8] {
@@ -217,7 +220,12 @@ extension GroupStats {
         /// Adds a binary rollup; false (and nothing added) when `stored` is not one.
         public mutating func add(_ stored: [UInt8]) -> Bool {
             guard stored.first == GroupStats.binaryTag else { return false }
-            var copy = self
+            // Read whole before anything is added (a copy of `self` to roll back would copy
+            // the distributions on every rollup).
+            var counts = [Int](repeating: 0, count: 11)
+            var sums = [0.0, 0.0, 0.0]
+            var pairs: [(steps: Bool, key: Int, count: Int)] = []
+            var tools: [(String, RunAggregate.ToolCounts)] = []
             let ok = stored.withUnsafeBytes { raw -> Bool in
                 var at = 1
                 func int() -> Int? {
@@ -227,35 +235,41 @@ extension GroupStats {
                 }
                 for i in 0..<11 {
                     guard let v = int() else { return false }
-                    copy.counts[i] += v
+                    counts[i] = v
                 }
                 for i in 0..<3 {
                     guard let v = int() else { return false }
-                    copy.sums[i] += Double(bitPattern: UInt64(UInt(bitPattern: v)))
+                    sums[i] = Double(bitPattern: UInt64(UInt(bitPattern: v)))
                 }
                 for steps in [true, false] {
-                    guard let n = int(), n >= 0 else { return false }
+                    guard let n = int(), n >= 0, n <= raw.count / 16 else { return false }
                     for _ in 0..<n {
                         guard let k = int(), let v = int() else { return false }
-                        if steps {
-                            Self.bump(&copy.steps, &copy.sparse, k, v)
-                        } else {
-                            Self.bump(&copy.durations, &copy.sparseDurations, k, v)
-                        }
+                        pairs.append((steps, k, v))
                     }
                 }
-                guard let n = int(), n >= 0 else { return false }
+                guard let n = int(), n >= 0, n <= raw.count / 32 else { return false }
                 for _ in 0..<n {
                     guard let length = int(), length >= 0, at + length <= raw.count else { return false }
                     let name = String(decoding: UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), as: UTF8.self)
                     at += length
                     guard let calls = int(), let errors = int(), let timeouts = int() else { return false }
-                    copy.tools[name, default: .init()].add(.init(calls: calls, errors: errors, timeouts: timeouts))
+                    tools.append((name, .init(calls: calls, errors: errors, timeouts: timeouts)))
                 }
                 return at == raw.count
             }
-            if ok { self = copy }
-            return ok
+            guard ok else { return false }
+            for i in 0..<11 { self.counts[i] += counts[i] }
+            for i in 0..<3 { self.sums[i] += sums[i] }
+            for p in pairs {
+                if p.steps {
+                    Self.bump(&steps, &sparse, p.key, p.count)
+                } else {
+                    Self.bump(&durations, &sparseDurations, p.key, p.count)
+                }
+            }
+            for (name, t) in tools { self.tools[name, default: .init()].add(t) }
+            return true
         }
 
         public mutating func add(_ g: GroupStats) {

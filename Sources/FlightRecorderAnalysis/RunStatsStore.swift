@@ -146,7 +146,8 @@ public final class RunStatsStore: Sendable {
                 let tenant = q.text(0) ?? ""
                 if let tenants, !tenants.contains(tenant) { continue }
                 let key = group(
-                    Dimensions(tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""))
+                    Dimensions(
+                        tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""))
                 let blob = q.blob(4)
                 if !sums[key, default: GroupStats.Sum()].add(blob), let g = GroupStats(stored: blob) {
                     sums[key]!.add(g)

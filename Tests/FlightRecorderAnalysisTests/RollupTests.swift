@@ -8,7 +8,8 @@ import Testing
 @Suite struct RollupTests {
     func run(_ i: Int, steps: Int, seconds: Double, tools: [String: Int]) -> RunAggregate {
         var a = RunAggregate(
-            tenant: i % 2 == 0 ? "acme" : "globex", runID: "run-\(i)", agent: "it-agent", version: i % 3 == 0 ? "v2" : "v1",
+            tenant: i % 2 == 0 ? "acme" : "globex", runID: "run-\(i)", agent: "it-agent",
+            version: i % 3 == 0 ? "v2" : "v1",
             taskType: "reset", startNanos: 3_600_000_000_000 * Int64(i % 4),
             endNanos: 3_600_000_000_000 * Int64(i % 4) + Int64(seconds * 1e9))
         a.steps = steps
@@ -24,7 +25,8 @@ import Testing
 
     var runs: [RunAggregate] {
         (0..<200).map {
-            run($0, steps: $0 % 17 == 0 ? 9_000 : 3 + $0 % 40, seconds: 0.5 + Double($0 % 50) * 7,
+            run(
+                $0, steps: $0 % 17 == 0 ? 9_000 : 3 + $0 % 40, seconds: 0.5 + Double($0 % 50) * 7,
                 tools: ["procure": 1 + $0 % 3, "lookup": $0 % 2])
         }
     }
