@@ -153,7 +153,8 @@ public final class RunStatsStore: Sendable {
                     sums[key]!.add(g)
                 }
             }
-            return sums.mapValues(\.stats)
+            // A rollup is stored only with runs: a group without any met only unreadable ones.
+            return sums.mapValues(\.stats).filter { $0.value.runs > 0 }
         }
     }
 
