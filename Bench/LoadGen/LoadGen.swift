@@ -361,7 +361,17 @@ struct LoadGen: AsyncParsableCommand {
         let dir = benchDirectory ?? NSTemporaryDirectory() + "flightrec-bench-\(getpid())"
         if !reuse { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let config = dir + "/flightrec.yaml"
+        try writeConfig(dir: dir, extra: extra)
+        let started = try await restartDaemon(binary, dir: dir)
+        try await waitForPort(portBase)
+        try await waitForPort(portBase + 1)
+        try await waitForPort(portBase + 2)
+        return (started.process, dir + "/data")
+    }
+
+    /// Writes `dir/flightrec.yaml`: data in `dir/data`, OTLP/HTTP on `portBase`, the API on
+    /// `portBase + 1`, OTLP/gRPC on `portBase + 2`, `--durability`, then `extra`.
+    func writeConfig(dir: String, extra: String) throws {
         try """
         data_dir: \(dir)/data
         listeners:
@@ -373,15 +383,10 @@ struct LoadGen: AsyncParsableCommand {
         log:
           level: warning
         \(extra)
-        """.write(toFile: config, atomically: true, encoding: .utf8)
-        let started = try await restartDaemon(binary, dir: dir)
-        try await waitForPort(portBase)
-        try await waitForPort(portBase + 1)
-        try await waitForPort(portBase + 2)
-        return (started.process, dir + "/data")
+        """.write(toFile: dir + "/flightrec.yaml", atomically: true, encoding: .utf8)
     }
 
-    /// Execs the daemon on the config `startDaemon` wrote into `dir`.
+    /// Execs the daemon on the config `writeConfig` wrote into `dir`.
     func restartDaemon(
         _ binary: String, dir: String
     ) async throws -> (process: Process, launched: ContinuousClock.Instant) {

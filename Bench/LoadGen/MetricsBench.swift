@@ -216,16 +216,7 @@ extension LoadGen {
                 format: "stored %d run aggregates over 7 days in %.1f s (stats.db %.1f MiB)", runs,
                 Self.seconds(ContinuousClock.now - t0), Double(Self.directoryBytes(dir + "/data")) / 1_048_576))
 
-        try """
-        data_dir: \(dir)/data
-        listeners:
-          otlp_http: 127.0.0.1:\(portBase)
-          api: 127.0.0.1:\(portBase + 1)
-          otlp_grpc: 127.0.0.1:\(portBase + 2)
-        log:
-          level: warning
-        \(extraConfig)
-        """.write(toFile: dir + "/flightrec.yaml", atomically: true, encoding: .utf8)
+        try writeConfig(dir: dir, extra: extraConfig)
         let started = try await restartDaemon(daemon, dir: dir)
         defer {
             started.process.terminate()

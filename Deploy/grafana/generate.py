@@ -38,6 +38,12 @@ def panel(title, exprs, unit="short", w=8, kind="timeseries", legend="{{agent_ve
     })
 
 
+def p50_p95(bucket, window):
+    """The median and 95th percentile of a histogram per agent version."""
+    return [(f'histogram_quantile({q}, sum by (agent_version, le) (rate({bucket}{{{SEL}}}[{window}])))',
+             f"{name} {{{{agent_version}}}}") for q, name in (("0.5", "p50"), ("0.95", "p95"))]
+
+
 def next_row():
     global y
     y += 8
@@ -53,17 +59,12 @@ panel("Escalation rate (runs with approval_required)",
       [(f'sum by (agent_version) (rate(flightrec_agent_run_escalations_total{{{SEL}}}[15m])) / '
         f'sum by (agent_version) (rate(flightrec_agent_runs_total{{{SEL}}}[15m]))', "{{agent_version}}")], unit="percentunit")
 next_row()
-panel("Run duration p50 / p95", [
-    (f'histogram_quantile(0.5, sum by (agent_version, le) (rate(flightrec_agent_run_duration_seconds_bucket{{{SEL}}}[15m])))', "p50 {{agent_version}}"),
-    (f'histogram_quantile(0.95, sum by (agent_version, le) (rate(flightrec_agent_run_duration_seconds_bucket{{{SEL}}}[15m])))', "p95 {{agent_version}}")],
-    unit="s", w=12)
+panel("Run duration p50 / p95", p50_p95("flightrec_agent_run_duration_seconds_bucket", "15m"), unit="s", w=12)
 panel("Runs by task type", [(f'sum by (task_type) (rate(flightrec_agent_runs_total{{{SEL}}}[15m])) * 60', "{{task_type}}")], w=12)
 next_row()
 
 row("Loop")
-panel("Steps per run p50 / p95", [
-    (f'histogram_quantile(0.5, sum by (agent_version, le) (rate(flightrec_agent_run_steps_bucket{{{SEL}}}[1h])))', "p50 {{agent_version}}"),
-    (f'histogram_quantile(0.95, sum by (agent_version, le) (rate(flightrec_agent_run_steps_bucket{{{SEL}}}[1h])))', "p95 {{agent_version}}")])
+panel("Steps per run p50 / p95", p50_p95("flightrec_agent_run_steps_bucket", "1h"))
 panel("Repeated tool calls per minute", [(f'sum by (agent_version, tool) (rate(flightrec_tool_repeated_calls_total{{{SEL},tool=~"$tool"}}[15m])) * 60',
                                           "{{agent_version}} {{tool}}")])
 panel("Tokens per minute by type", [(f'sum by (agent_version, token_type) (rate(flightrec_gen_ai_client_token_usage_sum{{{SEL}}}[5m])) * 60',

@@ -53,48 +53,26 @@ public struct GroupStats: Sendable, Equatable, Codable {
         }
     }
 
+    /// The counts and the sums, in the order the binary form stores them: one list for adding,
+    /// subtracting, encoding and summing.
+    static let countFields: [any WritableKeyPath<GroupStats, Int> & Sendable] = [
+        \.runs, \.errors, \.escalated, \.decisions, \.blocked, \.approvalRequired, \.approvals, \.denied,
+        \.toolCalls, \.modelCalls, \.repeated,
+    ]
+    static let sumFields: [any WritableKeyPath<GroupStats, Double> & Sendable] = [\.tokensIn, \.tokensOut, \.costUSD]
+
     public mutating func add(_ o: GroupStats) {
-        runs += o.runs
-        errors += o.errors
-        escalated += o.escalated
-        decisions += o.decisions
-        blocked += o.blocked
-        approvalRequired += o.approvalRequired
-        approvals += o.approvals
-        denied += o.denied
-        toolCalls += o.toolCalls
-        modelCalls += o.modelCalls
-        repeated += o.repeated
-        tokensIn += o.tokensIn
-        tokensOut += o.tokensOut
-        costUSD += o.costUSD
+        for f in Self.countFields { self[keyPath: f] += o[keyPath: f] }
+        for f in Self.sumFields { self[keyPath: f] += o[keyPath: f] }
         for (k, n) in o.steps { Self.bump(&steps, k, n) }
         for (k, n) in o.durations { Self.bump(&durations, k, n) }
-        for (tool, c) in o.tools {
-            var t = tools[tool, default: .init()]
-            t.calls += c.calls
-            t.errors += c.errors
-            t.timeouts += c.timeouts
-            tools[tool] = t
-        }
+        for (tool, c) in o.tools { tools[tool, default: .init()].add(c) }
     }
 
     public mutating func subtract(_ o: GroupStats) {
         var negative = GroupStats()
-        negative.runs = -o.runs
-        negative.errors = -o.errors
-        negative.escalated = -o.escalated
-        negative.decisions = -o.decisions
-        negative.blocked = -o.blocked
-        negative.approvalRequired = -o.approvalRequired
-        negative.approvals = -o.approvals
-        negative.denied = -o.denied
-        negative.toolCalls = -o.toolCalls
-        negative.modelCalls = -o.modelCalls
-        negative.repeated = -o.repeated
-        negative.tokensIn = -o.tokensIn
-        negative.tokensOut = -o.tokensOut
-        negative.costUSD = -o.costUSD
+        for f in Self.countFields { negative[keyPath: f] = -o[keyPath: f] }
+        for f in Self.sumFields { negative[keyPath: f] = -o[keyPath: f] }
         negative.steps = o.steps.mapValues { -$0 }
         negative.durations = o.durations.mapValues { -$0 }
         negative.tools = o.tools.mapValues { .init(calls: -$0.calls, errors: -$0.errors, timeouts: -$0.timeouts) }
@@ -145,24 +123,17 @@ public enum DurationBins {
 ///
 /// Hand-written because a query over a week of rollups reads about 50,000 of them: as JSON
 /// (Foundation's decoder) and dictionaries merged key by key, `GET /api/v1/stats` over a
-/// million runs took 3.8 s (`--stats-bench`). Little-endian: a tag byte, the eleven counts,
-/// the three sums, then the steps, the duration bins and the tools, each a count and entries.
+/// million runs took 3.8 s (`--stats-bench`). Little-endian: a tag byte, the counts and the
+/// sums (`countFields`, `sumFields`), then the steps, the duration bins and the tools, each a count and entries.
 extension GroupStats {
     public static let binaryTag: UInt8 = 0xB1
-
-    var counts: [Int] {
-        [
-            runs, errors, escalated, decisions, blocked, approvalRequired, approvals, denied, toolCalls, modelCalls,
-            repeated,
-        ]
-    }
 
     public var binary: [UInt8] {
         var out: [UInt8] = [Self.binaryTag]
         out.reserveCapacity(1 + 14 * 8 + (steps.count + durations.count) * 16 + tools.count * 48)
         func int(_ v: Int) { withUnsafeBytes(of: Int64(v).littleEndian) { out.append(contentsOf: $0) } }
-        for c in counts { int(c) }
-        for d in [tokensIn, tokensOut, costUSD] { int(Int(bitPattern: UInt(d.bitPattern))) }
+        for f in Self.countFields { int(self[keyPath: f]) }
+        for f in Self.sumFields { int(Int(bitPattern: UInt(self[keyPath: f].bitPattern))) }
         for m in [steps, durations] {
             int(m.count)
             for (k, v) in m {
@@ -196,8 +167,8 @@ extension GroupStats {
 
     /// A sum of `GroupStats` (stored rollups, mostly).
     public struct Sum: Sendable {
-        var counts = [Int](repeating: 0, count: 11)
-        var sums = [0.0, 0.0, 0.0]
+        var counts = [Int](repeating: 0, count: GroupStats.countFields.count)
+        var sums = [Double](repeating: 0, count: GroupStats.sumFields.count)
         /// By value: steps up to `denseLimit`, every duration bin (a bin is under 500 for a day).
         var steps: [Int] = []
         var durations: [Int] = []
@@ -222,8 +193,8 @@ extension GroupStats {
             guard stored.first == GroupStats.binaryTag else { return false }
             // Read whole before anything is added (a copy of `self` to roll back would copy
             // the distributions on every rollup).
-            var counts = [Int](repeating: 0, count: 11)
-            var sums = [0.0, 0.0, 0.0]
+            var counts = [Int](repeating: 0, count: GroupStats.countFields.count)
+            var sums = [Double](repeating: 0, count: GroupStats.sumFields.count)
             var pairs: [(steps: Bool, key: Int, count: Int)] = []
             var tools: [(String, RunAggregate.ToolCounts)] = []
             let ok = stored.withUnsafeBytes { raw -> Bool in
@@ -233,11 +204,11 @@ extension GroupStats {
                     defer { at += 8 }
                     return Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
                 }
-                for i in 0..<11 {
+                for i in counts.indices {
                     guard let v = int() else { return false }
                     counts[i] = v
                 }
-                for i in 0..<3 {
+                for i in sums.indices {
                     guard let v = int() else { return false }
                     sums[i] = Double(bitPattern: UInt64(UInt(bitPattern: v)))
                 }
@@ -259,8 +230,8 @@ extension GroupStats {
                 return at == raw.count
             }
             guard ok else { return false }
-            for i in 0..<11 { self.counts[i] += counts[i] }
-            for i in 0..<3 { self.sums[i] += sums[i] }
+            for i in counts.indices { self.counts[i] += counts[i] }
+            for i in sums.indices { self.sums[i] += sums[i] }
             for p in pairs {
                 if p.steps {
                     Self.bump(&steps, &sparse, p.key, p.count)
@@ -273,10 +244,8 @@ extension GroupStats {
         }
 
         public mutating func add(_ g: GroupStats) {
-            for (i, c) in g.counts.enumerated() { counts[i] += c }
-            sums[0] += g.tokensIn
-            sums[1] += g.tokensOut
-            sums[2] += g.costUSD
+            for (i, f) in GroupStats.countFields.enumerated() { counts[i] += g[keyPath: f] }
+            for (i, f) in GroupStats.sumFields.enumerated() { sums[i] += g[keyPath: f] }
             for (k, v) in g.steps { Self.bump(&steps, &sparse, k, v) }
             for (k, v) in g.durations { Self.bump(&durations, &sparseDurations, k, v) }
             for (name, t) in g.tools { tools[name, default: .init()].add(t) }
@@ -284,14 +253,8 @@ extension GroupStats {
 
         public var stats: GroupStats {
             var g = GroupStats()
-            (
-                g.runs, g.errors, g.escalated, g.decisions, g.blocked, g.approvalRequired, g.approvals, g.denied,
-                g.toolCalls, g.modelCalls, g.repeated
-            ) = (
-                counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8],
-                counts[9], counts[10]
-            )
-            (g.tokensIn, g.tokensOut, g.costUSD) = (sums[0], sums[1], sums[2])
+            for (i, f) in GroupStats.countFields.enumerated() { g[keyPath: f] = counts[i] }
+            for (i, f) in GroupStats.sumFields.enumerated() { g[keyPath: f] = sums[i] }
             g.steps = sparse.filter { $0.value != 0 }
             for (k, v) in steps.enumerated() where v != 0 { g.steps[k] = v }
             g.durations = sparseDurations.filter { $0.value != 0 }

@@ -57,7 +57,6 @@ public enum OpenMetrics {
         }
         var out: [UInt8] = []
         out.reserveCapacity(text.count + exemplars.count * 64 + 8)
-        var counters: Set<[UInt8]> = []
         let typePrefix = Array("# TYPE ".utf8)
         let helpPrefix = Array("# HELP ".utf8)
         let newline = UInt8(ascii: "\n")
@@ -72,13 +71,8 @@ public enum OpenMetrics {
                 // whether the family is a counter, whose OpenMetrics name drops `_total`.
                 let rest = line.dropFirst(7)
                 let name = rest.prefix { $0 != UInt8(ascii: " ") }
-                let isType = line.starts(with: typePrefix)
-                if isType && line.reversed().starts(with: "retnuoc ".utf8) { counters.insert(Array(name)) }
-                let counter =
-                    isType
-                    ? counters.contains(Array(name))
-                    : Self.nextTypeIsCounter(text, after: end, name: name)
-                if counter && name.reversed().starts(with: "latot_".utf8) {
+                let type = line.starts(with: typePrefix) ? line : Self.line(text, after: end)
+                if Self.declaresCounter(type, name) && name.reversed().starts(with: "latot_".utf8) {
                     out += line.prefix(7)
                     out += name.dropLast(6)
                     out += rest.dropFirst(name.count)
@@ -109,14 +103,15 @@ public enum OpenMetrics {
         return h.finalize()
     }
 
-    /// Whether the `# TYPE` line following a `# HELP` line (at `after`) declares `name` a
-    /// counter.
-    static func nextTypeIsCounter(_ text: [UInt8], after: Int, name: ArraySlice<UInt8>) -> Bool {
-        let start = after + 1
-        guard start < text.count else { return false }
-        let end = text[start...].firstIndex(of: UInt8(ascii: "\n")) ?? text.count
-        let line = text[start..<end]
-        return line.starts(with: "# TYPE ".utf8) && line.dropFirst(7).starts(with: name)
+    /// The line after the one ending at `end` (empty at the end of `text`).
+    static func line(_ text: [UInt8], after end: Int) -> ArraySlice<UInt8> {
+        let start = min(end + 1, text.count)
+        return text[start..<(text[start...].firstIndex(of: UInt8(ascii: "\n")) ?? text.count)]
+    }
+
+    /// Whether `line` is `# TYPE name counter`.
+    static func declaresCounter(_ line: ArraySlice<UInt8>, _ name: ArraySlice<UInt8>) -> Bool {
+        line.starts(with: "# TYPE ".utf8) && line.dropFirst(7).starts(with: name)
             && line.dropFirst(7 + name.count).elementsEqual(" counter".utf8)
     }
 }
