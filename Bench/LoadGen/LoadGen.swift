@@ -116,7 +116,11 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "With --daemon: time GET /api/v1/stats over this many stored runs (MetricsBench.swift).")
     var statsBench: Int?
 
+    @Flag(help: "Without a daemon: the span families' cost per span in IndexFacts.extract (ExtractBench.swift).")
+    var extractBench = false
+
     func run() async throws {
+        if extractBench { return try runExtractBench() }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }
             return try await runGuardBench(binary: daemon)

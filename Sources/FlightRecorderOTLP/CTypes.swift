@@ -48,6 +48,9 @@ package struct CKeyTable: Sendable {
     private let lengths: [Int]
     private let mask: Int
 
+    /// No keys: every lookup misses.
+    package static let empty = CKeyTable([])
+
     package init(_ keys: [CKey]) {
         self.keys = keys
         var size = 8

@@ -50,9 +50,15 @@ public enum IndexFacts {
         // The values of the metric keys of the span at hand, by slot.
         let values = SpanMetrics.Values.allocate(capacity: rules?.slotCount ?? 0)
         defer { values.deallocate() }
-        // Read for every attribute: held apart so the loop copies nothing.
-        let metricKeys = rules?.table
-        let rootVersions = rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0) } ?? [:]
+        // Read for every attribute: held apart, and not optional, so the loop copies nothing
+        // (an optional table was copied, four retains and releases, for each attribute).
+        let metricKeys = rules?.table ?? CKeyTable.empty
+        let labelStrings = LabelStrings()
+        let rootVersions =
+            rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0, strings: labelStrings) }
+            ?? [:]
+        var exemplarTrace: TraceID?
+        var exemplarTraceHex = ""
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resource = rs.resource?.pointee
@@ -65,7 +71,8 @@ public enum IndexFacts {
                     tenant: firstValue(of: Self.tenantKeys, in: attrs, count: n)))
             let resourceIndex = Int32(resources.count - 1)
             let resourceLabels = rules.map {
-                SpanMetrics.ResourceLabels(attributes: attrs, count: n, facts: resources.last!, rules: $0)
+                SpanMetrics.ResourceLabels(
+                    attributes: attrs, count: n, facts: resources.last!, rules: $0, strings: labelStrings)
             }
             for s in 0..<rs.n_scope_spans {
                 guard let ss = rs.scope_spans[s]?.pointee else { continue }
@@ -84,7 +91,7 @@ public enum IndexFacts {
                         for a in 0..<span.n_attributes {
                             guard let kv = attrs[a], let key = kv.pointee.key else { continue }
                             let hash = CKeyTable.hash(key)
-                            if let slot = metricKeys?.index(of: key, hash: hash) {
+                            if let slot = metricKeys.index(of: key, hash: hash) {
                                 values[slot] = kv.pointee.value
                             }
                             if let rank = runIdentity.table.index(of: key, hash: hash), rank < runRank,
@@ -112,7 +119,15 @@ public enum IndexFacts {
                         SpanMetrics.observe(
                             span: span, values: values, resource: resourceLabels,
                             rootVersion: rootVersions.isEmpty ? nil : runID.flatMap { rootVersions[$0] },
-                            runID: { runID ?? traceID.hex }, rules: rules, into: &metrics)
+                            runID: {
+                                // A span without a run is its trace's: the hex made once per trace.
+                                if let runID { return runID }
+                                if exemplarTrace != traceID {
+                                    exemplarTrace = traceID
+                                    exemplarTraceHex = traceID.hex
+                                }
+                                return exemplarTraceHex
+                            }, rules: rules, into: &metrics)
                     }
                     spans.append(
                         SpanIndexEntry(
@@ -123,7 +138,10 @@ public enum IndexFacts {
                 }
             }
         }
-        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.deltas)
+        // The labels point into `labelStrings` until the series keys have copied them.
+        return withExtendedLifetime(labelStrings) {
+            Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.deltas)
+        }
     }
 
     /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty

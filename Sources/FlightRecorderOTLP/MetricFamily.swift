@@ -81,7 +81,29 @@ public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
     }
 
     /// Upper bounds of a histogram's buckets (without +Inf); nil for a counter.
-    public var buckets: [Double]? {
+    ///
+    /// Made once: ingest asks for every histogram observation, and a new array each time
+    /// was an allocation per span.
+    @inline(__always)
+    public var buckets: [Double]? { Self.bucketTable[Int(rawValue)] }
+
+    /// `buckets` by raw value as buffers (empty for a counter), for ingest: reading one
+    /// retains nothing. Made once, never freed.
+    nonisolated(unsafe) static let bounds: UnsafePointer<UnsafeBufferPointer<Double>> = {
+        let table = UnsafeMutablePointer<UnsafeBufferPointer<Double>>.allocate(capacity: bucketTable.count)
+        for (i, b) in bucketTable.enumerated() {
+            let buffer = UnsafeMutableBufferPointer<Double>.allocate(capacity: b?.count ?? 0)
+            _ = buffer.initialize(from: b ?? [])
+            (table + i).initialize(to: UnsafeBufferPointer(buffer))
+        }
+        return UnsafePointer(table)
+    }()
+
+    private static let bucketTable: [[Double]?] = (0...Int(MetricFamily.allCases.map(\.rawValue).max()!)).map {
+        MetricFamily(rawValue: UInt8($0))?.makeBuckets
+    }
+
+    private var makeBuckets: [Double]? {
         switch self {
         case .toolCallDuration: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
         // The GenAI semantic conventions' advised boundaries.
@@ -191,8 +213,13 @@ public struct HistogramDelta: Sendable, Equatable {
     public var count: UInt64 { counts.reduce(0, +) }
 
     public mutating func observe(_ value: Double, bounds: [Double], exemplar: Exemplar?) {
+        bounds.withUnsafeBufferPointer { observe(value, bounds: $0, exemplar: exemplar) }
+    }
+
+    @inline(__always)
+    mutating func observe(_ value: Double, bounds: UnsafeBufferPointer<Double>, exemplar: Exemplar?) {
         var i = bounds.count
-        for (n, b) in bounds.enumerated() where value <= b {
+        for n in 0..<bounds.count where value <= bounds[n] {
             i = n
             break
         }
@@ -230,42 +257,172 @@ public struct HistogramDelta: Sendable, Equatable {
     }
 }
 
+/// Series and a value each, found by `SeriesKey.id`: an open-addressed table of positions
+/// over keys and values kept in insertion order.
+///
+/// Hand-written rather than a `Dictionary`: ingest adds a few hundred series per request and
+/// the indexer merges every request's, and with a `Dictionary` hashing the id again (SipHash)
+/// and retaining each key copied from one table to another were most of the metrics' cost
+/// (`perf`). Here a lookup is one multiply and a probe, and a merge copies a key only when
+/// the series is new.
+public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
+    public private(set) var keys: [SeriesKey] = []
+    public private(set) var values: [Value] = []
+    /// Positions in `keys`, -1 where empty; a power of two, at most half full.
+    private var slots: [Int32] = []
+    private var shift: UInt64 = 64
+
+    public init() {}
+
+    public var count: Int { keys.count }
+    public var isEmpty: Bool { keys.isEmpty }
+
+    /// The slot to start probing at: the id's high bits after a Fibonacci multiply (the ids'
+    /// low bits are the least mixed).
+    @inline(__always)
+    private func home(_ id: UInt64) -> Int { Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+
+    /// The position of the series, or the empty slot where it would go.
+    @inline(__always)
+    private func find(_ id: UInt64, _ family: MetricFamily) -> (slot: Int, index: Int?) {
+        if slots.isEmpty { return (-1, nil) }
+        let mask = slots.count - 1
+        var i = home(id)
+        while true {
+            let s = Int(slots[i])
+            if s < 0 { return (i, nil) }
+            if keys[s].id == id && keys[s].family == family { return (i, s) }
+            i = (i + 1) & mask
+        }
+    }
+
+    public func index(of key: SeriesKey) -> Int? { find(key.id, key.family).index }
+
+    /// The key of series `id` of `family`, if the map holds it.
+    public func key(id: UInt64, family: MetricFamily) -> SeriesKey? { find(id, family).index.map { keys[$0] } }
+
+    /// Adds `value` under `key` (not in the map), into `slot` when it is still free.
+    private mutating func insert(_ key: SeriesKey, _ value: Value, slot: Int) {
+        keys.append(key)
+        values.append(value)
+        if slot >= 0 && keys.count * 2 <= slots.count {
+            slots[slot] = Int32(keys.count - 1)
+        } else {
+            rehash(capacity: keys.count)
+        }
+    }
+
+    private mutating func rehash(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size *= 2 }
+        shift = UInt64(64 - size.trailingZeroBitCount)
+        slots = [Int32](repeating: -1, count: size)
+        for (n, k) in keys.enumerated() {
+            var i = home(k.id)
+            while slots[i] >= 0 { i = (i + 1) & (size - 1) }
+            slots[i] = Int32(n)
+        }
+    }
+
+    public mutating func reserveCapacity(_ n: Int) {
+        keys.reserveCapacity(n)
+        values.reserveCapacity(n)
+        if n * 2 > slots.count { rehash(capacity: n) }
+    }
+
+    /// Updates the series `id` of `family` in place, adding it first (`key()`, `initial()`)
+    /// when it is new: how ingest counts without making a key for a series it has.
+    @inline(__always)
+    public mutating func update(
+        id: UInt64, family: MetricFamily, key: () -> SeriesKey, initial: () -> Value, _ body: (inout Value) -> Void
+    ) {
+        let (slot, index) = find(id, family)
+        if let index {
+            body(&values[index])
+        } else {
+            var v = initial()
+            body(&v)
+            insert(key(), v, slot: slot)
+        }
+    }
+
+    /// Adds every series of `other` into this map: `combine` for the series both have.
+    public mutating func merge(_ other: SeriesMap<Value>, _ combine: (inout Value, Value) -> Void) {
+        if isEmpty {
+            self = other
+            return
+        }
+        if (count + other.count) * 2 > slots.count { reserveCapacity(count + other.count) }
+        for n in 0..<other.keys.count {
+            let (slot, index) = find(other.keys[n].id, other.keys[n].family)
+            if let index {
+                combine(&values[index], other.values[n])
+            } else {
+                insert(other.keys[n], other.values[n], slot: slot)
+            }
+        }
+    }
+
+    public subscript(key: SeriesKey) -> Value? {
+        get { index(of: key).map { values[$0] } }
+        set {
+            let (slot, index) = find(key.id, key.family)
+            switch (index, newValue) {
+            case (let i?, let v?): values[i] = v
+            case (nil, let v?): insert(key, v, slot: slot)
+            case (let i?, nil):
+                keys.remove(at: i)
+                values.remove(at: i)
+                rehash(capacity: keys.count)
+            case (nil, nil): break
+            }
+        }
+    }
+
+    public subscript(key: SeriesKey, default value: @autoclosure () -> Value) -> Value {
+        get { self[key] ?? value() }
+        set { self[key] = newValue }
+    }
+
+    public func makeIterator() -> some IteratorProtocol<(key: SeriesKey, value: Value)> {
+        zip(keys, values).lazy.map { (key: $0, value: $1) }.makeIterator()
+    }
+}
+
+extension SeriesMap: Equatable where Value: Equatable {
+    public static func == (a: SeriesMap, b: SeriesMap) -> Bool {
+        a.count == b.count && a.keys.indices.allSatisfy { b[a.keys[$0]] == a.values[$0] }
+    }
+}
+
 /// What a batch of spans adds to the agent metrics: counter increments and histogram
 /// observations per series.
 public struct MetricDeltas: Sendable, Equatable {
-    public var counters: [SeriesKey: Double] = [:]
-    public var histograms: [SeriesKey: HistogramDelta] = [:]
+    public var counters = SeriesMap<Double>()
+    public var histograms = SeriesMap<HistogramDelta>()
 
     public init() {}
 
     public var isEmpty: Bool { counters.isEmpty && histograms.isEmpty }
 
     public mutating func count(_ family: MetricFamily, _ labels: [String], by n: Double = 1) {
-        counters[SeriesKey(family, labels), default: 0] += n
+        let key = SeriesKey(family, labels)
+        counters.update(id: key.id, family: family, key: { key }, initial: { 0 }) { $0 += n }
     }
 
     public mutating func observe(
         _ family: MetricFamily, _ labels: [String], _ value: Double, exemplar: HistogramDelta.Exemplar? = nil
     ) {
         guard let bounds = family.buckets else { return }
-        histograms[SeriesKey(family, labels), default: HistogramDelta(buckets: bounds.count)]
-            .observe(value, bounds: bounds, exemplar: exemplar)
+        let key = SeriesKey(family, labels)
+        histograms.update(id: key.id, family: family, key: { key }, initial: { HistogramDelta(buckets: bounds.count) })
+        {
+            $0.observe(value, bounds: bounds, exemplar: exemplar)
+        }
     }
 
     public mutating func add(_ o: MetricDeltas) {
-        // The indexer's first batch of a round, and a round published right after it: taken
-        // whole instead of inserted series by series.
-        if isEmpty {
-            self = o
-            return
-        }
-        for (k, v) in o.counters { counters[k, default: 0] += v }
-        for (k, v) in o.histograms {
-            if histograms[k] == nil {
-                histograms[k] = v
-            } else {
-                histograms[k]!.add(v)
-            }
-        }
+        counters.merge(o.counters) { $0 += $1 }
+        histograms.merge(o.histograms) { $0.add($1) }
     }
 }

@@ -34,13 +34,20 @@ public final class MetricRules: Sendable, Equatable {
 
     /// Every attribute key the metrics read, looked up once per span attribute.
     package let table: CKeyTable
-    package let versionSlots: [Int]
-    package let taskSlots: [Int]
+    /// Slots of `versionKeys` and `taskTypeKeys`: buffers, not arrays, so reading them for
+    /// every span retains nothing (freed in `deinit`).
+    nonisolated(unsafe) let versionSlots: UnsafeBufferPointer<Int>
+    nonisolated(unsafe) let taskSlots: UnsafeBufferPointer<Int>
     /// The version keys, then `service.version` (a resource's).
     let versionCKeys: [CKey]
     /// The version keys alone (a span's).
     let spanVersionCKeys: [CKey]
     let taskCKeys: [CKey]
+    /// The label values ingest uses for every span, held here rather than as statics, which
+    /// cost a lazy-initialisation check on each use.
+    let literals = LabelRef.Literals()
+    /// `AgentKeys.modelOperations`, compared with each span's `gen_ai.operation.name`.
+    let modelOperations = AgentKeys.modelOperations.map(CKey.init)
 
     /// The fixed keys, in slot order (`Slot`).
     static let fixedKeys = [
@@ -69,12 +76,22 @@ public final class MetricRules: Sendable, Equatable {
             names.append(k)
             return names.count - 1
         }
-        versionSlots = versionKeys.map(slot)
-        taskSlots = taskTypeKeys.map(slot)
+        func buffer(_ a: [Int]) -> UnsafeBufferPointer<Int> {
+            let b = UnsafeMutableBufferPointer<Int>.allocate(capacity: a.count)
+            _ = b.initialize(from: a)
+            return UnsafeBufferPointer(b)
+        }
+        versionSlots = buffer(versionKeys.map(slot))
+        taskSlots = buffer(taskTypeKeys.map(slot))
         table = CKeyTable(names.map(CKey.init))
         versionCKeys = (versionKeys + ["service.version"]).map(CKey.init)
         spanVersionCKeys = versionKeys.map(CKey.init)
         taskCKeys = taskTypeKeys.map(CKey.init)
+    }
+
+    deinit {
+        versionSlots.deallocate()
+        taskSlots.deallocate()
     }
 
     public static func == (a: MetricRules, b: MetricRules) -> Bool {
@@ -124,17 +141,14 @@ public enum MetricLabel {
 /// A label value with the hash the accumulator keys series by: FNV-1a over its bytes, made
 /// straight from a C string without a `String`, which is made only for a series the request
 /// has not met yet.
-struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no pointer
+///
+/// Plain data (a hash and a pointer), so the label values a span's families share are copied
+/// without reference counting, which had been a third of the span families' cost (`perf`).
+/// The pointer is a span attribute's (the request's arena), or a `LabelStrings`' that the
+/// request holds, or a constant's.
+struct LabelRef: @unchecked Sendable {  // immutable; what it points at outlives its use
     let hash: UInt64
-    /// The value as a C string (a span attribute), or nil when `text` holds it.
-    let cString: UnsafePointer<CChar>?
-    let text: String
-
-    init(_ s: String) {
-        hash = SeriesKey.fnv(s)
-        cString = nil
-        text = s
-    }
+    let cString: UnsafePointer<CChar>
 
     /// `MetricLabel.value` of a C string, hashed in the same pass that checks it.
     init(_ c: UnsafePointer<CChar>?) {
@@ -155,20 +169,43 @@ struct LabelRef: @unchecked Sendable {  // the shared ones (static) hold no poin
         }
         hash = h
         cString = c
-        text = ""
     }
 
-    var string: String { cString.map { String(cString: $0) } ?? text }
+    private init(constant s: String) {
+        cString = UnsafePointer(strdup(s)!)  // never freed: a constant
+        hash = SeriesKey.fnv(s)
+    }
 
-    static let missing = LabelRef(MetricLabel.missing)
-    static let other = LabelRef(MetricLabel.other)
-    static let literals: [String: LabelRef] = Dictionary(
-        uniqueKeysWithValues: ["ok", "error", "timeout", "granted", "denied", "input", "output"].map {
-            ($0, LabelRef($0))
-        })
-    static func literal(_ s: String) -> LabelRef { literals[s] ?? LabelRef(s) }
-    static let input = literal("input")
-    static let output = literal("output")
+    var string: String { String(cString: cString) }
+
+    static let missing = LabelRef(constant: MetricLabel.missing)
+    static let other = LabelRef(constant: MetricLabel.other)
+
+    struct Literals: Sendable {
+        let missing = LabelRef.missing
+        let ok = LabelRef(constant: "ok")
+        let error = LabelRef(constant: "error")
+        let timeout = LabelRef(constant: "timeout")
+        let granted = LabelRef(constant: "granted")
+        let denied = LabelRef(constant: "denied")
+        let input = LabelRef(constant: "input")
+        let output = LabelRef(constant: "output")
+    }
+}
+
+/// C copies of the label values a request takes from `String`s (its resources' tenant, agent,
+/// version and task type, its roots' versions), freed with it.
+final class LabelStrings {
+    private var owned: [UnsafeMutablePointer<CChar>] = []
+
+    func label(_ s: String) -> LabelRef {
+        let value = MetricLabel.value(s)
+        let copy = strdup(value)!
+        owned.append(copy)
+        return LabelRef(UnsafePointer(copy))
+    }
+
+    deinit { for p in owned { free(p) } }
 }
 
 /// The running hash of a series' label values (`SeriesKey.id` once `id(_:)` adds the family),
@@ -184,37 +221,33 @@ struct LabelHash {
 }
 
 /// One request's span-family counts, straight into `MetricDeltas`: a span costs a few hash
-/// steps and one lookup per family with a probe key (the id alone, which is all `SeriesKey`
-/// compares); the label strings are made only for a series the request has not met yet.
+/// steps and one `SeriesMap` probe per family; the label strings are made only for a series
+/// the request has not met yet.
 struct MetricAccumulator {
     var deltas = MetricDeltas()
 
+    @inline(__always)
     mutating func count(
         _ family: MetricFamily, _ hash: LabelHash, by n: Double = 1, labels: () -> [LabelRef]
     ) {
         let id = hash.id(family)
-        let probe = SeriesKey(family: family, labels: [], id: id)
-        if let i = deltas.counters.index(forKey: probe) {
-            deltas.counters.values[i] += n
-        } else {
-            deltas.counters[SeriesKey(family: family, labels: labels().map(\.string), id: id)] = n
-        }
+        deltas.counters.update(
+            id: id, family: family, key: { SeriesKey(family: family, labels: labels().map(\.string), id: id) },
+            initial: { 0 }
+        ) { $0 += n }
     }
 
+    @inline(__always)
     mutating func observe(
         _ family: MetricFamily, _ hash: LabelHash, _ value: Double, exemplar: HistogramDelta.Exemplar?,
         labels: () -> [LabelRef]
     ) {
-        guard let bounds = family.buckets else { return }
+        let bounds = MetricFamily.bounds[Int(family.rawValue)]
         let id = hash.id(family)
-        let probe = SeriesKey(family: family, labels: [], id: id)
-        if let i = deltas.histograms.index(forKey: probe) {
-            deltas.histograms.values[i].observe(value, bounds: bounds, exemplar: exemplar)
-        } else {
-            var h = HistogramDelta(buckets: bounds.count)
-            h.observe(value, bounds: bounds, exemplar: exemplar)
-            deltas.histograms[SeriesKey(family: family, labels: labels().map(\.string), id: id)] = h
-        }
+        deltas.histograms.update(
+            id: id, family: family, key: { SeriesKey(family: family, labels: labels().map(\.string), id: id) },
+            initial: { HistogramDelta(buckets: bounds.count) }
+        ) { $0.observe(value, bounds: bounds, exemplar: exemplar) }
     }
 }
 
@@ -230,16 +263,12 @@ enum SpanMetrics {
 
         init(
             attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int, facts: ResourceFacts,
-            rules: MetricRules
+            rules: MetricRules, strings: LabelStrings
         ) {
-            tenant = LabelRef(MetricLabel.value(facts.tenantKey))
-            agent = LabelRef(MetricLabel.value(facts.agent))
-            version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map {
-                LabelRef(MetricLabel.value($0))
-            }
-            taskType = firstValue(of: rules.taskCKeys, in: attributes, count: count).map {
-                LabelRef(MetricLabel.value($0))
-            }
+            tenant = strings.label(facts.tenantKey)
+            agent = strings.label(facts.agent ?? "")
+            version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map(strings.label)
+            taskType = firstValue(of: rules.taskCKeys, in: attributes, count: count).map(strings.label)
         }
     }
 
@@ -299,16 +328,17 @@ enum SpanMetrics {
         return false
     }
 
-    static func isModelOperation(_ s: UnsafePointer<CChar>) -> Bool {
-        AgentKeys.modelOperations.contains { op in op.withCString { strcmp($0, s) == 0 } }
+    static func isModelOperation(_ s: UnsafePointer<CChar>, _ rules: MetricRules) -> Bool {
+        rules.modelOperations.contains { $0.matches(s) }
     }
 
     /// The agent version each run's root span in the request names (run ID to label): the
     /// second place the version is looked for, after the span itself. A root that arrives in
     /// a later request than its run's other spans is not seen here; the run families, observed
     /// once the run has settled, always use it.
-    static func rootVersions(_ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules) -> [String: LabelRef]
-    {
+    static func rootVersions(
+        _ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules, strings: LabelStrings
+    ) -> [String: LabelRef] {
         var out: [String: LabelRef] = [:]
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
@@ -324,7 +354,7 @@ enum SpanMetrics {
                         let run = firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                             ?? resourceRun
                     else { continue }
-                    out[run] = LabelRef(MetricLabel.value(version))
+                    out[run] = strings.label(version)
                 }
             }
         }
@@ -335,7 +365,8 @@ enum SpanMetrics {
         span: CSpan, values: Values, resource r: ResourceLabels, rootVersion: LabelRef?, runID: () -> String,
         rules: MetricRules, into d: inout MetricAccumulator
     ) {
-        var version = rootVersion ?? r.version ?? LabelRef.missing
+        let l = rules.literals
+        var version = rootVersion ?? r.version ?? l.missing
         for s in rules.versionSlots {
             if let c = string(values, s) {
                 version = LabelRef(c)
@@ -346,9 +377,9 @@ enum SpanMetrics {
         let endSeconds = Double(span.end_time_unix_nano) / 1e9
         let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
         let toolName = string(values, .tool)
-        let tool = toolName.map { LabelRef($0) } ?? LabelRef.missing
+        let tool = toolName.map { LabelRef($0) } ?? l.missing
         let tierName = string(values, .tier)
-        let tier = tierName.map { LabelRef($0) } ?? LabelRef.missing
+        let tier = tierName.map { LabelRef($0) } ?? l.missing
         // Tenant, agent and version lead every family's labels but the redactions'.
         let base = LabelHash().adding(r.tenant).adding(r.agent).adding(version)
         let toolTier = base.adding(tool).adding(tier)
@@ -360,8 +391,8 @@ enum SpanMetrics {
                 let timedOut = meansTimeout(status) || meansTimeout(string(values, .errorType))
                 let failed =
                     span.status?.pointee.code.rawValue == 2 || equals(status, "failed") || equals(status, "unknown")
-                let outcome = LabelRef.literal(timedOut ? "timeout" : failed ? "error" : "ok")
-                var task = r.taskType ?? LabelRef.missing
+                let outcome = timedOut ? l.timeout : failed ? l.error : l.ok
+                var task = r.taskType ?? l.missing
                 for s in rules.taskSlots {
                     if let c = string(values, s) {
                         task = LabelRef(c)
@@ -382,38 +413,39 @@ enum SpanMetrics {
             }
         }
         if let outcome = string(values, .policyOutcome) {
-            let rule = string(values, .policyRule).map { LabelRef($0) } ?? LabelRef.missing
+            let rule = string(values, .policyRule).map { LabelRef($0) } ?? l.missing
             let outcome = LabelRef(outcome)
             d.count(.policyDecisions, toolTier.adding(outcome).adding(rule)) {
                 [r.tenant, r.agent, version, tool, tier, outcome, rule]
             }
         }
-        var decision: String?
+        var decision: LabelRef?
         if let s = string(values, .approval) {
-            decision = equals(s, "granted") ? "granted" : equals(s, "denied") ? "denied" : nil
+            decision = equals(s, "granted") ? l.granted : equals(s, "denied") ? l.denied : nil
         } else if let name = span.name {
-            decision = equals(name, "approval.granted") ? "granted" : equals(name, "approval.denied") ? "denied" : nil
+            decision = equals(name, "approval.granted") ? l.granted : equals(name, "approval.denied") ? l.denied : nil
         }
-        if let decision {
-            let label = LabelRef.literal(decision)
+        if let label = decision {
             d.count(.approvals, base.adding(tool).adding(label)) { [r.tenant, r.agent, version, tool, label] }
         }
 
         let input = number(values, MetricRules.Slot.inputTokens.rawValue)
         let output = number(values, MetricRules.Slot.outputTokens.rawValue)
-        let isModelCall = operation.map(isModelOperation) ?? (input != nil || output != nil)
+        let isModelCall = operation.map { isModelOperation($0, rules) } ?? (input != nil || output != nil)
         if isModelCall {
             let modelName = string(values, .responseModel) ?? string(values, .requestModel)
-            let model = modelName.map { LabelRef($0) } ?? LabelRef.missing
+            let model = modelName.map { LabelRef($0) } ?? l.missing
             let modelHash = base.adding(model)
             let run = runID()
-            for (tokens, type) in [(input, LabelRef.input), (output, LabelRef.output)] {
-                guard let tokens, tokens >= 0 else { continue }
+            func tokenUsage(_ tokens: Double?, _ type: LabelRef) {
+                guard let tokens, tokens >= 0 else { return }
                 d.observe(
                     .tokenUsage, modelHash.adding(type), tokens,
                     exemplar: .init(runID: run, value: tokens, time: endSeconds)
                 ) { [r.tenant, r.agent, version, model, type] }
             }
+            tokenUsage(input, l.input)
+            tokenUsage(output, l.output)
             d.observe(
                 .operationDuration, modelHash, seconds, exemplar: .init(runID: run, value: seconds, time: endSeconds)
             ) { [r.tenant, r.agent, version, model] }

@@ -49,7 +49,7 @@ import Testing
         #expect(d.counters[SeriesKey(.toolCalls, base + ["error"])] == 2)  // status error, and "unknown"
         #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 2)  // timed_out, TimeoutError
         // A blocked execution never ran.
-        #expect(d.counters.filter { $0.key.family == .toolCalls }.values.reduce(0, +) == 5)
+        #expect(d.counters.filter { $0.key.family == .toolCalls }.map(\.value).reduce(0, +) == 5)
         let short = ["acme", "it-agent", "v2", "disable_account", "privileged_write"]
         #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 3)
         let h = d.histograms[SeriesKey(.toolCallDuration, short)]

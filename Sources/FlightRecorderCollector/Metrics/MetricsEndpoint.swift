@@ -52,14 +52,45 @@ public final class MetricsEndpoint: Sendable {
     /// Adds what an index round committed (the store's `onMetrics`), on a queue of its own:
     /// the indexer thread hands the round over and goes on (it is the ingest path's single
     /// thread; applying there cost ingest more than the work itself).
+    ///
+    /// Rounds are summed and the sum applied at most every `applyInterval` seconds, and before
+    /// every scrape: applying each round (a lock and a registry lookup per series, every
+    /// observation replayed into its histogram) had cost more than summing them.
     public func observe(_ deltas: MetricDeltas) {
-        applying.async { [agent] in agent.apply(deltas, now: Self.now()) }
+        applying.async { [self] in
+            pending.withLock { $0.add(deltas) }
+            let now = Self.now()
+            if now - lastApplied.withLock({ $0 }) >= Self.applyInterval {
+                applyPending(now: now)
+            } else if !flushScheduled.withLock({ $0 }) {
+                flushScheduled.withLock { $0 = true }
+                applying.asyncAfter(deadline: .now() + Self.applyInterval) { [self] in
+                    flushScheduled.withLock { $0 = false }
+                    applyPending(now: Self.now())
+                }
+            }
+        }
     }
 
+    static let applyInterval = 1.0
     private let applying = DispatchQueue(label: "flightrec.metrics.apply")
+    /// Rounds not applied yet, and when the registry was last brought up to date (on `applying`).
+    private let pending = Mutex(MetricDeltas())
+    private let lastApplied = Mutex(0.0)
+    private let flushScheduled = Mutex(false)
+
+    /// On `applying`.
+    private func applyPending(now: Double) {
+        let deltas = pending.withLock { p in
+            defer { p = MetricDeltas() }
+            return p
+        }
+        lastApplied.withLock { $0 = now }
+        if !deltas.isEmpty { agent.apply(deltas, now: now) }
+    }
 
     /// Waits until every round handed over so far is applied (tests, and before a scrape).
-    func settled() { applying.sync {} }
+    func settled() { applying.sync { applyPending(now: Self.now()) } }
 
     static func now() -> Double { Double(SystemWallClock().nowNanos()) / 1e9 }
 

@@ -46,6 +46,18 @@ final class SegmentIndexWriter {
     /// rounds committed since the indexer last took them added (with exemplars).
     private(set) var metrics = MetricDeltas()
     private var unpublished = MetricDeltas()
+    /// How much of the segment the `metrics` rows count (meta `metrics_bytes`): they are
+    /// written at most every `metricsWriteInterval`, at seal and at a clean close, not every
+    /// round (a row per series per round was the metrics' largest cost on the indexer thread,
+    /// `perf`). After a crash, start-up counts the blocks between this and `indexedBytes`
+    /// again from the segment (`recountMetrics`), so the totals stay exact.
+    private(set) var metricsBytes: Int
+    /// Series whose total in `metrics` is not in the rows yet.
+    private var unwrittenMetrics = SeriesMap<Bool>()
+    private var metricsWritten = ContinuousClock.now
+    static let metricsWriteInterval = Duration.seconds(1)
+    /// Opened on an index whose rows count less than it indexed: start-up must recount.
+    private(set) var needsMetricsRecount = false
     /// The runs (tenant, run ID) the rounds committed since the indexer last took them touched.
     private var unpublishedRuns: Set<RunKey> = []
     /// The runs of the round being written (`indexRows`), kept once it commits.
@@ -106,9 +118,18 @@ final class SegmentIndexWriter {
         try db.execute(IndexSchema.writerPragmas)
         try db.execute(IndexSchema.tables)
         try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '\(IndexSchema.version)')")
-        indexedBytes = Int(try Self.meta(db, "indexed_bytes").flatMap { Int64($0) } ?? 0)
+        let stored = try Self.meta(db, "indexed_bytes")
+        if stored == nil {
+            // A new index: its rows count nothing yet (an index without this key is older,
+            // from when rows were written every round).
+            try db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('metrics_bytes', '0')")
+        }
+        indexedBytes = Int(stored.flatMap { Int64($0) } ?? 0)
         sealed = try Self.meta(db, "sealed") == "1"
         attributeLogBytes = Int(try Self.meta(db, "attr_log_bytes").flatMap { Int64($0) } ?? 0)
+        // An index from before `metrics_bytes` wrote its rows every round.
+        metricsBytes = Int(try Self.meta(db, "metrics_bytes").flatMap { Int64($0) } ?? Int64(indexedBytes))
+        needsMetricsRecount = metricsBytes < indexedBytes && !sealed
         attributeLog = open(logPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
         guard attributeLog >= 0 else { throw SQLiteError("open \(logPath): \(String(cString: strerror(errno)))") }
         insertBlock = try db.prepare("INSERT INTO blocks(offset, length, span_count) VALUES (?1, ?2, ?3)")
@@ -241,7 +262,8 @@ final class SegmentIndexWriter {
             let rows = try indexRows(blocks)
             var round = MetricDeltas()
             for block in blocks { for batch in block.batches where !batch.metrics.isEmpty { round.add(batch.metrics) } }
-            try writeMetrics(round)
+            let writesMetrics = ContinuousClock.now - metricsWritten >= Self.metricsWriteInterval
+            if writesMetrics { try writeMetrics(round, indexedBytes: indexedBytes) }
             // The round's attribute rows go to the log first; the transaction records how far
             // it is committed, so a failed round's rows are cut off again.
             var bytes: [UInt8] = []
@@ -275,6 +297,12 @@ final class SegmentIndexWriter {
             unpublished.add(round)
             unpublishedRuns.formUnion(roundRuns)
             metrics.add(round)
+            if writesMetrics {
+                wroteMetrics(upTo: indexedBytes)
+            } else {
+                for k in round.counters.keys { unwrittenMetrics[k] = true }
+                for k in round.histograms.keys { unwrittenMetrics[k] = true }
+            }
             self.indexedBytes = indexedBytes
         } catch {
             try? db.execute("ROLLBACK")
@@ -337,6 +365,7 @@ final class SegmentIndexWriter {
                 try page.run()
                 start += slice.count
             }
+            try writeMetrics(MetricDeltas(), indexedBytes: indexedBytes)
             setMeta.bind(1, "sealed").bind(2, "1")
             try setMeta.run()
             let b = try db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('bloom', ?1)")
@@ -347,6 +376,7 @@ final class SegmentIndexWriter {
             try? db.execute("ROLLBACK")
             throw error
         }
+        wroteMetrics(upTo: indexedBytes)
         try finishSeal()
         return (bloom, keys)
     }
@@ -409,25 +439,72 @@ final class SegmentIndexWriter {
         return unpublishedRuns.map { ($0.tenant, $0.run) }
     }
 
-    /// Writes the new totals of the series `round` touches (within the round's transaction).
-    private func writeMetrics(_ round: MetricDeltas) throws(SQLiteError) {
-        for (key, n) in round.counters {
-            let total: Double = metrics.counters[key, default: 0] + n
-            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: total).bindNull(
-                4)
+    /// Writes the totals of the series `round` touches and of those not written since, with
+    /// `round` added, and that the rows count the segment up to `indexedBytes` (within the
+    /// caller's transaction).
+    private func writeMetrics(_ round: MetricDeltas, indexedBytes: Int) throws(SQLiteError) {
+        func counter(_ key: SeriesKey, _ total: Double) throws(SQLiteError) {
+            upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: total)
+                .bindNull(4)
             try upsertMetric.run()
         }
-        for (key, h) in round.histograms {
-            var total = metrics.histograms[key] ?? HistogramDelta(buckets: h.counts.count - 1)
-            total.add(h)
+        func histogram(_ key: SeriesKey, _ total: HistogramDelta) throws(SQLiteError) {
             upsertMetric.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: 0)
                 .bind(4, blob: total.serialized)
             try upsertMetric.run()
         }
+        for (key, n) in round.counters { try counter(key, metrics.counters[key, default: 0] + n) }
+        for (key, h) in round.histograms {
+            var total = metrics.histograms[key] ?? HistogramDelta(buckets: h.counts.count - 1)
+            total.add(h)
+            try histogram(key, total)
+        }
+        for key in unwrittenMetrics.keys {
+            if key.family.isHistogram {
+                if round.histograms.index(of: key) == nil, let total = metrics.histograms[key] {
+                    try histogram(key, total)
+                }
+            } else if round.counters.index(of: key) == nil, let total = metrics.counters[key] {
+                try counter(key, total)
+            }
+        }
+        setMeta.bind(1, "metrics_bytes").bind(2, String(indexedBytes))
+        try setMeta.run()
+    }
+
+    /// After the transaction that wrote the rows up to `indexedBytes` committed.
+    private func wroteMetrics(upTo indexedBytes: Int) {
+        unwrittenMetrics = SeriesMap()
+        metricsBytes = indexedBytes
+        metricsWritten = ContinuousClock.now
+    }
+
+    /// Writes the totals not written yet (a clean close), in a transaction of its own.
+    func writePendingMetrics() throws(SQLiteError) {
+        guard !sealed, metricsBytes < indexedBytes || !unwrittenMetrics.isEmpty else { return }
+        try db.execute("BEGIN IMMEDIATE")
+        do throws(SQLiteError) {
+            try writeMetrics(MetricDeltas(), indexedBytes: indexedBytes)
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+        wroteMetrics(upTo: indexedBytes)
+    }
+
+    /// Adds what the blocks between `metricsBytes` and `indexedBytes` count (start-up, after a
+    /// crash: `needsMetricsRecount`). They are written with the next rows.
+    func recountedMetrics(_ d: MetricDeltas) {
+        metrics.add(d)
+        for k in d.counters.keys { unwrittenMetrics[k] = true }
+        for k in d.histograms.keys { unwrittenMetrics[k] = true }
+        needsMetricsRecount = false
     }
 
     /// Folds the WAL into the index file (clean shutdown).
     func checkpoint() {
+        try? writePendingMetrics()
         try? db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 

@@ -190,6 +190,9 @@ struct StoreRecovery {
         let index = try sqlite { () throws(SQLiteError) in
             try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
         }
+        if index.needsMetricsRecount, let rules = configuration.metricRules {
+            try recountMetrics(id, path: path, into: index, rules: rules)
+        }
         if index.indexedBytes > size {
             // The segment lost bytes the index recorded (truncated while the daemon was
             // down). The file is extended back to the indexed length with zeros, so new
@@ -292,8 +295,34 @@ struct StoreRecovery {
     /// writer appends beyond it: nothing is truncated, and only whole, durable blocks are read.
     func catchUp(_ index: SegmentIndexWriter, durableEnd: Int) throws(StorageError) {
         let path = SegmentFile.path(configuration.segmentDirectory, index.segment)
+        if index.needsMetricsRecount, let rules = configuration.metricRules {
+            try recountMetrics(index.segment, path: path, into: index, rules: rules)
+        }
         var report = RecoveryReport()
         try scan(index.segment, path: path, size: durableEnd, isLast: false, into: index, report: &report, live: true)
+    }
+
+    /// Counts the metrics of the blocks `index` indexed after its `metrics` rows were last
+    /// written (the daemon stopped without closing the index), from the segment.
+    private func recountMetrics(
+        _ id: Int64, path: String, into index: SegmentIndexWriter, rules: MetricRules
+    ) throws(StorageError) {
+        let scan = try SegmentScanner(path: path).scan(
+            from: max(index.metricsBytes, SegmentFile.headerSize), to: index.indexedBytes)
+        let reader = SegmentReader(directory: configuration.segmentDirectory)
+        var d = MetricDeltas()
+        for block in scan.blocks {
+            let raw = try reader.readBlock(segment: id, offset: block.offset, length: block.header.frameLength)
+            if let facts = IndexFacts.extract(
+                raw, runIdentity: configuration.runIdentity, indexedKeys: configuration.indexedKeys, metrics: rules)
+            {
+                d.add(facts.metrics)
+            }
+        }
+        index.recountedMetrics(d)
+        logger.info(
+            "recounted the metrics of blocks indexed after the last metrics write",
+            metadata: ["segment": "\(id)", "blocks": "\(scan.blocks.count)"])
     }
 
     private func scan(
