@@ -363,6 +363,15 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         }
     }
 
+    /// Adds every series of `other` this map lacks, with `value` (a key is copied only for a
+    /// series new to this map).
+    public mutating func insertKeys<Other>(of other: SeriesMap<Other>, value: Value) {
+        for n in 0..<other.keys.count {
+            let (slot, index) = find(other.keys[n].id, other.keys[n].family)
+            if index == nil { insert(other.keys[n], value, slot: slot) }
+        }
+    }
+
     public subscript(key: SeriesKey) -> Value? {
         get { index(of: key).map { values[$0] } }
         set {

@@ -12,8 +12,12 @@ public import FlightRecorderOTLP
 ///
 /// Fields are span attribute keys (`gen_ai.tool.name`), `resource.<key>` for resource
 /// attributes, and `name`, `status` (OK, ERROR, UNSET), `duration`, `start` (Unix
-/// nanoseconds or an RFC 3339 string), `tenant` and `agent.version` (`service.version`).
-/// A bare attribute key also falls back to the resource. Keywords are case-insensitive.
+/// nanoseconds or an RFC 3339 string), `tenant` and `agent.version`. A bare attribute key
+/// also falls back to the resource. Keywords are case-insensitive.
+///
+/// `agent.version` follows the agent metrics' rule (`MetricRules.versionKeys`, configured as
+/// `metrics.agent_version_keys`): the first version key on the span, then on its run's root
+/// span, then on its resource, then the resource's `service.version`.
 ///
 /// Hand-written recursive descent: the grammar is a dozen lines, and errors must point at a
 /// byte position, which no package on this machine's list offers for a custom language.
@@ -177,16 +181,43 @@ public indirect enum SpanFilter: Sendable, Equatable {
 
     // MARK: Evaluation
 
-    public func matches(_ span: SpanRecord) -> Bool {
+    /// What `agent.version` reads for a span: the keys, in order, and the version of the
+    /// span's run's root span (nil when the root is unknown or names none).
+    public struct VersionContext: Sendable {
+        public var keys: [String]
+        public var runVersion: String?
+
+        public init(keys: [String] = MetricRules.defaultVersionKeys, runVersion: String? = nil) {
+            self.keys = keys
+            self.runVersion = runVersion
+        }
+    }
+
+    public func matches(_ span: SpanRecord, version: VersionContext = VersionContext()) -> Bool {
         switch self {
-        case .and(let a, let b): return a.matches(span) && b.matches(span)
-        case .or(let a, let b): return a.matches(span) || b.matches(span)
-        case .not(let a): return !a.matches(span)
-        case .exists(let field): return Self.value(of: field, in: span) != nil
+        case .and(let a, let b): return a.matches(span, version: version) && b.matches(span, version: version)
+        case .or(let a, let b): return a.matches(span, version: version) || b.matches(span, version: version)
+        case .not(let a): return !a.matches(span, version: version)
+        case .exists(let field): return Self.value(of: field, in: span, version: version) != nil
         case .compare(let field, let op, let literal):
-            guard let v = Self.value(of: field, in: span) else { return op == .ne }
+            guard let v = Self.value(of: field, in: span, version: version) else { return op == .ne }
             return Self.compare(v, op, literal, field: field)
         }
+    }
+
+    /// Whether the expression reads `agent.version` (which needs the run's root).
+    public var readsAgentVersion: Bool {
+        switch self {
+        case .and(let a, let b), .or(let a, let b): a.readsAgentVersion || b.readsAgentVersion
+        case .not(let a): a.readsAgentVersion
+        case .exists(let field), .compare(let field, _, _): field == "agent.version"
+        }
+    }
+
+    /// The first of `keys` a span's own attributes hold (a root span's is its run's version).
+    public static func ownVersion(of span: SpanRecord, keys: [String]) -> String? {
+        for k in keys { if let v = span.attributes[k]?.scalarString { return v } }
+        return nil
     }
 
     enum FieldValue {
@@ -195,7 +226,7 @@ public indirect enum SpanFilter: Sendable, Equatable {
         case bool(Bool)
     }
 
-    static func value(of field: String, in span: SpanRecord) -> FieldValue? {
+    static func value(of field: String, in span: SpanRecord, version: VersionContext) -> FieldValue? {
         func attr(_ list: [Attribute], _ key: String) -> FieldValue? {
             guard let a = list.first(where: { $0.key == key }) else { return nil }
             switch a.value {
@@ -211,7 +242,12 @@ public indirect enum SpanFilter: Sendable, Equatable {
         case "duration": return .number(Double(span.durationNanos))
         case "start": return .number(Double(span.startNanos))
         case "tenant": return .text(span.tenant)
-        case "agent.version": return attr(span.resource.attributes, "service.version")
+        case "agent.version":
+            let v =
+                ownVersion(of: span, keys: version.keys) ?? version.runVersion
+                ?? version.keys.lazy.compactMap { span.resource.attributes[$0]?.scalarString }.first
+                ?? span.resource.attributes["service.version"]?.scalarString
+            return v.map { .text($0) }
         default:
             if field.hasPrefix("resource.") { return attr(span.resource.attributes, String(field.dropFirst(9))) }
             return attr(span.attributes, field) ?? attr(span.resource.attributes, field)

@@ -43,6 +43,38 @@ import Testing
         #expect(try SpanFilter.parse(expression).matches(span) == expected)
     }
 
+    /// `agent.version` reads the agent metrics' rule: the span's version keys, then its run's
+    /// root's version, then the resource's version keys, then `service.version`.
+    @Test func agentVersionFollowsTheMetricsRule() throws {
+        func span(_ attributes: [(String, TestValue)], resource: [(String, TestValue)]) -> SpanRecord {
+            let body = RequestBuilder.request(
+                resource: resource,
+                spans: [
+                    TestSpan(
+                        trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: "step",
+                        attributes: attributes)
+                ])
+            return try! body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }[0]
+        }
+        let is3 = try SpanFilter.parse("agent.version = \"3.0\"")
+        let serviceOnly = span([], resource: [("service.version", .string("1.0"))])
+        #expect(!is3.matches(serviceOnly))
+        #expect(try SpanFilter.parse("agent.version = \"1.0\"").matches(serviceOnly))
+        // The run's root names 3.0: it comes before the resource.
+        #expect(is3.matches(serviceOnly, version: .init(runVersion: "3.0")))
+        let onResource = span([], resource: [("service.version", .string("1.0")), ("agent.version", .string("3.0"))])
+        #expect(is3.matches(onResource))
+        // The span's own key wins over the root's.
+        let own = span([("gen_ai.agent.version", .string("3.0"))], resource: [("service.version", .string("1.0"))])
+        #expect(is3.matches(own, version: .init(runVersion: "2.0")))
+        // The keys are the configured ones.
+        let custom = span([("app.release", .string("3.0"))], resource: [])
+        #expect(!is3.matches(custom))
+        #expect(is3.matches(custom, version: .init(keys: ["app.release"])))
+        let byName = try SpanFilter.parse("name = \"x\"")
+        #expect(is3.readsAgentVersion && !byName.readsAgentVersion)
+    }
+
     @Test(arguments: [
         ("policy.outcome = blocked", 17, "not a value"),
         ("policy.outcome == \"x\"", 16, "expected a value"),

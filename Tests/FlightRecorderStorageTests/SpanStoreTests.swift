@@ -187,8 +187,7 @@ import Testing
         #expect(try await store.lookup(key: "operation.id", value: "op-99-1", scope: .all).isEmpty)
         let hits = try await store.search(
             narrow: [("gen_ai.tool.name", "even"), ("policy.outcome", "blocked")], scope: .all, since: nil, until: nil,
-            limit: 100
-        ) { _ in true }
+            limit: 100, filter: nil)
         #expect(Set(hits.hits.map(\.run.runID)) == ["run-10", "run-20", "run-30", "run-40"])
         #expect(hits.complete)
         await store.close()
@@ -310,15 +309,13 @@ import Testing
             try await store.append(decoder.decode(RequestBuilder.request(spans: spans)))
         }
         let hits = try await store.search(
-            narrow: [("policy.outcome", "allowed")], scope: .all, since: nil, until: nil, limit: 1_000
-        ) { _ in true }
+            narrow: [("policy.outcome", "allowed")], scope: .all, since: nil, until: nil, limit: 1_000, filter: nil)
         let expected = Set((1...600).filter { $0 % 5 != 0 }.map { "run-\($0)" })
         #expect(expected.count > 256)
         #expect(Set(hits.hits.map(\.run.runID)) == expected && hits.complete)
         let both = try await store.search(
             narrow: [("gen_ai.tool.name", "three"), ("policy.outcome", "blocked")], scope: .all, since: nil,
-            until: nil, limit: 1_000
-        ) { _ in true }
+            until: nil, limit: 1_000, filter: nil)
         #expect(Set(both.hits.map(\.run.runID)) == Set((1...600).filter { $0 % 15 == 0 }.map { "run-\($0)" }))
         await store.close()
     }

@@ -124,3 +124,54 @@ def test_stats_and_drift_flag_exactly_what_changed(workdir):
         assert runs_total() == 2 * RUNS
     finally:
         daemon.stop()
+
+
+def test_where_reads_the_agent_version_the_metrics_rule_gives(workdir):
+    """`agent.version` in `where` follows the metrics' rule: a span's own version key, then its
+    run's root's, then the resource's, then service.version. Here only each run's root names
+    the version; the tool spans under it inherit it, not the resource's service.version."""
+    daemon = Daemon(workdir, extra_config="metrics:\n  run_settle: 1s\n").start()
+    try:
+        provider = TracerProvider(resource=Resource.create({"service.name": "ops-agent", "service.version": "1.0"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=daemon.otlp_url, timeout=10)))
+        tracer = provider.get_tracer("test")
+        for i, version in enumerate(["r8", "r9", None]):
+            attrs = {"agent.run.id": f"where-run-{i}", "gen_ai.operation.name": "invoke_agent"}
+            if version:
+                attrs["gen_ai.agent.version"] = version
+            with tracer.start_as_current_span("invoke_agent", attributes=attrs):
+                with tracer.start_as_current_span("execute_tool rotate_key", attributes={
+                        "agent.run.id": f"where-run-{i}", "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": "rotate_key"}):
+                    pass
+        provider.shutdown()
+
+        def runs(expression):
+            code, body = daemon.get("/api/v1/runs?where=" + urllib.request.quote(expression))
+            assert code == 200, body
+            return sorted(r["runId"] for r in body["runs"])
+
+        tool = 'name = "execute_tool rotate_key"'
+        assert runs(f'agent.version = "r9" and {tool}') == ["where-run-1"]
+        assert runs(f'agent.version = "r8" and {tool}') == ["where-run-0"]
+        # Without a version on the run's root, the resource's service.version applies.
+        assert runs(f'agent.version = "1.0" and {tool}') == ["where-run-2"]
+        # Grouping and filtering agree: the stats of the runs whose tool span is r9's.
+        body = wait_for_stats(daemon, 3)
+        assert {g["group"] for g in body["groups"]} == {"r8", "r9", "1.0"}
+        code, narrowed = daemon.get("/api/v1/stats?by=agent.version&since=1h&where=" +
+                                    urllib.request.quote(f'agent.version = "r9" and {tool}'))
+        assert code == 200 and {g["group"]: g["runs"] for g in narrowed["groups"]} == {"r9": 1}
+    finally:
+        daemon.stop()
+
+
+def wait_for_stats(daemon, total, timeout=60):
+    deadline = time.time() + timeout
+    body = None
+    while time.time() < deadline:
+        code, body = daemon.get("/api/v1/stats?by=agent.version&since=1h")
+        if code == 200 and sum(g["runs"] for g in body["groups"]) == total:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"runs not settled: {body}")

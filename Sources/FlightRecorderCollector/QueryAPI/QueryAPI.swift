@@ -151,7 +151,7 @@ public struct QueryAPI: Sendable {
         let filter = try Self.spanFilter(expression)
         let narrow = filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys))
         let result = try await store.search(
-            narrow: narrow, scope: scope, since: since, until: until, limit: limit, matches: { filter.matches($0) })
+            narrow: narrow, scope: scope, since: since, until: until, limit: limit, filter: filter)
         return JSONResponse.make(
             .ok,
             SearchBody(

@@ -89,7 +89,7 @@ public struct StatsAPI: Sendable {
             let result = try await store.search(
                 narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
                 since: w.since, until: w.until, limit: Self.maxWhereRuns, scanLimit: Self.maxWhereRuns,
-                matches: { filter.matches($0) })
+                filter: filter)
             let runs = result.hits.map { (tenant: $0.run.tenant ?? "default", run: $0.run.runID) }
             for r in try stats.aggregates(runs) { out[w.by.key(r), default: GroupStats()].add(r) }
             return (out, "runs", result.complete)

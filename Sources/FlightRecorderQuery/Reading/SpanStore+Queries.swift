@@ -156,11 +156,16 @@ extension SpanStore {
     /// runs are scanned newest first, at most `scanLimit` of them. Candidate traces are read
     /// in small batches, and reading stops once `limit` runs have matched, so a page costs
     /// the same however large the store is.
+    ///
+    /// `filter` nil matches every span. Its `agent.version` uses the metrics' version keys and
+    /// the version of each run's root span among the traces read.
     public func search(
         narrow: [(key: String, value: String)], scope: TenantScope, since: Int64?, until: Int64?, limit: Int,
-        scanLimit: Int = 20_000, matches: @escaping @Sendable (SpanRecord) -> Bool
+        scanLimit: Int = 20_000, filter: SpanFilter?
     ) async throws -> SearchResult {
         let resolver = RunResolver(identity: configuration.runIdentity)
+        let matches = Matcher(
+            filter: filter, versionKeys: configuration.metricRules?.versionKeys ?? MetricRules.defaultVersionKeys)
         return try await read { r, segments in
             var state = SearchState()
             if !narrow.isEmpty {
@@ -222,12 +227,24 @@ extension SpanStore {
         }
     }
 
+    /// A search's filter, with what its `agent.version` needs.
+    struct Matcher {
+        var filter: SpanFilter?
+        var versionKeys: [String]
+        /// The filter reads `agent.version`: spans are matched once their runs' roots are known.
+        var needsRuns: Bool { filter?.readsAgentVersion ?? false }
+
+        func callAsFunction(_ span: SpanRecord, runVersion: String? = nil) -> Bool {
+            filter?.matches(span, version: .init(keys: versionKeys, runVersion: runVersion)) ?? true
+        }
+    }
+
     /// Reads `candidates` (newest first) in batches of 32 until `limit` runs have matched;
     /// returns how many were read.
     static func readCandidates(
         _ candidates: [(key: TraceKey, start: Int64)], into state: inout SearchState, limit: Int, since: Int64?,
         until: Int64?, reader r: IndexReader, segments: SegmentReader, resolver: RunResolver,
-        matches: (SpanRecord) -> Bool
+        matches: Matcher
     ) throws -> Int {
         var next = 0
         while next < candidates.count && state.hits.count < limit {
@@ -236,15 +253,30 @@ extension SpanStore {
             var traceRun: [TraceKey: String] = [:]
             for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
             let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
-            let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
-                tenantsOf[span.traceID]?.contains(span.tenant) == true && matches(span)
+            var (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+                tenantsOf[span.traceID]?.contains(span.tenant) == true && (matches.needsRuns || matches(span))
             }
             state.warnings += w
+            func runKey(_ span: SpanRecord) -> RunKeyOut {
+                RunKeyOut(
+                    run: resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: span.tenant, trace: span.traceID)]),
+                    tenant: span.tenant)
+            }
+            if matches.needsRuns {
+                // The version each run's root names, where the root is among the traces read:
+                // scanning, every trace of each run; narrowed by the index, the traces that
+                // hold the narrowing values (a root elsewhere counts as unknown there).
+                var rootVersion: [RunKeyOut: String] = [:]
+                for span in spans where span.parentSpanID == nil {
+                    if let v = SpanFilter.ownVersion(of: span, keys: matches.versionKeys) {
+                        rootVersion[runKey(span)] = v
+                    }
+                }
+                spans = spans.filter { matches($0, runVersion: rootVersion[runKey($0)]) }
+            }
             var touched: [RunKeyOut] = []
             for span in spans {
-                let tenant = span.tenant
-                let run = resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: tenant, trace: span.traceID)])
-                let key = RunKeyOut(run: run, tenant: tenant)
+                let key = runKey(span)
                 if state.byRun[key] == nil { touched.append(key) }
                 state.byRun[key, default: []].append(span)
             }

@@ -300,8 +300,8 @@ final class SegmentIndexWriter {
             if writesMetrics {
                 wroteMetrics(upTo: indexedBytes)
             } else {
-                for k in round.counters.keys { unwrittenMetrics[k] = true }
-                for k in round.histograms.keys { unwrittenMetrics[k] = true }
+                unwrittenMetrics.insertKeys(of: round.counters, value: true)
+                unwrittenMetrics.insertKeys(of: round.histograms, value: true)
             }
             self.indexedBytes = indexedBytes
         } catch {
@@ -497,8 +497,8 @@ final class SegmentIndexWriter {
     /// crash: `needsMetricsRecount`). They are written with the next rows.
     func recountedMetrics(_ d: MetricDeltas) {
         metrics.add(d)
-        for k in d.counters.keys { unwrittenMetrics[k] = true }
-        for k in d.histograms.keys { unwrittenMetrics[k] = true }
+        unwrittenMetrics.insertKeys(of: d.counters, value: true)
+        unwrittenMetrics.insertKeys(of: d.histograms, value: true)
         needsMetricsRecount = false
     }
 
