@@ -126,6 +126,7 @@ public final class RunAnalyser: Service, Sendable {
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
     static let batchSize = 256
+    static let maxPause = Duration.seconds(2)
 
     /// Observes every run that has settled, oldest first, in batches stored in one
     /// transaction each, within the analyser's share of the CPU.
@@ -183,7 +184,9 @@ public final class RunAnalyser: Service, Sendable {
             }
             let share = waitingCount > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
             let worked = ContinuousClock.now - began
-            try? await Task.sleep(for: worked * ((1 - share) / share))
+            // Time worked is wall time, which a busy machine stretches: the pause is capped, so
+            // one slow batch never stops the analyser for minutes.
+            try? await Task.sleep(for: min(worked * ((1 - share) / share), Self.maxPause))
         }
     }
 
@@ -201,7 +204,9 @@ public final class RunAnalyser: Service, Sendable {
     func observe(_ ref: RunRef, now t: Double) async -> Observation {
         let detail: RunDetail?
         do {
-            detail = try await store.run(ref.run, scope: .only([ref.tenant]))
+            // Only runs the indexer reported are here: what they need is indexed. Waiting for
+            // everything acknowledged would count ingest's index lag as the analyser's work.
+            detail = try await store.run(ref.run, scope: .only([ref.tenant]), waitForIndex: false)
         } catch {
             return .wait  // the store could not answer (index behind, say): try again later
         }

@@ -33,9 +33,12 @@ extension SpanStore {
     /// The run `id`, with all its spans sorted by start time; nil if unknown within `scope`.
     /// A trace ID whose run has since been named resolves to that run. When tenants in scope
     /// share a run ID, the first tenant in order answers and a warning says so.
-    public func run(_ id: String, scope: TenantScope = .all) async throws -> RunDetail? {
+    ///
+    /// `waitForIndex: false` reads what is indexed now, without waiting for what was
+    /// acknowledged (`SpanStore.read`).
+    public func run(_ id: String, scope: TenantScope = .all, waitForIndex: Bool = true) async throws -> RunDetail? {
         let resolver = RunResolver(identity: configuration.runIdentity)
-        return try await read { r, segments in
+        return try await read(waitForIndex: waitForIndex) { r, segments in
             try Self.runDetail(id, scope: scope, reader: r, segments: segments, resolver: resolver, known: [:])
         }
     }

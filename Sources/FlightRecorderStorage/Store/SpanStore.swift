@@ -220,11 +220,12 @@ public final class SpanStore: Service, @unchecked Sendable {
 
     /// Runs `body` with the index and segment readers once everything acknowledged before the
     /// call is indexed (read-your-writes). The query engine (FlightRecorderQuery) reads
-    /// through this.
+    /// through this. `waitForIndex: false` reads what is indexed now: for the run analyser,
+    /// which reads only runs the indexer has reported, and must not wait behind ingest.
     package func read<T: Sendable>(
-        _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
+        waitForIndex: Bool = true, _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
     ) async throws -> T {
-        try await awaitIndexed()
+        if waitForIndex { try await awaitIndexed() }
         if let busy = repairs.ids.withLock({ $0.min() }) { throw StorageError.indexRebuilding(busy) }
         do {
             return try await NIOThreadPool.singleton.runIfActive { [self] in
