@@ -295,7 +295,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderAnalysisTests",
-            dependencies: ["FlightRecorderAnalysis", "FlightRecorderSQLite", "FlightRecorderTesting"],
+            dependencies: [
+                "FlightRecorderAnalysis", "FlightRecorderOTLP", "FlightRecorderSQLite", "FlightRecorderTesting",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderMetricsTests",

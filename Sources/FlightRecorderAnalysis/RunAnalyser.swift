@@ -77,12 +77,9 @@ public final class RunAnalyser: Service, Sendable {
     /// Runs observed since start-up.
     public var observed: Int { observedCount.load(ordering: .relaxed) }
 
-    /// The run families of every stored aggregate: the totals the metrics start from.
-    public func storedTotals() throws -> MetricDeltas {
-        var d = MetricDeltas()
-        try stats.forEach { d.add($0.metrics) }
-        return d
-    }
+    /// The run families of every stored aggregate: the totals the metrics start from, as the
+    /// store keeps them (`RunStatsStore.metricTotals`).
+    public func storedTotals() throws -> MetricDeltas { try stats.metricTotals() }
 
     public func run() async throws {
         // What the stored aggregates already count, then recent runs not observed yet.
@@ -160,11 +157,7 @@ public final class RunAnalyser: Service, Sendable {
                 }
             }
             do {
-                try stats.save(batch)
-                var d = MetricDeltas()
-                for (new, old) in batch {
-                    d.add(old.map { RunAggregate.counterIncrease(from: $0, to: new) } ?? new.metrics)
-                }
+                let d = try stats.save(batch)
                 if !d.isEmpty { onMetrics(d) }
                 observedCount.add(batch.count, ordering: .relaxed)
             } catch {

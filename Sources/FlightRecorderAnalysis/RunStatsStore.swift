@@ -1,3 +1,4 @@
+public import FlightRecorderOTLP
 import FlightRecorderSQLite
 import Foundation
 import Synchronization
@@ -22,6 +23,13 @@ public final class RunStatsStore: Sendable {
             hour INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL, version TEXT NOT NULL,
             task_type TEXT NOT NULL, data BLOB NOT NULL,
             PRIMARY KEY(hour, tenant, agent, version, task_type)) WITHOUT ROWID;
+        -- The run families' totals over every stored aggregate (`MetricDeltas`, as the index's
+        -- `metrics` rows), kept with each batch: start-up reads these instead of decoding every
+        -- aggregate. meta `metric_totals` = 1 once they are kept.
+        CREATE TABLE IF NOT EXISTS metric_totals(
+            family INTEGER NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL, histogram BLOB,
+            PRIMARY KEY(family, labels)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """
 
     public init(path: String) throws {
@@ -34,6 +42,13 @@ public final class RunStatsStore: Sendable {
             for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
             opened = try SQLiteDatabase(path: path)
             try opened.execute(Self.schema)
+        }
+        // A store without aggregates keeps its totals from the first batch; an older store
+        // with aggregates gets them once at start-up (`storeMetricTotals`).
+        let q = try opened.prepare("SELECT 1 FROM run_stats LIMIT 1")
+        if try !q.step() {
+            q.reset()
+            try opened.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('metric_totals', '1')")
         }
         db = Mutex(opened)
     }
@@ -75,8 +90,16 @@ public final class RunStatsStore: Sendable {
 
     /// Stores a batch of aggregates in one transaction; each rollup the batch moves is read
     /// and written once.
-    public func save(_ batch: [(new: RunAggregate, old: RunAggregate?)]) throws {
-        guard !batch.isEmpty else { return }
+    /// Returns what the batch adds to the run families of the agent metrics (a run seen
+    /// before adds its counters' increase only), which the kept totals gain in the same
+    /// transaction.
+    @discardableResult
+    public func save(_ batch: [(new: RunAggregate, old: RunAggregate?)]) throws -> MetricDeltas {
+        guard !batch.isEmpty else { return MetricDeltas() }
+        var metrics = MetricDeltas()
+        for (new, old) in batch {
+            metrics.add(old.map { RunAggregate.counterIncrease(from: $0, to: new) } ?? new.metrics)
+        }
         var moves: [RollupKey: GroupStats] = [:]
         var removals: [RollupKey: GroupStats] = [:]
         func key(_ r: RunAggregate) -> RollupKey {
@@ -103,6 +126,82 @@ public final class RunStatsStore: Sendable {
                 for k in Set(moves.keys).union(removals.keys) {
                     try Self.roll(db, k, add: moves[k], subtract: removals[k])
                 }
+                try Self.addTotals(db, metrics)
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+        return metrics
+    }
+
+    /// Adds `d` into the `metric_totals` rows (within the caller's transaction).
+    private static func addTotals(_ db: SQLiteDatabase, _ d: MetricDeltas) throws(SQLiteError) {
+        guard !d.isEmpty else { return }
+        let get = try db.prepare("SELECT value, histogram FROM metric_totals WHERE family = ?1 AND labels = ?2")
+        let put = try db.prepare(
+            "INSERT OR REPLACE INTO metric_totals(family, labels, value, histogram) VALUES (?1, ?2, ?3, ?4)")
+        for (key, n) in d.counters {
+            get.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels)
+            let old = try get.step() ? get.double(0) : 0
+            get.reset()
+            put.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: old + n).bindNull(4)
+            try put.run()
+        }
+        for (key, h) in d.histograms {
+            guard let bounds = key.family.buckets else { continue }
+            get.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels)
+            var total =
+                try get.step()
+                ? HistogramDelta(serialized: get.blob(1), buckets: bounds.count) ?? .init(buckets: bounds.count)
+                : HistogramDelta(buckets: bounds.count)
+            get.reset()
+            total.add(h)
+            put.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: 0)
+                .bind(4, blob: total.serialized)
+            try put.run()
+        }
+    }
+
+    /// The run families' totals over every stored aggregate. A store written before it kept
+    /// them sums its aggregates once (decoding each) and keeps them from then on.
+    public func metricTotals() throws -> MetricDeltas {
+        if let kept = try keptMetricTotals() { return kept }
+        var d = MetricDeltas()
+        try forEach { d.add($0.metrics) }
+        try storeMetricTotals(d)
+        return d
+    }
+
+    /// The kept totals; nil when this store does not keep them yet.
+    func keptMetricTotals() throws -> MetricDeltas? {
+        try db.withLock { db throws(SQLiteError) -> MetricDeltas? in
+            let m = try db.prepare("SELECT value FROM meta WHERE key = 'metric_totals'")
+            guard try m.step(), m.text(0) == "1" else { return nil }
+            m.reset()
+            var out = MetricDeltas()
+            let q = try db.prepare("SELECT family, labels, value, histogram FROM metric_totals")
+            while try q.step() {
+                guard let key = SeriesKey(family: Int(q.int64(0)), joinedLabels: q.text(1) ?? "") else { continue }
+                if let bounds = key.family.buckets {
+                    if let h = HistogramDelta(serialized: q.blob(3), buckets: bounds.count) { out.histograms[key] = h }
+                } else {
+                    out.counters[key] = q.double(2)
+                }
+            }
+            return out
+        }
+    }
+
+    /// Replaces the kept totals with `d` (summed from every stored aggregate) and marks them kept.
+    func storeMetricTotals(_ d: MetricDeltas) throws {
+        try db.withLock { db throws(SQLiteError) in
+            try db.execute("BEGIN IMMEDIATE")
+            do throws(SQLiteError) {
+                try db.execute("DELETE FROM metric_totals")
+                try Self.addTotals(db, d)
+                try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('metric_totals', '1')")
                 try db.execute("COMMIT")
             } catch {
                 try? db.execute("ROLLBACK")

@@ -1,4 +1,6 @@
 import FlightRecorderAnalysis
+import FlightRecorderOTLP
+import FlightRecorderSQLite
 import FlightRecorderTesting
 import Foundation
 import Testing
@@ -79,5 +81,44 @@ import Testing
         let acme = try store.rollups(since: 0, until: 4 * 3_600_000_000_000, tenants: ["acme"]) { $0.tenant }
         #expect(acme.keys.sorted() == ["acme"])
         #expect(acme["acme"]?.runs == runs.filter { $0.tenant == "acme" }.count)
+    }
+
+    /// Start-up reads the run families' totals the store keeps with every batch, not every
+    /// aggregate: they equal the sum of the aggregates' metrics, a run observed again adding
+    /// its counters' increase only; a store from before they were kept sums them once.
+    @Test func storeKeepsTheRunFamiliesTotals() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/stats.db"
+        func toolCalls(_ d: MetricDeltas) -> [String: Double] {
+            var out: [String: Double] = [:]
+            for (k, v) in d.counters { out[k.family.name + "/" + k.labels.joined(separator: ","), default: 0] += v }
+            for (k, h) in d.histograms {
+                out[k.family.name + "/" + k.labels.joined(separator: ","), default: 0] += Double(h.count)
+            }
+            return out
+        }
+        var expected = MetricDeltas()
+        for r in runs { expected.add(r.metrics) }
+        var again = runs[6]
+        again.findings["unapproved_write"] = 2
+        expected.add(RunAggregate.counterIncrease(from: runs[6], to: again))
+        do {
+            let store = try RunStatsStore(path: path)
+            let added = try store.save(runs.map { ($0, nil) })
+            #expect(toolCalls(added) == toolCalls(runs.reduce(into: MetricDeltas()) { $0.add($1.metrics) }))
+            try store.save([(again, runs[6])])
+            #expect(toolCalls(try store.metricTotals()) == toolCalls(expected))
+        }
+        // As a store written before the totals were kept: summed from the aggregates once.
+        do {
+            let db = try SQLiteDatabase(path: path)
+            try db.execute("DELETE FROM metric_totals; DELETE FROM meta")
+        }
+        let reopened = try RunStatsStore(path: path)
+        #expect(toolCalls(try reopened.metricTotals()) == toolCalls(expected))
+        let db = try SQLiteDatabase(path: path)
+        let q = try db.prepare("SELECT count(*) FROM metric_totals")
+        _ = try q.step()
+        #expect(q.int64(0) > 0)
     }
 }
