@@ -1,5 +1,7 @@
+import AsyncHTTPClient
 import FlightRecorderOTLP
 import FlightRecorderTesting
+import NIOCore
 import Foundation
 
 /// `--extract-bench`: the span families' cost in isolation, per span, without a daemon: the
@@ -60,5 +62,69 @@ extension LoadGen {
                         "%@: extract without metrics %.0f ns/span, with %.0f ns/span: span families %.0f ns/span (%.1f %%); indexer merge %.0f ns/span",
                     name, f(off), f(on), f(on) - f(off), 100 * (f(on) / f(off) - 1), f(merge)))
         }
+    }
+}
+
+/// `--compare-metrics`: ingest with the agent metrics on against off, side by side in one run
+/// and at the same time: two fresh daemons, one with `metrics.enabled: false`, one with the
+/// metrics on (`run_settle: 10s`, so the run analyser works during the round), each sent the
+/// same generated pool (unique IDs) over half the connections for the same seconds
+/// (`--metrics-on` replaces the metrics-on daemon's `metrics:` section). Both
+/// share the machine's cores and whatever else runs on them, so the host's noise falls on
+/// both alike, and each one's spans/s follows its cost per span. `--rounds` rounds, the
+/// daemon started first alternating; the median ratio is reported.
+extension LoadGen {
+    func runCompareMetrics(daemon binary: String) async throws {
+        let source = try makeSource()
+        var ratios: [Double] = []
+        for round in 1...rounds {
+            var off = self
+            off.connections = max(1, connections / 2)
+            off.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-off-\(getpid())"
+            var on = off
+            on.portBase = portBase + 10
+            on.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-on-\(getpid())"
+            let offExtra = extraConfig + "\nmetrics:\n  enabled: false\n"
+            let onExtra = extraConfig + "\n" + metricsOn + "\n"
+            let (a, b) =
+                round % 2 == 1
+                ? (try await off.startDaemon(binary, extra: offExtra), try await on.startDaemon(binary, extra: onExtra))
+                : (try await on.startDaemon(binary, extra: onExtra), try await off.startDaemon(binary, extra: offExtra))
+            let (offDaemon, onDaemon) = round % 2 == 1 ? (a, b) : (b, a)
+            let (offCopy, onCopy) = (off, on)
+            async let offRate = offCopy.sideBySide(source)
+            async let onRate = onCopy.sideBySide(source)
+            let (x, y) = try await (offRate, onRate)
+            for (daemon, directory) in [(offDaemon, off.benchDirectory!), (onDaemon, on.benchDirectory!)] {
+                daemon.process.terminate()
+                daemon.process.waitUntilExit()
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+            ratios.append(y / x)
+            print(
+                String(
+                    format: "round %d: metrics off %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round, x, y,
+                    100 * y / x))
+        }
+        let sorted = ratios.sorted()
+        print(
+            String(
+                format: "median on / off over %d rounds: %.1f%% (lowest %.1f%%, highest %.1f%%)", ratios.count,
+                100 * sorted[sorted.count / 2], 100 * sorted.first!, 100 * sorted.last!))
+    }
+
+    /// Warm-up, then `duration` seconds of load on this daemon's OTLP/HTTP port; spans/s.
+    func sideBySide(_ source: RequestSource) async throws -> Double {
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                connectionPool: .init(
+                    idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+        defer { _ = client.shutdown() }
+        let target = "http://127.0.0.1:\(portBase)/v1/traces"
+        _ = try await drive(client: client, target: target, requests: source, seconds: warmup, limit: nil, monitor: nil)
+        let r = try await drive(
+            client: client, target: target, requests: source, seconds: duration, limit: nil, monitor: nil)
+        return Double(r.spans) / r.elapsed
     }
 }

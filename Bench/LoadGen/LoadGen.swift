@@ -119,8 +119,18 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "Without a daemon: the span families' cost per span in IndexFacts.extract (ExtractBench.swift).")
     var extractBench = false
 
+    @Flag(help: "With --daemon: ingest with the agent metrics on against off, two daemons at once (ExtractBench.swift).")
+    var compareMetrics = false
+
+    @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")
+    var metricsOn = "metrics:\n  run_settle: 10s"
+
     func run() async throws {
         if extractBench { return try runExtractBench() }
+        if compareMetrics {
+            guard let daemon else { throw ValidationError("--compare-metrics needs --daemon") }
+            return try await runCompareMetrics(daemon: daemon)
+        }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }
             return try await runGuardBench(binary: daemon)
