@@ -1,8 +1,8 @@
 import AsyncHTTPClient
 import FlightRecorderOTLP
 import FlightRecorderTesting
-import NIOCore
 import Foundation
+import NIOCore
 
 /// `--extract-bench`: the span families' cost in isolation, per span, without a daemon: the
 /// generated pool (unique IDs each pass) through `IndexFacts.extract` (the last ingest stage,

@@ -119,7 +119,8 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "Without a daemon: the span families' cost per span in IndexFacts.extract (ExtractBench.swift).")
     var extractBench = false
 
-    @Flag(help: "With --daemon: ingest with the agent metrics on against off, two daemons at once (ExtractBench.swift).")
+    @Flag(
+        help: "With --daemon: ingest with the agent metrics on against off, two daemons at once (ExtractBench.swift).")
     var compareMetrics = false
 
     @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")

@@ -220,19 +220,58 @@ struct LabelHash {
     func id(_ family: MetricFamily) -> UInt64 { SeriesKey.finish(h, family) }
 }
 
+/// The series keys the requests a thread ingested met lately, by id: a request meeting a
+/// series for the first time takes its key from here rather than making the label strings
+/// again. Per thread (`extract` never suspends), so no lock; a few hundred series a request
+/// had each allocated an array and strings that the indexer thread then freed, and glibc's
+/// frees across threads cost more than the span families' own work (`perf`). Cleared whole at
+/// `limit` keys.
+final class SeriesKeyCache {
+    private var keys = SeriesMap<Bool>()
+    static let limit = 1 << 14
+
+    private static let slot: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { p in
+            if let p { Unmanaged<SeriesKeyCache>.fromOpaque(p).release() }
+        }
+        return key
+    }()
+
+    /// This thread's cache.
+    static var current: SeriesKeyCache {
+        if let p = pthread_getspecific(slot) { return Unmanaged<SeriesKeyCache>.fromOpaque(p).takeUnretainedValue() }
+        let cache = SeriesKeyCache()
+        pthread_setspecific(slot, Unmanaged.passRetained(cache).toOpaque())
+        return cache
+    }
+
+    @inline(__always)
+    func key(_ id: UInt64, _ family: MetricFamily, _ make: () -> SeriesKey) -> SeriesKey {
+        if let k = keys.key(id: id, family: family) { return k }
+        let k = make()
+        if keys.count >= Self.limit { keys = SeriesMap() }
+        keys[k] = true
+        return k
+    }
+}
+
 /// One request's span-family counts, straight into `MetricDeltas`: a span costs a few hash
 /// steps and one `SeriesMap` probe per family; the label strings are made only for a series
 /// the request has not met yet.
 struct MetricAccumulator {
     var deltas = MetricDeltas()
+    let cache = SeriesKeyCache.current
 
     @inline(__always)
     mutating func count(
         _ family: MetricFamily, _ hash: LabelHash, by n: Double = 1, labels: () -> [LabelRef]
     ) {
         let id = hash.id(family)
+        let cache = cache
         deltas.counters.update(
-            id: id, family: family, key: { SeriesKey(family: family, labels: labels().map(\.string), id: id) },
+            id: id, family: family,
+            key: { cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) } },
             initial: { 0 }
         ) { $0 += n }
     }
@@ -244,8 +283,10 @@ struct MetricAccumulator {
     ) {
         let bounds = MetricFamily.bounds[Int(family.rawValue)]
         let id = hash.id(family)
+        let cache = cache
         deltas.histograms.update(
-            id: id, family: family, key: { SeriesKey(family: family, labels: labels().map(\.string), id: id) },
+            id: id, family: family,
+            key: { cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) } },
             initial: { HistogramDelta(buckets: bounds.count) }
         ) { $0.observe(value, bounds: bounds, exemplar: exemplar) }
     }
