@@ -45,7 +45,7 @@ public final class MetricRules: Sendable, Equatable {
     let taskCKeys: [CKey]
     /// The label values ingest uses for every span, held here rather than as statics, which
     /// cost a lazy-initialisation check on each use.
-    let literals = LabelRef.Literals()
+    let literals = LabelRef.Literals.shared
     /// `AgentKeys.modelOperations`, compared with each span's `gen_ai.operation.name`.
     let modelOperations = AgentKeys.modelOperations.map(CKey.init)
 
@@ -182,6 +182,9 @@ struct LabelRef: @unchecked Sendable {  // immutable; what it points at outlives
     static let other = LabelRef(constant: MetricLabel.other)
 
     struct Literals: Sendable {
+        /// Made once: the constants' C strings are never freed.
+        static let shared = Literals()
+
         let missing = LabelRef.missing
         let ok = LabelRef(constant: "ok")
         let error = LabelRef(constant: "error")
