@@ -25,7 +25,9 @@ public final class MetricRules: Sendable, Equatable {
         }
     }
 
-    /// Looked for on the span, then on its resource, then `service.version` on the resource.
+    /// Looked for on the span, then on its run's root span, then on its resource, then
+    /// `service.version` on the resource (the span families, the run families and the `where`
+    /// language alike).
     public let versionKeys: [String]
     /// Looked for on the span, then on its resource.
     public let taskTypeKeys: [String]
