@@ -430,6 +430,18 @@ public struct MetricDeltas: Sendable, Equatable {
         }
     }
 
+    /// Sets one series from a stored row (the index's `metrics`, `stats.db`'s `metric_totals`):
+    /// family, joined labels, a counter's value, a histogram's serialized counts. A row that
+    /// names no known family, or whose histogram does not match its buckets, is skipped.
+    public mutating func setStored(family: Int, joinedLabels: String, value: Double, histogram: [UInt8]) {
+        guard let key = SeriesKey(family: family, joinedLabels: joinedLabels) else { return }
+        if let bounds = key.family.buckets {
+            if let h = HistogramDelta(serialized: histogram, buckets: bounds.count) { histograms[key] = h }
+        } else {
+            counters[key] = value
+        }
+    }
+
     public mutating func add(_ o: MetricDeltas) {
         counters.merge(o.counters) { $0 += $1 }
         histograms.merge(o.histograms) { $0.add($1) }

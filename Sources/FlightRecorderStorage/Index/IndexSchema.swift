@@ -147,12 +147,8 @@ enum IndexSchema {
             return out
         }
         while try q.step() {
-            guard let key = SeriesKey(family: Int(q.int64(0)), joinedLabels: q.text(1) ?? "") else { continue }
-            if let bounds = key.family.buckets {
-                if let h = HistogramDelta(serialized: q.blob(3), buckets: bounds.count) { out.histograms[key] = h }
-            } else {
-                out.counters[key] = q.double(2)
-            }
+            out.setStored(
+                family: Int(q.int64(0)), joinedLabels: q.text(1) ?? "", value: q.double(2), histogram: q.blob(3))
         }
         return out
     }
