@@ -53,11 +53,12 @@ def export_versions(daemon):
     provider.shutdown()
 
 
-def wait_for_runs(daemon, total, timeout=60):
+def wait_for_runs(daemon, total, since="3h", timeout=60):
+    """The stats by agent.version over `since`, once `total` runs have settled."""
     deadline = time.time() + timeout
     body = None
     while time.time() < deadline:
-        code, body = daemon.get("/api/v1/stats?by=agent.version&since=3h")
+        code, body = daemon.get(f"/api/v1/stats?by=agent.version&since={since}")
         if code == 200 and sum(g["runs"] for g in body["groups"]) == total:
             return body
         time.sleep(0.5)
@@ -157,7 +158,7 @@ def test_where_reads_the_agent_version_the_metrics_rule_gives(workdir):
         # Without a version on the run's root, the resource's service.version applies.
         assert runs(f'agent.version = "1.0" and {tool}') == ["where-run-2"]
         # Grouping and filtering agree: the stats of the runs whose tool span is r9's.
-        body = wait_for_stats(daemon, 3)
+        body = wait_for_runs(daemon, 3, since="1h")
         assert {g["group"] for g in body["groups"]} == {"r8", "r9", "1.0"}
         code, narrowed = daemon.get("/api/v1/stats?by=agent.version&since=1h&where=" +
                                     urllib.request.quote(f'agent.version = "r9" and {tool}'))
@@ -165,13 +166,3 @@ def test_where_reads_the_agent_version_the_metrics_rule_gives(workdir):
     finally:
         daemon.stop()
 
-
-def wait_for_stats(daemon, total, timeout=60):
-    deadline = time.time() + timeout
-    body = None
-    while time.time() < deadline:
-        code, body = daemon.get("/api/v1/stats?by=agent.version&since=1h")
-        if code == 200 and sum(g["runs"] for g in body["groups"]) == total:
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"runs not settled: {body}")
