@@ -115,11 +115,7 @@ extension LoadGen {
 
     /// Warm-up, then `duration` seconds of load on this daemon's OTLP/HTTP port; spans/s.
     func sideBySide(_ source: RequestSource) async throws -> Double {
-        let client = HTTPClient(
-            eventLoopGroupProvider: .singleton,
-            configuration: .init(
-                connectionPool: .init(
-                    idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+        let client = makeLoadClient()
         defer { _ = client.shutdown() }
         let target = "http://127.0.0.1:\(portBase)/v1/traces"
         _ = try await drive(client: client, target: target, requests: source, seconds: warmup, limit: nil, monitor: nil)

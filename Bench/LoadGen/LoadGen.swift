@@ -179,6 +179,15 @@ struct LoadGen: AsyncParsableCommand {
         }
     }
 
+    /// The HTTP client the load goes through: `connections` connections, kept open.
+    func makeLoadClient() -> HTTPClient {
+        HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                connectionPool: .init(
+                    idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+    }
+
     /// Runs one measurement and returns spans/s.
     func measure(_ requests: RequestSource, extra: String, grpc: Bool = false) async throws -> Double {
         let startBytes = Self.sentBytes.value
@@ -203,11 +212,7 @@ struct LoadGen: AsyncParsableCommand {
         if grpc {
             result = try await driveGRPC(target: grpcHostPort, requests: requests, phases: phases)
         } else {
-            let client = HTTPClient(
-                eventLoopGroupProvider: .singleton,
-                configuration: .init(
-                    connectionPool: .init(
-                        idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)))
+            let client = makeLoadClient()
             var last = Result()
             for phase in phases {
                 last = try await drive(

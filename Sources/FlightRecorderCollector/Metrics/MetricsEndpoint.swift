@@ -58,14 +58,19 @@ public final class MetricsEndpoint: Sendable {
     /// observation replayed into its histogram) had cost more than summing them.
     public func observe(_ deltas: MetricDeltas) {
         applying.async { [self] in
-            pending.withLock { $0.add(deltas) }
             let now = Self.now()
-            if now - lastApplied.withLock({ $0 }) >= Self.applyInterval {
+            let (due, schedule) = apply.withLock { a in
+                a.pending.add(deltas)
+                let due = now - a.lastApplied >= Self.applyInterval
+                let schedule = !due && !a.flushScheduled
+                if schedule { a.flushScheduled = true }
+                return (due, schedule)
+            }
+            if due {
                 applyPending(now: now)
-            } else if !flushScheduled.withLock({ $0 }) {
-                flushScheduled.withLock { $0 = true }
+            } else if schedule {
                 applying.asyncAfter(deadline: .now() + Self.applyInterval) { [self] in
-                    flushScheduled.withLock { $0 = false }
+                    apply.withLock { $0.flushScheduled = false }
                     applyPending(now: Self.now())
                 }
             }
@@ -74,18 +79,23 @@ public final class MetricsEndpoint: Sendable {
 
     static let applyInterval = 1.0
     private let applying = DispatchQueue(label: "flightrec.metrics.apply")
-    /// Rounds not applied yet, and when the registry was last brought up to date (on `applying`).
-    private let pending = Mutex(MetricDeltas())
-    private let lastApplied = Mutex(0.0)
-    private let flushScheduled = Mutex(false)
+
+    /// Rounds not applied yet, when the registry was last brought up to date, and whether a
+    /// flush is due on `applying` (used there only).
+    struct ApplyState {
+        var pending = MetricDeltas()
+        var lastApplied = 0.0
+        var flushScheduled = false
+    }
+    private let apply = Mutex(ApplyState())
 
     /// On `applying`.
     private func applyPending(now: Double) {
-        let deltas = pending.withLock { p in
-            defer { p = MetricDeltas() }
-            return p
+        let deltas = apply.withLock { a in
+            a.lastApplied = now
+            defer { a.pending = MetricDeltas() }
+            return a.pending
         }
-        lastApplied.withLock { $0 = now }
         if !deltas.isEmpty { agent.apply(deltas, now: now) }
     }
 
