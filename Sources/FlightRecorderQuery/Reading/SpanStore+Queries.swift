@@ -256,30 +256,31 @@ extension SpanStore {
             var traceRun: [TraceKey: String] = [:]
             for c in batch { traceRun[c.key] = try resolver.traceRun(c.key.trace, tenant: c.key.tenant, reader: r) }
             let tenantsOf = Dictionary(grouping: batch.map(\.key), by: \.trace).mapValues { Set($0.map(\.tenant)) }
-            var (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
+            let (spans, w) = try Self.readSpans(traces: Array(tenantsOf.keys), reader: r, segments: segments) { span in
                 tenantsOf[span.traceID]?.contains(span.tenant) == true && (matches.needsRuns || matches(span))
             }
             state.warnings += w
-            func runKey(_ span: SpanRecord) -> RunKeyOut {
-                RunKeyOut(
-                    run: resolver.run(of: span, traceRun: traceRun[TraceKey(tenant: span.tenant, trace: span.traceID)]),
-                    tenant: span.tenant)
+            var keyed = spans.map { span in
+                (
+                    span,
+                    RunKeyOut(
+                        run: resolver.run(
+                            of: span, traceRun: traceRun[TraceKey(tenant: span.tenant, trace: span.traceID)]),
+                        tenant: span.tenant)
+                )
             }
             if matches.needsRuns {
                 // The version each run's root names, where the root is among the traces read:
                 // scanning, every trace of each run; narrowed by the index, the traces that
                 // hold the narrowing values (a root elsewhere counts as unknown there).
                 var rootVersion: [RunKeyOut: String] = [:]
-                for span in spans where span.parentSpanID == nil {
-                    if let v = SpanFilter.ownVersion(of: span, keys: matches.versionKeys) {
-                        rootVersion[runKey(span)] = v
-                    }
+                for (span, key) in keyed where span.parentSpanID == nil {
+                    if let v = SpanFilter.ownVersion(of: span, keys: matches.versionKeys) { rootVersion[key] = v }
                 }
-                spans = spans.filter { matches($0, runVersion: rootVersion[runKey($0)]) }
+                keyed = keyed.filter { matches($0.0, runVersion: rootVersion[$0.1]) }
             }
             var touched: [RunKeyOut] = []
-            for span in spans {
-                let key = runKey(span)
+            for (span, key) in keyed {
                 if state.byRun[key] == nil { touched.append(key) }
                 state.byRun[key, default: []].append(span)
             }
