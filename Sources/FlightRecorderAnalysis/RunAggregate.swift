@@ -88,18 +88,15 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         hasRoot = root != nil
         // Agent version: the root span's keys, its resource's, then service.version.
         let reference = root ?? spans.first
-        func first(_ keys: [String], _ attributes: [Attribute]) -> String? {
-            for k in keys { if let v = attributes[k]?.scalarString { return v } }
-            return nil
-        }
         version = MetricLabel.value(
             reference.flatMap {
-                first(rules.versionKeys, $0.attributes)
-                    ?? first(rules.versionKeys + ["service.version"], $0.resource.attributes)
+                $0.attributes.firstScalar(of: rules.versionKeys)
+                    ?? $0.resource.attributes.firstScalar(of: rules.versionKeys + ["service.version"])
             })
         taskType = MetricLabel.value(
             reference.flatMap {
-                first(rules.taskTypeKeys, $0.attributes) ?? first(rules.taskTypeKeys, $0.resource.attributes)
+                $0.attributes.firstScalar(of: rules.taskTypeKeys)
+                    ?? $0.resource.attributes.firstScalar(of: rules.taskTypeKeys)
             })
 
         var calls: [String: Int] = [:]

@@ -49,6 +49,13 @@ extension [Attribute] {
     public subscript(key: String) -> AttributeValue? {
         first(where: { $0.key == key })?.value
     }
+
+    /// The scalar value (`scalarString`) of the first of `keys`, in their order, that these
+    /// attributes hold: how the agent version and task type are read.
+    public func firstScalar(of keys: [String]) -> String? {
+        for k in keys { if let v = self[k]?.scalarString { return v } }
+        return nil
+    }
 }
 
 // The query API shows attributes as a JSON object, values in their natural JSON type. Its

@@ -216,8 +216,7 @@ public indirect enum SpanFilter: Sendable, Equatable {
 
     /// The first of `keys` a span's own attributes hold (a root span's is its run's version).
     public static func ownVersion(of span: SpanRecord, keys: [String]) -> String? {
-        for k in keys { if let v = span.attributes[k]?.scalarString { return v } }
-        return nil
+        span.attributes.firstScalar(of: keys)
     }
 
     enum FieldValue {
@@ -245,8 +244,7 @@ public indirect enum SpanFilter: Sendable, Equatable {
         case "agent.version":
             let v =
                 ownVersion(of: span, keys: version.keys) ?? version.runVersion
-                ?? version.keys.lazy.compactMap { span.resource.attributes[$0]?.scalarString }.first
-                ?? span.resource.attributes["service.version"]?.scalarString
+                ?? span.resource.attributes.firstScalar(of: version.keys + ["service.version"])
             return v.map { .text($0) }
         default:
             if field.hasPrefix("resource.") { return attr(span.resource.attributes, String(field.dropFirst(9))) }
