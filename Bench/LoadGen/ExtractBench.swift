@@ -30,25 +30,33 @@ extension LoadGen {
             var t = ContinuousClock.now
             for b in bodies { _ = IndexFacts.extract(b, runIdentity: runIdentity, indexedKeys: indexedKeys) }
             off.append((ContinuousClock.now - t) / .nanoseconds(1) / Double(spans))
-            t = ContinuousClock.now
-            var deltas: [MetricDeltas] = []
-            deltas.reserveCapacity(bodies.count)
-            for b in bodies {
-                deltas.append(
-                    IndexFacts.extract(b, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: rules)!.metrics)
-            }
-            on.append((ContinuousClock.now - t) / .nanoseconds(1) / Double(spans))
-            series += deltas.reduce(0) { $0 + $1.counters.count + $1.histograms.count }
-            // The indexer: a round of 16 requests merged, then added into the segment's totals.
-            t = ContinuousClock.now
+            // As in the daemon: requests counted a round of 16 at a time, then the indexer merges
+            // the round, adds it into the segment's totals and frees the requests' counts (which
+            // returns their tables to the pool for the next round).
+            var extracting = Duration.zero
+            var merging = Duration.zero
             var start = 0
-            while start < deltas.count {
+            while start < bodies.count {
+                t = ContinuousClock.now
+                var counts: [SpanFamilyCounts] = []
+                counts.reserveCapacity(16)
+                for b in bodies[start..<min(bodies.count, start + 16)] {
+                    counts.append(
+                        IndexFacts.extract(b, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: rules)!
+                            .metrics)
+                }
+                extracting += ContinuousClock.now - t
+                series += counts.reduce(0) { $0 + $1.deltas.counters.count + $1.deltas.histograms.count }
+                t = ContinuousClock.now
                 var round = MetricDeltas()
-                for d in deltas[start..<min(deltas.count, start + 16)] { round.add(d) }
+                for c in counts { round.add(c) }
                 totals.add(round)
+                counts.removeAll()
+                merging += ContinuousClock.now - t
                 start += 16
             }
-            merge.append((ContinuousClock.now - t) / .nanoseconds(1) / Double(spans))
+            on.append(extracting / .nanoseconds(1) / Double(spans))
+            merge.append(merging / .nanoseconds(1) / Double(spans))
         }
         func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         print(
@@ -71,30 +79,38 @@ extension LoadGen {
 /// same generated pool (unique IDs) over half the connections for the same seconds
 /// (`--metrics-on` replaces the metrics-on daemon's `metrics:` section). Both
 /// share the machine's cores and whatever else runs on them, so the host's noise falls on
-/// both alike, and each one's spans/s follows its cost per span. `--rounds` rounds, the
-/// daemon started first alternating; the median ratio is reported.
+/// both alike, and each one's spans/s follows its cost per span. `--rounds` rounds, the two
+/// daemons swapping slots each round; the median over pairs of rounds is reported.
 extension LoadGen {
     func runCompareMetrics(daemon binary: String) async throws {
         let source = try makeSource()
         var ratios: [Double] = []
         for round in 1...rounds {
-            var off = self
-            off.connections = max(1, connections / 2)
-            off.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-off-\(getpid())"
-            var on = off
-            on.portBase = portBase + 10
-            on.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-on-\(getpid())"
+            // Two slots (ports, directory, the first load started): the metrics-off daemon takes
+            // slot A in odd rounds and slot B in even ones, so a slot's own advantage (an A/A run,
+            // both off, showed one of about 3 %) cancels over a pair of rounds. Reported per
+            // pair: the geometric mean of its two rounds' ratios.
+            var a = self
+            a.connections = max(1, connections / 2)
+            a.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-a-\(getpid())"
+            var b = a
+            b.portBase = portBase + 10
+            b.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-b-\(getpid())"
+            let offFirst = round % 2 == 1
+            let (off, on) = offFirst ? (a, b) : (b, a)
             let offExtra = extraConfig + "\nmetrics:\n  enabled: false\n"
             let onExtra = extraConfig + "\n" + metricsOn + "\n"
-            let (a, b) =
-                round % 2 == 1
+            // Started in slot order too.
+            let (d1, d2) =
+                offFirst
                 ? (try await off.startDaemon(binary, extra: offExtra), try await on.startDaemon(binary, extra: onExtra))
                 : (try await on.startDaemon(binary, extra: onExtra), try await off.startDaemon(binary, extra: offExtra))
-            let (offDaemon, onDaemon) = round % 2 == 1 ? (a, b) : (b, a)
-            let (offCopy, onCopy) = (off, on)
-            async let offRate = offCopy.sideBySide(source)
-            async let onRate = onCopy.sideBySide(source)
-            let (x, y) = try await (offRate, onRate)
+            let (offDaemon, onDaemon) = offFirst ? (d1, d2) : (d2, d1)
+            let (first, second) = offFirst ? (off, on) : (on, off)
+            async let firstRate = first.sideBySide(source)
+            async let secondRate = second.sideBySide(source)
+            let (r1, r2) = try await (firstRate, secondRate)
+            let (x, y) = offFirst ? (r1, r2) : (r2, r1)
             for (daemon, directory) in [(offDaemon, off.benchDirectory!), (onDaemon, on.benchDirectory!)] {
                 daemon.process.terminate()
                 daemon.process.waitUntilExit()
@@ -103,14 +119,17 @@ extension LoadGen {
             ratios.append(y / x)
             print(
                 String(
-                    format: "round %d: metrics off %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round, x, y,
-                    100 * y / x))
+                    format: "round %d: metrics off (slot %@) %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round,
+                    offFirst ? "A" : "B", x, y, 100 * y / x))
         }
-        let sorted = ratios.sorted()
+        let pairs = stride(from: 0, to: ratios.count - 1, by: 2).map { (ratios[$0] * ratios[$0 + 1]).squareRoot() }
+        for (i, p) in pairs.enumerated() { print(String(format: "pair %d: on / off %.1f%%", i + 1, 100 * p)) }
+        let sorted = pairs.sorted()
+        guard !sorted.isEmpty else { return print("--rounds must be at least 2 for a pair") }
         print(
             String(
-                format: "median on / off over %d rounds: %.1f%% (lowest %.1f%%, highest %.1f%%)", ratios.count,
-                100 * sorted[sorted.count / 2], 100 * sorted.first!, 100 * sorted.last!))
+                format: "median on / off over %d pairs of rounds: %.1f%% (lowest %.1f%%, highest %.1f%%)",
+                sorted.count, 100 * sorted[sorted.count / 2], 100 * sorted.first!, 100 * sorted.last!))
     }
 
     /// Warm-up, then `duration` seconds of load on this daemon's OTLP/HTTP port; spans/s.

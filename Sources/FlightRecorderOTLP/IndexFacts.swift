@@ -12,7 +12,7 @@ public enum IndexFacts {
         public var indexed: [IndexedAttribute] = []
         public var resources: [ResourceFacts] = []
         /// The span families' counts (`SpanMetrics`); empty without `MetricRules`.
-        public var metrics = MetricDeltas()
+        public var metrics = SpanFamilyCounts()
     }
 
     static let agentKeys = [CKey("gen_ai.agent.name"), CKey("service.name")]
@@ -140,7 +140,7 @@ public enum IndexFacts {
         }
         // The labels point into `labelStrings` until the series keys have copied them.
         return withExtendedLifetime(labelStrings) {
-            Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.deltas)
+            Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.finish())
         }
     }
 

@@ -118,7 +118,7 @@ public struct IngestBatch: Sendable {
     public var resources: [ResourceFacts]
     public var indexed: [IndexedAttribute] = []
     /// What the batch's spans add to the agent metrics (`SpanMetrics`).
-    public var metrics = MetricDeltas()
+    public var metrics = SpanFamilyCounts()
     /// Spans left out because they were invalid, and why (for `partial_success`).
     public var rejectedSpans = 0
     public var rejectionMessage = ""

@@ -228,6 +228,13 @@ public struct HistogramDelta: Sendable, Equatable {
         if let exemplar { self.exemplar = BucketExemplar(bucket: i, exemplar: exemplar) }
     }
 
+    /// Zero, keeping the bucket array.
+    mutating func reset() {
+        for i in counts.indices { counts[i] = 0 }
+        sum = 0
+        exemplar = nil
+    }
+
     public mutating func add(_ o: HistogramDelta) {
         if counts.count != o.counts.count { counts = Array(repeating: 0, count: max(counts.count, o.counts.count)) }
         for i in o.counts.indices { counts[i] += o.counts[i] }
@@ -346,6 +353,19 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         }
     }
 
+    /// The position of series `id` of `family`, added first (`key()`, `initial`) when new.
+    @inline(__always)
+    public mutating func position(id: UInt64, family: MetricFamily, key: () -> SeriesKey, initial: Value) -> Int {
+        let (slot, index) = find(id, family)
+        if let index { return index }
+        insert(key(), initial, slot: slot)
+        return keys.count - 1
+    }
+
+    /// Changes the value at `position` in place.
+    @inline(__always)
+    public mutating func modify(at position: Int, _ body: (inout Value) -> Void) { body(&values[position]) }
+
     /// Adds every series of `other` into this map: `combine` for the series both have.
     public mutating func merge(_ other: SeriesMap<Value>, _ combine: (inout Value, Value) -> Void) {
         if isEmpty {
@@ -445,5 +465,15 @@ public struct MetricDeltas: Sendable, Equatable {
     public mutating func add(_ o: MetricDeltas) {
         counters.merge(o.counters) { $0 += $1 }
         histograms.merge(o.histograms) { $0.add($1) }
+    }
+
+    /// Adds the series a request counted: a key is copied only for a series new to this map.
+    public mutating func add(_ o: SpanFamilyCounts) {
+        o.forEachCounter { k, v in counters.update(id: k.id, family: k.family, key: { k }, initial: { 0 }) { $0 += v } }
+        o.forEachHistogram { k, h in
+            histograms.update(
+                id: k.id, family: k.family, key: { k }, initial: { HistogramDelta(buckets: h.counts.count - 1) }
+            ) { $0.add(h) }
+        }
     }
 }

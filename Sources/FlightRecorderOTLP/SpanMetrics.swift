@@ -1,4 +1,5 @@
 import COTLP
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -261,39 +262,143 @@ final class SeriesKeyCache {
     }
 }
 
-/// One request's span-family counts, straight into `MetricDeltas`: a span costs a few hash
-/// steps and one `SeriesMap` probe per family; the label strings are made only for a series
-/// the request has not met yet.
-struct MetricAccumulator {
-    var deltas = MetricDeltas()
-    let cache = SeriesKeyCache.current
+/// One request's span-family counts (`SpanMetrics`), carried by its `IngestBatch` until the
+/// indexer adds them into its round (`MetricDeltas.add(_:)`).
+///
+/// The tables are recycled. When the batch is freed they go back to a pool, zeroed but with
+/// their series, keys and bucket arrays, and a later request counts into them. A request
+/// meets a few hundred series, nearly all of them met by an earlier request; making each
+/// one's key, bucket array and table slots anew, then freeing them on the indexer thread, was
+/// the larger part of what the metrics added to ingest (`perf`, Bench/README). Only the series
+/// this request counted (`live`) are read and zeroed.
+public final class SpanFamilyCounts: @unchecked Sendable {  // written by one thread before it is shared
+    struct Tables {
+        var counters = SeriesMap<Double>()
+        var histograms = SeriesMap<HistogramDelta>()
+        /// Positions counted by this request, and a flag per position.
+        var liveCounters: [Int] = []
+        var liveHistograms: [Int] = []
+        var counterIsLive: [Bool] = []
+        var histogramIsLive: [Bool] = []
+    }
+
+    private(set) var tables: Tables
+
+    /// Tables kept for reuse, and how large a table may grow and still be kept: a pool holds
+    /// about as many as requests are in flight, each about 200 bytes a series.
+    private static let pool = Mutex<[Tables]>([])
+    static let poolLimit = 32
+    static let seriesLimit = 4096
+
+    /// Tables from the pool, or new ones.
+    static func reuse() -> Tables { pool.withLock { $0.popLast() } ?? Tables() }
+
+    init(_ tables: Tables) { self.tables = tables }
+
+    public convenience init() { self.init(Tables()) }
+
+    deinit {
+        guard tables.counters.count + tables.histograms.count <= Self.seriesLimit else { return }
+        var t = tables
+        tables = Tables()
+        t.reset()
+        Self.pool.withLock { if $0.count < Self.poolLimit { $0.append(t) } }
+    }
+
+    public var isEmpty: Bool { tables.liveCounters.isEmpty && tables.liveHistograms.isEmpty }
+
+    /// The counted series as `MetricDeltas` (a copy).
+    public var deltas: MetricDeltas {
+        var d = MetricDeltas()
+        d.add(self)
+        return d
+    }
+
+    /// Counters then histograms this request counted, with their values.
+    func forEachCounter(_ body: (SeriesKey, Double) -> Void) {
+        for i in tables.liveCounters { body(tables.counters.keys[i], tables.counters.values[i]) }
+    }
+
+    func forEachHistogram(_ body: (SeriesKey, HistogramDelta) -> Void) {
+        for i in tables.liveHistograms { body(tables.histograms.keys[i], tables.histograms.values[i]) }
+    }
+}
+
+extension SpanFamilyCounts.Tables {
+    /// Zeroes what was counted, keeping the series.
+    mutating func reset() {
+        for i in liveCounters {
+            counters.modify(at: i) { $0 = 0 }
+            counterIsLive[i] = false
+        }
+        for i in liveHistograms {
+            histograms.modify(at: i) { $0.reset() }
+            histogramIsLive[i] = false
+        }
+        liveCounters.removeAll(keepingCapacity: true)
+        liveHistograms.removeAll(keepingCapacity: true)
+    }
 
     @inline(__always)
-    mutating func count(
-        _ family: MetricFamily, _ hash: LabelHash, by n: Double = 1, labels: () -> [LabelRef]
+    mutating func count(id: UInt64, family: MetricFamily, by n: Double, key: () -> SeriesKey) {
+        let i = counters.position(id: id, family: family, key: key, initial: 0)
+        if i == counterIsLive.count { counterIsLive.append(false) }
+        if !counterIsLive[i] {
+            counterIsLive[i] = true
+            liveCounters.append(i)
+        }
+        counters.modify(at: i) { $0 += n }
+    }
+
+    /// `exemplar` is asked for once per series and request: the first observation's run.
+    @inline(__always)
+    mutating func observe(
+        id: UInt64, family: MetricFamily, _ value: Double, bounds: UnsafeBufferPointer<Double>,
+        exemplar: () -> HistogramDelta.Exemplar?, key: () -> SeriesKey
     ) {
+        let i = histograms.position(id: id, family: family, key: key, initial: HistogramDelta(buckets: bounds.count))
+        if i == histogramIsLive.count { histogramIsLive.append(false) }
+        let first = !histogramIsLive[i]
+        if first {
+            histogramIsLive[i] = true
+            liveHistograms.append(i)
+        }
+        histograms.modify(at: i) { $0.observe(value, bounds: bounds, exemplar: first ? exemplar() : nil) }
+    }
+}
+
+/// Counts one request's spans into recycled `SpanFamilyCounts` tables: a span costs a few hash
+/// steps and one `SeriesMap` probe per family; a key is made only for a series the tables lack.
+/// A struct the request's loop owns, so its writes need no exclusivity checks at run time
+/// (a class's stored tables had them: `perf`).
+struct MetricAccumulator {
+    var tables = SpanFamilyCounts.reuse()
+    let cache = SeriesKeyCache.current
+
+    /// The request's counts, handed to its batch.
+    consuming func finish() -> SpanFamilyCounts { SpanFamilyCounts(tables) }
+
+    @inline(__always)
+    mutating func count(_ family: MetricFamily, _ hash: LabelHash, by n: Double = 1, labels: () -> [LabelRef]) {
         let id = hash.id(family)
         let cache = cache
-        deltas.counters.update(
-            id: id, family: family,
-            key: { cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) } },
-            initial: { 0 }
-        ) { $0 += n }
+        tables.count(id: id, family: family, by: n) {
+            cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+        }
     }
 
     @inline(__always)
     mutating func observe(
-        _ family: MetricFamily, _ hash: LabelHash, _ value: Double, exemplar: HistogramDelta.Exemplar?,
+        _ family: MetricFamily, _ hash: LabelHash, _ value: Double, exemplar: () -> HistogramDelta.Exemplar?,
         labels: () -> [LabelRef]
     ) {
-        let bounds = MetricFamily.bounds[Int(family.rawValue)]
         let id = hash.id(family)
         let cache = cache
-        deltas.histograms.update(
-            id: id, family: family,
-            key: { cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) } },
-            initial: { HistogramDelta(buckets: bounds.count) }
-        ) { $0.observe(value, bounds: bounds, exemplar: exemplar) }
+        tables.observe(
+            id: id, family: family, value, bounds: MetricFamily.bounds[Int(family.rawValue)], exemplar: exemplar
+        ) {
+            cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+        }
     }
 }
 
@@ -450,7 +555,7 @@ enum SpanMetrics {
                 }
                 d.observe(
                     .toolCallDuration, toolTier, seconds,
-                    exemplar: .init(runID: runID(), value: seconds, time: endSeconds)
+                    exemplar: { .init(runID: runID(), value: seconds, time: endSeconds) }
                 ) { [r.tenant, r.agent, version, tool, tier] }
                 let write = tierName.map { strstr($0, "write") != nil } ?? false
                 if write && (timedOut || equals(status, "unknown")) {
@@ -482,18 +587,18 @@ enum SpanMetrics {
             let modelName = string(values, .responseModel) ?? string(values, .requestModel)
             let model = modelName.map { LabelRef($0) } ?? l.missing
             let modelHash = base.adding(model)
-            let run = runID()
             func tokenUsage(_ tokens: Double?, _ type: LabelRef) {
                 guard let tokens, tokens >= 0 else { return }
                 d.observe(
                     .tokenUsage, modelHash.adding(type), tokens,
-                    exemplar: .init(runID: run, value: tokens, time: endSeconds)
+                    exemplar: { .init(runID: runID(), value: tokens, time: endSeconds) }
                 ) { [r.tenant, r.agent, version, model, type] }
             }
             tokenUsage(input, l.input)
             tokenUsage(output, l.output)
             d.observe(
-                .operationDuration, modelHash, seconds, exemplar: .init(runID: run, value: seconds, time: endSeconds)
+                .operationDuration, modelHash, seconds,
+                exemplar: { .init(runID: runID(), value: seconds, time: endSeconds) }
             ) { [r.tenant, r.agent, version, model] }
             var cost = number(values, MetricRules.Slot.cost.rawValue)
             if cost == nil, !rules.prices.isEmpty, let modelName,

@@ -17,7 +17,7 @@ import Testing
     {
         let payload = RequestBuilder.request(resource: resource ?? self.resource, spans: spans)
         return IndexFacts.extract(payload, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: rules)!
-            .metrics
+            .metrics.deltas
     }
 
     func span(
@@ -130,6 +130,44 @@ import Testing
                 2, [("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("rm -rf /home"))])
         ])
         #expect(d.counters.keys.first?.labels[4] == MetricLabel.other)
+    }
+
+    /// A request's counts go back to a pool with their series when freed, and a later request
+    /// counts into those tables: it must see only its own spans, whatever the tables held.
+    @Test func recycledTablesCountOnlyTheirOwnRequest() {
+        let tool: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("open_ticket")),
+            ("tool.risk_tier", .string("write")),
+        ]
+        let model: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("m1")),
+            ("gen_ai.usage.input_tokens", .int(100)),
+        ]
+        let small = [span(1, parent: nil, name: "invoke_agent", []), span(2, seconds: 1, tool)]
+        let expected = metrics(small)
+        for n in 0..<40 {
+            // Heavier requests first: many series, several tools, so the pooled tables hold
+            // series the small request never meets.
+            let heavy = (2..<60).map { i in
+                span(
+                    UInt8(i), seconds: Double(i) / 10,
+                    i % 2 == 0
+                        ? tool + [("gen_ai.tool.name", .string("tool-\(i % 7)")), ("tenant.note", .int(Int64(n)))]
+                        : model)
+            }
+            var held = (0..<3).map { _ in
+                IndexFacts.extract(
+                    RequestBuilder.request(resource: resource, spans: heavy), runIdentity: RunIdentity(),
+                    indexedKeys: IndexedKeys(), metrics: MetricRules())!.metrics
+            }
+            #expect(held.allSatisfy { !$0.deltas.isEmpty })
+            held.removeAll()  // back to the pool
+            let again = metrics(small)
+            #expect(again == expected)
+            let key = SeriesKey(.toolCallDuration, ["acme", "it-agent", "9.9.9", "open_ticket", "write"])
+            #expect(again.histograms[key]?.count == 1)
+            #expect(again.counters.count == expected.counters.count)
+        }
     }
 
     @Test func histogramRoundTripsThroughItsStoredForm() {
