@@ -70,6 +70,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
+        // Evidence: RFC 9162 Merkle trees and proofs, signed checkpoints (C2SP), signing keys.
+        .target(
+            name: "FlightRecorderEvidence",
+            dependencies: ["FlightRecorderCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings),
         // Redaction policy and detectors, on bytes and strings only (no wire types).
         .target(
             name: "FlightRecorderRedaction",
@@ -267,6 +272,9 @@ let package = Package(
                 "FlightRecorderSQLite", "FlightRecorderQuery",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FlightRecorderEvidenceTests", dependencies: ["FlightRecorderEvidence"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderRedactionTests",
