@@ -73,7 +73,10 @@ let package = Package(
         // Evidence: RFC 9162 Merkle trees and proofs, signed checkpoints (C2SP), signing keys.
         .target(
             name: "FlightRecorderEvidence",
-            dependencies: ["FlightRecorderCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "COTLP", "CProtobufC", "FlightRecorderCore", "FlightRecorderOTLP",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings),
         // Redaction policy and detectors, on bytes and strings only (no wire types).
         .target(
@@ -83,12 +86,15 @@ let package = Package(
         // The ingest pipeline's ordered stages: decode, validate, tenant stamp, redact, limit, extract.
         .target(
             name: "FlightRecorderIngest",
-            dependencies: ["COTLP", "CProtobufC", "FlightRecorderOTLP", "FlightRecorderRedaction"],
+            dependencies: [
+                "COTLP", "CProtobufC", "FlightRecorderEvidence", "FlightRecorderOTLP", "FlightRecorderRedaction",
+            ],
             swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderStorage",
             dependencies: [
-                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderSQLite", "CLZ4", "CZstd", "CZlib",
+                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderSQLite", "FlightRecorderEvidence", "CLZ4",
+                "CZstd", "CZlib",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -207,7 +213,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP", "FlightRecorderSQLite",
-                "FlightRecorderCore", "FlightRecorderAnalysis",
+                "FlightRecorderCore", "FlightRecorderAnalysis", "FlightRecorderEvidence",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -274,7 +280,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "FlightRecorderEvidenceTests", dependencies: ["FlightRecorderEvidence"],
+            name: "FlightRecorderEvidenceTests",
+            dependencies: ["FlightRecorderEvidence", "FlightRecorderOTLP", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FlightRecorderRedactionTests",

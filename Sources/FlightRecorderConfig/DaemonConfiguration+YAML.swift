@@ -69,7 +69,7 @@ extension DaemonConfiguration {
                             throw r.error(v, path, "expected one of zstd, lz4 (got \"\(s)\")")
                         }
                         config.compression = c
-                    case "segment_size": config.segmentBytes = try r.bytes(v, path, min: 64 << 10)
+                    case "segment_size": config.segmentBytes = try r.bytes(v, path, min: 64 << 10, max: 4 << 30)
                     case "block_size": config.blockBytes = try r.bytes(v, path, min: 4 << 10, max: 64 << 20)
                     case "queue_limit": config.queueBytes = try r.bytes(v, path, min: 1 << 20)
                     default: throw r.unknown(v, path)
@@ -111,6 +111,17 @@ extension DaemonConfiguration {
                     }
                 }
             case "metrics": config.metrics = try r.metrics(value)
+            case "evidence":
+                try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+                    let path = "evidence.\(k)"
+                    switch k {
+                    case "enabled": config.evidence.enabled = try r.bool(v, path)
+                    case "signing_key": config.evidence.signingKey = try r.string(v, path)
+                    case "checkpoint_interval":
+                        config.evidence.checkpointIntervalSeconds = try r.seconds(v, path, min: 1)
+                    default: throw r.unknown(v, path)
+                    }
+                }
             case "auth":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {

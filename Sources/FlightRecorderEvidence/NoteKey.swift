@@ -136,7 +136,9 @@ public struct NoteVerifier: Sendable, Equatable {
                 }
                 result.signed = true
             } else if s.keyID == cosignatureKeyID {
-                guard s.bytes.count == 72 else { throw .malformed("checkpoint: a timestamped signature is not 72 bytes") }
+                guard s.bytes.count == 72 else {
+                    throw .malformed("checkpoint: a timestamped signature is not 72 bytes")
+                }
                 let time = s.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
                 guard time < 1 << 63,
                     publicKey.isValidSignature(

@@ -1,4 +1,5 @@
 import COTLP
+import FlightRecorderEvidence
 public import FlightRecorderOTLP
 import FlightRecorderRedaction
 
@@ -10,7 +11,7 @@ import FlightRecorderRedaction
 /// 4. redact (`RequestRedactor`)
 /// 5. limits (`AttributeLimits`)
 /// 6. encode what changed (protobuf-c)
-/// 7. extract the index facts (`IndexFacts`)
+/// 7. extract the index facts (`IndexFacts`) and the evidence log's leaves (`SpanLeaves`)
 public struct ExportRequestDecoder: Sendable {
 
     public var runIdentity: RunIdentity
@@ -21,6 +22,9 @@ public struct ExportRequestDecoder: Sendable {
     public var limits: IngestLimits
     /// Applied after decoding and before anything is extracted or stored; nil stores as sent.
     public var redaction: RequestRedactor?
+    /// Whether each span's evidence-log leaf is computed here, on the ingest threads (the
+    /// log computes it from the stored block otherwise).
+    public var evidenceLeaves = true
 
     public init(
         runIdentity: RunIdentity = RunIdentity(), indexedKeys: IndexedKeys = IndexedKeys(), maxDepth: Int = 128,
@@ -94,6 +98,8 @@ public struct ExportRequestDecoder: Sendable {
         // 5. Limits on attribute counts and value lengths.
         let limited = AttributeLimits.apply(request, limits, bodyBytes: bodyBytes)
         changed = changed || limited.changed
+        // Fields this schema does not know are not stored: an export could not show them.
+        changed = UnknownFields.strip(request) || changed
 
         // 6. Encode: store the message as changed, never the bytes as sent.
         var payload = payload
@@ -112,6 +118,7 @@ public struct ExportRequestDecoder: Sendable {
         var batch = IngestBatch(payload: payload, spans: facts.spans, resources: facts.resources)
         batch.indexed = facts.indexed
         batch.metrics = facts.metrics
+        if evidenceLeaves { batch.leafHashes = SpanLeaves.hashBytes(request) }
         batch.rejectedSpans = validation.rejected
         batch.rejectionMessage = validation.message
         batch.truncatedValues = limited.truncatedValues

@@ -9,12 +9,13 @@ public final class IngestPolicy: Sendable {
 
     public init(
         runIdentity: RunIdentity, indexedKeys: IndexedKeys = IndexedKeys(), limits: IngestLimits = IngestLimits(),
-        redaction: RedactionPolicy, metrics: MetricRules? = nil
+        redaction: RedactionPolicy, metrics: MetricRules? = nil, evidenceLeaves: Bool = true
     ) throws(RedactionError) {
-        state = Mutex(
-            ExportRequestDecoder(
-                runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits,
-                redaction: try Self.redactor(redaction), metrics: metrics))
+        var decoder = ExportRequestDecoder(
+            runIdentity: runIdentity, indexedKeys: indexedKeys, limits: limits,
+            redaction: try Self.redactor(redaction), metrics: metrics)
+        decoder.evidenceLeaves = evidenceLeaves
+        state = Mutex(decoder)
     }
 
     static func redactor(_ policy: RedactionPolicy) throws(RedactionError) -> RequestRedactor? {

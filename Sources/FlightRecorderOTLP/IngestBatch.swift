@@ -117,6 +117,9 @@ public struct IngestBatch: Sendable {
     public var spans: [SpanIndexEntry]
     public var resources: [ResourceFacts]
     public var indexed: [IndexedAttribute] = []
+    /// Each span's evidence-log leaf hash (32 bytes each, in payload order); empty when ingest
+    /// did not compute them.
+    public var leafHashes: [UInt8] = []
     /// What the batch's spans add to the agent metrics (`SpanMetrics`).
     public var metrics = SpanFamilyCounts()
     /// Spans left out because they were invalid, and why (for `partial_success`).

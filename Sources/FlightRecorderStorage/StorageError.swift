@@ -30,6 +30,8 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     static func io(_ what: String, errno e: Int32 = errno) -> StorageError {
         StorageError(code: .io, message: "\(what): \(String(cString: strerror(e)))")
     }
+    /// The data directory, or a file it needs, cannot be created or opened; `message` says which and why.
+    public static func cannotOpen(_ message: String) -> StorageError { StorageError(code: .io, message: message) }
     static func indexBehind(_ message: String) -> StorageError { StorageError(code: .indexBehind, message: message) }
     static func indexRebuilding(_ segment: Int64) -> StorageError {
         indexBehind("the index of segment \(segment) was damaged and is being rebuilt from the segment; retry shortly")

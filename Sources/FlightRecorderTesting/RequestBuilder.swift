@@ -54,32 +54,35 @@ public enum RequestBuilder {
                     sc.stringField(1, "test")
                     for (k, v) in scope { keyValue(&sc, 3, k, v) }
                 }
-                for s in spans {
-                    ss.messageField(2) { p in
-                        p.bytesField(1, s.trace)
-                        p.bytesField(2, s.span)
-                        if !s.parent.isEmpty { p.bytesField(4, s.parent) }
-                        p.stringField(5, s.name)
-                        p.fixed64Field(7, s.start)
-                        p.fixed64Field(8, s.end)
-                        for (k, v) in s.attributes { keyValue(&p, 9, k, v) }
-                        for l in s.links {
-                            p.messageField(13) { lw in
-                                lw.bytesField(1, l.trace)
-                                lw.bytesField(2, l.span)
-                            }
-                        }
-                        if s.statusCode != 0 || !s.statusMessage.isEmpty {
-                            p.messageField(15) { st in
-                                if !s.statusMessage.isEmpty { st.stringField(2, s.statusMessage) }
-                                st.varintField(3, s.statusCode)
-                            }
-                        }
-                    }
-                }
+                for s in spans { span(&ss, s) }
             }
         }
         return w.bytes
+    }
+
+    /// `s` as field 2 of a `ScopeSpans` being written.
+    public static func span(_ ss: inout ProtobufWriter, _ s: TestSpan) {
+        ss.messageField(2) { p in
+            p.bytesField(1, s.trace)
+            p.bytesField(2, s.span)
+            if !s.parent.isEmpty { p.bytesField(4, s.parent) }
+            p.stringField(5, s.name)
+            p.fixed64Field(7, s.start)
+            p.fixed64Field(8, s.end)
+            for (k, v) in s.attributes { keyValue(&p, 9, k, v) }
+            for l in s.links {
+                p.messageField(13) { lw in
+                    lw.bytesField(1, l.trace)
+                    lw.bytesField(2, l.span)
+                }
+            }
+            if s.statusCode != 0 || !s.statusMessage.isEmpty {
+                p.messageField(15) { st in
+                    if !s.statusMessage.isEmpty { st.stringField(2, s.statusMessage) }
+                    st.varintField(3, s.statusCode)
+                }
+            }
+        }
     }
 
     public static func keyValue(_ w: inout ProtobufWriter, _ field: Int, _ key: String, _ value: TestValue) {

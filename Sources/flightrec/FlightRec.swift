@@ -8,13 +8,15 @@ struct FlightRec: AsyncParsableCommand {
         commandName: "flightrec",
         abstract: "Flight recorder for production AI agents: stores OTLP spans durably and reads runs back.",
         discussion: """
-            Exit codes: 0 success; 1 unexpected failure; 64 usage error; 66 unknown run or trace;
+            Exit codes: 0 success; 1 unexpected failure; 64 usage error; 65 damage or a failed verification;
+            66 unknown run or trace;
             69 daemon unreachable; 73 cannot open the data directory; 75 data directory in use
             by another process; 77 missing, unknown or insufficient token; 78 configuration error.
             """,
         subcommands: [
             Serve.self, Runs.self, RunCommand.self, Reindex.self, Check.self, RedactionCommand.self, TokenCommand.self,
             Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self, GuardCommand.self, StatsCommand.self,
+            Verify.self, Audit.self,
         ])
 }
 

@@ -91,6 +91,9 @@ struct Serve: AsyncParsableCommand {
         } catch let error as ListenError {
             printError(error.description)
             throw Exit.cannotListen
+        } catch let error as ConfigError {
+            printError("configuration error: \(error)")
+            throw Exit.config
         } catch let error as NIOSSLError {
             printError("configuration error: listeners.tls: cannot load the certificate or key: \(error)")
             throw Exit.config

@@ -7,7 +7,8 @@ import Testing
     // The reference implementation's example (golang.org/x/mod/sumdb/note): key, text and note.
     static let signerKey = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
     static let verifierKey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-    static let text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+    static let text =
+        "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
     static let note =
         text
         + "\n— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
@@ -64,7 +65,11 @@ import Testing
             #expect(throws: EvidenceError.self) { try SignedNote(parsing: text) }
         }
         #expect(throws: EvidenceError.self) { try Checkpoint(text: "origin\n007\n\(TreeHash.empty.base64)\n") }
-        #expect(throws: EvidenceError.self) { try NoteVerifier(encoded: "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW") }
-        #expect(throws: EvidenceError.self) { try NoteSigner(encoded: Self.signerKey.replacingOccurrences(of: "Peter", with: "Pieter")) }
+        #expect(throws: EvidenceError.self) {
+            try NoteVerifier(encoded: "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+        }
+        #expect(throws: EvidenceError.self) {
+            try NoteSigner(encoded: Self.signerKey.replacingOccurrences(of: "Peter", with: "Pieter"))
+        }
     }
 }

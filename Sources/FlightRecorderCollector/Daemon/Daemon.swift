@@ -48,6 +48,9 @@ public struct Daemon: Sendable {
             storeConfiguration.onMetrics = { metrics.observe($0) }
             storeConfiguration.onRunsTouched = { analyserBox.analyser.withLock { $0 }?.touched($0) }
         }
+        if configuration.evidence.enabled {
+            storeConfiguration.evidence = try Self.evidence(configuration, logger: logger)
+        }
         let store = try SpanStore(configuration: storeConfiguration, logger: logger)
         var analyser: RunAnalyser?
         var runStats: RunStatsStore?
@@ -64,7 +67,8 @@ public struct Daemon: Sendable {
         let policy = try IngestPolicy(
             runIdentity: RunIdentity(keys: configuration.runIDKeys), indexedKeys: configuration.indexedKeys,
             limits: configuration.limits,
-            redaction: configuration.redaction, metrics: configuration.metrics.rules)
+            redaction: configuration.redaction, metrics: configuration.metrics.rules,
+            evidenceLeaves: configuration.evidence.enabled)
         if !configuration.redaction.enabled {
             logger.warning("redaction is disabled: span values are stored as sent")
         }

@@ -123,6 +123,17 @@ public struct SegmentReader: Sendable {
         return raw
     }
 
+    /// The `length` bytes at `offset` of the file at `path`, as stored (no decoding).
+    static func readFrame(path: String, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        defer { close(fd) }
+        var frame = [UInt8](repeating: 0, count: length)
+        let n = frame.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: offset) }
+        guard n == length else { throw .corrupt("\(path) ends before byte \(offset + length)") }
+        return frame
+    }
+
     func readUncached(segment: Int64, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
         let path = SegmentFile.path(directory, segment)
         let fd = open(path, O_RDONLY | O_CLOEXEC)

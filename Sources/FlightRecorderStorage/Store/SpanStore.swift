@@ -42,6 +42,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Segments whose damaged index is being rebuilt; queries answer 503 until it is done.
     private let repairs = Repairs()
     private let keyGroupsRebuilt: DispatchGroup
+    /// The evidence log, when configured (`StoreConfiguration.evidence`).
+    let evidenceLog: EvidenceLog?
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
@@ -71,7 +73,16 @@ public final class SpanStore: Service, @unchecked Sendable {
             recoveryReport = recovery.report
             self.catalog = catalog
             let segment = try SegmentWriter(directory: configuration.segmentDirectory, id: recovery.activeSegment)
-            writer = GroupCommitWriter(configuration: configuration, queue: queue, segment: segment, logger: logger)
+            // After recovery cut any torn tail, before the writer appends: the log covers
+            // exactly the blocks the segments hold.
+            let log = try configuration.evidence.map { (e) throws(StorageError) in
+                try EvidenceLog(
+                    directory: configuration.evidenceDirectory, segmentDirectory: configuration.segmentDirectory,
+                    signer: e.signer, logger: logger)
+            }
+            evidenceLog = log
+            writer = GroupCommitWriter(
+                configuration: configuration, queue: queue, segment: segment, log: log, logger: logger)
             let repairs = self.repairs
             indexer = Indexer(
                 queue: queue, catalog: catalog, older: older, active: recovery.active,
@@ -166,6 +177,9 @@ public final class SpanStore: Service, @unchecked Sendable {
             loader.name = "flightrec-metrics-load"
             loader.start()
         }
+        if let evidenceLog, let interval = configuration.evidence?.checkpointInterval {
+            evidenceLog.startTimer(interval: interval)
+        }
         let writerThread = Thread { [writer] in writer.run() }
         writerThread.name = "flightrec-writer"
         writerThread.start()
@@ -210,6 +224,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         stopRebuild.set()
         await withCheckedContinuation { queue.awaitDrained($0) }
         writer.close()
+        evidenceLog?.close()
         indexer.close()
         queue.markClosed()
         lock.release()

@@ -1,4 +1,5 @@
 public import CoreMetrics
+public import FlightRecorderEvidence
 public import FlightRecorderOTLP
 
 /// How the store writes. Defaults suit a production daemon; tests shrink the sizes.
@@ -38,6 +39,18 @@ public struct StoreConfiguration: Sendable {
     /// settles them.
     public var onRunsTouched: (@Sendable ([(tenant: String, run: String)]) -> Void)?
     public static let fsyncTimerLabel = "flightrec_fsync_duration_seconds"
+
+    /// The evidence log (`EvidenceLog`): the key that signs its checkpoints, and how often it
+    /// signs one when nothing else does (seals and shutdown sign too).
+    public struct Evidence: Sendable {
+        public var signer: NoteSigner
+        public var checkpointInterval: Duration = .seconds(60)
+
+        public init(signer: NoteSigner) { self.signer = signer }
+    }
+
+    /// nil keeps no evidence log.
+    public var evidence: Evidence?
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.
     var maxOpenSegmentIndexes = 64
@@ -54,6 +67,8 @@ public struct StoreConfiguration: Sendable {
     }
 
     var segmentDirectory: String { directory + "/segments" }
+    /// The evidence log's files (`EvidenceLog`).
+    public var evidenceDirectory: String { directory + "/log" }
     /// The single index of stores written before per-segment indexes; removed at start-up.
     var legacyIndexPath: String { directory + "/index.sqlite" }
     /// The damaged regions found so far (`DamageLog`).

@@ -1,5 +1,6 @@
 import CoreMetrics
 import FlightRecorderCore
+import FlightRecorderEvidence
 import FlightRecorderOTLP
 import Logging
 
@@ -15,13 +16,18 @@ final class GroupCommitWriter: @unchecked Sendable {
     let queue: WriteQueue
     let logger: Logger
     private(set) var segment: SegmentWriter
+    /// Told every durable block, in order, and every seal.
+    let log: EvidenceLog?
     /// One log line per interval while writes keep failing (a full disk fails every group).
     private let limiter = LogLimiter()
 
     /// Each group's fsync, through swift-metrics (`StoreConfiguration.metricsFactory`).
     private let fsyncTimer: CoreMetrics.Timer?
 
-    init(configuration: StoreConfiguration, queue: WriteQueue, segment: SegmentWriter, logger: Logger) {
+    init(
+        configuration: StoreConfiguration, queue: WriteQueue, segment: SegmentWriter, log: EvidenceLog?, logger: Logger
+    ) {
+        self.log = log
         fsyncTimer = configuration.metricsFactory.map {
             CoreMetrics.Timer(label: StoreConfiguration.fsyncTimerLabel, dimensions: [], factory: $0)
         }
@@ -61,8 +67,19 @@ final class GroupCommitWriter: @unchecked Sendable {
         var raw: [UInt8] = []
         var rawSpans = 0
         var members: [IngestBatch] = []
+        // Each block's evidence leaves: the batches' own, or nil to recompute from `raw`.
+        var leaves: [[TreeHash]?] = []
         func flushBlock() {
             guard !members.isEmpty else { return }
+            if log != nil {
+                leaves.append(
+                    members.allSatisfy { $0.leafHashes.count == $0.spans.count * TreeHash.size }
+                        ? members.flatMap { b in
+                            stride(from: 0, to: b.leafHashes.count, by: TreeHash.size).map {
+                                TreeHash(bytes: b.leafHashes[$0..<$0 + TreeHash.size])!
+                            }
+                        } : try? BlockLeaves.of(raw: raw))
+            }
             let start = frames.count
             raw.withUnsafeBytes {
                 BlockCodec.encode($0, spanCount: rawSpans, codec: configuration.compression, into: &frames)
@@ -92,6 +109,7 @@ final class GroupCommitWriter: @unchecked Sendable {
             segment.close()
             segmentStates.append((segment.id, segment.size, true))
             segment = next
+            log?.checkpoint(.seal)
             logger.info("sealed segment", metadata: ["segment": "\(segment.id - 1)"])
         }
         let base = segment.size
@@ -115,6 +133,19 @@ final class GroupCommitWriter: @unchecked Sendable {
             blocks[i].offset += base
         }
         segmentStates.append((segment.id, segment.size, false))
+        if let log {
+            let checksums = blocks.map { b in
+                frames.withUnsafeBytes {
+                    BlockCodec.header(UnsafeRawBufferPointer(rebasing: $0[(b.offset - base)...]))?.checksum ?? 0
+                }
+            }
+            log.append(
+                blocks.indices.map { i in
+                    EvidenceLog.Block(
+                        segment: segment.id, offset: blocks[i].offset, frameLength: blocks[i].length,
+                        checksum: checksums[i], leaves: leaves[i])
+                })
+        }
         // The indexer needs only the span facts, not the payload bytes.
         var spans = 0
         for i in blocks.indices {

@@ -1,0 +1,410 @@
+import CZlib
+import Dispatch
+public import FlightRecorderEvidence
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The evidence log: an append-only RFC 9162 Merkle tree over every stored span, one leaf per
+/// span (`SpanLeaves`) in the order the segments hold them, with signed checkpoints.
+///
+/// Kept in `DATA/log/`:
+/// - `blocks`: one 32-byte record per stored block (segment, offset, first leaf, span count,
+///   the block's length and checksum, the record's CRC-32), which maps leaves to blocks and
+///   names the exact block that changed;
+/// - `tiles`: the hash of every complete subtree of 256 leaves, in order, from which the
+///   tree's nodes above them are computed; nodes below are recomputed from the blocks;
+/// - `checkpoints`: signed checkpoints (`Checkpoint`, `NoteSigner`), each a decimal length
+///   line then the note.
+///
+/// The segments stay the source of truth: everything here can be recomputed from them except
+/// the signatures, which is what makes an edit to the segments evident. Blocks are appended
+/// after the writer's fsync, so a checkpoint never covers a span that was not durable, and
+/// on its own queue, so acknowledging never waits for hashing. After a crash, start-up
+/// recomputes what the files lack from the segments.
+public final class EvidenceLog: @unchecked Sendable {  // state touched only on `queue`
+    public struct Block: Sendable {
+        public var segment: Int64
+        public var offset: Int
+        /// The block's frame length and checksum (`BlockCodec.Header`).
+        public var frameLength: Int
+        public var checksum: UInt32
+        /// nil when they could not be computed: the log stops signing until a restart
+        /// recomputes it from the segments.
+        public var leaves: [TreeHash]?
+    }
+
+    public enum Reason: String, Sendable {
+        case interval, seal, shutdown, startup
+    }
+
+    static let tileHeight = 8
+    static let tileLeaves: UInt64 = 1 << 8
+    static let recordBytes = 32
+
+    let directory: String
+    let signer: NoteSigner
+    let logger: Logger
+    private let queue = DispatchQueue(label: "flightrec.evidence-log")
+    private var frontier = TreeFrontier()
+    private var blocksFile: Int32 = -1
+    private var tilesFile: Int32 = -1
+    private var checkpointsFile: Int32 = -1
+    private var blocksBytes = 0
+    private var tilesBytes = 0
+    private var timer: (any DispatchSourceTimer)?
+    private var failed = false
+    private let sizeBox = Mutex<UInt64>(0)
+
+    /// Leaves logged so far.
+    public var size: UInt64 { sizeBox.withLock { $0 } }
+
+    var blocksPath: String { directory + "/blocks" }
+    var tilesPath: String { directory + "/tiles" }
+    var checkpointsPath: String { directory + "/checkpoints" }
+
+    /// Opens the log in `directory`, brings it up to date with the segments in
+    /// `segmentDirectory` (recomputing what a crash lost, or everything for a store written
+    /// before the log), and signs a checkpoint. Call before the writer starts.
+    init(directory: String, segmentDirectory: String, signer: NoteSigner, logger: Logger) throws(StorageError) {
+        self.directory = directory
+        self.signer = signer
+        self.logger = logger
+        if mkdir(directory, 0o750) != 0 && errno != EEXIST { throw .io("create \(directory)") }
+        blocksFile = try Self.openAppend(blocksPath)
+        tilesFile = try Self.openAppend(tilesPath)
+        checkpointsFile = try Self.openAppend(checkpointsPath)
+        let started = ContinuousClock.now
+        let added = try recover(segmentDirectory: segmentDirectory)
+        sizeBox.withLock { $0 = frontier.size }
+        try writeCheckpoint(.startup)
+        logger.info(
+            "evidence log open",
+            metadata: [
+                "leaves": "\(frontier.size)", "recomputed_blocks": "\(added)",
+                "elapsed": "\(ContinuousClock.now - started)",
+            ])
+    }
+
+    deinit {
+        for fd in [blocksFile, tilesFile, checkpointsFile] where fd >= 0 { Glibc.close(fd) }
+    }
+
+    static func openAppend(_ path: String) throws(StorageError) -> Int32 {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io("open \(path)") }
+        return fd
+    }
+
+    /// Starts signing a checkpoint every `interval`, idle or not.
+    func startTimer(interval: Duration) {
+        queue.sync {
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            let ns = Int(interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)
+            t.schedule(deadline: .now() + .nanoseconds(ns), repeating: .nanoseconds(ns))
+            t.setEventHandler { [weak self] in self?.checkpointOnQueue(.interval) }
+            t.resume()
+            timer = t
+        }
+    }
+
+    /// Logs durable blocks, in the order the segments hold them.
+    func append(_ blocks: [Block]) {
+        guard !blocks.isEmpty else { return }
+        queue.async { [self] in
+            guard !failed else { return }
+            do throws(StorageError) {
+                try appendOnQueue(blocks)
+            } catch {
+                // The segments still hold every span; the next start-up recomputes the log.
+                failed = true
+                logger.error(
+                    "evidence log: could not write; no more checkpoints until restart", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Signs a checkpoint of what is logged so far, after what is queued.
+    func checkpoint(_ reason: Reason) { queue.async { [self] in checkpointOnQueue(reason) } }
+
+    /// Stops the timer, signs a last checkpoint and closes the files: after the writer closed.
+    func close() {
+        queue.sync {
+            timer?.cancel()
+            timer = nil
+            checkpointOnQueue(.shutdown)
+            for fd in [blocksFile, tilesFile, checkpointsFile] where fd >= 0 { Glibc.close(fd) }
+            (blocksFile, tilesFile, checkpointsFile) = (-1, -1, -1)
+        }
+    }
+
+    private func checkpointOnQueue(_ reason: Reason) {
+        guard !failed, checkpointsFile >= 0 else { return }
+        do throws(StorageError) {
+            try writeCheckpoint(reason)
+        } catch {
+            logger.error("evidence log: could not sign a checkpoint", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Writing
+
+    private func appendOnQueue(_ blocks: [Block]) throws(StorageError) {
+        var records: [UInt8] = []
+        var tiles: [UInt8] = []
+        for b in blocks {
+            guard let leaves = b.leaves else {
+                throw .corrupt("the leaves of block \(b.offset) of segment \(b.segment) could not be computed")
+            }
+            records += Self.record(
+                Record(
+                    segment: b.segment, offset: b.offset, firstLeaf: frontier.size, spans: leaves.count,
+                    frameLength: b.frameLength, checksum: b.checksum))
+            for leaf in leaves {
+                frontier.append(leaf) { level, _, hash in
+                    if level == Self.tileHeight { tiles += hash.bytes }
+                }
+            }
+        }
+        try Self.write(blocksFile, records, at: &blocksBytes, path: blocksPath)
+        try Self.write(tilesFile, tiles, at: &tilesBytes, path: tilesPath)
+        sizeBox.withLock { $0 = frontier.size }
+    }
+
+    private func writeCheckpoint(_ reason: Reason) throws(StorageError) {
+        // What the checkpoint covers is on disk before it is signed.
+        for (fd, path) in [(blocksFile, blocksPath), (tilesFile, tilesPath)] where fsync(fd) != 0 {
+            throw .io("fsync \(path)")
+        }
+        let checkpoint = Checkpoint(origin: signer.name, size: frontier.size, root: frontier.root)
+        let note: SignedNote
+        do {
+            note = try signer.sign(checkpoint, time: UInt64(max(0, time(nil))))
+        } catch {
+            throw .corrupt("evidence log: cannot sign a checkpoint: \(error)")
+        }
+        let text = Array(note.serialized.utf8)
+        var framed = Array("\(text.count)\n".utf8) + text
+        var end = lseek(checkpointsFile, 0, SEEK_END)
+        guard end >= 0 else { throw .io("seek \(checkpointsPath)") }
+        var at = Int(end)
+        try Self.write(checkpointsFile, framed, at: &at, path: checkpointsPath)
+        guard fsync(checkpointsFile) == 0 else { throw .io("fsync \(checkpointsPath)") }
+        framed.removeAll()
+        end = 0
+        logger.debug(
+            "evidence checkpoint signed", metadata: ["size": "\(checkpoint.size)", "reason": "\(reason.rawValue)"])
+    }
+
+    static func write(_ fd: Int32, _ bytes: [UInt8], at offset: inout Int, path: String) throws(StorageError) {
+        guard !bytes.isEmpty else { return }
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        guard written == bytes.count else {
+            let e = errno
+            ftruncate(fd, off_t(offset))
+            throw .io("write \(path)", errno: written < 0 ? e : ENOSPC)
+        }
+        offset += written
+    }
+
+    // MARK: Records
+
+    /// Segment (u32), offset (u32: segments are at most 4 GiB), first leaf (u64), spans,
+    /// frame length and block checksum (u32 each), then the CRC-32 of those 28 bytes; little-endian.
+    struct Record: Equatable {
+        var segment: Int64
+        var offset: Int
+        var firstLeaf: UInt64
+        var spans: Int
+        var frameLength: Int
+        var checksum: UInt32
+        var endLeaf: UInt64 { firstLeaf + UInt64(spans) }
+    }
+
+    static func record(_ r: Record) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(recordBytes)
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.segment).littleEndian) { out += $0 }
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.offset).littleEndian) { out += $0 }
+        withUnsafeBytes(of: r.firstLeaf.littleEndian) { out += $0 }
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.spans).littleEndian) { out += $0 }
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.frameLength).littleEndian) { out += $0 }
+        withUnsafeBytes(of: r.checksum.littleEndian) { out += $0 }
+        let crc = out.withUnsafeBytes {
+            UInt32(truncatingIfNeeded: crc32(0, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), 28))
+        }
+        withUnsafeBytes(of: crc.littleEndian) { out += $0 }
+        return out
+    }
+
+    /// The records of a `blocks` file up to the first damaged or discontinuous one.
+    static func readRecords(_ bytes: [UInt8]) -> (records: [Record], validBytes: Int) {
+        var records: [Record] = []
+        var next: UInt64 = 0
+        var at = 0
+        bytes.withUnsafeBytes { raw in
+            while at + recordBytes <= raw.count {
+                func u32(_ o: Int) -> UInt32 {
+                    UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + o, as: UInt32.self))
+                }
+                let expected = UInt32(
+                    truncatingIfNeeded: crc32(
+                        0, raw.baseAddress!.advanced(by: at).assumingMemoryBound(to: UInt8.self), 28))
+                let r = Record(
+                    segment: Int64(u32(0)), offset: Int(u32(4)),
+                    firstLeaf: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)),
+                    spans: Int(u32(16)), frameLength: Int(u32(20)), checksum: u32(24))
+                guard u32(28) == expected, r.firstLeaf == next else { break }
+                records.append(r)
+                next = r.endLeaf
+                at += recordBytes
+            }
+        }
+        return (records, at)
+    }
+
+    static func readFile(_ path: String) -> [UInt8] {
+        (try? Data(contentsOf: URL(fileURLWithPath: path))).map { [UInt8]($0) } ?? []
+    }
+
+    // MARK: Start-up
+
+    /// Rebuilds the frontier from the files and the segments; logs the blocks the segments
+    /// hold beyond the last record. Returns how many blocks it logged.
+    private func recover(segmentDirectory: String) throws(StorageError) -> Int {
+        let (records, validBytes) = Self.readRecords(Self.readFile(blocksPath))
+        if validBytes < lseek(blocksFile, 0, SEEK_END) {
+            logger.warning("evidence log: the block records end in a damaged record; recomputing from there")
+            ftruncate(blocksFile, off_t(validBytes))
+        }
+        blocksBytes = validBytes
+        let size = records.last?.endLeaf ?? 0
+        let tree = StoredTree(
+            tiles: Self.readTiles(Self.readFile(tilesPath)), records: records, segmentDirectory: segmentDirectory)
+        // Tiles the crash lost are recomputed from the blocks; tiles past the records dropped.
+        let complete = Int(size / Self.tileLeaves)
+        if tree.tiles.count > complete { tree.tiles.removeLast(tree.tiles.count - complete) }
+        var recomputed: [UInt8] = []
+        while tree.tiles.count < complete {
+            let hash = try tree.tileFromLeaves(UInt64(tree.tiles.count))
+            tree.tiles.append(hash)
+            recomputed += hash.bytes
+        }
+        tilesBytes = (complete - recomputed.count / 32) * 32
+        ftruncate(tilesFile, off_t(tilesBytes))
+        try Self.write(tilesFile, recomputed, at: &tilesBytes, path: tilesPath)
+        do {
+            frontier = try TreeFrontier(size: size, tree)
+        } catch {
+            throw .corrupt("evidence log: \(error)")
+        }
+        // Blocks stored after the last record (a crash before they were logged, or a store
+        // written before the log existed).
+        var added = 0
+        let last = records.last
+        for id in SegmentFile.list(segmentDirectory) where id >= (last?.segment ?? Int64.min) {
+            let path = SegmentFile.path(segmentDirectory, id)
+            let scan = try SegmentScanner(path: path).scan(from: 0)
+            var pending: [Block] = []
+            for block in scan.blocks where id > (last?.segment ?? Int64.min) || block.offset > last!.offset {
+                let frame = try SegmentReader.readFrame(
+                    path: path, offset: block.offset, length: block.header.frameLength)
+                pending.append(
+                    Block(
+                        segment: id, offset: block.offset, frameLength: block.header.frameLength,
+                        checksum: block.header.checksum, leaves: try BlockLeaves.of(frame: frame)))
+                if pending.count >= 64 {
+                    try appendOnQueue(pending)
+                    added += pending.count
+                    pending.removeAll()
+                }
+            }
+            try appendOnQueue(pending)
+            added += pending.count
+        }
+        return added
+    }
+
+    static func readTiles(_ bytes: [UInt8]) -> [TreeHash] {
+        stride(from: 0, to: bytes.count - 31, by: 32).compactMap { TreeHash(bytes: bytes[$0..<$0 + 32]) }
+    }
+}
+
+/// The log's tree as stored: nodes of level 8 and up from the tiles, lower ones recomputed
+/// from the blocks the records name.
+final class StoredTree: TreeNodes {
+    var tiles: [TreeHash]
+    let records: [EvidenceLog.Record]
+    let segmentDirectory: String
+    private var leafCache: (record: Int, leaves: [TreeHash])?
+
+    init(tiles: [TreeHash], records: [EvidenceLog.Record], segmentDirectory: String) {
+        self.tiles = tiles
+        self.records = records
+        self.segmentDirectory = segmentDirectory
+    }
+
+    func node(level: Int, index: UInt64) throws -> TreeHash {
+        let h = EvidenceLog.tileHeight
+        if level >= h {
+            let first = Int(index << UInt64(level - h))
+            let count = 1 << (level - h)
+            guard first + count <= tiles.count else { throw TreeError.missingNode(level: level, index: index) }
+            return LeafList.subtree(tiles[first..<first + count])
+        }
+        let start = index << UInt64(level)
+        return LeafList.subtree(try leaves(start, start + (1 << UInt64(level)))[...])
+    }
+
+    func tileFromLeaves(_ tile: UInt64) throws(StorageError) -> TreeHash {
+        let start = tile * EvidenceLog.tileLeaves
+        return LeafList.subtree(try leaves(start, start + EvidenceLog.tileLeaves)[...])
+    }
+
+    /// Leaves `start ..< end`, recomputed from the blocks that hold them.
+    func leaves(_ start: UInt64, _ end: UInt64) throws(StorageError) -> [TreeHash] {
+        var out: [TreeHash] = []
+        var i = firstRecord(containing: start)
+        var leaf = start
+        while leaf < end {
+            guard i < records.count else { throw .corrupt("evidence log: leaf \(leaf) is in no recorded block") }
+            let r = records[i]
+            let blockLeaves = try leavesOf(record: i)
+            guard blockLeaves.count == r.spans else {
+                throw .corrupt(
+                    "evidence log: block at segment \(r.segment) offset \(r.offset) holds \(blockLeaves.count) spans, "
+                        + "the log recorded \(r.spans)")
+            }
+            let from = Int(leaf - r.firstLeaf)
+            let to = Int(min(end, r.endLeaf) - r.firstLeaf)
+            out += blockLeaves[from..<to]
+            leaf = r.firstLeaf + UInt64(to)
+            i += 1
+        }
+        return out
+    }
+
+    func firstRecord(containing leaf: UInt64) -> Int {
+        var lo = 0
+        var hi = records.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if records[mid].endLeaf <= leaf { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    private func leavesOf(record i: Int) throws(StorageError) -> [TreeHash] {
+        if let c = leafCache, c.record == i { return c.leaves }
+        let r = records[i]
+        let path = SegmentFile.path(segmentDirectory, r.segment)
+        let frame = try SegmentReader.readFrame(path: path, offset: r.offset, length: r.frameLength)
+        let leaves = try BlockLeaves.of(frame: frame)
+        leafCache = (i, leaves)
+        return leaves
+    }
+}
