@@ -83,6 +83,20 @@ extension LoadGen {
 /// daemons swapping slots each round; the median over pairs of rounds is reported.
 extension LoadGen {
     func runCompareMetrics(daemon binary: String) async throws {
+        try await runCompare(
+            daemon: binary, name: "metrics", offExtra: extraConfig + "\nmetrics:\n  enabled: false\n",
+            onExtra: extraConfig + "\n" + metricsOn + "\n")
+    }
+
+    /// `--compare-evidence`: the same with the evidence log off and on (issue 15's figure).
+    func runCompareEvidence(daemon binary: String) async throws {
+        try await runCompare(
+            daemon: binary, name: "evidence log", offExtra: extraConfig + "\nevidence:\n  enabled: false\n",
+            onExtra: extraConfig + "\n")
+    }
+
+    /// Two daemons at once, one with `offExtra` and one with `onExtra` appended to the config.
+    func runCompare(daemon binary: String, name: String, offExtra: String, onExtra: String) async throws {
         let source = try makeSource()
         var ratios: [Double] = []
         for round in 1...rounds {
@@ -98,8 +112,6 @@ extension LoadGen {
             b.benchDirectory = NSTemporaryDirectory() + "flightrec-bench-b-\(getpid())"
             let offFirst = round % 2 == 1
             let (off, on) = offFirst ? (a, b) : (b, a)
-            let offExtra = extraConfig + "\nmetrics:\n  enabled: false\n"
-            let onExtra = extraConfig + "\n" + metricsOn + "\n"
             // Started in slot order too.
             let (d1, d2) =
                 offFirst
@@ -119,7 +131,7 @@ extension LoadGen {
             ratios.append(y / x)
             print(
                 String(
-                    format: "round %d: metrics off (slot %@) %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round,
+                    format: "round %d: %@ off (slot %@) %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round, name,
                     offFirst ? "A" : "B", x, y, 100 * y / x))
         }
         let pairs = stride(from: 0, to: ratios.count - 1, by: 2).map { (ratios[$0] * ratios[$0 + 1]).squareRoot() }

@@ -123,6 +123,9 @@ struct LoadGen: AsyncParsableCommand {
         help: "With --daemon: ingest with the agent metrics on against off, two daemons at once (ExtractBench.swift).")
     var compareMetrics = false
 
+    @Flag(help: "With --daemon: ingest with the evidence log on against off, two daemons at once (ExtractBench.swift).")
+    var compareEvidence = false
+
     @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")
     var metricsOn = "metrics:\n  run_settle: 10s"
 
@@ -131,6 +134,10 @@ struct LoadGen: AsyncParsableCommand {
         if compareMetrics {
             guard let daemon else { throw ValidationError("--compare-metrics needs --daemon") }
             return try await runCompareMetrics(daemon: daemon)
+        }
+        if compareEvidence {
+            guard let daemon else { throw ValidationError("--compare-evidence needs --daemon") }
+            return try await runCompareEvidence(daemon: daemon)
         }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }

@@ -39,6 +39,68 @@ package enum SpanLeaves {
         return out
     }
 
+    /// `hashBytes` of a payload protobuf-c encoded itself (a request ingest re-encoded): each
+    /// span's bytes in it are already what `Scratch` would encode, so the leaves are hashed
+    /// from the payload with no second encoding. nil when the payload is not such a request.
+    package static func hashBytes(canonicalPayload raw: UnsafeRawBufferPointer) -> [UInt8]? {
+        var out: [UInt8] = []
+        var message: [UInt8] = []
+        var request = WireCursor(raw, 0..<raw.count)
+        while !request.atEnd {
+            guard let rs = request.field() else { return nil }
+            guard rs.number == 1, rs.wireType == 2 else { continue }
+            var resource: Range<Int>?
+            var scopes: [Range<Int>] = []
+            var schema: Range<Int>?
+            var group = WireCursor(raw, rs.payload)
+            while !group.atEnd {
+                guard let f = group.field() else { return nil }
+                switch (f.number, f.wireType) {
+                case (1, 2): resource = f.payload
+                case (2, 2): scopes.append(f.payload)
+                case (3, 2): schema = f.payload
+                default: return nil  // canonical requests hold nothing else
+                }
+            }
+            for ss in scopes {
+                var scope: Range<Int>?
+                var spans: [Range<Int>] = []
+                var scopeSchema: Range<Int>?
+                var c = WireCursor(raw, ss)
+                while !c.atEnd {
+                    guard let f = c.field() else { return nil }
+                    switch (f.number, f.wireType) {
+                    case (1, 2): scope = f.payload
+                    case (2, 2): spans.append(f.payload)
+                    case (3, 2): scopeSchema = f.payload
+                    default: return nil
+                    }
+                }
+                func part(_ r: Range<Int>?) -> Int { r.map { 1 + Scratch.varintCount($0.count) + $0.count } ?? 0 }
+                func append(_ number: UInt8, _ r: Range<Int>?) {
+                    guard let r else { return }
+                    Scratch.field(number, r.count, into: &message)
+                    message.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[r]))
+                }
+                for span in spans {
+                    let scopeSpans = part(scope) + part(span) + part(scopeSchema)
+                    let resourceSpans = part(resource) + 1 + Scratch.varintCount(scopeSpans) + scopeSpans + part(schema)
+                    message.removeAll(keepingCapacity: true)
+                    Scratch.field(1, resourceSpans, into: &message)
+                    append(1, resource)
+                    Scratch.field(2, scopeSpans, into: &message)
+                    append(1, scope)
+                    append(2, span)
+                    append(3, scopeSchema)
+                    append(3, schema)
+                    let leaf = message.withUnsafeBytes { TreeHash.leaf($0) }
+                    leaf.withUnsafeBytes { out.append(contentsOf: $0) }
+                }
+            }
+        }
+        return out
+    }
+
     /// The single-span `TracesData` of each span of `request`, in order (what the leaves hash).
     package static func messages(_ request: UnsafePointer<CExportRequest>) -> [[UInt8]] {
         var out: [[UInt8]] = []
@@ -75,7 +137,6 @@ package enum SpanLeaves {
         var bytes: [UInt8] = []
         var resource: (UnsafePointer<CResourceSpans>, [UInt8])?
         var scope: (UnsafePointer<CScopeSpans>, [UInt8])?
-        var span: [UInt8] = []
 
         static func pack(_ message: UnsafeRawPointer) -> [UInt8] {
             let m = message.assumingMemoryBound(to: ProtobufCMessage.self)
@@ -132,9 +193,10 @@ package enum SpanLeaves {
             }
             let resourceBytes = resource!.1
             let scopeBytes = scope!.1
-            span = Self.pack(s)
+            let spanMessage = UnsafeRawPointer(s).assumingMemoryBound(to: ProtobufCMessage.self)
+            let spanCount = protobuf_c_message_get_packed_size(spanMessage)
             // ScopeSpans: scope (1), the span (2), schema_url (3).
-            var scopeSpans = 1 + Self.varintCount(span.count) + span.count
+            var scopeSpans = 1 + Self.varintCount(spanCount) + spanCount
             scopeSpans += Self.stringCount(3, ss.pointee.schema_url)
             if ss.pointee.scope != nil { scopeSpans += 1 + Self.varintCount(scopeBytes.count) + scopeBytes.count }
             // ResourceSpans: resource (1), the scope spans (2), schema_url (3).
@@ -154,8 +216,14 @@ package enum SpanLeaves {
                 Self.field(1, scopeBytes.count, into: &bytes)
                 bytes += scopeBytes
             }
-            Self.field(2, span.count, into: &bytes)
-            bytes += span
+            Self.field(2, spanCount, into: &bytes)
+            // The span is encoded straight into the message, not into an array of its own.
+            let at = bytes.count
+            bytes.append(contentsOf: repeatElement(0, count: spanCount))
+            let written = bytes.withUnsafeMutableBufferPointer {
+                protobuf_c_message_pack(spanMessage, $0.baseAddress! + at)
+            }
+            precondition(written == spanCount, "protobuf-c packed a different size than it measured")
             Self.stringField(3, ss.pointee.schema_url, into: &bytes)
             Self.stringField(3, rs.pointee.schema_url, into: &bytes)
         }

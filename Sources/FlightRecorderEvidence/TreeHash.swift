@@ -14,23 +14,30 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     /// The 32 bytes, in order.
     public init?(bytes: some Collection<UInt8>) {
         guard bytes.count == Self.size else { return nil }
-        var words = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        withUnsafeMutableBytes(of: &words) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        (w0, w1, w2, w3) = words
+        let array = Array(bytes)
+        self = array.withUnsafeBytes { TreeHash(loading: $0) }
+    }
+
+    /// The first 32 bytes at `raw` (which must hold them). No generics, no copies: the writer
+    /// reads every span's leaf this way.
+    @inline(__always)
+    public init(loading raw: UnsafeRawBufferPointer) {
+        precondition(raw.count >= Self.size)
+        w0 = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        w1 = raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        w2 = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        w3 = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
     }
 
     init(digest: SHA256.Digest) {
-        var words = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        withUnsafeMutableBytes(of: &words) { raw in digest.withUnsafeBytes { raw.copyMemory(from: $0) } }
-        (w0, w1, w2, w3) = words
+        self = digest.withUnsafeBytes { TreeHash(loading: $0) }
     }
 
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try Swift.withUnsafeBytes(of: (w0, w1, w2, w3)) { try body($0) }
+        var copy = self
+        return try Swift.withUnsafeBytes(of: &copy) { try body($0) }
     }
 
     public init?(base64: some StringProtocol) {

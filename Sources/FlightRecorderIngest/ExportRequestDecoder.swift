@@ -118,7 +118,13 @@ public struct ExportRequestDecoder: Sendable {
         var batch = IngestBatch(payload: payload, spans: facts.spans, resources: facts.resources)
         batch.indexed = facts.indexed
         batch.metrics = facts.metrics
-        if evidenceLeaves { batch.leafHashes = SpanLeaves.hashBytes(request) }
+        if evidenceLeaves {
+            // A re-encoded payload is protobuf-c's own encoding: its spans are hashed as they
+            // stand. Bytes as sent may be encoded otherwise, so their spans are encoded again.
+            batch.leafHashes =
+                (changed ? payload.withUnsafeBytes { SpanLeaves.hashBytes(canonicalPayload: $0) } : nil)
+                ?? SpanLeaves.hashBytes(request)
+        }
         batch.rejectedSpans = validation.rejected
         batch.rejectionMessage = validation.message
         batch.truncatedValues = limited.truncatedValues

@@ -1,27 +1,27 @@
 /// Reads protobuf wire format field by field, without allocating: the one walker behind
 /// `WireDepthGuard` (nesting check before protobuf-c) and `TraceWireFilter` (cutting stored
 /// blocks down to some traces).
-struct WireCursor {
-    struct Field {
-        var number: UInt64
-        var wireType: UInt64
+package struct WireCursor {
+    package struct Field {
+        package var number: UInt64
+        package var wireType: UInt64
         /// The whole field, tag included.
-        var range: Range<Int>
+        package var range: Range<Int>
         /// The value of a length-delimited field (empty for other wire types).
-        var payload: Range<Int>
+        package var payload: Range<Int>
     }
 
     let bytes: UnsafeRawBufferPointer
     var pos: Int
     let end: Int
 
-    init(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
+    package init(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
         self.bytes = bytes
         self.pos = range.lowerBound
         self.end = range.upperBound
     }
 
-    var atEnd: Bool { pos >= end }
+    package var atEnd: Bool { pos >= end }
 
     /// A varint; nil when it runs past `end` or past 64 bits.
     mutating func varint() -> UInt64? {
@@ -41,7 +41,7 @@ struct WireCursor {
     /// invalid: protobuf-c accepts it when the key is a non-minimal varint (`85 00`) but
     /// refuses its own minimal re-encoding (`05`), so a request carrying one would be stored
     /// and then never read back, hiding the other spans of its block.
-    mutating func field() -> Field? {
+    package mutating func field() -> Field? {
         let start = pos
         guard let tag = varint(), tag >> 3 != 0 else { return nil }
         let wireType = tag & 7

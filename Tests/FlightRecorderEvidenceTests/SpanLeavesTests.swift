@@ -95,6 +95,14 @@ import Testing
                 }
             }
             #expect(messages == expected)
+            // Hashed straight from protobuf-c's encoding of the whole request, as ingest does
+            // for a request it re-encoded: the same leaves.
+            let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(
+                request)
+            var packed = [UInt8](repeating: 0, count: size)
+            _ = opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(request, &packed)
+            let direct = try #require(packed.withUnsafeBytes { SpanLeaves.hashBytes(canonicalPayload: $0) })
+            #expect(direct == SpanLeaves.hashBytes(request))
             #expect(SpanLeaves.hashes(request) == messages.map { TreeHash.leaf($0) })
             // Every leaf differs (each span is distinct).
             #expect(Set(SpanLeaves.hashes(request)).count == 5)

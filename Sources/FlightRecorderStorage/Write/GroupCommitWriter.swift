@@ -75,8 +75,10 @@ final class GroupCommitWriter: @unchecked Sendable {
                 leaves.append(
                     members.allSatisfy { $0.leafHashes.count == $0.spans.count * TreeHash.size }
                         ? members.flatMap { b in
-                            stride(from: 0, to: b.leafHashes.count, by: TreeHash.size).map {
-                                TreeHash(bytes: b.leafHashes[$0..<$0 + TreeHash.size])!
+                            b.leafHashes.withUnsafeBytes { raw in
+                                stride(from: 0, to: raw.count, by: TreeHash.size).map {
+                                    TreeHash(loading: UnsafeRawBufferPointer(rebasing: raw[$0...]))
+                                }
                             }
                         } : try? BlockLeaves.of(raw: raw))
             }
