@@ -12,6 +12,10 @@ struct KeyOption: ParsableArguments {
     var key: String?
 
     func verifier(configuration: DaemonConfiguration) throws -> (key: NoteVerifier, pinned: Bool) {
+        try Self.verifier(key: key, configuration: configuration)
+    }
+
+    static func verifier(key: String?, configuration: DaemonConfiguration) throws -> (key: NoteVerifier, pinned: Bool) {
         if let key {
             let text = (try? String(contentsOfFile: key, encoding: .utf8)) ?? key
             do {
@@ -106,6 +110,6 @@ struct AuditKey: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try storage.load()
-        print(try KeyOption().verifier(configuration: configuration).key.encoded)
+        print(try KeyOption.verifier(key: nil, configuration: configuration).key.encoded)
     }
 }
