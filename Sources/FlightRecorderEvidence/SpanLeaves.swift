@@ -44,7 +44,9 @@ package enum SpanLeaves {
     /// from the payload with no second encoding. nil when the payload is not such a request.
     package static func hashBytes(canonicalPayload raw: UnsafeRawBufferPointer) -> [UInt8]? {
         var out: [UInt8] = []
+        out.reserveCapacity(raw.count / 8)
         var message: [UInt8] = []
+        message.reserveCapacity(4096)
         var request = WireCursor(raw, 0..<raw.count)
         while !request.atEnd {
             guard let rs = request.field() else { return nil }

@@ -72,15 +72,22 @@ final class GroupCommitWriter: @unchecked Sendable {
         func flushBlock() {
             guard !members.isEmpty else { return }
             if log != nil {
-                leaves.append(
-                    members.allSatisfy { $0.leafHashes.count == $0.spans.count * TreeHash.size }
-                        ? members.flatMap { b in
-                            b.leafHashes.withUnsafeBytes { raw in
-                                stride(from: 0, to: raw.count, by: TreeHash.size).map {
-                                    TreeHash(loading: UnsafeRawBufferPointer(rebasing: raw[$0...]))
-                                }
+                if members.allSatisfy({ $0.leafHashes.count == $0.spans.count * TreeHash.size }) {
+                    var blockLeaves: [TreeHash] = []
+                    blockLeaves.reserveCapacity(rawSpans)
+                    for b in members {
+                        b.leafHashes.withUnsafeBytes { raw in
+                            var at = 0
+                            while at < raw.count {
+                                blockLeaves.append(TreeHash(loading: UnsafeRawBufferPointer(rebasing: raw[at...])))
+                                at += TreeHash.size
                             }
-                        } : try? BlockLeaves.of(raw: raw))
+                        }
+                    }
+                    leaves.append(blockLeaves)
+                } else {
+                    leaves.append(try? BlockLeaves.of(raw: raw))
+                }
             }
             let start = frames.count
             raw.withUnsafeBytes {
@@ -148,11 +155,14 @@ final class GroupCommitWriter: @unchecked Sendable {
                         checksum: checksums[i], leaves: leaves[i])
                 })
         }
-        // The indexer needs only the span facts, not the payload bytes.
+        // The indexer needs only the span facts, not the payload bytes or the leaves.
         var spans = 0
         for i in blocks.indices {
             spans += blocks[i].spanCount
-            for j in blocks[i].batches.indices { blocks[i].batches[j].payload = [] }
+            for j in blocks[i].batches.indices {
+                blocks[i].batches[j].payload = []
+                blocks[i].batches[j].leafHashes = []
+            }
         }
         queue.publishDurable(blocks: blocks, segments: segmentStates, spans: spans)
     }
