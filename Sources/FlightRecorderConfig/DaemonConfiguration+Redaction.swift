@@ -16,6 +16,7 @@ extension ConfigReader {
             case "hmac":
                 hmacLine = v.mark?.line
                 policy.hmacKey = try r.hmac(v)
+            case "identity_keys": policy.identityKeys = try r.stringList(v, path)
             case "scopes":
                 guard let seq = v.sequence else { throw r.error(v, path, "expected a list of scoped rule sets") }
                 for (i, item) in seq.enumerated() {

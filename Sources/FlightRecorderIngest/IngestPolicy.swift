@@ -26,6 +26,9 @@ public final class IngestPolicy: Sendable {
 
     /// Installs a new policy; per-rule counters carry over.
     public func reload(redaction policy: RedactionPolicy) throws(RedactionError) {
+        // The pseudonym key is the store's, not the config file's: it carries over.
+        var policy = policy
+        if policy.pseudonymKey == nil { policy.pseudonymKey = decoder.redaction?.redactor.policy.pseudonymKey }
         let next = try Self.redactor(policy)
         state.withLock { decoder in
             if let next, let old = decoder.redaction { next.redactor.absorb(old.redactor.ruleCounts) }

@@ -165,7 +165,12 @@ public struct RequestRedactor: Sendable {
             case .drop:
                 hits.add(rule.name)
                 return false
-            case .mask, .hash:
+            case .pseudonym where kind == 3:
+                // A numeric user ID is an identity too: its decimal form, pseudonymised.
+                hits.add(rule.name)
+                Self.replaceWithString(v, redactor.pseudonym(String(v.pointee.int_value)))
+                return true
+            case .mask, .hash, .pseudonym:
                 hits.add(rule.name)
                 Self.replaceWithString(v, "[REDACTED:\(rule.name)]")
                 return true

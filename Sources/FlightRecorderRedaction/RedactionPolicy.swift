@@ -10,6 +10,9 @@ public struct RedactionPolicy: Sendable {
         case mask
         /// HMAC-SHA256 with the policy's key: `hmac:<keyid>:<16 hex>`.
         case hash
+        /// HMAC-SHA256 with the pseudonym key (`pseudonymKey`), same form: identities stay
+        /// answerable ("who approved?") without being stored.
+        case pseudonym
         /// Keep the first n characters (detectors still run on them).
         case truncate(Int)
         /// Keep verbatim; no detector runs.
@@ -92,8 +95,18 @@ public struct RedactionPolicy: Sendable {
     public var scoped: [RuleSet] = []
     public var defaultSet = RuleSet(name: "default")
     public var hmacKey: HMACKey?
+    /// Keys whose values identify a person or actor: pseudonymised with `pseudonymKey`
+    /// (rule `identity`), never masked, unless a key rule selects them first. Applies in every
+    /// rule set, allowlist mode included.
+    public var identityKeys = ["approval.approver", "enduser.id"]
+    /// The key identities are pseudonymised with; the daemon makes one at first start. nil
+    /// leaves identity keys to the other rules (masked by the detectors where they match).
+    public var pseudonymKey: HMACKey?
 
     public init() {}
+
+    /// The name of the built-in identity rule, in `flightrec.redacted.rules` and the stats.
+    public static let identityRuleName = "identity"
 
     /// Every default detector on, no key rules: what runs with no configuration at all.
     public static let secureDefault = RedactionPolicy()

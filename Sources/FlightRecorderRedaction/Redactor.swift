@@ -8,6 +8,7 @@ public final class Redactor: Sendable {
     public let policy: RedactionPolicy
     package let sets: [CompiledSet]
     let hmac: (id: String, key: SymmetricKey)?
+    let pseudonymKey: (id: String, key: SymmetricKey)?
     private let counters = Mutex<[String: Int]>([:])
 
     /// Compiles `policy`; throws naming the rule when a pattern does not compile, a `hash`
@@ -15,9 +16,13 @@ public final class Redactor: Sendable {
     public init(policy: RedactionPolicy) throws(RedactionError) {
         self.policy = policy
         self.hmac = policy.hmacKey.map { ($0.id, SymmetricKey(data: $0.key)) }
+        self.pseudonymKey = policy.pseudonymKey.map { ($0.id, SymmetricKey(data: $0.key)) }
         var sets: [CompiledSet] = []
         for set in policy.scoped + [policy.defaultSet] {
-            sets.append(try CompiledSet(set, hasKey: policy.hmacKey != nil))
+            sets.append(
+                try CompiledSet(
+                    set, hasKey: policy.hmacKey != nil,
+                    identityKeys: policy.pseudonymKey == nil ? [] : policy.identityKeys))
         }
         self.sets = sets
     }
@@ -63,6 +68,9 @@ public final class Redactor: Sendable {
         case .hash:
             hits.add(rule.name)
             return hash(value)
+        case .pseudonym:
+            hits.add(rule.name)
+            return pseudonym(value)
         case .truncate(let n):
             // Detect first: cutting first could split a secret so that no detector sees it.
             let detected = redactText(value, set: set, hits: &hits)
@@ -77,6 +85,13 @@ public final class Redactor: Sendable {
         guard let hmac else { return "[REDACTED:hash]" }
         let mac = HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: hmac.key)
         return "hmac:\(hmac.id):" + Hex.encode(mac.prefix(8))
+    }
+
+    /// `hmac:<keyid>:<16 hex>` under the pseudonym key: what `flightrec pseudonym VALUE` prints.
+    public func pseudonym(_ value: String) -> String {
+        guard let pseudonymKey else { return "[REDACTED:\(RedactionPolicy.identityRuleName)]" }
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(value.utf8), using: pseudonymKey.key)
+        return "hmac:\(pseudonymKey.id):" + Hex.encode(mac.prefix(8))
     }
 
     /// Runs the detectors over free text (span names, messages, values with no key rule).
@@ -186,13 +201,17 @@ package final class CompiledSet: Sendable {
     let custom: [(String, NSRegularExpression)]
     /// The built-in `credential_key` rule's index in `rules`; nil when the set turns it off.
     let credentialRule: Int?
+    /// The built-in `identity` rule's index in `rules`, and its keys as bytes; nil without a
+    /// pseudonym key.
+    let identityRule: Int?
+    let identityKeys: [[UInt8]]
     /// False when no key rule or allowlist exists: values go to the detectors, and only the
     /// credential check looks at the key, so callers need not even build the key path.
     package var selectsKeys: Bool { !ruleMatchers.isEmpty || allow != nil }
     private let cache = Mutex<[String: Decision]>([:])
 
     // NSRegularExpression is immutable after creation and documented thread-safe.
-    init(_ set: RedactionPolicy.RuleSet, hasKey: Bool) throws(RedactionError) {
+    init(_ set: RedactionPolicy.RuleSet, hasKey: Bool, identityKeys: [String] = []) throws(RedactionError) {
         match = set.match
         var matchers: [[KeyMatcher]] = []
         for rule in set.rules {
@@ -209,6 +228,15 @@ package final class CompiledSet: Sendable {
         }
         ruleMatchers = matchers
         var rules = set.rules
+        if identityKeys.isEmpty {
+            identityRule = nil
+        } else {
+            identityRule = rules.count
+            rules.append(
+                RedactionPolicy.KeyRule(
+                    name: RedactionPolicy.identityRuleName, keys: identityKeys.map { .exact($0) }, action: .pseudonym))
+        }
+        self.identityKeys = identityKeys.map { Array($0.utf8) }
         if set.credentialKeys {
             credentialRule = rules.count
             rules.append(RedactionPolicy.KeyRule(name: CredentialKeys.ruleName, keys: [], action: .mask))
@@ -239,12 +267,15 @@ package final class CompiledSet: Sendable {
     /// allowlist needs one (the default policy on the ingest path).
     package func decision(forKeyBytes key: UnsafeBufferPointer<UInt8>, path: () -> String) -> Decision {
         if selectsKeys { return decision(for: path()) }
+        if let identityRule, identityKeys.contains(where: { $0.elementsEqual(key) }) { return .rule(identityRule) }
         if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
         return .detect
     }
 
     package func decision(for key: String) -> Decision {
+        let isIdentity = identityRule != nil && identityKeys.contains { $0.elementsEqual(key.utf8) }
         guard selectsKeys else {
+            if isIdentity, let identityRule { return .rule(identityRule) }
             if let credentialRule, CredentialKeys.matches(key) { return .rule(credentialRule) }
             return .detect
         }
@@ -252,6 +283,8 @@ package final class CompiledSet: Sendable {
         var d = Decision.detect
         if let r = ruleMatchers.firstIndex(where: { $0.contains { $0.matches(key) } }) {
             d = .rule(r)
+        } else if isIdentity, let identityRule {
+            d = .rule(identityRule)
         } else if let credentialRule, CredentialKeys.matches(key) {
             d = .rule(credentialRule)
         } else if let allow {

@@ -94,3 +94,61 @@ import Testing
         #expect(span.attributes.filter { $0.key == RequestRedactor.countKey }.map(\.value) == [.int(1)])
     }
 }
+
+/// Identities are pseudonymised, never masked: `flightrec why` can say who approved.
+@Suite struct IdentityPseudonymTests {
+    static let key = RedactionPolicy.HMACKey(id: "ptest0001", key: Array(repeating: 7, count: 32))
+
+    func stored(_ policy: RedactionPolicy, _ attributes: [(String, TestValue)], name: String = "approval.granted")
+        throws -> [UInt8]
+    {
+        let decoder = ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: policy)))
+        let body = RequestBuilder.request(spans: [
+            TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: name, attributes: attributes)
+        ])
+        return try decoder.decode(body).payload
+    }
+
+    func contains(_ haystack: [UInt8], _ needle: String) -> Bool {
+        RequestRedactorTests().contains(haystack, needle)
+    }
+
+    @Test func approversAndEndUsersBecomeStablePseudonyms() throws {
+        var policy = RedactionPolicy()
+        policy.pseudonymKey = Self.key
+        let redactor = try Redactor(policy: policy)
+        let alice = redactor.pseudonym("alice@corp.example")
+        #expect(alice.hasPrefix("hmac:ptest0001:") && alice.count == "hmac:ptest0001:".count + 16)
+        #expect(alice == redactor.pseudonym("alice@corp.example"))
+        #expect(alice != redactor.pseudonym("bob@corp.example"))
+        let payload = try stored(
+            policy,
+            [
+                ("approval.approver", .string("alice@corp.example")), ("enduser.id", .int(4242)),
+                ("note", .string("asked by alice@corp.example")),
+            ], name: "approval.granted for alice@corp.example")
+        #expect(contains(payload, alice))
+        #expect(contains(payload, redactor.pseudonym("4242")))
+        // Free text keeps its masking; the address itself is stored nowhere.
+        #expect(contains(payload, "[REDACTED:email]"))
+        #expect(!contains(payload, "alice@corp.example"))
+        #expect(contains(payload, "identity"))  // flightrec.redacted.rules names the rule
+    }
+
+    @Test func allowlistModeStillPseudonymisesAndARuleWins() throws {
+        var policy = RedactionPolicy()
+        policy.pseudonymKey = Self.key
+        policy.defaultSet.allowKeys = [.exact("other")]
+        let redactor = try Redactor(policy: policy)
+        let payload = try stored(policy, [("approval.approver", .string("alice@corp.example"))])
+        #expect(contains(payload, redactor.pseudonym("alice@corp.example")))
+        policy.defaultSet.allowKeys = nil
+        policy.defaultSet.rules = [.init(name: "no-users", keys: [.exact("enduser.id")], action: .drop)]
+        let dropped = try stored(policy, [("enduser.id", .string("u-17")), ("approval.approver", .string("bob"))])
+        #expect(!contains(dropped, "u-17") && !contains(dropped, "enduser.id"))
+        #expect(contains(dropped, try Redactor(policy: policy).pseudonym("bob")))
+        // Without a pseudonym key the identity rule is off; the detectors still mask emails.
+        let unkeyed = try stored(RedactionPolicy(), [("approval.approver", .string("alice@corp.example"))])
+        #expect(contains(unkeyed, "[REDACTED:email]"))
+    }
+}

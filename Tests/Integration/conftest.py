@@ -121,6 +121,14 @@ class Daemon:
         return subprocess.run([BIN, *args, "--api", self.api_url], capture_output=True, text=True, timeout=60, env=env)
 
 
+def pseudonym(d, value):
+    """What the daemon stores for an identity (approval.approver, enduser.id): `flightrec
+    pseudonym`, as an auditor holding the key runs it."""
+    r = subprocess.run([BIN, "pseudonym", value, "--data", d.data], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 @pytest.fixture
 def workdir():
     with tempfile.TemporaryDirectory(prefix="flightrec-it-") as d:

@@ -11,6 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, format_span_id
 
+from conftest import pseudonym
+
 T0 = 1_767_000_000_000_000_000  # a fixed base time (ns), so every order is known
 MS = 1_000_000
 
@@ -97,7 +99,9 @@ def test_graph_edges_and_the_causal_path_from_an_operation_id(daemon):
     assert [(st["role"], st["node"]["name"]) for st in steps] == [
         ("preceding", "invoke_agent support-agent"), ("ancestor", "approval.granted"),
         ("target", "execute_tool disable_managed_device")]
-    assert steps[1]["node"]["facts"]["approver"] == "alice"
+    # The approver is stored as a stable pseudonym, which the key's holder can check.
+    alice = pseudonym(daemon, "alice")
+    assert alice.startswith("hmac:p") and steps[1]["node"]["facts"]["approver"] == alice
     assert steps[2]["node"]["facts"]["operationId"] == "op-run-causal-0"
     assert steps[2]["node"]["facts"]["tier"] == "privileged_write"
     linked = steps[1]["linked"]
@@ -117,7 +121,7 @@ def test_graph_edges_and_the_causal_path_from_an_operation_id(daemon):
     assert status == 200 and path["steps"] == steps
     r = daemon.cli("why", "--operation-id", "op-run-causal-0")
     assert r.returncode == 0, r.stderr
-    assert "approver=alice" in r.stdout and "policy=approval_required" in r.stdout and "model=gpt-4o" in r.stdout
+    assert f"approver={alice}" in r.stdout and "policy=approval_required" in r.stdout and "model=gpt-4o" in r.stdout
     assert daemon.get("/api/v1/runs/run-causal/findings")[1]["findings"] == []
     # Unknown IDs and keys.
     assert daemon.get("/api/v1/lookup?key=operation.id&value=op-nope")[0] == 404

@@ -160,3 +160,30 @@ def test_sigkill_then_restart_still_verifies(workdir):
     r = verify(d.data, "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["spans"] == 25 * 13
+
+
+def test_approvers_are_pseudonyms_an_auditor_can_check(daemon):
+    from conftest import pseudonym
+    provider = TracerProvider(resource=Resource.create({"service.name": "it-agent"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=daemon.otlp_url, timeout=10)))
+    tracer = provider.get_tracer("identities")
+    with tracer.start_as_current_span("invoke_agent", attributes={"agent.run.id": "run-who", "enduser.id": 4242}):
+        with tracer.start_as_current_span(
+                "approval.granted", attributes={"approval.approver": "alice@corp.example",
+                                                "approval.note": "alice@corp.example confirmed by phone"}):
+            pass
+    provider.force_flush()
+    provider.shutdown()
+    status, run = daemon.get("/api/v1/runs/run-who")
+    assert status == 200
+    spans = {s["name"]: s for s in run["spans"]}
+    attrs = spans["approval.granted"]["attributes"]
+    alice = pseudonym(daemon, "alice@corp.example")
+    assert alice.startswith("hmac:p") and attrs["approval.approver"] == alice
+    assert pseudonym(daemon, "bob@corp.example") != alice
+    # An email in free text stays masked; the address is nowhere.
+    assert attrs["approval.note"] == "[REDACTED:email] confirmed by phone"
+    assert spans["invoke_agent"]["attributes"]["enduser.id"] == pseudonym(daemon, "4242")
+    assert "alice@corp.example" not in json.dumps(run)
+    key = os.path.join(daemon.data, "keys", "pseudonym.key")
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600

@@ -15,7 +15,7 @@ from opentelemetry import trace as api
 from opentelemetry.propagate import inject
 
 from agents import Agent
-from conftest import Daemon
+from conftest import pseudonym, Daemon
 from guard_fixtures import MDM_KEY, RECOVERY_PASSWORD, Guard, ToolBackend
 
 DISABLE = "/devices/disable"
@@ -304,7 +304,7 @@ def test_7_the_collector_answers_why_the_device_was_disabled(world):
     assert all(c["policyRule"] == "privileged-needs-approval" for c in checks if c["tool"] == "disable_managed_device")
     # The approval and who granted it, linked to the request it answers.
     grants = [n for n in nodes if n["name"] == "approval.granted"]
-    assert grants and grants[0]["facts"]["approver"] == "alice"
+    assert grants and grants[0]["facts"]["approver"] == pseudonym(collector, "alice")
     assert grants[0]["facts"]["approvalTicket"] == waiting["ticket"]
     assert names.count("policy.check") >= 2 and "execute_tool lookup_device" in names
     # In the run's graph the grant links back to the request it answers, a child of the
@@ -328,7 +328,7 @@ def test_7_the_collector_answers_why_the_device_was_disabled(world):
     # One command for the responder.
     r = collector.cli("why", "--operation-id", op)
     assert r.returncode == 0, r.stderr
-    assert "approver=alice" in r.stdout and "model=gpt-4o" in r.stdout
+    assert f"approver={pseudonym(collector, 'alice')}" in r.stdout and "model=gpt-4o" in r.stdout
 
 
 def test_a_denied_approval_blocks_the_waiting_call(world):

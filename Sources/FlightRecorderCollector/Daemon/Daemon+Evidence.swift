@@ -1,5 +1,6 @@
 import FlightRecorderConfig
 import FlightRecorderEvidence
+import FlightRecorderRedaction
 import FlightRecorderStorage
 import Foundation
 import Logging
@@ -33,4 +34,26 @@ extension Daemon {
         e.checkpointInterval = .milliseconds(Int64(configuration.evidence.checkpointIntervalSeconds * 1000))
         return e
     }
+
+    /// The key identities are pseudonymised with (`DATA/keys/pseudonym.key`), made at first start.
+    static func pseudonymKey(_ configuration: DaemonConfiguration, logger: Logger) throws -> RedactionPolicy.HMACKey {
+        let path = pseudonymKeyPath(dataDirectory: configuration.dataDirectory)
+        let existed = access(path, F_OK) == 0
+        if mkdir(configuration.dataDirectory, 0o750) != 0 && errno != EEXIST {
+            throw StorageError.cannotOpen("create \(configuration.dataDirectory): \(String(cString: strerror(errno)))")
+        }
+        do {
+            let key = try RedactionPolicy.HMACKey.pseudonymKey(path: path, create: true)
+            if !existed {
+                logger.notice(
+                    "pseudonym key generated; identities are stored as HMAC pseudonyms (flightrec pseudonym VALUE)",
+                    metadata: ["path": "\(path)", "key_id": "\(key.id)"])
+            }
+            return key
+        } catch {
+            throw StorageError.cannotOpen(error.reason)
+        }
+    }
+
+    public static func pseudonymKeyPath(dataDirectory: String) -> String { dataDirectory + "/keys/pseudonym.key" }
 }

@@ -64,10 +64,14 @@ public struct Daemon: Sendable {
             analyser = a
             runStats = stats
         }
+        var redaction = configuration.redaction
+        if redaction.enabled && !redaction.identityKeys.isEmpty {
+            redaction.pseudonymKey = try Self.pseudonymKey(configuration, logger: logger)
+        }
         let policy = try IngestPolicy(
             runIdentity: RunIdentity(keys: configuration.runIDKeys), indexedKeys: configuration.indexedKeys,
             limits: configuration.limits,
-            redaction: configuration.redaction, metrics: configuration.metrics.rules,
+            redaction: redaction, metrics: configuration.metrics.rules,
             evidenceLeaves: configuration.evidence.enabled)
         if !configuration.redaction.enabled {
             logger.warning("redaction is disabled: span values are stored as sent")
