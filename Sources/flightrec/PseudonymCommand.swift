@@ -8,7 +8,8 @@ import FlightRecorderRedaction
 struct PseudonymCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pseudonym",
-        abstract: "Print the pseudonym stored for an identity (approval.approver, enduser.id, redaction.identity_keys).",
+        abstract:
+            "Print the pseudonym stored for an identity (approval.approver, enduser.id, redaction.identity_keys).",
         discussion: "Reads DATA/keys/pseudonym.key (made at the daemon's first start). Exits 64 when there is none.")
 
     @Argument(help: "The identity, as the agent or sidecar sent it (for example alice@corp.example).")

@@ -99,12 +99,15 @@ import Testing
 @Suite struct IdentityPseudonymTests {
     static let key = RedactionPolicy.HMACKey(id: "ptest0001", key: Array(repeating: 7, count: 32))
 
-    func stored(_ policy: RedactionPolicy, _ attributes: [(String, TestValue)], name: String = "approval.granted")
+    func stored(
+        _ policy: RedactionPolicy, _ attributes: [(String, TestValue)], name: String = "approval.granted"
+    )
         throws -> [UInt8]
     {
         let decoder = ExportRequestDecoder(redaction: RequestRedactor(redactor: try Redactor(policy: policy)))
         let body = RequestBuilder.request(spans: [
-            TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: name, attributes: attributes)
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), name: name, attributes: attributes)
         ])
         return try decoder.decode(body).payload
     }
