@@ -187,3 +187,19 @@ def test_approvers_are_pseudonyms_an_auditor_can_check(daemon):
     assert "alice@corp.example" not in json.dumps(run)
     key = os.path.join(daemon.data, "keys", "pseudonym.key")
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_metrics_show_the_log_size_and_the_last_checkpoint(daemon):
+    import urllib.request
+    sent = export_runs(daemon, runs=10)
+    deadline = time.time() + 10
+    while True:
+        with urllib.request.urlopen(daemon.api_url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                  if line.startswith("flightrec_evidence_")}
+        if values.get("flightrec_evidence_log_spans") == sent or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert values["flightrec_evidence_log_spans"] == sent
+    assert abs(values["flightrec_evidence_last_checkpoint_timestamp_seconds"] - time.time()) < 120

@@ -118,6 +118,11 @@ public final class MetricsEndpoint: Sendable {
             ("flightrec_damaged_regions", "Damaged regions of segments found so far (DATA/damage.log)."),
             ("flightrec_run_analyser_lag_seconds", "How long the oldest settled run has waited to be analysed."),
             ("flightrec_runs_waiting", "Runs waiting to settle (root ended, no span for metrics.run_settle)."),
+            ("flightrec_evidence_log_spans", "Spans the evidence log covers (its tree size)."),
+            (
+                "flightrec_evidence_last_checkpoint_timestamp_seconds",
+                "Unix time of the last signed evidence checkpoint (alert when it is older than a few intervals)."
+            ),
         ]
         wiring.withLock {
             $0 = Wiring(
@@ -162,6 +167,10 @@ public final class MetricsEndpoint: Sendable {
             w0.gauges["flightrec_segments"]?.set(to: Double(g.segments))
             w0.gauges["flightrec_stored_bytes"]?.set(to: Double(g.bytes))
             w0.gauges["flightrec_damaged_regions"]?.set(to: Double(g.damagedRegions))
+            if let log = w0.store.evidenceLog {
+                w0.gauges["flightrec_evidence_log_spans"]?.set(to: Double(log.size))
+                w0.gauges["flightrec_evidence_last_checkpoint_timestamp_seconds"]?.set(to: log.lastCheckpoint)
+            }
             if let a = w0.analyser {
                 w0.gauges["flightrec_run_analyser_lag_seconds"]?.set(to: a.lag)
                 w0.gauges["flightrec_runs_waiting"]?.set(to: Double(a.waiting))

@@ -1,5 +1,6 @@
 import CZlib
 import Dispatch
+import FlightRecorderCore
 public import FlightRecorderEvidence
 import Foundation
 import Logging
@@ -58,11 +59,22 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     private var blocksBytes = 0
     private var tilesBytes = 0
     private var timer: (any DispatchSourceTimer)?
+    /// Set when a block's leaves could not be computed: the tree would be wrong, so nothing
+    /// more is signed until a restart recomputes it from the segments.
     private var failed = false
+    /// Records and tiles not yet written (a full or failing disk): kept, retried with every
+    /// append and checkpoint; no checkpoint is signed while any are left.
+    private var unwrittenRecords: [UInt8] = []
+    private var unwrittenTiles: [UInt8] = []
     private let sizeBox = Mutex<UInt64>(0)
+    /// One log line per interval while writes keep failing.
+    private let limiter = LogLimiter()
 
     /// Leaves logged so far.
     public var size: UInt64 { sizeBox.withLock { $0 } }
+    /// Unix seconds of the last checkpoint signed (0 before the first).
+    public var lastCheckpoint: Double { lastCheckpointBox.withLock { $0 } }
+    private let lastCheckpointBox = Mutex<Double>(0)
 
     var blocksPath: String { directory + "/blocks" }
     var tilesPath: String { directory + "/tiles" }
@@ -82,7 +94,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         let started = ContinuousClock.now
         let added = try recover(segmentDirectory: segmentDirectory)
         sizeBox.withLock { $0 = frontier.size }
-        try writeCheckpoint(.startup)
+        checkpointOnQueue(.startup)
         logger.info(
             "evidence log open",
             metadata: [
@@ -124,7 +136,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 // The segments still hold every span; the next start-up recomputes the log.
                 failed = true
                 logger.error(
-                    "evidence log: could not write; no more checkpoints until restart", metadata: ["error": "\(error)"])
+                    "evidence log: a block's spans could not be hashed; no more checkpoints until restart",
+                    metadata: ["error": "\(error)"])
             }
         }
     }
@@ -171,12 +184,31 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 }
             }
         }
-        try Self.write(blocksFile, records, at: &blocksBytes, path: blocksPath)
-        try Self.write(tilesFile, tiles, at: &tilesBytes, path: tilesPath)
+        unwrittenRecords += records
+        unwrittenTiles += tiles
         sizeBox.withLock { $0 = frontier.size }
+        _ = writeUnwritten()
+    }
+
+    /// Writes the records and tiles not yet written; false when some are still left.
+    private func writeUnwritten() -> Bool {
+        do throws(StorageError) {
+            try Self.write(blocksFile, unwrittenRecords, at: &blocksBytes, path: blocksPath)
+            unwrittenRecords.removeAll(keepingCapacity: true)
+            try Self.write(tilesFile, unwrittenTiles, at: &tilesBytes, path: tilesPath)
+            unwrittenTiles.removeAll(keepingCapacity: true)
+            return true
+        } catch {
+            limiter.log(
+                logger, .error, reason: "evidence-write",
+                "evidence log: cannot write; kept in memory and retried, no checkpoint until it is written",
+                metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     private func writeCheckpoint(_ reason: Reason) throws(StorageError) {
+        guard writeUnwritten() else { throw .io("write \(blocksPath)", errno: ENOSPC) }
         // What the checkpoint covers is on disk before it is signed.
         for (fd, path) in [(blocksFile, blocksPath), (tilesFile, tilesPath)] where fsync(fd) != 0 {
             throw .io("fsync \(path)")
@@ -197,6 +229,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         guard fsync(checkpointsFile) == 0 else { throw .io("fsync \(checkpointsPath)") }
         framed.removeAll()
         end = 0
+        lastCheckpointBox.withLock { $0 = Double(time(nil)) }
         logger.debug(
             "evidence checkpoint signed", metadata: ["size": "\(checkpoint.size)", "reason": "\(reason.rawValue)"])
     }
@@ -297,7 +330,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         }
         tilesBytes = (complete - recomputed.count / 32) * 32
         ftruncate(tilesFile, off_t(tilesBytes))
-        try Self.write(tilesFile, recomputed, at: &tilesBytes, path: tilesPath)
+        unwrittenTiles = recomputed
+        _ = writeUnwritten()
         do {
             frontier = try TreeFrontier(size: size, tree)
         } catch {

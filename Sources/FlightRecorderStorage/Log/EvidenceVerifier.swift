@@ -50,9 +50,10 @@ public enum EvidenceVerifier {
         var at = 0
         while at < bytes.count {
             guard let newline = bytes[at...].firstIndex(of: 0x0A), newline - at <= 8,
-                let length = Int(String(decoding: bytes[at..<newline], as: UTF8.self)),
-                newline + 1 + length <= bytes.count
+                let length = Int(String(decoding: bytes[at..<newline], as: UTF8.self))
             else { return (notes, at) }
+            // The last note, still being written by a running daemon: not damage.
+            if newline + 1 + length > bytes.count { return (notes, nil) }
             notes.append(String(decoding: bytes[(newline + 1)..<(newline + 1 + length)], as: UTF8.self))
             at = newline + 1 + length
         }

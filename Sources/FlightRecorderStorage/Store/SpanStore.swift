@@ -43,7 +43,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let repairs = Repairs()
     private let keyGroupsRebuilt: DispatchGroup
     /// The evidence log, when configured (`StoreConfiguration.evidence`).
-    let evidenceLog: EvidenceLog?
+    public let evidenceLog: EvidenceLog?
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
