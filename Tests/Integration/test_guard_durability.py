@@ -221,3 +221,74 @@ def test_spans_wait_for_a_collector_that_is_down_and_arrive_when_it_is_up(workdi
     finally:
         guard.stop()
         collector.stop()
+
+
+def test_every_answered_decision_reaches_the_collector_through_kill_9_and_outages(workdir, backend):
+    """A stream of decisions and executions while the sidecar is killed with SIGKILL and the
+    collector stopped at random moments: afterwards the collector holds every decision the
+    sidecar answered (the outbox commits each span with its state, before the answer)."""
+    import random
+    rng = random.Random(15)
+    os.makedirs(os.path.join(workdir, "collector"))
+    collector = Daemon(os.path.join(workdir, "collector")).start()
+    guard = make_guard(workdir, backend, collector_url=collector.otlp_url).start()
+    answered = {}  # run ID -> span names the collector must hold
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def stream():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            run = f"run-chaos-{i}"
+            try:
+                if i % 2:
+                    status, body = guard.post("/v1/decide", {
+                        "run_id": run, "actor": "support-agent", "tool": "lookup_device",
+                        "arguments": {"device_id": f"D-{i}"}})
+                    expect = {"policy.check"}
+                else:
+                    status, body = guard.post("/v1/execute", {
+                        "run_id": run, "actor": "support-agent", "tool": "open_ticket",
+                        "arguments": {"summary": f"ticket {i}"}, "idempotency_key": f"chaos-{i}"})
+                    expect = {"policy.check", "execute_tool open_ticket"}
+            except OSError:
+                time.sleep(0.05)  # the sidecar is down: this one was never answered
+                continue
+            if status == 200:
+                with lock:
+                    answered[run] = expect
+
+    threads = [threading.Thread(target=stream) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(6):
+            time.sleep(rng.uniform(0.3, 1.2))
+            if rng.random() < 0.5:
+                guard.stop(sig=signal.SIGKILL)
+                time.sleep(rng.uniform(0, 0.5))
+                guard.start()
+            else:
+                collector.stop()
+                time.sleep(rng.uniform(0.2, 1.5))
+                collector.start()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    try:
+        assert len(answered) > 50
+        deadline = time.time() + 60
+        missing = dict(answered)
+        while missing and time.time() < deadline:
+            for run in list(missing)[:200]:
+                status, body = collector.get(f"/api/v1/runs/{run}")
+                if status == 200 and missing[run] <= {s["name"] for s in body["spans"]}:
+                    del missing[run]
+            if missing:
+                time.sleep(0.5)
+        assert not missing, f"{len(missing)} of {len(answered)} answered decisions never reached the collector"
+    finally:
+        guard.stop()
+        collector.stop()

@@ -46,7 +46,6 @@ extension GuardService {
         a.decisionTraceID = context.traceID.hex
         a.decisionSpanID = context.spanID.hex
         let record = a
-        try save { () throws in try store.put(record) }
         var attributes: [(String, GuardSpan.Value)] = [
             (GuardSpans.runID, .string(a.runID)), (GuardSpans.tenant, .string(a.tenant)),
             (GuardSpans.approvalTicket, .string(ticket)), (GuardSpans.approver, .string(approverID)),
@@ -56,13 +55,15 @@ extension GuardService {
             (GuardSpans.actor, .string(approverID)),
         ]
         if let n = a.note { attributes.append(("approval.note", .string(n))) }
-        exporter.emit([
+        emit([
             GuardSpan(
                 context: context, parentSpanID: parentSpan,
                 name: grant ? GuardSpans.approvalGranted : GuardSpans.approvalDenied,
                 startNanos: decided, endNanos: now(), tenant: a.tenant, attributes: attributes,
                 links: [SpanContext(traceHex: a.requestTraceID, spanHex: a.requestSpanID)].compactMap { $0 })
         ])
+        // The decision and its span, in one transaction, before the approver is answered.
+        try save { () throws in try store.put(record) }
         return a
     }
 

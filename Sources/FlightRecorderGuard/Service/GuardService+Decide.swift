@@ -15,6 +15,7 @@ extension GuardService {
             emitCheck(
                 r, tenant: ResourceFacts.defaultTenant, tier: nil, decision: d, started: started,
                 arguments: shown(r, tenant: ResourceFacts.defaultTenant))
+            try flushSpans()
             return DecideAnswer(
                 outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: nil, approvalStatus: nil,
                 violations: d.violations)
@@ -37,6 +38,7 @@ extension GuardService {
         emitCheck(
             r, tenant: tenant, tier: policy.tools[r.tool]?.tier, decision: d, started: started, arguments: arguments,
             context: check)
+        try flushSpans()
         return DecideAnswer(
             outcome: d.outcome, reason: d.reason, rule: d.rule, ticket: d.ticket, approvalStatus: approvalStatus,
             violations: d.violations)
@@ -57,9 +59,8 @@ extension GuardService {
             reason: decision.reason, status: .pending, approver: nil, note: nil, requestedNanos: now, decidedNanos: nil,
             requestTraceID: requestContext.traceID.hex, requestSpanID: requestContext.spanID.hex, decisionTraceID: nil,
             decisionSpanID: nil, consumedBy: nil)
-        try save { () throws in try store.put(a) }
-        // A child of the policy check that asked for it.
-        exporter.emit([
+        // A child of the policy check that asked for it; committed with the ticket.
+        emit([
             GuardSpan(
                 context: requestContext, parentSpanID: check.context.spanID, name: GuardSpans.approvalRequested,
                 startNanos: now, endNanos: now + 1_000, tenant: tenant,
@@ -71,6 +72,7 @@ extension GuardService {
                     (GuardSpans.policyReason, .string(decision.reason)),
                 ])
         ])
+        try save { () throws in try store.put(a) }
         logger.info(
             "approval requested", metadata: ["ticket": "\(ticket)", "tool": "\(r.tool)", "rule": "\(decision.rule)"])
         return a

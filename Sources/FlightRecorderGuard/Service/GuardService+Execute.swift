@@ -20,6 +20,7 @@ extension GuardService {
                 arguments: shown(r, tenant: ResourceFacts.defaultTenant))
             let record = record(
                 r, key: key, tenant: ResourceFacts.defaultTenant, tier: "", decision: d, status: .blocked)
+            try flushSpans()
             return ExecuteAnswer(record, result: nil, replayed: false, violations: d.violations)
         }
         let tenant = actor.tenant
@@ -53,12 +54,12 @@ extension GuardService {
         switch d.outcome {
         case .blocked, .approvalRequired:
             rec.status = d.outcome == .blocked ? .blocked : .awaitingApproval
+            emitCheck(
+                r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
             try save { () throws in
                 try store.put(rec)
                 try store.put(state, tenant: tenant, run: r.runID)
             }
-            emitCheck(
-                r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
             return ExecuteAnswer(rec, result: nil, replayed: false, violations: d.violations)
         case .allowed:
             break
@@ -78,13 +79,13 @@ extension GuardService {
         let execContext = newContext(under: r.parent)
         rec.traceID = execContext.context.traceID.hex
         rec.spanID = execContext.context.spanID.hex
+        emitCheck(
+            r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
         try save { () throws in
             if let approval { try store.put(approval) }
             try store.put(rec)
             try store.put(state, tenant: tenant, run: r.runID)
         }
-        emitCheck(
-            r, tenant: tenant, tier: tool.tier, decision: d, started: started, arguments: arguments, context: check)
 
         let callStarted = now()
         let outcome = await backend.call(
@@ -121,6 +122,10 @@ extension GuardService {
         if case .confirmed(_, let body, _) = outcome {
             Self.learn(from: body, tool: tool, arguments: r.arguments, into: &now)
         }
+        emitExecution(
+            r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished,
+            grant: grantLink,
+            ticket: d.ticket, arguments: arguments)
         try save { () throws in
             try store.put(rec)
             try store.put(now, tenant: tenant, run: r.runID)
@@ -130,10 +135,6 @@ extension GuardService {
                 "uncertain write: reconcile it (GET /v1/uncertain)",
                 metadata: ["tool": "\(tool.name)", "idempotency_key": "\(key)", "status": "\(rec.status.rawValue)"])
         }
-        emitExecution(
-            r, rec, tool: tool, tenant: tenant, context: execContext, started: callStarted, ended: finished,
-            grant: grantLink,
-            ticket: d.ticket, arguments: arguments)
         var answer = ExecuteAnswer(rec, result: result, replayed: false)
         answer.backendSeconds = Double(finished - callStarted) / 1e9
         return answer

@@ -27,6 +27,10 @@ public actor GuardService {
 
     public let engine: PolicyEngine
     let store: GuardStore
+    /// Spans emitted and not yet committed (`save`). Never held across a suspension point.
+    var pendingSpans: [GuardSpan] = []
+    var outboxChecks = 0
+    var outboxFull = false
     let backend: ToolBackend
     let exporter: SpanExporter
     let redactor: Redactor
@@ -49,6 +53,12 @@ public actor GuardService {
         }
         self.backend = backend
         self.exporter = exporter
+        do {
+            try exporter.attach(databasePath: store.path)
+        } catch {
+            try? stateThread.syncShutdownGracefully()
+            throw error
+        }
         self.redactor = redactor
         self.logger = logger
         let recovered: Int
@@ -106,14 +116,67 @@ public actor GuardService {
         try fetch { () throws in try store.runState(tenant: tenant, run: run) }
     }
 
-    /// A durable write; a failure is a 503 (the answer it would back is never sent).
+    /// Queues spans for the next `save`, which commits them with the state they describe.
+    func emit(_ spans: [GuardSpan]) {
+        if exporter.isExporting { pendingSpans += spans }
+    }
+
+    /// A durable write, with the spans emitted since the last one (the outbox); a failure is
+    /// a 503 (the answer it would back is never sent, nor are its spans).
     func save(_ body: () throws -> Void) throws(GuardError) {
+        let spans = pendingSpans
+        pendingSpans = []
+        if !spans.isEmpty { try checkOutboxBound() }
         do {
-            try store.transaction(body)
+            try store.transaction {
+                try body()
+                if !spans.isEmpty { try store.enqueue(spans) }
+            }
         } catch {
             logger.error("cannot write the sidecar store", metadata: ["error": "\(error)"])
             throw GuardError(
                 .unavailable, "the sidecar cannot write its store; nothing was executed", retryAfterSeconds: 1)
+        }
+    }
+
+    /// Commits spans emitted after the last state write (a decision that changed no state),
+    /// before the answer goes out.
+    func flushSpans() throws(GuardError) {
+        if !pendingSpans.isEmpty { try save {} }
+    }
+
+    /// Refuses new decisions once the store holds `exporter.limitBytes` (spans waiting for a
+    /// collector that is gone): a decision that cannot be recorded is not made. Warns from 80 %.
+    func checkOutboxBound() throws(GuardError) {
+        outboxChecks += 1
+        // The file size is read once per 64 decisions; between, the last answer holds.
+        guard outboxChecks % 64 == 1 else {
+            if outboxFull {
+                throw GuardError(
+                    .unavailable, "the sidecar cannot record more decisions until its collector is back",
+                    retryAfterSeconds: 5)
+            }
+            return
+        }
+        let bytes = store.diskBytes
+        let limit = exporter.limitBytes
+        if bytes >= limit {
+            outboxFull = true
+        } else {
+            outboxFull = false
+            if bytes * 5 >= limit * 4 {
+                logger.warning(
+                    "span outbox near its bound: the collector has not taken the sidecar's spans",
+                    metadata: ["store_bytes": "\(bytes)", "limit_bytes": "\(limit)"])
+            }
+        }
+        if outboxFull {
+            logger.error(
+                "span outbox full: refusing decisions until the collector takes the sidecar's spans",
+                metadata: ["store_bytes": "\(bytes)", "limit_bytes": "\(limit)"])
+            throw GuardError(
+                .unavailable, "the sidecar cannot record more decisions until its collector is back",
+                retryAfterSeconds: 5)
         }
     }
 

@@ -96,6 +96,9 @@ final class GuardStore {
     private let putApproval: SQLiteStatement
     private let getRun: SQLiteStatement
     private let putRun: SQLiteStatement
+    private let putOutbox: SQLiteStatement
+    /// The database file, which the exporter reads the outbox from on a connection of its own.
+    let path: String
 
     /// Opens (creating) the store; executions caught in flight by a crash become `unknown`.
     /// Throws when the directory cannot be created, is locked by another sidecar, or the
@@ -117,6 +120,8 @@ final class GuardStore {
             CREATE TABLE IF NOT EXISTS runs(
                 tenant TEXT NOT NULL, run_id TEXT NOT NULL, doc TEXT NOT NULL,
                 PRIMARY KEY(tenant, run_id)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS outbox(
+                id INTEGER PRIMARY KEY AUTOINCREMENT, spans INTEGER NOT NULL, body BLOB NOT NULL);
             """)
         getExecution = try db.prepare("SELECT doc FROM executions WHERE tenant = ?1 AND key = ?2")
         putExecution = try db.prepare(
@@ -126,6 +131,8 @@ final class GuardStore {
             "INSERT OR REPLACE INTO approvals(ticket, tenant, status, doc) VALUES(?1, ?2, ?3, ?4)")
         getRun = try db.prepare("SELECT doc FROM runs WHERE tenant = ?1 AND run_id = ?2")
         putRun = try db.prepare("INSERT OR REPLACE INTO runs(tenant, run_id, doc) VALUES(?1, ?2, ?3)")
+        putOutbox = try db.prepare("INSERT INTO outbox(spans, body) VALUES(?1, ?2)")
+        path = directory + "/guard.db"
         encoder.outputFormatting = [.sortedKeys]
     }
 
@@ -161,6 +168,25 @@ final class GuardStore {
             runCache.removeAll()  // may hold state the rollback undid
             throw error
         }
+    }
+
+    // MARK: Outbox
+
+    /// Adds spans to the outbox, inside the caller's transaction: they are durable exactly when
+    /// the state they describe is. `SpanExporter` sends them and deletes them once the
+    /// collector acknowledged them.
+    func enqueue(_ spans: [GuardSpan]) throws {
+        try putOutbox.bind(1, Int64(spans.count)).bind(2, blob: GuardSpanEncoder.request(spans)).run()
+    }
+
+    /// Bytes of the store on disk, the database and its write-ahead log.
+    var diskBytes: Int64 {
+        var total: Int64 = 0
+        for suffix in ["", "-wal"] {
+            var st = stat()
+            if stat(path + suffix, &st) == 0 { total += Int64(st.st_size) }
+        }
+        return total
     }
 
     // MARK: Executions

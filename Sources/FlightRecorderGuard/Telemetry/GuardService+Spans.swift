@@ -44,7 +44,7 @@ extension GuardService {
         if let p = r.model.prompt {
             a.append((GuardSpans.prompt, .string(redactText(p, tenant: tenant))))
         }
-        exporter.emit([
+        emit([
             GuardSpan(
                 context: context.context, parentSpanID: context.parent, name: GuardSpans.policyCheck,
                 startNanos: started,
@@ -66,7 +66,7 @@ extension GuardService {
         if let id = rec.operationID { a.append((GuardSpans.operationID, .string(id))) }
         if let s = rec.backendStatus { a.append((GuardSpans.httpStatus, .int(Int64(s)))) }
         if let t = ticket { a.append((GuardSpans.approvalTicket, .string(t))) }
-        exporter.emit([
+        emit([
             GuardSpan(
                 context: context.context, parentSpanID: context.parent, name: GuardSpans.executeTool(tool.name),
                 kind: .client,
