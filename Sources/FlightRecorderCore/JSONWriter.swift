@@ -57,6 +57,12 @@ public struct JSONWriter {
 
     public mutating func int(_ v: Int) { int(Int64(v)) }
 
+    /// A value already in JSON form (a number's shortest decimal, say), written as is.
+    public mutating func raw(_ json: [UInt8]) {
+        separate()
+        bytes.append(contentsOf: json)
+    }
+
     public mutating func bool(_ v: Bool) {
         separate()
         bytes.append(contentsOf: (v ? "true" : "false").utf8)

@@ -1,5 +1,5 @@
 public import Crypto
-public import Foundation
+import Foundation
 
 /// The Ed25519 key that signs the evidence log's checkpoints, under a key name (the log's
 /// origin). Each checkpoint gets two signatures from it (C2SP signed-note): the log's

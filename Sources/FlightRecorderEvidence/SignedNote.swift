@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A C2SP signed note: text ending in a newline, a blank line, then one signature line per
 /// signature, `— <key name> base64(key ID ‖ signature)`.

@@ -1,4 +1,4 @@
-package import COTLP
+import COTLP
 import CProtobufC
 package import FlightRecorderOTLP
 

@@ -1,4 +1,4 @@
-public import Crypto
+import Crypto
 import Foundation
 
 /// A SHA-256 value of the evidence log's Merkle tree (RFC 9162, section 2.1.1): a leaf hash

@@ -184,6 +184,16 @@ public enum OTLPJSONTranscoder {
                 try t.nested(rs, "resource", field: 1, into: &w) { t, r, w throws(OTLPJSONError) in
                     try t.keyValues(r, "attributes", field: 1, into: &w)
                     try t.uint32(r, "droppedAttributesCount", field: 2, into: &w)
+                    try t.repeatedMessage(r, "entityRefs", field: 3, into: &w) { t, e, w throws(OTLPJSONError) in
+                        try t.string(e, "schemaUrl", field: 1, into: &w)
+                        try t.string(e, "type", field: 2, into: &w)
+                        for (name, number) in [("idKeys", 3), ("descriptionKeys", 4)] {
+                            try t.each(e, name) { (t: inout Walker, item: JSONValue) throws(OTLPJSONError) in
+                                guard case .string(let key) = item else { throw t.fail("expected a string") }
+                                w.stringField(number, key)
+                            }
+                        }
+                    }
                 }
                 try t.repeatedMessage(rs, "scopeSpans", field: 2, into: &w) { t, ss, w throws(OTLPJSONError) in
                     try t.nested(ss, "scope", field: 1, into: &w) { t, sc, w throws(OTLPJSONError) in

@@ -1,4 +1,4 @@
-package import COTLP
+import COTLP
 
 /// Drops the fields this version of the OTLP schema does not know from an unpacked request.
 ///

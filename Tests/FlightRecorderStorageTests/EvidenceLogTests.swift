@@ -84,7 +84,9 @@ extension SpanStoreTests {
         for cut in [(blocks: 3 * 32 + 5, tiles: 32 + 7), (blocks: Int.max, tiles: Int.max)] {
             for (file, bytes) in [("blocks", cut.blocks), ("tiles", cut.tiles)] {
                 let path = dir.path + "/data/log/" + file
-                let size = Int((try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber) ?? 0)
+                var st = stat()
+                #expect(stat(path, &st) == 0)
+                let size = Int(st.st_size)
                 #expect(truncate(path, off_t(max(0, size - bytes))) == 0)
             }
             let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
