@@ -14,6 +14,9 @@ public struct GuardConfiguration: Sendable {
     /// Environment variable holding the bearer token for the collector (its tenant is the
     /// token's); nil when the collector runs without auth.
     public var collectorTokenEnv: String?
+    /// How large the store may grow while decision spans wait for the collector (the outbox);
+    /// beyond it decisions are refused (503), from 80 % the sidecar warns.
+    public var collectorOutboxLimit: Int64 = 1 << 30
     public var dataDirectory = "guard-data"
     public var socketMode = 0o660
     public var policy = GuardPolicy(tools: [], actors: [], rules: [], approverRoles: [])
@@ -110,6 +113,8 @@ public struct GuardConfiguration: Sendable {
                     throw r.error(value, "collector", error.reason)
                 }
             case "collector_token_env": config.collectorTokenEnv = try r.string(value, "collector_token_env")
+            case "collector_outbox_limit":
+                config.collectorOutboxLimit = Int64(try r.bytes(value, "collector_outbox_limit", min: 1 << 20))
             case "redaction": config.redaction = try r.redaction(value)
             case "data_dir": config.dataDirectory = try r.string(value, "data_dir")
             case "tools":

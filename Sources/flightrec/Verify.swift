@@ -70,7 +70,9 @@ struct Verify: AsyncParsableCommand {
                     if let s = p.segment { o["segment"] = s }
                     if let off = p.offset { o["offset"] = off }
                     if let c = p.checkpoint {
-                        o["checkpoint"] = ["number": c.number, "size": c.size, "time": c.time as Any]
+                        var checkpoint: [String: Any] = ["number": c.number, "size": c.size]
+                        if let t = c.time { checkpoint["time"] = t }
+                        o["checkpoint"] = checkpoint
                     }
                     return o
                 },

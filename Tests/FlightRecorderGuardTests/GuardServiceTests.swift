@@ -151,3 +151,41 @@ import Testing
 enum HTTPClientHolder {
     static var client: HTTPClient { HTTPClient.shared }
 }
+
+extension GuardServiceTests {
+    /// With a collector configured, every answered decision's span is in the outbox when the
+    /// answer is given; while the collector is away the outbox grows, and at its bound the
+    /// sidecar refuses decisions rather than make unrecorded ones.
+    @Test func answeredDecisionsWaitInTheOutboxUpToItsBound() async throws {
+        let dir = TemporaryDirectory("guard-outbox")
+        defer { dir.remove() }
+        // Nothing listens on port 1, and the exporter is not even running: spans only queue.
+        let exporter = SpanExporter(
+            endpoint: "http://127.0.0.1:1/v1/traces", token: nil, limitBytes: 256 << 10, logger: Logger(label: "test"))
+        let service = try GuardService(
+            policy: GuardPolicy(tools: [], actors: [], rules: [], approverRoles: []), dataDirectory: dir.path,
+            backend: ToolBackend(client: HTTPClientHolder.client), exporter: exporter,
+            redactor: try Redactor(policy: RedactionPolicy()), logger: Logger(label: "test"))
+        var answered = 0
+        var refused: GuardError?
+        for i in 0..<20_000 {
+            let r = GuardRequest(
+                runID: "run-\(i)", actorID: "nobody", tool: "t",
+                arguments: .object(["note": .string(String(repeating: "x", count: 400))]))
+            do {
+                _ = try await service.decide(r)
+                answered += 1
+                if i % 500 == 0 { #expect(exporter.counters.queued == answered) }
+            } catch {
+                refused = error
+                break
+            }
+        }
+        // About 256 KiB of spans of about 1 KiB each, checked every 64 decisions.
+        #expect(answered > 100 && answered < 1_000)
+        #expect(exporter.counters.queued == answered)
+        let error = try #require(refused)
+        #expect(error.description.contains("cannot record more decisions"))
+        await service.shutdown()
+    }
+}

@@ -32,7 +32,8 @@ public struct GuardServer: Sendable {
             token = value
         }
         let exporter = SpanExporter(
-            endpoint: c.collector.lowercased() == "off" ? nil : c.collector, token: token, logger: logger)
+            endpoint: c.collector.lowercased() == "off" ? nil : c.collector, token: token,
+            limitBytes: c.collectorOutboxLimit, logger: logger)
         let client = HTTPClient(
             eventLoopGroupProvider: .singleton,
             configuration: .init(

@@ -97,6 +97,7 @@ final class GuardStore {
     private let getRun: SQLiteStatement
     private let putRun: SQLiteStatement
     private let putOutbox: SQLiteStatement
+    private let pagesInUse: SQLiteStatement
     /// The database file, which the exporter reads the outbox from on a connection of its own.
     let path: String
 
@@ -132,6 +133,9 @@ final class GuardStore {
         getRun = try db.prepare("SELECT doc FROM runs WHERE tenant = ?1 AND run_id = ?2")
         putRun = try db.prepare("INSERT OR REPLACE INTO runs(tenant, run_id, doc) VALUES(?1, ?2, ?3)")
         putOutbox = try db.prepare("INSERT INTO outbox(spans, body) VALUES(?1, ?2)")
+        pagesInUse = try db.prepare(
+            "SELECT (p.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() p, "
+                + "pragma_freelist_count() f, pragma_page_size() s")
         path = directory + "/guard.db"
         encoder.outputFormatting = [.sortedKeys]
     }
@@ -179,14 +183,11 @@ final class GuardStore {
         try putOutbox.bind(1, Int64(spans.count)).bind(2, blob: GuardSpanEncoder.request(spans)).run()
     }
 
-    /// Bytes of the store on disk, the database and its write-ahead log.
+    /// Bytes the store's content takes (pages in use, not pages freed by exported spans, and
+    /// not the write-ahead log's preallocated size).
     var diskBytes: Int64 {
-        var total: Int64 = 0
-        for suffix in ["", "-wal"] {
-            var st = stat()
-            if stat(path + suffix, &st) == 0 { total += Int64(st.st_size) }
-        }
-        return total
+        defer { pagesInUse.reset() }
+        return (try? pagesInUse.step()) == true ? pagesInUse.int64(0) : 0
     }
 
     // MARK: Executions
