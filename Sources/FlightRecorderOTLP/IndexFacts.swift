@@ -46,7 +46,7 @@ public enum IndexFacts {
             seenIndexed.reserveCapacity(total * 2)
         }
         var resources: [ResourceFacts] = []
-        var metrics = MetricAccumulator()
+        var metrics = MetricAccumulator(counting: rules != nil)
         // The values of the metric keys of the span at hand, by slot.
         let values = SpanMetrics.Values.allocate(capacity: rules?.slotCount ?? 0)
         defer { values.deallocate() }
@@ -167,14 +167,8 @@ public enum IndexFacts {
         _ payload: [UInt8], runIdentity: RunIdentity, indexedKeys: IndexedKeys, metrics: MetricRules? = nil
     ) -> Extracted? {
         payload.withUnsafeBytes { raw in
-            // Read only: unpacked into an arena that frees it all at once.
-            let arena = UnpackArena(expectedBytes: raw.count * 4)
-            return withExtendedLifetime(arena) {
-                guard (try? WireDepthGuard.check(raw)) != nil,
-                    let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                        arena.allocator, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
-                else { return nil }
-                return extract(request, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: metrics)
+            UnpackArena.withRequest(raw) {
+                extract($0, runIdentity: runIdentity, indexedKeys: indexedKeys, metrics: metrics)
             }
         }
     }

@@ -15,12 +15,7 @@ public enum OTLPJSONEncoder {
     /// The JSON of `bytes` (a `TracesData`); nil when they do not unpack.
     public static func tracesData(_ bytes: [UInt8]) -> [UInt8]? {
         bytes.withUnsafeBytes { raw in
-            let arena = UnpackArena(expectedBytes: raw.count * 4)
-            return withExtendedLifetime(arena) {
-                guard (try? WireDepthGuard.check(raw)) != nil,
-                    let data = opentelemetry__proto__trace__v1__traces_data__unpack(
-                        arena.allocator, raw.count, raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
-                else { return nil }
+            UnpackArena.withRequest(raw) { data in
                 var w = JSONWriter(capacity: raw.count * 3)
                 write(data.pointee, &w)
                 return w.bytes
@@ -28,130 +23,94 @@ public enum OTLPJSONEncoder {
         }
     }
 
-    static func write(_ d: CTracesData, _ w: inout JSONWriter) {
+    static func write(_ d: CExportRequest, _ w: inout JSONWriter) {
         w.beginObject()
-        w.key("resourceSpans")
-        w.beginArray()
-        for r in 0..<d.n_resource_spans {
-            guard let rs = d.resource_spans[r]?.pointee else { continue }
-            w.beginObject()
+        array("resourceSpans", d.resource_spans, d.n_resource_spans, &w, evenIfEmpty: true) { rs, w in
             if let resource = rs.resource?.pointee {
                 w.key("resource")
                 w.beginObject()
                 attributes("attributes", resource.attributes, resource.n_attributes, &w)
-                count("droppedAttributesCount", resource.dropped_attributes_count, &w)
-                if resource.n_entity_refs > 0 {
-                    w.key("entityRefs")
-                    w.beginArray()
-                    for e in 0..<resource.n_entity_refs {
-                        guard let ref = resource.entity_refs[e]?.pointee else { continue }
-                        w.beginObject()
-                        string("schemaUrl", ref.schema_url, &w)
-                        string("type", ref.type, &w)
-                        strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
-                        strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
-                        w.endObject()
-                    }
-                    w.endArray()
+                nonZero("droppedAttributesCount", resource.dropped_attributes_count, &w)
+                array("entityRefs", resource.entity_refs, resource.n_entity_refs, &w) { ref, w in
+                    string("schemaUrl", ref.schema_url, &w)
+                    string("type", ref.type, &w)
+                    strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
+                    strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
                 }
                 w.endObject()
             }
-            w.key("scopeSpans")
-            w.beginArray()
-            for s in 0..<rs.n_scope_spans {
-                guard let ss = rs.scope_spans[s]?.pointee else { continue }
-                w.beginObject()
+            array("scopeSpans", rs.scope_spans, rs.n_scope_spans, &w, evenIfEmpty: true) { ss, w in
                 if let scope = ss.scope?.pointee {
                     w.key("scope")
                     w.beginObject()
                     string("name", scope.name, &w)
                     string("version", scope.version, &w)
                     attributes("attributes", scope.attributes, scope.n_attributes, &w)
-                    count("droppedAttributesCount", scope.dropped_attributes_count, &w)
+                    nonZero("droppedAttributesCount", scope.dropped_attributes_count, &w)
                     w.endObject()
                 }
-                w.key("spans")
-                w.beginArray()
-                for i in 0..<ss.n_spans {
-                    if let span = ss.spans[i]?.pointee { write(span, &w) }
-                }
-                w.endArray()
+                array("spans", ss.spans, ss.n_spans, &w, evenIfEmpty: true) { span, w in write(span, &w) }
                 string("schemaUrl", ss.schema_url, &w)
-                w.endObject()
             }
-            w.endArray()
             string("schemaUrl", rs.schema_url, &w)
-            w.endObject()
         }
-        w.endArray()
         w.endObject()
     }
 
+    /// A span's members (the caller opens and closes its object).
     static func write(_ s: CSpan, _ w: inout JSONWriter) {
-        w.beginObject()
         hex("traceId", s.trace_id, &w)
         hex("spanId", s.span_id, &w)
         string("traceState", s.trace_state, &w)
         hex("parentSpanId", s.parent_span_id, &w)
-        if s.flags != 0 {
-            w.key("flags")
-            w.int(Int64(s.flags))
-        }
+        nonZero("flags", s.flags, &w)
         string("name", s.name, &w)
-        if s.kind.rawValue != 0 {
-            w.key("kind")
-            w.int(Int64(s.kind.rawValue))
-        }
+        nonZero("kind", s.kind.rawValue, &w)
         fixed64("startTimeUnixNano", s.start_time_unix_nano, &w)
         fixed64("endTimeUnixNano", s.end_time_unix_nano, &w)
         attributes("attributes", s.attributes, s.n_attributes, &w)
-        count("droppedAttributesCount", s.dropped_attributes_count, &w)
-        if s.n_events > 0 {
-            w.key("events")
-            w.beginArray()
-            for e in 0..<s.n_events {
-                guard let event = s.events[e]?.pointee else { continue }
-                w.beginObject()
-                fixed64("timeUnixNano", event.time_unix_nano, &w)
-                string("name", event.name, &w)
-                attributes("attributes", event.attributes, event.n_attributes, &w)
-                count("droppedAttributesCount", event.dropped_attributes_count, &w)
-                w.endObject()
-            }
-            w.endArray()
+        nonZero("droppedAttributesCount", s.dropped_attributes_count, &w)
+        array("events", s.events, s.n_events, &w) { event, w in
+            fixed64("timeUnixNano", event.time_unix_nano, &w)
+            string("name", event.name, &w)
+            attributes("attributes", event.attributes, event.n_attributes, &w)
+            nonZero("droppedAttributesCount", event.dropped_attributes_count, &w)
         }
-        count("droppedEventsCount", s.dropped_events_count, &w)
-        if s.n_links > 0 {
-            w.key("links")
-            w.beginArray()
-            for l in 0..<s.n_links {
-                guard let link = s.links[l]?.pointee else { continue }
-                w.beginObject()
-                hex("traceId", link.trace_id, &w)
-                hex("spanId", link.span_id, &w)
-                string("traceState", link.trace_state, &w)
-                attributes("attributes", link.attributes, link.n_attributes, &w)
-                count("droppedAttributesCount", link.dropped_attributes_count, &w)
-                if link.flags != 0 {
-                    w.key("flags")
-                    w.int(Int64(link.flags))
-                }
-                w.endObject()
-            }
-            w.endArray()
+        nonZero("droppedEventsCount", s.dropped_events_count, &w)
+        array("links", s.links, s.n_links, &w) { link, w in
+            hex("traceId", link.trace_id, &w)
+            hex("spanId", link.span_id, &w)
+            string("traceState", link.trace_state, &w)
+            attributes("attributes", link.attributes, link.n_attributes, &w)
+            nonZero("droppedAttributesCount", link.dropped_attributes_count, &w)
+            nonZero("flags", link.flags, &w)
         }
-        count("droppedLinksCount", s.dropped_links_count, &w)
+        nonZero("droppedLinksCount", s.dropped_links_count, &w)
         if let status = s.status?.pointee {
             w.key("status")
             w.beginObject()
             string("message", status.message, &w)
-            if status.code.rawValue != 0 {
-                w.key("code")
-                w.int(Int64(status.code.rawValue))
-            }
+            nonZero("code", status.code.rawValue, &w)
             w.endObject()
         }
-        w.endObject()
+    }
+
+    /// `key`: an array of objects, one per message `items` points at (null entries skipped),
+    /// each object's members written by `body`; nothing when there are none, unless `evenIfEmpty`.
+    static func array<T>(
+        _ key: StaticString, _ items: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ n: Int,
+        _ w: inout JSONWriter, evenIfEmpty: Bool = false, _ body: (T, inout JSONWriter) -> Void
+    ) {
+        guard n > 0 || evenIfEmpty else { return }
+        w.key(key)
+        w.beginArray()
+        for i in 0..<n {
+            guard let item = items?[i]?.pointee else { continue }
+            w.beginObject()
+            body(item, &w)
+            w.endObject()
+        }
+        w.endArray()
     }
 
     static func attributes(
@@ -263,7 +222,7 @@ public enum OTLPJSONEncoder {
         w.string(String(v))
     }
 
-    static func count(_ key: StaticString, _ v: UInt32, _ w: inout JSONWriter) {
+    static func nonZero(_ key: StaticString, _ v: UInt32, _ w: inout JSONWriter) {
         guard v != 0 else { return }
         w.key(key)
         w.int(Int64(v))

@@ -298,7 +298,9 @@ public final class SpanFamilyCounts: @unchecked Sendable {  // written by one th
     public convenience init() { self.init(Tables()) }
 
     deinit {
-        guard tables.counters.count + tables.histograms.count <= Self.seriesLimit else { return }
+        // Tables that never held a series (no metric rules) are not worth keeping.
+        let series = tables.counters.count + tables.histograms.count
+        guard series > 0 && series <= Self.seriesLimit else { return }
         var t = tables
         tables = Tables()
         t.reset()
@@ -372,8 +374,11 @@ extension SpanFamilyCounts.Tables {
 /// A struct the request's loop owns, so its writes need no exclusivity checks at run time
 /// (a class's stored tables had them: `perf`).
 struct MetricAccumulator {
-    var tables = SpanFamilyCounts.reuse()
+    var tables: SpanFamilyCounts.Tables
     let cache = SeriesKeyCache.current
+
+    /// Without `counting` (no metric rules) it takes no tables from the pool.
+    init(counting: Bool) { tables = counting ? SpanFamilyCounts.reuse() : SpanFamilyCounts.Tables() }
 
     /// The request's counts, handed to its batch.
     consuming func finish() -> SpanFamilyCounts { SpanFamilyCounts(tables) }

@@ -69,6 +69,23 @@ package final class UnpackArena {
         return try body(allocator)
     }
 
+    /// Runs `body` on `bytes` unpacked as an `ExportTraceServiceRequest` (or a `TracesData`,
+    /// which has the same layout), after `WireDepthGuard` bounded its nesting, in an arena
+    /// freed when `body` returns; nil when the bytes are not such a message. For reading stored
+    /// or exported bytes: nothing may keep a pointer into the message.
+    package static func withRequest<R>(
+        _ bytes: UnsafeRawBufferPointer, _ body: (UnsafeMutablePointer<CExportRequest>) -> R
+    ) -> R? {
+        let arena = UnpackArena(expectedBytes: bytes.count * 4)
+        return withExtendedLifetime(arena) {
+            guard (try? WireDepthGuard.check(bytes)) != nil,
+                let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+                    arena.allocator, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            else { return nil }
+            return body(request)
+        }
+    }
+
     package static var current: UnpackArena? {
         pthread_getspecific(key).map { Unmanaged<UnpackArena>.fromOpaque($0).takeUnretainedValue() }
     }

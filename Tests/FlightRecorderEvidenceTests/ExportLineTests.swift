@@ -1,4 +1,3 @@
-import COTLP
 import FlightRecorderOTLP
 import FlightRecorderTesting
 import Foundation
@@ -102,24 +101,12 @@ import Testing
     }
 
     func roundTrip(_ payload: [UInt8]) throws -> Int {
-        let arena = UnpackArena(expectedBytes: payload.count * 4)
-        return try withExtendedLifetime(arena) {
-            let request = try #require(
-                payload.withUnsafeBufferPointer {
-                    opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                        arena.allocator, $0.count, $0.baseAddress)
-                })
+        try withUnpackedRequest(payload) { request in
             let messages = SpanLeaves.messages(request)
             for m in messages {
                 let json = try #require(OTLPJSONEncoder.tracesData(m))
                 let back = try OTLPJSONTranscoder.transcodeExportRequest(Data(json))
-                let again = UnpackArena(expectedBytes: back.count * 4)
-                try withExtendedLifetime(again) {
-                    let r = try #require(
-                        back.withUnsafeBufferPointer {
-                            opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                                again.allocator, $0.count, $0.baseAddress)
-                        })
+                try withUnpackedRequest(back) { r in
                     let line = String(decoding: json, as: UTF8.self)
                     #expect(SpanLeaves.messages(r) == [m], "\(line)")
                     #expect(SpanLeaves.hashes(r) == [TreeHash.leaf(m)])

@@ -53,41 +53,42 @@ import Testing
     }
 
     @Test func leavesAreEachSpansOwnTracesDataAsProtobufCEncodesIt() throws {
-        let payload = Self.request()
-        let arena = UnpackArena(expectedBytes: payload.count * 4)
-        try withExtendedLifetime(arena) {
-            let request = try #require(
-                payload.withUnsafeBufferPointer {
-                    opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                        arena.allocator, $0.count, $0.baseAddress)
-                })
+        try withUnpackedRequest(Self.request()) { request in
             let messages = SpanLeaves.messages(request)
             #expect(messages.count == 5)
             var expected: [[UInt8]] = []
-            SpanLeaves.forEachSpan(request) { rs, ss, span in
-                // The span alone in its scope, alone in its resource group.
-                var spanPointer: UnsafeMutablePointer<CSpan>? = UnsafeMutablePointer(mutating: span)
-                var scopeSpans = ss.pointee
-                var resourceSpans = rs.pointee
-                withUnsafeMutablePointer(to: &spanPointer) { sp in
-                    scopeSpans.n_spans = 1
-                    scopeSpans.spans = sp
-                    withUnsafeMutablePointer(to: &scopeSpans) { scope in
-                        var scopePointer: UnsafeMutablePointer<CScopeSpans>? = scope
-                        withUnsafeMutablePointer(to: &scopePointer) { ssp in
-                            resourceSpans.n_scope_spans = 1
-                            resourceSpans.scope_spans = ssp
-                            withUnsafeMutablePointer(to: &resourceSpans) { group in
-                                var groupPointer: UnsafeMutablePointer<CResourceSpans>? = group
-                                withUnsafeMutablePointer(to: &groupPointer) { rsp in
-                                    var data = CTracesData()
-                                    opentelemetry__proto__trace__v1__traces_data__init(&data)
-                                    data.n_resource_spans = 1
-                                    data.resource_spans = rsp
-                                    let size = opentelemetry__proto__trace__v1__traces_data__get_packed_size(&data)
-                                    var out = [UInt8](repeating: 0, count: size)
-                                    _ = opentelemetry__proto__trace__v1__traces_data__pack(&data, &out)
-                                    expected.append(out)
+            for r in 0..<request.pointee.n_resource_spans {
+                let rs = request.pointee.resource_spans[r]!
+                for i in 0..<rs.pointee.n_scope_spans {
+                    let ss = rs.pointee.scope_spans[i]!
+                    for j in 0..<ss.pointee.n_spans {
+                        let span = ss.pointee.spans[j]!
+                        // The span alone in its scope, alone in its resource group.
+                        var spanPointer: UnsafeMutablePointer<CSpan>? = UnsafeMutablePointer(mutating: span)
+                        var scopeSpans = ss.pointee
+                        var resourceSpans = rs.pointee
+                        withUnsafeMutablePointer(to: &spanPointer) { sp in
+                            scopeSpans.n_spans = 1
+                            scopeSpans.spans = sp
+                            withUnsafeMutablePointer(to: &scopeSpans) { scope in
+                                var scopePointer: UnsafeMutablePointer<CScopeSpans>? = scope
+                                withUnsafeMutablePointer(to: &scopePointer) { ssp in
+                                    resourceSpans.n_scope_spans = 1
+                                    resourceSpans.scope_spans = ssp
+                                    withUnsafeMutablePointer(to: &resourceSpans) { group in
+                                        var groupPointer: UnsafeMutablePointer<CResourceSpans>? = group
+                                        withUnsafeMutablePointer(to: &groupPointer) { rsp in
+                                            var data = CTracesData()
+                                            opentelemetry__proto__trace__v1__traces_data__init(&data)
+                                            data.n_resource_spans = 1
+                                            data.resource_spans = rsp
+                                            let size = opentelemetry__proto__trace__v1__traces_data__get_packed_size(
+                                                &data)
+                                            var out = [UInt8](repeating: 0, count: size)
+                                            _ = opentelemetry__proto__trace__v1__traces_data__pack(&data, &out)
+                                            expected.append(out)
+                                        }
+                                    }
                                 }
                             }
                         }

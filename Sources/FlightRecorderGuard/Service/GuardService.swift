@@ -149,31 +149,22 @@ public actor GuardService {
     /// collector that is gone): a decision that cannot be recorded is not made. Warns from 80 %.
     func checkOutboxBound() throws(GuardError) {
         outboxChecks += 1
-        // The file size is read once per 64 decisions; between, the last answer holds.
-        guard outboxChecks % 64 == 1 else {
+        // The store's size is read once per 64 decisions; between, the last answer holds.
+        if outboxChecks % 64 == 1 {
+            let bytes = store.diskBytes
+            let limit = exporter.limitBytes
+            outboxFull = bytes >= limit
             if outboxFull {
-                throw GuardError(
-                    .unavailable, "the sidecar cannot record more decisions until its collector is back",
-                    retryAfterSeconds: 5)
-            }
-            return
-        }
-        let bytes = store.diskBytes
-        let limit = exporter.limitBytes
-        if bytes >= limit {
-            outboxFull = true
-        } else {
-            outboxFull = false
-            if bytes * 5 >= limit * 4 {
+                logger.error(
+                    "span outbox full: refusing decisions until the collector takes the sidecar's spans",
+                    metadata: ["store_bytes": "\(bytes)", "limit_bytes": "\(limit)"])
+            } else if bytes * 5 >= limit * 4 {
                 logger.warning(
                     "span outbox near its bound: the collector has not taken the sidecar's spans",
                     metadata: ["store_bytes": "\(bytes)", "limit_bytes": "\(limit)"])
             }
         }
         if outboxFull {
-            logger.error(
-                "span outbox full: refusing decisions until the collector takes the sidecar's spans",
-                metadata: ["store_bytes": "\(bytes)", "limit_bytes": "\(limit)"])
             throw GuardError(
                 .unavailable, "the sidecar cannot record more decisions until its collector is back",
                 retryAfterSeconds: 5)

@@ -1,4 +1,3 @@
-import COTLP
 import FlightRecorderEvidence
 import FlightRecorderOTLP
 
@@ -7,16 +6,7 @@ import FlightRecorderOTLP
 /// spans come out in the order they were logged.
 enum BlockLeaves {
     static func of(raw: [UInt8]) throws(StorageError) -> [TreeHash] {
-        let leaves: [TreeHash]? = raw.withUnsafeBytes { b in
-            let arena = UnpackArena(expectedBytes: b.count * 4)
-            return withExtendedLifetime(arena) {
-                guard (try? WireDepthGuard.check(b)) != nil,
-                    let request = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
-                        arena.allocator, b.count, b.baseAddress?.assumingMemoryBound(to: UInt8.self))
-                else { return nil }
-                return SpanLeaves.hashes(request)
-            }
-        }
+        let leaves = raw.withUnsafeBytes { UnpackArena.withRequest($0) { SpanLeaves.hashes($0) } }
         guard let leaves else { throw .corrupt("block does not decode as OTLP spans") }
         return leaves
     }

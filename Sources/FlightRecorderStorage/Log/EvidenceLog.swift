@@ -343,9 +343,11 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         let last = records.last
         for id in SegmentFile.list(segmentDirectory) where id >= (last?.segment ?? Int64.min) {
             let path = SegmentFile.path(segmentDirectory, id)
-            let scan = try SegmentScanner(path: path).scan(from: 0)
+            // In the last recorded segment, only what follows its last recorded block.
+            let from = id == last?.segment ? last!.offset : 0
+            let scan = try SegmentScanner(path: path).scan(from: from)
             var pending: [Block] = []
-            for block in scan.blocks where id > (last?.segment ?? Int64.min) || block.offset > last!.offset {
+            for block in scan.blocks where id != last?.segment || block.offset > from {
                 let frame = try SegmentReader.readFrame(
                     path: path, offset: block.offset, length: block.header.frameLength)
                 pending.append(
