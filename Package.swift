@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
     ],
     targets: [
         // MARK: System C libraries
@@ -161,6 +162,17 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
+        // Audit bundles: export (spans, decision record, proofs, DSSE-signed statement) and offline verification.
+        .target(
+            name: "FlightRecorderAudit",
+            dependencies: [
+                "FlightRecorderCore", "FlightRecorderOTLP", "FlightRecorderEvidence", "FlightRecorderStorage",
+                "FlightRecorderQuery",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         // The run analyser: settled runs' aggregates (stats.db), windowed statistics, drift tests.
         .target(
             name: "FlightRecorderAnalysis",
@@ -185,7 +197,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderOTLP", "FlightRecorderStorage", "FlightRecorderConfig", "FlightRecorderRedaction",
                 "FlightRecorderIngest", "FlightRecorderQuery", "FlightRecorderHTTP", "FlightRecorderMetrics",
-                "FlightRecorderAnalysis",
+                "FlightRecorderAnalysis", "FlightRecorderAudit",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -213,7 +225,7 @@ let package = Package(
             dependencies: [
                 "FlightRecorderCollector", "FlightRecorderConfig", "FlightRecorderStorage", "FlightRecorderOTLP",
                 "FlightRecorderGuard", "FlightRecorderGuardPolicy", "FlightRecorderHTTP", "FlightRecorderSQLite",
-                "FlightRecorderCore", "FlightRecorderAnalysis", "FlightRecorderEvidence",
+                "FlightRecorderCore", "FlightRecorderAnalysis", "FlightRecorderEvidence", "FlightRecorderAudit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

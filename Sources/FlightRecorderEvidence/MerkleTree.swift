@@ -53,28 +53,35 @@ public enum MerkleTree {
     /// The proof that the tree of `size` leaves extends the tree of its first `old` leaves:
     /// PROOF(m, D[n]). Empty when `old` is 0 or equals `size`.
     public static func consistencyProof(old: UInt64, size: UInt64, _ nodes: some TreeNodes) throws -> [TreeHash] {
+        try consistencyRanges(old: old, size: size).map { try hash(nodes, $0.start, $0.end) }
+    }
+
+    /// The leaf ranges whose hashes make up PROOF(m, D[n]), in proof order: they depend on the
+    /// two sizes only, so a reader holding those hashes (keyed by range) builds the proof for
+    /// any older size it pins.
+    public static func consistencyRanges(old: UInt64, size: UInt64) -> [(start: UInt64, end: UInt64)] {
         precondition(old <= size, "a tree of \(old) cannot be consistent with a smaller one of \(size)")
         if old == 0 || old == size { return [] }
-        var out: [TreeHash] = []
-        try subproof(old, 0, size, true, nodes, &out)
+        var out: [(UInt64, UInt64)] = []
+        subproof(old, 0, size, true, &out)
         return out
     }
 
     private static func subproof(
-        _ m: UInt64, _ start: UInt64, _ end: UInt64, _ whole: Bool, _ nodes: some TreeNodes, _ out: inout [TreeHash]
-    ) throws {
+        _ m: UInt64, _ start: UInt64, _ end: UInt64, _ whole: Bool, _ out: inout [(UInt64, UInt64)]
+    ) {
         let n = end - start
         if m == n {
-            if !whole { out.append(try hash(nodes, start, end)) }
+            if !whole { out.append((start, end)) }
             return
         }
         let k = split(n)
         if m <= k {
-            try subproof(m, start, start + k, whole, nodes, &out)
-            out.append(try hash(nodes, start + k, end))
+            subproof(m, start, start + k, whole, &out)
+            out.append((start + k, end))
         } else {
-            try subproof(m - k, start + k, end, false, nodes, &out)
-            out.append(try hash(nodes, start, start + k))
+            subproof(m - k, start + k, end, false, &out)
+            out.append((start, start + k))
         }
     }
 

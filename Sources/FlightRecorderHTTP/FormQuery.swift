@@ -18,6 +18,9 @@ public struct FormQuery: Sendable {
     /// The first value of `name`, decoded; nil when absent.
     public subscript(_ name: String) -> String? { pairs.first { $0.name == name }?.value }
 
+    /// Every value of a repeated parameter, in order.
+    public func values(_ name: String) -> [String] { pairs.filter { $0.name == name }.map(\.value) }
+
     /// `+` to space, then percent-decoding; a malformed escape is kept as written.
     static func decode(_ text: Substring) -> String {
         let spaced = text.replacingOccurrences(of: "+", with: " ")

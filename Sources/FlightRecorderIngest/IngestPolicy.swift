@@ -36,6 +36,17 @@ public final class IngestPolicy: Sendable {
         }
     }
 
+    /// The digest of the redaction policy in force (`RedactionPolicy.digest`); a disabled
+    /// policy has a digest of its own.
+    public var redactionDigest: String {
+        guard let policy = decoder.redaction?.redactor.policy else {
+            var disabled = RedactionPolicy()
+            disabled.enabled = false
+            return disabled.digest
+        }
+        return policy.digest
+    }
+
     /// Hits per redaction rule since start-up.
     public var ruleCounts: [String: Int] { decoder.redaction?.redactor.ruleCounts ?? [:] }
 }

@@ -98,8 +98,8 @@ struct Verify: AsyncParsableCommand {
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Audit evidence: the log's public key.",
-        subcommands: [AuditKey.self])
+        abstract: "Audit evidence: the log's public key, signed bundles and their offline verification.",
+        subcommands: [AuditKey.self, AuditExport.self, AuditVerify.self])
 }
 
 struct AuditKey: AsyncParsableCommand {

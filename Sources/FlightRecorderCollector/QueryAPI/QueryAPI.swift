@@ -76,6 +76,9 @@ public struct QueryAPI: Sendable {
         router.get("/api/v1/lookup") { request, _ in
             await self.handle(request) { p in try await self.lookup(request, scope: p.scope) }
         }
+        router.get("/api/v1/audit/export") { request, _ in
+            await self.handle(request, roles: [.auditor, .admin]) { p in try await self.auditExport(request, principal: p) }
+        }
         router.get("/api/v1/traces/:traceID") { request, context in
             await self.handle(request) { p in
                 try await self.trace(Self.decoded(context.parameters.get("traceID")), scope: p.scope)

@@ -40,7 +40,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     }
 
     public enum Reason: String, Sendable {
-        case interval, seal, shutdown, startup
+        case interval, seal, shutdown, startup, export
     }
 
     static let tileHeight = 8
@@ -48,6 +48,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     static let recordBytes = 32
 
     let directory: String
+    let segmentDirectory: String
     let signer: NoteSigner
     let logger: Logger
     private let queue = DispatchQueue(label: "flightrec.evidence-log")
@@ -85,6 +86,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     /// before the log), and signs a checkpoint. Call before the writer starts.
     init(directory: String, segmentDirectory: String, signer: NoteSigner, logger: Logger) throws(StorageError) {
         self.directory = directory
+        self.segmentDirectory = segmentDirectory
         self.signer = signer
         self.logger = logger
         if mkdir(directory, 0o750) != 0 && errno != EEXIST { throw .io("create \(directory)") }
@@ -144,6 +146,23 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
 
     /// Signs a checkpoint of what is logged so far, after what is queued.
     func checkpoint(_ reason: Reason) { queue.async { [self] in checkpointOnQueue(reason) } }
+
+    /// Signs a checkpoint now, covering every block queued before the call (so every span
+    /// acknowledged before it), and returns it with the tree it signs: what an audit export
+    /// proves its spans against.
+    public func snapshot() throws(StorageError) -> EvidenceSnapshot {
+        let signed: Result<SignedNote, StorageError> = queue.sync {
+            guard !failed, checkpointsFile >= 0 else {
+                return .failure(.corrupt("the evidence log is not signing (see the daemon's log); restart to recompute it"))
+            }
+            do throws(StorageError) {
+                return .success(try writeCheckpoint(.export))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try EvidenceSnapshot(directory: directory, segmentDirectory: segmentDirectory, note: signed.get(), signer: signer)
+    }
 
     /// Stops the timer, signs a last checkpoint and closes the files: after the writer closed.
     func close() {
@@ -207,7 +226,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         }
     }
 
-    private func writeCheckpoint(_ reason: Reason) throws(StorageError) {
+    @discardableResult
+    private func writeCheckpoint(_ reason: Reason) throws(StorageError) -> SignedNote {
         guard writeUnwritten() else { throw .io("write \(blocksPath)", errno: ENOSPC) }
         // What the checkpoint covers is on disk before it is signed.
         for (fd, path) in [(blocksFile, blocksPath), (tilesFile, tilesPath)] where fsync(fd) != 0 {
@@ -232,6 +252,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         lastCheckpointBox.withLock { $0 = Double(time(nil)) }
         logger.debug(
             "evidence checkpoint signed", metadata: ["size": "\(checkpoint.size)", "reason": "\(reason.rawValue)"])
+        return note
     }
 
     static func write(_ fd: Int32, _ bytes: [UInt8], at offset: inout Int, path: String) throws(StorageError) {

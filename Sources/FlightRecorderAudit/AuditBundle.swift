@@ -1,0 +1,146 @@
+import Foundation
+
+/// An audit bundle: one uncompressed POSIX tar archive of the files below, every one named in
+/// `manifest.json` with its SHA-256, size and record count, and every one (the manifest
+/// included) a subject of the in-toto Statement that `statement.dsse.json` signs with the
+/// evidence log's key.
+///
+/// - `spans.otlp.jsonl`: each exported span as the OTel file exporter writes, one `TracesData`
+///   per line (its resource, scope and the span alone), exactly as stored, in log order.
+/// - `decisions.jsonl`: the decision record (policy decisions, approval requests, grants and
+///   denials, executions), per run in causal order (`BundleViews`).
+/// - `runs.csv`: RFC 4180, one row per run.
+/// - `findings.jsonl`: what the causal checks found per run (missing parents, writes with no
+///   decision), so a verifier can tell a known gap from a removed span.
+/// - `checkpoint.txt`: the signed checkpoint (C2SP tlog-checkpoint) the proof ends in.
+/// - `start-checkpoint.txt`: for a time-range export, the signed checkpoint the range starts at.
+/// - `proof.json`: every span's leaf index and one `Multiproof` tying them all to the
+///   checkpoint; for a time-range export, the consistency proof between the two checkpoints.
+public enum AuditBundle {
+    public static let format = "flightrec-audit-bundle/v1"
+    public static let predicateType = "https://flightrec.dev/audit-bundle/v1"
+    public static let statementType = "https://in-toto.io/Statement/v1"
+
+    public static let spans = "spans.otlp.jsonl"
+    public static let decisions = "decisions.jsonl"
+    public static let runs = "runs.csv"
+    public static let findings = "findings.jsonl"
+    public static let checkpoint = "checkpoint.txt"
+    public static let startCheckpoint = "start-checkpoint.txt"
+    public static let proof = "proof.json"
+    public static let manifest = "manifest.json"
+    public static let envelope = "statement.dsse.json"
+
+    /// The files a manifest lists, in archive order (`start-checkpoint.txt` only for ranges).
+    public static func listed(range: Bool) -> [String] {
+        [spans, decisions, runs, findings, proof, checkpoint] + (range ? [startCheckpoint] : [])
+    }
+}
+
+/// `manifest.json`.
+public struct BundleManifest: Codable, Sendable, Equatable {
+    public struct File: Codable, Sendable, Equatable {
+        public var name: String
+        public var sha256: String
+        public var size: Int
+        /// Lines of a `.jsonl` file, rows of `runs.csv` (header excluded), 1 for the others.
+        public var records: Int
+    }
+
+    public struct Selection: Codable, Sendable, Equatable {
+        /// `run`, `where` or `range`.
+        public var kind: String
+        public var runId: String?
+        public var `where`: String?
+        /// Unix nanoseconds; for `run` and `where` they bound the runs' start, for `range` the
+        /// time the spans were logged.
+        public var since: Int64?
+        public var until: Int64?
+    }
+
+    /// For a time-range export: the leaves `[start, end)` between two signed checkpoints, all
+    /// of which this bundle accounts for. `startTime` and `endTime` are the checkpoints' signed
+    /// times (Unix seconds); the range covers every span logged between them.
+    public struct LogRange: Codable, Sendable, Equatable {
+        public var start: UInt64
+        public var end: UInt64
+        public var startTime: UInt64?
+        public var endTime: UInt64
+    }
+
+    public var format: String
+    public var created: String
+    /// The tenants whose spans the bundle holds (the token's, narrowed by `--tenant`).
+    public var tenants: [String]
+    public var selection: Selection
+    public var range: LogRange?
+    public var files: [File]
+    public var spans: Int
+    public var runs: Int
+    /// SHA-256 of the redaction policy's canonical text (`RedactionPolicy.canonicalText`).
+    public var redactionPolicySha256: String
+    /// The evidence log's verifier key (C2SP vkey) that signed the checkpoint and the envelope.
+    public var keyId: String
+    /// The run identity keys the collector resolves runs by.
+    public var runIdentityKeys: [String]
+}
+
+/// `proof.json`.
+public struct BundleProof: Codable, Sendable, Equatable {
+    /// The checkpoint's tree size and root (base64), repeated from `checkpoint.txt`.
+    public var treeSize: UInt64
+    public var root: String
+    /// Line `i` of `spans.otlp.jsonl` is leaf `leafIndices[i]`; strictly increasing.
+    public var leafIndices: [UInt64]
+    /// `Multiproof` hashes, base64, in walk order.
+    public var hashes: [String]
+    /// For a range: RFC 9162 consistency proof from `start-checkpoint.txt` to `checkpoint.txt`.
+    public var consistency: [String]?
+    /// Consistency with earlier checkpoints an auditor may have pinned: for each tree size in
+    /// `olderSizes`, the hashes of RFC 9162 PROOF(size, checkpoint) by leaf range
+    /// (`"start-end"`, base64), shared between sizes. A verifier rebuilds the proof for the
+    /// size it pinned (`MerkleTree.consistencyRanges`).
+    public var olderSizes: [UInt64]
+    public var olderNodes: [String: String]
+}
+
+/// The in-toto Statement the envelope signs.
+public struct BundleStatement: Codable, Sendable, Equatable {
+    public struct Subject: Codable, Sendable, Equatable {
+        public var name: String
+        public var digest: [String: String]
+    }
+
+    public struct Predicate: Codable, Sendable, Equatable {
+        public var format: String
+        public var checkpointSize: UInt64
+        public var spans: Int
+    }
+
+    public var _type: String
+    public var subject: [Subject]
+    public var predicateType: String
+    public var predicate: Predicate
+}
+
+enum BundleJSON {
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        return e
+    }
+
+    /// camelCase as the specifications spell them (in-toto, DSSE).
+    static func plain() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+
+    static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+}

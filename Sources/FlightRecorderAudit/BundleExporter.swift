@@ -1,0 +1,466 @@
+import Crypto
+import FlightRecorderCore
+public import FlightRecorderEvidence
+import FlightRecorderOTLP
+public import FlightRecorderQuery
+public import FlightRecorderStorage
+import Foundation
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to export.
+public struct AuditExportRequest: Sendable {
+    public enum Selection: Sendable, Equatable {
+        /// One run, by ID (or by a trace ID of it).
+        case run(String)
+        /// Every run the `where` expression matches (as `GET /api/v1/runs?where=` finds them).
+        case filter(String)
+        /// Every span of one tenant logged between `since` and `until`, proved complete.
+        case range
+    }
+
+    public var selection: Selection
+    public var since: Int64?
+    public var until: Int64?
+    /// The tenants the bundle may hold: the token's, narrowed by the request.
+    public var scope: TenantScope
+    /// The tenant named by the request, if any (a range needs one).
+    public var tenant: String?
+    /// Tree sizes of checkpoints the auditor pinned: the bundle proves consistency with each.
+    public var consistencyFrom: [UInt64] = []
+
+    public init(selection: Selection, since: Int64? = nil, until: Int64? = nil, scope: TenantScope, tenant: String?) {
+        self.selection = selection
+        self.since = since
+        self.until = until
+        self.scope = scope
+        self.tenant = tenant
+    }
+}
+
+/// Why an export could not be made; `badRequest` is the caller's to fix.
+public struct AuditExportError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case badRequest, notFound, unavailable }
+    public var kind: Kind
+    public var description: String
+}
+
+/// A bundle written to a directory, ready to be streamed as one archive (`Tar`).
+public struct PreparedBundle: Sendable {
+    public var directory: String
+    /// Archive members in order, with their sizes.
+    public var members: [(name: String, size: Int)]
+    public var spans: Int
+    public var runs: Int
+    public var mtime: Int
+
+    /// The archive's total size.
+    public var archiveSize: Int { members.reduce(2 * Tar.block) { $0 + Tar.block + $1.size + Tar.padding($1.size) } }
+
+    /// The archive, in chunks of about `chunk` bytes, read from the files as it goes.
+    public func forEachChunk(chunk: Int = 1 << 20, _ body: ([UInt8]) async throws -> Void) async throws {
+        for m in members {
+            try await body(Tar.header(name: m.name, size: m.size, mtime: mtime))
+            guard let file = FileHandle(forReadingAtPath: directory + "/" + m.name) else {
+                throw AuditExportError(kind: .unavailable, description: "bundle file \(m.name) vanished")
+            }
+            defer { try? file.close() }
+            var left = m.size
+            while left > 0 {
+                let data = try file.read(upToCount: min(chunk, left)) ?? Data()
+                guard !data.isEmpty else { throw AuditExportError(kind: .unavailable, description: "\(m.name) shrank") }
+                left -= data.count
+                try await body(Array(data))
+            }
+            let pad = Tar.padding(m.size)
+            if pad > 0 { try await body([UInt8](repeating: 0, count: pad)) }
+        }
+        try await body([UInt8](repeating: 0, count: 2 * Tar.block))
+    }
+
+    /// Writes the archive to `path`.
+    public func write(to path: String) async throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path)
+        else { throw AuditExportError(kind: .unavailable, description: "cannot create \(path)") }
+        defer { try? out.close() }
+        try await forEachChunk { try out.write(contentsOf: $0) }
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// Builds audit bundles (`AuditBundle`) from a store with an evidence log.
+///
+/// Signs a checkpoint first, so the bundle proves every span acknowledged before the export
+/// began; finds the selected spans' blocks through the index (briefly, under the readers'
+/// lock), then reads, proves and writes them without it.
+public enum AuditExporter {
+    public static func export(
+        store: SpanStore, request: AuditExportRequest, redactionPolicyDigest: String, directory: String
+    ) async throws -> PreparedBundle {
+        guard let log = store.evidenceLog else {
+            throw AuditExportError(kind: .unavailable, description: "the evidence log is disabled (evidence.enabled)")
+        }
+        let snapshot = try await NIOThreadPool.singleton.runIfActive { try log.snapshot() }
+        let plan = try await Self.plan(store: store, request: request, snapshot: snapshot)
+        do {
+            let read = try await NIOThreadPool.singleton.runIfActive {
+                try readSpans(plan: plan, snapshot: snapshot, directory: directory)
+            }
+            var runs = plan.runs ?? []
+            if plan.runs == nil {
+                let resolver = RunResolver(identity: store.configuration.runIdentity)
+                let spans = read.spans
+                runs = try await store.read { r, _ in
+                    try rangeRuns(spans, resolver: resolver, reader: r)
+                }
+            }
+            let finalRuns = runs
+            return try await NIOThreadPool.singleton.runIfActive {
+                var read = read
+                return try finish(
+                    &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
+                    identityKeys: store.configuration.runIdentity.keys, redactionPolicyDigest: redactionPolicyDigest)
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    /// The spans read so far and the files written.
+    struct ReadSpans: @unchecked Sendable {  // handed from one pool thread to the next, never shared
+        var files: BundleFiles
+        var indices: [UInt64]
+        var spans: [SpanRecord]
+    }
+
+    /// The blocks to read, which spans of them to keep, and the runs they belong to.
+    struct Plan: Sendable {
+        var blocks: [EvidenceSnapshot.LoggedBlock]
+        var keep: @Sendable (SpanRecord, UInt64) -> Bool
+        /// The runs, when the selection names them; nil for a range (resolved after reading).
+        var runs: [BundleViews.Run]?
+        var tenants: [String]
+        var target: (note: SignedNote, checkpoint: Checkpoint, time: UInt64?)
+        var start: EvidenceSnapshot.Signed?
+    }
+
+    static func plan(store: SpanStore, request: AuditExportRequest, snapshot: EvidenceSnapshot) async throws -> Plan {
+        let resolver = RunResolver(identity: store.configuration.runIdentity)
+        let fresh = (snapshot.note, snapshot.checkpoint, UInt64?.none)
+        switch request.selection {
+        case .run, .filter:
+            var summaries: [RunSummary] = []
+            switch request.selection {
+            case .run(let id):
+                summaries = try await store.read { r, _ in
+                    var found = try r.runs(id, scope: request.scope)
+                    if found.isEmpty, let trace = TraceID(hex: id) {
+                        for (tenant, named) in try r.runs(ofTrace: trace, scope: request.scope) {
+                            found += try r.runs(named, scope: .only([tenant]))
+                        }
+                    }
+                    return Array(found.prefix(1))
+                }
+                guard !summaries.isEmpty else { throw AuditExportError(kind: .notFound, description: "no run with this ID") }
+            case .filter(let expression):
+                let filter: SpanFilter
+                do {
+                    filter = try SpanFilter.parse(expression)
+                } catch {
+                    throw AuditExportError(kind: .badRequest, description: "where: \(error.description)")
+                }
+                let result = try await store.search(
+                    narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)),
+                    scope: request.scope, since: request.since, until: request.until, limit: 10_000, filter: filter)
+                guard result.complete else {
+                    throw AuditExportError(
+                        kind: .badRequest,
+                        description:
+                            "where: the search could not examine every candidate run; narrow it with since and until")
+                }
+                summaries = result.hits.map(\.run)
+            case .range: break
+            }
+            let selected = summaries
+            return try await store.read { r, _ in
+                var runs: [BundleViews.Run] = []
+                var traceRuns: [TenantTrace: String] = [:]
+                var wanted: [TenantRun: Int] = [:]
+                var refs: Set<BlockRef> = []
+                for s in selected {
+                    let tenant = s.tenant ?? ResourceFacts.defaultTenant
+                    let traces = try r.traces(ofRun: s.runID, tenant: tenant)
+                    wanted[TenantRun(tenant: tenant, run: s.runID)] = runs.count
+                    runs.append(BundleViews.Run(runID: s.runID, tenant: tenant, traces: traces))
+                    for t in traces {
+                        traceRuns[TenantTrace(tenant: tenant, trace: t)] = try resolver.traceRun(
+                            t, tenant: tenant, reader: r)
+                        for b in try r.blocks(ofTrace: t) { refs.insert(b) }
+                    }
+                }
+                let blocks = refs.sorted { ($0.segment, $0.offset) < ($1.segment, $1.offset) }.compactMap {
+                    snapshot.block(segment: $0.segment, offset: $0.offset)
+                }
+                let (traceRunOf, wantedRuns) = (traceRuns, wanted)
+                let keep: @Sendable (SpanRecord, UInt64) -> Bool = { span, _ in
+                    let key = TenantTrace(tenant: span.tenant, trace: span.traceID)
+                    guard let traceRun = traceRunOf[key] else { return false }
+                    let run = resolver.run(of: span, traceRun: traceRun)
+                    return wantedRuns[TenantRun(tenant: span.tenant, run: run)] != nil
+                }
+                return Plan(
+                    blocks: blocks, keep: keep, runs: runs, tenants: Array(Set(runs.map(\.tenant))).sorted(),
+                    target: fresh, start: nil)
+            }
+        case .range:
+            guard let tenant = request.tenant else {
+                throw AuditExportError(kind: .badRequest, description: "tenant: a time-range export needs one tenant")
+            }
+            guard let since = request.since else {
+                throw AuditExportError(kind: .badRequest, description: "since: a time-range export needs since")
+            }
+            let sinceSeconds = UInt64(max(0, since / 1_000_000_000))
+            // From the last checkpoint signed at or before `since` (or the log's start)...
+            let start = snapshot.history.last { $0.time <= sinceSeconds }
+            // ...to the first signed at or after `until`, else the one just signed.
+            var target = fresh
+            if let until = request.until {
+                let untilSeconds = UInt64(max(0, (until + 999_999_999) / 1_000_000_000))
+                if let end = snapshot.history.first(where: { $0.time >= untilSeconds && $0.checkpoint.size >= (start?.checkpoint.size ?? 0) }) {
+                    target = (end.note, end.checkpoint, end.time)
+                }
+            }
+            let from = start?.checkpoint.size ?? 0
+            let to = target.1.size
+            let keep: @Sendable (SpanRecord, UInt64) -> Bool = { span, leaf in
+                span.tenant == tenant && leaf >= from && leaf < to
+            }
+            return Plan(
+                blocks: snapshot.blocks(leaves: from, to), keep: keep, runs: nil, tenants: [tenant], target: target,
+                start: start)
+        }
+    }
+
+    struct TenantTrace: Hashable, Sendable {
+        var tenant: String
+        var trace: TraceID
+    }
+
+    struct TenantRunTrace: Hashable {
+        var run: Int
+        var trace: TraceID
+    }
+
+    struct TenantRun: Hashable, Sendable {
+        var tenant: String
+        var run: String
+    }
+
+    static func readSpans(plan: Plan, snapshot: EvidenceSnapshot, directory: String) throws -> ReadSpans {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var files = BundleFiles(directory: directory)
+        // spans.otlp.jsonl, streamed to disk; the spans kept for the derived files.
+        var spansFile = try files.open(AuditBundle.spans)
+        var indices: [UInt64] = []
+        var spans: [SpanRecord] = []
+        for block in plan.blocks {
+            let payload = try snapshot.payload(of: block)
+            let records = try payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+            guard records.count == block.spans else {
+                throw AuditExportError(
+                    kind: .unavailable,
+                    description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
+            }
+            var i = 0
+            var failed = false
+            let ok = payload.withUnsafeBytes { raw in
+                UnpackArena.withRequest(raw) { request in
+                    SpanLeaves.forEachMessage(request) { message in
+                        defer { i += 1 }
+                        let leaf = block.firstLeaf + UInt64(i)
+                        guard i < records.count, plan.keep(records[i], leaf) else { return }
+                        guard let json = OTLPJSONEncoder.tracesData(Array(message)) else {
+                            failed = true
+                            return
+                        }
+                        spansFile.append(json)
+                        spansFile.append([0x0A])
+                        indices.append(leaf)
+                        spans.append(records[i])
+                    }
+                }
+            }
+            guard ok != nil, !failed, i == block.spans else {
+                throw AuditExportError(
+                    kind: .unavailable,
+                    description: "block at segment \(block.segment) offset \(block.offset) does not re-encode as logged")
+            }
+            try spansFile.flushIfLarge()
+        }
+        try files.close(&spansFile, records: indices.count)
+        return ReadSpans(files: files, indices: indices, spans: spans)
+    }
+
+    static func finish(
+        _ read: inout ReadSpans, runs: [BundleViews.Run], plan: Plan, snapshot: EvidenceSnapshot,
+        request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String
+    ) throws -> PreparedBundle {
+        let indices = read.indices
+        let spans = read.spans
+        read.spans = []
+        let views = BundleViews.derive(spans: spans, runs: runs)
+        var files = read.files
+        try files.write(AuditBundle.decisions, views.decisions, records: views.decisionCount)
+        try files.write(AuditBundle.runs, views.runs, records: views.runCount)
+        try files.write(AuditBundle.findings, views.findings, records: views.findingCount)
+
+        // The proof.
+        let size = plan.target.checkpoint.size
+        let hashes = size == 0 ? [] : try Multiproof.prove(indices: indices, size: size, snapshot)
+        let older = olderSizes(snapshot.history, requested: request.consistencyFrom, below: size)
+        var olderNodes: [String: String] = [:]
+        for m in older {
+            for r in MerkleTree.consistencyRanges(old: m, size: size) where olderNodes["\(r.start)-\(r.end)"] == nil {
+                olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(snapshot, r.start, r.end).base64
+            }
+        }
+        var proof = BundleProof(
+            treeSize: size, root: plan.target.checkpoint.root.base64, leafIndices: indices,
+            hashes: hashes.map(\.base64), consistency: nil, olderSizes: older, olderNodes: olderNodes)
+        if request.selection == .range {
+            let old = plan.start?.checkpoint.size ?? 0
+            proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, snapshot).map(\.base64)
+        }
+        try files.write(AuditBundle.proof, try BundleJSON.encoder().encode(proof), records: 1)
+        try files.write(AuditBundle.checkpoint, Array(plan.target.note.serialized.utf8), records: 1)
+        if request.selection == .range {
+            // No start checkpoint: the range starts at the log's first leaf, an empty file says so.
+            try files.write(AuditBundle.startCheckpoint, Array((plan.start?.note.serialized ?? "").utf8), records: 1)
+        }
+
+        // The manifest, then the statement over every file, signed.
+        let now = Date()
+        var selection = BundleManifest.Selection(kind: "range", since: request.since, until: request.until)
+        switch request.selection {
+        case .run(let id):
+            selection.kind = "run"
+            selection.runId = id
+        case .filter(let expression):
+            selection.kind = "where"
+            selection.where = expression
+        case .range: break
+        }
+        let manifest = BundleManifest(
+            format: AuditBundle.format, created: ISO8601DateFormatter().string(from: now), tenants: plan.tenants,
+            selection: selection,
+            range: request.selection == .range
+                ? .init(
+                    start: plan.start?.checkpoint.size ?? 0, end: size, startTime: plan.start?.time,
+                    endTime: plan.target.time ?? UInt64(now.timeIntervalSince1970))
+                : nil,
+            files: files.listed, spans: indices.count, runs: runs.count,
+            redactionPolicySha256: redactionPolicyDigest, keyId: snapshot.signer.verifier.encoded,
+            runIdentityKeys: identityKeys)
+        try files.write(AuditBundle.manifest, try BundleJSON.encoder().encode(manifest), records: 1, listed: false)
+        let statement = BundleStatement(
+            _type: AuditBundle.statementType,
+            subject: files.all.map { .init(name: $0.name, digest: ["sha256": $0.sha256]) },
+            predicateType: AuditBundle.predicateType,
+            predicate: .init(format: AuditBundle.format, checkpointSize: size, spans: indices.count))
+        let envelope = try DSSEEnvelope(signing: Array(try BundleJSON.plain().encode(statement)), by: snapshot.signer)
+        try files.write(AuditBundle.envelope, try BundleJSON.plain().encode(envelope), records: 1, listed: false)
+        read.files = files
+        return PreparedBundle(
+            directory: files.directory, members: files.all.map { ($0.name, $0.size) }, spans: indices.count,
+            runs: runs.count, mtime: Int(now.timeIntervalSince1970))
+    }
+
+    /// The earlier tree sizes the bundle proves consistency from: those requested, the last 100
+    /// checkpoints' and the first of each UTC day's (so a checkpoint pinned from an earlier
+    /// bundle or `flightrec verify` usually needs no request).
+    static func olderSizes(_ history: [EvidenceSnapshot.Signed], requested: [UInt64], below size: UInt64) -> [UInt64] {
+        var sizes = Set(requested)
+        for h in history.suffix(100) { sizes.insert(h.checkpoint.size) }
+        var day: UInt64?
+        for h in history where h.time / 86_400 != day {
+            day = h.time / 86_400
+            sizes.insert(h.checkpoint.size)
+        }
+        return sizes.filter { $0 > 0 && $0 < size }.sorted()
+    }
+
+    /// For a range: the runs the spans belong to (as every query resolves them), each with the
+    /// traces its spans here are in, in the order they first appear.
+    static func rangeRuns(_ spans: [SpanRecord], resolver: RunResolver, reader r: IndexReader) throws -> [BundleViews.Run] {
+        var traceRun: [TenantTrace: String] = [:]
+        var order: [TenantRun: Int] = [:]
+        var runs: [BundleViews.Run] = []
+        var listed: Set<TenantRunTrace> = []
+        for s in spans {
+            let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
+            if traceRun[key] == nil { traceRun[key] = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r) }
+            let run = TenantRun(tenant: s.tenant, run: resolver.run(of: s, traceRun: traceRun[key]))
+            let i = order[run] ?? {
+                order[run] = runs.count
+                runs.append(BundleViews.Run(runID: run.run, tenant: run.tenant, traces: []))
+                return runs.count - 1
+            }()
+            if listed.insert(TenantRunTrace(run: i, trace: s.traceID)).inserted { runs[i].traces.append(s.traceID) }
+        }
+        return runs
+    }
+}
+
+/// The bundle's files as they are written: each one's digest, size and record count.
+struct BundleFiles {
+    let directory: String
+    var all: [BundleManifest.File] = []
+    var listed: [BundleManifest.File] = []
+
+    struct Open {
+        var name: String
+        var handle: FileHandle
+        var hasher = SHA256()
+        var size = 0
+        var buffer: [UInt8] = []
+
+        mutating func append(_ bytes: [UInt8]) { buffer += bytes }
+
+        mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
+
+        mutating func flush() throws {
+            hasher.update(data: buffer)
+            size += buffer.count
+            try handle.write(contentsOf: buffer)
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
+    func open(_ name: String) throws -> Open {
+        let path = directory + "/" + name
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path)
+        else { throw AuditExportError(kind: .unavailable, description: "cannot create \(path)") }
+        return Open(name: name, handle: h)
+    }
+
+    mutating func close(_ f: inout Open, records: Int, listed isListed: Bool = true) throws {
+        try f.flush()
+        try f.handle.synchronize()
+        try f.handle.close()
+        let entry = BundleManifest.File(
+            name: f.name, sha256: Hex.encode(f.hasher.finalize()), size: f.size, records: records)
+        all.append(entry)
+        if isListed { listed.append(entry) }
+    }
+
+    mutating func write(_ name: String, _ bytes: some Collection<UInt8>, records: Int, listed: Bool = true) throws {
+        var f = try open(name)
+        f.append(Array(bytes))
+        try close(&f, records: records, listed: listed)
+    }
+}

@@ -1,0 +1,404 @@
+import COTLP
+import Crypto
+import FlightRecorderCore
+public import FlightRecorderEvidence
+import FlightRecorderOTLP
+import Foundation
+
+/// `flightrec audit verify`: checks an audit bundle offline, with no daemon and no network.
+///
+/// In order: the archive holds exactly the bundle's files; the DSSE envelope is signed by the
+/// key; the signed Statement's digests match every file; the manifest's digests, sizes and
+/// record counts match; the checkpoint is signed by the key; every span line is a single-span
+/// `TracesData` of a tenant the manifest names, and the `Multiproof` of their leaves gives the
+/// checkpoint's root; for a time range, the start checkpoint is signed, consistent with the
+/// end one, and every span lies between them; the derived files (`decisions.jsonl`,
+/// `runs.csv`, `findings.jsonl`) are exactly what the proved spans give; causal completeness
+/// (parents resolve, writes have decisions) holds or a finding says why not; and, with a pinned
+/// checkpoint, the bundle's checkpoint is consistent with it.
+public enum BundleVerifier {
+    public struct Report: Sendable {
+        /// Each check that failed, naming the file, line or leaf.
+        public var failures: [String] = []
+        public var keyPinned = false
+        public var key: String?
+        public var spans = 0
+        public var runs = 0
+        public var decisions = 0
+        public var checkpointSize: UInt64 = 0
+        public var selection: String?
+        public var tenants: [String] = []
+        /// Findings by kind: known gaps the bundle declares (missing parents, writes without a
+        /// decision), each already checked against the spans.
+        public var findings: [String: Int] = [:]
+        public var pinnedSize: UInt64?
+        public var ok: Bool { failures.isEmpty }
+    }
+
+    /// Verifies the bundle `archive` against `key` (the auditor's pinned key; nil trusts the key
+    /// the bundle names, which proves it self-consistent but not who signed it) and, when given,
+    /// a checkpoint the auditor pinned earlier.
+    public static func verify(archive: UnsafeRawBufferPointer, key pinnedKey: NoteVerifier?, pinned: String?) -> Report {
+        var report = Report()
+        func fail(_ message: String) { report.failures.append(message) }
+
+        // The archive: exactly the bundle's files, each once.
+        let members: [Tar.Member]
+        do {
+            members = try Tar.members(archive)
+        } catch {
+            fail(error.description)
+            return report
+        }
+        var files: [String: UnsafeRawBufferPointer] = [:]
+        for m in members {
+            if files[m.name] != nil { fail("archive: \(m.name) appears twice") }
+            files[m.name] = UnsafeRawBufferPointer(rebasing: archive[m.range])
+        }
+        func bytes(_ name: String) -> UnsafeRawBufferPointer? { files[name] }
+        func data(_ name: String) -> Data? { files[name].map { Data($0) } }
+
+        // The envelope and its key.
+        guard let envelopeData = data(AuditBundle.envelope),
+            let envelope = try? JSONDecoder().decode(DSSEEnvelope.self, from: envelopeData)
+        else {
+            fail("\(AuditBundle.envelope): missing or not a DSSE envelope")
+            return report
+        }
+        let manifestData = data(AuditBundle.manifest)
+        let manifest = manifestData.flatMap { try? BundleJSON.decoder().decode(BundleManifest.self, from: $0) }
+        let key: NoteVerifier
+        if let pinnedKey {
+            key = pinnedKey
+            report.keyPinned = true
+        } else if let named = manifest?.keyId, let k = try? NoteVerifier(encoded: named) {
+            key = k
+        } else {
+            fail("no --key given and the manifest names no usable key")
+            return report
+        }
+        report.key = key.encoded
+        let statement: BundleStatement
+        do {
+            let payload = try envelope.verifiedPayload(key: key)
+            guard envelope.payloadType == DSSEEnvelope.inTotoType else {
+                fail("\(AuditBundle.envelope): payload type \(envelope.payloadType), expected \(DSSEEnvelope.inTotoType)")
+                return report
+            }
+            statement = try JSONDecoder().decode(BundleStatement.self, from: Data(payload))
+        } catch {
+            fail("\(AuditBundle.envelope): \(error)")
+            return report
+        }
+        if statement._type != AuditBundle.statementType || statement.predicateType != AuditBundle.predicateType {
+            fail("statement: type \(statement._type), predicate \(statement.predicateType): not an audit bundle's")
+        }
+
+        // Every file the statement names, with its digest; nothing else.
+        var digests: [String: String] = [:]
+        for m in members where m.name != AuditBundle.envelope {
+            digests[m.name] = Hex.encode(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: archive[m.range])))
+        }
+        var subjects: Set<String> = []
+        for s in statement.subject {
+            subjects.insert(s.name)
+            guard let actual = digests[s.name] else {
+                fail("\(s.name): named by the signed statement but missing from the archive")
+                continue
+            }
+            if s.digest["sha256"] != actual { fail("\(s.name): SHA-256 differs from the signed statement") }
+        }
+        for name in digests.keys.sorted() where !subjects.contains(name) {
+            fail("\(name): in the archive but not in the signed statement")
+        }
+
+        // The manifest.
+        guard let manifest else {
+            fail("\(AuditBundle.manifest): missing or malformed")
+            return report
+        }
+        report.selection = manifest.selection.kind
+        report.tenants = manifest.tenants
+        let isRange = manifest.selection.kind == "range"
+        if manifest.format != AuditBundle.format { fail("manifest: format \(manifest.format), expected \(AuditBundle.format)") }
+        if manifest.keyId != key.encoded { fail("manifest: key \(manifest.keyId), but the bundle is checked against \(key.encoded)") }
+        let expected = AuditBundle.listed(range: isRange)
+        if manifest.files.map(\.name) != expected {
+            fail("manifest: lists \(manifest.files.map(\.name)), expected \(expected)")
+        }
+        var records: [String: Int] = [:]
+        for f in manifest.files {
+            guard let b = bytes(f.name) else {
+                fail("\(f.name): listed in the manifest but missing")
+                continue
+            }
+            if digests[f.name] != f.sha256 { fail("\(f.name): SHA-256 differs from the manifest") }
+            if b.count != f.size { fail("\(f.name): \(b.count) bytes, the manifest says \(f.size)") }
+            records[f.name] = f.records
+        }
+        for name in files.keys.sorted()
+        where !expected.contains(name) && name != AuditBundle.manifest && name != AuditBundle.envelope {
+            fail("\(name): not a file of an audit bundle")
+        }
+        if statement.predicate.spans != manifest.spans { fail("statement: \(statement.predicate.spans) spans, manifest \(manifest.spans)") }
+
+        // The checkpoint.
+        guard let checkpointText = data(AuditBundle.checkpoint).map({ String(decoding: $0, as: UTF8.self) }),
+            let (checkpoint, checkpointTime) = verifiedCheckpoint(checkpointText, key: key, name: AuditBundle.checkpoint, fail)
+        else { return report }
+        report.checkpointSize = checkpoint.size
+        if statement.predicate.checkpointSize != checkpoint.size {
+            fail("statement: checkpoint size \(statement.predicate.checkpointSize), checkpoint.txt \(checkpoint.size)")
+        }
+        guard let proofData = data(AuditBundle.proof),
+            let proof = try? BundleJSON.decoder().decode(BundleProof.self, from: proofData)
+        else {
+            fail("\(AuditBundle.proof): missing or malformed")
+            return report
+        }
+        if proof.treeSize != checkpoint.size || proof.root != checkpoint.root.base64 {
+            fail("\(AuditBundle.proof): tree size or root differs from the checkpoint")
+        }
+
+        // The spans: each line's leaf, then the proof.
+        guard let spanBytes = bytes(AuditBundle.spans) else {
+            fail("\(AuditBundle.spans): missing")
+            return report
+        }
+        let lines = SpanLines.read(spanBytes)
+        report.spans = lines.spans.count
+        for f in lines.failures { fail("\(AuditBundle.spans): \(f)") }
+        if lines.lineCount != records[AuditBundle.spans] {
+            fail("\(AuditBundle.spans): \(lines.lineCount) lines, the manifest says \(records[AuditBundle.spans] ?? 0)")
+        }
+        if lines.lineCount != manifest.spans { fail("\(AuditBundle.spans): \(lines.lineCount) lines, manifest.spans \(manifest.spans)") }
+        if proof.leafIndices.count != lines.lineCount {
+            fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.lineCount) span lines")
+        } else if lines.failures.isEmpty {
+            let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
+            if hashes.count != proof.hashes.count { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
+            let root: TreeHash? =
+                checkpoint.size == 0
+                ? (proof.leafIndices.isEmpty && hashes.isEmpty ? TreeHash.empty : nil)
+                : Multiproof.root(indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes)
+            if root != checkpoint.root {
+                fail(
+                    "\(AuditBundle.proof): the spans and the proof do not give the checkpoint's root: a span was changed, added, "
+                        + "removed or reordered, or the proof does not match")
+            }
+        }
+        let tenants = Set(manifest.tenants)
+        for (i, s) in lines.spans.enumerated() where !tenants.contains(s.tenant) {
+            fail("\(AuditBundle.spans) line \(i + 1): tenant \(s.tenant) is not one the manifest names")
+        }
+
+        // A time range: its two signed checkpoints, consistent, every span between them.
+        if isRange {
+            checkRange(manifest: manifest, proof: proof, checkpoint: checkpoint, time: checkpointTime, key: key,
+                       startText: data(AuditBundle.startCheckpoint).map { String(decoding: $0, as: UTF8.self) }, fail)
+        } else if manifest.range != nil || proof.consistency != nil {
+            fail("manifest: a log range on a \(manifest.selection.kind) export")
+        }
+
+        // The derived files: exactly what the proved spans give.
+        guard let runsText = data(AuditBundle.runs).map({ String(decoding: $0, as: UTF8.self) }),
+            let rows = CSV.parse(runsText)
+        else {
+            fail("\(AuditBundle.runs): missing or not RFC 4180")
+            return report
+        }
+        var runs: [BundleViews.Run] = []
+        if rows.first?.joined(separator: ",") != BundleViews.csvHeader {
+            fail("\(AuditBundle.runs): the header is not \(BundleViews.csvHeader)")
+        } else {
+            for (i, row) in rows.dropFirst().enumerated() {
+                guard row.count == 11 else {
+                    fail("\(AuditBundle.runs) row \(i + 1): \(row.count) fields, expected 11")
+                    continue
+                }
+                let traces = row[10].split(separator: " ").compactMap { TraceID(hex: String($0)) }
+                runs.append(BundleViews.Run(runID: row[0], tenant: row[1], traces: traces))
+            }
+        }
+        report.runs = runs.count
+        let views = BundleViews.derive(spans: lines.spans, runs: runs)
+        for s in views.unowned.prefix(20) {
+            fail("\(AuditBundle.spans): span \(s.spanID.hex) of trace \(s.traceID.hex) belongs to no run in \(AuditBundle.runs)")
+        }
+        for (name, derived, count) in [
+            (AuditBundle.runs, views.runs, views.runCount), (AuditBundle.decisions, views.decisions, views.decisionCount),
+            (AuditBundle.findings, views.findings, views.findingCount),
+        ] {
+            guard let b = bytes(name) else {
+                fail("\(name): missing")
+                continue
+            }
+            if !b.elementsEqual(derived) {
+                fail("\(name): differs from what the proved spans give (\(firstDifference(b, derived)))")
+            }
+            if records[name] != count { fail("\(name): \(count) records, the manifest says \(records[name] ?? 0)") }
+        }
+        if manifest.runs != views.runCount { fail("manifest: \(manifest.runs) runs, \(AuditBundle.runs) has \(views.runCount)") }
+        report.decisions = views.decisionCount
+        report.findings = views.findingKinds
+
+        // Consistency with a checkpoint the auditor pinned earlier.
+        if let pinned {
+            checkPinned(pinned, checkpoint: checkpoint, proof: proof, key: key, report: &report, fail)
+        }
+        return report
+    }
+
+    static func verifiedCheckpoint(
+        _ text: String, key: NoteVerifier, name: String, _ fail: (String) -> Void
+    ) -> (Checkpoint, UInt64?)? {
+        do {
+            let note = try SignedNote(parsing: text)
+            let verified = try key.verify(note)
+            let c = try Checkpoint(text: note.text)
+            guard c.origin == key.name else {
+                fail("\(name): a checkpoint of another log (\(c.origin))")
+                return nil
+            }
+            return (c, verified.time)
+        } catch {
+            fail("\(name): \(error)")
+            return nil
+        }
+    }
+
+    static func checkRange(
+        manifest: BundleManifest, proof: BundleProof, checkpoint: Checkpoint, time: UInt64?, key: NoteVerifier,
+        startText: String?, _ fail: (String) -> Void
+    ) {
+        guard let range = manifest.range, manifest.tenants.count == 1 else {
+            fail("manifest: a time-range export names one tenant and its log range")
+            return
+        }
+        if range.end != checkpoint.size { fail("manifest: the range ends at \(range.end), the checkpoint at \(checkpoint.size)") }
+        if let time, range.endTime != time { fail("manifest: the range's end time is not the checkpoint's signed time") }
+        var oldRoot = TreeHash.empty
+        if let startText, !startText.isEmpty {
+            guard let (start, startTime) = verifiedCheckpoint(startText, key: key, name: AuditBundle.startCheckpoint, fail)
+            else { return }
+            if start.size != range.start {
+                fail("\(AuditBundle.startCheckpoint): size \(start.size), the range starts at \(range.start)")
+            }
+            if startTime != range.startTime {
+                fail("manifest: the range's start time is not the start checkpoint's signed time")
+            }
+            if let since = manifest.selection.since, let t = startTime, t > UInt64(max(0, since / 1_000_000_000)) {
+                fail("\(AuditBundle.startCheckpoint): signed after the range's since, so spans logged in between are not covered")
+            }
+            oldRoot = start.root
+        } else if range.start > 0 {
+            fail("\(AuditBundle.startCheckpoint): the range starts at leaf \(range.start) but no signed checkpoint shows it")
+            return
+        } else if range.startTime != nil {
+            fail("manifest: a start time without a start checkpoint")
+        }
+        let hashes = (proof.consistency ?? []).compactMap(TreeHash.init(base64:))
+        if range.start > 0,
+            !MerkleTree.verifyConsistency(
+                old: range.start, oldRoot: oldRoot, size: checkpoint.size, root: checkpoint.root, proof: hashes)
+        {
+            fail("\(AuditBundle.proof): the start checkpoint is not consistent with the checkpoint")
+        }
+        if let first = proof.leafIndices.first, first < range.start {
+            fail("\(AuditBundle.proof): leaf \(first) is before the range")
+        }
+        if let until = manifest.selection.until, range.endTime < UInt64(max(0, until / 1_000_000_000)) {
+            fail("manifest: the range ends (signed \(range.endTime)) before its until")
+        }
+    }
+
+    static func checkPinned(
+        _ text: String, checkpoint: Checkpoint, proof: BundleProof, key: NoteVerifier, report: inout Report,
+        _ fail: (String) -> Void
+    ) {
+        guard let (pinned, _) = verifiedCheckpoint(text, key: key, name: "pinned checkpoint", fail) else { return }
+        report.pinnedSize = pinned.size
+        if pinned.size > checkpoint.size {
+            fail("pinned checkpoint: \(pinned.size) leaves, newer than the bundle's \(checkpoint.size): verify the newer bundle")
+            return
+        }
+        if pinned.size == checkpoint.size {
+            if pinned.root != checkpoint.root { fail("pinned checkpoint: same size, different root: the log forked") }
+            return
+        }
+        if pinned.size == 0 { return }
+        var hashes: [TreeHash] = []
+        for r in MerkleTree.consistencyRanges(old: pinned.size, size: checkpoint.size) {
+            guard let h = proof.olderNodes["\(r.start)-\(r.end)"].flatMap(TreeHash.init(base64:)) else {
+                fail(
+                    "pinned checkpoint: the bundle holds no consistency proof from size \(pinned.size); "
+                        + "export again with --pinned-checkpoint")
+                return
+            }
+            hashes.append(h)
+        }
+        if !MerkleTree.verifyConsistency(
+            old: pinned.size, oldRoot: pinned.root, size: checkpoint.size, root: checkpoint.root, proof: hashes)
+        {
+            fail("pinned checkpoint: not consistent with the bundle's checkpoint: the log was rewritten")
+        }
+    }
+
+    static func firstDifference(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> String {
+        var line = 1
+        for i in 0..<min(a.count, b.count) {
+            if a[i] != b[i] { return "first at line \(line)" }
+            if a[i] == 0x0A { line += 1 }
+        }
+        return a.count < b.count ? "it is shorter" : "it is longer"
+    }
+}
+
+/// The lines of `spans.otlp.jsonl`: each span's leaf hash and record.
+struct SpanLines {
+    var leaves: [TreeHash] = []
+    var spans: [SpanRecord] = []
+    var failures: [String] = []
+    var lineCount = 0
+
+    static func read(_ bytes: UnsafeRawBufferPointer) -> SpanLines {
+        var out = SpanLines()
+        var start = 0
+        if !bytes.isEmpty && bytes[bytes.count - 1] != 0x0A {
+            out.failures.append("the last line does not end in a newline")
+        }
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+            out.lineCount += 1
+            let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            if let failure = out.add(line) {
+                if out.failures.count < 20 { out.failures.append("line \(out.lineCount): \(failure)") }
+            }
+            start = end + 1
+        }
+        return out
+    }
+
+    /// Adds one line's leaf and span; a failure when it is not one span's `TracesData`.
+    mutating func add(_ line: UnsafeRawBufferPointer) -> String? {
+        let proto: [UInt8]
+        do {
+            proto = try OTLPJSONTranscoder.transcodeExportRequest(Data(line))
+        } catch {
+            return "not OTLP/JSON (\(error))"
+        }
+        let result: (TreeHash, SpanRecord)?? = proto.withUnsafeBytes { raw in
+            UnpackArena.withRequest(raw) { request -> (TreeHash, SpanRecord)? in
+                let hashes = SpanLeaves.hashes(request)
+                guard hashes.count == 1,
+                    let record = try? TracesDataDecoder.decode(raw, include: { _, _ in true }), record.count == 1
+                else { return nil }
+                return (hashes[0], record[0])
+            }
+        }
+        guard let pair = result ?? nil else { return "not exactly one valid span" }
+        leaves.append(pair.0)
+        spans.append(pair.1)
+        return nil
+    }
+}

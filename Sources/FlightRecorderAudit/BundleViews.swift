@@ -1,0 +1,294 @@
+import FlightRecorderCore
+public import FlightRecorderOTLP
+import FlightRecorderQuery
+import Foundation
+import HeapModule
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The bundle's derived files (`decisions.jsonl`, `findings.jsonl`, `runs.csv`), computed from
+/// the exported spans and which run each trace belongs to. The exporter and the verifier call
+/// the same function, so a verifier checks each derived file byte for byte against the spans
+/// it has proved, instead of trusting it.
+public enum BundleViews {
+    /// A run: its ID, tenant and traces (a run may span traces).
+    public struct Run: Sendable, Equatable {
+        public var runID: String
+        public var tenant: String
+        public var traces: [TraceID]
+
+        public init(runID: String, tenant: String, traces: [TraceID]) {
+            self.runID = runID
+            self.tenant = tenant
+            self.traces = traces
+        }
+    }
+
+    public struct Output: Sendable {
+        public var decisions: [UInt8] = []
+        public var findings: [UInt8] = []
+        public var runs: [UInt8] = []
+        public var decisionCount = 0
+        public var findingCount = 0
+        public var runCount = 0
+        /// Spans whose trace is in no run (a verifier reports them).
+        public var unowned: [SpanRecord] = []
+        /// Per finding kind, how many (for reports).
+        public var findingKinds: [String: Int] = [:]
+    }
+
+    static let csvHeader = "run_id,tenant,start,end,duration_ms,spans,error_spans,decisions,executions,findings,traces"
+
+    /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
+    /// collector deduplicates on read); `runs` in the order they should be listed.
+    public static func derive(spans: [SpanRecord], runs: [Run]) -> Output {
+        struct Key: Hashable {
+            var tenant: String
+            var trace: TraceID
+        }
+        var owner: [Key: Int] = [:]
+        for (i, r) in runs.enumerated() {
+            for t in r.traces where owner[Key(tenant: r.tenant, trace: t)] == nil {
+                owner[Key(tenant: r.tenant, trace: t)] = i
+            }
+        }
+        var seen: Set<SpanIdentity> = []
+        var grouped = [[SpanRecord]](repeating: [], count: runs.count)
+        var out = Output()
+        for s in spans where seen.insert(SpanIdentity(tenant: s.tenant, trace: s.traceID, span: s.spanID)).inserted {
+            if let g = owner[Key(tenant: s.tenant, trace: s.traceID)] {
+                grouped[g].append(s)
+            } else {
+                out.unowned.append(s)
+            }
+        }
+        var csv = csvHeader + "\r\n"
+        var decisions = JSONLines()
+        var findings = JSONLines()
+        for (i, run) in runs.enumerated() {
+            let runSpans = grouped[i].sorted { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+            let graph = RunGraph(runID: run.runID, spans: runSpans)
+            var decided = 0
+            var executions = 0
+            for j in causalOrder(graph) {
+                guard let kind = decisionKind(graph, j) else { continue }
+                if kind == "execution" { executions += 1 }
+                decided += 1
+                decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w) }
+            }
+            let found = graph.findings()
+            for f in found {
+                out.findingKinds[f.kind, default: 0] += 1
+                findings.add { w in
+                    w.beginObject()
+                    w.member("kind", f.kind)
+                    w.member("message", f.message)
+                    w.member("run_id", run.runID)
+                    w.member("severity", f.severity)
+                    w.member("span_ids", f.spanIds)
+                    w.member("tenant", run.tenant)
+                    w.endObject()
+                }
+            }
+            let start = runSpans.map(\.startNanos).min() ?? 0
+            let end = runSpans.map { max($0.endNanos, $0.startNanos) }.max() ?? 0
+            let fields = [
+                run.runID, run.tenant, runSpans.isEmpty ? "" : Timestamp.rfc3339(start),
+                runSpans.isEmpty ? "" : Timestamp.rfc3339(end), String((end - start) / 1_000_000),
+                String(runSpans.count), String(runSpans.filter { $0.statusCode == .error }.count), String(decided),
+                String(executions), String(found.count), run.traces.map(\.hex).sorted().joined(separator: " "),
+            ]
+            csv += fields.map(CSV.field).joined(separator: ",") + "\r\n"
+            out.decisionCount += decided
+            out.findingCount += found.count
+        }
+        out.decisions = decisions.bytes
+        out.findings = findings.bytes
+        out.runs = Array(csv.utf8)
+        out.runCount = runs.count
+        return out
+    }
+
+    struct SpanIdentity: Hashable {
+        var tenant: String
+        var trace: TraceID
+        var span: SpanID
+    }
+
+    /// What a span is in the decision record, or nil when it is not part of it.
+    static func decisionKind(_ g: RunGraph, _ i: Int) -> String? {
+        let name = g.spans[i].name
+        let decision = g.attribute(i, "approval.decision")
+        if name == "approval.granted" || decision == "granted" { return "approval_granted" }
+        if name == "approval.denied" || decision == "denied" { return "approval_denied" }
+        if name == "approval.requested" { return "approval_request" }
+        if g.attribute(i, AgentKeys.operationName) == "execute_tool" || name.hasPrefix("execute_tool") {
+            return "execution"
+        }
+        if g.attribute(i, AgentKeys.policyOutcome) != nil { return "policy_decision" }
+        return nil
+    }
+
+    /// Every span before the spans it causally follows: parents before children, link targets
+    /// before the spans linking to them, else by skew-corrected start. A topological order
+    /// (Kahn's algorithm, earliest start first among the ready).
+    static func causalOrder(_ g: RunGraph) -> [Int] {
+        let n = g.spans.count
+        var indegree = [Int](repeating: 0, count: n)
+        var after = [[Int]](repeating: [], count: n)
+        for i in 0..<n {
+            if let p = g.parent[i] {
+                after[p].append(i)
+                indegree[i] += 1
+            }
+            for t in g.linksTo[i] where t != i {
+                after[t].append(i)
+                indegree[i] += 1
+            }
+        }
+        struct Ready: Comparable {
+            var start: Int64
+            var id: UInt64
+            var index: Int
+            static func < (a: Ready, b: Ready) -> Bool { (a.start, a.id, a.index) < (b.start, b.id, b.index) }
+        }
+        func ready(_ i: Int) -> Ready { Ready(start: g.start[i], id: g.spans[i].spanID.value, index: i) }
+        var heap = Heap<Ready>()
+        for i in 0..<n where indegree[i] == 0 { heap.insert(ready(i)) }
+        var order: [Int] = []
+        order.reserveCapacity(n)
+        while let next = heap.popMin() {
+            order.append(next.index)
+            for j in after[next.index] {
+                indegree[j] -= 1
+                if indegree[j] == 0 { heap.insert(ready(j)) }
+            }
+        }
+        // A cycle (links both ways): the rest by start.
+        if order.count < n {
+            let placed = Set(order)
+            order += (0..<n).filter { !placed.contains($0) }.map(ready).sorted().map(\.index)
+        }
+        return order
+    }
+
+    static func writeDecision(_ g: RunGraph, _ i: Int, kind: String, run: Run, _ w: inout JSONWriter) {
+        let s = g.spans[i]
+        func a(_ key: String) -> String? { g.attribute(i, key) }
+        w.beginObject()
+        w.member("approval_ticket", a(AgentKeys.approvalTicket))
+        w.member("approver", a(AgentKeys.approver))
+        w.member("idempotency_key", a(AgentKeys.idempotencyKey))
+        w.member("kind", kind)
+        let links = g.linksTo[i].map { g.spans[$0].spanID.hex }
+        if !links.isEmpty { w.member("links", links) }
+        w.member("name", s.name)
+        w.member("operation_id", a(AgentKeys.operationID))
+        w.member("outcome", a(AgentKeys.policyOutcome) ?? a("approval.decision") ?? a("tool.execution.status"))
+        w.member("parent_span_id", s.parentSpanID.map(\.hex))
+        w.member("reason", a("policy.reason"))
+        w.member("rule", a(AgentKeys.policyRule))
+        w.member("run_id", run.runID)
+        w.member("span_id", s.spanID.hex)
+        w.member("status", s.statusCode == .error ? "error" : s.statusCode == .ok ? "ok" : "unset")
+        w.member("tenant", run.tenant)
+        w.member("time", Timestamp.rfc3339(s.startNanos))
+        w.member("tool", a(AgentKeys.toolName))
+        w.member("tool_risk_tier", a(AgentKeys.toolTier))
+        w.member("trace_id", s.traceID.hex)
+        w.endObject()
+    }
+}
+
+extension RunGraph {
+    func attribute(_ i: Int, _ key: String) -> String? {
+        spans[i].attributes.first { $0.key == key }?.value.displayString
+    }
+}
+
+/// Lines of JSON objects, each ending in a newline.
+struct JSONLines {
+    var bytes: [UInt8] = []
+
+    mutating func add(_ body: (inout JSONWriter) -> Void) {
+        var w = JSONWriter(capacity: 256)
+        body(&w)
+        bytes += w.bytes
+        bytes.append(0x0A)
+    }
+}
+
+/// RFC 4180 fields. Hand-written: writing is one rule (quote a field holding a comma, quote,
+/// CR or LF, doubling its quotes); reading, only our own file, which the verifier also
+/// regenerates byte for byte.
+enum CSV {
+    static func field(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\r" || $0 == "\n" || $0 == "\r\n" }) else { return s }
+        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// The records of `text` (CRLF or LF line ends), fields unquoted; nil when a quote is unbalanced.
+    static func parse(_ text: String) -> [[String]]? {
+        var rows: [[String]] = []
+        var row: [String] = []
+        var field = ""
+        var quoted = false
+        var atFieldStart = true
+        var it = Array(text.unicodeScalars)[...]
+        while let c = it.popFirst() {
+            if quoted {
+                if c == "\"" {
+                    if it.first == "\"" {
+                        field.unicodeScalars.append("\"")
+                        it.removeFirst()
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    field.unicodeScalars.append(c)
+                }
+                continue
+            }
+            switch c {
+            case "\"" where atFieldStart:
+                quoted = true
+                atFieldStart = false
+            case ",":
+                row.append(field)
+                field = ""
+                atFieldStart = true
+            case "\r" where it.first == "\n":
+                break
+            case "\n":
+                row.append(field)
+                rows.append(row)
+                row = []
+                field = ""
+                atFieldStart = true
+            default:
+                field.unicodeScalars.append(c)
+                atFieldStart = false
+            }
+        }
+        if quoted { return nil }
+        if !row.isEmpty || !field.isEmpty {
+            row.append(field)
+            rows.append(row)
+        }
+        return rows
+    }
+}
+
+/// RFC 3339 UTC times with nanoseconds, as OTLP timestamps are.
+enum Timestamp {
+    static func rfc3339(_ nanos: UInt64) -> String {
+        var t = time_t(nanos / 1_000_000_000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
+            Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(nanos % 1_000_000_000))
+    }
+}
