@@ -224,9 +224,10 @@ public enum AuditExporter {
             guard let since = request.since else {
                 throw AuditExportError(kind: .badRequest, description: "since: a time-range export needs since")
             }
+            // From the last checkpoint signed before `since` (or the log's start): its signed
+            // time has whole seconds, so one in `since`'s own second may have been signed after.
             let sinceSeconds = UInt64(max(0, since / 1_000_000_000))
-            // From the last checkpoint signed at or before `since` (or the log's start)...
-            let start = snapshot.history.last { $0.time <= sinceSeconds }
+            let start = snapshot.history.last { $0.time < sinceSeconds }
             // ...to the first signed at or after `until`, else the one just signed.
             var target = fresh
             if let until = request.until {

@@ -287,7 +287,7 @@ public enum BundleVerifier {
             if startTime != range.startTime {
                 fail("manifest: the range's start time is not the start checkpoint's signed time")
             }
-            if let since = manifest.selection.since, let t = startTime, t > UInt64(max(0, since / 1_000_000_000)) {
+            if let since = manifest.selection.since, let t = startTime, t >= UInt64(max(0, since / 1_000_000_000)) {
                 fail("\(AuditBundle.startCheckpoint): signed after the range's since, so spans logged in between are not covered")
             }
             oldRoot = start.root

@@ -272,31 +272,40 @@ def test_consistency_with_a_pinned_checkpoint(secured, workdir):
     assert code == 0  # same checkpoint: trivially consistent
 
 
-def test_a_tenant_time_range_is_proved_complete(secured, workdir):
-    d = secured
-    since = time.time_ns()
-    time.sleep(1.1)  # the range starts at a checkpoint signed before `since`
-    sent = sum(guarded_run(d, f"run-r{i}") for i in range(3))
-    guarded_run(d, "run-g", tenant="globex")
-    key = log_key(d)
-    out = os.path.join(workdir, "range.tar")
-    r = export(d, out, "--tenant", "acme", "--since", str(since - 10**9))
-    assert r.returncode == 0, r.stderr
+def test_a_tenant_time_range_is_proved_complete(workdir):
+    d = Daemon(workdir, extra_config=auth_config(checkpoint_interval=1)).start()
+    try:
+        before = guarded_run(d, "run-before")
+        time.sleep(2.5)  # a checkpoint signed after these spans and before `since`
+        since = time.time_ns()
+        sent = sum(guarded_run(d, f"run-r{i}") for i in range(3))
+        guarded_run(d, "run-g", tenant="globex")
+        key = log_key(d)
+        out = os.path.join(workdir, "range.tar")
+        r = export(d, out, "--tenant", "acme", "--since", str(since))
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.stop()
     code, report, raw = verify(out, "--key", key)
     assert code == 0, raw.stdout
     assert report["spans"] == sent and report["runs"] == 3 and report["selection"] == "range"
     files = members(out)
-    assert "start-checkpoint.txt" in files
-    assert b"globex" not in files["spans.otlp.jsonl"]
+    assert b"globex" not in files["spans.otlp.jsonl"] and b"run-before" not in files["spans.otlp.jsonl"]
     manifest = json.loads(files["manifest.json"])
-    assert manifest["range"]["end"] > manifest["range"]["start"]
+    assert manifest["range"]["start"] >= before and manifest["range"]["end"] > manifest["range"]["start"]
+    assert files["start-checkpoint.txt"] and json.loads(files["proof.json"])["consistency"]
 
-    # Leaving out one span fails, however the rest is arranged.
+    bad = os.path.join(workdir, "bad.tar")
+    # Leaving out one span fails, with or without its leaf index.
     lines = files["spans.otlp.jsonl"].splitlines(keepends=True)
     proof = json.loads(files["proof.json"])
+    write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:])})
+    assert verify(bad, "--key", key)[0] == 65
     proof["leaf_indices"] = proof["leaf_indices"][1:]
-    bad = os.path.join(workdir, "bad.tar")
     write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:]), "proof.json": json.dumps(proof).encode()})
+    assert verify(bad, "--key", key)[0] == 65
+    # A later start checkpoint (a narrower range) is not the one the bundle was signed with.
+    write_bundle(bad, {**files, "start-checkpoint.txt": files["checkpoint.txt"]})
     assert verify(bad, "--key", key)[0] == 65
 
 
