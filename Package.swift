@@ -292,6 +292,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "FlightRecorderAuditTests",
+            dependencies: [
+                "FlightRecorderAudit", "FlightRecorderEvidence", "FlightRecorderOTLP", "FlightRecorderStorage",
+                "FlightRecorderQuery", "FlightRecorderIngest", "FlightRecorderTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "FlightRecorderEvidenceTests",
             dependencies: ["FlightRecorderEvidence", "FlightRecorderOTLP", "FlightRecorderTesting"],
             swiftSettings: swiftSettings),

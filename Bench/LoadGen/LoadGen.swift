@@ -126,6 +126,9 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: ingest with the evidence log on against off, two daemons at once (ExtractBench.swift).")
     var compareEvidence = false
 
+    @Flag(help: "With --daemon: audit bundle export and verify rates over one tenant's range (AuditBench.swift).")
+    var auditBench = false
+
     @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")
     var metricsOn = "metrics:\n  run_settle: 10s"
 
@@ -138,6 +141,10 @@ struct LoadGen: AsyncParsableCommand {
         if compareEvidence {
             guard let daemon else { throw ValidationError("--compare-evidence needs --daemon") }
             return try await runCompareEvidence(daemon: daemon)
+        }
+        if auditBench {
+            guard let daemon else { throw ValidationError("--audit-bench needs --daemon") }
+            return try await runAuditBench(daemon: daemon)
         }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }

@@ -7,6 +7,9 @@ import Foundation
 ///
 /// - `spans.otlp.jsonl`: each exported span as the OTel file exporter writes, one `TracesData`
 ///   per line (its resource, scope and the span alone), exactly as stored, in log order.
+/// - `spans.otlp.pb`: the same spans' messages as protobuf, each preceded by its length as a
+///   varint (protobuf's delimited format), in the same order: the bytes each evidence leaf
+///   hashes, so a verifier hashes them directly and checks each JSON line is their encoding.
 /// - `decisions.jsonl`: the decision record (policy decisions, approval requests, grants and
 ///   denials, executions), per run in causal order (`BundleViews`).
 /// - `runs.csv`: RFC 4180, one row per run.
@@ -22,6 +25,7 @@ public enum AuditBundle {
     public static let statementType = "https://in-toto.io/Statement/v1"
 
     public static let spans = "spans.otlp.jsonl"
+    public static let spansProto = "spans.otlp.pb"
     public static let decisions = "decisions.jsonl"
     public static let runs = "runs.csv"
     public static let findings = "findings.jsonl"
@@ -33,7 +37,7 @@ public enum AuditBundle {
 
     /// The files a manifest lists, in archive order (`start-checkpoint.txt` only for ranges).
     public static func listed(range: Bool) -> [String] {
-        [spans, decisions, runs, findings, proof, checkpoint] + (range ? [startCheckpoint] : [])
+        [spans, spansProto, decisions, runs, findings, proof, checkpoint] + (range ? [startCheckpoint] : [])
     }
 }
 

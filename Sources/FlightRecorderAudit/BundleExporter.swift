@@ -1,8 +1,8 @@
 import Crypto
 import FlightRecorderCore
-public import FlightRecorderEvidence
+import FlightRecorderEvidence
 import FlightRecorderOTLP
-public import FlightRecorderQuery
+import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
 import NIOPosix
@@ -151,7 +151,7 @@ public enum AuditExporter {
 
     static func plan(store: SpanStore, request: AuditExportRequest, snapshot: EvidenceSnapshot) async throws -> Plan {
         let resolver = RunResolver(identity: store.configuration.runIdentity)
-        let fresh = (snapshot.note, snapshot.checkpoint, UInt64?.none)
+        let fresh = (snapshot.note, snapshot.checkpoint, (try? snapshot.signer.verifier.verify(snapshot.note))?.time)
         switch request.selection {
         case .run, .filter:
             var summaries: [RunSummary] = []
@@ -267,6 +267,7 @@ public enum AuditExporter {
         var files = BundleFiles(directory: directory)
         // spans.otlp.jsonl, streamed to disk; the spans kept for the derived files.
         var spansFile = try files.open(AuditBundle.spans)
+        var protoFile = try files.open(AuditBundle.spansProto)
         var indices: [UInt64] = []
         var spans: [SpanRecord] = []
         for block in plan.blocks {
@@ -279,8 +280,8 @@ public enum AuditExporter {
             }
             var i = 0
             var failed = false
-            let ok = payload.withUnsafeBytes { raw in
-                UnpackArena.withRequest(raw) { request in
+            let unpacked: Bool? = payload.withUnsafeBytes { raw in
+                UnpackArena.withRequest(raw) { request -> Bool in
                     SpanLeaves.forEachMessage(request) { message in
                         defer { i += 1 }
                         let leaf = block.firstLeaf + UInt64(i)
@@ -291,19 +292,23 @@ public enum AuditExporter {
                         }
                         spansFile.append(json)
                         spansFile.append([0x0A])
+                        protoFile.appendDelimited(message)
                         indices.append(leaf)
                         spans.append(records[i])
                     }
+                    return true
                 }
             }
-            guard ok != nil, !failed, i == block.spans else {
+            guard unpacked != nil, !failed, i == block.spans else {
                 throw AuditExportError(
                     kind: .unavailable,
                     description: "block at segment \(block.segment) offset \(block.offset) does not re-encode as logged")
             }
             try spansFile.flushIfLarge()
+            try protoFile.flushIfLarge()
         }
         try files.close(&spansFile, records: indices.count)
+        try files.close(&protoFile, records: indices.count)
         return ReadSpans(files: files, indices: indices, spans: spans)
     }
 
@@ -431,6 +436,17 @@ struct BundleFiles {
         var buffer: [UInt8] = []
 
         mutating func append(_ bytes: [UInt8]) { buffer += bytes }
+
+        /// `message` preceded by its length as a varint.
+        mutating func appendDelimited(_ message: UnsafeRawBufferPointer) {
+            var n = UInt64(message.count)
+            while n >= 0x80 {
+                buffer.append(UInt8(truncatingIfNeeded: n) | 0x80)
+                n >>= 7
+            }
+            buffer.append(UInt8(n))
+            buffer.append(contentsOf: message)
+        }
 
         mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
 

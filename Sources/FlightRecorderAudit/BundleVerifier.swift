@@ -4,6 +4,7 @@ import FlightRecorderCore
 public import FlightRecorderEvidence
 import FlightRecorderOTLP
 import Foundation
+import Synchronization
 
 /// `flightrec audit verify`: checks an audit bundle offline, with no daemon and no network.
 ///
@@ -160,14 +161,17 @@ public enum BundleVerifier {
             fail("\(AuditBundle.proof): tree size or root differs from the checkpoint")
         }
 
-        // The spans: each line's leaf, then the proof.
-        guard let spanBytes = bytes(AuditBundle.spans) else {
-            fail("\(AuditBundle.spans): missing")
+        // The spans: each message's leaf, each line its encoding, then the proof.
+        guard let spanBytes = bytes(AuditBundle.spans), let protoBytes = bytes(AuditBundle.spansProto) else {
+            fail("\(AuditBundle.spans) or \(AuditBundle.spansProto): missing")
             return report
         }
-        let lines = SpanLines.read(spanBytes)
+        let lines = SpanLines.read(json: spanBytes, proto: protoBytes)
         report.spans = lines.spans.count
-        for f in lines.failures { fail("\(AuditBundle.spans): \(f)") }
+        for f in lines.failures { fail(f) }
+        if lines.messageCount != records[AuditBundle.spansProto] {
+            fail("\(AuditBundle.spansProto): \(lines.messageCount) messages, the manifest says \(records[AuditBundle.spansProto] ?? 0)")
+        }
         if lines.lineCount != records[AuditBundle.spans] {
             fail("\(AuditBundle.spans): \(lines.lineCount) lines, the manifest says \(records[AuditBundle.spans] ?? 0)")
         }
@@ -354,51 +358,86 @@ public enum BundleVerifier {
     }
 }
 
-/// The lines of `spans.otlp.jsonl`: each span's leaf hash and record.
+/// The exported spans: each message of `spans.otlp.pb` hashed as its leaf and read once, and
+/// each line of `spans.otlp.jsonl` checked to be exactly that message's encoding.
 struct SpanLines {
     var leaves: [TreeHash] = []
     var spans: [SpanRecord] = []
     var failures: [String] = []
     var lineCount = 0
+    var messageCount = 0
 
-    static func read(_ bytes: UnsafeRawBufferPointer) -> SpanLines {
+    /// Every span, on every core: cut into chunks read concurrently, then joined in order.
+    static func read(json: UnsafeRawBufferPointer, proto: UnsafeRawBufferPointer) -> SpanLines {
         var out = SpanLines()
+        var lines: [Range<Int>] = []
         var start = 0
-        if !bytes.isEmpty && bytes[bytes.count - 1] != 0x0A {
-            out.failures.append("the last line does not end in a newline")
-        }
-        while start < bytes.count {
-            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
-            out.lineCount += 1
-            let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
-            if let failure = out.add(line) {
-                if out.failures.count < 20 { out.failures.append("line \(out.lineCount): \(failure)") }
-            }
+        while start < json.count {
+            let end = json[start...].firstIndex(of: 0x0A) ?? json.count
+            lines.append(start..<end)
             start = end + 1
         }
-        return out
-    }
-
-    /// Adds one line's leaf and span; a failure when it is not one span's `TracesData`.
-    mutating func add(_ line: UnsafeRawBufferPointer) -> String? {
-        let proto: [UInt8]
-        do {
-            proto = try OTLPJSONTranscoder.transcodeExportRequest(Data(line))
-        } catch {
-            return "not OTLP/JSON (\(error))"
+        if !json.isEmpty && json[json.count - 1] != 0x0A {
+            out.failures.append("\(AuditBundle.spans): the last line does not end in a newline")
         }
-        let result: (TreeHash, SpanRecord)?? = proto.withUnsafeBytes { raw in
-            UnpackArena.withRequest(raw) { request -> (TreeHash, SpanRecord)? in
-                let hashes = SpanLeaves.hashes(request)
-                guard hashes.count == 1,
-                    let record = try? TracesDataDecoder.decode(raw, include: { _, _ in true }), record.count == 1
-                else { return nil }
-                return (hashes[0], record[0])
+        var messages: [Range<Int>] = []
+        var at = 0
+        while at < proto.count {
+            var length: UInt64 = 0
+            var shift: UInt64 = 0
+            while at < proto.count, shift < 64 {
+                let byte = proto[at]
+                at += 1
+                length |= UInt64(byte & 0x7F) << shift
+                shift += 7
+                if byte & 0x80 == 0 { break }
             }
+            guard length <= UInt64(proto.count - at) else {
+                out.failures.append("\(AuditBundle.spansProto): message \(messages.count + 1) is cut short")
+                break
+            }
+            messages.append(at..<at + Int(length))
+            at += Int(length)
         }
-        guard let pair = result ?? nil else { return "not exactly one valid span" }
-        leaves.append(pair.0)
-        spans.append(pair.1)
-        return nil
+        out.lineCount = lines.count
+        out.messageCount = messages.count
+        if lines.count != messages.count {
+            out.failures.append(
+                "\(AuditBundle.spans) has \(lines.count) lines, \(AuditBundle.spansProto) \(messages.count) messages")
+        }
+        let count = min(lines.count, messages.count)
+        let chunks = max(1, min(count / 256, ProcessInfo.processInfo.activeProcessorCount * 4))
+        let per = (count + chunks - 1) / chunks
+        let parts = Mutex([SpanLines?](repeating: nil, count: chunks))
+        let (lineRanges, messageRanges) = (lines, messages)
+        // The archive outlives the loop, which returns only when every chunk is done.
+        nonisolated(unsafe) let (jsonBytes, protoBytes) = (json, proto)
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            var part = SpanLines()
+            for k in min(c * per, count)..<min(c * per + per, count) {
+                let line = UnsafeRawBufferPointer(rebasing: jsonBytes[lineRanges[k]])
+                let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageRanges[k]])
+                guard let (encoded, record) = LeafMessage.read(message) else {
+                    if part.failures.count < 20 {
+                        part.failures.append("\(AuditBundle.spansProto): message \(k + 1) is not one span's TracesData")
+                    }
+                    continue
+                }
+                if !encoded.elementsEqual(line), part.failures.count < 20 {
+                    part.failures.append(
+                        "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)")
+                }
+                part.leaves.append(TreeHash.leaf(message))
+                part.spans.append(record)
+            }
+            parts.withLock { $0[c] = part }
+        }
+        for part in parts.withLock({ $0 }) {
+            guard let part else { continue }
+            out.leaves += part.leaves
+            out.spans += part.spans
+            out.failures += part.failures
+        }
+        return out
     }
 }

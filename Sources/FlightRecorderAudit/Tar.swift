@@ -85,8 +85,12 @@ public enum Tar {
             guard let size = number(124, 12), size >= 0, at + block + size <= archive.count else {
                 throw FormatError(description: "archive: \(name) is truncated")
             }
+            let padded = at + block + size + padding(size)
+            guard padded <= archive.count,
+                UnsafeRawBufferPointer(rebasing: archive[(at + block + size)..<padded]).allSatisfy({ $0 == 0 })
+            else { throw FormatError(description: "archive: \(name)'s padding is not zeros") }
             out.append(Member(name: name, range: at + block..<at + block + size))
-            at += block + size + padding(size)
+            at = padded
         }
     }
 }

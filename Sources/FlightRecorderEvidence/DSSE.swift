@@ -1,5 +1,5 @@
 import Crypto
-public import Foundation
+import Foundation
 
 /// A DSSE envelope (Dead Simple Signing Envelope, secure-systems-lab/dsse v1.0): a payload, its
 /// type, and Ed25519 signatures over the pre-authentication encoding

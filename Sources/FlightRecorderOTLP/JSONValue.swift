@@ -33,8 +33,13 @@ public enum JSONValue: Codable, Sendable, Equatable {
         }
     }
 
+    /// `data` parsed (RFC 8259, `JSONParser`); throws on anything else.
     public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
+        try data.withUnsafeBytes { raw in try parse(raw) }
+    }
+
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+        try JSONParser.parse(bytes)
     }
 
     public func encode(to encoder: any Encoder) throws {

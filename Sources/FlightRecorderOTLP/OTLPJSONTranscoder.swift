@@ -10,13 +10,20 @@ public import Foundation
 public enum OTLPJSONTranscoder {
 
     public static func transcodeExportRequest(_ data: Data) throws(OTLPJSONError) -> [UInt8] {
+        let result = data.withUnsafeBytes { raw in
+            Result { () throws(OTLPJSONError) in try transcodeExportRequest(raw) }
+        }
+        return try result.get()
+    }
+
+    public static func transcodeExportRequest(_ bytes: UnsafeRawBufferPointer) throws(OTLPJSONError) -> [UInt8] {
         let root: JSONValue
         do {
-            root = try JSONValue.parse(data)
+            root = try JSONValue.parse(bytes)
         } catch {
             throw OTLPJSONError(path: "", reason: "body is not valid JSON")
         }
-        var w = ProtobufWriter(capacity: data.count)
+        var w = ProtobufWriter(capacity: bytes.count)
         var t = Walker()
         try t.request(root, into: &w)
         return w.bytes
@@ -24,10 +31,14 @@ public enum OTLPJSONTranscoder {
 
     /// Walks JSON values and writes protobuf fields, tracking the path for error messages.
     struct Walker {
-        var path: [String] = []
+        /// Where the walk is: field names, with the index of an array's item. Formatted only
+        /// when an error needs it.
+        var path: [(name: String, index: Int?)] = []
 
         func fail(_ reason: String) -> OTLPJSONError {
-            OTLPJSONError(path: path.joined(separator: "."), reason: reason)
+            OTLPJSONError(
+                path: path.map { p in p.index.map { "\(p.name)[\($0)]" } ?? p.name }.joined(separator: "."),
+                reason: reason)
         }
 
         func object(_ v: JSONValue) throws(OTLPJSONError) -> [String: JSONValue] {
@@ -38,11 +49,23 @@ public enum OTLPJSONTranscoder {
         /// Looks a field up by its lowerCamelCase name, then its snake_case name.
         func field(_ o: [String: JSONValue], _ camel: String) -> JSONValue? {
             if let v = o[camel], v != .null { return v }
-            let snake = camel.reduce(into: "") { acc, ch in
-                if ch.isUppercase { acc += "_" + ch.lowercased() } else { acc.append(ch) }
-            }
-            if let v = o[snake], v != .null { return v }
+            if let v = o[Self.snake(camel)], v != .null { return v }
             return nil
+        }
+
+        /// `traceId` → `trace_id` (field names are ASCII).
+        static func snake(_ camel: String) -> String {
+            var out: [UInt8] = []
+            out.reserveCapacity(camel.utf8.count + 4)
+            for c in camel.utf8 {
+                if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") {
+                    out.append(UInt8(ascii: "_"))
+                    out.append(c + 32)
+                } else {
+                    out.append(c)
+                }
+            }
+            return String(decoding: out, as: UTF8.self)
         }
 
         mutating func each(
@@ -50,11 +73,11 @@ public enum OTLPJSONTranscoder {
         ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
             guard case .array(let items) = v else {
-                path.append(name)
+                path.append((name, nil))
                 throw fail("expected an array")
             }
             for (i, item) in items.enumerated() {
-                path.append("\(name)[\(i)]")
+                path.append((name, i))
                 try body(&self, item)
                 path.removeLast()
             }
@@ -65,7 +88,7 @@ public enum OTLPJSONTranscoder {
             _ body: (inout Walker, [String: JSONValue], inout ProtobufWriter) throws(OTLPJSONError) -> Void
         ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
-            path.append(name)
+            path.append((name, nil))
             let inner = try object(v)
             var sub = ProtobufWriter()
             try body(&self, inner, &sub)
@@ -92,7 +115,7 @@ public enum OTLPJSONTranscoder {
         {
             guard let v = field(o, name) else { return }
             guard case .string(let s) = v else {
-                path.append(name)
+                path.append((name, nil))
                 throw fail("expected a string")
             }
             if !s.isEmpty { w.stringField(number, s) }
@@ -104,7 +127,7 @@ public enum OTLPJSONTranscoder {
             throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
-            path.append(name)
+            path.append((name, nil))
             guard case .string(let s) = v else { throw fail("expected a hex string") }
             guard let bytes = Hex.decode(s) else { throw fail("is not a hex string") }
             if !bytes.isEmpty { w.bytesField(number, bytes) }
@@ -138,7 +161,7 @@ public enum OTLPJSONTranscoder {
             throws(OTLPJSONError)
         {
             guard let v = field(o, name) else { return }
-            path.append(name)
+            path.append((name, nil))
             let u = try unsigned(v)
             if u != 0 { w.fixed64Field(number, u) }
             path.removeLast()
@@ -150,7 +173,7 @@ public enum OTLPJSONTranscoder {
             into w: inout ProtobufWriter
         ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
-            path.append(name)
+            path.append((name, nil))
             let u = try unsigned(v)
             guard u <= UInt64(UInt32.max) else { throw fail("out of range for a 32-bit field") }
             if u != 0 {
@@ -163,7 +186,7 @@ public enum OTLPJSONTranscoder {
             _ o: [String: JSONValue], _ name: String, field number: Int, names: [String], into w: inout ProtobufWriter
         ) throws(OTLPJSONError) {
             guard let v = field(o, name) else { return }
-            path.append(name)
+            path.append((name, nil))
             let value: UInt64
             if case .string(let s) = v, let i = names.firstIndex(of: s) {
                 value = UInt64(i)
@@ -272,7 +295,7 @@ public enum OTLPJSONTranscoder {
                 guard case .bool(let b) = v else { throw fail("boolValue: expected true or false") }
                 w.varintField(2, b ? 1 : 0)
             } else if let v = field(av, "intValue") {
-                path.append("intValue")
+                path.append(("intValue", nil))
                 w.int64Field(3, try signed(v))
                 path.removeLast()
             } else if let v = field(av, "doubleValue") {
@@ -294,7 +317,7 @@ public enum OTLPJSONTranscoder {
                 }
                 w.doubleField(4, d)
             } else if let v = field(av, "arrayValue") {
-                path.append("arrayValue")
+                path.append(("arrayValue", nil))
                 let arr = try object(v)
                 var sub = ProtobufWriter()
                 try each(arr, "values") { (t: inout Walker, item: JSONValue) throws(OTLPJSONError) in
@@ -306,7 +329,7 @@ public enum OTLPJSONTranscoder {
                 w.bytesField(5, sub.bytes)
                 path.removeLast()
             } else if let v = field(av, "kvlistValue") {
-                path.append("kvlistValue")
+                path.append(("kvlistValue", nil))
                 let list = try object(v)
                 var sub = ProtobufWriter()
                 try keyValues(list, "values", field: 1, into: &sub)

@@ -143,7 +143,7 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     r = export(d, out, "--run", "run-audit-1")
     assert r.returncode == 0, r.stderr
     files = members(out)
-    assert set(files) == {"spans.otlp.jsonl", "decisions.jsonl", "runs.csv", "findings.jsonl", "proof.json",
+    assert set(files) == {"spans.otlp.jsonl", "spans.otlp.pb", "decisions.jsonl", "runs.csv", "findings.jsonl", "proof.json",
                           "checkpoint.txt", "manifest.json", "statement.dsse.json"}
 
     code, report, raw = verify(out, "--key", key)
