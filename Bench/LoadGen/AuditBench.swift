@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 
 /// `--audit-bench`: audit bundle export and verification rates (Bench/README.md, "Audit
@@ -54,10 +55,6 @@ extension LoadGen {
             String(
                 format: "median: export %.0f spans/s, verify %.0f spans/s", exports.sorted()[exports.count / 2],
                 verifies.sorted()[verifies.count / 2]))
-    }
-
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     static func command(_ binary: String, _ args: [String]) throws -> (status: Int32, output: String, error: String) {

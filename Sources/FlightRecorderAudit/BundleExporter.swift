@@ -6,6 +6,7 @@ import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -136,6 +137,7 @@ public enum AuditExporter {
         var files: BundleFiles
         var indices: [UInt64]
         var spans: [SpanRecord]
+        var leaves: LeafCache
     }
 
     /// The blocks to read, which spans of them to keep, and the runs they belong to.
@@ -262,54 +264,93 @@ public enum AuditExporter {
         var run: String
     }
 
+    /// One block's share of the bundle.
+    struct BlockOutput: @unchecked Sendable {  // built on one thread, read on another after
+        var json: [UInt8] = []
+        var proto: [UInt8] = []
+        var indices: [UInt64] = []
+        var spans: [SpanRecord] = []
+        /// Every leaf of the block (kept or not), for the proof.
+        var leaves: [TreeHash] = []
+    }
+
+    /// The selected spans of `block`: their JSON lines, delimited messages, leaf indices and
+    /// records, and the hashes of all its leaves.
+    static func read(block: EvidenceSnapshot.LoggedBlock, plan: Plan, snapshot: EvidenceSnapshot) throws -> BlockOutput {
+        let payload = try snapshot.payload(of: block)
+        let tenants = Set(plan.tenants)
+        let decoded = payload.withUnsafeBytes { TracesDataDecoder.decodeAligned($0) { tenants.contains($0) } }
+        guard let records = decoded, records.count == block.spans else {
+            throw AuditExportError(
+                kind: .unavailable,
+                description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
+        }
+        var out = BlockOutput()
+        out.leaves.reserveCapacity(block.spans)
+        var i = 0
+        var failed = false
+        let unpacked: Bool? = payload.withUnsafeBytes { raw in
+            UnpackArena.withRequest(raw) { request -> Bool in
+                SpanLeaves.forEachMessage(request) { message in
+                    defer { i += 1 }
+                    out.leaves.append(TreeHash.leaf(message))
+                    let leaf = block.firstLeaf + UInt64(i)
+                    guard i < records.count, let record = records[i], plan.keep(record, leaf) else { return }
+                    guard let json = OTLPJSONEncoder.tracesData(Array(message)) else {
+                        failed = true
+                        return
+                    }
+                    out.json += json
+                    out.json.append(0x0A)
+                    BundleFiles.appendDelimited(message, to: &out.proto)
+                    out.indices.append(leaf)
+                    out.spans.append(record)
+                }
+                return true
+            }
+        }
+        guard unpacked != nil, !failed, i == block.spans else {
+            throw AuditExportError(
+                kind: .unavailable,
+                description: "block at segment \(block.segment) offset \(block.offset) does not re-encode as logged")
+        }
+        return out
+    }
+
     static func readSpans(plan: Plan, snapshot: EvidenceSnapshot, directory: String) throws -> ReadSpans {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var files = BundleFiles(directory: directory)
-        // spans.otlp.jsonl, streamed to disk; the spans kept for the derived files.
+        // spans.otlp.jsonl and .pb, streamed to disk; the spans kept for the derived files.
         var spansFile = try files.open(AuditBundle.spans)
         var protoFile = try files.open(AuditBundle.spansProto)
         var indices: [UInt64] = []
         var spans: [SpanRecord] = []
-        for block in plan.blocks {
-            let payload = try snapshot.payload(of: block)
-            let records = try payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
-            guard records.count == block.spans else {
-                throw AuditExportError(
-                    kind: .unavailable,
-                    description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
+        var leaves = LeafCache()
+        // Blocks are independent: read in batches on every core, written in order.
+        let batch = 8 * ProcessInfo.processInfo.activeProcessorCount
+        var next = 0
+        while next < plan.blocks.count {
+            let blocks = Array(plan.blocks[next..<min(next + batch, plan.blocks.count)])
+            next += blocks.count
+            let outputs = Mutex([Result<BlockOutput, any Error>?](repeating: nil, count: blocks.count))
+            DispatchQueue.concurrentPerform(iterations: blocks.count) { k in
+                let r = Result { try read(block: blocks[k], plan: plan, snapshot: snapshot) }
+                outputs.withLock { $0[k] = r }
             }
-            var i = 0
-            var failed = false
-            let unpacked: Bool? = payload.withUnsafeBytes { raw in
-                UnpackArena.withRequest(raw) { request -> Bool in
-                    SpanLeaves.forEachMessage(request) { message in
-                        defer { i += 1 }
-                        let leaf = block.firstLeaf + UInt64(i)
-                        guard i < records.count, plan.keep(records[i], leaf) else { return }
-                        guard let json = OTLPJSONEncoder.tracesData(Array(message)) else {
-                            failed = true
-                            return
-                        }
-                        spansFile.append(json)
-                        spansFile.append([0x0A])
-                        protoFile.appendDelimited(message)
-                        indices.append(leaf)
-                        spans.append(records[i])
-                    }
-                    return true
-                }
-            }
-            guard unpacked != nil, !failed, i == block.spans else {
-                throw AuditExportError(
-                    kind: .unavailable,
-                    description: "block at segment \(block.segment) offset \(block.offset) does not re-encode as logged")
+            for (k, r) in outputs.withLock({ $0 }).enumerated() {
+                let out = try r!.get()
+                spansFile.append(out.json)
+                protoFile.append(out.proto)
+                indices += out.indices
+                spans += out.spans
+                leaves.add(firstLeaf: blocks[k].firstLeaf, out.leaves)
             }
             try spansFile.flushIfLarge()
             try protoFile.flushIfLarge()
         }
         try files.close(&spansFile, records: indices.count)
         try files.close(&protoFile, records: indices.count)
-        return ReadSpans(files: files, indices: indices, spans: spans)
+        return ReadSpans(files: files, indices: indices, spans: spans, leaves: leaves)
     }
 
     static func finish(
@@ -327,12 +368,13 @@ public enum AuditExporter {
 
         // The proof.
         let size = plan.target.checkpoint.size
-        let hashes = size == 0 ? [] : try Multiproof.prove(indices: indices, size: size, snapshot)
+        let nodes = CachedNodes(leaves: read.leaves, tree: snapshot)
+        let hashes = size == 0 ? [] : try Multiproof.prove(indices: indices, size: size, nodes)
         let older = olderSizes(snapshot.history, requested: request.consistencyFrom, below: size)
         var olderNodes: [String: String] = [:]
         for m in older {
             for r in MerkleTree.consistencyRanges(old: m, size: size) where olderNodes["\(r.start)-\(r.end)"] == nil {
-                olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(snapshot, r.start, r.end).base64
+                olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(nodes, r.start, r.end).base64
             }
         }
         var proof = BundleProof(
@@ -340,7 +382,7 @@ public enum AuditExporter {
             hashes: hashes.map(\.base64), consistency: nil, olderSizes: older, olderNodes: olderNodes)
         if request.selection == .range {
             let old = plan.start?.checkpoint.size ?? 0
-            proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, snapshot).map(\.base64)
+            proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, nodes).map(\.base64)
         }
         try files.write(AuditBundle.proof, try BundleJSON.encoder().encode(proof), records: 1)
         try files.write(AuditBundle.checkpoint, Array(plan.target.note.serialized.utf8), records: 1)
@@ -437,16 +479,7 @@ struct BundleFiles {
 
         mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
-        /// `message` preceded by its length as a varint.
-        mutating func appendDelimited(_ message: UnsafeRawBufferPointer) {
-            var n = UInt64(message.count)
-            while n >= 0x80 {
-                buffer.append(UInt8(truncatingIfNeeded: n) | 0x80)
-                n >>= 7
-            }
-            buffer.append(UInt8(n))
-            buffer.append(contentsOf: message)
-        }
+
 
         mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
 
@@ -458,6 +491,17 @@ struct BundleFiles {
         }
     }
 
+    /// `message` preceded by its length as a varint (protobuf's delimited format).
+    static func appendDelimited(_ message: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        var n = UInt64(message.count)
+        while n >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: n) | 0x80)
+            n >>= 7
+        }
+        out.append(UInt8(n))
+        out.append(contentsOf: message)
+    }
+
     func open(_ name: String) throws -> Open {
         let path = directory + "/" + name
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path)
@@ -466,8 +510,8 @@ struct BundleFiles {
     }
 
     mutating func close(_ f: inout Open, records: Int, listed isListed: Bool = true) throws {
+        // No fsync: a bundle is streamed out and deleted; a crash only fails the export.
         try f.flush()
-        try f.handle.synchronize()
         try f.handle.close()
         let entry = BundleManifest.File(
             name: f.name, sha256: Hex.encode(f.hasher.finalize()), size: f.size, records: records)
@@ -479,5 +523,55 @@ struct BundleFiles {
         var f = try open(name)
         f.append(Array(bytes))
         try close(&f, records: records, listed: listed)
+    }
+}
+
+/// The leaf hashes of the blocks an export read, by first leaf: the proof's nodes below the
+/// tiles come from here instead of reading and hashing those blocks a second time.
+struct LeafCache {
+    var firsts: [UInt64] = []
+    var hashes: [[TreeHash]] = []
+
+    mutating func add(firstLeaf: UInt64, _ leaves: [TreeHash]) {
+        firsts.append(firstLeaf)
+        hashes.append(leaves)
+    }
+
+    /// Leaves `start ..< end` when the cached blocks hold them all.
+    func leaves(_ start: UInt64, _ end: UInt64) -> [TreeHash]? {
+        var lo = 0
+        var hi = firsts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if firsts[mid] <= start { lo = mid + 1 } else { hi = mid }
+        }
+        var i = lo - 1
+        guard i >= 0 else { return nil }
+        var out: [TreeHash] = []
+        out.reserveCapacity(Int(end - start))
+        var leaf = start
+        while leaf < end {
+            guard i < firsts.count, firsts[i] <= leaf, leaf < firsts[i] + UInt64(hashes[i].count) else { return nil }
+            let from = Int(leaf - firsts[i])
+            let to = min(hashes[i].count, from + Int(end - leaf))
+            out += hashes[i][from..<to]
+            leaf += UInt64(to - from)
+            i += 1
+        }
+        return out
+    }
+}
+
+/// The snapshot's tree, with nodes below the tiles taken from the export's `LeafCache`.
+struct CachedNodes: TreeNodes {
+    let leaves: LeafCache
+    let tree: EvidenceSnapshot
+
+    func node(level: Int, index: UInt64) throws -> TreeHash {
+        if level < 8 {
+            let start = index << UInt64(level)
+            if let hashes = leaves.leaves(start, start + (1 << UInt64(level))) { return LeafList.subtree(hashes[...]) }
+        }
+        return try tree.node(level: level, index: index)
     }
 }

@@ -6,6 +6,10 @@ import FlightRecorderOTLP
 import Foundation
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `flightrec audit verify`: checks an audit bundle offline, with no daemon and no network.
 ///
 /// In order: the archive holds exactly the bundle's files; the DSSE envelope is signed by the
@@ -66,6 +70,12 @@ public enum BundleVerifier {
             fail("\(AuditBundle.envelope): missing or not a DSSE envelope")
             return report
         }
+        // The envelope is the one file no digest covers: it must be exactly as written, so no
+        // byte of the bundle can change unnoticed (base64's spare bits and JSON's whitespace
+        // included).
+        if (try? BundleJSON.plain().encode(envelope)) != envelopeData {
+            fail("\(AuditBundle.envelope): not the envelope as the exporter writes it (changed bytes)")
+        }
         let manifestData = data(AuditBundle.manifest)
         let manifest = manifestData.flatMap { try? BundleJSON.decoder().decode(BundleManifest.self, from: $0) }
         let key: NoteVerifier
@@ -96,10 +106,15 @@ public enum BundleVerifier {
         }
 
         // Every file the statement names, with its digest; nothing else.
-        var digests: [String: String] = [:]
-        for m in members where m.name != AuditBundle.envelope {
-            digests[m.name] = Hex.encode(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: archive[m.range])))
+        let hashed = members.filter { $0.name != AuditBundle.envelope }
+        let computed = Mutex([String?](repeating: nil, count: hashed.count))
+        nonisolated(unsafe) let whole = archive
+        DispatchQueue.concurrentPerform(iterations: hashed.count) { i in
+            let digest = Hex.encode(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: whole[hashed[i].range])))
+            computed.withLock { $0[i] = digest }
         }
+        var digests: [String: String] = [:]
+        for (m, d) in zip(hashed, computed.withLock { $0 }) { digests[m.name] = d }
         var subjects: Set<String> = []
         for s in statement.subject {
             subjects.insert(s.name)
@@ -373,7 +388,8 @@ struct SpanLines {
         var lines: [Range<Int>] = []
         var start = 0
         while start < json.count {
-            let end = json[start...].firstIndex(of: 0x0A) ?? json.count
+            let found = memchr(json.baseAddress! + start, 0x0A, json.count - start)
+            let end = found.map { json.baseAddress!.distance(to: UnsafeRawPointer($0)) } ?? json.count
             lines.append(start..<end)
             start = end + 1
         }
@@ -423,7 +439,8 @@ struct SpanLines {
                     }
                     continue
                 }
-                if !encoded.elementsEqual(line), part.failures.count < 20 {
+                let same = encoded.count == line.count && encoded.withUnsafeBytes { memcmp($0.baseAddress!, line.baseAddress!, line.count) == 0 }
+                if !same, part.failures.count < 20 {
                     part.failures.append(
                         "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)")
                 }

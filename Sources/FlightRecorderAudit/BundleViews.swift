@@ -3,6 +3,7 @@ public import FlightRecorderOTLP
 import FlightRecorderQuery
 import Foundation
 import HeapModule
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -44,76 +45,113 @@ public enum BundleViews {
     /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
     /// collector deduplicates on read); `runs` in the order they should be listed.
     public static func derive(spans: [SpanRecord], runs: [Run]) -> Output {
-        struct Key: Hashable {
-            var tenant: String
-            var trace: TraceID
-        }
         var owner: [Key: Int] = [:]
         for (i, r) in runs.enumerated() {
             for t in r.traces where owner[Key(tenant: r.tenant, trace: t)] == nil {
                 owner[Key(tenant: r.tenant, trace: t)] = i
             }
         }
+        // Each distinct span once (per tenant), grouped by run as indices into `spans`.
         var seen: Set<SpanIdentity> = []
-        var grouped = [[SpanRecord]](repeating: [], count: runs.count)
+        seen.reserveCapacity(spans.count)
+        var groupedIndices = [[Int]](repeating: [], count: runs.count)
         var out = Output()
-        for s in spans where seen.insert(SpanIdentity(tenant: s.tenant, trace: s.traceID, span: s.spanID)).inserted {
-            if let g = owner[Key(tenant: s.tenant, trace: s.traceID)] {
-                grouped[g].append(s)
+        for (i, s) in spans.enumerated() {
+            let key = Key(tenant: s.tenant, trace: s.traceID)
+            guard seen.insert(SpanIdentity(key: key, span: s.spanID)).inserted else { continue }
+            if let g = owner[key] {
+                groupedIndices[g].append(i)
             } else {
                 out.unowned.append(s)
             }
         }
-        var csv = csvHeader + "\r\n"
-        var decisions = JSONLines()
-        var findings = JSONLines()
-        for (i, run) in runs.enumerated() {
-            let runSpans = grouped[i].sorted { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
-            let graph = RunGraph(runID: run.runID, spans: runSpans)
-            var decided = 0
-            var executions = 0
-            for j in causalOrder(graph) {
-                guard let kind = decisionKind(graph, j) else { continue }
-                if kind == "execution" { executions += 1 }
-                decided += 1
-                decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w) }
-            }
-            let found = graph.findings()
-            for f in found {
-                out.findingKinds[f.kind, default: 0] += 1
-                findings.add { w in
-                    w.beginObject()
-                    w.member("kind", f.kind)
-                    w.member("message", f.message)
-                    w.member("run_id", run.runID)
-                    w.member("severity", f.severity)
-                    w.member("span_ids", f.spanIds)
-                    w.member("tenant", run.tenant)
-                    w.endObject()
-                }
-            }
-            let start = runSpans.map(\.startNanos).min() ?? 0
-            let end = runSpans.map { max($0.endNanos, $0.startNanos) }.max() ?? 0
-            let fields = [
-                run.runID, run.tenant, runSpans.isEmpty ? "" : Timestamp.rfc3339(start),
-                runSpans.isEmpty ? "" : Timestamp.rfc3339(end), String((end - start) / 1_000_000),
-                String(runSpans.count), String(runSpans.filter { $0.statusCode == .error }.count), String(decided),
-                String(executions), String(found.count), run.traces.map(\.hex).sorted().joined(separator: " "),
-            ]
-            csv += fields.map(CSV.field).joined(separator: ",") + "\r\n"
-            out.decisionCount += decided
-            out.findingCount += found.count
+        let grouped = groupedIndices.map { $0.map { spans[$0] } }
+        groupedIndices = []
+        // Runs are independent: read in chunks on every core, joined in order.
+        struct Part {
+            var decisions = JSONLines()
+            var findings = JSONLines()
+            var csv = ""
+            var decisionCount = 0
+            var findingCount = 0
+            var kinds: [String: Int] = [:]
         }
-        out.decisions = decisions.bytes
-        out.findings = findings.bytes
+        let chunks = max(1, min(runs.count / 64, ProcessInfo.processInfo.activeProcessorCount * 4))
+        let per = (runs.count + chunks - 1) / chunks
+        let parts = Mutex([Part?](repeating: nil, count: chunks))
+        let groups = grouped
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            var part = Part()
+            for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
+                Self.derive(run: runs[i], spans: groups[i], into: &part.decisions, &part.findings, &part.csv,
+                            decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
+            }
+            parts.withLock { $0[c] = part }
+        }
+        var csv = csvHeader + "\r\n"
+        for part in parts.withLock({ $0 }) {
+            guard let part else { continue }
+            out.decisions += part.decisions.bytes
+            out.findings += part.findings.bytes
+            csv += part.csv
+            out.decisionCount += part.decisionCount
+            out.findingCount += part.findingCount
+            out.findingKinds.merge(part.kinds, uniquingKeysWith: +)
+        }
         out.runs = Array(csv.utf8)
         out.runCount = runs.count
         return out
     }
 
-    struct SpanIdentity: Hashable {
+    /// One run's decisions, findings and `runs.csv` row.
+    static func derive(
+        run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines, _ csv: inout String,
+        decisions decisionCount: inout Int, findings findingCount: inout Int, kinds: inout [String: Int]
+    ) {
+        let runSpans = spans.sorted { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+        let graph = RunGraph(runID: run.runID, spans: runSpans)
+        var decided = 0
+        var executions = 0
+        for j in causalOrder(graph) {
+            guard let kind = decisionKind(graph, j) else { continue }
+            if kind == "execution" { executions += 1 }
+            decided += 1
+            decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w) }
+        }
+        let found = graph.findings()
+        for f in found {
+            kinds[f.kind, default: 0] += 1
+            findings.add { w in
+                w.beginObject()
+                w.member("kind", f.kind)
+                w.member("message", f.message)
+                w.member("run_id", run.runID)
+                w.member("severity", f.severity)
+                w.member("span_ids", f.spanIds)
+                w.member("tenant", run.tenant)
+                w.endObject()
+            }
+        }
+        let start = runSpans.map(\.startNanos).min() ?? 0
+        let end = runSpans.map { max($0.endNanos, $0.startNanos) }.max() ?? 0
+        let fields = [
+            run.runID, run.tenant, runSpans.isEmpty ? "" : Timestamp.rfc3339(start),
+            runSpans.isEmpty ? "" : Timestamp.rfc3339(end), String((end - start) / 1_000_000),
+            String(runSpans.count), String(runSpans.filter { $0.statusCode == .error }.count), String(decided),
+            String(executions), String(found.count), run.traces.map(\.hex).sorted().joined(separator: " "),
+        ]
+        csv += fields.map(CSV.field).joined(separator: ",") + "\r\n"
+        decisionCount += decided
+        findingCount += found.count
+    }
+
+    struct Key: Hashable {
         var tenant: String
         var trace: TraceID
+    }
+
+    struct SpanIdentity: Hashable {
+        var key: Key
         var span: SpanID
     }
 
@@ -287,8 +325,31 @@ enum Timestamp {
         var t = time_t(nanos / 1_000_000_000)
         var tm = tm()
         gmtime_r(&t, &tm)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
-            Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(nanos % 1_000_000_000))
+        var out: [UInt8] = []
+        out.reserveCapacity(30)
+        func digits(_ v: Int, _ width: Int) {
+            var v = v
+            var d = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+            for k in stride(from: width - 1, through: 0, by: -1) {
+                d[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            out += d
+        }
+        digits(Int(tm.tm_year) + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(tm.tm_mon) + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(tm.tm_mday), 2)
+        out.append(UInt8(ascii: "T"))
+        digits(Int(tm.tm_hour), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(tm.tm_min), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(tm.tm_sec), 2)
+        out.append(UInt8(ascii: "."))
+        digits(Int(nanos % 1_000_000_000), 9)
+        out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -37,14 +37,20 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
 
     /// The payload, when `key` signed it; else what is wrong.
     public func verifiedPayload(key: NoteVerifier) throws(EvidenceError) -> [UInt8] {
-        guard let body = Data(base64Encoded: payload) else { throw .malformed("envelope: the payload is not base64") }
+        // Canonical base64 only: a decoder ignores the spare bits of the last character, so
+        // two strings would otherwise carry one signature.
+        guard let body = Data(base64Encoded: payload), body.base64EncodedString() == payload else {
+            throw .malformed("envelope: the payload is not canonical base64")
+        }
         let message = Self.pae(type: payloadType, body: Array(body))
         let ours = signatures.filter { (try? NoteVerifier(encoded: $0.keyid)) == key }
         guard !ours.isEmpty else {
             throw .malformed("envelope: no signature by \(key.encoded) (signed by \(signatures.map(\.keyid)))")
         }
         for s in ours {
-            guard let sig = Data(base64Encoded: s.sig), key.publicKey.isValidSignature(sig, for: message) else {
+            guard let sig = Data(base64Encoded: s.sig), sig.base64EncodedString() == s.sig,
+                key.publicKey.isValidSignature(sig, for: message)
+            else {
                 throw .malformed("envelope: the signature of \(key.encoded) does not verify")
             }
         }

@@ -41,7 +41,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init?(base64: some StringProtocol) {
-        guard let data = Data(base64Encoded: String(base64)) else { return nil }
+        guard let data = Data(base64Encoded: String(base64)), data.base64EncodedString() == base64 else { return nil }
         self.init(bytes: data)
     }
 

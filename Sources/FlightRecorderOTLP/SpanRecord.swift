@@ -3,11 +3,15 @@ public final class ResourceRecord: Sendable {
     public let attributes: [Attribute]
     public let scopeName: String
     public let scopeVersion: String
+    /// The `tenant.id` attribute (ingest stamps it from the token), else the default tenant;
+    /// read once, since every query and export asks it of every span.
+    public let tenant: String
 
     public init(attributes: [Attribute], scopeName: String, scopeVersion: String) {
         self.attributes = attributes
         self.scopeName = scopeName
         self.scopeVersion = scopeVersion
+        tenant = attributes.first { $0.key == "tenant.id" }?.value.scalarString ?? ResourceFacts.defaultTenant
     }
 }
 
@@ -165,7 +169,5 @@ extension SpanRecord.Link {
 
 extension SpanRecord {
     /// The tenant this span is filed under (see `ResourceFacts.tenantKey`).
-    public var tenant: String {
-        resource.attributes.first { $0.key == "tenant.id" }?.value.scalarString ?? ResourceFacts.defaultTenant
-    }
+    public var tenant: String { resource.tenant }
 }
