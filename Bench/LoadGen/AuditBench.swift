@@ -32,8 +32,10 @@ extension LoadGen {
             let t0 = ContinuousClock.now
             let export = try Self.command(
                 binary,
-                ["audit", "export", "--api", "http://127.0.0.1:\(portBase + 1)", "--tenant", "acme", "--since", "1",
-                 "--out", bundle])
+                [
+                    "audit", "export", "--api", "http://127.0.0.1:\(portBase + 1)", "--tenant", "acme", "--since", "1",
+                    "--out", bundle,
+                ])
             let exportSeconds = Self.seconds(ContinuousClock.now - t0)
             guard export.status == 0 else { throw ValidationError("export failed: \(export.error)") }
             let t1 = ContinuousClock.now
@@ -48,8 +50,10 @@ extension LoadGen {
             verifies.append(Double(spans) / verifySeconds)
             print(
                 String(
-                    format: "round %d: %d spans, %.0f MiB bundle; export %.1f s = %.0f spans/s; verify %.1f s = %.0f spans/s",
-                    round, spans, Double(size) / 1_048_576, exportSeconds, exports.last!, verifySeconds, verifies.last!))
+                    format:
+                        "round %d: %d spans, %.0f MiB bundle; export %.1f s = %.0f spans/s; verify %.1f s = %.0f spans/s",
+                    round, spans, Double(size) / 1_048_576, exportSeconds, exports.last!, verifySeconds, verifies.last!)
+            )
         }
         print(
             String(

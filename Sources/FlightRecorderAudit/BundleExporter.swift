@@ -168,7 +168,9 @@ public enum AuditExporter {
                     }
                     return Array(found.prefix(1))
                 }
-                guard !summaries.isEmpty else { throw AuditExportError(kind: .notFound, description: "no run with this ID") }
+                guard !summaries.isEmpty else {
+                    throw AuditExportError(kind: .notFound, description: "no run with this ID")
+                }
             case .filter(let expression):
                 let filter: SpanFilter
                 do {
@@ -234,7 +236,9 @@ public enum AuditExporter {
             var target = fresh
             if let until = request.until {
                 let untilSeconds = UInt64(max(0, (until + 999_999_999) / 1_000_000_000))
-                if let end = snapshot.history.first(where: { $0.time >= untilSeconds && $0.checkpoint.size >= (start?.checkpoint.size ?? 0) }) {
+                if let end = snapshot.history.first(where: {
+                    $0.time >= untilSeconds && $0.checkpoint.size >= (start?.checkpoint.size ?? 0)
+                }) {
                     target = (end.note, end.checkpoint, end.time)
                 }
             }
@@ -276,7 +280,8 @@ public enum AuditExporter {
 
     /// The selected spans of `block`: their JSON lines, delimited messages, leaf indices and
     /// records, and the hashes of all its leaves.
-    static func read(block: EvidenceSnapshot.LoggedBlock, plan: Plan, snapshot: EvidenceSnapshot) throws -> BlockOutput {
+    static func read(block: EvidenceSnapshot.LoggedBlock, plan: Plan, snapshot: EvidenceSnapshot) throws -> BlockOutput
+    {
         let payload = try snapshot.payload(of: block)
         let tenants = Set(plan.tenants)
         let decoded = payload.withUnsafeBytes { TracesDataDecoder.decodeAligned($0) { tenants.contains($0) } }
@@ -444,7 +449,9 @@ public enum AuditExporter {
 
     /// For a range: the runs the spans belong to (as every query resolves them), each with the
     /// traces its spans here are in, in the order they first appear.
-    static func rangeRuns(_ spans: [SpanRecord], resolver: RunResolver, reader r: IndexReader) throws -> [BundleViews.Run] {
+    static func rangeRuns(
+        _ spans: [SpanRecord], resolver: RunResolver, reader r: IndexReader
+    ) throws -> [BundleViews.Run] {
         var traceRun: [TenantTrace: String] = [:]
         var order: [TenantRun: Int] = [:]
         var runs: [BundleViews.Run] = []
@@ -453,11 +460,13 @@ public enum AuditExporter {
             let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
             if traceRun[key] == nil { traceRun[key] = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r) }
             let run = TenantRun(tenant: s.tenant, run: resolver.run(of: s, traceRun: traceRun[key]))
-            let i = order[run] ?? {
-                order[run] = runs.count
-                runs.append(BundleViews.Run(runID: run.run, tenant: run.tenant, traces: []))
-                return runs.count - 1
-            }()
+            let i =
+                order[run]
+                ?? {
+                    order[run] = runs.count
+                    runs.append(BundleViews.Run(runID: run.run, tenant: run.tenant, traces: []))
+                    return runs.count - 1
+                }()
             if listed.insert(TenantRunTrace(run: i, trace: s.traceID)).inserted { runs[i].traces.append(s.traceID) }
         }
         return runs
@@ -478,8 +487,6 @@ struct BundleFiles {
         var buffer: [UInt8] = []
 
         mutating func append(_ bytes: [UInt8]) { buffer += bytes }
-
-
 
         mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
 

@@ -43,7 +43,8 @@ public enum BundleVerifier {
     /// Verifies the bundle `archive` against `key` (the auditor's pinned key; nil trusts the key
     /// the bundle names, which proves it self-consistent but not who signed it) and, when given,
     /// a checkpoint the auditor pinned earlier.
-    public static func verify(archive: UnsafeRawBufferPointer, key pinnedKey: NoteVerifier?, pinned: String?) -> Report {
+    public static func verify(archive: UnsafeRawBufferPointer, key pinnedKey: NoteVerifier?, pinned: String?) -> Report
+    {
         var report = Report()
         func fail(_ message: String) { report.failures.append(message) }
 
@@ -93,7 +94,9 @@ public enum BundleVerifier {
         do {
             let payload = try envelope.verifiedPayload(key: key)
             guard envelope.payloadType == DSSEEnvelope.inTotoType else {
-                fail("\(AuditBundle.envelope): payload type \(envelope.payloadType), expected \(DSSEEnvelope.inTotoType)")
+                fail(
+                    "\(AuditBundle.envelope): payload type \(envelope.payloadType), expected \(DSSEEnvelope.inTotoType)"
+                )
                 return report
             }
             statement = try JSONDecoder().decode(BundleStatement.self, from: Data(payload))
@@ -136,8 +139,12 @@ public enum BundleVerifier {
         report.selection = manifest.selection.kind
         report.tenants = manifest.tenants
         let isRange = manifest.selection.kind == "range"
-        if manifest.format != AuditBundle.format { fail("manifest: format \(manifest.format), expected \(AuditBundle.format)") }
-        if manifest.keyId != key.encoded { fail("manifest: key \(manifest.keyId), but the bundle is checked against \(key.encoded)") }
+        if manifest.format != AuditBundle.format {
+            fail("manifest: format \(manifest.format), expected \(AuditBundle.format)")
+        }
+        if manifest.keyId != key.encoded {
+            fail("manifest: key \(manifest.keyId), but the bundle is checked against \(key.encoded)")
+        }
         let expected = AuditBundle.listed(range: isRange)
         if manifest.files.map(\.name) != expected {
             fail("manifest: lists \(manifest.files.map(\.name)), expected \(expected)")
@@ -156,11 +163,14 @@ public enum BundleVerifier {
         where !expected.contains(name) && name != AuditBundle.manifest && name != AuditBundle.envelope {
             fail("\(name): not a file of an audit bundle")
         }
-        if statement.predicate.spans != manifest.spans { fail("statement: \(statement.predicate.spans) spans, manifest \(manifest.spans)") }
+        if statement.predicate.spans != manifest.spans {
+            fail("statement: \(statement.predicate.spans) spans, manifest \(manifest.spans)")
+        }
 
         // The checkpoint.
         guard let checkpointText = data(AuditBundle.checkpoint).map({ String(decoding: $0, as: UTF8.self) }),
-            let (checkpoint, checkpointTime) = verifiedCheckpoint(checkpointText, key: key, name: AuditBundle.checkpoint, fail)
+            let (checkpoint, checkpointTime) = verifiedCheckpoint(
+                checkpointText, key: key, name: AuditBundle.checkpoint, fail)
         else { return report }
         report.checkpointSize = checkpoint.size
         if statement.predicate.checkpointSize != checkpoint.size {
@@ -185,12 +195,16 @@ public enum BundleVerifier {
         report.spans = lines.spans.count
         for f in lines.failures { fail(f) }
         if lines.messageCount != records[AuditBundle.spansProto] {
-            fail("\(AuditBundle.spansProto): \(lines.messageCount) messages, the manifest says \(records[AuditBundle.spansProto] ?? 0)")
+            fail(
+                "\(AuditBundle.spansProto): \(lines.messageCount) messages, the manifest says \(records[AuditBundle.spansProto] ?? 0)"
+            )
         }
         if lines.lineCount != records[AuditBundle.spans] {
             fail("\(AuditBundle.spans): \(lines.lineCount) lines, the manifest says \(records[AuditBundle.spans] ?? 0)")
         }
-        if lines.lineCount != manifest.spans { fail("\(AuditBundle.spans): \(lines.lineCount) lines, manifest.spans \(manifest.spans)") }
+        if lines.lineCount != manifest.spans {
+            fail("\(AuditBundle.spans): \(lines.lineCount) lines, manifest.spans \(manifest.spans)")
+        }
         if proof.leafIndices.count != lines.lineCount {
             fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.lineCount) span lines")
         } else if lines.failures.isEmpty {
@@ -199,7 +213,8 @@ public enum BundleVerifier {
             let root: TreeHash? =
                 checkpoint.size == 0
                 ? (proof.leafIndices.isEmpty && hashes.isEmpty ? TreeHash.empty : nil)
-                : Multiproof.root(indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes)
+                : Multiproof.root(
+                    indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes)
             if root != checkpoint.root {
                 fail(
                     "\(AuditBundle.proof): the spans and the proof do not give the checkpoint's root: a span was changed, added, "
@@ -213,8 +228,9 @@ public enum BundleVerifier {
 
         // A time range: its two signed checkpoints, consistent, every span between them.
         if isRange {
-            checkRange(manifest: manifest, proof: proof, checkpoint: checkpoint, time: checkpointTime, key: key,
-                       startText: data(AuditBundle.startCheckpoint).map { String(decoding: $0, as: UTF8.self) }, fail)
+            checkRange(
+                manifest: manifest, proof: proof, checkpoint: checkpoint, time: checkpointTime, key: key,
+                startText: data(AuditBundle.startCheckpoint).map { String(decoding: $0, as: UTF8.self) }, fail)
         } else if manifest.range != nil || proof.consistency != nil {
             fail("manifest: a log range on a \(manifest.selection.kind) export")
         }
@@ -242,10 +258,13 @@ public enum BundleVerifier {
         report.runs = runs.count
         let views = BundleViews.derive(spans: lines.spans, runs: runs)
         for s in views.unowned.prefix(20) {
-            fail("\(AuditBundle.spans): span \(s.spanID.hex) of trace \(s.traceID.hex) belongs to no run in \(AuditBundle.runs)")
+            fail(
+                "\(AuditBundle.spans): span \(s.spanID.hex) of trace \(s.traceID.hex) belongs to no run in \(AuditBundle.runs)"
+            )
         }
         for (name, derived, count) in [
-            (AuditBundle.runs, views.runs, views.runCount), (AuditBundle.decisions, views.decisions, views.decisionCount),
+            (AuditBundle.runs, views.runs, views.runCount),
+            (AuditBundle.decisions, views.decisions, views.decisionCount),
             (AuditBundle.findings, views.findings, views.findingCount),
         ] {
             guard let b = bytes(name) else {
@@ -257,13 +276,15 @@ public enum BundleVerifier {
             }
             if records[name] != count { fail("\(name): \(count) records, the manifest says \(records[name] ?? 0)") }
         }
-        if manifest.runs != views.runCount { fail("manifest: \(manifest.runs) runs, \(AuditBundle.runs) has \(views.runCount)") }
+        if manifest.runs != views.runCount {
+            fail("manifest: \(manifest.runs) runs, \(AuditBundle.runs) has \(views.runCount)")
+        }
         report.decisions = views.decisionCount
         report.findings = views.findingKinds
 
         // Consistency with a checkpoint the auditor pinned earlier.
         if let pinned {
-            checkPinned(pinned, checkpoint: checkpoint, proof: proof, key: key, report: &report, fail)
+            report.pinnedSize = checkPinned(pinned, checkpoint: checkpoint, proof: proof, key: key, fail)
         }
         return report
     }
@@ -294,11 +315,17 @@ public enum BundleVerifier {
             fail("manifest: a time-range export names one tenant and its log range")
             return
         }
-        if range.end != checkpoint.size { fail("manifest: the range ends at \(range.end), the checkpoint at \(checkpoint.size)") }
-        if let time, range.endTime != time { fail("manifest: the range's end time is not the checkpoint's signed time") }
+        if range.end != checkpoint.size {
+            fail("manifest: the range ends at \(range.end), the checkpoint at \(checkpoint.size)")
+        }
+        if let time, range.endTime != time {
+            fail("manifest: the range's end time is not the checkpoint's signed time")
+        }
         var oldRoot = TreeHash.empty
         if let startText, !startText.isEmpty {
-            guard let (start, startTime) = verifiedCheckpoint(startText, key: key, name: AuditBundle.startCheckpoint, fail)
+            guard
+                let (start, startTime) = verifiedCheckpoint(
+                    startText, key: key, name: AuditBundle.startCheckpoint, fail)
             else { return }
             if start.size != range.start {
                 fail("\(AuditBundle.startCheckpoint): size \(start.size), the range starts at \(range.start)")
@@ -307,11 +334,15 @@ public enum BundleVerifier {
                 fail("manifest: the range's start time is not the start checkpoint's signed time")
             }
             if let since = manifest.selection.since, let t = startTime, t >= UInt64(max(0, since / 1_000_000_000)) {
-                fail("\(AuditBundle.startCheckpoint): signed after the range's since, so spans logged in between are not covered")
+                fail(
+                    "\(AuditBundle.startCheckpoint): signed after the range's since, so spans logged in between are not covered"
+                )
             }
             oldRoot = start.root
         } else if range.start > 0 {
-            fail("\(AuditBundle.startCheckpoint): the range starts at leaf \(range.start) but no signed checkpoint shows it")
+            fail(
+                "\(AuditBundle.startCheckpoint): the range starts at leaf \(range.start) but no signed checkpoint shows it"
+            )
             return
         } else if range.startTime != nil {
             fail("manifest: a start time without a start checkpoint")
@@ -331,28 +362,29 @@ public enum BundleVerifier {
         }
     }
 
+    /// The pinned checkpoint's size, after checking the bundle's checkpoint extends it.
     static func checkPinned(
-        _ text: String, checkpoint: Checkpoint, proof: BundleProof, key: NoteVerifier, report: inout Report,
-        _ fail: (String) -> Void
-    ) {
-        guard let (pinned, _) = verifiedCheckpoint(text, key: key, name: "pinned checkpoint", fail) else { return }
-        report.pinnedSize = pinned.size
+        _ text: String, checkpoint: Checkpoint, proof: BundleProof, key: NoteVerifier, _ fail: (String) -> Void
+    ) -> UInt64? {
+        guard let (pinned, _) = verifiedCheckpoint(text, key: key, name: "pinned checkpoint", fail) else { return nil }
         if pinned.size > checkpoint.size {
-            fail("pinned checkpoint: \(pinned.size) leaves, newer than the bundle's \(checkpoint.size): verify the newer bundle")
-            return
+            fail(
+                "pinned checkpoint: \(pinned.size) leaves, newer than the bundle's \(checkpoint.size): verify the newer bundle"
+            )
+            return pinned.size
         }
         if pinned.size == checkpoint.size {
             if pinned.root != checkpoint.root { fail("pinned checkpoint: same size, different root: the log forked") }
-            return
+            return pinned.size
         }
-        if pinned.size == 0 { return }
+        if pinned.size == 0 { return pinned.size }
         var hashes: [TreeHash] = []
         for r in MerkleTree.consistencyRanges(old: pinned.size, size: checkpoint.size) {
             guard let h = proof.olderNodes["\(r.start)-\(r.end)"].flatMap(TreeHash.init(base64:)) else {
                 fail(
                     "pinned checkpoint: the bundle holds no consistency proof from size \(pinned.size); "
                         + "export again with --pinned-checkpoint")
-                return
+                return pinned.size
             }
             hashes.append(h)
         }
@@ -361,6 +393,7 @@ public enum BundleVerifier {
         {
             fail("pinned checkpoint: not consistent with the bundle's checkpoint: the log was rewritten")
         }
+        return pinned.size
     }
 
     static func firstDifference(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> String {
@@ -439,10 +472,13 @@ struct SpanLines {
                     }
                     continue
                 }
-                let same = encoded.count == line.count && encoded.withUnsafeBytes { memcmp($0.baseAddress!, line.baseAddress!, line.count) == 0 }
+                let same =
+                    encoded.count == line.count
+                    && encoded.withUnsafeBytes { memcmp($0.baseAddress!, line.baseAddress!, line.count) == 0 }
                 if !same, part.failures.count < 20 {
                     part.failures.append(
-                        "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)")
+                        "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)"
+                    )
                 }
                 part.leaves.append(TreeHash.leaf(message))
                 part.spans.append(record)

@@ -83,8 +83,9 @@ public enum BundleViews {
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = Part()
             for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
-                Self.derive(run: runs[i], spans: groups[i], into: &part.decisions, &part.findings, &part.csv,
-                            decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
+                Self.derive(
+                    run: runs[i], spans: groups[i], into: &part.decisions, &part.findings, &part.csv,
+                    decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
             parts.withLock { $0[c] = part }
         }
@@ -105,7 +106,8 @@ public enum BundleViews {
 
     /// One run's decisions, findings and `runs.csv` row.
     static func derive(
-        run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines, _ csv: inout String,
+        run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines,
+        _ csv: inout String,
         decisions decisionCount: inout Int, findings findingCount: inout Int, kinds: inout [String: Int]
     ) {
         let runSpans = spans.sorted { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
@@ -263,7 +265,9 @@ struct JSONLines {
 /// regenerates byte for byte.
 enum CSV {
     static func field(_ s: String) -> String {
-        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\r" || $0 == "\n" || $0 == "\r\n" }) else { return s }
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\r" || $0 == "\n" || $0 == "\r\n" }) else {
+            return s
+        }
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 

@@ -140,7 +140,9 @@ package enum SpanLeaves {
 
     /// Each span's leaf message, in order, as protobuf-c encodes its resource, scope and span:
     /// the resource and scope once per group, the span into a buffer reused span to span.
-    package static func forEachMessage(_ request: UnsafePointer<CExportRequest>, _ body: (UnsafeRawBufferPointer) -> Void) {
+    package static func forEachMessage(
+        _ request: UnsafePointer<CExportRequest>, _ body: (UnsafeRawBufferPointer) -> Void
+    ) {
         var message: [UInt8] = []
         var span: [UInt8] = []
         let req = request.pointee

@@ -11,7 +11,8 @@ package enum LeafMessage {
             let d = request.pointee
             guard d.n_resource_spans == 1, let rs = d.resource_spans[0]?.pointee, rs.n_scope_spans == 1,
                 let ss = rs.scope_spans[0]?.pointee, ss.n_spans == 1, let span = ss.spans[0]?.pointee,
-                let traceID = TraceID(bytes: span.trace_id.rawBuffer), let spanID = SpanID(bytes: span.span_id.rawBuffer)
+                let traceID = TraceID(bytes: span.trace_id.rawBuffer),
+                let spanID = SpanID(bytes: span.span_id.rawBuffer)
             else { return nil }
             var w = JSONWriter(capacity: bytes.count * 3)
             OTLPJSONEncoder.write(d, &w)
@@ -19,7 +20,8 @@ package enum LeafMessage {
             let resource = ResourceRecord(
                 attributes: TracesDataDecoder.attributes(
                     rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0),
-                scopeName: TracesDataDecoder.string(scope?.name), scopeVersion: TracesDataDecoder.string(scope?.version))
+                scopeName: TracesDataDecoder.string(scope?.name), scopeVersion: TracesDataDecoder.string(scope?.version)
+            )
             return (w.bytes, TracesDataDecoder.record(span, traceID: traceID, spanID: spanID, resource: resource))
         }
         return read ?? nil

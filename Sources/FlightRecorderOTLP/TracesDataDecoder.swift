@@ -78,7 +78,8 @@ public enum TracesDataDecoder {
                     let resource =
                         wanted
                         ? ResourceRecord(
-                            attributes: attributes, scopeName: string(scope?.name), scopeVersion: string(scope?.version))
+                            attributes: attributes, scopeName: string(scope?.name), scopeVersion: string(scope?.version)
+                        )
                         : probe
                     for i in 0..<ss.n_spans {
                         guard let p = ss.spans[i] else { continue }

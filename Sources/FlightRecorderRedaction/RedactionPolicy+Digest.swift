@@ -22,7 +22,8 @@ extension RedactionPolicy {
             for d in set.customDetectors { lines.append("  custom \(d.name) \(d.pattern)") }
             if let allow = set.allowKeys { lines.append("  allow " + allow.map(Self.describe).joined(separator: ",")) }
             for r in set.rules {
-                lines.append("  rule \(r.name) \(Self.describe(r.action)) " + r.keys.map(Self.describe).joined(separator: ","))
+                lines.append(
+                    "  rule \(r.name) \(Self.describe(r.action)) " + r.keys.map(Self.describe).joined(separator: ","))
             }
         }
         return lines.joined(separator: "\n") + "\n"

@@ -151,11 +151,18 @@ import Testing
 
         // The bases: two runs, the runs a where expression finds, one tenant's time range.
         var bases: [(String, [UInt8])] = []
-        bases.append(("run", try await bundle(store, dir, .init(selection: .run(runs[0].runID), scope: acme, tenant: nil))))
-        bases.append(("run", try await bundle(store, dir, .init(selection: .run(runs[1].runID), scope: acme, tenant: nil))))
         bases.append(
-            ("where", try await bundle(store, dir, .init(selection: .filter("policy.outcome = \"blocked\""), scope: acme, tenant: nil))))
-        bases.append(("range", try await bundle(store, dir, .init(selection: .range, since: 1, scope: acme, tenant: "acme"))))
+            ("run", try await bundle(store, dir, .init(selection: .run(runs[0].runID), scope: acme, tenant: nil))))
+        bases.append(
+            ("run", try await bundle(store, dir, .init(selection: .run(runs[1].runID), scope: acme, tenant: nil))))
+        bases.append(
+            (
+                "where",
+                try await bundle(
+                    store, dir, .init(selection: .filter("policy.outcome = \"blocked\""), scope: acme, tenant: nil))
+            ))
+        bases.append(
+            ("range", try await bundle(store, dir, .init(selection: .range, since: 1, scope: acme, tenant: "acme"))))
         for (kind, b) in bases {
             let report = Self.verify(b)
             #expect(report.ok, "\(kind): \(report.failures)")
@@ -190,7 +197,8 @@ import Testing
             let (_, base) = bases[attempt % bases.count]
             let kind = attempt % 9
             attempt += 1
-            guard let (mutated, what) = try Self.mutate(try Self.files(base), older: olderFiles, kind: kind, &rng) else {
+            guard let (mutated, what) = try Self.mutate(try Self.files(base), older: olderFiles, kind: kind, &rng)
+            else {
                 continue
             }
             let report = Self.verify(Self.archive(mutated))

@@ -28,7 +28,8 @@ import Testing
                     #expect(Multiproof.root(indices: picked, leaves: changed, size: UInt64(size), proof: proof) != root)
                     let fewer = Array(picked.dropFirst())
                     #expect(
-                        Multiproof.root(indices: fewer, leaves: Array(hashes.dropFirst()), size: UInt64(size), proof: proof)
+                        Multiproof.root(
+                            indices: fewer, leaves: Array(hashes.dropFirst()), size: UInt64(size), proof: proof)
                             != root)
                     if first + 1 < size, !picked.contains(first + 1) {
                         var moved = picked
@@ -66,7 +67,8 @@ import Testing
             #expect(rebuilt == (try MerkleTree.consistencyProof(old: UInt64(old), size: 50, tree)))
             let oldRoot = try MerkleTree.hash(tree, 0, UInt64(old))
             let root = try MerkleTree.hash(tree, 0, 50)
-            #expect(MerkleTree.verifyConsistency(old: UInt64(old), oldRoot: oldRoot, size: 50, root: root, proof: rebuilt))
+            #expect(
+                MerkleTree.verifyConsistency(old: UInt64(old), oldRoot: oldRoot, size: 50, root: root, proof: rebuilt))
         }
     }
 
@@ -74,7 +76,9 @@ import Testing
     /// envelope that verifies only under its own key and payload.
     @Test func dsseEnvelopes() throws {
         #expect(
-            String(decoding: DSSEEnvelope.pae(type: "http://example.com/HelloWorld", body: Array("hello world".utf8)), as: UTF8.self)
+            String(
+                decoding: DSSEEnvelope.pae(type: "http://example.com/HelloWorld", body: Array("hello world".utf8)),
+                as: UTF8.self)
                 == "DSSEv1 29 http://example.com/HelloWorld 11 hello world")
         let signer = try NoteSigner.generate(name: "flightrec.test/dsse")
         let other = try NoteSigner.generate(name: "flightrec.test/dsse")

@@ -236,7 +236,6 @@ def test_every_kind_of_tampering_fails_verification(secured, workdir):
             fails({**files, name: old[name]}, f"{name} from an older bundle")
 
     # A checkpoint signed by another key (another store's log).
-    other = Daemon(os.path.join(workdir, "other"), extra_config=auth_config()) if False else None
     os.makedirs(os.path.join(workdir, "other"), exist_ok=True)
     other = Daemon(os.path.join(workdir, "other"), extra_config=auth_config()).start()
     try:
@@ -266,10 +265,19 @@ def test_consistency_with_a_pinned_checkpoint(secured, workdir):
     code, report, raw = verify(later, "--key", key, "--pinned-checkpoint", pinned)
     assert code == 0, raw.stdout
     assert report["pinned_size"] > 0 and report["checkpoint_size"] > report["pinned_size"]
+    # The bundle the pin came from is consistent with it (the same checkpoint).
+    assert verify(first, "--key", key, "--pinned-checkpoint", pinned)[0] == 0
     # A bundle older than the pinned checkpoint cannot show consistency with it.
-    code, report, _ = verify(first, "--key", key, "--pinned-checkpoint", os.path.join(workdir, "later-cp.txt")
-                             if False else pinned)
-    assert code == 0  # same checkpoint: trivially consistent
+    newer = os.path.join(workdir, "newer.txt")
+    with open(newer, "wb") as f:
+        f.write(members(later)["checkpoint.txt"])
+    code, report, _ = verify(first, "--key", key, "--pinned-checkpoint", newer)
+    assert code == 65 and "newer" in report["failures"][0]
+    # A later bundle, exported with that pin, proves consistency with it.
+    guarded_run(d, "run-p3")
+    third = os.path.join(workdir, "third.tar")
+    assert export(d, third, "--run", "run-p3", "--pinned-checkpoint", newer).returncode == 0
+    assert verify(third, "--key", key, "--pinned-checkpoint", newer)[0] == 0
 
 
 def test_a_tenant_time_range_is_proved_complete(workdir):
@@ -304,6 +312,20 @@ def test_a_tenant_time_range_is_proved_complete(workdir):
     proof["leaf_indices"] = proof["leaf_indices"][1:]
     write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:]), "proof.json": json.dumps(proof).encode()})
     assert verify(bad, "--key", key)[0] == 65
+    # Left out everywhere at once (its line, its message and its leaf index): the proof fails.
+    pb = files["spans.otlp.pb"]
+    first_len, at, shift = 0, 0, 0
+    while True:
+        b = pb[at]
+        at += 1
+        first_len |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            break
+    write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:]), "spans.otlp.pb": pb[at + first_len:],
+                       "proof.json": json.dumps(proof).encode()})
+    code, report, _ = verify(bad, "--key", key)
+    assert code == 65 and any("root" in f for f in report["failures"]), report["failures"]
     # A later start checkpoint (a narrower range) is not the one the bundle was signed with.
     write_bundle(bad, {**files, "start-checkpoint.txt": files["checkpoint.txt"]})
     assert verify(bad, "--key", key)[0] == 65

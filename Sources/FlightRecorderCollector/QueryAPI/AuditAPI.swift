@@ -1,12 +1,12 @@
 import FlightRecorderAudit
 import FlightRecorderHTTP
 import FlightRecorderIngest
-import Logging
 import FlightRecorderOTLP
 import FlightRecorderStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import Synchronization
 
@@ -38,7 +38,9 @@ extension QueryAPI {
         }
         var consistencyFrom: [UInt64] = []
         for value in q.values("consistency_from") {
-            guard let size = UInt64(value) else { throw APIError(.badRequest, "consistency_from: expected a tree size") }
+            guard let size = UInt64(value) else {
+                throw APIError(.badRequest, "consistency_from: expected a tree size")
+            }
             consistencyFrom.append(size)
         }
         let selection: AuditExportRequest.Selection =
@@ -53,7 +55,15 @@ extension QueryAPI {
             selection: selection, since: since, until: until, scope: scope, tenant: tenant)
         exportRequest.consistencyFrom = consistencyFrom
 
-        guard Self.exportRunning.withLock({ running in running ? false : { running = true; return true }() }) else {
+        guard
+            Self.exportRunning.withLock({ running in
+                running
+                    ? false
+                    : {
+                        running = true; return true
+                    }()
+            })
+        else {
             throw APIError(.serviceUnavailable, "another audit export is running; try again when it is done")
         }
         let directory = store.configuration.directory + "/tmp/audit-\(UUID().uuidString.lowercased())"

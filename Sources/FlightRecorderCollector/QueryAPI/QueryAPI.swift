@@ -77,7 +77,9 @@ public struct QueryAPI: Sendable {
             await self.handle(request) { p in try await self.lookup(request, scope: p.scope) }
         }
         router.get("/api/v1/audit/export") { request, _ in
-            await self.handle(request, roles: [.auditor, .admin]) { p in try await self.auditExport(request, principal: p) }
+            await self.handle(request, roles: [.auditor, .admin]) { p in
+                try await self.auditExport(request, principal: p)
+            }
         }
         router.get("/api/v1/traces/:traceID") { request, context in
             await self.handle(request) { p in

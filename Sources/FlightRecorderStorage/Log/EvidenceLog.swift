@@ -153,7 +153,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     public func snapshot() throws(StorageError) -> EvidenceSnapshot {
         let signed: Result<SignedNote, StorageError> = queue.sync {
             guard !failed, checkpointsFile >= 0 else {
-                return .failure(.corrupt("the evidence log is not signing (see the daemon's log); restart to recompute it"))
+                return .failure(
+                    .corrupt("the evidence log is not signing (see the daemon's log); restart to recompute it"))
             }
             do throws(StorageError) {
                 return .success(try writeCheckpoint(.export))
@@ -161,7 +162,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 return .failure(error)
             }
         }
-        return try EvidenceSnapshot(directory: directory, segmentDirectory: segmentDirectory, note: signed.get(), signer: signer)
+        return try EvidenceSnapshot(
+            directory: directory, segmentDirectory: segmentDirectory, note: signed.get(), signer: signer)
     }
 
     /// Stops the timer, signs a last checkpoint and closes the files: after the writer closed.

@@ -93,7 +93,8 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         let r = tree.records[i]
         let frame = try SegmentReader.readFrame(
             path: SegmentFile.path(tree.segmentDirectory, r.segment), offset: r.offset, length: r.frameLength)
-        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) } }
+        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
+        }
         return try decoded.get()
     }
 
