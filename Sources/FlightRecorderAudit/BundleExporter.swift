@@ -1,3 +1,4 @@
+import COTLP
 import Crypto
 import FlightRecorderCore
 import FlightRecorderEvidence
@@ -284,28 +285,35 @@ public enum AuditExporter {
     {
         let payload = try snapshot.payload(of: block)
         let tenants = Set(plan.tenants)
-        let decoded = payload.withUnsafeBytes { TracesDataDecoder.decodeAligned($0) { tenants.contains($0) } }
-        guard let records = decoded, records.count == block.spans else {
-            throw AuditExportError(
-                kind: .unavailable,
-                description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
-        }
         var out = BlockOutput()
         out.leaves.reserveCapacity(block.spans)
         var i = 0
-        var failed = false
+        // One unpack: every span's leaf message is packed and hashed (the proof needs them
+        // all); a selected tenant's spans are decoded, and the kept ones written as JSON.
         let unpacked: Bool? = payload.withUnsafeBytes { raw in
             UnpackArena.withRequest(raw) { request -> Bool in
-                SpanLeaves.forEachMessage(request) { message in
+                var group:
+                    (rs: UnsafePointer<CResourceSpans>, ss: UnsafePointer<CScopeSpans>, resource: ResourceRecord?)?
+                SpanLeaves.forEachSpan(request) { message, rs, ss, span in
                     defer { i += 1 }
                     out.leaves.append(TreeHash.leaf(message))
-                    let leaf = block.firstLeaf + UInt64(i)
-                    guard i < records.count, let record = records[i], plan.keep(record, leaf) else { return }
-                    guard let json = OTLPJSONEncoder.tracesData(Array(message)) else {
-                        failed = true
-                        return
+                    if group?.rs != rs || group?.ss != ss {
+                        let attributes = TracesDataDecoder.attributes(
+                            rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0)
+                        let scope = ss.pointee.scope?.pointee
+                        let resource = ResourceRecord(
+                            attributes: attributes, scopeName: TracesDataDecoder.string(scope?.name),
+                            scopeVersion: TracesDataDecoder.string(scope?.version))
+                        group = (rs, ss, tenants.contains(resource.tenant) ? resource : nil)
                     }
-                    out.json += json
+                    guard let resource = group?.resource, let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
+                        let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
+                    else { return }
+                    let record = TracesDataDecoder.record(
+                        span.pointee, traceID: traceID, spanID: spanID, resource: resource)
+                    let leaf = block.firstLeaf + UInt64(i)
+                    guard plan.keep(record, leaf) else { return }
+                    out.json += OTLPJSONEncoder.leaf(rs, ss, span, capacity: message.count * 3)
                     out.json.append(0x0A)
                     BundleFiles.appendDelimited(message, to: &out.proto)
                     out.indices.append(leaf)
@@ -314,10 +322,10 @@ public enum AuditExporter {
                 return true
             }
         }
-        guard unpacked != nil, !failed, i == block.spans else {
+        guard unpacked != nil, i == block.spans else {
             throw AuditExportError(
                 kind: .unavailable,
-                description: "block at segment \(block.segment) offset \(block.offset) does not re-encode as logged")
+                description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
         }
         return out
     }

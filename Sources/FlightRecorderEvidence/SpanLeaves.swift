@@ -143,14 +143,27 @@ package enum SpanLeaves {
     package static func forEachMessage(
         _ request: UnsafePointer<CExportRequest>, _ body: (UnsafeRawBufferPointer) -> Void
     ) {
+        forEachSpan(request) { message, _, _, _ in body(message) }
+    }
+
+    /// `forEachMessage`, with each message's resource group, scope group and span as unpacked.
+    package static func forEachSpan(
+        _ request: UnsafePointer<CExportRequest>,
+        _ body: (
+            UnsafeRawBufferPointer, UnsafePointer<CResourceSpans>, UnsafePointer<CScopeSpans>,
+            UnsafeMutablePointer<CSpan>
+        ) -> Void
+    ) {
         var message: [UInt8] = []
         var span: [UInt8] = []
         let req = request.pointee
         for r in 0..<req.n_resource_spans {
-            guard let rs = req.resource_spans[r]?.pointee else { continue }
+            guard let rsp = req.resource_spans[r] else { continue }
+            let rs = rsp.pointee
             let resource = rs.resource.map { pack($0) }
             for s in 0..<rs.n_scope_spans {
-                guard let ss = rs.scope_spans[s]?.pointee else { continue }
+                guard let ssp = rs.scope_spans[s] else { continue }
+                let ss = ssp.pointee
                 let scope = ss.scope.map { pack($0) }
                 for i in 0..<ss.n_spans {
                     guard let p = ss.spans[i] else { continue }
@@ -169,7 +182,7 @@ package enum SpanLeaves {
                             }
                         }
                     }
-                    message.withUnsafeBytes(body)
+                    message.withUnsafeBytes { body($0, rsp, ssp, p) }
                 }
             }
         }

@@ -23,6 +23,41 @@ public enum OTLPJSONEncoder {
         }
     }
 
+    /// The JSON of the leaf message of `span` in its scope group `ss` and resource group `rs`
+    /// (what `tracesData` gives for the message `SpanLeaves` assembles), written from the
+    /// unpacked request without packing and unpacking the message: a request holding only
+    /// that span, its fields pointing at the originals.
+    package static func leaf(
+        _ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>, _ span: UnsafeMutablePointer<CSpan>,
+        capacity: Int = 2048
+    ) -> [UInt8] {
+        var spanList: UnsafeMutablePointer<CSpan>? = span
+        return withUnsafeMutablePointer(to: &spanList) { spans in
+            var scope = ss.pointee
+            scope.n_spans = 1
+            scope.spans = spans
+            return withUnsafeMutablePointer(to: &scope) { scopePointer in
+                var scopeList: UnsafeMutablePointer<CScopeSpans>? = scopePointer
+                return withUnsafeMutablePointer(to: &scopeList) { scopes in
+                    var resource = rs.pointee
+                    resource.n_scope_spans = 1
+                    resource.scope_spans = scopes
+                    return withUnsafeMutablePointer(to: &resource) { resourcePointer in
+                        var resourceList: UnsafeMutablePointer<CResourceSpans>? = resourcePointer
+                        return withUnsafeMutablePointer(to: &resourceList) { resources in
+                            var d = CExportRequest()
+                            d.n_resource_spans = 1
+                            d.resource_spans = resources
+                            var w = JSONWriter(capacity: capacity)
+                            write(d, &w)
+                            return w.bytes
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     static func write(_ d: CExportRequest, _ w: inout JSONWriter) {
         w.beginObject()
         array("resourceSpans", d.resource_spans, d.n_resource_spans, &w, evenIfEmpty: true) { rs, w in

@@ -59,47 +59,8 @@ public enum TracesDataDecoder {
         return out
     }
 
-    /// Every span of `payload` in wire order (as `SpanLeaves` enumerates the leaves), decoded
-    /// only when its resource's tenant passes `tenant`, else nil; one unpack.
-    package static func decodeAligned(
-        _ payload: UnsafeRawBufferPointer, tenant keep: (String) -> Bool
-    ) -> [SpanRecord?]? {
-        let decoded: [SpanRecord?]? = UnpackArena.withRequest(payload) { request in
-            var out: [SpanRecord?] = []
-            let data = request.pointee
-            for r in 0..<data.n_resource_spans {
-                guard let rs = data.resource_spans[r]?.pointee else { continue }
-                let attributes = attributes(rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0)
-                let probe = ResourceRecord(attributes: attributes, scopeName: "", scopeVersion: "")
-                let wanted = keep(probe.tenant)
-                for s in 0..<rs.n_scope_spans {
-                    guard let ss = rs.scope_spans[s]?.pointee else { continue }
-                    let scope = ss.scope?.pointee
-                    let resource =
-                        wanted
-                        ? ResourceRecord(
-                            attributes: attributes, scopeName: string(scope?.name), scopeVersion: string(scope?.version)
-                        )
-                        : probe
-                    for i in 0..<ss.n_spans {
-                        guard let p = ss.spans[i] else { continue }
-                        let span = p.pointee
-                        guard wanted, let traceID = TraceID(bytes: span.trace_id.rawBuffer),
-                            let spanID = SpanID(bytes: span.span_id.rawBuffer)
-                        else {
-                            out.append(nil)
-                            continue
-                        }
-                        out.append(record(span, traceID: traceID, spanID: spanID, resource: resource))
-                    }
-                }
-            }
-            return out
-        }
-        return decoded
-    }
-
-    static func record(_ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord) -> SpanRecord {
+    package static func record(_ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord) -> SpanRecord
+    {
         var events: [SpanRecord.Event] = []
         for i in 0..<span.n_events {
             guard let e = span.events[i]?.pointee else { continue }
@@ -129,12 +90,14 @@ public enum TracesDataDecoder {
             statusMessage: string(span.status?.pointee.message), resource: resource)
     }
 
-    static func string(_ p: UnsafeMutablePointer<CChar>?) -> String {
+    package static func string(_ p: UnsafeMutablePointer<CChar>?) -> String {
         guard let p else { return "" }
         return String(cString: p)
     }
 
-    static func attributes(_ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int) -> [Attribute] {
+    package static func attributes(
+        _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int
+    ) -> [Attribute] {
         guard let list, n > 0 else { return [] }
         var out: [Attribute] = []
         out.reserveCapacity(n)
