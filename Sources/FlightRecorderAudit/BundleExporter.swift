@@ -254,11 +254,6 @@ public enum AuditExporter {
         }
     }
 
-    struct TenantTrace: Hashable, Sendable {
-        var tenant: String
-        var trace: TraceID
-    }
-
     struct TenantRunTrace: Hashable {
         var run: Int
         var trace: TraceID

@@ -45,10 +45,10 @@ public enum BundleViews {
     /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
     /// collector deduplicates on read); `runs` in the order they should be listed.
     public static func derive(spans: [SpanRecord], runs: [Run]) -> Output {
-        var owner: [Key: Int] = [:]
+        var owner: [TenantTrace: Int] = [:]
         for (i, r) in runs.enumerated() {
-            for t in r.traces where owner[Key(tenant: r.tenant, trace: t)] == nil {
-                owner[Key(tenant: r.tenant, trace: t)] = i
+            for t in r.traces where owner[TenantTrace(tenant: r.tenant, trace: t)] == nil {
+                owner[TenantTrace(tenant: r.tenant, trace: t)] = i
             }
         }
         // Each distinct span once (per tenant), grouped by run as indices into `spans`.
@@ -57,7 +57,7 @@ public enum BundleViews {
         var groupedIndices = [[Int]](repeating: [], count: runs.count)
         var out = Output()
         for (i, s) in spans.enumerated() {
-            let key = Key(tenant: s.tenant, trace: s.traceID)
+            let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
             guard seen.insert(SpanIdentity(key: key, span: s.spanID)).inserted else { continue }
             if let g = owner[key] {
                 groupedIndices[g].append(i)
@@ -147,13 +147,8 @@ public enum BundleViews {
         findingCount += found.count
     }
 
-    struct Key: Hashable {
-        var tenant: String
-        var trace: TraceID
-    }
-
     struct SpanIdentity: Hashable {
-        var key: Key
+        var key: TenantTrace
         var span: SpanID
     }
 
@@ -246,6 +241,12 @@ extension RunGraph {
     func attribute(_ i: Int, _ key: String) -> String? {
         spans[i].attributes.first { $0.key == key }?.value.displayString
     }
+}
+
+/// A trace within a tenant: trace IDs are unique only per tenant.
+struct TenantTrace: Hashable, Sendable {
+    var tenant: String
+    var trace: TraceID
 }
 
 /// Lines of JSON objects, each ending in a newline.

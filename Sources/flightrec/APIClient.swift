@@ -34,6 +34,27 @@ struct APIOptions: ParsableArguments {
 
 /// GETs a path from the query API; maps failures to the documented exit codes.
 func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
+    try await withAPIClient(options, path) { client, request in
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await client.execute(request, timeout: .seconds(30))
+            body = try await response.body.collect(upTo: 256 << 20)
+        } catch {
+            printError("cannot reach the daemon at \(options.baseURL): \(error)")
+            throw Exit.unavailable
+        }
+        let data = Data(body.readableBytesView)
+        try checkStatus(response, body: data)
+        return data
+    }
+}
+
+/// Runs `body` with a client for the query API (trusting `--cacert` when given) and the GET
+/// of `path` with the bearer token; shuts a client of its own down afterwards.
+func withAPIClient<T>(
+    _ options: APIOptions, _ path: String, _ body: (HTTPClient, HTTPClientRequest) async throws -> T
+) async throws -> T {
     var request = HTTPClientRequest(url: options.baseURL + path)
     request.method = .GET
     if let token = options.bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -48,29 +69,26 @@ func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
         }
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
     }
-    let response: HTTPClientResponse
-    let body: ByteBuffer
     do {
-        response = try await client.execute(request, timeout: .seconds(30))
-        body = try await response.body.collect(upTo: 256 << 20)
-        if client !== HTTPClient.shared { try await client.shutdown() }
+        let result = try await body(client, request)
+        if client !== HTTPClient.shared { try? await client.shutdown() }
+        return result
     } catch {
         if client !== HTTPClient.shared { try? await client.shutdown() }
-        printError("cannot reach the daemon at \(options.baseURL): \(error)")
-        throw Exit.unavailable
+        throw error
     }
-    let data = Data(body.readableBytesView)
-    guard response.status.code == 200 else {
-        let message = (try? JSONDecoder().decode(APIErrorBody.self, from: data).error) ?? "HTTP \(response.status.code)"
-        printError(message)
-        switch response.status.code {
-        case 404: throw Exit.notFound
-        case 401, 403: throw Exit.noPermission
-        case 400..<500: throw Exit.usage
-        default: throw Exit.unavailable
-        }
+}
+
+/// A non-200 answer: its message printed, the documented exit code thrown.
+func checkStatus(_ response: HTTPClientResponse, body: Data) throws {
+    guard response.status.code != 200 else { return }
+    printError((try? JSONDecoder().decode(APIErrorBody.self, from: body).error) ?? "HTTP \(response.status.code)")
+    switch response.status.code {
+    case 404: throw Exit.notFound
+    case 401, 403: throw Exit.noPermission
+    case 400..<500: throw Exit.usage
+    default: throw Exit.unavailable
     }
-    return data
 }
 
 struct APIErrorBody: Decodable {

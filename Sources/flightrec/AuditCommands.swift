@@ -139,28 +139,7 @@ struct AuditVerify: AsyncParsableCommand {
 
 /// GETs `path` from the query API into the file `out` (via `out.partial`), streaming.
 func download(_ options: APIOptions, _ path: String, to out: String) async throws -> Int {
-    var request = HTTPClientRequest(url: options.baseURL + path)
-    request.method = .GET
-    if let token = options.bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-    var client = HTTPClient.shared
-    if let ca = options.caFile {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        do {
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
-        } catch {
-            printError("cannot read the CA certificate \(ca): \(error)")
-            throw Exit.usage
-        }
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
-    }
-    do {
-        let total = try await transfer(client, request, to: out)
-        if client !== HTTPClient.shared { try? await client.shutdown() }
-        return total
-    } catch {
-        if client !== HTTPClient.shared { try? await client.shutdown() }
-        throw error
-    }
+    try await withAPIClient(options, path) { client, request in try await transfer(client, request, to: out) }
 }
 
 private func transfer(_ client: HTTPClient, _ request: HTTPClientRequest, to out: String) async throws -> Int {
@@ -171,15 +150,9 @@ private func transfer(_ client: HTTPClient, _ request: HTTPClientRequest, to out
         printError("cannot reach the daemon at \(request.url): \(error)")
         throw Exit.unavailable
     }
-    guard response.status.code == 200 else {
+    if response.status.code != 200 {
         let body = (try? await response.body.collect(upTo: 1 << 20)).map { Data($0.readableBytesView) } ?? Data()
-        printError((try? JSONDecoder().decode(APIErrorBody.self, from: body).error) ?? "HTTP \(response.status.code)")
-        switch response.status.code {
-        case 404: throw Exit.notFound
-        case 401, 403: throw Exit.noPermission
-        case 400..<500: throw Exit.usage
-        default: throw Exit.unavailable
-        }
+        try checkStatus(response, body: body)
     }
     let partial = out + ".partial"
     guard FileManager.default.createFile(atPath: partial, contents: nil),
