@@ -347,3 +347,26 @@ def test_export_needs_the_auditor_role_and_sees_only_the_tokens_tenants(secured,
     assert verify(out)[0] == 0
     r = export(d, out, "--where", "name = ", who="admin")
     assert r.returncode == 64 and "where" in r.stderr
+
+
+def test_an_empty_range_and_a_store_without_a_log(workdir):
+    d = Daemon(workdir, extra_config=auth_config()).start()
+    try:
+        guarded_run(d, "run-early")
+        key = log_key(d)
+        out = os.path.join(workdir, "empty.tar")
+        # Nothing logged after `since` yet: a bundle of no spans that still proves its range.
+        r = export(d, out, "--tenant", "acme", "--since", str(time.time_ns() + 10**9))
+        assert r.returncode == 0, r.stderr
+        code, report, raw = verify(out, "--key", key)
+        assert code == 0 and report["spans"] == 0, raw.stdout
+    finally:
+        d.stop()
+    os.makedirs(os.path.join(workdir, "off"), exist_ok=True)
+    off = Daemon(os.path.join(workdir, "off"), extra_config=auth_config() + "evidence:\n  enabled: false\n").start()
+    try:
+        guarded_run(off, "run-nolog")
+        r = export(off, os.path.join(workdir, "x.tar"), "--run", "run-nolog")
+        assert r.returncode == 69 and "evidence" in r.stderr, r.stderr
+    finally:
+        off.stop()
