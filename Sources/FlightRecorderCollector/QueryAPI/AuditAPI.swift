@@ -16,7 +16,7 @@ import Synchronization
 /// `where=EXPR` (with `since`/`until` bounding the runs' start), or neither for a time range of
 /// one tenant (`tenant`, `since`, optional `until`: every span logged in between, proved
 /// complete); `tenant` narrows any of them; `consistency_from=SIZE` (repeatable) adds proofs
-/// of consistency with checkpoints the auditor pinned. One export runs at a time (others 503).
+/// of consistency with checkpoints the auditor pinned. One bundle is built at a time (others 503).
 extension QueryAPI {
     static let exportRunning = Mutex(false)
 
@@ -55,34 +55,30 @@ extension QueryAPI {
             selection: selection, since: since, until: until, scope: scope, tenant: tenant)
         exportRequest.consistencyFrom = consistencyFrom
 
-        guard
-            Self.exportRunning.withLock({ running in
-                running
-                    ? false
-                    : {
-                        running = true; return true
-                    }()
-            })
-        else {
-            throw APIError(.serviceUnavailable, "another audit export is running; try again when it is done")
+        let acquired = Self.exportRunning.withLock { running in
+            if running { return false }
+            running = true
+            return true
+        }
+        guard acquired else {
+            throw APIError(.serviceUnavailable, "another audit bundle is being built; try again when it is done")
         }
         let directory = store.configuration.directory + "/tmp/audit-\(UUID().uuidString.lowercased())"
         let bundle: PreparedBundle
+        // One bundle built at a time; sending overlaps (a response never started must not
+        // keep others out).
+        defer { Self.exportRunning.withLock { $0 = false } }
         do {
             Self.removeStaleExports(store.configuration.directory + "/tmp")
             bundle = try await AuditExporter.export(
                 store: store, request: exportRequest, redactionPolicyDigest: policy.redactionDigest,
                 directory: directory)
         } catch let error as AuditExportError {
-            Self.exportRunning.withLock { $0 = false }
             switch error.kind {
             case .badRequest: throw APIError(.badRequest, error.description)
             case .notFound: throw APIError(.notFound, error.description)
             case .unavailable: throw APIError(.serviceUnavailable, error.description)
             }
-        } catch {
-            Self.exportRunning.withLock { $0 = false }
-            throw error
         }
         logger.info(
             "audit bundle exported",
@@ -98,10 +94,7 @@ extension QueryAPI {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody(contentLength: bundle.archiveSize) { writer in
-                defer {
-                    bundle.remove()
-                    Self.exportRunning.withLock { $0 = false }
-                }
+                defer { bundle.remove() }
                 do {
                     try await bundle.forEachChunk { try await writer.write(ByteBuffer(bytes: $0)) }
                     try await writer.finish(nil)
