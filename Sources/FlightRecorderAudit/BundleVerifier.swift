@@ -485,8 +485,10 @@ struct SpanLines {
             }
             parts.withLock { $0[c] = part }
         }
-        for part in parts.withLock({ $0 }) {
-            guard let part else { continue }
+        let done = parts.withLock { $0 }.compactMap { $0 }
+        out.leaves.reserveCapacity(count)
+        out.spans.reserveCapacity(count)
+        for part in done {
             out.leaves += part.leaves
             out.spans += part.spans
             out.failures += part.failures

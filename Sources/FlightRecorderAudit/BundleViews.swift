@@ -90,8 +90,11 @@ public enum BundleViews {
             parts.withLock { $0[c] = part }
         }
         var csv = csvHeader + "\r\n"
-        for part in parts.withLock({ $0 }) {
-            guard let part else { continue }
+        let done = parts.withLock { $0 }.compactMap { $0 }
+        out.decisions.reserveCapacity(done.reduce(0) { $0 + $1.decisions.bytes.count })
+        out.findings.reserveCapacity(done.reduce(0) { $0 + $1.findings.bytes.count })
+        csv.reserveCapacity(done.reduce(csv.utf8.count) { $0 + $1.csv.utf8.count })
+        for part in done {
             out.decisions += part.decisions.bytes
             out.findings += part.findings.bytes
             csv += part.csv
