@@ -415,9 +415,8 @@ struct SpanLines {
     var lineCount = 0
     var messageCount = 0
 
-    /// Every span, on every core: cut into chunks read concurrently, then joined in order.
-    static func read(json: UnsafeRawBufferPointer, proto: UnsafeRawBufferPointer) -> SpanLines {
-        var out = SpanLines()
+    /// The lines of `json` (without their newlines).
+    static func lineRanges(_ json: UnsafeRawBufferPointer) -> [Range<Int>] {
         var lines: [Range<Int>] = []
         var start = 0
         while start < json.count {
@@ -426,9 +425,11 @@ struct SpanLines {
             lines.append(start..<end)
             start = end + 1
         }
-        if !json.isEmpty && json[json.count - 1] != 0x0A {
-            out.failures.append("\(AuditBundle.spans): the last line does not end in a newline")
-        }
+        return lines
+    }
+
+    /// The messages of a delimited protobuf stream, up to the first that is cut short.
+    static func messageRanges(_ proto: UnsafeRawBufferPointer) -> [Range<Int>] {
         var messages: [Range<Int>] = []
         var at = 0
         while at < proto.count {
@@ -441,12 +442,23 @@ struct SpanLines {
                 shift += 7
                 if byte & 0x80 == 0 { break }
             }
-            guard length <= UInt64(proto.count - at) else {
-                out.failures.append("\(AuditBundle.spansProto): message \(messages.count + 1) is cut short")
-                break
-            }
+            guard length <= UInt64(proto.count - at) else { break }
             messages.append(at..<at + Int(length))
             at += Int(length)
+        }
+        return messages
+    }
+
+    /// Every span, on every core: cut into chunks read concurrently, then joined in order.
+    static func read(json: UnsafeRawBufferPointer, proto: UnsafeRawBufferPointer) -> SpanLines {
+        var out = SpanLines()
+        let lines = lineRanges(json)
+        if !json.isEmpty && json[json.count - 1] != 0x0A {
+            out.failures.append("\(AuditBundle.spans): the last line does not end in a newline")
+        }
+        let messages = messageRanges(proto)
+        if messages.last.map({ $0.upperBound != proto.count }) ?? !proto.isEmpty {
+            out.failures.append("\(AuditBundle.spansProto): a message is cut short")
         }
         out.lineCount = lines.count
         out.messageCount = messages.count
@@ -458,14 +470,14 @@ struct SpanLines {
         let chunks = max(1, min(count / 256, ProcessInfo.processInfo.activeProcessorCount * 4))
         let per = (count + chunks - 1) / chunks
         let parts = Mutex([SpanLines?](repeating: nil, count: chunks))
-        let (lineRanges, messageRanges) = (lines, messages)
+        let (lineList, messageList) = (lines, messages)
         // The archive outlives the loop, which returns only when every chunk is done.
         nonisolated(unsafe) let (jsonBytes, protoBytes) = (json, proto)
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = SpanLines()
             for k in min(c * per, count)..<min(c * per + per, count) {
-                let line = UnsafeRawBufferPointer(rebasing: jsonBytes[lineRanges[k]])
-                let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageRanges[k]])
+                let line = UnsafeRawBufferPointer(rebasing: jsonBytes[lineList[k]])
+                let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageList[k]])
                 guard let (encoded, record) = LeafMessage.read(message) else {
                     if part.failures.count < 20 {
                         part.failures.append("\(AuditBundle.spansProto): message \(k + 1) is not one span's TracesData")
@@ -495,4 +507,81 @@ struct SpanLines {
         }
         return out
     }
+}
+
+/// One span's standalone RFC 9162 inclusion proof, taken from a bundle (`flightrec audit
+/// proof`): what a third party needs to check that span against the signed checkpoint with any
+/// RFC 9162 implementation, without the rest of the bundle.
+public struct SpanInclusionProof: Sendable {
+    public var spanID: String
+    public var traceID: String
+    public var leafIndex: UInt64
+    public var treeSize: UInt64
+    /// Base64, as the checkpoint writes its root.
+    public var root: String
+    /// The leaf data: the span's `TracesData` message (base64), and its hash `SHA-256(0x00 ‖ data)`.
+    public var leaf: String
+    public var leafHash: String
+    /// PATH(m, D[n]), leaf side first, base64.
+    public var auditPath: [String]
+    /// The signed checkpoint (note text) the root is from.
+    public var checkpoint: String
+    /// The span's line of `spans.otlp.jsonl`.
+    public var line: String
+}
+
+extension BundleVerifier {
+    /// The inclusion proof of span `span` (the first line holding it), checked against the
+    /// bundle's checkpoint, which `key` must have signed. A failure names what is wrong.
+    public static func inclusionProof(
+        archive: UnsafeRawBufferPointer, span spanHex: String, key: NoteVerifier
+    ) -> Result<SpanInclusionProof, BundleProofError> {
+        guard let span = SpanID(hex: spanHex.lowercased()), !span.isZero else {
+            return .failure(.init("a span ID is 16 hex characters"))
+        }
+        guard let members = try? Tar.members(archive) else { return .failure(.init("not an audit bundle archive")) }
+        var files: [String: UnsafeRawBufferPointer] = [:]
+        for m in members { files[m.name] = UnsafeRawBufferPointer(rebasing: archive[m.range]) }
+        guard let json = files[AuditBundle.spans], let pb = files[AuditBundle.spansProto],
+            let proofBytes = files[AuditBundle.proof], let checkpointBytes = files[AuditBundle.checkpoint],
+            let proof = try? BundleJSON.decoder().decode(BundleProof.self, from: Data(proofBytes))
+        else { return .failure(.init("the bundle lacks its spans, proof or checkpoint")) }
+        let text = String(decoding: checkpointBytes, as: UTF8.self)
+        var problems: [String] = []
+        guard
+            let (checkpoint, _) = verifiedCheckpoint(
+                text, key: key, name: AuditBundle.checkpoint, { problems.append($0) })
+        else { return .failure(.init(problems.joined(separator: "; "))) }
+        let lines = SpanLines.read(json: json, proto: pb)
+        let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
+        guard lines.failures.isEmpty, hashes.count == proof.hashes.count,
+            lines.leaves.count == proof.leafIndices.count,
+            let k = lines.spans.firstIndex(where: { $0.spanID == span }),
+            let path = Multiproof.auditPath(
+                of: k, indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes),
+            MerkleTree.verifyInclusion(
+                leaf: lines.leaves[k], index: proof.leafIndices[k], size: checkpoint.size, proof: path,
+                root: checkpoint.root)
+        else {
+            return .failure(
+                .init(
+                    lines.spans.contains { $0.spanID == span }
+                        ? "the bundle's proof does not tie this span to its checkpoint (run audit verify)"
+                        : "no span \(span.hex) in the bundle"))
+        }
+        let ranges = SpanLines.messageRanges(pb)
+        let lineRanges = SpanLines.lineRanges(json)
+        return .success(
+            SpanInclusionProof(
+                spanID: span.hex, traceID: lines.spans[k].traceID.hex, leafIndex: proof.leafIndices[k],
+                treeSize: checkpoint.size, root: checkpoint.root.base64,
+                leaf: Data(UnsafeRawBufferPointer(rebasing: pb[ranges[k]])).base64EncodedString(),
+                leafHash: lines.leaves[k].base64, auditPath: path.map(\.base64), checkpoint: text,
+                line: String(decoding: UnsafeRawBufferPointer(rebasing: json[lineRanges[k]]), as: UTF8.self)))
+    }
+}
+
+public struct BundleProofError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -47,6 +47,37 @@ public enum Multiproof {
         return root
     }
 
+    /// The RFC 9162 audit path (PATH(m, D[n]), leaf side first) of the leaf at `indices[k]`,
+    /// taken from the multiproof: every node on the way up is computed as `root` computes it.
+    /// nil when the proof does not fit the leaves.
+    public static func auditPath(
+        of k: Int, indices: [UInt64], leaves: [TreeHash], size: UInt64, proof: [TreeHash]
+    ) -> [TreeHash]? {
+        guard indices.indices.contains(k), indices.count == leaves.count, size > 0 else { return nil }
+        let target = indices[k]
+        var next = proof.startIndex
+        var leaf = leaves.startIndex
+        var path: [TreeHash] = []
+        func node(_ start: UInt64, _ end: UInt64, _ wanted: ArraySlice<UInt64>) -> TreeHash? {
+            if wanted.isEmpty {
+                guard next < proof.endIndex else { return nil }
+                defer { next += 1 }
+                return proof[next]
+            }
+            if end - start == 1 {
+                defer { leaf += 1 }
+                return leaves[leaf]
+            }
+            let mid = start + MerkleTree.split(end - start)
+            let cut = wanted.firstIndex { $0 >= mid } ?? wanted.endIndex
+            guard let l = node(start, mid, wanted[..<cut]), let r = node(mid, end, wanted[cut...]) else { return nil }
+            if (start..<end).contains(target) { path.append(target < mid ? r : l) }
+            return .node(l, r)
+        }
+        guard node(0, size, indices[...]) != nil, next == proof.endIndex else { return nil }
+        return path
+    }
+
     private static func walk(
         _ start: UInt64, _ end: UInt64, _ wanted: ArraySlice<UInt64>, _ emit: (UInt64, UInt64) throws -> Void
     ) throws {

@@ -137,6 +137,50 @@ struct AuditVerify: AsyncParsableCommand {
     }
 }
 
+struct AuditProof: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proof",
+        abstract: "Print one span's RFC 9162 inclusion proof from a bundle, for checking it alone.",
+        discussion: """
+            Takes the span's audit path from the bundle's proof and checks it against the signed
+            checkpoint before printing (JSON): the leaf index, tree size and root, the leaf data
+            (the span's TracesData, base64) and its hash, the audit path, the checkpoint and the
+            span's JSON line. Any RFC 9162 implementation can check it with the checkpoint's key;
+            the rest of the bundle is not needed. Exits 0 with the proof, 65 when the bundle does
+            not prove the span, 64 on a bad key, 66 when the file cannot be read.
+            """)
+
+    @Argument(help: "The bundle.") var file: String
+    @Option(help: "The span ID (16 hex characters).") var span: String
+    @Option(help: "The log's verifier key (NAME+ID+BASE64), or a file holding it.") var key: String
+
+    func run() async throws {
+        let text = (try? String(contentsOfFile: key, encoding: .utf8)) ?? key
+        guard let verifier = try? NoteVerifier(encoded: text) else {
+            printError("--key: not a verifier key")
+            throw Exit.usage
+        }
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: file), options: .alwaysMapped) else {
+            printError("cannot read \(file)")
+            throw Exit.notFound
+        }
+        let result = data.withUnsafeBytes { BundleVerifier.inclusionProof(archive: $0, span: span, key: verifier) }
+        switch result {
+        case .failure(let error):
+            printError(error.description)
+            throw Exit.dataError
+        case .success(let p):
+            let out: [String: Any] = [
+                "span_id": p.spanID, "trace_id": p.traceID, "leaf_index": p.leafIndex, "tree_size": p.treeSize,
+                "root": p.root, "leaf": p.leaf, "leaf_hash": p.leafHash, "audit_path": p.auditPath,
+                "checkpoint": p.checkpoint, "line": p.line,
+            ]
+            let json = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .prettyPrinted])
+            FileHandle.standardOutput.write(json + Data("\n".utf8))
+        }
+    }
+}
+
 /// GETs `path` from the query API into the file `out` (via `out.partial`), streaming.
 func download(_ options: APIOptions, _ path: String, to out: String) async throws -> Int {
     try await withAPIClient(options, path) { client, request in try await transfer(client, request, to: out) }

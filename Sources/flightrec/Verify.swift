@@ -99,7 +99,7 @@ struct Verify: AsyncParsableCommand {
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Audit evidence: the log's public key, signed bundles and their offline verification.",
-        subcommands: [AuditKey.self, AuditExport.self, AuditVerify.self])
+        subcommands: [AuditKey.self, AuditExport.self, AuditVerify.self, AuditProof.self])
 }
 
 struct AuditKey: AsyncParsableCommand {

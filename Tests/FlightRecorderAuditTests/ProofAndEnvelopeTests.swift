@@ -58,6 +58,26 @@ import Testing
         }
     }
 
+    /// Every leaf's audit path taken from a multiproof is the RFC 9162 inclusion proof.
+    @Test func auditPathsFromAMultiproofAreTheRFCProofs() throws {
+        for size in [1, 2, 3, 7, 8, 13, 37] {
+            let leaves = Self.leaves(size)
+            let tree = LeafList(leaves)
+            let picked = (0..<UInt64(size)).filter { $0 % 3 != 1 }
+            let proof = try Multiproof.prove(indices: picked, size: UInt64(size), tree)
+            let hashes = picked.map { leaves[Int($0)] }
+            let root = try MerkleTree.hash(tree, 0, UInt64(size))
+            for (k, index) in picked.enumerated() {
+                let path = try #require(
+                    Multiproof.auditPath(of: k, indices: picked, leaves: hashes, size: UInt64(size), proof: proof))
+                #expect(path == (try MerkleTree.inclusionProof(index: index, size: UInt64(size), tree)))
+                #expect(
+                    MerkleTree.verifyInclusion(
+                        leaf: hashes[k], index: index, size: UInt64(size), proof: path, root: root))
+            }
+        }
+    }
+
     /// Consistency proofs rebuilt from hashes keyed by range are the RFC's proofs.
     @Test func consistencyRangesGiveTheRFCProof() throws {
         let tree = LeafList(Self.leaves(50))

@@ -3,6 +3,7 @@ daemon with tenant tokens, exported with `flightrec audit export` and checked of
 `flightrec audit verify` as a compliance reader runs it. Every tampering the issue names must be
 reported; an untouched bundle must pass."""
 
+import base64
 import csv
 import hashlib
 import io
@@ -119,6 +120,27 @@ def verify(path, *args):
     return r.returncode, report, r
 
 
+def rfc9162_verify_inclusion(leaf_hash, index, size, path, root):
+    """RFC 9162, 2.1.3.2, written again here so the daemon's proofs are checked by code it
+    does not share."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
 def members(path):
     with tarfile.open(path) as t:
         return {m.name: t.extractfile(m).read() for m in t.getmembers()}
@@ -190,6 +212,22 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     assert listed["spans.otlp.jsonl"]["sha256"] == hashlib.sha256(files["spans.otlp.jsonl"]).hexdigest()
     envelope = json.loads(files["statement.dsse.json"])
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
+
+    # One span's standalone RFC 9162 proof, checked here by an independent implementation.
+    r = subprocess.run([BIN, "audit", "proof", out, "--span", granted["span_id"], "--key", key],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    leaf = base64.b64decode(p["leaf"])
+    assert base64.b64decode(p["leaf_hash"]) == hashlib.sha256(b"\x00" + leaf).digest()
+    root_line = p["checkpoint"].split("\n")[2]
+    assert root_line == p["root"] and int(p["checkpoint"].split("\n")[1]) == p["tree_size"]
+    assert rfc9162_verify_inclusion(hashlib.sha256(b"\x00" + leaf).digest(), p["leaf_index"], p["tree_size"],
+                                    [base64.b64decode(h) for h in p["audit_path"]], base64.b64decode(p["root"]))
+    assert json.loads(p["line"])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] == "approval.granted"
+    r = subprocess.run([BIN, "audit", "proof", out, "--span", "0123456789abcdef", "--key", key],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 65 and "no span" in r.stderr
 
     # The human report and exit code.
     r = subprocess.run([BIN, "audit", "verify", out, "--key", key], capture_output=True, text=True, timeout=60)
