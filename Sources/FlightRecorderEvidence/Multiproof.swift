@@ -23,28 +23,7 @@ public enum Multiproof {
     /// give for a tree of `size` leaves; nil when they do not fit together (indices out of
     /// order or range, a proof too short or too long).
     public static func root(indices: [UInt64], leaves: [TreeHash], size: UInt64, proof: [TreeHash]) -> TreeHash? {
-        guard indices.count == leaves.count, zip(indices, indices.dropFirst()).allSatisfy({ $0 < $1 }),
-            indices.last.map({ $0 < size }) ?? true, size > 0
-        else { return nil }
-        var next = proof.startIndex
-        var leaf = leaves.startIndex
-        func node(_ start: UInt64, _ end: UInt64, _ wanted: ArraySlice<UInt64>) -> TreeHash? {
-            if wanted.isEmpty {
-                guard next < proof.endIndex else { return nil }
-                defer { next += 1 }
-                return proof[next]
-            }
-            if end - start == 1 {
-                defer { leaf += 1 }
-                return leaves[leaf]
-            }
-            let k = start + MerkleTree.split(end - start)
-            let cut = wanted.firstIndex { $0 >= k } ?? wanted.endIndex
-            guard let l = node(start, k, wanted[..<cut]), let r = node(k, end, wanted[cut...]) else { return nil }
-            return .node(l, r)
-        }
-        guard let root = node(0, size, indices[...]), next == proof.endIndex else { return nil }
-        return root
+        recompute(indices: indices, leaves: leaves, size: size, proof: proof, pathOf: nil)?.root
     }
 
     /// The RFC 9162 audit path (PATH(m, D[n]), leaf side first) of the leaf at `indices[k]`,
@@ -53,8 +32,17 @@ public enum Multiproof {
     public static func auditPath(
         of k: Int, indices: [UInt64], leaves: [TreeHash], size: UInt64, proof: [TreeHash]
     ) -> [TreeHash]? {
-        guard indices.indices.contains(k), indices.count == leaves.count, size > 0 else { return nil }
-        let target = indices[k]
+        guard indices.indices.contains(k) else { return nil }
+        return recompute(indices: indices, leaves: leaves, size: size, proof: proof, pathOf: indices[k])?.path
+    }
+
+    /// The walk both use: the root, and the siblings on the way up from leaf `target`.
+    private static func recompute(
+        indices: [UInt64], leaves: [TreeHash], size: UInt64, proof: [TreeHash], pathOf target: UInt64?
+    ) -> (root: TreeHash, path: [TreeHash])? {
+        guard indices.count == leaves.count, size > 0, zip(indices, indices.dropFirst()).allSatisfy({ $0 < $1 }),
+            indices.last.map({ $0 < size }) ?? true
+        else { return nil }
         var next = proof.startIndex
         var leaf = leaves.startIndex
         var path: [TreeHash] = []
@@ -71,11 +59,11 @@ public enum Multiproof {
             let mid = start + MerkleTree.split(end - start)
             let cut = wanted.firstIndex { $0 >= mid } ?? wanted.endIndex
             guard let l = node(start, mid, wanted[..<cut]), let r = node(mid, end, wanted[cut...]) else { return nil }
-            if (start..<end).contains(target) { path.append(target < mid ? r : l) }
+            if let target, (start..<end).contains(target) { path.append(target < mid ? r : l) }
             return .node(l, r)
         }
-        guard node(0, size, indices[...]) != nil, next == proof.endIndex else { return nil }
-        return path
+        guard let root = node(0, size, indices[...]), next == proof.endIndex else { return nil }
+        return (root, path)
     }
 
     private static func walk(
