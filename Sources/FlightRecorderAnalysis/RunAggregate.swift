@@ -45,7 +45,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     /// Approval decisions, and how many of them denied.
     public var approvals = 0
     public var denied = 0
-    /// Tool calls repeating an earlier call of the run with the same tool and arguments.
+    /// Tool calls repeating an earlier call of the run: the same tool with the same
+    /// idempotency key, or without a key the same arguments (`RunGraph.repeatGroups`).
     public var repeated = 0
     /// Write-tier executions that timed out or ended unknown.
     public var uncertainWrites = 0
@@ -77,7 +78,10 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     }
 
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
-    public init(tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules) {
+    public init(
+        tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules,
+        findingRules: FindingRules = .default
+    ) {
         self.tenant = tenant
         self.runID = runID
         self.agent = MetricLabel.value(agent)
@@ -99,7 +103,6 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     ?? $0.resource.attributes.firstScalar(of: rules.taskTypeKeys)
             })
 
-        var calls: [String: Int] = [:]
         for s in spans {
             let a = s.attributes
             let operation = a[AgentKeys.operationName]?.scalarString
@@ -116,8 +119,6 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     toolCalls += 1
                     let tier = a[AgentKeys.toolTier]?.scalarString ?? ""
                     if tier.contains("write") && (timedOut || status == "unknown") { uncertainWrites += 1 }
-                    let arguments = a[AgentKeys.toolArguments]?.displayString ?? ""
-                    calls[tool + "\u{1F}" + arguments, default: 0] += 1
                 }
             }
             if let outcome = a[AgentKeys.policyOutcome]?.scalarString {
@@ -151,12 +152,15 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         }
         steps = modelCalls + toolCalls
         error = root.map { $0.statusCode == .error } ?? spans.contains { $0.statusCode == .error }
-        for (key, n) in calls where n > 1 {
-            let tool = String(key.prefix { $0 != "\u{1F}" })
-            repeatedByTool[tool, default: 0] += n - 1
-            repeated += n - 1
+        // Repeats are the findings' groups (the same tool with one idempotency key, or
+        // without a key the same arguments), so the loop metrics and `repeated_call` agree.
+        let graph = RunGraph(runID: runID, spans: spans)
+        for g in graph.repeatGroups() {
+            let tool = MetricLabel.value(g.tool)
+            repeatedByTool[tool, default: 0] += g.calls.count - 1
+            repeated += g.calls.count - 1
         }
-        for f in RunGraph(runID: runID, spans: spans).findings() { findings[f.kind, default: 0] += 1 }
+        for f in graph.findings(rules: findingRules) { findings[f.kind, default: 0] += 1 }
     }
 
     static func meansTimeout(_ s: String?) -> Bool {

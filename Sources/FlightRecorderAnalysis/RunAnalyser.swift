@@ -206,7 +206,8 @@ public final class RunAnalyser: Service, Sendable {
         guard let detail, !detail.spans.isEmpty else { return .done }
         let runID = detail.summary.runID
         var aggregate = RunAggregate(
-            tenant: ref.tenant, runID: runID, agent: detail.summary.agent, spans: detail.spans, rules: rules)
+            tenant: ref.tenant, runID: runID, agent: detail.summary.agent, spans: detail.spans, rules: rules,
+            findingRules: store.configuration.findingRules)
         let waited = pending.withLock { $0[ref].map { t - $0.firstTouch } } ?? 0
         if !aggregate.hasRoot && waited < settle * 10 { return .wait }
         aggregate.spanCount = detail.spans.count

@@ -1,3 +1,4 @@
+public import FlightRecorderOTLP
 import Foundation
 
 /// An audit bundle: one uncompressed POSIX tar archive of the files below, every one named in
@@ -87,6 +88,8 @@ public struct BundleManifest: Codable, Sendable, Equatable {
     public var keyId: String
     /// The run identity keys the collector resolves runs by.
     public var runIdentityKeys: [String]
+    /// The thresholds `findings.jsonl` was derived with; absent means the defaults.
+    public var findingRules: FindingRules?
 }
 
 /// `proof.json`.

@@ -125,7 +125,8 @@ public enum AuditExporter {
                 var read = read
                 return try finish(
                     &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
-                    identityKeys: store.configuration.runIdentity.keys, redactionPolicyDigest: redactionPolicyDigest)
+                    identityKeys: store.configuration.runIdentity.keys, redactionPolicyDigest: redactionPolicyDigest,
+                    findingRules: store.configuration.findingRules)
             }
         } catch {
             try? FileManager.default.removeItem(atPath: directory)
@@ -363,12 +364,13 @@ public enum AuditExporter {
 
     static func finish(
         _ read: inout ReadSpans, runs: [BundleViews.Run], plan: Plan, snapshot: EvidenceSnapshot,
-        request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String
+        request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String,
+        findingRules: FindingRules
     ) throws -> PreparedBundle {
         let indices = read.indices
         let spans = read.spans
         read.spans = []
-        let views = BundleViews.derive(spans: spans, runs: runs)
+        let views = BundleViews.derive(spans: spans, runs: runs, rules: findingRules)
         var files = read.files
         try files.write(AuditBundle.decisions, views.decisions, records: views.decisionCount)
         try files.write(AuditBundle.runs, views.runs, records: views.runCount)
@@ -421,7 +423,7 @@ public enum AuditExporter {
                 : nil,
             files: files.listed, spans: indices.count, runs: runs.count,
             redactionPolicySha256: redactionPolicyDigest, keyId: snapshot.signer.verifier.encoded,
-            runIdentityKeys: identityKeys)
+            runIdentityKeys: identityKeys, findingRules: findingRules)
         try files.write(AuditBundle.manifest, try BundleJSON.encoder().encode(manifest), records: 1, listed: false)
         let statement = BundleStatement(
             _type: AuditBundle.statementType,

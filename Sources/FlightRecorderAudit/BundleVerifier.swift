@@ -256,7 +256,7 @@ public enum BundleVerifier {
             }
         }
         report.runs = runs.count
-        let views = BundleViews.derive(spans: lines.spans, runs: runs)
+        let views = BundleViews.derive(spans: lines.spans, runs: runs, rules: manifest.findingRules ?? .default)
         for s in views.unowned.prefix(20) {
             fail(
                 "\(AuditBundle.spans): span \(s.spanID.hex) of trace \(s.traceID.hex) belongs to no run in \(AuditBundle.runs)"

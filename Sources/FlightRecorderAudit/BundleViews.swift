@@ -44,7 +44,7 @@ public enum BundleViews {
 
     /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
     /// collector deduplicates on read); `runs` in the order they should be listed.
-    public static func derive(spans: [SpanRecord], runs: [Run]) -> Output {
+    public static func derive(spans: [SpanRecord], runs: [Run], rules: FindingRules = .default) -> Output {
         var owner: [TenantTrace: Int] = [:]
         for (i, r) in runs.enumerated() {
             for t in r.traces where owner[TenantTrace(tenant: r.tenant, trace: t)] == nil {
@@ -84,6 +84,7 @@ public enum BundleViews {
             var part = Part()
             for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
                 Self.derive(
+                    rules: rules,
                     run: runs[i], spans: groups[i], into: &part.decisions, &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
@@ -109,7 +110,7 @@ public enum BundleViews {
 
     /// One run's decisions, findings and `runs.csv` row.
     static func derive(
-        run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines,
+        rules: FindingRules, run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines,
         _ csv: inout String,
         decisions decisionCount: inout Int, findings findingCount: inout Int, kinds: inout [String: Int]
     ) {
@@ -123,7 +124,7 @@ public enum BundleViews {
             decided += 1
             decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w) }
         }
-        let found = graph.findings()
+        let found = graph.findings(rules: rules)
         for f in found {
             kinds[f.kind, default: 0] += 1
             findings.add { w in

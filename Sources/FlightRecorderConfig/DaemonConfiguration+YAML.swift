@@ -111,6 +111,7 @@ extension DaemonConfiguration {
                     }
                 }
             case "metrics": config.metrics = try r.metrics(value)
+            case "findings": config.findings = try r.findings(value)
             case "evidence":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     let path = "evidence.\(k)"
@@ -261,6 +262,19 @@ package struct ConfigReader {
             throw error(node, "listeners.tls", "needs both cert_file and key_file (PEM)")
         }
         return TLSFiles(certificateChain: cert, privateKey: key)
+    }
+
+    mutating func findings(_ node: Node) throws(ConfigError) -> FindingRules {
+        var f = FindingRules()
+        try section(node, path: "findings") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+            let path = "findings.\(k)"
+            switch k {
+            case "loop_repeats": f.loopRepeats = try r.integer(v, path, min: 2, max: 1_000_000)
+            case "step_budget": f.stepBudget = try r.integer(v, path, min: 0, max: 100_000_000)
+            default: throw r.unknown(v, path)
+            }
+        }
+        return f
     }
 
     package mutating func metrics(_ node: Node) throws(ConfigError) -> MetricsSettings {

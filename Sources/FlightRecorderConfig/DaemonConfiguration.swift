@@ -62,6 +62,8 @@ public struct DaemonConfiguration: Sendable {
     public var redaction = RedactionPolicy.secureDefault
     /// The agent metrics derived from stored spans (`GET /metrics`, `GET /api/v1/stats`).
     public var metrics = MetricsSettings()
+    /// The thresholds of the run findings (`findings:`).
+    public var findings = FindingRules.default
     /// The evidence log and its signing key.
     public var evidence = EvidenceSettings()
 

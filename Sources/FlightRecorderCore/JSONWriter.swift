@@ -99,6 +99,17 @@ public struct JSONWriter {
         v.writeJSON(to: &self)
     }
 
+    public mutating func member<T: JSONWritable>(_ k: StaticString, _ v: T?) {
+        guard let v else { return }
+        member(k, v)
+    }
+
+    public mutating func member(_ k: StaticString, _ v: Bool?) {
+        guard let v else { return }
+        key(k)
+        bool(v)
+    }
+
     public mutating func member(_ k: StaticString, _ vs: [String]) {
         key(k)
         beginArray()

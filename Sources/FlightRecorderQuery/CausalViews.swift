@@ -152,16 +152,21 @@ extension RunGraph {
     public struct PathView: Sendable, Codable {
         public var runId: String
         public var target: String
+        /// The incident card: the direct answers, each naming its span.
+        public var answer: IncidentCard?
         public var steps: [PathStep]
         public var adjustments: [Adjustment]
     }
 
     /// The chain from the root to `target`; at each level, the earlier siblings that
     /// completed before the next step began, and the linked steps.
-    public func path(to target: Int) -> PathView {
+    public func path(
+        to target: Int, rules: FindingRules = .default, versionKeys: [String] = MetricRules.defaultVersionKeys
+    ) -> PathView {
         PathView(
-            runId: runID, target: spans[target].spanID.hex, steps: steps(to: target, expandLinks: true),
-            adjustments: adjustments)
+            runId: runID, target: spans[target].spanID.hex,
+            answer: answer(for: target, rules: rules, versionKeys: versionKeys),
+            steps: steps(to: target, expandLinks: true), adjustments: adjustments)
     }
 
     func steps(to target: Int, expandLinks: Bool) -> [PathStep] {

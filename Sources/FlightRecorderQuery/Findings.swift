@@ -1,18 +1,48 @@
-import FlightRecorderOTLP
+public import FlightRecorderOTLP
 
 /// Safety findings in one run: what an incident responder should look at first.
 public struct Finding: Sendable, Codable, Equatable {
-    /// `unapproved_write`, `approval_without_grant`, `duplicate_execution`,
-    /// `success_without_operation_id`, `missing_parent`.
+    /// `unapproved_write`, `approval_without_grant`, `duplicate_execution`, `repeated_call`,
+    /// `unconfirmed_success`, `uncertain_write`, `loop`, `success_without_operation_id`,
+    /// `missing_parent`.
     public var kind: String
+    /// `critical`, `high`, `medium` or `info`.
     public var severity: String
+    /// One line: why this is a finding.
     public var message: String
     /// The spans involved, the offending one first.
     public var spanIds: [String]
 }
 
+/// How a tool execution ended, from the sidecar's `tool.execution.status` or else the span's
+/// status (an error whose message or `error.type` says timeout is a timeout).
+public enum ExecutionOutcome: String, Sendable {
+    case succeeded, failed
+    case timedOut = "timed_out"
+    case unknown
+    /// Blocked or waiting for an approval: the tool never ran.
+    case notRun = "not_run"
+
+    /// The write may or may not have happened.
+    public var isUncertain: Bool { self == .timedOut || self == .unknown }
+}
+
+/// One group of executions of the same call: the same tool with the same idempotency key, or
+/// (without a key) the same arguments. Executions that never ran are not in any group.
+public struct RepeatGroup: Sendable {
+    public var tool: String
+    /// The shared idempotency key; nil when the group shares its arguments instead.
+    public var idempotencyKey: String?
+    /// Span indices in time order.
+    public var calls: [Int]
+}
+
 extension RunGraph {
     static let writeTiers: Set<String> = ["low_write", "privileged_write"]
+    /// The span the sidecar records when an operator reconciles an uncertain write; it links
+    /// to the execution and carries its idempotency key.
+    public static let reconciledSpanName = "tool.reconciled"
+    public static let executionStatusKey = "tool.execution.status"
 
     func attr(_ i: Int, _ key: String) -> String? {
         spans[i].attributes.first { $0.key == key }?.value.displayString
@@ -24,6 +54,33 @@ extension RunGraph {
     }
 
     func isWrite(_ i: Int) -> Bool { attr(i, AgentKeys.toolTier).map(Self.writeTiers.contains) ?? false }
+
+    /// A model call: a GenAI client operation, or a span named `chat …`.
+    func isModelCall(_ i: Int) -> Bool {
+        if let op = attr(i, AgentKeys.operationName) { return AgentKeys.modelOperations.contains(op) }
+        return spans[i].name.hasPrefix("chat ")
+    }
+
+    func toolName(_ i: Int) -> String {
+        attr(i, AgentKeys.toolName) ?? String(spans[i].name.dropFirst(spans[i].name.hasPrefix("execute_tool ") ? 13 : 0))
+    }
+
+    public func outcome(of i: Int) -> ExecutionOutcome {
+        switch attr(i, Self.executionStatusKey) {
+        case "succeeded": return .succeeded
+        case "failed": return .failed
+        case "timed_out": return .timedOut
+        case "unknown", "executing": return .unknown
+        case "blocked", "awaiting_approval": return .notRun
+        default: break
+        }
+        guard spans[i].statusCode == .error else { return .succeeded }
+        let timeout = [spans[i].statusMessage, attr(i, "error.type") ?? ""].contains { text in
+            let lower = text.lowercased()
+            return AgentKeys.timeoutMarkers.contains { lower.contains($0) }
+        }
+        return timeout ? .timedOut : .failed
+    }
 
     /// Every span that causally precedes `i`: its ancestors and the earlier siblings at each
     /// level, their completed subtrees, and every span they link to, with that span's own
@@ -53,12 +110,86 @@ extension RunGraph {
         return out
     }
 
-    /// The findings no single system reports, each naming its spans.
-    public func findings() -> [Finding] {
+    /// The tool executions that ran, in time order.
+    func executionsRun() -> [Int] {
+        spans.indices.filter { isExecution($0) && outcome(of: $0) != .notRun }
+            .sorted { (start[$0], $0) < (start[$1], $1) }
+    }
+
+    /// Executions of the same call more than once (see `RepeatGroup`), by first call.
+    public func repeatGroups() -> [RepeatGroup] {
+        var groups: [String: RepeatGroup] = [:]
+        var order: [String] = []
+        for x in executionsRun() {
+            let tool = toolName(x)
+            let key = attr(x, AgentKeys.idempotencyKey)
+            let id: String
+            if let key {
+                id = tool + "\u{1F}k\u{1F}" + key
+            } else if let args = attr(x, AgentKeys.toolArguments) {
+                id = tool + "\u{1F}a\u{1F}" + args
+            } else {
+                continue
+            }
+            if groups[id] == nil {
+                order.append(id)
+                groups[id] = RepeatGroup(tool: tool, idempotencyKey: key, calls: [])
+            }
+            groups[id]!.calls.append(x)
+        }
+        return order.compactMap { groups[$0] }.filter { $0.calls.count > 1 }
+    }
+
+    /// Executions whose uncertain or failed outcome was settled afterwards: a later execution
+    /// of the same call that succeeded or failed for certain, or a reconciliation that links to
+    /// it or names its idempotency key.
+    func settledExecutions(_ groups: [RepeatGroup]) -> Set<Int> {
+        var settled: Set<Int> = []
+        for g in groups {
+            for (n, x) in g.calls.enumerated() {
+                let later = g.calls[(n + 1)...]
+                if later.contains(where: { [.succeeded, .failed].contains(outcome(of: $0)) }) { settled.insert(x) }
+            }
+        }
+        for r in spans.indices where spans[r].name == Self.reconciledSpanName {
+            settled.formUnion(linksTo[r])
+            if let key = attr(r, AgentKeys.idempotencyKey) {
+                for x in spans.indices where isExecution(x) && attr(x, AgentKeys.idempotencyKey) == key {
+                    settled.insert(x)
+                }
+            }
+        }
+        return settled
+    }
+
+    /// Words by which a final message claims the task is done (`unconfirmed_success`).
+    static let completionClaims = [
+        "done", "completed", "complete", "successfully", "succeeded", "finished", "has been", "have been",
+    ]
+
+    /// The run reports success: a root ended OK, or no root failed and the root or the last
+    /// model call's output message claims completion.
+    func reportsSuccess() -> Bool {
+        if roots.contains(where: { spans[$0].statusCode == .ok }) { return true }
+        if roots.contains(where: { spans[$0].statusCode == .error }) { return false }
+        let lastModel = spans.indices.filter(isModelCall).max { (end[$0], $0) < (end[$1], $1) }
+        for i in roots + (lastModel.map { [$0] } ?? []) {
+            for key in ["gen_ai.output.messages", "gen_ai.completion"] {
+                guard let text = attr(i, key)?.lowercased() else { continue }
+                let words = text.split { !$0.isLetter }
+                let joined = " " + words.joined(separator: " ") + " "
+                if Self.completionClaims.contains(where: { joined.contains(" " + $0 + " ") }) { return true }
+            }
+        }
+        return false
+    }
+
+    /// The findings no single system reports, each naming its spans and why.
+    public func findings(rules: FindingRules = .default) -> [Finding] {
         var out: [Finding] = []
         let executions = spans.indices.filter(isExecution).sorted { (start[$0], $0) < (start[$1], $1) }
         let hex = { (i: Int) in spans[i].spanID.hex }
-        for x in executions where isWrite(x) {
+        for x in executions where isWrite(x) && outcome(of: x) != .notRun {
             let tool = attr(x, AgentKeys.toolName)
             let before = causalPredecessors(of: x)
             let decisions = before.filter { j in
@@ -93,28 +224,14 @@ extension RunGraph {
                 }
             }
         }
-        // The same tool with the same idempotency key, or the same arguments, executed twice.
-        var seen: [String: [Int]] = [:]
-        for x in executions {
-            let tool = attr(x, AgentKeys.toolName) ?? spans[x].name
-            if let key = attr(x, AgentKeys.idempotencyKey) {
-                seen["\(tool)\u{1F}key\u{1F}\(key)", default: []].append(x)
-            } else if let args = attr(x, AgentKeys.toolArguments) {
-                seen["\(tool)\u{1F}args\u{1F}\(args)", default: []].append(x)
-            }
-        }
-        for (key, xs) in seen.sorted(by: { $0.key < $1.key }) where xs.count > 1 {
-            let parts = key.split(separator: "\u{1F}", maxSplits: 2).map(String.init)
-            let by = parts[1] == "key" ? "idempotency key \(parts[2])" : "the same arguments"
-            out.append(
-                Finding(
-                    kind: "duplicate_execution", severity: "high",
-                    message: "\(parts[0]) executed \(xs.count) times with \(by)", spanIds: xs.map(hex)))
-        }
+        let groups = repeatGroups()
+        out += repeatFindings(groups, hex: hex)
+        out += writeOutcomeFindings(groups, hex: hex)
+        out += loopFindings(rules, hex: hex)
         // Success reported with a write that never confirmed a downstream operation ID.
         let failed = roots.contains { spans[$0].statusCode == .error }
         if !failed {
-            for x in executions where isWrite(x) && attr(x, AgentKeys.operationID) == nil {
+            for x in executions where isWrite(x) && outcome(of: x) == .succeeded && attr(x, AgentKeys.operationID) == nil {
                 out.append(
                     Finding(
                         kind: "success_without_operation_id", severity: "high",
@@ -129,6 +246,106 @@ extension RunGraph {
                     kind: "missing_parent", severity: "medium",
                     message: "parent span \(spans[m].parentSpanID?.hex ?? "?") of \(spans[m].name) never arrived",
                     spanIds: [hex(m)]))
+        }
+        return out
+    }
+
+    /// `duplicate_execution` when a write produced more than one side effect: it succeeded
+    /// more than once with one idempotency key but different operation IDs, or with no key and
+    /// the same arguments (unless every success carries the same operation ID: the backend
+    /// deduplicated). Any other repeat is a `repeated_call`: deduplicated, or retried after a
+    /// failure, as the safe patterns do.
+    func repeatFindings(_ groups: [RepeatGroup], hex: (Int) -> String) -> [Finding] {
+        var out: [Finding] = []
+        for g in groups {
+            let successes = g.calls.filter { outcome(of: $0) == .succeeded }
+            let ops = successes.map { attr($0, AgentKeys.operationID) }
+            let distinct = Set(ops.compactMap { $0 })
+            let oneOperation = distinct.count == 1 && !ops.contains(nil)
+            let write = g.calls.contains(where: isWrite)
+            let by = g.idempotencyKey.map { "idempotency key \($0)" } ?? "no idempotency key and the same arguments"
+            if write && successes.count > 1 && (g.idempotencyKey != nil ? distinct.count > 1 : !oneOperation) {
+                let which =
+                    distinct.isEmpty ? "" : " (operation IDs \(distinct.sorted().joined(separator: ", ")))"
+                out.append(
+                    Finding(
+                        kind: "duplicate_execution", severity: "high",
+                        message: "\(g.tool) took effect \(successes.count) times with \(by)\(which)",
+                        spanIds: successes.map(hex) + g.calls.filter { !successes.contains($0) }.map(hex)))
+                continue
+            }
+            let retried = g.calls.dropLast().contains { outcome(of: $0) != .succeeded }
+            let how =
+                oneOperation || (g.idempotencyKey != nil && successes.count > 1)
+                ? "deduplicated: one operation" + (distinct.first.map { " (\($0))" } ?? "")
+                : retried ? "retried after a failure" : "repeated"
+            out.append(
+                Finding(
+                    kind: "repeated_call", severity: "info",
+                    message: "\(g.tool) called \(g.calls.count) times with \(by); \(how)", spanIds: g.calls.map(hex)))
+        }
+        return out
+    }
+
+    /// `uncertain_write` for a write that timed out or ended unknown and was never settled;
+    /// `unconfirmed_success` when the run nevertheless reports success with a write that is
+    /// timed out, unknown or failed and never settled.
+    func writeOutcomeFindings(_ groups: [RepeatGroup], hex: (Int) -> String) -> [Finding] {
+        var out: [Finding] = []
+        let settled = settledExecutions(groups)
+        let open = executionsRun().filter { isWrite($0) && !settled.contains($0) }
+        for x in open where outcome(of: x).isUncertain {
+            out.append(
+                Finding(
+                    kind: "uncertain_write", severity: "medium",
+                    message:
+                        "write \(toolName(x)) ended \(outcome(of: x).rawValue) and was never reconciled: it may or may not have happened",
+                    spanIds: [hex(x)]))
+        }
+        let unconfirmed = open.filter { outcome(of: $0) != .succeeded }
+        if !unconfirmed.isEmpty && reportsSuccess() {
+            for x in unconfirmed {
+                out.append(
+                    Finding(
+                        kind: "unconfirmed_success", severity: "high",
+                        message:
+                            "the run reports success but write \(toolName(x)) ended \(outcome(of: x).rawValue), with no later success or reconciliation",
+                        spanIds: [hex(x)] + roots.map(hex)))
+            }
+        }
+        return out
+    }
+
+    /// `loop`: the same tool with the same arguments `loopRepeats` times or more, or more
+    /// steps (model and tool calls) than `stepBudget`.
+    func loopFindings(_ rules: FindingRules, hex: (Int) -> String) -> [Finding] {
+        var out: [Finding] = []
+        var same: [String: [Int]] = [:]
+        var order: [String] = []
+        let run = executionsRun()
+        for x in run {
+            guard let args = attr(x, AgentKeys.toolArguments) else { continue }
+            let id = toolName(x) + "\u{1F}" + args
+            if same[id] == nil { order.append(id) }
+            same[id, default: []].append(x)
+        }
+        for id in order {
+            let xs = same[id]!
+            guard rules.loopRepeats > 1, xs.count >= rules.loopRepeats else { continue }
+            out.append(
+                Finding(
+                    kind: "loop", severity: "medium",
+                    message:
+                        "\(toolName(xs[0])) called \(xs.count) times with the same arguments (the limit is \(rules.loopRepeats))",
+                    spanIds: xs.map(hex)))
+        }
+        let steps = run.count + spans.indices.filter(isModelCall).count
+        if rules.stepBudget > 0 && steps > rules.stepBudget {
+            out.append(
+                Finding(
+                    kind: "loop", severity: "medium",
+                    message: "the run took \(steps) steps, beyond its budget of \(rules.stepBudget)",
+                    spanIds: roots.map(hex)))
         }
         return out
     }

@@ -14,6 +14,7 @@ extension DaemonConfiguration {
         s.runIdentity = RunIdentity(keys: runIDKeys)
         s.indexedKeys = indexedKeys
         s.metricRules = metrics.rules
+        s.findingRules = findings
         return s
     }
 }

@@ -88,6 +88,9 @@ public struct QueryAPI: Sendable {
         }
     }
 
+    var findingRules: FindingRules { store.configuration.findingRules }
+    var versionKeys: [String] { store.configuration.metricRules?.versionKeys ?? MetricRules.defaultVersionKeys }
+
     /// Path parameters arrive percent-encoded; run IDs may contain `/`, spaces or `%`.
     static func decoded(_ raw: String?) -> String {
         guard let raw else { return "" }
@@ -186,12 +189,12 @@ public struct QueryAPI: Sendable {
         case "graph": return JSONResponse.make(.ok, graph.graph())
         case "critical-path": return JSONResponse.make(.ok, graph.criticalPath())
         case "findings":
-            return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings()))
+            return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings(rules: store.configuration.findingRules)))
         default:
             guard let target, let index = graph.index(of: target) else {
                 throw APIError(.notFound, "no span with this ID in the run")
             }
-            return JSONResponse.make(.ok, graph.path(to: index))
+            return JSONResponse.make(.ok, graph.path(to: index, rules: findingRules, versionKeys: versionKeys))
         }
     }
 
@@ -216,8 +219,9 @@ public struct QueryAPI: Sendable {
             let cacheKey = m.tenant + "\u{1F}" + m.runID
             if graphs[cacheKey] == nil { graphs[cacheKey] = RunGraph(runID: detail.summary.runID, spans: detail.spans) }
             guard let graph = graphs[cacheKey], let index = graph.index(of: m.span.spanID) else { continue }
+            let path = graph.path(to: index, rules: findingRules, versionKeys: versionKeys)
             matches.append(
-                .init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, path: graph.path(to: index)))
+                .init(runId: graph.runID, tenant: m.tenant, spanId: m.span.spanID.hex, answer: path.answer, path: path))
         }
         return JSONResponse.make(.ok, LookupBody(key: key, value: value, matches: matches))
     }

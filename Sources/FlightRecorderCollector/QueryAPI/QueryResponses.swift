@@ -46,6 +46,8 @@ public struct LookupBody: Sendable, Codable {
         public var runId: String
         public var tenant: String
         public var spanId: String
+        /// The incident card of this span (also in `path`).
+        public var answer: IncidentCard?
         public var path: RunGraph.PathView
     }
     public var key: String
@@ -73,6 +75,7 @@ public struct TraceBody: Sendable, Codable {
 extension LookupBody.Match: JSONWritable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
+        w.member("answer", answer)
         w.member("path", path)
         w.member("runId", runId)
         w.member("spanId", spanId)

@@ -37,6 +37,7 @@ extension GuardService {
         e.reconciledBy = actorID
         e.reason = "reconciled by \(actorID)" + (note.map { ": " + redactText($0, tenant: actor.tenant) } ?? "")
         let record = e
+        emitReconciliation(record, actorID: actorID)
         try save { () throws in try store.put(record) }
         return ExecuteAnswer(e, result: Self.parse(e.result), replayed: true)
     }

@@ -52,6 +52,26 @@ extension GuardService {
         ])
     }
 
+    /// The reconciliation of an uncertain write: a span in the execution's trace that links to
+    /// the execution, with the outcome the operator recorded (the findings read it).
+    func emitReconciliation(_ e: ExecutionRecord, actorID: String) {
+        let execution = SpanContext(traceHex: e.traceID, spanHex: e.spanID)
+        let (context, _) = GuardSpan.context(under: execution)
+        var a: [(String, GuardSpan.Value)] = [
+            (GuardSpans.runID, .string(e.runID)), (GuardSpans.tenant, .string(e.tenant)),
+            (GuardSpans.actor, .string(actorID)), (GuardSpans.toolName, .string(e.tool)),
+            (GuardSpans.toolTier, .string(e.tier)), (GuardSpans.idempotencyKey, .string(e.idempotencyKey)),
+            (GuardSpans.executionStatus, .string(e.status.rawValue)),
+        ]
+        if let id = e.operationID { a.append((GuardSpans.operationID, .string(id))) }
+        let t = now()
+        emit([
+            GuardSpan(
+                context: context, parentSpanID: nil, name: GuardSpans.toolReconciled, startNanos: t, endNanos: t,
+                tenant: e.tenant, attributes: a, links: execution.map { [$0] } ?? [])
+        ])
+    }
+
     func emitExecution(
         _ r: GuardRequest, _ rec: ExecutionRecord, tool: Tool, tenant: String,
         context: (context: SpanContext, parent: SpanID?), started: UInt64, ended: UInt64, grant: SpanContext?,

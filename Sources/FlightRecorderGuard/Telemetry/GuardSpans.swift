@@ -13,6 +13,8 @@ public enum GuardSpans {
     public static let approvalRequested = "approval.requested"
     public static let approvalGranted = "approval.granted"
     public static let approvalDenied = "approval.denied"
+    /// An operator recorded the real outcome of an uncertain write (links to the execution).
+    public static let toolReconciled = "tool.reconciled"
     /// `execute_tool <tool name>`, as the GenAI conventions name tool executions.
     public static func executeTool(_ tool: String) -> String { "execute_tool \(tool)" }
 

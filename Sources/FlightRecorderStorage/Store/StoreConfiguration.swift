@@ -29,6 +29,8 @@ public struct StoreConfiguration: Sendable {
     /// The agent metrics recovery and `reindex` derive from stored spans, as ingest does
     /// (`SpanMetrics`); nil derives none.
     public var metricRules: MetricRules?
+    /// The thresholds of the run findings (`findings:` in the config), for every reader.
+    public var findingRules = FindingRules.default
     /// Told what each committed index round adds to the metrics, and once after start-up the
     /// totals the index already held (in any order: the two never overlap).
     public var onMetrics: (@Sendable (MetricDeltas) -> Void)?
