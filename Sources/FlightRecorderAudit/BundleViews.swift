@@ -110,7 +110,8 @@ public enum BundleViews {
 
     /// One run's decisions, findings and `runs.csv` row.
     static func derive(
-        rules: FindingRules, run: Run, spans: [SpanRecord], into decisions: inout JSONLines, _ findings: inout JSONLines,
+        rules: FindingRules, run: Run, spans: [SpanRecord], into decisions: inout JSONLines,
+        _ findings: inout JSONLines,
         _ csv: inout String,
         decisions decisionCount: inout Int, findings findingCount: inout Int, kinds: inout [String: Int]
     ) {

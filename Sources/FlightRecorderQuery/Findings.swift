@@ -62,7 +62,8 @@ extension RunGraph {
     }
 
     func toolName(_ i: Int) -> String {
-        attr(i, AgentKeys.toolName) ?? String(spans[i].name.dropFirst(spans[i].name.hasPrefix("execute_tool ") ? 13 : 0))
+        attr(i, AgentKeys.toolName)
+            ?? String(spans[i].name.dropFirst(spans[i].name.hasPrefix("execute_tool ") ? 13 : 0))
     }
 
     public func outcome(of i: Int) -> ExecutionOutcome {
@@ -231,7 +232,8 @@ extension RunGraph {
         // Success reported with a write that never confirmed a downstream operation ID.
         let failed = roots.contains { spans[$0].statusCode == .error }
         if !failed {
-            for x in executions where isWrite(x) && outcome(of: x) == .succeeded && attr(x, AgentKeys.operationID) == nil {
+            for x in executions
+            where isWrite(x) && outcome(of: x) == .succeeded && attr(x, AgentKeys.operationID) == nil {
                 out.append(
                     Finding(
                         kind: "success_without_operation_id", severity: "high",
@@ -275,10 +277,11 @@ extension RunGraph {
                 continue
             }
             let retried = g.calls.dropLast().contains { outcome(of: $0) != .succeeded }
+            let deduplicated = successes.count > 1 && (oneOperation || g.idempotencyKey != nil)
             let how =
-                oneOperation || (g.idempotencyKey != nil && successes.count > 1)
-                ? "deduplicated: one operation" + (distinct.first.map { " (\($0))" } ?? "")
-                : retried ? "retried after a failure" : "repeated"
+                retried
+                ? "retried after a failure"
+                : deduplicated ? "deduplicated: one operation" + (distinct.first.map { " (\($0))" } ?? "") : "repeated"
             out.append(
                 Finding(
                     kind: "repeated_call", severity: "info",

@@ -1,6 +1,6 @@
 public import FlightRecorderCore
-import Foundation
 public import FlightRecorderOTLP
+import Foundation
 
 /// The direct answer to "why did this step happen?": one field per question an on-call
 /// engineer asks after a wrong write (who proposed it, which lookup resolved the target, what
@@ -151,12 +151,16 @@ extension RunGraph {
         "lookup.match_count", "entity.match_count", "gen_ai.tool.result.count", "db.response.returned_rows",
     ]
     static let resultKeys = ["gen_ai.tool.call.result", "tool.result"]
-    static let sourceKeys = ["gen_ai.data_source.id", "memory.source", "retrieval.source", "db.system.name", "db.system"]
+    static let sourceKeys = [
+        "gen_ai.data_source.id", "memory.source", "retrieval.source", "db.system.name", "db.system",
+    ]
     static let ageKeys = ["memory.age_seconds", "retrieval.age_seconds", "memory.age", "context.age_seconds"]
     static let writtenAtKeys = ["memory.updated_at", "memory.created_at", "retrieval.document.updated_at"]
 
     /// The incident card of step `target`.
-    public func answer(for target: Int, rules: FindingRules = .default, versionKeys: [String] = MetricRules.defaultVersionKeys)
+    public func answer(
+        for target: Int, rules: FindingRules = .default, versionKeys: [String] = MetricRules.defaultVersionKeys
+    )
         -> IncidentCard
     {
         let before = causalPredecessors(of: target)
@@ -208,7 +212,8 @@ extension RunGraph {
             proposedBy = .init(
                 spanId: hex(m), name: spans[m].name,
                 model: attr(m, AgentKeys.responseModel) ?? attr(m, AgentKeys.requestModel),
-                promptVersion: attr(m, AgentKeys.promptVersion), agentVersion: agentVersion(m, versionKeys: versionKeys),
+                promptVersion: attr(m, AgentKeys.promptVersion),
+                agentVersion: agentVersion(m, versionKeys: versionKeys),
                 basis: basis)
         }
 
@@ -227,7 +232,8 @@ extension RunGraph {
             var basis: String?
             if !own.isDisjoint(with: targetValues) {
                 basis = "shared_value"
-            } else if !own.isDisjoint(with: modelInput) || own.contains(where: { v in modelText?.contains(v) ?? false }) {
+            } else if !own.isDisjoint(with: modelInput) || own.contains(where: { v in modelText?.contains(v) ?? false })
+            {
                 basis = "model_input"
             } else if let m = proposer?.0, ancestry(of: c).contains(m) {
                 basis = "inside_model_call"
@@ -238,7 +244,8 @@ extension RunGraph {
             fed.insert(c)
             context.append(
                 .init(
-                    spanId: hex(c), name: spans[c].name, kind: kind, source: Self.sourceKeys.lazy.compactMap { self.attr(c, $0) }.first,
+                    spanId: hex(c), name: spans[c].name, kind: kind,
+                    source: Self.sourceKeys.lazy.compactMap { self.attr(c, $0) }.first,
                     ageSeconds: age(c), basis: basis))
         }
 
@@ -307,7 +314,9 @@ extension RunGraph {
             out.insert(t)
         }
         for a in spans[i].attributes {
-            if let keys { guard keys.contains(a.key) else { continue } } else if Self.ignoredValueKeys.contains(a.key) {
+            if let keys {
+                guard keys.contains(a.key) else { continue }
+            } else if Self.ignoredValueKeys.contains(a.key) {
                 continue
             }
             let text = a.value.scalarString ?? a.value.displayString
@@ -366,7 +375,8 @@ extension RunGraph {
         }
         if let m = ancestry(of: target).dropLast().last(where: isModelCall) { return (m, "parent") }
         // The first fed step of this call: its earliest decision or execution.
-        let anchor = fed.filter { $0 == target || isDecision($0) || isExecution($0) }
+        let anchor =
+            fed.filter { $0 == target || isDecision($0) || isExecution($0) }
             .filter { !ancestry(of: target).dropLast().contains($0) || $0 == target }
             .min { (start[$0], $0) < (start[$1], $1) } ?? target
         let candidates = (anchor == target ? before : causalPredecessors(of: anchor)).filter(isModelCall)
@@ -376,9 +386,12 @@ extension RunGraph {
 
     func approvalFacts(fed: Set<Int>, decisions: [Int]) -> IncidentCard.Approval? {
         let answers = fed.filter {
-            spans[$0].name == "approval.granted" || spans[$0].name == "approval.denied" || attr($0, "approval.decision") != nil
+            spans[$0].name == "approval.granted" || spans[$0].name == "approval.denied"
+                || attr($0, "approval.decision") != nil
         }.sorted { (start[$0], $0) < (start[$1], $1) }
-        let requests = fed.filter { spans[$0].name == "approval.requested" }.sorted { (start[$0], $0) < (start[$1], $1) }
+        let requests = fed.filter { spans[$0].name == "approval.requested" }.sorted {
+            (start[$0], $0) < (start[$1], $1)
+        }
         let asked = decisions.last { attr($0, AgentKeys.policyOutcome) == "approval_required" }
         guard answers.last != nil || requests.last != nil || asked != nil else { return nil }
         let decision = answers.last
@@ -386,11 +399,15 @@ extension RunGraph {
         let stamp = { (t: Int64) in TimeBound.rfc3339(t) }
         return .init(
             spanId: hex(decision ?? request!),
-            ticket: decision.flatMap { attr($0, AgentKeys.approvalTicket) } ?? request.flatMap { attr($0, AgentKeys.approvalTicket) },
+            ticket: decision.flatMap { attr($0, AgentKeys.approvalTicket) }
+                ?? request.flatMap { attr($0, AgentKeys.approvalTicket) },
             approver: decision.flatMap { attr($0, AgentKeys.approver) },
-            decision: decision.map { attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted") }
+            decision: decision.map {
+                attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")
+            }
                 ?? "pending",
-            requestSpanId: request.map(hex), requestedAt: request.map { stamp(requests.contains($0) ? start[$0] : end[$0]) },
+            requestSpanId: request.map(hex),
+            requestedAt: request.map { stamp(requests.contains($0) ? start[$0] : end[$0]) },
             decidedAt: decision.map { stamp(start[$0]) })
     }
 

@@ -47,14 +47,92 @@ enum PathPrinter {
     }
 }
 
+/// The incident card as about ten lines: one per question, each with the span it comes from.
+enum CardPrinter {
+    static func render(_ card: IncidentCard, target: String) -> String {
+        func row(_ label: String, _ text: String?) -> String {
+            label.padding(toLength: 12, withPad: " ", startingAt: 0) + (text ?? "none recorded") + "\n"
+        }
+        func span(_ id: String) -> String { "[\(id)]" }
+        var out = "step \(card.target)  \(target)\n"
+        out += row(
+            "proposed by",
+            card.proposedBy.map { p in
+                [
+                    p.name, p.model.map { "model=\($0)" }, p.promptVersion.map { "prompt=\($0)" },
+                    p.agentVersion.map { "agent_version=\($0)" }, span(p.spanId),
+                ].compactMap { $0 }.joined(separator: " ")
+            })
+        out += row(
+            "entity",
+            card.entityResolution.map { e in
+                var parts = [e.tool]
+                if let a = e.arguments { parts.append("args=\(a.prefix(100))") }
+                if let r = e.resolution {
+                    parts.append(r == "ambiguous" ? "AMBIGUOUS (\(e.matchCount ?? 0) matches)" : r)
+                }
+                parts.append("shared=\(e.sharedValues.joined(separator: ","))")
+                return (parts + [span(e.spanId)]).joined(separator: " ")
+            })
+        out += row(
+            "context",
+            card.context.isEmpty
+                ? nil
+                : card.context.map { c in
+                    [
+                        c.name, c.source.map { "source=\($0)" },
+                        c.ageSeconds.map { "age=\(Format.duration(nanos: $0 * 1_000_000_000))" },
+                        span(c.spanId),
+                    ].compactMap { $0 }.joined(separator: " ")
+                }.joined(separator: "; "))
+        out += row(
+            "policy",
+            card.policy.map { p in
+                [
+                    p.outcome, p.rule.map { "rule=\($0)" }, p.tool.map { "tool=\($0)" },
+                    p.approvalRequiredBy.map { "(approval required by \(span($0)))" }, span(p.spanId),
+                ].compactMap { $0 }
+                    .joined(separator: " ")
+            })
+        out += row(
+            "approval",
+            card.approval.map { a in
+                [
+                    a.decision, a.approver.map { "by \($0)" }, a.ticket.map { "ticket=\($0)" },
+                    a.requestedAt.map { "requested \($0)" }, a.decidedAt.map { "decided \($0)" }, span(a.spanId),
+                ]
+                .compactMap { $0 }.joined(separator: " ")
+            })
+        out += row(
+            "execution",
+            card.execution.map { x in
+                [
+                    x.tool, x.status, x.operationId.map { "operation=\($0)" },
+                    x.idempotencyKey.map { "idempotency=\($0)" },
+                    "retries=\(x.retries)", span(x.spanId),
+                ].compactMap { $0 }.joined(separator: " ")
+            })
+        if card.findings.isEmpty {
+            out += row("findings", "none on this path")
+        } else {
+            for (n, f) in card.findings.enumerated() {
+                out += row(n == 0 ? "findings" : "", "[\(f.severity)] \(f.kind): \(f.message)")
+            }
+        }
+        return out
+    }
+}
+
 struct Why: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The causal path to one step: what happened first, and what caused it.",
+        abstract: "Why a step happened: the incident card, and with --path the full causal path.",
         discussion: """
             Give a run and a span, or start from a side effect with --operation-id, --ticket-id,
-            --idempotency-key (or --key K --value V for any indexed key). Legend: └ the chain
-            from the root, · earlier steps that completed first, ▶ the step asked about,
-            ↳ linked steps (approvals, the policy check an approval answers).
+            --idempotency-key (or --key K --value V for any indexed key). The card answers:
+            which model call proposed it, which lookup resolved the entity, what memory or
+            retrieval fed it, the policy decision, the approval and who gave it, and what
+            executed; each with its span ID. Path legend: └ the chain from the root, · earlier
+            steps that completed first, ▶ the step asked about, ↳ linked steps.
             """)
 
     @OptionGroup var options: APIOptions
@@ -66,6 +144,7 @@ struct Why: AsyncParsableCommand {
     @Option(name: .customLong("idempotency-key"), help: "Start from this idempotency.key.") var idempotencyKey: String?
     @Option(help: "Start from any indexed key (with --value).") var key: String?
     @Option(help: "The value for --key.") var value: String?
+    @Flag(help: "Also print the full causal path.") var path = false
 
     func run() async throws {
         let external: (String, String)? =
@@ -76,8 +155,8 @@ struct Why: AsyncParsableCommand {
             if options.json { return printBody(data) }
             let body = try JSONDecoder().decode(LookupBody.self, from: data)
             for m in body.matches {
-                print("\(k)=\(v): span \(m.spanId) in run \(m.runId) (tenant \(m.tenant))")
-                print(PathPrinter.render(m.path.steps), terminator: "")
+                print("\(k)=\(v): run \(m.runId) (tenant \(m.tenant))")
+                print(render(m.path), terminator: "")
             }
             return
         }
@@ -86,9 +165,20 @@ struct Why: AsyncParsableCommand {
         }
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/path?to=\(pathSegment(spanID))")
         if options.json { return printBody(data) }
-        let path = try JSONDecoder().decode(RunGraph.PathView.self, from: data)
-        print("run \(path.runId): causal path to \(path.target)")
-        print(PathPrinter.render(path.steps), terminator: "")
+        let view = try JSONDecoder().decode(RunGraph.PathView.self, from: data)
+        print("run \(view.runId)")
+        print(render(view), terminator: "")
+    }
+
+    func render(_ view: RunGraph.PathView) -> String {
+        let name = view.steps.last { $0.role == "target" }?.node.name ?? ""
+        var out = view.answer.map { CardPrinter.render($0, target: name) } ?? ""
+        if path {
+            out += "causal path to \(view.target):\n" + PathPrinter.render(view.steps)
+        } else {
+            out += "(the full causal path: --path)\n"
+        }
+        return out
     }
 }
 

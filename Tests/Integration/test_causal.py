@@ -119,9 +119,29 @@ def test_graph_edges_and_the_causal_path_from_an_operation_id(daemon):
     # The same path by run and span, and from the CLI in one command.
     status, path = daemon.get(f"/api/v1/runs/run-causal/path?to={x}")
     assert status == 200 and path["steps"] == steps
+    # The incident card answers directly, each answer naming its span.
+    answer = match["answer"]
+    assert answer == path["answer"] and answer["target"] == x
+    assert answer["proposed_by"]["span_id"] == chat and answer["proposed_by"]["model"] == "gpt-4o"
+    assert answer["proposed_by"]["prompt_version"] == "triage-v3"
+    assert answer["policy"]["span_id"] == check and answer["policy"]["outcome"] == "approval_required"
+    assert answer["policy"]["rule"] == "privileged-write-needs-approval"
+    assert answer["approval"]["span_id"] == approval and answer["approval"]["approver"] == alice
+    assert answer["approval"]["decision"] == "granted" and answer["approval"]["ticket"] == "APR-run-causal"
+    assert answer["execution"]["operation_id"] == "op-run-causal-0" and answer["execution"]["status"] == "succeeded"
+    assert answer["execution"]["idempotency_key"] == "idem-run-causal" and answer["execution"]["retries"] == 0
+    # The lookup's arguments share no value with the write: it did not resolve its target.
+    assert "entity_resolution" not in answer and answer["findings"] == []
     r = daemon.cli("why", "--operation-id", "op-run-causal-0")
     assert r.returncode == 0, r.stderr
-    assert f"approver={alice}" in r.stdout and "policy=approval_required" in r.stdout and "model=gpt-4o" in r.stdout
+    lines = r.stdout.splitlines()
+    assert len(lines) <= 12 and "--path" in lines[-1], r.stdout
+    card = {line[:12].strip(): line[12:] for line in lines[2:]}
+    assert f"granted by {alice}" in card["approval"] and f"[{approval}]" in card["approval"]
+    assert card["policy"].startswith("approval_required rule=privileged-write-needs-approval")
+    assert "model=gpt-4o" in card["proposed by"] and "operation=op-run-causal-0" in card["execution"]
+    r = daemon.cli("why", "--operation-id", "op-run-causal-0", "--path")
+    assert r.returncode == 0 and f"approver={alice}" in r.stdout and "policy=approval_required" in r.stdout
     assert daemon.get("/api/v1/runs/run-causal/findings")[1]["findings"] == []
     # Unknown IDs and keys.
     assert daemon.get("/api/v1/lookup?key=operation.id&value=op-nope")[0] == 404

@@ -325,10 +325,36 @@ def test_7_the_collector_answers_why_the_device_was_disabled(world):
     kinds = [f["kind"] for f in findings["findings"]]
     assert "unapproved_write" not in kinds and "approval_without_grant" not in kinds
     assert "duplicate_execution" not in kinds
+    # The incident card: every answer from the sidecar's own spans, each naming its span.
+    answer = match["answer"]
+    by_name = lambda span_id: by_id[span_id]["name"]
+    assert answer["target"] == target["node"]["spanId"]
+    assert by_name(answer["proposed_by"]["span_id"]) == "chat gpt-4o"
+    assert answer["proposed_by"]["model"] == "gpt-4o" and answer["proposed_by"]["prompt_version"] == "it-support-v7"
+    assert answer["proposed_by"]["agent_version"] == "2.1.0"
+    entity = answer["entity_resolution"]
+    assert by_name(entity["span_id"]) == "execute_tool lookup_device" and entity["shared_values"] == ["D-300"]
+    policy = answer["policy"]
+    assert by_name(policy["span_id"]) == "policy.check" and policy["outcome"] == "allowed"
+    assert policy["rule"] == "privileged-needs-approval"
+    assert by_id[policy["approval_required_by"]]["facts"]["policyOutcome"] == "approval_required"
+    approval = answer["approval"]
+    assert by_name(approval["span_id"]) == "approval.granted" and approval["ticket"] == waiting["ticket"]
+    assert approval["approver"] == pseudonym(collector, "alice") and approval["decision"] == "granted"
+    assert by_name(approval["request_span_id"]) == "approval.requested"
+    assert approval["requested_at"] < approval["decided_at"]
+    execution = answer["execution"]
+    assert execution["span_id"] == answer["target"] and execution["operation_id"] == op
+    assert execution["status"] == "succeeded" and execution["idempotency_key"] == "final-disable"
+    # The lookup's own policy check (another tool) is not on the card.
+    lookup_checks = [n["spanId"] for n in graph["nodes"]
+                     if n["name"] == "policy.check" and n["facts"].get("tool") == "lookup_device"]
+    assert lookup_checks and not set(lookup_checks) & set(answer["fed_by"])
     # One command for the responder.
     r = collector.cli("why", "--operation-id", op)
     assert r.returncode == 0, r.stderr
-    assert f"approver={pseudonym(collector, 'alice')}" in r.stdout and "model=gpt-4o" in r.stdout
+    assert f"granted by {pseudonym(collector, 'alice')}" in r.stdout and "model=gpt-4o" in r.stdout
+    assert "lookup_device" in r.stdout and f"operation={op}" in r.stdout
 
 
 def test_a_denied_approval_blocks_the_waiting_call(world):

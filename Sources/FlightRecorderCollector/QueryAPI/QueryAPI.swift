@@ -189,7 +189,10 @@ public struct QueryAPI: Sendable {
         case "graph": return JSONResponse.make(.ok, graph.graph())
         case "critical-path": return JSONResponse.make(.ok, graph.criticalPath())
         case "findings":
-            return JSONResponse.make(.ok, FindingsBody(runId: detail.summary.runID, findings: graph.findings(rules: store.configuration.findingRules)))
+            return JSONResponse.make(
+                .ok,
+                FindingsBody(
+                    runId: detail.summary.runID, findings: graph.findings(rules: store.configuration.findingRules)))
         default:
             guard let target, let index = graph.index(of: target) else {
                 throw APIError(.notFound, "no span with this ID in the run")
