@@ -190,13 +190,21 @@ extension RunGraph {
         var out: [Finding] = []
         let executions = spans.indices.filter(isExecution).sorted { (start[$0], $0) < (start[$1], $1) }
         let hex = { (i: Int) in spans[i].spanID.hex }
+        // Asked per write of every decision, so without building each write's predecessor set.
+        let order = Predecessors(self)
+        let policyDecisions = spans.indices.compactMap { j in
+            attr(j, AgentKeys.policyOutcome).map { (span: j, outcome: $0, tool: attr(j, AgentKeys.toolName)) }
+        }
+        let grantSpans = spans.indices.filter {
+            spans[$0].name == "approval.granted" || attr($0, "approval.decision") == "granted"
+        }
         for x in executions where isWrite(x) && outcome(of: x) != .notRun {
             let tool = attr(x, AgentKeys.toolName)
-            let before = causalPredecessors(of: x)
-            let decisions = before.filter { j in
-                attr(j, AgentKeys.policyOutcome) != nil
-                    && (tool == nil || attr(j, AgentKeys.toolName) == nil || attr(j, AgentKeys.toolName) == tool)
+            let sources = order.sources(of: x)
+            let matching = policyDecisions.filter { d in
+                (tool == nil || d.tool == nil || d.tool == tool) && order.precedes(d.span, x, sources: sources)
             }
+            let decisions = Set(matching.map(\.span))
             let allowed = decisions.filter { attr($0, AgentKeys.policyOutcome) == "allowed" }
             let needsApproval = decisions.filter { attr($0, AgentKeys.policyOutcome) == "approval_required" }
             if decisions.isEmpty || (allowed.isEmpty && needsApproval.isEmpty) {
@@ -209,11 +217,10 @@ extension RunGraph {
             }
             for request in needsApproval.sorted() where allowed.isEmpty {
                 let ticket = attr(request, AgentKeys.approvalTicket)
-                let grants = spans.indices.filter { g in
-                    let granted = spans[g].name == "approval.granted" || attr(g, "approval.decision") == "granted"
+                let grants = grantSpans.filter { g in
                     let answers =
                         linksTo[g].contains(request) || (ticket != nil && attr(g, AgentKeys.approvalTicket) == ticket)
-                    return granted && answers && start[g] <= start[x]
+                    return answers && start[g] <= start[x]
                 }
                 if grants.isEmpty {
                     out.append(
