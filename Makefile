@@ -3,7 +3,7 @@
 
 SYSTEM_PACKAGES := liblz4-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
 # What only the tests need: a real Prometheus server (and promtool) to scrape the daemon.
-TEST_PACKAGES := prometheus
+TEST_PACKAGES := prometheus chromium chromium-driver
 VENV := .venv
 PYTHON ?= python3
 FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig
@@ -61,6 +61,7 @@ prometheus-rules: test-deps
 
 check-generated:
 	Schemas/generate.sh --check
+	Sources/FlightRecorderCollector/WebUI/embed-assets.py --check
 
 unit-test: build
 	swift test --skip-build
@@ -83,6 +84,7 @@ integration-test: build python-deps
 ## Regenerate the committed protoc-c code from Schemas/.
 generate: deps
 	Schemas/generate.sh
+	Sources/FlightRecorderCollector/WebUI/embed-assets.py
 
 ## The load generator (see Bench/README.md).
 bench: deps

@@ -213,6 +213,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            exclude: ["WebUI/assets", "WebUI/embed-assets.py"],
             swiftSettings: swiftSettings),
         .target(
             name: "FlightRecorderTesting",

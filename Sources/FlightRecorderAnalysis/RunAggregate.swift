@@ -1,5 +1,5 @@
 public import FlightRecorderOTLP
-import FlightRecorderQuery
+public import FlightRecorderQuery
 
 /// What one settled run amounts to: its outcome, loop, tool and safety figures, from its
 /// stored (redacted) spans. The run analyser computes it once the run has settled, stores it
@@ -80,7 +80,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
     public init(
         tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules,
-        findingRules: FindingRules = .default
+        findingRules: FindingRules = .default, graph known: RunGraph? = nil, findings computed: [Finding]? = nil
     ) {
         self.tenant = tenant
         self.runID = runID
@@ -154,13 +154,13 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         error = root.map { $0.statusCode == .error } ?? spans.contains { $0.statusCode == .error }
         // Repeats are the findings' groups (the same tool with one idempotency key, or
         // without a key the same arguments), so the loop metrics and `repeated_call` agree.
-        let graph = RunGraph(runID: runID, spans: spans)
+        let graph = known ?? RunGraph(runID: runID, spans: spans)
         for g in graph.repeatGroups() {
             let tool = MetricLabel.value(g.tool)
             repeatedByTool[tool, default: 0] += g.calls.count - 1
             repeated += g.calls.count - 1
         }
-        for f in graph.findings(rules: findingRules) { findings[f.kind, default: 0] += 1 }
+        for f in computed ?? graph.findings(rules: findingRules) { findings[f.kind, default: 0] += 1 }
     }
 
     static func meansTimeout(_ s: String?) -> Bool {

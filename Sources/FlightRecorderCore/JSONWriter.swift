@@ -44,6 +44,13 @@ public struct JSONWriter {
         needsComma[needsComma.count - 1] = false
     }
 
+    /// A member's key that is not a literal (a map's key); its value follows.
+    public mutating func key(dynamic k: String) {
+        string(k)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma[needsComma.count - 1] = false
+    }
+
     public mutating func string(_ s: String) {
         separate()
         var s = s

@@ -23,6 +23,15 @@ public enum JSONResponse {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: writer.bytes)))
     }
 
+    /// `value` written directly, for bodies with no `Encodable` form (the run view's).
+    public static func written(_ status: HTTPResponse.Status, _ value: some JSONWritable) -> Response {
+        var writer = JSONWriter()
+        value.writeJSON(to: &writer)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: writer.bytes)))
+    }
+
     /// `{"error": message, "status": code}` with the error's headers.
     public static func error(_ error: APIError) -> Response {
         struct Body: Encodable {

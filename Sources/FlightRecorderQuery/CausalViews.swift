@@ -218,18 +218,23 @@ extension RunGraph {
     /// start, and the gaps between belong to the span itself. Children that overlap the one
     /// already chosen are off the path.
     public func criticalPath() -> CriticalPathView {
-        var paths: [[CriticalSegment]] = []
-        for r in roots {
-            var segments: [(Int, Int64, Int64)] = []
-            walk(r, cursor: end[r], into: &segments)
-            paths.append(
-                segments.reversed().map { i, s, e in
-                    CriticalSegment(
-                        spanId: spans[i].spanID.hex, name: spans[i].name, startTimeUnixNano: String(s),
-                        endTimeUnixNano: String(e), durationNanos: e - s)
-                })
+        let paths = criticalPathIndices().map { path in
+            path.map { i, s, e in
+                CriticalSegment(
+                    spanId: spans[i].spanID.hex, name: spans[i].name, startTimeUnixNano: String(s),
+                    endTimeUnixNano: String(e), durationNanos: e - s)
+            }
         }
         return CriticalPathView(runId: runID, paths: paths, adjustments: adjustments)
+    }
+
+    /// The critical path per trace root as (span, start, end) segments in time order.
+    public func criticalPathIndices() -> [[(Int, Int64, Int64)]] {
+        roots.map { r in
+            var segments: [(Int, Int64, Int64)] = []
+            walk(r, cursor: end[r], into: &segments)
+            return segments.reversed()
+        }
     }
 
     /// Appends segments latest first. Children are first clipped to the parent (one that

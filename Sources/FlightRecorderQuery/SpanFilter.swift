@@ -241,6 +241,13 @@ public indirect enum SpanFilter: Sendable, Equatable {
         case "duration": return .number(Double(span.durationNanos))
         case "start": return .number(Double(span.startNanos))
         case "tenant": return .text(span.tenant)
+        case "span_id": return .text(span.spanID.hex)
+        case "agent":
+            let v =
+                span.attributes.firstScalar(of: ["gen_ai.agent.name"])
+                ?? span.resource.attributes.firstScalar(of: ["gen_ai.agent.name", "service.name"])
+            return v.map { .text($0) }
+        case "trace_id": return .text(span.traceID.hex)
         case "agent.version":
             let v =
                 ownVersion(of: span, keys: version.keys) ?? version.runVersion

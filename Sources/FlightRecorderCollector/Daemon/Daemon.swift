@@ -94,6 +94,8 @@ public struct Daemon: Sendable {
         metrics.attach(store: store, ingest: ingest, analyser: analyser)
         metrics.addRoute(to: apiRouter, api: api)
         if let runStats { StatsAPI(api: api, stats: runStats).addRoutes(to: apiRouter) }
+        RunViewAPI(api: api, stats: runStats).addRoutes(to: apiRouter)
+        WebUI().addRoutes(to: apiRouter)
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address = configuration.otlpGRPC {
