@@ -190,21 +190,46 @@ extension RunGraph {
         var out: [Finding] = []
         let executions = spans.indices.filter(isExecution).sorted { (start[$0], $0) < (start[$1], $1) }
         let hex = { (i: Int) in spans[i].spanID.hex }
-        // Asked per write of every decision, so without building each write's predecessor set.
+        // Asked per write of every decision, so without building each write's predecessor set,
+        // nearest decision first: one preceding `allowed` decision settles both checks.
         let order = Predecessors(self)
-        let policyDecisions = spans.indices.compactMap { j in
-            attr(j, AgentKeys.policyOutcome).map { (span: j, outcome: $0, tool: attr(j, AgentKeys.toolName)) }
+        var byTool: [String: [Int]] = [:]
+        var anyTool: [Int] = []
+        for j in spans.indices where attr(j, AgentKeys.policyOutcome) != nil {
+            if let t = attr(j, AgentKeys.toolName) { byTool[t, default: []].append(j) } else { anyTool.append(j) }
         }
+        let latestFirst = { (a: Int, b: Int) in (end[a], a) > (end[b], b) }
+        let everyDecision = (byTool.values.flatMap { $0 } + anyTool).sorted(by: latestFirst)
+        let candidatesByTool = byTool.mapValues { ($0 + anyTool).sorted(by: latestFirst) }
+        let anyToolLatestFirst = anyTool.sorted(by: latestFirst)
         let grantSpans = spans.indices.filter {
             spans[$0].name == "approval.granted" || attr($0, "approval.decision") == "granted"
         }
         for x in executions where isWrite(x) && outcome(of: x) != .notRun {
             let tool = attr(x, AgentKeys.toolName)
-            let sources = order.sources(of: x)
-            let matching = policyDecisions.filter { d in
-                (tool == nil || d.tool == nil || d.tool == tool) && order.precedes(d.span, x, sources: sources)
+            order.prepare(x)
+            var decisions: Set<Int> = []
+            var allowedFound = false
+            let candidates = tool.map({ candidatesByTool[$0] ?? anyToolLatestFirst }) ?? everyDecision
+            // Only chain nodes can precede `x` and end after `order.bound`.
+            let chain = order.chain.filter { d in
+                end[d] > order.bound && attr(d, AgentKeys.policyOutcome) != nil
+                    && (tool == nil || attr(d, AgentKeys.toolName) == nil || attr(d, AgentKeys.toolName) == tool)
             }
-            let decisions = Set(matching.map(\.span))
+            var lo = 0
+            var hi = candidates.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if end[candidates[mid]] > order.bound { lo = mid + 1 } else { hi = mid }
+            }
+            for d in chain.sorted() + candidates[lo...] where order.precedes(d) {
+                decisions.insert(d)
+                if attr(d, AgentKeys.policyOutcome) == "allowed" {
+                    allowedFound = true
+                    break
+                }
+            }
+            if allowedFound { continue }
             let allowed = decisions.filter { attr($0, AgentKeys.policyOutcome) == "allowed" }
             let needsApproval = decisions.filter { attr($0, AgentKeys.policyOutcome) == "approval_required" }
             if decisions.isEmpty || (allowed.isEmpty && needsApproval.isEmpty) {

@@ -176,13 +176,15 @@ extension RunGraph {
                 attr(i, k).map { k + "\u{1F}" + $0 }
             }
         }
-        var ids = Set(identifiers(target))
+        // Who carries which identifier, among the predecessors: looked up as the fed set grows.
+        var carriers: [String: [Int]] = [:]
+        for c in before { for id in identifiers(c) { carriers[id, default: []].append(c) } }
+        var ids: Set<String> = []
         while let j = queue.popLast() {
             for t in linksTo[j] where before.contains(t) && fed.insert(t).inserted { queue.append(t) }
             if let p = parent[j], before.contains(p), isDecision(p), fed.insert(p).inserted { queue.append(p) }
-            ids.formUnion(identifiers(j))
-            for c in before where !fed.contains(c) && !identifiers(c).filter(ids.contains).isEmpty {
-                if fed.insert(c).inserted { queue.append(c) }
+            for id in identifiers(j) where ids.insert(id).inserted {
+                for c in carriers[id] ?? [] where fed.insert(c).inserted { queue.append(c) }
             }
         }
         for c in before where !fed.contains(c) && isDecision(c) && tool != nil && attr(c, AgentKeys.toolName) == tool {

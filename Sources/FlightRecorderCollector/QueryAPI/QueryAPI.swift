@@ -65,7 +65,7 @@ public struct QueryAPI: Sendable {
                 try await self.run(Self.decoded(context.parameters.get("runID")), scope: p.scope)
             }
         }
-        for view in ["graph", "path", "critical-path", "findings"] {
+        for view in ["graph", "path", "card", "critical-path", "findings"] {
             router.get("/api/v1/runs/:runID/\(view)") { request, context in
                 await self.handle(request) { p in
                     try await self.causal(
@@ -168,13 +168,14 @@ public struct QueryAPI: Sendable {
                 candidateTraces: result.candidateTraces, complete: result.complete, warnings: result.warnings))
     }
 
-    /// `graph`, `path?to=SPAN`, `critical-path` and `findings` of one run.
+    /// `graph`, `path?to=SPAN`, `card?to=SPAN` (the incident card alone), `critical-path` and
+    /// `findings` of one run.
     func causal(_ view: String, _ id: String, request: Request, scope: TenantScope) async throws -> Response {
         guard !id.isEmpty, id.utf8.count <= 512 else {
             throw APIError(.badRequest, "run ID must be 1 to 512 bytes")
         }
         var target: SpanID?
-        if view == "path" {
+        if view == "path" || view == "card" {
             let to = request.formQuery["to"] ?? ""
             guard let span = SpanID(hex: to.lowercased()), !span.isZero else {
                 throw APIError(.badRequest, "to: expected a span ID of 16 hex characters")
@@ -196,6 +197,13 @@ public struct QueryAPI: Sendable {
         default:
             guard let target, let index = graph.index(of: target) else {
                 throw APIError(.notFound, "no span with this ID in the run")
+            }
+            if view == "card" {
+                return JSONResponse.make(
+                    .ok,
+                    CardBody(
+                        runId: graph.runID,
+                        answer: graph.answer(for: index, rules: findingRules, versionKeys: versionKeys)))
             }
             return JSONResponse.make(.ok, graph.path(to: index, rules: findingRules, versionKeys: versionKeys))
         }

@@ -93,3 +93,17 @@ extension LookupBody: JSONWritable {
         w.endObject()
     }
 }
+
+/// `GET /api/v1/runs/{id}/card?to=SPAN`: the incident card alone, without the causal path
+/// (the web run view asks for it on every selection; a flat run's path can be megabytes).
+public struct CardBody: Sendable, Codable, JSONWritable {
+    public var runId: String
+    public var answer: IncidentCard
+
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.member("answer", answer)
+        w.member("runId", runId)
+        w.endObject()
+    }
+}

@@ -410,7 +410,7 @@ class RunView {
     this.card.replaceChildren(h("h2", { text: "Incident card" }), h("p", { class: "muted", text: "Loading…" }));
     try {
       const [path, detail] = await Promise.all([
-        api("/api/v1/runs/" + encodeURIComponent(this.runId) + "/path?to=" + s.id),
+        api("/api/v1/runs/" + encodeURIComponent(this.runId) + "/card?to=" + s.id),
         api("/api/v1/view/spans/" + s.trace + "/" + s.id),
       ]);
       if (this.selected !== want) return;
@@ -458,6 +458,7 @@ class RunView {
     add("findings", "Findings", a.findings && a.findings.length ? h("span", {}, ...a.findings.map((f) => h("div", {},
       h("span", { class: "badge sev-" + f.severity, text: f.kind }), " " + f.message + " ", this.jump(f.spanIds[0])))) : null);
     this.card.replaceChildren(h("h2", {}, "Incident card: ", h("span", { text: s.name })), dl);
+    performance.mark("flightrec-card-ready");
   }
 
   showSpan(detail) {
@@ -517,6 +518,7 @@ async function runPage(runId) {
   const span = new URLSearchParams(location.search).get("span");
   if (span && view.byId.has(span)) view.select(view.byId.get(span).row, true);
   document.body.dataset.ready = "run";
+  performance.mark("flightrec-run-ready");
 }
 
 // ---------------------------------------------------------------- lookup and search
