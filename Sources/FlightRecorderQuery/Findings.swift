@@ -192,7 +192,7 @@ extension RunGraph {
         let hex = { (i: Int) in spans[i].spanID.hex }
         // Asked per write of every decision, so without building each write's predecessor set,
         // nearest decision first: one preceding `allowed` decision settles both checks.
-        let order = Predecessors(self)
+        var order = Predecessors(self)
         var byTool: [String: [Int]] = [:]
         var anyTool: [Int] = []
         for j in spans.indices where attr(j, AgentKeys.policyOutcome) != nil {

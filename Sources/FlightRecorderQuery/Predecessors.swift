@@ -9,10 +9,11 @@
 /// every node from there down to `y` ended before `x` started. `PredecessorTests` checks that
 /// both agree on random graphs.
 ///
-/// One target at a time: `prepare(x)` builds `x`'s context in arrays stamped per target (no
-/// hashing: on a flat run of 50,000 spans every write's context holds about a thousand linked
-/// policy checks), then `precedes(y)` answers for that target. Not for sharing across threads.
-final class Predecessors {
+/// One target at a time: `prepare(x)` builds `x`'s context in arrays stamped per target
+/// (no hashing: on a flat run of 50,000 spans each write's context holds about a thousand
+/// linked policy checks; and a struct, so no dynamic exclusivity checks), then `precedes(y)`
+/// answers for that target.
+struct Predecessors {
     let g: RunGraph
     /// Spans with at least one link into the run, by end time.
     let linkers: [Int]
@@ -52,7 +53,7 @@ final class Predecessors {
     }
 
     /// Adds source `c`; returns its proper ancestors newly in the chain (each is queued).
-    private func add(_ c: Int) -> [Int] {
+    private mutating func add(_ c: Int) -> [Int] {
         if c != target && inChain[c] != stamp {
             inChain[c] = stamp
             chain.append(c)
@@ -82,7 +83,7 @@ final class Predecessors {
     /// Builds the context of `x`, grown until no queued span links anywhere new. A queued
     /// linker is a chain node, or ended by `bound`: linkers are scanned in end order up to
     /// it, and the ones not (yet) queued are asked again whenever the context grows.
-    func prepare(_ x: Int) {
+    mutating func prepare(_ x: Int) {
         stamp &+= 1
         if stamp == 0 {  // wrapped: clear the marks once
             for i in inChain.indices { inChain[i] = 0; seen[i] = 0; latestMark[i] = 0 }

@@ -39,7 +39,7 @@ import Testing
                 list[i].links.append((t.trace, t.span))
             }
             let g = RunGraph(runID: "r", spans: try RunGraphTests.spans(list))
-            let order = Predecessors(g)
+            var order = Predecessors(g)
             for x in g.spans.indices {
                 let set = g.causalPredecessors(of: x)
                 order.prepare(x)
