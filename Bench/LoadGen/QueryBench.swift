@@ -7,7 +7,7 @@ import NIOHTTP1
 /// `--query-bench`: stores `--load-spans` unique agent-shaped spans (runs of 20-60 steps,
 /// every 125th run 200 steps), printing the rate, RSS and disk every `--report-every-spans`;
 /// then times `--queries` of each causal query server-side (the API's `Server-Timing`
-/// header): graph and path of 200-span runs, lookup by operation ID, indexed searches, the
+/// header): graph, path and incident card of 200-span runs, lookup by operation ID, indexed searches, the
 /// first page of runs; then disk per span (segments and index apart), and the time from exec
 /// to the first answer when the daemon starts again on the full store.
 extension LoadGen {
@@ -81,6 +81,7 @@ extension LoadGen {
         var plain: [Double] = []
         var graph: [Double] = []
         var path: [Double] = []
+        var card: [Double] = []
         var spanCounts: [Int] = []
         for run in samples.0 {
             plain.append(try await getJSON(client, api + "/api/v1/runs/\(run)").serverMillis)
@@ -91,6 +92,8 @@ extension LoadGen {
             let target = nodes.last { ($0["name"] as? String)?.hasPrefix("execute_tool") == true } ?? nodes.last!
             let p = try await getJSON(client, api + "/api/v1/runs/\(run)/path?to=\(target["spanId"] as! String)")
             path.append(p.serverMillis)
+            let c = try await getJSON(client, api + "/api/v1/runs/\(run)/card?to=\(target["spanId"] as! String)")
+            card.append(c.serverMillis)
         }
         var lookup: [Double] = []
         for (_, id) in samples.1 {
@@ -121,7 +124,8 @@ extension LoadGen {
         }
         report("run read back (GET /api/v1/runs/{id})", plain)
         report("graph of \(meanSpans)-span runs", graph)
-        report("path to a tool execution", path)
+        report("path to a tool execution (with its incident card)", path)
+        report("incident card of a tool execution (GET /api/v1/runs/{id}/card)", card)
         report("lookup by operation.id", lookup)
         report("GET /api/v1/runs first page", firstPage)
         for e in expressions {

@@ -54,6 +54,10 @@ enum CardPrinter {
             label.padding(toLength: 12, withPad: " ", startingAt: 0) + (text ?? "none recorded") + "\n"
         }
         func span(_ id: String) -> String { "[\(id)]" }
+        func age(_ seconds: Int64) -> String {
+            seconds >= 86_400 ? "\(seconds / 86_400)d" : seconds >= 3_600 ? "\(seconds / 3_600)h"
+                : seconds >= 60 ? "\(seconds / 60)m" : "\(seconds)s"
+        }
         var out = "step \(card.target)  \(target)\n"
         out += row(
             "proposed by",
@@ -81,7 +85,7 @@ enum CardPrinter {
                 : card.context.map { c in
                     [
                         c.name, c.source.map { "source=\($0)" },
-                        c.ageSeconds.map { "age=\(Format.duration(nanos: $0 * 1_000_000_000))" },
+                        c.ageSeconds.map { "age=" + age($0) },
                         span(c.spanId),
                     ].compactMap { $0 }.joined(separator: " ")
                 }.joined(separator: "; "))
