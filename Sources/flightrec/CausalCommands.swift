@@ -191,7 +191,8 @@ struct Find: AsyncParsableCommand {
         abstract: "Find runs where a span matches an expression.",
         discussion: """
             Example: flightrec find 'gen_ai.tool.name = "disable_managed_device" and policy.outcome = "blocked"'
-            Fields: attribute keys, resource.<key>, name, status, duration, start, tenant, agent.version.
+            Fields: attribute keys, resource.<key>, name, status, duration, start, tenant, agent,
+            agent.version, span_id, trace_id.
             Operators: = != < <= > >= ~ (contains), exists; and, or, not, parentheses.
             """)
 

@@ -17,10 +17,20 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("FLIGHTREC_BIN", os.path.join(ROOT, ".build", "debug", "flightrec"))
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port the kernel reports free, never one this test process handed out
+    before: the kernel may give a just-closed port again, and one daemon's listeners (or two
+    daemons) must not be told to share it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Daemon:
