@@ -147,8 +147,9 @@ async function runsPage() {
   const p = new URLSearchParams(location.search);
   const field = (name, label, attrs) => h("label", { class: attrs && attrs.wide ? "wide" : undefined }, label,
     h("input", { name, value: p.get(name) || "", placeholder: (attrs && attrs.placeholder) || "", spellcheck: "false" }));
-  const since = p.get("since") || "24h";
-  const sinceSelect = h("select", { name: "since" },
+  // Newest first over all time unless narrowed: a run from an old incident is still a click away.
+  const since = p.get("since") || "";
+  const sinceSelect = h("select", { name: "since" }, h("option", { value: "", selected: since === "", text: "any time" }),
     ...["1h", "6h", "24h", "7d", "30d", "365d"].map((v) => h("option", { value: v, selected: v === since, text: "last " + v })));
   const filters = h("form", { class: "filters", method: "get", action: "/ui/runs", "aria-label": "Filter runs" },
     h("label", {}, "Since", sinceSelect),
@@ -157,7 +158,7 @@ async function runsPage() {
     field("where", "Where", { wide: true, placeholder: 'gen_ai.tool.name = "disable_managed_device"' }),
     h("button", { type: "submit", text: "Apply" }));
   const q = new URLSearchParams();
-  q.set("since", since);
+  if (since) q.set("since", since);
   for (const k of ["until", "tenant", "cursor"]) if (p.get(k)) q.set(k, p.get(k));
   const where = whereExpression(p);
   if (where) q.set("where", where);
