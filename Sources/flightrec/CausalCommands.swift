@@ -55,8 +55,11 @@ enum CardPrinter {
         }
         func span(_ id: String) -> String { "[\(id)]" }
         func age(_ seconds: Int64) -> String {
-            seconds >= 86_400 ? "\(seconds / 86_400)d" : seconds >= 3_600 ? "\(seconds / 3_600)h"
-                : seconds >= 60 ? "\(seconds / 60)m" : "\(seconds)s"
+            seconds >= 86_400
+                ? "\(seconds / 86_400)d"
+                : seconds >= 3_600
+                    ? "\(seconds / 3_600)h"
+                    : seconds >= 60 ? "\(seconds / 60)m" : "\(seconds)s"
         }
         var out = "step \(card.target)  \(target)\n"
         out += row(

@@ -60,7 +60,9 @@ import Testing
         var found = 0
         for _ in 0..<200 {
             let count = 2 + next(30)
-            var list: [TestSpan] = [TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), start: 0, end: 5_000)]
+            var list: [TestSpan] = [
+                TestSpan(trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(1), start: 0, end: 5_000)
+            ]
             for i in 1..<count {
                 let parent = next(3) == 0 && i > 1 ? list[next(i)].span : list[0].span
                 let start = UInt64(next(4_000))
@@ -125,7 +127,8 @@ import Testing
                 let grants = g.spans.indices.filter { k in
                     let granted = g.spans[k].name == "approval.granted" || g.attr(k, "approval.decision") == "granted"
                     let answers =
-                        g.linksTo[k].contains(request) || (ticket != nil && g.attr(k, AgentKeys.approvalTicket) == ticket)
+                        g.linksTo[k].contains(request)
+                        || (ticket != nil && g.attr(k, AgentKeys.approvalTicket) == ticket)
                     return granted && answers && g.start[k] <= g.start[x]
                 }
                 if grants.isEmpty {
