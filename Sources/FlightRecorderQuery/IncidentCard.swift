@@ -1,4 +1,4 @@
-public import FlightRecorderCore
+import FlightRecorderCore
 public import FlightRecorderOTLP
 import Foundation
 
