@@ -220,12 +220,25 @@ def test_5_a_hanging_backend_times_out_and_is_listed_as_uncertain(world):
     status, again = run.execute("sync_inventory", {"device_id": "D-300"}, key="hang-1")
     assert again["status"] == "timed_out" and again["replayed"] is True
     assert len([c for c in backend.calls_to("/inventory/sync") if c["idempotency_key"] == "hang-1"]) == 1
+    # The collector's findings say so: an uncertain write, not a duplicate.
+    collector = world["collector"]
+    kinds = lambda b: [f["kind"] for f in b["findings"]]
+    body = wait_for(collector, "/api/v1/runs/run-hang/findings", lambda b: "uncertain_write" in kinds(b))
+    assert "duplicate_execution" not in kinds(body)
+    uncertain = [f for f in body["findings"] if f["kind"] == "uncertain_write"][0]
+    assert uncertain["severity"] == "medium" and "sync_inventory" in uncertain["message"]
     # An operator reconciles it; it leaves the list.
     status, rec = guard.post("/v1/executions/hang-1/reconcile",
                              {"actor": "alice", "status": "failed", "note": "inventory shows no sync"})
     assert status == 200 and rec["status"] == "failed"
     status, body = guard.get("/v1/uncertain")
     assert "hang-1" not in [u["idempotency_key"] for u in body["uncertain"]]
+    # The reconciliation is recorded as a span linked to the execution, and settles the finding.
+    body = wait_for(collector, "/api/v1/runs/run-hang/findings", lambda b: "uncertain_write" not in kinds(b))
+    status, graph = collector.get("/api/v1/runs/run-hang/graph")
+    names = {n["spanId"]: n["name"] for n in graph["nodes"]}
+    assert ("execute_tool sync_inventory", "tool.reconciled") in {
+        (names[e["from"]], names[e["to"]]) for e in graph["edges"] if e["type"] == "linked"}
     run.end()
 
 
