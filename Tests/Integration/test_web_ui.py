@@ -144,6 +144,17 @@ def test_pages_are_served_with_a_strict_content_security_policy(world):
         assert "<script type=\"module\" src=\"/ui/assets/app.js\">" in html and "<script>" not in html
     # The API behind the pages needs the token like every /api/v1 route.
     assert d.get("/api/v1/view/runs")[0] == 401
+    # The search box's resolver: a trace ID leads to its run; another tenant's IDs lead nowhere.
+    acme = token("acme-responder")
+    status, run = d.get("/api/v1/runs/run-ui-acme", token=acme)
+    trace = run["spans"][0]["traceId"]
+    status, found = d.get(f"/api/v1/view/resolve?q={trace}", token=acme)
+    assert status == 200 and [(m["kind"], m["runId"]) for m in found["matches"]] == [("trace", "run-ui-acme")]
+    status, found = d.get("/api/v1/view/resolve?q=op-run-ui-acme", token=acme)
+    assert [(m["kind"], m["runId"]) for m in found["matches"]] == [("operation.id", "run-ui-acme")]
+    for q in ["op-run-ui-globex", "run-ui-globex", "idem-run-ui-globex"]:
+        assert d.get(f"/api/v1/view/resolve?q={q}", token=acme)[1]["matches"] == []
+    assert d.get("/api/v1/view/runs?tenant=globex", token=acme)[0] == 403
 
 
 def test_a_responder_opens_a_run_and_the_card_answers_for_the_write(world):

@@ -312,17 +312,6 @@ public struct RunViewAPI: Sendable {
         var matches: [ResolveBody.Match] = []
         var note: String?
         let lower = value.lowercased()
-        if let trace = TraceID(hex: lower), !trace.isZero, lower.count == 32 {
-            let (spans, _) = try await store.trace(trace, scope: scope)
-            if let first = spans.first {
-                let runs = try await store.search(
-                    narrow: [], scope: .only([first.tenant]), since: nil, until: nil, limit: 5,
-                    filter: try SpanFilter.parse("trace_id = \"\(lower)\""))
-                for hit in runs.hits {
-                    matches.append(.init(kind: "trace", runId: hit.run.runID, tenant: hit.run.tenant, traceId: lower))
-                }
-            }
-        }
         if let span = SpanID(hex: lower), !span.isZero, lower.count == 16 {
             let since = Int64(Date().timeIntervalSince1970 * 1e9) - Self.spanSearchWindowNanos
             let found = try await store.search(
@@ -338,8 +327,13 @@ public struct RunViewAPI: Sendable {
             }
             note = "span IDs are searched among the runs of the last 7 days"
         }
+        // A run ID, or a trace ID (the store resolves a trace to the run its spans name).
         if let detail = try await store.run(value, scope: scope) {
-            matches.append(.init(kind: "run", runId: detail.summary.runID, tenant: detail.summary.tenant))
+            let isTrace = lower.count == 32 && TraceID(hex: lower) != nil && detail.summary.runID != value
+            matches.append(
+                .init(
+                    kind: isTrace ? "trace" : "run", runId: detail.summary.runID, tenant: detail.summary.tenant,
+                    traceId: isTrace ? lower : nil))
         }
         for key in AgentKeys.defaultExternalIDKeys where store.configuration.indexedKeys.keys.contains(key) {
             for m in try await store.lookup(key: key, value: value, scope: scope, limit: 5) {
