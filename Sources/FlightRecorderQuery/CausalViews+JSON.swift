@@ -217,6 +217,7 @@ extension IncidentCard.Approval: JSONWritable {
         w.member("approver", approver)
         w.member("decided_at", decidedAt)
         w.member("decision", decision)
+        w.member("granted_at", grantedAt)
         w.member("request_span_id", requestSpanId)
         w.member("requested_at", requestedAt)
         w.member("span_id", spanId)

@@ -103,11 +103,14 @@ public struct IncidentCard: Sendable, Codable, Equatable {
         public var decision: String
         public var requestSpanId: String?
         public var requestedAt: String?
+        /// When the approver answered (granted or denied).
         public var decidedAt: String?
+        /// `decidedAt` when the answer was a grant.
+        public var grantedAt: String?
 
         enum CodingKeys: String, CodingKey {
             case spanId = "span_id", ticket, approver, decision, requestSpanId = "request_span_id",
-                requestedAt = "requested_at", decidedAt = "decided_at"
+                requestedAt = "requested_at", decidedAt = "decided_at", grantedAt = "granted_at"
         }
     }
 
@@ -399,18 +402,20 @@ extension RunGraph {
         let decision = answers.last
         let request = requests.last ?? asked
         let stamp = { (t: Int64) in TimeBound.rfc3339(t) }
+        let answer =
+            decision.map {
+                attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")
+            }
+            ?? "pending"
+        let decided = decision.map { stamp(start[$0]) }
         return .init(
             spanId: hex(decision ?? request!),
             ticket: decision.flatMap { attr($0, AgentKeys.approvalTicket) }
                 ?? request.flatMap { attr($0, AgentKeys.approvalTicket) },
-            approver: decision.flatMap { attr($0, AgentKeys.approver) },
-            decision: decision.map {
-                attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")
-            }
-                ?? "pending",
+            approver: decision.flatMap { attr($0, AgentKeys.approver) }, decision: answer,
             requestSpanId: request.map(hex),
             requestedAt: request.map { stamp(requests.contains($0) ? start[$0] : end[$0]) },
-            decidedAt: decision.map { stamp(start[$0]) })
+            decidedAt: decided, grantedAt: answer == "granted" ? decided : nil)
     }
 
     func executionFacts(_ target: Int, fed: inout Set<Int>) -> IncidentCard.Execution? {

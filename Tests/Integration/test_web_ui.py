@@ -163,6 +163,9 @@ def test_a_responder_opens_a_run_and_the_card_answers_for_the_write(world):
     rows = b.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")
     text = " ".join(r.text for r in rows)
     assert "run-ui-acme" in text and "run-ui-globex" not in text
+    # The run has not settled (run_settle is 30 s): its figures come from its spans now.
+    cells = [r.find_elements(By.TAG_NAME, "td") for r in rows if "run-ui-acme" in r.text][0]
+    assert cells[4].text == "3.2.0" and cells[5].text.isdigit() and int(cells[5].text) >= 2
     shot(b, "runs")
     b.find_element(By.LINK_TEXT, "run-ui-acme").click()
     wait(b, lambda b: b.find_elements(By.CSS_SELECTOR, "body[data-ready=run]"))

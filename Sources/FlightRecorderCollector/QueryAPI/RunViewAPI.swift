@@ -26,6 +26,8 @@ public struct RunViewAPI: Sendable {
     public let stats: RunStatsStore?
     /// The window a span-ID search scans (newest runs first, at most 20,000 runs).
     static let spanSearchWindowNanos: Int64 = 7 * 86_400 * 1_000_000_000
+    /// The largest unsettled run whose figures a runs page reads from its spans.
+    static let maxSpansReadForList: Int64 = 2_000
 
     public init(api: QueryAPI, stats: RunStatsStore?) {
         self.api = api
@@ -58,6 +60,8 @@ public struct RunViewAPI: Sendable {
     struct RunsBody: JSONWritable {
         var runs: [RunSummary]
         var aggregates: [RunAggregate?]
+        /// The run analyser has observed the run (else its figures were read from its spans now).
+        var settled: [Bool]
         var next: String?
         var complete: Bool
 
@@ -67,7 +71,7 @@ public struct RunViewAPI: Sendable {
             w.member("next", next)
             w.key("runs")
             w.beginArray()
-            for (r, a) in zip(runs, aggregates) {
+            for ((r, a), isSettled) in zip(zip(runs, aggregates), settled) {
                 w.beginObject()
                 w.member("agent", r.agent)
                 w.member("damaged", r.damaged ? true : nil)
@@ -84,7 +88,7 @@ public struct RunViewAPI: Sendable {
                 }
                 w.member("provisional", r.provisional ? true : nil)
                 w.member("runId", r.runID)
-                w.member("settled", a != nil)
+                w.member("settled", isSettled)
                 w.member("spanCount", r.spanCount)
                 w.member("startTimeUnixNano", String(r.startNanos))
                 w.member("steps", a.map { Int64($0.steps) })
@@ -146,16 +150,28 @@ public struct RunViewAPI: Sendable {
         }
         let more = runs.count > limit
         runs = Array(runs.prefix(limit))
-        let aggregates: [RunAggregate?]
+        var aggregates: [RunAggregate?] = runs.map { _ in nil }
+        var settled = runs.map { _ in false }
         if let stats {
             let found = (try? stats.aggregates(runs.map { ($0.tenant ?? ResourceFacts.defaultTenant, $0.runID) })) ?? []
             let byKey = Dictionary(found.map { ($0.tenant + "\u{1F}" + $0.runID, $0) }, uniquingKeysWith: { a, _ in a })
             aggregates = runs.map { byKey[($0.tenant ?? ResourceFacts.defaultTenant) + "\u{1F}" + $0.runID] }
-        } else {
-            aggregates = runs.map { _ in nil }
+            settled = aggregates.map { $0 != nil }
+        }
+        // Runs the analyser has not settled yet (or with metrics off): their figures from
+        // their spans now, for runs small enough to read on the way (the page shows the rest
+        // once settled).
+        let config = api.store.configuration
+        for (i, r) in runs.enumerated() where aggregates[i] == nil && r.spanCount <= Self.maxSpansReadForList {
+            let tenant = r.tenant ?? ResourceFacts.defaultTenant
+            guard let detail = try? await api.store.run(r.runID, scope: .only([tenant])) else { continue }
+            aggregates[i] = RunAggregate(
+                tenant: tenant, runID: r.runID, agent: r.agent, spans: detail.spans,
+                rules: config.metricRules ?? MetricRules(), findingRules: config.findingRules)
         }
         let next = more ? runs.last.map { "\($0.startNanos):\($0.tenant ?? ""):\($0.runID)" } : nil
-        return JSONResponse.written(.ok, RunsBody(runs: runs, aggregates: aggregates, next: next, complete: complete))
+        return JSONResponse.written(
+            .ok, RunsBody(runs: runs, aggregates: aggregates, settled: settled, next: next, complete: complete))
     }
 
     // MARK: One run

@@ -175,7 +175,7 @@ async function runsPage() {
       h("td", { text: r.tenant || "" }),
       h("td", { text: r.agent || "" }),
       h("td", { text: r.version || "" }),
-      h("td", { class: "num", text: r.steps !== undefined ? String(r.steps) : "…", title: r.settled ? "" : "not settled yet" }),
+      h("td", { class: "num", text: r.steps !== undefined ? String(r.steps) : "…", title: r.settled ? "" : "still settling: figures so far" }),
       h("td", { class: "num", text: String(r.spanCount) }),
       h("td", { class: "num" }, r.errorCount > 0 ? h("span", { class: "badge err", text: String(r.errorCount) }) : "0"),
       h("td", { class: "num", text: fmtDuration(r.durationNanos) }),
