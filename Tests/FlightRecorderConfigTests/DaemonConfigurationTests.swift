@@ -44,6 +44,9 @@ import Testing
         ("listners:\n  api: 127.0.0.1:1\n", "listners", 1, "unknown key"),
         ("runs:\n  id_keys: []\n", "runs.id_keys", 2, "needs at least one key"),
         ("limits:\n  max_request_body: 10\n", "limits.max_request_body", 2, "out of range"),
+        ("findings:\n  loop_repeats: 1\n", "findings.loop_repeats", 2, "out of range"),
+        ("findings:\n  step_budget: many\n", "findings.step_budget", 2, "expected"),
+        ("findings:\n  loops: 3\n", "findings.loops", 2, "unknown key"),
     ])
     func errorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {
         #expect {
@@ -65,7 +68,13 @@ import Testing
         #expect(c.durability == defaults.durability && c.segmentBytes == defaults.segmentBytes)
         #expect(c.blockBytes == defaults.blockBytes && c.queueBytes == defaults.queueBytes)
         #expect(c.maxRequestBytes == defaults.maxRequestBytes && c.runIDKeys == defaults.runIDKeys)
+        #expect(c.findings == defaults.findings)
         try c.validate()
+    }
+
+    @Test func findingThresholdsParse() throws {
+        let c = try DaemonConfiguration.parse(yaml: "findings:\n  loop_repeats: 5\n  step_budget: 120\n")
+        #expect(c.findings == FindingRules(loopRepeats: 5, stepBudget: 120))
     }
 
     @Test func invalidYAMLNamesTheLine() {
