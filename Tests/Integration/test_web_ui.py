@@ -5,6 +5,7 @@ OpenTelemetry SDK. Screenshots go to $FLIGHTREC_SCREENSHOTS (default .build/scre
 import os
 import shutil
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -155,6 +156,14 @@ def test_pages_are_served_with_a_strict_content_security_policy(world):
     for q in ["op-run-ui-globex", "run-ui-globex", "idem-run-ui-globex"]:
         assert d.get(f"/api/v1/view/resolve?q={q}", token=acme)[1]["matches"] == []
     assert d.get("/api/v1/view/runs?tenant=globex", token=acme)[0] == 403
+    # Pages: an admin sees both tenants' runs, one per page, each once.
+    admin = token("admin")
+    status, first = d.get("/api/v1/view/runs?limit=1", token=admin)
+    assert status == 200 and len(first["runs"]) == 1 and first["next"]
+    status, second = d.get("/api/v1/view/runs?limit=1&cursor=" + urllib.parse.quote(first["next"]), token=admin)
+    assert status == 200 and len(second["runs"]) == 1 and second.get("next") is None
+    assert {first["runs"][0]["runId"], second["runs"][0]["runId"]} == {"run-ui-acme", "run-ui-globex"}
+    assert d.get("/api/v1/view/runs?cursor=nonsense", token=admin)[0] == 400
 
 
 def test_a_responder_opens_a_run_and_the_card_answers_for_the_write(world):

@@ -118,15 +118,16 @@ public struct RunViewAPI: Sendable {
             }
             limit = n
         }
-        // The cursor is the last run shown: `START:TENANT:RUN`; the next page holds the runs
+        // The cursor is the last run shown: `START:TENANT:RUN` (the tenant percent-encoded, the
+        // run ID last so it may hold colons); the next page holds the runs
         // that sort after it (newest first, then tenant and run ID).
         var after: (start: Int64, tenant: String, run: String)?
         if let cursor = q["cursor"], !cursor.isEmpty {
             let parts = cursor.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
-            guard parts.count == 3, let start = Int64(parts[0]) else {
+            guard parts.count == 3, let start = Int64(parts[0]), let tenant = parts[1].removingPercentEncoding else {
                 throw APIError(.badRequest, "cursor: expected the next value of a previous page")
             }
-            after = (start, parts[1], parts[2])
+            after = (start, tenant, parts[2])
             until = min(until ?? .max, start == .max ? start : start + 1)
         }
         let extra = after == nil ? 0 : 100
@@ -169,7 +170,12 @@ public struct RunViewAPI: Sendable {
                 tenant: tenant, runID: r.runID, agent: r.agent, spans: detail.spans,
                 rules: config.metricRules ?? MetricRules(), findingRules: config.findingRules)
         }
-        let next = more ? runs.last.map { "\($0.startNanos):\($0.tenant ?? ""):\($0.runID)" } : nil
+        let next =
+            more
+            ? runs.last.map {
+                let tenant = ($0.tenant ?? "").addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+                return "\($0.startNanos):\(tenant):\($0.runID)"
+            } : nil
         return JSONResponse.written(
             .ok, RunsBody(runs: runs, aggregates: aggregates, settled: settled, next: next, complete: complete))
     }
