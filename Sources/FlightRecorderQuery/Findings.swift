@@ -163,9 +163,10 @@ extension RunGraph {
         return settled
     }
 
-    /// Words by which a final message claims the task is done (`unconfirmed_success`).
+    /// Words by which a final message claims the task is done (`unconfirmed_success`); not
+    /// "complete", which "could not complete" also says.
     static let completionClaims = [
-        "done", "completed", "complete", "successfully", "succeeded", "finished", "has been", "have been",
+        "done", "completed", "successfully", "succeeded", "finished", "has been", "have been",
     ]
 
     /// The run reports success: a root ended OK, or no root failed and the root or the last

@@ -210,6 +210,22 @@ private func s(_ v: String) -> TestValue { .string(v) }
         #expect(Self.kinds(try Self.calls(timedOut)) == ["uncertain_write"])
         // The root reports OK: the success is unconfirmed too.
         #expect(Self.kinds(try Self.calls(root: 1, timedOut)) == ["uncertain_write", "unconfirmed_success"])
+        // No status on the root, but the last model call claims the task is done.
+        func claiming(_ text: String) throws -> RunGraph {
+            var spans = try Self.calls(timedOut).spans
+            spans += try RunGraphTests.spans([
+                TestSpan(
+                    trace: Self.t1, span: Self.id(41), parent: Self.id(1), name: "chat gpt-4o", start: 60_000,
+                    end: 61_000,
+                    attributes: [
+                        ("gen_ai.operation.name", s("chat")),
+                        ("gen_ai.output.messages", s(#"[{"role":"assistant","content":"\#(text)"}]"#)),
+                    ])
+            ])
+            return RunGraph(runID: "r", spans: spans)
+        }
+        #expect(Self.kinds(try claiming("The ticket has been opened.")) == ["uncertain_write", "unconfirmed_success"])
+        #expect(Self.kinds(try claiming("I could not complete the request.")) == ["uncertain_write"])
         // A failed write under an OK root: unconfirmed, not uncertain.
         #expect(Self.kinds(try Self.calls(root: 1, [(2, "HTTP 500", [])])) == ["unconfirmed_success"])
         // Reconciled by an operator: neither.
