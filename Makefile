@@ -2,7 +2,8 @@
 # Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
 
 SYSTEM_PACKAGES := liblz4-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
-# What only the tests need: a real Prometheus server (and promtool) to scrape the daemon.
+# What only the tests need: a real Prometheus server (and promtool) to scrape the daemon, and
+# Chromium with its WebDriver for the web run view (driven by Selenium from PyPI).
 TEST_PACKAGES := prometheus chromium chromium-driver
 VENV := .venv
 PYTHON ?= python3
