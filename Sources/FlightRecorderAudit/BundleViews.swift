@@ -328,38 +328,3 @@ enum CSV {
         return rows
     }
 }
-
-/// RFC 3339 UTC times with nanoseconds, as OTLP timestamps are.
-enum Timestamp {
-    static func rfc3339(_ nanos: UInt64) -> String {
-        var t = time_t(nanos / 1_000_000_000)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        var out: [UInt8] = []
-        out.reserveCapacity(30)
-        func digits(_ v: Int, _ width: Int) {
-            var v = v
-            var d = [UInt8](repeating: UInt8(ascii: "0"), count: width)
-            for k in stride(from: width - 1, through: 0, by: -1) {
-                d[k] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
-            }
-            out += d
-        }
-        digits(Int(tm.tm_year) + 1900, 4)
-        out.append(UInt8(ascii: "-"))
-        digits(Int(tm.tm_mon) + 1, 2)
-        out.append(UInt8(ascii: "-"))
-        digits(Int(tm.tm_mday), 2)
-        out.append(UInt8(ascii: "T"))
-        digits(Int(tm.tm_hour), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int(tm.tm_min), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int(tm.tm_sec), 2)
-        out.append(UInt8(ascii: "."))
-        digits(Int(nanos % 1_000_000_000), 9)
-        out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
-    }
-}

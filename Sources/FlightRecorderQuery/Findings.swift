@@ -118,10 +118,13 @@ extension RunGraph {
     }
 
     /// Executions of the same call more than once (see `RepeatGroup`), by first call.
-    public func repeatGroups() -> [RepeatGroup] {
+    public func repeatGroups() -> [RepeatGroup] { repeatGroups(executionsRun()) }
+
+    /// `repeatGroups()` over `run`, the executions that ran (`executionsRun()`).
+    func repeatGroups(_ run: [Int]) -> [RepeatGroup] {
         var groups: [String: RepeatGroup] = [:]
         var order: [String] = []
-        for x in executionsRun() {
+        for x in run {
             let tool = toolName(x)
             let key = attr(x, AgentKeys.idempotencyKey)
             let id: String
@@ -258,10 +261,11 @@ extension RunGraph {
                 }
             }
         }
-        let groups = repeatGroups()
+        let run = executions.filter { outcome(of: $0) != .notRun }
+        let groups = repeatGroups(run)
         out += repeatFindings(groups, hex: hex)
-        out += writeOutcomeFindings(groups, hex: hex)
-        out += loopFindings(rules, hex: hex)
+        out += writeOutcomeFindings(groups, run: run, hex: hex)
+        out += loopFindings(rules, run: run, hex: hex)
         // Success reported with a write that never confirmed a downstream operation ID.
         let failed = roots.contains { spans[$0].statusCode == .error }
         if !failed {
@@ -326,10 +330,10 @@ extension RunGraph {
     /// `uncertain_write` for a write that timed out or ended unknown and was never settled;
     /// `unconfirmed_success` when the run nevertheless reports success with a write that is
     /// timed out, unknown or failed and never settled.
-    func writeOutcomeFindings(_ groups: [RepeatGroup], hex: (Int) -> String) -> [Finding] {
+    func writeOutcomeFindings(_ groups: [RepeatGroup], run: [Int], hex: (Int) -> String) -> [Finding] {
         var out: [Finding] = []
         let settled = settledExecutions(groups)
-        let open = executionsRun().filter { isWrite($0) && !settled.contains($0) }
+        let open = run.filter { isWrite($0) && !settled.contains($0) }
         for x in open where outcome(of: x).isUncertain {
             out.append(
                 Finding(
@@ -354,11 +358,10 @@ extension RunGraph {
 
     /// `loop`: the same tool with the same arguments `loopRepeats` times or more, or more
     /// steps (model and tool calls) than `stepBudget`.
-    func loopFindings(_ rules: FindingRules, hex: (Int) -> String) -> [Finding] {
+    func loopFindings(_ rules: FindingRules, run: [Int], hex: (Int) -> String) -> [Finding] {
         var out: [Finding] = []
         var same: [String: [Int]] = [:]
         var order: [String] = []
-        let run = executionsRun()
         for x in run {
             guard let args = attr(x, AgentKeys.toolArguments) else { continue }
             let id = toolName(x) + "\u{1F}" + args

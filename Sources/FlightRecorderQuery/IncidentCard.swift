@@ -378,11 +378,12 @@ extension RunGraph {
             }
             if let m = named.max(by: { (end[$0], $0) < (end[$1], $1) }) { return (m, "tool_call_id") }
         }
-        if let m = ancestry(of: target).dropLast().last(where: isModelCall) { return (m, "parent") }
-        // The first fed step of this call: its earliest decision or execution.
+        let above = ancestry(of: target).dropLast()
+        if let m = above.last(where: isModelCall) { return (m, "parent") }
+        // The first fed step of this call: its earliest decision or execution, not above it.
+        let aboveSet = Set(above)
         let anchor =
-            fed.filter { $0 == target || isDecision($0) || isExecution($0) }
-            .filter { !ancestry(of: target).dropLast().contains($0) || $0 == target }
+            fed.filter { $0 == target || ((isDecision($0) || isExecution($0)) && !aboveSet.contains($0)) }
             .min { (start[$0], $0) < (start[$1], $1) } ?? target
         let candidates = (anchor == target ? before : causalPredecessors(of: anchor)).filter(isModelCall)
             .filter { end[$0] <= start[anchor] }
@@ -401,7 +402,7 @@ extension RunGraph {
         guard answers.last != nil || requests.last != nil || asked != nil else { return nil }
         let decision = answers.last
         let request = requests.last ?? asked
-        let stamp = { (t: Int64) in TimeBound.rfc3339(t) }
+        let stamp = { (t: Int64) in Timestamp.rfc3339(UInt64(clamping: t)) }
         let answer =
             decision.map {
                 attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")

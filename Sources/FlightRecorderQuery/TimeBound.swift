@@ -17,17 +17,6 @@ public enum TimeBound {
         return nil
     }
 
-    /// Unix nanoseconds as RFC 3339 UTC with nanoseconds, `2026-12-04T05:00:00.000000001Z`.
-    public static func rfc3339(_ nanos: Int64) -> String {
-        let seconds = nanos >= 0 ? nanos / 1_000_000_000 : (nanos - 999_999_999) / 1_000_000_000
-        let fraction = nanos - seconds * 1_000_000_000
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        let base = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
-        let digits = String(fraction)
-        return base.dropLast() + "." + String(repeating: "0", count: 9 - digits.count) + digits + "Z"
-    }
-
     /// `value` as whole nanoseconds; nil when it is not finite or outside Int64 (a time after
     /// the year 2262, a duration of centuries): such a bound is refused, never a trap.
     static func nanos(_ value: Double) -> Int64? {

@@ -124,6 +124,15 @@ public struct QueryAPI: Sendable {
         return v
     }
 
+    /// Query parameter `limit`, 1 to `max`; `default` when absent, a 400 when out of range.
+    static func limit(_ q: FormQuery, default fallback: Int, max: Int) throws -> Int {
+        guard let text = q["limit"], !text.isEmpty else { return fallback }
+        guard let n = Int(text), (1...max).contains(n) else {
+            throw APIError(.badRequest, "limit: expected an integer from 1 to \(max)")
+        }
+        return n
+    }
+
     /// A `where` expression, parsed; a 400 pointing at the error otherwise.
     static func spanFilter(_ expression: String) throws -> SpanFilter {
         do {
@@ -137,13 +146,7 @@ public struct QueryAPI: Sendable {
         let q = request.formQuery
         let since = try Self.timeBound(q, "since")
         let until = try Self.timeBound(q, "until")
-        var limit = 100
-        if let text = q["limit"], !text.isEmpty {
-            guard let n = Int(text), (1...10_000).contains(n) else {
-                throw APIError(.badRequest, "limit: expected an integer from 1 to 10000")
-            }
-            limit = n
-        }
+        let limit = try Self.limit(q, default: 100, max: 10_000)
         if let expression = q["where"], !expression.isEmpty {
             return try await search(expression, since: since, until: until, limit: limit, scope: scope)
         }

@@ -111,13 +111,7 @@ public struct RunViewAPI: Sendable {
         }
         let since = try QueryAPI.timeBound(q, "since")
         var until = try QueryAPI.timeBound(q, "until")
-        var limit = 50
-        if let text = q["limit"], !text.isEmpty {
-            guard let n = Int(text), (1...1_000).contains(n) else {
-                throw APIError(.badRequest, "limit: expected an integer from 1 to 1000")
-            }
-            limit = n
-        }
+        let limit = try QueryAPI.limit(q, default: 50, max: 1_000)
         // The cursor is the last run shown: `START:TENANT:RUN` (the tenant percent-encoded, the
         // run ID last so it may hold colons); the next page holds the runs
         // that sort after it (newest first, then tenant and run ID).
