@@ -6,6 +6,7 @@ import FlightRecorderOTLP
 import FlightRecorderQuery
 public import FlightRecorderStorage
 import Foundation
+public import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -62,25 +63,33 @@ public struct PreparedBundle: Sendable {
     /// The archive's total size.
     public var archiveSize: Int { members.reduce(2 * Tar.block) { $0 + Tar.block + $1.size + Tar.padding($1.size) } }
 
-    /// The archive, in chunks of about `chunk` bytes, read from the files as it goes.
-    public func forEachChunk(chunk: Int = 1 << 20, _ body: ([UInt8]) async throws -> Void) async throws {
+    /// The archive, in chunks of about `chunk` bytes, read from the files as it goes straight
+    /// into the buffers handed on (the body of a response takes them as they are).
+    public func forEachChunk(
+        chunk: Int = 1 << 20, end: Bool = true, _ body: (ByteBuffer) async throws -> Void
+    ) async throws {
+        let allocator = ByteBufferAllocator()
         for m in members {
-            try await body(Tar.header(name: m.name, size: m.size, mtime: mtime))
-            guard let file = FileHandle(forReadingAtPath: directory + "/" + m.name) else {
+            try await body(ByteBuffer(bytes: Tar.header(name: m.name, size: m.size, mtime: mtime)))
+            let fd = open(directory + "/" + m.name, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
                 throw AuditExportError(kind: .unavailable, description: "bundle file \(m.name) vanished")
             }
-            defer { try? file.close() }
+            defer { close(fd) }
             var left = m.size
             while left > 0 {
-                let data = try file.read(upToCount: min(chunk, left)) ?? Data()
-                guard !data.isEmpty else { throw AuditExportError(kind: .unavailable, description: "\(m.name) shrank") }
-                left -= data.count
-                try await body(Array(data))
+                var buffer = allocator.buffer(capacity: min(chunk, left))
+                let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: min(chunk, left)) { raw in
+                    read(fd, raw.baseAddress, min(chunk, left))
+                }
+                guard n > 0 else { throw AuditExportError(kind: .unavailable, description: "\(m.name) shrank") }
+                left -= n
+                try await body(buffer)
             }
             let pad = Tar.padding(m.size)
-            if pad > 0 { try await body([UInt8](repeating: 0, count: pad)) }
+            if pad > 0 { try await body(ByteBuffer(repeating: 0, count: pad)) }
         }
-        try await body([UInt8](repeating: 0, count: 2 * Tar.block))
+        if end { try await body(ByteBuffer(repeating: 0, count: 2 * Tar.block)) }
     }
 
     /// Writes the archive to `path`.
@@ -88,10 +97,30 @@ public struct PreparedBundle: Sendable {
         guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path)
         else { throw AuditExportError(kind: .unavailable, description: "cannot create \(path)") }
         defer { try? out.close() }
-        try await forEachChunk { try out.write(contentsOf: $0) }
+        try await forEachChunk { chunk in try chunk.withUnsafeReadableBytes { try out.write(contentsOf: $0) } }
     }
 
     public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// A bundle being exported: its first members (the spans) written, the rest being finished.
+public struct StartedBundle: Sendable {
+    /// The members written so far; `mtime` is the whole archive's.
+    public var head: PreparedBundle
+    /// The whole bundle (the head's members first); removes the directory if it fails.
+    public var finished: Task<PreparedBundle, any Error>
+
+    /// The archive, as `PreparedBundle.forEachChunk` gives it: the head's members at once,
+    /// the rest when they are finished. Returns the finished bundle.
+    @discardableResult
+    public func forEachChunk(_ body: (ByteBuffer) async throws -> Void) async throws -> PreparedBundle {
+        try await head.forEachChunk(end: false, body)
+        let whole = try await finished.value
+        var rest = whole
+        rest.members.removeFirst(head.members.count)
+        try await rest.forEachChunk(body)
+        return whole
+    }
 }
 
 /// Builds audit bundles (`AuditBundle`) from a store with an evidence log.
@@ -100,38 +129,64 @@ public struct PreparedBundle: Sendable {
 /// began; finds the selected spans' blocks through the index (briefly, under the readers'
 /// lock), then reads, proves and writes them without it.
 public enum AuditExporter {
+    /// The whole bundle, written to `directory`.
     public static func export(
         store: SpanStore, request: AuditExportRequest, redactionPolicyDigest: String, directory: String
     ) async throws -> PreparedBundle {
+        try await start(
+            store: store, request: request, redactionPolicyDigest: redactionPolicyDigest, directory: directory
+        ).finished.value
+    }
+
+    /// Returns once the spans' files are written (the archive's first members, which a
+    /// response can start sending), with the rest (runs, derived files, proof, signatures)
+    /// being finished by a task.
+    public static func start(
+        store: SpanStore, request: AuditExportRequest, redactionPolicyDigest: String, directory: String
+    ) async throws -> StartedBundle {
         guard let log = store.evidenceLog else {
             throw AuditExportError(kind: .unavailable, description: "the evidence log is disabled (evidence.enabled)")
         }
         let snapshot = try await NIOThreadPool.singleton.runIfActive { try log.snapshot() }
         let plan = try await Self.plan(store: store, request: request, snapshot: snapshot)
+        let read: ReadSpans
         do {
-            let read = try await NIOThreadPool.singleton.runIfActive {
+            read = try await NIOThreadPool.singleton.runIfActive {
                 try readSpans(plan: plan, snapshot: snapshot, directory: directory)
-            }
-            var runs = plan.runs ?? []
-            if plan.runs == nil {
-                let resolver = RunResolver(identity: store.configuration.runIdentity)
-                let spans = read.spans
-                runs = try await store.read { r, _ in
-                    try rangeRuns(spans, resolver: resolver, reader: r)
-                }
-            }
-            let finalRuns = runs
-            return try await NIOThreadPool.singleton.runIfActive {
-                var read = read
-                return try finish(
-                    &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
-                    identityKeys: store.configuration.runIdentity.keys, redactionPolicyDigest: redactionPolicyDigest,
-                    findingRules: store.configuration.findingRules)
             }
         } catch {
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
+        let now = Date()
+        let head = PreparedBundle(
+            directory: directory, members: read.files.all.map { ($0.name, $0.size) }, spans: read.indices.count,
+            runs: 0, mtime: Int(now.timeIntervalSince1970))
+        let finished = Task {
+            do {
+                var runs = plan.runs ?? []
+                if plan.runs == nil {
+                    let resolver = RunResolver(identity: store.configuration.runIdentity)
+                    let spans = read.spans
+                    runs = try await store.read { r, _ in
+                        try rangeRuns(spans, resolver: resolver, reader: r)
+                    }
+                }
+                let finalRuns = runs
+                return try await NIOThreadPool.singleton.runIfActive {
+                    var read = read
+                    return try finish(
+                        &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
+                        identityKeys: store.configuration.runIdentity.keys,
+                        redactionPolicyDigest: redactionPolicyDigest, findingRules: store.configuration.findingRules,
+                        now: now)
+                }
+            } catch {
+                try? FileManager.default.removeItem(atPath: directory)
+                throw error
+            }
+        }
+        return StartedBundle(head: head, finished: finished)
     }
 
     /// The spans read so far and the files written.
@@ -290,6 +345,9 @@ public enum AuditExporter {
             UnpackArena.withRequest(raw) { request -> Bool in
                 var group:
                     (rs: UnsafePointer<CResourceSpans>, ss: UnsafePointer<CScopeSpans>, resource: ResourceRecord?)?
+                // The JSON around a span is its scope group's: written once per group.
+                var frame: OTLPJSONEncoder.LeafFrame?
+                var spanJSON = JSONWriter(capacity: 4096)
                 SpanLeaves.forEachSpan(request) { message, rs, ss, span in
                     defer { i += 1 }
                     out.leaves.append(TreeHash.leaf(message))
@@ -301,6 +359,7 @@ public enum AuditExporter {
                             attributes: attributes, scopeName: TracesDataDecoder.string(scope?.name),
                             scopeVersion: TracesDataDecoder.string(scope?.version))
                         group = (rs, ss, tenants.contains(resource.tenant) ? resource : nil)
+                        frame = nil
                     }
                     guard let resource = group?.resource, let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
                         let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
@@ -309,7 +368,12 @@ public enum AuditExporter {
                         span.pointee, traceID: traceID, spanID: spanID, resource: resource)
                     let leaf = block.firstLeaf + UInt64(i)
                     guard plan.keep(record, leaf) else { return }
-                    out.json += OTLPJSONEncoder.leaf(rs, ss, span, capacity: message.count * 3)
+                    if frame == nil { frame = OTLPJSONEncoder.frame(rs, ss) }
+                    spanJSON.reset()
+                    OTLPJSONEncoder.span(span, into: &spanJSON)
+                    out.json += frame!.prefix
+                    out.json += spanJSON.bytes
+                    out.json += frame!.suffix
                     out.json.append(0x0A)
                     BundleFiles.appendDelimited(message, to: &out.proto)
                     out.indices.append(leaf)
@@ -335,28 +399,43 @@ public enum AuditExporter {
         var indices: [UInt64] = []
         var spans: [SpanRecord] = []
         var leaves = LeafCache()
-        // Blocks are independent: read in batches on every core, written in order.
+        // Blocks are independent: read in batches on every core, written in order, each batch
+        // written (hashed and appended to the files) while the next is read.
         let batch = 8 * ProcessInfo.processInfo.activeProcessorCount
         var next = 0
-        while next < plan.blocks.count {
-            let blocks = Array(plan.blocks[next..<min(next + batch, plan.blocks.count)])
-            next += blocks.count
-            let outputs = Mutex([Result<BlockOutput, any Error>?](repeating: nil, count: blocks.count))
-            DispatchQueue.concurrentPerform(iterations: blocks.count) { k in
-                let r = Result { try read(block: blocks[k], plan: plan, snapshot: snapshot) }
-                outputs.withLock { $0[k] = r }
-            }
-            for (k, r) in outputs.withLock({ $0 }).enumerated() {
-                let out = try r!.get()
+        var pending: [(first: UInt64, out: BlockOutput)] = []
+        func write(_ outputs: [(first: UInt64, out: BlockOutput)]) throws {
+            for (first, out) in outputs {
                 spansFile.append(out.json)
                 protoFile.append(out.proto)
                 indices += out.indices
                 spans += out.spans
-                leaves.add(firstLeaf: blocks[k].firstLeaf, out.leaves)
+                leaves.add(firstLeaf: first, out.leaves)
             }
             try spansFile.flushIfLarge()
             try protoFile.flushIfLarge()
         }
+        while next < plan.blocks.count {
+            let blocks = Array(plan.blocks[next..<min(next + batch, plan.blocks.count)])
+            next += blocks.count
+            let outputs = Mutex([Result<BlockOutput, any Error>?](repeating: nil, count: blocks.count))
+            let written = Mutex<Result<Void, any Error>>(.success(()))
+            nonisolated(unsafe) let writeLast = { try write(pending) }
+            DispatchQueue.concurrentPerform(iterations: blocks.count + 1) { k in
+                guard k > 0 else {
+                    let r = Result { try writeLast() }
+                    written.withLock { $0 = r }
+                    return
+                }
+                let r = Result { try read(block: blocks[k - 1], plan: plan, snapshot: snapshot) }
+                outputs.withLock { $0[k - 1] = r }
+            }
+            try written.withLock { $0 }.get()
+            pending = try outputs.withLock({ $0 }).enumerated().map {
+                (blocks[$0.offset].firstLeaf, try $0.element!.get())
+            }
+        }
+        try write(pending)
         try files.close(&spansFile, records: indices.count)
         try files.close(&protoFile, records: indices.count)
         return ReadSpans(files: files, indices: indices, spans: spans, leaves: leaves)
@@ -365,7 +444,7 @@ public enum AuditExporter {
     static func finish(
         _ read: inout ReadSpans, runs: [BundleViews.Run], plan: Plan, snapshot: EvidenceSnapshot,
         request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String,
-        findingRules: FindingRules
+        findingRules: FindingRules, now: Date
     ) throws -> PreparedBundle {
         let indices = read.indices
         let spans = read.spans
@@ -402,7 +481,6 @@ public enum AuditExporter {
         }
 
         // The manifest, then the statement over every file, signed.
-        let now = Date()
         var selection = BundleManifest.Selection(kind: "range", since: request.since, until: request.until)
         switch request.selection {
         case .run(let id):

@@ -45,27 +45,45 @@ public enum BundleViews {
     /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
     /// collector deduplicates on read); `runs` in the order they should be listed.
     public static func derive(spans: [SpanRecord], runs: [Run], rules: FindingRules = .default) -> Output {
-        var owner: [TenantTrace: Int] = [:]
+        // Tenants as small numbers, so the per-span keys hash fixed-size values only.
+        var tenantNumbers: [String: Int32] = [:]
+        func number(_ tenant: String) -> Int32 {
+            if let n = tenantNumbers[tenant] { return n }
+            let n = Int32(tenantNumbers.count)
+            tenantNumbers[tenant] = n
+            return n
+        }
+        var owner: [NumberedTrace: Int] = [:]
         for (i, r) in runs.enumerated() {
-            for t in r.traces where owner[TenantTrace(tenant: r.tenant, trace: t)] == nil {
-                owner[TenantTrace(tenant: r.tenant, trace: t)] = i
+            let tenant = number(r.tenant)
+            for t in r.traces where owner[NumberedTrace(tenant: tenant, trace: t)] == nil {
+                owner[NumberedTrace(tenant: tenant, trace: t)] = i
             }
         }
         // Each distinct span once (per tenant), grouped by run as indices into `spans`.
-        var seen: Set<SpanIdentity> = []
+        var seen: Set<NumberedSpan> = []
         seen.reserveCapacity(spans.count)
         var groupedIndices = [[Int]](repeating: [], count: runs.count)
         var out = Output()
+        var last: (tenant: String, number: Int32)?
         for (i, s) in spans.enumerated() {
-            let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
-            guard seen.insert(SpanIdentity(key: key, span: s.spanID)).inserted else { continue }
+            let tenant: Int32
+            if let last, last.tenant == s.tenant {
+                tenant = last.number
+            } else {
+                tenant = number(s.tenant)
+                last = (s.tenant, tenant)
+            }
+            let key = NumberedTrace(tenant: tenant, trace: s.traceID)
+            guard seen.insert(NumberedSpan(key: key, span: s.spanID)).inserted else { continue }
             if let g = owner[key] {
                 groupedIndices[g].append(i)
             } else {
                 out.unowned.append(s)
             }
         }
-        let grouped = groupedIndices.map { $0.map { spans[$0] } }
+        // Each run's spans copied out on the core that derives it.
+        let groups = groupedIndices
         groupedIndices = []
         // Runs are independent: read in chunks on every core, joined in order.
         struct Part {
@@ -79,13 +97,12 @@ public enum BundleViews {
         let chunks = max(1, min(runs.count / 64, ProcessInfo.processInfo.activeProcessorCount * 4))
         let per = (runs.count + chunks - 1) / chunks
         let parts = Mutex([Part?](repeating: nil, count: chunks))
-        let groups = grouped
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = Part()
             for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
                 Self.derive(
                     rules: rules,
-                    run: runs[i], spans: groups[i], into: &part.decisions, &part.findings, &part.csv,
+                    run: runs[i], spans: groups[i].map { spans[$0] }, into: &part.decisions, &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
             parts.withLock { $0[c] = part }
@@ -152,8 +169,13 @@ public enum BundleViews {
         findingCount += found.count
     }
 
-    struct SpanIdentity: Hashable {
-        var key: TenantTrace
+    struct NumberedTrace: Hashable {
+        var tenant: Int32
+        var trace: TraceID
+    }
+
+    struct NumberedSpan: Hashable {
+        var key: NumberedTrace
         var span: SpanID
     }
 

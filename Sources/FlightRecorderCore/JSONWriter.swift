@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A value that writes itself as JSON, byte for byte what `JSONEncoder` with `.sortedKeys`
 /// and `.withoutEscapingSlashes` makes of its `Encodable` form: keys in sorted order, absent
 /// optionals omitted, strings escaped the same way. The API answers its largest bodies
@@ -17,6 +21,12 @@ public struct JSONWriter {
     private var needsComma: [Bool] = []
 
     public init(capacity: Int = 4096) { bytes.reserveCapacity(capacity) }
+
+    /// Empties the writer for the next value, keeping its buffer.
+    public mutating func reset() {
+        bytes.removeAll(keepingCapacity: true)
+        needsComma.removeAll(keepingCapacity: true)
+    }
 
     public mutating func beginObject() { begin(UInt8(ascii: "{")) }
     public mutating func endObject() { end(UInt8(ascii: "}")) }
@@ -153,23 +163,86 @@ public struct JSONWriter {
     private mutating func escape(_ s: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
         var start = 0
-        for (i, c) in s.enumerated() where c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") {
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<i]))
+        for i in 0..<s.count {
+            let c = s[i]
+            guard c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") else { continue }
+            if i > start { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<i])) }
             start = i + 1
+            bytes.append(UInt8(ascii: "\\"))
             switch c {
-            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x08: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
-            case 0x0C: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
-            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(c)
+            case 0x08: bytes.append(UInt8(ascii: "b"))
+            case 0x0C: bytes.append(UInt8(ascii: "f"))
+            case 0x0A: bytes.append(UInt8(ascii: "n"))
+            case 0x0D: bytes.append(UInt8(ascii: "r"))
+            case 0x09: bytes.append(UInt8(ascii: "t"))
             default:
-                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), 0x30, 0x30])
-                bytes.append(contentsOf: [Hex.digits[Int(c >> 4)], Hex.digits[Int(c & 0xF)]])
+                bytes.append(UInt8(ascii: "u"))
+                bytes.append(0x30)
+                bytes.append(0x30)
+                bytes.append(Hex.digits[Int(c >> 4)])
+                bytes.append(Hex.digits[Int(c & 0xF)])
             }
         }
-        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<s.count]))
+        if start < s.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<s.count])) }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// A NUL-terminated C string, written as `string(String(cString:))` writes it: ASCII
+    /// straight from its bytes (the common case, no `String` made), anything else through
+    /// `String`, which repairs invalid UTF-8 the same way it always has.
+    public mutating func string(cString p: UnsafePointer<CChar>) {
+        let s = UnsafeBufferPointer(
+            start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p))
+        guard Self.isASCII(s) else { return string(String(cString: p)) }
+        separate()
+        escape(s)
+    }
+
+    /// `bytes` as a string of two lowercase hex digits per byte (an OTLP/JSON trace or span ID).
+    public mutating func hexString(_ b: UnsafeBufferPointer<UInt8>) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        for x in b {
+            bytes.append(Hex.digits[Int(x >> 4)])
+            bytes.append(Hex.digits[Int(x & 0xF)])
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// An unsigned integer as a JSON string (OTLP/JSON's 64-bit integers).
+    public mutating func decimalString(_ v: UInt64) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        if v == 0 {
+            bytes.append(0x30)
+        } else {
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 20 digits, most significant first
+            var n = 0
+            var x = v
+            withUnsafeMutableBytes(of: &digits) { d in
+                while x > 0 {
+                    d[23 - n] = UInt8(truncatingIfNeeded: x % 10) + 0x30
+                    x /= 10
+                    n += 1
+                }
+                bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[(24 - n)...]))
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    static func isASCII(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        let raw = UnsafeRawBufferPointer(s)
+        while i + 8 <= s.count {
+            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+            i += 8
+        }
+        while i < s.count {
+            if s[i] >= 0x80 { return false }
+            i += 1
+        }
+        return true
     }
 }

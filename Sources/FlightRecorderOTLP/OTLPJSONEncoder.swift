@@ -1,5 +1,5 @@
 import COTLP
-import FlightRecorderCore
+package import FlightRecorderCore
 import Foundation
 
 /// OTLP/JSON of a serialized `TracesData`, as the OpenTelemetry file exporter writes it: one
@@ -58,32 +58,84 @@ public enum OTLPJSONEncoder {
         }
     }
 
+    /// The JSON of a leaf message around its span: everything before the span's object
+    /// (`{"resourceSpans":[{"resource":…,"scopeSpans":[{"scope":…,"spans":[`) and everything
+    /// after it. The spans of one scope group share it, so it is written once per group;
+    /// `prefix + span(s) + suffix` is byte for byte what `leaf` writes.
+    package struct LeafFrame: Sendable {
+        package var prefix: [UInt8]
+        package var suffix: [UInt8]
+    }
+
+    package static func frame(_ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>) -> LeafFrame {
+        var w = JSONWriter(capacity: 1024)
+        w.beginObject()
+        w.key("resourceSpans")
+        w.beginArray()
+        w.beginObject()
+        writeResourceMembers(rs.pointee, &w)
+        w.key("scopeSpans")
+        w.beginArray()
+        w.beginObject()
+        writeScopeMembers(ss.pointee, &w)
+        w.key("spans")
+        w.beginArray()
+        let prefix = w.bytes.count
+        w.beginObject()
+        w.endObject()
+        let suffix = prefix + 2
+        w.endArray()
+        string("schemaUrl", ss.pointee.schema_url, &w)
+        w.endObject()
+        w.endArray()
+        string("schemaUrl", rs.pointee.schema_url, &w)
+        w.endObject()
+        w.endArray()
+        w.endObject()
+        return LeafFrame(prefix: Array(w.bytes[..<prefix]), suffix: Array(w.bytes[suffix...]))
+    }
+
+    /// A span's object (`{…}`), as `leaf` writes it inside its frame.
+    package static func span(_ span: UnsafePointer<CSpan>, into w: inout JSONWriter) {
+        w.beginObject()
+        write(span.pointee, &w)
+        w.endObject()
+    }
+
+    static func writeResourceMembers(_ rs: CResourceSpans, _ w: inout JSONWriter) {
+        if let resource = rs.resource?.pointee {
+            w.key("resource")
+            w.beginObject()
+            attributes("attributes", resource.attributes, resource.n_attributes, &w)
+            nonZero("droppedAttributesCount", resource.dropped_attributes_count, &w)
+            array("entityRefs", resource.entity_refs, resource.n_entity_refs, &w) { ref, w in
+                string("schemaUrl", ref.schema_url, &w)
+                string("type", ref.type, &w)
+                strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
+                strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
+            }
+            w.endObject()
+        }
+    }
+
+    static func writeScopeMembers(_ ss: CScopeSpans, _ w: inout JSONWriter) {
+        if let scope = ss.scope?.pointee {
+            w.key("scope")
+            w.beginObject()
+            string("name", scope.name, &w)
+            string("version", scope.version, &w)
+            attributes("attributes", scope.attributes, scope.n_attributes, &w)
+            nonZero("droppedAttributesCount", scope.dropped_attributes_count, &w)
+            w.endObject()
+        }
+    }
+
     static func write(_ d: CExportRequest, _ w: inout JSONWriter) {
         w.beginObject()
         array("resourceSpans", d.resource_spans, d.n_resource_spans, &w, evenIfEmpty: true) { rs, w in
-            if let resource = rs.resource?.pointee {
-                w.key("resource")
-                w.beginObject()
-                attributes("attributes", resource.attributes, resource.n_attributes, &w)
-                nonZero("droppedAttributesCount", resource.dropped_attributes_count, &w)
-                array("entityRefs", resource.entity_refs, resource.n_entity_refs, &w) { ref, w in
-                    string("schemaUrl", ref.schema_url, &w)
-                    string("type", ref.type, &w)
-                    strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
-                    strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
-                }
-                w.endObject()
-            }
+            writeResourceMembers(rs, &w)
             array("scopeSpans", rs.scope_spans, rs.n_scope_spans, &w, evenIfEmpty: true) { ss, w in
-                if let scope = ss.scope?.pointee {
-                    w.key("scope")
-                    w.beginObject()
-                    string("name", scope.name, &w)
-                    string("version", scope.version, &w)
-                    attributes("attributes", scope.attributes, scope.n_attributes, &w)
-                    nonZero("droppedAttributesCount", scope.dropped_attributes_count, &w)
-                    w.endObject()
-                }
+                writeScopeMembers(ss, &w)
                 array("spans", ss.spans, ss.n_spans, &w, evenIfEmpty: true) { span, w in write(span, &w) }
                 string("schemaUrl", ss.schema_url, &w)
             }
@@ -179,13 +231,13 @@ public enum OTLPJSONEncoder {
         switch v.value_case.rawValue {
         case 1:
             w.key("stringValue")
-            w.string(v.string_value.map { String(cString: $0) } ?? "")
+            if let p = v.string_value { w.string(cString: p) } else { w.string("") }
         case 2:
             w.key("boolValue")
             w.bool(v.bool_value != 0)
         case 3:
             w.key("intValue")
-            w.string(String(v.int_value))
+            if v.int_value >= 0 { w.decimalString(UInt64(v.int_value)) } else { w.string(String(v.int_value)) }
         case 4:
             w.key("doubleValue")
             let d = v.double_value
@@ -231,7 +283,7 @@ public enum OTLPJSONEncoder {
     static func string(_ key: StaticString, _ s: UnsafeMutablePointer<CChar>?, _ w: inout JSONWriter) {
         guard let s, s.pointee != 0 else { return }
         w.key(key)
-        w.string(String(cString: s))
+        w.string(cString: s)
     }
 
     static func strings(
@@ -241,20 +293,22 @@ public enum OTLPJSONEncoder {
         guard let list, n > 0 else { return }
         w.key(key)
         w.beginArray()
-        for i in 0..<n { w.string(list[i].map { String(cString: $0) } ?? "") }
+        for i in 0..<n {
+            if let p = list[i] { w.string(cString: p) } else { w.string("") }
+        }
         w.endArray()
     }
 
     static func hex(_ key: StaticString, _ b: ProtobufCBinaryData, _ w: inout JSONWriter) {
         guard b.len > 0, let data = b.data else { return }
         w.key(key)
-        w.string(Hex.encode(UnsafeBufferPointer(start: data, count: b.len)))
+        w.hexString(UnsafeBufferPointer(start: data, count: b.len))
     }
 
     static func fixed64(_ key: StaticString, _ v: UInt64, _ w: inout JSONWriter) {
         guard v != 0 else { return }
         w.key(key)
-        w.string(String(v))
+        w.decimalString(v)
     }
 
     static func nonZero(_ key: StaticString, _ v: UInt32, _ w: inout JSONWriter) {

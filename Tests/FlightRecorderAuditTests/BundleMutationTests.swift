@@ -6,6 +6,7 @@ import FlightRecorderStorage
 import FlightRecorderTesting
 import Foundation
 import Logging
+import NIOCore
 import Testing
 
 @testable import FlightRecorderAudit
@@ -39,7 +40,7 @@ import Testing
             directory: dir.path + "/export-\(UUID().uuidString)")
         defer { prepared.remove() }
         var out: [UInt8] = []
-        try await prepared.forEachChunk { out += $0 }
+        try await prepared.forEachChunk { chunk in chunk.withUnsafeReadableBytes { out += $0 } }
         #expect(out.count == prepared.archiveSize)
         return out
     }

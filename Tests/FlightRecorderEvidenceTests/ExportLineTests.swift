@@ -1,3 +1,4 @@
+import FlightRecorderCore
 import FlightRecorderOTLP
 import FlightRecorderTesting
 import Foundation
@@ -125,5 +126,101 @@ import Testing
         options.spansPerRequest = 200
         var workload = AgentWorkload(options: options)
         for _ in 0..<5 { #expect(try roundTrip(workload.nextRequest().bytes) == 200) }
+    }
+}
+
+/// The exporter writes a leaf's line as its scope group's frame around the span; the verifier
+/// reads leaves through `LeafMessageReader`, which reuses the frame and resource of the leaf
+/// before when the bytes match. Both must give exactly what `tracesData` gives, leaf by leaf,
+/// in any order, and a changed line must never match.
+@Suite struct FramedLineTests {
+    static func payloads() -> [[UInt8]] {
+        var options = AgentWorkload.Options()
+        options.spansPerRequest = 120
+        var workload = AgentWorkload(options: options)
+        var odd = ProtobufWriter()
+        odd.messageField(1) { rs in
+            rs.messageField(1) { r in
+                // A string that is not UTF-8 (protobuf-c does not check): written as Swift repairs it.
+                r.messageField(1) { kv in
+                    kv.stringField(1, "bad.utf8")
+                    kv.messageField(2) { v in v.bytesField(1, [0x61, 0xFF, 0x62]) }
+                }
+            }
+            rs.messageField(2) { ss in
+                ss.messageField(2) { p in
+                    p.bytesField(1, RequestBuilder.traceID(7))
+                    p.bytesField(2, RequestBuilder.spanID(7))
+                    p.stringField(5, "caf\u{E9} \"q\"")
+                }
+            }
+        }
+        return [ExportLineTests.everyField(), workload.nextRequest().bytes, workload.nextRequest().bytes, odd.bytes]
+    }
+
+    /// Every leaf of the payloads: its message and its line as `tracesData` writes it.
+    static func leaves() throws -> [(message: [UInt8], line: [UInt8])] {
+        var out: [(message: [UInt8], line: [UInt8])] = []
+        for payload in payloads() {
+            try withUnpackedRequest(payload) { request in
+                SpanLeaves.forEachSpan(request) { message, rs, ss, span in
+                    let expected = OTLPJSONEncoder.tracesData(Array(message))!
+                    let frame = OTLPJSONEncoder.frame(rs, ss)
+                    var w = JSONWriter()
+                    OTLPJSONEncoder.span(span, into: &w)
+                    #expect(frame.prefix + w.bytes + frame.suffix == expected)
+                    out.append((Array(message), expected))
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func framesGiveTheLeafLine() throws {
+        #expect(try Self.leaves().count == 3 + 240 + 1)
+    }
+
+    @Test func theReaderMatchesExactlyTheLeafLine() throws {
+        let leaves = try Self.leaves()
+        var rng = SystemRandomNumberGenerator()
+        var reader = LeafMessageReader()
+        for (message, line) in leaves + leaves.reversed() + leaves.shuffled(using: &rng) {
+            let read = message.withUnsafeBytes { m in line.withUnsafeBytes { reader.read(m, line: $0) } }
+            #expect(read?.matches == true)
+            #expect(
+                read.map { String(decoding: line, as: UTF8.self).contains("\"spanId\":\"\($0.record.spanID.hex)\"") }
+                    == true)
+            // One byte changed anywhere, in the resource's part too, and the line does not match.
+            var bad = line
+            bad[Int.random(in: 0..<bad.count, using: &rng)] ^= 0x01
+            let badRead = message.withUnsafeBytes { m in bad.withUnsafeBytes { reader.read(m, line: $0) } }
+            #expect(badRead?.matches == false)
+        }
+    }
+
+    /// A resource group holding its resource twice unpacks as the two merged: such a message
+    /// must not reuse the frame of one holding only the first.
+    @Test func aMergedResourceIsReadInFull() throws {
+        func message(twice: Bool) -> [UInt8] {
+            var w = ProtobufWriter()
+            w.messageField(1) { rs in
+                rs.messageField(1) { r in RequestBuilder.keyValue(&r, 1, "a", .string("1")) }
+                if twice { rs.messageField(1) { r in RequestBuilder.keyValue(&r, 1, "b", .string("2")) } }
+                rs.messageField(2) { ss in
+                    ss.messageField(2) { p in
+                        p.bytesField(1, RequestBuilder.traceID(5))
+                        p.bytesField(2, RequestBuilder.spanID(5))
+                    }
+                }
+            }
+            return w.bytes
+        }
+        var reader = LeafMessageReader()
+        for m in [message(twice: false), message(twice: true), message(twice: false)] {
+            let line = try #require(OTLPJSONEncoder.tracesData(m))
+            let read = m.withUnsafeBytes { mb in line.withUnsafeBytes { reader.read(mb, line: $0) } }
+            #expect(read?.matches == true, "\(String(decoding: line, as: UTF8.self))")
+        }
+        #expect(String(decoding: OTLPJSONEncoder.tracesData(message(twice: true))!, as: UTF8.self).contains("\"b\""))
     }
 }

@@ -64,40 +64,51 @@ extension QueryAPI {
             throw APIError(.serviceUnavailable, "another audit bundle is being built; try again when it is done")
         }
         let directory = store.configuration.directory + "/tmp/audit-\(UUID().uuidString.lowercased())"
-        let bundle: PreparedBundle
-        // One bundle built at a time; sending overlaps (a response never started must not
-        // keep others out).
-        defer { Self.exportRunning.withLock { $0 = false } }
+        let bundle: StartedBundle
         do {
             Self.removeStaleExports(store.configuration.directory + "/tmp")
-            bundle = try await AuditExporter.export(
+            bundle = try await AuditExporter.start(
                 store: store, request: exportRequest, redactionPolicyDigest: policy.redactionDigest,
                 directory: directory)
-        } catch let error as AuditExportError {
-            switch error.kind {
-            case .badRequest: throw APIError(.badRequest, error.description)
-            case .notFound: throw APIError(.notFound, error.description)
-            case .unavailable: throw APIError(.serviceUnavailable, error.description)
+        } catch {
+            Self.exportRunning.withLock { $0 = false }
+            if let error = error as? AuditExportError {
+                switch error.kind {
+                case .badRequest: throw APIError(.badRequest, error.description)
+                case .notFound: throw APIError(.notFound, error.description)
+                case .unavailable: throw APIError(.serviceUnavailable, error.description)
+                }
             }
+            throw error
         }
-        logger.info(
-            "audit bundle exported",
-            metadata: [
-                "principal": "\(principal.name)", "selection": "\(bundle.spans) spans, \(bundle.runs) runs",
-                "bytes": "\(bundle.archiveSize)",
-            ])
+        // One bundle built at a time: the next may start once this one is finished, whether or
+        // not its response is still being sent (or was never started).
+        let finished = bundle.finished
+        Task {
+            _ = await finished.result
+            Self.exportRunning.withLock { $0 = false }
+        }
+        // The spans' files go out while the rest of the bundle is derived and signed, so the
+        // length is not known up front: the response is chunked, and a bundle that fails to
+        // finish ends it early (the client then has no end-of-archive, and says so).
         let name = "flightrec-audit-\(Int(Date().timeIntervalSince1970)).tar"
         var headers = HTTPFields()
         headers[.contentType] = "application/x-tar"
         headers[.contentDisposition] = "attachment; filename=\"\(name)\""
-        let logger = self.logger
+        let (logger, principalName) = (self.logger, principal.name)
         return Response(
             status: .ok, headers: headers,
-            body: ResponseBody(contentLength: bundle.archiveSize) { writer in
-                defer { bundle.remove() }
+            body: ResponseBody { writer in
+                defer { bundle.head.remove() }
                 do {
-                    try await bundle.forEachChunk { try await writer.write(ByteBuffer(bytes: $0)) }
+                    let whole = try await bundle.forEachChunk { try await writer.write($0) }
                     try await writer.finish(nil)
+                    logger.info(
+                        "audit bundle exported",
+                        metadata: [
+                            "principal": "\(principalName)", "selection": "\(whole.spans) spans, \(whole.runs) runs",
+                            "bytes": "\(whole.archiveSize)",
+                        ])
                 } catch {
                     logger.warning("audit bundle: the response ended early", metadata: ["error": "\(error)"])
                     throw error
