@@ -6,11 +6,13 @@ import Foundation
 /// included) a subject of the in-toto Statement that `statement.dsse.json` signs with the
 /// evidence log's key.
 ///
-/// - `spans.otlp.jsonl`: each exported span as the OTel file exporter writes, one `TracesData`
-///   per line (its resource, scope and the span alone), exactly as stored, in log order.
-/// - `spans.otlp.pb`: the same spans' messages as protobuf, each preceded by its length as a
-///   varint (protobuf's delimited format), in the same order: the bytes each evidence leaf
-///   hashes, so a verifier hashes them directly and checks each JSON line is their encoding.
+/// - `spans.otlp.jsonl`: the exported spans as the OTel file exporter writes them, one
+///   `TracesData` per line, exactly as stored, in log order. A line holds one resource and one
+///   scope with the spans of one block that share them (v1 bundles: one span per line).
+/// - `spans.otlp.pb`: the same lines' messages as protobuf, each preceded by its length as a
+///   varint (protobuf's delimited format), in the same order, in the form protobuf-c encodes:
+///   a verifier assembles each span's evidence leaf (the span alone with its resource and
+///   scope) from its message's parts, and checks each JSON line is its message's encoding.
 /// - `decisions.jsonl`: the decision record (policy decisions, approval requests, grants and
 ///   denials, executions), per run in causal order (`BundleViews`).
 /// - `runs.csv`: RFC 4180, one row per run.
@@ -21,7 +23,10 @@ import Foundation
 /// - `proof.json`: every span's leaf index and one `Multiproof` tying them all to the
 ///   checkpoint; for a time-range export, the consistency proof between the two checkpoints.
 public enum AuditBundle {
-    public static let format = "flightrec-audit-bundle/v1"
+    /// v2: a line (and message) holds a scope group's spans; v1 held one span each. v1 bundles
+    /// verify as v2 ones with one span per group.
+    public static let format = "flightrec-audit-bundle/v2"
+    public static let formats: Set<String> = ["flightrec-audit-bundle/v1", format]
     public static let predicateType = "https://flightrec.dev/audit-bundle/v1"
     public static let statementType = "https://in-toto.io/Statement/v1"
 
@@ -48,7 +53,8 @@ public struct BundleManifest: Codable, Sendable, Equatable {
         public var name: String
         public var sha256: String
         public var size: Int
-        /// Lines of a `.jsonl` file, rows of `runs.csv` (header excluded), 1 for the others.
+        /// Lines of a `.jsonl` file, messages of `spans.otlp.pb`, rows of `runs.csv` (header
+        /// excluded), 1 for the others.
         public var records: Int
     }
 
@@ -97,7 +103,8 @@ public struct BundleProof: Codable, Sendable, Equatable {
     /// The checkpoint's tree size and root (base64), repeated from `checkpoint.txt`.
     public var treeSize: UInt64
     public var root: String
-    /// Line `i` of `spans.otlp.jsonl` is leaf `leafIndices[i]`; strictly increasing.
+    /// The `i`th span of `spans.otlp.jsonl` (counting across lines) is leaf `leafIndices[i]`;
+    /// strictly increasing.
     public var leafIndices: [UInt64]
     /// `Multiproof` hashes, base64, in walk order.
     public var hashes: [String]

@@ -326,6 +326,8 @@ public enum AuditExporter {
         var proto: [UInt8] = []
         var indices: [UInt64] = []
         var spans: [SpanRecord] = []
+        /// Lines (and messages) written.
+        var lines = 0
         /// Every leaf of the block (kept or not), for the proof.
         var leaves: [TreeHash] = []
     }
@@ -340,18 +342,18 @@ public enum AuditExporter {
         out.leaves.reserveCapacity(block.spans)
         var i = 0
         // One unpack: every span's leaf message is packed and hashed (the proof needs them
-        // all); a selected tenant's spans are decoded, and the kept ones written as JSON.
+        // all); a selected tenant's spans are decoded, and the kept ones of each scope group
+        // written as one line (and one message): the group's JSON frame once, its spans.
         let unpacked: Bool? = payload.withUnsafeBytes { raw in
             UnpackArena.withRequest(raw) { request -> Bool in
                 var group:
                     (rs: UnsafePointer<CResourceSpans>, ss: UnsafePointer<CScopeSpans>, resource: ResourceRecord?)?
-                // The JSON around a span is its scope group's: written once per group.
-                var frame: OTLPJSONEncoder.LeafFrame?
-                var spanJSON = JSONWriter(capacity: 4096)
-                SpanLeaves.forEachSpan(request) { message, rs, ss, span in
+                var kept = KeptGroup()
+                SpanLeaves.forEachSpanWithParts(request) { message, parts, rs, ss, span in
                     defer { i += 1 }
                     out.leaves.append(TreeHash.leaf(message))
                     if group?.rs != rs || group?.ss != ss {
+                        kept.flush(into: &out)
                         let attributes = TracesDataDecoder.attributes(
                             rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0)
                         let scope = ss.pointee.scope?.pointee
@@ -359,7 +361,6 @@ public enum AuditExporter {
                             attributes: attributes, scopeName: TracesDataDecoder.string(scope?.name),
                             scopeVersion: TracesDataDecoder.string(scope?.version))
                         group = (rs, ss, tenants.contains(resource.tenant) ? resource : nil)
-                        frame = nil
                     }
                     guard let resource = group?.resource, let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
                         let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
@@ -368,17 +369,11 @@ public enum AuditExporter {
                         span.pointee, traceID: traceID, spanID: spanID, resource: resource)
                     let leaf = block.firstLeaf + UInt64(i)
                     guard plan.keep(record, leaf) else { return }
-                    if frame == nil { frame = OTLPJSONEncoder.frame(rs, ss) }
-                    spanJSON.reset()
-                    OTLPJSONEncoder.span(span, into: &spanJSON)
-                    out.json += frame!.prefix
-                    out.json += spanJSON.bytes
-                    out.json += frame!.suffix
-                    out.json.append(0x0A)
-                    BundleFiles.appendDelimited(message, to: &out.proto)
+                    kept.add(span, parts: parts, rs: rs, ss: ss)
                     out.indices.append(leaf)
                     out.spans.append(record)
                 }
+                kept.flush(into: &out)
                 return true
             }
         }
@@ -390,6 +385,65 @@ public enum AuditExporter {
         return out
     }
 
+    /// The kept spans of one scope group of a block, becoming one line and one message.
+    struct KeptGroup {
+        var frame: OTLPJSONEncoder.GroupFrame?
+        var spansJSON = JSONWriter(capacity: 1 << 16)
+        var spanFields: [UInt8] = []
+        var resource: [UInt8]?
+        var scope: [UInt8]?
+        var scopeSchema: [UInt8]?
+        var schema: [UInt8]?
+        var message: [UInt8] = []
+
+        mutating func add(
+            _ span: UnsafeMutablePointer<CSpan>, parts: SpanLeaves.Parts, rs: UnsafePointer<CResourceSpans>,
+            ss: UnsafePointer<CScopeSpans>
+        ) {
+            if frame == nil {
+                frame = OTLPJSONEncoder.frame(rs, ss)
+                spansJSON.reset()
+                spansJSON.beginArray()
+                (resource, scope) = (parts.resource.map { Array($0) }, parts.scope.map { Array($0) })
+                (scopeSchema, schema) = (parts.scopeSchema.map { Array($0) }, parts.schema.map { Array($0) })
+            }
+            OTLPJSONEncoder.span(span, into: &spansJSON)
+            SpanLeaves.appendSpanField(parts.span, to: &spanFields)
+        }
+
+        /// Writes the group's line and message, if it kept any span, and starts the next.
+        mutating func flush(into out: inout BlockOutput) {
+            guard let frame else { return }
+            spansJSON.endArray()
+            out.json += frame.prefix
+            out.json += spansJSON.bytes
+            out.json += frame.suffix
+            out.json.append(0x0A)
+            out.lines += 1
+            message.removeAll(keepingCapacity: true)
+            func bytes<R>(_ b: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+                guard let b else { return body(nil) }
+                return b.withUnsafeBytes { body($0) }
+            }
+            bytes(resource) { resource in
+                bytes(scope) { scope in
+                    bytes(scopeSchema) { scopeSchema in
+                        bytes(schema) { schema in
+                            spanFields.withUnsafeBytes { fields in
+                                SpanLeaves.assembleGroup(
+                                    resource: resource, scope: scope, spanFields: fields, scopeSchema: scopeSchema,
+                                    schema: schema, into: &message)
+                            }
+                        }
+                    }
+                }
+            }
+            message.withUnsafeBytes { BundleFiles.appendDelimited($0, to: &out.proto) }
+            self.frame = nil
+            spanFields.removeAll(keepingCapacity: true)
+        }
+    }
+
     static func readSpans(plan: Plan, snapshot: EvidenceSnapshot, directory: String) throws -> ReadSpans {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var files = BundleFiles(directory: directory)
@@ -398,6 +452,7 @@ public enum AuditExporter {
         var protoFile = try files.open(AuditBundle.spansProto)
         var indices: [UInt64] = []
         var spans: [SpanRecord] = []
+        var lines = 0
         var leaves = LeafCache()
         // Blocks are independent: read in batches on every core, written in order, each batch
         // written (hashed and appended to the files) while the next is read.
@@ -410,6 +465,7 @@ public enum AuditExporter {
                 protoFile.append(out.proto)
                 indices += out.indices
                 spans += out.spans
+                lines += out.lines
                 leaves.add(firstLeaf: first, out.leaves)
             }
             try spansFile.flushIfLarge()
@@ -436,8 +492,8 @@ public enum AuditExporter {
             }
         }
         try write(pending)
-        try files.close(&spansFile, records: indices.count)
-        try files.close(&protoFile, records: indices.count)
+        try files.close(&spansFile, records: lines)
+        try files.close(&protoFile, records: lines)
         return ReadSpans(files: files, indices: indices, spans: spans, leaves: leaves)
     }
 

@@ -139,7 +139,7 @@ public enum BundleVerifier {
         report.selection = manifest.selection.kind
         report.tenants = manifest.tenants
         let isRange = manifest.selection.kind == "range"
-        if manifest.format != AuditBundle.format {
+        if !AuditBundle.formats.contains(manifest.format) {
             fail("manifest: format \(manifest.format), expected \(AuditBundle.format)")
         }
         if manifest.keyId != key.encoded {
@@ -202,11 +202,11 @@ public enum BundleVerifier {
         if lines.lineCount != records[AuditBundle.spans] {
             fail("\(AuditBundle.spans): \(lines.lineCount) lines, the manifest says \(records[AuditBundle.spans] ?? 0)")
         }
-        if lines.lineCount != manifest.spans {
-            fail("\(AuditBundle.spans): \(lines.lineCount) lines, manifest.spans \(manifest.spans)")
+        if lines.spans.count != manifest.spans {
+            fail("\(AuditBundle.spans): \(lines.spans.count) spans, manifest.spans \(manifest.spans)")
         }
-        if proof.leafIndices.count != lines.lineCount {
-            fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.lineCount) span lines")
+        if proof.leafIndices.count != lines.spans.count {
+            fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.spans.count) spans")
         } else if lines.failures.isEmpty {
             let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
             if hashes.count != proof.hashes.count { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
@@ -222,8 +222,9 @@ public enum BundleVerifier {
             }
         }
         let tenants = Set(manifest.tenants)
-        for (i, s) in lines.spans.enumerated() where !tenants.contains(s.tenant) {
-            fail("\(AuditBundle.spans) line \(i + 1): tenant \(s.tenant) is not one the manifest names")
+        for s in lines.spans where !tenants.contains(s.tenant) {
+            fail("\(AuditBundle.spans): span \(s.spanID.hex) is of tenant \(s.tenant), not one the manifest names")
+            break
         }
 
         // A time range: its two signed checkpoints, consistent, every span between them.
@@ -411,8 +412,9 @@ public enum BundleVerifier {
     }
 }
 
-/// The exported spans: each message of `spans.otlp.pb` hashed as its leaf and read once, and
-/// each line of `spans.otlp.jsonl` checked to be exactly that message's encoding.
+/// The exported spans: each message of `spans.otlp.pb` read once (`SpanGroupReader`), its
+/// spans' leaves hashed, and each line of `spans.otlp.jsonl` checked to be exactly that
+/// message's encoding.
 struct SpanLines {
     var leaves: [TreeHash] = []
     var spans: [SpanRecord] = []
@@ -480,23 +482,21 @@ struct SpanLines {
         nonisolated(unsafe) let (jsonBytes, protoBytes) = (json, proto)
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = SpanLines()
-            var reader = LeafMessageReader()
+            var reader = SpanGroupReader()
             for k in min(c * per, count)..<min(c * per + per, count) {
                 let line = UnsafeRawBufferPointer(rebasing: jsonBytes[lineList[k]])
                 let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageList[k]])
-                guard let (same, record) = reader.read(message, line: line) else {
-                    if part.failures.count < 20 {
-                        part.failures.append("\(AuditBundle.spansProto): message \(k + 1) is not one span's TracesData")
-                    }
-                    continue
-                }
-                if !same, part.failures.count < 20 {
+                switch reader.read(message, line: line, records: &part.spans, leaves: &part.leaves) {
+                case .success: break
+                case .failure(let failure):
+                    guard part.failures.count < 20 else { break }
                     part.failures.append(
-                        "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)"
+                        failure == .shape
+                            ? "\(AuditBundle.spansProto): message \(k + 1) is not a TracesData of one resource and scope "
+                                + "group as protobuf-c encodes it"
+                            : "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)"
                     )
                 }
-                part.leaves.append(TreeHash.leaf(message))
-                part.spans.append(record)
             }
             parts.withLock { $0[c] = part }
         }
@@ -529,7 +529,8 @@ public struct SpanInclusionProof: Sendable {
     public var auditPath: [String]
     /// The signed checkpoint (note text) the root is from.
     public var checkpoint: String
-    /// The span's line of `spans.otlp.jsonl`.
+    /// The leaf message as OTLP/JSON (one `TracesData` of the span alone, as a line of the
+    /// OTel file exporter).
     public var line: String
 }
 
@@ -572,15 +573,26 @@ extension BundleVerifier {
                         ? "the bundle's proof does not tie this span to its checkpoint (run audit verify)"
                         : "no span \(span.hex) in the bundle"))
         }
-        let ranges = SpanLines.messageRanges(pb)
-        let lineRanges = SpanLines.lineRanges(json)
+        // Span k's leaf message: the k-th span over the messages, assembled from its message.
+        var first = 0
+        var leaf: [UInt8]?
+        for range in SpanLines.messageRanges(pb) {
+            guard let leaves = SpanGroupReader.leafMessages(UnsafeRawBufferPointer(rebasing: pb[range])) else { break }
+            if k < first + leaves.count {
+                leaf = leaves[k - first]
+                break
+            }
+            first += leaves.count
+        }
+        guard let leaf, let line = OTLPJSONEncoder.tracesData(leaf) else {
+            return .failure(.init("the bundle's messages do not hold span \(span.hex) (run audit verify)"))
+        }
         return .success(
             SpanInclusionProof(
                 spanID: span.hex, traceID: lines.spans[k].traceID.hex, leafIndex: proof.leafIndices[k],
-                treeSize: checkpoint.size, root: checkpoint.root.base64,
-                leaf: Data(UnsafeRawBufferPointer(rebasing: pb[ranges[k]])).base64EncodedString(),
+                treeSize: checkpoint.size, root: checkpoint.root.base64, leaf: Data(leaf).base64EncodedString(),
                 leafHash: lines.leaves[k].base64, auditPath: path.map(\.base64), checkpoint: text,
-                line: String(decoding: UnsafeRawBufferPointer(rebasing: json[lineRanges[k]]), as: UTF8.self)))
+                line: String(decoding: line, as: UTF8.self)))
     }
 }
 

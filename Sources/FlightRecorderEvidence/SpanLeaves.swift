@@ -94,7 +94,7 @@ package enum SpanLeaves {
     /// the field order and form protobuf-c encodes: a message part when present (nil: absent),
     /// a schema URL only when not empty. The one definition both ways of hashing use; a unit
     /// test checks it against protobuf-c encoding the whole `TracesData`.
-    static func assemble(
+    package static func assemble(
         resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, span: UnsafeRawBufferPointer,
         scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?, into out: inout [UInt8]
     ) {
@@ -115,6 +115,39 @@ package enum SpanLeaves {
         append(2, span)
         append(3, scopeSchema)
         append(3, schema)
+    }
+
+    /// A group message: a `TracesData` holding one `ResourceSpans` with one `ScopeSpans` of
+    /// several spans, as protobuf-c encodes it (the parts as `assemble` takes them; `spanFields`
+    /// the spans already encoded as field 2, one after another). Its leaves are `assemble`'s of
+    /// each span with the same parts.
+    package static func assembleGroup(
+        resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, spanFields: UnsafeRawBufferPointer,
+        scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?, into out: inout [UInt8]
+    ) {
+        func size(_ p: UnsafeRawBufferPointer?) -> Int { p.map { 1 + varintCount($0.count) + $0.count } ?? 0 }
+        func string(_ p: UnsafeRawBufferPointer?) -> UnsafeRawBufferPointer? { p?.isEmpty == false ? p : nil }
+        func append(_ number: UInt8, _ p: UnsafeRawBufferPointer?) {
+            guard let p else { return }
+            field(number, p.count, into: &out)
+            out.append(contentsOf: p)
+        }
+        let (scopeSchema, schema) = (string(scopeSchema), string(schema))
+        let scopeSpans = size(scope) + spanFields.count + size(scopeSchema)
+        let resourceSpans = size(resource) + 1 + varintCount(scopeSpans) + scopeSpans + size(schema)
+        field(1, resourceSpans, into: &out)
+        append(1, resource)
+        field(2, scopeSpans, into: &out)
+        append(1, scope)
+        out.append(contentsOf: spanFields)
+        append(3, scopeSchema)
+        append(3, schema)
+    }
+
+    /// `span` as field 2 of a `ScopeSpans` (its key, length and bytes), appended to `out`.
+    package static func appendSpanField(_ span: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        field(2, span.count, into: &out)
+        out.append(contentsOf: span)
     }
 
     /// Field `number` with wire type 2 and a payload of `payloadCount` bytes (its key and length).
@@ -154,6 +187,26 @@ package enum SpanLeaves {
             UnsafeMutablePointer<CSpan>
         ) -> Void
     ) {
+        forEachSpanWithParts(request) { message, _, rs, ss, span in body(message, rs, ss, span) }
+    }
+
+    /// The encoded parts a leaf message is assembled from (`assemble`).
+    package struct Parts {
+        package var resource: UnsafeRawBufferPointer?
+        package var scope: UnsafeRawBufferPointer?
+        package var span: UnsafeRawBufferPointer
+        package var scopeSchema: UnsafeRawBufferPointer?
+        package var schema: UnsafeRawBufferPointer?
+    }
+
+    /// `forEachSpan`, with the encoded parts of each message too.
+    package static func forEachSpanWithParts(
+        _ request: UnsafePointer<CExportRequest>,
+        _ body: (
+            UnsafeRawBufferPointer, Parts, UnsafePointer<CResourceSpans>, UnsafePointer<CScopeSpans>,
+            UnsafeMutablePointer<CSpan>
+        ) -> Void
+    ) {
         var message: [UInt8] = []
         var span: [UInt8] = []
         let req = request.pointee
@@ -173,16 +226,19 @@ package enum SpanLeaves {
                         withBytes(scope) { scope in
                             withString(ss.schema_url) { scopeSchema in
                                 withString(rs.schema_url) { schema in
-                                    span.withUnsafeBytes {
+                                    span.withUnsafeBytes { spanBytes in
                                         assemble(
-                                            resource: resource, scope: scope, span: $0, scopeSchema: scopeSchema,
-                                            schema: schema, into: &message)
+                                            resource: resource, scope: scope, span: spanBytes,
+                                            scopeSchema: scopeSchema, schema: schema, into: &message)
+                                        let parts = Parts(
+                                            resource: resource, scope: scope, span: spanBytes,
+                                            scopeSchema: scopeSchema, schema: schema)
+                                        message.withUnsafeBytes { body($0, parts, rsp, ssp, p) }
                                     }
                                 }
                             }
                         }
                     }
-                    message.withUnsafeBytes { body($0, rsp, ssp, p) }
                 }
             }
         }

@@ -58,16 +58,17 @@ public enum OTLPJSONEncoder {
         }
     }
 
-    /// The JSON of a leaf message around its span: everything before the span's object
-    /// (`{"resourceSpans":[{"resource":…,"scopeSpans":[{"scope":…,"spans":[`) and everything
-    /// after it. The spans of one scope group share it, so it is written once per group;
-    /// `prefix + span(s) + suffix` is byte for byte what `leaf` writes.
-    package struct LeafFrame: Sendable {
+    /// The JSON of a `TracesData` of one resource group with one scope group, around its spans
+    /// array: everything before it (`{"resourceSpans":[{"resource":…,"scopeSpans":[{"scope":…,
+    /// "spans":`) and everything after it. The spans of one scope group share it, so it is
+    /// written once per group; `prefix + [span, …] + suffix` is byte for byte what
+    /// `tracesData` writes for such a message (`leaf` for one span).
+    package struct GroupFrame: Sendable {
         package var prefix: [UInt8]
         package var suffix: [UInt8]
     }
 
-    package static func frame(_ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>) -> LeafFrame {
+    package static func frame(_ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>) -> GroupFrame {
         var w = JSONWriter(capacity: 1024)
         w.beginObject()
         w.key("resourceSpans")
@@ -79,12 +80,10 @@ public enum OTLPJSONEncoder {
         w.beginObject()
         writeScopeMembers(ss.pointee, &w)
         w.key("spans")
-        w.beginArray()
         let prefix = w.bytes.count
-        w.beginObject()
-        w.endObject()
-        let suffix = prefix + 2
+        w.beginArray()
         w.endArray()
+        let suffix = prefix + 2
         string("schemaUrl", ss.pointee.schema_url, &w)
         w.endObject()
         w.endArray()
@@ -92,10 +91,11 @@ public enum OTLPJSONEncoder {
         w.endObject()
         w.endArray()
         w.endObject()
-        return LeafFrame(prefix: Array(w.bytes[..<prefix]), suffix: Array(w.bytes[suffix...]))
+        return GroupFrame(prefix: Array(w.bytes[..<prefix]), suffix: Array(w.bytes[suffix...]))
     }
 
-    /// A span's object (`{…}`), as `leaf` writes it inside its frame.
+    /// A span's object (`{…}`), as `tracesData` writes it in its spans array (`w` holding that
+    /// array open, so spans after the first are separated by commas).
     package static func span(_ span: UnsafePointer<CSpan>, into w: inout JSONWriter) {
         w.beginObject()
         write(span.pointee, &w)

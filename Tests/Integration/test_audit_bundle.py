@@ -173,18 +173,22 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     assert report["ok"] and report["key_pinned"] and report["spans"] == sent and report["runs"] == 1
     assert report["failures"] == []
 
-    # spans.otlp.jsonl: one TracesData per line, the OTel file exporter's shape, redacted.
+    # spans.otlp.jsonl: one TracesData per line (a resource and scope with their spans), the
+    # OTel file exporter's shape, redacted; every span once.
     lines = files["spans.otlp.jsonl"].decode().splitlines()
-    assert len(lines) == sent
     names = set()
+    span_ids = []
     for line in lines:
         data = json.loads(line)
         [rs] = data["resourceSpans"]
         [ss] = rs["scopeSpans"]
-        [span] = ss["spans"]
-        names.add(span["name"])
+        assert ss["spans"]
+        for span in ss["spans"]:
+            names.add(span["name"])
+            span_ids.append(span["spanId"])
         tenant = [a for a in rs["resource"]["attributes"] if a["key"] == "tenant.id"]
         assert tenant[0]["value"]["stringValue"] == "acme"
+    assert len(span_ids) == len(set(span_ids)) == sent
     assert "approval.granted" in names and "policy.check" in names
     assert b"bob0@corp.example" not in files["spans.otlp.jsonl"]
     assert b"alice@corp.example" not in files["spans.otlp.jsonl"]
@@ -208,7 +212,7 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     assert manifest["key_id"] == key and manifest["tenants"] == ["acme"]
     assert len(manifest["redaction_policy_sha256"]) == 64
     listed = {f["name"]: f for f in manifest["files"]}
-    assert listed["spans.otlp.jsonl"]["records"] == sent
+    assert listed["spans.otlp.jsonl"]["records"] == len(lines) and manifest["spans"] == sent
     assert listed["spans.otlp.jsonl"]["sha256"] == hashlib.sha256(files["spans.otlp.jsonl"]).hexdigest()
     envelope = json.loads(files["statement.dsse.json"])
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
@@ -224,7 +228,8 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     assert root_line == p["root"] and int(p["checkpoint"].split("\n")[1]) == p["tree_size"]
     assert rfc9162_verify_inclusion(hashlib.sha256(b"\x00" + leaf).digest(), p["leaf_index"], p["tree_size"],
                                     [base64.b64decode(h) for h in p["audit_path"]], base64.b64decode(p["root"]))
-    assert json.loads(p["line"])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] == "approval.granted"
+    [alone] = json.loads(p["line"])["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert alone["name"] == "approval.granted"
     r = subprocess.run([BIN, "audit", "proof", out, "--span", "0123456789abcdef", "--key", key],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 65 and "no span" in r.stderr
@@ -342,15 +347,16 @@ def test_a_tenant_time_range_is_proved_complete(workdir):
     assert files["start-checkpoint.txt"] and json.loads(files["proof.json"])["consistency"]
 
     bad = os.path.join(workdir, "bad.tar")
-    # Leaving out one span fails, with or without its leaf index.
+    # Leaving out one line of spans fails, with or without their leaf indices.
     lines = files["spans.otlp.jsonl"].splitlines(keepends=True)
+    first_spans = len(json.loads(lines[0])["resourceSpans"][0]["scopeSpans"][0]["spans"])
     proof = json.loads(files["proof.json"])
     write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:])})
     assert verify(bad, "--key", key)[0] == 65
-    proof["leaf_indices"] = proof["leaf_indices"][1:]
+    proof["leaf_indices"] = proof["leaf_indices"][first_spans:]
     write_bundle(bad, {**files, "spans.otlp.jsonl": b"".join(lines[1:]), "proof.json": json.dumps(proof).encode()})
     assert verify(bad, "--key", key)[0] == 65
-    # Left out everywhere at once (its line, its message and its leaf index): the proof fails.
+    # Left out everywhere at once (its line, its message and its leaf indices): the proof fails.
     pb = files["spans.otlp.pb"]
     first_len, at, shift = 0, 0, 0
     while True:

@@ -1,0 +1,212 @@
+import COTLP
+import FlightRecorderCore
+import FlightRecorderEvidence
+import FlightRecorderOTLP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads an audit bundle's span groups one after another. Each message of `spans.otlp.pb` is
+/// a `TracesData` of one resource group holding one scope group of one or more spans, in the
+/// form protobuf-c encodes (each field once and in field order, the spans one after another,
+/// nothing else); the line of `spans.otlp.jsonl` at the same position must be exactly its
+/// OTLP/JSON. Each span's leaf is assembled from the message's own parts (its resource, scope,
+/// span and schema URLs: `SpanLeaves.assemble`, as ingest does) and hashed.
+///
+/// Consecutive groups mostly share their resource and scope: when a message has the same
+/// resource and scope bytes as the one before, the JSON around its spans and its resource
+/// record are the ones already made (unpacking is a function of those bytes).
+struct SpanGroupReader {
+    /// The message's fields other than its spans, of the last message read.
+    private var key: [UInt8] = []
+    private var scratch: [UInt8] = []
+    private var cached: (frame: OTLPJSONEncoder.GroupFrame, resource: ResourceRecord)?
+    private var spansJSON = JSONWriter(capacity: 1 << 16)
+    private var leaf: [UInt8] = []
+    private var shape = Shape()
+
+    /// Where a group message's parts are.
+    struct Shape {
+        var resource: Range<Int>?
+        var scope: Range<Int>?
+        var spans: [Range<Int>] = []
+        var scopeSchema: Range<Int>?
+        var schema: Range<Int>?
+    }
+
+    enum Failure: Error { case shape, json }
+
+    /// Appends each span's record and leaf hash; `.json` when the line is not exactly the
+    /// message's OTLP/JSON (the spans are appended all the same), `.shape` when the message is
+    /// not a group as described (nothing appended).
+    mutating func read(
+        _ message: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer, records: inout [SpanRecord],
+        leaves: inout [TreeHash]
+    ) -> Result<Void, Failure> {
+        guard Self.walk(message, key: &scratch, shape: &shape) else {
+            cached = nil
+            return .failure(.shape)
+        }
+        let reuse = cached != nil && scratch == key
+        if !reuse { swap(&key, &scratch) }
+        let count = shape.spans.count
+        var built: [SpanRecord] = []
+        built.reserveCapacity(count)
+        let unpacked: Bool?? = UnpackArena.withRequest(message) { request -> Bool? in
+            let d = request.pointee
+            guard d.n_resource_spans == 1, let rs = d.resource_spans[0], rs.pointee.n_scope_spans == 1,
+                let ss = rs.pointee.scope_spans[0], ss.pointee.n_spans == count
+            else { return nil }
+            let group: (frame: OTLPJSONEncoder.GroupFrame, resource: ResourceRecord)
+            if reuse, let cached {
+                group = cached
+            } else {
+                let scope = ss.pointee.scope?.pointee
+                group = (
+                    OTLPJSONEncoder.frame(rs, ss),
+                    ResourceRecord(
+                        attributes: TracesDataDecoder.attributes(
+                            rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0),
+                        scopeName: TracesDataDecoder.string(scope?.name),
+                        scopeVersion: TracesDataDecoder.string(scope?.version))
+                )
+                cached = group
+            }
+            spansJSON.reset()
+            spansJSON.beginArray()
+            for i in 0..<count {
+                guard let span = ss.pointee.spans[i], let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
+                    let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
+                else { return nil }
+                OTLPJSONEncoder.span(span, into: &spansJSON)
+                built.append(
+                    TracesDataDecoder.record(span.pointee, traceID: traceID, spanID: spanID, resource: group.resource))
+            }
+            spansJSON.endArray()
+            return Self.isConcatenation(line, group.frame.prefix, spansJSON.bytes, group.frame.suffix)
+        }
+        guard let unpacked, let matched = unpacked else {
+            cached = nil
+            return .failure(.shape)
+        }
+        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
+            r.map { UnsafeRawBufferPointer(rebasing: message[$0]) }
+        }
+        for span in shape.spans {
+            leaf.removeAll(keepingCapacity: true)
+            SpanLeaves.assemble(
+                resource: part(shape.resource), scope: part(shape.scope), span: part(span)!,
+                scopeSchema: part(shape.scopeSchema), schema: part(shape.schema), into: &leaf)
+            leaves.append(leaf.withUnsafeBytes { TreeHash.leaf($0) })
+        }
+        records += built
+        return matched ? .success(()) : .failure(.json)
+    }
+
+    /// Each span's leaf message (what its leaf hashes), for a message `read` accepts.
+    static func leafMessages(_ message: UnsafeRawBufferPointer) -> [[UInt8]]? {
+        var key: [UInt8] = []
+        var shape = Shape()
+        guard walk(message, key: &key, shape: &shape) else { return nil }
+        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
+            r.map { UnsafeRawBufferPointer(rebasing: message[$0]) }
+        }
+        return shape.spans.map { span in
+            var leaf: [UInt8] = []
+            SpanLeaves.assemble(
+                resource: part(shape.resource), scope: part(shape.scope), span: part(span)!,
+                scopeSchema: part(shape.scopeSchema), schema: part(shape.schema), into: &leaf)
+            return leaf
+        }
+    }
+
+    static func isConcatenation(_ line: UnsafeRawBufferPointer, _ a: [UInt8], _ b: [UInt8], _ c: [UInt8]) -> Bool {
+        guard line.count == a.count + b.count + c.count, let base = line.baseAddress else { return false }
+        var at = 0
+        for part in [a, b, c] {
+            let same = part.withUnsafeBytes { p in p.isEmpty || memcmp(base + at, p.baseAddress!, p.count) == 0 }
+            guard same else { return false }
+            at += part.count
+        }
+        return true
+    }
+
+    /// Finds the parts of a group message, and writes into `key` its fields other than the
+    /// spans (tags and lengths included, so presence counts). False unless the message is one
+    /// resource group (field 1, the whole message) of fields 1 (resource), 2 (one scope group)
+    /// and 3 (schema URL, not empty), each at most once and in that order, the scope group of
+    /// fields 1 (scope), 2 (the spans, at least one, one after another) and 3 (schema URL, not
+    /// empty) in that order: the form protobuf-c encodes, and the one leaves are assembled in.
+    static func walk(_ bytes: UnsafeRawBufferPointer, key: inout [UInt8], shape: inout Shape) -> Bool {
+        key.removeAll(keepingCapacity: true)
+        shape.spans.removeAll(keepingCapacity: true)
+        (shape.resource, shape.scope, shape.scopeSchema, shape.schema) = (nil, nil, nil, nil)
+        var at = 0
+        guard let top = field(bytes, &at, end: bytes.count), top.number == 1, at == bytes.count else { return false }
+        var scopeSpans: Range<Int>?
+        at = top.value.lowerBound
+        var last = 0
+        while at < top.value.upperBound {
+            let start = at
+            guard let f = field(bytes, &at, end: top.value.upperBound), f.number > last, f.number <= 3 else {
+                return false
+            }
+            last = f.number
+            switch f.number {
+            case 1: shape.resource = f.value
+            case 2: scopeSpans = f.value
+            default:
+                guard !f.value.isEmpty else { return false }
+                shape.schema = f.value
+            }
+            if f.number != 2 { key += bytes[start..<at] }
+        }
+        guard let scopeSpans else { return false }
+        key.append(0xFF)  // no field starts with this byte here: the groups' boundary
+        at = scopeSpans.lowerBound
+        last = 0
+        while at < scopeSpans.upperBound {
+            let start = at
+            guard let f = field(bytes, &at, end: scopeSpans.upperBound), f.number <= 3,
+                f.number > last || (f.number == 2 && last == 2)
+            else { return false }
+            last = f.number
+            switch f.number {
+            case 1:
+                shape.scope = f.value
+                key += bytes[start..<at]
+            case 2: shape.spans.append(f.value)
+            default:
+                guard !f.value.isEmpty else { return false }
+                shape.scopeSchema = f.value
+                key += bytes[start..<at]
+            }
+        }
+        return !shape.spans.isEmpty
+    }
+
+    /// A length-delimited field at `at` (within `end`): its number and value; nil for any
+    /// other wire type, or one that runs past `end`.
+    static func field(_ b: UnsafeRawBufferPointer, _ at: inout Int, end: Int) -> (number: Int, value: Range<Int>)? {
+        guard let tag = varint(b, &at, end), tag & 7 == 2, tag >> 3 > 0, tag >> 3 < 16,
+            let length = varint(b, &at, end), length <= UInt64(end - at)
+        else { return nil }
+        let value = at..<at + Int(length)
+        at = value.upperBound
+        return (Int(tag >> 3), value)
+    }
+
+    static func varint(_ b: UnsafeRawBufferPointer, _ at: inout Int, _ end: Int) -> UInt64? {
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
+        while at < end, shift < 64 {
+            let byte = b[at]
+            at += 1
+            v |= UInt64(byte & 0x7F) << shift
+            if byte & 0x80 == 0 { return v }
+            shift += 7
+        }
+        return nil
+    }
+}
