@@ -7,7 +7,8 @@ import Foundation
 /// --duration seconds, then, --rounds times: exports one tenant's whole time range with
 /// `flightrec audit export` (the daemon builds and streams the bundle; the CLI writes it to
 /// disk) and verifies it with `flightrec audit verify --key`. Rates are the bundle's spans over
-/// each command's wall time, the commands' own start-up included.
+/// each command's wall time, the commands' own start-up included. Before each round (not
+/// timed) the previous bundle is removed and `sync` run.
 extension LoadGen {
     func runAuditBench(daemon binary: String) async throws {
         let source = try makeSource()
@@ -29,6 +30,10 @@ extension LoadGen {
         var exports: [Double] = []
         var verifies: [Double] = []
         for round in 1...rounds {
+            // Not timed: the last round's bundle removed and the page cache written back, so a
+            // round does not pay for replacing the file the one before wrote.
+            try? FileManager.default.removeItem(atPath: bundle)
+            sync()
             let t0 = ContinuousClock.now
             let export = try Self.command(
                 binary,

@@ -1,3 +1,4 @@
+public import FlightRecorderCore
 public import FlightRecorderOTLP
 import Foundation
 
@@ -116,6 +117,35 @@ public struct BundleProof: Codable, Sendable, Equatable {
     /// size it pinned (`MerkleTree.consistencyRanges`).
     public var olderSizes: [UInt64]
     public var olderNodes: [String: String]
+}
+
+extension BundleProof: JSONWritable {
+    /// The JSON `BundleJSON.encoder()` writes, keys in snake case and sorted, without its
+    /// indentation: a proof has a number per span and a hash per proof node, too many for the
+    /// `Encodable` machinery to be quick (a reader decodes either form).
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if let consistency { w.member("consistency", consistency) }
+        w.member("hashes", hashes)
+        w.key("leaf_indices")
+        w.beginArray()
+        for i in leafIndices { w.int(Int64(i)) }
+        w.endArray()
+        w.key("older_nodes")
+        w.beginObject()
+        for key in olderNodes.keys.sorted() {
+            w.key(dynamic: key)
+            w.string(olderNodes[key]!)
+        }
+        w.endObject()
+        w.key("older_sizes")
+        w.beginArray()
+        for size in olderSizes { w.int(Int64(size)) }
+        w.endArray()
+        w.member("root", root)
+        w.member("tree_size", Int64(treeSize))
+        w.endObject()
+    }
 }
 
 /// The in-toto Statement the envelope signs.

@@ -162,6 +162,12 @@ public enum AuditExporter {
         let head = PreparedBundle(
             directory: directory, members: read.files.all.map { ($0.name, $0.size) }, spans: read.indices.count,
             runs: 0, mtime: Int(now.timeIntervalSince1970))
+        // The proof needs the leaves only: made on a thread of its own while the runs are
+        // resolved and the derived files written.
+        let (indices, leaves) = (read.indices, read.leaves)
+        let proving = Background {
+            Result { try proofJSON(indices: indices, leaves: leaves, plan: plan, snapshot: snapshot, request: request) }
+        }
         let finished = Task {
             do {
                 var runs = plan.runs ?? []
@@ -179,7 +185,7 @@ public enum AuditExporter {
                         &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
                         identityKeys: store.configuration.runIdentity.keys,
                         redactionPolicyDigest: redactionPolicyDigest, findingRules: store.configuration.findingRules,
-                        now: now)
+                        now: now, proofJSON: proving.value)
                 }
             } catch {
                 try? FileManager.default.removeItem(atPath: directory)
@@ -500,36 +506,19 @@ public enum AuditExporter {
     static func finish(
         _ read: inout ReadSpans, runs: [BundleViews.Run], plan: Plan, snapshot: EvidenceSnapshot,
         request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String,
-        findingRules: FindingRules, now: Date
+        findingRules: FindingRules, now: Date, proofJSON: Result<[UInt8], any Error>
     ) throws -> PreparedBundle {
         let indices = read.indices
         let spans = read.spans
         read.spans = []
         let views = BundleViews.derive(spans: spans, runs: runs, rules: findingRules)
         var files = read.files
-        try files.write(AuditBundle.decisions, views.decisions, records: views.decisionCount)
-        try files.write(AuditBundle.runs, views.runs, records: views.runCount)
-        try files.write(AuditBundle.findings, views.findings, records: views.findingCount)
+        try files.write(AuditBundle.decisions, pieces: views.decisions.pieces, records: views.decisionCount)
+        try files.write(AuditBundle.runs, pieces: views.runs.pieces, records: views.runCount)
+        try files.write(AuditBundle.findings, pieces: views.findings.pieces, records: views.findingCount)
 
-        // The proof.
         let size = plan.target.checkpoint.size
-        let nodes = CachedNodes(leaves: read.leaves, tree: snapshot)
-        let hashes = size == 0 ? [] : try Multiproof.prove(indices: indices, size: size, nodes)
-        let older = olderSizes(snapshot.history, requested: request.consistencyFrom, below: size)
-        var olderNodes: [String: String] = [:]
-        for m in older {
-            for r in MerkleTree.consistencyRanges(old: m, size: size) where olderNodes["\(r.start)-\(r.end)"] == nil {
-                olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(nodes, r.start, r.end).base64
-            }
-        }
-        var proof = BundleProof(
-            treeSize: size, root: plan.target.checkpoint.root.base64, leafIndices: indices,
-            hashes: hashes.map(\.base64), consistency: nil, olderSizes: older, olderNodes: olderNodes)
-        if request.selection == .range {
-            let old = plan.start?.checkpoint.size ?? 0
-            proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, nodes).map(\.base64)
-        }
-        try files.write(AuditBundle.proof, try BundleJSON.encoder().encode(proof), records: 1)
+        try files.write(AuditBundle.proof, try proofJSON.get(), records: 1)
         try files.write(AuditBundle.checkpoint, Array(plan.target.note.serialized.utf8), records: 1)
         if request.selection == .range {
             // No start checkpoint: the range starts at the log's first leaf, an empty file says so.
@@ -572,6 +561,33 @@ public enum AuditExporter {
             runs: runs.count, mtime: Int(now.timeIntervalSince1970))
     }
 
+    /// `proof.json`: the multiproof of the exported leaves, the consistency proofs from older
+    /// checkpoints and, for a range, from its start.
+    static func proofJSON(
+        indices: [UInt64], leaves: LeafCache, plan: Plan, snapshot: EvidenceSnapshot, request: AuditExportRequest
+    ) throws -> [UInt8] {
+        let size = plan.target.checkpoint.size
+        let nodes = CachedNodes(leaves: leaves, tree: snapshot)
+        let hashes = size == 0 ? [] : try Multiproof.prove(indices: indices, size: size, nodes)
+        let older = olderSizes(snapshot.history, requested: request.consistencyFrom, below: size)
+        var olderNodes: [String: String] = [:]
+        for m in older {
+            for r in MerkleTree.consistencyRanges(old: m, size: size) where olderNodes["\(r.start)-\(r.end)"] == nil {
+                olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(nodes, r.start, r.end).base64
+            }
+        }
+        var proof = BundleProof(
+            treeSize: size, root: plan.target.checkpoint.root.base64, leafIndices: indices,
+            hashes: hashes.map(\.base64), consistency: nil, olderSizes: older, olderNodes: olderNodes)
+        if request.selection == .range {
+            let old = plan.start?.checkpoint.size ?? 0
+            proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, nodes).map(\.base64)
+        }
+        var w = JSONWriter(capacity: indices.count * 12 + hashes.count * 48 + 4096)
+        proof.writeJSON(to: &w)
+        return w.bytes
+    }
+
     /// The earlier tree sizes the bundle proves consistency from: those requested, the last 100
     /// checkpoints' and the first of each UTC day's (so a checkpoint pinned from an earlier
     /// bundle or `flightrec verify` usually needs no request).
@@ -597,8 +613,18 @@ public enum AuditExporter {
         var listed: Set<TenantRunTrace> = []
         for s in spans {
             let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
-            if traceRun[key] == nil { traceRun[key] = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r) }
-            let run = TenantRun(tenant: s.tenant, run: resolver.run(of: s, traceRun: traceRun[key]))
+            // The index is asked only for spans that do not name their run (the rule
+            // `RunResolver.run` applies, with the trace's run looked up once).
+            let runID: String
+            if let explicit = resolver.identity.explicitRunID(span: s.attributes, resource: s.resource.attributes) {
+                runID = explicit
+            } else {
+                if traceRun[key] == nil {
+                    traceRun[key] = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r)
+                }
+                runID = resolver.run(of: s, traceRun: traceRun[key])
+            }
+            let run = TenantRun(tenant: s.tenant, run: runID)
             let i =
                 order[run]
                 ?? {
@@ -628,6 +654,14 @@ struct BundleFiles {
         mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
         mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
+
+        /// `bytes` hashed and written as they are (after anything buffered).
+        mutating func write(_ bytes: [UInt8]) throws {
+            try flush()
+            hasher.update(data: bytes)
+            size += bytes.count
+            try handle.write(contentsOf: bytes)
+        }
 
         mutating func flush() throws {
             hasher.update(data: buffer)
@@ -666,45 +700,52 @@ struct BundleFiles {
     }
 
     mutating func write(_ name: String, _ bytes: some Collection<UInt8>, records: Int, listed: Bool = true) throws {
+        try write(name, pieces: [Array(bytes)], records: records, listed: listed)
+    }
+
+    mutating func write(_ name: String, pieces: [[UInt8]], records: Int, listed: Bool = true) throws {
         var f = try open(name)
-        f.append(Array(bytes))
+        for p in pieces { try f.write(p) }
         try close(&f, records: records, listed: listed)
     }
 }
 
 /// The leaf hashes of the blocks an export read, by first leaf: the proof's nodes below the
-/// tiles come from here instead of reading and hashing those blocks a second time.
+/// tiles come from here instead of reading and hashing those blocks a second time. One flat
+/// array, so a subtree within consecutive blocks is a slice of it.
 struct LeafCache {
+    /// Each block's first leaf and where its hashes start in `hashes`.
     var firsts: [UInt64] = []
-    var hashes: [[TreeHash]] = []
+    var offsets: [Int] = []
+    var hashes: [TreeHash] = []
 
     mutating func add(firstLeaf: UInt64, _ leaves: [TreeHash]) {
         firsts.append(firstLeaf)
-        hashes.append(leaves)
+        offsets.append(hashes.count)
+        hashes += leaves
     }
 
-    /// Leaves `start ..< end` when the cached blocks hold them all.
-    func leaves(_ start: UInt64, _ end: UInt64) -> [TreeHash]? {
+    /// Where leaf `leaf` is in `hashes`, if a cached block holds it.
+    func position(_ leaf: UInt64) -> Int? {
         var lo = 0
         var hi = firsts.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if firsts[mid] <= start { lo = mid + 1 } else { hi = mid }
+            if firsts[mid] <= leaf { lo = mid + 1 } else { hi = mid }
         }
-        var i = lo - 1
+        let i = lo - 1
         guard i >= 0 else { return nil }
-        var out: [TreeHash] = []
-        out.reserveCapacity(Int(end - start))
-        var leaf = start
-        while leaf < end {
-            guard i < firsts.count, firsts[i] <= leaf, leaf < firsts[i] + UInt64(hashes[i].count) else { return nil }
-            let from = Int(leaf - firsts[i])
-            let to = min(hashes[i].count, from + Int(end - leaf))
-            out += hashes[i][from..<to]
-            leaf += UInt64(to - from)
-            i += 1
-        }
-        return out
+        let end = i + 1 < offsets.count ? offsets[i + 1] : hashes.count
+        let at = offsets[i] + Int(leaf - firsts[i])
+        return at < end ? at : nil
+    }
+
+    /// Leaves `start ..< end` when the cached blocks hold them all.
+    func leaves(_ start: UInt64, _ end: UInt64) -> ArraySlice<TreeHash>? {
+        guard end > start, let first = position(start), let last = position(end - 1),
+            last - first == Int(end - 1 - start)  // no leaf in between missing (positions run on)
+        else { return nil }
+        return hashes[first...last]
     }
 }
 
@@ -716,7 +757,7 @@ struct CachedNodes: TreeNodes {
     func node(level: Int, index: UInt64) throws -> TreeHash {
         if level < 8 {
             let start = index << UInt64(level)
-            if let hashes = leaves.leaves(start, start + (1 << UInt64(level))) { return LeafList.subtree(hashes[...]) }
+            if let hashes = leaves.leaves(start, start + (1 << UInt64(level))) { return LeafList.subtree(hashes) }
         }
         return try tree.node(level: level, index: index)
     }

@@ -64,6 +64,15 @@ public enum BundleVerifier {
         func bytes(_ name: String) -> UnsafeRawBufferPointer? { files[name] }
         func data(_ name: String) -> Data? { files[name].map { Data($0) } }
 
+        // The spans (the bulk of the work) are read on every core from the start, while this
+        // thread checks signatures, digests and the manifest; awaited before returning, since
+        // they read the archive.
+        nonisolated(unsafe) let spanFiles = (files[AuditBundle.spans], files[AuditBundle.spansProto])
+        let reading = Background {
+            spanFiles.0.flatMap { json in spanFiles.1.map { SpanLines.read(json: json, proto: $0) } }
+        }
+        defer { _ = reading.value }
+
         // The envelope and its key.
         guard let envelopeData = data(AuditBundle.envelope),
             let envelope = try? JSONDecoder().decode(DSSEEnvelope.self, from: envelopeData)
@@ -191,7 +200,8 @@ public enum BundleVerifier {
             fail("\(AuditBundle.spans) or \(AuditBundle.spansProto): missing")
             return report
         }
-        let lines = SpanLines.read(json: spanBytes, proto: protoBytes)
+        _ = (spanBytes, protoBytes)
+        guard let lines = reading.value else { return report }
         report.spans = lines.spans.count
         for f in lines.failures { fail(f) }
         if lines.messageCount != records[AuditBundle.spansProto] {
@@ -207,22 +217,37 @@ public enum BundleVerifier {
         }
         if proof.leafIndices.count != lines.spans.count {
             fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.spans.count) spans")
-        } else if lines.failures.isEmpty {
+        }
+        // The proof is recomputed on a thread of its own while the derived files are checked.
+        let proving: Background<Bool>?
+        if proof.leafIndices.count == lines.spans.count && lines.failures.isEmpty {
             let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
             if hashes.count != proof.hashes.count { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
-            let root: TreeHash? =
-                checkpoint.size == 0
-                ? (proof.leafIndices.isEmpty && hashes.isEmpty ? TreeHash.empty : nil)
-                : Multiproof.root(
-                    indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes)
-            if root != checkpoint.root {
+            let (indices, leaves, checkpointSize, checkpointRoot) = (
+                proof.leafIndices, lines.leaves, checkpoint.size, checkpoint.root
+            )
+            proving = Background {
+                let root: TreeHash? =
+                    checkpointSize == 0
+                    ? (indices.isEmpty && hashes.isEmpty ? TreeHash.empty : nil)
+                    : Multiproof.root(indices: indices, leaves: leaves, size: checkpointSize, proof: hashes)
+                return root == checkpointRoot
+            }
+        } else {
+            proving = nil
+        }
+        func proved() {
+            if let proving, !proving.value {
                 fail(
                     "\(AuditBundle.proof): the spans and the proof do not give the checkpoint's root: a span was changed, added, "
                         + "removed or reordered, or the proof does not match")
             }
         }
         let tenants = Set(manifest.tenants)
-        for s in lines.spans where !tenants.contains(s.tenant) {
+        var lastTenant: String?  // spans come in groups of one resource: most repeat the tenant before
+        for s in lines.spans where s.tenant != lastTenant {
+            lastTenant = s.tenant
+            guard !tenants.contains(s.tenant) else { continue }
             fail("\(AuditBundle.spans): span \(s.spanID.hex) is of tenant \(s.tenant), not one the manifest names")
             break
         }
@@ -241,6 +266,7 @@ public enum BundleVerifier {
             let rows = CSV.parse(runsText)
         else {
             fail("\(AuditBundle.runs): missing or not RFC 4180")
+            proved()
             return report
         }
         var runs: [BundleViews.Run] = []
@@ -272,19 +298,15 @@ public enum BundleVerifier {
                 fail("\(name): missing")
                 continue
             }
-            let same =
-                b.count == derived.count
-                && derived.withUnsafeBytes { d in
-                    d.isEmpty || memcmp(d.baseAddress!, b.baseAddress!, d.count) == 0
-                }
-            if !same {
-                fail("\(name): differs from what the proved spans give (\(firstDifference(b, derived)))")
+            if !derived.matches(b) {
+                fail("\(name): differs from what the proved spans give (\(firstDifference(b, derived.joined)))")
             }
             if records[name] != count { fail("\(name): \(count) records, the manifest says \(records[name] ?? 0)") }
         }
         if manifest.runs != views.runCount {
             fail("manifest: \(manifest.runs) runs, \(AuditBundle.runs) has \(views.runCount)")
         }
+        proved()
         report.decisions = views.decisionCount
         report.findings = views.findingKinds
 
@@ -409,6 +431,25 @@ public enum BundleVerifier {
             if a[i] == 0x0A { line += 1 }
         }
         return a.count < b.count ? "it is shorter" : "it is longer"
+    }
+}
+
+/// A value computed on another thread while the caller goes on; `value` waits for it.
+final class Background<T>: @unchecked Sendable {  // `result` is written once, before `done` is signalled
+    private var result: T?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () -> T) {
+        DispatchQueue.global().async {
+            self.result = work()
+            self.done.signal()
+        }
+    }
+
+    var value: T {
+        done.wait()
+        done.signal()
+        return result!
     }
 }
 

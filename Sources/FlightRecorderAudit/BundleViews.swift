@@ -27,10 +27,32 @@ public enum BundleViews {
         }
     }
 
+    /// A derived file's bytes, in the pieces the cores made (joined only when written or
+    /// compared, never copied into one array).
+    public struct Pieces: Sendable {
+        public var pieces: [[UInt8]] = []
+        public var count: Int { pieces.reduce(0) { $0 + $1.count } }
+        public var joined: [UInt8] { Array(pieces.joined()) }
+
+        /// Whether `bytes` are exactly these pieces, one after another.
+        public func matches(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            guard bytes.count == count else { return false }
+            var at = 0
+            for p in pieces {
+                let same = p.withUnsafeBytes { q in
+                    q.isEmpty || memcmp(bytes.baseAddress! + at, q.baseAddress!, q.count) == 0
+                }
+                guard same else { return false }
+                at += p.count
+            }
+            return true
+        }
+    }
+
     public struct Output: Sendable {
-        public var decisions: [UInt8] = []
-        public var findings: [UInt8] = []
-        public var runs: [UInt8] = []
+        public var decisions = Pieces()
+        public var findings = Pieces()
+        public var runs = Pieces()
         public var decisionCount = 0
         public var findingCount = 0
         public var runCount = 0
@@ -102,37 +124,36 @@ public enum BundleViews {
             for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
                 Self.derive(
                     rules: rules,
-                    run: runs[i], spans: groups[i].map { spans[$0] }, into: &part.decisions, &part.findings, &part.csv,
+                    run: runs[i],
+                    // Ordered by start (then span ID) as indices, so each record is copied once.
+                    spans: groups[i].sorted {
+                        (spans[$0].startNanos, spans[$0].spanID.value) < (spans[$1].startNanos, spans[$1].spanID.value)
+                    }.map { spans[$0] }, into: &part.decisions, &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
             parts.withLock { $0[c] = part }
         }
-        var csv = csvHeader + "\r\n"
-        let done = parts.withLock { $0 }.compactMap { $0 }
-        out.decisions.reserveCapacity(done.reduce(0) { $0 + $1.decisions.bytes.count })
-        out.findings.reserveCapacity(done.reduce(0) { $0 + $1.findings.bytes.count })
-        csv.reserveCapacity(done.reduce(csv.utf8.count) { $0 + $1.csv.utf8.count })
-        for part in done {
-            out.decisions += part.decisions.bytes
-            out.findings += part.findings.bytes
-            csv += part.csv
+        out.runs.pieces.append(Array((csvHeader + "\r\n").utf8))
+        for part in parts.withLock({ $0 }).compactMap({ $0 }) {
+            out.decisions.pieces.append(part.decisions.bytes)
+            out.findings.pieces.append(part.findings.bytes)
+            out.runs.pieces.append(Array(part.csv.utf8))
             out.decisionCount += part.decisionCount
             out.findingCount += part.findingCount
             out.findingKinds.merge(part.kinds, uniquingKeysWith: +)
         }
-        out.runs = Array(csv.utf8)
         out.runCount = runs.count
         return out
     }
 
-    /// One run's decisions, findings and `runs.csv` row.
+    /// One run's decisions, findings and `runs.csv` row; `runSpans` ordered by start time, then
+    /// span ID.
     static func derive(
-        rules: FindingRules, run: Run, spans: [SpanRecord], into decisions: inout JSONLines,
+        rules: FindingRules, run: Run, spans runSpans: [SpanRecord], into decisions: inout JSONLines,
         _ findings: inout JSONLines,
         _ csv: inout String,
         decisions decisionCount: inout Int, findings findingCount: inout Int, kinds: inout [String: Int]
     ) {
-        let runSpans = spans.sorted { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
         let graph = RunGraph(runID: run.runID, spans: runSpans)
         var decided = 0
         var executions = 0

@@ -164,11 +164,20 @@ public struct LeafList: TreeNodes, Sendable {
 
     /// The hash of a complete subtree (a power-of-two count of leaves).
     public static func subtree(_ leaves: ArraySlice<TreeHash>) -> TreeHash {
-        var level = Array(leaves)
-        while level.count > 1 {
-            level = stride(from: 0, to: level.count, by: 2).map { TreeHash.node(level[$0], level[$0 + 1]) }
+        switch leaves.count {
+        case 0: return .empty
+        case 1: return leaves[leaves.startIndex]
+        case 2: return .node(leaves[leaves.startIndex], leaves[leaves.startIndex + 1])
+        default:
+            // Pairs hashed in place, level by level, in one scratch array.
+            var level = Array(leaves)
+            var n = level.count
+            while n > 1 {
+                for i in 0..<n / 2 { level[i] = .node(level[2 * i], level[2 * i + 1]) }
+                n /= 2
+            }
+            return level[0]
         }
-        return level.first ?? .empty
     }
 }
 

@@ -57,7 +57,7 @@ public enum Multiproof {
                 return leaves[leaf]
             }
             let mid = start + MerkleTree.split(end - start)
-            let cut = wanted.firstIndex { $0 >= mid } ?? wanted.endIndex
+            let cut = firstIndex(in: wanted, notBelow: mid)
             guard let l = node(start, mid, wanted[..<cut]), let r = node(mid, end, wanted[cut...]) else { return nil }
             if let target, (start..<end).contains(target) { path.append(target < mid ? r : l) }
             return .node(l, r)
@@ -66,13 +66,24 @@ public enum Multiproof {
         return (root, path)
     }
 
+    /// The first index of `sorted` whose value is at least `value` (binary search).
+    static func firstIndex(in sorted: ArraySlice<UInt64>, notBelow value: UInt64) -> Int {
+        var lo = sorted.startIndex
+        var hi = sorted.endIndex
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid] < value { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
     private static func walk(
         _ start: UInt64, _ end: UInt64, _ wanted: ArraySlice<UInt64>, _ emit: (UInt64, UInt64) throws -> Void
     ) throws {
         if wanted.isEmpty { return try emit(start, end) }
         if end - start == 1 { return }
         let k = start + MerkleTree.split(end - start)
-        let cut = wanted.firstIndex { $0 >= k } ?? wanted.endIndex
+        let cut = firstIndex(in: wanted, notBelow: k)
         try walk(start, k, wanted[..<cut], emit)
         try walk(k, end, wanted[cut...], emit)
     }

@@ -1,4 +1,5 @@
 import Crypto
+import FlightRecorderCore
 import FlightRecorderEvidence
 import Foundation
 import Testing
@@ -11,6 +12,24 @@ import Testing
 
     /// For every tree up to 40 leaves and many subsets, the multiproof gives the root, and
     /// changing any leaf, dropping any hash or proving another index does not.
+    /// `proof.json` as written (`BundleProof.writeJSON`) is the `JSONEncoder` form without its
+    /// indentation, and decodes back to the same proof.
+    @Test func proofJSONIsTheEncodersForm() throws {
+        for consistency in [nil, ["a+b/c==", "d"]] as [[String]?] {
+            let proof = BundleProof(
+                treeSize: 1 << 40, root: "r/o+ot==", leafIndices: [0, 7, 1 << 33],
+                hashes: Self.leaves(3).map(\.base64), consistency: consistency, olderSizes: [3, 9],
+                olderNodes: ["0-4": "x/y", "4-8": "z", "10-11": "q"])
+            let e = JSONEncoder()
+            e.keyEncodingStrategy = .convertToSnakeCase
+            e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            var w = JSONWriter()
+            proof.writeJSON(to: &w)
+            #expect(w.bytes == Array(try e.encode(proof)))
+            #expect(try BundleJSON.decoder().decode(BundleProof.self, from: Data(w.bytes)) == proof)
+        }
+    }
+
     @Test func multiproofsGiveTheRootForEverySubset() throws {
         var rng = SystemRandomNumberGenerator()
         for size in 1...40 {
