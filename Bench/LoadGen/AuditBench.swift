@@ -3,7 +3,7 @@ import AsyncHTTPClient
 import Foundation
 
 /// `--audit-bench`: audit bundle export and verification rates (Bench/README.md, "Audit
-/// bundles"). Fills a started daemon with the generated pool (unique IDs, four tenants) for
+/// bundles"). Fills a started daemon with the generated pool (unique IDs, `--tenants`, default four) for
 /// --duration seconds, then, --rounds times: exports one tenant's whole time range with
 /// `flightrec audit export` (the daemon builds and streams the bundle; the CLI writes it to
 /// disk) and verifies it with `flightrec audit verify --key`. Rates are the bundle's spans over
@@ -23,7 +23,9 @@ extension LoadGen {
             client: client, target: "http://127.0.0.1:\(portBase)/v1/traces", requests: source, seconds: duration,
             limit: nil, monitor: nil)
         try? await client.shutdown()
-        print("filled: \(fill.spans) spans in \(String(format: "%.1f", fill.elapsed)) s (four tenants)")
+        print(
+            "filled: \(fill.spans) spans in \(String(format: "%.1f", fill.elapsed)) s (\(tenants) tenant(s), acme's exported)"
+        )
         let key = try Self.command(binary, ["audit", "key", "--data", started.dataDir]).output
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let bundle = (started.dataDir as NSString).deletingLastPathComponent + "/bundle.tar"

@@ -129,6 +129,9 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: audit bundle export and verify rates over one tenant's range (AuditBench.swift).")
     var auditBench = false
 
+    @Option(help: "Tenants in the generated pool, interleaved in every request (1 to 4; acme first).")
+    var tenants = 4
+
     @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")
     var metricsOn = "metrics:\n  run_settle: 10s"
 

@@ -46,6 +46,10 @@ extension LoadGen {
         } else {
             var options = AgentWorkload.Options()
             options.spansPerRequest = spansPerRequest
+            guard (1...options.tenants.count).contains(tenants) else {
+                throw ValidationError("--tenants: 1 to \(options.tenants.count)")
+            }
+            options.tenants = Array(options.tenants.prefix(tenants))
             var workload = AgentWorkload(options: options)
             bodies = (0..<pool).map { _ in workload.nextRequest().bytes }
         }
