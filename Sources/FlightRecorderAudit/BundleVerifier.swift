@@ -43,8 +43,9 @@ public enum BundleVerifier {
     /// Verifies the bundle `archive` against `key` (the auditor's pinned key; nil trusts the key
     /// the bundle names, which proves it self-consistent but not who signed it) and, when given,
     /// a checkpoint the auditor pinned earlier.
-    public static func verify(archive: UnsafeRawBufferPointer, key pinnedKey: NoteVerifier?, pinned: String?) -> Report
-    {
+    public static func verify(
+        archive: UnsafeRawBufferPointer, key pinnedKey: NoteVerifier?, pinned: String?, keepUntilExit: Bool = false
+    ) -> Report {
         var report = Report()
         func fail(_ message: String) { report.failures.append(message) }
 
@@ -202,7 +203,8 @@ public enum BundleVerifier {
         }
         _ = (spanBytes, protoBytes)
         guard let lines = reading.value else { return report }
-        report.spans = lines.spans.count
+        if keepUntilExit { Self.keptUntilExit.withLock { $0.append(lines) } }
+        report.spans = lines.spanCount
         for f in lines.failures { fail(f) }
         if lines.messageCount != records[AuditBundle.spansProto] {
             fail(
@@ -212,15 +214,15 @@ public enum BundleVerifier {
         if lines.lineCount != records[AuditBundle.spans] {
             fail("\(AuditBundle.spans): \(lines.lineCount) lines, the manifest says \(records[AuditBundle.spans] ?? 0)")
         }
-        if lines.spans.count != manifest.spans {
-            fail("\(AuditBundle.spans): \(lines.spans.count) spans, manifest.spans \(manifest.spans)")
+        if lines.spanCount != manifest.spans {
+            fail("\(AuditBundle.spans): \(lines.spanCount) spans, manifest.spans \(manifest.spans)")
         }
-        if proof.leafIndices.count != lines.spans.count {
-            fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.spans.count) spans")
+        if proof.leafIndices.count != lines.spanCount {
+            fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.spanCount) spans")
         }
         // The proof is recomputed on a thread of its own while the derived files are checked.
         let proving: Background<Bool>?
-        if proof.leafIndices.count == lines.spans.count && lines.failures.isEmpty {
+        if proof.leafIndices.count == lines.spanCount && lines.failures.isEmpty {
             let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
             if hashes.count != proof.hashes.count { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
             let (indices, leaves, checkpointSize, checkpointRoot) = (
@@ -245,7 +247,7 @@ public enum BundleVerifier {
         }
         let tenants = Set(manifest.tenants)
         var lastTenant: String?  // spans come in groups of one resource: most repeat the tenant before
-        for s in lines.spans where s.tenant != lastTenant {
+        for s in lines.chunks.joined() where s.tenant != lastTenant {
             lastTenant = s.tenant
             guard !tenants.contains(s.tenant) else { continue }
             fail("\(AuditBundle.spans): span \(s.spanID.hex) is of tenant \(s.tenant), not one the manifest names")
@@ -283,7 +285,7 @@ public enum BundleVerifier {
             }
         }
         report.runs = runs.count
-        let views = BundleViews.derive(spans: lines.spans, runs: runs, rules: manifest.findingRules ?? .default)
+        let views = BundleViews.derive(chunks: lines.chunks, runs: runs, rules: manifest.findingRules ?? .default)
         for s in views.unowned.prefix(20) {
             fail(
                 "\(AuditBundle.spans): span \(s.spanID.hex) of trace \(s.traceID.hex) belongs to no run in \(AuditBundle.runs)"
@@ -316,6 +318,11 @@ public enum BundleVerifier {
         }
         return report
     }
+
+    /// What `verify(keepUntilExit: true)` did not free: a command that exits right after
+    /// verifying lets the process's end release the spans' records at once, instead of one
+    /// by one (a few hundred milliseconds for a million spans).
+    static let keptUntilExit = Mutex<[SpanLines]>([])
 
     static func verifiedCheckpoint(
         _ text: String, key: NoteVerifier, name: String, _ fail: (String) -> Void
@@ -458,7 +465,11 @@ final class Background<T>: @unchecked Sendable {  // `result` is written once, b
 /// message's encoding.
 struct SpanLines {
     var leaves: [TreeHash] = []
+    /// The spans in order, in the chunks the threads read (not copied into one array).
+    var chunks: [[SpanRecord]] = []
+    /// The spans in order (a single part's records, while it is being read).
     var spans: [SpanRecord] = []
+    var spanCount: Int { chunks.reduce(0) { $0 + $1.count } }
     var failures: [String] = []
     var lineCount = 0
     var messageCount = 0
@@ -543,10 +554,9 @@ struct SpanLines {
         }
         let done = parts.withLock { $0 }.compactMap { $0 }
         out.leaves.reserveCapacity(count)
-        out.spans.reserveCapacity(count)
         for part in done {
             out.leaves += part.leaves
-            out.spans += part.spans
+            out.chunks.append(part.spans)
             out.failures += part.failures
         }
         return out
@@ -601,7 +611,7 @@ extension BundleVerifier {
         let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
         guard lines.failures.isEmpty, hashes.count == proof.hashes.count,
             lines.leaves.count == proof.leafIndices.count,
-            let k = lines.spans.firstIndex(where: { $0.spanID == span }),
+            let k = Array(lines.chunks.joined()).firstIndex(where: { $0.spanID == span }),
             let path = Multiproof.auditPath(
                 of: k, indices: proof.leafIndices, leaves: lines.leaves, size: checkpoint.size, proof: hashes),
             MerkleTree.verifyInclusion(
@@ -610,7 +620,7 @@ extension BundleVerifier {
         else {
             return .failure(
                 .init(
-                    lines.spans.contains { $0.spanID == span }
+                    lines.chunks.joined().contains { $0.spanID == span }
                         ? "the bundle's proof does not tie this span to its checkpoint (run audit verify)"
                         : "no span \(span.hex) in the bundle"))
         }
@@ -630,7 +640,7 @@ extension BundleVerifier {
         }
         return .success(
             SpanInclusionProof(
-                spanID: span.hex, traceID: lines.spans[k].traceID.hex, leafIndex: proof.leafIndices[k],
+                spanID: span.hex, traceID: Array(lines.chunks.joined())[k].traceID.hex, leafIndex: proof.leafIndices[k],
                 treeSize: checkpoint.size, root: checkpoint.root.base64, leaf: Data(leaf).base64EncodedString(),
                 leafHash: lines.leaves[k].base64, auditPath: path.map(\.base64), checkpoint: text,
                 line: String(decoding: line, as: UTF8.self)))

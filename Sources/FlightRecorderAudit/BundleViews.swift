@@ -67,6 +67,14 @@ public enum BundleViews {
     /// `spans` in any order, duplicates allowed (each distinct span counts once, as the
     /// collector deduplicates on read); `runs` in the order they should be listed.
     public static func derive(spans: [SpanRecord], runs: [Run], rules: FindingRules = .default) -> Output {
+        derive(chunks: [spans], runs: runs, rules: rules)
+    }
+
+    /// `derive(spans:)` of the chunks' spans one after another (as a verifier's threads read
+    /// them: never copied into one array).
+    static func derive(chunks spans: [[SpanRecord]], runs: [Run], rules: FindingRules) -> Output {
+        /// A span's place: its chunk in the high bits, its index in the low 40.
+        @Sendable func at(_ i: Int) -> SpanRecord { spans[i >> 40][i & (1 << 40 - 1)] }
         // Tenants as small numbers, so the per-span keys hash fixed-size values only.
         var tenantNumbers: [String: Int32] = [:]
         func number(_ tenant: String) -> Int32 {
@@ -84,24 +92,27 @@ public enum BundleViews {
         }
         // Each distinct span once (per tenant), grouped by run as indices into `spans`.
         var seen: Set<NumberedSpan> = []
-        seen.reserveCapacity(spans.count)
+        seen.reserveCapacity(spans.reduce(0) { $0 + $1.count })
         var groupedIndices = [[Int]](repeating: [], count: runs.count)
         var out = Output()
         var last: (tenant: String, number: Int32)?
-        for (i, s) in spans.enumerated() {
-            let tenant: Int32
-            if let last, last.tenant == s.tenant {
-                tenant = last.number
-            } else {
-                tenant = number(s.tenant)
-                last = (s.tenant, tenant)
-            }
-            let key = NumberedTrace(tenant: tenant, trace: s.traceID)
-            guard seen.insert(NumberedSpan(key: key, span: s.spanID)).inserted else { continue }
-            if let g = owner[key] {
-                groupedIndices[g].append(i)
-            } else {
-                out.unowned.append(s)
+        for (c, chunk) in spans.enumerated() {
+            for (k, s) in chunk.enumerated() {
+                let i = c << 40 | k
+                let tenant: Int32
+                if let last, last.tenant == s.tenant {
+                    tenant = last.number
+                } else {
+                    tenant = number(s.tenant)
+                    last = (s.tenant, tenant)
+                }
+                let key = NumberedTrace(tenant: tenant, trace: s.traceID)
+                guard seen.insert(NumberedSpan(key: key, span: s.spanID)).inserted else { continue }
+                if let g = owner[key] {
+                    groupedIndices[g].append(i)
+                } else {
+                    out.unowned.append(s)
+                }
             }
         }
         // Each run's spans copied out on the core that derives it.
@@ -127,8 +138,9 @@ public enum BundleViews {
                     run: runs[i],
                     // Ordered by start (then span ID) as indices, so each record is copied once.
                     spans: groups[i].sorted {
-                        (spans[$0].startNanos, spans[$0].spanID.value) < (spans[$1].startNanos, spans[$1].spanID.value)
-                    }.map { spans[$0] }, into: &part.decisions, &part.findings, &part.csv,
+                        let (a, b) = (at($0), at($1))
+                        return (a.startNanos, a.spanID.value) < (b.startNanos, b.spanID.value)
+                    }.map { at($0) }, into: &part.decisions, &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
             parts.withLock { $0[c] = part }
@@ -299,13 +311,13 @@ struct TenantTrace: Hashable, Sendable {
 
 /// Lines of JSON objects, each ending in a newline.
 struct JSONLines {
-    var bytes: [UInt8] = []
+    /// One writer for every line: each line is a top-level value followed by a newline.
+    private var writer = JSONWriter(capacity: 1 << 16)
+    var bytes: [UInt8] { writer.bytes }
 
     mutating func add(_ body: (inout JSONWriter) -> Void) {
-        var w = JSONWriter(capacity: 256)
-        body(&w)
-        bytes += w.bytes
-        bytes.append(0x0A)
+        body(&writer)
+        writer.endLine()
     }
 }
 

@@ -15,17 +15,28 @@ public protocol JSONWritable {
 /// Hand-written: Foundation's `JSONEncoder` boxes every value through the `Encodable`
 /// machinery, which was 40% of the server time of a 200-span graph query, and none of the
 /// packages this project may use has a faster encoder. The callers write keys in sorted order.
-public struct JSONWriter {
+public struct JSONWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
-    /// Whether the next member or element needs a comma before it, per open container.
-    private var needsComma: [Bool] = []
+    /// Whether the next member or element needs a comma before it, per open container: the
+    /// innermost 64 as bits of `commas` (bit 0 the innermost), the outer ones beyond those in
+    /// `deeper` (a bit stack: no array work per value at ordinary depths).
+    private var commas: UInt64 = 0
+    private var depth = 0
+    private var deeper: [Bool] = []
 
     public init(capacity: Int = 4096) { bytes.reserveCapacity(capacity) }
+
+    /// Ends a line of JSON Lines: a newline after a complete top-level value.
+    public mutating func endLine() {
+        precondition(depth == 0, "a line ends after a complete value")
+        bytes.append(0x0A)
+    }
 
     /// Empties the writer for the next value, keeping its buffer.
     public mutating func reset() {
         bytes.removeAll(keepingCapacity: true)
-        needsComma.removeAll(keepingCapacity: true)
+        (commas, depth) = (0, 0)
+        deeper.removeAll(keepingCapacity: true)
     }
 
     public mutating func beginObject() { begin(UInt8(ascii: "{")) }
@@ -36,11 +47,11 @@ public struct JSONWriter {
     private mutating func begin(_ bracket: UInt8) {
         separate()
         bytes.append(bracket)
-        needsComma.append(false)
+        push()
     }
 
     private mutating func end(_ bracket: UInt8) {
-        needsComma.removeLast()
+        pop()
         bytes.append(bracket)
     }
 
@@ -51,14 +62,14 @@ public struct JSONWriter {
         k.withUTF8Buffer { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
         // The value is the member's own: no comma before it.
-        needsComma[needsComma.count - 1] = false
+        setComma(false)
     }
 
     /// A member's key that is not a literal (a map's key); its value follows.
     public mutating func key(dynamic k: String) {
         string(k)
         bytes.append(UInt8(ascii: ":"))
-        needsComma[needsComma.count - 1] = false
+        setComma(false)
     }
 
     public mutating func string(_ s: String) {
@@ -152,10 +163,29 @@ public struct JSONWriter {
         endArray()
     }
 
+    private mutating func push() {
+        if depth >= 64 { deeper.append(commas >> 63 != 0) }
+        commas <<= 1  // the new container's bit starts clear
+        depth += 1
+    }
+
+    private mutating func pop() {
+        depth -= 1
+        commas >>= 1
+        if depth >= 64 { commas |= (deeper.removeLast() ? 1 : 0) << 63 }
+    }
+
+    /// The innermost container's bit.
+    private var comma: Bool { commas & 1 != 0 }
+
+    private mutating func setComma(_ on: Bool) {
+        if on { commas |= 1 } else { commas &= ~1 }
+    }
+
     private mutating func separate() {
-        guard let last = needsComma.last else { return }
-        if last { bytes.append(UInt8(ascii: ",")) }
-        needsComma[needsComma.count - 1] = true
+        guard depth > 0 else { return }
+        if comma { bytes.append(UInt8(ascii: ",")) }
+        setComma(true)
     }
 
     /// As Foundation's JSON writer escapes: quote, backslash, and control characters (the

@@ -107,7 +107,9 @@ struct AuditVerify: AsyncParsableCommand {
             throw Exit.notFound
         }
         let started = ContinuousClock.now
-        let report = data.withUnsafeBytes { BundleVerifier.verify(archive: $0, key: verifier, pinned: pinned) }
+        let report = data.withUnsafeBytes {
+            BundleVerifier.verify(archive: $0, key: verifier, pinned: pinned, keepUntilExit: true)
+        }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         if json {

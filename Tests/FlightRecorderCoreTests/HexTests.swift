@@ -56,3 +56,37 @@ import Testing
         #expect(fast.bytes == slow.bytes)
     }
 }
+
+@Suite struct JSONWriterNestingTests {
+    /// Commas stay right in containers nested past the 64 kept as bits, on the way in and out.
+    @Test func deeplyNestedContainers() {
+        for depth in [1, 2, 63, 64, 65, 130] {
+            var w = JSONWriter()
+            var expected = ""
+            func nest(_ level: Int) {
+                w.beginArray()
+                expected += "["
+                w.int(level)
+                expected += "\(level)"
+                if level < depth {
+                    expected += ","
+                    nest(level + 1)
+                    expected += ","
+                    w.beginObject()
+                    w.key("a")
+                    w.bool(true)
+                    w.key("b")
+                    w.string("x")
+                    w.endObject()
+                    expected += "{\"a\":true,\"b\":\"x\"}"
+                }
+                w.int(-level)
+                expected += ",\(-level)"
+                w.endArray()
+                expected += "]"
+            }
+            nest(1)
+            #expect(String(decoding: w.bytes, as: UTF8.self) == expected, "depth \(depth)")
+        }
+    }
+}
