@@ -611,12 +611,17 @@ public enum AuditExporter {
         var order: [TenantRun: Int] = [:]
         var runs: [BundleViews.Run] = []
         var listed: Set<TenantRunTrace> = []
+        // Spans of one run and trace mostly follow each other: the last one's run is checked
+        // first, before any hashing.
+        var last: (tenant: String, trace: TraceID, run: String, index: Int)?
         for s in spans {
+            let explicit = resolver.identity.explicitRunID(span: s.attributes, resource: s.resource.attributes)
+            if let l = last, let explicit, l.trace == s.traceID, l.run == explicit, l.tenant == s.tenant { continue }
             let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
             // The index is asked only for spans that do not name their run (the rule
             // `RunResolver.run` applies, with the trace's run looked up once).
             let runID: String
-            if let explicit = resolver.identity.explicitRunID(span: s.attributes, resource: s.resource.attributes) {
+            if let explicit {
                 runID = explicit
             } else {
                 if traceRun[key] == nil {
@@ -633,6 +638,7 @@ public enum AuditExporter {
                     return runs.count - 1
                 }()
             if listed.insert(TenantRunTrace(run: i, trace: s.traceID)).inserted { runs[i].traces.append(s.traceID) }
+            last = (s.tenant, s.traceID, runID, i)
         }
         return runs
     }
