@@ -545,7 +545,7 @@ struct SpanLines {
                     part.failures.append(
                         failure == .shape
                             ? "\(AuditBundle.spansProto): message \(k + 1) is not a TracesData of one resource and scope "
-                                + "group as protobuf-c encodes it"
+                                + "group as protobuf-c encodes it, each span with a trace and span ID"
                             : "\(AuditBundle.spans) line \(k + 1): is not the encoding of \(AuditBundle.spansProto) message \(k + 1)"
                     )
                 }
