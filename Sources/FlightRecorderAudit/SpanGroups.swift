@@ -142,71 +142,46 @@ struct SpanGroupReader {
         key.removeAll(keepingCapacity: true)
         shape.spans.removeAll(keepingCapacity: true)
         (shape.resource, shape.scope, shape.scopeSchema, shape.schema) = (nil, nil, nil, nil)
-        var at = 0
-        guard let top = field(bytes, &at, end: bytes.count), top.number == 1, at == bytes.count else { return false }
+        /// The next field, if it is length-delimited and numbered 1 to 3.
+        func next(_ c: inout WireCursor) -> WireCursor.Field? {
+            guard let f = c.field(), f.wireType == 2, f.number <= 3 else { return nil }
+            return f
+        }
+        var message = WireCursor(bytes, 0..<bytes.count)
+        guard let top = next(&message), top.number == 1, message.atEnd else { return false }
         var scopeSpans: Range<Int>?
-        at = top.value.lowerBound
-        var last = 0
-        while at < top.value.upperBound {
-            let start = at
-            guard let f = field(bytes, &at, end: top.value.upperBound), f.number > last, f.number <= 3 else {
-                return false
-            }
+        var group = WireCursor(bytes, top.payload)
+        var last: UInt64 = 0
+        while !group.atEnd {
+            guard let f = next(&group), f.number > last else { return false }
             last = f.number
             switch f.number {
-            case 1: shape.resource = f.value
-            case 2: scopeSpans = f.value
+            case 1: shape.resource = f.payload
+            case 2: scopeSpans = f.payload
             default:
-                guard !f.value.isEmpty else { return false }
-                shape.schema = f.value
+                guard !f.payload.isEmpty else { return false }
+                shape.schema = f.payload
             }
-            if f.number != 2 { key += bytes[start..<at] }
+            if f.number != 2 { key += bytes[f.range] }
         }
         guard let scopeSpans else { return false }
         key.append(0xFF)  // no field starts with this byte here: the groups' boundary
-        at = scopeSpans.lowerBound
+        var scope = WireCursor(bytes, scopeSpans)
         last = 0
-        while at < scopeSpans.upperBound {
-            let start = at
-            guard let f = field(bytes, &at, end: scopeSpans.upperBound), f.number <= 3,
-                f.number > last || (f.number == 2 && last == 2)
-            else { return false }
+        while !scope.atEnd {
+            guard let f = next(&scope), f.number > last || (f.number == 2 && last == 2) else { return false }
             last = f.number
             switch f.number {
             case 1:
-                shape.scope = f.value
-                key += bytes[start..<at]
-            case 2: shape.spans.append(f.value)
+                shape.scope = f.payload
+                key += bytes[f.range]
+            case 2: shape.spans.append(f.payload)
             default:
-                guard !f.value.isEmpty else { return false }
-                shape.scopeSchema = f.value
-                key += bytes[start..<at]
+                guard !f.payload.isEmpty else { return false }
+                shape.scopeSchema = f.payload
+                key += bytes[f.range]
             }
         }
         return !shape.spans.isEmpty
-    }
-
-    /// A length-delimited field at `at` (within `end`): its number and value; nil for any
-    /// other wire type, or one that runs past `end`.
-    static func field(_ b: UnsafeRawBufferPointer, _ at: inout Int, end: Int) -> (number: Int, value: Range<Int>)? {
-        guard let tag = varint(b, &at, end), tag & 7 == 2, tag >> 3 > 0, tag >> 3 < 16,
-            let length = varint(b, &at, end), length <= UInt64(end - at)
-        else { return nil }
-        let value = at..<at + Int(length)
-        at = value.upperBound
-        return (Int(tag >> 3), value)
-    }
-
-    static func varint(_ b: UnsafeRawBufferPointer, _ at: inout Int, _ end: Int) -> UInt64? {
-        var v: UInt64 = 0
-        var shift: UInt64 = 0
-        while at < end, shift < 64 {
-            let byte = b[at]
-            at += 1
-            v |= UInt64(byte & 0x7F) << shift
-            if byte & 0x80 == 0 { return v }
-            shift += 7
-        }
-        return nil
     }
 }

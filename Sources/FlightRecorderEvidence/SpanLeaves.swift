@@ -98,23 +98,9 @@ package enum SpanLeaves {
         resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, span: UnsafeRawBufferPointer,
         scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?, into out: inout [UInt8]
     ) {
-        func size(_ p: UnsafeRawBufferPointer?) -> Int { p.map { 1 + varintCount($0.count) + $0.count } ?? 0 }
-        func string(_ p: UnsafeRawBufferPointer?) -> UnsafeRawBufferPointer? { p?.isEmpty == false ? p : nil }
-        func append(_ number: UInt8, _ p: UnsafeRawBufferPointer?) {
-            guard let p else { return }
-            field(number, p.count, into: &out)
-            out.append(contentsOf: p)
-        }
-        let (scopeSchema, schema) = (string(scopeSchema), string(schema))
-        let scopeSpans = size(scope) + size(span) + size(scopeSchema)
-        let resourceSpans = size(resource) + 1 + varintCount(scopeSpans) + scopeSpans + size(schema)
-        field(1, resourceSpans, into: &out)
-        append(1, resource)
-        field(2, scopeSpans, into: &out)
-        append(1, scope)
-        append(2, span)
-        append(3, scopeSchema)
-        append(3, schema)
+        assemble(
+            resource: resource, scope: scope, spansSize: 1 + varintCount(span.count) + span.count,
+            spans: { out in appendSpanField(span, to: &out) }, scopeSchema: scopeSchema, schema: schema, into: &out)
     }
 
     /// A group message: a `TracesData` holding one `ResourceSpans` with one `ScopeSpans` of
@@ -125,6 +111,18 @@ package enum SpanLeaves {
         resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, spanFields: UnsafeRawBufferPointer,
         scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?, into out: inout [UInt8]
     ) {
+        assemble(
+            resource: resource, scope: scope, spansSize: spanFields.count,
+            spans: { out in out.append(contentsOf: spanFields) }, scopeSchema: scopeSchema, schema: schema, into: &out)
+    }
+
+    /// Both forms: `spans` appends the encoded span fields, `spansSize` bytes of them.
+    @inline(__always)
+    static func assemble(
+        resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, spansSize: Int,
+        spans: (inout [UInt8]) -> Void, scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?,
+        into out: inout [UInt8]
+    ) {
         func size(_ p: UnsafeRawBufferPointer?) -> Int { p.map { 1 + varintCount($0.count) + $0.count } ?? 0 }
         func string(_ p: UnsafeRawBufferPointer?) -> UnsafeRawBufferPointer? { p?.isEmpty == false ? p : nil }
         func append(_ number: UInt8, _ p: UnsafeRawBufferPointer?) {
@@ -133,13 +131,13 @@ package enum SpanLeaves {
             out.append(contentsOf: p)
         }
         let (scopeSchema, schema) = (string(scopeSchema), string(schema))
-        let scopeSpans = size(scope) + spanFields.count + size(scopeSchema)
+        let scopeSpans = size(scope) + spansSize + size(scopeSchema)
         let resourceSpans = size(resource) + 1 + varintCount(scopeSpans) + scopeSpans + size(schema)
         field(1, resourceSpans, into: &out)
         append(1, resource)
         field(2, scopeSpans, into: &out)
         append(1, scope)
-        out.append(contentsOf: spanFields)
+        spans(&out)
         append(3, scopeSchema)
         append(3, schema)
     }

@@ -23,75 +23,48 @@ public enum OTLPJSONEncoder {
         }
     }
 
-    /// The JSON of the leaf message of `span` in its scope group `ss` and resource group `rs`
-    /// (what `tracesData` gives for the message `SpanLeaves` assembles), written from the
-    /// unpacked request without packing and unpacking the message: a request holding only
-    /// that span, its fields pointing at the originals.
-    package static func leaf(
-        _ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>, _ span: UnsafeMutablePointer<CSpan>,
-        capacity: Int = 2048
-    ) -> [UInt8] {
-        var spanList: UnsafeMutablePointer<CSpan>? = span
-        return withUnsafeMutablePointer(to: &spanList) { spans in
-            var scope = ss.pointee
-            scope.n_spans = 1
-            scope.spans = spans
-            return withUnsafeMutablePointer(to: &scope) { scopePointer in
-                var scopeList: UnsafeMutablePointer<CScopeSpans>? = scopePointer
-                return withUnsafeMutablePointer(to: &scopeList) { scopes in
-                    var resource = rs.pointee
-                    resource.n_scope_spans = 1
-                    resource.scope_spans = scopes
-                    return withUnsafeMutablePointer(to: &resource) { resourcePointer in
-                        var resourceList: UnsafeMutablePointer<CResourceSpans>? = resourcePointer
-                        return withUnsafeMutablePointer(to: &resourceList) { resources in
-                            var d = CExportRequest()
-                            d.n_resource_spans = 1
-                            d.resource_spans = resources
-                            var w = JSONWriter(capacity: capacity)
-                            write(d, &w)
-                            return w.bytes
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The JSON of a `TracesData` of one resource group with one scope group, around its spans
     /// array: everything before it (`{"resourceSpans":[{"resource":…,"scopeSpans":[{"scope":…,
     /// "spans":`) and everything after it. The spans of one scope group share it, so it is
     /// written once per group; `prefix + [span, …] + suffix` is byte for byte what
-    /// `tracesData` writes for such a message (`leaf` for one span).
+    /// `tracesData` writes for such a message.
     package struct GroupFrame: Sendable {
         package var prefix: [UInt8]
         package var suffix: [UInt8]
     }
 
+    /// `rs` and `ss` written as a request holding only them (their fields pointing at the
+    /// originals) with no span, cut around the empty spans array: the frame is `write`'s own.
     package static func frame(_ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>) -> GroupFrame {
-        var w = JSONWriter(capacity: 1024)
-        w.beginObject()
-        w.key("resourceSpans")
-        w.beginArray()
-        w.beginObject()
-        writeResourceMembers(rs.pointee, &w)
-        w.key("scopeSpans")
-        w.beginArray()
-        w.beginObject()
-        writeScopeMembers(ss.pointee, &w)
-        w.key("spans")
-        let prefix = w.bytes.count
-        w.beginArray()
-        w.endArray()
-        let suffix = prefix + 2
-        string("schemaUrl", ss.pointee.schema_url, &w)
-        w.endObject()
-        w.endArray()
-        string("schemaUrl", rs.pointee.schema_url, &w)
-        w.endObject()
-        w.endArray()
-        w.endObject()
-        return GroupFrame(prefix: Array(w.bytes[..<prefix]), suffix: Array(w.bytes[suffix...]))
+        var scope = ss.pointee
+        scope.n_spans = 0
+        let json: [UInt8] = withUnsafeMutablePointer(to: &scope) { scopePointer in
+            var scopeList: UnsafeMutablePointer<CScopeSpans>? = scopePointer
+            return withUnsafeMutablePointer(to: &scopeList) { scopes in
+                var resource = rs.pointee
+                resource.n_scope_spans = 1
+                resource.scope_spans = scopes
+                return withUnsafeMutablePointer(to: &resource) { resourcePointer in
+                    var resourceList: UnsafeMutablePointer<CResourceSpans>? = resourcePointer
+                    return withUnsafeMutablePointer(to: &resourceList) { resources in
+                        var d = CExportRequest()
+                        d.n_resource_spans = 1
+                        d.resource_spans = resources
+                        var w = JSONWriter(capacity: 1024)
+                        write(d, &w)
+                        return w.bytes
+                    }
+                }
+            }
+        }
+        // The one unquoted `"spans":[]`: a string's quotes are escaped, and no other object
+        // here has a member of that name.
+        let marker = Array(#""spans":[]"#.utf8)
+        var at = json.count - marker.count
+        while at >= 0, !json[at..<at + marker.count].elementsEqual(marker) { at -= 1 }
+        precondition(at >= 0, "write gave a group without its spans array")
+        let cut = at + marker.count - 2
+        return GroupFrame(prefix: Array(json[..<cut]), suffix: Array(json[(cut + 2)...]))
     }
 
     /// A span's object (`{…}`), as `tracesData` writes it in its spans array (`w` holding that
@@ -102,40 +75,32 @@ public enum OTLPJSONEncoder {
         w.endObject()
     }
 
-    static func writeResourceMembers(_ rs: CResourceSpans, _ w: inout JSONWriter) {
-        if let resource = rs.resource?.pointee {
-            w.key("resource")
-            w.beginObject()
-            attributes("attributes", resource.attributes, resource.n_attributes, &w)
-            nonZero("droppedAttributesCount", resource.dropped_attributes_count, &w)
-            array("entityRefs", resource.entity_refs, resource.n_entity_refs, &w) { ref, w in
-                string("schemaUrl", ref.schema_url, &w)
-                string("type", ref.type, &w)
-                strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
-                strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
-            }
-            w.endObject()
-        }
-    }
-
-    static func writeScopeMembers(_ ss: CScopeSpans, _ w: inout JSONWriter) {
-        if let scope = ss.scope?.pointee {
-            w.key("scope")
-            w.beginObject()
-            string("name", scope.name, &w)
-            string("version", scope.version, &w)
-            attributes("attributes", scope.attributes, scope.n_attributes, &w)
-            nonZero("droppedAttributesCount", scope.dropped_attributes_count, &w)
-            w.endObject()
-        }
-    }
-
     static func write(_ d: CExportRequest, _ w: inout JSONWriter) {
         w.beginObject()
         array("resourceSpans", d.resource_spans, d.n_resource_spans, &w, evenIfEmpty: true) { rs, w in
-            writeResourceMembers(rs, &w)
+            if let resource = rs.resource?.pointee {
+                w.key("resource")
+                w.beginObject()
+                attributes("attributes", resource.attributes, resource.n_attributes, &w)
+                nonZero("droppedAttributesCount", resource.dropped_attributes_count, &w)
+                array("entityRefs", resource.entity_refs, resource.n_entity_refs, &w) { ref, w in
+                    string("schemaUrl", ref.schema_url, &w)
+                    string("type", ref.type, &w)
+                    strings("idKeys", ref.id_keys, ref.n_id_keys, &w)
+                    strings("descriptionKeys", ref.description_keys, ref.n_description_keys, &w)
+                }
+                w.endObject()
+            }
             array("scopeSpans", rs.scope_spans, rs.n_scope_spans, &w, evenIfEmpty: true) { ss, w in
-                writeScopeMembers(ss, &w)
+                if let scope = ss.scope?.pointee {
+                    w.key("scope")
+                    w.beginObject()
+                    string("name", scope.name, &w)
+                    string("version", scope.version, &w)
+                    attributes("attributes", scope.attributes, scope.n_attributes, &w)
+                    nonZero("droppedAttributesCount", scope.dropped_attributes_count, &w)
+                    w.endObject()
+                }
                 array("spans", ss.spans, ss.n_spans, &w, evenIfEmpty: true) { span, w in write(span, &w) }
                 string("schemaUrl", ss.schema_url, &w)
             }
