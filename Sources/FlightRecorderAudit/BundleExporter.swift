@@ -92,14 +92,6 @@ public struct PreparedBundle: Sendable {
         if end { try await body(ByteBuffer(repeating: 0, count: 2 * Tar.block)) }
     }
 
-    /// Writes the archive to `path`.
-    public func write(to path: String) async throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path)
-        else { throw AuditExportError(kind: .unavailable, description: "cannot create \(path)") }
-        defer { try? out.close() }
-        try await forEachChunk { chunk in try chunk.withUnsafeReadableBytes { try out.write(contentsOf: $0) } }
-    }
-
     public func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
@@ -360,12 +352,7 @@ public enum AuditExporter {
                     out.leaves.append(TreeHash.leaf(message))
                     if group?.rs != rs || group?.ss != ss {
                         kept.flush(into: &out)
-                        let attributes = TracesDataDecoder.attributes(
-                            rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0)
-                        let scope = ss.pointee.scope?.pointee
-                        let resource = ResourceRecord(
-                            attributes: attributes, scopeName: TracesDataDecoder.string(scope?.name),
-                            scopeVersion: TracesDataDecoder.string(scope?.version))
+                        let resource = TracesDataDecoder.resource(rs, ss)
                         group = (rs, ss, tenants.contains(resource.tenant) ? resource : nil)
                     }
                     guard let resource = group?.resource, let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
@@ -427,23 +414,9 @@ public enum AuditExporter {
             out.json.append(0x0A)
             out.lines += 1
             message.removeAll(keepingCapacity: true)
-            func bytes<R>(_ b: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
-                guard let b else { return body(nil) }
-                return b.withUnsafeBytes { body($0) }
-            }
-            bytes(resource) { resource in
-                bytes(scope) { scope in
-                    bytes(scopeSchema) { scopeSchema in
-                        bytes(schema) { schema in
-                            spanFields.withUnsafeBytes { fields in
-                                SpanLeaves.assembleGroup(
-                                    resource: resource, scope: scope, spanFields: fields, scopeSchema: scopeSchema,
-                                    schema: schema, into: &message)
-                            }
-                        }
-                    }
-                }
-            }
+            SpanLeaves.assembleGroup(
+                resource: resource, scope: scope, spanFields: spanFields, scopeSchema: scopeSchema, schema: schema,
+                into: &message)
             message.withUnsafeBytes { BundleFiles.appendDelimited($0, to: &out.proto) }
             self.frame = nil
             spanFields.removeAll(keepingCapacity: true)

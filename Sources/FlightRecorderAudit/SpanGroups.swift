@@ -33,6 +33,16 @@ struct SpanGroupReader {
         var spans: [Range<Int>] = []
         var scopeSchema: Range<Int>?
         var schema: Range<Int>?
+
+        /// The leaf message of the span at `span` (one of `spans`), appended to `out`.
+        func leaf(_ span: Range<Int>, of message: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+            func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
+                r.map { UnsafeRawBufferPointer(rebasing: message[$0]) }
+            }
+            SpanLeaves.assemble(
+                resource: part(resource), scope: part(scope), span: part(span)!, scopeSchema: part(scopeSchema),
+                schema: part(schema), into: &out)
+        }
     }
 
     enum Failure: Error { case shape, json }
@@ -62,15 +72,7 @@ struct SpanGroupReader {
             if reuse, let cached {
                 group = cached
             } else {
-                let scope = ss.pointee.scope?.pointee
-                group = (
-                    OTLPJSONEncoder.frame(rs, ss),
-                    ResourceRecord(
-                        attributes: TracesDataDecoder.attributes(
-                            rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0),
-                        scopeName: TracesDataDecoder.string(scope?.name),
-                        scopeVersion: TracesDataDecoder.string(scope?.version))
-                )
+                group = (OTLPJSONEncoder.frame(rs, ss), TracesDataDecoder.resource(rs, ss))
                 cached = group
             }
             spansJSON.reset()
@@ -90,14 +92,9 @@ struct SpanGroupReader {
             cached = nil
             return .failure(.shape)
         }
-        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
-            r.map { UnsafeRawBufferPointer(rebasing: message[$0]) }
-        }
         for span in shape.spans {
             leaf.removeAll(keepingCapacity: true)
-            SpanLeaves.assemble(
-                resource: part(shape.resource), scope: part(shape.scope), span: part(span)!,
-                scopeSchema: part(shape.scopeSchema), schema: part(shape.schema), into: &leaf)
+            shape.leaf(span, of: message, into: &leaf)
             leaves.append(leaf.withUnsafeBytes { TreeHash.leaf($0) })
         }
         records += built
@@ -109,14 +106,9 @@ struct SpanGroupReader {
         var key: [UInt8] = []
         var shape = Shape()
         guard walk(message, key: &key, shape: &shape) else { return nil }
-        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
-            r.map { UnsafeRawBufferPointer(rebasing: message[$0]) }
-        }
         return shape.spans.map { span in
             var leaf: [UInt8] = []
-            SpanLeaves.assemble(
-                resource: part(shape.resource), scope: part(shape.scope), span: part(span)!,
-                scopeSchema: part(shape.scopeSchema), schema: part(shape.schema), into: &leaf)
+            shape.leaf(span, of: message, into: &leaf)
             return leaf
         }
     }

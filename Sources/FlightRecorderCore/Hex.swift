@@ -7,11 +7,16 @@ public enum Hex {
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.underestimatedCount * 2)
+        append(bytes, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Two lowercase digits per byte, appended to `out`.
+    public static func append(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
         for b in bytes {
             out.append(digits[Int(b >> 4)])
             out.append(digits[Int(b & 0xF)])
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Sixteen digits, big-endian, zero-padded.

@@ -233,10 +233,7 @@ public struct JSONWriter: Sendable {
     public mutating func hexString(_ b: UnsafeBufferPointer<UInt8>) {
         separate()
         bytes.append(UInt8(ascii: "\""))
-        for x in b {
-            bytes.append(Hex.digits[Int(x >> 4)])
-            bytes.append(Hex.digits[Int(x & 0xF)])
-        }
+        Hex.append(b, to: &bytes)
         bytes.append(UInt8(ascii: "\""))
     }
 

@@ -108,24 +108,24 @@ package enum SpanLeaves {
     /// the spans already encoded as field 2, one after another). Its leaves are `assemble`'s of
     /// each span with the same parts.
     package static func assembleGroup(
-        resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, spanFields: UnsafeRawBufferPointer,
-        scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?, into out: inout [UInt8]
+        resource: [UInt8]?, scope: [UInt8]?, spanFields: [UInt8], scopeSchema: [UInt8]?, schema: [UInt8]?,
+        into out: inout [UInt8]
     ) {
         assemble(
             resource: resource, scope: scope, spansSize: spanFields.count,
             spans: { out in out.append(contentsOf: spanFields) }, scopeSchema: scopeSchema, schema: schema, into: &out)
     }
 
-    /// Both forms: `spans` appends the encoded span fields, `spansSize` bytes of them.
+    /// Both forms, over parts held in any kind of buffer: `spans` appends the encoded span
+    /// fields, `spansSize` bytes of them.
     @inline(__always)
-    static func assemble(
-        resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, spansSize: Int,
-        spans: (inout [UInt8]) -> Void, scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?,
-        into out: inout [UInt8]
+    static func assemble<Part: Collection<UInt8>>(
+        resource: Part?, scope: Part?, spansSize: Int, spans: (inout [UInt8]) -> Void, scopeSchema: Part?,
+        schema: Part?, into out: inout [UInt8]
     ) {
-        func size(_ p: UnsafeRawBufferPointer?) -> Int { p.map { 1 + varintCount($0.count) + $0.count } ?? 0 }
-        func string(_ p: UnsafeRawBufferPointer?) -> UnsafeRawBufferPointer? { p?.isEmpty == false ? p : nil }
-        func append(_ number: UInt8, _ p: UnsafeRawBufferPointer?) {
+        func size(_ p: Part?) -> Int { p.map { 1 + varintCount($0.count) + $0.count } ?? 0 }
+        func string(_ p: Part?) -> Part? { p?.isEmpty == false ? p : nil }
+        func append(_ number: UInt8, _ p: Part?) {
             guard let p else { return }
             field(number, p.count, into: &out)
             out.append(contentsOf: p)

@@ -59,6 +59,17 @@ public enum TracesDataDecoder {
         return out
     }
 
+    /// The resource record the spans of scope group `ss` in resource group `rs` share.
+    package static func resource(
+        _ rs: UnsafePointer<CResourceSpans>, _ ss: UnsafePointer<CScopeSpans>
+    ) -> ResourceRecord {
+        let scope = ss.pointee.scope?.pointee
+        return ResourceRecord(
+            attributes: attributes(
+                rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0),
+            scopeName: string(scope?.name), scopeVersion: string(scope?.version))
+    }
+
     package static func record(_ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord) -> SpanRecord
     {
         var events: [SpanRecord.Event] = []
