@@ -336,6 +336,11 @@ public enum AuditExporter {
     {
         let payload = try snapshot.payload(of: block)
         let tenants = Set(plan.tenants)
+        if block.canonical,
+            let out = payload.withUnsafeBytes({ readCanonical($0, block: block, plan: plan, tenants: tenants) })
+        {
+            return out
+        }
         var out = BlockOutput()
         out.leaves.reserveCapacity(block.spans)
         var i = 0
@@ -376,6 +381,89 @@ public enum AuditExporter {
                 description: "block at segment \(block.segment) offset \(block.offset) does not decode as logged")
         }
         return out
+    }
+
+    /// `read` of a canonical block (its leaves hashed from its bytes as they stand): every leaf
+    /// hashed so, from the payload, and only the resource groups of a selected tenant unpacked,
+    /// each alone; the kept spans' parts are the payload's own bytes. nil when the payload
+    /// does not read so (`read` then unpacks it whole).
+    static func readCanonical(
+        _ raw: UnsafeRawBufferPointer, block: EvidenceSnapshot.LoggedBlock, plan: Plan, tenants: Set<String>
+    ) -> BlockOutput? {
+        guard let groups = SpanLeaves.wireGroups(raw) else { return nil }
+        var out = BlockOutput()
+        out.leaves.reserveCapacity(block.spans)
+        var message: [UInt8] = []
+        var kept = KeptGroup()
+        var tenantOf = ResourceTenants()
+        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? { r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } }
+        for g in groups {
+            let first = out.leaves.count
+            g.forEachLeaf(raw, into: &message) { _, _, hash in out.leaves.append(hash) }
+            guard let tenant = tenantOf.tenant(raw, g.resource) else { return nil }
+            guard tenants.contains(tenant) else { continue }
+            let unpacked: Bool? = UnpackArena.withRequest(UnsafeRawBufferPointer(rebasing: raw[g.field])) {
+                request -> Bool in
+                guard request.pointee.n_resource_spans == 1, let rs = request.pointee.resource_spans[0],
+                    rs.pointee.n_scope_spans == g.scopes.count
+                else { return false }
+                var leaf = block.firstLeaf + UInt64(first)
+                for (s, scope) in g.scopes.enumerated() {
+                    guard let ss = rs.pointee.scope_spans[s], ss.pointee.n_spans == scope.spans.count else {
+                        return false
+                    }
+                    let resource = TracesDataDecoder.resource(rs, ss)
+                    for (k, range) in scope.spans.enumerated() {
+                        defer { leaf += 1 }
+                        guard let span = ss.pointee.spans[k],
+                            let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
+                            let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
+                        else { continue }
+                        let record = TracesDataDecoder.record(
+                            span.pointee, traceID: traceID, spanID: spanID, resource: resource)
+                        guard plan.keep(record, leaf) else { continue }
+                        let parts = SpanLeaves.Parts(
+                            resource: part(g.resource), scope: part(scope.scope), span: part(range)!,
+                            scopeSchema: part(scope.schema), schema: part(g.schema))
+                        kept.add(span, parts: parts, rs: rs, ss: ss)
+                        out.indices.append(leaf)
+                        out.spans.append(record)
+                    }
+                    kept.flush(into: &out)
+                }
+                return true
+            }
+            guard unpacked == true else { return nil }
+        }
+        return out.leaves.count == block.spans ? out : nil
+    }
+
+    /// The tenant of a resource, read from its bytes (unpacked alone, as a request of one
+    /// resource group holding nothing else); the last one's kept, since a block's groups mostly
+    /// repeat it.
+    struct ResourceTenants {
+        var last: (bytes: [UInt8], tenant: String)?
+
+        mutating func tenant(_ raw: UnsafeRawBufferPointer, _ resource: Range<Int>?) -> String? {
+            guard let resource else { return ResourceRecord(attributes: [], scopeName: "", scopeVersion: "").tenant }
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[resource])
+            if let last, last.bytes.elementsEqual(bytes) { return last.tenant }
+            var request: [UInt8] = []
+            SpanLeaves.field(1, 1 + SpanLeaves.varintCount(bytes.count) + bytes.count, into: &request)
+            SpanLeaves.field(1, bytes.count, into: &request)
+            request += bytes
+            let tenant: String?? = request.withUnsafeBytes {
+                UnpackArena.withRequest($0) { r -> String? in
+                    guard r.pointee.n_resource_spans == 1, let rs = r.pointee.resource_spans[0] else { return nil }
+                    let attributes = TracesDataDecoder.attributes(
+                        rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0)
+                    return ResourceRecord(attributes: attributes, scopeName: "", scopeVersion: "").tenant
+                }
+            }
+            guard let found = tenant ?? nil else { return nil }
+            last = (Array(bytes), found)
+            return found
+        }
     }
 
     /// The kept spans of one scope group of a block, becoming one line and one message.

@@ -41,52 +41,99 @@ package enum SpanLeaves {
     /// span's bytes in it are already what protobuf-c would encode, so the leaves are hashed
     /// from the payload with no second encoding. nil when the payload is not such a request.
     package static func hashBytes(canonicalPayload raw: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard let groups = wireGroups(raw) else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(raw.count / 8)
         var message: [UInt8] = []
         message.reserveCapacity(4096)
-        func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? { r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } }
+        for group in groups {
+            group.forEachLeaf(raw, into: &message) { _, _, hash in hash.withUnsafeBytes { out.append(contentsOf: $0) } }
+        }
+        return out
+    }
+
+    /// `hashBytes(canonicalPayload:)` as hashes: the leaves of a block logged as canonical
+    /// (`EvidenceLog`), read back.
+    package static func hashes(canonicalPayload raw: UnsafeRawBufferPointer) -> [TreeHash]? {
+        guard let groups = wireGroups(raw) else { return nil }
+        var out: [TreeHash] = []
+        var message: [UInt8] = []
+        message.reserveCapacity(4096)
+        for group in groups { group.forEachLeaf(raw, into: &message) { _, _, hash in out.append(hash) } }
+        return out
+    }
+
+    /// Where one resource group (`ResourceSpans`, field 1 of the request) of a payload is, and
+    /// its parts: what a span's leaf is assembled from, without unpacking.
+    package struct WireResourceGroup {
+        /// The whole field, tag included: a request holding this group alone.
+        package var field: Range<Int>
+        package var resource: Range<Int>?
+        package var schema: Range<Int>?
+        package var scopes: [WireScopeGroup] = []
+
+        /// Each span's leaf (its scope group's index, the span's range, its hash), in order;
+        /// `message` is scratch space kept from call to call.
+        package func forEachLeaf(
+            _ raw: UnsafeRawBufferPointer, into message: inout [UInt8], _ body: (Int, Range<Int>, TreeHash) -> Void
+        ) {
+            func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
+                r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }
+            }
+            for (s, scope) in scopes.enumerated() {
+                for span in scope.spans {
+                    message.removeAll(keepingCapacity: true)
+                    assemble(
+                        resource: part(resource), scope: part(scope.scope), span: part(span)!,
+                        scopeSchema: part(scope.schema), schema: part(schema), into: &message)
+                    body(s, span, message.withUnsafeBytes { TreeHash.leaf($0) })
+                }
+            }
+        }
+    }
+
+    /// One scope group (`ScopeSpans`) of a `WireResourceGroup`.
+    package struct WireScopeGroup {
+        package var scope: Range<Int>?
+        package var spans: [Range<Int>] = []
+        package var schema: Range<Int>?
+    }
+
+    /// The resource groups of `raw`, one request protobuf-c encoded or several one after
+    /// another (a stored block); nil when a group holds a field no such request has. Fields of
+    /// the request other than its groups are passed over, as protobuf-c's reading would.
+    package static func wireGroups(_ raw: UnsafeRawBufferPointer) -> [WireResourceGroup]? {
+        var groups: [WireResourceGroup] = []
         var request = WireCursor(raw, 0..<raw.count)
         while !request.atEnd {
             guard let rs = request.field() else { return nil }
             guard rs.number == 1, rs.wireType == 2 else { continue }
-            var resource: Range<Int>?
-            var scopes: [Range<Int>] = []
-            var schema: Range<Int>?
+            var g = WireResourceGroup(field: rs.range)
             var group = WireCursor(raw, rs.payload)
             while !group.atEnd {
                 guard let f = group.field() else { return nil }
                 switch (f.number, f.wireType) {
-                case (1, 2): resource = f.payload
-                case (2, 2): scopes.append(f.payload)
-                case (3, 2): schema = f.payload
+                case (1, 2): g.resource = f.payload
+                case (3, 2): g.schema = f.payload
+                case (2, 2):
+                    var scope = WireScopeGroup()
+                    var c = WireCursor(raw, f.payload)
+                    while !c.atEnd {
+                        guard let f = c.field() else { return nil }
+                        switch (f.number, f.wireType) {
+                        case (1, 2): scope.scope = f.payload
+                        case (2, 2): scope.spans.append(f.payload)
+                        case (3, 2): scope.schema = f.payload
+                        default: return nil
+                        }
+                    }
+                    g.scopes.append(scope)
                 default: return nil  // canonical requests hold nothing else
                 }
             }
-            for ss in scopes {
-                var scope: Range<Int>?
-                var spans: [Range<Int>] = []
-                var scopeSchema: Range<Int>?
-                var c = WireCursor(raw, ss)
-                while !c.atEnd {
-                    guard let f = c.field() else { return nil }
-                    switch (f.number, f.wireType) {
-                    case (1, 2): scope = f.payload
-                    case (2, 2): spans.append(f.payload)
-                    case (3, 2): scopeSchema = f.payload
-                    default: return nil
-                    }
-                }
-                for span in spans {
-                    message.removeAll(keepingCapacity: true)
-                    assemble(
-                        resource: part(resource), scope: part(scope), span: part(span)!,
-                        scopeSchema: part(scopeSchema), schema: part(schema), into: &message)
-                    message.withUnsafeBytes { TreeHash.leaf($0) }.withUnsafeBytes { out.append(contentsOf: $0) }
-                }
-            }
+            groups.append(g)
         }
-        return out
+        return groups
     }
 
     /// The leaf message: a `TracesData` holding one `ResourceSpans` (the resource, one
@@ -149,7 +196,7 @@ package enum SpanLeaves {
     }
 
     /// Field `number` with wire type 2 and a payload of `payloadCount` bytes (its key and length).
-    static func field(_ number: UInt8, _ payloadCount: Int, into out: inout [UInt8]) {
+    package static func field(_ number: UInt8, _ payloadCount: Int, into out: inout [UInt8]) {
         out.append(number << 3 | 2)
         var v = UInt(payloadCount)
         while v >= 0x80 {
@@ -159,7 +206,7 @@ package enum SpanLeaves {
         out.append(UInt8(v))
     }
 
-    static func varintCount(_ n: Int) -> Int {
+    package static func varintCount(_ n: Int) -> Int {
         var v = UInt(n)
         var count = 1
         while v >= 0x80 {
@@ -195,6 +242,14 @@ package enum SpanLeaves {
         package var span: UnsafeRawBufferPointer
         package var scopeSchema: UnsafeRawBufferPointer?
         package var schema: UnsafeRawBufferPointer?
+
+        package init(
+            resource: UnsafeRawBufferPointer?, scope: UnsafeRawBufferPointer?, span: UnsafeRawBufferPointer,
+            scopeSchema: UnsafeRawBufferPointer?, schema: UnsafeRawBufferPointer?
+        ) {
+            (self.resource, self.scope, self.span) = (resource, scope, span)
+            (self.scopeSchema, self.schema) = (scopeSchema, schema)
+        }
     }
 
     /// `forEachSpan`, with the encoded parts of each message too.

@@ -101,9 +101,11 @@ public struct ExportRequestDecoder: Sendable {
         // Fields this schema does not know are not stored: an export could not show them.
         changed = UnknownFields.strip(request) || changed
 
-        // 6. Encode: store the message as changed, never the bytes as sent.
+        // 6. Encode: store the message as changed, never the bytes as sent. With the evidence
+        // log on, always: the stored bytes are then protobuf-c's own encoding, whose spans are
+        // hashed as they stand, now and whenever the block is read back (an export, `verify`).
         var payload = payload
-        if changed {
+        if changed || evidenceLeaves {
             let size = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(
                 request)
             payload = [UInt8](repeating: 0, count: size)
@@ -119,11 +121,12 @@ public struct ExportRequestDecoder: Sendable {
         batch.indexed = facts.indexed
         batch.metrics = facts.metrics
         if evidenceLeaves {
-            // A re-encoded payload is protobuf-c's own encoding: its spans are hashed as they
-            // stand. Bytes as sent may be encoded otherwise, so their spans are encoded again.
-            batch.leafHashes =
-                (changed ? payload.withUnsafeBytes { SpanLeaves.hashBytes(canonicalPayload: $0) } : nil)
-                ?? SpanLeaves.hashBytes(request)
+            if let hashes = payload.withUnsafeBytes({ SpanLeaves.hashBytes(canonicalPayload: $0) }) {
+                batch.leafHashes = hashes
+                batch.leavesFromPayload = true
+            } else {
+                batch.leafHashes = SpanLeaves.hashBytes(request)
+            }
         }
         batch.rejectedSpans = validation.rejected
         batch.rejectionMessage = validation.message

@@ -120,6 +120,10 @@ public struct IngestBatch: Sendable {
     /// Each span's evidence-log leaf hash (32 bytes each, in payload order); empty when ingest
     /// did not compute them.
     public var leafHashes: [UInt8] = []
+    /// The leaf hashes were computed from `payload`'s own bytes
+    /// (`SpanLeaves.hashBytes(canonicalPayload:)`), so whoever reads the payload back computes
+    /// them the same way, without unpacking it.
+    public var leavesFromPayload = false
     /// What the batch's spans add to the agent metrics (`SpanMetrics`).
     public var metrics = SpanFamilyCounts()
     /// Spans left out because they were invalid, and why (for `partial_success`).

@@ -35,12 +35,16 @@ extension SpanStoreTests {
                     ("detail", .string(String(repeating: "d", count: 40 + i))),
                 ])
         }
-        // Odd traces have values over the length limit: ingest re-encodes those requests and
-        // hashes their spans from its own encoding; even ones are stored as sent.
+        // Odd traces have values over the length limit; ingest re-encodes every request and
+        // hashes its spans from that encoding (the block is logged canonical). Every third
+        // trace's leaves are left to the writer, which unpacks the block to hash them (as for
+        // a store written before the log, or by an older version): logged not canonical.
         var decoder = ExportRequestDecoder()
         decoder.limits.maxAttributeValueBytes = trace % 2 == 1 ? 44 : 1 << 20
+        decoder.evidenceLeaves = trace % 3 != 0
         let batch = try decoder.decode(RequestBuilder.request(spans: spans))
-        #expect(batch.leafHashes.count == n * TreeHash.size)
+        #expect(batch.leafHashes.count == (decoder.evidenceLeaves ? n * TreeHash.size : 0))
+        #expect(batch.leavesFromPayload == decoder.evidenceLeaves)
         return batch
     }
 
@@ -69,6 +73,19 @@ extension SpanStoreTests {
         #expect(report.leaves == UInt64(spans))
         #expect(report.checkpoints >= 3)  // start-up, seals, shutdown
         #expect(SegmentFile.list(dir.path + "/data/segments").count > 2)
+        // Both kinds of block were logged, and each kind's leaves recompute as logged (above).
+        let records = EvidenceLog.readRecords(EvidenceLog.readFile(dir.path + "/data/log/blocks")).records
+        #expect(records.contains { $0.canonical } && records.contains { !$0.canonical })
+        for r in records {
+            let frame = try SegmentReader.readFrame(
+                path: SegmentFile.path(dir.path + "/data/segments", r.segment), offset: r.offset,
+                length: r.frameLength)
+            // A canonical block's leaves are the same read either way.
+            if r.canonical {
+                #expect(
+                    try BlockLeaves.of(frame: frame, canonical: false) == BlockLeaves.of(frame: frame, canonical: true))
+            }
+        }
         // The last checkpoint signs every span, and its root is the segments' tree.
         let last = try #require(report.latest)
         #expect(try Checkpoint(text: last.text).size == UInt64(spans))

@@ -4,16 +4,25 @@ import FlightRecorderOTLP
 /// The evidence log's leaves of a stored block, recomputed from its bytes: the block's raw
 /// bytes are its requests one after another, which protobuf reads as one request, so its
 /// spans come out in the order they were logged.
+///
+/// A block logged as canonical (every request in it protobuf-c's own encoding, its leaves
+/// hashed from those bytes at ingest) is hashed the same way, from its bytes as they stand;
+/// any other is unpacked and each span encoded again. For a canonical block both give the
+/// same leaves; the first needs no unpacking.
 enum BlockLeaves {
-    static func of(raw: [UInt8]) throws(StorageError) -> [TreeHash] {
-        let leaves = raw.withUnsafeBytes { UnpackArena.withRequest($0) { SpanLeaves.hashes($0) } }
+    static func of(raw: [UInt8], canonical: Bool) throws(StorageError) -> [TreeHash] {
+        let leaves = raw.withUnsafeBytes { raw in
+            canonical
+                ? SpanLeaves.hashes(canonicalPayload: raw)
+                : UnpackArena.withRequest(raw) { SpanLeaves.hashes($0) }
+        }
         guard let leaves else { throw .corrupt("block does not decode as OTLP spans") }
         return leaves
     }
 
-    static func of(frame: [UInt8]) throws(StorageError) -> [TreeHash] {
+    static func of(frame: [UInt8], canonical: Bool) throws(StorageError) -> [TreeHash] {
         let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
         }
-        return try of(raw: decoded.get())
+        return try of(raw: decoded.get(), canonical: canonical)
     }
 }

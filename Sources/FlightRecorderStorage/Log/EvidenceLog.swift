@@ -37,6 +37,9 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         /// nil when they could not be computed: the log stops signing until a restart
         /// recomputes it from the segments.
         public var leaves: [TreeHash]?
+        /// The leaves were computed from the payload's own bytes
+        /// (`SpanLeaves.hashes(canonicalPayload:)`), so they are recomputed that way.
+        public var canonical = false
     }
 
     public enum Reason: String, Sendable {
@@ -198,7 +201,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
             records += Self.record(
                 Record(
                     segment: b.segment, offset: b.offset, firstLeaf: frontier.size, spans: leaves.count,
-                    frameLength: b.frameLength, checksum: b.checksum))
+                    frameLength: b.frameLength, checksum: b.checksum, canonical: b.canonical))
             for leaf in leaves {
                 frontier.append(leaf) { level, _, hash in
                     if level == Self.tileHeight { tiles += hash.bytes }
@@ -270,8 +273,10 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
 
     // MARK: Records
 
-    /// Segment (u32), offset (u32: segments are at most 4 GiB), first leaf (u64), spans,
-    /// frame length and block checksum (u32 each), then the CRC-32 of those 28 bytes; little-endian.
+    /// Segment (u32), offset (u32: segments are at most 4 GiB), first leaf (u64), spans
+    /// (u32, its top bit set when the block is canonical), frame length and block checksum (u32
+    /// each), then the CRC-32 of those 28 bytes; little-endian. A block holds far fewer than 2³¹
+    /// spans (at most 256 MiB of payload); records written before the flag have it clear.
     struct Record: Equatable {
         var segment: Int64
         var offset: Int
@@ -279,8 +284,12 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         var spans: Int
         var frameLength: Int
         var checksum: UInt32
+        /// Its leaves are hashed from the payload's own bytes (`Block.canonical`).
+        var canonical = false
         var endLeaf: UInt64 { firstLeaf + UInt64(spans) }
     }
+
+    static let canonicalFlag: UInt32 = 1 << 31
 
     static func record(_ r: Record) -> [UInt8] {
         var out: [UInt8] = []
@@ -288,7 +297,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.segment).littleEndian) { out += $0 }
         withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.offset).littleEndian) { out += $0 }
         withUnsafeBytes(of: r.firstLeaf.littleEndian) { out += $0 }
-        withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.spans).littleEndian) { out += $0 }
+        let spans = UInt32(truncatingIfNeeded: r.spans) | (r.canonical ? canonicalFlag : 0)
+        withUnsafeBytes(of: spans.littleEndian) { out += $0 }
         withUnsafeBytes(of: UInt32(truncatingIfNeeded: r.frameLength).littleEndian) { out += $0 }
         withUnsafeBytes(of: r.checksum.littleEndian) { out += $0 }
         let crc = out.withUnsafeBytes {
@@ -314,7 +324,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 let r = Record(
                     segment: Int64(u32(0)), offset: Int(u32(4)),
                     firstLeaf: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)),
-                    spans: Int(u32(16)), frameLength: Int(u32(20)), checksum: u32(24))
+                    spans: Int(u32(16) & ~canonicalFlag), frameLength: Int(u32(20)), checksum: u32(24),
+                    canonical: u32(16) & canonicalFlag != 0)
                 guard u32(28) == expected, r.firstLeaf == next else { break }
                 records.append(r)
                 next = r.endLeaf
@@ -376,7 +387,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 pending.append(
                     Block(
                         segment: id, offset: block.offset, frameLength: block.header.frameLength,
-                        checksum: block.header.checksum, leaves: try BlockLeaves.of(frame: frame)))
+                        checksum: block.header.checksum, leaves: try BlockLeaves.of(frame: frame, canonical: false)))
                 if pending.count >= 64 {
                     try appendOnQueue(pending)
                     added += pending.count
@@ -463,7 +474,7 @@ final class StoredTree: TreeNodes {
         let r = records[i]
         let path = SegmentFile.path(segmentDirectory, r.segment)
         let frame = try SegmentReader.readFrame(path: path, offset: r.offset, length: r.frameLength)
-        let leaves = try BlockLeaves.of(frame: frame)
+        let leaves = try BlockLeaves.of(frame: frame, canonical: r.canonical)
         leafCache = (i, leaves)
         return leaves
     }

@@ -11,6 +11,9 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         public var offset: Int
         public var firstLeaf: UInt64
         public var spans: Int
+        /// Its leaves are hashed from its payload's bytes as they stand
+        /// (`SpanLeaves.hashes(canonicalPayload:)`), with no unpacking.
+        public var canonical: Bool
     }
 
     /// An earlier signed checkpoint, with the time its timestamped signature signed.
@@ -99,6 +102,7 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
     }
 
     static func logged(_ r: EvidenceLog.Record) -> LoggedBlock {
-        LoggedBlock(segment: r.segment, offset: r.offset, firstLeaf: r.firstLeaf, spans: r.spans)
+        LoggedBlock(
+            segment: r.segment, offset: r.offset, firstLeaf: r.firstLeaf, spans: r.spans, canonical: r.canonical)
     }
 }

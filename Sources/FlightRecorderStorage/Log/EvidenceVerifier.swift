@@ -165,11 +165,16 @@ public enum EvidenceVerifier {
                 problem("\(scan.tornBytes) bytes at the end form no block", segment: id, offset: scan.validEnd)
             }
             for block in scan.blocks {
+                let atRecord =
+                    next < records.count && records[next].segment == id && records[next].offset == block.offset
                 let leaves: [TreeHash]
                 do {
+                    // Read as the record here says it was hashed (either way gives a canonical
+                    // block's leaves; the payload's own bytes are the faster).
                     leaves = try BlockLeaves.of(
                         frame: SegmentReader.readFrame(
-                            path: path, offset: block.offset, length: block.header.frameLength))
+                            path: path, offset: block.offset, length: block.header.frameLength),
+                        canonical: atRecord && records[next].canonical)
                 } catch {
                     problem("block does not decode: \(error.message)", segment: id, offset: block.offset)
                     continue
@@ -178,8 +183,6 @@ public enum EvidenceVerifier {
                     r.frameLength == block.header.frameLength && r.checksum == block.header.checksum
                         && r.spans == leaves.count
                 }
-                let atRecord =
-                    next < records.count && records[next].segment == id && records[next].offset == block.offset
                 if atRecord && same(records[next]) {
                     next += 1
                 } else if let j = byChecksum[block.header.checksum]?.first(where: { $0 > next && same(records[$0]) }) {

@@ -67,8 +67,10 @@ final class GroupCommitWriter: @unchecked Sendable {
         var raw: [UInt8] = []
         var rawSpans = 0
         var members: [IngestBatch] = []
-        // Each block's evidence leaves: the batches' own, or nil to recompute from `raw`.
+        // Each block's evidence leaves: the batches' own, or nil to recompute from `raw`; and
+        // whether every batch's were computed from its payload's own bytes.
         var leaves: [[TreeHash]?] = []
+        var canonical: [Bool] = []
         func flushBlock() {
             guard !members.isEmpty else { return }
             if log != nil {
@@ -85,8 +87,10 @@ final class GroupCommitWriter: @unchecked Sendable {
                         }
                     }
                     leaves.append(blockLeaves)
+                    canonical.append(members.allSatisfy(\.leavesFromPayload))
                 } else {
-                    leaves.append(try? BlockLeaves.of(raw: raw))
+                    leaves.append(try? BlockLeaves.of(raw: raw, canonical: false))
+                    canonical.append(false)
                 }
             }
             let start = frames.count
@@ -152,7 +156,7 @@ final class GroupCommitWriter: @unchecked Sendable {
                 blocks.indices.map { i in
                     EvidenceLog.Block(
                         segment: segment.id, offset: blocks[i].offset, frameLength: blocks[i].length,
-                        checksum: checksums[i], leaves: leaves[i])
+                        checksum: checksums[i], leaves: leaves[i], canonical: canonical[i])
                 })
         }
         // The indexer needs only the span facts, not the payload bytes or the leaves.
