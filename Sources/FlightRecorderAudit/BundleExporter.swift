@@ -166,8 +166,11 @@ public enum AuditExporter {
                 if plan.runs == nil {
                     let resolver = RunResolver(identity: store.configuration.runIdentity)
                     let spans = read.spans
+                    let named = try await NIOThreadPool.singleton.runIfActive {
+                        namedRuns(spans, identity: resolver.identity)
+                    }
                     runs = try await store.read { r, _ in
-                        try rangeRuns(spans, resolver: resolver, reader: r)
+                        try rangeRuns(spans, named: named, resolver: resolver, reader: r)
                     }
                 }
                 let finalRuns = runs
@@ -663,10 +666,25 @@ public enum AuditExporter {
         return sizes.filter { $0 > 0 && $0 < size }.sorted()
     }
 
+    /// The run each span names itself (`RunIdentity.explicitRunID`), if any: read on every
+    /// core, before the index is asked for the rest.
+    static func namedRuns(_ spans: [SpanRecord], identity: RunIdentity) -> [String?] {
+        let chunks = max(1, min(spans.count / 4096, ProcessInfo.processInfo.activeProcessorCount * 4))
+        let per = (spans.count + chunks - 1) / chunks
+        let parts = Mutex([[String?]](repeating: [], count: chunks))
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let part = spans[min(c * per, spans.count)..<min(c * per + per, spans.count)].map {
+                identity.explicitRunID(span: $0.attributes, resource: $0.resource.attributes)
+            }
+            parts.withLock { $0[c] = part }
+        }
+        return parts.withLock { $0 }.flatMap { $0 }
+    }
+
     /// For a range: the runs the spans belong to (as every query resolves them), each with the
-    /// traces its spans here are in, in the order they first appear.
+    /// traces its spans here are in, in the order they first appear; `named` is `namedRuns`.
     static func rangeRuns(
-        _ spans: [SpanRecord], resolver: RunResolver, reader r: IndexReader
+        _ spans: [SpanRecord], named: [String?], resolver: RunResolver, reader r: IndexReader
     ) throws -> [BundleViews.Run] {
         var traceRun: [TenantTrace: String] = [:]
         var order: [TenantRun: Int] = [:]
@@ -675,8 +693,7 @@ public enum AuditExporter {
         // Spans of one run and trace mostly follow each other: the last one's run is checked
         // first, before any hashing.
         var last: (tenant: String, trace: TraceID, run: String, index: Int)?
-        for s in spans {
-            let explicit = resolver.identity.explicitRunID(span: s.attributes, resource: s.resource.attributes)
+        for (s, explicit) in zip(spans, named) {
             if let l = last, let explicit, l.trace == s.traceID, l.run == explicit, l.tenant == s.tenant { continue }
             let key = TenantTrace(tenant: s.tenant, trace: s.traceID)
             // The index is asked only for spans that do not name their run (the rule

@@ -97,21 +97,22 @@ public enum BundleViews {
         var out = Output()
         var last: (tenant: String, number: Int32)?
         for (c, chunk) in spans.enumerated() {
-            for (k, s) in chunk.enumerated() {
+            // By index, the fields read in place: copying a record retains each of its parts.
+            for k in chunk.indices {
                 let i = c << 40 | k
                 let tenant: Int32
-                if let last, last.tenant == s.tenant {
+                if let last, last.tenant == chunk[k].tenant {
                     tenant = last.number
                 } else {
-                    tenant = number(s.tenant)
-                    last = (s.tenant, tenant)
+                    tenant = number(chunk[k].tenant)
+                    last = (chunk[k].tenant, tenant)
                 }
-                let key = NumberedTrace(tenant: tenant, trace: s.traceID)
-                guard seen.insert(NumberedSpan(key: key, span: s.spanID)).inserted else { continue }
+                let key = NumberedTrace(tenant: tenant, trace: chunk[k].traceID)
+                guard seen.insert(NumberedSpan(key: key, span: chunk[k].spanID)).inserted else { continue }
                 if let g = owner[key] {
                     groupedIndices[g].append(i)
                 } else {
-                    out.unowned.append(s)
+                    out.unowned.append(chunk[k])
                 }
             }
         }
@@ -136,19 +137,20 @@ public enum BundleViews {
                 Self.derive(
                     rules: rules,
                     run: runs[i],
-                    // Ordered by start (then span ID) as indices, so each record is copied once.
-                    spans: groups[i].sorted {
-                        let (a, b) = (at($0), at($1))
-                        return (a.startNanos, a.spanID.value) < (b.startNanos, b.spanID.value)
-                    }.map { at($0) }, into: &part.decisions, &part.findings, &part.csv,
+                    // Ordered by start (then span ID) as keys, so each record is copied once.
+                    spans: groups[i].map { i in
+                        let s = spans[i >> 40]
+                        return (s[i & (1 << 40 - 1)].startNanos, s[i & (1 << 40 - 1)].spanID.value, i)
+                    }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { at($0.2) }, into: &part.decisions,
+                    &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
             parts.withLock { $0[c] = part }
         }
         out.runs.pieces.append(Array((csvHeader + "\r\n").utf8))
         for part in parts.withLock({ $0 }).compactMap({ $0 }) {
-            out.decisions.pieces.append(part.decisions.bytes)
-            out.findings.pieces.append(part.findings.bytes)
+            out.decisions.pieces += part.decisions.pieces
+            out.findings.pieces += part.findings.pieces
             out.runs.pieces.append(Array(part.csv.utf8))
             out.decisionCount += part.decisionCount
             out.findingCount += part.findingCount
@@ -299,7 +301,7 @@ public enum BundleViews {
 
 extension RunGraph {
     func attribute(_ i: Int, _ key: String) -> String? {
-        spans[i].attributes.first { $0.key == key }?.value.displayString
+        spans[i].attributes[key]?.displayString
     }
 }
 
@@ -309,15 +311,23 @@ struct TenantTrace: Hashable, Sendable {
     var trace: TraceID
 }
 
-/// Lines of JSON objects, each ending in a newline.
+/// Lines of JSON objects, each ending in a newline, in pieces of about 256 KiB: one buffer
+/// grown to a file's size would be copied at each doubling, and each larger copy taken from
+/// fresh pages (over glibc's mmap threshold, 1 MiB in the daemon), which is slow to fault in.
 struct JSONLines {
-    /// One writer for every line: each line is a top-level value followed by a newline.
-    private var writer = JSONWriter(capacity: 1 << 16)
-    var bytes: [UInt8] { writer.bytes }
+    static let pieceBytes = 256 << 10
+    /// One writer for the lines of a piece: each line is a top-level value followed by a newline.
+    private var writer = JSONWriter(capacity: pieceBytes)
+    private var full: [[UInt8]] = []
+    var pieces: [[UInt8]] { writer.bytes.isEmpty ? full : full + [writer.bytes] }
 
     mutating func add(_ body: (inout JSONWriter) -> Void) {
         body(&writer)
         writer.endLine()
+        if writer.bytes.count >= Self.pieceBytes - Self.pieceBytes / 8 {
+            full.append(writer.bytes)
+            writer = JSONWriter(capacity: Self.pieceBytes)
+        }
     }
 }
 

@@ -16,12 +16,12 @@ public enum Timestamp {
         out.reserveCapacity(30)
         func digits(_ v: Int, _ width: Int) {
             var v = v
-            var d = [UInt8](repeating: UInt8(ascii: "0"), count: width)
-            for k in stride(from: width - 1, through: 0, by: -1) {
-                d[k] = UInt8(ascii: "0") + UInt8(v % 10)
+            let end = out.count + width
+            out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width))
+            for k in stride(from: end - 1, through: end - width, by: -1) {
+                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
                 v /= 10
             }
-            out += d
         }
         digits(Int(tm.tm_year) + 1900, 4)
         out.append(UInt8(ascii: "-"))

@@ -46,8 +46,13 @@ public struct Attribute: Sendable, Equatable {
 }
 
 extension [Attribute] {
+    /// The value of the first attribute named `key`. A key of another length is passed over on
+    /// its byte count alone (stored, for native strings), with no comparison of its bytes:
+    /// exports, findings and run resolution ask this of every span, several times.
     public subscript(key: String) -> AttributeValue? {
-        first(where: { $0.key == key })?.value
+        let n = key.utf8.count
+        for a in self where a.key.utf8.count == n && a.key == key { return a.value }
+        return nil
     }
 
     /// The scalar value (`scalarString`) of the first of `keys`, in their order, that these

@@ -20,11 +20,8 @@ public struct RunIdentity: Sendable {
 
     /// The run named on the span itself or, failing that, on its resource.
     public func explicitRunID(span: [Attribute], resource: [Attribute]) -> String? {
-        for attrs in [span, resource] {
-            for key in keys {
-                if let a = attrs.first(where: { $0.key == key }), let s = a.value.scalarString { return s }
-            }
-        }
+        for key in keys { if let s = span[key]?.scalarString { return s } }
+        for key in keys { if let s = resource[key]?.scalarString { return s } }
         return nil
     }
 }

@@ -11,7 +11,7 @@ public final class ResourceRecord: Sendable {
         self.attributes = attributes
         self.scopeName = scopeName
         self.scopeVersion = scopeVersion
-        tenant = attributes.first { $0.key == "tenant.id" }?.value.scalarString ?? ResourceFacts.defaultTenant
+        tenant = attributes["tenant.id"]?.scalarString ?? ResourceFacts.defaultTenant
     }
 }
 

@@ -73,7 +73,7 @@ public struct StepNode: Sendable, Codable {
         traceId = s.traceID.hex
         parentSpanId = s.parentSpanID.flatMap { $0.isZero ? nil : $0.hex }
         name = s.name
-        service = s.resource.attributes.first { $0.key == "service.name" }?.value.scalarString
+        service = s.resource.attributes["service.name"]?.scalarString
         startTimeUnixNano = String(g.start[i])
         endTimeUnixNano = String(g.end[i])
         durationNanos = g.end[i] - g.start[i]

@@ -45,7 +45,7 @@ extension RunGraph {
     public static let executionStatusKey = "tool.execution.status"
 
     func attr(_ i: Int, _ key: String) -> String? {
-        spans[i].attributes.first { $0.key == key }?.value.displayString
+        spans[i].attributes[key]?.displayString
     }
 
     /// A tool execution: `gen_ai.operation.name = execute_tool`, or a span named `execute_tool …`.

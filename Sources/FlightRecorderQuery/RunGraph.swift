@@ -80,10 +80,16 @@ public struct RunGraph: Sendable {
         spans.indices.first { spans[$0].spanID == span }
     }
 
-    func service(_ i: Int) -> String {
-        let r = spans[i].resource.attributes
-        func v(_ k: String) -> String { r.first { $0.key == k }?.value.scalarString ?? "" }
-        return v("service.name") + "\u{1F}" + v("service.instance.id") + "\u{1F}" + v("host.name")
+    /// Whether spans `i` and `j` come from the same service instance (name, instance ID and
+    /// host): spans of one resource group share its record, so mostly no attribute is read.
+    func sameService(_ i: Int, _ j: Int) -> Bool {
+        let (a, b) = (spans[i].resource, spans[j].resource)
+        if a === b { return true }
+        for k in ["service.name", "service.instance.id", "host.name"]
+        where a.attributes[k]?.scalarString != b.attributes[k]?.scalarString {
+            return false
+        }
+        return true
     }
 
     /// Jaeger's rule: a child from another service that does not fit inside its parent was
@@ -96,7 +102,7 @@ public struct RunGraph: Sendable {
             start[i] += inherited
             end[i] += inherited
             var shift = inherited
-            if let p = parent[i], service(i) != service(p), start[i] < start[p] || end[i] > end[p] {
+            if let p = parent[i], !sameService(i, p), start[i] < start[p] || end[i] > end[p] {
                 let duration = end[i] - start[i]
                 let room = end[p] - start[p]
                 let target = duration <= room ? start[p] + (room - duration) / 2 : start[p]

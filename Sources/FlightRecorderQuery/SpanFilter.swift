@@ -227,12 +227,12 @@ public indirect enum SpanFilter: Sendable, Equatable {
 
     static func value(of field: String, in span: SpanRecord, version: VersionContext) -> FieldValue? {
         func attr(_ list: [Attribute], _ key: String) -> FieldValue? {
-            guard let a = list.first(where: { $0.key == key }) else { return nil }
-            switch a.value {
+            guard let value = list[key] else { return nil }
+            switch value {
             case .int(let n): return .number(Double(n))
             case .double(let d): return .number(d)
             case .bool(let b): return .bool(b)
-            default: return .text(a.value.displayString)
+            default: return .text(value.displayString)
             }
         }
         switch field {

@@ -78,7 +78,7 @@ public struct TimelineView: Sendable {
         var serviceIndex: [String: Int] = [:]
         var services: [String] = []
         serviceOf = g.spans.map { s in
-            let name = s.resource.attributes.first { $0.key == "service.name" }?.value.scalarString ?? ""
+            let name = s.resource.attributes["service.name"]?.scalarString ?? ""
             if let i = serviceIndex[name] { return i }
             serviceIndex[name] = services.count
             services.append(name)
