@@ -51,7 +51,8 @@ extension [Attribute] {
     /// exports, findings and run resolution ask this of every span, several times.
     public subscript(key: String) -> AttributeValue? {
         let n = key.utf8.count
-        for a in self where a.key.utf8.count == n && a.key == key { return a.value }
+        // By index, each element read in place (a `for a in self` copy retains its parts).
+        for i in indices where self[i].key.utf8.count == n && self[i].key == key { return self[i].value }
         return nil
     }
 
