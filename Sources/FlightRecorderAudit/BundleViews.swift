@@ -217,14 +217,12 @@ public enum BundleViews {
     /// What a span is in the decision record, or nil when it is not part of it.
     static func decisionKind(_ g: RunGraph, _ i: Int) -> String? {
         let name = g.spans[i].name
-        let decision = g.attribute(i, "approval.decision")
+        let decision = g.approvalDecisions[i]
         if name == "approval.granted" || decision == "granted" { return "approval_granted" }
         if name == "approval.denied" || decision == "denied" { return "approval_denied" }
         if name == "approval.requested" { return "approval_request" }
-        if g.attribute(i, AgentKeys.operationName) == "execute_tool" || name.hasPrefix("execute_tool") {
-            return "execution"
-        }
-        if g.attribute(i, AgentKeys.policyOutcome) != nil { return "policy_decision" }
+        if g.executes[i] { return "execution" }
+        if g.policyOutcomes[i] != nil { return "policy_decision" }
         return nil
     }
 
@@ -283,7 +281,7 @@ public enum BundleViews {
         if !links.isEmpty { w.member("links", links) }
         w.member("name", s.name)
         w.member("operation_id", a(AgentKeys.operationID))
-        w.member("outcome", a(AgentKeys.policyOutcome) ?? a("approval.decision") ?? a("tool.execution.status"))
+        w.member("outcome", g.policyOutcomes[i] ?? g.approvalDecisions[i] ?? a("tool.execution.status"))
         w.member("parent_span_id", s.parentSpanID.map(\.hex))
         w.member("reason", a("policy.reason"))
         w.member("rule", a(AgentKeys.policyRule))
@@ -292,7 +290,7 @@ public enum BundleViews {
         w.member("status", s.statusCode == .error ? "error" : s.statusCode == .ok ? "ok" : "unset")
         w.member("tenant", run.tenant)
         w.member("time", Timestamp.rfc3339(s.startNanos))
-        w.member("tool", a(AgentKeys.toolName))
+        w.member("tool", g.toolNames[i])
         w.member("tool_risk_tier", a(AgentKeys.toolTier))
         w.member("trace_id", s.traceID.hex)
         w.endObject()

@@ -49,9 +49,7 @@ extension RunGraph {
     }
 
     /// A tool execution: `gen_ai.operation.name = execute_tool`, or a span named `execute_tool …`.
-    func isExecution(_ i: Int) -> Bool {
-        attr(i, AgentKeys.operationName) == "execute_tool" || spans[i].name.hasPrefix("execute_tool")
-    }
+    func isExecution(_ i: Int) -> Bool { executes[i] }
 
     func isWrite(_ i: Int) -> Bool { attr(i, AgentKeys.toolTier).map(Self.writeTiers.contains) ?? false }
 
@@ -62,7 +60,7 @@ extension RunGraph {
     }
 
     func toolName(_ i: Int) -> String {
-        attr(i, AgentKeys.toolName)
+        toolNames[i]
             ?? String(spans[i].name.dropFirst(spans[i].name.hasPrefix("execute_tool ") ? 13 : 0))
     }
 
@@ -199,26 +197,26 @@ extension RunGraph {
         var order = Predecessors(self)
         var byTool: [String: [Int]] = [:]
         var anyTool: [Int] = []
-        for j in spans.indices where attr(j, AgentKeys.policyOutcome) != nil {
-            if let t = attr(j, AgentKeys.toolName) { byTool[t, default: []].append(j) } else { anyTool.append(j) }
+        for j in spans.indices where policyOutcomes[j] != nil {
+            if let t = toolNames[j] { byTool[t, default: []].append(j) } else { anyTool.append(j) }
         }
         let latestFirst = { (a: Int, b: Int) in (end[a], a) > (end[b], b) }
         let everyDecision = (byTool.values.flatMap { $0 } + anyTool).sorted(by: latestFirst)
         let candidatesByTool = byTool.mapValues { ($0 + anyTool).sorted(by: latestFirst) }
         let anyToolLatestFirst = anyTool.sorted(by: latestFirst)
         let grantSpans = spans.indices.filter {
-            spans[$0].name == "approval.granted" || attr($0, "approval.decision") == "granted"
+            spans[$0].name == "approval.granted" || approvalDecisions[$0] == "granted"
         }
         for x in executions where isWrite(x) && outcome(of: x) != .notRun {
-            let tool = attr(x, AgentKeys.toolName)
+            let tool = toolNames[x]
             order.prepare(x)
             var decisions: Set<Int> = []
             var allowedFound = false
             let candidates = tool.map({ candidatesByTool[$0] ?? anyToolLatestFirst }) ?? everyDecision
             // Only chain nodes can precede `x` and end after `order.bound`.
             let chain = order.chain.filter { d in
-                end[d] > order.bound && attr(d, AgentKeys.policyOutcome) != nil
-                    && (tool == nil || attr(d, AgentKeys.toolName) == nil || attr(d, AgentKeys.toolName) == tool)
+                end[d] > order.bound && policyOutcomes[d] != nil
+                    && (tool == nil || toolNames[d] == nil || toolNames[d] == tool)
             }
             var lo = 0
             var hi = candidates.count
@@ -228,14 +226,14 @@ extension RunGraph {
             }
             for d in chain.sorted() + candidates[lo...] where order.precedes(d) {
                 decisions.insert(d)
-                if attr(d, AgentKeys.policyOutcome) == "allowed" {
+                if policyOutcomes[d] == "allowed" {
                     allowedFound = true
                     break
                 }
             }
             if allowedFound { continue }
-            let allowed = decisions.filter { attr($0, AgentKeys.policyOutcome) == "allowed" }
-            let needsApproval = decisions.filter { attr($0, AgentKeys.policyOutcome) == "approval_required" }
+            let allowed = decisions.filter { policyOutcomes[$0] == "allowed" }
+            let needsApproval = decisions.filter { policyOutcomes[$0] == "approval_required" }
             if decisions.isEmpty || (allowed.isEmpty && needsApproval.isEmpty) {
                 out.append(
                     Finding(
@@ -275,7 +273,7 @@ extension RunGraph {
                     Finding(
                         kind: "success_without_operation_id", severity: "high",
                         message:
-                            "the run reported success but write \(attr(x, AgentKeys.toolName) ?? spans[x].name) has no confirmed operation ID",
+                            "the run reported success but write \(toolNames[x] ?? spans[x].name) has no confirmed operation ID",
                         spanIds: [hex(x)] + roots.map(hex)))
             }
         }

@@ -167,7 +167,7 @@ extension RunGraph {
         -> IncidentCard
     {
         let before = causalPredecessors(of: target)
-        let tool = attr(target, AgentKeys.toolName)
+        let tool = toolNames[target]
         let targetValues = values(of: target, keys: [AgentKeys.toolArguments])
 
         // 1-3: the fed set, grown from the target.
@@ -190,7 +190,7 @@ extension RunGraph {
                 for c in carriers[id] ?? [] where fed.insert(c).inserted { queue.append(c) }
             }
         }
-        for c in before where !fed.contains(c) && isDecision(c) && tool != nil && attr(c, AgentKeys.toolName) == tool {
+        for c in before where !fed.contains(c) && isDecision(c) && tool != nil && toolNames[c] == tool {
             if !values(of: c, keys: [AgentKeys.toolArguments]).isDisjoint(with: targetValues) { fed.insert(c) }
         }
 
@@ -255,14 +255,14 @@ extension RunGraph {
         }
 
         // Policy, approval and execution.
-        let decisions = fed.filter { attr($0, AgentKeys.policyOutcome) != nil }
+        let decisions = fed.filter { policyOutcomes[$0] != nil }
             .sorted { (start[$0], $0) < (start[$1], $1) }
         var policy: IncidentCard.Policy?
         if let d = decisions.last {
-            let required = decisions.last { attr($0, AgentKeys.policyOutcome) == "approval_required" }
+            let required = decisions.last { policyOutcomes[$0] == "approval_required" }
             policy = .init(
-                spanId: hex(d), outcome: attr(d, AgentKeys.policyOutcome) ?? "", rule: attr(d, AgentKeys.policyRule),
-                reason: attr(d, "policy.reason"), tool: attr(d, AgentKeys.toolName),
+                spanId: hex(d), outcome: policyOutcomes[d] ?? "", rule: attr(d, AgentKeys.policyRule),
+                reason: attr(d, "policy.reason"), tool: toolNames[d],
                 approvalRequiredBy: required.flatMap { $0 == d ? nil : hex($0) })
         }
         let approval = approvalFacts(fed: fed, decisions: decisions)
@@ -279,8 +279,8 @@ extension RunGraph {
     func hex(_ i: Int) -> String { spans[i].spanID.hex }
 
     func isDecision(_ i: Int) -> Bool {
-        attr(i, AgentKeys.policyOutcome) != nil || spans[i].name.hasPrefix("approval.")
-            || attr(i, "approval.decision") != nil
+        policyOutcomes[i] != nil || spans[i].name.hasPrefix("approval.")
+            || approvalDecisions[i] != nil
     }
 
     /// A read-tier tool execution, or one whose name says it looks something up.
@@ -393,19 +393,19 @@ extension RunGraph {
     func approvalFacts(fed: Set<Int>, decisions: [Int]) -> IncidentCard.Approval? {
         let answers = fed.filter {
             spans[$0].name == "approval.granted" || spans[$0].name == "approval.denied"
-                || attr($0, "approval.decision") != nil
+                || approvalDecisions[$0] != nil
         }.sorted { (start[$0], $0) < (start[$1], $1) }
         let requests = fed.filter { spans[$0].name == "approval.requested" }.sorted {
             (start[$0], $0) < (start[$1], $1)
         }
-        let asked = decisions.last { attr($0, AgentKeys.policyOutcome) == "approval_required" }
+        let asked = decisions.last { policyOutcomes[$0] == "approval_required" }
         guard answers.last != nil || requests.last != nil || asked != nil else { return nil }
         let decision = answers.last
         let request = requests.last ?? asked
         let stamp = { (t: Int64) in Timestamp.rfc3339(UInt64(clamping: t)) }
         let answer =
             decision.map {
-                attr($0, "approval.decision") ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")
+                approvalDecisions[$0] ?? (spans[$0].name == "approval.denied" ? "denied" : "granted")
             }
             ?? "pending"
         let decided = decision.map { stamp(start[$0]) }

@@ -24,6 +24,13 @@ public struct RunGraph: Sendable {
     public let missingParent: [Int]
     public private(set) var adjustments: [Adjustment] = []
     let byID: [SpanKey: Int]
+    /// Per span, the attributes the findings and the decision record ask of every span
+    /// (`policy.outcome`, the tool's name, `approval.decision`, as `displayString`), and
+    /// whether it is a tool execution: read once here instead of an attribute scan per question.
+    public let policyOutcomes: [String?]
+    public let toolNames: [String?]
+    public let approvalDecisions: [String?]
+    public let executes: [Bool]
 
     struct SpanKey: Hashable {
         var trace: TraceID
@@ -69,6 +76,22 @@ public struct RunGraph: Sendable {
         self.linksTo = linksTo
         self.linkedBy = linkedBy
         self.missingParent = missing
+        var outcome: [String?] = []
+        var tool: [String?] = []
+        var decision: [String?] = []
+        var execution: [Bool] = []
+        for i in spans.indices {
+            let a = spans[i].attributes
+            outcome.append(a[AgentKeys.policyOutcome]?.displayString)
+            tool.append(a[AgentKeys.toolName]?.displayString)
+            decision.append(a["approval.decision"]?.displayString)
+            execution.append(
+                a[AgentKeys.operationName]?.displayString == "execute_tool" || spans[i].name.hasPrefix("execute_tool"))
+        }
+        policyOutcomes = outcome
+        toolNames = tool
+        approvalDecisions = decision
+        executes = execution
         start = spans.map { Int64(clamping: $0.startNanos) }
         end = spans.map { Int64(clamping: max($0.endNanos, $0.startNanos)) }
         roots = spans.indices.filter { parent[$0] == nil }

@@ -105,13 +105,13 @@ public struct TimelineView: Sendable {
                 Decision(
                     row: r, kind: kind,
                     outcome: kind == "policy"
-                        ? g.attr(i, AgentKeys.policyOutcome)
+                        ? g.policyOutcomes[i]
                         : kind == "approval"
-                            ? (g.attr(i, "approval.decision")
+                            ? (g.approvalDecisions[i]
                                 ?? (g.spans[i].name.hasPrefix("approval.")
                                     ? String(g.spans[i].name.dropFirst(9)) : nil))
                             : g.outcome(of: i).rawValue,
-                    rule: g.attr(i, AgentKeys.policyRule), tool: g.attr(i, AgentKeys.toolName),
+                    rule: g.attr(i, AgentKeys.policyRule), tool: g.toolNames[i],
                     approver: g.attr(i, AgentKeys.approver), ticket: g.attr(i, AgentKeys.approvalTicket),
                     operationId: g.attr(i, AgentKeys.operationID), idempotencyKey: g.attr(i, AgentKeys.idempotencyKey)))
         }
@@ -123,10 +123,10 @@ extension RunGraph {
     /// `tool` (a read), `write`, `policy`, `approval`, `reconciliation`, `memory`,
     /// `retrieval` or `span`.
     public func category(_ i: Int) -> String {
-        if attr(i, AgentKeys.policyOutcome) != nil { return "policy" }
+        if policyOutcomes[i] != nil { return "policy" }
         let name = spans[i].name
         if name == Self.reconciledSpanName { return "reconciliation" }
-        if name.hasPrefix("approval.") || attr(i, "approval.decision") != nil { return "approval" }
+        if name.hasPrefix("approval.") || approvalDecisions[i] != nil { return "approval" }
         if isExecution(i) { return isWrite(i) ? "write" : "tool" }
         if isModelCall(i) { return "model" }
         if let kind = contextKind(i) { return kind }
