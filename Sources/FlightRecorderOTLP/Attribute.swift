@@ -48,7 +48,9 @@ public struct Attribute: Sendable, Equatable {
 extension [Attribute] {
     /// The value of the first attribute named `key`. A key of another length is passed over on
     /// its byte count alone (stored, for native strings), with no comparison of its bytes:
-    /// exports, findings and run resolution ask this of every span, several times.
+    /// exports, findings and run resolution ask this of every span, several times. Keys are
+    /// matched by their UTF-8 bytes, as the index matches them (two spellings of one Unicode
+    /// string, composed and decomposed, are different keys).
     public subscript(key: String) -> AttributeValue? {
         let n = key.utf8.count
         // By index, each element read in place (a `for a in self` copy retains its parts).
