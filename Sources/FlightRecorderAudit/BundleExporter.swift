@@ -363,16 +363,10 @@ public enum AuditExporter {
                         let resource = TracesDataDecoder.resource(rs, ss)
                         group = (rs, ss, tenants.contains(resource.tenant) ? resource : nil)
                     }
-                    guard let resource = group?.resource, let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
-                        let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
-                    else { return }
-                    let record = TracesDataDecoder.record(
-                        span.pointee, traceID: traceID, spanID: spanID, resource: resource)
-                    let leaf = block.firstLeaf + UInt64(i)
-                    guard plan.keep(record, leaf) else { return }
-                    kept.add(span, parts: parts, rs: rs, ss: ss)
-                    out.indices.append(leaf)
-                    out.spans.append(record)
+                    guard let resource = group?.resource else { return }
+                    kept.offer(
+                        span, leaf: block.firstLeaf + UInt64(i), resource: resource, plan: plan, parts: parts, rs: rs,
+                        ss: ss, into: &out)
                 }
                 kept.flush(into: &out)
                 return true
@@ -418,19 +412,12 @@ public enum AuditExporter {
                     let resource = TracesDataDecoder.resource(rs, ss)
                     for (k, range) in scope.spans.enumerated() {
                         defer { leaf += 1 }
-                        guard let span = ss.pointee.spans[k],
-                            let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
-                            let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
-                        else { continue }
-                        let record = TracesDataDecoder.record(
-                            span.pointee, traceID: traceID, spanID: spanID, resource: resource)
-                        guard plan.keep(record, leaf) else { continue }
-                        let parts = SpanLeaves.Parts(
-                            resource: part(g.resource), scope: part(scope.scope), span: part(range)!,
-                            scopeSchema: part(scope.schema), schema: part(g.schema))
-                        kept.add(span, parts: parts, rs: rs, ss: ss)
-                        out.indices.append(leaf)
-                        out.spans.append(record)
+                        guard let span = ss.pointee.spans[k] else { continue }
+                        kept.offer(
+                            span, leaf: leaf, resource: resource, plan: plan,
+                            parts: SpanLeaves.Parts(
+                                resource: part(g.resource), scope: part(scope.scope), span: part(range)!,
+                                scopeSchema: part(scope.schema), schema: part(g.schema)), rs: rs, ss: ss, into: &out)
                     }
                     kept.flush(into: &out)
                 }
@@ -479,6 +466,23 @@ public enum AuditExporter {
         var scopeSchema: [UInt8]?
         var schema: [UInt8]?
         var message: [UInt8] = []
+
+        /// Keeps `span` (leaf `leaf`) when the plan selects it: its record and leaf index into
+        /// `out`, its JSON and encoded parts into the group.
+        mutating func offer(
+            _ span: UnsafeMutablePointer<CSpan>, leaf: UInt64, resource: ResourceRecord, plan: Plan,
+            parts: @autoclosure () -> SpanLeaves.Parts, rs: UnsafePointer<CResourceSpans>,
+            ss: UnsafePointer<CScopeSpans>, into out: inout BlockOutput
+        ) {
+            guard let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
+                let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
+            else { return }
+            let record = TracesDataDecoder.record(span.pointee, traceID: traceID, spanID: spanID, resource: resource)
+            guard plan.keep(record, leaf) else { return }
+            add(span, parts: parts(), rs: rs, ss: ss)
+            out.indices.append(leaf)
+            out.spans.append(record)
+        }
 
         mutating func add(
             _ span: UnsafeMutablePointer<CSpan>, parts: SpanLeaves.Parts, rs: UnsafePointer<CResourceSpans>,

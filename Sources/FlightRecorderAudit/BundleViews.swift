@@ -271,7 +271,7 @@ public enum BundleViews {
 
     static func writeDecision(_ g: RunGraph, _ i: Int, kind: String, run: Run, _ w: inout JSONWriter) {
         let s = g.spans[i]
-        func a(_ key: String) -> String? { g.attribute(i, key) }
+        func a(_ key: String) -> String? { g.attr(i, key) }
         w.beginObject()
         w.member("approval_ticket", a(AgentKeys.approvalTicket))
         w.member("approver", a(AgentKeys.approver))
@@ -294,12 +294,6 @@ public enum BundleViews {
         w.member("tool_risk_tier", a(AgentKeys.toolTier))
         w.member("trace_id", s.traceID.hex)
         w.endObject()
-    }
-}
-
-extension RunGraph {
-    func attribute(_ i: Int, _ key: String) -> String? {
-        spans[i].attributes[key]?.displayString
     }
 }
 

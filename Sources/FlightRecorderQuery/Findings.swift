@@ -44,7 +44,9 @@ extension RunGraph {
     public static let reconciledSpanName = "tool.reconciled"
     public static let executionStatusKey = "tool.execution.status"
 
-    func attr(_ i: Int, _ key: String) -> String? {
+    /// Span `i`'s attribute `key`, as `displayString` (what the findings and the audit
+    /// bundle's decision record show).
+    package func attr(_ i: Int, _ key: String) -> String? {
         spans[i].attributes[key]?.displayString
     }
 
