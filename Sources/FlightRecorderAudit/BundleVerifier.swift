@@ -247,11 +247,16 @@ public enum BundleVerifier {
         }
         let tenants = Set(manifest.tenants)
         var lastTenant: String?  // spans come in groups of one resource: most repeat the tenant before
-        for s in lines.chunks.joined() where s.tenant != lastTenant {
-            lastTenant = s.tenant
-            guard !tenants.contains(s.tenant) else { continue }
-            fail("\(AuditBundle.spans): span \(s.spanID.hex) is of tenant \(s.tenant), not one the manifest names")
-            break
+        // By index, the tenant read in place: copying a record retains each of its parts.
+        tenantCheck: for chunk in lines.chunks {
+            for k in chunk.indices where chunk[k].tenant != lastTenant {
+                lastTenant = chunk[k].tenant
+                guard !tenants.contains(chunk[k].tenant) else { continue }
+                fail(
+                    "\(AuditBundle.spans): span \(chunk[k].spanID.hex) is of tenant \(chunk[k].tenant), not one the manifest names"
+                )
+                break tenantCheck
+            }
         }
 
         // A time range: its two signed checkpoints, consistent, every span between them.
@@ -526,7 +531,7 @@ struct SpanLines {
                 "\(AuditBundle.spans) has \(lines.count) lines, \(AuditBundle.spansProto) \(messages.count) messages")
         }
         let count = min(lines.count, messages.count)
-        let chunks = max(1, min(count / 256, ProcessInfo.processInfo.activeProcessorCount * 4))
+        let chunks = max(1, min(count / 256, ProcessInfo.processInfo.activeProcessorCount * 16))
         let per = (count + chunks - 1) / chunks
         let parts = Mutex([SpanLines?](repeating: nil, count: chunks))
         let (lineList, messageList) = (lines, messages)

@@ -75,44 +75,80 @@ public enum BundleViews {
     static func derive(chunks spans: [[SpanRecord]], runs: [Run], rules: FindingRules) -> Output {
         /// A span's place: its chunk in the high bits, its index in the low 40.
         @Sendable func at(_ i: Int) -> SpanRecord { spans[i >> 40][i & (1 << 40 - 1)] }
+        /// A run's spans (places in the order read), each distinct span once (its first copy),
+        /// ordered by start, then span ID; compared as keys, so each record is copied once.
+        @Sendable func ordered(_ places: [Int]) -> [Int] {
+            struct Key {
+                var start: UInt64
+                var span: UInt64
+                var trace: TraceID
+                var place: Int
+            }
+            var keys = places.map { i in
+                let s = spans[i >> 40]
+                let k = i & (1 << 40 - 1)
+                return Key(start: s[k].startNanos, span: s[k].spanID.value, trace: s[k].traceID, place: i)
+            }
+            // Copies of a span by ID: the first read stays.
+            keys.sort {
+                ($0.span, $0.trace.high, $0.trace.low, $0.place) < ($1.span, $1.trace.high, $1.trace.low, $1.place)
+            }
+            var w = 0
+            for r in keys.indices where r == 0 || keys[r].span != keys[w - 1].span || keys[r].trace != keys[w - 1].trace
+            {
+                keys[w] = keys[r]
+                w += 1
+            }
+            keys.removeLast(keys.count - w)
+            keys.sort { ($0.start, $0.span, $0.place) < ($1.start, $1.span, $1.place) }
+            return keys.map { $0.place }
+        }
         // Tenants as small numbers, so the per-span keys hash fixed-size values only.
         var tenantNumbers: [String: Int32] = [:]
-        func number(_ tenant: String) -> Int32 {
-            if let n = tenantNumbers[tenant] { return n }
-            let n = Int32(tenantNumbers.count)
-            tenantNumbers[tenant] = n
-            return n
-        }
-        var owner: [NumberedTrace: Int] = [:]
+        var owner: [NumberedTrace: Int32] = [:]
         for (i, r) in runs.enumerated() {
-            let tenant = number(r.tenant)
+            let tenant = tenantNumbers[r.tenant] ?? Int32(tenantNumbers.count)
+            tenantNumbers[r.tenant] = tenant
             for t in r.traces where owner[NumberedTrace(tenant: tenant, trace: t)] == nil {
-                owner[NumberedTrace(tenant: tenant, trace: t)] = i
+                owner[NumberedTrace(tenant: tenant, trace: t)] = Int32(i)
             }
         }
-        // Each distinct span once (per tenant), grouped by run as indices into `spans`.
-        var seen: Set<NumberedSpan> = []
-        seen.reserveCapacity(spans.reduce(0) { $0 + $1.count })
-        var groupedIndices = [[Int]](repeating: [], count: runs.count)
-        var out = Output()
-        var last: (tenant: String, number: Int32)?
-        for (c, chunk) in spans.enumerated() {
+        // Each span's run (-1: none), looked up on every core: the tables are only read.
+        let owners = Mutex([[Int32]](repeating: [], count: spans.count))
+        let (tenantTable, ownerTable) = (tenantNumbers, owner)
+        DispatchQueue.concurrentPerform(iterations: spans.count) { c in
+            let chunk = spans[c]
+            var found = [Int32](repeating: -1, count: chunk.count)
+            var last: (tenant: String, number: Int32?)?
             // By index, the fields read in place: copying a record retains each of its parts.
             for k in chunk.indices {
-                let i = c << 40 | k
-                let tenant: Int32
+                let tenant: Int32?
                 if let last, last.tenant == chunk[k].tenant {
                     tenant = last.number
                 } else {
-                    tenant = number(chunk[k].tenant)
+                    tenant = tenantTable[chunk[k].tenant]
                     last = (chunk[k].tenant, tenant)
                 }
-                let key = NumberedTrace(tenant: tenant, trace: chunk[k].traceID)
-                guard seen.insert(NumberedSpan(key: key, span: chunk[k].spanID)).inserted else { continue }
-                if let g = owner[key] {
-                    groupedIndices[g].append(i)
-                } else {
-                    out.unowned.append(chunk[k])
+                if let tenant, let g = ownerTable[NumberedTrace(tenant: tenant, trace: chunk[k].traceID)] {
+                    found[k] = g
+                }
+            }
+            owners.withLock { $0[c] = found }
+        }
+        // Grouped by run as indices into `spans`, in the order read; duplicates are dropped
+        // per run below (a span's run follows from its tenant and trace, so its copies all
+        // land in one group).
+        var groupedIndices = [[Int]](repeating: [], count: runs.count)
+        var out = Output()
+        var unownedSeen: Set<TenantSpan> = []
+        for (c, found) in owners.withLock({ $0 }).enumerated() {
+            for (k, g) in found.enumerated() {
+                if g >= 0 {
+                    groupedIndices[Int(g)].append(c << 40 | k)
+                } else if unownedSeen.insert(
+                    TenantSpan(tenant: spans[c][k].tenant, trace: spans[c][k].traceID, span: spans[c][k].spanID)
+                ).inserted {
+                    out.unowned.append(spans[c][k])
                 }
             }
         }
@@ -128,7 +164,7 @@ public enum BundleViews {
             var findingCount = 0
             var kinds: [String: Int] = [:]
         }
-        let chunks = max(1, min(runs.count / 64, ProcessInfo.processInfo.activeProcessorCount * 4))
+        let chunks = max(1, min(runs.count / 64, ProcessInfo.processInfo.activeProcessorCount * 16))
         let per = (runs.count + chunks - 1) / chunks
         let parts = Mutex([Part?](repeating: nil, count: chunks))
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
@@ -137,11 +173,7 @@ public enum BundleViews {
                 Self.derive(
                     rules: rules,
                     run: runs[i],
-                    // Ordered by start (then span ID) as keys, so each record is copied once.
-                    spans: groups[i].map { i in
-                        let s = spans[i >> 40]
-                        return (s[i & (1 << 40 - 1)].startNanos, s[i & (1 << 40 - 1)].spanID.value, i)
-                    }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { at($0.2) }, into: &part.decisions,
+                    spans: ordered(groups[i]).map(at), into: &part.decisions,
                     &part.findings, &part.csv,
                     decisions: &part.decisionCount, findings: &part.findingCount, kinds: &part.kinds)
             }
@@ -209,8 +241,9 @@ public enum BundleViews {
         var trace: TraceID
     }
 
-    struct NumberedSpan: Hashable {
-        var key: NumberedTrace
+    struct TenantSpan: Hashable {
+        var tenant: String
+        var trace: TraceID
         var span: SpanID
     }
 
@@ -282,17 +315,24 @@ public enum BundleViews {
         w.member("name", s.name)
         w.member("operation_id", a(AgentKeys.operationID))
         w.member("outcome", g.policyOutcomes[i] ?? g.approvalDecisions[i] ?? a("tool.execution.status"))
-        w.member("parent_span_id", s.parentSpanID.map(\.hex))
+        // IDs and the time written in place: no string made for each (one decision in two spans).
+        if let parent = s.parentSpanID {
+            w.key("parent_span_id")
+            w.hexString(parent.value)
+        }
         w.member("reason", a("policy.reason"))
         w.member("rule", a(AgentKeys.policyRule))
         w.member("run_id", run.runID)
-        w.member("span_id", s.spanID.hex)
+        w.key("span_id")
+        w.hexString(s.spanID.value)
         w.member("status", s.statusCode == .error ? "error" : s.statusCode == .ok ? "ok" : "unset")
         w.member("tenant", run.tenant)
-        w.member("time", Timestamp.rfc3339(s.startNanos))
+        w.key("time")
+        w.timestamp(s.startNanos)
         w.member("tool", g.toolNames[i])
         w.member("tool_risk_tier", a(AgentKeys.toolTier))
-        w.member("trace_id", s.traceID.hex)
+        w.key("trace_id")
+        w.hexString(s.traceID.high, s.traceID.low)
         w.endObject()
     }
 }
@@ -335,53 +375,61 @@ enum CSV {
     }
 
     /// The records of `text` (CRLF or LF line ends), fields unquoted; nil when a quote is unbalanced.
+    /// Read as UTF-8 bytes: every character the format gives a meaning is ASCII.
     static func parse(_ text: String) -> [[String]]? {
         var rows: [[String]] = []
         var row: [String] = []
-        var field = ""
         var quoted = false
         var atFieldStart = true
-        var it = Array(text.unicodeScalars)[...]
-        while let c = it.popFirst() {
-            if quoted {
-                if c == "\"" {
-                    if it.first == "\"" {
-                        field.unicodeScalars.append("\"")
-                        it.removeFirst()
+        var text = text
+        return text.withUTF8 { b -> [[String]]? in
+            var field: [UInt8] = []
+            func take() -> String {
+                defer { field.removeAll(keepingCapacity: true) }
+                return String(decoding: field, as: UTF8.self)
+            }
+            var i = 0
+            while i < b.count {
+                let c = b[i]
+                i += 1
+                if quoted {
+                    if c == UInt8(ascii: "\"") {
+                        if i < b.count, b[i] == UInt8(ascii: "\"") {
+                            field.append(c)
+                            i += 1
+                        } else {
+                            quoted = false
+                        }
                     } else {
-                        quoted = false
+                        field.append(c)
                     }
-                } else {
-                    field.unicodeScalars.append(c)
+                    continue
                 }
-                continue
+                switch c {
+                case UInt8(ascii: "\"") where atFieldStart:
+                    quoted = true
+                    atFieldStart = false
+                case UInt8(ascii: ","):
+                    row.append(take())
+                    atFieldStart = true
+                case UInt8(ascii: "\r") where i < b.count && b[i] == UInt8(ascii: "\n"):
+                    break
+                case UInt8(ascii: "\n"):
+                    row.append(take())
+                    rows.append(row)
+                    row = []
+                    atFieldStart = true
+                default:
+                    field.append(c)
+                    atFieldStart = false
+                }
             }
-            switch c {
-            case "\"" where atFieldStart:
-                quoted = true
-                atFieldStart = false
-            case ",":
-                row.append(field)
-                field = ""
-                atFieldStart = true
-            case "\r" where it.first == "\n":
-                break
-            case "\n":
-                row.append(field)
+            if quoted { return nil }
+            if !row.isEmpty || !field.isEmpty {
+                row.append(take())
                 rows.append(row)
-                row = []
-                field = ""
-                atFieldStart = true
-            default:
-                field.unicodeScalars.append(c)
-                atFieldStart = false
             }
+            return rows
         }
-        if quoted { return nil }
-        if !row.isEmpty || !field.isEmpty {
-            row.append(field)
-            rows.append(row)
-        }
-        return rows
     }
 }

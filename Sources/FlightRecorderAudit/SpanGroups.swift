@@ -61,8 +61,9 @@ struct SpanGroupReader {
         let reuse = cached != nil && scratch == key
         if !reuse { swap(&key, &scratch) }
         let count = shape.spans.count
-        var built: [SpanRecord] = []
-        built.reserveCapacity(count)
+        // Built in place (not copied over from a second array: a copy retains each part of a
+        // record), and taken back if the message turns out not to be a group.
+        let before = records.count
         let unpacked: Bool?? = UnpackArena.withRequest(message) { request -> Bool? in
             let d = request.pointee
             guard d.n_resource_spans == 1, let rs = d.resource_spans[0], rs.pointee.n_scope_spans == 1,
@@ -82,13 +83,14 @@ struct SpanGroupReader {
                     let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
                 else { return nil }
                 OTLPJSONEncoder.span(span, into: &spansJSON)
-                built.append(
+                records.append(
                     TracesDataDecoder.record(span.pointee, traceID: traceID, spanID: spanID, resource: group.resource))
             }
             spansJSON.endArray()
             return Self.isConcatenation(line, group.frame.prefix, spansJSON.bytes, group.frame.suffix)
         }
         guard let unpacked, let matched = unpacked else {
+            records.removeLast(records.count - before)
             cached = nil
             return .failure(.shape)
         }
@@ -97,7 +99,6 @@ struct SpanGroupReader {
             shape.leaf(span, of: message, into: &leaf)
             leaves.append(leaf.withUnsafeBytes { TreeHash.leaf($0) })
         }
-        records += built
         return matched ? .success(()) : .failure(.json)
     }
 

@@ -238,6 +238,29 @@ public struct JSONWriter: Sendable {
         bytes.append(UInt8(ascii: "\""))
     }
 
+    /// 64-bit values as one JSON string of 16 lowercase hex digits each, big-endian (a span ID
+    /// is one value, a trace ID two): `string(Hex.encode(...))` without making the string.
+    public mutating func hexString(_ values: UInt64...) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        for v in values {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { out in
+                Hex.write(v, into: out, at: 0)
+                bytes.append(contentsOf: out)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// An RFC 3339 UTC time with nanoseconds as a JSON string: `string(Timestamp.rfc3339(nanos))`
+    /// without making the string.
+    public mutating func timestamp(_ nanos: UInt64) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        Timestamp.rfc3339(nanos, into: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
     /// An unsigned integer as a JSON string (OTLP/JSON's 64-bit integers).
     public mutating func decimalString(_ v: UInt64) {
         separate()

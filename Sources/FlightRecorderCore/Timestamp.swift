@@ -9,11 +9,17 @@ import Darwin
 /// bundles write one per decision).
 public enum Timestamp {
     public static func rfc3339(_ nanos: UInt64) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(30)
+        rfc3339(nanos, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The same, appended to `out`.
+    public static func rfc3339(_ nanos: UInt64, into out: inout [UInt8]) {
         var t = time_t(nanos / 1_000_000_000)
         var tm = tm()
         gmtime_r(&t, &tm)
-        var out: [UInt8] = []
-        out.reserveCapacity(30)
         func digits(_ v: Int, _ width: Int) {
             var v = v
             let end = out.count + width
@@ -37,6 +43,5 @@ public enum Timestamp {
         out.append(UInt8(ascii: "."))
         digits(Int(nanos % 1_000_000_000), 9)
         out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
     }
 }
