@@ -187,7 +187,7 @@ public enum BundleVerifier {
             fail("statement: checkpoint size \(statement.predicate.checkpointSize), checkpoint.txt \(checkpoint.size)")
         }
         guard let proofData = data(AuditBundle.proof),
-            let proof = try? BundleJSON.decoder().decode(BundleProof.self, from: proofData)
+            let proof = BundleProof.read(proofData)
         else {
             fail("\(AuditBundle.proof): missing or malformed")
             return report
@@ -604,7 +604,7 @@ extension BundleVerifier {
         for m in members { files[m.name] = UnsafeRawBufferPointer(rebasing: archive[m.range]) }
         guard let json = files[AuditBundle.spans], let pb = files[AuditBundle.spansProto],
             let proofBytes = files[AuditBundle.proof], let checkpointBytes = files[AuditBundle.checkpoint],
-            let proof = try? BundleJSON.decoder().decode(BundleProof.self, from: Data(proofBytes))
+            let proof = BundleProof.read(Data(proofBytes))
         else { return .failure(.init("the bundle lacks its spans, proof or checkpoint")) }
         let text = String(decoding: checkpointBytes, as: UTF8.self)
         var problems: [String] = []

@@ -30,6 +30,59 @@ import Testing
         }
     }
 
+    /// The compact reader takes what `writeJSON` writes, as `JSONDecoder` reads it, and hands
+    /// every other form (indented, escaped, reordered, signed or out-of-range numbers, extra
+    /// bytes) back to `JSONDecoder`, which decides.
+    @Test func proofJSONReadsWithoutTheDecoderAsWithIt() throws {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<50 {
+            let n = round == 0 ? 0 : Int.random(in: 1...300, using: &rng)
+            var index: UInt64 = round == 1 ? 0 : UInt64.random(in: 0...1_000, using: &rng)
+            let indices = (0..<n).map { _ in
+                defer { index += UInt64.random(in: 1...(1 << 20), using: &rng) }
+                return index
+            }
+            let proof = BundleProof(
+                treeSize: round == 2 ? UInt64(Int64.max) : index + 1, root: Self.leaves(1)[0].base64,
+                leafIndices: indices,
+                hashes: Self.leaves(round % 7).map(\.base64), consistency: round % 3 == 0 ? nil : ["a+b/c==", "d"],
+                olderSizes: round % 4 == 0 ? [] : [3, 9],
+                olderNodes: round % 5 == 0 ? [:] : ["0-4": "x/y", "4-8": "z", "10-\(round)": "q"])
+            var w = JSONWriter()
+            proof.writeJSON(to: &w)
+            let decoded = try BundleJSON.decoder().decode(BundleProof.self, from: Data(w.bytes))
+            #expect(decoded == proof)
+            #expect(w.bytes.withUnsafeBytes { BundleProof.readCompact($0) } == decoded)
+            #expect(BundleProof.read(Data(w.bytes)) == decoded)
+            // The indented form: not the compact reader's, read all the same.
+            let indented = try BundleJSON.encoder().encode(proof)
+            #expect(indented.withUnsafeBytes { BundleProof.readCompact($0) } == nil)
+            #expect(BundleProof.read(indented) == proof)
+        }
+        var w = JSONWriter()
+        BundleProof(
+            treeSize: 10, root: "r", leafIndices: [1, 20], hashes: ["h"], consistency: nil, olderSizes: [4],
+            olderNodes: ["0-4": "n"]
+        ).writeJSON(to: &w)
+        let text = String(decoding: w.bytes, as: UTF8.self)
+        for changed in [
+            text.replacingOccurrences(of: "[1,20]", with: "[1,020]"),  // a leading zero
+            text.replacingOccurrences(of: "[1,20]", with: "[1,-20]"),
+            text.replacingOccurrences(of: "[1,20]", with: "[1,2e1]"),
+            text.replacingOccurrences(of: "[1,20]", with: "[1,18446744073709551616]"),  // 2^64
+            text.replacingOccurrences(of: "[1,20]", with: "[1,20,]"),
+            text.replacingOccurrences(of: "\"h\"", with: "\"\\u0068\""),  // an escape
+            text.replacingOccurrences(of: "\"0-4\"", with: "\"0_4\""),
+            text.replacingOccurrences(of: "\"root\":\"r\",", with: ""),
+            text + " ",
+            "{\"hashes\":" + text.dropFirst(),
+        ] {
+            #expect(Array(changed.utf8).withUnsafeBytes { BundleProof.readCompact($0) } == nil, "\(changed)")
+            let decoder = try? BundleJSON.decoder().decode(BundleProof.self, from: Data(changed.utf8))
+            #expect(BundleProof.read(Data(changed.utf8)) == decoder, "\(changed)")
+        }
+    }
+
     @Test func multiproofsGiveTheRootForEverySubset() throws {
         var rng = SystemRandomNumberGenerator()
         for size in 1...40 {
