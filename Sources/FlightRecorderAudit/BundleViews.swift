@@ -60,6 +60,9 @@ public enum BundleViews {
         public var unowned: [SpanRecord] = []
         /// Per finding kind, how many (for reports).
         public var findingKinds: [String: Int] = [:]
+        /// Derived checking (`expected`): `decisions` and `findings` are empty, and this says
+        /// whether the files given are exactly what they would have held.
+        var linesMatched = false
     }
 
     static let csvHeader = "run_id,tenant,start,end,duration_ms,spans,error_spans,decisions,executions,findings,traces"
@@ -72,7 +75,13 @@ public enum BundleViews {
 
     /// `derive(spans:)` of the chunks' spans one after another (as a verifier's threads read
     /// them: never copied into one array).
-    static func derive(chunks spans: [[SpanRecord]], runs: [Run], rules: FindingRules) -> Output {
+    ///
+    /// With `expected`, the decision and finding lines are checked against those files as they
+    /// are made, not kept (`Output.linesMatched`). A claim that does not add up to the files'
+    /// lines, or a run count that differs, makes it derive them in full instead.
+    static func derive(
+        chunks spans: [[SpanRecord]], runs: [Run], rules: FindingRules, expected: ExpectedLines? = nil
+    ) -> Output {
         /// A span's place: its chunk in the high bits, its index in the low 40.
         @Sendable func at(_ i: Int) -> SpanRecord { spans[i >> 40][i & (1 << 40 - 1)] }
         /// A run's spans (places in the order read), each distinct span once (its first copy),
@@ -167,9 +176,38 @@ public enum BundleViews {
         let chunks = max(1, min(runs.count / 64, ProcessInfo.processInfo.activeProcessorCount * 16))
         let per = (runs.count + chunks - 1) / chunks
         let parts = Mutex([Part?](repeating: nil, count: chunks))
+        // Checking: the first decision and finding line of each run, from the claims.
+        var firstLines: [(decisions: Int, findings: Int)]?
+        if let expected, expected.claims.count == runs.count, expected.decisions.wellFormed,
+            expected.findings.wellFormed
+        {
+            var at = (decisions: 0, findings: 0)
+            var firsts = [at]
+            firsts.reserveCapacity(runs.count + 1)
+            for claim in expected.claims {
+                guard claim.decisions >= 0, claim.findings >= 0 else { break }
+                at = (at.decisions + claim.decisions, at.findings + claim.findings)
+                firsts.append(at)
+            }
+            if firsts.count == runs.count + 1, at.decisions == expected.decisions.lines.count,
+                at.findings == expected.findings.lines.count
+            {
+                firstLines = firsts
+            }
+        }
+        let placed = firstLines
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let range = min(c * per, runs.count)..<min(c * per + per, runs.count)
             var part = Part()
-            for i in min(c * per, runs.count)..<min(c * per + per, runs.count) {
+            if let expected, let placed {
+                part.decisions = JSONLines(
+                    checking: expected.decisions,
+                    lines: placed[range.lowerBound].decisions..<placed[range.upperBound].decisions)
+                part.findings = JSONLines(
+                    checking: expected.findings,
+                    lines: placed[range.lowerBound].findings..<placed[range.upperBound].findings)
+            }
+            for i in range {
                 Self.derive(
                     rules: rules,
                     run: runs[i],
@@ -180,7 +218,13 @@ public enum BundleViews {
             parts.withLock { $0[c] = part }
         }
         out.runs.pieces.append(Array((csvHeader + "\r\n").utf8))
-        for part in parts.withLock({ $0 }).compactMap({ $0 }) {
+        let done = parts.withLock({ $0 }).compactMap({ $0 })
+        if placed != nil {
+            out.linesMatched = done.allSatisfy { $0.decisions.matchedAll && $0.findings.matchedAll }
+            // Lines that differ: made again in full, for the report to say where.
+            guard out.linesMatched else { return derive(chunks: spans, runs: runs, rules: rules) }
+        }
+        for part in done {
             out.decisions.pieces += part.decisions.pieces
             out.findings.pieces += part.findings.pieces
             out.runs.pieces.append(Array(part.csv.utf8))
@@ -343,18 +387,72 @@ struct TenantTrace: Hashable, Sendable {
     var trace: TraceID
 }
 
+/// What a verifier holds the derived line files to: the files' lines, and how many decisions and
+/// findings each run's `runs.csv` row claims, which place each run's lines in the files. The
+/// claims are only a guide: a wrong one misplaces lines, which then differ.
+struct ExpectedLines: @unchecked Sendable {  // the buffers outlive `derive`, which only reads them
+    struct File: @unchecked Sendable {  // read only, within `derive`
+        var bytes: UnsafeRawBufferPointer
+        /// Its lines, without their newlines.
+        var lines: [Range<Int>]
+        /// Whether the file is its lines, each ending in a newline (or empty).
+        var wellFormed: Bool { bytes.isEmpty || bytes[bytes.count - 1] == 0x0A }
+    }
+
+    var decisions: File
+    var findings: File
+    /// Per run, in `runs` order: the decisions and the findings its row claims.
+    var claims: [(decisions: Int, findings: Int)]
+}
+
 /// Lines of JSON objects, each ending in a newline, in pieces of about 256 KiB: one buffer
 /// grown to a file's size would be copied at each doubling, and each larger copy taken from
 /// fresh pages (over glibc's mmap threshold, 1 MiB in the daemon), which is slow to fault in.
+///
+/// Or, checking (`init(checking:)`), each line compared with the file's line it should be as it
+/// is written, and nothing kept: a verifier then never holds (or faults in) a copy of the file.
 struct JSONLines {
     static let pieceBytes = 256 << 10
     /// One writer for the lines of a piece: each line is a top-level value followed by a newline.
     private var writer = JSONWriter(capacity: pieceBytes)
     private var full: [[UInt8]] = []
     var pieces: [[UInt8]] { writer.bytes.isEmpty ? full : full + [writer.bytes] }
+    private var checking: ExpectedLines.File?
+    private var nextLine = 0
+    private var endLine = 0
+    /// Checking: every line so far was the file's.
+    private(set) var matched = true
+    /// Checking: every line written was the file's, and every line expected was written.
+    var matchedAll: Bool { matched && nextLine == endLine }
+
+    init() {}
+
+    /// Checks lines `lines` of `file` instead of keeping what is written.
+    init(checking file: ExpectedLines.File, lines: Range<Int>) {
+        writer = JSONWriter(capacity: 4096)
+        checking = file
+        (nextLine, endLine) = (lines.lowerBound, lines.upperBound)
+    }
 
     mutating func add(_ body: (inout JSONWriter) -> Void) {
         body(&writer)
+        if let checking {
+            if matched {
+                matched =
+                    nextLine < endLine
+                    && writer.bytes.withUnsafeBytes { line in
+                        let expected = checking.lines[nextLine]
+                        return line.count == expected.count
+                            && (line.isEmpty
+                                || memcmp(
+                                    checking.bytes.baseAddress! + expected.lowerBound, line.baseAddress!, line.count)
+                                    == 0)
+                    }
+            }
+            nextLine += 1
+            writer.reset()
+            return
+        }
         writer.endLine()
         if writer.bytes.count >= Self.pieceBytes - Self.pieceBytes / 8 {
             full.append(writer.bytes)
