@@ -132,6 +132,12 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "Tenants in the generated pool, interleaved in every request (1 to 4; acme first).")
     var tenants = 4
 
+    @Flag(
+        help:
+            "Each generated request holds one tenant's runs (the tenants in turn), as per-tenant SDK exporters send them."
+    )
+    var tenantPerRequest = false
+
     @Option(help: "With --compare-metrics: the metrics-on daemon's metrics section.")
     var metricsOn = "metrics:\n  run_settle: 10s"
 

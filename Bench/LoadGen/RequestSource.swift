@@ -50,6 +50,7 @@ extension LoadGen {
                 throw ValidationError("--tenants: 1 to \(options.tenants.count)")
             }
             options.tenants = Array(options.tenants.prefix(tenants))
+            options.tenantPerRequest = tenantPerRequest
             var workload = AgentWorkload(options: options)
             bodies = (0..<pool).map { _ in workload.nextRequest().bytes }
         }

@@ -331,6 +331,9 @@ public enum AuditExporter {
         var lines = 0
         /// Every leaf of the block (kept or not), for the proof.
         var leaves: [TreeHash] = []
+        /// Leaves (absolute indices) not hashed, `leaves` holding a placeholder for each: no
+        /// proof node below the tiles can need them (`readCanonical`).
+        var unhashed: [Range<UInt64>] = []
     }
 
     /// The selected spans of `block`: their JSON lines, delimited messages, leaf indices and
@@ -380,10 +383,19 @@ public enum AuditExporter {
         return out
     }
 
-    /// `read` of a canonical block (its leaves hashed from its bytes as they stand): every leaf
+    /// `read` of a canonical block (its leaves hashed from its bytes as they stand): the leaves
     /// hashed so, from the payload, and only the resource groups of a selected tenant unpacked,
     /// each alone; the kept spans' parts are the payload's own bytes. nil when the payload
     /// does not read so (`read` then unpacks it whole).
+    ///
+    /// A group of another tenant is hashed only where the proof may need its leaves: in a
+    /// 256-leaf tile that also holds a selected leaf, a tile this block shares with another
+    /// block, or the tree's last, incomplete tile. The proof takes every other tile whole from
+    /// the log's tiles (the largest subtree without a selected leaf that holds part of a
+    /// complete tile without one is that tile or above it). A node below the tiles that does
+    /// meet an unhashed leaf is read from the store instead (`LeafCache`, `CachedNodes`), so
+    /// this decides speed only: where each request is one tenant's, most of the other
+    /// tenants' hashing goes (Bench/README).
     static func readCanonical(
         _ raw: UnsafeRawBufferPointer, block: EvidenceSnapshot.LoggedBlock, plan: Plan, tenants: Set<String>
     ) -> BlockOutput? {
@@ -394,11 +406,39 @@ public enum AuditExporter {
         var kept = KeptGroup()
         var tenantOf = ResourceTenants()
         func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? { r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } }
+        // Each group's tenant, and the tiles holding a leaf of a selected tenant.
+        var selected: [Bool] = []
+        selected.reserveCapacity(groups.count)
+        var selectedTiles: Set<UInt64> = []
+        var leaf = block.firstLeaf
         for g in groups {
-            let first = out.leaves.count
-            g.forEachLeaf(raw, into: &message) { _, _, hash in out.leaves.append(hash) }
             guard let tenant = tenantOf.tenant(raw, g.resource) else { return nil }
-            guard tenants.contains(tenant) else { continue }
+            let n = UInt64(g.scopes.reduce(0) { $0 + $1.spans.count })
+            selected.append(tenants.contains(tenant))
+            if selected.last!, n > 0 { selectedTiles.formUnion((leaf >> 8)...((leaf + n - 1) >> 8)) }
+            leaf += n
+        }
+        let (blockStart, blockEnd) = (block.firstLeaf, block.firstLeaf + UInt64(block.spans))
+        let completeTiles = plan.target.checkpoint.size >> 8
+        func mayBeNeeded(_ start: UInt64, _ n: UInt64) -> Bool {
+            guard n > 0 else { return false }
+            for t in (start >> 8)...((start + n - 1) >> 8) {
+                let inside = t << 8 >= blockStart && (t + 1) << 8 <= blockEnd
+                if !inside || t >= completeTiles || selectedTiles.contains(t) { return true }
+            }
+            return false
+        }
+        for (gi, g) in groups.enumerated() {
+            let first = out.leaves.count
+            let n = UInt64(g.scopes.reduce(0) { $0 + $1.spans.count })
+            let start = block.firstLeaf + UInt64(first)
+            if selected[gi] || mayBeNeeded(start, n) {
+                g.forEachLeaf(raw, into: &message) { _, _, hash in out.leaves.append(hash) }
+            } else {
+                out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
+                out.unhashed.append(start..<start + n)
+            }
+            guard selected[gi] else { continue }
             let unpacked: Bool? = UnpackArena.withRequest(UnsafeRawBufferPointer(rebasing: raw[g.field])) {
                 request -> Bool in
                 guard request.pointee.n_resource_spans == 1, let rs = request.pointee.resource_spans[0],
@@ -540,7 +580,7 @@ public enum AuditExporter {
                 indices += out.indices
                 spans += out.spans
                 lines += out.lines
-                leaves.add(firstLeaf: first, out.leaves)
+                leaves.add(firstLeaf: first, out.leaves, unhashed: out.unhashed)
             }
             try spansFile.flushIfLarge()
             try protoFile.flushIfLarge()
@@ -806,11 +846,26 @@ struct LeafCache {
     var firsts: [UInt64] = []
     var offsets: [Int] = []
     var hashes: [TreeHash] = []
+    /// Leaves whose entries in `hashes` are placeholders (`BlockOutput.unhashed`), in order.
+    var unhashed: [Range<UInt64>] = []
 
-    mutating func add(firstLeaf: UInt64, _ leaves: [TreeHash]) {
+    mutating func add(firstLeaf: UInt64, _ leaves: [TreeHash], unhashed holes: [Range<UInt64>] = []) {
         firsts.append(firstLeaf)
         offsets.append(hashes.count)
         hashes += leaves
+        unhashed += holes
+    }
+
+    /// Whether a leaf in `start ..< end` was not hashed.
+    func meetsUnhashed(_ start: UInt64, _ end: UInt64) -> Bool {
+        // The first range ending after `start`: the only one that can begin before `end`.
+        var lo = 0
+        var hi = unhashed.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if unhashed[mid].upperBound <= start { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < unhashed.count && unhashed[lo].lowerBound < end
     }
 
     /// Where leaf `leaf` is in `hashes`, if a cached block holds it.
@@ -831,7 +886,8 @@ struct LeafCache {
     /// Leaves `start ..< end` when the cached blocks hold them all.
     func leaves(_ start: UInt64, _ end: UInt64) -> ArraySlice<TreeHash>? {
         guard end > start, let first = position(start), let last = position(end - 1),
-            last - first == Int(end - 1 - start)  // no leaf in between missing (positions run on)
+            last - first == Int(end - 1 - start),  // no leaf in between missing (positions run on)
+            !meetsUnhashed(start, end)
         else { return nil }
         return hashes[first...last]
     }

@@ -15,6 +15,10 @@ public struct AgentWorkload: Sendable {
         public var longRunSteps = 200
         /// Record one operation ID in this many (0: none), for lookups.
         public var recordOperationIDsEvery = 0
+        /// Each request holds one tenant's runs only (the tenants in turn), as when each
+        /// tenant's agents export through their own SDK; otherwise every request interleaves
+        /// runs of all tenants, as a shared gateway's batches do.
+        public var tenantPerRequest = false
 
         public init() {}
     }
@@ -23,8 +27,11 @@ public struct AgentWorkload: Sendable {
     var rng: SplitMix64
     var runCounter = 0
     var open: [RunState] = []
+    /// With `tenantPerRequest`: each tenant's open runs, and the requests made so far.
+    var openByTenant: [String: [RunState]] = [:]
+    var requestCounter = 0
     /// Runs started but not yet complete (their root not emitted).
-    public var openRunIDs: Set<String> { Set(open.map(\.runID)) }
+    public var openRunIDs: Set<String> { Set((open + openByTenant.values.joined()).map(\.runID)) }
     /// Runs generated with `longRunSteps` steps (complete once their root is emitted).
     public private(set) var longRuns: [String] = []
     /// A sample of the operation IDs generated, with their run.
@@ -68,16 +75,21 @@ public struct AgentWorkload: Sendable {
     public mutating func nextRequest() -> (bytes: [UInt8], spans: Int) {
         var groups: [String: [[UInt8]]] = [:]
         var order: [String] = []
+        // One tenant's pool of runs for this request, or the shared pool.
+        let tenant = options.tenantPerRequest ? options.tenants[requestCounter % options.tenants.count] : nil
+        requestCounter += 1
+        var pool = tenant.map { openByTenant[$0] ?? [] } ?? open
         for _ in 0..<options.spansPerRequest {
-            if open.count < 8 { open.append(newRun()) }
-            let i = Int(rng.next() % UInt64(open.count))
-            var run = open[i]
+            if pool.count < 8 { pool.append(newRun(tenant: tenant)) }
+            let i = Int(rng.next() % UInt64(pool.count))
+            var run = pool[i]
             let span = nextSpan(&run)
             let key = run.tenant + "|" + run.agentVersion
             if groups[key] == nil { order.append(key) }
             groups[key, default: []].append(span)
-            if run.rootEmitted { open.remove(at: i) } else { open[i] = run }
+            if run.rootEmitted { pool.remove(at: i) } else { pool[i] = run }
         }
+        if let tenant { openByTenant[tenant] = pool } else { open = pool }
         var w = ProtobufWriter(capacity: options.spansPerRequest * 600)
         for key in order {
             let parts = key.split(separator: "|").map(String.init)
@@ -103,9 +115,11 @@ public struct AgentWorkload: Sendable {
         return (w.bytes, options.spansPerRequest)
     }
 
-    mutating func newRun() -> RunState {
+    mutating func newRun(tenant chosen: String? = nil) -> RunState {
         runCounter += 1
-        let tenant = options.tenants[Int(rng.next() % UInt64(options.tenants.count))]
+        // Drawn even when chosen, so the random sequence is the same either way.
+        let drawn = options.tenants[Int(rng.next() % UInt64(options.tenants.count))]
+        let tenant = chosen ?? drawn
         var steps = Int(rng.next() % UInt64(options.stepsPerRun.count)) + options.stepsPerRun.lowerBound
         let long = options.longRunEvery > 0 && runCounter % options.longRunEvery == 0
         if long {
