@@ -406,16 +406,17 @@ public enum AuditExporter {
         var kept = KeptGroup()
         var tenantOf = ResourceTenants()
         func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? { r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } }
-        // Each group's tenant, and the tiles holding a leaf of a selected tenant.
-        var selected: [Bool] = []
-        selected.reserveCapacity(groups.count)
+        // Each group's first leaf, span count and whether its tenant is selected, and the
+        // tiles holding a selected leaf.
+        var shape: [(start: UInt64, count: UInt64, selected: Bool)] = []
+        shape.reserveCapacity(groups.count)
         var selectedTiles: Set<UInt64> = []
         var leaf = block.firstLeaf
         for g in groups {
             guard let tenant = tenantOf.tenant(raw, g.resource) else { return nil }
             let n = UInt64(g.scopes.reduce(0) { $0 + $1.spans.count })
-            selected.append(tenants.contains(tenant))
-            if selected.last!, n > 0 { selectedTiles.formUnion((leaf >> 8)...((leaf + n - 1) >> 8)) }
+            shape.append((leaf, n, tenants.contains(tenant)))
+            if shape.last!.selected, n > 0 { selectedTiles.formUnion((leaf >> 8)...((leaf + n - 1) >> 8)) }
             leaf += n
         }
         let (blockStart, blockEnd) = (block.firstLeaf, block.firstLeaf + UInt64(block.spans))
@@ -428,23 +429,20 @@ public enum AuditExporter {
             }
             return false
         }
-        for (gi, g) in groups.enumerated() {
-            let first = out.leaves.count
-            let n = UInt64(g.scopes.reduce(0) { $0 + $1.spans.count })
-            let start = block.firstLeaf + UInt64(first)
-            if selected[gi] || mayBeNeeded(start, n) {
+        for (g, (start, n, selected)) in zip(groups, shape) {
+            if selected || mayBeNeeded(start, n) {
                 g.forEachLeaf(raw, into: &message) { _, _, hash in out.leaves.append(hash) }
             } else {
                 out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
                 out.unhashed.append(start..<start + n)
             }
-            guard selected[gi] else { continue }
+            guard selected else { continue }
             let unpacked: Bool? = UnpackArena.withRequest(UnsafeRawBufferPointer(rebasing: raw[g.field])) {
                 request -> Bool in
                 guard request.pointee.n_resource_spans == 1, let rs = request.pointee.resource_spans[0],
                     rs.pointee.n_scope_spans == g.scopes.count
                 else { return false }
-                var leaf = block.firstLeaf + UInt64(first)
+                var leaf = start
                 for (s, scope) in g.scopes.enumerated() {
                     guard let ss = rs.pointee.scope_spans[s], ss.pointee.n_spans == scope.spans.count else {
                         return false

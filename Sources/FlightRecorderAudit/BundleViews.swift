@@ -99,9 +99,7 @@ public enum BundleViews {
                 return Key(start: s[k].startNanos, span: s[k].spanID.value, trace: s[k].traceID, place: i)
             }
             // Copies of a span by ID: the first read stays.
-            keys.sort {
-                ($0.span, $0.trace.high, $0.trace.low, $0.place) < ($1.span, $1.trace.high, $1.trace.low, $1.place)
-            }
+            keys.sort { ($0.span, $0.trace, $0.place) < ($1.span, $1.trace, $1.place) }
             var w = 0
             for r in keys.indices where r == 0 || keys[r].span != keys[w - 1].span || keys[r].trace != keys[w - 1].trace
             {
