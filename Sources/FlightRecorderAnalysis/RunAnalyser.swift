@@ -122,7 +122,7 @@ public final class RunAnalyser: Service, Sendable {
     static let cpuShare = 0.05
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
-    static let batchSize = 256
+    static let batchSize = 512
     static let maxPause = Duration.seconds(2)
 
     /// Observes every run that has settled, oldest first, in batches stored in one
@@ -144,8 +144,18 @@ public final class RunAnalyser: Service, Sendable {
             var batch: [(new: RunAggregate, old: RunAggregate?)] = []
             var waiting: [RunRef] = []
             var finished: [RunRef] = []
-            for ref in chunk {
-                switch await observe(ref, now: t) {
+            // One read for the batch: its runs share blocks, each decoded once. Only runs the
+            // indexer reported are here, so what they need is indexed: waiting for everything
+            // acknowledged would count ingest's index lag as the analyser's work.
+            let details: [RunDetail?]?
+            do {
+                details = try await store.runs(
+                    chunk.map { (tenant: $0.tenant, run: $0.run) }, waitForIndex: false)
+            } catch {
+                details = nil  // the store could not answer (index behind, say): try again later
+            }
+            for (i, ref) in chunk.enumerated() {
+                switch observe(ref, detail: details.map { $0[i] }, now: t) {
                 case .wait: waiting.append(ref)
                 case .done: finished.append(ref)
                 case .observed(let new, let old):
@@ -193,16 +203,10 @@ public final class RunAnalyser: Service, Sendable {
         case observed(RunAggregate, old: RunAggregate?)
     }
 
-    /// Reads one run and computes its aggregate.
-    func observe(_ ref: RunRef, now t: Double) async -> Observation {
-        let detail: RunDetail?
-        do {
-            // Only runs the indexer reported are here: what they need is indexed. Waiting for
-            // everything acknowledged would count ingest's index lag as the analyser's work.
-            detail = try await store.run(ref.run, scope: .only([ref.tenant]), waitForIndex: false)
-        } catch {
-            return .wait  // the store could not answer (index behind, say): try again later
-        }
+    /// Computes one run's aggregate from its `detail` as read (nil: the read failed; `.some(nil)`:
+    /// the run is gone).
+    func observe(_ ref: RunRef, detail read: RunDetail??, now t: Double) -> Observation {
+        guard let detail = read else { return .wait }
         guard let detail, !detail.spans.isEmpty else { return .done }
         let runID = detail.summary.runID
         var aggregate = RunAggregate(

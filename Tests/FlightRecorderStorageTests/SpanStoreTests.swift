@@ -115,6 +115,18 @@ import Testing
             let provisional = RequestBuilder.traceID(9).map { String(format: "%02x", $0) }.joined()
             #expect(try await store.run(provisional)?.summary.runID == "run-late")
             #expect(runs.first { $0.runID == "run-late" }?.spanCount == 6)
+            // Read in one batch (the run analyser's way, each block decoded once), every run is
+            // what reading it alone gives.
+            let names = (1...4).map { "run-\($0)" } + ["run-late", "no-such-run"]
+            let batched = try await store.runs(names.map { (tenant: ResourceFacts.defaultTenant, run: $0) })
+            #expect(batched.count == names.count && batched.last! == nil)
+            for (name, detail) in zip(names.dropLast(), batched) {
+                let alone = try #require(try await store.run(name))
+                #expect(
+                    detail?.summary.runID == alone.summary.runID && detail?.summary.spanCount == alone.summary.spanCount
+                )
+                #expect(detail?.spans.map(\.spanID) == alone.spans.map(\.spanID))
+            }
         }
         try await check(store)
         let live = try await store.indexCounts()
@@ -502,6 +514,15 @@ import Testing
         let globex = try #require(try await store.run("run-x", scope: .only(["globex"])))
         #expect(globex.summary.spanCount == 3 && globex.spans.allSatisfy { $0.tenant == "globex" })
         #expect(try await store.run("run-x", scope: .only(["initech"])) == nil)
+        // Read together (the run analyser's batches), each keeps its own tenant's spans of the
+        // trace they share.
+        let batched = try await store.runs([
+            (tenant: "acme", run: "run-x"), (tenant: "globex", run: "run-x"), (tenant: "initech", run: "run-x"),
+        ])
+        #expect(batched.count == 3 && batched[2] == nil)
+        #expect(batched[0]?.spans.map(\.spanID) == acme.spans.map(\.spanID))
+        #expect(batched[1]?.spans.map(\.spanID) == globex.spans.map(\.spanID))
+        #expect(batched[1]?.spans.allSatisfy { $0.tenant == "globex" } == true)
         #expect(try await store.listRuns(scope: .only(["acme"])).map(\.tenant) == ["acme"])
         #expect(try await store.listRuns(scope: .all).count == 2)
         let trace = TraceID(high: 0xAB00_0000_0000_0000, low: 1)

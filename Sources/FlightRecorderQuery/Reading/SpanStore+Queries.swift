@@ -43,6 +43,82 @@ extension SpanStore {
         }
     }
 
+    /// The runs `refs` (each a run ID within its tenant), as `run` reads each, in one read:
+    /// every block their traces touch is decoded once for all of them. Runs that settle
+    /// together were mostly written together, so they share blocks (the run analyser reads
+    /// its batches through this; run by run, each read scanned whole blocks for one trace).
+    public func runs(
+        _ refs: [(tenant: String, run: String)], waitForIndex: Bool = true
+    ) async throws -> [RunDetail?] {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try await read(waitForIndex: waitForIndex) { r, segments in
+            var keys: [TraceKey] = []
+            var seen: Set<TraceKey> = []
+            for ref in refs {
+                for t in try r.traces(ofRun: ref.run, tenant: ref.tenant) {
+                    let k = TraceKey(tenant: ref.tenant, trace: t)
+                    if seen.insert(k).inserted { keys.append(k) }
+                }
+            }
+            let known = try Self.readTraces(keys, reader: r, segments: segments)
+            return try refs.map { ref in
+                try Self.runDetail(
+                    ref.run, scope: .only([ref.tenant]), reader: r, segments: segments, resolver: resolver,
+                    known: known)
+            }
+        }
+    }
+
+    /// Every span of each trace in `keys` within its tenant, reading each block once.
+    static func readTraces(_ keys: [TraceKey], reader: IndexReader, segments: SegmentReader) throws -> KnownTraces {
+        var known: KnownTraces = [:]
+        var wanted: Set<TraceID> = []
+        var blocks: [BlockRef] = []
+        var blockTraces: [Int64: [TraceID]] = [:]
+        var tracesRead: Set<TraceID> = []
+        for k in keys {
+            known[k] = ([], [])
+            wanted.insert(k.trace)
+            guard tracesRead.insert(k.trace).inserted else { continue }
+            for b in try reader.blocks(ofTrace: k.trace) {
+                if blockTraces[b.id] == nil { blocks.append(b) }
+                blockTraces[b.id, default: []].append(k.trace)
+            }
+        }
+        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
+        // A span stored twice (a retried export) is kept once, the first copy in file order.
+        var seen: Set<TenantSpanKey> = []
+        for b in blocks {
+            let raw: [UInt8]
+            do {
+                raw = try segments.readBlock(segment: b.segment, offset: b.offset, length: b.length)
+            } catch {
+                if error.isCorrupt {
+                    segments.damage?.report(
+                        .init(segment: b.segment, offset: b.offset, length: b.length, reason: error.message))
+                }
+                let traces = Set(blockTraces[b.id] ?? [])
+                for k in keys where traces.contains(k.trace) {
+                    known[k]?.warnings.append("spans missing: \(error.message)")
+                }
+                continue
+            }
+            let decoded = try raw.withUnsafeBytes {
+                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+            }
+            for s in decoded {
+                let k = TraceKey(tenant: s.tenant, trace: s.traceID)
+                guard known[k] != nil,
+                    seen.insert(TenantSpanKey(tenant: s.tenant, span: s.spanID, trace: s.traceID)).inserted
+                else {
+                    continue
+                }
+                known[k]?.spans.append(s)
+            }
+        }
+        return known
+    }
+
     /// Spans read already, by trace: every span of the trace within its tenant, and the
     /// warnings reading them gave.
     typealias KnownTraces = [TraceKey: (spans: [SpanRecord], warnings: [String])]
@@ -343,5 +419,11 @@ extension SpanStore {
     struct SpanKey: Hashable {
         var trace: TraceID
         var span: SpanID
+    }
+
+    struct TenantSpanKey: Hashable {
+        var tenant: String
+        var span: SpanID
+        var trace: TraceID
     }
 }
