@@ -1,3 +1,4 @@
+import FlightRecorderCore
 public import FlightRecorderOTLP
 public import FlightRecorderQuery
 
@@ -118,7 +119,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     tools[tool, default: ToolCounts()].add(c)
                     toolCalls += 1
                     let tier = a[AgentKeys.toolTier]?.scalarString ?? ""
-                    if tier.contains("write") && (timedOut || status == "unknown") { uncertainWrites += 1 }
+                    if tier.containsBytes("write") && (timedOut || status == "unknown") { uncertainWrites += 1 }
                 }
             }
             if let outcome = a[AgentKeys.policyOutcome]?.scalarString {

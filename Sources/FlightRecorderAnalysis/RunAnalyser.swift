@@ -116,9 +116,11 @@ public final class RunAnalyser: Service, Sendable {
         }
     }
 
-    /// The share of one core the analyser may take while ingest is busy: it sleeps in
-    /// proportion to the time it worked. Far behind (over `catchUpThreshold` runs waiting) it
-    /// takes more, so the runs waiting stay bounded.
+    /// The share of one core the analyser aims at while runs are waiting: it sleeps in
+    /// proportion to the time it worked, but never longer than `maxPause`, so a batch that
+    /// takes over 0.1 s (most full batches: about 0.3 s of CPU for 512 runs, Bench/README)
+    /// takes more, about 12-14 % of a core on an idle machine. Far behind (over
+    /// `catchUpThreshold` runs waiting) it takes more still, so the runs waiting stay bounded.
     static let cpuShare = 0.05
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000

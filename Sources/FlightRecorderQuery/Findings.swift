@@ -1,3 +1,4 @@
+import FlightRecorderCore
 public import FlightRecorderOTLP
 
 /// Safety findings in one run: what an incident responder should look at first.
@@ -183,7 +184,7 @@ extension RunGraph {
                 guard let text = attr(i, key)?.lowercased() else { continue }
                 let words = text.split { !$0.isLetter }
                 let joined = " " + words.joined(separator: " ") + " "
-                if Self.completionClaims.contains(where: { joined.contains(" " + $0 + " ") }) { return true }
+                if Self.completionClaims.contains(where: { joined.containsBytes(" " + $0 + " ") }) { return true }
             }
         }
         return false
