@@ -149,15 +149,25 @@ public final class RunAnalyser: Service, Sendable {
             // One read for the batch: its runs share blocks, each decoded once. Only runs the
             // indexer reported are here, so what they need is indexed: waiting for everything
             // acknowledged would count ingest's index lag as the analyser's work.
-            let details: [RunDetail?]?
+            var details: [RunDetail??]
             do {
-                details = try await store.runs(
-                    chunk.map { (tenant: $0.tenant, run: $0.run) }, waitForIndex: false)
+                details = try await store.runs(chunk.map { (tenant: $0.tenant, run: $0.run) }, waitForIndex: false)
+                    .map { .some($0) }
             } catch {
-                details = nil  // the store could not answer (index behind, say): try again later
+                // Read one by one, so a run the store cannot read holds up only itself; a run
+                // that fails alone (the index behind, say) is tried again later.
+                details = []
+                for ref in chunk {
+                    do {
+                        details.append(
+                            .some(try await store.run(ref.run, scope: .only([ref.tenant]), waitForIndex: false)))
+                    } catch {
+                        details.append(nil)
+                    }
+                }
             }
             for (i, ref) in chunk.enumerated() {
-                switch observe(ref, detail: details.map { $0[i] }, now: t) {
+                switch observe(ref, detail: details[i], now: t) {
                 case .wait: waiting.append(ref)
                 case .done: finished.append(ref)
                 case .observed(let new, let old):
