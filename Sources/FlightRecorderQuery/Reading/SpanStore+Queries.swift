@@ -72,50 +72,23 @@ extension SpanStore {
     /// Every span of each trace in `keys` within its tenant, reading each block once.
     static func readTraces(_ keys: [TraceKey], reader: IndexReader, segments: SegmentReader) throws -> KnownTraces {
         var known: KnownTraces = [:]
-        var wanted: Set<TraceID> = []
-        var blocks: [BlockRef] = []
-        var blockTraces: [Int64: [TraceID]] = [:]
-        var tracesRead: Set<TraceID> = []
-        for k in keys {
-            known[k] = ([], [])
-            wanted.insert(k.trace)
-            guard tracesRead.insert(k.trace).inserted else { continue }
-            for b in try reader.blocks(ofTrace: k.trace) {
-                if blockTraces[b.id] == nil { blocks.append(b) }
-                blockTraces[b.id, default: []].append(k.trace)
-            }
-        }
-        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
+        for k in keys { known[k] = ([], []) }
         // A span stored twice (a retried export) is kept once, the first copy in file order.
         var seen: Set<TenantSpanKey> = []
-        for b in blocks {
-            let raw: [UInt8]
-            do {
-                raw = try segments.readBlock(segment: b.segment, offset: b.offset, length: b.length)
-            } catch {
-                if error.isCorrupt {
-                    segments.damage?.report(
-                        .init(segment: b.segment, offset: b.offset, length: b.length, reason: error.message))
+        try decodeBlocks(
+            of: keys.map(\.trace), reader: reader, segments: segments,
+            missing: { traces, message in
+                for k in keys where traces.contains(k.trace) { known[k]?.warnings.append(message) }
+            },
+            decoded: { spans in
+                for s in spans {
+                    let k = TraceKey(tenant: s.tenant, trace: s.traceID)
+                    guard known[k] != nil,
+                        seen.insert(TenantSpanKey(tenant: s.tenant, span: s.spanID, trace: s.traceID)).inserted
+                    else { continue }
+                    known[k]?.spans.append(s)
                 }
-                let traces = Set(blockTraces[b.id] ?? [])
-                for k in keys where traces.contains(k.trace) {
-                    known[k]?.warnings.append("spans missing: \(error.message)")
-                }
-                continue
-            }
-            let decoded = try raw.withUnsafeBytes {
-                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
-            }
-            for s in decoded {
-                let k = TraceKey(tenant: s.tenant, trace: s.traceID)
-                guard known[k] != nil,
-                    seen.insert(TenantSpanKey(tenant: s.tenant, span: s.spanID, trace: s.traceID)).inserted
-                else {
-                    continue
-                }
-                known[k]?.spans.append(s)
-            }
-        }
+            })
         return known
     }
 
@@ -383,16 +356,37 @@ extension SpanStore {
     static func readSpans(
         traces: [TraceID], reader: IndexReader, segments: SegmentReader, keep: (SpanRecord) -> Bool
     ) throws -> (spans: [SpanRecord], warnings: [String]) {
-        let wanted = Set(traces)
-        var blocks: [BlockRef] = []
-        var seenBlocks: Set<Int64> = []
-        for t in traces {
-            for b in try reader.blocks(ofTrace: t) where seenBlocks.insert(b.id).inserted { blocks.append(b) }
-        }
-        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
         var spans: [SpanRecord] = []
         var seen: Set<SpanKey> = []
         var warnings: [String] = []
+        try decodeBlocks(
+            of: traces, reader: reader, segments: segments, missing: { _, message in warnings.append(message) },
+            decoded: { decoded in
+                for s in decoded where keep(s) && seen.insert(SpanKey(trace: s.traceID, span: s.spanID)).inserted {
+                    spans.append(s)
+                }
+            })
+        spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
+        return (spans, warnings)
+    }
+
+    /// Reads every block holding a span of `traces`, each once, in file order, and hands
+    /// `decoded` the spans of `traces` each holds. A block that cannot be read is reported to
+    /// the damage log when corrupt, and `missing` gets the traces it held and the warning.
+    static func decodeBlocks(
+        of traces: [TraceID], reader: IndexReader, segments: SegmentReader,
+        missing: (_ traces: Set<TraceID>, _ warning: String) -> Void, decoded: ([SpanRecord]) -> Void
+    ) throws {
+        let wanted = Set(traces)
+        var blocks: [BlockRef] = []
+        var blockTraces: [Int64: Set<TraceID>] = [:]
+        for t in wanted {
+            for b in try reader.blocks(ofTrace: t) {
+                if blockTraces[b.id] == nil { blocks.append(b) }
+                blockTraces[b.id, default: []].insert(t)
+            }
+        }
+        blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
         for b in blocks {
             let raw: [UInt8]
             do {
@@ -402,18 +396,14 @@ extension SpanStore {
                     segments.damage?.report(
                         .init(segment: b.segment, offset: b.offset, length: b.length, reason: error.message))
                 }
-                warnings.append("spans missing: \(error.message)")
+                missing(blockTraces[b.id] ?? [], "spans missing: \(error.message)")
                 continue
             }
-            let decoded = try raw.withUnsafeBytes {
-                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
-            }
-            for s in decoded where keep(s) && seen.insert(SpanKey(trace: s.traceID, span: s.spanID)).inserted {
-                spans.append(s)
-            }
+            decoded(
+                try raw.withUnsafeBytes {
+                    try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+                })
         }
-        spans.sort { ($0.startNanos, $0.spanID.value) < ($1.startNanos, $1.spanID.value) }
-        return (spans, warnings)
     }
 
     struct SpanKey: Hashable {
