@@ -116,16 +116,26 @@ public final class RunAnalyser: Service, Sendable {
         }
     }
 
-    /// The share of one core the analyser aims at while runs are waiting: it sleeps in
-    /// proportion to the time it worked, but never longer than `maxPause`, so a batch that
-    /// takes over 0.1 s (most full batches: about 0.3 s of CPU for 512 runs, Bench/README)
-    /// takes more, about 12-14 % of a core on an idle machine. Far behind (over
-    /// `catchUpThreshold` runs waiting) it takes more still, so the runs waiting stay bounded.
-    static let cpuShare = 0.05
+    /// The share of one core the analyser aims at while runs are waiting: after each batch it
+    /// sleeps in proportion to the CPU time the batch took (its thread's own, which a busy
+    /// machine does not stretch), at most `maxPause`. Its thread runs at nice 19, so under
+    /// load it gets far less: ingest comes first, and the analyser's lag (a metric) grows
+    /// instead. Far behind (over `catchUpThreshold` runs waiting) its batches run on a thread
+    /// at the daemon's own priority with a larger share, so the runs waiting stay bounded.
+    static let cpuShare = 0.25
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
     static let batchSize = 512
     static let maxPause = Duration.seconds(2)
+
+    /// Where the batches run: `background` at nice 19, `catchingUp` at the daemon's priority.
+    private let background = WorkerThread(name: "fr-analyse", nice: 19)
+    private let catchingUp = WorkerThread(name: "fr-analyse-now", nice: 0)
+
+    deinit {
+        background.stop()
+        catchingUp.stop()
+    }
 
     /// Observes every run that has settled, oldest first, in batches stored in one
     /// transaction each, within the analyser's share of the CPU.
@@ -140,68 +150,64 @@ public final class RunAnalyser: Service, Sendable {
         var start = 0
         while start < due.count {
             if Task.isCancelled { return }
-            let began = ContinuousClock.now
-            let chunk = due[start..<min(due.count, start + Self.batchSize)]
+            let chunk = Array(due[start..<min(due.count, start + Self.batchSize)])
             start += chunk.count
-            var batch: [(new: RunAggregate, old: RunAggregate?)] = []
-            var waiting: [RunRef] = []
-            var finished: [RunRef] = []
-            // One read for the batch: its runs share blocks, each decoded once. Only runs the
-            // indexer reported are here, so what they need is indexed: waiting for everything
-            // acknowledged would count ingest's index lag as the analyser's work.
-            var details: [RunDetail??]
-            do {
-                details = try await store.runs(chunk.map { (tenant: $0.tenant, run: $0.run) }, waitForIndex: false)
-                    .map { .some($0) }
-            } catch {
-                // Read one by one, so a run the store cannot read holds up only itself; a run
-                // that fails alone (the index behind, say) is tried again later.
-                details = []
-                for ref in chunk {
-                    do {
-                        details.append(
-                            .some(try await store.run(ref.run, scope: .only([ref.tenant]), waitForIndex: false)))
-                    } catch {
-                        details.append(nil)
-                    }
+            let behind = waitingCount > Self.catchUpThreshold
+            let (_, cpu) = await (behind ? catchingUp : background).run { self.analyse(chunk, now: t) }
+            let share = behind ? Self.catchUpShare : Self.cpuShare
+            try? await Task.sleep(for: min(cpu * ((1 - share) / share), Self.maxPause))
+        }
+    }
+
+    /// Reads, observes and stores one batch of settled runs, on the calling thread (a
+    /// `WorkerThread`): blocking reads and SQLite writes, never on the concurrency pool.
+    func analyse(_ chunk: [RunRef], now t: Double) {
+        var batch: [(new: RunAggregate, old: RunAggregate?)] = []
+        var waiting: [RunRef] = []
+        var finished: [RunRef] = []
+        // One read for the batch: its runs share blocks, each decoded once. Only runs the
+        // indexer reported are here, so what they need is indexed: waiting for everything
+        // acknowledged would count ingest's index lag as the analyser's work.
+        var details: [RunDetail??]
+        do {
+            details = try store.runsInBackground(chunk.map { (tenant: $0.tenant, run: $0.run) }).map { .some($0) }
+        } catch {
+            // Read one by one, so a run the store cannot read holds up only itself; a run
+            // that fails alone (the index behind, say) is tried again later.
+            details = chunk.map { ref in
+                (try? store.runInBackground(ref.run, scope: .only([ref.tenant]))).map { .some($0) } ?? nil
+            }
+        }
+        for (i, ref) in chunk.enumerated() {
+            switch observe(ref, detail: details[i], now: t) {
+            case .wait: waiting.append(ref)
+            case .done: finished.append(ref)
+            case .observed(let new, let old):
+                // A run met under its trace ID and its name alike is observed once.
+                if !batch.contains(where: { $0.new.tenant == new.tenant && $0.new.runID == new.runID }) {
+                    batch.append((new, old))
+                }
+                finished.append(ref)
+            }
+        }
+        do {
+            let d = try stats.save(batch)
+            if !d.isEmpty { onMetrics(d) }
+            observedCount.add(batch.count, ordering: .relaxed)
+        } catch {
+            logger.error("could not store runs' statistics; retrying", metadata: ["error": "\(error)"])
+            waiting += batch.map { RunRef(tenant: $0.new.tenant, run: $0.new.runID) }
+            finished.removeAll { ref in batch.contains { $0.new.tenant == ref.tenant && $0.new.runID == ref.run } }
+        }
+        pending.withLock { p in
+            for ref in finished where (p[ref]?.lastTouch ?? .infinity) + settle <= t { p[ref] = nil }
+            for ref in waiting {
+                // Touched again meanwhile: it waits for its new settle time anyway.
+                if var e = p[ref], e.lastTouch + settle <= t {
+                    e.notBefore = t + settle
+                    p[ref] = e
                 }
             }
-            for (i, ref) in chunk.enumerated() {
-                switch observe(ref, detail: details[i], now: t) {
-                case .wait: waiting.append(ref)
-                case .done: finished.append(ref)
-                case .observed(let new, let old):
-                    // A run met under its trace ID and its name alike is observed once.
-                    if !batch.contains(where: { $0.new.tenant == new.tenant && $0.new.runID == new.runID }) {
-                        batch.append((new, old))
-                    }
-                    finished.append(ref)
-                }
-            }
-            do {
-                let d = try stats.save(batch)
-                if !d.isEmpty { onMetrics(d) }
-                observedCount.add(batch.count, ordering: .relaxed)
-            } catch {
-                logger.error("could not store runs' statistics; retrying", metadata: ["error": "\(error)"])
-                waiting += batch.map { RunRef(tenant: $0.new.tenant, run: $0.new.runID) }
-                finished.removeAll { ref in batch.contains { $0.new.tenant == ref.tenant && $0.new.runID == ref.run } }
-            }
-            pending.withLock { p in
-                for ref in finished where (p[ref]?.lastTouch ?? .infinity) + settle <= t { p[ref] = nil }
-                for ref in waiting {
-                    // Touched again meanwhile: it waits for its new settle time anyway.
-                    if var e = p[ref], e.lastTouch + settle <= t {
-                        e.notBefore = t + settle
-                        p[ref] = e
-                    }
-                }
-            }
-            let share = waitingCount > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
-            let worked = ContinuousClock.now - began
-            // Time worked is wall time, which a busy machine stretches: the pause is capped, so
-            // one slow batch never stops the analyser for minutes.
-            try? await Task.sleep(for: min(worked * ((1 - share) / share), Self.maxPause))
         }
     }
 

@@ -53,7 +53,9 @@ public enum IndexFacts {
         // Read for every attribute: held apart, and not optional, so the loop copies nothing
         // (an optional table was copied, four retains and releases, for each attribute).
         let metricKeys = rules?.table ?? CKeyTable.empty
-        let labelStrings = LabelStrings()
+        // This thread's: `extract` never suspends, so no other request uses them meanwhile.
+        let labelStrings = SeriesKeyCache.current.labels
+        labelStrings.trim()
         let rootVersions =
             rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0, strings: labelStrings) }
             ?? [:]
@@ -138,10 +140,7 @@ public enum IndexFacts {
                 }
             }
         }
-        // The labels point into `labelStrings` until the series keys have copied them.
-        return withExtendedLifetime(labelStrings) {
-            Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.finish())
-        }
+        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.finish())
     }
 
     /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty

@@ -230,16 +230,18 @@ public struct HistogramDelta: Sendable, Equatable {
 
     /// Zero, keeping the bucket array.
     mutating func reset() {
-        for i in counts.indices { counts[i] = 0 }
+        counts.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         sum = 0
         exemplar = nil
     }
 
-    public mutating func add(_ o: HistogramDelta) {
-        if counts.count != o.counts.count { counts = Array(repeating: 0, count: max(counts.count, o.counts.count)) }
-        for i in o.counts.indices { counts[i] += o.counts[i] }
-        sum += o.sum
-        if let e = o.exemplar { exemplar = e }
+    public mutating func add(_ o: HistogramDelta) { add(counts: o.counts[...], sum: o.sum, exemplar: o.exemplar) }
+
+    mutating func add(counts o: ArraySlice<UInt64>, sum s: Double, exemplar e: BucketExemplar?) {
+        if counts.count != o.count { counts = Array(repeating: 0, count: max(counts.count, o.count)) }
+        for (i, c) in zip(counts.indices, o) { counts[i] += c }
+        sum += s
+        if let e { exemplar = e }
     }
 
     /// Counts then sum, little-endian: how the index stores a histogram.
@@ -355,10 +357,12 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
 
     /// The position of series `id` of `family`, added first (`key()`, `initial`) when new.
     @inline(__always)
-    public mutating func position(id: UInt64, family: MetricFamily, key: () -> SeriesKey, initial: Value) -> Int {
+    public mutating func position(
+        id: UInt64, family: MetricFamily, key: () -> SeriesKey, initial: @autoclosure () -> Value
+    ) -> Int {
         let (slot, index) = find(id, family)
         if let index { return index }
-        insert(key(), initial, slot: slot)
+        insert(key(), initial(), slot: slot)
         return keys.count - 1
     }
 
@@ -470,10 +474,10 @@ public struct MetricDeltas: Sendable, Equatable {
     /// Adds the series a request counted: a key is copied only for a series new to this map.
     public mutating func add(_ o: SpanFamilyCounts) {
         o.forEachCounter { k, v in counters.update(id: k.id, family: k.family, key: { k }, initial: { 0 }) { $0 += v } }
-        o.forEachHistogram { k, h in
+        o.forEachHistogram { k, counts, sum, exemplar in
             histograms.update(
-                id: k.id, family: k.family, key: { k }, initial: { HistogramDelta(buckets: h.counts.count - 1) }
-            ) { $0.add(h) }
+                id: k.id, family: k.family, key: { k }, initial: { HistogramDelta(buckets: counts.count - 1) }
+            ) { $0.add(counts: counts, sum: sum, exemplar: exemplar) }
         }
     }
 }

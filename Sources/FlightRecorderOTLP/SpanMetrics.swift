@@ -199,16 +199,30 @@ struct LabelRef: @unchecked Sendable {  // immutable; what it points at outlives
     }
 }
 
-/// C copies of the label values a request takes from `String`s (its resources' tenant, agent,
-/// version and task type, its roots' versions), freed with it.
+/// C copies of the label values requests take from `String`s (their resources' tenant, agent,
+/// version and task type, their roots' versions), made once per value: each thread keeps its
+/// own (`SeriesKeyCache.labels`), so a request's resources cost a dictionary lookup each
+/// rather than a copy. Freed whole, between requests, past `limit` values.
 final class LabelStrings {
+    private var made: [String: LabelRef] = [:]
     private var owned: [UnsafeMutablePointer<CChar>] = []
+    static let limit = 4096
 
     func label(_ s: String) -> LabelRef {
-        let value = MetricLabel.value(s)
-        let copy = strdup(value)!
+        if let l = made[s] { return l }
+        let copy = strdup(MetricLabel.value(s))!
         owned.append(copy)
-        return LabelRef(UnsafePointer(copy))
+        let l = LabelRef(UnsafePointer(copy))
+        made[s] = l
+        return l
+    }
+
+    /// Frees the copies once there are over `limit`: only while no request holds a label.
+    func trim() {
+        guard made.count > Self.limit else { return }
+        for p in owned { free(p) }
+        owned.removeAll()
+        made.removeAll()
     }
 
     deinit { for p in owned { free(p) } }
@@ -235,6 +249,12 @@ struct LabelHash {
 final class SeriesKeyCache {
     private var keys = SeriesMap<Bool>()
     static let limit = 1 << 14
+    /// The tables this thread's last request counted into, zeroed: the next request on the
+    /// thread counts into them while they are still in its cache (the shared pool handed
+    /// out whichever it held, last used on another core).
+    var spare: SpanFamilyCounts.Tables?
+    /// The label strings this thread's requests made.
+    let labels = LabelStrings()
 
     private static let slot: pthread_key_t = {
         var key = pthread_key_t()
@@ -263,15 +283,17 @@ final class SeriesKeyCache {
 }
 
 /// One request's span-family counts (`SpanMetrics`), carried by its `IngestBatch` until the
-/// indexer adds them into its round (`MetricDeltas.add(_:)`).
+/// indexer adds them into its round (`MetricDeltas.add(_:)`): only the series the request
+/// counted, in flat arrays (a histogram's buckets one after another in `bucketCounts`).
 ///
-/// The tables are recycled. When the batch is freed they go back to a pool, zeroed but with
-/// their series, keys and bucket arrays, and a later request counts into them. A request
-/// meets a few hundred series, nearly all of them met by an earlier request; making each
-/// one's key, bucket array and table slots anew, then freeing them on the indexer thread, was
-/// the larger part of what the metrics added to ingest (`perf`, Bench/README). Only the series
-/// this request counted (`live`) are read and zeroed.
-public final class SpanFamilyCounts: @unchecked Sendable {  // written by one thread before it is shared
+/// The request counts into recycled `Tables`, which go back to the pool as soon as the counts
+/// are copied out of them, on the thread that counted. A request meets a few hundred series,
+/// nearly all of them met by an earlier request; making each one's key, bucket array and table
+/// slots anew was the larger part of what the metrics added to ingest (`perf`, Bench/README).
+/// The tables used to travel with the batch and return when the indexer freed it, so under
+/// load the batches waiting to be indexed held them all and about a third of requests started
+/// from empty tables.
+public final class SpanFamilyCounts: Sendable {
     struct Tables {
         var counters = SeriesMap<Double>()
         var histograms = SeriesMap<HistogramDelta>()
@@ -282,10 +304,16 @@ public final class SpanFamilyCounts: @unchecked Sendable {  // written by one th
         var histogramIsLive: [Bool] = []
     }
 
-    private(set) var tables: Tables
+    let counterKeys: [SeriesKey]
+    let counterValues: [Double]
+    let histogramKeys: [SeriesKey]
+    let histogramSums: [Double]
+    let histogramExemplars: [HistogramDelta.BucketExemplar?]
+    /// Each histogram's counts in turn, `buckets + 1` of its family's each.
+    let bucketCounts: [UInt64]
 
     /// Tables kept for reuse, and how large a table may grow and still be kept: a pool holds
-    /// about as many as requests are in flight, each about 200 bytes a series.
+    /// about as many as requests are counted at once, each about 200 bytes a series.
     private static let pool = Mutex<[Tables]>([])
     static let poolLimit = 32
     static let seriesLimit = 4096
@@ -293,21 +321,56 @@ public final class SpanFamilyCounts: @unchecked Sendable {  // written by one th
     /// Tables from the pool, or new ones.
     static func reuse() -> Tables { pool.withLock { $0.popLast() } ?? Tables() }
 
-    init(_ tables: Tables) { self.tables = tables }
+    /// Zeroes `tables` and keeps them for the next request (tables that never held a series,
+    /// without metric rules, are not worth keeping).
+    static func giveBack(_ tables: consuming Tables) {
+        guard keeps(tables) else { return }
+        tables.reset()
+        let t = tables
+        pool.withLock { if $0.count < poolLimit { $0.append(t) } }
+    }
+
+    static func keeps(_ tables: borrowing Tables) -> Bool {
+        let series = tables.counters.count + tables.histograms.count
+        return series > 0 && series <= seriesLimit
+    }
+
+    /// The series `tables` counted, copied out.
+    init(_ tables: borrowing Tables) {
+        var keys: [SeriesKey] = []
+        var values: [Double] = []
+        keys.reserveCapacity(tables.liveCounters.count)
+        values.reserveCapacity(tables.liveCounters.count)
+        for i in tables.liveCounters {
+            keys.append(tables.counters.keys[i])
+            values.append(tables.counters.values[i])
+        }
+        counterKeys = keys
+        counterValues = values
+        var hKeys: [SeriesKey] = []
+        var sums: [Double] = []
+        var exemplars: [HistogramDelta.BucketExemplar?] = []
+        var buckets: [UInt64] = []
+        hKeys.reserveCapacity(tables.liveHistograms.count)
+        sums.reserveCapacity(tables.liveHistograms.count)
+        exemplars.reserveCapacity(tables.liveHistograms.count)
+        buckets.reserveCapacity(tables.liveHistograms.count * 16)
+        for i in tables.liveHistograms {
+            hKeys.append(tables.histograms.keys[i])
+            let h = tables.histograms.values[i]
+            sums.append(h.sum)
+            exemplars.append(h.exemplar)
+            buckets.append(contentsOf: h.counts)
+        }
+        histogramKeys = hKeys
+        histogramSums = sums
+        histogramExemplars = exemplars
+        bucketCounts = buckets
+    }
 
     public convenience init() { self.init(Tables()) }
 
-    deinit {
-        // Tables that never held a series (no metric rules) are not worth keeping.
-        let series = tables.counters.count + tables.histograms.count
-        guard series > 0 && series <= Self.seriesLimit else { return }
-        var t = tables
-        tables = Tables()
-        t.reset()
-        Self.pool.withLock { if $0.count < Self.poolLimit { $0.append(t) } }
-    }
-
-    public var isEmpty: Bool { tables.liveCounters.isEmpty && tables.liveHistograms.isEmpty }
+    public var isEmpty: Bool { counterKeys.isEmpty && histogramKeys.isEmpty }
 
     /// The counted series as `MetricDeltas` (a copy).
     public var deltas: MetricDeltas {
@@ -316,13 +379,21 @@ public final class SpanFamilyCounts: @unchecked Sendable {  // written by one th
         return d
     }
 
-    /// Counters then histograms this request counted, with their values.
+    /// Counters then histograms this request counted, with their values (a histogram's
+    /// counts as a slice of `bucketCounts`).
     func forEachCounter(_ body: (SeriesKey, Double) -> Void) {
-        for i in tables.liveCounters { body(tables.counters.keys[i], tables.counters.values[i]) }
+        for i in counterKeys.indices { body(counterKeys[i], counterValues[i]) }
     }
 
-    func forEachHistogram(_ body: (SeriesKey, HistogramDelta) -> Void) {
-        for i in tables.liveHistograms { body(tables.histograms.keys[i], tables.histograms.values[i]) }
+    func forEachHistogram(
+        _ body: (SeriesKey, _ counts: ArraySlice<UInt64>, _ sum: Double, HistogramDelta.BucketExemplar?) -> Void
+    ) {
+        var at = 0
+        for i in histogramKeys.indices {
+            let n = MetricFamily.bounds[Int(histogramKeys[i].family.rawValue)].count + 1
+            body(histogramKeys[i], bucketCounts[at..<at + n], histogramSums[i], histogramExemplars[i])
+            at += n
+        }
     }
 }
 
@@ -378,10 +449,32 @@ struct MetricAccumulator {
     let cache = SeriesKeyCache.current
 
     /// Without `counting` (no metric rules) it takes no tables from the pool.
-    init(counting: Bool) { tables = counting ? SpanFamilyCounts.reuse() : SpanFamilyCounts.Tables() }
+    init(counting: Bool) {
+        guard counting else {
+            tables = SpanFamilyCounts.Tables()
+            return
+        }
+        let cache = cache
+        if let spare = cache.spare {
+            cache.spare = nil
+            tables = spare
+        } else {
+            tables = SpanFamilyCounts.reuse()
+        }
+    }
 
-    /// The request's counts, handed to its batch.
-    consuming func finish() -> SpanFamilyCounts { SpanFamilyCounts(tables) }
+    /// The request's counts, handed to its batch; the tables are kept for the thread's next
+    /// request (or go back to the pool).
+    consuming func finish() -> SpanFamilyCounts {
+        let counts = SpanFamilyCounts(tables)
+        if cache.spare == nil && SpanFamilyCounts.keeps(tables) {
+            tables.reset()
+            cache.spare = tables
+        } else {
+            SpanFamilyCounts.giveBack(tables)
+        }
+        return counts
+    }
 
     @inline(__always)
     mutating func count(_ family: MetricFamily, _ hash: LabelHash, by n: Double = 1, labels: () -> [LabelRef]) {

@@ -52,20 +52,44 @@ extension SpanStore {
     ) async throws -> [RunDetail?] {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try await read(waitForIndex: waitForIndex) { r, segments in
-            var keys: [TraceKey] = []
-            var seen: Set<TraceKey> = []
-            for ref in refs {
-                for t in try r.traces(ofRun: ref.run, tenant: ref.tenant) {
-                    let k = TraceKey(tenant: ref.tenant, trace: t)
-                    if seen.insert(k).inserted { keys.append(k) }
-                }
+            try Self.runDetails(refs, reader: r, segments: segments, resolver: resolver)
+        }
+    }
+
+    /// `runs(_:waitForIndex: false)` read on the calling thread, with the store's background
+    /// reader (`readInBackground`): for the run analyser's low-priority thread.
+    public func runsInBackground(_ refs: [(tenant: String, run: String)]) throws -> [RunDetail?] {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try readInBackground { r, segments in
+            try Self.runDetails(refs, reader: r, segments: segments, resolver: resolver)
+        }
+    }
+
+    /// `run(_:scope:waitForIndex: false)` read on the calling thread, as `runsInBackground`.
+    public func runInBackground(_ id: String, scope: TenantScope) throws -> RunDetail? {
+        let resolver = RunResolver(identity: configuration.runIdentity)
+        return try readInBackground { r, segments in
+            try Self.runDetail(id, scope: scope, reader: r, segments: segments, resolver: resolver, known: [:])
+        }
+    }
+
+    static func runDetails(
+        _ refs: [(tenant: String, run: String)], reader r: IndexReader, segments: SegmentReader,
+        resolver: RunResolver
+    ) throws -> [RunDetail?] {
+        var keys: [TraceKey] = []
+        var seen: Set<TraceKey> = []
+        for ref in refs {
+            for t in try r.traces(ofRun: ref.run, tenant: ref.tenant) {
+                let k = TraceKey(tenant: ref.tenant, trace: t)
+                if seen.insert(k).inserted { keys.append(k) }
             }
-            let known = try Self.readTraces(keys, reader: r, segments: segments)
-            return try refs.map { ref in
-                try Self.runDetail(
-                    ref.run, scope: .only([ref.tenant]), reader: r, segments: segments, resolver: resolver,
-                    known: known)
-            }
+        }
+        let known = try readTraces(keys, reader: r, segments: segments)
+        return try refs.map { ref in
+            try runDetail(
+                ref.run, scope: .only([ref.tenant]), reader: r, segments: segments, resolver: resolver,
+                known: known)
         }
     }
 

@@ -36,6 +36,9 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let readerLock = NSLock()
     private let reader: IndexReader
     private let segmentReader: SegmentReader
+    /// A second index reader, with a lock of its own, for background work (`readInBackground`).
+    private let backgroundLock = NSLock()
+    private var backgroundReader: IndexReader?
     private let lock: DirectoryLock
     private let stopRebuild = StopFlag()
     private let catalog: SegmentCatalog
@@ -256,6 +259,27 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on the calling thread with an index reader of its own (made on first use)
+    /// and the shared segment reader, over what is indexed now. For background work on a
+    /// low-priority thread (the run analyser): it never takes `readerLock`, so a batch read
+    /// that the scheduler stretches under load holds up no query.
+    package func readInBackground<T>(_ body: (IndexReader, SegmentReader) throws -> T) throws -> T {
+        if let busy = repairs.ids.withLock({ $0.min() }) { throw StorageError.indexRebuilding(busy) }
+        do {
+            backgroundLock.lock()
+            defer { backgroundLock.unlock() }
+            let reader =
+                backgroundReader
+                ?? IndexReader(catalog: catalog, maxOpenSegments: max(1, configuration.maxOpenSegmentIndexes / 4))
+            backgroundReader = reader
+            return try body(reader, segmentReader)
+        } catch let error as SQLiteError where error.isDamaged {
+            guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { throw error }
+            repair(segment: id, reason: error.message)
+            throw StorageError.indexRebuilding(id)
+        }
+    }
+
     /// Moves segment `id`'s damaged index aside and rebuilds it from the segment: a sealed one
     /// on a thread of its own (into a scratch directory, then swapped in), the active one by
     /// the indexer. Ingest goes on; queries answer 503 with Retry-After until it is done.
@@ -300,8 +324,10 @@ public final class SpanStore: Service, @unchecked Sendable {
             let bloom = try recovery.rebuildSealed(id)
             let built = IndexSchema.path(scratch, id)
             let target = IndexSchema.path(configuration.segmentDirectory, id)
-            // No query reads while the files are swapped (queries hold `readerLock`).
+            // No query reads while the files are swapped (queries hold `readerLock`, background
+            // reads `backgroundLock`).
             readerLock.lock()
+            backgroundLock.lock()
             let swapped = Result { () throws(StorageError) -> String in
                 let aside = IndexSchema.quarantine(target)
                 let filter = IndexSchema.attributeFilterPath(built)
@@ -312,6 +338,7 @@ public final class SpanStore: Service, @unchecked Sendable {
                 catalog.replace(id, bloom: bloom)
                 return aside
             }
+            backgroundLock.unlock()
             readerLock.unlock()
             let aside = try swapped.get()
             rebuilt = true
