@@ -30,9 +30,9 @@ extension LoadGen {
             var t = ContinuousClock.now
             for b in bodies { _ = IndexFacts.extract(b, runIdentity: runIdentity, indexedKeys: indexedKeys) }
             off.append((ContinuousClock.now - t) / .nanoseconds(1) / Double(spans))
-            // As in the daemon: requests counted a round of 16 at a time, then the indexer merges
-            // the round, adds it into the segment's totals and frees the requests' counts (which
-            // returns their tables to the pool for the next round).
+            // As in the daemon: requests counted a round of 16 at a time (each request's tables
+            // kept by the thread for the next), then the indexer merges the round, adds it into
+            // the segment's totals and frees the requests' counts.
             var extracting = Duration.zero
             var merging = Duration.zero
             var start = 0
