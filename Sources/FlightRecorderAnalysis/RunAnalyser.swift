@@ -129,7 +129,7 @@ public final class RunAnalyser: Service, Sendable {
     static let maxPause = Duration.seconds(2)
 
     /// Where the batches run: `background` at nice 19, `catchingUp` at the daemon's priority.
-    private let background = WorkerThread(name: "fr-analyse", nice: 19)
+    private let background = WorkerThread(name: "fr-analyse", nice: 19, idle: true)
     private let catchingUp = WorkerThread(name: "fr-analyse-now", nice: 0)
 
     deinit {

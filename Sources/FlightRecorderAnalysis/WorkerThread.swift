@@ -13,7 +13,7 @@ final class WorkerThread: Sendable {
     private let ready = DispatchSemaphore(value: 0)
     private let stopped = Atomic<Bool>(false)
 
-    init(name: String, nice: Int32) {
+    init(name: String, nice: Int32, idle: Bool = false) {
         // The thread holds the worker until `stop`.
         let thread = Thread { [self] in
             // Named through /proc: Foundation names only the Thread object on Linux, and
@@ -25,8 +25,12 @@ final class WorkerThread: Sendable {
             }
             // Only this thread: on Linux the "process" of PRIO_PROCESS is a thread ID. Failure
             // (a sandbox forbidding it) leaves the thread at the daemon's priority.
-            if nice != 0, let tid = Self.threadID() {
+            if idle || nice != 0, let tid = Self.threadID() {
                 _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), tid, nice)
+                // SCHED_IDLE: any thread of normal policy that wakes preempts this one at once,
+                // where nice 19 alone can keep a woken ingest thread waiting for a slice.
+                var param = sched_param(sched_priority: 0)
+                if idle { _ = sched_setscheduler(pid_t(tid), Self.schedIdle, &param) }
             }
             while true {
                 ready.wait()
@@ -59,6 +63,9 @@ final class WorkerThread: Sendable {
         stopped.store(true, ordering: .releasing)
         ready.signal()
     }
+
+    /// Linux's SCHED_IDLE, which Glibc declares only under `_GNU_SOURCE` (fixed by the ABI).
+    static let schedIdle: Int32 = 5
 
     /// This thread's kernel ID, from `/proc/thread-self` ("PID/task/TID"): Glibc's
     /// `gettid` is not visible to Swift, and `syscall` is variadic.

@@ -277,9 +277,16 @@ public struct HistogramDelta: Sendable, Equatable {
 public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
     public private(set) var keys: [SeriesKey] = []
     public private(set) var values: [Value] = []
-    /// Positions in `keys`, -1 where empty; a power of two, at most half full.
-    private var slots: [Int32] = []
+    /// Each series' id, family and position in `keys` (-1 where empty); a power of two, at
+    /// most half full. A lookup compares ids here and touches `keys` only for a new series.
+    private var slots: [Slot] = []
     private var shift: UInt64 = 64
+
+    private struct Slot {
+        var id: UInt64 = 0
+        var index: Int32 = -1
+        var family: UInt8 = 0
+    }
 
     public init() {}
 
@@ -298,9 +305,9 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         let mask = slots.count - 1
         var i = home(id)
         while true {
-            let s = Int(slots[i])
-            if s < 0 { return (i, nil) }
-            if keys[s].id == id && keys[s].family == family { return (i, s) }
+            let s = slots[i]
+            if s.index < 0 { return (i, nil) }
+            if s.id == id && s.family == family.rawValue { return (i, Int(s.index)) }
             i = (i + 1) & mask
         }
     }
@@ -315,7 +322,7 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         keys.append(key)
         values.append(value)
         if slot >= 0 && keys.count * 2 <= slots.count {
-            slots[slot] = Int32(keys.count - 1)
+            slots[slot] = Slot(id: key.id, index: Int32(keys.count - 1), family: key.family.rawValue)
         } else {
             rehash(capacity: keys.count)
         }
@@ -325,11 +332,11 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         var size = 16
         while size < capacity * 2 { size *= 2 }
         shift = UInt64(64 - size.trailingZeroBitCount)
-        slots = [Int32](repeating: -1, count: size)
+        slots = [Slot](repeating: Slot(), count: size)
         for (n, k) in keys.enumerated() {
             var i = home(k.id)
-            while slots[i] >= 0 { i = (i + 1) & (size - 1) }
-            slots[i] = Int32(n)
+            while slots[i].index >= 0 { i = (i + 1) & (size - 1) }
+            slots[i] = Slot(id: k.id, index: Int32(n), family: k.family.rawValue)
         }
     }
 
