@@ -117,24 +117,29 @@ public final class RunAnalyser: Service, Sendable {
     }
 
     /// The share of one core the analyser aims at while runs are waiting: after each batch it
-    /// sleeps in proportion to the CPU time the batch took (its thread's own, which a busy
-    /// machine does not stretch), at most `maxPause`. Its thread runs at nice 19, so under
-    /// load it gets far less: ingest comes first, and the analyser's lag (a metric) grows
-    /// instead. Far behind (over `catchUpThreshold` runs waiting) its batches run on a thread
-    /// at the daemon's own priority with a larger share, so the runs waiting stay bounded.
+    /// sleeps in proportion to the CPU time the batch took (its threads' own, which a busy
+    /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
+    /// its work, runs at nice 19, so under load it gets far less: ingest comes first, and the
+    /// analyser's lag (a metric) grows instead. Far behind (over `catchUpThreshold` runs
+    /// waiting) all of it runs at the daemon's own priority with a larger share, so the runs
+    /// waiting stay bounded.
     static let cpuShare = 0.25
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
     static let batchSize = 512
     static let maxPause = Duration.seconds(2)
 
-    /// Where the batches run: `background` at nice 19, `catchingUp` at the daemon's priority.
-    private let background = WorkerThread(name: "fr-analyse", nice: 19, idle: true)
-    private let catchingUp = WorkerThread(name: "fr-analyse-now", nice: 0)
+    /// Where batches are read and computed (nice 19), and where they are stored, and
+    /// everything done when catching up (the daemon's priority). The low-priority thread
+    /// takes no lock that ingest, the indexer or a query takes (it has the store's background
+    /// reader, and touches neither `pending` nor `stats`): preempted while holding one, it
+    /// would hold them up for as long as the scheduler starves it.
+    private let background = WorkerThread(name: "fr-analyse", nice: 19)
+    private let foreground = WorkerThread(name: "fr-analyse-save", nice: 0)
 
     deinit {
         background.stop()
-        catchingUp.stop()
+        foreground.stop()
     }
 
     /// Observes every run that has settled, oldest first, in batches stored in one
@@ -153,18 +158,25 @@ public final class RunAnalyser: Service, Sendable {
             let chunk = Array(due[start..<min(due.count, start + Self.batchSize)])
             start += chunk.count
             let behind = waitingCount > Self.catchUpThreshold
-            let (_, cpu) = await (behind ? catchingUp : background).run { self.analyse(chunk, now: t) }
+            let (computed, reading) = await (behind ? foreground : background).run { self.compute(chunk) }
+            let (_, storing) = await foreground.run { self.store(chunk, computed, now: t) }
             let share = behind ? Self.catchUpShare : Self.cpuShare
-            try? await Task.sleep(for: min(cpu * ((1 - share) / share), Self.maxPause))
+            try? await Task.sleep(for: min((reading + storing) * ((1 - share) / share), Self.maxPause))
         }
     }
 
-    /// Reads, observes and stores one batch of settled runs, on the calling thread (a
-    /// `WorkerThread`): blocking reads and SQLite writes, never on the concurrency pool.
-    func analyse(_ chunk: [RunRef], now t: Double) {
-        var batch: [(new: RunAggregate, old: RunAggregate?)] = []
-        var waiting: [RunRef] = []
-        var finished: [RunRef] = []
+    /// A run as read and computed, before it is compared with what is stored.
+    enum Computed: Sendable {
+        /// The read failed: later.
+        case unread
+        /// Gone (or no spans).
+        case gone
+        case aggregate(RunAggregate)
+    }
+
+    /// Reads one batch of settled runs and computes their aggregates: pure work over the
+    /// store's background reader, for the low-priority thread.
+    func compute(_ chunk: [RunRef]) -> [Computed] {
         // One read for the batch: its runs share blocks, each decoded once. Only runs the
         // indexer reported are here, so what they need is indexed: waiting for everything
         // acknowledged would count ingest's index lag as the analyser's work.
@@ -178,8 +190,25 @@ public final class RunAnalyser: Service, Sendable {
                 (try? store.runInBackground(ref.run, scope: .only([ref.tenant]))).map { .some($0) } ?? nil
             }
         }
-        for (i, ref) in chunk.enumerated() {
-            switch observe(ref, detail: details[i], now: t) {
+        return zip(chunk, details).map { ref, read in
+            guard let read else { return .unread }
+            guard let detail = read, !detail.spans.isEmpty else { return .gone }
+            var aggregate = RunAggregate(
+                tenant: ref.tenant, runID: detail.summary.runID, agent: detail.summary.agent, spans: detail.spans,
+                rules: rules, findingRules: store.configuration.findingRules)
+            aggregate.spanCount = detail.spans.count
+            return .aggregate(aggregate)
+        }
+    }
+
+    /// Compares a computed batch with what is stored, stores what changed in one transaction,
+    /// hands the metrics on, and settles the batch's runs in `pending`.
+    func store(_ chunk: [RunRef], _ computed: [Computed], now t: Double) {
+        var batch: [(new: RunAggregate, old: RunAggregate?)] = []
+        var waiting: [RunRef] = []
+        var finished: [RunRef] = []
+        for (ref, c) in zip(chunk, computed) {
+            switch observe(ref, c, now: t) {
             case .wait: waiting.append(ref)
             case .done: finished.append(ref)
             case .observed(let new, let old):
@@ -221,19 +250,16 @@ public final class RunAnalyser: Service, Sendable {
         case observed(RunAggregate, old: RunAggregate?)
     }
 
-    /// Computes one run's aggregate from its `detail` as read (nil: the read failed; `.some(nil)`:
-    /// the run is gone).
-    func observe(_ ref: RunRef, detail read: RunDetail??, now t: Double) -> Observation {
-        guard let detail = read else { return .wait }
-        guard let detail, !detail.spans.isEmpty else { return .done }
-        let runID = detail.summary.runID
-        var aggregate = RunAggregate(
-            tenant: ref.tenant, runID: runID, agent: detail.summary.agent, spans: detail.spans, rules: rules,
-            findingRules: store.configuration.findingRules)
+    /// What to do with one run as computed: wait (no root yet, unless it has waited ten
+    /// settle times; or the read failed), nothing (gone, or unchanged), or store it.
+    func observe(_ ref: RunRef, _ computed: Computed, now t: Double) -> Observation {
+        guard case .aggregate(let aggregate) = computed else {
+            if case .gone = computed { return .done }
+            return .wait
+        }
         let waited = pending.withLock { $0[ref].map { t - $0.firstTouch } } ?? 0
         if !aggregate.hasRoot && waited < settle * 10 { return .wait }
-        aggregate.spanCount = detail.spans.count
-        guard let old = try? stats.aggregate(tenant: ref.tenant, run: runID) else {
+        guard let old = try? stats.aggregate(tenant: ref.tenant, run: aggregate.runID) else {
             return .observed(aggregate, old: nil)
         }
         return old == aggregate ? .done : .observed(aggregate, old: old)

@@ -2,8 +2,9 @@ import Foundation
 import Synchronization
 
 /// A dedicated thread that runs the jobs handed to it one at a time, at a nice value of its
-/// own. The run analyser's batches run on one at nice 19, so they take only the CPU that
-/// ingest leaves over, and on one at the daemon's own priority when it must catch up.
+/// own. The run analyser reads and computes its batches on one at nice 19, so that work gets
+/// little CPU while ingest wants it, and stores them (and catches up) on one at the daemon's
+/// own priority.
 ///
 /// Written by hand: neither GCD nor NIO's thread pool sets a thread's nice value on Linux (QoS
 /// classes map to no priority there), and a nice value raised on a pooled thread would stay
@@ -13,7 +14,7 @@ final class WorkerThread: Sendable {
     private let ready = DispatchSemaphore(value: 0)
     private let stopped = Atomic<Bool>(false)
 
-    init(name: String, nice: Int32, idle: Bool = false) {
+    init(name: String, nice: Int32) {
         // The thread holds the worker until `stop`.
         let thread = Thread { [self] in
             // Named through /proc: Foundation names only the Thread object on Linux, and
@@ -25,12 +26,8 @@ final class WorkerThread: Sendable {
             }
             // Only this thread: on Linux the "process" of PRIO_PROCESS is a thread ID. Failure
             // (a sandbox forbidding it) leaves the thread at the daemon's priority.
-            if idle || nice != 0, let tid = Self.threadID() {
+            if nice != 0, let tid = Self.threadID() {
                 _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), tid, nice)
-                // SCHED_IDLE: any thread of normal policy that wakes preempts this one at once,
-                // where nice 19 alone can keep a woken ingest thread waiting for a slice.
-                var param = sched_param(sched_priority: 0)
-                if idle { _ = sched_setscheduler(pid_t(tid), Self.schedIdle, &param) }
             }
             while true {
                 ready.wait()
@@ -63,9 +60,6 @@ final class WorkerThread: Sendable {
         stopped.store(true, ordering: .releasing)
         ready.signal()
     }
-
-    /// Linux's SCHED_IDLE, which Glibc declares only under `_GNU_SOURCE` (fixed by the ABI).
-    static let schedIdle: Int32 = 5
 
     /// This thread's kernel ID, from `/proc/thread-self` ("PID/task/TID"): Glibc's
     /// `gettid` is not visible to Swift, and `syscall` is variadic.

@@ -36,9 +36,10 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let readerLock = NSLock()
     private let reader: IndexReader
     private let segmentReader: SegmentReader
-    /// A second index reader, with a lock of its own, for background work (`readInBackground`).
+    /// A second index reader and block cache, with a lock of their own, for background work
+    /// (`readInBackground`).
     private let backgroundLock = NSLock()
-    private var backgroundReader: IndexReader?
+    private var backgroundReader: (index: IndexReader, segments: SegmentReader)?
     private let lock: DirectoryLock
     private let stopRebuild = StopFlag()
     private let catalog: SegmentCatalog
@@ -259,20 +260,27 @@ public final class SpanStore: Service, @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on the calling thread with an index reader of its own (made on first use)
-    /// and the shared segment reader, over what is indexed now. For background work on a
-    /// low-priority thread (the run analyser): it never takes `readerLock`, so a batch read
-    /// that the scheduler stretches under load holds up no query.
+    /// Runs `body` on the calling thread with an index reader and a block cache of its own
+    /// (made on first use), over what is indexed now. For background work on a low-priority
+    /// thread (the run analyser): it takes no lock a query or the writers take (`readerLock`,
+    /// the queries' block cache), so a read the scheduler stretches under load holds up
+    /// nobody. (It still takes the catalog's for a version check, and `repair`'s swap waits
+    /// for it without holding `readerLock`.)
     package func readInBackground<T>(_ body: (IndexReader, SegmentReader) throws -> T) throws -> T {
         if let busy = repairs.ids.withLock({ $0.min() }) { throw StorageError.indexRebuilding(busy) }
         do {
             backgroundLock.lock()
             defer { backgroundLock.unlock() }
-            let reader =
+            let readers =
                 backgroundReader
-                ?? IndexReader(catalog: catalog, maxOpenSegments: max(1, configuration.maxOpenSegmentIndexes / 4))
-            backgroundReader = reader
-            return try body(reader, segmentReader)
+                ?? (
+                    IndexReader(catalog: catalog, maxOpenSegments: max(1, configuration.maxOpenSegmentIndexes / 4)),
+                    SegmentReader(
+                        directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes / 2,
+                        damage: damage)
+                )
+            backgroundReader = readers
+            return try body(readers.index, readers.segments)
         } catch let error as SQLiteError where error.isDamaged {
             guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { throw error }
             repair(segment: id, reason: error.message)
@@ -325,9 +333,10 @@ public final class SpanStore: Service, @unchecked Sendable {
             let built = IndexSchema.path(scratch, id)
             let target = IndexSchema.path(configuration.segmentDirectory, id)
             // No query reads while the files are swapped (queries hold `readerLock`, background
-            // reads `backgroundLock`).
-            readerLock.lock()
+            // reads `backgroundLock`). The background one first: a low-priority read may hold
+            // it for long, and queries must not wait for that behind `readerLock`.
             backgroundLock.lock()
+            readerLock.lock()
             let swapped = Result { () throws(StorageError) -> String in
                 let aside = IndexSchema.quarantine(target)
                 let filter = IndexSchema.attributeFilterPath(built)
@@ -338,8 +347,8 @@ public final class SpanStore: Service, @unchecked Sendable {
                 catalog.replace(id, bloom: bloom)
                 return aside
             }
-            backgroundLock.unlock()
             readerLock.unlock()
+            backgroundLock.unlock()
             let aside = try swapped.get()
             rebuilt = true
             logger.notice(
