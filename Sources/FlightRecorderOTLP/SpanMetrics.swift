@@ -286,8 +286,9 @@ final class SeriesKeyCache {
 /// indexer adds them into its round (`MetricDeltas.add(_:)`): only the series the request
 /// counted, in flat arrays (a histogram's buckets one after another in `bucketCounts`).
 ///
-/// The request counts into recycled `Tables`, which go back to the pool as soon as the counts
-/// are copied out of them, on the thread that counted. A request meets a few hundred series,
+/// The request counts into recycled `Tables`: once the counts are copied out of them, the
+/// thread that counted keeps them for its next request (or they go back to a shared pool).
+/// A request meets a few hundred series,
 /// nearly all of them met by an earlier request; making each one's key, bucket array and table
 /// slots anew was the larger part of what the metrics added to ingest (`perf`, Bench/README).
 /// The tables used to travel with the batch and return when the indexer freed it, so under
