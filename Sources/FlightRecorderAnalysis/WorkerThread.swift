@@ -9,12 +9,12 @@ import Synchronization
 /// Written by hand: neither GCD nor NIO's thread pool sets a thread's nice value on Linux (QoS
 /// classes map to no priority there), and a nice value raised on a pooled thread would stay
 /// with whatever ran on it next; `setpriority` on a thread ID of our own is what Linux offers.
-final class WorkerThread: Sendable {
+package final class WorkerThread: Sendable {
     private let jobs = Mutex<[@Sendable () -> Void]>([])
     private let ready = DispatchSemaphore(value: 0)
     private let stopped = Atomic<Bool>(false)
 
-    init(name: String, nice: Int32) {
+    package init(name: String, nice: Int32) {
         // The thread holds the worker until `stop`.
         let thread = Thread { [self] in
             // Named through /proc: Foundation names only the Thread object on Linux, and
@@ -42,7 +42,7 @@ final class WorkerThread: Sendable {
     }
 
     /// Runs `body` on the thread and returns its result with the thread's CPU time it took.
-    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> (T, cpu: Duration) {
+    package func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> (T, cpu: Duration) {
         await withCheckedContinuation { c in
             jobs.withLock {
                 $0.append {
@@ -56,7 +56,7 @@ final class WorkerThread: Sendable {
     }
 
     /// Ends the thread once the jobs queued are done.
-    func stop() {
+    package func stop() {
         stopped.store(true, ordering: .releasing)
         ready.signal()
     }

@@ -127,6 +127,14 @@ import Testing
                 )
                 #expect(detail?.spans.map(\.spanID) == alone.spans.map(\.spanID))
             }
+            // Through the background reader (the analyser's low-priority thread), the same.
+            let background = try store.runsInBackground(
+                names.map { (tenant: ResourceFacts.defaultTenant, run: $0) })
+            #expect(background.count == names.count && background.last! == nil)
+            for (detail, other) in zip(batched, background) {
+                #expect(detail?.spans.map(\.spanID) == other?.spans.map(\.spanID))
+            }
+            #expect(try store.runInBackground("run-late", scope: .all)?.spans.count == 6)
         }
         try await check(store)
         let live = try await store.indexCounts()
