@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 import Synchronization
 
 /// A dedicated thread that runs the jobs handed to it one at a time, at a nice value of its
@@ -63,7 +63,7 @@ package final class WorkerThread: Sendable {
 
     /// This thread's kernel ID, from `/proc/thread-self` ("PID/task/TID"): Glibc's
     /// `gettid` is not visible to Swift, and `syscall` is variadic.
-    static func threadID() -> id_t? {
+    package static func threadID() -> id_t? {
         var buffer = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/thread-self", &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
@@ -72,7 +72,7 @@ package final class WorkerThread: Sendable {
     }
 
     /// The CPU time this thread has used.
-    static func threadCPU() -> Duration {
+    package static func threadCPU() -> Duration {
         var t = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
         return .seconds(t.tv_sec) + .nanoseconds(t.tv_nsec)

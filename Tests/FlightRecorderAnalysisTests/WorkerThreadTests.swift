@@ -8,15 +8,10 @@ import Testing
     @Test func runsJobsOneAtATimeAtItsNiceValueAndCountsTheirCPU() async {
         let worker = WorkerThread(name: "test-worker", nice: 19)
         defer { worker.stop() }
-        // getpriority of this thread (its ID from /proc), read on the worker.
+        // getpriority of the worker's own thread, read on it.
         let (nice, _) = await worker.run { () -> Int32 in
-            var buffer = [CChar](repeating: 0, count: 64)
-            let n = readlink("/proc/thread-self", &buffer, 63)
-            let tid =
-                String(decoding: buffer[..<max(0, n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                .split(separator: "/").last.flatMap { id_t($0) } ?? 0
             errno = 0
-            return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), tid)
+            return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), WorkerThread.threadID() ?? 0)
         }
         #expect(nice == 19)
         // The caller's own priority is untouched.
@@ -24,15 +19,10 @@ import Testing
         // A busy job reports the CPU it burned on the thread (30 ms of it, however long the
         // scheduler takes to give a nice-19 thread that much).
         let ((x, burned), cpu) = await worker.run { () -> (UInt64, Duration) in
-            func now() -> Duration {
-                var t = timespec()
-                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-                return .seconds(t.tv_sec) + .nanoseconds(t.tv_nsec)
-            }
-            let start = now()
+            let start = WorkerThread.threadCPU()
             var x: UInt64 = 1
-            while now() - start < .milliseconds(30) { x = x &* 6_364_136_223_846_793_005 &+ 1 }
-            return (x, now() - start)
+            while WorkerThread.threadCPU() - start < .milliseconds(30) { x = x &* 6_364_136_223_846_793_005 &+ 1 }
+            return (x, WorkerThread.threadCPU() - start)
         }
         #expect(x != 0 && cpu >= burned && cpu < burned + .milliseconds(20))
         // Jobs handed over at once run one at a time, every one of them.

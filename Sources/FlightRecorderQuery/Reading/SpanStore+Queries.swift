@@ -33,12 +33,9 @@ extension SpanStore {
     /// The run `id`, with all its spans sorted by start time; nil if unknown within `scope`.
     /// A trace ID whose run has since been named resolves to that run. When tenants in scope
     /// share a run ID, the first tenant in order answers and a warning says so.
-    ///
-    /// `waitForIndex: false` reads what is indexed now, without waiting for what was
-    /// acknowledged (`SpanStore.read`).
-    public func run(_ id: String, scope: TenantScope = .all, waitForIndex: Bool = true) async throws -> RunDetail? {
+    public func run(_ id: String, scope: TenantScope = .all) async throws -> RunDetail? {
         let resolver = RunResolver(identity: configuration.runIdentity)
-        return try await read(waitForIndex: waitForIndex) { r, segments in
+        return try await read { r, segments in
             try Self.runDetail(id, scope: scope, reader: r, segments: segments, resolver: resolver, known: [:])
         }
     }
@@ -46,18 +43,18 @@ extension SpanStore {
     /// The runs `refs` (each a run ID within its tenant), as `run` reads each, in one read:
     /// every block their traces touch is decoded once for all of them. Runs that settle
     /// together were mostly written together, so they share blocks (the run analyser reads
-    /// its batches through this; run by run, each read scanned whole blocks for one trace).
-    public func runs(
-        _ refs: [(tenant: String, run: String)], waitForIndex: Bool = true
-    ) async throws -> [RunDetail?] {
+    /// its batches this way, `runsInBackground`; run by run, each read scanned whole blocks
+    /// for one trace).
+    public func runs(_ refs: [(tenant: String, run: String)]) async throws -> [RunDetail?] {
         let resolver = RunResolver(identity: configuration.runIdentity)
-        return try await read(waitForIndex: waitForIndex) { r, segments in
+        return try await read { r, segments in
             try Self.runDetails(refs, reader: r, segments: segments, resolver: resolver)
         }
     }
 
-    /// `runs(_:waitForIndex: false)` read on the calling thread, with the store's background
-    /// reader (`readInBackground`): for the run analyser's low-priority thread.
+    /// `runs` read on the calling thread, with the store's background reader
+    /// (`readInBackground`), over what is indexed now: for the run analyser's low-priority
+    /// thread, which reads only runs the indexer reported, and must not wait behind ingest.
     public func runsInBackground(_ refs: [(tenant: String, run: String)]) throws -> [RunDetail?] {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try readInBackground { r, segments in
@@ -65,7 +62,7 @@ extension SpanStore {
         }
     }
 
-    /// `run(_:scope:waitForIndex: false)` read on the calling thread, as `runsInBackground`.
+    /// `run(_:scope:)` read on the calling thread, as `runsInBackground`.
     public func runInBackground(_ id: String, scope: TenantScope) throws -> RunDetail? {
         let resolver = RunResolver(identity: configuration.runIdentity)
         return try readInBackground { r, segments in

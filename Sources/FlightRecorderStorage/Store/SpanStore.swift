@@ -239,12 +239,11 @@ public final class SpanStore: Service, @unchecked Sendable {
 
     /// Runs `body` with the index and segment readers once everything acknowledged before the
     /// call is indexed (read-your-writes). The query engine (FlightRecorderQuery) reads
-    /// through this. `waitForIndex: false` reads what is indexed now: for the run analyser,
-    /// which reads only runs the indexer has reported, and must not wait behind ingest.
+    /// through this.
     package func read<T: Sendable>(
-        waitForIndex: Bool = true, _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
+        _ body: @escaping @Sendable (IndexReader, SegmentReader) throws -> T
     ) async throws -> T {
-        if waitForIndex { try await awaitIndexed() }
+        try await awaitIndexed()
         if let busy = repairs.ids.withLock({ $0.min() }) { throw StorageError.indexRebuilding(busy) }
         do {
             return try await NIOThreadPool.singleton.runIfActive { [self] in
@@ -253,10 +252,7 @@ public final class SpanStore: Service, @unchecked Sendable {
                 return try body(reader, segmentReader)
             }
         } catch let error as SQLiteError where error.isDamaged {
-            // An index is derived data: a damaged one is rebuilt from its segment.
-            guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { throw error }
-            repair(segment: id, reason: error.message)
-            throw StorageError.indexRebuilding(id)
+            throw repairing(error)
         }
     }
 
@@ -282,10 +278,16 @@ public final class SpanStore: Service, @unchecked Sendable {
             backgroundReader = readers
             return try body(readers.index, readers.segments)
         } catch let error as SQLiteError where error.isDamaged {
-            guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { throw error }
-            repair(segment: id, reason: error.message)
-            throw StorageError.indexRebuilding(id)
+            throw repairing(error)
         }
+    }
+
+    /// What a read that met a damaged index answers: an index is derived data, so the damaged
+    /// one is rebuilt from its segment (`repair`), and the read is told it is being rebuilt.
+    private func repairing(_ error: SQLiteError) -> any Error {
+        guard let path = error.path, let id = IndexSchema.segment(ofPath: path) else { return error }
+        repair(segment: id, reason: error.message)
+        return StorageError.indexRebuilding(id)
     }
 
     /// Moves segment `id`'s damaged index aside and rebuilds it from the segment: a sealed one
