@@ -123,6 +123,7 @@ extension DaemonConfiguration {
                     default: throw r.unknown(v, path)
                     }
                 }
+            case "retention": config.retention = try r.retention(value)
             case "auth":
                 try r.section(value, path: key) { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
                     switch k {
@@ -421,8 +422,64 @@ package struct ConfigReader {
         return n
     }
 
+    /// `retention:`: `max_age`, `floor`, and `tenants: {NAME: {max_age}}`; no age below the
+    /// floor, each error at its own key and line.
+    package mutating func retention(_ node: Node) throws(ConfigError) -> RetentionSettings {
+        var out = RetentionSettings()
+        var ages: [(key: String, node: Node, seconds: Double)] = []
+        var floorNode: Node?
+        try section(node, path: "retention") { (r: inout ConfigReader, k: String, v: Node) throws(ConfigError) in
+            let path = "retention.\(k)"
+            switch k {
+            case "max_age":
+                let s = try r.seconds(v, path, min: 1)
+                out.maxAgeSeconds = s
+                ages.append((path, v, s))
+            case "floor":
+                out.floorSeconds = try r.seconds(v, path, min: 0)
+                floorNode = v
+            case "tenants":
+                try r.section(v, path: path) { (r: inout ConfigReader, tenant: String, t: Node) throws(ConfigError) in
+                    let tenantPath = "\(path).\(tenant)"
+                    var age: Double?
+                    try r.section(t, path: tenantPath) {
+                        (r: inout ConfigReader, tk: String, tv: Node) throws(ConfigError) in
+                        switch tk {
+                        case "max_age":
+                            let s = try r.seconds(tv, "\(tenantPath).max_age", min: 1)
+                            age = s
+                            ages.append(("\(tenantPath).max_age", tv, s))
+                        default: throw r.unknown(tv, "\(tenantPath).\(tk)")
+                        }
+                    }
+                    guard let age else { throw r.error(t, tenantPath, "needs max_age") }
+                    out.tenantMaxAgeSeconds[tenant] = age
+                }
+            default: throw r.unknown(v, path)
+            }
+        }
+        for a in ages where a.seconds < out.floorSeconds {
+            throw error(
+                a.node, a.key,
+                "\(Self.describe(seconds: a.seconds)) is below retention.floor "
+                    + "(\(Self.describe(seconds: out.floorSeconds))): nothing may expire before the floor")
+        }
+        if let floorNode, !out.expires {
+            throw error(floorNode, "retention.floor", "a floor needs retention.max_age or a tenant's max_age")
+        }
+        return out
+    }
+
+    static func describe(seconds s: Double) -> String {
+        for (unit, scale) in [("d", 86400.0), ("h", 3600), ("m", 60)]
+        where s >= scale && s.truncatingRemainder(dividingBy: scale) == 0 {
+            return "\(Int(s / scale))\(unit)"
+        }
+        return s == s.rounded() ? "\(Int(s))s" : "\(s)s"
+    }
+
     package static func parseBytes(_ s: String) -> Int? {
-        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
+        let units: [(String, Int)] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
         for (suffix, factor) in units where s.hasSuffix(suffix) {
             guard let n = Int(s.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), n >= 0 else { return nil }
             return n.multipliedReportingOverflow(by: factor).overflow ? nil : n * factor

@@ -66,6 +66,8 @@ public struct DaemonConfiguration: Sendable {
     public var findings = FindingRules.default
     /// The evidence log and its signing key.
     public var evidence = EvidenceSettings()
+    /// How long spans are kept (`retention:`); nothing expires without it.
+    public var retention = RetentionSettings()
 
     public init() {}
 

@@ -35,6 +35,22 @@ public struct TreeFrontier: Sendable, Equatable {
         size += 1
     }
 
+    /// Appends the complete subtree of `1 << level` leaves whose hash is `hash` (a tile
+    /// stored in place of leaves no longer at hand); the size must be a multiple of its width.
+    public mutating func append(subtree hash: TreeHash, level: Int) {
+        let width: UInt64 = 1 << UInt64(level)
+        precondition(size & (width - 1) == 0, "a subtree appended off its boundary")
+        var level = level
+        var hash = hash
+        while let last = subtrees.last, last.level == level {
+            subtrees.removeLast()
+            hash = .node(last.hash, hash)
+            level += 1
+        }
+        subtrees.append((level, hash))
+        size += width
+    }
+
     /// MTH of the leaves appended so far.
     public var root: TreeHash {
         guard var r = subtrees.last?.hash else { return .empty }

@@ -38,6 +38,12 @@ package final class IndexReader {
     private var entries: [SegmentCatalog.Entry] {
         if let (all, groups, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
             cachedEntries = all.filter { (!sealedOnly || $0.bloom != nil) && $0.id < (before ?? .max) }
+            // Segments that left the catalog (expired): their connections are closed.
+            let present = Set(all.map(\.id))
+            for id in readers.keys where !present.contains(id) {
+                readers[id] = nil
+                lastUse[id] = nil
+            }
             cachedGroups = Self.spans(of: groups, in: cachedEntries)
             entriesVersion = version
         }

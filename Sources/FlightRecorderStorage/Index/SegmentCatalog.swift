@@ -68,6 +68,15 @@ final class SegmentCatalog: @unchecked Sendable {
         }
     }
 
+    /// Drops expired segment `id`: readers stop seeing it (and close its index when they next
+    /// refresh their snapshot).
+    func remove(_ id: Int64) {
+        lock.withLock {
+            version += 1
+            entries.removeAll { $0.id == id }
+        }
+    }
+
     /// Publishes a key group, replacing the one with the same first segment (a group grows).
     func publish(group: KeyGroup) {
         lock.withLock {

@@ -83,6 +83,9 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     var blocksPath: String { directory + "/blocks" }
     var tilesPath: String { directory + "/tiles" }
     var checkpointsPath: String { directory + "/checkpoints" }
+    var expiredPath: String { directory + "/expired" }
+    /// The signed receipts of the segments that expired (`expire`), by segment.
+    private var receipts: [Int64: ExpiryReceipt] = [:]
 
     /// Opens the log in `directory`, brings it up to date with the segments in
     /// `segmentDirectory` (recomputing what a crash lost, or everything for a store written
@@ -97,6 +100,9 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         tilesFile = try Self.openAppend(tilesPath)
         checkpointsFile = try Self.openAppend(checkpointsPath)
         let started = ContinuousClock.now
+        let (stored, problems) = ExpiryReceipt.read(directory: directory, verifier: signer.verifier)
+        for p in problems { logger.error("evidence log: \(p)") }
+        for r in stored { receipts[r.segment] = r }
         let added = try recover(segmentDirectory: segmentDirectory)
         sizeBox.withLock { $0 = frontier.size }
         checkpointOnQueue(.startup)
@@ -168,6 +174,58 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         return try EvidenceSnapshot(
             directory: directory, segmentDirectory: segmentDirectory, note: signed.get(), signer: signer)
     }
+
+    /// Records that `segment` is about to be deleted: the leaves its blocks hold and the
+    /// hashes of those sharing a tile with other segments' leaves, signed and synced to
+    /// `log/expired` before the call returns, so the tree stays computable without it. nil
+    /// when the log holds no block of the segment. Call while the segment is still on disk.
+    public func expire(segment: Int64, reason: String, now: UInt64) throws(StorageError) -> ExpiryReceipt? {
+        let result: Result<ExpiryReceipt?, StorageError> = queue.sync {
+            do throws(StorageError) {
+                return .success(try expireOnQueue(segment: segment, reason: reason, now: now))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    private func expireOnQueue(segment: Int64, reason: String, now: UInt64) throws(StorageError) -> ExpiryReceipt? {
+        if let done = receipts[segment] { return done }
+        guard !failed, checkpointsFile >= 0 else {
+            throw .corrupt("the evidence log is not signing (see the daemon's log); restart to recompute it")
+        }
+        guard writeUnwritten() else { throw .io("write \(blocksPath)", errno: ENOSPC) }
+        let records = Self.readRecords(Self.readFile(blocksPath)).records
+        guard let first = records.firstIndex(where: { $0.segment == segment }) else { return nil }
+        let last = records.lastIndex(where: { $0.segment == segment })!
+        let tree = StoredTree(
+            tiles: Self.readTiles(Self.readFile(tilesPath)), records: records,
+            segmentDirectory: segmentDirectory, expired: receipts)
+        let (a, b) = (records[first].firstLeaf, records[last].endLeaf)
+        var kept: [TreeHash] = []
+        for r in ExpiryReceipt.keptRanges(a, b) { kept += try tree.leaves(r.lowerBound, r.upperBound) }
+        let receipt = ExpiryReceipt(
+            segment: segment, firstLeaf: a, endLeaf: b, expiredAt: now, reason: reason, kept: kept)
+        let text = receipt.text(origin: signer.name)
+        let note: SignedNote
+        do {
+            note = SignedNote(text: text, signatures: [try signer.signature(of: text)])
+        } catch {
+            throw .corrupt("evidence log: cannot sign an expiry receipt: \(error)")
+        }
+        let body = Array(note.serialized.utf8)
+        let fd = try Self.openAppend(expiredPath)
+        defer { Glibc.close(fd) }
+        var at = Int(lseek(fd, 0, SEEK_END))
+        try Self.write(fd, Array("\(body.count)\n".utf8) + body, at: &at, path: expiredPath)
+        guard fsync(fd) == 0 else { throw .io("fsync \(expiredPath)") }
+        receipts[segment] = receipt
+        return receipt
+    }
+
+    /// The segments the log recorded as expired.
+    public var expiredSegments: Set<Int64> { queue.sync { Set(receipts.keys) } }
 
     /// Stops the timer, signs a last checkpoint and closes the files: after the writer closed.
     func close() {
@@ -352,7 +410,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         blocksBytes = validBytes
         let size = records.last?.endLeaf ?? 0
         let tree = StoredTree(
-            tiles: Self.readTiles(Self.readFile(tilesPath)), records: records, segmentDirectory: segmentDirectory)
+            tiles: Self.readTiles(Self.readFile(tilesPath)), records: records, segmentDirectory: segmentDirectory,
+            expired: receipts)
         // Tiles the crash lost are recomputed from the blocks; tiles past the records dropped.
         let complete = Int(size / Self.tileLeaves)
         if tree.tiles.count > complete { tree.tiles.removeLast(tree.tiles.count - complete) }
@@ -411,12 +470,17 @@ final class StoredTree: TreeNodes {
     var tiles: [TreeHash]
     let records: [EvidenceLog.Record]
     let segmentDirectory: String
+    /// Expired segments' receipts: their kept leaves stand in for the blocks.
+    let expired: [Int64: ExpiryReceipt]
     private var leafCache: (record: Int, leaves: [TreeHash])?
 
-    init(tiles: [TreeHash], records: [EvidenceLog.Record], segmentDirectory: String) {
+    init(
+        tiles: [TreeHash], records: [EvidenceLog.Record], segmentDirectory: String, expired: [Int64: ExpiryReceipt]
+    ) {
         self.tiles = tiles
         self.records = records
         self.segmentDirectory = segmentDirectory
+        self.expired = expired
     }
 
     func node(level: Int, index: UInt64) throws -> TreeHash {
@@ -444,6 +508,20 @@ final class StoredTree: TreeNodes {
         while leaf < end {
             guard i < records.count else { throw .corrupt("evidence log: leaf \(leaf) is in no recorded block") }
             let r = records[i]
+            if let receipt = expired[r.segment] {
+                // Only the leaves sharing a tile with a stored one are kept; a proof never
+                // needs the others (it takes their tile whole).
+                let to = min(end, r.endLeaf)
+                while leaf < to {
+                    guard let kept = receipt.keptLeaf(leaf) else {
+                        throw .corrupt("evidence log: leaf \(leaf) expired with segment \(r.segment)")
+                    }
+                    out.append(kept)
+                    leaf += 1
+                }
+                i += 1
+                continue
+            }
             let blockLeaves = try leavesOf(record: i)
             guard blockLeaves.count == r.spans else {
                 throw .corrupt(

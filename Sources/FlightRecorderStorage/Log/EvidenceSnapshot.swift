@@ -49,9 +49,11 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
             throw .corrupt("evidence log: the block records do not reach the checkpoint's \(size) leaves")
         }
         let tiles = EvidenceLog.readTiles(EvidenceLog.readFile(directory + "/tiles"))
+        var expired: [Int64: ExpiryReceipt] = [:]
+        for r in ExpiryReceipt.read(directory: directory, verifier: signer.verifier).receipts { expired[r.segment] = r }
         tree = StoredTree(
             tiles: Array(tiles.prefix(Int(size / EvidenceLog.tileLeaves))), records: Array(records),
-            segmentDirectory: segmentDirectory)
+            segmentDirectory: segmentDirectory, expired: expired)
         var history: [Signed] = []
         let verifier = signer.verifier
         for text in EvidenceVerifier.readCheckpoints(EvidenceLog.readFile(directory + "/checkpoints")).notes {
@@ -65,12 +67,12 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
 
     public func node(level: Int, index: UInt64) throws -> TreeHash { try tree.node(level: level, index: index) }
 
-    /// The blocks holding leaves `start ..< end`, in order.
+    /// The stored blocks holding leaves `start ..< end`, in order (expired ones left out).
     public func blocks(leaves start: UInt64, _ end: UInt64) -> [LoggedBlock] {
         var out: [LoggedBlock] = []
         var i = tree.firstRecord(containing: start)
         while i < tree.records.count, tree.records[i].firstLeaf < end {
-            out.append(Self.logged(tree.records[i]))
+            if tree.expired[tree.records[i].segment] == nil { out.append(Self.logged(tree.records[i])) }
             i += 1
         }
         return out
@@ -85,7 +87,9 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
             let mid = (lo + hi) / 2
             if (r[mid].segment, r[mid].offset) < (segment, offset) { lo = mid + 1 } else { hi = mid }
         }
-        guard lo < r.count, r[lo].segment == segment, r[lo].offset == offset else { return nil }
+        guard lo < r.count, r[lo].segment == segment, r[lo].offset == offset, tree.expired[segment] == nil else {
+            return nil
+        }
         return Self.logged(r[lo])
     }
 

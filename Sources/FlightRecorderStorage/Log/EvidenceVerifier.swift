@@ -30,6 +30,13 @@ public enum EvidenceVerifier {
         public var blocks = 0
         public var leaves: UInt64 = 0
         public var checkpoints = 0
+        /// Segments that expired with a signed receipt (`ExpiryReceipt`), and their leaves:
+        /// the tree over them was checked from the receipts' kept leaves and the log's tiles.
+        public var expiredSegments = 0
+        public var expiredLeaves: UInt64 = 0
+        /// Checkpoints whose size fell inside an expired range: signed and checked for
+        /// order, but their root can no longer be recomputed.
+        public var checkpointsWithinExpired = 0
         /// The largest time between consecutive signed checkpoints, and where it ends.
         public var longestGap: (seconds: UInt64, endingAt: UInt64)?
         /// The newest checkpoint that verified, as stored.
@@ -147,7 +154,67 @@ public enum EvidenceVerifier {
         checkRoots()
         let segmentDirectory = configuration.segmentDirectory
         let segments = SegmentFile.list(segmentDirectory)
+        let present = Set(segments)
+        let (receiptList, receiptProblems) = ExpiryReceipt.read(directory: logDirectory, verifier: key)
+        for p in receiptProblems { problem(p) }
+        var receipts: [Int64: ExpiryReceipt] = [:]
+        for r in receiptList { receipts[r.segment] = r }
+        /// Records of expired segments at `next`: their leaves are taken from the receipt
+        /// (kept leaves) and the tiles (whole tiles), the segment being gone.
+        func expiredRecords() {
+            while next < records.count, !present.contains(records[next].segment),
+                let receipt = receipts[records[next].segment]
+            {
+                let segment = receipt.segment
+                var end = next
+                while end < records.count, records[end].segment == segment { end += 1 }
+                let (a, b) = (records[next].firstLeaf, records[end - 1].endLeaf)
+                guard receipt.firstLeaf == a, receipt.endLeaf == b, frontier.size == a else {
+                    problem(
+                        "the expiry receipt names leaves \(receipt.firstLeaf)..<\(receipt.endLeaf), "
+                            + "the log's records \(a)..<\(b)", segment: segment)
+                    return
+                }
+                var leaf = a
+                while leaf < b {
+                    if let kept = receipt.keptLeaf(leaf) {
+                        appendLeaf(kept)
+                        leaf += 1
+                        continue
+                    }
+                    let tile = Int(leaf / EvidenceLog.tileLeaves)
+                    guard tile < tiles.count else {
+                        problem("tile \(tile) of the expired leaves is missing from log/tiles", segment: segment)
+                        return
+                    }
+                    let before = pendingCheckpoints.count
+                    frontier.append(subtree: tiles[tile], level: EvidenceLog.tileHeight)
+                    while let c = pendingCheckpoints.first, c.checkpoint.size < frontier.size {
+                        pendingCheckpoints.removeFirst()
+                    }
+                    report.checkpointsWithinExpired += before - pendingCheckpoints.count
+                    checkRoots()
+                    leaf += EvidenceLog.tileLeaves
+                }
+                report.expiredSegments += 1
+                report.expiredLeaves += b - a
+                next = end
+            }
+        }
+        func appendLeaf(_ leaf: TreeHash) {
+            frontier.append(leaf) { level, index, hash in
+                guard level == EvidenceLog.tileHeight else { return }
+                let i = Int(index)
+                if i < tiles.count, tiles[i] != hash {
+                    problem(
+                        "spans \(UInt64(i) * EvidenceLog.tileLeaves)..<\(UInt64(i + 1) * EvidenceLog.tileLeaves) "
+                            + "differ from the log's tile \(i): changed in \(blocksOf(tile: i))")
+                }
+            }
+            checkRoots()
+        }
         for id in segments {
+            expiredRecords()
             let path = SegmentFile.path(segmentDirectory, id)
             let scan: SegmentScanner.Result
             do {
@@ -208,20 +275,10 @@ public enum EvidenceVerifier {
                         "block is not in the evidence log (added, changed or moved)", segment: id, offset: block.offset)
                 }
                 report.blocks += 1
-                for leaf in leaves {
-                    frontier.append(leaf) { level, index, hash in
-                        guard level == EvidenceLog.tileHeight else { return }
-                        let i = Int(index)
-                        if i < tiles.count, tiles[i] != hash {
-                            problem(
-                                "spans \(UInt64(i) * EvidenceLog.tileLeaves)..<\(UInt64(i + 1) * EvidenceLog.tileLeaves) "
-                                    + "differ from the log's tile \(i): changed in \(blocksOf(tile: i))")
-                        }
-                    }
-                    checkRoots()
-                }
+                for leaf in leaves { appendLeaf(leaf) }
             }
         }
+        expiredRecords()
         for r in records[next...] {
             problem(
                 "the block the log recorded here (leaves \(r.firstLeaf)..<\(r.endLeaf)) is missing (truncated?)",

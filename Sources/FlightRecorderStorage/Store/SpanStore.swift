@@ -33,18 +33,18 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let queue: WriteQueue
     private let writer: GroupCommitWriter
     private let indexer: Indexer
-    private let readerLock = NSLock()
+    let readerLock = NSLock()
     private let reader: IndexReader
     private let segmentReader: SegmentReader
     /// A second index reader and block cache, with a lock of their own, for background work
     /// (`readInBackground`).
-    private let backgroundLock = NSLock()
+    let backgroundLock = NSLock()
     private var backgroundReader: (index: IndexReader, segments: SegmentReader)?
     private let lock: DirectoryLock
-    private let stopRebuild = StopFlag()
-    private let catalog: SegmentCatalog
+    let stopRebuild = StopFlag()
+    let catalog: SegmentCatalog
     /// Segments whose damaged index is being rebuilt; queries answer 503 until it is done.
-    private let repairs = Repairs()
+    let repairs = Repairs()
     private let keyGroupsRebuilt: DispatchGroup
     /// The evidence log, when configured (`StoreConfiguration.evidence`).
     public let evidenceLog: EvidenceLog?

@@ -53,6 +53,35 @@ public struct StoreConfiguration: Sendable {
 
     /// nil keeps no evidence log.
     public var evidence: Evidence?
+
+    /// How long spans are kept (`SpanStore.expire`); nil keeps everything.
+    public struct Retention: Sendable {
+        /// Seconds a span is kept after it was stored; nil: kept forever unless its tenant
+        /// has an age.
+        public var maxAge: Double?
+        public var tenantMaxAge: [String: Double] = [:]
+        /// No age is below this.
+        public var floor: Double = 0
+        /// The active segment seals this many seconds after it was opened (or the writer
+        /// started), idle or not, so segments expire whole within about this long of their
+        /// newest span's age.
+        public var sealAfter: Double = 25 * 60
+        /// Seconds between expiry passes.
+        public var checkInterval: Double = 60
+
+        public init(maxAge: Double?, tenantMaxAge: [String: Double] = [:], floor: Double = 0) {
+            self.maxAge = maxAge
+            self.tenantMaxAge = tenantMaxAge
+            self.floor = floor
+        }
+
+        /// The age after which `tenant`'s spans expire; nil: never.
+        public func maxAge(tenant: String) -> Double? {
+            (tenantMaxAge[tenant] ?? maxAge).map { max($0, floor) }
+        }
+    }
+
+    public var retention: Retention?
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.
     var maxOpenSegmentIndexes = 64

@@ -2,6 +2,7 @@ import CoreMetrics
 import FlightRecorderCore
 import FlightRecorderEvidence
 import FlightRecorderOTLP
+import Foundation
 import Logging
 
 /// The writer thread: takes everything queued, frames it into LZ4 blocks, appends them to the
@@ -16,6 +17,9 @@ final class GroupCommitWriter: @unchecked Sendable {
     let queue: WriteQueue
     let logger: Logger
     private(set) var segment: SegmentWriter
+    /// When the active segment got its first block (or this writer started): with a
+    /// retention, it seals `sealAfter` seconds later, so expiry can drop it whole.
+    private var segmentOpened = ContinuousClock.now
     /// Told every durable block, in order, and every seal.
     let log: EvidenceLog?
     /// One log line per interval while writes keep failing (a full disk fails every group).
@@ -39,7 +43,23 @@ final class GroupCommitWriter: @unchecked Sendable {
 
     /// The thread's body; returns once draining has emptied the queue.
     func run() {
-        while let (taken, bytes) = queue.takeGroup() {
+        let ages = configuration.retention != nil
+        while let (taken, bytes) = queue.takeGroup(
+            idleUntil: ages ? Date(timeIntervalSinceNow: min(60, max(0.05, secondsToSeal))) : nil)
+        {
+            if taken.isEmpty {
+                // Idle: an aged segment with data seals now, so its spans can expire on time.
+                if segment.size > SegmentFile.headerSize && secondsToSeal <= 0 {
+                    do throws(StorageError) {
+                        try commit([])
+                    } catch {
+                        limiter.log(
+                            logger, .error, reason: "write", "storage write failed (sealing an aged segment)",
+                            metadata: ["error": "\(error)"])
+                    }
+                }
+                continue
+            }
             let result: Result<Void, StorageError>
             do throws(StorageError) {
                 try commit(taken.map(\.batch))
@@ -58,6 +78,16 @@ final class GroupCommitWriter: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Seconds until the active segment is due to seal by age (infinite without a retention,
+    /// or while it holds no block).
+    private var secondsToSeal: Double {
+        guard let sealAfter = configuration.retention?.sealAfter, segment.size > SegmentFile.headerSize else {
+            return .infinity
+        }
+        let elapsed = ContinuousClock.now - segmentOpened
+        return sealAfter - Double(elapsed.components.seconds) - Double(elapsed.components.attoseconds) / 1e18
     }
 
     /// One group commit: frame, append, sync; then hand the blocks to the indexer.
@@ -113,7 +143,9 @@ final class GroupCommitWriter: @unchecked Sendable {
         flushBlock()
 
         var segmentStates: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
-        if segment.size > SegmentFile.headerSize && segment.size + frames.count > configuration.segmentBytes {
+        if segment.size > SegmentFile.headerSize
+            && (segment.size + frames.count > configuration.segmentBytes || secondsToSeal <= 0)
+        {
             // The next segment is created (header written and synced) before this one is
             // closed: when that fails (a full disk) nothing changed, the group is refused with
             // a retryable error, and the next group tries the roll again.
@@ -126,6 +158,7 @@ final class GroupCommitWriter: @unchecked Sendable {
             logger.info("sealed segment", metadata: ["segment": "\(segment.id - 1)"])
         }
         let base = segment.size
+        if base == SegmentFile.headerSize { segmentOpened = ContinuousClock.now }
         do throws(StorageError) {
             _ = try segment.append(frames)
             if configuration.durability == .fsync {

@@ -121,11 +121,19 @@ final class WriteQueue: @unchecked Sendable {
 
     /// The next group for the writer: everything queued, up to 32 MiB; nil once draining has
     /// emptied the queue. Waits while the indexer is too far behind (back-pressure).
-    func takeGroup() -> (batches: [Pending], bytes: Int)? {
+    /// With `idleUntil`, an empty group at that time if nothing was queued (the writer seals
+    /// an aged segment while idle).
+    func takeGroup(idleUntil: Date? = nil) -> (batches: [Pending], bytes: Int)? {
         lock.lock()
         defer { lock.unlock() }
         while true {
-            while pending.isEmpty && state == .running { lock.wait() }
+            while pending.isEmpty && state == .running {
+                if let idleUntil {
+                    if !lock.wait(until: idleUntil) && pending.isEmpty && state == .running { return ([], 0) }
+                } else {
+                    lock.wait()
+                }
+            }
             if pending.isEmpty {
                 writerDone = true
                 finishIfDrained()

@@ -1,0 +1,18 @@
+/// How long stored spans are kept (`retention:`). With no section nothing expires: the safe
+/// default for a store that may hold evidence a law requires. Ages count from when a span
+/// was stored (its segment's last write), not from the timestamps a client sent, so a skewed
+/// or forged clock neither keeps data forever nor drops it early.
+public struct RetentionSettings: Sendable, Equatable {
+    /// Seconds after which a span expires; nil keeps spans forever (a `tenants` entry may
+    /// still give a tenant an age).
+    public var maxAgeSeconds: Double?
+    /// Per-tenant ages, replacing `maxAgeSeconds` for that tenant.
+    public var tenantMaxAgeSeconds: [String: Double] = [:]
+    /// The least age any span is kept for: no other setting may cut below it.
+    public var floorSeconds: Double = 0
+
+    public init() {}
+
+    /// Whether anything can expire.
+    public var expires: Bool { maxAgeSeconds != nil || !tenantMaxAgeSeconds.isEmpty }
+}

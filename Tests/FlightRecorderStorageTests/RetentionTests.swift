@@ -1,0 +1,159 @@
+import FlightRecorderEvidence
+import FlightRecorderTesting
+import Foundation
+import Testing
+
+@testable import FlightRecorderStorage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Retention: sealed segments past their age are deleted whole, queries stop seeing their
+/// runs, and the evidence log still verifies every checkpoint from the signed receipts.
+extension SpanStoreTests {
+    /// Segments of several 256-leaf tiles each, so an expired one has whole tiles inside it
+    /// and partial ones at its edges.
+    func retentionConfiguration(_ dir: TemporaryDirectory) -> StoreConfiguration {
+        var c = evidenceConfiguration(dir)
+        c.segmentBytes = 8 << 10
+        c.retention = .init(maxAge: 100)
+        return c
+    }
+
+    func fillRetentionStore(_ dir: TemporaryDirectory, traces: ClosedRange<UInt8>) async throws -> Int {
+        let store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        var spans = 0
+        for t in traces {
+            let n = Int(t % 7) + 17
+            try await store.append(evidenceBatch(trace: t, spans: n))
+            spans += n
+        }
+        await store.close()
+        return spans
+    }
+
+    /// Sets segment `id`'s last write `seconds` into the past.
+    func age(_ dir: TemporaryDirectory, segment id: Int64, by seconds: Int) {
+        let path = SegmentFile.path(dir.path + "/data/segments", id)
+        var times = [
+            timespec(tv_sec: time(nil) - seconds, tv_nsec: 0), timespec(tv_sec: time(nil) - seconds, tv_nsec: 0),
+        ]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+    }
+
+    func runExists(_ store: SpanStore, _ id: String) async throws -> Bool {
+        try await store.read { reader, _ in try !reader.runs(id, scope: .all).isEmpty }
+    }
+
+    @Test func expiredSegmentsAreDeletedAndTheLogStillVerifies() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var spans = 0
+        for pass in 0..<4 {
+            spans += try await fillRetentionStore(dir, traces: UInt8(pass * 60 + 1)...UInt8(pass * 60 + 60))
+        }
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        try #require(segments.count > 6)
+        let root = try Checkpoint(text: #require(verify(dir).latest).text).root
+
+        // Segments 2 and 3 aged past 100 s, the rest young: only those two go (the first
+        // stays, so the expired range has stored leaves on both sides).
+        var store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        #expect(store.expire(grace: 0).isEmpty)
+        for id in segments[1...2] { age(dir, segment: id, by: 500) }
+        let expired = store.expire(grace: 0)
+        #expect(expired.map(\.segment) == Array(segments[1...2]))
+        let gone = expired.flatMap(\.runs).map(\.run)
+        #expect(!gone.isEmpty)
+        for id in segments[1...2] {
+            #expect(access(SegmentFile.path(dir.path + "/data/segments", id), F_OK) != 0)
+            #expect(access(IndexSchema.path(dir.path + "/data/segments", id), F_OK) != 0)
+        }
+        for run in gone { #expect(try await !runExists(store, run), "\(run)") }
+        let kept = (1...240).map { "run-\($0)" }.filter { !gone.contains($0) }
+        for run in kept { #expect(try await runExists(store, run), "\(run)") }
+        // A second pass finds nothing more; new spans still go in.
+        #expect(store.expire(grace: 0).isEmpty)
+        try await store.append(evidenceBatch(trace: 241, spans: 4))
+        await store.close()
+
+        var report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.expiredSegments == 2)
+        #expect(report.leaves == UInt64(spans + 4))
+        #expect(report.expiredLeaves == UInt64(expired.reduce(0) { $0 + $1.spans }))
+        // Whole tiles were taken from log/tiles, not only kept leaves.
+        let receipts = ExpiryReceipt.read(directory: dir.path + "/data/log", verifier: Self.signer.verifier).receipts
+        #expect(receipts.count == 2)
+        #expect(receipts.contains { UInt64($0.kept.count) + EvidenceLog.tileLeaves <= $0.endLeaf - $0.firstLeaf })
+        // The checkpoint signed before the expiry still verifies against the tree.
+        #expect(report.checkpointsWithinExpired == 0)
+        _ = root
+
+        // Start-up over a store with segments missing; the first segment expires too.
+        store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        for run in kept { #expect(try await runExists(store, run), "\(run)") }
+        age(dir, segment: segments[0], by: 500)
+        #expect(store.expire(grace: 0).map(\.segment) == [segments[0]])
+        try await store.append(evidenceBatch(trace: 242, spans: 3))
+        await store.close()
+        report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.expiredSegments == 3)
+        #expect(report.leaves == UInt64(spans + 7))
+
+        // A segment deleted by hand has no receipt: reported.
+        unlink(SegmentFile.path(dir.path + "/data/segments", segments[4]))
+        report = verify(dir)
+        #expect(report.problems.contains { $0.description.contains("missing") }, "\(report.problems)")
+    }
+
+    @Test func aReceiptSignedByAnotherKeyIsNotAccepted() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try await fillEvidenceStore(dir)
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        // Expire segment 2 with another key's log, so the receipt is signed by that key.
+        var c = retentionConfiguration(dir)
+        c.evidence = .init(signer: try NoteSigner.generate(name: Self.signer.name))
+        unlink(dir.path + "/data/log/expired")
+        let store = try SpanStore(configuration: c, logger: logger)
+        age(dir, segment: segments[1], by: 500)
+        #expect(store.expire(grace: 0).map(\.segment) == [segments[1]])
+        await store.close()
+        let report = verify(dir)
+        #expect(!report.ok)
+        #expect(report.expiredSegments == 0)
+        #expect(report.problems.contains { $0.description.contains("expired") || $0.description.contains("missing") })
+    }
+
+    @Test func tenantsKeptLongerKeepTheirSegmentsAndTheFloorHolds() {
+        var r = StoreConfiguration.Retention(maxAge: 100, tenantMaxAge: ["acme": 400, "short": 10], floor: 50)
+        #expect(r.maxAge(tenant: "acme") == 400)
+        #expect(r.maxAge(tenant: "short") == 50)
+        #expect(r.maxAge(tenant: "other") == 100)
+        r.maxAge = nil
+        #expect(r.maxAge(tenant: "other") == nil)
+    }
+
+    @Test func anAgedSegmentSealsWhileIdle() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var c = retentionConfiguration(dir)
+        c.segmentBytes = 64 << 20
+        c.retention?.sealAfter = 0.5
+        let store = try SpanStore(configuration: c, logger: logger)
+        try await store.append(evidenceBatch(trace: 1, spans: 3))
+        var waited = 0
+        while SegmentFile.list(dir.path + "/data/segments").count < 2 && waited < 100 {
+            try await Task.sleep(for: .milliseconds(50))
+            waited += 1
+        }
+        #expect(SegmentFile.list(dir.path + "/data/segments").count == 2)
+        // Idle with an empty segment: no more seals.
+        try await Task.sleep(for: .seconds(1))
+        #expect(SegmentFile.list(dir.path + "/data/segments").count == 2)
+        await store.close()
+    }
+}
