@@ -136,6 +136,40 @@ public final class RunStatsStore: Sendable {
         return metrics
     }
 
+    /// Forgets runs whose spans expired (`SpanStore.expire`): their rows go, and their hours'
+    /// rollups no longer count them, so no statistic names or counts an expired run. The run
+    /// families' counter totals keep them (a counter never goes down). Runs not stored here
+    /// are ignored. Returns how many were forgotten.
+    @discardableResult
+    public func forget(_ runs: [(tenant: String, run: String)]) throws -> Int {
+        guard !runs.isEmpty else { return 0 }
+        let found = try aggregates(runs)
+        guard !found.isEmpty else { return 0 }
+        var removals: [RollupKey: GroupStats] = [:]
+        for r in found {
+            let k = RollupKey(
+                hour: Self.hour(r.startNanos),
+                d: Dimensions(tenant: r.tenant, agent: r.agent, version: r.version, taskType: r.taskType))
+            removals[k, default: GroupStats()].add(r)
+        }
+        try db.withLock { db throws(SQLiteError) in
+            try db.execute("BEGIN IMMEDIATE")
+            do throws(SQLiteError) {
+                let q = try db.prepare("DELETE FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
+                for r in found {
+                    q.bind(1, r.tenant).bind(2, r.runID)
+                    try q.run()
+                }
+                for (k, g) in removals { try Self.roll(db, k, add: nil, subtract: g) }
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+        return found.count
+    }
+
     /// Adds `d` into the `metric_totals` rows (within the caller's transaction).
     private static func addTotals(_ db: SQLiteDatabase, _ d: MetricDeltas) throws(SQLiteError) {
         guard !d.isEmpty else { return }

@@ -422,8 +422,8 @@ package struct ConfigReader {
         return n
     }
 
-    /// `retention:`: `max_age`, `floor`, and `tenants: {NAME: {max_age}}`; no age below the
-    /// floor, each error at its own key and line.
+    /// `retention:`: `max_age`, `floor`, `tenants: {NAME: {max_age}}`, `seal_after` and
+    /// `check_interval`; no age below the floor, each error at its own key and line.
     package mutating func retention(_ node: Node) throws(ConfigError) -> RetentionSettings {
         var out = RetentionSettings()
         var ages: [(key: String, node: Node, seconds: Double)] = []
@@ -438,6 +438,8 @@ package struct ConfigReader {
             case "floor":
                 out.floorSeconds = try r.seconds(v, path, min: 0)
                 floorNode = v
+            case "seal_after": out.sealAfterSeconds = try r.seconds(v, path, min: 1)
+            case "check_interval": out.checkIntervalSeconds = try r.seconds(v, path, min: 1)
             case "tenants":
                 try r.section(v, path: path) { (r: inout ConfigReader, tenant: String, t: Node) throws(ConfigError) in
                     let tenantPath = "\(path).\(tenant)"

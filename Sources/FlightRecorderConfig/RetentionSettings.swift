@@ -10,6 +10,11 @@ public struct RetentionSettings: Sendable, Equatable {
     public var tenantMaxAgeSeconds: [String: Double] = [:]
     /// The least age any span is kept for: no other setting may cut below it.
     public var floorSeconds: Double = 0
+    /// The active segment seals this long after its first span, so it can expire whole
+    /// (default 25 minutes: data goes within retention + about half an hour).
+    public var sealAfterSeconds: Double = 25 * 60
+    /// How often expired segments are looked for.
+    public var checkIntervalSeconds: Double = 60
 
     public init() {}
 

@@ -65,6 +65,8 @@ struct Verify: AsyncParsableCommand {
             var out: [String: Any] = [
                 "ok": report.ok, "key": key.encoded, "key_pinned": pinned, "blocks": report.blocks,
                 "spans": report.leaves, "checkpoints": report.checkpoints,
+                "expired_segments": report.expiredSegments, "expired_spans": report.expiredLeaves,
+                "checkpoints_within_expired": report.checkpointsWithinExpired,
                 "problems": report.problems.map { p -> [String: Any] in
                     var o: [String: Any] = ["message": p.message]
                     if let s = p.segment { o["segment"] = s }
@@ -85,6 +87,14 @@ struct Verify: AsyncParsableCommand {
             if !pinned { print("note: checked with the store's own key; pass --key to check against a pinned one") }
             if let gap = report.longestGap {
                 print("longest time between signed checkpoints: \(gap.seconds) s (ending at \(gap.endingAt))")
+            }
+            if report.expiredSegments > 0 {
+                print(
+                    "\(report.expiredSegments) segments (\(report.expiredLeaves) spans) expired under retention, "
+                        + "each with a signed receipt; the tree over them checked from the receipts and tiles"
+                        + (report.checkpointsWithinExpired > 0
+                            ? " (\(report.checkpointsWithinExpired) checkpoints signed inside expired ranges: "
+                                + "signatures checked, roots no longer computable)" : ""))
             }
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             print(

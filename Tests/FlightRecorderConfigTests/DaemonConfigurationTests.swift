@@ -47,6 +47,16 @@ import Testing
         ("findings:\n  loop_repeats: 1\n", "findings.loop_repeats", 2, "out of range"),
         ("findings:\n  step_budget: many\n", "findings.step_budget", 2, "expected"),
         ("findings:\n  loops: 3\n", "findings.loops", 2, "unknown key"),
+        ("retention:\n  max_age: soon\n", "retention.max_age", 2, "expected a duration"),
+        ("retention:\n  max_age: 30d\n  floor: 180d\n", "retention.max_age", 2, "below retention.floor"),
+        (
+            "retention:\n  max_age: 200d\n  floor: 180d\n  tenants:\n    acme: {max_age: 90d}\n",
+            "retention.tenants.acme.max_age", 5, "below retention.floor"
+        ),
+        ("retention:\n  tenants:\n    acme: {keep: 1d}\n", "retention.tenants.acme.keep", 3, "unknown key"),
+        ("retention:\n  tenants:\n    acme: {}\n", "retention.tenants.acme", 3, "needs max_age"),
+        ("retention:\n  floor: 180d\n", "retention.floor", 2, "needs retention.max_age"),
+        ("retention:\n  max_bytes: 1GiB\n", "retention.max_bytes", 2, "unknown key"),
     ])
     func errorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {
         #expect {
@@ -70,6 +80,19 @@ import Testing
         #expect(c.maxRequestBytes == defaults.maxRequestBytes && c.runIDKeys == defaults.runIDKeys)
         #expect(c.findings == defaults.findings)
         try c.validate()
+    }
+
+    @Test func retentionParses() throws {
+        let c = try DaemonConfiguration.parse(
+            yaml:
+                "retention:\n  max_age: 180d\n  floor: 180d\n  tenants:\n    acme: {max_age: 400d}\n  seal_after: 10m\n"
+        )
+        #expect(c.retention.maxAgeSeconds == Double(180 * 86400))
+        #expect(c.retention.floorSeconds == 180 * 86400)
+        #expect(c.retention.tenantMaxAgeSeconds == ["acme": 400 * 86400])
+        #expect(c.retention.sealAfterSeconds == 600)
+        #expect(c.retention.expires)
+        #expect(!DaemonConfiguration().retention.expires)
     }
 
     @Test func findingThresholdsParse() throws {

@@ -51,6 +51,18 @@ public struct Daemon: Sendable {
         if configuration.evidence.enabled {
             storeConfiguration.evidence = try Self.evidence(configuration, logger: logger)
         }
+        // Expired runs leave the run statistics too (made after the store, like the analyser).
+        let statsBox = StatsBox()
+        let expiryLogger = logger
+        storeConfiguration.onExpired = { segments in
+            guard let stats = statsBox.stats.withLock({ $0 }) else { return }
+            do {
+                try stats.forget(segments.flatMap(\.runs))
+            } catch {
+                expiryLogger.error(
+                    "retention: could not forget expired runs' statistics", metadata: ["error": "\(error)"])
+            }
+        }
         let store = try SpanStore(configuration: storeConfiguration, logger: logger)
         var analyser: RunAnalyser?
         var runStats: RunStatsStore?
@@ -61,6 +73,7 @@ public struct Daemon: Sendable {
                 logger: logger,
                 onMetrics: { metrics.observe($0) })
             analyserBox.analyser.withLock { $0 = a }
+            statsBox.stats.withLock { $0 = stats }
             analyser = a
             runStats = stats
         }
@@ -181,6 +194,11 @@ struct PolicyReloader: Service {
             }
         }
     }
+}
+
+/// Where the store's `onExpired` finds the run statistics, made after the store.
+final class StatsBox: Sendable {
+    let stats = Mutex<RunStatsStore?>(nil)
 }
 
 /// Where the store's `onRunsTouched` finds the run analyser, made after the store.

@@ -15,6 +15,14 @@ extension DaemonConfiguration {
         s.indexedKeys = indexedKeys
         s.metricRules = metrics.rules
         s.findingRules = findings
+        if retention.expires {
+            var r = StoreConfiguration.Retention(
+                maxAge: retention.maxAgeSeconds, tenantMaxAge: retention.tenantMaxAgeSeconds,
+                floor: retention.floorSeconds)
+            r.sealAfter = retention.sealAfterSeconds
+            r.checkInterval = retention.checkIntervalSeconds
+            s.retention = r
+        }
         return s
     }
 }

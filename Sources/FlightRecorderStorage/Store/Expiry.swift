@@ -13,6 +13,7 @@ public struct ExpiredSegment: Sendable {
     public var segment: Int64
     public var bytes: Int64
     public var spans: Int
+    /// The runs (tenant, run ID) it held that no stored segment holds any more.
     public var runs: [(tenant: String, run: String)]
     /// Seconds since its last write when it expired, and the age it was kept for.
     public var age: Double
@@ -79,6 +80,14 @@ extension SpanStore {
             done.append(segment)
         }
         guard !done.isEmpty else { return [] }
+        // A run with spans in a segment still stored is not gone.
+        for i in done.indices {
+            let runs = done[i].runs
+            done[i].runs =
+                (try? readInBackground { reader, _ in
+                    try runs.filter { try reader.runs($0.run, scope: .only([$0.tenant])).isEmpty }
+                }) ?? []
+        }
         // Reads that took the catalog before the removal finish on the open files.
         if grace > 0 { Thread.sleep(forTimeInterval: grace) }
         for segment in done {

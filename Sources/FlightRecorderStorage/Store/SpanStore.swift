@@ -190,6 +190,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         let indexerThread = Thread { [indexer] in indexer.run() }
         indexerThread.name = "flightrec-indexer"
         indexerThread.start()
+        startExpiry(onExpired: configuration.onExpired)
     }
 
     // MARK: Ingest

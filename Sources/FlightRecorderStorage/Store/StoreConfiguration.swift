@@ -82,6 +82,8 @@ public struct StoreConfiguration: Sendable {
     }
 
     public var retention: Retention?
+    /// Told what each expiry pass deleted (`SpanStore.expire`), from the expiry thread.
+    public var onExpired: (@Sendable ([ExpiredSegment]) -> Void)?
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
     /// older segments); beyond it the least recently used is closed.
     var maxOpenSegmentIndexes = 64

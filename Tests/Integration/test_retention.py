@@ -1,0 +1,100 @@
+"""Retention, end to end: spans from the real OpenTelemetry SDK through the real daemon, one
+tenant kept for an hour and the other for seconds. The short-lived tenant's runs leave every
+answer and the disk, the other's stay, and `flightrec verify --data` still checks every
+checkpoint, through the signed expiry receipts, before and after a restart."""
+
+import json
+import os
+import subprocess
+import time
+
+from conftest import BIN, Daemon
+from test_audit_bundle import auth_config, export, guarded_run, log_key, token, verify as audit_verify
+
+RETENTION = "retention:\n  max_age: 3s\n  seal_after: 1s\n  check_interval: 1s\n  tenants:\n    acme: {max_age: 1h}\n"
+
+
+def wait_for(check, seconds=40):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def files_holding(root, needle):
+    out = []
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(dirpath, n), "rb") as f:
+                if needle in f.read():
+                    out.append(os.path.join(dirpath, n))
+    return out
+
+
+def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
+    d = Daemon(workdir, extra_config=auth_config(checkpoint_interval=1) + RETENTION).start()
+    admin = token("admin")
+    try:
+        guarded_run(d, "run-old", tenant="globex")
+        assert d.get("/api/v1/runs/run-old", token=admin)[0] == 200
+        segments_before = sorted(os.listdir(os.path.join(d.data, "segments")))
+        # Sealed after a second idle, expired three seconds after its last write.
+        assert wait_for(lambda: d.get("/api/v1/runs/run-old", token=admin)[0] == 404), d.read_log()
+        status, body = d.get("/api/v1/runs", token=admin)
+        assert status == 200 and "run-old" not in json.dumps(body)
+        status, body = d.get("/api/v1/lookup?key=operation.id&value=op-run-old", token=admin)
+        assert status == 404 and "run-old" not in json.dumps(body)
+        # The files go a few seconds after the catalog drops them.
+        assert wait_for(lambda: not [n for n in os.listdir(os.path.join(d.data, "segments"))
+                                     if n in segments_before and n.endswith(".frs")]), d.read_log()
+        assert "retention: segment expired" in d.read_log()
+
+        sent = guarded_run(d, "run-kept", tenant="acme")
+        assert d.get("/api/v1/runs/run-kept", token=admin)[0] == 200
+        time.sleep(6)  # past globex's age: acme's segment stays
+        assert d.get("/api/v1/runs/run-kept", token=admin)[0] == 200
+        # An export of acme's whole range after the expiry still verifies offline.
+        key = log_key(d)
+        out = os.path.join(workdir, "acme.tar")
+        r = export(d, out, "--tenant", "acme", "--since", "1")
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.stop()
+    code, report, raw = audit_verify(out, "--key", key)
+    assert code == 0, raw.stdout
+    assert report["spans"] == sent
+    assert not files_holding(os.path.join(d.data, "segments"), b"run-old")
+
+    r = subprocess.run([BIN, "verify", "--data", d.data, "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["ok"], r.stdout
+    assert report["expired_segments"] >= 1 and report["expired_spans"] >= 8
+    r = subprocess.run([BIN, "verify", "--data", d.data], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "expired under retention" in r.stdout, r.stdout
+
+    # After a restart the expired run stays gone and the kept one stays.
+    d.start()
+    try:
+        assert d.get("/api/v1/runs/run-old", token=admin)[0] == 404
+        assert d.get("/api/v1/runs/run-kept", token=admin)[0] == 200
+    finally:
+        d.stop()
+    r = subprocess.run([BIN, "verify", "--data", d.data], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+
+
+def test_a_segment_deleted_by_hand_is_not_taken_for_expired(workdir):
+    d = Daemon(workdir, extra_config=auth_config()).start()
+    try:
+        for i in range(3):
+            guarded_run(d, f"run-{i}", tenant="acme")
+    finally:
+        d.stop()
+    frs = sorted(n for n in os.listdir(os.path.join(d.data, "segments")) if n.endswith(".frs"))
+    os.unlink(os.path.join(d.data, "segments", frs[0]))
+    r = subprocess.run([BIN, "verify", "--data", d.data, "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(r.stdout)
+    assert r.returncode != 0 and not report["ok"] and report["expired_segments"] == 0
+    assert any("missing" in p["message"] for p in report["problems"]), report["problems"]
