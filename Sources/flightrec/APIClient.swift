@@ -50,6 +50,31 @@ func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
     }
 }
 
+/// Sends `method` to a path of the query API with a JSON body (or none); maps failures to
+/// the documented exit codes, as `fetch` does.
+func send(_ options: APIOptions, _ method: HTTPMethod, _ path: String, json: Data? = nil) async throws -> Data {
+    try await withAPIClient(options, path) { client, request in
+        var request = request
+        request.method = method
+        if let json {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: json))
+        }
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await client.execute(request, timeout: .seconds(30))
+            body = try await response.body.collect(upTo: 16 << 20)
+        } catch {
+            printError("cannot reach the daemon at \(options.baseURL): \(error)")
+            throw Exit.unavailable
+        }
+        let data = Data(body.readableBytesView)
+        try checkStatus(response, body: data)
+        return data
+    }
+}
+
 /// Runs `body` with a client for the query API (trusting `--cacert` when given) and the GET
 /// of `path` with the bearer token; shuts a client of its own down afterwards.
 func withAPIClient<T>(
@@ -81,7 +106,7 @@ func withAPIClient<T>(
 
 /// A non-200 answer: its message printed, the documented exit code thrown.
 func checkStatus(_ response: HTTPClientResponse, body: Data) throws {
-    guard response.status.code != 200 else { return }
+    guard !(200..<300).contains(response.status.code) else { return }
     printError((try? JSONDecoder().decode(APIErrorBody.self, from: body).error) ?? "HTTP \(response.status.code)")
     switch response.status.code {
     case 404: throw Exit.notFound

@@ -3,8 +3,10 @@ public import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderIngest
 import FlightRecorderOTLP
+import FlightRecorderQuery
 import FlightRecorderRedaction
 import FlightRecorderStorage
+import Foundation
 import Hummingbird
 import HummingbirdTLS
 public import Logging
@@ -63,7 +65,33 @@ public struct Daemon: Sendable {
                     "retention: could not forget expired runs' statistics", metadata: ["error": "\(error)"])
             }
         }
+        // A `where` hold keeps every run with a matching span: found by the same search as
+        // `GET /api/v1/runs?where=`, every run scanned; nil (expiry waits) unless complete.
+        let storeBox = StoreBox()
+        storeConfiguration.heldRuns = { holds in
+            guard let store = storeBox.store.withLock({ $0 }) else { return nil }
+            let indexed = Set(store.configuration.indexedKeys.keys)
+            let found = Mutex<[(tenant: String, run: String)]?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                defer { done.signal() }
+                var runs: [(tenant: String, run: String)] = []
+                for hold in holds {
+                    guard let filter = try? SpanFilter.parse(hold.value),
+                        let result = try? await store.search(
+                            narrow: filter.requiredEqualities(among: indexed), scope: .all, since: nil, until: nil,
+                            limit: 1_000_000, scanLimit: Int.max, filter: filter),
+                        result.complete
+                    else { return }
+                    runs += result.hits.map { ($0.run.tenant ?? ResourceFacts.defaultTenant, $0.run.runID) }
+                }
+                found.withLock { $0 = runs }
+            }
+            done.wait()
+            return found.withLock { $0 }
+        }
         let store = try SpanStore(configuration: storeConfiguration, logger: logger)
+        storeBox.store.withLock { $0 = store }
         var analyser: RunAnalyser?
         var runStats: RunStatsStore?
         if let rules = configuration.metrics.rules {
@@ -108,6 +136,7 @@ public struct Daemon: Sendable {
         metrics.addRoute(to: apiRouter, api: api)
         if let runStats { StatsAPI(api: api, stats: runStats).addRoutes(to: apiRouter) }
         RunViewAPI(api: api, stats: runStats).addRoutes(to: apiRouter)
+        HoldsAPI(api: api).addRoutes(to: apiRouter)
         WebUI().addRoutes(to: apiRouter)
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -194,6 +223,11 @@ struct PolicyReloader: Service {
             }
         }
     }
+}
+
+/// Where the store's `heldRuns` finds the store, made after its configuration.
+final class StoreBox: Sendable {
+    let store = Mutex<SpanStore?>(nil)
 }
 
 /// Where the store's `onExpired` finds the run statistics, made after the store.

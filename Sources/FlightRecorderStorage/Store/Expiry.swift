@@ -32,12 +32,24 @@ extension SpanStore {
     /// and which the next pass expires again.
     ///
     /// Segments hold every tenant's spans in arrival order, so a segment with a tenant kept
-    /// longer stays whole until that tenant's spans expire too.
+    /// longer stays whole until that tenant's spans expire too; so does a segment with any
+    /// span a legal hold covers (`HoldStore`).
     public func expire(now: Double? = nil, grace: Double = 5) -> [ExpiredSegment] {
         let now = now ?? Date().timeIntervalSince1970
         guard let retention = configuration.retention else { return [] }
         let directory = configuration.segmentDirectory
         let repairing = repairs.ids.withLock { $0 }
+        let inForce = holds.all
+        var held: Set<String> = []
+        let whereHolds = inForce.filter { $0.kind == .where }
+        if !whereHolds.isEmpty {
+            guard let runs = configuration.heldRuns?(whereHolds) else {
+                logger.warning(
+                    "retention: the runs a where hold covers could not all be found; nothing expires this pass")
+                return []
+            }
+            held = Set(runs.map { $0.tenant + "\u{1F}" + $0.run })
+        }
         var due: [ExpiredSegment] = []
         for entry in catalog.snapshot where entry.bloom != nil && !repairing.contains(entry.id) {
             var st = stat()
@@ -58,6 +70,12 @@ extension SpanStore {
                 keep = max(k, a)
             }
             guard let keep, age >= keep else { continue }
+            // Held data never expires.
+            if let hold = inForce.first(where: { $0.covers(tenants: facts.tenants, runs: facts.runs) }) {
+                logger.debug("retention: segment held", metadata: ["segment": "\(entry.id)", "hold": "\(hold.id)"])
+                continue
+            }
+            if !held.isEmpty, facts.runs.contains(where: { held.contains($0.tenant + "\u{1F}" + $0.run) }) { continue }
             due.append(
                 ExpiredSegment(
                     segment: entry.id, bytes: Int64(st.st_size), spans: facts.spans, runs: facts.runs, age: age,

@@ -48,6 +48,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     private let keyGroupsRebuilt: DispatchGroup
     /// The evidence log, when configured (`StoreConfiguration.evidence`).
     public let evidenceLog: EvidenceLog?
+    /// The legal holds in force: expiry never deletes what they cover.
+    public let holds: HoldStore
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
@@ -62,6 +64,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             maxQueueBytes: configuration.maxQueueBytes, maxIndexBacklogSpans: configuration.maxIndexBacklogSpans)
         damage = DamageLog(path: configuration.damageLogPath, logger: logger)
         do {
+            holds = try HoldStore(directory: configuration.directory)
             // Before per-segment indexes there was one index for the whole store.
             if access(configuration.legacyIndexPath, F_OK) == 0 {
                 for suffix in ["", "-wal", "-shm"] { unlink(configuration.legacyIndexPath + suffix) }

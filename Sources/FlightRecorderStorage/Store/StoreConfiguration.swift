@@ -82,6 +82,10 @@ public struct StoreConfiguration: Sendable {
     }
 
     public var retention: Retention?
+    /// The runs (tenant, run ID) the `where` holds among `holds` cover, for expiry to keep;
+    /// nil when they could not all be found (expiry then waits). Without it a `where` hold
+    /// stops expiry altogether.
+    public var heldRuns: (@Sendable (_ holds: [Hold]) -> [(tenant: String, run: String)]?)?
     /// Told what each expiry pass deleted (`SpanStore.expire`), from the expiry thread.
     public var onExpired: (@Sendable ([ExpiredSegment]) -> Void)?
     /// Segment indexes each reader keeps open (queries, and the indexer's lookups into
