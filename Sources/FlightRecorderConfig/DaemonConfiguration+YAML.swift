@@ -422,7 +422,7 @@ package struct ConfigReader {
         return n
     }
 
-    /// `retention:`: `max_age`, `floor`, `tenants: {NAME: {max_age}}`, `seal_after` and
+    /// `retention:`: `max_age`, `max_bytes`, `floor`, `tenants: {NAME: {max_age}}`, `seal_after` and
     /// `check_interval`; no age below the floor, each error at its own key and line.
     package mutating func retention(_ node: Node) throws(ConfigError) -> RetentionSettings {
         var out = RetentionSettings()
@@ -438,6 +438,7 @@ package struct ConfigReader {
             case "floor":
                 out.floorSeconds = try r.seconds(v, path, min: 0)
                 floorNode = v
+            case "max_bytes": out.maxBytes = Int64(try r.bytes(v, path, min: 1 << 20))
             case "seal_after": out.sealAfterSeconds = try r.seconds(v, path, min: 1)
             case "check_interval": out.checkIntervalSeconds = try r.seconds(v, path, min: 1)
             case "tenants":
@@ -467,7 +468,9 @@ package struct ConfigReader {
                     + "(\(Self.describe(seconds: out.floorSeconds))): nothing may expire before the floor")
         }
         if let floorNode, !out.expires {
-            throw error(floorNode, "retention.floor", "a floor needs retention.max_age or a tenant's max_age")
+            throw error(
+                floorNode, "retention.floor",
+                "a floor needs retention.max_age, a tenant's max_age or retention.max_bytes")
         }
         return out
     }

@@ -8,6 +8,9 @@ public struct RetentionSettings: Sendable, Equatable {
     public var maxAgeSeconds: Double?
     /// Per-tenant ages, replacing `maxAgeSeconds` for that tenant.
     public var tenantMaxAgeSeconds: [String: Double] = [:]
+    /// The most bytes the segments and their indexes may take; beyond it the oldest data past
+    /// the floor expires first, and with none left ingest is refused (retryably).
+    public var maxBytes: Int64?
     /// The least age any span is kept for: no other setting may cut below it.
     public var floorSeconds: Double = 0
     /// The active segment seals this long after its first span, so it can expire whole
@@ -19,5 +22,5 @@ public struct RetentionSettings: Sendable, Equatable {
     public init() {}
 
     /// Whether anything can expire.
-    public var expires: Bool { maxAgeSeconds != nil || !tenantMaxAgeSeconds.isEmpty }
+    public var expires: Bool { maxAgeSeconds != nil || !tenantMaxAgeSeconds.isEmpty || maxBytes != nil }
 }

@@ -3,7 +3,7 @@ import FlightRecorderSQLite
 /// An error from the storage engine, with a message an operator can act on.
 public struct StorageError: Error, CustomStringConvertible, Sendable {
     enum Code: Sendable {
-        case io, corrupt, sqlite, overloaded, shuttingDown, locked, indexBehind
+        case io, corrupt, sqlite, overloaded, shuttingDown, locked, indexBehind, atCapacity
     }
 
     let code: Code
@@ -13,6 +13,9 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
 
     /// The store's queue is full; the client should retry later.
     public var isOverload: Bool { code == .overloaded }
+    /// The store is at `retention.max_bytes` with nothing more allowed to expire; `message`
+    /// says so. Retry once space is made.
+    public var isAtCapacity: Bool { code == .atCapacity }
     /// The store is draining for shutdown.
     public var isShuttingDown: Bool { code == .shuttingDown }
     /// Another process holds the data directory.

@@ -56,7 +56,8 @@ import Testing
         ("retention:\n  tenants:\n    acme: {keep: 1d}\n", "retention.tenants.acme.keep", 3, "unknown key"),
         ("retention:\n  tenants:\n    acme: {}\n", "retention.tenants.acme", 3, "needs max_age"),
         ("retention:\n  floor: 180d\n", "retention.floor", 2, "needs retention.max_age"),
-        ("retention:\n  max_bytes: 1GiB\n", "retention.max_bytes", 2, "unknown key"),
+        ("retention:\n  max_bytes: 1KiB\n", "retention.max_bytes", 2, "out of range"),
+        ("retention:\n  max_size: 1GiB\n", "retention.max_size", 2, "unknown key"),
     ])
     func errorsNameKeyAndLine(yaml: String, key: String, line: Int, reason: String) {
         #expect {
@@ -91,6 +92,9 @@ import Testing
         #expect(c.retention.floorSeconds == 180 * 86400)
         #expect(c.retention.tenantMaxAgeSeconds == ["acme": 400 * 86400])
         #expect(c.retention.sealAfterSeconds == 600)
+        #expect(c.retention.maxBytes == nil)
+        let b = try DaemonConfiguration.parse(yaml: "retention:\n  max_bytes: 500GiB\n  floor: 30d\n")
+        #expect(b.retention.maxBytes == 500 << 30 && b.retention.expires && b.retention.maxAgeSeconds == nil)
         #expect(c.retention.expires)
         #expect(!DaemonConfiguration().retention.expires)
     }

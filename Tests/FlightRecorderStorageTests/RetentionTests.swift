@@ -128,6 +128,41 @@ extension SpanStoreTests {
         #expect(report.problems.contains { $0.description.contains("expired") || $0.description.contains("missing") })
     }
 
+    @Test func overMaxBytesTheOldestGoUnlessUnderTheFloorThenIngestIsRefused() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var spans = 0
+        for pass in 0..<2 {
+            spans += try await fillRetentionStore(dir, traces: UInt8(pass * 60 + 1)...UInt8(pass * 60 + 60))
+        }
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        try #require(segments.count > 4)
+        var c = retentionConfiguration(dir)
+        let sizes = segments.map { SpanStore.filesBytes(dir.path + "/data/segments", $0) }
+        let total = sizes.reduce(0, +)
+        // Room for all but about the two oldest segments; none is past the floor yet.
+        c.retention = .init(maxAge: nil, floor: 1000)
+        c.retention?.maxBytes = total - sizes[0] - sizes[1] / 2
+        let store = try SpanStore(configuration: c, logger: logger)
+        #expect(store.expire(grace: 0).isEmpty)
+        await #expect {
+            try await store.append(self.evidenceBatch(trace: 200, spans: 3))
+        } throws: { error in
+            (error as? StorageError)?.isAtCapacity == true && (error as? StorageError)?.isRetryable == true
+                && "\(error)".contains("max_bytes")
+        }
+        // Past the floor: the two oldest go, the rest stay, and ingest resumes.
+        for id in segments { age(dir, segment: id, by: 2000) }
+        let expired = store.expire(grace: 0)
+        #expect(expired.map(\.segment) == Array(segments[0...1]))
+        #expect(expired.allSatisfy { $0.reason.hasPrefix("max_bytes") })
+        try await store.append(evidenceBatch(trace: 201, spans: 3))
+        await store.close()
+        let report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.expiredSegments == 2)
+    }
+
     @Test func tenantsKeptLongerKeepTheirSegmentsAndTheFloorHolds() {
         var r = StoreConfiguration.Retention(maxAge: 100, tenantMaxAge: ["acme": 400, "short": 10], floor: 50)
         #expect(r.maxAge(tenant: "acme") == 400)

@@ -144,3 +144,46 @@ def test_legal_holds_keep_what_they_cover_until_released(workdir):
         d.stop()
     r = subprocess.run([BIN, "verify", "--data", d.data], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout
+
+
+def post_span(d, run):
+    """One OTLP/JSON span; (status, body, headers)."""
+    import urllib.error
+    import urllib.request
+    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "x"}}]},
+                               "scopeSpans": [{"spans": [{
+                                   "traceId": os.urandom(16).hex(), "spanId": os.urandom(8).hex(), "name": "step",
+                                   "startTimeUnixNano": str(time.time_ns()), "endTimeUnixNano": str(time.time_ns()),
+                                   "attributes": [{"key": "agent.run.id", "value": {"stringValue": run}}]}]}]}]}
+    request = urllib.request.Request(d.otlp_url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def store_bytes(d):
+    root = os.path.join(d.data, "segments")
+    return sum(os.path.getsize(os.path.join(root, n)) for n in os.listdir(root))
+
+
+def test_over_max_bytes_under_the_floor_ingest_is_refused_retryably(workdir):
+    from test_evidence import export_runs
+    d = Daemon(workdir, extra_config="retention:\n  max_bytes: 1MiB\n  floor: 1h\n  seal_after: 1s\n"
+                                     "  check_interval: 1s\n").start()
+    try:
+        while store_bytes(d) < 1_300_000:
+            export_runs(d, 100)
+        # The next expiry pass finds nothing past the floor to delete: ingest is refused with
+        # a 503 naming the setting, and a Retry-After; nothing stored is deleted.
+        before = sorted(os.listdir(os.path.join(d.data, "segments")))
+        assert wait_for(lambda: post_span(d, "run-late")[0] == 503, 20), d.read_log()
+        status, body, headers = post_span(d, "run-late")
+        assert status == 503 and b"max_bytes" in body and headers.get("Retry-After"), body
+        after = os.listdir(os.path.join(d.data, "segments"))
+        assert all(n in after for n in before if n.endswith(".frs"))
+        assert d.get("/api/v1/runs?limit=1")[0] == 200  # queries still answer
+    finally:
+        d.stop()

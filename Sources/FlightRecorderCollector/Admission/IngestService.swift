@@ -97,6 +97,7 @@ public final class IngestService: Sendable {
                 try await store.append(batch)
             } catch let error as StorageError {
                 if error.isOverload { throw count(.overloaded("ingest queue is full; retry later", retryAfter: 1)) }
+                if error.isAtCapacity { throw count(.unavailable(error.message, retryAfter: 60)) }
                 if error.isShuttingDown {
                     throw count(.unavailable("the collector is shutting down; retry later", retryAfter: 1))
                 }

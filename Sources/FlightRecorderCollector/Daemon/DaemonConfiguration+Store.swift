@@ -19,6 +19,7 @@ extension DaemonConfiguration {
             var r = StoreConfiguration.Retention(
                 maxAge: retention.maxAgeSeconds, tenantMaxAge: retention.tenantMaxAgeSeconds,
                 floor: retention.floorSeconds)
+            r.maxBytes = retention.maxBytes
             r.sealAfter = retention.sealAfterSeconds
             r.checkInterval = retention.checkIntervalSeconds
             s.retention = r

@@ -18,6 +18,8 @@ public struct ExpiredSegment: Sendable {
     /// Seconds since its last write when it expired, and the age it was kept for.
     public var age: Double
     public var maxAge: Double
+    /// `max_age <seconds>s` or `max_bytes <bytes>`.
+    public var reason: String
 }
 
 extension SpanStore {
@@ -51,12 +53,14 @@ extension SpanStore {
             held = Set(runs.map { $0.tenant + "\u{1F}" + $0.run })
         }
         var due: [ExpiredSegment] = []
+        // Sealed segments oldest first, with what decides their fate.
+        var kept: [(segment: ExpiredSegment, held: Bool)] = []
         for entry in catalog.snapshot where entry.bloom != nil && !repairing.contains(entry.id) {
             var st = stat()
             guard stat(SegmentFile.path(directory, entry.id), &st) == 0 else { continue }
             let age = now - Double(st.st_mtim.tv_sec) - Double(st.st_mtim.tv_nsec) / 1e9
-            // The age the segment is kept for: its longest-kept tenant's.
             guard let facts = try? Self.expiryFacts(directory, entry.id) else { continue }
+            // The age the segment is kept for: its longest-kept tenant's (nil: forever).
             var keep: Double? = 0
             for tenant in facts.tenants.isEmpty ? [""] : facts.tenants {
                 guard
@@ -69,25 +73,50 @@ extension SpanStore {
                 }
                 keep = max(k, a)
             }
-            guard let keep, age >= keep else { continue }
             // Held data never expires.
+            var isHeld = false
             if let hold = inForce.first(where: { $0.covers(tenants: facts.tenants, runs: facts.runs) }) {
                 logger.debug("retention: segment held", metadata: ["segment": "\(entry.id)", "hold": "\(hold.id)"])
-                continue
+                isHeld = true
             }
-            if !held.isEmpty, facts.runs.contains(where: { held.contains($0.tenant + "\u{1F}" + $0.run) }) { continue }
-            due.append(
-                ExpiredSegment(
-                    segment: entry.id, bytes: Int64(st.st_size), spans: facts.spans, runs: facts.runs, age: age,
-                    maxAge: keep))
+            if !held.isEmpty, facts.runs.contains(where: { held.contains($0.tenant + "\u{1F}" + $0.run) }) {
+                isHeld = true
+            }
+            let segment = ExpiredSegment(
+                segment: entry.id, bytes: Self.filesBytes(directory, entry.id), spans: facts.spans, runs: facts.runs,
+                age: age, maxAge: keep ?? .infinity, reason: "max_age \(Int(keep ?? 0))s")
+            if !isHeld, let keep, age >= keep {
+                due.append(segment)
+            } else {
+                kept.append((segment, isHeld))
+            }
+        }
+        // Over max_bytes: the oldest segments past the floor go too; when none is left to go,
+        // ingest is refused (retryably) until space is made, never data under the floor deleted.
+        if let maxBytes = retention.maxBytes {
+            var total = gauges.bytes - due.reduce(0) { $0 + $1.bytes }
+            for (segment, isHeld) in kept where total > maxBytes && !isHeld && segment.age >= retention.floor {
+                var s = segment
+                s.reason = "max_bytes \(maxBytes)"
+                due.append(s)
+                total -= s.bytes
+            }
+            let refusal =
+                total > maxBytes
+                ? "the store holds \(total) bytes, over retention.max_bytes (\(maxBytes)), and nothing more may "
+                    + "expire (retention.floor or legal holds); retry later" : nil
+            if refusal != nil && capacityRefusal.withLock({ $0 }) == nil {
+                logger.error(
+                    "retention: over max_bytes with nothing old enough to expire; refusing ingest",
+                    metadata: ["bytes": "\(total)", "max_bytes": "\(maxBytes)"])
+            }
+            capacityRefusal.withLock { $0 = refusal }
         }
         var done: [ExpiredSegment] = []
         for segment in due {
             // The receipt is durable before anything is deleted; without it nothing is.
             do throws(StorageError) {
-                _ = try evidenceLog?.expire(
-                    segment: segment.segment, reason: "max_age \(Int(segment.maxAge))s",
-                    now: UInt64(max(0, now)))
+                _ = try evidenceLog?.expire(segment: segment.segment, reason: segment.reason, now: UInt64(max(0, now)))
             } catch {
                 logger.error(
                     "retention: segment not expired: its evidence receipt could not be written",
@@ -120,11 +149,25 @@ extension SpanStore {
                 "retention: segment expired",
                 metadata: [
                     "segment": "\(segment.segment)", "spans": "\(segment.spans)", "bytes": "\(segment.bytes)",
-                    "age_seconds": "\(Int(segment.age))", "max_age_seconds": "\(Int(segment.maxAge))",
+                    "age_seconds": "\(Int(segment.age))", "reason": "\(segment.reason)",
                 ])
         }
         try? SegmentFile.syncDirectory(directory)
         return done
+    }
+
+    /// The bytes of a segment and its index files.
+    static func filesBytes(_ directory: String, _ id: Int64) -> Int64 {
+        let index = IndexSchema.path(directory, id)
+        var total: Int64 = 0
+        for path in [
+            SegmentFile.path(directory, id), index, index + "-wal", index + "-shm", IndexSchema.attributesPath(index),
+            IndexSchema.attributeFilterPath(index),
+        ] {
+            var st = stat()
+            if stat(path, &st) == 0 { total += Int64(st.st_size) }
+        }
+        return total
     }
 
     /// A sealed segment's tenants, span count and runs, from its index.

@@ -50,6 +50,9 @@ public final class SpanStore: Service, @unchecked Sendable {
     public let evidenceLog: EvidenceLog?
     /// The legal holds in force: expiry never deletes what they cover.
     public let holds: HoldStore
+    /// Set by an expiry pass that found the store over `retention.maxBytes` with nothing more
+    /// allowed to expire: why appends are refused until a later pass finds room.
+    let capacityRefusal = Mutex<String?>(nil)
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
@@ -202,6 +205,7 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// answers with a retryable error) and `shuttingDown` while draining.
     public func append(_ batch: IngestBatch) async throws {
         guard !batch.spans.isEmpty else { return }
+        if let refusal = capacityRefusal.withLock({ $0 }) { throw StorageError(code: .atCapacity, message: refusal) }
         try await withCheckedThrowingContinuation { queue.enqueue(batch, $0) }
     }
 

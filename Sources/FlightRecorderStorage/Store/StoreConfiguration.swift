@@ -60,6 +60,9 @@ public struct StoreConfiguration: Sendable {
         /// has an age.
         public var maxAge: Double?
         public var tenantMaxAge: [String: Double] = [:]
+        /// The most bytes the segments and their indexes may take: beyond it the oldest
+        /// segments past the floor expire, and with none left ingest is refused (retryably).
+        public var maxBytes: Int64?
         /// No age is below this.
         public var floor: Double = 0
         /// The active segment seals this many seconds after it was opened (or the writer
