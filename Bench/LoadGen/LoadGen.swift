@@ -129,6 +129,9 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: audit bundle export and verify rates over one tenant's range (AuditBench.swift).")
     var auditBench = false
 
+    @Flag(help: "With --daemon: reclaiming an expired day, and ingest meanwhile against alone (RetentionBench.swift).")
+    var retentionBench = false
+
     @Option(help: "Tenants in the generated pool, interleaved in every request (1 to 4; acme first).")
     var tenants = 4
 
@@ -154,6 +157,10 @@ struct LoadGen: AsyncParsableCommand {
         if auditBench {
             guard let daemon else { throw ValidationError("--audit-bench needs --daemon") }
             return try await runAuditBench(daemon: daemon)
+        }
+        if retentionBench {
+            guard let daemon else { throw ValidationError("--retention-bench needs --daemon") }
+            return try await runRetentionBench(daemon: daemon)
         }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }
