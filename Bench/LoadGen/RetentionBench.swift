@@ -2,10 +2,6 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// `--retention-bench`: reclaiming an expired stretch of data, and what it costs ingest. A
 /// daemon with `retention: {max_age: 1d, seal_after: 2s, check_interval: 1s}` is filled for
 /// --duration seconds (the "day" to expire; unique IDs), its segments then sealed. Then, in one
@@ -26,7 +22,6 @@ extension LoadGen {
             try? FileManager.default.removeItem(atPath: (started.dataDir as NSString).deletingLastPathComponent)
         }
         let client = makeLoadClient()
-        defer { try? client.syncShutdown() }
         let target = "http://127.0.0.1:\(portBase)/v1/traces"
         let segments = started.dataDir + "/segments"
         func frs() -> Set<String> {
@@ -36,8 +31,8 @@ extension LoadGen {
         }
         func bytes(_ names: Set<String>) -> Int64 {
             names.reduce(0) { total, name in
-                var st = stat()
-                return total + (stat(segments + "/" + name, &st) == 0 ? Int64(st.st_size) : 0)
+                let size = (try? FileManager.default.attributesOfItem(atPath: segments + "/" + name)[.size]) as? Int
+                return total + Int64(size ?? 0)
             }
         }
         var ratios: [Double] = []
@@ -53,28 +48,24 @@ extension LoadGen {
             if let newest = day.max() { day.remove(newest) }
             let dayBytes = bytes(day)
             let window = 10.0
-            let load = Task {
-                try await drive(
-                    client: client, target: target, requests: source, seconds: 3 * window + 10, limit: nil,
-                    monitor: nil)
-            }
+            let running = source
+            async let load = drive(
+                client: client, target: target, requests: running, seconds: 3 * window + 10, limit: nil, monitor: nil)
             func sample() -> (ContinuousClock.Instant, Int) { (.now, Self.sentSpans.value) }
             try await Task.sleep(for: .seconds(1))
             let a0 = sample()
             try await Task.sleep(for: .seconds(window))
             let a1 = sample()
+            let twoDaysAgo = Date(timeIntervalSinceNow: -2 * 86400)
             for name in day {
-                var times = [
-                    timespec(tv_sec: time(nil) - 2 * 86400, tv_nsec: 0),
-                    timespec(tv_sec: time(nil) - 2 * 86400, tv_nsec: 0),
-                ]
-                _ = utimensat(AT_FDCWD, segments + "/" + name, &times, 0)
+                try? FileManager.default.setAttributes(
+                    [.modificationDate: twoDaysAgo], ofItemAtPath: segments + "/" + name)
             }
             while !frs().isDisjoint(with: day) { try await Task.sleep(for: .milliseconds(50)) }
             let r = sample()
             try await Task.sleep(for: .seconds(window))
             let b = sample()
-            let result = try await load.value
+            let result = try await load
             source.offset += result.requests
             func rate(_ x: (ContinuousClock.Instant, Int), _ y: (ContinuousClock.Instant, Int)) -> Double {
                 Double(y.1 - x.1) / Self.seconds(y.0 - x.0)
@@ -91,6 +82,7 @@ extension LoadGen {
                     round, day.count, Double(dayBytes) / 1_048_576, fill.spans, reclaims.last!, alone, rate(a0, a1),
                     rate(r, b), during, 100 * ratios.last!))
         }
+        try? await client.shutdown()
         print(
             String(
                 format: "median: reclaim %.2f s, ingest while reclaiming / alone %.1f%%",
