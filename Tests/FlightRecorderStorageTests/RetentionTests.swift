@@ -109,6 +109,33 @@ extension SpanStoreTests {
         #expect(report.problems.contains { $0.description.contains("missing") }, "\(report.problems)")
     }
 
+    @Test func aCrashBetweenTheReceiptAndTheDeletionIsFinishedByTheNextPass() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try await fillRetentionStore(dir, traces: 1...60)
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        try #require(segments.count > 2)
+        // The receipt is written, then the process dies before the catalog or the files change.
+        var store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        let receipt = try #require(try store.evidenceLog?.expire(segment: segments[0], reason: "test", now: 1))
+        #expect(receipt.endLeaf > receipt.firstLeaf)
+        await store.close()
+        // The segment is still there and still verifies as stored; start-up reads it as usual.
+        var report = verify(dir)
+        #expect(report.ok && report.expiredSegments == 0, "\(report.problems)")
+        store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        #expect(try await runExists(store, "run-1"))
+        age(dir, segment: segments[0], by: 500)
+        #expect(store.expire(grace: 0).map(\.segment) == [segments[0]])
+        #expect(try await !runExists(store, "run-1"))
+        await store.close()
+        report = verify(dir)
+        #expect(report.ok && report.expiredSegments == 1, "\(report.problems)")
+        // One receipt, not two.
+        let receipts = ExpiryReceipt.read(directory: dir.path + "/data/log", verifier: Self.signer.verifier).receipts
+        #expect(receipts.count == 1)
+    }
+
     @Test func aReceiptSignedByAnotherKeyIsNotAccepted() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
