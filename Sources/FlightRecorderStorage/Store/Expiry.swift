@@ -41,26 +41,24 @@ extension SpanStore {
         guard let retention = configuration.retention else { return [] }
         let directory = configuration.segmentDirectory
         let repairing = repairs.ids.withLock { $0 }
-        let inForce = holds.all
-        var held: Set<String> = []
-        let whereHolds = inForce.filter { $0.kind == .where }
-        if !whereHolds.isEmpty {
-            guard let runs = configuration.heldRuns?(whereHolds) else {
-                logger.warning(
-                    "retention: the runs a where hold covers could not all be found; nothing expires this pass")
-                return []
-            }
-            held = Set(runs.map { $0.tenant + "\u{1F}" + $0.run })
+        // A segment younger than every age (and than the floor, for max_bytes) is not looked
+        // into: a pass costs a stat per segment, and an index read only for the old ones.
+        let ages = ([retention.maxAge] + retention.tenantMaxAge.values.map { Optional($0) }).compactMap { $0 }
+        let youngest = ages.min().map { max($0, retention.floor) }
+        struct Candidate {
+            var segment: ExpiredSegment
+            var tenants: [String]
+            /// The age its longest-kept tenant is kept for; nil: forever.
+            var keep: Double?
         }
-        var due: [ExpiredSegment] = []
-        // Sealed segments oldest first, with what decides their fate.
-        var kept: [(segment: ExpiredSegment, held: Bool)] = []
+        var candidates: [Candidate] = []
         for entry in catalog.snapshot where entry.bloom != nil && !repairing.contains(entry.id) {
             var st = stat()
             guard stat(SegmentFile.path(directory, entry.id), &st) == 0 else { continue }
             let age = now - Double(st.st_mtim.tv_sec) - Double(st.st_mtim.tv_nsec) / 1e9
-            guard let facts = try? Self.expiryFacts(directory, entry.id) else { continue }
-            // The age the segment is kept for: its longest-kept tenant's (nil: forever).
+            let byAge = youngest.map { age >= $0 } ?? false
+            let bySize = retention.maxBytes != nil && age >= retention.floor
+            guard byAge || bySize, let facts = try? Self.expiryFacts(directory, entry.id, runs: false) else { continue }
             var keep: Double? = 0
             for tenant in facts.tenants.isEmpty ? [""] : facts.tenants {
                 guard
@@ -73,30 +71,57 @@ extension SpanStore {
                 }
                 keep = max(k, a)
             }
-            // Held data never expires.
-            var isHeld = false
-            if let hold = inForce.first(where: { $0.covers(tenants: facts.tenants, runs: facts.runs) }) {
-                logger.debug("retention: segment held", metadata: ["segment": "\(entry.id)", "hold": "\(hold.id)"])
-                isHeld = true
+            candidates.append(
+                Candidate(
+                    segment: ExpiredSegment(
+                        segment: entry.id, bytes: Self.filesBytes(directory, entry.id), spans: facts.spans, runs: [],
+                        age: age, maxAge: keep ?? .infinity, reason: "max_age \(Int(keep ?? 0))s"),
+                    tenants: facts.tenants, keep: keep))
+        }
+
+        // Held data never expires. The runs a candidate holds are read, and the where holds
+        // resolved (a search), only when some segment would otherwise go.
+        let inForce = holds.all
+        var whereHeld: Set<String>?
+        var unresolved = false
+        func isHeld(_ c: inout Candidate) -> Bool {
+            guard let facts = try? Self.expiryFacts(directory, c.segment.segment, runs: true) else { return true }
+            c.segment.runs = facts.runs
+            if let hold = inForce.first(where: { $0.covers(tenants: c.tenants, runs: facts.runs) }) {
+                logger.debug(
+                    "retention: segment held", metadata: ["segment": "\(c.segment.segment)", "hold": "\(hold.id)"])
+                return true
             }
-            if !held.isEmpty, facts.runs.contains(where: { held.contains($0.tenant + "\u{1F}" + $0.run) }) {
-                isHeld = true
+            let whereHolds = inForce.filter { $0.kind == .where }
+            guard !whereHolds.isEmpty else { return false }
+            if whereHeld == nil && !unresolved {
+                if let runs = configuration.heldRuns?(whereHolds) {
+                    whereHeld = Set(runs.map { $0.tenant + "\u{1F}" + $0.run })
+                } else {
+                    unresolved = true
+                    logger.warning(
+                        "retention: the runs a where hold covers could not all be found; nothing expires this pass")
+                }
             }
-            let segment = ExpiredSegment(
-                segment: entry.id, bytes: Self.filesBytes(directory, entry.id), spans: facts.spans, runs: facts.runs,
-                age: age, maxAge: keep ?? .infinity, reason: "max_age \(Int(keep ?? 0))s")
-            if !isHeld, let keep, age >= keep {
-                due.append(segment)
-            } else {
-                kept.append((segment, isHeld))
+            guard let whereHeld else { return true }
+            return facts.runs.contains { whereHeld.contains($0.tenant + "\u{1F}" + $0.run) }
+        }
+        var due: [ExpiredSegment] = []
+        var chosen: Set<Int64> = []
+        for i in candidates.indices {
+            guard let keep = candidates[i].keep, candidates[i].segment.age >= keep, !isHeld(&candidates[i]) else {
+                continue
             }
+            due.append(candidates[i].segment)
+            chosen.insert(candidates[i].segment.segment)
         }
         // Over max_bytes: the oldest segments past the floor go too; when none is left to go,
         // ingest is refused (retryably) until space is made, never data under the floor deleted.
-        if let maxBytes = retention.maxBytes {
+        if let maxBytes = retention.maxBytes, !unresolved {
             var total = gauges.bytes - due.reduce(0) { $0 + $1.bytes }
-            for (segment, isHeld) in kept where total > maxBytes && !isHeld && segment.age >= retention.floor {
-                var s = segment
+            for i in candidates.indices where total > maxBytes && !chosen.contains(candidates[i].segment.segment) {
+                guard candidates[i].segment.age >= retention.floor, !isHeld(&candidates[i]) else { continue }
+                var s = candidates[i].segment
                 s.reason = "max_bytes \(maxBytes)"
                 due.append(s)
                 total -= s.bytes
@@ -112,6 +137,7 @@ extension SpanStore {
             }
             capacityRefusal.withLock { $0 = refusal }
         }
+        if unresolved { return [] }
         var done: [ExpiredSegment] = []
         for segment in due {
             // The receipt is durable before anything is deleted; without it nothing is.
@@ -135,9 +161,11 @@ extension SpanStore {
                     try runs.filter { try reader.runs($0.run, scope: .only([$0.tenant])).isEmpty }
                 }) ?? []
         }
-        // Reads that took the catalog before the removal finish on the open files.
+        // Reads that took the catalog before the removal finish on the open files. A store
+        // closing meanwhile leaves the files: the next start-up reads them again and the next
+        // pass, finding the receipt written, deletes them.
         if grace > 0 { Thread.sleep(forTimeInterval: grace) }
-        for segment in done {
+        for segment in done where !stopRebuild.isSet {
             let index = IndexSchema.path(directory, segment.segment)
             for path in [
                 index, index + "-wal", index + "-shm", IndexSchema.attributesPath(index),
@@ -170,9 +198,9 @@ extension SpanStore {
         return total
     }
 
-    /// A sealed segment's tenants, span count and runs, from its index.
+    /// A sealed segment's tenants, span count and (with `runs`) runs, from its index.
     static func expiryFacts(
-        _ directory: String, _ id: Int64
+        _ directory: String, _ id: Int64, runs withRuns: Bool
     ) throws(SQLiteError) -> (
         tenants: [String], spans: Int, runs: [(tenant: String, run: String)]
     ) {
@@ -184,6 +212,7 @@ extension SpanStore {
         _ = try s.step()
         let spans = Int(s.int64(0))
         var runs: [(tenant: String, run: String)] = []
+        guard withRuns else { return (tenants, spans, runs) }
         let r = try db.prepare(
             "SELECT DISTINCT t.name, r.run_id FROM run_traces r JOIN tenants t ON t.id = r.tenant")
         while try r.step() { runs.append((r.text(0) ?? "", r.text(1) ?? "")) }
