@@ -41,12 +41,13 @@ struct HoldCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the holds in force.")
+        static let configuration = CommandConfiguration(abstract: "List the holds in force (--all: released too).")
 
         @OptionGroup var api: APIOptions
+        @Flag(help: "Released holds too, with who released them and when.") var all = false
 
         func run() async throws {
-            let data = try await fetch(api, "/api/v1/holds")
+            let data = try await fetch(api, "/api/v1/holds" + (all ? "?all=true" : ""))
             if api.json {
                 printBody(data)
                 return
@@ -55,7 +56,11 @@ struct HoldCommand: AsyncParsableCommand {
             if holds.isEmpty { print("no holds in force") }
             for h in holds {
                 let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(h.createdAt)))
-                print("\(h.id)  \(describe(h))  by \(h.createdBy) at \(when): \(h.reason)")
+                let released = h.releasedAt.map {
+                    "  (released by \(h.releasedBy ?? "?") at "
+                        + ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double($0))) + ")"
+                }
+                print("\(h.id)  \(describe(h))  by \(h.createdBy) at \(when): \(h.reason)\(released ?? "")")
             }
         }
     }

@@ -121,6 +121,7 @@ def test_legal_holds_keep_what_they_cover_until_released(workdir):
         assert d.get("/api/v1/runs/run-held", token=admin)[0] == 200
         status, body = d.get("/api/v1/holds", token=admin)
         assert status == 200 and [h["id"] for h in body["holds"]] == ["hold-1", "hold-2"]
+        assert "releasedAt" not in body["holds"][0] or body["holds"][0]["releasedAt"] is None
         assert body["holds"][0]["createdBy"] == "admin" and body["holds"][0]["reason"] == "case 42"
     finally:
         d.stop()
@@ -133,6 +134,10 @@ def test_legal_holds_keep_what_they_cover_until_released(workdir):
         r = d.cli("hold", "release", "hold-1", token=admin)
         assert r.returncode == 0 and "released hold-1" in r.stdout, r.stderr
         assert d.cli("hold", "release", "hold-1", token=admin).returncode == 66
+        r = d.cli("hold", "list", token=admin)
+        assert "hold-1" not in r.stdout and "hold-2" in r.stdout
+        r = d.cli("hold", "list", "--all", token=admin)
+        assert "hold-1" in r.stdout and "released by admin" in r.stdout, r.stdout
         # Released: run-held expires; the where hold keeps run-w, in a segment of its own.
         assert wait_for(lambda: d.get("/api/v1/runs/run-held", token=admin)[0] == 404), d.read_log()
         guarded_run(d, "run-w", tenant="globex")
@@ -140,6 +145,9 @@ def test_legal_holds_keep_what_they_cover_until_released(workdir):
         guarded_run(d, "run-x", tenant="globex")
         assert wait_for(lambda: d.get("/api/v1/runs/run-x", token=admin)[0] == 404), d.read_log()
         assert d.get("/api/v1/runs/run-w", token=admin)[0] == 200
+        # A released hold's number is not given again.
+        r = d.cli("hold", "add", "--run", "run-w", "--reason", "case 44", "--json", token=admin)
+        assert r.returncode == 0 and json.loads(r.stdout)["id"] == "hold-3", r.stdout
     finally:
         d.stop()
     r = subprocess.run([BIN, "verify", "--data", d.data], capture_output=True, text=True, timeout=120)

@@ -8,7 +8,8 @@ import Logging
 
 /// Legal holds, admin only: `POST /api/v1/holds` places one (`{"tenant"|"run"|"where": …,
 /// "reason": …}`, with `"tenant"` beside `"run"` to name the run's tenant), `GET
-/// /api/v1/holds` lists them, `DELETE /api/v1/holds/{id}` releases one. A hold is durable
+/// /api/v1/holds` lists those in force (`?all=true`: released ones too, with who released them
+/// and when), `DELETE /api/v1/holds/{id}` releases one. A hold is durable
 /// before the answer; expiry never deletes what one covers.
 public struct HoldsAPI: Sendable {
     public let api: QueryAPI
@@ -39,13 +40,14 @@ public struct HoldsAPI: Sendable {
         }
         router.get("/api/v1/holds") { request, _ in
             await api.handle(request, roles: [.admin]) { _ in
-                JSONResponse.make(.ok, ListBody(holds: api.store.holds.all))
+                let all = request.formQuery["all"] == "true"
+                return JSONResponse.make(.ok, ListBody(holds: all ? api.store.holds.history : api.store.holds.all))
             }
         }
         router.delete("/api/v1/holds/:id") { request, context in
             await api.handle(request, roles: [.admin]) { p in
                 let id = QueryAPI.decoded(context.parameters.get("id"))
-                guard let hold = try api.store.holds.release(id) else {
+                guard let hold = try api.store.holds.release(id, by: p.name) else {
                     throw APIError(.notFound, "no hold \(id) is in force")
                 }
                 api.logger.notice("legal hold released", metadata: ["hold": "\(hold.id)", "by": "\(p.name)"])

@@ -26,6 +26,9 @@ public struct Hold: Codable, Sendable, Equatable {
     public var createdBy: String
     /// Unix seconds.
     public var createdAt: Int64
+    /// Set once released (the hold is kept, for the record, but no longer in force).
+    public var releasedBy: String?
+    public var releasedAt: Int64?
 
     public init(
         id: String, kind: Kind, value: String, tenant: String? = nil, reason: String, createdBy: String,
@@ -51,9 +54,10 @@ public struct Hold: Codable, Sendable, Equatable {
     }
 }
 
-/// The legal holds in force (`DATA/holds.json`): replaced whole on every change (a new file,
-/// fsynced, renamed over the old, the directory fsynced), so a crash leaves the old list or
-/// the new one. A hold is durable before the call that placed it returns.
+/// The legal holds (`DATA/holds.json`), in force and released (kept for the record, IDs
+/// never reused): replaced whole on every change (a new file, fsynced, renamed over the old,
+/// the directory fsynced), so a crash leaves the old list or the new one. A hold is durable
+/// before the call that placed or released it returns.
 public final class HoldStore: Sendable {
     public let path: String
     private let holds: Mutex<[Hold]>
@@ -72,7 +76,11 @@ public final class HoldStore: Sendable {
         }
     }
 
-    public var all: [Hold] { holds.withLock { $0 } }
+    /// The holds in force.
+    public var all: [Hold] { holds.withLock { $0.filter { $0.releasedAt == nil } } }
+
+    /// Every hold ever placed, released ones included, oldest first.
+    public var history: [Hold] { holds.withLock { $0 } }
 
     /// Places a hold, durable before it returns.
     public func add(
@@ -80,8 +88,7 @@ public final class HoldStore: Sendable {
     ) throws(StorageError) -> Hold {
         let now = now ?? Int64(time(nil))
         let result: Result<Hold, StorageError> = holds.withLock { list in
-            var n = list.count + 1
-            while list.contains(where: { $0.id == "hold-\(n)" }) { n += 1 }
+            let n = list.count + 1  // released holds stay listed: numbers are never reused
             let hold = Hold(
                 id: "hold-\(n)", kind: kind, value: value, tenant: tenant, reason: reason, createdBy: by,
                 createdAt: now)
@@ -97,11 +104,14 @@ public final class HoldStore: Sendable {
     }
 
     /// Releases hold `id`; nil when no such hold is in force.
-    public func release(_ id: String) throws(StorageError) -> Hold? {
+    public func release(_ id: String, by: String, now: Int64? = nil) throws(StorageError) -> Hold? {
+        let now = now ?? Int64(time(nil))
         let result: Result<Hold?, StorageError> = holds.withLock { list in
-            guard let i = list.firstIndex(where: { $0.id == id }) else { return .success(nil) }
+            guard let i = list.firstIndex(where: { $0.id == id && $0.releasedAt == nil }) else { return .success(nil) }
             var kept = list
-            let hold = kept.remove(at: i)
+            kept[i].releasedBy = by
+            kept[i].releasedAt = now
+            let hold = kept[i]
             do throws(StorageError) {
                 try write(kept)
             } catch {
