@@ -136,6 +136,43 @@ extension SpanStoreTests {
         #expect(receipts.count == 1)
     }
 
+    @Test func expiryUnderIngestLosesNoSpanItShouldKeep() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try await fillRetentionStore(dir, traces: 1...60)
+        let old = SegmentFile.list(dir.path + "/data/segments")
+        for id in old { age(dir, segment: id, by: 500) }
+        var c = retentionConfiguration(dir)
+        c.retention?.sealAfter = 0.05  // new segments seal while the old ones go
+        let store = try SpanStore(configuration: c, logger: logger)
+        // Appends and expiry passes at once; the old segments' last-write times are set back.
+        async let appended: Int = {
+            var spans = 0
+            for t in UInt8(61)...UInt8(160) {
+                try await store.append(self.evidenceBatch(trace: t, spans: 5))
+                spans += 5
+            }
+            return spans
+        }()
+        var expired: [ExpiredSegment] = []
+        for _ in 0..<20 {
+            expired += store.expire(grace: 0)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let spans = try await appended
+        expired += store.expire(grace: 0)
+        #expect(Set(expired.map(\.segment)).isSuperset(of: old.dropLast()))
+        // Every span appended during the passes is there, in full.
+        for t in 61...160 {
+            let runs = try await store.read { reader, _ in try reader.runs("run-\(t)", scope: .all) }
+            #expect(runs.map(\.spanCount) == [5], "run-\(t)")
+        }
+        await store.close()
+        let report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.leaves - report.expiredLeaves >= UInt64(spans))
+    }
+
     @Test func aReceiptSignedByAnotherKeyIsNotAccepted() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -82,9 +82,12 @@ extension SpanStore {
         // Held data never expires. The runs a candidate holds are read, and the where holds
         // resolved (a search), only when some segment would otherwise go.
         let inForce = holds.all
-        var whereHeld: Set<String>?
-        var unresolved = false
-        func isHeld(_ c: inout Candidate) -> Bool {
+        let whereHolds = inForce.filter { $0.kind == .where }
+        /// The where holds' runs: resolved at the first segment that needs them; nil inside
+        /// when the search could not find them all.
+        var whereHeld: Set<String>??
+        /// Whether a hold covers the segment; nil when that cannot be told (expiry waits).
+        func held(_ c: inout Candidate) -> Bool? {
             guard let facts = try? Self.expiryFacts(directory, c.segment.segment, runs: true) else { return true }
             c.segment.runs = facts.runs
             if let hold = inForce.first(where: { $0.covers(tenants: c.tenants, runs: facts.runs) }) {
@@ -92,26 +95,24 @@ extension SpanStore {
                     "retention: segment held", metadata: ["segment": "\(c.segment.segment)", "hold": "\(hold.id)"])
                 return true
             }
-            let whereHolds = inForce.filter { $0.kind == .where }
             guard !whereHolds.isEmpty else { return false }
-            if whereHeld == nil && !unresolved {
-                if let runs = configuration.heldRuns?(whereHolds) {
-                    whereHeld = Set(runs.map { $0.tenant + "\u{1F}" + $0.run })
-                } else {
-                    unresolved = true
-                    logger.warning(
-                        "retention: the runs a where hold covers could not all be found; nothing expires this pass")
-                }
+            if whereHeld == nil {
+                whereHeld = .some(
+                    configuration.heldRuns?(whereHolds).map { Set($0.map { $0.tenant + "\u{1F}" + $0.run }) })
             }
-            guard let whereHeld else { return true }
-            return facts.runs.contains { whereHeld.contains($0.tenant + "\u{1F}" + $0.run) }
+            guard let runs = whereHeld ?? nil else { return nil }
+            return facts.runs.contains { runs.contains($0.tenant + "\u{1F}" + $0.run) }
         }
+        var unresolved = false
         var due: [ExpiredSegment] = []
         var chosen: Set<Int64> = []
         for i in candidates.indices {
-            guard let keep = candidates[i].keep, candidates[i].segment.age >= keep, !isHeld(&candidates[i]) else {
-                continue
+            guard let keep = candidates[i].keep, candidates[i].segment.age >= keep else { continue }
+            guard let isHeld = held(&candidates[i]) else {
+                unresolved = true
+                break
             }
+            if isHeld { continue }
             due.append(candidates[i].segment)
             chosen.insert(candidates[i].segment.segment)
         }
@@ -120,7 +121,12 @@ extension SpanStore {
         if let maxBytes = retention.maxBytes, !unresolved {
             var total = gauges.bytes - due.reduce(0) { $0 + $1.bytes }
             for i in candidates.indices where total > maxBytes && !chosen.contains(candidates[i].segment.segment) {
-                guard candidates[i].segment.age >= retention.floor, !isHeld(&candidates[i]) else { continue }
+                guard candidates[i].segment.age >= retention.floor else { continue }
+                guard let isHeld = held(&candidates[i]) else {
+                    unresolved = true
+                    break
+                }
+                if isHeld { continue }
                 var s = candidates[i].segment
                 s.reason = "max_bytes \(maxBytes)"
                 due.append(s)
@@ -137,7 +143,10 @@ extension SpanStore {
             }
             capacityRefusal.withLock { $0 = refusal }
         }
-        if unresolved { return [] }
+        if unresolved {
+            logger.warning("retention: the runs a where hold covers could not all be found; nothing expires this pass")
+            return []
+        }
         var done: [ExpiredSegment] = []
         for segment in due {
             // The receipt is durable before anything is deleted; without it nothing is.
