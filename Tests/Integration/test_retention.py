@@ -5,8 +5,10 @@ checkpoint, through the signed expiry receipts, before and after a restart."""
 
 import json
 import os
+import re
 import subprocess
 import time
+import urllib.request
 
 from conftest import BIN, Daemon
 from test_audit_bundle import auth_config, export, guarded_run, log_key, token, verify as audit_verify
@@ -50,6 +52,13 @@ def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
         assert wait_for(lambda: not [n for n in os.listdir(os.path.join(d.data, "segments"))
                                      if n in segments_before and n.endswith(".frs")]), d.read_log()
         assert "retention: segment expired" in d.read_log()
+        # What went shows on /metrics.
+        text = urllib.request.urlopen(urllib.request.Request(
+            d.api_url + "/metrics", headers={"Authorization": "Bearer " + admin}), timeout=10).read().decode()
+        assert re.search(r"^flightrec_retention_expired_segments_total [1-9]", text, re.M), text
+        assert re.search(r"^flightrec_retention_expired_spans_total ([89]|[1-9][0-9])", text, re.M)
+        assert re.search(r"^flightrec_retention_refusing_ingest 0", text, re.M)
+        assert re.search(r"^flightrec_legal_holds 0", text, re.M)
 
         sent = guarded_run(d, "run-kept", tenant="acme")
         assert d.get("/api/v1/runs/run-kept", token=admin)[0] == 200
@@ -190,6 +199,8 @@ def test_over_max_bytes_under_the_floor_ingest_is_refused_retryably(workdir):
         assert wait_for(lambda: post_span(d, "run-late")[0] == 503, 20), d.read_log()
         status, body, headers = post_span(d, "run-late")
         assert status == 503 and b"max_bytes" in body and headers.get("Retry-After"), body
+        text = urllib.request.urlopen(d.api_url + "/metrics", timeout=10).read().decode()
+        assert re.search(r"^flightrec_retention_refusing_ingest 1", text, re.M), text
         after = os.listdir(os.path.join(d.data, "segments"))
         assert all(n in after for n in before if n.endswith(".frs"))
         assert d.get("/api/v1/runs?limit=1")[0] == 200  # queries still answer

@@ -34,6 +34,9 @@ public final class MetricsEndpoint: Sendable {
         var synced = IngestService.Counters()
         var gauges: [String: Gauge]
         var series: [MetricFamily: Gauge] = [:]
+        /// Retention's deletions since start-up, and what they were last brought up to.
+        var expired: (segments: Counter, spans: Counter, bytes: Counter)
+        var expiredSynced: (segments: Int, spans: Int, bytes: Int64) = (0, 0, 0)
     }
 
     public init(settings: MetricsSettings) {
@@ -120,6 +123,11 @@ public final class MetricsEndpoint: Sendable {
             ("flightrec_runs_waiting", "Runs waiting to settle (root ended, no span for metrics.run_settle)."),
             ("flightrec_evidence_log_spans", "Spans the evidence log covers (its tree size)."),
             (
+                "flightrec_retention_refusing_ingest",
+                "1 while ingest is refused: over retention.max_bytes with nothing past the floor to expire."
+            ),
+            ("flightrec_legal_holds", "Legal holds in force."),
+            (
                 "flightrec_evidence_last_checkpoint_timestamp_seconds",
                 "Unix time of the last signed evidence checkpoint (alert when it is older than a few intervals)."
             ),
@@ -136,7 +144,19 @@ public final class MetricsEndpoint: Sendable {
                 gauges: Dictionary(
                     uniqueKeysWithValues: gauges.map {
                         ($0.0, registry.makeGauge(descriptor: Self.descriptor($0.0, $0.1)))
-                    }))
+                    }),
+                expired: (
+                    registry.makeCounter(
+                        descriptor: Self.descriptor(
+                            "flightrec_retention_expired_segments_total", "Segments retention deleted.")),
+                    registry.makeCounter(
+                        descriptor: Self.descriptor(
+                            "flightrec_retention_expired_spans_total", "Spans in the segments retention deleted.")),
+                    registry.makeCounter(
+                        descriptor: Self.descriptor(
+                            "flightrec_retention_expired_bytes_total",
+                            "Bytes (segments and their indexes) retention deleted."))
+                ))
         }
     }
 
@@ -171,6 +191,13 @@ public final class MetricsEndpoint: Sendable {
                 w0.gauges["flightrec_evidence_log_spans"]?.set(to: Double(log.size))
                 w0.gauges["flightrec_evidence_last_checkpoint_timestamp_seconds"]?.set(to: log.lastCheckpoint)
             }
+            let r = w0.store.retentionGauges
+            w0.expired.segments.increment(by: Int64(r.segments - w0.expiredSynced.segments))
+            w0.expired.spans.increment(by: Int64(r.spans - w0.expiredSynced.spans))
+            w0.expired.bytes.increment(by: r.bytes - w0.expiredSynced.bytes)
+            w0.expiredSynced = (r.segments, r.spans, r.bytes)
+            w0.gauges["flightrec_retention_refusing_ingest"]?.set(to: r.refusing ? 1 : 0)
+            w0.gauges["flightrec_legal_holds"]?.set(to: Double(r.holds))
             if let a = w0.analyser {
                 w0.gauges["flightrec_run_analyser_lag_seconds"]?.set(to: a.lag)
                 w0.gauges["flightrec_runs_waiting"]?.set(to: Double(a.waiting))

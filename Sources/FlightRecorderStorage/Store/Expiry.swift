@@ -190,6 +190,11 @@ extension SpanStore {
                 ])
         }
         try? SegmentFile.syncDirectory(directory)
+        expiredTotals.withLock {
+            $0.segments += done.count
+            $0.spans += done.reduce(0) { $0 + $1.spans }
+            $0.bytes += done.reduce(0) { $0 + $1.bytes }
+        }
         return done
     }
 

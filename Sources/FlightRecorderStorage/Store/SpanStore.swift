@@ -53,6 +53,15 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Set by an expiry pass that found the store over `retention.maxBytes` with nothing more
     /// allowed to expire: why appends are refused until a later pass finds room.
     let capacityRefusal = Mutex<String?>(nil)
+    /// What expiry deleted since start-up: segments, spans, bytes (for `/metrics`).
+    let expiredTotals = Mutex<(segments: Int, spans: Int, bytes: Int64)>((0, 0, 0))
+
+    /// Retention's figures for `/metrics`: what expiry deleted since start-up, whether ingest
+    /// is refused at `max_bytes`, and the legal holds in force.
+    public var retentionGauges: (segments: Int, spans: Int, bytes: Int64, refusing: Bool, holds: Int) {
+        let t = expiredTotals.withLock { $0 }
+        return (t.segments, t.spans, t.bytes, capacityRefusal.withLock { $0 } != nil, holds.all.count)
+    }
 
     /// Opens (or creates) the data directory, takes its lock, brings the index up to date with
     /// the segments (truncating a torn tail), and starts the writer and indexer threads.
