@@ -111,6 +111,12 @@ panel("Index lag and analyser lag", [("flightrec_index_lag_spans", "unindexed sp
 next_row()
 panel("Stored bytes", [("flightrec_stored_bytes", "bytes")], unit="bytes", w=12)
 panel("Series per agent metric family", [("flightrec_metric_series", "{{family}}")], w=12)
+next_row()
+panel("Retention: bytes expired per hour", [("increase(flightrec_retention_expired_bytes_total[1h])", "expired")],
+      unit="bytes")
+panel("Retention: ingest refused at max_bytes", [("flightrec_retention_refusing_ingest", "refusing")],
+      description="1 while the store is over retention.max_bytes with nothing past the floor to expire")
+panel("Legal holds in force", [("flightrec_legal_holds", "holds")])
 
 
 def variable(name, query):
