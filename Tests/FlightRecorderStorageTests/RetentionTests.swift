@@ -173,6 +173,28 @@ extension SpanStoreTests {
         #expect(report.leaves - report.expiredLeaves >= UInt64(spans))
     }
 
+    @Test func expiryDeletesNoFileWhileAnExportReadsBlocks() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try await fillRetentionStore(dir, traces: 1...60)
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        let store = try SpanStore(configuration: retentionConfiguration(dir), logger: logger)
+        age(dir, segment: segments[0], by: 500)
+        // An export's snapshot, taken before the expiry, reads blocks by the old records.
+        var snapshot: EvidenceSnapshot? = try #require(try store.evidenceLog?.snapshot())
+        let pass = Task.detached { store.expire(grace: 0) }
+        try await Task.sleep(for: .milliseconds(500))
+        let path = SegmentFile.path(dir.path + "/data/segments", segments[0])
+        #expect(access(path, F_OK) == 0)
+        #expect(try await !runExists(store, "run-1"))  // hidden at once all the same
+        let block = try #require(snapshot?.blocks(leaves: 0, 1).first)
+        #expect(try snapshot?.payload(of: block).isEmpty == false)
+        snapshot = nil
+        #expect(await pass.value.map(\.segment) == [segments[0]])
+        #expect(access(path, F_OK) != 0)
+        await store.close()
+    }
+
     @Test func aReceiptSignedByAnotherKeyIsNotAccepted() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

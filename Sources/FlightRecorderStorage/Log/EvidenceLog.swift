@@ -171,9 +171,19 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 return .failure(error)
             }
         }
-        return try EvidenceSnapshot(
+        let snapshot = try EvidenceSnapshot(
             directory: directory, segmentDirectory: segmentDirectory, note: signed.get(), signer: signer)
+        let open = openSnapshots
+        open.count.withLock { $0 += 1 }
+        snapshot.onRelease = { open.count.withLock { $0 -= 1 } }
+        return snapshot
     }
+
+    /// Snapshots (audit exports) still in use: they read blocks by the records they were made
+    /// with, so expiry deletes no segment file while any is open.
+    public var snapshotsInUse: Int { openSnapshots.count.withLock { $0 } }
+    private final class OpenSnapshots: Sendable { let count = Mutex<Int>(0) }
+    private let openSnapshots = OpenSnapshots()
 
     /// Records that `segment` is about to be deleted: the leaves its blocks hold and the
     /// hashes of those sharing a tile with other segments' leaves, signed and synced to

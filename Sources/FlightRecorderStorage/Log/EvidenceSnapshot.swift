@@ -28,6 +28,10 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
     /// Every checkpoint in the log that this snapshot's key verifies, oldest first.
     public let history: [Signed]
     let tree: StoredTree
+    /// Told when the snapshot is released (`EvidenceLog.snapshotsInUse`).
+    var onRelease: (@Sendable () -> Void)?
+
+    deinit { onRelease?() }
 
     /// The log's key: it signed `note`, and signs what the export built on this snapshot.
     public let signer: NoteSigner

@@ -173,7 +173,13 @@ extension SpanStore {
         // Reads that took the catalog before the removal finish on the open files. A store
         // closing meanwhile leaves the files: the next start-up reads them again and the next
         // pass, finding the receipt written, deletes them.
+        // Audit exports read blocks outside the readers' lock: none may be running.
         if grace > 0 { Thread.sleep(forTimeInterval: grace) }
+        var waited = 0.0
+        while (evidenceLog?.snapshotsInUse ?? 0) > 0 && !stopRebuild.isSet && waited < 3600 {
+            Thread.sleep(forTimeInterval: 0.1)
+            waited += 0.1
+        }
         for segment in done where !stopRebuild.isSet {
             let index = IndexSchema.path(directory, segment.segment)
             for path in [

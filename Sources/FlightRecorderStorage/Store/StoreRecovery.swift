@@ -249,7 +249,8 @@ struct StoreRecovery {
     /// since every block carries its own header and checksum.
     private static func verifyHeader(_ id: Int64, path: String, size: Int, damage: DamageLog) {
         guard size >= SegmentFile.headerSize else { return }
-        if !SegmentFile.hasOwnHeader(path: path, id: id) {
+        // (A segment retention deleted meanwhile is not damaged.)
+        if !SegmentFile.hasOwnHeader(path: path, id: id) && access(path, F_OK) == 0 {
             damage.report(
                 .init(segment: id, offset: 0, length: SegmentFile.headerSize, reason: "segment header damaged"))
         }
