@@ -52,6 +52,8 @@ def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
         assert wait_for(lambda: not [n for n in os.listdir(os.path.join(d.data, "segments"))
                                      if n in segments_before and n.endswith(".frs")]), d.read_log()
         assert "retention: segment expired" in d.read_log()
+        # Start-up said what retention does, and that acme's longer age keeps shared segments.
+        assert "retention on" in d.read_log() and "longest-kept" in d.read_log()
         # What went shows on /metrics.
         text = urllib.request.urlopen(urllib.request.Request(
             d.api_url + "/metrics", headers={"Authorization": "Bearer " + admin}), timeout=10).read().decode()

@@ -92,6 +92,25 @@ public struct Daemon: Sendable {
         }
         let store = try SpanStore(configuration: storeConfiguration, logger: logger)
         storeBox.store.withLock { $0 = store }
+        let retention = configuration.retention
+        if retention.expires {
+            logger.notice(
+                "retention on: sealed segments expire whole",
+                metadata: [
+                    "max_age_seconds": "\(retention.maxAgeSeconds.map { String(Int($0)) } ?? "none")",
+                    "max_bytes": "\(retention.maxBytes.map(String.init) ?? "none")",
+                    "floor_seconds": "\(Int(retention.floorSeconds))",
+                    "tenant_ages": "\(retention.tenantMaxAgeSeconds.count)",
+                    "holds_in_force": "\(store.holds.all.count)",
+                ])
+            if !retention.tenantMaxAgeSeconds.isEmpty {
+                logger.warning(
+                    """
+                    retention: segments hold every tenant's spans, so a segment goes only when its longest-kept \
+                    tenant's spans expire; a tenant sharing segments with one kept longer keeps its spans that long
+                    """)
+            }
+        }
         var analyser: RunAnalyser?
         var runStats: RunStatsStore?
         if let rules = configuration.metrics.rules {
