@@ -34,25 +34,14 @@ struct APIOptions: ParsableArguments {
 
 /// GETs a path from the query API; maps failures to the documented exit codes.
 func fetch(_ options: APIOptions, _ path: String) async throws -> Data {
-    try await withAPIClient(options, path) { client, request in
-        let response: HTTPClientResponse
-        let body: ByteBuffer
-        do {
-            response = try await client.execute(request, timeout: .seconds(30))
-            body = try await response.body.collect(upTo: 256 << 20)
-        } catch {
-            printError("cannot reach the daemon at \(options.baseURL): \(error)")
-            throw Exit.unavailable
-        }
-        let data = Data(body.readableBytesView)
-        try checkStatus(response, body: data)
-        return data
-    }
+    try await send(options, .GET, path, responseLimit: 256 << 20)
 }
 
-/// Sends `method` to a path of the query API with a JSON body (or none); maps failures to
-/// the documented exit codes, as `fetch` does.
-func send(_ options: APIOptions, _ method: HTTPMethod, _ path: String, json: Data? = nil) async throws -> Data {
+/// Sends `method` to a path of the query API with a JSON body (or none), reading at most
+/// `responseLimit` bytes of the answer; maps failures to the documented exit codes.
+func send(
+    _ options: APIOptions, _ method: HTTPMethod, _ path: String, json: Data? = nil, responseLimit: Int = 16 << 20
+) async throws -> Data {
     try await withAPIClient(options, path) { client, request in
         var request = request
         request.method = method
@@ -64,7 +53,7 @@ func send(_ options: APIOptions, _ method: HTTPMethod, _ path: String, json: Dat
         let body: ByteBuffer
         do {
             response = try await client.execute(request, timeout: .seconds(30))
-            body = try await response.body.collect(upTo: 16 << 20)
+            body = try await response.body.collect(upTo: responseLimit)
         } catch {
             printError("cannot reach the daemon at \(options.baseURL): \(error)")
             throw Exit.unavailable

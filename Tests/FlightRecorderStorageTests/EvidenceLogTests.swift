@@ -48,11 +48,16 @@ extension SpanStoreTests {
         return batch
     }
 
-    func fillEvidenceStore(_ dir: TemporaryDirectory, traces: ClosedRange<UInt8> = 1...40) async throws -> Int {
-        let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+    /// Appends traces `traces` (`t % 7 + minSpans` spans each) to a store made with
+    /// `configuration` (default `evidenceConfiguration`), then closes it; the spans appended.
+    func fillEvidenceStore(
+        _ dir: TemporaryDirectory, traces: ClosedRange<UInt8> = 1...40, minSpans: Int = 3,
+        configuration: StoreConfiguration? = nil
+    ) async throws -> Int {
+        let store = try SpanStore(configuration: configuration ?? evidenceConfiguration(dir), logger: logger)
         var spans = 0
         for t in traces {
-            let n = Int(t % 7) + 3
+            let n = Int(t % 7) + minSpans
             try await store.append(evidenceBatch(trace: t, spans: n))
             spans += n
         }

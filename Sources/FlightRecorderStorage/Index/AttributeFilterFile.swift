@@ -107,25 +107,7 @@ final class AttributeFilterFile {
         append(crc(body))
         append(crc(bytes))
         bytes += body
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw .io("create \(temporary)") }
-        var failure = bytes.withUnsafeBytes { b in
-            (try? SegmentFile.writeFully(fd, b)) == nil ? errno : 0
-        }
-        if failure == 0 && fsync(fd) != 0 { failure = errno }
-        close(fd)
-        guard failure == 0 else {
-            unlink(temporary)
-            throw .io("write \(temporary)", errno: failure)
-        }
-        guard rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw .io("rename \(temporary)")
-        }
-        var directory = path
-        while let last = directory.last, last != "/" { directory.removeLast() }
-        try SegmentFile.syncDirectory(directory.isEmpty ? "." : directory)
+        try SegmentFile.replaceDurably(path, with: bytes)
     }
 
     private static func verified(_ bytes: [UInt8]) -> (lines: Int, probes: Int)? {

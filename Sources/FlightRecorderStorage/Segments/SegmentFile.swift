@@ -87,6 +87,30 @@ public enum SegmentFile {
     }
 
     /// fsyncs a directory so a newly created file's name is durable too.
+    /// Replaces the file at `path` with `bytes` durably: a temporary file, synced, renamed over
+    /// `path`, and the directory synced. A crash leaves the old file or the new one.
+    static func replaceDurably(_ path: String, with bytes: [UInt8]) throws(StorageError) {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io("create \(temporary)") }
+        var failure = bytes.withUnsafeBytes { b in
+            (try? writeFully(fd, b)) == nil ? errno : 0
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        close(fd)
+        guard failure == 0 else {
+            unlink(temporary)
+            throw .io("write \(temporary)", errno: failure)
+        }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw .io("rename \(temporary)")
+        }
+        var directory = path
+        while let last = directory.last, last != "/" { directory.removeLast() }
+        try syncDirectory(directory.isEmpty ? "." : directory)
+    }
+
     static func syncDirectory(_ path: String) throws(StorageError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY)
         guard fd >= 0 else { throw .io("open \(path)") }

@@ -59,18 +59,8 @@ extension SpanStore {
             let byAge = youngest.map { age >= $0 } ?? false
             let bySize = retention.maxBytes != nil && age >= retention.floor
             guard byAge || bySize, let facts = try? Self.expiryFacts(directory, entry.id, runs: false) else { continue }
-            var keep: Double? = 0
-            for tenant in facts.tenants.isEmpty ? [""] : facts.tenants {
-                guard
-                    let a = tenant.isEmpty
-                        ? retention.maxAge.map({ max($0, retention.floor) }) : retention.maxAge(tenant: tenant),
-                    let k = keep
-                else {
-                    keep = nil
-                    break
-                }
-                keep = max(k, a)
-            }
+            let tenantAges = (facts.tenants.isEmpty ? [""] : facts.tenants).map { retention.maxAge(tenant: $0) }
+            let keep = tenantAges.contains(nil) ? nil : tenantAges.compactMap { $0 }.max()
             candidates.append(
                 Candidate(
                     segment: ExpiredSegment(
@@ -181,13 +171,8 @@ extension SpanStore {
             waited += 0.1
         }
         for segment in done where !stopRebuild.isSet {
-            let index = IndexSchema.path(directory, segment.segment)
-            for path in [
-                index, index + "-wal", index + "-shm", IndexSchema.attributesPath(index),
-                IndexSchema.attributeFilterPath(index), SegmentFile.path(directory, segment.segment),
-            ] {
-                unlink(path)
-            }
+            // The index files first: a crash between leaves a segment start-up indexes again.
+            for path in Self.files(directory, segment.segment).reversed() { unlink(path) }
             logger.notice(
                 "retention: segment expired",
                 metadata: [
@@ -204,14 +189,19 @@ extension SpanStore {
         return done
     }
 
-    /// The bytes of a segment and its index files.
-    static func filesBytes(_ directory: String, _ id: Int64) -> Int64 {
+    /// A segment's file, then its index's files.
+    static func files(_ directory: String, _ id: Int64) -> [String] {
         let index = IndexSchema.path(directory, id)
-        var total: Int64 = 0
-        for path in [
+        return [
             SegmentFile.path(directory, id), index, index + "-wal", index + "-shm", IndexSchema.attributesPath(index),
             IndexSchema.attributeFilterPath(index),
-        ] {
+        ]
+    }
+
+    /// The bytes of a segment and its index files.
+    static func filesBytes(_ directory: String, _ id: Int64) -> Int64 {
+        var total: Int64 = 0
+        for path in files(directory, id) {
             var st = stat()
             if stat(path, &st) == 0 { total += Int64(st.st_size) }
         }

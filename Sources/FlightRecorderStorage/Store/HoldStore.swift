@@ -127,19 +127,6 @@ public final class HoldStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         guard let data = try? encoder.encode(list) else { throw .corrupt("cannot encode the holds") }
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw .io("open \(temporary)") }
-        let bytes = [UInt8](data)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            unlink(temporary)
-            throw .io("write \(temporary)", errno: written < 0 ? e : ENOSPC)
-        }
-        Glibc.close(fd)
-        guard rename(temporary, path) == 0 else { throw .io("rename \(temporary)") }
-        try SegmentFile.syncDirectory((path as NSString).deletingLastPathComponent)
+        try SegmentFile.replaceDurably(path, with: [UInt8](data))
     }
 }
