@@ -14,7 +14,7 @@ public final class RunStatsStore: Sendable {
     public let path: String
 
     static let schema = """
-        PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+        PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;
         CREATE TABLE IF NOT EXISTS run_stats(
             tenant TEXT NOT NULL, run_id TEXT NOT NULL, start_ns INTEGER NOT NULL, span_count INTEGER NOT NULL,
             data BLOB NOT NULL, PRIMARY KEY(tenant, run_id)) WITHOUT ROWID;
@@ -168,6 +168,24 @@ public final class RunStatsStore: Sendable {
             }
         }
         return found.count
+    }
+
+    /// Forgets every run of `tenant` (an erased tenant).
+    public func forget(tenant: String) throws {
+        let runs: [(tenant: String, run: String)] = try db.withLock { db throws(SQLiteError) in
+            let q = try db.prepare("SELECT run_id FROM run_stats WHERE tenant = ?1")
+            q.bind(1, tenant)
+            var out: [(tenant: String, run: String)] = []
+            while try q.step() { out.append((tenant, q.text(0) ?? "")) }
+            return out
+        }
+        _ = try forget(runs)
+    }
+
+    /// Leaves no copy of deleted rows behind: `secure_delete` zeroes them in the file, and the
+    /// write-ahead log, which still holds the old pages, is checkpointed and truncated.
+    public func scrub() throws {
+        try db.withLock { db throws(SQLiteError) in try db.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
     }
 
     /// Adds `d` into the `metric_totals` rows (within the caller's transaction).

@@ -46,7 +46,7 @@ public struct AuditExportRequest: Sendable {
 
 /// Why an export could not be made; `badRequest` is the caller's to fix.
 public struct AuditExportError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case badRequest, notFound, unavailable }
+    public enum Kind: Sendable { case badRequest, notFound, conflict, unavailable }
     public var kind: Kind
     public var description: String
 }
@@ -269,7 +269,9 @@ public enum AuditExporter {
                     snapshot.block(segment: $0.segment, offset: $0.offset)
                 }
                 let (traceRunOf, wantedRuns) = (traceRuns, wanted)
+                let visible = store.erasures.spanFilter()
                 let keep: @Sendable (SpanRecord, UInt64) -> Bool = { span, _ in
+                    if let visible, !visible(span) { return false }
                     let key = TenantTrace(tenant: span.tenant, trace: span.traceID)
                     guard let traceRun = traceRunOf[key] else { return false }
                     let run = resolver.run(of: span, traceRun: traceRun)
@@ -285,6 +287,16 @@ public enum AuditExporter {
             }
             guard let since = request.since else {
                 throw AuditExportError(kind: .badRequest, description: "since: a time-range export needs since")
+            }
+            // A range proves every span of the tenant in it: one an erasure hides would be
+            // missing, and the bundle would not verify. Until erased leaves can be shown as
+            // such, such a range is refused (runs and where selections leave the data out).
+            if let e = store.erasures.all.first(where: { $0.covers(tenant: tenant) }) {
+                throw AuditExportError(
+                    kind: .conflict,
+                    description:
+                        "tenant \(tenant) has data erased by \(e.id); a time-range export cannot prove completeness "
+                        + "across an erasure yet: export by run or where instead")
             }
             // From the last checkpoint signed before `since` (or the log's start): its signed
             // time has whole seconds, so one in `since`'s own second may have been signed after.

@@ -16,7 +16,7 @@ struct FlightRec: AsyncParsableCommand {
         subcommands: [
             Serve.self, Runs.self, RunCommand.self, Reindex.self, Check.self, RedactionCommand.self, TokenCommand.self,
             Why.self, Find.self, Findings.self, CriticalPath.self, Graph.self, GuardCommand.self, StatsCommand.self,
-            Verify.self, Audit.self, PseudonymCommand.self, HoldCommand.self,
+            Verify.self, Audit.self, PseudonymCommand.self, HoldCommand.self, EraseCommand.self,
         ])
 }
 

@@ -156,6 +156,22 @@ public struct Daemon: Sendable {
         if let runStats { StatsAPI(api: api, stats: runStats).addRoutes(to: apiRouter) }
         RunViewAPI(api: api, stats: runStats).addRoutes(to: apiRouter)
         HoldsAPI(api: api).addRoutes(to: apiRouter)
+        let erasureLogger = logger
+        ErasuresAPI(
+            api: api,
+            onErased: { runs, tenant in
+                // The runs' aggregates go, so statistics and the run pages forget them too.
+                guard let stats = statsBox.stats.withLock({ $0 }) else { return }
+                do {
+                    try stats.forget(runs)
+                    if let tenant { try stats.forget(tenant: tenant) }
+                    try stats.scrub()
+                } catch {
+                    erasureLogger.error(
+                        "erasure: could not forget the runs' statistics", metadata: ["error": "\(error)"])
+                }
+            }
+        ).addRoutes(to: apiRouter)
         WebUI().addRoutes(to: apiRouter)
 
         var listeners: [ServiceGroupConfiguration.ServiceConfiguration] = []

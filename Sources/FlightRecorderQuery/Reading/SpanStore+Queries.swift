@@ -408,6 +408,8 @@ extension SpanStore {
             }
         }
         blocks.sort { ($0.segment, $0.offset) < ($1.segment, $1.offset) }
+        // Erased data is never handed on, whatever asked for it.
+        let visible = reader.erasures?.spanFilter()
         for b in blocks {
             let raw: [UInt8]
             do {
@@ -420,10 +422,10 @@ extension SpanStore {
                 missing(blockTraces[b.id] ?? [], "spans missing: \(error.message)")
                 continue
             }
-            decoded(
-                try raw.withUnsafeBytes {
-                    try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
-                })
+            let spans = try raw.withUnsafeBytes {
+                try TracesDataDecoder.decode($0, traces: wanted) { t, _ in wanted.contains(t) }
+            }
+            decoded(visible.map { spans.filter($0) } ?? spans)
         }
     }
 

@@ -21,6 +21,9 @@ package final class IndexReader {
     /// Only segments before this one (rebuilding a sealed index consults only older ones).
     private let before: Int64?
     private var readers: [Int64: SegmentIndexReader] = [:]
+    /// The erasures whose data this reader's answers leave out (the query readers'; the
+    /// indexer's and recovery's readers see everything).
+    package var erasures: ErasureStore?
 
     init(
         catalog: SegmentCatalog, sealedOnly: Bool = false, before: Int64? = nil, maxOpenSegments: Int = 64,
@@ -208,6 +211,7 @@ package final class IndexReader {
             tenants = set.sorted()
         }
         let all = entries
+        let (hiddenTenants, hiddenRuns) = erasures?.hiddenCounts ?? ([], 0)
         let lower = since ?? .min
         let upper = until ?? .max
         var found: [RunKey: RunSummary] = [:]
@@ -223,9 +227,14 @@ package final class IndexReader {
             }
             // A run starts no later than where it first appears, so only rows at or after the
             // page's last start can still make it.
-            for p in try r.firstRuns(since: max(lower, kth), until: upper, tenants: tenants, limit: limit) {
+            // Erased tenants are left out by the query, erased runs by asking for as many more.
+            for p in try r.firstRuns(
+                since: max(lower, kth), until: upper, tenants: tenants, excluding: hiddenTenants,
+                limit: limit + hiddenRuns)
+            {
                 let key = RunKey(run: p.summary.runID, tenant: p.summary.tenant ?? "")
-                guard found[key] == nil, let s = try merged(p, in: all), s.startNanos >= lower, s.startNanos < upper
+                guard found[key] == nil, erasures?.hides(tenant: key.tenant, run: key.run) != true,
+                    let s = try merged(p, in: all), s.startNanos >= lower, s.startNanos < upper
                 else { continue }
                 found[key] = s
             }
@@ -252,7 +261,8 @@ package final class IndexReader {
         for r in try candidates(IndexKey.run(id), in: all) {
             for p in try r.runs(id) {
                 let tenant = p.summary.tenant ?? ""
-                guard scope.contains(tenant), first[tenant] == nil else { continue }
+                guard scope.contains(tenant), first[tenant] == nil, erasures?.hides(tenant: tenant, run: id) != true
+                else { continue }
                 first[tenant] = p
                 tenants.append(tenant)
             }
@@ -336,7 +346,9 @@ package final class IndexReader {
     /// The runs that `trace`'s unnamed spans belong to, per tenant within `scope`.
     package func runs(ofTrace trace: TraceID, scope: TenantScope) throws(SQLiteError) -> [(tenant: String, run: String)]
     {
-        try namedRuns(trace, in: entries).filter { scope.contains($0.tenant) }
+        try namedRuns(trace, in: entries).filter {
+            scope.contains($0.tenant) && erasures?.hides(tenant: $0.tenant, trace: trace) != true
+        }
     }
 
     package func traces(ofRun run: String, tenant: String) throws(SQLiteError) -> [TraceID] {
@@ -362,7 +374,8 @@ package final class IndexReader {
         // sorted attribute pages with two index probes.
         for e in entries where try mayHoldAttribute(hash, e) {
             let r = try reader(e)
-            for (tenant, trace, start) in try r.traces(withAttributeHash: hash) where scope.contains(tenant) {
+            for (tenant, trace, start) in try r.traces(withAttributeHash: hash)
+            where scope.contains(tenant) && erasures?.hides(tenant: tenant, trace: trace) != true {
                 let k = RunKeyTrace(tenant: tenant, trace: trace)
                 if let old = found[k] {
                     found[k] = min(old, start)
@@ -373,6 +386,18 @@ package final class IndexReader {
             }
         }
         return order.sorted { $0.tenant < $1.tenant }.prefix(limit).map { ($0.tenant, $0.trace, found[$0]!) }
+    }
+
+    /// The segments holding spans of `tenant`, and the runs that start in them.
+    package func tenantExtent(_ tenant: String) throws(SQLiteError) -> (segments: [Int64], runs: Int) {
+        var segments: [Int64] = []
+        var runs = 0
+        for e in entries {
+            guard let n = try reader(e).runCount(tenant: tenant) else { continue }
+            segments.append(e.id)
+            runs += n
+        }
+        return (segments, runs)
     }
 
     /// The segments to search, newest first.
@@ -387,7 +412,7 @@ package final class IndexReader {
         return try reader(entry).traces(
             withAll: pairs.map { IndexedAttribute.hash(key: $0.key, value: $0.value) }, since: since ?? .min,
             until: until ?? .max
-        ).filter { scope.contains($0.tenant) }
+        ).filter { scope.contains($0.tenant) && erasures?.hides(tenant: $0.tenant, trace: $0.trace) != true }
     }
 
     struct RunKeyTrace: Hashable {

@@ -289,6 +289,15 @@ final class SegmentIndexReader {
         return tenantIDs[name]
     }
 
+    /// The runs that start in this segment in `tenant`; nil when the segment holds none of its spans.
+    func runCount(tenant: String) throws(SQLiteError) -> Int? {
+        guard let id = try tenantID(tenant) else { return nil }
+        let q = try db.prepare("SELECT count(*) FROM runs WHERE continued = 0 AND tenant = ?1")
+        q.bind(1, id)
+        _ = try q.step()
+        return Int(q.int64(0))
+    }
+
     func partial(_ s: SQLiteStatement) throws(SQLiteError) -> Partial {
         Partial(
             segment: segment,
@@ -372,13 +381,20 @@ final class SegmentIndexReader {
     }
 
     /// Runs that start in this segment (not continued from an older one), newest first.
-    func firstRuns(since: Int64, until: Int64, tenants: [String]?, limit: Int) throws(SQLiteError) -> [Partial] {
+    func firstRuns(
+        since: Int64, until: Int64, tenants: [String]?, excluding: [String] = [], limit: Int
+    ) throws(SQLiteError) -> [Partial] {
         var filter = ""
         if let tenants {
             var ids: [Int64] = []
             for t in tenants { if let id = try tenantID(t) { ids.append(id) } }
             if ids.isEmpty { return [] }
             filter = " AND tenant IN (" + ids.map(String.init).joined(separator: ", ") + ")"
+        }
+        var excluded: [Int64] = []
+        for t in excluding { if let id = try tenantID(t) { excluded.append(id) } }
+        if !excluded.isEmpty {
+            filter += " AND tenant NOT IN (" + excluded.map(String.init).joined(separator: ", ") + ")"
         }
         let q = try db.prepare(
             """

@@ -50,6 +50,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     public let evidenceLog: EvidenceLog?
     /// The legal holds in force: expiry never deletes what they cover.
     public let holds: HoldStore
+    /// The erasures: what they hide no read returns (`ErasureStore`).
+    public let erasures: ErasureStore
     /// Set by an expiry pass that found the store over `retention.maxBytes` with nothing more
     /// allowed to expire: why appends are refused until a later pass finds room.
     let capacityRefusal = Mutex<String?>(nil)
@@ -77,6 +79,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         damage = DamageLog(path: configuration.damageLogPath, logger: logger)
         do {
             holds = try HoldStore(directory: configuration.directory)
+            erasures = try ErasureStore(directory: configuration.directory)
             // Before per-segment indexes there was one index for the whole store.
             if access(configuration.legacyIndexPath, F_OK) == 0 {
                 for suffix in ["", "-wal", "-shm"] { unlink(configuration.legacyIndexPath + suffix) }
@@ -113,6 +116,7 @@ public final class SpanStore: Service, @unchecked Sendable {
             reader = IndexReader(
                 catalog: catalog, maxOpenSegments: configuration.maxOpenSegmentIndexes,
                 filterMemoryBytes: configuration.attributeFilterMemoryBytes)
+            reader.erasures = erasures
             segmentReader = SegmentReader(
                 directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes, damage: damage)
             // Segments whose index is rebuilt after start-up are in the list too: their keys
@@ -292,6 +296,7 @@ public final class SpanStore: Service, @unchecked Sendable {
                         directory: configuration.segmentDirectory, cacheBytes: configuration.blockCacheBytes / 2,
                         damage: damage)
                 )
+            readers.index.erasures = erasures
             backgroundReader = readers
             return try body(readers.index, readers.segments)
         } catch let error as SQLiteError where error.isDamaged {
