@@ -46,7 +46,7 @@ public struct AuditExportRequest: Sendable {
 
 /// Why an export could not be made; `badRequest` is the caller's to fix.
 public struct AuditExportError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case badRequest, notFound, conflict, unavailable }
+    public enum Kind: Sendable { case badRequest, notFound, unavailable }
     public var kind: Kind
     public var description: String
 }
@@ -288,16 +288,6 @@ public enum AuditExporter {
             guard let since = request.since else {
                 throw AuditExportError(kind: .badRequest, description: "since: a time-range export needs since")
             }
-            // A range proves every span of the tenant in it: one an erasure hides would be
-            // missing, and the bundle would not verify. Until erased leaves can be shown as
-            // such, such a range is refused (runs and where selections leave the data out).
-            if let e = store.erasures.all.first(where: { $0.covers(tenant: tenant) }) {
-                throw AuditExportError(
-                    kind: .conflict,
-                    description:
-                        "tenant \(tenant) has data erased by \(e.id); a time-range export cannot prove completeness "
-                        + "across an erasure yet: export by run or where instead")
-            }
             // From the last checkpoint signed before `since` (or the log's start): its signed
             // time has whole seconds, so one in `since`'s own second may have been signed after.
             let sinceSeconds = UInt64(max(0, since / 1_000_000_000))
@@ -314,8 +304,11 @@ public enum AuditExporter {
             }
             let from = start?.checkpoint.size ?? 0
             let to = target.1.size
+            // Spans an erasure hides are left out, as they are once its rewrite removed them:
+            // either way the proof covers exactly the spans the bundle holds.
+            let visible = store.erasures.spanFilter()
             let keep: @Sendable (SpanRecord, UInt64) -> Bool = { span, leaf in
-                span.tenant == tenant && leaf >= from && leaf < to
+                span.tenant == tenant && leaf >= from && leaf < to && visible.map { $0(span) } ?? true
             }
             return Plan(
                 blocks: snapshot.blocks(leaves: from, to), keep: keep, runs: nil, tenants: [tenant], target: target,
@@ -476,34 +469,6 @@ public enum AuditExporter {
             guard unpacked == true else { return nil }
         }
         return out.leaves.count == block.spans ? out : nil
-    }
-
-    /// The tenant of a resource, read from its bytes (unpacked alone, as a request of one
-    /// resource group holding nothing else); the last one's kept, since a block's groups mostly
-    /// repeat it.
-    struct ResourceTenants {
-        var last: (bytes: [UInt8], tenant: String)?
-
-        mutating func tenant(_ raw: UnsafeRawBufferPointer, _ resource: Range<Int>?) -> String? {
-            guard let resource else { return ResourceRecord(attributes: [], scopeName: "", scopeVersion: "").tenant }
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[resource])
-            if let last, last.bytes.elementsEqual(bytes) { return last.tenant }
-            var request: [UInt8] = []
-            SpanLeaves.field(1, 1 + SpanLeaves.varintCount(bytes.count) + bytes.count, into: &request)
-            SpanLeaves.field(1, bytes.count, into: &request)
-            request += bytes
-            let tenant: String?? = request.withUnsafeBytes {
-                UnpackArena.withRequest($0) { r -> String? in
-                    guard r.pointee.n_resource_spans == 1, let rs = r.pointee.resource_spans[0] else { return nil }
-                    let attributes = TracesDataDecoder.attributes(
-                        rs.pointee.resource?.pointee.attributes, rs.pointee.resource?.pointee.n_attributes ?? 0)
-                    return ResourceRecord(attributes: attributes, scopeName: "", scopeVersion: "").tenant
-                }
-            }
-            guard let found = tenant ?? nil else { return nil }
-            last = (Array(bytes), found)
-            return found
-        }
     }
 
     /// The kept spans of one scope group of a block, becoming one line and one message.

@@ -25,6 +25,10 @@ struct EraseCommand: AsyncParsableCommand {
         @Option(help: "Erase every span of this tenant (with --run or --subject: only within it).") var tenant: String?
         @Option(help: "Erase every run with a span whose KEY has this stored VALUE.") var subject: String?
         @Option(help: "Why (required): the request or obligation it serves.") var reason: String
+        @Flag(help: "Return only once the bytes are gone from every segment and index (the receipt is signed).")
+        var wait = false
+        @Option(help: "With --wait: give up after this many seconds (exit 75; the erasure goes on).")
+        var timeout: Int = 3600
 
         func validate() throws {
             guard !(run != nil && subject != nil), run != nil || subject != nil || tenant != nil else {
@@ -35,13 +39,27 @@ struct EraseCommand: AsyncParsableCommand {
 
         func run() async throws {
             let body = ErasuresAPI.Request(run: run, tenant: tenant, subject: subject, reason: reason)
-            let data = try await send(api, .POST, "/api/v1/erasures", json: try JSONEncoder().encode(body))
+            var data = try await send(api, .POST, "/api/v1/erasures", json: try JSONEncoder().encode(body))
+            var e = try JSONDecoder().decode(Erasure.self, from: data)
+            if wait {
+                let deadline = ContinuousClock.now + .seconds(timeout)
+                while e.state != .erased {
+                    guard ContinuousClock.now < deadline else {
+                        printError("\(e.id): hidden, but its bytes are not all gone after \(timeout) s; it goes on")
+                        throw Exit.tempFail
+                    }
+                    try await Task.sleep(for: .milliseconds(250))
+                    data = try await fetch(api, "/api/v1/erasures/" + pathSegment(e.id))
+                    e = try JSONDecoder().decode(Erasure.self, from: data)
+                }
+            }
             if api.json {
                 printBody(data)
                 return
             }
-            let e = try JSONDecoder().decode(Erasure.self, from: data)
-            print("\(e.id): \(describe(e)) hidden (\(e.runs) runs, \(e.spans) spans, \(e.segments.count) segments)")
+            print(
+                "\(e.id): \(describe(e)) \(e.state == .erased ? "erased" : "hidden; its bytes go within the hour") "
+                    + "(\(e.runs) runs, \(e.spans) spans, \(e.segments.count) segments)")
         }
     }
 

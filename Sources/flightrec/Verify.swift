@@ -67,6 +67,14 @@ struct Verify: AsyncParsableCommand {
                 "spans": report.leaves, "checkpoints": report.checkpoints,
                 "expired_segments": report.expiredSegments, "expired_spans": report.expiredLeaves,
                 "checkpoints_within_expired": report.checkpointsWithinExpired,
+                "erased_spans": report.erasedLeaves, "rewritten_segments": report.rewrittenSegments,
+                "erasures": report.erasureReceipts.map { r -> [String: Any] in
+                    [
+                        "id": r.id, "kind": r.kind, "tenant": r.tenant, "requested_by": r.requestedBy,
+                        "reason": r.reason, "requested_at": r.requestedAt, "completed_at": r.completedAt,
+                        "runs": r.runs, "spans": r.spans, "segments": r.segments, "bundles": r.bundles,
+                    ]
+                },
                 "problems": report.problems.map { p -> [String: Any] in
                     var o: [String: Any] = ["message": p.message]
                     if let s = p.segment { o["segment"] = s }
@@ -95,6 +103,17 @@ struct Verify: AsyncParsableCommand {
                         + (report.checkpointsWithinExpired > 0
                             ? " (\(report.checkpointsWithinExpired) checkpoints signed inside expired ranges: "
                                 + "signatures checked, roots no longer computable)" : ""))
+            }
+            if report.erasedLeaves > 0 || !report.erasureReceipts.isEmpty {
+                print(
+                    "\(report.erasedLeaves) spans erased from \(report.rewrittenSegments) segments, each leaf named by "
+                        + "a signed rewrite; \(report.erasureReceipts.count) signed erasure receipts")
+                for r in report.erasureReceipts {
+                    print(
+                        "  \(r.id): \(r.kind) \(r.tenant == "-" ? "" : "of tenant \(r.tenant) ")by \(r.requestedBy), "
+                            + "\(r.runs) runs, \(r.spans) spans, segments \(r.segments.map(String.init).joined(separator: ",")): "
+                            + r.reason)
+                }
             }
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             print(

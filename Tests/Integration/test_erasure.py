@@ -5,10 +5,26 @@ a restart; a legal hold refuses an erasure by name; the rest stays."""
 
 import json
 import os
-import re
+import subprocess
 
 from conftest import BIN, Daemon, pseudonym
-from test_audit_bundle import Service, auth_config, export, token
+from test_audit_bundle import Service, auth_config, export, token, verify as audit_verify
+from test_redaction import segment_payloads
+
+
+def data_holding(data_dir, needles):
+    """Every file of the data directory, raw, and every stored block decompressed: the
+    (file, needle) pairs where a needle occurs."""
+    found = []
+    for dirpath, _, names in os.walk(data_dir):
+        for n in names:
+            path = os.path.join(dirpath, n)
+            with open(path, "rb") as f:
+                raw = f.read()
+            found += [(path, x) for x in needles if x in raw]
+    decoded = b"".join(segment_payloads(data_dir))
+    found += [("decoded blocks", x) for x in needles if x in decoded]
+    return found
 
 
 def subject_run(d, run_id, user, tenant="acme", note="routine"):
@@ -62,14 +78,18 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert r.returncode == 64 and "hold-1" in r.stderr, r.stderr
         assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
 
-        r = d.cli("erase", "--subject", f"enduser.id={carol}", "--reason", "GDPR art. 17", "--json",
-                  token=admin)
+        needles = [b"carol-secret-note", b"carol-second-note", carol.encode(), b"run-carol", b"op-run-carol-0"]
+        assert data_holding(d.data, needles), "the workload's values should be on disk before the erasure"
+        r = d.cli("erase", "--subject", f"enduser.id={carol}", "--reason", "GDPR art. 17", "--json", "--wait",
+                  "--timeout", "60", token=admin)
         assert r.returncode == 0, r.stderr
         erasure = json.loads(r.stdout)
         assert erasure["id"] == "erasure-1" and erasure["kind"] == "subject" and erasure["runs"] == 2
-        assert erasure["spans"] == 6 and erasure["requestedBy"] == "admin"
+        assert erasure["spans"] == 6 and erasure["requestedBy"] == "admin" and erasure["state"] == "erased"
         # The record names the scope by digest, never by value.
         assert carol not in r.stdout and "run-carol" not in r.stdout
+        # --wait returned: not one byte of the subject's spans is left, raw or decompressed.
+        assert not data_holding(d.data, needles), data_holding(d.data, needles)
 
         # Gone from every answer at once.
         assert d.get("/api/v1/runs/run-carol", token=admin)[0] == 404
@@ -88,11 +108,18 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
             assert status in (200, 404), (path, status, text)
             assert "carol" not in text and carol not in text and "run-carol" not in text, (path, text)
         assert "run-dave" in scanned[0][2] and "run-g" in scanned[0][2]
-        # Exports leave it out too; a time range across an erasure is refused, naming it.
+        # Exports leave it out too.
         out = os.path.join(workdir, "carol.tar")
         assert export(d, out, "--run", "run-carol").returncode == 66
+        # A time range across the erasure leaves it out and still verifies (its proof covers
+        # exactly the spans it holds).
         r = export(d, out, "--tenant", "acme", "--since", "1")
-        assert r.returncode == 64 and "erasure-1" in r.stderr, r.stderr
+        assert r.returncode == 0, r.stderr
+        code, report, raw = audit_verify(out)
+        assert code == 0 and report["spans"] == 3, raw.stdout
+        with open(out, "rb") as f:
+            bundle = f.read()
+        assert not [x for x in needles if x in bundle]
 
         # A tenant goes whole.
         r = d.cli("erase", "--tenant", "globex", "--reason", "contract ended", token=admin)
@@ -123,6 +150,14 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
     with open(os.path.join(d.data, "erasures.json")) as f:
         recorded = f.read()
     assert carol not in recorded and "run-carol" not in recorded and "run-dave" not in recorded
+    # The evidence log still verifies every checkpoint, through the signed rewrites, and
+    # reports what was erased, by whom and why.
+    r = subprocess.run([BIN, "verify", "--data", d.data, "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["ok"], r.stdout
+    assert report["erased_spans"] >= 6 and report["rewritten_segments"] >= 1, report
+    assert [e["id"] for e in report["erasures"]][:1] == ["erasure-1"], report["erasures"]
+    assert report["erasures"][0]["reason"] == "GDPR art. 17" and report["erasures"][0]["spans"] == 6
 
 
 def urlquote(s):

@@ -76,7 +76,6 @@ extension QueryAPI {
                 switch error.kind {
                 case .badRequest: throw APIError(.badRequest, error.description)
                 case .notFound: throw APIError(.notFound, error.description)
-                case .conflict: throw APIError(.conflict, error.description)
                 case .unavailable: throw APIError(.serviceUnavailable, error.description)
                 }
             }

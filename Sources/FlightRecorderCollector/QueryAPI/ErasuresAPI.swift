@@ -155,7 +155,7 @@ public struct ErasuresAPI: Sendable {
             draft.segments = segments
             draft.runs = runs
         }
-        let erasure = try store.erasures.add(draft)
+        let erasure = try store.recordErasure(draft)
         onErased(resolved.runs, erasure.kind == .tenant ? erasure.tenant : nil)
         api.logger.notice(
             "erasure recorded; its data is hidden",

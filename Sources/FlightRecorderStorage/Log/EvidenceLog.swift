@@ -86,6 +86,11 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     var expiredPath: String { directory + "/expired" }
     /// The signed receipts of the segments that expired (`expire`), by segment.
     private var receipts: [Int64: ExpiryReceipt] = [:]
+    var rewritesPath: String { directory + "/rewrites" }
+    var erasuresPath: String { directory + "/erasures" }
+    /// The latest signed rewrite of each segment an erasure rewrote, and every erased leaf.
+    private var rewrites: [Int64: SegmentRewrite] = [:]
+    private var erasedLeaves: [UInt64: TreeHash] = [:]
 
     /// Opens the log in `directory`, brings it up to date with the segments in
     /// `segmentDirectory` (recomputing what a crash lost, or everything for a store written
@@ -103,6 +108,10 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         let (stored, problems) = ExpiryReceipt.read(directory: directory, verifier: signer.verifier)
         for p in problems { logger.error("evidence log: \(p)") }
         for r in stored { receipts[r.segment] = r }
+        let (rewritten, rewriteProblems) = SegmentRewrite.read(directory: directory, verifier: signer.verifier)
+        for p in rewriteProblems { logger.error("evidence log: \(p)") }
+        (rewrites, erasedLeaves) = SegmentRewrite.latest(rewritten)
+        try applyRewrites()
         let added = try recover(segmentDirectory: segmentDirectory)
         sizeBox.withLock { $0 = frontier.size }
         checkpointOnQueue(.startup)
@@ -211,7 +220,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         let last = records.lastIndex(where: { $0.segment == segment })!
         let tree = StoredTree(
             tiles: Self.readTiles(Self.readFile(tilesPath)), records: records,
-            segmentDirectory: segmentDirectory, expired: receipts)
+            segmentDirectory: segmentDirectory, expired: receipts, erased: erasedLeaves)
         let (a, b) = (records[first].firstLeaf, records[last].endLeaf)
         var kept: [TreeHash] = []
         for r in ExpiryReceipt.keptRanges(a, b) { kept += try tree.leaves(r.lowerBound, r.upperBound) }
@@ -233,6 +242,121 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         receipts[segment] = receipt
         return receipt
     }
+
+    // MARK: Erasure
+
+    /// The records of `segment`'s blocks (holes included), after every queued append.
+    func records(ofSegment segment: Int64) throws(StorageError) -> [Record] {
+        let result: Result<[Record], StorageError> = queue.sync {
+            guard writeUnwritten() else { return .failure(.io("write \(blocksPath)", errno: ENOSPC)) }
+            return .success(Self.readRecords(Self.readFile(blocksPath)).records.filter { $0.segment == segment })
+        }
+        return try result.get()
+    }
+
+    /// Records a segment's rewrite: the signed `SegmentRewrite` is appended and synced first
+    /// (so the erased leaves are kept before their bytes go), then `swap` puts the rewritten
+    /// file in place, then the segment's records are replaced. On the log's queue throughout,
+    /// so no snapshot (an audit export) starts in between; fails, before anything is written,
+    /// while one is open (`busy`).
+    func rewrite(
+        segment: Int64, erasures: [String], records: [Record], erased: [UInt64: TreeHash], fileSize: Int,
+        fileDigest: String, now: UInt64, swap: () throws(StorageError) -> Void
+    ) throws(StorageError) {
+        let result: Result<Void, StorageError> = queue.sync {
+            do throws(StorageError) {
+                guard openSnapshots.count.withLock({ $0 }) == 0 else {
+                    throw .corrupt("an audit export is reading the log; the rewrite waits for it")
+                }
+                guard !failed, checkpointsFile >= 0 else {
+                    throw .corrupt("the evidence log is not signing (see the daemon's log); restart to recompute it")
+                }
+                var all = erasedLeaves
+                all.merge(erased) { a, _ in a }
+                var mine = rewrites[segment]?.erased ?? [:]
+                mine.merge(erased) { a, _ in a }
+                let rewrite = SegmentRewrite(
+                    segment: segment, erasures: erasures, time: now, fileSize: fileSize, fileDigest: fileDigest,
+                    records: records, erased: mine)
+                try appendSigned(rewrite.text(origin: signer.name), to: rewritesPath)
+                rewrites[segment] = rewrite
+                erasedLeaves = all
+                try swap()
+                try applyRewrites()
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+    }
+
+    /// Appends a signed erasure receipt to `log/erasures`, synced before it returns.
+    func appendErasureReceipt(_ receipt: ErasureReceipt) throws(StorageError) {
+        let result: Result<Void, StorageError> = queue.sync {
+            do throws(StorageError) {
+                try appendSigned(receipt.text(origin: signer.name), to: erasuresPath)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+    }
+
+    private func appendSigned(_ text: String, to path: String) throws(StorageError) {
+        let note: SignedNote
+        do {
+            note = SignedNote(text: text, signatures: [try signer.signature(of: text)])
+        } catch {
+            throw .corrupt("evidence log: cannot sign: \(error)")
+        }
+        let body = Array(note.serialized.utf8)
+        let fd = try Self.openAppend(path)
+        defer { Glibc.close(fd) }
+        var at = Int(lseek(fd, 0, SEEK_END))
+        try Self.write(fd, Array("\(body.count)\n".utf8) + body, at: &at, path: path)
+        guard fsync(fd) == 0 else { throw .io("fsync \(path)") }
+    }
+
+    /// Makes the block records of every rewritten segment those of its latest rewrite (after
+    /// a crash between a rewrite's note and its records, or once the swap is done): the
+    /// records file is replaced whole (a new file, synced, renamed over the old).
+    private func applyRewrites() throws(StorageError) {
+        guard !rewrites.isEmpty else { return }
+        guard writeUnwritten() else { throw .io("write \(blocksPath)", errno: ENOSPC) }
+        let (records, valid) = Self.readRecords(Self.readFile(blocksPath))
+        var out: [Record] = []
+        out.reserveCapacity(records.count)
+        var changed = false
+        var i = 0
+        while i < records.count {
+            let seg = records[i].segment
+            var j = i
+            while j < records.count, records[j].segment == seg { j += 1 }
+            if let r = rewrites[seg], r.records != Array(records[i..<j]) {
+                guard r.records.first?.firstLeaf == records[i].firstLeaf,
+                    r.records.last?.endLeaf == records[j - 1].endLeaf
+                else {
+                    throw .corrupt("evidence log: the rewrite of segment \(seg) does not cover its leaves")
+                }
+                out += r.records
+                changed = true
+            } else {
+                out += records[i..<j]
+            }
+            i = j
+        }
+        guard changed else { return }
+        let bytes = out.flatMap { Self.record($0) } + Self.readFile(blocksPath)[valid...]
+        try SegmentFile.replaceDurably(blocksPath, with: Array(bytes))
+        Glibc.close(blocksFile)
+        blocksFile = try Self.openAppend(blocksPath)
+        blocksBytes = bytes.count
+    }
+
+    /// Every leaf erased so far (for the snapshots' trees).
+    var erasedLeafHashes: [UInt64: TreeHash] { queue.sync { erasedLeaves } }
 
     /// The segments the log recorded as expired.
     public var expiredSegments: Set<Int64> { queue.sync { Set(receipts.keys) } }
@@ -355,6 +479,14 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         /// Its leaves are hashed from the payload's own bytes (`Block.canonical`).
         var canonical = false
         var endLeaf: UInt64 { firstLeaf + UInt64(spans) }
+        /// Leaves an erasure removed (`SegmentRewrite`): no block holds them.
+        var isHole: Bool { offset == Self.holeOffset }
+        static let holeOffset = Int(UInt32.max)
+
+        static func hole(segment: Int64, firstLeaf: UInt64, spans: Int) -> Record {
+            Record(
+                segment: segment, offset: holeOffset, firstLeaf: firstLeaf, spans: spans, frameLength: 0, checksum: 0)
+        }
     }
 
     static let canonicalFlag: UInt32 = 1 << 31
@@ -377,9 +509,9 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     }
 
     /// The records of a `blocks` file up to the first damaged or discontinuous one.
-    static func readRecords(_ bytes: [UInt8]) -> (records: [Record], validBytes: Int) {
+    static func readRecords(_ bytes: [UInt8], startingAt first: UInt64 = 0) -> (records: [Record], validBytes: Int) {
         var records: [Record] = []
-        var next: UInt64 = 0
+        var next: UInt64 = first
         var at = 0
         bytes.withUnsafeBytes { raw in
             while at + recordBytes <= raw.count {
@@ -403,6 +535,12 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         return (records, at)
     }
 
+    /// The first leaf the first record of `bytes` names (0 when there is none).
+    static func firstLeaf(ofRecords bytes: [UInt8]) -> UInt64 {
+        guard bytes.count >= recordBytes else { return 0 }
+        return bytes[8..<16].withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    }
+
     static func readFile(_ path: String) -> [UInt8] {
         (try? Data(contentsOf: URL(fileURLWithPath: path))).map { [UInt8]($0) } ?? []
     }
@@ -421,7 +559,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         let size = records.last?.endLeaf ?? 0
         let tree = StoredTree(
             tiles: Self.readTiles(Self.readFile(tilesPath)), records: records, segmentDirectory: segmentDirectory,
-            expired: receipts)
+            expired: receipts, erased: erasedLeaves)
         // Tiles the crash lost are recomputed from the blocks; tiles past the records dropped.
         let complete = Int(size / Self.tileLeaves)
         if tree.tiles.count > complete { tree.tiles.removeLast(tree.tiles.count - complete) }
@@ -443,7 +581,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         // Blocks stored after the last record (a crash before they were logged, or a store
         // written before the log existed).
         var added = 0
-        let last = records.last
+        let last = records.last { !$0.isHole }
         for id in SegmentFile.list(segmentDirectory) where id >= (last?.segment ?? Int64.min) {
             let path = SegmentFile.path(segmentDirectory, id)
             // In the last recorded segment, only what follows its last recorded block.
@@ -482,15 +620,19 @@ final class StoredTree: TreeNodes {
     let segmentDirectory: String
     /// Expired segments' receipts: their kept leaves stand in for the blocks.
     let expired: [Int64: ExpiryReceipt]
+    /// Erased leaves (`SegmentRewrite`): what the holes hold.
+    let erased: [UInt64: TreeHash]
     private var leafCache: (record: Int, leaves: [TreeHash])?
 
     init(
-        tiles: [TreeHash], records: [EvidenceLog.Record], segmentDirectory: String, expired: [Int64: ExpiryReceipt]
+        tiles: [TreeHash], records: [EvidenceLog.Record], segmentDirectory: String, expired: [Int64: ExpiryReceipt],
+        erased: [UInt64: TreeHash] = [:]
     ) {
         self.tiles = tiles
         self.records = records
         self.segmentDirectory = segmentDirectory
         self.expired = expired
+        self.erased = erased
     }
 
     func node(level: Int, index: UInt64) throws -> TreeHash {
@@ -527,6 +669,18 @@ final class StoredTree: TreeNodes {
                         throw .corrupt("evidence log: leaf \(leaf) expired with segment \(r.segment)")
                     }
                     out.append(kept)
+                    leaf += 1
+                }
+                i += 1
+                continue
+            }
+            if r.isHole {
+                let to = min(end, r.endLeaf)
+                while leaf < to {
+                    guard let hash = erased[leaf] else {
+                        throw .corrupt("evidence log: erased leaf \(leaf) is unknown")
+                    }
+                    out.append(hash)
                     leaf += 1
                 }
                 i += 1

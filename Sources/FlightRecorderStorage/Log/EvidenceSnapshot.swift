@@ -55,9 +55,13 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         let tiles = EvidenceLog.readTiles(EvidenceLog.readFile(directory + "/tiles"))
         var expired: [Int64: ExpiryReceipt] = [:]
         for r in ExpiryReceipt.read(directory: directory, verifier: signer.verifier).receipts { expired[r.segment] = r }
+        let erased = SegmentRewrite.latest(
+            SegmentRewrite.read(directory: directory, verifier: signer.verifier).rewrites
+        )
+        .erased
         tree = StoredTree(
             tiles: Array(tiles.prefix(Int(size / EvidenceLog.tileLeaves))), records: Array(records),
-            segmentDirectory: segmentDirectory, expired: expired)
+            segmentDirectory: segmentDirectory, expired: expired, erased: erased)
         var history: [Signed] = []
         let verifier = signer.verifier
         for text in EvidenceVerifier.readCheckpoints(EvidenceLog.readFile(directory + "/checkpoints")).notes {
@@ -76,7 +80,9 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         var out: [LoggedBlock] = []
         var i = tree.firstRecord(containing: start)
         while i < tree.records.count, tree.records[i].firstLeaf < end {
-            if tree.expired[tree.records[i].segment] == nil { out.append(Self.logged(tree.records[i])) }
+            if tree.expired[tree.records[i].segment] == nil && !tree.records[i].isHole {
+                out.append(Self.logged(tree.records[i]))
+            }
             i += 1
         }
         return out
@@ -84,7 +90,8 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
 
     /// The logged block at `offset` of `segment`; nil when the snapshot does not cover it.
     public func block(segment: Int64, offset: Int) -> LoggedBlock? {
-        let r = tree.records
+        // Holes (erased leaves) name no offset: the blocks alone are in (segment, offset) order.
+        let r = stored
         var lo = 0
         var hi = r.count
         while lo < hi {
@@ -96,6 +103,9 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         }
         return Self.logged(r[lo])
     }
+
+    /// The records of blocks (not holes), in order.
+    private lazy var stored: [EvidenceLog.Record] = tree.records.filter { !$0.isHole }
 
     /// The payload of a logged block (its spans' requests one after another), checked
     /// against its checksum.

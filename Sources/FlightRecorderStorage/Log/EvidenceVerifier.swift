@@ -37,6 +37,11 @@ public enum EvidenceVerifier {
         /// Checkpoints whose size fell inside an expired range: signed and checked for
         /// order, but their root can no longer be recomputed.
         public var checkpointsWithinExpired = 0
+        /// Spans erased by `flightrec erase` (holes a signed `SegmentRewrite` names), the
+        /// segments they were erased from, and the erasures completed (`ErasureReceipt`).
+        public var erasedLeaves: UInt64 = 0
+        public var rewrittenSegments = 0
+        public var erasureReceipts: [ErasureReceipt] = []
         /// The largest time between consecutive signed checkpoints, and where it ends.
         public var longestGap: (seconds: UInt64, endingAt: UInt64)?
         /// The newest checkpoint that verified, as stored.
@@ -159,6 +164,30 @@ public enum EvidenceVerifier {
         for p in receiptProblems { problem(p) }
         var receipts: [Int64: ExpiryReceipt] = [:]
         for r in receiptList { receipts[r.segment] = r }
+        let (rewriteList, rewriteProblems) = SegmentRewrite.read(directory: logDirectory, verifier: key)
+        for p in rewriteProblems { problem(p) }
+        let (rewritten, erasedLeaves) = SegmentRewrite.latest(rewriteList)
+        report.rewrittenSegments = rewritten.count
+        let (erasureList, erasureProblems) = ErasureReceipt.read(directory: logDirectory, verifier: key)
+        for p in erasureProblems { problem(p) }
+        report.erasureReceipts = erasureList
+        /// Holes at `next`: leaves an erasure removed, taken from the signed rewrites.
+        func holes() {
+            while next < records.count, records[next].isHole {
+                let r = records[next]
+                for leaf in r.firstLeaf..<r.endLeaf {
+                    guard let hash = erasedLeaves[leaf] else {
+                        problem(
+                            "leaf \(leaf) is recorded as erased, but no signed rewrite names it (removed by hand?)",
+                            segment: r.segment)
+                        return
+                    }
+                    appendLeaf(hash)
+                }
+                report.erasedLeaves += UInt64(r.spans)
+                next += 1
+            }
+        }
         /// Records of expired segments at `next`: their leaves are taken from the receipt
         /// (kept leaves) and the tiles (whole tiles), the segment being gone.
         func expiredRecords() {
@@ -232,6 +261,7 @@ public enum EvidenceVerifier {
                 problem("\(scan.tornBytes) bytes at the end form no block", segment: id, offset: scan.validEnd)
             }
             for block in scan.blocks {
+                holes()
                 let atRecord =
                     next < records.count && records[next].segment == id && records[next].offset == block.offset
                 let leaves: [TreeHash]
@@ -278,7 +308,9 @@ public enum EvidenceVerifier {
                 for leaf in leaves { appendLeaf(leaf) }
             }
         }
+        holes()
         expiredRecords()
+        holes()
         for r in records[next...] {
             problem(
                 "the block the log recorded here (leaves \(r.firstLeaf)..<\(r.endLeaf)) is missing (truncated?)",

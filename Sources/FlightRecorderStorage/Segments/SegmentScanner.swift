@@ -123,6 +123,10 @@ public struct SegmentReader: Sendable {
         return raw
     }
 
+    /// Drops `segment`'s blocks from the cache: an erasure rewrote it, so its offsets name
+    /// other blocks now.
+    func forget(segment: Int64) { cache?.remove(segment: segment) }
+
     /// The `length` bytes at `offset` of the file at `path`, as stored (no decoding).
     static func readFrame(path: String, offset: Int, length: Int) throws(StorageError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -178,6 +182,15 @@ final class BlockCache: @unchecked Sendable {
             e.lastUse = clock
             entries[key] = e
             return e.bytes
+        }
+    }
+
+    func remove(segment: Int64) {
+        lock.withLock {
+            for key in entries.keys where key.segment == segment {
+                bytes -= entries[key]!.bytes.count
+                entries[key] = nil
+            }
         }
     }
 

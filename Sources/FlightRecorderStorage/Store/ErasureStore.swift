@@ -26,8 +26,12 @@ public struct Erasure: Codable, Sendable, Equatable {
     }
 
     public enum State: String, Codable, Sendable {
-        /// Durable and hiding: no answer, search, export or statistic includes the data.
+        /// Durable and hiding: no answer, search, export or statistic includes the data; its
+        /// bytes are still in some segment.
         case hidden
+        /// Its bytes are gone from every segment and index, and a signed receipt is in the
+        /// evidence log.
+        case erased
     }
 
     public var id: String
@@ -54,6 +58,10 @@ public struct Erasure: Codable, Sendable, Equatable {
     public var hiddenTraces: [HiddenTrace]
     /// `Erasure.digest(tenant:run:)` of every run hidden.
     public var hiddenRuns: [String]
+    /// The segment being written when it was made: sealed before it can complete.
+    public var activeSegment: Int64?
+    /// Unix seconds, once erased.
+    public var completedAt: Int64?
 
     public init(
         id: String, kind: Kind, tenant: String?, key: String?, valueDigest: String?, reason: String,
@@ -94,11 +102,6 @@ public struct Erasure: Codable, Sendable, Equatable {
     }
 
     public static func digest(tenant: String, run: String) -> String { digest("run", tenant + "\u{1F}" + run) }
-
-    /// Whether it hides any of `tenant`'s data.
-    public func covers(tenant t: String) -> Bool {
-        (kind == .tenant && tenant == t) || hiddenTraces.contains { $0.tenant == t }
-    }
 }
 
 /// What the erasures in force hide, in sets reads test against.
@@ -115,6 +118,7 @@ struct HiddenSet: Sendable {
     var isEmpty: Bool { tenants.isEmpty && runs.isEmpty && traces.isEmpty }
 
     mutating func add(_ e: Erasure) {
+        guard e.state == .hidden else { return }
         if e.kind == .tenant, let t = e.tenant { tenants.insert(t) }
         runs.formUnion(e.hiddenRuns)
         for t in e.hiddenTraces {
@@ -173,6 +177,39 @@ public final class ErasureStore: Sendable {
             return .success(e)
         }
         return try result.get()
+    }
+
+    /// Marks erasure `id` erased: its bytes are gone, so it hides nothing more, and the
+    /// traces and runs it listed are dropped from the record.
+    func markErased(_ id: String, at: Int64) throws(StorageError) {
+        let result: Result<Void, StorageError> = erasures.withLock { list in
+            guard let i = list.firstIndex(where: { $0.id == id }) else { return .success(()) }
+            var next = list
+            next[i].state = .erased
+            next[i].completedAt = at
+            next[i].hiddenTraces = []
+            next[i].hiddenRuns = []
+            do throws(StorageError) {
+                try write(next)
+            } catch {
+                return .failure(error)
+            }
+            list = next
+            var set = HiddenSet()
+            for e in next { set.add(e) }
+            hidden.withLock { $0 = set }
+            anyHidden.store(!set.isEmpty, ordering: .releasing)
+            return .success(())
+        }
+        try result.get()
+    }
+
+    /// What the erasures still hiding their data cover, as a test on a span's tenant and trace.
+    func dataFilter() -> (String, TraceID) -> Bool {
+        let set = hidden.withLock { $0 }
+        return { tenant, trace in
+            set.tenants.contains(tenant) || set.traces.contains(HiddenSet.TenantTrace(tenant: tenant, trace: trace))
+        }
     }
 
     /// Whether any erasure hides anything: reads skip every other test when not.

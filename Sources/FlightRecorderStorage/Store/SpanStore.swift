@@ -30,16 +30,18 @@ public final class SpanStore: Service, @unchecked Sendable {
     /// Damaged regions of the segments found so far, at start-up or by queries.
     public let damage: DamageLog
 
-    private let queue: WriteQueue
+    let queue: WriteQueue
     private let writer: GroupCommitWriter
     private let indexer: Indexer
     let readerLock = NSLock()
     private let reader: IndexReader
-    private let segmentReader: SegmentReader
+    let segmentReader: SegmentReader
     /// A second index reader and block cache, with a lock of their own, for background work
     /// (`readInBackground`).
     let backgroundLock = NSLock()
-    private var backgroundReader: (index: IndexReader, segments: SegmentReader)?
+    var backgroundReader: (index: IndexReader, segments: SegmentReader)?
+    /// Wakes the purge thread (`startPurge`): an erasure was recorded.
+    let purgeWake = DispatchSemaphore(value: 0)
     private let lock: DirectoryLock
     let stopRebuild = StopFlag()
     let catalog: SegmentCatalog
@@ -78,6 +80,8 @@ public final class SpanStore: Service, @unchecked Sendable {
             maxQueueBytes: configuration.maxQueueBytes, maxIndexBacklogSpans: configuration.maxIndexBacklogSpans)
         damage = DamageLog(path: configuration.damageLogPath, logger: logger)
         do {
+            // A segment rewrite a crash interrupted is finished before anything reads the segments.
+            Self.rollForwardRewrites(configuration: configuration, logger: logger)
             holds = try HoldStore(directory: configuration.directory)
             erasures = try ErasureStore(directory: configuration.directory)
             // Before per-segment indexes there was one index for the whole store.
@@ -210,6 +214,7 @@ public final class SpanStore: Service, @unchecked Sendable {
         indexerThread.name = "flightrec-indexer"
         indexerThread.start()
         startExpiry(onExpired: configuration.onExpired)
+        startPurge()
     }
 
     // MARK: Ingest

@@ -281,14 +281,16 @@ struct StoreRecovery {
 
     /// Builds sealed segment `id`'s index afresh in `catalog.directory` (a scratch directory)
     /// from the whole segment, and seals it; returns its Bloom filter.
-    func rebuildSealed(_ id: Int64) throws(StorageError) -> BloomFilter {
-        let path = SegmentFile.path(configuration.segmentDirectory, id)
+    func rebuildSealed(_ id: Int64, segmentDirectory: String? = nil) throws(StorageError) -> BloomFilter {
+        let path = SegmentFile.path(segmentDirectory ?? configuration.segmentDirectory, id)
         IndexSchema.remove(IndexSchema.path(catalog.directory, id))
         let index = try sqlite { () throws(SQLiteError) in
             try SegmentIndexWriter(directory: catalog.directory, segment: id, older: older)
         }
         var report = RecoveryReport()
-        try scan(id, path: path, size: SegmentFile.fileSize(path: path), isLast: false, into: index, report: &report)
+        try scan(
+            id, path: path, size: SegmentFile.fileSize(path: path), isLast: false, into: index, report: &report,
+            segmentDirectory: segmentDirectory)
         return try sqlite { () throws(SQLiteError) in try index.seal().bloom }
     }
 
@@ -329,9 +331,9 @@ struct StoreRecovery {
     private func scan(
         _ id: Int64, path: String, size: Int, isLast: Bool, into index: SegmentIndexWriter,
         report: inout RecoveryReport,
-        live: Bool = false
+        live: Bool = false, segmentDirectory: String? = nil
     ) throws(StorageError) {
-        let dir = configuration.segmentDirectory
+        let dir = segmentDirectory ?? configuration.segmentDirectory
         report.scannedSegments += 1
         let start = max(index.indexedBytes, SegmentFile.headerSize)
         let scan = try SegmentScanner(path: path).scan(from: start, to: live ? size : nil)

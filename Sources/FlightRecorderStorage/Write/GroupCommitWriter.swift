@@ -47,9 +47,11 @@ final class GroupCommitWriter: @unchecked Sendable {
         while let (taken, bytes) = queue.takeGroup(
             idleUntil: ages ? Date(timeIntervalSinceNow: min(60, max(0.05, secondsToSeal))) : nil)
         {
+            if queue.takeSealRequest() { sealNow = segment.size > SegmentFile.headerSize }
             if taken.isEmpty {
-                // Idle: an aged segment with data seals now, so its spans can expire on time.
-                if segment.size > SegmentFile.headerSize && secondsToSeal <= 0 {
+                // Idle: an aged segment with data seals now, so its spans can expire on time
+                // (or one an erasure needs sealed).
+                if segment.size > SegmentFile.headerSize && (secondsToSeal <= 0 || sealNow) {
                     do throws(StorageError) {
                         try commit([])
                     } catch {
@@ -79,6 +81,9 @@ final class GroupCommitWriter: @unchecked Sendable {
             }
         }
     }
+
+    /// A seal was asked for (`WriteQueue.requestSeal`): the next commit seals.
+    private var sealNow = false
 
     /// Seconds until the active segment is due to seal by age (infinite without a retention,
     /// or while it holds no block).
@@ -144,8 +149,9 @@ final class GroupCommitWriter: @unchecked Sendable {
 
         var segmentStates: [(id: Int64, indexedBytes: Int, sealed: Bool)] = []
         if segment.size > SegmentFile.headerSize
-            && (segment.size + frames.count > configuration.segmentBytes || secondsToSeal <= 0)
+            && (segment.size + frames.count > configuration.segmentBytes || secondsToSeal <= 0 || sealNow)
         {
+            sealNow = false
             // The next segment is created (header written and synced) before this one is
             // closed: when that fails (a full disk) nothing changed, the group is refused with
             // a retryable error, and the next group tries the roll again.

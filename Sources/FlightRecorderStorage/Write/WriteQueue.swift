@@ -117,6 +117,25 @@ final class WriteQueue: @unchecked Sendable {
 
     func markClosed() { lock.withLock { state = .closed } }
 
+    /// Asks the writer to seal the active segment (if it holds any block) at its next group,
+    /// or at once when idle: an erasure rewrites only sealed segments.
+    func requestSeal() {
+        lock.lock()
+        sealRequested = true
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Whether a seal was asked for since the last call.
+    func takeSealRequest() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        let asked = sealRequested
+        sealRequested = false
+        return asked
+    }
+    private var sealRequested = false
+
     // MARK: The writer thread
 
     /// The next group for the writer: everything queued, up to 32 MiB; nil once draining has
@@ -128,6 +147,7 @@ final class WriteQueue: @unchecked Sendable {
         defer { lock.unlock() }
         while true {
             while pending.isEmpty && state == .running {
+                if sealRequested { return ([], 0) }
                 if let idleUntil {
                     if !lock.wait(until: idleUntil) && pending.isEmpty && state == .running { return ([], 0) }
                 } else {
