@@ -40,6 +40,8 @@ extension SpanStore {
     /// segment that cannot be rewritten now (active, under repair, an export reading the log)
     /// waits for the next pass; the tombstone hides its data meanwhile.
     public func purgeErased(now: Double? = nil) -> PurgeResult {
+        maintenance.lock()
+        defer { maintenance.unlock() }
         var result = PurgeResult()
         let pending = erasures.all.filter { $0.state == .hidden }
         guard !pending.isEmpty else { return result }
@@ -159,6 +161,7 @@ extension SpanStore {
         var erasedLeaves: [UInt64: TreeHash] = [:]
         var erased = 0
         for block in scan.blocks {
+            if stopRebuild.isSet { throw .io("the store is closing; the rewrite of segment \(id) goes on at start-up") }
             let frame = try SegmentReader.readFrame(path: path, offset: block.offset, length: block.header.frameLength)
             let raw = try frame.withUnsafeBytes { b in
                 Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
@@ -279,9 +282,12 @@ extension SpanStore {
     /// so the bytes go within seconds, never later than `Erasure`'s hour.
     func startPurge() {
         let thread = Thread { [weak self] in
+            var first = true
             while true {
                 guard let wake = self?.purgeWake else { return }
-                _ = wake.wait(timeout: .now() + 10)
+                // At start-up, erasures a restart interrupted go on at once.
+                if !first { _ = wake.wait(timeout: .now() + 10) }
+                first = false
                 guard let self, !self.stopRebuild.isSet else { return }
                 // Let a seal asked for with the erasure land first.
                 if self.erasures.all.contains(where: { $0.state == .hidden }) {

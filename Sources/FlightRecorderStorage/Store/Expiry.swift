@@ -37,6 +37,8 @@ extension SpanStore {
     /// longer stays whole until that tenant's spans expire too; so does a segment with any
     /// span a legal hold covers (`HoldStore`).
     public func expire(now: Double? = nil, grace: Double = 5) -> [ExpiredSegment] {
+        maintenance.lock()
+        defer { maintenance.unlock() }
         let now = now ?? Date().timeIntervalSince1970
         guard let retention = configuration.retention else { return [] }
         let directory = configuration.segmentDirectory

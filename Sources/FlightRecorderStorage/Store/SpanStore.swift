@@ -42,6 +42,8 @@ public final class SpanStore: Service, @unchecked Sendable {
     var backgroundReader: (index: IndexReader, segments: SegmentReader)?
     /// Wakes the purge thread (`startPurge`): an erasure was recorded.
     let purgeWake = DispatchSemaphore(value: 0)
+    /// Held by an expiry pass and a purge pass: one deletes segments the other rewrites.
+    let maintenance = NSLock()
     private let lock: DirectoryLock
     let stopRebuild = StopFlag()
     let catalog: SegmentCatalog
@@ -253,11 +255,14 @@ public final class SpanStore: Service, @unchecked Sendable {
         guard queue.beginDraining() else { return }
         stopRebuild.set()
         await withCheckedContinuation { queue.awaitDrained($0) }
-        writer.close()
-        evidenceLog?.close()
-        indexer.close()
-        queue.markClosed()
-        lock.release()
+        // An expiry or purge pass under way finishes first (a rewrite stops at its next block).
+        maintenance.withLock {
+            writer.close()
+            evidenceLog?.close()
+            indexer.close()
+            queue.markClosed()
+            lock.release()
+        }
         logger.info("store closed cleanly")
     }
 

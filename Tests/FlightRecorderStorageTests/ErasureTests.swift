@@ -1,0 +1,155 @@
+import FlightRecorderCore
+import FlightRecorderEvidence
+import FlightRecorderOTLP
+import FlightRecorderTesting
+import Foundation
+import Testing
+
+@testable import FlightRecorderStorage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Erasure: a tombstone hides the data at once, the purge rewrites the segments without it,
+/// the evidence log still verifies through the signed rewrites, and a rewrite cut short by a
+/// crash leaves the old segment or the new one, never a mix.
+extension SpanStoreTests {
+    /// An erasure of traces `traces` (their runs `run-N`) of the store's default tenant.
+    func erasureDraft(_ store: SpanStore, traces: [UInt8]) async throws -> Erasure {
+        let tenant = try await store.read { r, _ in try r.runs("run-\(traces[0])", scope: .all).first?.tenant } ?? ""
+        return Erasure(
+            id: "", kind: .run, tenant: tenant, key: nil, valueDigest: nil, reason: "test", requestedBy: "admin",
+            requestedAt: 1, state: .hidden, runs: traces.count, traces: traces.count, spans: 0, segments: [],
+            hiddenTraces: traces.map { .init(tenant: tenant, trace: Hex.encode(RequestBuilder.traceID($0))) },
+            hiddenRuns: traces.map { Erasure.digest(tenant: tenant, run: "run-\($0)") })
+    }
+
+    /// Every span the segments hold, decoded: (trace byte, count).
+    func storedTraces(_ dir: TemporaryDirectory) throws -> [UInt8: Int] {
+        var out: [UInt8: Int] = [:]
+        let directory = dir.path + "/data/segments"
+        for id in SegmentFile.list(directory) {
+            let scan = try SegmentScanner(path: SegmentFile.path(directory, id)).scan(from: SegmentFile.headerSize)
+            for b in scan.blocks {
+                let raw = try SegmentReader(directory: directory).readBlock(
+                    segment: id, offset: b.offset, length: b.header.frameLength)
+                for span in try raw.withUnsafeBytes({ try TracesDataDecoder.decode($0) { _, _ in true } }) {
+                    out[span.traceID.bytes[15], default: 0] += 1
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func erasedTracesLeaveTheSegmentsAndTheLogStillVerifies() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let spans = try await fillEvidenceStore(dir, traces: 1...60)
+        let before = try storedTraces(dir)
+        let erased: [UInt8] = [5, 6, 30, 57]
+        let gone = erased.reduce(0) { $0 + before[$1, default: 0] }
+        try #require(gone > 0)
+
+        let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+        let e = try store.recordErasure(try await erasureDraft(store, traces: erased))
+        // Hidden at once, before any byte moved.
+        for t in erased { #expect(try await !runExists(store, "run-\(t)")) }
+        #expect(try await runExists(store, "run-7"))
+        // The store's purge thread and these calls take turns (the active segment seals first).
+        var rewritten: [Int64] = []
+        for _ in 0..<40 where store.erasures.erasure(e.id)?.state != .erased {
+            rewritten += store.purgeErased().rewritten
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(store.erasures.erasure(e.id)?.state == .erased)
+        #expect(store.erasures.erasure(e.id)?.hiddenTraces.isEmpty == true)
+        for t in erased { #expect(try await !runExists(store, "run-\(t)")) }
+        for t in (1...60).map(UInt8.init) where !erased.contains(t) {
+            #expect(try await runExists(store, "run-\(t)"), "run-\(t)")
+        }
+        try await store.append(evidenceBatch(trace: 61, spans: 4))
+        await store.close()
+
+        var after = try storedTraces(dir)
+        for t in erased { #expect(after[t] == nil, "trace \(t)") }
+        after[61] = nil
+        #expect(after == before.filter { !erased.contains($0.key) })
+        let report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.leaves == UInt64(spans + 4))
+        #expect(report.erasedLeaves == UInt64(gone))
+        #expect(report.erasureReceipts.map(\.id) == [e.id])
+        #expect(report.rewrittenSegments >= 1 && report.rewrittenSegments >= Set(rewritten).count)
+
+        // Reopened: the tree, the index and the rewrites agree.
+        let reopened = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+        for t in erased { #expect(try await !runExists(reopened, "run-\(t)")) }
+        #expect(try await runExists(reopened, "run-8"))
+        #expect(reopened.purgeErased().completed.isEmpty)
+        await reopened.close()
+        #expect(verify(dir).ok)
+    }
+
+    /// The state a crash leaves between the rewrite's signed note and the swap (the new file in
+    /// its scratch directory), and before the note (no note): start-up finishes the first and
+    /// drops the second, and both verify.
+    @Test func aRewriteCutShortRollsForwardOrBack() async throws {
+        for signed in [true, false] {
+            let dir = TemporaryDirectory()
+            defer { dir.remove() }
+            let spans = try await fillEvidenceStore(dir, traces: 1...40)
+            let old = dir.path + "/old"
+            try FileManager.default.copyItem(atPath: dir.path + "/data", toPath: old)
+            // The same erasure carried out to the end in a copy gives the new file and note.
+            let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+            _ = try store.recordErasure(try await erasureDraft(store, traces: [9]))
+            try FileManager.default.copyItem(atPath: dir.path + "/data/erasures.json", toPath: old + "/erasures.json")
+            for _ in 0..<40 where store.erasures.erasure("erasure-1")?.state != .erased {
+                _ = store.purgeErased()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            await store.close()
+            // The segment rewritten: the one the signed note names.
+            let notes = SegmentRewrite.read(directory: dir.path + "/data/log", verifier: Self.signer.verifier).rewrites
+            try #require(notes.count == 1)
+            let id = notes[0].segment
+            let segments = dir.path + "/data/segments"
+            // The crash state: the old store, the new file in scratch, the note or not.
+            let done = dir.path + "/done"
+            try FileManager.default.moveItem(atPath: dir.path + "/data", toPath: done)
+            try FileManager.default.moveItem(atPath: old, toPath: dir.path + "/data")
+            mkdir(segments + "/erase-\(id).tmp", 0o750)
+            try FileManager.default.copyItem(
+                atPath: SegmentFile.path(done + "/segments", id),
+                toPath: SegmentFile.path(segments + "/erase-\(id).tmp", id))
+            if signed {
+                try FileManager.default.copyItem(
+                    atPath: done + "/log/rewrites", toPath: dir.path + "/data/log/rewrites")
+            }
+            let oldBytes = FileManager.default.contents(atPath: SegmentFile.path(segments, id))
+            let reopened = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+            #expect(access(segments + "/erase-\(id).tmp", F_OK) != 0)
+            let now = FileManager.default.contents(atPath: SegmentFile.path(segments, id))
+            if signed {
+                #expect(now == FileManager.default.contents(atPath: SegmentFile.path(done + "/segments", id)))
+            } else {
+                #expect(now == oldBytes)
+            }
+            // Hidden throughout; the purge finishes what is left.
+            #expect(try await !runExists(reopened, "run-9"))
+            #expect(try await runExists(reopened, "run-10"))
+            // (its purge thread may get there first)
+            for _ in 0..<40 where reopened.erasures.erasure("erasure-1")?.state != .erased {
+                _ = reopened.purgeErased()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(reopened.erasures.erasure("erasure-1")?.state == .erased)
+            await reopened.close()
+            let report = verify(dir)
+            #expect(report.ok, "\(signed): \(report.problems)")
+            #expect(report.leaves == UInt64(spans))
+            #expect(try storedTraces(dir)[9] == nil)
+        }
+    }
+}
