@@ -59,6 +59,11 @@ public struct PreparedBundle: Sendable {
     public var spans: Int
     public var runs: Int
     public var mtime: Int
+    /// The bundle's ID: its `manifest.json`'s SHA-256 (`flightrec audit verify` prints it),
+    /// and the runs it holds as `Erasure.digest(tenant:run:)`, for the export log.
+    public var id = ""
+    public var runDigests: [String] = []
+    public var tenants: [String] = []
 
     /// The archive's total size.
     public var archiveSize: Int { members.reduce(2 * Tar.block) { $0 + Tar.block + $1.size + Tar.padding($1.size) } }
@@ -644,9 +649,13 @@ public enum AuditExporter {
         let envelope = try DSSEEnvelope(signing: Array(try BundleJSON.plain().encode(statement)), by: snapshot.signer)
         try files.write(AuditBundle.envelope, try BundleJSON.plain().encode(envelope), records: 1, listed: false)
         read.files = files
-        return PreparedBundle(
+        var bundle = PreparedBundle(
             directory: files.directory, members: files.all.map { ($0.name, $0.size) }, spans: indices.count,
             runs: runs.count, mtime: Int(now.timeIntervalSince1970))
+        bundle.id = files.all.first { $0.name == AuditBundle.manifest }?.sha256 ?? ""
+        bundle.runDigests = runs.map { Erasure.digest(tenant: $0.tenant, run: $0.runID) }
+        bundle.tenants = Array(Set(runs.map(\.tenant) + plan.tenants)).sorted()
+        return bundle
     }
 
     /// Keeps `value` alive for another second, then drops it on a background thread: for

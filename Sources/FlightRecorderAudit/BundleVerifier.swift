@@ -37,6 +37,8 @@ public enum BundleVerifier {
         /// decision), each already checked against the spans.
         public var findings: [String: Int] = [:]
         public var pinnedSize: UInt64?
+        /// The bundle's ID: its manifest's SHA-256 (what an erasure receipt names).
+        public var bundleID: String?
         public var ok: Bool { failures.isEmpty }
     }
 
@@ -128,6 +130,7 @@ public enum BundleVerifier {
         }
         var digests: [String: String] = [:]
         for (m, d) in zip(hashed, computed.withLock { $0 }) { digests[m.name] = d }
+        report.bundleID = digests[AuditBundle.manifest]
         var subjects: Set<String> = []
         for s in statement.subject {
             subjects.insert(s.name)

@@ -121,6 +121,7 @@ struct AuditVerify: AsyncParsableCommand {
             if let k = report.key { out["key"] = k }
             if let s = report.selection { out["selection"] = s }
             if let p = report.pinnedSize { out["pinned_size"] = p }
+            if let id = report.bundleID { out["bundle_id"] = id }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
             FileHandle.standardOutput.write(data + Data("\n".utf8))
         } else {
@@ -133,6 +134,7 @@ struct AuditVerify: AsyncParsableCommand {
             for (kind, n) in report.findings.sorted(by: { $0.key < $1.key }) {
                 print("finding: \(kind) × \(n) (declared in findings.jsonl)")
             }
+            if let id = report.bundleID { print("bundle ID (manifest SHA-256): \(id)") }
             if !report.keyPinned { print("warning: no --key given; checked against the key the bundle names") }
         }
         if !report.ok { throw Exit.dataError }

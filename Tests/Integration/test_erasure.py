@@ -78,6 +78,13 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert r.returncode == 64 and "hold-1" in r.stderr, r.stderr
         assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
 
+        # A bundle exported before the erasure: it still verifies after, and the erasure's
+        # receipt names it.
+        early = os.path.join(workdir, "early.tar")
+        assert export(d, early, "--run", "run-carol").returncode == 0
+        code, report, raw = audit_verify(early)
+        assert code == 0, raw.stdout
+        early_id = report["bundle_id"]
         needles = [b"carol-secret-note", b"carol-second-note", carol.encode(), b"run-carol", b"op-run-carol-0"]
         assert data_holding(d.data, needles), "the workload's values should be on disk before the erasure"
         r = d.cli("erase", "--subject", f"enduser.id={carol}", "--reason", "GDPR art. 17", "--json", "--wait",
@@ -90,6 +97,8 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert carol not in r.stdout and "run-carol" not in r.stdout
         # --wait returned: not one byte of the subject's spans is left, raw or decompressed.
         assert not data_holding(d.data, needles), data_holding(d.data, needles)
+        code, report, raw = audit_verify(early)
+        assert code == 0 and report["spans"] == 3, raw.stdout
 
         # Gone from every answer at once.
         assert d.get("/api/v1/runs/run-carol", token=admin)[0] == 404
@@ -121,11 +130,15 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
             bundle = f.read()
         assert not [x for x in needles if x in bundle]
 
-        # A tenant goes whole.
-        r = d.cli("erase", "--tenant", "globex", "--reason", "contract ended", token=admin)
-        assert r.returncode == 0 and "erasure-2" in r.stdout, r.stderr
+        # A tenant goes whole, from a segment it shares with acme.
+        r = d.cli("erase", "--tenant", "globex", "--reason", "contract ended", "--wait", "--timeout", "20",
+                  token=admin)
+        assert r.returncode == 0 and "erasure-2" in r.stdout and "erased" in r.stdout, (r.stderr, d.read_log()[-4000:])
         assert d.get("/api/v1/runs/run-g", token=admin)[0] == 404
         assert "run-g" not in json.dumps(d.get("/api/v1/runs?limit=1000", token=admin)[1])
+        gina = pseudonym(d, "gina@corp.example")
+        assert not data_holding(d.data, [b"globex-note", b"run-g", gina.encode()])
+        assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
     finally:
         d.stop()
 
@@ -158,6 +171,7 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
     assert report["erased_spans"] >= 6 and report["rewritten_segments"] >= 1, report
     assert [e["id"] for e in report["erasures"]][:1] == ["erasure-1"], report["erasures"]
     assert report["erasures"][0]["reason"] == "GDPR art. 17" and report["erasures"][0]["spans"] == 6
+    assert report["erasures"][0]["bundles"] == [early_id], report["erasures"][0]
 
 
 def urlquote(s):

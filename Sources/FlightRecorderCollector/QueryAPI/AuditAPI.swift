@@ -103,6 +103,11 @@ extension QueryAPI {
                 do {
                     let whole = try await bundle.forEachChunk { try await writer.write($0) }
                     try await writer.finish(nil)
+                    // Which runs left in which bundle: an erasure's receipt names the bundles
+                    // exported before it that held its runs.
+                    store.erasures.noteExport(
+                        id: whole.id, tenants: whole.tenants, runDigests: whole.runDigests,
+                        at: Int64(Date().timeIntervalSince1970))
                     logger.info(
                         "audit bundle exported",
                         metadata: [

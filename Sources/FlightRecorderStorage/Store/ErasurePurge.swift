@@ -26,7 +26,12 @@ extension SpanStore {
     /// active segment (only sealed segments are rewritten) and wakes the purge.
     public func recordErasure(_ draft: Erasure) throws(StorageError) -> Erasure {
         var e = draft
-        e.activeSegment = catalog.snapshot.last { $0.bloom == nil }?.id
+        // The segment being written, unless it holds nothing yet (then nothing acknowledged
+        // before now is in it, and it need not seal).
+        e.activeSegment = catalog.snapshot.last { $0.bloom == nil }.map(\.id).flatMap {
+            SegmentFile.fileSize(path: SegmentFile.path(configuration.segmentDirectory, $0)) > SegmentFile.headerSize
+                ? $0 : nil
+        }
         let recorded = try erasures.add(e)
         queue.requestSeal()
         purgeWake.signal()
@@ -125,7 +130,7 @@ extension SpanStore {
                     id: e.id, kind: e.kind.rawValue, tenant: e.tenant ?? "-", key: e.key ?? "-",
                     valueDigest: e.valueDigest ?? "-", requestedBy: e.requestedBy, requestedAt: UInt64(e.requestedAt),
                     completedAt: at, reason: e.reason, runs: e.runs, spans: e.spans,
-                    segments: Array(Set(segments + e.segments)).sorted(), bundles: []))
+                    segments: Array(Set(segments + e.segments)).sorted(), bundles: erasures.bundles(holding: e)))
         }
         try erasures.markErased(e.id, at: Int64(at))
         logger.notice(

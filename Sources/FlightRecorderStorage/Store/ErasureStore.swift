@@ -253,6 +253,48 @@ public final class ErasureStore: Sendable {
         }
     }
 
+    // MARK: The export log
+
+    /// `DATA/log/exports.jsonl`: one line per audit bundle exported (its ID, when, its tenants
+    /// and its runs' digests), so an erasure's receipt can name the bundles that held its data.
+    var exportsPath: String { (path as NSString).deletingLastPathComponent + "/log/exports.jsonl" }
+
+    struct ExportLine: Codable {
+        var id: String
+        var at: Int64
+        var tenants: [String]
+        var runs: [String]
+    }
+
+    /// Notes an exported bundle (best effort: a failure is logged by the caller's absence of
+    /// it in a receipt, never refuses the export, which has been sent).
+    public func noteExport(id: String, tenants: [String], runDigests: [String], at: Int64) {
+        guard let line = try? JSONEncoder().encode(ExportLine(id: id, at: at, tenants: tenants, runs: runDigests))
+        else { return }
+        let fd = open(exportsPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = [UInt8](line) + [0x0A]
+        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        fsync(fd)
+    }
+
+    /// The bundles exported before `e` that held any of its runs (or, for a tenant, any of
+    /// its data), by ID.
+    func bundles(holding e: Erasure) -> [String] {
+        guard let data = FileManager.default.contents(atPath: exportsPath) else { return [] }
+        let runs = Set(e.hiddenRuns)
+        var out: [String] = []
+        for line in data.split(separator: 0x0A) {
+            guard let x = try? JSONDecoder().decode(ExportLine.self, from: Data(line)), x.at <= e.requestedAt + 1
+            else { continue }
+            let held =
+                e.kind == .tenant ? x.tenants.contains(e.tenant ?? "") : x.runs.contains { runs.contains($0) }
+            if held && !out.contains(x.id) { out.append(x.id) }
+        }
+        return out
+    }
+
     private func write(_ list: [Erasure]) throws(StorageError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
