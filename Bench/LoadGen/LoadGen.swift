@@ -132,6 +132,12 @@ struct LoadGen: AsyncParsableCommand {
     @Flag(help: "With --daemon: reclaiming an expired day, and ingest meanwhile against alone (RetentionBench.swift).")
     var retentionBench = false
 
+    @Flag(
+        help:
+            "With --daemon: erase one subject from a --load-spans store, and ingest meanwhile against alone (ErasureBench.swift)."
+    )
+    var erasureBench = false
+
     @Option(help: "Tenants in the generated pool, interleaved in every request (1 to 4; acme first).")
     var tenants = 4
 
@@ -161,6 +167,10 @@ struct LoadGen: AsyncParsableCommand {
         if retentionBench {
             guard let daemon else { throw ValidationError("--retention-bench needs --daemon") }
             return try await runRetentionBench(daemon: daemon)
+        }
+        if erasureBench {
+            guard let daemon else { throw ValidationError("--erasure-bench needs --daemon") }
+            return try await runErasureBench(daemon: daemon)
         }
         if guardBench {
             guard let daemon else { throw ValidationError("--guard-bench needs --daemon") }

@@ -212,6 +212,11 @@ public final class RunAnalyser: Service, Sendable {
             case .wait: waiting.append(ref)
             case .done: finished.append(ref)
             case .observed(let new, let old):
+                // A run erased while it was read is not stored again.
+                if store.erasures.hides(tenant: new.tenant, run: new.runID) {
+                    finished.append(ref)
+                    continue
+                }
                 // A run met under its trace ID and its name alike is observed once.
                 if !batch.contains(where: { $0.new.tenant == new.tenant && $0.new.runID == new.runID }) {
                     batch.append((new, old))

@@ -32,5 +32,9 @@ public enum AgentKeys {
     /// External IDs indexed at ingest by default, so a side effect leads back to its run.
     public static let defaultExternalIDKeys = [operationID, ticketID, idempotencyKey, approvalTicket, toolCallID]
     /// Attributes indexed at ingest by default for `where` searches (with the external IDs).
-    public static let defaultSearchKeys = [toolName, operationName, policyOutcome, policyRule, requestModel, toolTier]
+    /// `enduser.id` too: a data subject's runs are found by it for erasure (`flightrec erase --subject`).
+    public static let defaultSearchKeys = [
+        toolName, operationName, policyOutcome, policyRule, requestModel, toolTier, endUserID,
+    ]
+    public static let endUserID = "enduser.id"
 }
