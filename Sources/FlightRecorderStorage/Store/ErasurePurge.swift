@@ -52,8 +52,11 @@ extension SpanStore {
         guard !pending.isEmpty else { return result }
         let hides = erasures.dataFilter()
         var touched: [Int64: Set<String>] = [:]
+        var blocks: [Int64: Set<Int>?] = [:]
         do {
-            touched = try segmentsHolding(pending)
+            let found = try extents(pending)
+            touched = found.mapValues(\.erasures)
+            blocks = found.mapValues(\.blocks)
         } catch {
             result.waiting.append("the index could not be read: \(error)")
             return result
@@ -70,7 +73,7 @@ extension SpanStore {
                 continue
             }
             do {
-                if let done = try rewriteSegment(id, hides: hides, erasures: ids.sorted()) {
+                if let done = try rewriteSegment(id, hides: hides, erasures: ids.sorted(), blocks: blocks[id] ?? nil) {
                     result.rewritten.append(id)
                     result.erasedSpans += done
                 }
@@ -106,16 +109,28 @@ extension SpanStore {
 
     /// The segments (sealed or not) holding any data of `pending`, with the erasures each holds.
     func segmentsHolding(_ pending: [Erasure]) throws(SQLiteError) -> [Int64: Set<String>] {
+        try extents(pending).mapValues(\.erasures)
+    }
+
+    /// Where `pending`'s data is: per segment, the erasures it holds data of and the offsets of
+    /// the blocks holding it (nil: any block may, for a tenant's).
+    func extents(_ pending: [Erasure]) throws(SQLiteError) -> [Int64: (erasures: Set<String>, blocks: Set<Int>?)] {
         // An index reader of its own that leaves nothing out: it must see the erased data.
         let reader = IndexReader(catalog: catalog, maxOpenSegments: 8)
-        var out: [Int64: Set<String>] = [:]
+        var out: [Int64: (erasures: Set<String>, blocks: Set<Int>?)] = [:]
         for e in pending {
             if e.kind == .tenant, let t = e.tenant {
-                for s in try reader.tenantExtent(t).segments { out[s, default: []].insert(e.id) }
+                for s in try reader.tenantExtent(t).segments {
+                    out[s, default: ([], [])].erasures.insert(e.id)
+                    out[s]!.blocks = nil
+                }
             }
             for t in e.hiddenTraces {
                 guard let trace = TraceID(hex: t.trace) else { continue }
-                for b in try reader.blocks(ofTrace: trace) { out[b.segment, default: []].insert(e.id) }
+                for b in try reader.blocks(ofTrace: trace) {
+                    out[b.segment, default: ([], [])].erasures.insert(e.id)
+                    out[b.segment]!.blocks?.insert(b.offset)
+                }
             }
         }
         return out
@@ -146,7 +161,7 @@ extension SpanStore {
     /// log's note leaves the old segment (the pass runs again); after it, start-up finishes
     /// the swap (`rollForwardRewrites`). Returns the spans removed; nil when none was there.
     func rewriteSegment(
-        _ id: Int64, hides: (String, TraceID) -> Bool, erasures ids: [String]
+        _ id: Int64, hides: (String, TraceID) -> Bool, erasures ids: [String], blocks candidates: Set<Int>? = nil
     ) throws(StorageError) -> Int? {
         let dir = configuration.segmentDirectory
         let path = SegmentFile.path(dir, id)
@@ -168,13 +183,22 @@ extension SpanStore {
         for block in scan.blocks {
             if stopRebuild.isSet { throw .io("the store is closing; the rewrite of segment \(id) goes on at start-up") }
             let frame = try SegmentReader.readFrame(path: path, offset: block.offset, length: block.header.frameLength)
+            let rec = recordAt[block.offset]
+            // A block the index says holds none of the erased traces is copied as it is.
+            if let candidates, !candidates.contains(block.offset) {
+                if var r = rec {
+                    r.offset = out.count
+                    replacement[block.offset] = [r]
+                }
+                out += frame
+                continue
+            }
             let raw = try frame.withUnsafeBytes { b in
                 Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
             }.get()
             guard let spans = BlockSpans(raw) else {
                 throw .corrupt("segment \(id), block at \(block.offset): does not decode as OTLP spans")
             }
-            let rec = recordAt[block.offset]
             let hidden = spans.keys.map { hides($0.tenant, $0.trace) }
             guard hidden.contains(true) else {
                 if var r = rec {
