@@ -117,6 +117,8 @@ panel("Retention: bytes expired per hour", [("increase(flightrec_retention_expir
 panel("Retention: ingest refused at max_bytes", [("flightrec_retention_refusing_ingest", "refusing")],
       description="1 while the store is over retention.max_bytes with nothing past the floor to expire")
 panel("Legal holds in force", [("flightrec_legal_holds", "holds")])
+panel("Erasures pending", [("flightrec_erasures_pending", "pending")],
+      description="Erasures hiding their data whose bytes are not all gone yet (normally seconds)")
 
 
 def variable(name, query):

@@ -1,3 +1,4 @@
+import FlightRecorderCore
 package import Foundation
 import Synchronization
 
@@ -61,15 +62,7 @@ package final class WorkerThread: Sendable {
         ready.signal()
     }
 
-    /// This thread's kernel ID, from `/proc/thread-self` ("PID/task/TID"): Glibc's
-    /// `gettid` is not visible to Swift, and `syscall` is variadic.
-    package static func threadID() -> id_t? {
-        var buffer = [CChar](repeating: 0, count: 64)
-        let n = readlink("/proc/thread-self", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        let link = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return link.split(separator: "/").last.flatMap { id_t($0) }
-    }
+    package static func threadID() -> id_t? { ThreadPriority.threadID() }
 
     /// The CPU time this thread has used.
     package static func threadCPU() -> Duration {

@@ -99,6 +99,10 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert not data_holding(d.data, needles), data_holding(d.data, needles)
         code, report, raw = audit_verify(early)
         assert code == 0 and report["spans"] == 3, raw.stdout
+        import urllib.request
+        text = urllib.request.urlopen(urllib.request.Request(
+            d.api_url + "/metrics", headers={"Authorization": "Bearer " + admin}), timeout=10).read().decode()
+        assert "\nflightrec_erasures_pending 0" in text, text
 
         # Gone from every answer at once.
         assert d.get("/api/v1/runs/run-carol", token=admin)[0] == 404

@@ -128,6 +128,10 @@ public final class MetricsEndpoint: Sendable {
             ),
             ("flightrec_legal_holds", "Legal holds in force."),
             (
+                "flightrec_erasures_pending",
+                "Erasures hiding their data whose bytes are not all gone from the segments yet."
+            ),
+            (
                 "flightrec_evidence_last_checkpoint_timestamp_seconds",
                 "Unix time of the last signed evidence checkpoint (alert when it is older than a few intervals)."
             ),
@@ -198,6 +202,8 @@ public final class MetricsEndpoint: Sendable {
             w0.expiredSynced = (r.segments, r.spans, r.bytes)
             w0.gauges["flightrec_retention_refusing_ingest"]?.set(to: r.refusing ? 1 : 0)
             w0.gauges["flightrec_legal_holds"]?.set(to: Double(r.holds))
+            w0.gauges["flightrec_erasures_pending"]?.set(
+                to: Double(w0.store.erasures.all.filter { $0.state == .hidden }.count))
             if let a = w0.analyser {
                 w0.gauges["flightrec_run_analyser_lag_seconds"]?.set(to: a.lag)
                 w0.gauges["flightrec_runs_waiting"]?.set(to: Double(a.waiting))

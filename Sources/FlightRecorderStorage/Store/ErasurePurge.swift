@@ -1,4 +1,5 @@
 import Crypto
+import FlightRecorderCore
 import FlightRecorderEvidence
 import FlightRecorderOTLP
 import FlightRecorderSQLite
@@ -311,6 +312,8 @@ extension SpanStore {
     /// so the bytes go within seconds, never later than `Erasure`'s hour.
     func startPurge() {
         let thread = Thread { [weak self] in
+            // Below ingest and queries: an erasure has an hour, and is hidden meanwhile.
+            ThreadPriority.setNice(10)
             var first = true
             while true {
                 guard let wake = self?.purgeWake else { return }
