@@ -212,17 +212,24 @@ public final class AgentMetrics: Sendable {
 
     /// The bucket line prefixes (`name_bucket{labels,le="…"}`) with an exemplar, and the text
     /// OpenMetrics appends to them.
-    public func exemplarLines() -> [String: String] {
+    /// `dropping` says which runs (tenant, when the series has one, and run ID) may not be
+    /// named: erased ones.
+    public func exemplarLines(
+        dropping: (_ tenant: String?, _ run: String) -> Bool = { _, _ in false }
+    ) -> [String: String] {
         state.withLock { s in
             var out: [String: String] = [:]
             for (key, buckets) in s.exemplars {
                 guard let bounds = key.family.buckets else { continue }
+                let tenant = key.family.labels.firstIndex(of: "tenant").flatMap {
+                    $0 < key.labels.count ? key.labels[$0] : nil
+                }
                 let isOverflow = s.live[key] == nil
                 let labels =
                     isOverflow
                     ? "\(Self.overflowLabel.0)=\"\(Self.overflowLabel.1)\""
                     : zip(key.family.labels, key.labels).map { "\($0)=\"\($1)\"" }.joined(separator: ",")
-                for (bucket, e) in buckets {
+                for (bucket, e) in buckets where !dropping(tenant, e.runID) {
                     let le = bucket < bounds.count ? bounds[bucket].description : "+Inf"
                     out["\(key.family.name)_bucket{\(labels),le=\"\(le)\"}"] =
                         " # {run_id=\"\(OpenMetrics.escape(e.runID))\"} \(e.value) \(e.time)"

@@ -41,6 +41,12 @@ def subject_run(d, run_id, user, tenant="acme", note="routine"):
     return format(root.get_span_context().trace_id, "032x")
 
 
+def openmetrics_text(d, admin):
+    import urllib.request
+    return urllib.request.urlopen(urllib.request.Request(d.api_url + "/metrics", headers={
+        "Authorization": "Bearer " + admin, "Accept": "application/openmetrics-text"}), timeout=10).read().decode()
+
+
 def answers(d, admin, paths):
     """Every answer's body, as text, for scanning."""
     out = []
@@ -54,13 +60,15 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
     d = Daemon(workdir, extra_config=auth_config()).start()
     admin = token("admin")
     try:
-        carol_trace = subject_run(d, "run-carol", "carol@corp.example", note="carol-secret-note")
-        subject_run(d, "run-carol-2", "carol@corp.example", note="carol-second-note")
         subject_run(d, "run-dave", "dave@corp.example", note="dave-note")
         subject_run(d, "run-g", "gina@corp.example", tenant="globex", note="globex-note")
+        carol_trace = subject_run(d, "run-carol", "carol@corp.example", note="carol-secret-note")
+        carol2_trace = subject_run(d, "run-carol-2", "carol@corp.example", note="carol-second-note")
         carol = pseudonym(d, "carol@corp.example")
         dave = pseudonym(d, "dave@corp.example")
         assert d.get("/api/v1/runs/run-carol", token=admin)[0] == 200
+        # The latest exemplars name its trace (its run until the tool spans' run is resolved).
+        assert carol2_trace in openmetrics_text(d, admin)
 
         # Admin only; a scope and a reason are required; an unknown subject is a 404.
         r = d.cli("erase", "--subject", f"enduser.id={carol}", "--reason", "GDPR art. 17",
@@ -117,9 +125,13 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
             "/api/v1/runs?where=" + urlquote('note ~ "carol"'),
             "/api/v1/runs/run-dave",
         ])
+        openmetrics = openmetrics_text(d, admin)
+        assert "# {run_id=" in openmetrics  # exemplars are on, and name runs
+        scanned.append(("/metrics (OpenMetrics)", 200, openmetrics))
         for path, status, text in scanned:
             assert status in (200, 404), (path, status, text)
             assert "carol" not in text and carol not in text and "run-carol" not in text, (path, text)
+            assert carol_trace not in text and carol2_trace not in text, (path, text)
         assert "run-dave" in scanned[0][2] and "run-g" in scanned[0][2]
         # Exports leave it out too.
         out = os.path.join(workdir, "carol.tar")

@@ -228,7 +228,10 @@ public final class MetricsEndpoint: Sendable {
         refresh()
         let text = registry.emitToBuffer()
         if OpenMetrics.wanted(accept: accept) {
-            return (OpenMetrics.convert(text, exemplars: agent.exemplarLines()), OpenMetrics.contentType)
+            // An erased run is never named, not even by an exemplar.
+            let erasures = wiring.withLock { $0?.store.erasures }
+            let exemplars = agent.exemplarLines(dropping: { erasures?.hides(tenant: $0, run: $1) ?? false })
+            return (OpenMetrics.convert(text, exemplars: exemplars), OpenMetrics.contentType)
         }
         return (text, OpenMetrics.prometheusContentType)
     }

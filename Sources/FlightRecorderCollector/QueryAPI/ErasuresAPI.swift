@@ -148,7 +148,12 @@ public struct ErasuresAPI: Sendable {
         draft.spans = resolved.spans
         draft.segments = resolved.segments.sorted()
         draft.hiddenTraces = resolved.traces.sorted { ($0.tenant, $0.trace) < ($1.tenant, $1.trace) }
-        draft.hiddenRuns = resolved.runs.map { Erasure.digest(tenant: $0.tenant, run: $0.run) }
+        // A trace's spans count under its ID until a span names the run (an exemplar may name
+        // one so): those IDs are hidden as runs too.
+        draft.hiddenRuns =
+            resolved.runs.map { Erasure.digest(tenant: $0.tenant, run: $0.run) }
+            + resolved.traces.map { Erasure.digest(tenant: $0.tenant, run: $0.trace) }
+        draft.runTenants = Set(resolved.runs.map(\.tenant)).sorted()
         if draft.kind == .tenant {
             let tenant = draft.tenant!
             let (segments, runs) = try await store.read { reader, _ in try reader.tenantExtent(tenant) }

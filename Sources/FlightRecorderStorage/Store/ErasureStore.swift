@@ -56,8 +56,10 @@ public struct Erasure: Codable, Sendable, Equatable {
     public var segments: [Int64]
     /// The traces hidden (tenant, trace ID in hex), for a run or subject erasure.
     public var hiddenTraces: [HiddenTrace]
-    /// `Erasure.digest(tenant:run:)` of every run hidden.
+    /// `Erasure.digest(tenant:run:)` of every run hidden (kept once erased: digests only).
     public var hiddenRuns: [String]
+    /// The tenants of `hiddenRuns`.
+    public var runTenants: [String]?
     /// The segment being written when it was made: sealed before it can complete.
     public var activeSegment: Int64?
     /// Unix seconds, once erased.
@@ -109,6 +111,8 @@ struct HiddenSet: Sendable {
     var tenants: Set<String> = []
     var runs: Set<String> = []
     var traces: Set<TenantTrace> = []
+    /// The tenants of the runs hidden one by one.
+    var runTenants: Set<String> = []
 
     struct TenantTrace: Hashable, Sendable {
         var tenant: String
@@ -118,9 +122,12 @@ struct HiddenSet: Sendable {
     var isEmpty: Bool { tenants.isEmpty && runs.isEmpty && traces.isEmpty }
 
     mutating func add(_ e: Erasure) {
+        // Once erased its runs stay named (by digest): an exemplar or a late span of one
+        // never brings its ID back into an answer.
+        runs.formUnion(e.hiddenRuns)
+        runTenants.formUnion(e.runTenants ?? [])
         guard e.state == .hidden else { return }
         if e.kind == .tenant, let t = e.tenant { tenants.insert(t) }
-        runs.formUnion(e.hiddenRuns)
         for t in e.hiddenTraces {
             if let id = TraceID(hex: t.trace) { traces.insert(TenantTrace(tenant: t.tenant, trace: id)) }
         }
@@ -179,8 +186,8 @@ public final class ErasureStore: Sendable {
         return try result.get()
     }
 
-    /// Marks erasure `id` erased: its bytes are gone, so it hides nothing more, and the
-    /// traces and runs it listed are dropped from the record.
+    /// Marks erasure `id` erased: its bytes are gone, so only its runs' digests still hide (an
+    /// exemplar, a late span), and the traces it listed are dropped from the record.
     func markErased(_ id: String, at: Int64) throws(StorageError) {
         let result: Result<Void, StorageError> = erasures.withLock { list in
             guard let i = list.firstIndex(where: { $0.id == id }) else { return .success(()) }
@@ -188,7 +195,6 @@ public final class ErasureStore: Sendable {
             next[i].state = .erased
             next[i].completedAt = at
             next[i].hiddenTraces = []
-            next[i].hiddenRuns = []
             do throws(StorageError) {
                 try write(next)
             } catch {
@@ -241,6 +247,15 @@ public final class ErasureStore: Sendable {
         guard anyRuns else { return false }
         let d = Erasure.digest(tenant: tenant, run: run)
         return hidden.withLock { $0.runs.contains(d) }
+    }
+
+    /// Whether run `run` is hidden in `tenant`, or, with no tenant, in any tenant it could be
+    /// hidden in (a metric series without a tenant label).
+    public func hides(tenant: String?, run: String) -> Bool {
+        guard isActive else { return false }
+        if let tenant { return hides(tenant: tenant, run: run) }
+        let (tenants, runs) = hidden.withLock { ($0.runTenants, $0.runs) }
+        return tenants.contains { runs.contains(Erasure.digest(tenant: $0, run: run)) }
     }
 
     /// A filter over decoded spans, taken once per read: nil when nothing is hidden.
