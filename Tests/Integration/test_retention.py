@@ -208,3 +208,44 @@ def test_over_max_bytes_under_the_floor_ingest_is_refused_retryably(workdir):
         assert d.get("/api/v1/runs?limit=1")[0] == 200  # queries still answer
     finally:
         d.stop()
+
+
+def test_expiry_under_ingest_loses_no_span_younger_than_its_age(workdir):
+    """Ingest goes on while expiry passes delete the older segments: every run acknowledged
+    within its age is still whole at the end, whatever the passes deleted meanwhile."""
+    import threading
+    from test_erasure import post_runs
+    d = Daemon(workdir, extra_config=auth_config() + "retention:\n  max_age: 4s\n  seal_after: 1s\n"
+                                                    "  check_interval: 1s\n").start()
+    admin = token("admin")
+    acked = []
+    stop = threading.Event()
+
+    def ingest():
+        k = 0
+        while not stop.is_set():
+            if post_runs(d, k, 4, spans=10):
+                acked.append((time.time(), k))
+            k += 4
+
+    feeder = threading.Thread(target=ingest)
+    feeder.start()
+    try:
+        time.sleep(12)
+        stop.set()
+        feeder.join()
+        done = time.time()
+        assert "retention: segment expired" in d.read_log(), "nothing expired while ingest went on"
+        # Runs acknowledged within the last 2 s are in segments written less than 4 s ago.
+        recent = [k for t, k in acked if done - t < 2]
+        assert len(recent) > 10
+        for k0 in recent:
+            for k in range(k0, k0 + 4):
+                status, body = d.get(f"/api/v1/runs/run-{k}", token=admin)
+                assert status == 200 and len(body["spans"]) == 10, (k, status)
+        assert d.get("/api/v1/runs/run-0", token=admin)[0] == 404  # the first ones expired
+    finally:
+        stop.set()
+        d.stop()
+    r = subprocess.run([BIN, "verify", "--data", d.data], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout

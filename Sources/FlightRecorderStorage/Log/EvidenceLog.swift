@@ -295,6 +295,9 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     func appendErasureReceipt(_ receipt: ErasureReceipt) throws(StorageError) {
         let result: Result<Void, StorageError> = queue.sync {
             do throws(StorageError) {
+                // Once per erasure (a crash between the receipt and the erasure's record asks again).
+                let signed = ErasureReceipt.read(directory: directory, verifier: signer.verifier).receipts
+                if signed.contains(where: { $0.id == receipt.id }) { return .success(()) }
                 try appendSigned(receipt.text(origin: signer.name), to: erasuresPath)
                 return .success(())
             } catch {

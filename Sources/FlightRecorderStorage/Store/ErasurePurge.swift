@@ -28,8 +28,12 @@ extension SpanStore {
     public func recordErasure(_ draft: Erasure) throws(StorageError) -> Erasure {
         var e = draft
         // The segment being written, unless it holds nothing yet (then nothing acknowledged
-        // before now is in it, and it need not seal).
-        e.activeSegment = catalog.snapshot.last { $0.bloom == nil }.map(\.id).flatMap {
+        // before now is in it, and it need not seal). Segments after it hold only spans that
+        // arrived after the erasure: it does not reach them (or an erasure of a tenant that
+        // keeps sending would never end).
+        let active = catalog.snapshot.last { $0.bloom == nil }?.id
+        e.lastSegment = active
+        e.activeSegment = active.flatMap {
             SegmentFile.fileSize(path: SegmentFile.path(configuration.segmentDirectory, $0)) > SegmentFile.headerSize
                 ? $0 : nil
         }
@@ -120,15 +124,16 @@ extension SpanStore {
         let reader = IndexReader(catalog: catalog, maxOpenSegments: 8)
         var out: [Int64: (erasures: Set<String>, blocks: Set<Int>?)] = [:]
         for e in pending {
+            let reaches = { (segment: Int64) in segment <= (e.lastSegment ?? .max) }
             if e.kind == .tenant, let t = e.tenant {
-                for s in try reader.tenantExtent(t).segments {
+                for s in try reader.tenantExtent(t).segments where reaches(s) {
                     out[s, default: ([], [])].erasures.insert(e.id)
                     out[s]!.blocks = nil
                 }
             }
             for t in e.hiddenTraces {
                 guard let trace = TraceID(hex: t.trace) else { continue }
-                for b in try reader.blocks(ofTrace: trace) {
+                for b in try reader.blocks(ofTrace: trace) where reaches(b.segment) {
                     out[b.segment, default: ([], [])].erasures.insert(e.id)
                     out[b.segment]!.blocks?.insert(b.offset)
                 }

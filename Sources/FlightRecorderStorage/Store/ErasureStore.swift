@@ -60,6 +60,8 @@ public struct Erasure: Codable, Sendable, Equatable {
     public var hiddenRuns: [String]
     /// The tenants of `hiddenRuns`.
     public var runTenants: [String]?
+    /// The newest segment when it was made: later ones hold only spans that came after.
+    public var lastSegment: Int64?
     /// The segment being written when it was made: sealed before it can complete.
     public var activeSegment: Int64?
     /// Unix seconds, once erased.
