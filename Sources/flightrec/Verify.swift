@@ -106,8 +106,9 @@ struct Verify: AsyncParsableCommand {
             }
             if report.erasedLeaves > 0 || !report.erasureReceipts.isEmpty {
                 print(
-                    "\(report.erasedLeaves) spans erased from \(report.rewrittenSegments) segments, each leaf named by "
-                        + "a signed rewrite; \(report.erasureReceipts.count) signed erasure receipts")
+                    "\(report.erasedLeaves) spans removed from \(report.rewrittenSegments) segments (erased, or a "
+                        + "tenant past its age in a shared segment), each leaf named by a signed rewrite; "
+                        + "\(report.erasureReceipts.count) signed erasure receipts")
                 for r in report.erasureReceipts {
                     print(
                         "  \(r.id): \(r.kind) \(r.tenant == "-" ? "" : "of tenant \(r.tenant) ")by \(r.requestedBy), "

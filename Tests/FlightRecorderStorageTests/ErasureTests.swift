@@ -1,5 +1,6 @@
 import FlightRecorderCore
 import FlightRecorderEvidence
+import FlightRecorderIngest
 import FlightRecorderOTLP
 import FlightRecorderTesting
 import Foundation
@@ -151,5 +152,61 @@ extension SpanStoreTests {
             #expect(report.leaves == UInt64(spans))
             #expect(try storedTraces(dir)[9] == nil)
         }
+    }
+}
+
+extension SpanStoreTests {
+    /// A batch of `n` spans of trace `trace` in `tenant`'s resource.
+    func tenantBatch(trace: UInt8, spans n: Int, tenant: String) throws -> IngestBatch {
+        let spans = (1...n).map { i in
+            TestSpan(
+                trace: RequestBuilder.traceID(trace), span: RequestBuilder.spanID(UInt8(i), trace),
+                parent: i == 1 ? [] : RequestBuilder.spanID(1, trace), name: "step \(i)",
+                attributes: [("agent.run.id", .string("run-\(trace)")), ("note", .string("\(tenant)-note-\(trace)"))])
+        }
+        return try ExportRequestDecoder().decode(
+            RequestBuilder.request(
+                resource: [("service.name", .string("agent")), ("tenant.id", .string(tenant))], spans: spans))
+    }
+
+    /// Two tenants in the same segments, one kept 100 s and the other for ever: once past
+    /// its age, the first tenant's spans leave the segments by a rewrite, the other's stay,
+    /// and the evidence still verifies.
+    @Test func aTenantPastItsAgeLeavesSegmentsItSharesByARewrite() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var c = evidenceConfiguration(dir)
+        c.retention = .init(maxAge: nil, tenantMaxAge: ["globex": 100])
+        var store = try SpanStore(configuration: c, logger: logger)
+        var spans = 0
+        for t in UInt8(1)...80 {
+            try await store.append(tenantBatch(trace: t, spans: 5, tenant: t % 2 == 0 ? "globex" : "acme"))
+            spans += 5
+        }
+        await store.close()
+        let segments = SegmentFile.list(dir.path + "/data/segments")
+        try #require(segments.count > 3)
+        store = try SpanStore(configuration: c, logger: logger)
+        #expect(store.expire(grace: 0).isEmpty)  // young
+        for id in segments.dropLast() { age(dir, segment: id, by: 500) }
+        let expired = store.expire(grace: 0)
+        #expect(!expired.isEmpty && expired.allSatisfy(\.rewritten))
+        #expect(expired.reduce(0) { $0 + $1.spans } > 0)
+        for t in UInt8(1)...80 {
+            let kept = try await runExists(store, "run-\(t)")
+            // acme's all stay; globex's go, but for those in the last (young) segment.
+            if t % 2 == 1 { #expect(kept, "run-\(t)") }
+        }
+        #expect(try await !runExists(store, "run-2"))
+        #expect(store.expire(grace: 0).isEmpty)  // nothing more to remove
+        await store.close()
+        let stored = try storedTraces(dir)
+        for t in UInt8(1)...80 where t % 2 == 1 { #expect(stored[t] == 5, "trace \(t)") }
+        #expect(stored[2] == nil)
+        // Ages kept: the rewritten segments still read as old.
+        let report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.leaves == UInt64(spans))
+        #expect(report.erasedLeaves == UInt64(expired.reduce(0) { $0 + $1.spans }))
     }
 }

@@ -53,7 +53,7 @@ def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
                                      if n in segments_before and n.endswith(".frs")]), d.read_log()
         assert "retention: segment expired" in d.read_log()
         # Start-up said what retention does, and that acme's longer age keeps shared segments.
-        assert "retention on" in d.read_log() and "longest-kept" in d.read_log()
+        assert "retention on" in d.read_log() and "rewritten without the spans of tenants past" in d.read_log()
         # What went shows on /metrics.
         text = urllib.request.urlopen(urllib.request.Request(
             d.api_url + "/metrics", headers={"Authorization": "Bearer " + admin}), timeout=10).read().decode()

@@ -104,10 +104,10 @@ public struct Daemon: Sendable {
                     "holds_in_force": "\(store.holds.all.count)",
                 ])
             if !retention.tenantMaxAgeSeconds.isEmpty {
-                logger.warning(
+                logger.notice(
                     """
-                    retention: segments hold every tenant's spans, so a segment goes only when its longest-kept \
-                    tenant's spans expire; a tenant sharing segments with one kept longer keeps its spans that long
+                    retention: segments hold every tenant's spans; a segment shared with a tenant kept longer is \
+                    rewritten without the spans of tenants past their age
                     """)
             }
         }

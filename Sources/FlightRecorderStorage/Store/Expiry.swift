@@ -20,6 +20,8 @@ public struct ExpiredSegment: Sendable {
     public var maxAge: Double
     /// `max_age <seconds>s` or `max_bytes <bytes>`.
     public var reason: String
+    /// Not deleted but rewritten without the spans of tenants past their age (others keep it).
+    public var rewritten = false
 }
 
 extension SpanStore {
@@ -139,6 +141,36 @@ extension SpanStore {
             logger.warning("retention: the runs a where hold covers could not all be found; nothing expires this pass")
             return []
         }
+        // A segment shared with a tenant kept longer: the tenants past their age leave it by a
+        // rewrite (as an erasure's), the rest stays.
+        var rewritten: [ExpiredSegment] = []
+        for i in candidates.indices where !chosen.contains(candidates[i].segment.segment) && !stopRebuild.isSet {
+            let c = candidates[i]
+            var past = Set(c.tenants.filter { t in retention.maxAge(tenant: t).map { c.segment.age >= $0 } ?? false })
+            guard !past.isEmpty, past.count < c.tenants.count else { continue }
+            // A tenant any hold covers (itself, or one of its runs here) stays.
+            guard let facts = try? Self.expiryFacts(directory, c.segment.segment, runs: true) else { continue }
+            for hold in inForce {
+                switch hold.kind {
+                case .tenant: past.remove(hold.value)
+                case .run:
+                    for r in facts.runs where r.run == hold.value && (hold.tenant == nil || hold.tenant == r.tenant) {
+                        past.remove(r.tenant)
+                    }
+                case .where: break
+                }
+            }
+            if !whereHolds.isEmpty && !past.isEmpty {
+                if whereHeld == nil {
+                    whereHeld = .some(
+                        configuration.heldRuns?(whereHolds).map { Set($0.map { $0.tenant + "\u{1F}" + $0.run }) })
+                }
+                guard let held = whereHeld ?? nil else { continue }
+                for r in facts.runs where held.contains(r.tenant + "\u{1F}" + r.run) { past.remove(r.tenant) }
+            }
+            guard !past.isEmpty else { continue }
+            if let r = expireTenants(past, of: c.segment, now: now) { rewritten.append(r) }
+        }
         var done: [ExpiredSegment] = []
         for segment in due {
             // The receipt is durable before anything is deleted; without it nothing is.
@@ -153,7 +185,7 @@ extension SpanStore {
             readerLock.withLock { backgroundLock.withLock { catalog.remove(segment.segment) } }
             done.append(segment)
         }
-        guard !done.isEmpty else { return [] }
+        guard !done.isEmpty else { return rewritten }
         // A run with spans in a segment still stored is not gone.
         for i in done.indices {
             let runs = done[i].runs
@@ -188,7 +220,47 @@ extension SpanStore {
             $0.spans += done.reduce(0) { $0 + $1.spans }
             $0.bytes += done.reduce(0) { $0 + $1.bytes }
         }
-        return done
+        return rewritten + done
+    }
+
+    /// Rewrites `segment` without the spans of `tenants` (past their age, while another
+    /// tenant's keep the segment), as an erasure rewrites one: the evidence log signs the
+    /// rewrite (the removed leaves' hashes) first. What it removed, as an `ExpiredSegment`
+    /// (`rewritten`), or nil when nothing was removed or the rewrite failed (the next pass
+    /// tries again).
+    private func expireTenants(_ tenants: Set<String>, of segment: ExpiredSegment, now: Double) -> ExpiredSegment? {
+        let directory = configuration.segmentDirectory
+        let id = segment.segment
+        let runs = (try? Self.expiryFacts(directory, id, runs: true).runs.filter { tenants.contains($0.tenant) }) ?? []
+        let before = Self.filesBytes(directory, id)
+        let removed: Int?
+        do {
+            removed = try rewriteSegment(
+                id, hides: { tenant, _ in tenants.contains(tenant) }, erasures: ["retention"], blocks: nil)
+        } catch {
+            logger.error(
+                "retention: could not rewrite a segment without the tenants past their age; retried at the next pass",
+                metadata: ["segment": "\(id)", "error": "\(error)"])
+            return nil
+        }
+        guard let removed else { return nil }
+        var out = segment
+        out.rewritten = true
+        out.spans = removed
+        out.bytes = max(0, before - Self.filesBytes(directory, id))
+        out.reason = "max_age (tenants \(tenants.sorted().joined(separator: ", ")))"
+        out.runs =
+            (try? readInBackground { reader, _ in
+                try runs.filter { try reader.runs($0.run, scope: .only([$0.tenant])).isEmpty }
+            }) ?? []
+        expiredTotals.withLock {
+            $0.spans += removed
+            $0.bytes += out.bytes
+        }
+        logger.notice(
+            "retention: tenants past their age removed from a shared segment",
+            metadata: ["segment": "\(id)", "spans": "\(removed)", "tenants": "\(tenants.count)"])
+        return out
     }
 
     /// A segment's file, then its index's files.
