@@ -146,6 +146,10 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
             bundle = f.read()
         assert not [x for x in needles if x in bundle]
 
+        # A subject by a key the index does not hold scans every run, past the hidden ones.
+        r = d.cli("erase", "--subject", "note=nobody's", "--reason", "x", token=admin)
+        assert r.returncode == 66, r.stderr
+        assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
         # A tenant goes whole, from a segment it shares with acme.
         r = d.cli("erase", "--tenant", "globex", "--reason", "contract ended", "--wait", "--timeout", "20",
                   token=admin)

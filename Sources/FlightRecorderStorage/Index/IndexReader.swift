@@ -230,7 +230,7 @@ package final class IndexReader {
             // Erased tenants are left out by the query, erased runs by asking for as many more.
             for p in try r.firstRuns(
                 since: max(lower, kth), until: upper, tenants: tenants, excluding: hiddenTenants,
-                limit: limit + hiddenRuns)
+                limit: limit > Int.max - hiddenRuns ? Int.max : limit + hiddenRuns)
             {
                 let key = RunKey(run: p.summary.runID, tenant: p.summary.tenant ?? "")
                 guard found[key] == nil, erasures?.hides(tenant: key.tenant, run: key.run) != true,

@@ -263,7 +263,9 @@ extension SpanStore {
         let scratch = dir + "/erase-\(id).tmp"
         Self.removeScratch(scratch)
         guard mkdir(scratch, 0o750) == 0 else { throw .io("create \(scratch)") }
-        defer { Self.removeScratch(scratch) }
+        // Kept when the swap fails after the log signed the rewrite: start-up finishes it.
+        var swapping = false
+        defer { if !swapping { Self.removeScratch(scratch) } }
         let tmp = SegmentFile.path(scratch, id)
         try Self.writeSynced(tmp, out, timesOf: path)
         let digest = SHA256.hash(data: out).map { String(format: "%02x", $0) }.joined()
@@ -277,6 +279,7 @@ extension SpanStore {
         let target = IndexSchema.path(dir, id)
 
         func swap() throws(StorageError) {
+            swapping = true
             let filter = IndexSchema.attributeFilterPath(builtIndex)
             if access(filter, F_OK) == 0 {
                 guard rename(filter, IndexSchema.attributeFilterPath(target)) == 0 else {
@@ -291,6 +294,7 @@ extension SpanStore {
             catalog.replace(id, bloom: bloom)
             segmentReader.forget(segment: id)
             backgroundReader?.segments.forget(segment: id)
+            swapping = false
         }
         backgroundLock.lock()
         readerLock.lock()
@@ -305,6 +309,11 @@ extension SpanStore {
         }
         readerLock.unlock()
         backgroundLock.unlock()
+        if swapping {
+            logger.critical(
+                "erasure: the log signed a segment's rewrite but the files could not be swapped; restart to finish it",
+                metadata: ["segment": "\(id)"])
+        }
         try swapped.get()
         logger.notice(
             "erasure: segment rewritten without the erased spans",
