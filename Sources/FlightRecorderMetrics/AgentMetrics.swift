@@ -210,6 +210,19 @@ public final class AgentMetrics: Sendable {
         }
     }
 
+    /// Drops every exemplar of a series labelled with `tenant` (an erased tenant: its runs may
+    /// not be named again, and the series' own labels name no run).
+    public func forgetExemplars(tenant: String) {
+        state.withLock { s in
+            for key in Array(s.exemplars.keys) {
+                guard let i = key.family.labels.firstIndex(of: "tenant"), i < key.labels.count,
+                    key.labels[i] == tenant
+                else { continue }
+                s.exemplars[key] = nil
+            }
+        }
+    }
+
     /// The bucket line prefixes (`name_bucket{labels,le="…"}`) with an exemplar, and the text
     /// OpenMetrics appends to them.
     /// `dropping` says which runs (tenant, when the series has one, and run ID) may not be

@@ -61,7 +61,7 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
     admin = token("admin")
     try:
         subject_run(d, "run-dave", "dave@corp.example", note="dave-note")
-        subject_run(d, "run-g", "gina@corp.example", tenant="globex", note="globex-note")
+        g_trace = subject_run(d, "run-g", "gina@corp.example", tenant="globex", note="globex-note")
         carol_trace = subject_run(d, "run-carol", "carol@corp.example", note="carol-secret-note")
         carol2_trace = subject_run(d, "run-carol-2", "carol@corp.example", note="carol-second-note")
         carol = pseudonym(d, "carol@corp.example")
@@ -150,6 +150,7 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         r = d.cli("erase", "--subject", "note=nobody's", "--reason", "x", token=admin)
         assert r.returncode == 66, r.stderr
         assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
+        assert g_trace in openmetrics_text(d, admin)  # globex's series' exemplars name its run
         # A tenant goes whole, from a segment it shares with acme.
         r = d.cli("erase", "--tenant", "globex", "--reason", "contract ended", "--wait", "--timeout", "20",
                   token=admin)
@@ -158,6 +159,7 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert "run-g" not in json.dumps(d.get("/api/v1/runs?limit=1000", token=admin)[1])
         gina = pseudonym(d, "gina@corp.example")
         assert not data_holding(d.data, [b"globex-note", b"run-g", gina.encode()])
+        assert g_trace not in openmetrics_text(d, admin)  # its exemplars went with it
         assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
     finally:
         d.stop()

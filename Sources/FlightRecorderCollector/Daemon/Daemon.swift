@@ -2,6 +2,7 @@ import FlightRecorderAnalysis
 public import FlightRecorderConfig
 import FlightRecorderHTTP
 import FlightRecorderIngest
+import FlightRecorderMetrics
 import FlightRecorderOTLP
 import FlightRecorderQuery
 import FlightRecorderRedaction
@@ -160,6 +161,7 @@ public struct Daemon: Sendable {
         ErasuresAPI(
             api: api,
             onErased: { runs, tenant in
+                if let tenant { metrics.agent.forgetExemplars(tenant: tenant) }
                 // The runs' aggregates go, so statistics and the run pages forget them too.
                 guard let stats = statsBox.stats.withLock({ $0 }) else { return }
                 do {
