@@ -78,9 +78,7 @@ public struct ErasuresAPI: Sendable {
         } catch {
             throw APIError(.badRequest, "expected a JSON object with one of run, tenant or subject, and reason")
         }
-        guard let reason = r.reason?.trimmingCharacters(in: .whitespacesAndNewlines), !reason.isEmpty,
-            reason.utf8.count <= 1000
-        else { throw APIError(.badRequest, "reason: required, at most 1000 bytes") }
+        let reason = try QueryAPI.reason(r.reason)
         if let t = r.tenant, t.isEmpty || t.utf8.count > 4096 { throw APIError(.badRequest, "tenant: 1 to 4096 bytes") }
         let store = api.store
         var draft = Erasure(

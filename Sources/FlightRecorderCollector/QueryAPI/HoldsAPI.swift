@@ -64,9 +64,7 @@ public struct HoldsAPI: Sendable {
         } catch {
             throw APIError(.badRequest, "expected a JSON object with one of tenant, run or where, and reason")
         }
-        guard let reason = r.reason?.trimmingCharacters(in: .whitespacesAndNewlines), !reason.isEmpty,
-            reason.utf8.count <= 1000
-        else { throw APIError(.badRequest, "reason: required, at most 1000 bytes") }
+        let reason = try QueryAPI.reason(r.reason)
         let kind: Hold.Kind
         let value: String
         var tenant: String?

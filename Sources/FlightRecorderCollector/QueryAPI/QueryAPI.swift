@@ -133,6 +133,14 @@ public struct QueryAPI: Sendable {
         return n
     }
 
+    /// The `reason` an admin action (a hold, an erasure) must give, trimmed; a 400 otherwise.
+    static func reason(_ text: String?) throws -> String {
+        guard let reason = text?.trimmingCharacters(in: .whitespacesAndNewlines), !reason.isEmpty,
+            reason.utf8.count <= 1000
+        else { throw APIError(.badRequest, "reason: required, at most 1000 bytes") }
+        return reason
+    }
+
     /// A `where` expression, parsed; a 400 pointing at the error otherwise.
     static func spanFilter(_ expression: String) throws -> SpanFilter {
         do {

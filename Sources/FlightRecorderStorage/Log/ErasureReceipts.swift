@@ -100,7 +100,7 @@ public struct SegmentRewrite: Sendable, Equatable {
     public static func read(
         directory: String, verifier: NoteVerifier
     ) -> (rewrites: [SegmentRewrite], problems: [String]) {
-        SignedLines.readAll(directory + "/rewrites", name: "log/rewrites") { n throws(StorageError) in
+        SignedLines.readAll(directory + "/rewrites", name: "log/rewrites", entry: "rewrite") { n throws(StorageError) in
             try SegmentRewrite(note: n, verifier: verifier)
         }
     }
@@ -202,7 +202,7 @@ public struct ErasureReceipt: Sendable, Equatable, Codable {
     public static func read(
         directory: String, verifier: NoteVerifier
     ) -> (receipts: [ErasureReceipt], problems: [String]) {
-        SignedLines.readAll(directory + "/erasures", name: "log/erasures") { n throws(StorageError) in
+        SignedLines.readAll(directory + "/erasures", name: "log/erasures", entry: "receipt") { n throws(StorageError) in
             try ErasureReceipt(note: n, verifier: verifier)
         }
     }
@@ -233,18 +233,20 @@ struct SignedLines {
         return lines[i].dropFirst(name.count + 1).split(separator: " ", omittingEmptySubsequences: false)
     }
 
+    /// The notes of a file framed like `log/checkpoints` that `parse` accepts, oldest first,
+    /// and the problems met (a damaged file, an `entry` that does not verify).
     static func readAll<T>(
-        _ path: String, name: String, _ parse: (String) throws(StorageError) -> T
+        _ path: String, name: String, entry: String, _ parse: (String) throws(StorageError) -> T
     ) -> ([T], [String]) {
         let (notes, damagedAt) = EvidenceVerifier.readCheckpoints(EvidenceLog.readFile(path))
         var problems: [String] = []
-        if let damagedAt { problems.append("\(name) is damaged at byte \(damagedAt); later entries unread") }
+        if let damagedAt { problems.append("\(name) is damaged at byte \(damagedAt); later \(entry)s unread") }
         var out: [T] = []
         for (i, n) in notes.enumerated() {
             do {
                 out.append(try parse(n))
             } catch {
-                problems.append("\(name), entry \(i + 1): \(error)")
+                problems.append("\(name), \(entry) \(i + 1): \(error)")
             }
         }
         return (out, problems)

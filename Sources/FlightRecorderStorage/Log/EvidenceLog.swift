@@ -226,19 +226,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         for r in ExpiryReceipt.keptRanges(a, b) { kept += try tree.leaves(r.lowerBound, r.upperBound) }
         let receipt = ExpiryReceipt(
             segment: segment, firstLeaf: a, endLeaf: b, expiredAt: now, reason: reason, kept: kept)
-        let text = receipt.text(origin: signer.name)
-        let note: SignedNote
-        do {
-            note = SignedNote(text: text, signatures: [try signer.signature(of: text)])
-        } catch {
-            throw .corrupt("evidence log: cannot sign an expiry receipt: \(error)")
-        }
-        let body = Array(note.serialized.utf8)
-        let fd = try Self.openAppend(expiredPath)
-        defer { Glibc.close(fd) }
-        var at = Int(lseek(fd, 0, SEEK_END))
-        try Self.write(fd, Array("\(body.count)\n".utf8) + body, at: &at, path: expiredPath)
-        guard fsync(fd) == 0 else { throw .io("fsync \(expiredPath)") }
+        try appendSigned(receipt.text(origin: signer.name), to: expiredPath, what: "an expiry receipt")
         receipts[segment] = receipt
         return receipt
     }
@@ -278,7 +266,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 let rewrite = SegmentRewrite(
                     segment: segment, erasures: erasures, time: now, fileSize: fileSize, fileDigest: fileDigest,
                     records: records, erased: mine)
-                try appendSigned(rewrite.text(origin: signer.name), to: rewritesPath)
+                try appendSigned(rewrite.text(origin: signer.name), to: rewritesPath, what: "a segment rewrite")
                 rewrites[segment] = rewrite
                 erasedLeaves = all
                 try swap()
@@ -298,7 +286,7 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
                 // Once per erasure (a crash between the receipt and the erasure's record asks again).
                 let signed = ErasureReceipt.read(directory: directory, verifier: signer.verifier).receipts
                 if signed.contains(where: { $0.id == receipt.id }) { return .success(()) }
-                try appendSigned(receipt.text(origin: signer.name), to: erasuresPath)
+                try appendSigned(receipt.text(origin: signer.name), to: erasuresPath, what: "an erasure receipt")
                 return .success(())
             } catch {
                 return .failure(error)
@@ -307,12 +295,14 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         try result.get()
     }
 
-    private func appendSigned(_ text: String, to path: String) throws(StorageError) {
+    /// Signs `text` as a note and appends it to `path` (a decimal length line, then the note),
+    /// synced before it returns: the log's receipts and rewrites.
+    private func appendSigned(_ text: String, to path: String, what: String) throws(StorageError) {
         let note: SignedNote
         do {
             note = SignedNote(text: text, signatures: [try signer.signature(of: text)])
         } catch {
-            throw .corrupt("evidence log: cannot sign: \(error)")
+            throw .corrupt("evidence log: cannot sign \(what): \(error)")
         }
         let body = Array(note.serialized.utf8)
         let fd = try Self.openAppend(path)

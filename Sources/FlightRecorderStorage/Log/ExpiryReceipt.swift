@@ -74,26 +74,12 @@ public struct ExpiryReceipt: Sendable, Equatable {
 
     /// Parses a signed receipt and checks the key's signature on it.
     public init(note text: String, verifier: NoteVerifier) throws(StorageError) {
-        let note: SignedNote
-        do {
-            note = try SignedNote(parsing: text)
-            guard try verifier.verify(note).signed else { throw EvidenceError.malformed("not signed by the log's key") }
-        } catch {
-            throw .corrupt("expiry receipt: \(error)")
-        }
-        let lines = note.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        func field(_ i: Int, _ name: String) throws(StorageError) -> [Substring] {
-            guard i < lines.count, lines[i].hasPrefix(name + " ") else {
-                throw .corrupt("expiry receipt: line \(i + 1) is not \"\(name) ...\"")
-            }
-            return lines[i].dropFirst(name.count + 1).split(separator: " ", omittingEmptySubsequences: false)
-        }
-        guard lines.first == verifier.name else { throw .corrupt("expiry receipt: of another log") }
-        let s = try field(1, "expiry")
-        let l = try field(2, "leaves")
-        let t = try field(3, "time")
-        let r = try field(4, "reason")
-        let k = try field(5, "kept")
+        let lines = try SignedLines(text, verifier: verifier, what: "expiry receipt")
+        let s = try lines.field(1, "expiry")
+        let l = try lines.field(2, "leaves")
+        let t = try lines.field(3, "time")
+        let r = try lines.field(4, "reason")
+        let k = try lines.field(5, "kept")
         guard s.count == 1, let segment = Int64(s[0]), l.count == 2, let first = UInt64(l[0]), let end = UInt64(l[1]),
             first <= end, t.count == 1, let time = UInt64(t[0]), k.count == 1,
             let raw = Data(base64Encoded: String(k[0])), raw.count % TreeHash.size == 0
@@ -114,17 +100,8 @@ public struct ExpiryReceipt: Sendable, Equatable {
     public static func read(
         directory: String, verifier: NoteVerifier
     ) -> (receipts: [ExpiryReceipt], problems: [String]) {
-        let (notes, damagedAt) = EvidenceVerifier.readCheckpoints(EvidenceLog.readFile(directory + "/expired"))
-        var problems: [String] = []
-        if let damagedAt { problems.append("log/expired is damaged at byte \(damagedAt); later receipts unread") }
-        var out: [ExpiryReceipt] = []
-        for (i, n) in notes.enumerated() {
-            do {
-                out.append(try ExpiryReceipt(note: n, verifier: verifier))
-            } catch {
-                problems.append("log/expired, receipt \(i + 1): \(error)")
-            }
+        SignedLines.readAll(directory + "/expired", name: "log/expired", entry: "receipt") { n throws(StorageError) in
+            try ExpiryReceipt(note: n, verifier: verifier)
         }
-        return (out, problems)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -83,6 +85,26 @@ public enum SegmentFile {
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw .io("write to segment") }
             done += n
+        }
+    }
+
+    /// `value` as JSON (sorted keys, indented) replacing the file at `path` durably
+    /// (`replaceDurably`): the store's small records, the legal holds and the erasures.
+    static func replaceDurably(_ path: String, json value: some Encodable, what: String) throws(StorageError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        guard let data = try? encoder.encode(value) else { throw .corrupt("cannot encode the \(what)") }
+        try replaceDurably(path, with: [UInt8](data))
+    }
+
+    /// The JSON file at `path` decoded; nil when there is none. One that does not parse stops
+    /// start-up (`why`: what would be lost by going on without it).
+    static func readJSON<T: Decodable>(_ type: T.Type, at path: String, why: String) throws(StorageError) -> T? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch {
+            throw .corrupt("\(path) does not parse (\(error)); fix or restore it: \(why)")
         }
     }
 

@@ -186,17 +186,21 @@ extension SpanStore {
         var replacement: [Int: [EvidenceLog.Record]] = [:]
         var erasedLeaves: [UInt64: TreeHash] = [:]
         var erased = 0
+        /// Copies `frame` as it stands, its record (if logged) moved to its new offset.
+        func copy(_ frame: [UInt8], at offset: Int) {
+            if var r = recordAt[offset] {
+                r.offset = out.count
+                replacement[offset] = [r]
+            }
+            out += frame
+        }
         for block in scan.blocks {
             if stopRebuild.isSet { throw .io("the store is closing; the rewrite of segment \(id) goes on at start-up") }
             let frame = try SegmentReader.readFrame(path: path, offset: block.offset, length: block.header.frameLength)
             let rec = recordAt[block.offset]
             // A block the index says holds none of the erased traces is copied as it is.
             if let candidates, !candidates.contains(block.offset) {
-                if var r = rec {
-                    r.offset = out.count
-                    replacement[block.offset] = [r]
-                }
-                out += frame
+                copy(frame, at: block.offset)
                 continue
             }
             let raw = try frame.withUnsafeBytes { b in
@@ -207,11 +211,7 @@ extension SpanStore {
             }
             let hidden = spans.keys.map { hides($0.tenant, $0.trace) }
             guard hidden.contains(true) else {
-                if var r = rec {
-                    r.offset = out.count
-                    replacement[block.offset] = [r]
-                }
-                out += frame
+                copy(frame, at: block.offset)
                 continue
             }
             let leaves = try rec.map { r throws(StorageError) in try BlockLeaves.of(raw: raw, canonical: r.canonical) }

@@ -123,6 +123,11 @@ struct HiddenSet: Sendable {
 
     var isEmpty: Bool { tenants.isEmpty && runs.isEmpty && traces.isEmpty }
 
+    /// Whether a span of `trace` in `tenant` is hidden (by its tenant or its trace).
+    func hidesSpan(tenant: String, trace: TraceID) -> Bool {
+        tenants.contains(tenant) || traces.contains(TenantTrace(tenant: tenant, trace: trace))
+    }
+
     mutating func add(_ e: Erasure) {
         // Once erased its runs stay named (by digest): an exemplar or a late span of one
         // never brings its ID back into an answer.
@@ -150,14 +155,7 @@ public final class ErasureStore: Sendable {
     /// Loads the erasures; a file that does not parse stops start-up rather than show erased data.
     public init(directory: String) throws(StorageError) {
         path = directory + "/erasures.json"
-        var list: [Erasure] = []
-        if let data = FileManager.default.contents(atPath: path) {
-            do {
-                list = try JSONDecoder().decode([Erasure].self, from: data)
-            } catch {
-                throw .corrupt("\(path) does not parse (\(error)); fix or restore it: an erasure must never be undone")
-            }
-        }
+        let list = try SegmentFile.readJSON([Erasure].self, at: path, why: "an erasure must never be undone") ?? []
         var set = HiddenSet()
         for e in list { set.add(e) }
         erasures = Mutex(list)
@@ -215,9 +213,7 @@ public final class ErasureStore: Sendable {
     /// What the erasures still hiding their data cover, as a test on a span's tenant and trace.
     func dataFilter() -> (String, TraceID) -> Bool {
         let set = hidden.withLock { $0 }
-        return { tenant, trace in
-            set.tenants.contains(tenant) || set.traces.contains(HiddenSet.TenantTrace(tenant: tenant, trace: trace))
-        }
+        return { tenant, trace in set.hidesSpan(tenant: tenant, trace: trace) }
     }
 
     /// Whether any erasure hides anything: reads skip every other test when not.
@@ -236,9 +232,7 @@ public final class ErasureStore: Sendable {
     /// Whether a span of `trace` in `tenant` is hidden.
     public func hides(tenant: String, trace: TraceID) -> Bool {
         guard isActive else { return false }
-        return hidden.withLock {
-            $0.tenants.contains(tenant) || $0.traces.contains(HiddenSet.TenantTrace(tenant: tenant, trace: trace))
-        }
+        return hidden.withLock { $0.hidesSpan(tenant: tenant, trace: trace) }
     }
 
     /// Whether the run `run` of `tenant` is hidden.
@@ -264,10 +258,9 @@ public final class ErasureStore: Sendable {
     public func spanFilter() -> (@Sendable (SpanRecord) -> Bool)? {
         guard isActive else { return nil }
         let set = hidden.withLock { $0 }
-        return { span in
-            !set.tenants.contains(span.tenant)
-                && !set.traces.contains(HiddenSet.TenantTrace(tenant: span.tenant, trace: span.traceID))
-        }
+        // Only tenants and traces hide spans (erased runs' digests name no span): none, no filter.
+        guard !set.tenants.isEmpty || !set.traces.isEmpty else { return nil }
+        return { span in !set.hidesSpan(tenant: span.tenant, trace: span.traceID) }
     }
 
     // MARK: The export log
@@ -313,9 +306,6 @@ public final class ErasureStore: Sendable {
     }
 
     private func write(_ list: [Erasure]) throws(StorageError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        guard let data = try? encoder.encode(list) else { throw .corrupt("cannot encode the erasures") }
-        try SegmentFile.replaceDurably(path, with: [UInt8](data))
+        try SegmentFile.replaceDurably(path, json: list, what: "erasures")
     }
 }

@@ -90,12 +90,17 @@ extension SpanStore {
                 return true
             }
             guard !whereHolds.isEmpty else { return false }
+            guard let runs = whereHeldRuns() else { return nil }
+            return facts.runs.contains { runs.contains($0.tenant + "\u{1F}" + $0.run) }
+        }
+        /// The where holds' runs ("tenant\u{1F}run"), resolved once, at the first segment that
+        /// needs them; nil when the search could not find them all.
+        func whereHeldRuns() -> Set<String>? {
             if whereHeld == nil {
                 whereHeld = .some(
                     configuration.heldRuns?(whereHolds).map { Set($0.map { $0.tenant + "\u{1F}" + $0.run }) })
             }
-            guard let runs = whereHeld ?? nil else { return nil }
-            return facts.runs.contains { runs.contains($0.tenant + "\u{1F}" + $0.run) }
+            return whereHeld ?? nil
         }
         var unresolved = false
         var due: [ExpiredSegment] = []
@@ -161,11 +166,7 @@ extension SpanStore {
                 }
             }
             if !whereHolds.isEmpty && !past.isEmpty {
-                if whereHeld == nil {
-                    whereHeld = .some(
-                        configuration.heldRuns?(whereHolds).map { Set($0.map { $0.tenant + "\u{1F}" + $0.run }) })
-                }
-                guard let held = whereHeld ?? nil else { continue }
+                guard let held = whereHeldRuns() else { continue }
                 for r in facts.runs where held.contains(r.tenant + "\u{1F}" + r.run) { past.remove(r.tenant) }
             }
             guard !past.isEmpty else { continue }

@@ -65,15 +65,7 @@ public final class HoldStore: Sendable {
     /// Loads the holds; a file that does not parse stops start-up rather than lose a hold.
     public init(directory: String) throws(StorageError) {
         path = directory + "/holds.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            holds = Mutex([])
-            return
-        }
-        do {
-            holds = Mutex(try JSONDecoder().decode([Hold].self, from: data))
-        } catch {
-            throw .corrupt("\(path) does not parse (\(error)); fix or restore it: a hold must never be lost")
-        }
+        holds = Mutex(try SegmentFile.readJSON([Hold].self, at: path, why: "a hold must never be lost") ?? [])
     }
 
     /// The holds in force.
@@ -124,9 +116,6 @@ public final class HoldStore: Sendable {
     }
 
     private func write(_ list: [Hold]) throws(StorageError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        guard let data = try? encoder.encode(list) else { throw .corrupt("cannot encode the holds") }
-        try SegmentFile.replaceDurably(path, with: [UInt8](data))
+        try SegmentFile.replaceDurably(path, json: list, what: "holds")
     }
 }
