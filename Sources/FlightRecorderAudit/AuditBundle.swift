@@ -1,4 +1,5 @@
 public import FlightRecorderCore
+import FlightRecorderEvidence
 public import FlightRecorderOTLP
 import Foundation
 
@@ -21,13 +22,15 @@ import Foundation
 ///   decision), so a verifier can tell a known gap from a removed span.
 /// - `checkpoint.txt`: the signed checkpoint (C2SP tlog-checkpoint) the proof ends in.
 /// - `start-checkpoint.txt`: for a time-range export, the signed checkpoint the range starts at.
-/// - `proof.json`: every span's leaf index and one `Multiproof` tying them all to the
-///   checkpoint; for a time-range export, the consistency proof between the two checkpoints.
+/// - `proof.json`: every span's leaf index and leaf salt, and one `Multiproof` tying them all
+///   to the checkpoint; for a time-range export, the consistency proof between the two
+///   checkpoints.
 public enum AuditBundle {
-    /// v2: a line (and message) holds a scope group's spans; v1 held one span each. v1 bundles
-    /// verify as v2 ones with one span per group.
-    public static let format = "flightrec-audit-bundle/v2"
-    public static let formats: Set<String> = ["flightrec-audit-bundle/v1", format]
+    /// v3: `proof.json` carries the spans' leaf salts (`leaf_salts`); v2: a line (and
+    /// message) holds a scope group's spans; v1 held one span each. v1 and v2 bundles verify
+    /// as v3 ones with unsalted leaves (v1: one span per group).
+    public static let format = "flightrec-audit-bundle/v3"
+    public static let formats: Set<String> = ["flightrec-audit-bundle/v1", "flightrec-audit-bundle/v2", format]
     public static let predicateType = "https://flightrec.dev/audit-bundle/v1"
     public static let statementType = "https://in-toto.io/Statement/v1"
 
@@ -107,6 +110,10 @@ public struct BundleProof: Codable, Sendable, Equatable {
     /// The `i`th span of `spans.otlp.jsonl` (counting across lines) is leaf `leafIndices[i]`;
     /// strictly increasing.
     public var leafIndices: [UInt64]
+    /// The `i`th span's leaf salt (`LeafSalt`: its leaf is `SHA-256(0x00 ‖ salt ‖ message)`),
+    /// 16 bytes each, one after another, base64; 16 zero bytes for a span stored unsalted
+    /// (before salts existed). Absent when no span is salted.
+    public var leafSalts: String?
     /// `Multiproof` hashes, base64, in walk order.
     public var hashes: [String]
     /// For a range: RFC 9162 consistency proof from `start-checkpoint.txt` to `checkpoint.txt`.
@@ -131,6 +138,7 @@ extension BundleProof: JSONWritable {
         w.beginArray()
         for i in leafIndices { w.int(Int64(i)) }
         w.endArray()
+        if let leafSalts { w.member("leaf_salts", leafSalts) }
         w.key("older_nodes")
         w.beginObject()
         for key in olderNodes.keys.sorted() {
@@ -251,9 +259,14 @@ extension BundleProof {
             guard let c = list(string), eat(",") else { return nil }
             consistency = c
         }
-        guard eat("\"hashes\":"), let hashes = list(string), eat(",\"leaf_indices\":"), let leafIndices = list(number),
-            eat(",\"older_nodes\":{")
+        guard eat("\"hashes\":"), let hashes = list(string), eat(",\"leaf_indices\":"), let leafIndices = list(number)
         else { return nil }
+        var leafSalts: String?
+        if eat(",\"leaf_salts\":") {
+            guard let s = string() else { return nil }
+            leafSalts = s
+        }
+        guard eat(",\"older_nodes\":{") else { return nil }
         var olderNodes: [String: String] = [:]
         if !eat("}") {
             repeat {
@@ -267,8 +280,18 @@ extension BundleProof {
             eat(",\"tree_size\":"), let treeSize = number(), eat("}"), at == b.count
         else { return nil }
         return BundleProof(
-            treeSize: treeSize, root: root, leafIndices: leafIndices, hashes: hashes, consistency: consistency,
-            olderSizes: olderSizes, olderNodes: olderNodes)
+            treeSize: treeSize, root: root, leafIndices: leafIndices, leafSalts: leafSalts, hashes: hashes,
+            consistency: consistency, olderSizes: olderSizes, olderNodes: olderNodes)
+    }
+
+    /// `leafSalts` read: one salt per span (`.none` each when absent); nil when it is not
+    /// base64 of `spans` 16-byte salts.
+    func salts(spans: Int) -> [LeafSalt]? {
+        guard let leafSalts else { return [LeafSalt](repeating: .none, count: spans) }
+        guard let data = Data(base64Encoded: leafSalts), data.count == spans * LeafSalt.size else { return nil }
+        return data.withUnsafeBytes { b in
+            (0..<spans).map { LeafSalt(loading: UnsafeRawBufferPointer(rebasing: b[($0 * LeafSalt.size)...])) }
+        }
     }
 
     /// `proof.json`, in the form `writeJSON` writes or any other `JSONDecoder` reads.

@@ -161,9 +161,12 @@ public enum AuditExporter {
             runs: 0, mtime: Int(now.timeIntervalSince1970))
         // The proof needs the leaves only: made on a thread of its own while the runs are
         // resolved and the derived files written.
-        let (indices, leaves) = (read.indices, read.leaves)
+        let (indices, salts, leaves) = (read.indices, read.salts, read.leaves)
         let proving = Background {
-            Result { try proofJSON(indices: indices, leaves: leaves, plan: plan, snapshot: snapshot, request: request) }
+            Result {
+                try proofJSON(
+                    indices: indices, salts: salts, leaves: leaves, plan: plan, snapshot: snapshot, request: request)
+            }
         }
         let finished = Task {
             do {
@@ -199,6 +202,8 @@ public enum AuditExporter {
     struct ReadSpans: @unchecked Sendable {  // handed from one pool thread to the next, never shared
         var files: BundleFiles
         var indices: [UInt64]
+        /// The spans' leaf salts, as `indices`.
+        var salts: [LeafSalt]
         var spans: [SpanRecord]
         var leaves: LeafCache
     }
@@ -336,6 +341,8 @@ public enum AuditExporter {
         var json: [UInt8] = []
         var proto: [UInt8] = []
         var indices: [UInt64] = []
+        /// The kept spans' leaf salts (`.none` for an unsalted span), as `indices`.
+        var salts: [LeafSalt] = []
         var spans: [SpanRecord] = []
         /// Lines (and messages) written.
         var lines = 0
@@ -350,10 +357,17 @@ public enum AuditExporter {
     /// records, and the hashes of all its leaves.
     static func read(block: EvidenceSnapshot.LoggedBlock, plan: Plan, snapshot: EvidenceSnapshot) throws -> BlockOutput
     {
-        let payload = try snapshot.payload(of: block)
+        let (payload, salts) = try snapshot.payload(of: block)
         let tenants = Set(plan.tenants)
+        guard salts.isEmpty || salts.count == block.spans else {
+            throw AuditExportError(
+                kind: .unavailable,
+                description: "block at segment \(block.segment) offset \(block.offset) has salts for other spans")
+        }
         if block.canonical,
-            let out = payload.withUnsafeBytes({ readCanonical($0, block: block, plan: plan, tenants: tenants) })
+            let out = payload.withUnsafeBytes({
+                readCanonical($0, salts: salts, block: block, plan: plan, tenants: tenants)
+            })
         {
             return out
         }
@@ -370,7 +384,8 @@ public enum AuditExporter {
                 var kept = KeptGroup()
                 SpanLeaves.forEachSpanWithParts(request) { message, parts, rs, ss, span in
                     defer { i += 1 }
-                    out.leaves.append(TreeHash.leaf(message))
+                    let salt = i < salts.count ? salts[i] : .none
+                    out.leaves.append(TreeHash.leaf(salt: salt, message))
                     if group?.rs != rs || group?.ss != ss {
                         kept.flush(into: &out)
                         let resource = TracesDataDecoder.resource(rs, ss)
@@ -378,8 +393,8 @@ public enum AuditExporter {
                     }
                     guard let resource = group?.resource else { return }
                     kept.offer(
-                        span, leaf: block.firstLeaf + UInt64(i), resource: resource, plan: plan, parts: parts, rs: rs,
-                        ss: ss, into: &out)
+                        span, leaf: block.firstLeaf + UInt64(i), salt: salt, resource: resource, plan: plan,
+                        parts: parts, rs: rs, ss: ss, into: &out)
                 }
                 kept.flush(into: &out)
                 return true
@@ -407,7 +422,8 @@ public enum AuditExporter {
     /// this decides speed only: where each request is one tenant's, most of the other
     /// tenants' hashing goes (Bench/README).
     static func readCanonical(
-        _ raw: UnsafeRawBufferPointer, block: EvidenceSnapshot.LoggedBlock, plan: Plan, tenants: Set<String>
+        _ raw: UnsafeRawBufferPointer, salts: [LeafSalt], block: EvidenceSnapshot.LoggedBlock, plan: Plan,
+        tenants: Set<String>
     ) -> BlockOutput? {
         guard let groups = SpanLeaves.wireGroups(raw) else { return nil }
         var out = BlockOutput()
@@ -441,7 +457,8 @@ public enum AuditExporter {
         }
         for (g, (start, n, selected)) in zip(groups, shape) {
             if selected || mayBeNeeded(start, n) {
-                g.forEachLeaf(raw, into: &message) { _, _, hash in out.leaves.append(hash) }
+                var next = Int(start - blockStart)
+                g.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in out.leaves.append(hash) }
             } else {
                 out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
                 out.unhashed.append(start..<start + n)
@@ -461,8 +478,10 @@ public enum AuditExporter {
                     for (k, range) in scope.spans.enumerated() {
                         defer { leaf += 1 }
                         guard let span = ss.pointee.spans[k] else { continue }
+                        let at = Int(leaf - blockStart)
                         kept.offer(
-                            span, leaf: leaf, resource: resource, plan: plan,
+                            span, leaf: leaf, salt: at < salts.count ? salts[at] : .none, resource: resource,
+                            plan: plan,
                             parts: SpanLeaves.Parts(
                                 resource: part(g.resource), scope: part(scope.scope), span: part(range)!,
                                 scopeSchema: part(scope.schema), schema: part(g.schema)), rs: rs, ss: ss, into: &out)
@@ -490,7 +509,7 @@ public enum AuditExporter {
         /// Keeps `span` (leaf `leaf`) when the plan selects it: its record and leaf index into
         /// `out`, its JSON and encoded parts into the group.
         mutating func offer(
-            _ span: UnsafeMutablePointer<CSpan>, leaf: UInt64, resource: ResourceRecord, plan: Plan,
+            _ span: UnsafeMutablePointer<CSpan>, leaf: UInt64, salt: LeafSalt, resource: ResourceRecord, plan: Plan,
             parts: @autoclosure () -> SpanLeaves.Parts, rs: UnsafePointer<CResourceSpans>,
             ss: UnsafePointer<CScopeSpans>, into out: inout BlockOutput
         ) {
@@ -501,6 +520,7 @@ public enum AuditExporter {
             guard plan.keep(record, leaf) else { return }
             add(span, parts: parts(), rs: rs, ss: ss)
             out.indices.append(leaf)
+            out.salts.append(salt)
             out.spans.append(record)
         }
 
@@ -545,6 +565,7 @@ public enum AuditExporter {
         var spansFile = try files.open(AuditBundle.spans)
         var protoFile = try files.open(AuditBundle.spansProto)
         var indices: [UInt64] = []
+        var salts: [LeafSalt] = []
         var spans: [SpanRecord] = []
         var lines = 0
         var leaves = LeafCache()
@@ -558,6 +579,7 @@ public enum AuditExporter {
                 spansFile.append(out.json)
                 protoFile.append(out.proto)
                 indices += out.indices
+                salts += out.salts
                 spans += out.spans
                 lines += out.lines
                 leaves.add(firstLeaf: first, out.leaves, unhashed: out.unhashed)
@@ -588,7 +610,7 @@ public enum AuditExporter {
         try write(pending)
         try files.close(&spansFile, records: lines)
         try files.close(&protoFile, records: lines)
-        return ReadSpans(files: files, indices: indices, spans: spans, leaves: leaves)
+        return ReadSpans(files: files, indices: indices, salts: salts, spans: spans, leaves: leaves)
     }
 
     static func finish(
@@ -672,7 +694,8 @@ public enum AuditExporter {
     /// `proof.json`: the multiproof of the exported leaves, the consistency proofs from older
     /// checkpoints and, for a range, from its start.
     static func proofJSON(
-        indices: [UInt64], leaves: LeafCache, plan: Plan, snapshot: EvidenceSnapshot, request: AuditExportRequest
+        indices: [UInt64], salts: [LeafSalt], leaves: LeafCache, plan: Plan, snapshot: EvidenceSnapshot,
+        request: AuditExportRequest
     ) throws -> [UInt8] {
         let size = plan.target.checkpoint.size
         let nodes = CachedNodes(leaves: leaves, tree: snapshot)
@@ -684,14 +707,20 @@ public enum AuditExporter {
                 olderNodes["\(r.start)-\(r.end)"] = try MerkleTree.hash(nodes, r.start, r.end).base64
             }
         }
+        var saltBytes: [UInt8] = []
+        if salts.contains(where: { !$0.isNone }) {
+            saltBytes.reserveCapacity(salts.count * LeafSalt.size)
+            for s in salts { s.withUnsafeBytes { saltBytes += $0 } }
+        }
         var proof = BundleProof(
             treeSize: size, root: plan.target.checkpoint.root.base64, leafIndices: indices,
-            hashes: hashes.map(\.base64), consistency: nil, olderSizes: older, olderNodes: olderNodes)
+            leafSalts: saltBytes.isEmpty ? nil : Data(saltBytes).base64EncodedString(), hashes: hashes.map(\.base64),
+            consistency: nil, olderSizes: older, olderNodes: olderNodes)
         if request.selection == .range {
             let old = plan.start?.checkpoint.size ?? 0
             proof.consistency = try MerkleTree.consistencyProof(old: old, size: size, nodes).map(\.base64)
         }
-        var w = JSONWriter(capacity: indices.count * 12 + hashes.count * 48 + 4096)
+        var w = JSONWriter(capacity: indices.count * 12 + saltBytes.count * 4 / 3 + hashes.count * 48 + 4096)
         proof.writeJSON(to: &w)
         return w.bytes
     }

@@ -70,9 +70,13 @@ public enum BundleVerifier {
         // The spans (the bulk of the work) are read on every core from the start, while this
         // thread checks signatures, digests and the manifest; awaited before returning, since
         // they read the archive.
+        // The proof first: its leaf salts go into the leaves.
+        let proof = data(AuditBundle.proof).flatMap { BundleProof.read($0) }
+        let salts = proof?.salts(spans: proof?.leafIndices.count ?? 0)
         nonisolated(unsafe) let spanFiles = (files[AuditBundle.spans], files[AuditBundle.spansProto])
         let reading = Background {
-            spanFiles.0.flatMap { json in spanFiles.1.map { SpanLines.read(json: json, proto: $0) } }
+            spanFiles.0.flatMap { json in spanFiles.1.map { SpanLines.read(json: json, proto: $0, salts: salts ?? []) }
+            }
         }
         defer { _ = reading.value }
 
@@ -189,11 +193,12 @@ public enum BundleVerifier {
         if statement.predicate.checkpointSize != checkpoint.size {
             fail("statement: checkpoint size \(statement.predicate.checkpointSize), checkpoint.txt \(checkpoint.size)")
         }
-        guard let proofData = data(AuditBundle.proof),
-            let proof = BundleProof.read(proofData)
-        else {
+        guard let proof else {
             fail("\(AuditBundle.proof): missing or malformed")
             return report
+        }
+        if salts == nil {
+            fail("\(AuditBundle.proof): leaf_salts is not base64 of a 16-byte salt per leaf index")
         }
         if proof.treeSize != checkpoint.size || proof.root != checkpoint.root.base64 {
             fail("\(AuditBundle.proof): tree size or root differs from the checkpoint")
@@ -539,8 +544,9 @@ struct SpanLines {
         return messages
     }
 
-    /// Every span, on every core: cut into chunks read concurrently, then joined in order.
-    static func read(json: UnsafeRawBufferPointer, proto: UnsafeRawBufferPointer) -> SpanLines {
+    /// Every span, on every core: cut into chunks read concurrently, then joined in order; the
+    /// `i`th span's leaf salted with `salts[i]` (none past its end).
+    static func read(json: UnsafeRawBufferPointer, proto: UnsafeRawBufferPointer, salts: [LeafSalt]) -> SpanLines {
         var out = SpanLines()
         let lines = lineRanges(json)
         if !json.isEmpty && json[json.count - 1] != 0x0A {
@@ -566,13 +572,34 @@ struct SpanLines {
         let (lineList, messageList) = (lines, messages)
         // The archive outlives the loop, which returns only when every chunk is done.
         nonisolated(unsafe) let (jsonBytes, protoBytes) = (json, proto)
+        // With salts, each chunk's first span number: the spans of the chunks before it,
+        // counted first (a walk of each message, without unpacking).
+        var firstSpan = [Int](repeating: 0, count: chunks)
+        if !salts.isEmpty {
+            let counts = Mutex([Int](repeating: 0, count: chunks))
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                var (key, shape) = ([UInt8](), SpanGroupReader.Shape())
+                var n = 0
+                for k in min(c * per, count)..<min(c * per + per, count) {
+                    let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageList[k]])
+                    if SpanGroupReader.walk(message, key: &key, shape: &shape) { n += shape.spans.count }
+                }
+                counts.withLock { $0[c] = n }
+            }
+            let n = counts.withLock { $0 }
+            for c in 1..<max(1, chunks) { firstSpan[c] = firstSpan[c - 1] + n[c - 1] }
+        }
+        let bases = firstSpan
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = SpanLines()
             var reader = SpanGroupReader()
+            var next = bases[c]
             for k in min(c * per, count)..<min(c * per + per, count) {
                 let line = UnsafeRawBufferPointer(rebasing: jsonBytes[lineList[k]])
                 let message = UnsafeRawBufferPointer(rebasing: protoBytes[messageList[k]])
-                switch reader.read(message, line: line, records: &part.spans, leaves: &part.leaves) {
+                switch reader.read(
+                    message, line: line, salts: salts, next: &next, records: &part.spans, leaves: &part.leaves)
+                {
                 case .success: break
                 case .failure(let failure):
                     guard part.failures.count < 20 else { break }
@@ -607,8 +634,10 @@ public struct SpanInclusionProof: Sendable {
     public var treeSize: UInt64
     /// Base64, as the checkpoint writes its root.
     public var root: String
-    /// The leaf data: the span's `TracesData` message (base64), and its hash `SHA-256(0x00 ‖ data)`.
+    /// The leaf data: the span's `TracesData` message (base64), its salt (base64, 16 bytes;
+    /// absent for a span stored unsalted) and its hash `SHA-256(0x00 ‖ salt ‖ data)`.
     public var leaf: String
+    public var salt: String?
     public var leafHash: String
     /// PATH(m, D[n]), leaf side first, base64.
     public var auditPath: [String]
@@ -641,7 +670,10 @@ extension BundleVerifier {
             let (checkpoint, _) = verifiedCheckpoint(
                 text, key: key, name: AuditBundle.checkpoint, { problems.append($0) })
         else { return .failure(.init(problems.joined(separator: "; "))) }
-        let lines = SpanLines.read(json: json, proto: pb)
+        guard let salts = proof.salts(spans: proof.leafIndices.count) else {
+            return .failure(.init("the bundle's proof has malformed leaf salts (run audit verify)"))
+        }
+        let lines = SpanLines.read(json: json, proto: pb, salts: salts)
         let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
         guard lines.failures.isEmpty, hashes.count == proof.hashes.count,
             lines.leaves.count == proof.leafIndices.count,
@@ -676,6 +708,7 @@ extension BundleVerifier {
             SpanInclusionProof(
                 spanID: span.hex, traceID: Array(lines.chunks.joined())[k].traceID.hex, leafIndex: proof.leafIndices[k],
                 treeSize: checkpoint.size, root: checkpoint.root.base64, leaf: Data(leaf).base64EncodedString(),
+                salt: salts[k].isNone ? nil : Data(salts[k].bytes).base64EncodedString(),
                 leafHash: lines.leaves[k].base64, auditPath: path.map(\.base64), checkpoint: text,
                 line: String(decoding: line, as: UTF8.self)))
     }

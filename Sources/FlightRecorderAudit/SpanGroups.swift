@@ -51,8 +51,8 @@ struct SpanGroupReader {
     /// message's OTLP/JSON (the spans are appended all the same), `.shape` when the message is
     /// not a group as described (nothing appended).
     mutating func read(
-        _ message: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer, records: inout [SpanRecord],
-        leaves: inout [TreeHash]
+        _ message: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer, salts: [LeafSalt] = [], next: inout Int,
+        records: inout [SpanRecord], leaves: inout [TreeHash]
     ) -> Result<Void, Failure> {
         guard Self.walk(message, key: &scratch, shape: &shape) else {
             cached = nil
@@ -97,7 +97,9 @@ struct SpanGroupReader {
         for span in shape.spans {
             leaf.removeAll(keepingCapacity: true)
             shape.leaf(span, of: message, into: &leaf)
-            leaves.append(leaf.withUnsafeBytes { TreeHash.leaf($0) })
+            let salt = next < salts.count ? salts[next] : .none
+            next += 1
+            leaves.append(leaf.withUnsafeBytes { TreeHash.leaf(salt: salt, $0) })
         }
         return matched ? .success(()) : .failure(.json)
     }

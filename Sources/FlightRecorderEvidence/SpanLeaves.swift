@@ -16,17 +16,28 @@ import Glibc
 /// from the line. Unknown fields are never part of it: ingest strips them
 /// (`UnknownFields`), since the JSON a verifier reads cannot carry them.
 package enum SpanLeaves {
-    /// The leaf hash of every span of `request`, in the order the spans appear.
-    package static func hashes(_ request: UnsafePointer<CExportRequest>) -> [TreeHash] {
+    /// The leaf hash of every span of `request`, in the order the spans appear, each salted
+    /// with its salt in `salts` (none when `salts` is empty).
+    package static func hashes(_ request: UnsafePointer<CExportRequest>, salts: [LeafSalt] = []) -> [TreeHash] {
         var out: [TreeHash] = []
-        forEachMessage(request) { out.append(TreeHash.leaf($0)) }
+        var i = 0
+        forEachMessage(request) {
+            out.append(TreeHash.leaf(salt: i < salts.count ? salts[i] : .none, $0))
+            i += 1
+        }
         return out
     }
 
-    /// `hashes(request)` as one array of 32-byte hashes (what an `IngestBatch` carries).
-    package static func hashBytes(_ request: UnsafePointer<CExportRequest>) -> [UInt8] {
+    /// `hashes(request, salts:)` as one array of 32-byte hashes (what an `IngestBatch` carries).
+    package static func hashBytes(_ request: UnsafePointer<CExportRequest>, salts: [LeafSalt] = []) -> [UInt8] {
         var out: [UInt8] = []
-        forEachMessage(request) { message in TreeHash.leaf(message).withUnsafeBytes { out.append(contentsOf: $0) } }
+        var i = 0
+        forEachMessage(request) { message in
+            TreeHash.leaf(salt: i < salts.count ? salts[i] : .none, message).withUnsafeBytes {
+                out.append(contentsOf: $0)
+            }
+            i += 1
+        }
         return out
     }
 
@@ -40,26 +51,32 @@ package enum SpanLeaves {
     /// `hashBytes` of a payload protobuf-c encoded itself (a request ingest re-encoded): each
     /// span's bytes in it are already what protobuf-c would encode, so the leaves are hashed
     /// from the payload with no second encoding. nil when the payload is not such a request.
-    package static func hashBytes(canonicalPayload raw: UnsafeRawBufferPointer) -> [UInt8]? {
+    package static func hashBytes(canonicalPayload raw: UnsafeRawBufferPointer, salts: [LeafSalt] = []) -> [UInt8]? {
         guard let groups = wireGroups(raw) else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(raw.count / 8)
         var message: [UInt8] = []
         message.reserveCapacity(4096)
+        var next = 0
         for group in groups {
-            group.forEachLeaf(raw, into: &message) { _, _, hash in hash.withUnsafeBytes { out.append(contentsOf: $0) } }
+            group.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in
+                hash.withUnsafeBytes { out.append(contentsOf: $0) }
+            }
         }
         return out
     }
 
-    /// `hashBytes(canonicalPayload:)` as hashes: the leaves of a block logged as canonical
-    /// (`EvidenceLog`), read back.
-    package static func hashes(canonicalPayload raw: UnsafeRawBufferPointer) -> [TreeHash]? {
+    /// `hashBytes(canonicalPayload:salts:)` as hashes: the leaves of a block logged as
+    /// canonical (`EvidenceLog`), read back.
+    package static func hashes(canonicalPayload raw: UnsafeRawBufferPointer, salts: [LeafSalt] = []) -> [TreeHash]? {
         guard let groups = wireGroups(raw) else { return nil }
         var out: [TreeHash] = []
         var message: [UInt8] = []
         message.reserveCapacity(4096)
-        for group in groups { group.forEachLeaf(raw, into: &message) { _, _, hash in out.append(hash) } }
+        var next = 0
+        for group in groups {
+            group.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in out.append(hash) }
+        }
         return out
     }
 
@@ -73,9 +90,11 @@ package enum SpanLeaves {
         package var scopes: [WireScopeGroup] = []
 
         /// Each span's leaf (its scope group's index, the span's range, its hash), in order;
-        /// `message` is scratch space kept from call to call.
+        /// `message` is scratch space kept from call to call. The span numbered `next` (then
+        /// counted on) is salted with `salts[next]`, none past the end of `salts`.
         package func forEachLeaf(
-            _ raw: UnsafeRawBufferPointer, into message: inout [UInt8], _ body: (Int, Range<Int>, TreeHash) -> Void
+            _ raw: UnsafeRawBufferPointer, salts: [LeafSalt], next: inout Int, into message: inout [UInt8],
+            _ body: (Int, Range<Int>, TreeHash) -> Void
         ) {
             func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
                 r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }
@@ -86,7 +105,9 @@ package enum SpanLeaves {
                     assemble(
                         resource: part(resource), scope: part(scope.scope), span: part(span)!,
                         scopeSchema: part(scope.schema), schema: part(schema), into: &message)
-                    body(s, span, message.withUnsafeBytes { TreeHash.leaf($0) })
+                    let salt = next < salts.count ? salts[next] : .none
+                    next += 1
+                    body(s, span, message.withUnsafeBytes { TreeHash.leaf(salt: salt, $0) })
                 }
             }
         }

@@ -64,6 +64,21 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
         Array(data).withUnsafeBytes { leaf($0) }
     }
 
+    /// A salted leaf, `SHA-256(0x00 ‖ salt ‖ data)` (`LeafSalt`); `leaf(data)` when the salt
+    /// is `.none`.
+    public static func leaf(salt: LeafSalt, _ data: UnsafeRawBufferPointer) -> TreeHash {
+        if salt.isNone { return leaf(data) }
+        var h = SHA256()
+        Swift.withUnsafeBytes(of: UInt8(0)) { h.update(bufferPointer: $0) }
+        salt.withUnsafeBytes { h.update(bufferPointer: $0) }
+        h.update(bufferPointer: data)
+        return TreeHash(digest: h.finalize())
+    }
+
+    public static func leaf(salt: LeafSalt, _ data: some Collection<UInt8>) -> TreeHash {
+        Array(data).withUnsafeBytes { leaf(salt: salt, $0) }
+    }
+
     /// `SHA-256(0x01 ‖ left ‖ right)`.
     public static func node(_ left: TreeHash, _ right: TreeHash) -> TreeHash {
         var h = SHA256()

@@ -121,12 +121,18 @@ public struct ExportRequestDecoder: Sendable {
         batch.indexed = facts.indexed
         batch.metrics = facts.metrics
         if evidenceLeaves {
-            if let hashes = payload.withUnsafeBytes({ SpanLeaves.hashBytes(canonicalPayload: $0) }) {
+            // Salted leaves (`SpanSalts`): the key is stored in the block's frame, and an
+            // erasure's rewrite drops it with the spans it erases.
+            let key = SpanSalts.randomKey()
+            var salts: [LeafSalt] = []
+            SpanSalts.derive(key: key, count: facts.spans.count, into: &salts)
+            if let hashes = payload.withUnsafeBytes({ SpanLeaves.hashBytes(canonicalPayload: $0, salts: salts) }) {
                 batch.leafHashes = hashes
                 batch.leavesFromPayload = true
             } else {
-                batch.leafHashes = SpanLeaves.hashBytes(request)
+                batch.leafHashes = SpanLeaves.hashBytes(request, salts: salts)
             }
+            batch.saltKey = key
         }
         batch.rejectedSpans = validation.rejected
         batch.rejectionMessage = validation.message

@@ -124,6 +124,9 @@ public struct IngestBatch: Sendable {
     /// (`SpanLeaves.hashBytes(canonicalPayload:)`), so whoever reads the payload back computes
     /// them the same way, without unpacking it.
     public var leavesFromPayload = false
+    /// The random key the leaves were salted under (`SpanSalts`: span `i`'s salt derives from
+    /// it), stored in the block's frame; empty when the leaves are unsalted.
+    public var saltKey: [UInt8] = []
     /// What the batch's spans add to the agent metrics (`SpanMetrics`).
     public var metrics = SpanFamilyCounts()
     /// Spans left out because they were invalid, and why (for `partial_success`).

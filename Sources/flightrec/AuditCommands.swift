@@ -174,11 +174,12 @@ struct AuditProof: AsyncParsableCommand {
             printError(error.description)
             throw Exit.dataError
         case .success(let p):
-            let out: [String: Any] = [
+            var out: [String: Any] = [
                 "span_id": p.spanID, "trace_id": p.traceID, "leaf_index": p.leafIndex, "tree_size": p.treeSize,
                 "root": p.root, "leaf": p.leaf, "leaf_hash": p.leafHash, "audit_path": p.auditPath,
                 "checkpoint": p.checkpoint, "line": p.line,
             ]
+            if let salt = p.salt { out["salt"] = salt }
             let json = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .prettyPrinted])
             FileHandle.standardOutput.write(json + Data("\n".utf8))
         }

@@ -108,8 +108,9 @@ import Testing
         for g in groups + groups.reversed() + groups.shuffled(using: &rng) {
             var records: [SpanRecord] = []
             var leaves: [TreeHash] = []
+            var next = 0
             let ok = g.message.withUnsafeBytes { m in
-                g.line.withUnsafeBytes { reader.read(m, line: $0, records: &records, leaves: &leaves) }
+                g.line.withUnsafeBytes { reader.read(m, line: $0, next: &next, records: &records, leaves: &leaves) }
             }
             #expect((try? ok.get()) != nil)
             #expect(leaves == g.leaves && records.count == g.spans)
@@ -121,7 +122,7 @@ import Testing
             var badRecords: [SpanRecord] = []
             var badLeaves: [TreeHash] = []
             let badRead = g.message.withUnsafeBytes { m in
-                bad.withUnsafeBytes { reader.read(m, line: $0, records: &badRecords, leaves: &badLeaves) }
+                bad.withUnsafeBytes { reader.read(m, line: $0, next: &next, records: &badRecords, leaves: &badLeaves) }
             }
             if case .failure(.json) = badRead {} else { Issue.record("a changed line was accepted") }
         }
@@ -153,8 +154,9 @@ import Testing
             let line = OTLPJSONEncoder.tracesData(m) ?? []
             var records: [SpanRecord] = []
             var leaves: [TreeHash] = []
+            var next = 0
             return m.withUnsafeBytes { mb in
-                line.withUnsafeBytes { reader.read(mb, line: $0, records: &records, leaves: &leaves) }
+                line.withUnsafeBytes { reader.read(mb, line: $0, next: &next, records: &records, leaves: &leaves) }
             }
         }
         #expect((try? read(message()).get()) != nil)

@@ -43,14 +43,75 @@ extension SpanStoreTests {
         return out
     }
 
+    /// Every stored span's leaf message and salt, with its trace byte and the key of the
+    /// salts' run it is in (nil when held as it is).
+    func storedLeaves(
+        _ dir: TemporaryDirectory
+    ) throws -> [(trace: UInt8, message: [UInt8], salt: LeafSalt, key: [UInt8]?)] {
+        var out: [(trace: UInt8, message: [UInt8], salt: LeafSalt, key: [UInt8]?)] = []
+        let directory = dir.path + "/data/segments"
+        for id in SegmentFile.list(directory) {
+            let path = SegmentFile.path(directory, id)
+            for b in try SegmentScanner(path: path).scan(from: SegmentFile.headerSize).blocks {
+                let frame = try SegmentReader.readFrame(path: path, offset: b.offset, length: b.header.frameLength)
+                let (raw, salts) = try BlockCodec.decodeSalted(frame: frame)
+                let spans = try #require(BlockSpans(raw))
+                let all = try #require(salts).all()
+                var keys: [[UInt8]?] = []
+                for run in salts?.runs ?? [] {
+                    switch run {
+                    case .keyed(let key, let count): keys += repeatElement(Optional(key), count: count)
+                    case .explicit(let s): keys += repeatElement(nil, count: s.count)
+                    }
+                }
+                for i in 0..<spans.count {
+                    out.append((spans.keys[i].trace.bytes[15], spans.messages[i], all[i], keys[i]))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Whether any file under the data directory holds `needle`, as bytes, base64 or hex.
+    func dataHolds(_ dir: TemporaryDirectory, _ needle: [UInt8]) -> Bool {
+        let root = dir.path + "/data"
+        let files = FileManager.default.enumerator(atPath: root)?.compactMap { $0 as? String } ?? []
+        let forms = [Data(needle), Data(Data(needle).base64EncodedString().utf8), Data(Hex.encode(needle).utf8)]
+        return files.contains { f in
+            guard let d = FileManager.default.contents(atPath: root + "/" + f) else { return false }
+            return forms.contains { d.range(of: $0) != nil }
+        }
+    }
+
     @Test func erasedTracesLeaveTheSegmentsAndTheLogStillVerifies() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
-        let spans = try await fillEvidenceStore(dir, traces: 1...60)
+        var spans = try await fillEvidenceStore(dir, traces: 1...60)
+        // One request holding spans of an erased trace and of a kept one, between others: its
+        // block is split, the kept spans keep their salts.
+        do {
+            let mixed = (1...6).map { i in
+                let t: UInt8 = i % 2 == 0 ? 57 : 62
+                return TestSpan(
+                    trace: RequestBuilder.traceID(t), span: RequestBuilder.spanID(UInt8(100 + i), t), parent: [],
+                    name: "mixed \(i)", attributes: [("agent.run.id", .string("run-\(t)"))])
+            }
+            var decoder = ExportRequestDecoder()
+            decoder.evidenceLeaves = true
+            let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+            try await store.append(decoder.decode(RequestBuilder.request(spans: mixed)))
+            await store.close()
+            spans += mixed.count
+        }
         let before = try storedTraces(dir)
         let erased: [UInt8] = [5, 6, 30, 57]
         let gone = erased.reduce(0) { $0 + before[$1, default: 0] }
         try #require(gone > 0)
+        // Every span is stored salted; the erased spans' salts and keys are on disk so far.
+        let leavesBefore = try storedLeaves(dir)
+        let erasedLeaves = leavesBefore.filter { erased.contains($0.trace) }
+        #expect(leavesBefore.allSatisfy { !$0.salt.isNone && $0.key != nil })
+        #expect(erasedLeaves.count == gone && dataHolds(dir, erasedLeaves[0].key!))
 
         let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
         let e = try store.recordErasure(try await erasureDraft(store, traces: erased))
@@ -66,7 +127,7 @@ extension SpanStoreTests {
         #expect(store.erasures.erasure(e.id)?.state == .erased)
         #expect(store.erasures.erasure(e.id)?.hiddenTraces.isEmpty == true)
         for t in erased { #expect(try await !runExists(store, "run-\(t)")) }
-        for t in (1...60).map(UInt8.init) where !erased.contains(t) {
+        for t in (1...62).map(UInt8.init) where !erased.contains(t) && t != 61 {
             #expect(try await runExists(store, "run-\(t)"), "run-\(t)")
         }
         try await store.append(evidenceBatch(trace: 61, spans: 4))
@@ -80,6 +141,24 @@ extension SpanStoreTests {
         #expect(report.ok, "\(report.problems)")
         #expect(report.leaves == UInt64(spans + 4))
         #expect(report.erasedLeaves == UInt64(gone))
+        // An erased span's leaf hash stays (salted, the tree needs it); its salt and the key
+        // that derived it are gone from every file, so the hash confirms no guess: not even of
+        // the span exactly as it was (whose unsalted hash is nowhere either).
+        let kept = Set(
+            SegmentRewrite.read(directory: dir.path + "/data/log", verifier: Self.signer.verifier).rewrites.flatMap {
+                $0.erased.values
+            })
+        for e in erasedLeaves {
+            #expect(!dataHolds(dir, e.salt.bytes) && !dataHolds(dir, e.key!))
+            #expect(kept.contains(TreeHash.leaf(salt: e.salt, e.message)))
+            #expect(!kept.contains(TreeHash.leaf(e.message)) && !dataHolds(dir, TreeHash.leaf(e.message).bytes))
+        }
+        // The spans kept beside them keep their salts, held as they are.
+        let leavesAfter = try storedLeaves(dir)
+        #expect(leavesAfter.contains { $0.key == nil } && leavesAfter.allSatisfy { !$0.salt.isNone })
+        #expect(
+            Set(leavesAfter.filter { $0.trace != 61 }.map(\.salt))
+                == Set(leavesBefore.filter { !erased.contains($0.trace) }.map(\.salt)))
         #expect(report.erasureReceipts.map(\.id) == [e.id])
         #expect(report.rewrittenSegments >= 1 && report.rewrittenSegments >= Set(rewritten).count)
 

@@ -178,7 +178,7 @@ extension SpanStoreTests {
         #expect(access(path, F_OK) == 0)
         #expect(try await !runExists(store, "run-1"))  // hidden at once all the same
         let block = try #require(snapshot?.blocks(leaves: 0, 1).first)
-        #expect(try snapshot?.payload(of: block).isEmpty == false)
+        #expect(try snapshot?.payload(of: block).raw.isEmpty == false)
         snapshot = nil
         #expect(await pass.value.map(\.segment) == [segments[0]])
         #expect(access(path, F_OK) != 0)

@@ -223,10 +223,14 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     leaf = base64.b64decode(p["leaf"])
-    assert base64.b64decode(p["leaf_hash"]) == hashlib.sha256(b"\x00" + leaf).digest()
+    # A salted leaf: SHA-256(0x00 || salt || message), the salt stored with the span.
+    salt = base64.b64decode(p["salt"])
+    assert len(salt) == 16 and salt != bytes(16)
+    leaf_hash = hashlib.sha256(b"\x00" + salt + leaf).digest()
+    assert base64.b64decode(p["leaf_hash"]) == leaf_hash != hashlib.sha256(b"\x00" + leaf).digest()
     root_line = p["checkpoint"].split("\n")[2]
     assert root_line == p["root"] and int(p["checkpoint"].split("\n")[1]) == p["tree_size"]
-    assert rfc9162_verify_inclusion(hashlib.sha256(b"\x00" + leaf).digest(), p["leaf_index"], p["tree_size"],
+    assert rfc9162_verify_inclusion(leaf_hash, p["leaf_index"], p["tree_size"],
                                     [base64.b64decode(h) for h in p["audit_path"]], base64.b64decode(p["root"]))
     [alone] = json.loads(p["line"])["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert alone["name"] == "approval.granted"

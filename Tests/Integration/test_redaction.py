@@ -46,19 +46,40 @@ POLICY = """redaction:
 """
 
 
+def salt_table_length(body):
+    """The length of a salted block's salt table (README, "Evidence"): u32 runs, each a tag
+    byte, 1 with a 32-byte key and a u32 count, or 2 with a u32 count and that many 16-byte
+    salts."""
+    (runs,) = struct.unpack_from("<I", body, 0)
+    at = 4
+    for _ in range(runs):
+        tag = body[at]
+        at += 1
+        if tag == 1:
+            at += 32 + 4
+        else:
+            assert tag == 2, tag
+            (count,) = struct.unpack_from("<I", body, at)
+            at += 4 + 16 * count
+    return at
+
+
 def segment_payloads(data_dir):
     """Every stored block, decompressed independently of the daemon: zstd frames ("FRB2", the
-    default) with the zstandard package, LZ4 blocks ("FRB1") with the lz4 package."""
+    default) with the zstandard package, LZ4 blocks ("FRB1") with the lz4 package; salted
+    blocks ("FRS1", "FRS2") after their salts."""
     out = []
     for path in sorted(glob.glob(os.path.join(data_dir, "segments", "*.frs"))):
         raw = open(path, "rb").read()
         pos = 16
         while pos + 20 <= len(raw):
             magic = raw[pos:pos + 4]
-            assert magic in (b"FRB1", b"FRB2"), magic
+            assert magic in (b"FRB1", b"FRB2", b"FRS1", b"FRS2"), magic
             clen, rlen, _, _ = struct.unpack_from("<IIII", raw, pos + 4)
             payload = raw[pos + 20:pos + 20 + clen]
-            if magic == b"FRB1":
+            if magic[2:3] == b"S":
+                payload = payload[salt_table_length(payload):]
+            if magic[3:4] == b"1":
                 out.append(lz4.block.decompress(payload, uncompressed_size=rlen))
             else:
                 out.append(zstandard.ZstdDecompressor().decompress(payload, max_output_size=rlen))
@@ -239,8 +260,8 @@ def test_compression_setting_changes_only_new_blocks(workdir):
     magics = set()
     for path in glob.glob(os.path.join(second.data, "segments", "*.frs")):
         raw = open(path, "rb").read()
-        magics |= {raw[m.start():m.start() + 4] for m in re.finditer(b"FRB[12]", raw)}
-    assert magics == {b"FRB1", b"FRB2"}
+        magics |= {raw[m.start() + 3:m.start() + 4] for m in re.finditer(b"FR[BS][12]", raw)}
+    assert magics == {b"1", b"2"}
     stored = b"".join(segment_payloads(second.data))
     for c in ("lz4", "zstd"):
         assert b"run-codec-" + c.encode() + b"-2" in stored

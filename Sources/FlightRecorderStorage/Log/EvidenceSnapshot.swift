@@ -108,15 +108,14 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
     private lazy var stored: [EvidenceLog.Record] = tree.records.filter { !$0.isHole }
 
     /// The payload of a logged block (its spans' requests one after another), checked
-    /// against its checksum.
-    public func payload(of block: LoggedBlock) throws(StorageError) -> [UInt8] {
+    /// against its checksum, and its spans' salts (empty when it is not salted).
+    public func payload(of block: LoggedBlock) throws(StorageError) -> (raw: [UInt8], salts: [LeafSalt]) {
         let i = tree.firstRecord(containing: block.firstLeaf)
         let r = tree.records[i]
         let frame = try SegmentReader.readFrame(
             path: SegmentFile.path(tree.segmentDirectory, r.segment), offset: r.offset, length: r.frameLength)
-        let decoded = frame.withUnsafeBytes { b in Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
-        }
-        return try decoded.get()
+        let decoded = try BlockCodec.decodeSalted(frame: frame)
+        return (decoded.raw, decoded.salts?.all() ?? [])
     }
 
     static func logged(_ r: EvidenceLog.Record) -> LoggedBlock {

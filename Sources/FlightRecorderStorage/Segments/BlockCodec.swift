@@ -1,20 +1,25 @@
 import CLZ4
 import CZlib
 import CZstd
+public import FlightRecorderEvidence
 
 /// The on-disk frame of one block: a 20-byte header, then the compressed payload.
 ///
-///     0  magic "FRB1" (LZ4 block) or "FRB2" (zstd frame)
-///     4  u32 compressed length     (little endian)
+///     0  magic "FRB1" (LZ4 block) or "FRB2" (zstd frame); "FRS1", "FRS2" when salted
+///     4  u32 body length           (little endian)
 ///     8  u32 raw length
 ///     12 u32 span count
-///     16 u32 CRC-32 of bytes 4..<16 and the compressed payload
+///     16 u32 CRC-32 of bytes 4..<16 and the body
+///     20 body: the compressed payload; when salted, its spans' leaf salts first
+///        (`SpanSalts.encode`: the evidence log's salted leaves)
 ///
 /// The payload, once decompressed, is one serialized OTLP `TracesData` message.
 public enum BlockCodec {
     public static let headerSize = 20
     /// "FRB" and the codec's digit.
     static let magic: [UInt8] = Array("FRB".utf8)
+    /// "FRS": the body starts with the spans' salts.
+    static let saltedMagic = UInt8(ascii: "S")
 
     /// How a block's payload is compressed; every block says which in its magic, so a
     /// segment may mix them and a change of setting needs no migration.
@@ -35,6 +40,9 @@ public enum BlockCodec {
 
     public struct Header: Equatable, Sendable {
         public var codec: Codec
+        /// The body starts with the spans' salts.
+        public var salted = false
+        /// The body's length: the compressed payload, and the salts of a salted block.
         public var compressedLength: Int
         public var rawLength: Int
         public var spanCount: Int
@@ -42,15 +50,23 @@ public enum BlockCodec {
         public var frameLength: Int { BlockCodec.headerSize + compressedLength }
     }
 
-    /// Compresses `raw` and appends the framed block to `out`.
+    /// Compresses `raw` and appends the framed block to `out`, with its spans' `salts` when
+    /// given (they must be `spanCount` salts).
     public static func encode(
-        _ raw: UnsafeRawBufferPointer, spanCount: Int, codec: Codec = .zstd, into out: inout [UInt8]
+        _ raw: UnsafeRawBufferPointer, spanCount: Int, codec: Codec = .zstd, salts: SpanSalts? = nil,
+        into out: inout [UInt8]
     ) {
         let bound = Self.bound(raw.count, codec)
         let start = out.count
-        out.append(contentsOf: repeatElement(0, count: headerSize + bound))
+        out.append(contentsOf: repeatElement(0, count: headerSize))
+        if let salts {
+            precondition(salts.count == spanCount, "a salted block needs one salt per span")
+            salts.encode(into: &out)
+        }
+        let tableEnd = out.count
+        out.append(contentsOf: repeatElement(0, count: bound))
         let compressed = out.withUnsafeMutableBytes { dst -> Int in
-            let into = dst.baseAddress! + start + headerSize
+            let into = dst.baseAddress! + tableEnd
             switch codec {
             case .lz4:
                 return Int(
@@ -67,8 +83,10 @@ public enum BlockCodec {
         out.withUnsafeMutableBytes { b in
             let h = b.baseAddress! + start
             for i in 0..<3 { h.storeBytes(of: magic[i], toByteOffset: i, as: UInt8.self) }
+            if salts != nil { h.storeBytes(of: saltedMagic, toByteOffset: 2, as: UInt8.self) }
             h.storeBytes(of: codec.rawValue, toByteOffset: 3, as: UInt8.self)
-            h.storeBytes(of: UInt32(compressed).littleEndian, toByteOffset: 4, as: UInt32.self)
+            h.storeBytes(
+                of: UInt32(tableEnd - start - headerSize + compressed).littleEndian, toByteOffset: 4, as: UInt32.self)
             h.storeBytes(of: UInt32(raw.count).littleEndian, toByteOffset: 8, as: UInt32.self)
             h.storeBytes(of: UInt32(spanCount).littleEndian, toByteOffset: 12, as: UInt32.self)
             let crc = checksum(
@@ -87,27 +105,55 @@ public enum BlockCodec {
 
     /// Parses a header; nil if the magic or the lengths are impossible.
     public static func header(_ b: UnsafeRawBufferPointer) -> Header? {
-        guard b.count >= headerSize, b[0] == magic[0], b[1] == magic[1], b[2] == magic[2],
+        guard b.count >= headerSize, b[0] == magic[0], b[1] == magic[1], b[2] == magic[2] || b[2] == saltedMagic,
             let codec = Codec(rawValue: b[3])
         else {
             return nil
         }
+        let salted = b[2] == saltedMagic
         let c = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         let r = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
         let n = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         let crc = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
-        guard r <= maxRawLength, c <= bound(r, codec) else { return nil }
-        return Header(codec: codec, compressedLength: c, rawLength: r, spanCount: n, checksum: crc)
+        // A salted body holds at most a 16-byte salt (and a tag and count) per span besides.
+        let table = salted ? 4 + n * (LeafSalt.size + 5 + SpanSalts.keySize) : 0
+        guard r <= maxRawLength, n <= maxRawLength, c <= bound(r, codec) + table else { return nil }
+        return Header(codec: codec, salted: salted, compressedLength: c, rawLength: r, spanCount: n, checksum: crc)
     }
 
-    /// Verifies the checksum of a whole frame (header and payload) and decompresses it.
+    /// Verifies the checksum of a whole frame (header and body) and decompresses it.
     public static func decode(frame b: UnsafeRawBufferPointer) throws(StorageError) -> [UInt8] {
+        try decodeSalted(frame: b).raw
+    }
+
+    public static func decodeSalted(frame: [UInt8]) throws(StorageError) -> (raw: [UInt8], salts: SpanSalts?) {
+        let decoded = frame.withUnsafeBytes { b in
+            Result { () throws(StorageError) in try decodeSalted(frame: b) }
+        }
+        return try decoded.get()
+    }
+
+    /// `decode(frame:)`, with the spans' salts (nil when the block is not salted).
+    public static func decodeSalted(
+        frame b: UnsafeRawBufferPointer
+    ) throws(StorageError) -> (
+        raw: [UInt8], salts: SpanSalts?
+    ) {
         guard let h = header(b), b.count >= h.frameLength else {
             throw .corrupt("block header is damaged")
         }
-        let payload = UnsafeRawBufferPointer(rebasing: b[headerSize..<h.frameLength])
-        guard checksum(UnsafeRawBufferPointer(rebasing: b[4..<16]), payload) == h.checksum else {
+        let body = UnsafeRawBufferPointer(rebasing: b[headerSize..<h.frameLength])
+        guard checksum(UnsafeRawBufferPointer(rebasing: b[4..<16]), body) == h.checksum else {
             throw .corrupt("block checksum mismatch")
+        }
+        var salts: SpanSalts?
+        var payload = body
+        if h.salted {
+            guard let (s, length) = SpanSalts.decode(body), s.count == h.spanCount else {
+                throw .corrupt("block's salts are damaged")
+            }
+            salts = s
+            payload = UnsafeRawBufferPointer(rebasing: body[length...])
         }
         var raw = [UInt8](repeating: 0, count: h.rawLength)
         let n = raw.withUnsafeMutableBytes { dst -> Int in
@@ -124,7 +170,7 @@ public enum BlockCodec {
             }
         }
         guard n == h.rawLength else { throw .corrupt("block does not decompress to its recorded size") }
-        return raw
+        return (raw, salts)
     }
 
     /// Whether the frame's checksum matches, without decompressing.

@@ -203,9 +203,7 @@ extension SpanStore {
                 copy(frame, at: block.offset)
                 continue
             }
-            let raw = try frame.withUnsafeBytes { b in
-                Result { () throws(StorageError) in try BlockCodec.decode(frame: b) }
-            }.get()
+            let (raw, blockSalts) = try BlockCodec.decodeSalted(frame: frame)
             guard let spans = BlockSpans(raw) else {
                 throw .corrupt("segment \(id), block at \(block.offset): does not decode as OTLP spans")
             }
@@ -214,7 +212,16 @@ extension SpanStore {
                 copy(frame, at: block.offset)
                 continue
             }
-            let leaves = try rec.map { r throws(StorageError) in try BlockLeaves.of(raw: raw, canonical: r.canonical) }
+            let leaves = try rec.map { r throws(StorageError) in
+                try BlockLeaves.of(raw: raw, canonical: r.canonical, salts: blockSalts)
+            }
+            // A salted block's kept spans keep their salts, held as they are: the key that
+            // derived them would derive the erased spans' salts too, so it goes with them (and
+            // an erased span's leaf hash, left in the log, says nothing without its salt).
+            let salts = blockSalts?.all() ?? []
+            if !salts.isEmpty && salts.count != spans.count {
+                throw .corrupt("segment \(id), block at \(block.offset): its salts do not match its spans")
+            }
             if let leaves, leaves.count != spans.count {
                 throw .corrupt("segment \(id), block at \(block.offset): its spans do not match its log record")
             }
@@ -232,12 +239,15 @@ extension SpanStore {
                 } else {
                     let payload = spans.payload(i..<j)
                     let at = out.count
+                    let keptSalts = salts.isEmpty ? [] : Array(salts[i..<j])
                     payload.withUnsafeBytes {
-                        BlockCodec.encode($0, spanCount: j - i, codec: block.header.codec, into: &out)
+                        BlockCodec.encode(
+                            $0, spanCount: j - i, codec: block.header.codec,
+                            salts: keptSalts.isEmpty ? nil : SpanSalts(explicit: keptSalts), into: &out)
                     }
                     if let rec, let leaves {
                         // The spans kept keep their leaves: checked, so the tree cannot change.
-                        let kept = payload.withUnsafeBytes { SpanLeaves.hashes(canonicalPayload: $0) }
+                        let kept = payload.withUnsafeBytes { SpanLeaves.hashes(canonicalPayload: $0, salts: keptSalts) }
                         guard let kept, kept[...] == leaves[i..<j] else {
                             throw .corrupt(
                                 "segment \(id), block at \(block.offset): the rewritten spans' leaves differ")

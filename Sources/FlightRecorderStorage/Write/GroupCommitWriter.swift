@@ -108,8 +108,14 @@ final class GroupCommitWriter: @unchecked Sendable {
         var canonical: [Bool] = []
         func flushBlock() {
             guard !members.isEmpty else { return }
+            // The spans' salts, stored in the frame: each request's key (ingest hashed its
+            // leaves under it), or, when a request's leaves are missing, one fresh key for the
+            // block and its leaves hashed here.
+            var salts: SpanSalts?
             if log != nil {
-                if members.allSatisfy({ $0.leafHashes.count == $0.spans.count * TreeHash.size }) {
+                if members.allSatisfy({
+                    $0.leafHashes.count == $0.spans.count * TreeHash.size && $0.saltKey.count == SpanSalts.keySize
+                }) {
                     var blockLeaves: [TreeHash] = []
                     blockLeaves.reserveCapacity(rawSpans)
                     for b in members {
@@ -123,14 +129,24 @@ final class GroupCommitWriter: @unchecked Sendable {
                     }
                     leaves.append(blockLeaves)
                     canonical.append(members.allSatisfy(\.leavesFromPayload))
+                    salts = SpanSalts(runs: members.map { .keyed(key: $0.saltKey, count: $0.spans.count) })
                 } else {
-                    leaves.append(try? BlockLeaves.of(raw: raw, canonical: false))
+                    let fresh = SpanSalts.random(count: rawSpans)
+                    if let computed = try? BlockLeaves.of(raw: raw, canonical: false, salts: fresh),
+                        computed.count == rawSpans
+                    {
+                        leaves.append(computed)
+                        salts = fresh
+                    } else {
+                        leaves.append(try? BlockLeaves.of(raw: raw, canonical: false, salts: nil))
+                    }
                     canonical.append(false)
                 }
             }
             let start = frames.count
             raw.withUnsafeBytes {
-                BlockCodec.encode($0, spanCount: rawSpans, codec: configuration.compression, into: &frames)
+                BlockCodec.encode(
+                    $0, spanCount: rawSpans, codec: configuration.compression, salts: salts, into: &frames)
             }
             blocks.append(
                 DurableBlock(
