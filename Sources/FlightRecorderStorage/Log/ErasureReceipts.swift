@@ -12,9 +12,10 @@ import Foundation
 /// so `flightrec verify --data` accepts a hole only where a signed rewrite names it. A later
 /// rewrite of the same segment supersedes the earlier one's records and keeps its holes.
 ///
-/// The erased leaves are `H(0x00 ‖ span)` of spans that are gone: each commits to its span's
-/// random trace and span IDs and nanosecond times, so it confirms a guess only to someone who
-/// already holds a copy of that span (docs/RETENTION.md: salted leaves are not built).
+/// The erased leaves are `H(0x00 ‖ salt ‖ span)` of spans that are gone, their salts gone with
+/// them (`SpanSalts`), so they confirm no guess. Spans stored before salted leaves left
+/// `H(0x00 ‖ span)`, which commits to the span's random IDs and nanosecond times: it confirms
+/// a guess only to someone who already holds a copy of that span.
 public struct SegmentRewrite: Sendable, Equatable {
     public var segment: Int64
     /// The erasures it carried out.

@@ -12,7 +12,8 @@ import Foundation
 /// one the store expired: `flightrec verify --data` accepts a missing range only with a
 /// receipt the key signed.
 ///
-/// The kept leaves are hashes of whole spans (`H(0x00 ‖ span)`); at most 510 a segment.
+/// The kept leaves are hashes of whole spans (`H(0x00 ‖ salt ‖ span)`, unsalted before salts
+/// existed); at most 510 a segment.
 public struct ExpiryReceipt: Sendable, Equatable {
     public var segment: Int64
     public var firstLeaf: UInt64
