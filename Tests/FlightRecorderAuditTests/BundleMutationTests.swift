@@ -74,6 +74,32 @@ import Testing
         }
     }
 
+    /// A store written before salted leaves (here: with the log off) and added to since: a
+    /// range export holds spans of both kinds, their salts in `proof.json` (zeros for the
+    /// unsalted), and verifies.
+    @Test func bundlesOfUnsaltedAndSaltedSpansVerify() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var workload = AgentWorkload(options: .init())
+        var c = StoreConfiguration(directory: dir.path + "/data")
+        (c.segmentBytes, c.blockBytes) = (256 << 10, 16 << 10)
+        let plain = try SpanStore(configuration: c, logger: logger)
+        try await ingest(plain, &workload, requests: 12)
+        await plain.close()
+        let store = try makeStore(dir)
+        try await ingest(store, &workload, requests: 12)
+        let acme = TenantScope.only(["acme"])
+        let archive = try await bundle(
+            store, dir, AuditExportRequest(selection: .range, since: 1, scope: acme, tenant: "acme"))
+        await store.close()
+        let report = Self.verify(archive)
+        #expect(report.ok, "\(report.failures)")
+        let proofFile = try #require(try Self.files(archive).first { $0.name == AuditBundle.proof })
+        let proof = try #require(BundleProof.read(Data(proofFile.bytes)))
+        let salts = try #require(proof.salts(spans: proof.leafIndices.count))
+        #expect(salts.contains(.none) && salts.contains { !$0.isNone })
+    }
+
     /// Where each request is one tenant's, a tenant's range export leaves the other tenants'
     /// leaves unhashed in the tiles that hold none of its own (the proof takes those tiles
     /// from the log), and the bundle still verifies; so does a run's.

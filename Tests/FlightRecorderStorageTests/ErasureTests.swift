@@ -171,6 +171,46 @@ extension SpanStoreTests {
         #expect(verify(dir).ok)
     }
 
+    /// Blocks stored before salted leaves (here: with the log off, as an earlier version
+    /// wrote them) keep their unsalted leaves beside salted ones: the log takes them in,
+    /// verifies both, and an erasure of either kind leaves a tree that still verifies.
+    @Test func unsaltedBlocksFromBeforeSaltsVerifyAndEraseBesideSaltedOnes() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var plain = evidenceConfiguration(dir)
+        plain.evidence = nil
+        var spans = try await fillEvidenceStore(dir, traces: 1...20, configuration: plain)
+        func salted() throws -> [Bool] {
+            let directory = dir.path + "/data/segments"
+            return try SegmentFile.list(directory).flatMap { id in
+                try SegmentScanner(path: SegmentFile.path(directory, id)).scan(from: SegmentFile.headerSize).blocks.map
+                {
+                    $0.header.salted
+                }
+            }
+        }
+        #expect(try salted().allSatisfy { !$0 })
+        spans += try await fillEvidenceStore(dir, traces: 21...40)
+        let kinds = try salted()
+        #expect(kinds.contains(true) && kinds.contains(false))
+        #expect(verify(dir).ok && verify(dir).leaves == UInt64(spans))
+
+        let before = try storedTraces(dir)
+        let erased: [UInt8] = [3, 25]
+        let store = try SpanStore(configuration: evidenceConfiguration(dir), logger: logger)
+        let e = try store.recordErasure(try await erasureDraft(store, traces: erased))
+        for _ in 0..<40 where store.erasures.erasure(e.id)?.state != .erased {
+            _ = store.purgeErased()
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(store.erasures.erasure(e.id)?.state == .erased)
+        await store.close()
+        let report = verify(dir)
+        #expect(report.ok, "\(report.problems)")
+        #expect(report.erasedLeaves == UInt64(before[3, default: 0] + before[25, default: 0]))
+        #expect(try storedTraces(dir) == before.filter { !erased.contains($0.key) })
+    }
+
     /// The state a crash leaves between the rewrite's signed note and the swap (the new file in
     /// its scratch directory), and before the note (no note): start-up finishes the first and
     /// drops the second, and both verify.
