@@ -22,6 +22,9 @@ import Foundation
 ///   decision), so a verifier can tell a known gap from a removed span.
 /// - `checkpoint.txt`: the signed checkpoint (C2SP tlog-checkpoint) the proof ends in.
 /// - `start-checkpoint.txt`: for a time-range export, the signed checkpoint the range starts at.
+/// - `erasures.json`: for a time-range export (v3), the range's leaves erased before the
+///   export (their spans are gone, so the bundle cannot hold them) and the signed erasure
+///   receipts of the bundle's tenants that erased them (`BundleErasures`).
 /// - `proof.json`: every span's leaf index and leaf salt, and one `Multiproof` tying them all
 ///   to the checkpoint; for a time-range export, the consistency proof between the two
 ///   checkpoints.
@@ -41,13 +44,51 @@ public enum AuditBundle {
     public static let findings = "findings.jsonl"
     public static let checkpoint = "checkpoint.txt"
     public static let startCheckpoint = "start-checkpoint.txt"
+    public static let erasures = "erasures.json"
     public static let proof = "proof.json"
     public static let manifest = "manifest.json"
     public static let envelope = "statement.dsse.json"
 
-    /// The files a manifest lists, in archive order (`start-checkpoint.txt` only for ranges).
-    public static func listed(range: Bool) -> [String] {
+    /// The files a manifest lists, in archive order (`start-checkpoint.txt` only for ranges,
+    /// and `erasures.json` for ranges of v3 bundles).
+    public static func listed(range: Bool, format: String = format) -> [String] {
         [spans, spansProto, decisions, runs, findings, proof, checkpoint] + (range ? [startCheckpoint] : [])
+            + (range && format == Self.format ? [erasures] : [])
+    }
+}
+
+/// `erasures.json`: what of a time range was erased before the export. The leaves are in
+/// the range and none is one the bundle holds; the log's signed rewrites name them (`flightrec
+/// verify --data` checks those). Receipts are those of the bundle's tenants only.
+public struct BundleErasures: Codable, Sendable, Equatable {
+    public struct Receipt: Codable, Sendable, Equatable {
+        public var id: String
+        /// `subject`, `run` or `tenant`.
+        public var kind: String
+        /// `-` for a subject's erasure over every tenant (listed only when the runs it erased
+        /// were all of the bundle's tenants).
+        public var tenant: String
+        public var requestedBy: String
+        /// Unix seconds.
+        public var requestedAt: UInt64
+        public var completedAt: UInt64
+        public var reason: String
+        public var runs: Int
+        public var spans: Int
+    }
+
+    /// The erased leaves of the range, as `[start, end)` runs in order.
+    public var erasedLeaves: [[UInt64]]
+    public var erasedSpans: Int
+    public var receipts: [Receipt]
+
+    /// `leaves` (sorted) as runs of consecutive indices.
+    public static func runs(_ leaves: [UInt64]) -> [[UInt64]] {
+        var out: [[UInt64]] = []
+        for l in leaves {
+            if let last = out.last, last[1] == l { out[out.count - 1][1] = l + 1 } else { out.append([l, l + 1]) }
+        }
+        return out
     }
 }
 

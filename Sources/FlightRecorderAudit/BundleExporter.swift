@@ -185,7 +185,8 @@ public enum AuditExporter {
                 return try await NIOThreadPool.singleton.runIfActive {
                     var read = read
                     return try finish(
-                        &read, runs: finalRuns, plan: plan, snapshot: snapshot, request: request,
+                        &read, runs: finalRuns, plan: plan, snapshot: snapshot, erasures: store.erasures,
+                        request: request,
                         identityKeys: store.configuration.runIdentity.keys,
                         redactionPolicyDigest: redactionPolicyDigest, findingRules: store.configuration.findingRules,
                         now: now, proofJSON: proving.value)
@@ -615,7 +616,8 @@ public enum AuditExporter {
 
     static func finish(
         _ read: inout ReadSpans, runs: [BundleViews.Run], plan: Plan, snapshot: EvidenceSnapshot,
-        request: AuditExportRequest, identityKeys: [String], redactionPolicyDigest: String,
+        erasures erasureStore: ErasureStore, request: AuditExportRequest, identityKeys: [String],
+        redactionPolicyDigest: String,
         findingRules: FindingRules, now: Date, proofJSON: Result<[UInt8], any Error>
     ) throws -> PreparedBundle {
         let indices = read.indices
@@ -638,6 +640,30 @@ public enum AuditExporter {
         if request.selection == .range {
             // No start checkpoint: the range starts at the log's first leaf, an empty file says so.
             try files.write(AuditBundle.startCheckpoint, Array((plan.start?.note.serialized ?? "").utf8), records: 1)
+            // What of the range the tenant's completed erasures removed before now (a leaf by
+            // the erasures of the rewrite that first named it), and their receipts.
+            // A receipt over every tenant (a subject's) counts when the runs it erased were all
+            // the bundle's tenants': no bundle reports another tenant's erasure.
+            let tenants = Set(plan.tenants)
+            let receipts = snapshot.erasureReceipts().filter {
+                guard $0.tenant == "-" else { return tenants.contains($0.tenant) }
+                let of = erasureStore.erasure($0.id)?.runTenants ?? []
+                return !of.isEmpty && Set(of).isSubset(of: tenants)
+            }
+            let ids = Set(receipts.map(\.id))
+            let erased = snapshot.erasedLeaves(plan.start?.checkpoint.size ?? 0, size).filter {
+                $0.erasures.contains { ids.contains($0) }
+            }
+            let named = Set(erased.flatMap(\.erasures))
+            let erasures = BundleErasures(
+                erasedLeaves: BundleErasures.runs(erased.map(\.leaf)), erasedSpans: erased.count,
+                receipts: receipts.filter { named.contains($0.id) }.map {
+                    .init(
+                        id: $0.id, kind: $0.kind, tenant: $0.tenant, requestedBy: $0.requestedBy,
+                        requestedAt: $0.requestedAt, completedAt: $0.completedAt, reason: $0.reason, runs: $0.runs,
+                        spans: $0.spans)
+                })
+            try files.write(AuditBundle.erasures, try BundleJSON.encoder().encode(erasures), records: 1)
         }
 
         // The manifest, then the statement over every file, signed.

@@ -39,6 +39,10 @@ public enum BundleVerifier {
         public var pinnedSize: UInt64?
         /// The bundle's ID: its manifest's SHA-256 (what an erasure receipt names).
         public var bundleID: String?
+        /// For a time range: its spans erased before the export (`erasures.json`), and the
+        /// IDs of the receipts that erased them.
+        public var erasedSpans = 0
+        public var erasures: [String] = []
         public var ok: Bool { failures.isEmpty }
     }
 
@@ -162,7 +166,7 @@ public enum BundleVerifier {
         if manifest.keyId != key.encoded {
             fail("manifest: key \(manifest.keyId), but the bundle is checked against \(key.encoded)")
         }
-        let expected = AuditBundle.listed(range: isRange)
+        let expected = AuditBundle.listed(range: isRange, format: manifest.format)
         if manifest.files.map(\.name) != expected {
             fail("manifest: lists \(manifest.files.map(\.name)), expected \(expected)")
         }
@@ -272,6 +276,9 @@ public enum BundleVerifier {
             checkRange(
                 manifest: manifest, proof: proof, checkpoint: checkpoint, time: checkpointTime, key: key,
                 startText: data(AuditBundle.startCheckpoint).map { String(decoding: $0, as: UTF8.self) }, fail)
+            if expected.contains(AuditBundle.erasures), let range = manifest.range {
+                checkErasures(data(AuditBundle.erasures), range: range, proof: proof, tenants: tenants, &report)
+            }
         } else if manifest.range != nil || proof.consistency != nil {
             fail("manifest: a log range on a \(manifest.selection.kind) export")
         }
@@ -425,6 +432,51 @@ public enum BundleVerifier {
         if let until = manifest.selection.until, range.endTime < UInt64(max(0, until / 1_000_000_000)) {
             fail("manifest: the range ends (signed \(range.endTime)) before its until")
         }
+    }
+
+    /// `erasures.json` of a range: its erased leaves lie in the range, in order, and are none
+    /// the bundle holds; its receipts are of the bundle's tenants, each once. Accepted, the
+    /// erased spans are reported as such.
+    static func checkErasures(
+        _ data: Data?, range: BundleManifest.LogRange, proof: BundleProof, tenants: Set<String>,
+        _ report: inout Report
+    ) {
+        let name = AuditBundle.erasures
+        guard let data, let e = try? BundleJSON.decoder().decode(BundleErasures.self, from: data) else {
+            report.failures.append("\(name): missing or malformed")
+            return
+        }
+        var count: UInt64 = 0
+        var previousEnd = range.start
+        var held = proof.leafIndices[...]
+        for r in e.erasedLeaves {
+            guard r.count == 2, r[0] >= previousEnd, r[0] < r[1], r[1] <= range.end else {
+                report.failures.append("\(name): erased leaves \(r) are not an ordered run within the range")
+                return
+            }
+            while let first = held.first, first < r[0] { held = held.dropFirst() }
+            if let first = held.first, first < r[1] {
+                report.failures.append("\(name): leaf \(first) is both erased and in the bundle")
+                return
+            }
+            count += r[1] - r[0]
+            previousEnd = r[1]
+        }
+        if count != UInt64(e.erasedSpans) {
+            report.failures.append("\(name): \(count) erased leaves, erased_spans says \(e.erasedSpans)")
+        }
+        if Set(e.receipts.map(\.id)).count != e.receipts.count {
+            report.failures.append("\(name): a receipt appears twice")
+        }
+        if let other = e.receipts.first(where: { $0.tenant != "-" && !tenants.contains($0.tenant) }) {
+            report.failures.append(
+                "\(name): receipt \(other.id) is of tenant \(other.tenant), not one the manifest names")
+        }
+        if e.erasedSpans > 0 && e.receipts.isEmpty {
+            report.failures.append("\(name): erased spans with no receipt")
+        }
+        report.erasedSpans = e.erasedSpans
+        report.erasures = e.receipts.map(\.id)
     }
 
     /// The pinned checkpoint's size, after checking the bundle's checkpoint extends it.

@@ -122,6 +122,10 @@ struct AuditVerify: AsyncParsableCommand {
             if let s = report.selection { out["selection"] = s }
             if let p = report.pinnedSize { out["pinned_size"] = p }
             if let id = report.bundleID { out["bundle_id"] = id }
+            if report.selection == "range" {
+                out["erased_spans"] = report.erasedSpans
+                out["erasures"] = report.erasures
+            }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
             FileHandle.standardOutput.write(data + Data("\n".utf8))
         } else {
@@ -133,6 +137,11 @@ struct AuditVerify: AsyncParsableCommand {
                     + String(format: " (%.2f s)", seconds))
             for (kind, n) in report.findings.sorted(by: { $0.key < $1.key }) {
                 print("finding: \(kind) × \(n) (declared in findings.jsonl)")
+            }
+            if report.erasedSpans > 0 {
+                print(
+                    "erased: \(report.erasedSpans) spans of the range, erased before the export "
+                        + "(receipts \(report.erasures.joined(separator: ", ")))")
             }
             if let id = report.bundleID { print("bundle ID (manifest SHA-256): \(id)") }
             if !report.keyPinned { print("warning: no --key given; checked against the key the bundle names") }

@@ -142,9 +142,14 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert r.returncode == 0, r.stderr
         code, report, raw = audit_verify(out)
         assert code == 0 and report["spans"] == 3, raw.stdout
+        # ...and says what of the range was erased, by which receipt.
+        assert report["erased_spans"] == 6 and report["erasures"] == ["erasure-1"], raw.stdout
         with open(out, "rb") as f:
             bundle = f.read()
         assert not [x for x in needles if x in bundle]
+        assert b"GDPR art. 17" in bundle  # the receipt, in erasures.json
+        r = subprocess.run([BIN, "audit", "verify", out], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "erased: 6 spans of the range" in r.stdout, r.stdout
 
         # A subject by a key the index does not hold scans every run, past the hidden ones.
         r = d.cli("erase", "--subject", "note=nobody's", "--reason", "x", token=admin)

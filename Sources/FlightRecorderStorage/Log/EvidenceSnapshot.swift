@@ -28,6 +28,9 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
     /// Every checkpoint in the log that this snapshot's key verifies, oldest first.
     public let history: [Signed]
     let tree: StoredTree
+    /// Every signed segment rewrite in the log, oldest first.
+    let rewrites: [SegmentRewrite]
+    let logDirectory: String
     /// Told when the snapshot is released (`EvidenceLog.snapshotsInUse`).
     var onRelease: (@Sendable () -> Void)?
 
@@ -55,10 +58,10 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
         let tiles = EvidenceLog.readTiles(EvidenceLog.readFile(directory + "/tiles"))
         var expired: [Int64: ExpiryReceipt] = [:]
         for r in ExpiryReceipt.read(directory: directory, verifier: signer.verifier).receipts { expired[r.segment] = r }
-        let erased = SegmentRewrite.latest(
-            SegmentRewrite.read(directory: directory, verifier: signer.verifier).rewrites
-        )
-        .erased
+        let allRewrites = SegmentRewrite.read(directory: directory, verifier: signer.verifier).rewrites
+        let erased = SegmentRewrite.latest(allRewrites).erased
+        rewrites = allRewrites
+        logDirectory = directory
         tree = StoredTree(
             tiles: Array(tiles.prefix(Int(size / EvidenceLog.tileLeaves))), records: Array(records),
             segmentDirectory: segmentDirectory, expired: expired, erased: erased)
@@ -116,6 +119,23 @@ public final class EvidenceSnapshot: TreeNodes, @unchecked Sendable {
             path: SegmentFile.path(tree.segmentDirectory, r.segment), offset: r.offset, length: r.frameLength)
         let decoded = try BlockCodec.decodeSalted(frame: frame)
         return (decoded.raw, decoded.salts?.all() ?? [])
+    }
+
+    /// The leaves in `[start, end)` erased so far (signed rewrites name them), in order, each
+    /// with the erasures the rewrite that first named it carried out.
+    public func erasedLeaves(_ start: UInt64, _ end: UInt64) -> [(leaf: UInt64, erasures: [String])] {
+        var first: [UInt64: [String]] = [:]
+        for r in rewrites {
+            for leaf in r.erased.keys where leaf >= start && leaf < end && first[leaf] == nil {
+                first[leaf] = r.erasures
+            }
+        }
+        return first.keys.sorted().map { ($0, first[$0]!) }
+    }
+
+    /// The signed erasure receipts in the log, oldest first.
+    public func erasureReceipts() -> [ErasureReceipt] {
+        ErasureReceipt.read(directory: logDirectory, verifier: signer.verifier).receipts
     }
 
     static func logged(_ r: EvidenceLog.Record) -> LoggedBlock {
