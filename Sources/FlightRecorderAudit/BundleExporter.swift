@@ -640,10 +640,10 @@ public enum AuditExporter {
         if request.selection == .range {
             // No start checkpoint: the range starts at the log's first leaf, an empty file says so.
             try files.write(AuditBundle.startCheckpoint, Array((plan.start?.note.serialized ?? "").utf8), records: 1)
-            // What of the range the tenant's completed erasures removed before now (a leaf by
-            // the erasures of the rewrite that first named it), and their receipts.
-            // A receipt over every tenant (a subject's) counts when the runs it erased were all
-            // the bundle's tenants': no bundle reports another tenant's erasure.
+            // What of the range the tenants' completed erasures removed before now (a leaf by
+            // the erasures of the rewrite that first named it), and their receipts. A receipt
+            // over every tenant (a subject's) counts when the runs it erased were all the
+            // bundle's tenants': no bundle reports another tenant's erasure.
             let tenants = Set(plan.tenants)
             let receipts = snapshot.erasureReceipts().filter {
                 guard $0.tenant == "-" else { return tenants.contains($0.tenant) }

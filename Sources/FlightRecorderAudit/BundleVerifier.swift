@@ -71,16 +71,17 @@ public enum BundleVerifier {
         func bytes(_ name: String) -> UnsafeRawBufferPointer? { files[name] }
         func data(_ name: String) -> Data? { files[name].map { Data($0) } }
 
+        // The proof is read first: its leaf salts go into the leaves (none for a bundle from
+        // before salts).
+        let proof = data(AuditBundle.proof).flatMap { BundleProof.read($0) }
+        let salts = proof?.salts(spans: proof?.leafIndices.count ?? 0)
+        let leafSalts = proof?.leafSalts == nil ? [] : salts ?? []
         // The spans (the bulk of the work) are read on every core from the start, while this
         // thread checks signatures, digests and the manifest; awaited before returning, since
         // they read the archive.
-        // The proof first: its leaf salts go into the leaves.
-        let proof = data(AuditBundle.proof).flatMap { BundleProof.read($0) }
-        let salts = proof?.salts(spans: proof?.leafIndices.count ?? 0)
         nonisolated(unsafe) let spanFiles = (files[AuditBundle.spans], files[AuditBundle.spansProto])
         let reading = Background {
-            spanFiles.0.flatMap { json in spanFiles.1.map { SpanLines.read(json: json, proto: $0, salts: salts ?? []) }
-            }
+            spanFiles.0.flatMap { json in spanFiles.1.map { SpanLines.read(json: json, proto: $0, salts: leafSalts) } }
         }
         defer { _ = reading.value }
 

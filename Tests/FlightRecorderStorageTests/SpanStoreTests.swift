@@ -441,19 +441,24 @@ import Testing
         await store.close()
     }
 
-    @Test func flippedByteInsideSegmentIsSkippedNotTruncated() async throws {
+    /// Salted blocks (evidence log on: "FRS" frames) and plain ones alike: the scan finds the
+    /// next block after the damage.
+    @Test(arguments: [false, true]) func flippedByteInsideSegmentIsSkippedNotTruncated(salted: Bool) async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         var config = configuration(dir)
         config.segmentBytes = 1 << 30
         config.blockBytes = 1024
+        if salted { config.evidence = .init(signer: Self.signer) }
         var store = try SpanStore(configuration: config, logger: logger)
         for t in UInt8(1)...6 { try await store.append(batch(trace: t, spans: 1...10, run: "run-\(t)", runOn: 1)) }
         await store.close()
         let segment = try #require(dir.segmentFiles(config.directory).last)
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segment)))
         let originalSize = bytes.count
+        #expect(bytes[SegmentFile.headerSize + 2] == (salted ? UInt8(ascii: "S") : UInt8(ascii: "B")))
         bytes[SegmentFile.headerSize + 40] ^= 0xFF  // inside the first block
+        config.evidence = nil  // the segment scan alone (the log's own damage checks are its tests')
         try Data(bytes).write(to: URL(fileURLWithPath: segment))
         let summary = try Reindexer.rebuild(configuration: config, logger: logger)
         #expect(summary.truncatedBytes == 0)
