@@ -125,6 +125,39 @@ extension SpanStoreTests {
         #expect(report.leaves == UInt64(spans + more))
     }
 
+    /// A damaged block in the last, partial tile (whose nodes start-up computes from the
+    /// blocks) does not keep the store from opening: the log goes on from the frontier saved
+    /// with the last checkpoint, ingest goes on, and `verify` names the block.
+    @Test func aDamagedBlockInTheLastTileLeavesTheStoreServing() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var config = evidenceConfiguration(dir)
+        config.segmentBytes = 1 << 30
+        var store = try SpanStore(configuration: config, logger: logger)
+        for t in UInt8(1)...6 { try await store.append(evidenceBatch(trace: t, spans: 10)) }
+        await store.close()
+        #expect(access(dir.path + "/data/log/frontier", F_OK) == 0)
+        let segment = try #require(dir.segmentFiles(config.directory).last)
+        let first = try #require(
+            try SegmentScanner(path: segment).scan(from: SegmentFile.headerSize).blocks.first)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segment)))
+        bytes[first.offset + 40] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: segment))
+
+        store = try SpanStore(configuration: config, logger: logger)
+        #expect(try await runExists(store, "run-2"))
+        try await store.append(evidenceBatch(trace: 7, spans: 5))
+        #expect(try await runExists(store, "run-7"))
+        await store.close()
+        let report = verify(dir)
+        #expect(!report.ok)
+        #expect(report.problems.contains { $0.segment != nil && $0.offset == first.offset }, "\(report.problems)")
+        // A saved frontier no checkpoint vouches for is not taken: the block is needed again.
+        try Data("size 1\n0 \(TreeHash.empty.base64)\n".utf8).write(
+            to: URL(fileURLWithPath: dir.path + "/data/log/frontier"))
+        #expect(throws: StorageError.self) { _ = try SpanStore(configuration: config, logger: logger) }
+    }
+
     /// Each kind of tampering is reported with where it is.
     @Test func tamperingWithTheSegmentsIsReported() async throws {
         let pristine = TemporaryDirectory()

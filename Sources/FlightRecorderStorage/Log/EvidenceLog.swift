@@ -83,6 +83,8 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
     var blocksPath: String { directory + "/blocks" }
     var tilesPath: String { directory + "/tiles" }
     var checkpointsPath: String { directory + "/checkpoints" }
+    /// The frontier as of the last checkpoint signed (`saveFrontier`).
+    var frontierPath: String { directory + "/frontier" }
     var expiredPath: String { directory + "/expired" }
     /// The signed receipts of the segments that expired (`expire`), by segment.
     private var receipts: [Int64: ExpiryReceipt] = [:]
@@ -440,9 +442,52 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         framed.removeAll()
         end = 0
         lastCheckpointBox.withLock { $0 = Double(time(nil)) }
+        saveFrontier()
         logger.debug(
             "evidence checkpoint signed", metadata: ["size": "\(checkpoint.size)", "reason": "\(reason.rawValue)"])
         return note
+    }
+
+    /// Saves the frontier (its size, then each complete subtree's level and hash) as of the
+    /// checkpoint just signed, so a damaged block in the last, partial tile does not keep the
+    /// log from opening (`recover`). Best effort: without it start-up reads the blocks.
+    private func saveFrontier() {
+        var text = "size \(frontier.size)\n"
+        for s in frontier.subtrees { text += "\(s.level) \(s.hash.base64)\n" }
+        do throws(StorageError) {
+            try SegmentFile.replaceDurably(frontierPath, with: Array(text.utf8))
+        } catch {
+            limiter.log(
+                logger, .warning, reason: "evidence-frontier", "evidence log: cannot save the frontier",
+                metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The saved frontier, when it is of at most `size` leaves and its root is that of a
+    /// checkpoint of its size the key signed.
+    private func savedFrontier(atMost size: UInt64) -> TreeFrontier? {
+        let lines = String(decoding: Self.readFile(frontierPath), as: UTF8.self).split(separator: "\n")
+        guard let first = lines.first, first.hasPrefix("size "), let n = UInt64(first.dropFirst(5)), n <= size
+        else { return nil }
+        var f = TreeFrontier()
+        var previous = Int.max
+        for line in lines.dropFirst() {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let level = Int(parts[0]), level < previous, level < 64,
+                let hash = TreeHash(base64: parts[1]), f.size & ((1 << UInt64(level)) - 1) == 0
+            else { return nil }
+            f.append(subtree: hash, level: level)
+            previous = level
+        }
+        guard f.size == n else { return nil }
+        let root = f.root
+        let vouched = EvidenceVerifier.readCheckpoints(Self.readFile(checkpointsPath)).notes.contains { text in
+            guard let note = try? SignedNote(parsing: text), (try? signer.verifier.verify(note)) != nil,
+                let c = try? Checkpoint(text: note.text)
+            else { return false }
+            return c.size == n && c.root == root
+        }
+        return vouched ? f : nil
     }
 
     static func write(_ fd: Int32, _ bytes: [UInt8], at offset: inout Int, path: String) throws(StorageError) {
@@ -569,7 +614,20 @@ public final class EvidenceLog: @unchecked Sendable {  // state touched only on 
         do {
             frontier = try TreeFrontier(size: size, tree)
         } catch {
-            throw .corrupt("evidence log: \(error)")
+            // A block the last, partial tile needs does not read (damaged): the frontier saved
+            // at the last checkpoint, which a signed checkpoint vouches for, extended by the
+            // leaves logged since, if those read.
+            guard let saved = savedFrontier(atMost: size) else { throw .corrupt("evidence log: \(error)") }
+            var extended = saved
+            do {
+                for leaf in try tree.leaves(saved.size, size) { extended.append(leaf) }
+            } catch {
+                throw .corrupt("evidence log: \(error) (after the frontier saved at \(saved.size) leaves)")
+            }
+            frontier = extended
+            logger.warning(
+                "evidence log: a block of the last tile does not read; the tree goes on from the frontier saved with the last checkpoint (flightrec verify reports the block)",
+                metadata: ["saved_leaves": "\(saved.size)", "leaves": "\(size)", "error": "\(error)"])
         }
         // Blocks stored after the last record (a crash before they were logged, or a store
         // written before the log existed).
