@@ -1,6 +1,7 @@
 public import FlightRecorderCore
 import FlightRecorderEvidence
 public import FlightRecorderOTLP
+public import FlightRecorderStorage
 import Foundation
 
 /// An audit bundle: one uncompressed POSIX tar archive of the files below, every one named in
@@ -61,26 +62,13 @@ public enum AuditBundle {
 /// the range and none is one the bundle holds; the log's signed rewrites name them (`flightrec
 /// verify --data` checks those). Receipts are those of the bundle's tenants only.
 public struct BundleErasures: Codable, Sendable, Equatable {
-    public struct Receipt: Codable, Sendable, Equatable {
-        public var id: String
-        /// `subject`, `run` or `tenant`.
-        public var kind: String
-        /// `-` for a subject's erasure over every tenant (listed only when the runs it erased
-        /// were all of the bundle's tenants).
-        public var tenant: String
-        public var requestedBy: String
-        /// Unix seconds.
-        public var requestedAt: UInt64
-        public var completedAt: UInt64
-        public var reason: String
-        public var runs: Int
-        public var spans: Int
-    }
-
     /// The erased leaves of the range, as `[start, end)` runs in order.
     public var erasedLeaves: [[UInt64]]
     public var erasedSpans: Int
-    public var receipts: [Receipt]
+    /// The signed receipts' contents (`ErasureReceipt`: who, when, why, the scope by digest,
+    /// counts, segments, earlier bundles); `tenant` is `-` for a subject's erasure over every
+    /// tenant, listed only when the runs it erased were all of the bundle's tenants.
+    public var receipts: [ErasureReceipt]
 
     /// `leaves` (sorted) as runs of consecutive indices.
     public static func runs(_ leaves: [UInt64]) -> [[UInt64]] {

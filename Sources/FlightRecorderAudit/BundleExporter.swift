@@ -657,12 +657,7 @@ public enum AuditExporter {
             let named = Set(erased.flatMap(\.erasures))
             let erasures = BundleErasures(
                 erasedLeaves: BundleErasures.runs(erased.map(\.leaf)), erasedSpans: erased.count,
-                receipts: receipts.filter { named.contains($0.id) }.map {
-                    .init(
-                        id: $0.id, kind: $0.kind, tenant: $0.tenant, requestedBy: $0.requestedBy,
-                        requestedAt: $0.requestedAt, completedAt: $0.completedAt, reason: $0.reason, runs: $0.runs,
-                        spans: $0.spans)
-                })
+                receipts: receipts.filter { named.contains($0.id) })
             try files.write(AuditBundle.erasures, try BundleJSON.encoder().encode(erasures), records: 1)
         }
 

@@ -3,6 +3,7 @@ import Crypto
 import FlightRecorderCore
 public import FlightRecorderEvidence
 import FlightRecorderOTLP
+import FlightRecorderStorage
 import Foundation
 import Synchronization
 
