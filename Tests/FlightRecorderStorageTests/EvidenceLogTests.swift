@@ -140,9 +140,7 @@ extension SpanStoreTests {
         let segment = try #require(dir.segmentFiles(config.directory).last)
         let first = try #require(
             try SegmentScanner(path: segment).scan(from: SegmentFile.headerSize).blocks.first)
-        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segment)))
-        bytes[first.offset + 40] ^= 0xFF
-        try Data(bytes).write(to: URL(fileURLWithPath: segment))
+        try flip(segment, at: first.offset + 40)
 
         store = try SpanStore(configuration: config, logger: logger)
         #expect(try await runExists(store, "run-2"))

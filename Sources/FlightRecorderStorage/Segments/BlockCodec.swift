@@ -103,13 +103,16 @@ public enum BlockCodec {
         }
     }
 
+    /// Whether the four bytes at `at` are a frame's magic (salted or not, a known codec): the
+    /// one test both reading a header and searching for the next block after damage use.
+    static func isMagic(_ b: UnsafeRawBufferPointer, at i: Int) -> Bool {
+        b.count - i >= 4 && b[i] == magic[0] && b[i + 1] == magic[1]
+            && (b[i + 2] == magic[2] || b[i + 2] == saltedMagic) && Codec(rawValue: b[i + 3]) != nil
+    }
+
     /// Parses a header; nil if the magic or the lengths are impossible.
     public static func header(_ b: UnsafeRawBufferPointer) -> Header? {
-        guard b.count >= headerSize, b[0] == magic[0], b[1] == magic[1], b[2] == magic[2] || b[2] == saltedMagic,
-            let codec = Codec(rawValue: b[3])
-        else {
-            return nil
-        }
+        guard b.count >= headerSize, isMagic(b, at: 0), let codec = Codec(rawValue: b[3]) else { return nil }
         let salted = b[2] == saltedMagic
         let c = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         let r = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))

@@ -75,7 +75,7 @@ struct SegmentScanner {
     }
 
     /// The offset of the next valid block after a damaged one, searching for the block magic
-    /// ("FRB" or, salted, "FRS", and a codec).
+    /// (`BlockCodec.isMagic`).
     private func nextValid(
         _ fd: Int32, after offset: Int, size: Int, header: inout [UInt8], frame: inout [UInt8]
     ) -> Int? {
@@ -85,12 +85,11 @@ struct SegmentScanner {
         while pos < size - BlockCodec.headerSize {
             let n = buffer.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: pos) }
             guard n >= 4 else { return nil }
-            for i in 0..<(n - 3)
-            where buffer[i] == 0x46 && buffer[i + 1] == 0x52
-                && (buffer[i + 2] == 0x42 || buffer[i + 2] == BlockCodec.saltedMagic)
-                && BlockCodec.Codec(rawValue: buffer[i + 3]) != nil
-            {
-                if readValid(fd, at: pos + i, size: size, header: &header, frame: &frame) != nil { return pos + i }
+            let found = buffer.withUnsafeBytes { b in
+                (0..<(n - 3)).filter { BlockCodec.isMagic(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: $0) }
+            }
+            for i in found where readValid(fd, at: pos + i, size: size, header: &header, frame: &frame) != nil {
+                return pos + i
             }
             pos += n - 3
         }
