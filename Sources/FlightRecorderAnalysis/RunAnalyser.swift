@@ -26,27 +26,22 @@ public final class RunAnalyser: Service, Sendable {
     let logger: Logger
     let onMetrics: @Sendable (MetricDeltas) -> Void
 
-    struct Pending {
-        var lastTouch: Double
-        var firstTouch: Double
-        /// Not looked at again before this (a run waiting for its root).
-        var notBefore = 0.0
-    }
-
-    private let pending = Mutex<[RunRef: Pending]>([:])
+    private let pending: Mutex<PendingRuns>
+    /// Runs `pending` had no room for; only the storing thread (`foreground`) uses it.
+    private let spill: RunSpill?
     /// Seconds the oldest due run has waited past its settle time (the analyser's lag).
     private let lagState = Mutex(0.0)
     private let observedCount = Atomic<Int>(0)
 
-    struct RunRef: Hashable {
-        var tenant: String
-        var run: String
-    }
+    typealias RunRef = PendingRuns.RunRef
 
     public init(
         store: SpanStore, stats: RunStatsStore, rules: MetricRules, settle: Double, lookback: Double = 86_400,
-        clock: any WallClock = SystemWallClock(), logger: Logger, onMetrics: @escaping @Sendable (MetricDeltas) -> Void
+        clock: any WallClock = SystemWallClock(), logger: Logger, spillPath: String? = nil,
+        capacity: Int = RunAnalyser.capacity, onMetrics: @escaping @Sendable (MetricDeltas) -> Void
     ) {
+        pending = Mutex(PendingRuns(capacity: capacity))
+        spill = spillPath.map(RunSpill.init(path:))
         self.store = store
         self.stats = stats
         self.rules = rules
@@ -63,16 +58,13 @@ public final class RunAnalyser: Service, Sendable {
     public func touched(_ runs: [(tenant: String, run: String)]) {
         let t = now
         pending.withLock { p in
-            for r in runs {
-                let key = RunRef(tenant: r.tenant, run: r.run)
-                p[key, default: Pending(lastTouch: t, firstTouch: t)].lastTouch = t
-            }
+            for r in runs { p.touch(RunRef(tenant: r.tenant, run: r.run), at: t, settle: settle) }
         }
     }
 
     /// Seconds the oldest settled run has waited to be observed.
     public var lag: Double { lagState.withLock { $0 } }
-    /// Runs waiting to settle.
+    /// Runs waiting to settle or to be observed, in memory and spilled.
     public var waiting: Int { pending.withLock { $0.count } }
     /// Runs observed since start-up.
     public var observed: Int { observedCount.load(ordering: .relaxed) }
@@ -120,20 +112,22 @@ public final class RunAnalyser: Service, Sendable {
     /// sleeps in proportion to the CPU time the batch took (its threads' own, which a busy
     /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
     /// its work, runs at nice 19, so under load it gets far less: ingest comes first, and the
-    /// analyser's lag (a metric) grows instead. Far behind (over `catchUpThreshold` runs
-    /// waiting) all of it runs at the daemon's own priority with a larger share, so the runs
-    /// waiting stay bounded.
+    /// analyser's lag (a metric) grows instead, with the runs waiting past `capacity` spilled
+    /// to disk rather than held in memory. Far behind (over `catchUpThreshold` runs waiting)
+    /// it takes a larger share, still at nice 19: whatever CPU ingest leaves idle.
     static let cpuShare = 0.25
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
     static let batchSize = 512
     static let maxPause = Duration.seconds(2)
+    /// Runs held in memory while they wait (about 200 bytes each); more are spilled.
+    public static let capacity = 100_000
 
-    /// Where batches are read and computed (nice 19), and where they are stored, and
-    /// everything done when catching up (the daemon's priority). The low-priority thread
-    /// takes no lock that ingest, the indexer or a query takes (it has the store's background
-    /// reader, and touches neither `pending` nor `stats`): preempted while holding one, it
-    /// would hold them up for as long as the scheduler starves it.
+    /// Where batches are read and computed (nice 19), and where they are stored and the
+    /// spill is written and read (the daemon's priority). The low-priority thread takes no
+    /// lock that ingest, the indexer or a query takes (it has the store's background reader,
+    /// and touches neither `pending` nor `stats`): preempted while holding one, it would hold
+    /// them up for as long as the scheduler starves it.
     private let background = WorkerThread(name: "fr-analyse", nice: 19)
     private let foreground = WorkerThread(name: "fr-analyse-save", nice: 0)
 
@@ -145,23 +139,40 @@ public final class RunAnalyser: Service, Sendable {
     /// Observes every run that has settled, oldest first, in batches stored in one
     /// transaction each, within the analyser's share of the CPU.
     public func tick() async {
-        let t = now
-        let due: [RunRef] = pending.withLock { p in
-            p.filter { $0.value.lastTouch + settle <= t && $0.value.notBefore <= t }
-                .sorted { $0.value.lastTouch < $1.value.lastTouch }.map(\.key)
-        }
-        let oldest = pending.withLock { p in due.first.flatMap { p[$0]?.lastTouch } }
-        lagState.withLock { $0 = oldest.map { max(0, t - $0 - settle) } ?? 0 }
-        var start = 0
-        while start < due.count {
-            if Task.isCancelled { return }
-            let chunk = Array(due[start..<min(due.count, start + Self.batchSize)])
-            start += chunk.count
-            let behind = waitingCount > Self.catchUpThreshold
-            let (computed, reading) = await (behind ? foreground : background).run { self.compute(chunk) }
+        while !Task.isCancelled {
+            let t = now
+            _ = await foreground.run { self.exchangeSpill() }
+            let chunk = pending.withLock { $0.takeDue(now: t, settle: settle, limit: Self.batchSize) }
+            let lag = pending.withLock { $0.lag(now: t, settle: settle) }
+            lagState.withLock { $0 = lag }
+            if chunk.isEmpty { return }
+            let share = waiting > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
+            let (computed, reading) = await background.run { self.compute(chunk) }
             let (_, storing) = await foreground.run { self.store(chunk, computed, now: t) }
-            let share = behind ? Self.catchUpShare : Self.cpuShare
             try? await Task.sleep(for: min((reading + storing) * ((1 - share) / share), Self.maxPause))
+        }
+    }
+
+    /// Writes the runs `pending` had no room for to the spill, and reads spilled runs back
+    /// while it has room.
+    func exchangeSpill() {
+        guard let spill else {
+            // No spill (tests): the runs beyond the table are queued anyway.
+            pending.withLock { p in p.admit(p.takeSpill(), settle: settle) }
+            return
+        }
+        let out = pending.withLock { $0.takeSpill() }
+        do {
+            try spill.append(out)
+            let room = pending.withLock { $0.room }
+            if room > 0 && !spill.isEmpty {
+                let back = try spill.read(limit: room)
+                pending.withLock { $0.admit(back, settle: settle) }
+            }
+        } catch {
+            // Kept in memory instead: the bound gives way before a run is lost.
+            logger.error("could not use the run analyser's spill file", metadata: ["error": "\(error)"])
+            pending.withLock { $0.admit(out, settle: settle) }
         }
     }
 
@@ -234,18 +245,10 @@ public final class RunAnalyser: Service, Sendable {
             finished.removeAll { ref in batch.contains { $0.new.tenant == ref.tenant && $0.new.runID == ref.run } }
         }
         pending.withLock { p in
-            for ref in finished where (p[ref]?.lastTouch ?? .infinity) + settle <= t { p[ref] = nil }
-            for ref in waiting {
-                // Touched again meanwhile: it waits for its new settle time anyway.
-                if var e = p[ref], e.lastTouch + settle <= t {
-                    e.notBefore = t + settle
-                    p[ref] = e
-                }
-            }
+            for ref in finished { p.finish(ref, now: t, settle: settle) }
+            for ref in waiting { p.later(ref, now: t, settle: settle) }
         }
     }
-
-    var waitingCount: Int { pending.withLock { $0.count } }
 
     enum Observation {
         /// Not settled after all (no root yet), or the store could not answer: later.
@@ -262,7 +265,7 @@ public final class RunAnalyser: Service, Sendable {
             if case .gone = computed { return .done }
             return .wait
         }
-        let waited = pending.withLock { $0[ref].map { t - $0.firstTouch } } ?? 0
+        let waited = pending.withLock { $0.waited(ref, now: t) } ?? 0
         if !aggregate.hasRoot && waited < settle * 10 { return .wait }
         guard let old = try? stats.aggregate(tenant: ref.tenant, run: aggregate.runID) else {
             return .observed(aggregate, old: nil)

@@ -118,7 +118,7 @@ public struct Daemon: Sendable {
             let stats = try RunStatsStore(path: configuration.dataDirectory + "/stats.db")
             let a = RunAnalyser(
                 store: store, stats: stats, rules: rules, settle: configuration.metrics.runSettleSeconds,
-                logger: logger,
+                logger: logger, spillPath: configuration.dataDirectory + "/stats.spill",
                 onMetrics: { metrics.observe($0) })
             analyserBox.analyser.withLock { $0 = a }
             statsBox.stats.withLock { $0 = stats }
