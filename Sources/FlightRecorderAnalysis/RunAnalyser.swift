@@ -148,7 +148,12 @@ public final class RunAnalyser: Service, Sendable {
             if chunk.isEmpty { return }
             let share = waiting > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
             let (computed, reading) = await background.run { self.compute(chunk) }
-            let (_, storing) = await foreground.run { self.store(chunk, computed, now: t) }
+            let (_, storing) = await foreground.run {
+                self.store(chunk, computed, now: t)
+                // A batch decodes hundreds of blocks and tens of thousands of spans, freed
+                // now: without this, those pages stay in the daemon's RSS.
+                trimHeap()
+            }
             try? await Task.sleep(for: min((reading + storing) * ((1 - share) / share), Self.maxPause))
         }
     }

@@ -11,6 +11,8 @@ import Synchronization
 /// recent runs again.
 public final class RunStatsStore: Sendable {
     private let db: Mutex<SQLiteDatabase>
+    /// The `names` table in memory; used only under `db`'s lock.
+    private let names: NameTable
     public let path: String
 
     static let schema = """
@@ -30,6 +32,9 @@ public final class RunStatsStore: Sendable {
             family INTEGER NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL, histogram BLOB,
             PRIMARY KEY(family, labels)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- The names run_stats rows refer to by number (`RunAggregate.stored`): bounded label
+        -- values (agents, versions, task types, tools, finding kinds).
+        CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
         """
 
     public init(path: String) throws {
@@ -50,7 +55,50 @@ public final class RunStatsStore: Sendable {
             q.reset()
             try opened.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('metric_totals', '1')")
         }
+        names = try NameTable(opened)
         db = Mutex(opened)
+    }
+
+    /// The `names` table, read at start-up and added to as rows name new values.
+    // @unchecked: used only under the store's database lock.
+    final class NameTable: @unchecked Sendable {
+        var ids: [String: UInt64] = [:]
+        var byID: [UInt64: String] = [:]
+        /// Added within the transaction under way: forgotten if it rolls back.
+        var added: [String] = []
+
+        init(_ db: SQLiteDatabase) throws(SQLiteError) {
+            let q = try db.prepare("SELECT id, name FROM names")
+            while try q.step() {
+                let id = UInt64(q.int64(0))
+                let name = q.text(1) ?? ""
+                ids[name] = id
+                byID[id] = name
+            }
+        }
+
+        func id(_ name: String, _ db: SQLiteDatabase) throws(SQLiteError) -> UInt64 {
+            if let id = ids[name] { return id }
+            let q = try db.prepare("INSERT INTO names(name) VALUES (?1)")
+            q.bind(1, name)
+            try q.run()
+            let id = UInt64(db.lastInsertRowID)
+            ids[name] = id
+            byID[id] = name
+            added.append(name)
+            return id
+        }
+
+        func rollBack() {
+            for name in added {
+                if let id = ids.removeValue(forKey: name) { byID[id] = nil }
+            }
+            added = []
+        }
+
+        func aggregate(_ bytes: [UInt8], tenant: String, run: String) -> RunAggregate? {
+            RunAggregate(stored: bytes, tenant: tenant, runID: run, name: { self.byID[$0] })
+        }
     }
 
     static let encoder = JSONEncoder()
@@ -79,7 +127,7 @@ public final class RunStatsStore: Sendable {
             let q = try db.prepare("SELECT data FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
             q.bind(1, tenant).bind(2, run)
             guard try q.step() else { return nil }
-            return try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0)))
+            return names.aggregate(q.blob(0), tenant: tenant, run: run)
         }
     }
 
@@ -107,18 +155,26 @@ public final class RunStatsStore: Sendable {
                 hour: Self.hour(r.startNanos),
                 d: Dimensions(tenant: r.tenant, agent: r.agent, version: r.version, taskType: r.taskType))
         }
-        let rows = batch.map { ($0.new, (try? Self.encoder.encode($0.new)).map { [UInt8]($0) } ?? []) }
         for (new, old) in batch {
             moves[key(new), default: GroupStats()].add(new)
             if let old { removals[key(old), default: GroupStats()].add(old) }
         }
         try db.withLock { db throws(SQLiteError) in
             try db.execute("BEGIN IMMEDIATE")
+            names.added = []
             do throws(SQLiteError) {
                 let q = try db.prepare(
                     "INSERT OR REPLACE INTO run_stats(tenant, run_id, start_ns, span_count, data) VALUES (?1, ?2, ?3, ?4, ?5)"
                 )
-                for (r, data) in rows {
+                for (r, _) in batch {
+                    var failure: SQLiteError?
+                    let data = r.stored { name in
+                        do throws(SQLiteError) { return try names.id(name, db) } catch {
+                            failure = error
+                            return 0
+                        }
+                    }
+                    if let failure { throw failure }
                     q.bind(1, r.tenant).bind(2, r.runID).bind(3, r.startNanos).bind(4, Int64(r.spanCount))
                         .bind(5, blob: data)
                     try q.run()
@@ -130,6 +186,7 @@ public final class RunStatsStore: Sendable {
                 try db.execute("COMMIT")
             } catch {
                 try? db.execute("ROLLBACK")
+                names.rollBack()
                 throw error
             }
         }
@@ -312,7 +369,7 @@ public final class RunStatsStore: Sendable {
             var out: [RunAggregate] = []
             for r in runs {
                 q.bind(1, r.tenant).bind(2, r.run)
-                if try q.step(), let a = try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0))) {
+                if try q.step(), let a = names.aggregate(q.blob(0), tenant: r.tenant, run: r.run) {
                     out.append(a)
                 }
                 q.reset()
@@ -335,7 +392,7 @@ public final class RunStatsStore: Sendable {
                 var out: [RunAggregate] = []
                 while try q.step() {
                     after = (q.int64(1), q.text(2) ?? "", q.text(3) ?? "")
-                    if let a = try? Self.decoder.decode(RunAggregate.self, from: Data(q.blob(0))) { out.append(a) }
+                    if let a = names.aggregate(q.blob(0), tenant: after.1, run: after.2) { out.append(a) }
                 }
                 return out
             }

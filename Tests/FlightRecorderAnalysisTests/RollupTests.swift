@@ -121,4 +121,46 @@ import Testing
         _ = try q.step()
         #expect(q.int64(0) > 0)
     }
+
+    /// A run's row: read back as stored (names, counts, fractional and whole numbers, a span
+    /// that ended before it started), in tens of bytes, and a row an earlier version wrote as
+    /// JSON still read.
+    @Test func aggregatesRoundTripCompactlyAndOldJSONRowsStillRead() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/stats.db"
+        var all = runs
+        all[3].findings = ["unapproved_write": 2, "repeated_call": 1]
+        all[3].repeatedByTool = ["procure": 2]
+        all[3].hasRoot = true
+        all[3].uncertainWrites = 1
+        all[3].tokensOut = 1e300
+        all[5].endNanos = all[5].startNanos - 7
+        all[5].costUSD = -0.5
+        all[7].agent = "ägent \u{1F}"
+        do {
+            let store = try RunStatsStore(path: path)
+            try store.save(all.map { ($0, nil) })
+            let back = try store.aggregates(all.map { ($0.tenant, $0.runID) })
+            #expect(back == all)
+            #expect(try store.aggregate(tenant: all[3].tenant, run: all[3].runID) == all[3])
+            var each: [RunAggregate] = []
+            try store.forEach { each.append($0) }
+            #expect(Set(each.map(\.runID)) == Set(all.map(\.runID)))
+        }
+        let db = try SQLiteDatabase(path: path)
+        let q = try db.prepare("SELECT max(length(data)) FROM run_stats")
+        _ = try q.step()
+        #expect(q.int64(0) < 80)
+        // Written as JSON by an earlier version: read, and observed again over it.
+        let old = try db.prepare("UPDATE run_stats SET data = ?1 WHERE tenant = ?2 AND run_id = ?3")
+        old.bind(1, blob: [UInt8](try JSONEncoder().encode(all[3]))).bind(2, all[3].tenant).bind(3, all[3].runID)
+        try old.run()
+        let reopened = try RunStatsStore(path: path)
+        #expect(try reopened.aggregate(tenant: all[3].tenant, run: all[3].runID) == all[3])
+        // Unreadable bytes: no aggregate rather than a wrong one.
+        let broken = try db.prepare("UPDATE run_stats SET data = ?1 WHERE tenant = ?2 AND run_id = ?3")
+        broken.bind(1, blob: [1, 0x80]).bind(2, all[4].tenant).bind(3, all[4].runID)
+        try broken.run()
+        #expect(try reopened.aggregate(tenant: all[4].tenant, run: all[4].runID) == nil)
+    }
 }

@@ -291,9 +291,7 @@ final class Indexer: @unchecked Sendable {
             metadata: ["segment": "\(writer.segment)", "elapsed": "\(ContinuousClock.now - started)"])
         // Sealing freed the segment's in-memory rows and its sort buffers; hand the pages
         // back to the system rather than keep them in the heap's free lists.
-        #if os(Linux)
-        _ = glibcMallocTrim(0)
-        #endif
+        trimHeap()
     }
 
     /// Opens (or creates) a segment's index and publishes it as the active segment.
@@ -312,9 +310,3 @@ final class Indexer: @unchecked Sendable {
         active?.checkpoint()
     }
 }
-
-#if os(Linux)
-/// glibc's `malloc_trim` (declared in `malloc.h`, which the Glibc module does not export).
-@_silgen_name("malloc_trim")
-private func glibcMallocTrim(_ pad: Int) -> Int32
-#endif

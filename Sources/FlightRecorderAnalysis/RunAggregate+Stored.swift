@@ -1,0 +1,158 @@
+import Foundation
+
+/// How `stats.db` stores a run's aggregate: varints, and each name (agent, version, task type,
+/// tool, finding kind) as the number `names` gives it, so a row costs tens of bytes rather
+/// than the 700-800 its JSON took (which made the file grow by about 20 bytes a span once the
+/// analyser kept up). The tenant and run ID are the row's key, not repeated. Rows written as
+/// JSON by an earlier version are still read (`init(stored:...)`).
+///
+/// Written by hand: no serialisation library on this machine has a varint codec for Swift
+/// structs, and the layout is a few dozen lines.
+extension RunAggregate {
+    static let storedVersion: UInt8 = 1
+
+    /// The row's bytes; `name` numbers a string (adding it to the store's table if new).
+    func stored(name: (String) -> UInt64) -> [UInt8] {
+        var out: [UInt8] = [Self.storedVersion]
+        out.reserveCapacity(64)
+        func put(_ v: UInt64) {
+            var v = v
+            while v >= 0x80 {
+                out.append(UInt8(v & 0x7F) | 0x80)
+                v >>= 7
+            }
+            out.append(UInt8(v))
+        }
+        func put(_ v: Int) { put(UInt64(max(0, v))) }
+        func put(signed v: Int64) { put(UInt64(bitPattern: (v << 1) ^ (v >> 63))) }
+        // A whole number as a varint (low bit 0); anything else as the low bit 1 and the
+        // double's bits.
+        func put(number d: Double) {
+            if d >= 0 && d < 9e15 && d == d.rounded() {
+                put(UInt64(d) << 1)
+            } else {
+                put(UInt64(1))
+                withUnsafeBytes(of: d.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+            }
+        }
+        put(name(agent))
+        put(name(version))
+        put(name(taskType))
+        put(signed: startNanos)
+        put(signed: endNanos &- startNanos)
+        put((error ? 1 : 0) | (hasRoot ? 2 : 0))
+        for v in [
+            spanCount, steps, modelCalls, toolCalls, decisions, blocked, approvalRequired, approvals, denied, repeated,
+            uncertainWrites,
+        ] { put(v) }
+        put(number: tokensIn)
+        put(number: tokensOut)
+        put(number: costUSD)
+        put(findings.count)
+        for (kind, n) in findings.sorted(by: { $0.key < $1.key }) {
+            put(name(kind))
+            put(n)
+        }
+        put(tools.count)
+        for (tool, c) in tools.sorted(by: { $0.key < $1.key }) {
+            put(name(tool))
+            put(c.calls)
+            put(c.errors)
+            put(c.timeouts)
+        }
+        put(repeatedByTool.count)
+        for (tool, n) in repeatedByTool.sorted(by: { $0.key < $1.key }) {
+            put(name(tool))
+            put(n)
+        }
+        return out
+    }
+
+    /// The aggregate of the run `runID` of `tenant` stored as `bytes`, written by `stored` or, by
+    /// an earlier version, as JSON; nil if unreadable. `name` is the string a number stands for.
+    init?(stored bytes: [UInt8], tenant: String, runID: String, name: (UInt64) -> String?) {
+        guard let first = bytes.first else { return nil }
+        if first == UInt8(ascii: "{") {
+            guard let a = try? RunStatsStore.decoder.decode(RunAggregate.self, from: Data(bytes)) else { return nil }
+            self = a
+            return
+        }
+        guard first == Self.storedVersion else { return nil }
+        var at = 1
+        var bad = false
+        func get() -> UInt64 {
+            var v: UInt64 = 0
+            var shift: UInt64 = 0
+            while at < bytes.count && shift < 64 {
+                let b = bytes[at]
+                at += 1
+                v |= UInt64(b & 0x7F) << shift
+                if b < 0x80 { return v }
+                shift += 7
+            }
+            bad = true
+            return 0
+        }
+        func int() -> Int { Int(truncatingIfNeeded: min(get(), UInt64(Int.max))) }
+        func signed() -> Int64 {
+            let v = get()
+            return Int64(bitPattern: v >> 1) ^ -Int64(bitPattern: v & 1)
+        }
+        func number() -> Double {
+            let v = get()
+            if v & 1 == 0 { return Double(v >> 1) }
+            guard at + 8 <= bytes.count else {
+                bad = true
+                return 0
+            }
+            var bits: UInt64 = 0
+            for k in 0..<8 { bits |= UInt64(bytes[at + k]) << (8 * k) }
+            at += 8
+            return Double(bitPattern: bits)
+        }
+        func text() -> String {
+            guard let s = name(get()) else {
+                bad = true
+                return ""
+            }
+            return s
+        }
+        let agent = text()
+        let version = text()
+        let taskType = text()
+        let start = signed()
+        self.init(
+            tenant: tenant, runID: runID, agent: agent, version: version, taskType: taskType, startNanos: start,
+            endNanos: start &+ signed())
+        let flags = get()
+        error = flags & 1 != 0
+        hasRoot = flags & 2 != 0
+        spanCount = int()
+        steps = int()
+        modelCalls = int()
+        toolCalls = int()
+        decisions = int()
+        blocked = int()
+        approvalRequired = int()
+        approvals = int()
+        denied = int()
+        repeated = int()
+        uncertainWrites = int()
+        tokensIn = number()
+        tokensOut = number()
+        costUSD = number()
+        for _ in 0..<min(int(), bytes.count) {
+            let kind = text()
+            findings[kind] = int()
+        }
+        for _ in 0..<min(int(), bytes.count) {
+            let tool = text()
+            tools[tool] = ToolCounts(calls: int(), errors: int(), timeouts: int())
+        }
+        for _ in 0..<min(int(), bytes.count) {
+            let tool = text()
+            repeatedByTool[tool] = int()
+        }
+        if bad || at != bytes.count { return nil }
+    }
+}
