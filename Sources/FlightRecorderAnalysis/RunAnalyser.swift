@@ -111,15 +111,23 @@ public final class RunAnalyser: Service, Sendable {
     /// The share of one core the analyser aims at while runs are waiting: after each batch it
     /// sleeps in proportion to the CPU time the batch took (its threads' own, which a busy
     /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
-    /// its work, runs at nice 19, so under load it gets far less: ingest comes first, and the
-    /// analyser's lag (a metric) grows instead, with the runs waiting past `capacity` spilled
-    /// to disk rather than held in memory. Far behind (over `catchUpThreshold` runs waiting)
-    /// it takes a larger share, still at nice 19: whatever CPU ingest leaves idle.
+    /// its work, runs at nice 19. Nice alone does not keep it out of ingest's way (measured: a
+    /// nice-19 thread still took 8 % of a saturated daemon's CPU, in the moments ingest's
+    /// threads wait on I/O and locks), so while the rest of the daemon uses more than half the
+    /// machine's cores the share drops to `busyShare`: ingest comes first, and the analyser's
+    /// lag (a metric) grows instead, with the runs waiting past `capacity` spilled to disk
+    /// rather than held in memory. Far behind (over `catchUpThreshold` runs waiting) and not
+    /// busy, it takes a larger share, still at nice 19.
     static let cpuShare = 0.25
+    static let busyShare = 0.04
     static let catchUpShare = 0.5
     static let catchUpThreshold = 100_000
     static let batchSize = 512
     static let maxPause = Duration.seconds(2)
+    static let busyMaxPause = Duration.seconds(15)
+    /// The daemon is busy when the rest of it used more than this share of the machine's cores
+    /// since the last batch.
+    static let busyLoad = 0.5
     /// Runs held in memory while they wait (about 200 bytes each); more are spilled.
     public static let capacity = 100_000
 
@@ -146,7 +154,8 @@ public final class RunAnalyser: Service, Sendable {
             let lag = pending.withLock { $0.lag(now: t, settle: settle) }
             lagState.withLock { $0 = lag }
             if chunk.isEmpty { return }
-            let share = waiting > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
+            let busy = daemonBusy()
+            let share = busy ? Self.busyShare : waiting > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
             let (computed, reading) = await background.run { self.compute(chunk) }
             let (_, storing) = await foreground.run {
                 self.store(chunk, computed, now: t)
@@ -154,8 +163,38 @@ public final class RunAnalyser: Service, Sendable {
                 // now: without this, those pages stay in the daemon's RSS.
                 trimHeap()
             }
-            try? await Task.sleep(for: min((reading + storing) * ((1 - share) / share), Self.maxPause))
+            let pause = min((reading + storing) * ((1 - share) / share), busy ? Self.busyMaxPause : Self.maxPause)
+            analyserCPU.withLock { $0 += reading + storing }
+            try? await Task.sleep(for: pause)
         }
+    }
+
+    /// The process's CPU time and the wall clock when `daemonBusy` last looked, and the
+    /// analyser's own CPU time since.
+    private let lastLook = Mutex<(cpu: Duration, wall: ContinuousClock.Instant)?>(nil)
+    private let analyserCPU = Mutex(Duration.zero)
+    private let cores = Double(max(1, ProcessInfo.processInfo.activeProcessorCount))
+
+    /// Whether the daemon, the analyser aside, used more than `busyLoad` of the machine's
+    /// cores since the last look.
+    func daemonBusy() -> Bool {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let cpu =
+            Duration.seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + .microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+        let wall = ContinuousClock.now
+        let own = analyserCPU.withLock { d in
+            defer { d = .zero }
+            return d
+        }
+        let last = lastLook.withLock { l in
+            defer { l = (cpu, wall) }
+            return l
+        }
+        guard let last, wall > last.wall else { return false }
+        let others = (cpu - last.cpu - own) / (wall - last.wall)
+        return others > Self.busyLoad * cores
     }
 
     /// Writes the runs `pending` had no room for to the spill, and reads spilled runs back

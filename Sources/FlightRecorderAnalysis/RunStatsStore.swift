@@ -20,7 +20,9 @@ public final class RunStatsStore: Sendable {
         CREATE TABLE IF NOT EXISTS run_stats(
             tenant TEXT NOT NULL, run_id TEXT NOT NULL, start_ns INTEGER NOT NULL, span_count INTEGER NOT NULL,
             data BLOB NOT NULL, PRIMARY KEY(tenant, run_id)) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS run_stats_by_start ON run_stats(start_ns);
+        -- Nothing reads runs by start any more (rollups answer windows): the index an earlier
+        -- version kept is dropped.
+        DROP INDEX IF EXISTS run_stats_by_start;
         CREATE TABLE IF NOT EXISTS rollups(
             hour INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL, version TEXT NOT NULL,
             task_type TEXT NOT NULL, data BLOB NOT NULL,
@@ -378,21 +380,21 @@ public final class RunStatsStore: Sendable {
         }
     }
 
-    /// Every stored aggregate, oldest first, in pages (start-up sums the run families from them).
+    /// Every stored aggregate, in pages in key order (start-up sums the run families from them).
     public func forEach(_ body: (RunAggregate) -> Void) throws {
-        var after: (Int64, String, String) = (.min, "", "")
+        var after = ("", "")
         while true {
             let page: [RunAggregate] = try db.withLock { db throws(SQLiteError) in
                 let q = try db.prepare(
                     """
-                    SELECT data, start_ns, tenant, run_id FROM run_stats
-                    WHERE (start_ns, tenant, run_id) > (?1, ?2, ?3) ORDER BY start_ns, tenant, run_id LIMIT 5000
+                    SELECT data, tenant, run_id FROM run_stats
+                    WHERE (tenant, run_id) > (?1, ?2) ORDER BY tenant, run_id LIMIT 5000
                     """)
-                q.bind(1, after.0).bind(2, after.1).bind(3, after.2)
+                q.bind(1, after.0).bind(2, after.1)
                 var out: [RunAggregate] = []
                 while try q.step() {
-                    after = (q.int64(1), q.text(2) ?? "", q.text(3) ?? "")
-                    if let a = names.aggregate(q.blob(0), tenant: after.1, run: after.2) { out.append(a) }
+                    after = (q.text(1) ?? "", q.text(2) ?? "")
+                    if let a = names.aggregate(q.blob(0), tenant: after.0, run: after.1) { out.append(a) }
                 }
                 return out
             }
