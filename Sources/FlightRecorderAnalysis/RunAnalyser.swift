@@ -113,8 +113,8 @@ public final class RunAnalyser: Service, Sendable {
     /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
     /// its work, runs at nice 19. Nice alone does not keep it out of ingest's way (measured: a
     /// nice-19 thread still took 8 % of a saturated daemon's CPU, in the moments ingest's
-    /// threads wait on I/O and locks), so while the rest of the daemon uses more than half the
-    /// machine's cores the share drops to `busyShare`: ingest comes first, and the analyser's
+    /// threads wait on I/O and locks), so while the machine's cores are more than half busy
+    /// (`machineBusy`) the share drops to `busyShare`: ingest comes first, and the analyser's
     /// lag (a metric) grows instead, with the runs waiting past `capacity` spilled to disk
     /// rather than held in memory. Far behind (over `catchUpThreshold` runs waiting) and not
     /// busy, it takes a larger share, still at nice 19.
@@ -125,8 +125,7 @@ public final class RunAnalyser: Service, Sendable {
     static let batchSize = 512
     static let maxPause = Duration.seconds(2)
     static let busyMaxPause = Duration.seconds(15)
-    /// The daemon is busy when the rest of it used more than this share of the machine's cores
-    /// since the last batch.
+    /// The machine is busy when its cores were more than this share busy since the last batch.
     static let busyLoad = 0.5
     /// Runs held in memory while they wait (about 200 bytes each); more are spilled.
     public static let capacity = 100_000
@@ -154,7 +153,7 @@ public final class RunAnalyser: Service, Sendable {
             let lag = pending.withLock { $0.lag(now: t, settle: settle) }
             lagState.withLock { $0 = lag }
             if chunk.isEmpty { return }
-            let busy = daemonBusy()
+            let busy = machineBusy()
             let share = busy ? Self.busyShare : waiting > Self.catchUpThreshold ? Self.catchUpShare : Self.cpuShare
             let (computed, reading) = await background.run { self.compute(chunk) }
             let (_, storing) = await foreground.run {
@@ -169,32 +168,38 @@ public final class RunAnalyser: Service, Sendable {
         }
     }
 
-    /// The process's CPU time and the wall clock when `daemonBusy` last looked, and the
+    /// The machine's CPU time, busy and in all, when `machineBusy` last looked, and the
     /// analyser's own CPU time since.
-    private let lastLook = Mutex<(cpu: Duration, wall: ContinuousClock.Instant)?>(nil)
+    private let lastLook = Mutex<(busy: Double, total: Double)?>(nil)
     private let analyserCPU = Mutex(Duration.zero)
-    private let cores = Double(max(1, ProcessInfo.processInfo.activeProcessorCount))
 
-    /// Whether the daemon, the analyser aside, used more than `busyLoad` of the machine's
-    /// cores since the last look.
-    func daemonBusy() -> Bool {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        let cpu =
-            Duration.seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
-            + .microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
-        let wall = ContinuousClock.now
+    /// Whether the machine's cores were more than `busyLoad` busy since the last look
+    /// (`/proc/stat`), the analyser's own work aside: the machine's, not the daemon's, so
+    /// ingest on a machine shared with other work counts as busy too (and two daemons side by
+    /// side). Never busy where `/proc/stat` cannot be read.
+    func machineBusy() -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = stat.split(separator: "\n", maxSplits: 1).first, line.hasPrefix("cpu ")
+        else { return false }
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let ticks = line.split(separator: " ").dropFirst().prefix(8).compactMap { Double($0) }
+        guard ticks.count >= 5 else { return false }
+        let total = ticks.reduce(0, +)
+        let busy = total - ticks[3] - ticks[4]
+        let last = lastLook.withLock { l in
+            defer { l = (busy, total) }
+            return l
+        }
         let own = analyserCPU.withLock { d in
             defer { d = .zero }
             return d
         }
-        let last = lastLook.withLock { l in
-            defer { l = (cpu, wall) }
-            return l
-        }
-        guard let last, wall > last.wall else { return false }
-        let others = (cpu - last.cpu - own) / (wall - last.wall)
-        return others > Self.busyLoad * cores
+        guard let last, total > last.total else { return false }
+        // /proc/stat counts in clock ticks.
+        let ownTicks =
+            Double(own.components.seconds) * Double(sysconf(Int32(_SC_CLK_TCK)))
+            + Double(own.components.attoseconds) / 1e18 * Double(sysconf(Int32(_SC_CLK_TCK)))
+        return (busy - last.busy - ownTicks) / (total - last.total) > Self.busyLoad
     }
 
     /// Writes the runs `pending` had no room for to the spill, and reads spilled runs back
