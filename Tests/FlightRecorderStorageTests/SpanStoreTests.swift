@@ -624,3 +624,31 @@ import Testing
         await store.close()
     }
 }
+
+/// A reader that read a segment while it was active lets go of its in-memory attribute rows
+/// once the segment seals, even if it never reads that segment again (the run analyser's
+/// reader moves on to newer runs; it held every segment's rows, tens of MiB each).
+@Suite struct ActiveRowsReleasedTests {
+    @Test func aReaderLetsGoOfASealedSegmentsActiveRows() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let t = SpanStoreTests()
+        let c = t.smallSegments(dir)
+        let store = try SpanStore(configuration: c, logger: t.logger)
+        try await store.append(t.batch(trace: 1, spans: 1...2, run: "run-a", runOn: 1))
+        try await store.awaitIndexed()
+        weak var rows: ActiveAttributes?
+        rows = store.catalog.snapshot.last?.attributes
+        #expect(rows != nil)
+        _ = try store.runInBackground("run-a", scope: .all)
+        // More runs: the segment seals, and later ones follow.
+        for trace in UInt8(2)...12 {
+            try await store.append(t.batch(trace: trace, spans: 1...4, run: "run-\(trace)", runOn: 1))
+        }
+        try await store.awaitIndexed()
+        #expect(store.catalog.snapshot.count > 2)
+        _ = try store.runInBackground("run-12", scope: .all)
+        #expect(rows == nil)
+        await store.close()
+    }
+}

@@ -41,9 +41,14 @@ package final class IndexReader {
     private var entries: [SegmentCatalog.Entry] {
         if let (all, groups, version) = catalog.snapshot(ifChangedSince: entriesVersion) {
             cachedEntries = all.filter { (!sealedOnly || $0.bloom != nil) && $0.id < (before ?? .max) }
-            // Segments that left the catalog (expired): their connections are closed.
+            // Segments that left the catalog (expired): their connections are closed. So are
+            // connections opened while a segment was active that has sealed since: each holds
+            // that segment's in-memory attribute rows (`ActiveAttributes`, 10-20 MiB for a
+            // full segment), which a reader not asked about the segment again (the run
+            // analyser's, moving on to newer runs) kept until its connections were many.
             let present = Set(all.map(\.id))
-            for id in readers.keys where !present.contains(id) {
+            let sealed = Set(all.lazy.filter { $0.bloom != nil }.map(\.id))
+            for (id, r) in readers where !present.contains(id) || (!r.immutable && sealed.contains(id)) {
                 readers[id] = nil
                 lastUse[id] = nil
             }
