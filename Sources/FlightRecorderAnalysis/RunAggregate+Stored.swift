@@ -1,3 +1,4 @@
+import FlightRecorderOTLP
 import Foundation
 
 /// How `stats.db` stores a run's aggregate: varints, and each name (agent, version, task type,
@@ -7,7 +8,7 @@ import Foundation
 /// JSON by an earlier version are still read (`init(stored:...)`).
 ///
 /// Written by hand: no serialisation library on this machine has a varint codec for Swift
-/// structs, and the layout is a few dozen lines.
+/// structs, and the layout is a few dozen lines (read with the OTLP module's `WireCursor`).
 extension RunAggregate {
     static let storedVersion: UInt8 = 1
 
@@ -78,20 +79,26 @@ extension RunAggregate {
             return
         }
         guard first == Self.storedVersion else { return nil }
-        var at = 1
+        var decoded: RunAggregate?
+        bytes.withUnsafeBytes { raw in
+            var c = WireCursor(raw, 1..<raw.count)
+            decoded = Self.decode(&c, tenant: tenant, runID: runID, name: name)
+            if !c.atEnd { decoded = nil }
+        }
+        guard let decoded else { return nil }
+        self = decoded
+    }
+
+    private static func decode(
+        _ c: inout WireCursor, tenant: String, runID: String, name: (UInt64) -> String?
+    ) -> RunAggregate? {
         var bad = false
         func get() -> UInt64 {
-            var v: UInt64 = 0
-            var shift: UInt64 = 0
-            while at < bytes.count && shift < 64 {
-                let b = bytes[at]
-                at += 1
-                v |= UInt64(b & 0x7F) << shift
-                if b < 0x80 { return v }
-                shift += 7
+            guard let v = c.varint() else {
+                bad = true
+                return 0
             }
-            bad = true
-            return 0
+            return v
         }
         func int() -> Int { Int(truncatingIfNeeded: min(get(), UInt64(Int.max))) }
         func signed() -> Int64 {
@@ -101,13 +108,10 @@ extension RunAggregate {
         func number() -> Double {
             let v = get()
             if v & 1 == 0 { return Double(v >> 1) }
-            guard at + 8 <= bytes.count else {
+            guard let bits = c.fixed64() else {
                 bad = true
                 return 0
             }
-            var bits: UInt64 = 0
-            for k in 0..<8 { bits |= UInt64(bytes[at + k]) << (8 * k) }
-            at += 8
             return Double(bitPattern: bits)
         }
         func text() -> String {
@@ -121,38 +125,38 @@ extension RunAggregate {
         let version = text()
         let taskType = text()
         let start = signed()
-        self.init(
+        var a = RunAggregate(
             tenant: tenant, runID: runID, agent: agent, version: version, taskType: taskType, startNanos: start,
             endNanos: start &+ signed())
         let flags = get()
-        error = flags & 1 != 0
-        hasRoot = flags & 2 != 0
-        spanCount = int()
-        steps = int()
-        modelCalls = int()
-        toolCalls = int()
-        decisions = int()
-        blocked = int()
-        approvalRequired = int()
-        approvals = int()
-        denied = int()
-        repeated = int()
-        uncertainWrites = int()
-        tokensIn = number()
-        tokensOut = number()
-        costUSD = number()
-        for _ in 0..<min(int(), bytes.count) {
+        a.error = flags & 1 != 0
+        a.hasRoot = flags & 2 != 0
+        a.spanCount = int()
+        a.steps = int()
+        a.modelCalls = int()
+        a.toolCalls = int()
+        a.decisions = int()
+        a.blocked = int()
+        a.approvalRequired = int()
+        a.approvals = int()
+        a.denied = int()
+        a.repeated = int()
+        a.uncertainWrites = int()
+        a.tokensIn = number()
+        a.tokensOut = number()
+        a.costUSD = number()
+        for _ in 0..<min(int(), c.remaining) {
             let kind = text()
-            findings[kind] = int()
+            a.findings[kind] = int()
         }
-        for _ in 0..<min(int(), bytes.count) {
+        for _ in 0..<min(int(), c.remaining) {
             let tool = text()
-            tools[tool] = ToolCounts(calls: int(), errors: int(), timeouts: int())
+            a.tools[tool] = ToolCounts(calls: int(), errors: int(), timeouts: int())
         }
-        for _ in 0..<min(int(), bytes.count) {
+        for _ in 0..<min(int(), c.remaining) {
             let tool = text()
-            repeatedByTool[tool] = int()
+            a.repeatedByTool[tool] = int()
         }
-        if bad || at != bytes.count { return nil }
+        return bad ? nil : a
     }
 }

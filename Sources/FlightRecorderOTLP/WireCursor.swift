@@ -22,9 +22,11 @@ package struct WireCursor {
     }
 
     package var atEnd: Bool { pos >= end }
+    /// Bytes left before `end`.
+    package var remaining: Int { max(0, end - pos) }
 
     /// A varint; nil when it runs past `end` or past 64 bits.
-    mutating func varint() -> UInt64? {
+    package mutating func varint() -> UInt64? {
         var v: UInt64 = 0
         var shift: UInt64 = 0
         while pos < end, shift < 64 {
@@ -35,6 +37,13 @@ package struct WireCursor {
             shift += 7
         }
         return nil
+    }
+
+    /// Eight bytes, little-endian; nil when they run past `end`.
+    package mutating func fixed64() -> UInt64? {
+        guard end - pos >= 8 else { return nil }
+        defer { pos += 8 }
+        return UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: pos, as: UInt64.self))
     }
 
     /// The next field; nil when the bytes are not valid wire format. Field number 0 is
