@@ -47,8 +47,8 @@ struct PendingRuns {
 
     /// Records that `ref` gained spans at `t`.
     mutating func touch(_ ref: RunRef, at t: Double, settle: Double) {
-        if entries[ref] != nil {
-            entries[ref]!.lastTouch = max(entries[ref]!.lastTouch, t)
+        if let i = entries.index(forKey: ref) {
+            entries.values[i].lastTouch = max(entries.values[i].lastTouch, t)
             return
         }
         guard entries.count < capacity else {

@@ -8,22 +8,16 @@ import Foundation
 /// JSON by an earlier version are still read (`init(stored:...)`).
 ///
 /// Written by hand: no serialisation library on this machine has a varint codec for Swift
-/// structs, and the layout is a few dozen lines (read with the OTLP module's `WireCursor`).
+/// structs, and the layout is a few dozen lines (written with the OTLP module's
+/// `ProtobufWriter`, read with its `WireCursor`).
 extension RunAggregate {
     static let storedVersion: UInt8 = 1
 
     /// The row's bytes; `name` numbers a string (adding it to the store's table if new).
     func stored(name: (String) -> UInt64) -> [UInt8] {
-        var out: [UInt8] = [Self.storedVersion]
-        out.reserveCapacity(64)
-        func put(_ v: UInt64) {
-            var v = v
-            while v >= 0x80 {
-                out.append(UInt8(v & 0x7F) | 0x80)
-                v >>= 7
-            }
-            out.append(UInt8(v))
-        }
+        var out = ProtobufWriter(capacity: 64)
+        out.raw([Self.storedVersion])
+        func put(_ v: UInt64) { out.varint(v) }
         func put(_ v: Int) { put(UInt64(max(0, v))) }
         func put(signed v: Int64) { put(UInt64(bitPattern: (v << 1) ^ (v >> 63))) }
         // A whole number as a varint (low bit 0); anything else as the low bit 1 and the
@@ -33,7 +27,7 @@ extension RunAggregate {
                 put(UInt64(d) << 1)
             } else {
                 put(UInt64(1))
-                withUnsafeBytes(of: d.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+                withUnsafeBytes(of: d.bitPattern.littleEndian) { out.raw($0) }
             }
         }
         put(name(agent))
@@ -66,7 +60,7 @@ extension RunAggregate {
             put(name(tool))
             put(n)
         }
-        return out
+        return out.bytes
     }
 
     /// The aggregate of the run `runID` of `tenant` stored as `bytes`, written by `stored` or, by

@@ -198,9 +198,8 @@ public final class RunAnalyser: Service, Sendable {
         }
         guard let last, total > last.total else { return false }
         // /proc/stat counts in clock ticks.
-        let ownTicks =
-            Double(own.components.seconds) * Double(sysconf(Int32(_SC_CLK_TCK)))
-            + Double(own.components.attoseconds) / 1e18 * Double(sysconf(Int32(_SC_CLK_TCK)))
+        let ownSeconds = Double(own.components.seconds) + Double(own.components.attoseconds) / 1e18
+        let ownTicks = ownSeconds * Double(sysconf(Int32(_SC_CLK_TCK)))
         return (busy - last.busy - ownTicks) / (total - last.total) > Self.busyLoad
     }
 

@@ -1,3 +1,4 @@
+import FlightRecorderStorage
 import Foundation
 
 /// The runs the run analyser has no room for in memory (`PendingRuns`), in a file it appends to
@@ -42,15 +43,8 @@ final class RunSpill: @unchecked Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SpillError(path: path, errno: errno) }
         defer { close(fd) }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SpillError(path: path, errno: errno)
-            }
-            written += n
-        }
+        let written = bytes.withUnsafeBytes { b in (try? SegmentFile.writeFully(fd, b)) != nil }
+        guard written else { throw SpillError(path: path, errno: errno) }
         size += UInt64(bytes.count)
     }
 
@@ -69,8 +63,7 @@ final class RunSpill: @unchecked Sendable {
         let chunk = 1 << 20
         var buffer = [UInt8](repeating: 0, count: chunk)
         readLoop: while out.count < limit && readOffset < size {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, chunk, off_t(readOffset)) }
-            if n < 0 && errno == EINTR { continue }
+            let n = buffer.withUnsafeMutableBytes { SegmentFile.preadFully(fd, $0, at: Int(readOffset)) }
             guard n > 0 else { break }
             var at = 0
             func u32(_ i: Int) -> Int {

@@ -103,7 +103,7 @@ public final class RunStatsStore: Sendable {
         }
     }
 
-    static let encoder = JSONEncoder()
+    /// Reads the rows an earlier version wrote as JSON (`RunAggregate.init(stored:...)`).
     static let decoder = JSONDecoder()
 
     /// One group of a rollup: the dimensions stats can group by.

@@ -67,7 +67,7 @@ public enum SegmentFile {
         return Int(st.st_size)
     }
 
-    static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+    package static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
         var done = 0
         while done < buffer.count {
             let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
@@ -78,7 +78,7 @@ public enum SegmentFile {
         return done
     }
 
-    static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(StorageError) {
+    package static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(StorageError) {
         var done = 0
         while done < bytes.count {
             let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
