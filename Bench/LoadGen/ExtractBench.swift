@@ -80,7 +80,9 @@ extension LoadGen {
 /// (`--metrics-on` replaces the metrics-on daemon's `metrics:` section). Both
 /// share the machine's cores and whatever else runs on them, so the host's noise falls on
 /// both alike, and each one's spans/s follows its cost per span. `--rounds` rounds, the two
-/// daemons swapping slots each round; the median over pairs of rounds is reported.
+/// daemons swapping slots each round; the median over pairs of rounds is reported, for spans/s
+/// and for each daemon's own CPU time (`/proc/PID/stat`) per span over the measured seconds,
+/// which does not depend on how the scheduler shared the cores.
 extension LoadGen {
     func runCompareMetrics(daemon binary: String) async throws {
         try await runCompare(
@@ -99,6 +101,9 @@ extension LoadGen {
     func runCompare(daemon binary: String, name: String, offExtra: String, onExtra: String) async throws {
         let source = try makeSource()
         var ratios: [Double] = []
+        // The daemons' CPU time (user and system, all threads) over the measured seconds, per
+        // span: what the metrics cost ingest, apart from how the scheduler shared the cores.
+        var cpuRatios: [Double] = []
         for round in 1...rounds {
             // Two slots (ports, directory, the first load started): the metrics-off daemon takes
             // slot A in odd rounds and slot B in even ones, so a slot's own advantage (an A/A run,
@@ -119,39 +124,70 @@ extension LoadGen {
                 : (try await on.startDaemon(binary, extra: onExtra), try await off.startDaemon(binary, extra: offExtra))
             let (offDaemon, onDaemon) = offFirst ? (d1, d2) : (d2, d1)
             let (first, second) = offFirst ? (off, on) : (on, off)
-            async let firstRate = first.sideBySide(source)
-            async let secondRate = second.sideBySide(source)
+            let (firstPID, secondPID) =
+                offFirst
+                ? (offDaemon.process.processIdentifier, onDaemon.process.processIdentifier)
+                : (onDaemon.process.processIdentifier, offDaemon.process.processIdentifier)
+            async let firstRate = first.sideBySide(source, pid: firstPID)
+            async let secondRate = second.sideBySide(source, pid: secondPID)
             let (r1, r2) = try await (firstRate, secondRate)
-            let (x, y) = offFirst ? (r1, r2) : (r2, r1)
+            let (x, y) = offFirst ? (r1.rate, r2.rate) : (r2.rate, r1.rate)
+            let (cx, cy) = offFirst ? (r1.cpuPerSpan, r2.cpuPerSpan) : (r2.cpuPerSpan, r1.cpuPerSpan)
             for (daemon, directory) in [(offDaemon, off.benchDirectory!), (onDaemon, on.benchDirectory!)] {
                 daemon.process.terminate()
                 daemon.process.waitUntilExit()
                 try? FileManager.default.removeItem(atPath: directory)
             }
             ratios.append(y / x)
+            cpuRatios.append(cy / cx)
             print(
                 String(
-                    format: "round %d: %@ off (slot %@) %.0f spans/s, on %.0f spans/s: on / off %.1f%%", round, name,
-                    offFirst ? "A" : "B", x, y, 100 * y / x))
+                    format:
+                        "round %d: %@ off (slot %@) %.0f spans/s, on %.0f spans/s: on / off %.1f%%; daemon CPU a span off %.2f us, on %.2f us: on / off %.1f%%",
+                    round, name, offFirst ? "A" : "B", x, y, 100 * y / x, cx * 1e6, cy * 1e6, 100 * cy / cx))
         }
-        let pairs = stride(from: 0, to: ratios.count - 1, by: 2).map { (ratios[$0] * ratios[$0 + 1]).squareRoot() }
-        for (i, p) in pairs.enumerated() { print(String(format: "pair %d: on / off %.1f%%", i + 1, 100 * p)) }
-        let sorted = pairs.sorted()
-        guard !sorted.isEmpty else { return print("--rounds must be at least 2 for a pair") }
-        print(
-            String(
-                format: "median on / off over %d pairs of rounds: %.1f%% (lowest %.1f%%, highest %.1f%%)",
-                sorted.count, 100 * sorted[sorted.count / 2], 100 * sorted.first!, 100 * sorted.last!))
+        func pairs(_ r: [Double]) -> [Double] {
+            stride(from: 0, to: r.count - 1, by: 2).map { (r[$0] * r[$0 + 1]).squareRoot() }
+        }
+        let rate = pairs(ratios)
+        let cpu = pairs(cpuRatios)
+        for i in rate.indices {
+            print(
+                String(
+                    format: "pair %d: on / off %.1f%%, CPU a span on / off %.1f%%", i + 1, 100 * rate[i], 100 * cpu[i]))
+        }
+        guard !rate.isEmpty else { return print("--rounds must be at least 2 for a pair") }
+        for (what, values) in [("on / off", rate), ("daemon CPU a span, on / off", cpu)] {
+            let sorted = values.sorted()
+            print(
+                String(
+                    format: "median %@ over %d pairs of rounds: %.1f%% (lowest %.1f%%, highest %.1f%%)", what,
+                    sorted.count, 100 * sorted[sorted.count / 2], 100 * sorted.first!, 100 * sorted.last!))
+        }
     }
 
-    /// Warm-up, then `duration` seconds of load on this daemon's OTLP/HTTP port; spans/s.
-    func sideBySide(_ source: RequestSource) async throws -> Double {
+    /// Warm-up, then `duration` seconds of load on this daemon's OTLP/HTTP port: spans/s, and
+    /// the daemon's (`pid`) CPU seconds per span over those seconds.
+    func sideBySide(_ source: RequestSource, pid: Int32) async throws -> (rate: Double, cpuPerSpan: Double) {
         let client = makeLoadClient()
         defer { _ = client.shutdown() }
         let target = "http://127.0.0.1:\(portBase)/v1/traces"
         _ = try await drive(client: client, target: target, requests: source, seconds: warmup, limit: nil, monitor: nil)
+        let cpuBefore = Self.processCPU(pid)
         let r = try await drive(
             client: client, target: target, requests: source, seconds: duration, limit: nil, monitor: nil)
-        return Double(r.spans) / r.elapsed
+        let cpu = Self.processCPU(pid) - cpuBefore
+        return (Double(r.spans) / r.elapsed, cpu / Double(max(1, r.spans)))
+    }
+
+    /// A process's user and system CPU seconds so far (`/proc/PID/stat`), 0 where unreadable.
+    static func processCPU(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        // After "pid (comm) ": state is field 3, utime 14 and stime 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }

@@ -120,7 +120,7 @@ public final class RunAnalyser: Service, Sendable {
     /// core past 100,000 runs waiting, to bound their memory, which the spill now does): the
     /// queries answered while it catches up come first too.
     static let cpuShare = 0.25
-    static let busyShare = 0.04
+    static let busyShare = 0.01
     /// Runs read and computed together. Each batch decodes the blocks its runs touch, and
     /// holds their spans, at once: 256 runs keep that to a few tens of MiB (512 took about 8 %
     /// less CPU a run, for twice the memory).

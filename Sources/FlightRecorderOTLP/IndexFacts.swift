@@ -140,7 +140,10 @@ public enum IndexFacts {
                 }
             }
         }
-        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: metrics.finish())
+        // Consumed, not copied: a copy left alive here shared the tables' arrays, so resetting
+        // them for the next request copied them whole (`perf`).
+        let counts = (consume metrics).finish()
+        return Extracted(spans: spans, indexed: indexed, resources: resources, metrics: counts)
     }
 
     /// `IndexedAttribute.hash` of indexed key number `key` with a scalar `value` (a non-empty

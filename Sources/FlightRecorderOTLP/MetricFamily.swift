@@ -228,18 +228,13 @@ public struct HistogramDelta: Sendable, Equatable {
         if let exemplar { self.exemplar = BucketExemplar(bucket: i, exemplar: exemplar) }
     }
 
-    /// Zero, keeping the bucket array.
-    mutating func reset() {
-        counts.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
-        sum = 0
-        exemplar = nil
+    public mutating func add(_ o: HistogramDelta) {
+        o.counts.withUnsafeBufferPointer { add(counts: $0, sum: o.sum, exemplar: o.exemplar) }
     }
 
-    public mutating func add(_ o: HistogramDelta) { add(counts: o.counts[...], sum: o.sum, exemplar: o.exemplar) }
-
-    mutating func add(counts o: ArraySlice<UInt64>, sum s: Double, exemplar e: BucketExemplar?) {
+    mutating func add(counts o: UnsafeBufferPointer<UInt64>, sum s: Double, exemplar e: BucketExemplar?) {
         if counts.count != o.count { counts = Array(repeating: 0, count: max(counts.count, o.count)) }
-        for (i, c) in zip(counts.indices, o) { counts[i] += c }
+        counts.withUnsafeMutableBufferPointer { c in for i in 0..<min(c.count, o.count) { c[i] += o[i] } }
         sum += s
         if let e { exemplar = e }
     }
@@ -340,6 +335,13 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         }
     }
 
+    /// Empties the map, keeping its storage (its arrays' capacity, its slots' size).
+    public mutating func removeAll() {
+        keys.removeAll(keepingCapacity: true)
+        values.removeAll(keepingCapacity: true)
+        slots.withUnsafeMutableBufferPointer { $0.update(repeating: Slot()) }
+    }
+
     public mutating func reserveCapacity(_ n: Int) {
         keys.reserveCapacity(n)
         values.reserveCapacity(n)
@@ -424,8 +426,21 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
         set { self[key] = newValue }
     }
 
-    public func makeIterator() -> some IteratorProtocol<(key: SeriesKey, value: Value)> {
-        zip(keys, values).lazy.map { (key: $0, value: $1) }.makeIterator()
+    public func makeIterator() -> Iterator { Iterator(keys: keys, values: values) }
+
+    /// A concrete iterator: a lazy `zip` behind an opaque type looked its tuple type's
+    /// metadata up at run time on every loop (`getCache` in `perf` of the indexer's and the
+    /// registry's loops over each round's series).
+    public struct Iterator: IteratorProtocol {
+        let keys: [SeriesKey]
+        let values: [Value]
+        var at = 0
+
+        public mutating func next() -> (key: SeriesKey, value: Value)? {
+            guard at < keys.count else { return nil }
+            defer { at += 1 }
+            return (keys[at], values[at])
+        }
     }
 }
 
@@ -480,10 +495,13 @@ public struct MetricDeltas: Sendable, Equatable {
 
     /// Adds the series a request counted: a key is copied only for a series new to this map.
     public mutating func add(_ o: SpanFamilyCounts) {
-        o.forEachCounter { k, v in counters.update(id: k.id, family: k.family, key: { k }, initial: { 0 }) { $0 += v } }
-        o.forEachHistogram { k, counts, sum, exemplar in
+        o.forEachCounter { keys, p, v in
+            counters.update(id: keys[p].id, family: keys[p].family, key: { keys[p] }, initial: { 0 }) { $0 += v }
+        }
+        o.forEachHistogram { keys, p, counts, sum, exemplar in
             histograms.update(
-                id: k.id, family: k.family, key: { k }, initial: { HistogramDelta(buckets: counts.count - 1) }
+                id: keys[p].id, family: keys[p].family, key: { keys[p] },
+                initial: { HistogramDelta(buckets: counts.count - 1) }
             ) { $0.add(counts: counts, sum: sum, exemplar: exemplar) }
         }
     }

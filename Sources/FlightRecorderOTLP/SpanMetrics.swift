@@ -249,7 +249,7 @@ struct LabelHash {
 final class SeriesKeyCache {
     private var keys = SeriesMap<Bool>()
     static let limit = 1 << 14
-    /// The tables this thread's last request counted into, zeroed: the next request on the
+    /// The tables this thread's last request counted into, emptied: the next request on the
     /// thread counts into them while they are still in its cache (the shared pool handed
     /// out whichever it held, last used on another core).
     var spare: SpanFamilyCounts.Tables?
@@ -286,23 +286,28 @@ final class SeriesKeyCache {
 /// indexer adds them into its round (`MetricDeltas.add(_:)`): only the series the request
 /// counted, in flat arrays (a histogram's buckets one after another in `bucketCounts`).
 ///
-/// The request counts into recycled `Tables`: once the counts are copied out of them, the
-/// thread that counted keeps them for its next request (or they go back to a shared pool).
-/// A request meets a few hundred series,
-/// nearly all of them met by an earlier request; making each one's key, bucket array and table
-/// slots anew was the larger part of what the metrics added to ingest (`perf`, Bench/README).
-/// The tables used to travel with the batch and return when the indexer freed it, so under
-/// load the batches waiting to be indexed held them all and about a third of requests started
-/// from empty tables.
+/// A request counts into `Tables` of its own series, emptied for the next request with their
+/// storage kept (by the thread that counted, or a shared pool), and the counts take the
+/// tables' arrays whole. A series' key is made once per thread (`SeriesKeyCache`) and taken
+/// from there the first time a request meets it. (The tables used to keep every series the
+/// thread had met, and each request copied the ones it counted out and zeroed them; a copy
+/// of the tables left alive made that zeroing copy them whole, `perf`. The span families'
+/// cost per span measured the same either way: `--extract-bench`, Bench/README.)
 public final class SpanFamilyCounts: Sendable {
     struct Tables {
         var counters = SeriesMap<Double>()
-        var histograms = SeriesMap<HistogramDelta>()
-        /// Positions counted by this request, and a flag per position.
-        var liveCounters: [Int] = []
-        var liveHistograms: [Int] = []
-        var counterIsLive: [Bool] = []
-        var histogramIsLive: [Bool] = []
+        var histograms = SeriesMap<HistogramSlot>()
+        /// Every histogram series' bucket counts one after another (`buckets + 1` of its
+        /// family's each), in the order of `histograms`.
+        var buckets: [UInt64] = []
+        /// The exemplar of each histogram series' first observation, in the same order.
+        var exemplars: [HistogramDelta.BucketExemplar?] = []
+    }
+
+    /// A histogram series in `Tables`: its sum, and where its counts are in `buckets`.
+    struct HistogramSlot {
+        var sum = 0.0
+        let offset: Int32
     }
 
     let counterKeys: [SeriesKey]
@@ -314,7 +319,7 @@ public final class SpanFamilyCounts: Sendable {
     let bucketCounts: [UInt64]
 
     /// Tables kept for reuse, and how large a table may grow and still be kept: a pool holds
-    /// about as many as requests are counted at once, each about 200 bytes a series.
+    /// about as many as requests are counted at once.
     private static let pool = Mutex<[Tables]>([])
     static let poolLimit = 32
     static let seriesLimit = 4096
@@ -322,7 +327,7 @@ public final class SpanFamilyCounts: Sendable {
     /// Tables from the pool, or new ones.
     static func reuse() -> Tables { pool.withLock { $0.popLast() } ?? Tables() }
 
-    /// Zeroes `tables` and keeps them for the next request (tables that never held a series,
+    /// Empties `tables` and keeps them for the next request (tables that never held a series,
     /// without metric rules, are not worth keeping).
     static func giveBack(_ tables: consuming Tables) {
         guard keeps(tables) else { return }
@@ -336,37 +341,15 @@ public final class SpanFamilyCounts: Sendable {
         return series > 0 && series <= seriesLimit
     }
 
-    /// The series `tables` counted, copied out.
+    /// The series `tables` counted (their arrays shared, not copied: emptying the tables
+    /// gives them new ones).
     init(_ tables: borrowing Tables) {
-        var keys: [SeriesKey] = []
-        var values: [Double] = []
-        keys.reserveCapacity(tables.liveCounters.count)
-        values.reserveCapacity(tables.liveCounters.count)
-        for i in tables.liveCounters {
-            keys.append(tables.counters.keys[i])
-            values.append(tables.counters.values[i])
-        }
-        counterKeys = keys
-        counterValues = values
-        var hKeys: [SeriesKey] = []
-        var sums: [Double] = []
-        var exemplars: [HistogramDelta.BucketExemplar?] = []
-        var buckets: [UInt64] = []
-        hKeys.reserveCapacity(tables.liveHistograms.count)
-        sums.reserveCapacity(tables.liveHistograms.count)
-        exemplars.reserveCapacity(tables.liveHistograms.count)
-        buckets.reserveCapacity(tables.liveHistograms.count * 16)
-        for i in tables.liveHistograms {
-            hKeys.append(tables.histograms.keys[i])
-            let h = tables.histograms.values[i]
-            sums.append(h.sum)
-            exemplars.append(h.exemplar)
-            buckets.append(contentsOf: h.counts)
-        }
-        histogramKeys = hKeys
-        histogramSums = sums
-        histogramExemplars = exemplars
-        bucketCounts = buckets
+        counterKeys = tables.counters.keys
+        counterValues = tables.counters.values
+        histogramKeys = tables.histograms.keys
+        histogramSums = tables.histograms.values.map(\.sum)
+        histogramExemplars = tables.exemplars
+        bucketCounts = tables.buckets
     }
 
     public convenience init() { self.init(Tables()) }
@@ -381,47 +364,47 @@ public final class SpanFamilyCounts: Sendable {
     }
 
     /// Counters then histograms this request counted, with their values (a histogram's
-    /// counts as a slice of `bucketCounts`).
-    func forEachCounter(_ body: (SeriesKey, Double) -> Void) {
-        for i in counterKeys.indices { body(counterKeys[i], counterValues[i]) }
+    /// counts as a part of `bucketCounts`). A key is lent (`keys[position]`), so that it is
+    /// copied, and its labels retained, only where the caller keeps it.
+    func forEachCounter(_ body: (_ keys: UnsafeBufferPointer<SeriesKey>, _ position: Int, Double) -> Void) {
+        counterKeys.withUnsafeBufferPointer { keys in
+            for i in keys.indices { body(keys, i, counterValues[i]) }
+        }
     }
 
     func forEachHistogram(
-        _ body: (SeriesKey, _ counts: ArraySlice<UInt64>, _ sum: Double, HistogramDelta.BucketExemplar?) -> Void
+        _ body: (
+            _ keys: UnsafeBufferPointer<SeriesKey>, _ position: Int, _ counts: UnsafeBufferPointer<UInt64>,
+            _ sum: Double, HistogramDelta.BucketExemplar?
+        ) -> Void
     ) {
-        var at = 0
-        for i in histogramKeys.indices {
-            let n = MetricFamily.bounds[Int(histogramKeys[i].family.rawValue)].count + 1
-            body(histogramKeys[i], bucketCounts[at..<at + n], histogramSums[i], histogramExemplars[i])
-            at += n
+        histogramKeys.withUnsafeBufferPointer { keys in
+            bucketCounts.withUnsafeBufferPointer { counts in
+                var at = 0
+                for i in keys.indices {
+                    let n = MetricFamily.bounds[Int(keys[i].family.rawValue)].count + 1
+                    body(
+                        keys, i, UnsafeBufferPointer(rebasing: counts[at..<at + n]), histogramSums[i],
+                        histogramExemplars[i])
+                    at += n
+                }
+            }
         }
     }
 }
 
 extension SpanFamilyCounts.Tables {
-    /// Zeroes what was counted, keeping the series.
+    /// Empties the tables for the next request, keeping their storage.
     mutating func reset() {
-        for i in liveCounters {
-            counters.modify(at: i) { $0 = 0 }
-            counterIsLive[i] = false
-        }
-        for i in liveHistograms {
-            histograms.modify(at: i) { $0.reset() }
-            histogramIsLive[i] = false
-        }
-        liveCounters.removeAll(keepingCapacity: true)
-        liveHistograms.removeAll(keepingCapacity: true)
+        counters.removeAll()
+        histograms.removeAll()
+        buckets.removeAll(keepingCapacity: true)
+        exemplars.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)
     mutating func count(id: UInt64, family: MetricFamily, by n: Double, key: () -> SeriesKey) {
-        let i = counters.position(id: id, family: family, key: key, initial: 0)
-        if i == counterIsLive.count { counterIsLive.append(false) }
-        if !counterIsLive[i] {
-            counterIsLive[i] = true
-            liveCounters.append(i)
-        }
-        counters.modify(at: i) { $0 += n }
+        counters.update(id: id, family: family, key: key, initial: { 0 }) { $0 += n }
     }
 
     /// `exemplar` is asked for once per series and request: the first observation's run.
@@ -430,19 +413,29 @@ extension SpanFamilyCounts.Tables {
         id: UInt64, family: MetricFamily, _ value: Double, bounds: UnsafeBufferPointer<Double>,
         exemplar: () -> HistogramDelta.Exemplar?, key: () -> SeriesKey
     ) {
-        let i = histograms.position(id: id, family: family, key: key, initial: HistogramDelta(buckets: bounds.count))
-        if i == histogramIsLive.count { histogramIsLive.append(false) }
-        let first = !histogramIsLive[i]
-        if first {
-            histogramIsLive[i] = true
-            liveHistograms.append(i)
+        let series = histograms.count
+        let i = histograms.position(
+            id: id, family: family, key: key, initial: SpanFamilyCounts.HistogramSlot(offset: Int32(buckets.count)))
+        let first = histograms.count > series
+        if first { buckets.append(contentsOf: repeatElement(0, count: bounds.count + 1)) }
+        // The first bucket whose bound holds the value; +Inf (and NaN) past the last.
+        var bucket = bounds.count
+        for n in 0..<bounds.count where value <= bounds[n] {
+            bucket = n
+            break
         }
-        histograms.modify(at: i) { $0.observe(value, bounds: bounds, exemplar: first ? exemplar() : nil) }
+        let at = Int(histograms.values[i].offset) + bucket
+        buckets.withUnsafeMutableBufferPointer { $0[at] += 1 }
+        histograms.modify(at: i) { $0.sum += value }
+        if first {
+            exemplars.append(exemplar().map { HistogramDelta.BucketExemplar(bucket: bucket, exemplar: $0) })
+        }
     }
 }
 
 /// Counts one request's spans into recycled `SpanFamilyCounts` tables: a span costs a few hash
-/// steps and one `SeriesMap` probe per family; a key is made only for a series the tables lack.
+/// steps and one `SeriesMap` probe per family; a key is taken from the thread's cache (made
+/// there first when new to the thread) only for a series the request's tables lack.
 /// A struct the request's loop owns, so its writes need no exclusivity checks at run time
 /// (a class's stored tables had them: `perf`).
 struct MetricAccumulator {

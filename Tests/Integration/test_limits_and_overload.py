@@ -8,6 +8,10 @@ import urllib.request
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from agents import Agent
 from conftest import Daemon
@@ -64,13 +68,22 @@ def test_a_burst_beyond_the_rate_limit_gets_retryable_answers_and_acknowledged_s
         assert stored_spans(d) == acknowledged
 
         # The real exporter honours the retry delay: every span it sends is eventually stored.
+        # The bucket is emptied first, and the SDK's batch processor then exports all 150
+        # spans in one request, more than refills meanwhile, so it is refused at least once
+        # however fast this machine is (a span-by-span exporter slower than the limit, as on
+        # a slow host, never was).
+        while http_post(d, encode_spans(sdk_batch(50, run_id="drain")).SerializeToString())[0] == 200:
+            pass
+        limited += 1
         before = stored_spans(d)
-        agent = Agent(d.grpc_endpoint, grpc=True)
-        agent.exporter._timeout = 30
+        exporter = GRPCSpanExporter(endpoint=d.grpc_endpoint, insecure=True, timeout=30)
+        provider = TracerProvider(resource=Resource.create({"service.name": "support-agent", "tenant.id": "acme"}))
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=150, schedule_delay_millis=60_000))
+        tracer = provider.get_tracer("agent.runtime")
         for i in range(150):
-            with agent.tracer.start_as_current_span(f"step {i}", attributes={"agent.run.id": "run-throttled"}):
+            with tracer.start_as_current_span(f"step {i}", attributes={"agent.run.id": "run-throttled"}):
                 pass
-        agent.shutdown()
+        provider.shutdown()
         assert d.get("/api/v1/runs/run-throttled")[1]["run"]["spanCount"] == 150
         assert stored_spans(d) == before + 150
         status, stats = d.get("/api/v1/ingest/stats")
