@@ -7,6 +7,7 @@ import FlightRecorderTesting
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import FlightRecorderAudit
@@ -231,19 +232,29 @@ import Testing
         }
     }
 
+    /// One mutation worker's counts.
+    struct Tally: Sendable {
+        var detected = 0
+        var byKind = [Int](repeating: 0, count: 9)
+        var missed: [String] = []
+    }
+
     @Test func everyMutationOfRealBundlesIsDetectedAndUntouchedBundlesPass() async throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         let store = try makeStore(dir)
+        // Small runs in small requests: bundles of tens of spans, so that 10,000 verifications
+        // of a debug build fit in CI's time.
         var options = AgentWorkload.Options()
-        options.spansPerRequest = 48
+        options.spansPerRequest = 24
+        options.stepsPerRun = 6...14
         var workload = AgentWorkload(options: options)
-        try await ingest(store, &workload, requests: 40)
+        try await ingest(store, &workload, requests: 24)
         let acme = TenantScope.only(["acme"])
         let runs = try await store.listRuns(limit: 200, scope: acme)
         #expect(runs.count >= 4)
         let older = try await bundle(store, dir, .init(selection: .run(runs[0].runID), scope: acme, tenant: nil))
-        try await ingest(store, &workload, requests: 20)
+        try await ingest(store, &workload, requests: 4)
 
         // The bases: two runs, the runs a where expression finds, one tenant's time range.
         var bases: [(String, [UInt8])] = []
@@ -263,6 +274,7 @@ import Testing
             let report = Self.verify(b)
             #expect(report.ok, "\(kind): \(report.failures)")
             #expect(report.spans > 0)
+            print("mutation base \(kind): \(b.count) bytes, \(report.spans) spans")
         }
 
         // 100 untouched bundles: every run of the tenant and more ranges, exported afresh.
@@ -281,26 +293,40 @@ import Testing
         }
         await store.close()
 
-        // The mutations.
+        // The mutations: 10,000 of them, shared between one worker a core (each with its own
+        // seeded generator, so a run is reproducible), each verified by the real verifier.
         let olderFiles = try Self.files(older)
-        var rng = SplitMix64(seed: 2026_12_04)
-        var detected = 0
-        var byKind = [Int](repeating: 0, count: 9)
-        var missed: [String] = []
+        let baseFiles = try bases.map { try Self.files($0.1) }
         let target = 10_000
-        var attempt = 0
-        while detected + missed.count < target {
-            let (_, base) = bases[attempt % bases.count]
-            let kind = attempt % 9
-            attempt += 1
-            guard let (mutated, what) = try Self.mutate(try Self.files(base), older: olderFiles, kind: kind, &rng)
-            else {
-                continue
+        let workers = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
+        let tallies = Mutex([Tally](repeating: Tally(), count: workers))
+        let errors = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var tally = Tally()
+            var rng = SplitMix64(seed: 2026_12_04 &+ UInt64(w))
+            let share = target / workers + (w < target % workers ? 1 : 0)
+            var attempt = 0
+            do {
+                while tally.detected + tally.missed.count < share {
+                    let base = baseFiles[attempt % baseFiles.count]
+                    let kind = attempt % 9
+                    attempt += 1
+                    guard let (mutated, what) = try Self.mutate(base, older: olderFiles, kind: kind, &rng) else {
+                        continue
+                    }
+                    if Self.verify(Self.archive(mutated)).ok { tally.missed.append(what) } else { tally.detected += 1 }
+                    tally.byKind[kind] += 1
+                }
+            } catch {
+                errors.withLock { $0.append("\(error)") }
             }
-            let report = Self.verify(Self.archive(mutated))
-            if report.ok { missed.append(what) } else { detected += 1 }
-            byKind[kind] += 1
+            tallies.withLock { $0[w] = tally }
         }
+        #expect(errors.withLock { $0 }.isEmpty)
+        let all = tallies.withLock { $0 }
+        let detected = all.reduce(0) { $0 + $1.detected }
+        let missed = all.flatMap(\.missed)
+        let byKind = (0..<9).map { k in all.reduce(0) { $0 + $1.byKind[k] } }
         #expect(missed.isEmpty, "undetected: \(missed.prefix(10))")
         #expect(detected == target)
         #expect(byKind.allSatisfy { $0 > 0 }, "\(byKind)")

@@ -193,7 +193,11 @@ def test_over_max_bytes_under_the_floor_ingest_is_refused_retryably(workdir):
     d = Daemon(workdir, extra_config="retention:\n  max_bytes: 1MiB\n  floor: 1h\n  seal_after: 1s\n"
                                      "  check_interval: 1s\n").start()
     try:
-        while store_bytes(d) < 1_300_000:
+        # Fill the store past max_bytes; the expiry pass may start refusing before it is far
+        # past, so stop at whichever comes first.
+        deadline = time.time() + 180
+        while store_bytes(d) < 1_300_000 and post_span(d, "run-probe")[0] != 503:
+            assert time.time() < deadline, (store_bytes(d), d.read_log())
             export_runs(d, 100)
         # The next expiry pass finds nothing past the floor to delete: ingest is refused with
         # a 503 naming the setting, and a Retry-After; nothing stored is deleted.
