@@ -232,11 +232,12 @@ import Testing
         }
     }
 
-    /// One mutation worker's counts.
+    /// One mutation worker's counts, and the error that stopped it, if one did.
     struct Tally: Sendable {
         var detected = 0
         var byKind = [Int](repeating: 0, count: 9)
         var missed: [String] = []
+        var error: String?
     }
 
     @Test func everyMutationOfRealBundlesIsDetectedAndUntouchedBundlesPass() async throws {
@@ -300,7 +301,6 @@ import Testing
         let target = 10_000
         let workers = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
         let tallies = Mutex([Tally](repeating: Tally(), count: workers))
-        let errors = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             var tally = Tally()
             var rng = SplitMix64(seed: 2026_12_04 &+ UInt64(w))
@@ -318,12 +318,12 @@ import Testing
                     tally.byKind[kind] += 1
                 }
             } catch {
-                errors.withLock { $0.append("\(error)") }
+                tally.error = "\(error)"
             }
             tallies.withLock { $0[w] = tally }
         }
-        #expect(errors.withLock { $0 }.isEmpty)
         let all = tallies.withLock { $0 }
+        #expect(all.allSatisfy { $0.error == nil }, "\(all.compactMap(\.error))")
         let detected = all.reduce(0) { $0 + $1.detected }
         let missed = all.flatMap(\.missed)
         let byKind = (0..<9).map { k in all.reduce(0) { $0 + $1.byKind[k] } }
