@@ -125,6 +125,11 @@ public final class RunAnalyser: Service, Sendable {
     /// holds their spans, at once: 256 runs keep that to a few tens of MiB (512 took about 8 %
     /// less CPU a run, for twice the memory).
     static let batchSize = 256
+    /// Runs a batch takes while the machine is busy: a full batch (about 0.45 s of CPU on a
+    /// slow 2-core host) would need a pause of 45 s to stay within `busyShare`, four times
+    /// `busyMaxPause`, so the share came out near 3 % (`perf` of a saturated daemon); a small
+    /// batch keeps it to `busyShare` and checks back within `busyMaxPause`.
+    static let busyBatchSize = 32
     static let maxPause = Duration.seconds(2)
     static let busyMaxPause = Duration.seconds(15)
     /// The machine is busy when its cores were more than this share busy since the last batch.
@@ -151,11 +156,14 @@ public final class RunAnalyser: Service, Sendable {
         while !Task.isCancelled {
             let t = now
             _ = await foreground.run { self.exchangeSpill() }
-            let chunk = pending.withLock { $0.takeDue(now: t, settle: settle, limit: Self.batchSize) }
             let lag = pending.withLock { $0.lag(now: t, settle: settle) }
             lagState.withLock { $0 = lag }
-            if chunk.isEmpty { return }
+            if pending.withLock({ $0.count == 0 }) { return }
             let busy = machineBusy()
+            let chunk = pending.withLock {
+                $0.takeDue(now: t, settle: settle, limit: busy ? Self.busyBatchSize : Self.batchSize)
+            }
+            if chunk.isEmpty { return }
             let share = busy ? Self.busyShare : Self.cpuShare
             let (computed, reading) = await background.run { self.compute(chunk) }
             let (_, storing) = await foreground.run {

@@ -84,9 +84,11 @@ public final class AgentMetrics: Sendable {
 
     /// The series `key` (made, restored or overflowed as the bounds say), updated by `body`.
     private func add(_ key: SeriesKey, now: Double, _ s: inout State, _ body: (inout Live) -> Void) {
-        if s.live[key] != nil {
-            s.live[key]!.lastUpdate = now
-            body(&s.live[key]!)
+        // One hash lookup for a live series (three, with `live[key]!`, were a part of this
+        // registry's cost in `perf`).
+        if let i = s.live.index(forKey: key) {
+            s.live.values[i].lastUpdate = now
+            body(&s.live.values[i])
             return
         }
         let family = key.family

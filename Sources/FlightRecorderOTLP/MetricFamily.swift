@@ -312,6 +312,10 @@ public struct SeriesMap<Value: Sendable>: Sendable, Sequence {
     /// The key of series `id` of `family`, if the map holds it.
     public func key(id: UInt64, family: MetricFamily) -> SeriesKey? { find(id, family).index.map { keys[$0] } }
 
+    /// Whether the map holds series `id` of `family`.
+    @inline(__always)
+    public func contains(id: UInt64, family: MetricFamily) -> Bool { find(id, family).index != nil }
+
     /// Adds `value` under `key` (not in the map), into `slot` when it is still free.
     private mutating func insert(_ key: SeriesKey, _ value: Value, slot: Int) {
         keys.append(key)
@@ -493,14 +497,15 @@ public struct MetricDeltas: Sendable, Equatable {
         histograms.merge(o.histograms) { $0.add($1) }
     }
 
-    /// Adds the series a request counted: a key is copied only for a series new to this map.
+    /// Adds the series a request counted: a key is looked up (`SpanFamilyCounts.key`) only
+    /// for a series new to this map.
     public mutating func add(_ o: SpanFamilyCounts) {
         o.forEachCounter { keys, p, v in
-            counters.update(id: keys[p].id, family: keys[p].family, key: { keys[p] }, initial: { 0 }) { $0 += v }
+            counters.update(id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) }, initial: { 0 }) { $0 += v }
         }
         o.forEachHistogram { keys, p, counts, sum, exemplar in
             histograms.update(
-                id: keys[p].id, family: keys[p].family, key: { keys[p] },
+                id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) },
                 initial: { HistogramDelta(buckets: counts.count - 1) }
             ) { $0.add(counts: counts, sum: sum, exemplar: exemplar) }
         }

@@ -240,14 +240,46 @@ struct LabelHash {
     func id(_ family: MetricFamily) -> UInt64 { SeriesKey.finish(h, family) }
 }
 
-/// The series keys the requests a thread ingested met lately, by id: a request meeting a
-/// series for the first time takes its key from here rather than making the label strings
-/// again. Per thread (`extract` never suspends), so no lock; a few hundred series a request
-/// had each allocated an array and strings that the indexer thread then freed, and glibc's
-/// frees across threads cost more than the span families' own work (`perf`). Cleared whole at
-/// `limit` keys.
-final class SeriesKeyCache {
+/// The keys of the series one ingest thread's requests counted, by id: a request's counts
+/// carry ids alone, and the indexer takes the key of a series new to it from here.
+///
+/// Hand-written sharing rather than a `Mutex` around the map: only the thread that owns the
+/// store writes to it (under `lock`, once a request, at `MetricAccumulator.finish`), so that
+/// thread reads it without the lock, and others (the indexer) read it under the lock. A
+/// store is never emptied: the owner starts a new one past `SeriesKeyCache.limit` keys, and
+/// the counts that name series of the old one keep it alive until the indexer has them.
+/// (Requests used to carry each series' key, copied from the thread's cache: that copy's
+/// retain, and the indexer's release of it on another core, were a quarter of the span
+/// families' cost in the daemon, `perf`.)
+final class SeriesKeyStore: @unchecked Sendable {  // see above: one writer, under the lock
     private var keys = SeriesMap<Bool>()
+    private let lock = Mutex(())
+
+    var count: Int { keys.count }
+
+    /// The owner thread's lookup, without the lock.
+    @inline(__always)
+    func contains(id: UInt64, family: MetricFamily) -> Bool { keys.contains(id: id, family: family) }
+
+    /// The owner thread adds the keys its request made.
+    func add(_ new: [SeriesKey]) {
+        guard !new.isEmpty else { return }
+        lock.withLock { _ in for k in new { keys[k] = true } }
+    }
+
+    /// Any thread: the key of series `id` of `family`, if the store has it.
+    func key(id: UInt64, family: MetricFamily) -> SeriesKey? {
+        lock.withLock { _ in keys.key(id: id, family: family) }
+    }
+}
+
+/// What one ingest thread keeps between its requests (`extract` never suspends, so a
+/// request has its thread's to itself, and no lock is taken): the keys of the series its
+/// requests met (`store`), the tables its last request counted into, and label strings.
+final class SeriesKeyCache {
+    private(set) var store = SeriesKeyStore()
+    /// Keys the request at hand made for series new to `store`, added at its end.
+    var made: [SeriesKey] = []
     static let limit = 1 << 14
     /// The tables this thread's last request counted into, emptied: the next request on the
     /// thread counts into them while they are still in its cache (the shared pool handed
@@ -272,13 +304,24 @@ final class SeriesKeyCache {
         return cache
     }
 
+    /// At a request's start: a new store once this one holds `limit` keys (the old one
+    /// lives on in the counts that use it).
+    func begin() {
+        made.removeAll(keepingCapacity: true)
+        if store.count >= Self.limit { store = SeriesKeyStore() }
+    }
+
+    /// A series new to the request: its key is made (`make`) only when new to the store.
     @inline(__always)
-    func key(_ id: UInt64, _ family: MetricFamily, _ make: () -> SeriesKey) -> SeriesKey {
-        if let k = keys.key(id: id, family: family) { return k }
-        let k = make()
-        if keys.count >= Self.limit { keys = SeriesMap() }
-        keys[k] = true
-        return k
+    func meet(_ id: UInt64, _ family: MetricFamily, _ make: () -> SeriesKey) {
+        if !store.contains(id: id, family: family) { made.append(make()) }
+    }
+
+    /// At a request's end: the keys it made join the store, which its counts then name.
+    func end() -> SeriesKeyStore {
+        store.add(made)
+        made.removeAll(keepingCapacity: true)
+        return store
     }
 }
 
@@ -288,8 +331,9 @@ final class SeriesKeyCache {
 ///
 /// A request counts into `Tables` of its own series, emptied for the next request with their
 /// storage kept (by the thread that counted, or a shared pool), and the counts take the
-/// tables' arrays whole. A series' key is made once per thread (`SeriesKeyCache`) and taken
-/// from there the first time a request meets it. (The tables used to keep every series the
+/// tables' arrays whole. The tables hold each series' id and family alone (a key with no
+/// labels); a series' key is made once per thread, in its `SeriesKeyStore`, which the counts
+/// name for the indexer. (The tables used to keep every series the
 /// thread had met, and each request copied the ones it counted out and zeroed them; a copy
 /// of the tables left alive made that zeroing copy them whole, `perf`. The span families'
 /// cost per span measured the same either way: `--extract-bench`, Bench/README.)
@@ -310,6 +354,7 @@ public final class SpanFamilyCounts: Sendable {
         let offset: Int32
     }
 
+    /// Ids and families (no labels: `store` has each series' key).
     let counterKeys: [SeriesKey]
     let counterValues: [Double]
     let histogramKeys: [SeriesKey]
@@ -341,9 +386,13 @@ public final class SpanFamilyCounts: Sendable {
         return series > 0 && series <= seriesLimit
     }
 
+    /// Where the counted series' keys are (nil when none were counted).
+    let store: SeriesKeyStore?
+
     /// The series `tables` counted (their arrays shared, not copied: emptying the tables
-    /// gives them new ones).
-    init(_ tables: borrowing Tables) {
+    /// gives them new ones), their keys in `store`.
+    init(_ tables: borrowing Tables, store: SeriesKeyStore?) {
+        self.store = store
         counterKeys = tables.counters.keys
         counterValues = tables.counters.values
         histogramKeys = tables.histograms.keys
@@ -352,7 +401,16 @@ public final class SpanFamilyCounts: Sendable {
         bucketCounts = tables.buckets
     }
 
-    public convenience init() { self.init(Tables()) }
+    public convenience init() { self.init(Tables(), store: nil) }
+
+    /// The key, with its labels, of a series these counts name (`counterKeys`,
+    /// `histogramKeys`).
+    func key(_ series: SeriesKey) -> SeriesKey {
+        if let k = store?.key(id: series.id, family: series.family) { return k }
+        // Not reached: a request's series are in its store before its counts leave it.
+        assertionFailure("a counted series without a key")
+        return SeriesKey(series.family, series.family.labels.map { _ in MetricLabel.other })
+    }
 
     public var isEmpty: Bool { counterKeys.isEmpty && histogramKeys.isEmpty }
 
@@ -364,8 +422,8 @@ public final class SpanFamilyCounts: Sendable {
     }
 
     /// Counters then histograms this request counted, with their values (a histogram's
-    /// counts as a part of `bucketCounts`). A key is lent (`keys[position]`), so that it is
-    /// copied, and its labels retained, only where the caller keeps it.
+    /// counts as a part of `bucketCounts`). A series is lent as its id and family
+    /// (`keys[position]`, without labels: `key(_:)` has them).
     func forEachCounter(_ body: (_ keys: UnsafeBufferPointer<SeriesKey>, _ position: Int, Double) -> Void) {
         counterKeys.withUnsafeBufferPointer { keys in
             for i in keys.indices { body(keys, i, counterValues[i]) }
@@ -434,8 +492,8 @@ extension SpanFamilyCounts.Tables {
 }
 
 /// Counts one request's spans into recycled `SpanFamilyCounts` tables: a span costs a few hash
-/// steps and one `SeriesMap` probe per family; a key is taken from the thread's cache (made
-/// there first when new to the thread) only for a series the request's tables lack.
+/// steps and one `SeriesMap` probe per family; a series the request's tables lack costs a
+/// probe of the thread's `SeriesKeyStore` too, and its key is made only when new there.
 /// A struct the request's loop owns, so its writes need no exclusivity checks at run time
 /// (a class's stored tables had them: `perf`).
 struct MetricAccumulator {
@@ -449,6 +507,7 @@ struct MetricAccumulator {
             return
         }
         let cache = cache
+        cache.begin()
         if let spare = cache.spare {
             cache.spare = nil
             tables = spare
@@ -460,7 +519,8 @@ struct MetricAccumulator {
     /// The request's counts, handed to its batch; the tables are kept for the thread's next
     /// request (or go back to the pool).
     consuming func finish() -> SpanFamilyCounts {
-        let counts = SpanFamilyCounts(tables)
+        let counts = SpanFamilyCounts(
+            tables, store: tables.counters.isEmpty && tables.histograms.isEmpty ? nil : cache.end())
         if cache.spare == nil && SpanFamilyCounts.keeps(tables) {
             tables.reset()
             cache.spare = tables
@@ -475,7 +535,8 @@ struct MetricAccumulator {
         let id = hash.id(family)
         let cache = cache
         tables.count(id: id, family: family, by: n) {
-            cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+            cache.meet(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+            return SeriesKey(family: family, labels: [], id: id)
         }
     }
 
@@ -489,7 +550,8 @@ struct MetricAccumulator {
         tables.observe(
             id: id, family: family, value, bounds: MetricFamily.bounds[Int(family.rawValue)], exemplar: exemplar
         ) {
-            cache.key(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+            cache.meet(id, family) { SeriesKey(family: family, labels: labels().map(\.string), id: id) }
+            return SeriesKey(family: family, labels: [], id: id)
         }
     }
 }

@@ -170,6 +170,37 @@ import Testing
         }
     }
 
+    /// A request's counts name their series by id, and the indexer takes each key from the
+    /// store of the thread that counted: counts still held when that thread has moved on to a
+    /// new store (past `SeriesKeyCache.limit` keys) must still give every key its labels.
+    @Test func countsKeepTheirKeysOnceTheirThreadsStoreIsReplaced() {
+        let tools = (0..<9_000).map { i in
+            span(
+                UInt8(i % 250 + 2), seconds: 0.2,
+                [("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("tool-\(i)"))])
+        }
+        func extract(_ spans: [TestSpan]) -> SpanFamilyCounts {
+            IndexFacts.extract(
+                RequestBuilder.request(resource: resource, spans: spans), runIdentity: RunIdentity(),
+                indexedKeys: IndexedKeys(), metrics: MetricRules())!.metrics
+        }
+        // 18,000 series (calls and durations): past the limit, so the next request on this
+        // thread starts a new store.
+        let held = extract(tools)
+        let later = extract(Array(tools.prefix(3)))
+        let d = held.deltas
+        #expect(d.counters.count == 9_000)
+        #expect(d.histograms.count == 9_000)
+        for i in [0, 4_500, 8_999] {
+            let calls = SeriesKey(.toolCalls, ["acme", "it-agent", "9.9.9", "unknown", "tool-\(i)", "unknown", "ok"])
+            #expect(d.counters[calls] == 1)
+            #expect(d.counters.keys.first { $0 == calls }?.labels == calls.labels)
+        }
+        let again = later.deltas
+        #expect(again.counters.count == 3)
+        #expect(again.counters.keys.allSatisfy { $0.labels.count == MetricFamily.toolCalls.labels.count })
+    }
+
     @Test func histogramRoundTripsThroughItsStoredForm() {
         var h = HistogramDelta(buckets: 3)
         for v in [0.1, 0.7, 3.0, 99.0] { h.observe(v, bounds: [0.5, 1, 5], exemplar: nil) }
