@@ -168,9 +168,10 @@ public final class RunAnalyser: Service, Sendable {
             let (computed, reading) = await background.run { self.compute(chunk) }
             let (_, storing) = await foreground.run {
                 self.store(chunk, computed, now: t)
-                // A batch decodes hundreds of blocks and tens of thousands of spans, freed
-                // now: without this, those pages stay in the daemon's RSS.
-                trimHeap()
+                // A full batch decodes hundreds of blocks and tens of thousands of spans, freed
+                // now: without this, those pages stay in the daemon's RSS. (A busy machine's
+                // small batches leave little, and trimming walks every arena under its lock.)
+                if !busy { trimHeap() }
             }
             let pause = min((reading + storing) * ((1 - share) / share), busy ? Self.busyMaxPause : Self.maxPause)
             analyserCPU.withLock { $0 += reading + storing }

@@ -216,13 +216,16 @@ public struct HistogramDelta: Sendable, Equatable {
         bounds.withUnsafeBufferPointer { observe(value, bounds: $0, exemplar: exemplar) }
     }
 
+    /// The first bucket whose bound holds `value`; +Inf (and NaN) past the last.
+    @inline(__always)
+    static func bucket(of value: Double, bounds: UnsafeBufferPointer<Double>) -> Int {
+        for n in 0..<bounds.count where value <= bounds[n] { return n }
+        return bounds.count
+    }
+
     @inline(__always)
     mutating func observe(_ value: Double, bounds: UnsafeBufferPointer<Double>, exemplar: Exemplar?) {
-        var i = bounds.count
-        for n in 0..<bounds.count where value <= bounds[n] {
-            i = n
-            break
-        }
+        let i = Self.bucket(of: value, bounds: bounds)
         counts[i] += 1
         sum += value
         if let exemplar { self.exemplar = BucketExemplar(bucket: i, exemplar: exemplar) }

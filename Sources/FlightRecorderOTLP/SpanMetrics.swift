@@ -114,15 +114,11 @@ public enum MetricLabel {
     public static let other = "other"
     static let maxBytes = 64
 
+    /// ASCII letters, digits and `._-:/+`, as a bitmap of bytes 0-63 and 64-127: one shift a
+    /// byte, where the ranges were a chain of compares on every byte of every label value.
     @inline(__always)
     static func allowed(_ b: UInt8) -> Bool {
-        switch b {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"),
-            UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: "+"):
-            true
-        default: false
-        }
+        b < 128 && ((b < 64 ? 0x07FF_E800_0000_0000 : 0x07FF_FFFE_87FF_FFFE as UInt64) >> (b & 63)) & 1 != 0
     }
 
     public static func value(_ s: String?) -> String {
@@ -476,12 +472,7 @@ extension SpanFamilyCounts.Tables {
             id: id, family: family, key: key, initial: SpanFamilyCounts.HistogramSlot(offset: Int32(buckets.count)))
         let first = histograms.count > series
         if first { buckets.append(contentsOf: repeatElement(0, count: bounds.count + 1)) }
-        // The first bucket whose bound holds the value; +Inf (and NaN) past the last.
-        var bucket = bounds.count
-        for n in 0..<bounds.count where value <= bounds[n] {
-            bucket = n
-            break
-        }
+        let bucket = HistogramDelta.bucket(of: value, bounds: bounds)
         let at = Int(histograms.values[i].offset) + bucket
         buckets.withUnsafeMutableBufferPointer { $0[at] += 1 }
         histograms.modify(at: i) { $0.sum += value }

@@ -201,6 +201,21 @@ import Testing
         #expect(again.counters.keys.allSatisfy { $0.labels.count == MetricFamily.toolCalls.labels.count })
     }
 
+    /// Every byte `MetricLabel` lets into a label value, against the rule it states: ASCII
+    /// letters, digits and `._-:/+`, nothing else.
+    @Test func labelValuesAdmitExactlyTheirCharacters() {
+        let extra = Set("._-:/+".unicodeScalars)
+        for byte in 1..<128 {
+            let c = Unicode.Scalar(UInt8(byte))
+            let ok =
+                c.properties.isASCIIHexDigit || (c.value < 128 && c.properties.isAlphabetic) || extra.contains(c)
+                || ("0"..."9").contains(c)
+            let value = "x" + String(Character(c))
+            #expect(MetricLabel.value(value) == (ok ? value : MetricLabel.other), "byte \(byte)")
+        }
+        #expect(MetricLabel.value("café") == MetricLabel.other)
+    }
+
     @Test func histogramRoundTripsThroughItsStoredForm() {
         var h = HistogramDelta(buckets: 3)
         for v in [0.1, 0.7, 3.0, 99.0] { h.observe(v, bounds: [0.5, 1, 5], exemplar: nil) }
