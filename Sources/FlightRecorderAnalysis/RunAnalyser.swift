@@ -156,9 +156,9 @@ public final class RunAnalyser: Service, Sendable {
         while !Task.isCancelled {
             let t = now
             _ = await foreground.run { self.exchangeSpill() }
-            let lag = pending.withLock { $0.lag(now: t, settle: settle) }
+            let (lag, waiting) = pending.withLock { ($0.lag(now: t, settle: settle), $0.count) }
             lagState.withLock { $0 = lag }
-            if pending.withLock({ $0.count == 0 }) { return }
+            if waiting == 0 { return }
             let busy = machineBusy()
             let chunk = pending.withLock {
                 $0.takeDue(now: t, settle: settle, limit: busy ? Self.busyBatchSize : Self.batchSize)

@@ -61,10 +61,6 @@ public enum IndexFacts {
             ?? [:]
         var exemplarTrace: TraceID?
         var exemplarTraceHex = ""
-        // The root version of the run the last span named: a request's spans of one run
-        // mostly come together, and comparing run IDs is cheaper than hashing them.
-        var lastRun: String?
-        var lastRootVersion: LabelRef?
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resource = rs.resource?.pointee
@@ -122,12 +118,9 @@ public enum IndexFacts {
                     }
                     if let rules, let resourceLabels {
                         let runID = run ?? resourceRun
-                        if !rootVersions.isEmpty && runID != lastRun {
-                            lastRun = runID
-                            lastRootVersion = runID.flatMap { rootVersions[$0] }
-                        }
                         SpanMetrics.observe(
-                            span: span, values: values, resource: resourceLabels, rootVersion: lastRootVersion,
+                            span: span, values: values, resource: resourceLabels,
+                            rootVersion: rootVersions.isEmpty ? nil : runID.flatMap { rootVersions[$0] },
                             runID: {
                                 // A span without a run is its trace's: the hex made once per trace.
                                 if let runID { return runID }

@@ -303,7 +303,6 @@ final class SeriesKeyCache {
     /// At a request's start: a new store once this one holds `limit` keys (the old one
     /// lives on in the counts that use it).
     func begin() {
-        made.removeAll(keepingCapacity: true)
         if store.count >= Self.limit { store = SeriesKeyStore() }
     }
 
