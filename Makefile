@@ -1,7 +1,7 @@
 # FlightRecorder: the two set-up commands are `make serve` and `make test`.
 # Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
 
-SYSTEM_PACKAGES := liblz4-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
+SYSTEM_PACKAGES := liblz4-dev libssl-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
 # What only the tests need: a real Prometheus server (and promtool) to scrape the daemon, and
 # Chromium with its WebDriver for the web run view (driven by Selenium from PyPI).
 TEST_PACKAGES := prometheus chromium chromium-driver

@@ -1,3 +1,4 @@
+import COpenSSLCrypto
 import Crypto
 import Foundation
 
@@ -29,6 +30,8 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
         w3 = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
     }
 
+    private init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) { (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3) }
+
     init(digest: SHA256.Digest) {
         self = digest.withUnsafeBytes { TreeHash(loading: $0) }
     }
@@ -54,10 +57,9 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
 
     /// `SHA-256(0x00 ‖ data)`.
     public static func leaf(_ data: UnsafeRawBufferPointer) -> TreeHash {
-        var h = SHA256()
-        Swift.withUnsafeBytes(of: UInt8(0)) { h.update(bufferPointer: $0) }
-        h.update(bufferPointer: data)
-        return TreeHash(digest: h.finalize())
+        var h = Hasher(prefix: 0)
+        h.update(data)
+        return h.finalize()
     }
 
     public static func leaf(_ data: some Collection<UInt8>) -> TreeHash {
@@ -68,11 +70,11 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     /// is `.none`.
     public static func leaf(salt: LeafSalt, _ data: UnsafeRawBufferPointer) -> TreeHash {
         if salt.isNone { return leaf(data) }
-        var h = SHA256()
-        Swift.withUnsafeBytes(of: UInt8(0)) { h.update(bufferPointer: $0) }
-        salt.withUnsafeBytes { h.update(bufferPointer: $0) }
-        h.update(bufferPointer: data)
-        return TreeHash(digest: h.finalize())
+        var h = Hasher(prefix: 0)
+        var salt = salt
+        Swift.withUnsafeBytes(of: &salt) { h.update($0) }
+        h.update(data)
+        return h.finalize()
     }
 
     public static func leaf(salt: LeafSalt, _ data: some Collection<UInt8>) -> TreeHash {
@@ -81,10 +83,39 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
 
     /// `SHA-256(0x01 ‖ left ‖ right)`.
     public static func node(_ left: TreeHash, _ right: TreeHash) -> TreeHash {
-        var h = SHA256()
-        Swift.withUnsafeBytes(of: UInt8(1)) { h.update(bufferPointer: $0) }
-        left.withUnsafeBytes { h.update(bufferPointer: $0) }
-        right.withUnsafeBytes { h.update(bufferPointer: $0) }
-        return TreeHash(digest: h.finalize())
+        var h = Hasher(prefix: 1)
+        var pair = (left, right)
+        Swift.withUnsafeBytes(of: &pair) { h.update($0) }
+        return h.finalize()
+    }
+
+    /// SHA-256 with its state on the stack, from OpenSSL's libcrypto (`COpenSSLCrypto`).
+    ///
+    /// Written here, not with swift-crypto's `SHA256`, because that allocates a context object
+    /// for every hash, checks exclusive access to it, and copies and wipes it to finish: at
+    /// one leaf and about one node a stored span, that wrapper cost ingest as much as the
+    /// hashing itself (`perf`, Bench/README's fortieth session). Both run the CPU's SHA
+    /// instructions where it has them; a unit test checks that they agree.
+    struct Hasher {
+        private var context = SHA256_CTX()
+
+        init(prefix: UInt8) {
+            SHA256_Init(&context)
+            var prefix = prefix
+            SHA256_Update(&context, &prefix, 1)
+        }
+
+        mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            SHA256_Update(&context, base, bytes.count)
+        }
+
+        mutating func finalize() -> TreeHash {
+            var out = TreeHash(w0: 0, w1: 0, w2: 0, w3: 0)
+            Swift.withUnsafeMutableBytes(of: &out) {
+                _ = SHA256_Final($0.baseAddress!.assumingMemoryBound(to: UInt8.self), &context)
+            }
+            return out
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import FlightRecorderEvidence
 import Foundation
 import Testing
@@ -20,6 +21,28 @@ import Testing
         // SHA-256 of nothing, and of the single byte 0x00 (the hash of an empty leaf).
         #expect(TreeHash.empty.hex == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(TreeHash.leaf([UInt8]()).hex == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
+    }
+
+    /// The leaves and nodes (hashed with OpenSSL's SHA-256) against swift-crypto's SHA-256
+    /// of the same bytes: every length across the 64-byte block and padding boundaries,
+    /// salted and not.
+    @Test func hashesAgreeWithSwiftCrypto() throws {
+        var rng = SystemRandomNumberGenerator()
+        func reference(_ parts: [UInt8]...) -> TreeHash {
+            TreeHash(bytes: Array(SHA256.hash(data: parts.flatMap { $0 })))!
+        }
+        for length in 0...300 {
+            let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            #expect(TreeHash.leaf(data) == reference([0], data))
+            let saltBytes = (0..<LeafSalt.size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let salt = try #require(LeafSalt(bytes: saltBytes))
+            #expect(TreeHash.leaf(salt: salt, data) == reference([0], saltBytes, data))
+            #expect(TreeHash.leaf(salt: .none, data) == reference([0], data))
+        }
+        for i in 0..<64 {
+            let (l, r) = (Self.leaves[i], Self.leaves[i + 1])
+            #expect(TreeHash.node(l, r) == reference([1], l.bytes, r.bytes))
+        }
     }
 
     @Test func rootsMatchTheDefinitionForEverySize() throws {
