@@ -30,7 +30,9 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
         w3 = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
     }
 
-    private init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) { (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3) }
+    private init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
+        (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3)
+    }
 
     init(digest: SHA256.Digest) {
         self = digest.withUnsafeBytes { TreeHash(loading: $0) }
