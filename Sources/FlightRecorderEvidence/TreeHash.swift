@@ -59,7 +59,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
 
     /// `SHA-256(0x00 ‖ data)`.
     public static func leaf(_ data: UnsafeRawBufferPointer) -> TreeHash {
-        var h = Hasher(prefix: 0)
+        var h = SHA256State(prefix: 0)
         h.update(data)
         return h.finalize()
     }
@@ -72,7 +72,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     /// is `.none`.
     public static func leaf(salt: LeafSalt, _ data: UnsafeRawBufferPointer) -> TreeHash {
         if salt.isNone { return leaf(data) }
-        var h = Hasher(prefix: 0)
+        var h = SHA256State(prefix: 0)
         var salt = salt
         Swift.withUnsafeBytes(of: &salt) { h.update($0) }
         h.update(data)
@@ -85,7 +85,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
 
     /// `SHA-256(0x01 ‖ left ‖ right)`.
     public static func node(_ left: TreeHash, _ right: TreeHash) -> TreeHash {
-        var h = Hasher(prefix: 1)
+        var h = SHA256State(prefix: 1)
         var pair = (left, right)
         Swift.withUnsafeBytes(of: &pair) { h.update($0) }
         return h.finalize()
@@ -98,7 +98,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     /// one leaf and about one node a stored span, that wrapper cost ingest as much as the
     /// hashing itself (`perf`, Bench/README's fortieth session). Both run the CPU's SHA
     /// instructions where it has them; a unit test checks that they agree.
-    struct Hasher {
+    struct SHA256State {
         private var context = SHA256_CTX()
 
         init(prefix: UInt8) {
