@@ -84,6 +84,9 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         assert r.returncode == 0, r.stderr
         r = d.cli("erase", "--subject", f"enduser.id={dave}", "--reason", "request 2", token=admin)
         assert r.returncode == 64 and "hold-1" in r.stderr, r.stderr
+        # The identity as the agent sent it is matched on its pseudonym too.
+        r = d.cli("erase", "--subject", "enduser.id=dave@corp.example", "--reason", "request 2", token=admin)
+        assert r.returncode == 64 and "hold-1" in r.stderr, r.stderr
         assert d.get("/api/v1/runs/run-dave", token=admin)[0] == 200
 
         # A bundle exported before the erasure: it still verifies after, and the erasure's

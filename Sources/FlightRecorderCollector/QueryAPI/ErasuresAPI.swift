@@ -1,7 +1,9 @@
 import FlightRecorderConfig
 import FlightRecorderHTTP
+import FlightRecorderIngest
 import FlightRecorderOTLP
 import FlightRecorderQuery
+import FlightRecorderRedaction
 public import FlightRecorderStorage
 import Foundation
 public import Hummingbird
@@ -110,22 +112,38 @@ public struct ErasuresAPI: Sendable {
             let key = String(subject[..<eq])
             let value = String(subject[subject.index(after: eq)...])
             guard !value.isEmpty else { throw APIError(.badRequest, "subject: the value after = is empty") }
-            let filter = SpanFilter.compare(field: key, op: .eq, value: .string(value))
-            let scope: TenantScope = r.tenant.map { .only([$0]) } ?? .all
-            let result = try await store.search(
-                narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
-                since: nil, until: nil, limit: 1_000_000, scanLimit: Int.max, filter: filter)
-            guard result.complete else {
-                throw APIError(
-                    .serviceUnavailable, "the subject's runs could not all be found; nothing was erased; retry later",
-                    retryAfterSeconds: 60)
+            // An identity key is stored as its pseudonym, so a value given as the agent sent it
+            // (`enduser.id=alice@corp`) is matched on its pseudonym too; a value stored raw
+            // (redaction off, or before the key was pseudonymised) still matches as given.
+            var values = [value]
+            if let redactor = api.policy.decoder.redaction?.redactor, redactor.policy.pseudonymKey != nil,
+                redactor.policy.identityKeys.contains(key), !value.hasPrefix("hmac:")
+            {
+                values.append(redactor.pseudonym(value))
             }
-            guard !result.hits.isEmpty else { throw APIError(.notFound, "no stored span has this \(key)") }
+            let scope: TenantScope = r.tenant.map { .only([$0]) } ?? .all
+            var runs: [(String, String)] = []
+            var seen: Set<[String]> = []
+            for v in values {
+                let filter = SpanFilter.compare(field: key, op: .eq, value: .string(v))
+                let result = try await store.search(
+                    narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
+                    since: nil, until: nil, limit: 1_000_000, scanLimit: Int.max, filter: filter)
+                guard result.complete else {
+                    throw APIError(
+                        .serviceUnavailable, "the subject's runs could not all be found; nothing was erased; retry later",
+                        retryAfterSeconds: 60)
+                }
+                for hit in result.hits {
+                    let ref = (hit.run.tenant ?? ResourceFacts.defaultTenant, hit.run.runID)
+                    if seen.insert([ref.0, ref.1]).inserted { runs.append(ref) }
+                }
+            }
+            guard !runs.isEmpty else { throw APIError(.notFound, "no stored span has this \(key)") }
             draft.kind = .subject
             draft.key = key
-            draft.valueDigest = Erasure.digest("subject", key + "=" + value)
-            try await resolve(
-                result.hits.map { ($0.run.tenant ?? ResourceFacts.defaultTenant, $0.run.runID) }, into: &resolved)
+            draft.valueDigest = Erasure.digest("subject", key + "=" + values.last!)
+            try await resolve(runs, into: &resolved)
         case (nil, nil):
             guard let tenant = r.tenant else {
                 throw APIError(
