@@ -131,7 +131,8 @@ public struct ErasuresAPI: Sendable {
                     since: nil, until: nil, limit: 1_000_000, scanLimit: Int.max, filter: filter)
                 guard result.complete else {
                     throw APIError(
-                        .serviceUnavailable, "the subject's runs could not all be found; nothing was erased; retry later",
+                        .serviceUnavailable,
+                        "the subject's runs could not all be found; nothing was erased; retry later",
                         retryAfterSeconds: 60)
                 }
                 for hit in result.hits {
