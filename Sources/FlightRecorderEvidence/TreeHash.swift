@@ -1,5 +1,6 @@
 import COpenSSLCrypto
 import Crypto
+import FlightRecorderCore
 import Foundation
 
 /// A SHA-256 value of the evidence log's Merkle tree (RFC 9162, section 2.1.1): a leaf hash
@@ -51,7 +52,7 @@ public struct TreeHash: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var base64: String { Data(bytes).base64EncodedString() }
-    public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
+    public var hex: String { Hex.encode(bytes) }
     public var description: String { hex }
 
     /// RFC 9162's hash of an empty tree: SHA-256 of nothing.

@@ -1,4 +1,5 @@
 import Crypto
+import FlightRecorderCore
 import Foundation
 
 extension RedactionPolicy {
@@ -6,7 +7,7 @@ extension RedactionPolicy {
     /// bundle names as the redaction policy in force, so two bundles can be shown to have been
     /// redacted alike. Keys are named by their IDs, never their bytes.
     public var digest: String {
-        SHA256.hash(data: Array(canonicalText.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Array(canonicalText.utf8)))
     }
 
     /// One line per setting, rule sets in the order they apply, detectors sorted.

@@ -278,7 +278,7 @@ extension SpanStore {
         defer { if !swapping { Self.removeScratch(scratch) } }
         let tmp = SegmentFile.path(scratch, id)
         try Self.writeSynced(tmp, out, timesOf: path)
-        let digest = SHA256.hash(data: out).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.encode(SHA256.hash(data: out))
 
         // Its index, built from it before anything is swapped.
         let recovery = StoreRecovery(
@@ -398,7 +398,7 @@ extension SpanStore {
             guard let id = Int64(name.dropFirst(6).dropLast(4)), let rewrite = signed[id] else { continue }
             let tmp = SegmentFile.path(scratch, id)
             guard let data = FileManager.default.contents(atPath: tmp), data.count == rewrite.fileSize,
-                SHA256.hash(data: data).map({ String(format: "%02x", $0) }).joined() == rewrite.fileDigest
+                Hex.encode(SHA256.hash(data: data)) == rewrite.fileDigest
             else { continue }
             let target = IndexSchema.path(dir, id)
             for p in [target, target + "-wal", target + "-shm", IndexSchema.attributeFilterPath(target)] { unlink(p) }
