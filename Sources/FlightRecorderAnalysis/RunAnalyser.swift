@@ -108,7 +108,8 @@ public final class RunAnalyser: Service, Sendable {
         }
     }
 
-    /// The share of one core the analyser aims at while runs are waiting: after each batch it
+    /// The share of one core the analyser aims at while runs are waiting (half: a backlog of
+    /// 100,000 runs takes minutes, not hours, and nice 19 yields to everything else): after each batch it
     /// sleeps in proportion to the CPU time the batch took (its threads' own, which a busy
     /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
     /// its work, runs at nice 19. Nice alone does not keep it out of ingest's way (measured: a
@@ -119,7 +120,7 @@ public final class RunAnalyser: Service, Sendable {
     /// rather than held in memory. Far behind it takes no larger share (it once took half a
     /// core past 100,000 runs waiting, to bound their memory, which the spill now does): the
     /// queries answered while it catches up come first too.
-    static let cpuShare = 0.25
+    static let cpuShare = 0.5
     static let busyShare = 0.01
     /// Runs read and computed together. Each batch decodes the blocks its runs touch, and
     /// holds their spans, at once: 256 runs keep that to a few tens of MiB (512 took about 8 %
@@ -158,8 +159,10 @@ public final class RunAnalyser: Service, Sendable {
             _ = await foreground.run { self.exchangeSpill() }
             let (lag, waiting) = pending.withLock { ($0.lag(now: t, settle: settle), $0.count) }
             lagState.withLock { $0 = lag }
-            if waiting == 0 { return }
             let busy = machineBusy()
+            // Looked at on every tick, so the first batch after a quiet spell judges the last
+            // second, not the whole spell.
+            if waiting == 0 { return }
             let chunk = pending.withLock {
                 $0.takeDue(now: t, settle: settle, limit: busy ? Self.busyBatchSize : Self.batchSize)
             }
