@@ -109,9 +109,9 @@ public final class RunAnalyser: Service, Sendable {
     }
 
     /// The share of one core the analyser aims at while runs are waiting (half: a backlog of
-    /// 100,000 runs takes minutes, not hours, and nice 19 yields to everything else): after each batch it
-    /// sleeps in proportion to the CPU time the batch took (its threads' own, which a busy
-    /// machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
+    /// 100,000 runs takes minutes, not hours, and nice 19 yields to everything else): after
+    /// each batch it sleeps in proportion to the CPU time the batch took (its threads' own,
+    /// which a busy machine does not stretch), at most `maxPause`. A batch's reading and computing, most of
     /// its work, runs at nice 19. Nice alone does not keep it out of ingest's way (measured: a
     /// nice-19 thread still took 8 % of a saturated daemon's CPU, in the moments ingest's
     /// threads wait on I/O and locks), so while the machine's cores are more than half busy
