@@ -17,6 +17,9 @@ public enum Role: String, Sendable, CaseIterable, Comparable {
 
     public static func < (a: Role, b: Role) -> Bool { a.rawValue < b.rawValue }
 
+    /// Every role's name, for error messages.
+    public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
+
     /// Roles that may read the query API.
     public static let readers: Set<Role> = [.responder, .auditor, .admin]
 }

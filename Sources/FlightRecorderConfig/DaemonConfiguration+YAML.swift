@@ -380,7 +380,7 @@ package struct ConfigReader {
                     for roleName in try r.stringList(v, path) {
                         guard let role = Role(rawValue: roleName) else {
                             throw r.error(
-                                v, path, "unknown role \"\(roleName)\"; expected ingest, responder, auditor or admin")
+                                v, path, "unknown role \"\(roleName)\"; expected one of \(Role.names)")
                         }
                         roles.insert(role)
                     }
@@ -394,7 +394,7 @@ package struct ConfigReader {
                     throw error(item, base, "tenant names are 1 to 128 characters, one line")
                 }
             }
-            guard !roles.isEmpty else { throw error(item, base, "needs roles (ingest, responder, auditor, admin)") }
+            guard !roles.isEmpty else { throw error(item, base, "needs roles (\(Role.names))") }
             if roles.contains(.ingest) && (tenants.count != 1 || tenants[0] == "*") {
                 throw error(
                     item, base, "an ingest token needs exactly one tenant: it is stamped on every span it sends")
@@ -432,11 +432,11 @@ package struct ConfigReader {
             let path = "retention.\(k)"
             switch k {
             case "max_age":
-                let s = try r.seconds(v, path, min: 1)
+                let s = try r.age(v, path, min: 1)
                 out.maxAgeSeconds = s
                 ages.append((path, v, s))
             case "floor":
-                out.floorSeconds = try r.seconds(v, path, min: 0)
+                out.floorSeconds = try r.age(v, path, min: 0)
                 floorNode = v
             case "max_bytes": out.maxBytes = Int64(try r.bytes(v, path, min: 1 << 20))
             case "seal_after": out.sealAfterSeconds = try r.seconds(v, path, min: 1)
@@ -449,7 +449,7 @@ package struct ConfigReader {
                         (r: inout ConfigReader, tk: String, tv: Node) throws(ConfigError) in
                         switch tk {
                         case "max_age":
-                            let s = try r.seconds(tv, "\(tenantPath).max_age", min: 1)
+                            let s = try r.age(tv, "\(tenantPath).max_age", min: 1)
                             age = s
                             ages.append(("\(tenantPath).max_age", tv, s))
                         default: throw r.unknown(tv, "\(tenantPath).\(tk)")
@@ -473,6 +473,16 @@ package struct ConfigReader {
                 "a floor needs retention.max_age, a tenant's max_age or retention.max_bytes")
         }
         return out
+    }
+
+    /// A retention age: a duration with its unit. A bare number would be seconds, and
+    /// `max_age: 180` meant as days would delete everything within minutes, so it is refused.
+    mutating func age(_ node: Node, _ key: String, min: Double) throws(ConfigError) -> Double {
+        let s = try string(node, key)
+        if s != "0", let last = s.unicodeScalars.last, !CharacterSet.letters.contains(last) {
+            throw error(node, key, "give the age with its unit, such as 180d, 12h or 30m (got \"\(s)\")")
+        }
+        return try seconds(node, key, min: min)
     }
 
     static func describe(seconds s: Double) -> String {

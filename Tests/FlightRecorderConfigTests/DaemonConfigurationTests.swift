@@ -48,6 +48,9 @@ import Testing
         ("findings:\n  step_budget: many\n", "findings.step_budget", 2, "expected"),
         ("findings:\n  loops: 3\n", "findings.loops", 2, "unknown key"),
         ("retention:\n  max_age: soon\n", "retention.max_age", 2, "expected a duration"),
+        ("retention:\n  max_age: 180\n", "retention.max_age", 2, "with its unit"),
+        ("retention:\n  max_age: 1d\n  floor: 90\n", "retention.floor", 3, "with its unit"),
+        ("retention:\n  tenants:\n    acme: {max_age: 400}\n", "retention.tenants.acme.max_age", 3, "with its unit"),
         ("retention:\n  max_age: 30d\n  floor: 180d\n", "retention.max_age", 2, "below retention.floor"),
         (
             "retention:\n  max_age: 200d\n  floor: 180d\n  tenants:\n    acme: {max_age: 90d}\n",
