@@ -5,16 +5,19 @@ daemon refuses at start-up (exit 78, naming the key) fail the schema too."""
 import copy
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
 
 import jsonschema
 import yaml
+from referencing import Registry, Resource
 
 from conftest import BIN, ROOT, free_port
 
 SCHEMA = json.load(open(os.path.join(ROOT, "Schemas", "config", "flightrec.schema.json")))
+GUARD_SCHEMA = json.load(open(os.path.join(ROOT, "Schemas", "config", "guard.schema.json")))
 DIGEST = "ab" * 32
 
 
@@ -70,9 +73,48 @@ def serve(workdir, config):
     return p.returncode, p.stderr.read()
 
 
-def test_the_shipped_example_and_every_key_validate_and_start(workdir):
+def schema_keys(schema):
+    keys = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            keys.update(node.get("properties", {}).keys())
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(schema)
+    return keys
+
+
+def parser_keys(*paths):
+    """The keys the Swift parsers switch on (`case "key":`), the argument schemas' JSON type
+    names aside."""
+    keys = set()
+    for path in paths:
+        with open(os.path.join(ROOT, path)) as f:
+            keys |= set(re.findall(r'case "([a-z_]+)"', f.read()))
+    return keys - {"array", "boolean", "integer", "number", "object", "string"}
+
+
+def test_every_key_the_parsers_read_is_in_the_schemas():
+    assert not parser_keys("Sources/FlightRecorderConfig/DaemonConfiguration+YAML.swift") - schema_keys(SCHEMA)
+    guard = parser_keys(*[os.path.join("Sources/FlightRecorderGuardPolicy", f)
+                          for f in os.listdir(os.path.join(ROOT, "Sources/FlightRecorderGuardPolicy"))
+                          if f.startswith("GuardConfiguration")])
+    assert "collector_outbox_limit" in guard
+    assert not guard - schema_keys(GUARD_SCHEMA)
+
+
+def test_the_shipped_examples_and_every_key_validate_and_start(workdir):
     with open(os.path.join(ROOT, "Deploy", "flightrec.yaml")) as f:
         jsonschema.validate(yaml.safe_load(f), SCHEMA)
+    with open(os.path.join(ROOT, "Deploy", "guard.yaml")) as f:
+        guard = yaml.safe_load(f)
+    guard["collector_outbox_limit"] = "2GiB"
+    registry = Registry().with_resource(SCHEMA["$id"], Resource.from_contents(SCHEMA))
+    jsonschema.Draft202012Validator(GUARD_SCHEMA, registry=registry).validate(guard)
     config = every_key(workdir)
     jsonschema.validate(config, SCHEMA)
     code, err = serve(workdir, config)
