@@ -1,6 +1,7 @@
-"""Schemas/config/flightrec.schema.json says what the daemon accepts: the shipped example and a
-config that sets every key validate against it and start the real daemon, and configs the
-daemon refuses at start-up (exit 78, naming the key) fail the schema too."""
+"""The schemas say what the daemon accepts and serves. Schemas/config/flightrec.schema.json:
+the shipped example and a config that sets every key validate against it and start the real
+daemon, and configs the daemon refuses at start-up (exit 78, naming the key) fail the schema
+too. Schemas/api/query-api.yaml: every route the query API registers is described."""
 
 import copy
 import json
@@ -18,6 +19,7 @@ from conftest import BIN, ROOT, free_port
 
 SCHEMA = json.load(open(os.path.join(ROOT, "Schemas", "config", "flightrec.schema.json")))
 GUARD_SCHEMA = json.load(open(os.path.join(ROOT, "Schemas", "config", "guard.schema.json")))
+QUERY_API = yaml.safe_load(open(os.path.join(ROOT, "Schemas", "api", "query-api.yaml")))
 DIGEST = "ab" * 32
 
 
@@ -143,3 +145,27 @@ def test_what_the_daemon_refuses_the_schema_refuses(workdir):
             pass
         code, err = serve(workdir, config)
         assert code == 78 and named in err, (named, code, err)
+
+
+def test_every_query_api_route_is_in_the_openapi_description():
+    described = set(QUERY_API["paths"])
+    routes = set()
+    base = os.path.join(ROOT, "Sources", "FlightRecorderCollector")
+    for folder, _, files in os.walk(base):
+        for name in files:
+            if not name.endswith(".swift"):
+                continue
+            with open(os.path.join(folder, name)) as f:
+                text = f.read()
+            for path in re.findall(r'router\.(?:get|post|put|delete)\("([^"]+)"', text):
+                if path == "/v1/traces":  # the OTLP/HTTP receiver's, on its own listener
+                    continue
+                path = re.sub(r":(\w+)", r"{\1}", path)
+                if "\\(view)" in path:  # one route per run view
+                    views = re.search(r'for view in \[([^\]]+)\]', text).group(1)
+                    routes |= {path.replace("\\(view)", v.strip().strip('"')) for v in views.split(",")}
+                else:
+                    routes.add(path)
+    assert "/api/v1/stats" in routes and "/metrics" in routes
+    missing = {r for r in routes if r not in described and not r.startswith("/ui/")}
+    assert not missing, sorted(missing)
