@@ -796,10 +796,13 @@ public enum AuditExporter {
             if let explicit {
                 runID = explicit
             } else {
-                if traceRun[key] == nil {
-                    traceRun[key] = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r)
+                // `RunResolver.run` with the span's own run known to be absent (`named`).
+                if let known = traceRun[key] {
+                    runID = known
+                } else {
+                    runID = try resolver.traceRun(s.traceID, tenant: s.tenant, reader: r)
+                    traceRun[key] = runID
                 }
-                runID = resolver.run(of: s, traceRun: traceRun[key])
             }
             let run = TenantRun(tenant: s.tenant, run: runID)
             let i =
