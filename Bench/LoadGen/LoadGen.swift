@@ -99,12 +99,16 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "With --query-bench: how many of each query to time.")
     var queries = 1000
 
-    @Option(help: "With --query-bench: keep the daemon's directory here (default: a temporary one, removed).")
+    @Option(
+        help:
+            "With --query-bench or --stats-bench: keep the daemon's directory here (default: a temporary one, removed)."
+    )
     var benchDirectory: String?
 
     @Flag(
         help:
-            "With --query-bench --bench-directory: query the store loaded there by an earlier run (same --load-spans).")
+            "With --query-bench or --stats-bench, and --bench-directory: query the store loaded there by an earlier run."
+    )
     var reuse = false
 
     @Flag(help: "With --daemon: time the policy sidecar's decide and execute (added latency, backend time subtracted).")

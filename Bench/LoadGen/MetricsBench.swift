@@ -160,10 +160,59 @@ extension LoadGen {
     }
 
     func runStatsBench(daemon: String, runs: Int) async throws {
-        let dir = NSTemporaryDirectory() + "flightrec-stats-bench-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // With --bench-directory the store is kept; with --reuse too, the store an earlier run
+        // filled there is queried as it is (its 7 days end when that run filled it).
+        let dir = benchDirectory ?? NSTemporaryDirectory() + "flightrec-stats-bench-\(getpid())"
+        let reusing = reuse && benchDirectory != nil && FileManager.default.fileExists(atPath: dir + "/data/stats.db")
+        if !reusing {
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        }
+        defer { if benchDirectory == nil { try? FileManager.default.removeItem(atPath: dir) } }
+        if !reusing { try fillStats(dir: dir, runs: runs) }
+
+        try writeConfig(dir: dir, extra: extraConfig)
+        let started = try await restartDaemon(daemon, dir: dir)
+        defer {
+            started.process.terminate()
+            started.process.waitUntilExit()
+        }
+        try await waitForPort(portBase + 1)
+        // At start-up the run analyser sums every stored aggregate into the run families; the
+        // queries are timed once the daemon is idle again.
+        let idle = try await Self.waitUntilIdle(pid: started.process.processIdentifier)
+        print(String(format: "daemon idle %.1f s after start", idle))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        defer { _ = client.shutdown() }
+        let api = "http://127.0.0.1:\(portBase + 1)/api/v1"
+        for (label, path) in [
+            ("stats by agent.version, 7 days (every run)", "/stats?by=agent.version&since=168h"),
+            ("stats by tenant, 7 days", "/stats?by=tenant&since=168h"),
+            ("stats by agent.version, 24 h (default)", "/stats?by=agent.version"),
+            (
+                "compare 2.0.0 against 1.5.1, 7 days",
+                "/stats/compare?by=agent.version&since=168h&baseline=1.5.1&candidate=2.0.0"
+            ),
+        ] {
+            var server: [Double] = []
+            var client_: [Double] = []
+            for _ in 0..<max(5, min(queries, 200)) {
+                let t0 = ContinuousClock.now
+                let t = try await getJSON(client, api + path)
+                client_.append(Self.seconds(ContinuousClock.now - t0))
+                server.append(t.serverMillis / 1000)
+            }
+            print(
+                String(
+                    format: "%@: server p50 %.1f ms, p99 %.1f ms; client p50 %.1f ms", label,
+                    Self.percentile(server, 0.5) * 1000, Self.percentile(server, 0.99) * 1000,
+                    Self.percentile(client_, 0.5) * 1000))
+        }
+    }
+
+    /// Fills `dir/data/stats.db` through `RunStatsStore.save` with `runs` aggregates over the
+    /// last 7 days.
+    func fillStats(dir: String, runs: Int) throws {
         let stats = try RunStatsStore(path: dir + "/data/stats.db")
         var rng = SplitMix64(seed: 7)
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
@@ -215,44 +264,6 @@ extension LoadGen {
             String(
                 format: "stored %d run aggregates over 7 days in %.1f s (stats.db %.1f MiB)", runs,
                 Self.seconds(ContinuousClock.now - t0), Double(Self.directoryBytes(dir + "/data")) / 1_048_576))
-
-        try writeConfig(dir: dir, extra: extraConfig)
-        let started = try await restartDaemon(daemon, dir: dir)
-        defer {
-            started.process.terminate()
-            started.process.waitUntilExit()
-        }
-        try await waitForPort(portBase + 1)
-        // At start-up the run analyser sums every stored aggregate into the run families; the
-        // queries are timed once the daemon is idle again.
-        let idle = try await Self.waitUntilIdle(pid: started.process.processIdentifier)
-        print(String(format: "daemon idle %.1f s after start", idle))
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        defer { _ = client.shutdown() }
-        let api = "http://127.0.0.1:\(portBase + 1)/api/v1"
-        for (label, path) in [
-            ("stats by agent.version, 7 days (every run)", "/stats?by=agent.version&since=168h"),
-            ("stats by tenant, 7 days", "/stats?by=tenant&since=168h"),
-            ("stats by agent.version, 24 h (default)", "/stats?by=agent.version"),
-            (
-                "compare 2.0.0 against 1.5.1, 7 days",
-                "/stats/compare?by=agent.version&since=168h&baseline=1.5.1&candidate=2.0.0"
-            ),
-        ] {
-            var server: [Double] = []
-            var client_: [Double] = []
-            for _ in 0..<max(5, min(queries, 200)) {
-                let t0 = ContinuousClock.now
-                let t = try await getJSON(client, api + path)
-                client_.append(Self.seconds(ContinuousClock.now - t0))
-                server.append(t.serverMillis / 1000)
-            }
-            print(
-                String(
-                    format: "%@: server p50 %.1f ms, p99 %.1f ms; client p50 %.1f ms", label,
-                    Self.percentile(server, 0.5) * 1000, Self.percentile(server, 0.99) * 1000,
-                    Self.percentile(client_, 0.5) * 1000))
-        }
     }
 
     /// Seconds until `pid` used under 5 % of a core over a second.

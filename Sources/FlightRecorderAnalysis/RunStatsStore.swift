@@ -3,9 +3,10 @@ import FlightRecorderSQLite
 import Foundation
 import Synchronization
 
-/// The settled runs' aggregates (`DATA/stats.db`): one row per run, and hourly rollups per
-/// (tenant, agent, version, task type) that windowed statistics read instead of the runs, so
-/// `GET /api/v1/stats` costs the same over a million runs as over a thousand.
+/// The settled runs' aggregates (`DATA/stats.db`): one row per run, and hourly and daily
+/// rollups per (tenant, agent, version, task type) that windowed statistics read instead of
+/// the runs, so `GET /api/v1/stats` costs the same over a million runs as over a thousand (and
+/// a week reads 7 daily rollups a group, not 168 hourly ones).
 ///
 /// Derived data: a lost or damaged file is started afresh, and the run analyser observes
 /// recent runs again.
@@ -27,6 +28,13 @@ public final class RunStatsStore: Sendable {
             hour INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL, version TEXT NOT NULL,
             task_type TEXT NOT NULL, data BLOB NOT NULL,
             PRIMARY KEY(hour, tenant, agent, version, task_type)) WITHOUT ROWID;
+        -- The same per UTC day (`hour` is the day's number here), kept in step with the hourly
+        -- ones: a window's whole days read these, its ends the hourly ones. meta
+        -- `daily_rollups` = 1 once they are (a store from before builds them at start-up).
+        CREATE TABLE IF NOT EXISTS rollups_daily(
+            hour INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL, version TEXT NOT NULL,
+            task_type TEXT NOT NULL, data BLOB NOT NULL,
+            PRIMARY KEY(hour, tenant, agent, version, task_type)) WITHOUT ROWID;
         -- The run families' totals over every stored aggregate (`MetricDeltas`, as the index's
         -- `metrics` rows), kept with each batch: start-up reads these instead of decoding every
         -- aggregate. meta `metric_totals` = 1 once they are kept.
@@ -45,10 +53,12 @@ public final class RunStatsStore: Sendable {
         do throws(SQLiteError) {
             opened = try SQLiteDatabase(path: path)
             try opened.execute(Self.schema)
+            try Self.keepDailyRollups(opened)
         } catch {
             for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
             opened = try SQLiteDatabase(path: path)
             try opened.execute(Self.schema)
+            try Self.keepDailyRollups(opened)
         }
         // A store without aggregates keeps its totals from the first batch; an older store
         // with aggregates gets them once at start-up (`storeMetricTotals`).
@@ -59,6 +69,42 @@ public final class RunStatsStore: Sendable {
         }
         names = try NameTable(opened)
         db = Mutex(opened)
+    }
+
+    /// Builds `rollups_daily` from the hourly rollups once, in a store written before it was
+    /// kept (`meta` `daily_rollups`).
+    static func keepDailyRollups(_ db: SQLiteDatabase) throws(SQLiteError) {
+        let m = try db.prepare("SELECT value FROM meta WHERE key = 'daily_rollups'")
+        if try m.step(), m.text(0) == "1" { return }
+        m.reset()
+        try db.execute("BEGIN IMMEDIATE")
+        do throws(SQLiteError) {
+            try db.execute("DELETE FROM rollups_daily")
+            // A day at a time (the hourly rollups in hour order), so a long history is not
+            // held in memory at once.
+            var day: [RollupKey: GroupStats] = [:]
+            let q = try db.prepare("SELECT hour, tenant, agent, version, task_type, data FROM rollups ORDER BY hour")
+            while try q.step() {
+                guard let g = GroupStats(stored: q.blob(5)) else { continue }
+                let k = RollupKey(
+                    hour: q.int64(0) / 24,
+                    d: Dimensions(
+                        tenant: q.text(1) ?? "", agent: q.text(2) ?? "", version: q.text(3) ?? "",
+                        taskType: q.text(4) ?? ""))
+                if let other = day.keys.first, other.hour != k.hour {
+                    for (k, g) in day { try roll(db, k, add: g, subtract: nil, table: "rollups_daily") }
+                    day = [:]
+                }
+                day[k, default: GroupStats()].add(g)
+            }
+            q.reset()
+            for (k, g) in day { try roll(db, k, add: g, subtract: nil, table: "rollups_daily") }
+            try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('daily_rollups', '1')")
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
     }
 
     /// The `names` table, read at start-up and added to as rows name new values.
@@ -181,9 +227,7 @@ public final class RunStatsStore: Sendable {
                         .bind(5, blob: data)
                     try q.run()
                 }
-                for k in Set(moves.keys).union(removals.keys) {
-                    try Self.roll(db, k, add: moves[k], subtract: removals[k])
-                }
+                try Self.roll(db, moves: moves, removals: removals)
                 try Self.addTotals(db, metrics)
                 try db.execute("COMMIT")
             } catch {
@@ -219,7 +263,7 @@ public final class RunStatsStore: Sendable {
                     q.bind(1, r.tenant).bind(2, r.runID)
                     try q.run()
                 }
-                for (k, g) in removals { try Self.roll(db, k, add: nil, subtract: g) }
+                try Self.roll(db, moves: [:], removals: removals)
                 try db.execute("COMMIT")
             } catch {
                 try? db.execute("ROLLBACK")
@@ -317,11 +361,28 @@ public final class RunStatsStore: Sendable {
         }
     }
 
+    /// Moves the hourly rollups by `moves` and `removals` (keyed by hour), and the daily ones
+    /// by the same summed per day.
     private static func roll(
-        _ db: SQLiteDatabase, _ k: RollupKey, add: GroupStats?, subtract: GroupStats?
+        _ db: SQLiteDatabase, moves: [RollupKey: GroupStats], removals: [RollupKey: GroupStats]
+    ) throws(SQLiteError) {
+        var dayMoves: [RollupKey: GroupStats] = [:]
+        var dayRemovals: [RollupKey: GroupStats] = [:]
+        for (k, g) in moves { dayMoves[RollupKey(hour: k.hour / 24, d: k.d), default: GroupStats()].add(g) }
+        for (k, g) in removals { dayRemovals[RollupKey(hour: k.hour / 24, d: k.d), default: GroupStats()].add(g) }
+        for k in Set(moves.keys).union(removals.keys) {
+            try roll(db, k, add: moves[k], subtract: removals[k], table: "rollups")
+        }
+        for k in Set(dayMoves.keys).union(dayRemovals.keys) {
+            try roll(db, k, add: dayMoves[k], subtract: dayRemovals[k], table: "rollups_daily")
+        }
+    }
+
+    private static func roll(
+        _ db: SQLiteDatabase, _ k: RollupKey, add: GroupStats?, subtract: GroupStats?, table: StaticString
     ) throws(SQLiteError) {
         let get = try db.prepare(
-            "SELECT data FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
+            "SELECT data FROM \(table) WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
         )
         get.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
         var g = try get.step() ? GroupStats(stored: get.blob(0)) ?? GroupStats() : GroupStats()
@@ -330,8 +391,8 @@ public final class RunStatsStore: Sendable {
         if let subtract { g.subtract(subtract) }
         let put = try db.prepare(
             g.runs <= 0
-                ? "DELETE FROM rollups WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
-                : "INSERT OR REPLACE INTO rollups(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ? "DELETE FROM \(table) WHERE hour = ?1 AND tenant = ?2 AND agent = ?3 AND version = ?4 AND task_type = ?5"
+                : "INSERT OR REPLACE INTO \(table)(hour, tenant, agent, version, task_type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         )
         put.bind(1, k.hour).bind(2, k.d.tenant).bind(3, k.d.agent).bind(4, k.d.version).bind(5, k.d.taskType)
         if g.runs > 0 { put.bind(6, blob: g.binary) }
@@ -343,20 +404,40 @@ public final class RunStatsStore: Sendable {
     public func rollups(
         since: Int64, until: Int64, tenants: Set<String>?, group: (Dimensions) -> String
     ) throws -> [String: GroupStats] {
-        try db.withLock { db throws(SQLiteError) in
-            let q = try db.prepare(
-                "SELECT tenant, agent, version, task_type, data FROM rollups WHERE hour >= ?1 AND hour <= ?2")
-            q.bind(1, Self.hour(since)).bind(2, Self.hour(max(since, until - 1)))
+        let first = Self.hour(since)
+        let last = Self.hour(max(since, until - 1))
+        // The whole UTC days within the hours are read from the daily rollups, the hours
+        // before and after them from the hourly ones (at most 46 hours' worth).
+        let firstDay = (first + 23) / 24
+        let lastDay = (last + 1) / 24 - 1
+        return try db.withLock { db throws(SQLiteError) in
             var sums: [String: GroupStats.Sum] = [:]
-            while try q.step() {
-                let tenant = q.text(0) ?? ""
-                if let tenants, !tenants.contains(tenant) { continue }
-                let key = group(
-                    Dimensions(
-                        tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""))
-                let blob = q.blob(4)
-                if !sums[key, default: GroupStats.Sum()].add(blob), let g = GroupStats(stored: blob) {
-                    sums[key]!.add(g)
+            let columns = "SELECT tenant, agent, version, task_type, data FROM"
+            var queries: [SQLiteStatement] = []
+            if firstDay <= lastDay {
+                let days = try db.prepare("\(columns) rollups_daily WHERE hour >= ?1 AND hour <= ?2")
+                days.bind(1, firstDay).bind(2, lastDay)
+                let hours = try db.prepare(
+                    "\(columns) rollups WHERE (hour >= ?1 AND hour < ?2) OR (hour > ?3 AND hour <= ?4)")
+                hours.bind(1, first).bind(2, firstDay * 24).bind(3, lastDay * 24 + 23).bind(4, last)
+                queries = [days, hours]
+            } else {
+                let hours = try db.prepare("\(columns) rollups WHERE hour >= ?1 AND hour <= ?2")
+                hours.bind(1, first).bind(2, last)
+                queries = [hours]
+            }
+            for q in queries {
+                while try q.step() {
+                    let tenant = q.text(0) ?? ""
+                    if let tenants, !tenants.contains(tenant) { continue }
+                    let key = group(
+                        Dimensions(
+                            tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""
+                        ))
+                    let blob = q.blob(4)
+                    if !sums[key, default: GroupStats.Sum()].add(blob), let g = GroupStats(stored: blob) {
+                        sums[key]!.add(g)
+                    }
                 }
             }
             // A rollup is stored only with runs: a group without any met only unreadable ones.

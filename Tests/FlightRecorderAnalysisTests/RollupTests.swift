@@ -83,6 +83,70 @@ import Testing
         #expect(acme["acme"]?.runs == runs.filter { $0.tenant == "acme" }.count)
     }
 
+    /// Windows over several days read whole UTC days from the daily rollups and their ends
+    /// from the hourly ones: every window, aligned to days or not, answers as the runs in its
+    /// hours do, after a run is observed again, after runs are forgotten, and in a store from
+    /// before the daily rollups (built from the hourly ones at start-up).
+    @Test func windowsAcrossDaysAnswerAsTheirRuns() throws {
+        let hour: Int64 = 3_600_000_000_000
+        let spread = (0..<300).map { i -> RunAggregate in
+            var a = run(i, steps: 3 + i % 31, seconds: 1 + Double(i % 13), tools: ["procure": 1 + i % 2])
+            // Hours 0 to 119 (five days), a few runs in each.
+            a.startNanos = Int64((i * 37) % 120) * hour + Int64(i) * 1_000_000
+            a.endNanos = a.startNanos + Int64(1 + i % 13) * 1_000_000_000
+            return a
+        }
+        // Sums of doubles in another order: equal to a billionth.
+        func rounded(_ m: [String: GroupStats]) -> [String: GroupStats] {
+            m.mapValues {
+                var g = $0
+                g.costUSD = ($0.costUSD * 1e9).rounded()
+                g.tokensIn = ($0.tokensIn * 1e9).rounded()
+                return g
+            }
+        }
+        func expected(_ runs: [RunAggregate], _ since: Int64, _ until: Int64) -> [String: GroupStats] {
+            var out: [String: GroupStats] = [:]
+            for r in runs where r.startNanos / hour >= since / hour && r.startNanos / hour <= (until - 1) / hour {
+                out[r.version, default: GroupStats()].add(r)
+            }
+            return rounded(out)
+        }
+        let windows: [(Int64, Int64)] = [
+            (0, 120 * hour), (0, 24 * hour), (24 * hour, 72 * hour), (5 * hour, 100 * hour),
+            (23 * hour, 49 * hour), (30 * hour, 40 * hour), (47 * hour, 96 * hour + 1), (119 * hour, 120 * hour),
+        ]
+        func check(_ store: RunStatsStore, _ runs: [RunAggregate]) throws {
+            for (since, until) in windows {
+                let got = try store.rollups(since: since, until: until, tenants: nil) { $0.version }
+                #expect(rounded(got) == expected(runs, since, until), "window \(since / hour)h-\(until / hour)h")
+                #expect(got.values.map(\.runs).reduce(0, +) > 0)
+            }
+        }
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/stats.db"
+        var now = spread
+        do {
+            let store = try RunStatsStore(path: path)
+            try store.save(spread.map { ($0, nil) })
+            try check(store, now)
+            var again = spread[10]
+            again.steps += 5
+            try store.save([(again, spread[10])])
+            now[10] = again
+            try check(store, now)
+            try store.forget(spread[20..<40].map { (tenant: $0.tenant, run: $0.runID) })
+            now.removeSubrange(20..<40)
+            try check(store, now)
+        }
+        // A store from before the daily rollups: built from the hourly ones at start-up.
+        do {
+            let db = try SQLiteDatabase(path: path)
+            try db.execute("DELETE FROM rollups_daily; DELETE FROM meta WHERE key = 'daily_rollups'")
+        }
+        try check(try RunStatsStore(path: path), now)
+    }
+
     /// Start-up reads the run families' totals the store keeps with every batch, not every
     /// aggregate: they equal the sum of the aggregates' metrics, a run observed again adding
     /// its counters' increase only; a store from before they were kept sums them once.

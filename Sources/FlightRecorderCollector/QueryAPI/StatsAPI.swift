@@ -10,7 +10,8 @@ public import Hummingbird
 /// per group, and the drift between two groups, answered from the run analyser's aggregates
 /// (`RunStatsStore`) without Prometheus.
 ///
-/// Without `where` the hourly rollups answer (the window is taken in whole hours); with
+/// Without `where` the rollups answer (the window is taken in whole hours: whole days from the
+/// daily rollups, the ends from the hourly ones); with
 /// `where` the matching runs are found as `GET /api/v1/runs?where=` finds them (at most
 /// 10,000, newest first; `complete` says whether that was all) and their own aggregates answer.
 public struct StatsAPI: Sendable {
