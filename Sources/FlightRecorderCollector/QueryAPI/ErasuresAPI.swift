@@ -125,17 +125,9 @@ public struct ErasuresAPI: Sendable {
             var runs: [(String, String)] = []
             var seen: Set<[String]> = []
             for v in values {
-                let filter = SpanFilter.compare(field: key, op: .eq, value: .string(v))
-                let result = try await store.search(
-                    narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
-                    since: nil, until: nil, limit: 1_000_000, scanLimit: Int.max, filter: filter)
-                guard result.complete else {
-                    throw APIError(
-                        .serviceUnavailable,
-                        "the subject's runs could not all be found; nothing was erased; retry later",
-                        retryAfterSeconds: 60)
-                }
-                for hit in result.hits {
+                let hits = try await everyRun(
+                    SpanFilter.compare(field: key, op: .eq, value: .string(v)), scope: scope, of: "the subject's runs")
+                for hit in hits {
                     let ref = (hit.run.tenant ?? ResourceFacts.defaultTenant, hit.run.runID)
                     if seen.insert([ref.0, ref.1]).inserted { runs.append(ref) }
                 }
@@ -215,6 +207,21 @@ public struct ErasuresAPI: Sendable {
         }
     }
 
+    /// Every run with a span `filter` matches, each run scanned if need be; 503 when they could
+    /// not all be found (nothing is erased on a partial answer).
+    func everyRun(_ filter: SpanFilter, scope: TenantScope, of what: String) async throws -> [SearchHit] {
+        let store = api.store
+        let result = try await store.search(
+            narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)), scope: scope,
+            since: nil, until: nil, limit: 1_000_000, scanLimit: Int.max, filter: filter)
+        guard result.complete else {
+            throw APIError(
+                .serviceUnavailable, "\(what) could not all be found; nothing was erased; retry later",
+                retryAfterSeconds: 60)
+        }
+        return result.hits
+    }
+
     /// The first legal hold in force that covers any of the erasure's data.
     func conflictingHold(_ e: Erasure, runs: [(tenant: String, run: String)]) async throws -> Hold? {
         let store = api.store
@@ -235,17 +242,10 @@ public struct ErasuresAPI: Sendable {
                 }
             case .where:
                 guard let filter = try? SpanFilter.parse(hold.value) else { continue }
-                let result = try await store.search(
-                    narrow: filter.requiredEqualities(among: Set(store.configuration.indexedKeys.keys)),
-                    scope: erasedTenant.map { .only([$0]) } ?? .only(tenants), since: nil, until: nil,
-                    limit: 1_000_000, scanLimit: Int.max, filter: filter)
-                guard result.complete else {
-                    throw APIError(
-                        .serviceUnavailable,
-                        "the runs legal hold \(hold.id) covers could not all be found; nothing was erased; retry later",
-                        retryAfterSeconds: 60)
-                }
-                for hit in result.hits {
+                let hits = try await everyRun(
+                    filter, scope: erasedTenant.map { .only([$0]) } ?? .only(tenants),
+                    of: "the runs legal hold \(hold.id) covers")
+                for hit in hits {
                     let t = hit.run.tenant ?? ResourceFacts.defaultTenant
                     if t == erasedTenant || runKeys.contains(t + "\u{1F}" + hit.run.runID) { return hold }
                 }
