@@ -86,11 +86,7 @@ public final class RunStatsStore: Sendable {
             let q = try db.prepare("SELECT hour, tenant, agent, version, task_type, data FROM rollups ORDER BY hour")
             while try q.step() {
                 guard let g = GroupStats(stored: q.blob(5)) else { continue }
-                let k = RollupKey(
-                    hour: q.int64(0) / 24,
-                    d: Dimensions(
-                        tenant: q.text(1) ?? "", agent: q.text(2) ?? "", version: q.text(3) ?? "",
-                        taskType: q.text(4) ?? ""))
+                let k = RollupKey(hour: q.int64(0) / 24, d: dimensions(q, from: 1))
                 if let other = day.keys.first, other.hour != k.hour {
                     for (k, g) in day { try roll(db, k, add: g, subtract: nil, table: "rollups_daily") }
                     day = [:]
@@ -105,6 +101,13 @@ public final class RunStatsStore: Sendable {
             try? db.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// A rollup row's tenant, agent, version and task type, in columns `from` to `from + 3`.
+    static func dimensions(_ q: SQLiteStatement, from c: Int32) -> Dimensions {
+        Dimensions(
+            tenant: q.text(c) ?? "", agent: q.text(c + 1) ?? "", version: q.text(c + 2) ?? "",
+            taskType: q.text(c + 3) ?? "")
     }
 
     /// The `names` table, read at start-up and added to as rows name new values.
@@ -407,33 +410,24 @@ public final class RunStatsStore: Sendable {
         let first = Self.hour(since)
         let last = Self.hour(max(since, until - 1))
         // The whole UTC days within the hours are read from the daily rollups, the hours
-        // before and after them from the hourly ones (at most 46 hours' worth).
+        // before and after them from the hourly ones (at most 46 hours' worth), each range
+        // kept within the window. With no whole day the day range is empty and the two hour
+        // ranges meet, covering every hour of the window.
         let firstDay = (first + 23) / 24
         let lastDay = (last + 1) / 24 - 1
         return try db.withLock { db throws(SQLiteError) in
             var sums: [String: GroupStats.Sum] = [:]
             let columns = "SELECT tenant, agent, version, task_type, data FROM"
-            var queries: [SQLiteStatement] = []
-            if firstDay <= lastDay {
-                let days = try db.prepare("\(columns) rollups_daily WHERE hour >= ?1 AND hour <= ?2")
-                days.bind(1, firstDay).bind(2, lastDay)
-                let hours = try db.prepare(
-                    "\(columns) rollups WHERE (hour >= ?1 AND hour < ?2) OR (hour > ?3 AND hour <= ?4)")
-                hours.bind(1, first).bind(2, firstDay * 24).bind(3, lastDay * 24 + 23).bind(4, last)
-                queries = [days, hours]
-            } else {
-                let hours = try db.prepare("\(columns) rollups WHERE hour >= ?1 AND hour <= ?2")
-                hours.bind(1, first).bind(2, last)
-                queries = [hours]
-            }
-            for q in queries {
+            let days = try db.prepare("\(columns) rollups_daily WHERE hour >= ?1 AND hour <= ?2")
+            days.bind(1, firstDay).bind(2, lastDay)
+            let hours = try db.prepare(
+                "\(columns) rollups WHERE (hour >= ?1 AND hour < ?2) OR (hour > ?3 AND hour <= ?4)")
+            hours.bind(1, first).bind(2, min(firstDay * 24, last + 1)).bind(3, max(lastDay * 24 + 23, first - 1))
+                .bind(4, last)
+            for q in [days, hours] {
                 while try q.step() {
-                    let tenant = q.text(0) ?? ""
-                    if let tenants, !tenants.contains(tenant) { continue }
-                    let key = group(
-                        Dimensions(
-                            tenant: tenant, agent: q.text(1) ?? "", version: q.text(2) ?? "", taskType: q.text(3) ?? ""
-                        ))
+                    if let tenants, !tenants.contains(q.text(0) ?? "") { continue }
+                    let key = group(Self.dimensions(q, from: 0))
                     let blob = q.blob(4)
                     if !sums[key, default: GroupStats.Sum()].add(blob), let g = GroupStats(stored: blob) {
                         sums[key]!.add(g)

@@ -33,6 +33,16 @@ import Testing
         }
     }
 
+    /// Sums of doubles in another order: equal to a billionth.
+    func rounded(_ m: [String: GroupStats]) -> [String: GroupStats] {
+        m.mapValues {
+            var g = $0
+            g.costUSD = ($0.costUSD * 1e9).rounded()
+            g.tokensIn = ($0.tokensIn * 1e9).rounded()
+            return g
+        }
+    }
+
     @Test func binaryRoundTripsAndSumsExactly() throws {
         var all = GroupStats()
         var sum = GroupStats.Sum()
@@ -68,15 +78,6 @@ import Testing
             expected[r.version, default: GroupStats()].add(r)
         }
         let got = try store.rollups(since: 0, until: 4 * 3_600_000_000_000, tenants: nil) { $0.version }
-        // Sums of doubles in another order: equal to a billionth.
-        func rounded(_ m: [String: GroupStats]) -> [String: GroupStats] {
-            m.mapValues {
-                var g = $0
-                g.costUSD = ($0.costUSD * 1e9).rounded()
-                g.tokensIn = ($0.tokensIn * 1e9).rounded()
-                return g
-            }
-        }
         #expect(rounded(got) == rounded(expected))
         let acme = try store.rollups(since: 0, until: 4 * 3_600_000_000_000, tenants: ["acme"]) { $0.tenant }
         #expect(acme.keys.sorted() == ["acme"])
@@ -95,15 +96,6 @@ import Testing
             a.startNanos = Int64((i * 37) % 120) * hour + Int64(i) * 1_000_000
             a.endNanos = a.startNanos + Int64(1 + i % 13) * 1_000_000_000
             return a
-        }
-        // Sums of doubles in another order: equal to a billionth.
-        func rounded(_ m: [String: GroupStats]) -> [String: GroupStats] {
-            m.mapValues {
-                var g = $0
-                g.costUSD = ($0.costUSD * 1e9).rounded()
-                g.tokensIn = ($0.tokensIn * 1e9).rounded()
-                return g
-            }
         }
         func expected(_ runs: [RunAggregate], _ since: Int64, _ until: Int64) -> [String: GroupStats] {
             var out: [String: GroupStats] = [:]
