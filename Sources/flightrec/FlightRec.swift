@@ -6,12 +6,21 @@ import Foundation
 struct FlightRec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flightrec",
-        abstract: "Flight recorder for production AI agents: stores OTLP spans durably and reads runs back.",
+        abstract:
+            "Flight recorder and trusted control plane for AI agents: OTLP collector, causal queries, policy sidecar, agent metrics, audit evidence, retention and erasure.",
         discussion: """
-            Exit codes: 0 success; 1 unexpected failure; 64 usage error; 65 damage or a failed verification;
-            66 unknown run or trace;
-            69 daemon unreachable; 73 cannot open the data directory; 75 data directory in use
-            by another process; 77 missing, unknown or insufficient token; 78 configuration error.
+            Exit codes:
+              0   success
+              1   unexpected failure; stats compare --fail-on-change found a change
+              64  usage error; an erasure a legal hold refuses
+              65  damage found, or a failed verification
+              66  unknown run or trace
+              69  daemon unreachable
+              71  a listener cannot bind its address
+              73  cannot open the data directory
+              75  data directory in use by another process; erase --wait timed out
+              77  missing, unknown or insufficient token
+              78  configuration error
             """,
         subcommands: [
             Serve.self, Runs.self, RunCommand.self, Reindex.self, Check.self, RedactionCommand.self, TokenCommand.self,

@@ -52,7 +52,16 @@ struct StatsCommand: AsyncParsableCommand {
             }
             let body = try JSONDecoder().decode(Body.self, from: data)
             func pct(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
-            func num(_ x: Double?) -> String { x.map { String(format: $0 < 10 ? "%.2f" : "%.0f", $0) } ?? "-" }
+            // Step counts print whole unless interpolated; durations in ms below a second.
+            func num(_ x: Double?) -> String {
+                x.map { String(format: $0.rounded() == $0 || $0 >= 100 ? "%.0f" : "%.1f", $0) } ?? "-"
+            }
+            func duration(_ x: Double?) -> String {
+                guard let x else { return "-" }
+                if x < 0.01 { return String(format: "%.1fms", x * 1000) }
+                if x < 1 { return String(format: "%.0fms", x * 1000) }
+                return String(format: x < 100 ? "%.2fs" : "%.0fs", x)
+            }
             let header = [
                 body.by.uppercased(), "RUNS", "ERRORS", "STEPS P50/P95", "DURATION P50/P95", "BLOCKED", "APPROVAL REQ",
                 "DENIED", "REPEATED", "TOKENS IN/OUT", "COST $",
@@ -60,7 +69,7 @@ struct StatsCommand: AsyncParsableCommand {
             let rows = body.groups.map { g in
                 [
                     g.group, String(g.runs), pct(g.errorRate), "\(num(g.steps.p50))/\(num(g.steps.p95))",
-                    "\(num(g.durationSeconds.p50))s/\(num(g.durationSeconds.p95))s", pct(g.blockedRate),
+                    "\(duration(g.durationSeconds.p50))/\(duration(g.durationSeconds.p95))", pct(g.blockedRate),
                     pct(g.approvalRequiredRate), pct(g.deniedRate), pct(g.repeatedCallRate),
                     "\(Int(g.tokens.input))/\(Int(g.tokens.output))", String(format: "%.2f", g.costUsd),
                 ]
@@ -87,7 +96,8 @@ struct StatsCommand: AsyncParsableCommand {
                 Rates are compared with a two-proportion z-test, step counts and durations with the \
                 Mann-Whitney rank test. A measure is listed when p < 0.001 and it changed by at least \
                 10 %, with at least 20 observations on each side. Exit status 0; with --fail-on-change, \
-                1 when any measure changed.
+                1 when any measure changed, or when either group has too few settled runs in the window \
+                to show one (a gate fails closed on a misspelt or absent version).
                 """)
 
         @OptionGroup var options: APIOptions
@@ -106,6 +116,9 @@ struct StatsCommand: AsyncParsableCommand {
             var by: String
             var baseline: String
             var candidate: String
+            var minSamples: Int
+            var baselineRuns: Int
+            var candidateRuns: Int
             var changes: [Drift.Change]
             var measures: [Drift.Change]
         }
@@ -133,7 +146,14 @@ struct StatsCommand: AsyncParsableCommand {
                         ]
                     })
             }
-            if failOnChange && !body.changes.isEmpty { throw Exit.failure }
+            let thin = [(body.baseline, body.baselineRuns), (body.candidate, body.candidateRuns)]
+                .filter { $0.1 < body.minSamples }
+            for (group, runs) in thin {
+                printError(
+                    "cannot judge \(body.by)=\(group): \(runs) settled runs in the window, "
+                        + "the tests need at least \(body.minSamples)")
+            }
+            if failOnChange && (!body.changes.isEmpty || !thin.isEmpty) { throw Exit.failure }
         }
     }
 }

@@ -112,8 +112,11 @@ struct Verify: AsyncParsableCommand {
                 for r in report.erasureReceipts {
                     print(
                         "  \(r.id): \(r.kind) \(r.tenant == "-" ? "" : "of tenant \(r.tenant) ")by \(r.requestedBy), "
-                            + "\(r.runs) runs, \(r.spans) spans, segments \(r.segments.map(String.init).joined(separator: ",")): "
-                            + r.reason)
+                            + "\(r.runs) runs, \(r.spans) spans, segments \(r.segments.map(String.init).joined(separator: ",")), "
+                            + "\(r.bundles.count) earlier bundle(s) held it"
+                            + (r.bundles.isEmpty
+                                ? "" : " (" + r.bundles.map { String($0.prefix(16)) }.joined(separator: ", ") + ")")
+                            + ": " + r.reason)
                 }
             }
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

@@ -101,6 +101,12 @@ def test_stats_and_drift_flag_exactly_what_changed(workdir):
         out = daemon.cli("stats", "compare", "--since", "3h", "--baseline", "v1", "--candidate", "v2",
                          "--fail-on-change")
         assert out.returncode == 1 and "steps_p50" in out.stdout
+        # A misspelt candidate has no runs: the gate fails closed and says why, not "no change".
+        assert cmp["baselineRuns"] == RUNS and cmp["candidateRuns"] == RUNS
+        out = daemon.cli("stats", "compare", "--since", "3h", "--baseline", "v1", "--candidate", "v3",
+                         "--fail-on-change")
+        assert out.returncode == 1, out.stdout
+        assert "cannot judge agent.version=v3: 0 settled runs" in out.stderr, out.stderr
 
         # A `where` narrows the runs to those with a matching span.
         code, narrowed = daemon.get("/api/v1/stats?by=agent.version&since=3h&where=" +

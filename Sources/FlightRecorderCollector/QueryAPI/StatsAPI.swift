@@ -42,6 +42,10 @@ public struct StatsAPI: Sendable {
         var alpha: Double
         var minRelativeChange: Double
         var minSamples: Int
+        /// Settled runs of each group in the window: a group below `minSamples` cannot show a
+        /// change, so a client gating on `changes` must check these too.
+        var baselineRuns: Int
+        var candidateRuns: Int
         /// The measures that changed significantly, largest change first.
         var changes: [Drift.Change]
         /// Every measure tested.
@@ -129,6 +133,7 @@ public struct StatsAPI: Sendable {
             CompareBody(
                 by: w.by.rawValue, baseline: baseline, candidate: candidate, since: w.since, until: w.until,
                 alpha: Drift.alpha, minRelativeChange: Drift.minRelativeChange, minSamples: Drift.minSamples,
-                changes: Drift.compare(baseline: b, candidate: c), measures: measures, complete: complete))
+                baselineRuns: b.runs, candidateRuns: c.runs, changes: Drift.compare(baseline: b, candidate: c),
+                measures: measures, complete: complete))
     }
 }
