@@ -225,6 +225,19 @@ public final class AgentMetrics: Sendable {
         }
     }
 
+    /// Drops every exemplar naming one of `runs` (run and trace IDs whose data expired: no
+    /// answer names an expired run, and a bucket that sees no new run would keep naming it
+    /// until its series went idle).
+    public func forgetExemplars(runs: Set<String>) {
+        guard !runs.isEmpty else { return }
+        state.withLock { s in
+            for (key, buckets) in s.exemplars where buckets.values.contains(where: { runs.contains($0.runID) }) {
+                let kept = buckets.filter { !runs.contains($0.value.runID) }
+                s.exemplars[key] = kept.isEmpty ? nil : kept
+            }
+        }
+    }
+
     /// The bucket line prefixes (`name_bucket{labels,le="…"}`) with an exemplar, and the text
     /// OpenMetrics appends to them.
     /// `dropping` says which runs (tenant, when the series has one, and run ID) may not be

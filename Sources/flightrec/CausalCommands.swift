@@ -153,6 +153,17 @@ struct Why: AsyncParsableCommand {
     @Option(help: "The value for --key.") var value: String?
     @Flag(help: "Also print the full causal path.") var path = false
 
+    // Checked here rather than in run() so the usage printed with the error is this command's.
+    func validate() throws {
+        if (key == nil) != (value == nil) { throw ValidationError("--key and --value go together") }
+        let external = [operationID, ticketID, idempotencyKey, key].contains { $0 != nil }
+        if !external && (runID == nil || spanID == nil) {
+            throw ValidationError(Self.startHint)
+        }
+    }
+
+    static let startHint = "give RUN_ID SPAN_ID, or --operation-id / --ticket-id / --idempotency-key"
+
     func run() async throws {
         let external: (String, String)? =
             operationID.map { ("operation.id", $0) } ?? ticketID.map { ("ticket.id", $0) }
@@ -168,7 +179,7 @@ struct Why: AsyncParsableCommand {
             return
         }
         guard let runID, let spanID else {
-            throw ValidationError("give RUN_ID SPAN_ID, or --operation-id / --ticket-id / --idempotency-key")
+            throw ValidationError(Self.startHint)
         }
         let data = try await fetch(options, "/api/v1/runs/\(pathSegment(runID))/path?to=\(pathSegment(spanID))")
         if options.json { return printBody(data) }

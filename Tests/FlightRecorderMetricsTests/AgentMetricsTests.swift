@@ -83,6 +83,22 @@ import Testing
         #expect(!String(decoding: m.registry.emitToBuffer(), as: UTF8.self).contains("# EOF"))
     }
 
+    @Test func expiredRunsLeaveTheirExemplars() {
+        let m = AgentMetrics(registry: PrometheusCollectorRegistry())
+        for (run, value) in [("run-old", 0.3), ("run-kept", 3.0)] {
+            var d = MetricDeltas()
+            d.observe(
+                .toolCallDuration, ["acme", "a", "v1", "t1", "read"], value,
+                exemplar: .init(runID: run, value: value, time: 1_764_000_000))
+            m.apply(d, now: 0)
+        }
+        #expect(m.exemplarLines().values.contains { $0.contains("run-old") })
+        m.forgetExemplars(runs: ["run-old", "run-unknown"])
+        let lines = m.exemplarLines().values
+        #expect(!lines.contains { $0.contains("run-old") })
+        #expect(lines.contains { $0.contains("run-kept") })
+    }
+
     @Test func acceptNegotiation() {
         #expect(
             OpenMetrics.wanted(

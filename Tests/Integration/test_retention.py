@@ -35,12 +35,24 @@ def files_holding(root, needle):
     return out
 
 
+def openmetrics(d, token):
+    return urllib.request.urlopen(urllib.request.Request(
+        d.api_url + "/metrics", headers={"Authorization": "Bearer " + token,
+                                         "Accept": "application/openmetrics-text; version=1.0.0"}),
+        timeout=10).read().decode()
+
+
 def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
     d = Daemon(workdir, extra_config=auth_config(checkpoint_interval=1) + RETENTION).start()
     admin = token("admin")
     try:
         guarded_run(d, "run-old", tenant="globex")
-        assert d.get("/api/v1/runs/run-old", token=admin)[0] == 200
+        status, body = d.get("/api/v1/runs/run-old", token=admin)
+        assert status == 200
+        # Its spans' histograms name it in exemplars (by its traces: its tool spans came before
+        # any span naming the run), until it expires.
+        old_ids = {"run-old"} | {s["traceId"] for s in body["spans"]}
+        assert wait_for(lambda: any(i in openmetrics(d, admin) for i in old_ids), 10), openmetrics(d, admin)
         segments_before = sorted(os.listdir(os.path.join(d.data, "segments")))
         # Sealed after a second idle, expired three seconds after its last write.
         assert wait_for(lambda: d.get("/api/v1/runs/run-old", token=admin)[0] == 404), d.read_log()
@@ -61,6 +73,8 @@ def test_expired_runs_leave_every_answer_and_the_log_still_verifies(workdir):
         assert re.search(r"^flightrec_retention_expired_spans_total ([89]|[1-9][0-9])", text, re.M)
         assert re.search(r"^flightrec_retention_refusing_ingest 0", text, re.M)
         assert re.search(r"^flightrec_legal_holds 0", text, re.M)
+        text = openmetrics(d, admin)
+        assert not [i for i in old_ids if i in text], text
 
         sent = guarded_run(d, "run-kept", tenant="acme")
         assert d.get("/api/v1/runs/run-kept", token=admin)[0] == 200

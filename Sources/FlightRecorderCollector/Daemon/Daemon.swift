@@ -58,6 +58,9 @@ public struct Daemon: Sendable {
         let statsBox = StatsBox()
         let expiryLogger = logger
         storeConfiguration.onExpired = { segments in
+            // Exemplars name runs, and a span's names its trace while no span has named the run.
+            metrics.agent.forgetExemplars(
+                runs: Set(segments.flatMap { $0.runs.map(\.run) + $0.traces.map(\.trace) }))
             guard let stats = statsBox.stats.withLock({ $0 }) else { return }
             do {
                 try stats.forget(segments.flatMap(\.runs))

@@ -15,6 +15,9 @@ public struct ExpiredSegment: Sendable {
     public var spans: Int
     /// The runs (tenant, run ID) it held that no stored segment holds any more.
     public var runs: [(tenant: String, run: String)]
+    /// Every trace (tenant, trace ID in lowercase hex) it held of the tenants that expired:
+    /// a span's exemplar names its trace while no span of it has named the run.
+    public var traces: [(tenant: String, trace: String)] = []
     /// Seconds since its last write when it expired, and the age it was kept for.
     public var age: Double
     public var maxAge: Double
@@ -84,6 +87,7 @@ extension SpanStore {
         func held(_ c: inout Candidate) -> Bool? {
             guard let facts = try? Self.expiryFacts(directory, c.segment.segment, runs: true) else { return true }
             c.segment.runs = facts.runs
+            c.segment.traces = facts.traces
             if let hold = inForce.first(where: { $0.covers(tenants: c.tenants, runs: facts.runs) }) {
                 logger.debug(
                     "retention: segment held", metadata: ["segment": "\(c.segment.segment)", "hold": "\(hold.id)"])
@@ -232,7 +236,8 @@ extension SpanStore {
     private func expireTenants(_ tenants: Set<String>, of segment: ExpiredSegment, now: Double) -> ExpiredSegment? {
         let directory = configuration.segmentDirectory
         let id = segment.segment
-        let runs = (try? Self.expiryFacts(directory, id, runs: true).runs.filter { tenants.contains($0.tenant) }) ?? []
+        let facts = try? Self.expiryFacts(directory, id, runs: true)
+        let runs = facts?.runs.filter { tenants.contains($0.tenant) } ?? []
         let before = Self.filesBytes(directory, id)
         let removed: Int?
         do {
@@ -250,6 +255,7 @@ extension SpanStore {
         out.spans = removed
         out.bytes = max(0, before - Self.filesBytes(directory, id))
         out.reason = "max_age (tenants \(tenants.sorted().joined(separator: ", ")))"
+        out.traces = facts?.traces.filter { tenants.contains($0.tenant) } ?? []
         out.runs =
             (try? readInBackground { reader, _ in
                 try runs.filter { try reader.runs($0.run, scope: .only([$0.tenant])).isEmpty }
@@ -283,11 +289,12 @@ extension SpanStore {
         return total
     }
 
-    /// A sealed segment's tenants, span count and (with `runs`) runs, from its index.
+    /// A sealed segment's tenants, span count and (with `runs`) runs and traces, from its index.
     static func expiryFacts(
         _ directory: String, _ id: Int64, runs withRuns: Bool
     ) throws(SQLiteError) -> (
-        tenants: [String], spans: Int, runs: [(tenant: String, run: String)]
+        tenants: [String], spans: Int, runs: [(tenant: String, run: String)],
+        traces: [(tenant: String, trace: String)]
     ) {
         let db = try SQLiteDatabase(path: IndexSchema.path(directory, id), immutable: true)
         var tenants: [String] = []
@@ -297,11 +304,15 @@ extension SpanStore {
         _ = try s.step()
         let spans = Int(s.int64(0))
         var runs: [(tenant: String, run: String)] = []
-        guard withRuns else { return (tenants, spans, runs) }
+        var traces: [(tenant: String, trace: String)] = []
+        guard withRuns else { return (tenants, spans, runs, traces) }
         let r = try db.prepare(
             "SELECT DISTINCT t.name, r.run_id FROM run_traces r JOIN tenants t ON t.id = r.tenant")
         while try r.step() { runs.append((r.text(0) ?? "", r.text(1) ?? "")) }
-        return (tenants, spans, runs)
+        let x = try db.prepare(
+            "SELECT t.name, lower(hex(x.trace_id)) FROM traces x JOIN tenants t ON t.id = x.tenant")
+        while try x.step() { traces.append((x.text(0) ?? "", x.text(1) ?? "")) }
+        return (tenants, spans, runs, traces)
     }
 
     /// Runs `expire` every `checkInterval` seconds until the store closes; `onExpired` is
