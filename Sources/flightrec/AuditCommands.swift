@@ -12,12 +12,12 @@ struct AuditExport: AsyncParsableCommand {
         commandName: "export",
         abstract: "Export a signed audit bundle (one tar archive) from the daemon.",
         discussion: """
-            Calls GET /api/v1/audit/export with an auditor or admin token ($FLIGHTREC_TOKEN) and
-            writes the archive to --out. Select one run (--run), the runs a where expression
-            matches (--where, with --since/--until bounding their start), or, with neither, every
-            span of one --tenant logged from --since to --until, proved complete for that range.
-            --pinned-checkpoint adds a proof of consistency with a checkpoint you pinned earlier.
-            Check the bundle offline with `flightrec audit verify`. Exits 0 when written, 64 on a
+            Calls GET /api/v1/audit/export with an auditor or admin token ($FLIGHTREC_TOKEN) and \
+            writes the archive to --out. Select one run (--run), the runs a where expression \
+            matches (--where, with --since/--until bounding their start), or, with neither, every \
+            span of one --tenant logged from --since to --until, proved complete for that range. \
+            --pinned-checkpoint adds a proof of consistency with a checkpoint you pinned earlier. \
+            Check the bundle offline with `flightrec audit verify`. Exits 0 when written, 64 on a \
             bad request, 66 for an unknown run, 69 when the daemon cannot answer, 77 without the role.
             """)
 
@@ -66,15 +66,15 @@ struct AuditVerify: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Verify an audit bundle offline: signatures, digests, proofs, completeness.",
         discussion: """
-            Uses no daemon and no network. Checks the DSSE signature over the in-toto statement,
-            every file's digest, size and record count, the checkpoint's signature, the inclusion
-            proof of every span, a time range's start checkpoint and consistency, that the
-            decision record, runs and findings are exactly what the spans give, causal
-            completeness (unresolved parents and writes without a decision must each be named by a
-            finding), and, with --pinned-checkpoint, consistency with a checkpoint you pinned.
-            Pin the log's key with --key (as `flightrec audit key` prints it): without it the key
-            the bundle names is used, which proves the bundle self-consistent but not who signed it.
-            Exits 0 when everything holds, 65 when something does not (one line per failure),
+            Uses no daemon and no network. Checks the DSSE signature over the in-toto statement, \
+            every file's digest, size and record count, the checkpoint's signature, the inclusion \
+            proof of every span, a time range's start checkpoint and consistency, that the \
+            decision record, runs and findings are exactly what the spans give, causal \
+            completeness (unresolved parents and writes without a decision must each be named by a \
+            finding), and, with --pinned-checkpoint, consistency with a checkpoint you pinned. \
+            Pin the log's key with --key (as `flightrec audit key` prints it): without it the key \
+            the bundle names is used, which proves the bundle self-consistent but not who signed it. \
+            Exits 0 when everything holds, 65 when something does not (one line per failure), \
             64 on a bad key or checkpoint, 66 when the file cannot be read.
             """)
 
@@ -155,11 +155,11 @@ struct AuditProof: AsyncParsableCommand {
         commandName: "proof",
         abstract: "Print one span's RFC 9162 inclusion proof from a bundle, for checking it alone.",
         discussion: """
-            Takes the span's audit path from the bundle's proof and checks it against the signed
-            checkpoint before printing (JSON): the leaf index, tree size and root, the leaf data
-            (the span's TracesData, base64) and its hash, the audit path, the checkpoint and the
-            span's JSON line. Any RFC 9162 implementation can check it with the checkpoint's key;
-            the rest of the bundle is not needed. Exits 0 with the proof, 65 when the bundle does
+            Takes the span's audit path from the bundle's proof and checks it against the signed \
+            checkpoint before printing (JSON): the leaf index, tree size and root, the leaf data \
+            (the span's TracesData, base64) and its hash, the audit path, the checkpoint and the \
+            span's JSON line. Any RFC 9162 implementation can check it with the checkpoint's key; \
+            the rest of the bundle is not needed. Exits 0 with the proof, 65 when the bundle does \
             not prove the span, 64 on a bad key, 66 when the file cannot be read.
             """)
 

@@ -134,11 +134,11 @@ struct Why: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Why a step happened: the incident card, and with --path the full causal path.",
         discussion: """
-            Give a run and a span, or start from a side effect with --operation-id, --ticket-id,
-            --idempotency-key (or --key K --value V for any indexed key). The card answers:
-            which model call proposed it, which lookup resolved the entity, what memory or
-            retrieval fed it, the policy decision, the approval and who gave it, and what
-            executed; each with its span ID. Path legend: └ the chain from the root, · earlier
+            Give a run and a span, or start from a side effect with --operation-id, --ticket-id, \
+            --idempotency-key (or --key K --value V for any indexed key). The card answers: \
+            which model call proposed it, which lookup resolved the entity, what memory or \
+            retrieval fed it, the policy decision, the approval and who gave it, and what \
+            executed; each with its span ID. Path legend: └ the chain from the root, · earlier \
             steps that completed first, ▶ the step asked about, ↳ linked steps.
             """)
 
@@ -205,7 +205,7 @@ struct Find: AsyncParsableCommand {
         abstract: "Find runs where a span matches an expression.",
         discussion: """
             Example: flightrec find 'gen_ai.tool.name = "disable_managed_device" and policy.outcome = "blocked"'
-            Fields: attribute keys, resource.<key>, name, status, duration, start, tenant, agent,
+            Fields: attribute keys, resource.<key>, name, status, duration, start, tenant, agent, \
             agent.version, span_id, trace_id.
             Operators: = != < <= > >= ~ (contains), exists; and, or, not, parentheses.
             """)

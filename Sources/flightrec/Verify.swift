@@ -41,11 +41,11 @@ struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check the stored spans against the evidence log's signed checkpoints, offline.",
         discussion: """
-            Recomputes every stored span's leaf from the segments and checks every block against
-            the log, every checkpoint's signature, and every checkpoint's root. Works with the
-            daemon stopped or running (it only reads). Give auditors' pinned key with --key:
-            without it the store's own key is used, which cannot tell a re-signed store apart.
-            Exits 0 when everything holds, 65 when something does not (one line per problem,
+            Recomputes every stored span's leaf from the segments and checks every block against \
+            the log, every checkpoint's signature, and every checkpoint's root. Works with the \
+            daemon stopped or running (it only reads). Give auditors' pinned key with --key: \
+            without it the store's own key is used, which cannot tell a re-signed store apart. \
+            Exits 0 when everything holds, 65 when something does not (one line per problem, \
             naming the segment, offset and checkpoint), 64 on a bad key.
             """)
 
