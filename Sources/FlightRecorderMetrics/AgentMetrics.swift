@@ -257,7 +257,8 @@ public final class AgentMetrics: Sendable {
                     isOverflow
                     ? "\(Self.overflowLabel.0)=\"\(Self.overflowLabel.1)\""
                     : zip(key.family.labels, key.labels).map { "\($0)=\"\($1)\"" }.joined(separator: ",")
-                for (bucket, e) in buckets where !dropping(tenant, e.runID) {
+                for (bucket, e) in buckets
+                where e.runID.unicodeScalars.count <= OpenMetrics.maxExemplarRunID && !dropping(tenant, e.runID) {
                     let le = bucket < bounds.count ? bounds[bucket].description : "+Inf"
                     out["\(key.family.name)_bucket{\(labels),le=\"\(le)\"}"] =
                         " # {run_id=\"\(OpenMetrics.escape(e.runID))\"} \(e.value) \(e.time)"

@@ -30,6 +30,11 @@ public enum OpenMetrics {
     }
 
     /// A label value escaped for the text formats.
+    /// The longest run ID an exemplar may carry: an exemplar's label names and values may not
+    /// exceed 128 code points together (OpenMetrics 1.0), and `run_id` takes 6 of them. A
+    /// longer ID gets no exemplar rather than a cut one naming no run.
+    static let maxExemplarRunID = 128 - "run_id".count
+
     static func escape(_ s: String) -> String {
         var out = ""
         for c in s.unicodeScalars {

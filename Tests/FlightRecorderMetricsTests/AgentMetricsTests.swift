@@ -99,6 +99,21 @@ import Testing
         #expect(lines.contains { $0.contains("run-kept") })
     }
 
+    @Test func exemplarsKeepWithinOpenMetricsLabelLimit() {
+        let m = AgentMetrics(registry: PrometheusCollectorRegistry())
+        // 122 code points fit beside `run_id` (128 together); one more does not.
+        for (run, value) in [(String(repeating: "é", count: 122), 0.3), (String(repeating: "r", count: 123), 3.0)] {
+            var d = MetricDeltas()
+            d.observe(
+                .toolCallDuration, ["acme", "a", "v1", "t1", "read"], value,
+                exemplar: .init(runID: run, value: value, time: 1_764_000_000))
+            m.apply(d, now: 0)
+        }
+        let lines = m.exemplarLines().values
+        #expect(lines.count == 1)
+        #expect(lines.contains { $0.contains(String(repeating: "é", count: 122)) })
+    }
+
     @Test func acceptNegotiation() {
         #expect(
             OpenMetrics.wanted(
