@@ -10,16 +10,22 @@ struct PseudonymCommand: AsyncParsableCommand {
         commandName: "pseudonym",
         abstract:
             "Print the pseudonym stored for an identity (approval.approver, enduser.id, redaction.identity_keys).",
-        discussion: "Reads DATA/keys/pseudonym.key (made at the daemon's first start). Exits 64 when there is none.")
+        discussion: """
+            Reads DATA/keys/pseudonym.key (made at the daemon's first start), or with --key a copy \
+            of it, for an auditor who holds the key but not the data directory. Exits 64 when \
+            there is none.
+            """)
 
     @Argument(help: "The identity, as the agent or sidecar sent it (for example alice@corp.example).")
     var value: String
 
     @OptionGroup var storage: DataOptions
 
+    @Option(help: "A copy of the pseudonym key (DATA/keys/pseudonym.key) to use instead of the data directory's.")
+    var key: String?
+
     func run() async throws {
-        let configuration = try storage.load()
-        let path = Daemon.pseudonymKeyPath(dataDirectory: configuration.dataDirectory)
+        let path = try key ?? Daemon.pseudonymKeyPath(dataDirectory: storage.load().dataDirectory)
         var policy = RedactionPolicy()
         do {
             policy.pseudonymKey = try RedactionPolicy.HMACKey.pseudonymKey(path: path, create: false)

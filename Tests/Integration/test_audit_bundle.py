@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -201,6 +202,15 @@ def test_a_run_bundle_verifies_offline_and_holds_the_decision_record(secured, wo
                                               if x.get("tool") == "disable_account" and x["kind"] == "execution"][0]
     granted = next(x for x in decisions if x["kind"] == "approval_granted")
     assert granted["approver"] == pseudonym(d, "alice@corp.example")
+    # An auditor given only a copy of the key gets the same answer, with no data directory.
+    key_copy = os.path.join(workdir, "pseudonym.key.copy")
+    shutil.copy2(os.path.join(d.data, "keys", "pseudonym.key"), key_copy)  # mode 0600 too, or it is refused
+    r = subprocess.run([BIN, "pseudonym", "alice@corp.example", "--key", key_copy, "--data", "/nonexistent"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == granted["approver"], r.stderr
+    r = subprocess.run([BIN, "pseudonym", "alice@corp.example", "--key", key_copy + ".missing"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64 and "pseudonym.key.copy.missing" in r.stderr, r.stderr
     write = next(x for x in decisions if x.get("tool") == "disable_account" and x["kind"] == "execution")
     assert write["operation_id"] == "op-run-audit-1" and write["idempotency_key"] == "idem-run-audit-1"
 
