@@ -52,13 +52,14 @@ struct StatsCommand: AsyncParsableCommand {
             }
             let body = try JSONDecoder().decode(Body.self, from: data)
             func pct(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
-            // Step counts print whole unless interpolated; durations in µs or ms below a second.
+            // Step counts print whole unless interpolated; durations in ms below a second.
             func num(_ x: Double?) -> String {
                 x.map { String(format: $0.rounded() == $0 || $0 >= 100 ? "%.0f" : "%.1f", $0) } ?? "-"
             }
             func duration(_ x: Double?) -> String {
                 guard let x else { return "-" }
-                if x < 0.001 { return String(format: "%.0fµs", x * 1e6) }
+                // The rollups' duration bins start at 1 ms: shorter runs give 0.
+                if x < 0.001 { return "<1ms" }
                 if x < 0.01 { return String(format: "%.1fms", x * 1000) }
                 if x < 1 { return String(format: "%.0fms", x * 1000) }
                 return String(format: x < 100 ? "%.2fs" : "%.0fs", x)
