@@ -75,7 +75,12 @@ public enum Drift {
 
     /// The flagged measures, largest change first.
     public static func compare(baseline: GroupStats, candidate: GroupStats) -> [Change] {
-        measures(baseline: baseline, candidate: candidate).filter(isSignificant).sorted {
+        changes(in: measures(baseline: baseline, candidate: candidate))
+    }
+
+    /// The flagged ones of `measures` (`measures(baseline:candidate:)`), largest change first.
+    public static func changes(in measures: [Change]) -> [Change] {
+        measures.filter(isSignificant).sorted {
             abs(log(max($0.ratio ?? 1e9, 1e-9))) > abs(log(max($1.ratio ?? 1e9, 1e-9)))
         }
     }

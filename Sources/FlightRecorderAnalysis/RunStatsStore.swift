@@ -49,16 +49,19 @@ public final class RunStatsStore: Sendable {
 
     public init(path: String) throws {
         self.path = path
-        var opened: SQLiteDatabase
+        func open() throws(SQLiteError) -> SQLiteDatabase {
+            let db = try SQLiteDatabase(path: path)
+            try db.execute(Self.schema)
+            try Self.keepDailyRollups(db)
+            return db
+        }
+        let opened: SQLiteDatabase
         do throws(SQLiteError) {
-            opened = try SQLiteDatabase(path: path)
-            try opened.execute(Self.schema)
-            try Self.keepDailyRollups(opened)
+            opened = try open()
         } catch {
+            // Derived data: a damaged file is started afresh.
             for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
-            opened = try SQLiteDatabase(path: path)
-            try opened.execute(Self.schema)
-            try Self.keepDailyRollups(opened)
+            opened = try open()
         }
         // A store without aggregates keeps its totals from the first batch; an older store
         // with aggregates gets them once at start-up (`storeMetricTotals`).

@@ -133,7 +133,7 @@ public struct StatsAPI: Sendable {
             CompareBody(
                 by: w.by.rawValue, baseline: baseline, candidate: candidate, since: w.since, until: w.until,
                 alpha: Drift.alpha, minRelativeChange: Drift.minRelativeChange, minSamples: Drift.minSamples,
-                baselineRuns: b.runs, candidateRuns: c.runs, changes: Drift.compare(baseline: b, candidate: c),
+                baselineRuns: b.runs, candidateRuns: c.runs, changes: Drift.changes(in: measures),
                 measures: measures, complete: complete))
     }
 }
