@@ -2,9 +2,10 @@
 # Both install the system packages they need when missing (Debian/Ubuntu, via apt-get).
 
 SYSTEM_PACKAGES := liblz4-dev libssl-dev libzstd-dev libprotobuf-c-dev libsqlite3-dev protobuf-c-compiler zlib1g-dev pkg-config
-# What only the tests need: a real Prometheus server (and promtool) to scrape the daemon, and
-# Chromium with its WebDriver for the web run view (driven by Selenium from PyPI).
-TEST_PACKAGES := prometheus chromium chromium-driver
+# What only the tests need: a real Prometheus server (and promtool) to scrape the daemon,
+# Chromium with its WebDriver for the web run view (driven by Selenium from PyPI), and
+# python3-venv for the virtualenv the OpenTelemetry Python SDK is installed into.
+TEST_PACKAGES := prometheus chromium chromium-driver python3-venv
 VENV := .venv
 PYTHON ?= python3
 FUZZ_TARGETS := FuzzOTLPProtobuf FuzzOTLPJSON FuzzGRPCFraming FuzzWhere FuzzConfig

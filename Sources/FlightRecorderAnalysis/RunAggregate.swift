@@ -112,14 +112,17 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                 let status = a["tool.execution.status"]?.scalarString
                 if status != "blocked" && status != "awaiting_approval" {
                     let errorType = a["error.type"]?.scalarString
-                    let timedOut = [status, errorType].contains { Self.meansTimeout($0) }
                     let failed = s.statusCode == .error || status == "failed" || status == "unknown"
+                    // The rule of `SpanMetrics` and `RunGraph.outcome(of:)`.
+                    let timedOut =
+                        AgentKeys.namesTimeout(status) || AgentKeys.namesTimeout(errorType)
+                        || (s.statusCode == .error && AgentKeys.namesTimeout(s.statusMessage))
                     var c = ToolCounts(calls: 1)
                     if timedOut { c.timeouts = 1 } else if failed { c.errors = 1 }
                     tools[tool, default: ToolCounts()].add(c)
                     toolCalls += 1
-                    let tier = a[AgentKeys.toolTier]?.scalarString ?? ""
-                    if tier.containsBytes("write") && (timedOut || status == "unknown") { uncertainWrites += 1 }
+                    let write = AgentKeys.isWriteTier(a[AgentKeys.toolTier]?.scalarString)
+                    if write && (timedOut || status == "unknown") { uncertainWrites += 1 }
                 }
             }
             if let outcome = a[AgentKeys.policyOutcome]?.scalarString {
@@ -134,8 +137,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                 approvals += 1
                 if decision == "denied" { denied += 1 }
             }
-            let input = Self.number(a["gen_ai.usage.input_tokens"])
-            let output = Self.number(a["gen_ai.usage.output_tokens"])
+            let input = Self.number(a[AgentKeys.inputTokens] ?? a[AgentKeys.legacyInputTokens])
+            let output = Self.number(a[AgentKeys.outputTokens] ?? a[AgentKeys.legacyOutputTokens])
             if operation.map(AgentKeys.modelOperations.contains) ?? (input != nil || output != nil) {
                 modelCalls += 1
                 tokensIn += max(0, input ?? 0)
@@ -162,11 +165,6 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             repeated += g.calls.count - 1
         }
         for f in computed ?? graph.findings(rules: findingRules) { findings[f.kind, default: 0] += 1 }
-    }
-
-    static func meansTimeout(_ s: String?) -> Bool {
-        guard let s = s?.lowercased() else { return false }
-        return AgentKeys.timeoutMarkers.contains { s.contains($0) }
     }
 
     static func number(_ v: AttributeValue?) -> Double? {

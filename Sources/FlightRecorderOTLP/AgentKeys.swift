@@ -24,10 +24,38 @@ public enum AgentKeys {
     public static let ticketID = "ticket.id"
     public static let agentVersion = "service.version"
 
+    /// A model call's token usage (GenAI semantic conventions), and the names the conventions
+    /// used before 1.27 (still sent by older instrumentations), read when the current ones
+    /// are absent.
+    public static let inputTokens = "gen_ai.usage.input_tokens"
+    public static let outputTokens = "gen_ai.usage.output_tokens"
+    public static let legacyInputTokens = "gen_ai.usage.prompt_tokens"
+    public static let legacyOutputTokens = "gen_ai.usage.completion_tokens"
+
     /// `gen_ai.operation.name` values of a model call (the GenAI client operations).
     public static let modelOperations = ["chat", "text_completion", "generate_content", "embeddings"]
-    /// Words that mark a status or `error.type` as a timeout (any ASCII case).
-    public static let timeoutMarkers = ["timeout", "timed_out", "timedout"]
+    /// Words that mark a `tool.execution.status`, an `error.type` or an ERROR span's status
+    /// message as a timeout (any ASCII case): `TimeoutError`, `ReadTimeout`, `timed out`,
+    /// gRPC's `DEADLINE_EXCEEDED`, Go's `context deadline exceeded`. The OTel SDKs set an
+    /// escaped exception's status message to its type and text, so a tool span that raised
+    /// `TimeoutError` counts as a timeout without `error.type`.
+    public static let timeoutMarkers = [
+        "timeout", "timed_out", "timedout", "timed out", "deadline_exceeded", "deadline exceeded", "deadlineexceeded",
+    ]
+
+    /// Whether a `tool.risk_tier` is a write tier: one naming "write" in any ASCII case (the
+    /// sidecar's `low_write` and `privileged_write`, and an agent's own such as
+    /// `financial_write`). Findings, metrics and stats share this rule.
+    public static func isWriteTier(_ tier: String?) -> Bool {
+        tier.map { $0.lowercased().contains("write") } ?? false
+    }
+
+    /// Whether `text` contains one of `timeoutMarkers`, ignoring ASCII case.
+    public static func namesTimeout(_ text: String?) -> Bool {
+        guard let text, !text.isEmpty else { return false }
+        let lower = text.lowercased()
+        return timeoutMarkers.contains { lower.contains($0) }
+    }
 
     /// External IDs indexed at ingest by default, so a side effect leads back to its run.
     public static let defaultExternalIDKeys = [operationID, ticketID, idempotencyKey, approvalTicket, toolCallID]

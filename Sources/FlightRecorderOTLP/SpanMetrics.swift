@@ -56,13 +56,13 @@ public final class MetricRules: Sendable, Equatable {
     static let fixedKeys = [
         AgentKeys.operationName, AgentKeys.toolName, AgentKeys.toolTier, "tool.execution.status", "error.type",
         AgentKeys.policyOutcome, AgentKeys.policyRule, "approval.decision", AgentKeys.requestModel,
-        AgentKeys.responseModel, "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.cost",
-        "flightrec.redacted.rules",
+        AgentKeys.responseModel, AgentKeys.inputTokens, AgentKeys.outputTokens, "gen_ai.usage.cost",
+        "flightrec.redacted.rules", AgentKeys.legacyInputTokens, AgentKeys.legacyOutputTokens,
     ]
 
     enum Slot: Int {
         case operation = 0, tool, tier, status, errorType, policyOutcome, policyRule, approval, requestModel,
-            responseModel, inputTokens, outputTokens, cost, redactedRules
+            responseModel, inputTokens, outputTokens, cost, redactedRules, legacyInputTokens, legacyOutputTokens
     }
 
     public init(
@@ -601,8 +601,12 @@ enum SpanMetrics {
         }
     }
 
-    /// Whether the C string contains one of `AgentKeys.timeoutMarkers`, ignoring ASCII case.
-    static func meansTimeout(_ s: UnsafePointer<CChar>?) -> Bool {
+    /// Whether the C string contains one of `AgentKeys.timeoutMarkers`, ignoring ASCII case
+    /// (`AgentKeys.namesTimeout`).
+    static func meansTimeout(_ s: UnsafePointer<CChar>?) -> Bool { contains(s, anyOf: AgentKeys.timeoutMarkers) }
+
+    /// Whether the C string contains one of `words` (lower case), ignoring ASCII case.
+    static func contains(_ s: UnsafePointer<CChar>?, anyOf words: [String]) -> Bool {
         guard let s else { return false }
         func lower(_ i: Int) -> UInt8 {
             let b = UInt8(truncatingIfNeeded: s[i])
@@ -610,7 +614,7 @@ enum SpanMetrics {
         }
         var i = 0
         while s[i] != 0 {
-            for word in AgentKeys.timeoutMarkers {
+            for word in words {
                 var j = 0
                 for w in word.utf8 {
                     guard s[i + j] != 0, lower(i + j) == w else { break }
@@ -683,9 +687,12 @@ enum SpanMetrics {
             let status = string(values, .status)
             // An execution the sidecar blocked or left waiting for approval never ran.
             if !equals(status, "blocked") && !equals(status, "awaiting_approval") {
-                let timedOut = meansTimeout(status) || meansTimeout(string(values, .errorType))
-                let failed =
-                    span.status?.pointee.code.rawValue == 2 || equals(status, "failed") || equals(status, "unknown")
+                let statusError = span.status?.pointee.code.rawValue == 2
+                let failed = statusError || equals(status, "failed") || equals(status, "unknown")
+                // The rule of `RunAggregate` and `RunGraph.outcome(of:)` (`AgentKeys.timeoutMarkers`).
+                let timedOut =
+                    meansTimeout(status) || meansTimeout(string(values, .errorType))
+                    || (statusError && meansTimeout(span.status?.pointee.message))
                 let outcome = timedOut ? l.timeout : failed ? l.error : l.ok
                 var task = r.taskType ?? l.missing
                 for s in rules.taskSlots {
@@ -701,7 +708,8 @@ enum SpanMetrics {
                     .toolCallDuration, toolTier, seconds,
                     exemplar: { .init(runID: runID(), value: seconds, time: endSeconds) }
                 ) { [r.tenant, r.agent, version, tool, tier] }
-                let write = tierName.map { strstr($0, "write") != nil } ?? false
+                // `AgentKeys.isWriteTier`, on the C string.
+                let write = contains(tierName, anyOf: ["write"])
                 if write && (timedOut || equals(status, "unknown")) {
                     d.count(.uncertainWrites, toolTier) { [r.tenant, r.agent, version, tool, tier] }
                 }
@@ -724,8 +732,12 @@ enum SpanMetrics {
             d.count(.approvals, base.adding(tool).adding(label)) { [r.tenant, r.agent, version, tool, label] }
         }
 
-        let input = number(values, MetricRules.Slot.inputTokens.rawValue)
-        let output = number(values, MetricRules.Slot.outputTokens.rawValue)
+        let input =
+            number(values, MetricRules.Slot.inputTokens.rawValue)
+            ?? number(values, MetricRules.Slot.legacyInputTokens.rawValue)
+        let output =
+            number(values, MetricRules.Slot.outputTokens.rawValue)
+            ?? number(values, MetricRules.Slot.legacyOutputTokens.rawValue)
         let isModelCall = operation.map { isModelOperation($0, rules) } ?? (input != nil || output != nil)
         if isModelCall {
             let modelName = string(values, .responseModel) ?? string(values, .requestModel)

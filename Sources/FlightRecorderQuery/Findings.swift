@@ -39,7 +39,6 @@ public struct RepeatGroup: Sendable {
 }
 
 extension RunGraph {
-    static let writeTiers: Set<String> = ["low_write", "privileged_write"]
     /// The span the sidecar records when an operator reconciles an uncertain write; it links
     /// to the execution and carries its idempotency key.
     public static let reconciledSpanName = "tool.reconciled"
@@ -54,7 +53,7 @@ extension RunGraph {
     /// A tool execution: `gen_ai.operation.name = execute_tool`, or a span named `execute_tool …`.
     func isExecution(_ i: Int) -> Bool { executes[i] }
 
-    func isWrite(_ i: Int) -> Bool { attr(i, AgentKeys.toolTier).map(Self.writeTiers.contains) ?? false }
+    func isWrite(_ i: Int) -> Bool { AgentKeys.isWriteTier(attr(i, AgentKeys.toolTier)) }
 
     /// A model call: a GenAI client operation, or a span named `chat …`.
     func isModelCall(_ i: Int) -> Bool {
@@ -77,10 +76,7 @@ extension RunGraph {
         default: break
         }
         guard spans[i].statusCode == .error else { return .succeeded }
-        let timeout = [spans[i].statusMessage, attr(i, "error.type") ?? ""].contains { text in
-            let lower = text.lowercased()
-            return AgentKeys.timeoutMarkers.contains { lower.contains($0) }
-        }
+        let timeout = AgentKeys.namesTimeout(spans[i].statusMessage) || AgentKeys.namesTimeout(attr(i, "error.type"))
         return timeout ? .timedOut : .failed
     }
 

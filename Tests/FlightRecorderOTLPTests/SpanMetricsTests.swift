@@ -22,12 +22,13 @@ import Testing
 
     func span(
         _ n: UInt8, parent: UInt8? = 1, name: String = "step", seconds: Double = 0.5, status: UInt64 = 0,
-        _ attributes: [(String, TestValue)]
+        message: String = "", _ attributes: [(String, TestValue)]
     ) -> TestSpan {
         TestSpan(
             trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(n),
             parent: parent.map { RequestBuilder.spanID($0) } ?? [], name: name, start: 1_000_000_000,
-            end: 1_000_000_000 + UInt64(seconds * 1e9), attributes: [run] + attributes, statusCode: status)
+            end: 1_000_000_000 + UInt64(seconds * 1e9), attributes: [run] + attributes, statusCode: status,
+            statusMessage: message)
     }
 
     @Test func toolCallsByOutcomeWithDurationAndUncertainWrites() {
@@ -43,18 +44,25 @@ import Testing
             span(5, tool + [("tool.execution.status", .string("unknown"))]),
             span(6, tool + [("tool.execution.status", .string("blocked"))]),
             span(7, tool + [("error.type", .string("TimeoutError"))]),
+            // What an OTel SDK records for an exception escaping the span: status ERROR with the
+            // exception's type and text, no error.type.
+            span(8, status: 2, message: "TimeoutError: The read operation timed out", tool),
+            span(9, status: 2, message: "rpc error: code = DeadlineExceeded", tool),
+            // Only an ERROR span's message counts.
+            span(10, status: 1, message: "finished before the timeout", tool),
         ])
         let base = ["acme", "it-agent", "v2", MetricLabel.missing, "disable_account", "privileged_write"]
-        #expect(d.counters[SeriesKey(.toolCalls, base + ["ok"])] == 1)
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["ok"])] == 2)
         #expect(d.counters[SeriesKey(.toolCalls, base + ["error"])] == 2)  // status error, and "unknown"
-        #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 2)  // timed_out, TimeoutError
+        // timed_out, TimeoutError, and the two status messages
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 4)
         // A blocked execution never ran.
-        #expect(d.counters.filter { $0.key.family == .toolCalls }.map(\.value).reduce(0, +) == 5)
+        #expect(d.counters.filter { $0.key.family == .toolCalls }.map(\.value).reduce(0, +) == 8)
         let short = ["acme", "it-agent", "v2", "disable_account", "privileged_write"]
-        #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 3)
+        #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 5)
         let h = d.histograms[SeriesKey(.toolCallDuration, short)]
-        #expect(h?.count == 5)
-        #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 + 0.5)) < 1e-6 } == true)
+        #expect(h?.count == 8)
+        #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 * 5)) < 1e-6 } == true)
         #expect(h?.exemplar?.exemplar.runID == "run-1")
     }
 
@@ -116,6 +124,17 @@ import Testing
         // 3 $ per million input tokens and 15 per million output, then the span's own cost.
         let cost = d.counters[SeriesKey(.cost, labels)] ?? 0
         #expect(abs(cost - (3 + 0.03 + 0.25)) < 1e-9)
+
+        // The names before semconv 1.27 (older instrumentations), read when the current ones
+        // are absent, never added to them.
+        let legacy: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("m-large")),
+            ("gen_ai.usage.prompt_tokens", .int(1_000_000)), ("gen_ai.usage.completion_tokens", .int(2_000)),
+        ]
+        let old = metrics([span(2, legacy), span(3, chat + legacy.dropFirst(2))], rules: rules)
+        #expect(old.histograms[SeriesKey(.tokenUsage, labels + ["input"])]?.sum == 2_000_000)
+        #expect(old.histograms[SeriesKey(.tokenUsage, labels + ["output"])]?.sum == 4_000)
+        #expect(abs((old.counters[SeriesKey(.cost, labels)] ?? 0) - 2 * 3.03) < 1e-9)
     }
 
     @Test func labelValuesAreBoundedAndNeverFreeText() {

@@ -23,7 +23,8 @@ SECOND = 1_000_000_000
 def export_versions(daemon):
     """400 runs of each version. v2 takes twice the steps and its procurement calls time out
     three times as often (15 % against 5 %); everything else (durations, errors, policy) is the
-    same. Every run lasts exactly 2 s, whatever its steps."""
+    same. Every run lasts exactly 2 s, whatever its steps. A timeout that only the span's
+    status names (an SDK-recorded TimeoutError) is a timeout, not an error."""
     provider = TracerProvider(resource=Resource.create({"service.name": "procurement-agent", "tenant.id": "acme"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=daemon.otlp_url, timeout=10),
                                                    max_queue_size=100_000, max_export_batch_size=512,
@@ -43,10 +44,22 @@ def export_versions(daemon):
                     **common, "gen_ai.operation.name": "chat", "gen_ai.request.model": "m-1",
                     "gen_ai.usage.input_tokens": 100}).end(end_time=t0 + (s + 1) * 1000 + 500)
             timed_out = i % timeout_every < (3 if version == "v2" else 1)
-            tool = tracer.start_span("execute_tool procure", context=ctx, start_time=t0 + SECOND, attributes={
-                **common, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "procure",
-                "tool.risk_tier": "low_write", "tool.execution.status": "timed_out" if timed_out else "succeeded"})
-            if timed_out:
+            # Half the timeouts as the sidecar records them, half as the SDK records an
+            # exception escaping the span: status ERROR "TimeoutError: ...", no attribute says so.
+            raised = timed_out and i % 2 == 1
+            attributes = {**common, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "procure",
+                          "tool.risk_tier": "low_write"}
+            if not raised:
+                attributes["tool.execution.status"] = "timed_out" if timed_out else "succeeded"
+            tool = tracer.start_span("execute_tool procure", context=ctx, start_time=t0 + SECOND,
+                                     attributes=attributes)
+            if raised:
+                try:
+                    with api.use_span(tool, end_on_exit=False):
+                        raise TimeoutError("the procurement backend did not answer")
+                except TimeoutError:
+                    pass
+            elif timed_out:
                 tool.set_status(Status(StatusCode.ERROR, "timeout"))
             tool.end(end_time=t0 + SECOND + 1000)
             root.end(end_time=t0 + 2 * SECOND)
@@ -76,6 +89,7 @@ def test_stats_and_drift_flag_exactly_what_changed(workdir):
         assert groups["v1"]["steps"]["p50"] == 4 and groups["v2"]["steps"]["p50"] == 8
         assert groups["v1"]["tools"]["procure"]["timeoutRate"] == 0.05
         assert groups["v2"]["tools"]["procure"]["timeoutRate"] == 0.15
+        assert groups["v1"]["tools"]["procure"]["errorRate"] == 0 == groups["v2"]["tools"]["procure"]["errorRate"]
         assert abs(groups["v1"]["durationSeconds"]["p50"] - 2) < 0.05
         # A failed tool call is not a failed run: the root's status decides.
         assert groups["v1"]["errorRate"] == 0 and groups["v2"]["errorRate"] == 0
@@ -108,11 +122,12 @@ def test_stats_and_drift_flag_exactly_what_changed(workdir):
         assert out.returncode == 1, out.stdout
         assert "cannot judge agent.version=v3: 0 settled runs" in out.stderr, out.stderr
 
-        # A `where` narrows the runs to those with a matching span.
+        # A `where` narrows the runs to those with a matching span: the timeouts the attribute
+        # names (v2's odd-numbered ones were raised instead).
         code, narrowed = daemon.get("/api/v1/stats?by=agent.version&since=3h&where=" +
                                     urllib.request.quote('tool.execution.status = "timed_out"'))
         assert code == 200 and narrowed["source"] == "runs"
-        assert {g["group"]: g["runs"] for g in narrowed["groups"]} == {"v1": 20, "v2": 60}
+        assert {g["group"]: g["runs"] for g in narrowed["groups"]} == {"v1": 20, "v2": 40}
         assert daemon.get("/api/v1/stats?by=nonsense")[0] == 400
 
         # The run families of the metrics, and the stats, are the same after a restart.

@@ -1,0 +1,76 @@
+import FlightRecorderAnalysis
+import FlightRecorderOTLP
+import FlightRecorderTesting
+import Testing
+
+/// One rule says whether a tool call timed out, and the three places that count them agree
+/// on it: the per-run aggregate `GET /api/v1/stats` and `stats compare` read, the
+/// `flightrec_tool_calls_total{outcome}` counters, and the run's `uncertain_write` findings.
+@Suite struct ToolOutcomeTests {
+    static let tool: [(String, TestValue)] = [
+        ("agent.run.id", .string("run-t")), ("gen_ai.operation.name", .string("execute_tool")),
+        ("gen_ai.tool.name", .string("procure")), ("tool.risk_tier", .string("financial_write")),
+    ]
+
+    static func span(
+        _ n: UInt8, status: UInt64 = 0, message: String = "", _ extra: [(String, TestValue)] = []
+    )
+        -> TestSpan
+    {
+        TestSpan(
+            trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(n),
+            parent: n == 1 ? [] : RequestBuilder.spanID(1), name: n == 1 ? "invoke_agent" : "execute_tool procure",
+            start: 1_000_000_000 + UInt64(n) * 1_000_000, end: 1_000_000_000 + UInt64(n) * 1_000_000 + 500_000,
+            // Each call its own idempotency key: distinct calls, none settling another.
+            attributes: n == 1
+                ? [("agent.run.id", .string("run-t"))]
+                : tool + [("idempotency.key", .string("k-\(n)"))] + extra, statusCode: status,
+            statusMessage: message)
+    }
+
+    @Test func timeoutsCountAlikeInStatsMetricsAndFindings() throws {
+        let spans = [
+            Self.span(1),
+            Self.span(2),  // ok
+            Self.span(3, status: 2, message: "HTTPError: 502 Bad Gateway"),  // error
+            Self.span(4, [("tool.execution.status", .string("timed_out"))]),
+            Self.span(5, status: 2, [("error.type", .string("ReadTimeout"))]),
+            // An exception escaping the span in an OTel SDK: ERROR, "Type: text", no error.type.
+            Self.span(6, status: 2, message: "TimeoutError: The read operation timed out"),
+            Self.span(7, status: 2, message: "rpc error: code = DeadlineExceeded desc = context deadline exceeded"),
+            Self.span(8, status: 1, message: "done well before the timeout"),  // ok: not an error
+        ]
+        let body = RequestBuilder.request(resource: [("service.name", .string("buyer"))], spans: spans)
+        let records = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        let a = RunAggregate(tenant: "", runID: "run-t", agent: "buyer", spans: records, rules: MetricRules())
+        #expect(a.tools["procure"] == .init(calls: 7, errors: 1, timeouts: 4))
+        #expect(a.uncertainWrites == 4)
+        #expect(a.findings["uncertain_write"] == 4)
+
+        let deltas = try #require(
+            IndexFacts.extract(body, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: MetricRules())
+        ).metrics.deltas
+        var calls: [String: Double] = [:]
+        for (key, n) in deltas.counters where key.family == .toolCalls { calls[key.labels.last!, default: 0] += n }
+        #expect(calls == ["ok": 2, "error": 1, "timeout": 4])
+        #expect(deltas.counters.filter { $0.key.family == .uncertainWrites }.map(\.value).reduce(0, +) == 4.0)
+    }
+
+    /// Token usage under the names before semconv 1.27 counts in the stats as in the metrics.
+    @Test func legacyTokenNamesCount() throws {
+        let chat: [(String, TestValue)] = [
+            ("agent.run.id", .string("run-t")), ("gen_ai.operation.name", .string("chat")),
+            ("gen_ai.usage.prompt_tokens", .int(120)), ("gen_ai.usage.completion_tokens", .int(30)),
+        ]
+        let spans = [
+            Self.span(1),
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(2), parent: RequestBuilder.spanID(1),
+                name: "chat", start: 1_000_000_000, end: 1_000_500_000, attributes: chat),
+        ]
+        let body = RequestBuilder.request(resource: [("service.name", .string("buyer"))], spans: spans)
+        let records = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        let a = RunAggregate(tenant: "", runID: "run-t", agent: "buyer", spans: records, rules: MetricRules())
+        #expect(a.tokensIn == 120 && a.tokensOut == 30 && a.steps == 1)
+    }
+}
