@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -103,6 +104,10 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
             assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         assert "example.com" not in text and "metrics-run-" not in text
         assert 'flightrec_metric_series{family="flightrec_tool_calls_total"} ' in text
+        # Prometheus's own linter passes the exposition: every family has HELP and TYPE, the
+        # counters end in _total, no name breaks a convention.
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
 
         # Prometheus asked for OpenMetrics: the exemplars carry run IDs, and only run IDs.
         deadline = time.time() + 30

@@ -20,7 +20,7 @@ public final class MetricsEndpoint: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let agent: AgentMetrics
     /// swift-metrics' view of `registry`, for the store's timings (the fsync histogram).
-    public let factory: PrometheusMetricsFactory
+    public let factory: DescribedMetricsFactory
     private let wiring = Mutex<Wiring?>(nil)
 
     struct Wiring {
@@ -43,13 +43,18 @@ public final class MetricsEndpoint: Sendable {
         registry = PrometheusCollectorRegistry()
         agent = AgentMetrics(
             registry: registry, maxSeriesPerFamily: settings.maxSeriesPerFamily, seriesTTL: settings.seriesTTLSeconds)
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets[StoreConfiguration.fsyncTimerLabel] = [
-            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
-            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-            .milliseconds(250), .milliseconds(500), .seconds(1),
-        ]
-        self.factory = factory
+        factory = DescribedMetricsFactory(
+            registry: registry,
+            timers: [
+                StoreConfiguration.fsyncTimerLabel: (
+                    "Duration of each group commit's fsync of the active segment.",
+                    [
+                        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+                        .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                    ]
+                )
+            ])
     }
 
     /// Adds what an index round committed (the store's `onMetrics`), on a queue of its own:
