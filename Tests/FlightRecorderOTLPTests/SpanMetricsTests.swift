@@ -66,6 +66,27 @@ import Testing
         #expect(h?.exemplar?.exemplar.runID == "run-1")
     }
 
+    /// The ingest path's matcher (over C strings) knows every word of
+    /// `AgentKeys.timeoutMarkers`, the list the stats and findings use, in any case; and a
+    /// tier naming "write" in any case is a write.
+    @Test func ingestKnowsEveryTimeoutMarker() {
+        let tool: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("t")),
+            ("tool.risk_tier", .string("Financial_WRITE")),
+        ]
+        let markers = AgentKeys.timeoutMarkers
+        let spans = markers.enumerated().map { n, word in
+            span(UInt8(n + 2), status: 2, message: "x " + word.uppercased() + " y", tool)
+        }
+        let d = metrics([span(1, parent: nil, name: "invoke_agent", [])] + spans + [span(40, status: 2, tool)])
+        var calls: [String: Double] = [:]
+        for (key, n) in d.counters where key.family == .toolCalls { calls[key.labels.last!, default: 0] += n }
+        #expect(calls == ["timeout": Double(markers.count), "error": 1])
+        #expect(markers.allSatisfy { AgentKeys.namesTimeout("x " + $0.uppercased()) })
+        let uncertain = d.counters.filter { $0.key.family == .uncertainWrites }.map(\.value).reduce(0, +)
+        #expect(uncertain == Double(markers.count))
+    }
+
     @Test func versionFromSpanThenRootThenResource() {
         let op: [(String, TestValue)] = [("gen_ai.operation.name", .string("execute_tool"))]
         // No root in the request: the resource's service.version.
