@@ -166,11 +166,14 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
 
 def test_metrics_endpoint_needs_the_metrics_or_admin_role(workdir):
     tokens = {"scraper": ("tok-scraper-51", "metrics"), "responder": ("tok-resp-52", "responder"),
-              "ingest": ("tok-ingest-53", "ingest")}
+              "ingest": ("tok-ingest-53", "ingest"), "ingest-globex": ("tok-ingest-54", "ingest"),
+              "scraper-globex": ("tok-scraper-55", "metrics")}
     lines = ["auth:\n  tokens:\n"]
     for name, (tok, role) in tokens.items():
         digest = hashlib.sha256(tok.encode()).hexdigest()
-        tenants = "tenant: acme" if role == "ingest" else "tenants: ['*']"
+        tenant = "globex" if name.endswith("globex") else "acme"
+        tenants = f"tenant: {tenant}" if role == "ingest" else \
+            "tenants: [globex]" if name == "scraper-globex" else "tenants: ['*']"
         lines.append(f"    - name: {name}\n      sha256: {digest}\n      {tenants}\n      roles: [{role}]\n")
     daemon = Daemon(workdir, extra_config="".join(lines)).start()
     prom = None
@@ -196,6 +199,37 @@ def test_metrics_endpoint_needs_the_metrics_or_admin_role(workdir):
         prom.wait_for('up{job="flightrec"}', 1)
         prom.wait_for("count(flightrec_metric_series)", 15)  # one per agent metric family
         assert all(h == "up" for h, _ in prom.target_health())
+
+        # Tenants stay apart: a metrics token bound to globex reads globex's series only (and
+        # not the daemon's own families, which count every tenant); the '*' token reads both.
+        for name in ("ingest", "ingest-globex"):
+            agent = Agent(daemon.otlp_url, token=tokens[name][0])
+            with agent.tracer.start_as_current_span("execute_tool lookup", attributes={
+                    "agent.run.id": f"scoped-{name}", "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": "lookup", "tool.risk_tier": "read"}):
+                pass
+            agent.shutdown()
+
+        def scrape(tok, accept=None):
+            request = urllib.request.Request(daemon.api_url + "/metrics", headers={"Authorization": "Bearer " + tok})
+            if accept:
+                request.add_header("Accept", accept)
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.read().decode()
+
+        deadline = time.time() + 30
+        while 'tenant="globex"' not in scrape(tokens["scraper"][0]) and time.time() < deadline:
+            time.sleep(0.5)
+        everything = scrape(tokens["scraper"][0])
+        assert 'tenant="acme"' in everything and 'tenant="globex"' in everything
+        for accept in (None, "application/openmetrics-text;version=1.0.0"):
+            scoped = scrape(tokens["scraper-globex"][0], accept)
+            samples = [line for line in scoped.splitlines() if line and not line.startswith("#")]
+            assert samples and all('tenant="globex"' in line for line in samples), scoped
+            assert "flightrec_spans_accepted_total" not in scoped and "flightrec_tool_calls_total" in scoped
+        lint = subprocess.run(["promtool", "check", "metrics"], input=scrape(tokens["scraper-globex"][0]),
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
     finally:
         if prom:
             prom.stop()

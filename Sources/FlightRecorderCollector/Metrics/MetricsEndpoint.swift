@@ -228,14 +228,19 @@ public final class MetricsEndpoint: Sendable {
         }
     }
 
-    /// The exposition `accept` asks for, and its content type.
-    public func render(accept: String?) -> (body: [UInt8], contentType: String) {
+    /// The exposition `accept` asks for, and its content type: for a caller bound to some
+    /// tenants, only their series (`TenantExposition`).
+    public func render(accept: String?, scope: TenantScope = .all) -> (body: [UInt8], contentType: String) {
         refresh()
-        let text = registry.emitToBuffer()
+        var text = registry.emitToBuffer()
+        if case .only(let tenants) = scope { text = TenantExposition.keeping(text, tenants: tenants) }
         if OpenMetrics.wanted(accept: accept) {
             // An erased run is never named, not even by an exemplar.
             let erasures = wiring.withLock { $0?.store.erasures }
-            let exemplars = agent.exemplarLines(dropping: { erasures?.hides(tenant: $0, run: $1) ?? false })
+            let exemplars = agent.exemplarLines(dropping: { tenant, run in
+                !(tenant.map(scope.contains) ?? (scope == .all))
+                    || (erasures?.hides(tenant: tenant, run: run) ?? false)
+            })
             return (OpenMetrics.convert(text, exemplars: exemplars), OpenMetrics.contentType)
         }
         return (text, OpenMetrics.prometheusContentType)
@@ -243,8 +248,8 @@ public final class MetricsEndpoint: Sendable {
 
     public func addRoute(to router: Router<some RequestContext>, api: QueryAPI) {
         router.get("/metrics") { request, _ in
-            await api.handle(request, roles: [.admin, .metrics]) { _ in
-                let (body, type) = self.render(accept: request.headers[.accept])
+            await api.handle(request, roles: [.admin, .metrics]) { caller in
+                let (body, type) = self.render(accept: request.headers[.accept], scope: caller.scope)
                 return Response(
                     status: .ok, headers: [.contentType: type], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
             }
