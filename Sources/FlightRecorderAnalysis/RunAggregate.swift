@@ -107,8 +107,12 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         for s in spans {
             let a = s.attributes
             let operation = a[AgentKeys.operationName]?.scalarString
-            let tool = MetricLabel.value(a[AgentKeys.toolName]?.scalarString)
-            if operation == "execute_tool" {
+            // The rules of `SpanMetrics` and `RunGraph`: a tool execution names its operation,
+            // or without one its span ("execute_tool {tool}", which also names the tool).
+            let isExecution = operation == "execute_tool" || (operation == nil && s.name.hasPrefix("execute_tool"))
+            let named = isExecution && s.name.hasPrefix("execute_tool ") ? String(s.name.dropFirst(13)) : nil
+            let tool = MetricLabel.value(a[AgentKeys.toolName]?.scalarString ?? named)
+            if isExecution {
                 let status = a["tool.execution.status"]?.scalarString
                 if status != "blocked" && status != "awaiting_approval" {
                     let errorType = a["error.type"]?.scalarString
@@ -139,7 +143,9 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             }
             let input = Self.number(a[AgentKeys.inputTokens] ?? a[AgentKeys.legacyInputTokens])
             let output = Self.number(a[AgentKeys.outputTokens] ?? a[AgentKeys.legacyOutputTokens])
-            if operation.map(AgentKeys.modelOperations.contains) ?? (input != nil || output != nil) {
+            if operation.map(AgentKeys.modelOperations.contains)
+                ?? (input != nil || output != nil || s.name.hasPrefix("chat "))
+            {
                 modelCalls += 1
                 tokensIn += max(0, input ?? 0)
                 tokensOut += max(0, output ?? 0)

@@ -612,6 +612,21 @@ enum SpanMetrics {
             || containsFolded(s, "deadline exceeded") || containsFolded(s, "deadlineexceeded")
     }
 
+    /// Whether the C string starts with `prefix`.
+    @inline(__always)
+    static func hasPrefix(_ s: UnsafePointer<CChar>?, _ prefix: StaticString) -> Bool {
+        guard let s else { return false }
+        let p = prefix.utf8Start
+        for i in 0..<prefix.utf8CodeUnitCount where UInt8(truncatingIfNeeded: s[i]) != p[i] { return false }
+        return true
+    }
+
+    /// The tool an `execute_tool {tool}` span name names, if it does.
+    static func executedTool(_ name: UnsafePointer<CChar>?) -> UnsafePointer<CChar>? {
+        guard let name, hasPrefix(name, "execute_tool "), name[13] != 0 else { return nil }
+        return name + 13
+    }
+
     /// Whether the C string contains `word` (lower-case ASCII), ignoring ASCII case.
     @inline(__always)
     static func containsFolded(_ s: UnsafePointer<CChar>, _ word: StaticString) -> Bool {
@@ -681,7 +696,12 @@ enum SpanMetrics {
         let operation = string(values, .operation)
         let endSeconds = Double(span.end_time_unix_nano) / 1e9
         let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
-        let toolName = string(values, .tool)
+        // A tool execution names its operation, or without one its span as the GenAI
+        // conventions do ("execute_tool {tool}"); its tool is gen_ai.tool.name, else the span
+        // name's. The findings' rule (`RunGraph`), and the stats' (`RunAggregate`).
+        let isExecution =
+            equals(operation, "execute_tool") || (operation == nil && hasPrefix(span.name, "execute_tool"))
+        let toolName = string(values, .tool) ?? (isExecution ? executedTool(span.name) : nil)
         let tool = toolName.map { LabelRef($0) } ?? l.missing
         let tierName = string(values, .tier)
         let tier = tierName.map { LabelRef($0) } ?? l.missing
@@ -689,7 +709,7 @@ enum SpanMetrics {
         let base = LabelHash().adding(r.tenant).adding(r.agent).adding(version)
         let toolTier = base.adding(tool).adding(tier)
 
-        if equals(operation, "execute_tool") {
+        if isExecution {
             let status = string(values, .status)
             // An execution the sidecar blocked or left waiting for approval never ran.
             if !equals(status, "blocked") && !equals(status, "awaiting_approval") {
@@ -744,7 +764,10 @@ enum SpanMetrics {
         let output =
             number(values, MetricRules.Slot.outputTokens.rawValue)
             ?? number(values, MetricRules.Slot.legacyOutputTokens.rawValue)
-        let isModelCall = operation.map { isModelOperation($0, rules) } ?? (input != nil || output != nil)
+        // Without gen_ai.operation.name: token usage, or a span named as a chat (`RunGraph`).
+        let isModelCall =
+            operation.map { isModelOperation($0, rules) }
+            ?? (input != nil || output != nil || hasPrefix(span.name, "chat "))
         if isModelCall {
             let modelName = string(values, .responseModel) ?? string(values, .requestModel)
             let model = modelName.map { LabelRef($0) } ?? l.missing

@@ -55,10 +55,15 @@ extension RunGraph {
 
     func isWrite(_ i: Int) -> Bool { AgentKeys.isWriteTier(attr(i, AgentKeys.toolTier)) }
 
-    /// A model call: a GenAI client operation, or a span named `chat …`.
+    /// A model call: a GenAI client operation, or without `gen_ai.operation.name` a span named
+    /// `chat …` or one with token usage (the rule of the metrics and the stats).
     func isModelCall(_ i: Int) -> Bool {
         if let op = attr(i, AgentKeys.operationName) { return AgentKeys.modelOperations.contains(op) }
-        return spans[i].name.hasPrefix("chat ")
+        if spans[i].name.hasPrefix("chat ") { return true }
+        return [
+            AgentKeys.inputTokens, AgentKeys.outputTokens, AgentKeys.legacyInputTokens, AgentKeys.legacyOutputTokens,
+        ]
+        .contains { attr(i, $0).flatMap(Double.init) != nil }
     }
 
     func toolName(_ i: Int) -> String {

@@ -73,4 +73,38 @@ import Testing
         let a = RunAggregate(tenant: "", runID: "run-t", agent: "buyer", spans: records, rules: MetricRules())
         #expect(a.tokensIn == 120 && a.tokensOut == 30 && a.steps == 1)
     }
+
+    /// Spans without `gen_ai.operation.name`, named as the GenAI conventions name them: a
+    /// tool execution (`execute_tool {tool}`, the tool from the name) and model calls (`chat
+    /// {model}`, or token usage) count as steps alike in the stats and the metrics.
+    @Test func spansNamedByTheConventionsWithoutAnOperation() throws {
+        func span(_ n: UInt8, _ name: String, _ attributes: [(String, TestValue)] = []) -> TestSpan {
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(n),
+                parent: n == 1 ? [] : RequestBuilder.spanID(1), name: name, start: 1_000_000_000,
+                end: 1_000_500_000, attributes: [("agent.run.id", .string("run-n"))] + attributes)
+        }
+        let spans = [
+            span(1, "invoke_agent buyer"),
+            span(2, "execute_tool reset_password"),
+            span(3, "execute_tool reset_password", [("gen_ai.tool.name", .string("unlock"))]),
+            span(4, "chat gpt-4o"),
+            span(5, "llm.call", [("gen_ai.usage.input_tokens", .int(10))]),
+            span(6, "lookup"),  // neither
+        ]
+        let body = RequestBuilder.request(resource: [("service.name", .string("buyer"))], spans: spans)
+        let records = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        let a = RunAggregate(tenant: "", runID: "run-n", agent: "buyer", spans: records, rules: MetricRules())
+        #expect(a.toolCalls == 2 && a.steps == 4)
+        #expect(a.tools["reset_password"]?.calls == 1 && a.tools["unlock"]?.calls == 1)
+
+        let deltas = try #require(
+            IndexFacts.extract(body, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: MetricRules())
+        ).metrics.deltas
+        var calls: [String: Double] = [:]
+        for (key, n) in deltas.counters where key.family == .toolCalls { calls[key.labels[4], default: 0] += n }
+        #expect(calls == ["reset_password": 1, "unlock": 1])
+        let modelCalls = deltas.histograms.filter { $0.key.family == .operationDuration }.map(\.value.count)
+        #expect(modelCalls.reduce(0, +) == 2)
+    }
 }
