@@ -1,15 +1,15 @@
 /// The exposition a token bound to some tenants may read: only the samples labelled with one
 /// of its tenants (`tenant="…"`), and the HELP and TYPE lines of the families that keep a
-/// sample. A family without a `tenant` label (the daemon's own: spans accepted, bytes stored,
-/// series per family) counts every tenant, so it is left out; so is the overflow series of
-/// a family over its cap, which mixes tenants. A token for every tenant (`tenants: ['*']`)
-/// reads the whole registry.
+/// sample. A sample without a `tenant` label (the daemon's own families: spans accepted,
+/// bytes stored, series per family; and a family's overflow series) counts every tenant, so
+/// it is kept only with `keepUntenanted` (an admin's: the operator of the daemon). A token
+/// for every tenant (`tenants: ['*']`) reads the whole registry.
 ///
 /// Hand-written: swift-prometheus emits a whole registry, with no filter on label values.
 /// Every label value the registry holds passed `MetricLabel` (identifier characters only),
 /// so a value holds no quote or brace and a sample's labels end at its first `}`.
 public enum TenantExposition {
-    public static func keeping(_ text: [UInt8], tenants: Set<String>) -> [UInt8] {
+    public static func keeping(_ text: [UInt8], tenants: Set<String>, keepUntenanted: Bool = false) -> [UInt8] {
         let allowed = Set(tenants.map { Array($0.utf8) })
         let key = Array("tenant=\"".utf8)
         var out: [UInt8] = []
@@ -36,7 +36,11 @@ public enum TenantExposition {
                     continue
                 }
                 lastWasComment = false
-                guard let tenant = tenant(of: line, key: key), allowed.contains(Array(tenant)) else { continue }
+                if let tenant = tenant(of: line, key: key) {
+                    guard allowed.contains(Array(tenant)) else { continue }
+                } else if !keepUntenanted {
+                    continue
+                }
                 if !headerWritten {
                     out.append(contentsOf: header)
                     headerWritten = true

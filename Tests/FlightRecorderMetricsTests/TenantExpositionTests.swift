@@ -50,5 +50,11 @@ import Testing
         #expect(two.contains("flightrec_redactions_total{tenant=\"globex\""))
         #expect(!two.contains("tenant=\"acme\"") && !two.contains("overflow") && !two.contains("accepted"))
         #expect(TenantExposition.keeping(Array(Self.text.utf8), tenants: []).isEmpty)
+        // An admin bound to tenants also reads the daemon's own families and the overflow.
+        let admin = String(
+            decoding: TenantExposition.keeping(Array(Self.text.utf8), tenants: ["acme"], keepUntenanted: true),
+            as: UTF8.self)
+        #expect(admin.contains("flightrec_spans_accepted_total 99") && admin.contains("overflow"))
+        #expect(admin.contains("# HELP flightrec_spans_accepted_total") && !admin.contains("globex"))
     }
 }

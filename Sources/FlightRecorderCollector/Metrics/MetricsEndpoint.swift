@@ -229,11 +229,18 @@ public final class MetricsEndpoint: Sendable {
     }
 
     /// The exposition `accept` asks for, and its content type: for a caller bound to some
-    /// tenants, only their series (`TenantExposition`).
-    public func render(accept: String?, scope: TenantScope = .all) -> (body: [UInt8], contentType: String) {
+    /// tenants, only their series (`TenantExposition`), and the daemon's own families only
+    /// for an admin.
+    public func render(
+        accept: String?, scope: TenantScope = .all, admin: Bool = true
+    ) -> (
+        body: [UInt8], contentType: String
+    ) {
         refresh()
         var text = registry.emitToBuffer()
-        if case .only(let tenants) = scope { text = TenantExposition.keeping(text, tenants: tenants) }
+        if case .only(let tenants) = scope {
+            text = TenantExposition.keeping(text, tenants: tenants, keepUntenanted: admin)
+        }
         if OpenMetrics.wanted(accept: accept) {
             // An erased run is never named, not even by an exemplar.
             let erasures = wiring.withLock { $0?.store.erasures }
@@ -249,7 +256,8 @@ public final class MetricsEndpoint: Sendable {
     public func addRoute(to router: Router<some RequestContext>, api: QueryAPI) {
         router.get("/metrics") { request, _ in
             await api.handle(request, roles: [.admin, .metrics]) { caller in
-                let (body, type) = self.render(accept: request.headers[.accept], scope: caller.scope)
+                let (body, type) = self.render(
+                    accept: request.headers[.accept], scope: caller.scope, admin: caller.roles.contains(.admin))
                 return Response(
                     status: .ok, headers: [.contentType: type], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
             }
