@@ -107,17 +107,20 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         for s in spans {
             let a = s.attributes
             let operation = a[AgentKeys.operationName]?.scalarString
-            // The rules of `SpanMetrics` and `RunGraph`: a tool execution names its operation,
-            // or without one its span ("execute_tool {tool}", which also names the tool).
+            // The rule of `SpanMetrics`: a tool execution names its operation, or without one
+            // its span ("execute_tool {tool}", which also names the tool). `RunGraph` also takes
+            // a span so named whatever operation it names.
             let isExecution = operation == "execute_tool" || (operation == nil && s.name.hasPrefix("execute_tool"))
-            let named = isExecution && s.name.hasPrefix("execute_tool ") ? String(s.name.dropFirst(13)) : nil
-            let tool = MetricLabel.value(a[AgentKeys.toolName]?.scalarString ?? named)
+            let tool = MetricLabel.value(
+                a[AgentKeys.toolName]?.scalarString
+                    ?? (isExecution && s.name.hasPrefix("execute_tool ") ? String(s.name.dropFirst(13)) : nil))
             if isExecution {
                 let status = a["tool.execution.status"]?.scalarString
                 if status != "blocked" && status != "awaiting_approval" {
                     let errorType = a["error.type"]?.scalarString
                     let failed = s.statusCode == .error || status == "failed" || status == "unknown"
-                    // The rule of `SpanMetrics` and `RunGraph.outcome(of:)`.
+                    // The rule of `SpanMetrics` (`AgentKeys.timeoutMarkers`); `RunGraph.outcome(of:)`
+                    // reads error.type and the message only on an ERROR span.
                     let timedOut =
                         AgentKeys.namesTimeout(status) || AgentKeys.namesTimeout(errorType)
                         || (s.statusCode == .error && AgentKeys.namesTimeout(s.statusMessage))

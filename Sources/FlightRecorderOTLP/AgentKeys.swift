@@ -31,6 +31,8 @@ public enum AgentKeys {
     public static let outputTokens = "gen_ai.usage.output_tokens"
     public static let legacyInputTokens = "gen_ai.usage.prompt_tokens"
     public static let legacyOutputTokens = "gen_ai.usage.completion_tokens"
+    /// All four, for the question whether a span reports token usage at all.
+    public static let tokenUsageKeys = [inputTokens, outputTokens, legacyInputTokens, legacyOutputTokens]
 
     /// `gen_ai.operation.name` values of a model call (the GenAI client operations).
     public static let modelOperations = ["chat", "text_completion", "generate_content", "embeddings"]

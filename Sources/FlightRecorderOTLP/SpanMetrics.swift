@@ -698,7 +698,8 @@ enum SpanMetrics {
         let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
         // A tool execution names its operation, or without one its span as the GenAI
         // conventions do ("execute_tool {tool}"); its tool is gen_ai.tool.name, else the span
-        // name's. The findings' rule (`RunGraph`), and the stats' (`RunAggregate`).
+        // name's. The stats' rule (`RunAggregate`); the findings' (`RunGraph`) also take a span
+        // so named whatever operation it names.
         let isExecution =
             equals(operation, "execute_tool") || (operation == nil && hasPrefix(span.name, "execute_tool"))
         let toolName = string(values, .tool) ?? (isExecution ? executedTool(span.name) : nil)
@@ -715,7 +716,8 @@ enum SpanMetrics {
             if !equals(status, "blocked") && !equals(status, "awaiting_approval") {
                 let statusError = span.status?.pointee.code.rawValue == 2
                 let failed = statusError || equals(status, "failed") || equals(status, "unknown")
-                // The rule of `RunAggregate` and `RunGraph.outcome(of:)` (`AgentKeys.timeoutMarkers`).
+                // The rule of `RunAggregate` (`AgentKeys.timeoutMarkers`); `RunGraph.outcome(of:)`
+                // reads error.type and the message only on an ERROR span.
                 let timedOut =
                     meansTimeout(status) || meansTimeout(string(values, .errorType))
                     || (statusError && meansTimeout(span.status?.pointee.message))

@@ -60,10 +60,7 @@ extension RunGraph {
     func isModelCall(_ i: Int) -> Bool {
         if let op = attr(i, AgentKeys.operationName) { return AgentKeys.modelOperations.contains(op) }
         if spans[i].name.hasPrefix("chat ") { return true }
-        return [
-            AgentKeys.inputTokens, AgentKeys.outputTokens, AgentKeys.legacyInputTokens, AgentKeys.legacyOutputTokens,
-        ]
-        .contains { attr(i, $0).flatMap(Double.init) != nil }
+        return AgentKeys.tokenUsageKeys.contains { attr(i, $0).flatMap(Double.init) != nil }
     }
 
     func toolName(_ i: Int) -> String {
