@@ -123,7 +123,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     // reads error.type and the message only on an ERROR span.
                     let timedOut =
                         AgentKeys.namesTimeout(status) || AgentKeys.namesTimeout(errorType)
-                        || (s.statusCode == .error && AgentKeys.namesTimeout(s.statusMessage))
+                        || (s.statusCode == .error
+                            && (AgentKeys.namesTimeout(s.statusMessage) || AgentKeys.exceptionNamesTimeout(s.events)))
                     var c = ToolCounts(calls: 1)
                     if timedOut { c.timeouts = 1 } else if failed { c.errors = 1 }
                     tools[tool, default: ToolCounts()].add(c)

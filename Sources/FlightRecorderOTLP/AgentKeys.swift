@@ -52,6 +52,24 @@ public enum AgentKeys {
         tier.map { $0.lowercased().contains("write") } ?? false
     }
 
+    /// The span event the OTel SDKs record for an exception (`record_exception`, `RecordError`,
+    /// `recordException`), and the attributes of it that may name a timeout: an ERROR span whose
+    /// exception's type or message names one (`TimeoutError`, `SocketTimeoutException`,
+    /// `context deadline exceeded`) timed out even when its status carries no message.
+    public static let exceptionEvent = "exception"
+    public static let exceptionType = "exception.type"
+    public static let exceptionMessage = "exception.message"
+
+    /// Whether an ERROR span's recorded exception names a timeout (`exceptionEvent`).
+    public static func exceptionNamesTimeout(_ events: [SpanRecord.Event]) -> Bool {
+        events.contains { event in
+            event.name == exceptionEvent
+                && event.attributes.contains {
+                    ($0.key == exceptionType || $0.key == exceptionMessage) && namesTimeout($0.value.scalarString)
+                }
+        }
+    }
+
     /// Whether `text` contains one of `timeoutMarkers`, ignoring ASCII case.
     public static func namesTimeout(_ text: String?) -> Bool {
         guard let text, !text.isEmpty else { return false }

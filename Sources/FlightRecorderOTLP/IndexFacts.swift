@@ -56,8 +56,8 @@ public enum IndexFacts {
         // This thread's: `extract` never suspends, so no other request uses them meanwhile.
         let labelStrings = SeriesKeyCache.current.labels
         labelStrings.trim()
-        let rootVersions =
-            rules.map { SpanMetrics.rootVersions(req, runIdentity: runIdentity, rules: $0, strings: labelStrings) }
+        let rootLabels =
+            rules.map { SpanMetrics.rootLabels(req, runIdentity: runIdentity, rules: $0, strings: labelStrings) }
             ?? [:]
         var exemplarTrace: TraceID?
         var exemplarTraceHex = ""
@@ -120,7 +120,7 @@ public enum IndexFacts {
                         let runID = run ?? resourceRun
                         SpanMetrics.observe(
                             span: span, values: values, resource: resourceLabels,
-                            rootVersion: rootVersions.isEmpty ? nil : runID.flatMap { rootVersions[$0] },
+                            root: rootLabels.isEmpty ? nil : runID.flatMap { rootLabels[$0] },
                             runID: {
                                 // A span without a run is its trace's: the hex made once per trace.
                                 if let runID { return runID }

@@ -30,7 +30,7 @@ public final class MetricRules: Sendable, Equatable {
     /// `service.version` on the resource (the span families, the run families and the `where`
     /// language alike).
     public let versionKeys: [String]
-    /// Looked for on the span, then on its resource.
+    /// Looked for on the span, then on its run's root span, then on its resource.
     public let taskTypeKeys: [String]
     /// By model name (`gen_ai.response.model`, else `gen_ai.request.model`).
     public let prices: [String: Price]
@@ -612,6 +612,22 @@ enum SpanMetrics {
             || containsFolded(s, "deadline exceeded") || containsFolded(s, "deadlineexceeded")
     }
 
+    /// Whether the span's recorded exception names a timeout (`AgentKeys.exceptionNamesTimeout`,
+    /// on the C structs). Asked of ERROR tool spans only.
+    static func exceptionMeansTimeout(_ span: CSpan) -> Bool {
+        for e in 0..<span.n_events {
+            guard let event = span.events[e]?.pointee, equals(event.name, "exception") else { continue }
+            for a in 0..<event.n_attributes {
+                guard let kv = event.attributes[a]?.pointee,
+                    equals(kv.key, "exception.type") || equals(kv.key, "exception.message"),
+                    let v = kv.value?.pointee, v.value_case.rawValue == 1
+                else { continue }
+                if meansTimeout(v.string_value) { return true }
+            }
+        }
+        return false
+    }
+
     /// Whether the C string starts with `prefix`.
     @inline(__always)
     static func hasPrefix(_ s: UnsafePointer<CChar>?, _ prefix: StaticString) -> Bool {
@@ -652,14 +668,20 @@ enum SpanMetrics {
         rules.modelOperations.contains { $0.matches(s) }
     }
 
-    /// The agent version each run's root span in the request names (run ID to label): the
-    /// second place the version is looked for, after the span itself. A root that arrives in
-    /// a later request than its run's other spans is not seen here; the run families, observed
-    /// once the run has settled, always use it.
-    static func rootVersions(
+    /// What a run's root span names for the span families' labels, when the span itself does not.
+    struct RootLabels {
+        var version: LabelRef?
+        var taskType: LabelRef?
+    }
+
+    /// The agent version and task type each run's root span in the request names (run ID to
+    /// labels): the second place each is looked for, after the span itself and before its
+    /// resource. A root that arrives in a later request than its run's other spans is not seen
+    /// here; the run families, observed once the run has settled, always use it.
+    static func rootLabels(
         _ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules, strings: LabelStrings
-    ) -> [String: LabelRef] {
-        var out: [String: LabelRef] = [:]
+    ) -> [String: RootLabels] {
+        var out: [String: RootLabels] = [:]
         for r in 0..<req.n_resource_spans {
             guard let rs = req.resource_spans[r]?.pointee else { continue }
             let resourceRun = firstValue(
@@ -668,13 +690,15 @@ enum SpanMetrics {
             for s in 0..<rs.n_scope_spans {
                 guard let ss = rs.scope_spans[s]?.pointee else { continue }
                 for i in 0..<ss.n_spans {
-                    guard let span = ss.spans[i]?.pointee, SpanID(bytes: span.parent_span_id.rawBuffer) == nil,
-                        let version = firstValue(
-                            of: rules.spanVersionCKeys, in: span.attributes, count: span.n_attributes),
+                    guard let span = ss.spans[i]?.pointee, SpanID(bytes: span.parent_span_id.rawBuffer) == nil
+                    else { continue }
+                    let version = firstValue(of: rules.spanVersionCKeys, in: span.attributes, count: span.n_attributes)
+                    let task = firstValue(of: rules.taskCKeys, in: span.attributes, count: span.n_attributes)
+                    guard version != nil || task != nil,
                         let run = firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
                             ?? resourceRun
                     else { continue }
-                    out[run] = strings.label(version)
+                    out[run] = RootLabels(version: version.map(strings.label), taskType: task.map(strings.label))
                 }
             }
         }
@@ -682,11 +706,11 @@ enum SpanMetrics {
     }
 
     static func observe(
-        span: CSpan, values: Values, resource r: ResourceLabels, rootVersion: LabelRef?, runID: () -> String,
+        span: CSpan, values: Values, resource r: ResourceLabels, root: RootLabels?, runID: () -> String,
         rules: MetricRules, into d: inout MetricAccumulator
     ) {
         let l = rules.literals
-        var version = rootVersion ?? r.version ?? l.missing
+        var version = root?.version ?? r.version ?? l.missing
         for s in rules.versionSlots {
             if let c = string(values, s) {
                 version = LabelRef(c)
@@ -720,9 +744,9 @@ enum SpanMetrics {
                 // reads error.type and the message only on an ERROR span.
                 let timedOut =
                     meansTimeout(status) || meansTimeout(string(values, .errorType))
-                    || (statusError && meansTimeout(span.status?.pointee.message))
+                    || (statusError && (meansTimeout(span.status?.pointee.message) || exceptionMeansTimeout(span)))
                 let outcome = timedOut ? l.timeout : failed ? l.error : l.ok
-                var task = r.taskType ?? l.missing
+                var task = root?.taskType ?? r.taskType ?? l.missing
                 for s in rules.taskSlots {
                     if let c = string(values, s) {
                         task = LabelRef(c)

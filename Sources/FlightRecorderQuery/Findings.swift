@@ -78,7 +78,9 @@ extension RunGraph {
         default: break
         }
         guard spans[i].statusCode == .error else { return .succeeded }
-        let timeout = AgentKeys.namesTimeout(spans[i].statusMessage) || AgentKeys.namesTimeout(attr(i, "error.type"))
+        let timeout =
+            AgentKeys.namesTimeout(spans[i].statusMessage) || AgentKeys.namesTimeout(attr(i, "error.type"))
+            || AgentKeys.exceptionNamesTimeout(spans[i].events)
         return timeout ? .timedOut : .failed
     }
 

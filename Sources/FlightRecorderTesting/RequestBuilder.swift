@@ -12,11 +12,13 @@ public struct TestSpan: Sendable {
     public var statusCode: UInt64
     public var statusMessage: String
     public var links: [(trace: [UInt8], span: [UInt8])]
+    /// Span events (an exception an SDK recorded), each with its name and attributes.
+    public var events: [(name: String, attributes: [(String, TestValue)])]
 
     public init(
         trace: [UInt8], span: [UInt8], parent: [UInt8] = [], name: String = "step", start: UInt64 = 1_000,
         end: UInt64 = 2_000, attributes: [(String, TestValue)] = [], statusCode: UInt64 = 0, statusMessage: String = "",
-        links: [(trace: [UInt8], span: [UInt8])] = []
+        links: [(trace: [UInt8], span: [UInt8])] = [], events: [(name: String, attributes: [(String, TestValue)])] = []
     ) {
         self.trace = trace
         self.span = span
@@ -28,6 +30,7 @@ public struct TestSpan: Sendable {
         self.statusCode = statusCode
         self.statusMessage = statusMessage
         self.links = links
+        self.events = events
     }
 }
 
@@ -70,6 +73,13 @@ public enum RequestBuilder {
             p.fixed64Field(7, s.start)
             p.fixed64Field(8, s.end)
             for (k, v) in s.attributes { keyValue(&p, 9, k, v) }
+            for e in s.events {
+                p.messageField(11) { ew in
+                    ew.fixed64Field(1, s.end)
+                    ew.stringField(2, e.name)
+                    for (k, v) in e.attributes { keyValue(&ew, 3, k, v) }
+                }
+            }
             for l in s.links {
                 p.messageField(13) { lw in
                     lw.bytesField(1, l.trace)

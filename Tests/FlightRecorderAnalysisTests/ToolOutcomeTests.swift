@@ -13,7 +13,8 @@ import Testing
     ]
 
     static func span(
-        _ n: UInt8, status: UInt64 = 0, message: String = "", _ extra: [(String, TestValue)] = []
+        _ n: UInt8, status: UInt64 = 0, message: String = "", _ extra: [(String, TestValue)] = [],
+        events: [(name: String, attributes: [(String, TestValue)])] = []
     )
         -> TestSpan
     {
@@ -25,7 +26,7 @@ import Testing
             attributes: n == 1
                 ? [("agent.run.id", .string("run-t"))]
                 : tool + [("idempotency.key", .string("k-\(n)"))] + extra, statusCode: status,
-            statusMessage: message)
+            statusMessage: message, events: events)
     }
 
     @Test func timeoutsCountAlikeInStatsMetricsAndFindings() throws {
@@ -39,21 +40,39 @@ import Testing
             Self.span(6, status: 2, message: "TimeoutError: The read operation timed out"),
             Self.span(7, status: 2, message: "rpc error: code = DeadlineExceeded desc = context deadline exceeded"),
             Self.span(8, status: 1, message: "done well before the timeout"),  // ok: not an error
+            // `record_exception` and an ERROR status with no message: the exception event says.
+            Self.span(
+                9, status: 2,
+                events: [("exception", [("exception.type", .string("java.net.SocketTimeoutException"))])]),
+            Self.span(
+                10, status: 2,
+                events: [
+                    (
+                        "exception",
+                        [
+                            ("exception.type", .string("*errors.errorString")),
+                            ("exception.message", .string("context deadline exceeded")),
+                        ]
+                    )
+                ]),
+            // An exception event on a span that did not fail, or another event: not a timeout.
+            Self.span(11, events: [("exception", [("exception.type", .string("TimeoutError"))])]),
+            Self.span(12, status: 2, events: [("retry", [("exception.type", .string("TimeoutError"))])]),
         ]
         let body = RequestBuilder.request(resource: [("service.name", .string("buyer"))], spans: spans)
         let records = try body.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
         let a = RunAggregate(tenant: "", runID: "run-t", agent: "buyer", spans: records, rules: MetricRules())
-        #expect(a.tools["procure"] == .init(calls: 7, errors: 1, timeouts: 4))
-        #expect(a.uncertainWrites == 4)
-        #expect(a.findings["uncertain_write"] == 4)
+        #expect(a.tools["procure"] == .init(calls: 11, errors: 2, timeouts: 6))
+        #expect(a.uncertainWrites == 6)
+        #expect(a.findings["uncertain_write"] == 6)
 
         let deltas = try #require(
             IndexFacts.extract(body, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: MetricRules())
         ).metrics.deltas
         var calls: [String: Double] = [:]
         for (key, n) in deltas.counters where key.family == .toolCalls { calls[key.labels.last!, default: 0] += n }
-        #expect(calls == ["ok": 2, "error": 1, "timeout": 4])
-        #expect(deltas.counters.filter { $0.key.family == .uncertainWrites }.map(\.value).reduce(0, +) == 4.0)
+        #expect(calls == ["ok": 3, "error": 2, "timeout": 6])
+        #expect(deltas.counters.filter { $0.key.family == .uncertainWrites }.map(\.value).reduce(0, +) == 6.0)
     }
 
     /// Token usage under the names before semconv 1.27 counts in the stats as in the metrics.

@@ -50,19 +50,24 @@ import Testing
             span(9, status: 2, message: "rpc error: code = DeadlineExceeded", tool),
             // Only an ERROR span's message counts.
             span(10, status: 1, message: "finished before the timeout", tool),
+            // An ERROR span with no message whose recorded exception names a timeout.
+            TestSpan(
+                trace: RequestBuilder.traceID(1), span: RequestBuilder.spanID(11), parent: RequestBuilder.spanID(1),
+                start: 1_000_000_000, end: 1_500_000_000, attributes: [run] + tool, statusCode: 2,
+                events: [("exception", [("exception.type", .string("requests.exceptions.ReadTimeout"))])]),
         ])
         let base = ["acme", "it-agent", "v2", MetricLabel.missing, "disable_account", "privileged_write"]
         #expect(d.counters[SeriesKey(.toolCalls, base + ["ok"])] == 2)
         #expect(d.counters[SeriesKey(.toolCalls, base + ["error"])] == 2)  // status error, and "unknown"
-        // timed_out, TimeoutError, and the two status messages
-        #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 4)
+        // timed_out, TimeoutError, the two status messages and the exception event
+        #expect(d.counters[SeriesKey(.toolCalls, base + ["timeout"])] == 5)
         // A blocked execution never ran.
-        #expect(d.counters.filter { $0.key.family == .toolCalls }.map(\.value).reduce(0, +) == 8)
+        #expect(d.counters.filter { $0.key.family == .toolCalls }.map(\.value).reduce(0, +) == 9)
         let short = ["acme", "it-agent", "v2", "disable_account", "privileged_write"]
-        #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 5)
+        #expect(d.counters[SeriesKey(.uncertainWrites, short)] == 6)
         let h = d.histograms[SeriesKey(.toolCallDuration, short)]
-        #expect(h?.count == 8)
-        #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 * 5)) < 1e-6 } == true)
+        #expect(h?.count == 9)
+        #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 * 6)) < 1e-6 } == true)
         #expect(h?.exemplar?.exemplar.runID == "run-1")
     }
 
@@ -104,6 +109,24 @@ import Testing
         // Configurable keys.
         d = metrics([span(2, op + [("deploy.rev", .string("abc"))])], rules: MetricRules(versionKeys: ["deploy.rev"]))
         #expect(d.counters.keys.first?.labels[2] == "abc")
+    }
+
+    /// Task type as the version: the span's, then its run's root's (where an agent names its
+    /// task, `gen_ai.agent.name` on `invoke_agent`), then the resource's.
+    @Test func taskTypeFromSpanThenRootThenResource() {
+        let op: [(String, TestValue)] = [("gen_ai.operation.name", .string("execute_tool"))]
+        func taskTypes(_ spans: [TestSpan], resource: [(String, TestValue)]? = nil) -> Set<String> {
+            Set(
+                metrics(spans, resource: resource).counters.keys.filter { $0.family == .toolCalls }.map { $0.labels[3] }
+            )
+        }
+        #expect(taskTypes([span(2, op)]) == [MetricLabel.missing])
+        #expect(
+            taskTypes([span(2, op)], resource: resource + [("agent.task.type", .string("res-task"))]) == ["res-task"])
+        let root = span(1, parent: nil, name: "invoke_agent", [("gen_ai.agent.name", .string("procurement"))])
+        #expect(
+            taskTypes([root, span(2, op)], resource: resource + [("agent.task.type", .string("r"))]) == ["procurement"])
+        #expect(taskTypes([root, span(2, op + [("agent.task.type", .string("refund"))])]) == ["refund"])
     }
 
     @Test func policyDecisionsApprovalsAndRedactions() {

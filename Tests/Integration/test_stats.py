@@ -44,12 +44,15 @@ def export_versions(daemon):
                     **common, "gen_ai.operation.name": "chat", "gen_ai.request.model": "m-1",
                     "gen_ai.usage.input_tokens": 100}).end(end_time=t0 + (s + 1) * 1000 + 500)
             timed_out = i % timeout_every < (3 if version == "v2" else 1)
-            # Half the timeouts as the sidecar records them, half as the SDK records an
-            # exception escaping the span: status ERROR "TimeoutError: ...", no attribute says so.
-            raised = timed_out and i % 2 == 1
+            # v2's timeouts three ways: as the sidecar records them (tool.execution.status), as
+            # the SDK records an exception escaping the span (status ERROR "TimeoutError: ...",
+            # no attribute says so), and as an agent records one it caught (record_exception,
+            # then ERROR with no message: only the exception event names the timeout).
+            raised = timed_out and i % timeout_every == 1
+            recorded = timed_out and i % timeout_every == 2
             attributes = {**common, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "procure",
                           "tool.risk_tier": "low_write"}
-            if not raised:
+            if not raised and not recorded:
                 attributes["tool.execution.status"] = "timed_out" if timed_out else "succeeded"
             tool = tracer.start_span("execute_tool procure", context=ctx, start_time=t0 + SECOND,
                                      attributes=attributes)
@@ -59,6 +62,9 @@ def export_versions(daemon):
                         raise TimeoutError("the procurement backend did not answer")
                 except TimeoutError:
                     pass
+            elif recorded:
+                tool.record_exception(TimeoutError("the procurement backend did not answer"))
+                tool.set_status(Status(StatusCode.ERROR))
             elif timed_out:
                 tool.set_status(Status(StatusCode.ERROR, "timeout"))
             tool.end(end_time=t0 + SECOND + 1000)
@@ -123,11 +129,11 @@ def test_stats_and_drift_flag_exactly_what_changed(workdir):
         assert "cannot judge agent.version=v3: 0 settled runs" in out.stderr, out.stderr
 
         # A `where` narrows the runs to those with a matching span: the timeouts the attribute
-        # names (v2's odd-numbered ones were raised instead).
+        # names (two in three of v2's were raised or recorded as exceptions instead).
         code, narrowed = daemon.get("/api/v1/stats?by=agent.version&since=3h&where=" +
                                     urllib.request.quote('tool.execution.status = "timed_out"'))
         assert code == 200 and narrowed["source"] == "runs"
-        assert {g["group"]: g["runs"] for g in narrowed["groups"]} == {"v1": 20, "v2": 40}
+        assert {g["group"]: g["runs"] for g in narrowed["groups"]} == {"v1": 20, "v2": 20}
         assert daemon.get("/api/v1/stats?by=nonsense")[0] == 400
 
         # The run families of the metrics, and the stats, are the same after a restart.
