@@ -388,8 +388,10 @@ extension RunGraph {
                         "\(toolName(xs[0])) called \(xs.count) times with the same arguments (the limit is \(rules.loopRepeats))",
                     spanIds: xs.map(hex)))
         }
-        let steps = run.count + spans.indices.filter(isModelCall).count
-        if rules.stepBudget > 0 && steps > rules.stepBudget {
+        // Model calls are counted only when a budget is set (the default has none).
+        if rules.stepBudget > 0, case let steps = run.count + spans.indices.filter(isModelCall).count,
+            steps > rules.stepBudget
+        {
             out.append(
                 Finding(
                     kind: "loop", severity: "medium",

@@ -75,6 +75,19 @@ import Testing
         #expect(deltas.counters.filter { $0.key.family == .uncertainWrites }.map(\.value).reduce(0, +) == 6.0)
     }
 
+    /// The words are matched in any ASCII case, anywhere in the text, and only whole.
+    @Test func timeoutAndWriteWordsMatchInAnyCase() {
+        #expect(AgentKeys.namesTimeout("requests.exceptions.ReadTimeout"))
+        #expect(AgentKeys.namesTimeout("Zeitüberschreitung: TIMED OUT"))
+        #expect(AgentKeys.namesTimeout("rpc error: code = DeadlineExceeded"))
+        #expect(AgentKeys.namesTimeout("timeout"))
+        #expect(!AgentKeys.namesTimeout("timeou"))
+        #expect(!AgentKeys.namesTimeout("time out of range"))
+        #expect(!AgentKeys.namesTimeout(nil) && !AgentKeys.namesTimeout(""))
+        #expect(AgentKeys.isWriteTier("Financial_WRITE") && AgentKeys.isWriteTier("write"))
+        #expect(!AgentKeys.isWriteTier("read") && !AgentKeys.isWriteTier("wri") && !AgentKeys.isWriteTier(nil))
+    }
+
     /// Token usage under the names before semconv 1.27 counts in the stats as in the metrics.
     @Test func legacyTokenNamesCount() throws {
         let chat: [(String, TestValue)] = [
