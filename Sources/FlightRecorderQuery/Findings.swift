@@ -30,6 +30,15 @@ public enum ExecutionOutcome: String, Sendable {
 
 /// One group of executions of the same call: the same tool with the same idempotency key, or
 /// (without a key) the same arguments. Executions that never ran are not in any group.
+/// A call's identity for grouping repeats: its tool and its idempotency key (`byKey`) or
+/// its arguments. A struct, not the parts joined into one string: joining copied every
+/// execution's arguments twice per run in an audit export or verification.
+struct CallKey: Hashable {
+    var tool: String
+    var byKey: Bool
+    var value: String
+}
+
 public struct RepeatGroup: Sendable {
     public var tool: String
     /// The shared idempotency key; nil when the group shares its arguments instead.
@@ -123,16 +132,16 @@ extension RunGraph {
 
     /// `repeatGroups()` over `run`, the executions that ran (`executionsRun()`).
     func repeatGroups(_ run: [Int]) -> [RepeatGroup] {
-        var groups: [String: RepeatGroup] = [:]
-        var order: [String] = []
+        var groups: [CallKey: RepeatGroup] = [:]
+        var order: [CallKey] = []
         for x in run {
             let tool = toolName(x)
             let key = attr(x, AgentKeys.idempotencyKey)
-            let id: String
+            let id: CallKey
             if let key {
-                id = tool + "\u{1F}k\u{1F}" + key
+                id = CallKey(tool: tool, byKey: true, value: key)
             } else if let args = attr(x, AgentKeys.toolArguments) {
-                id = tool + "\u{1F}a\u{1F}" + args
+                id = CallKey(tool: tool, byKey: false, value: args)
             } else {
                 continue
             }
@@ -370,11 +379,11 @@ extension RunGraph {
     /// steps (model and tool calls) than `stepBudget`.
     func loopFindings(_ rules: FindingRules, run: [Int], hex: (Int) -> String) -> [Finding] {
         var out: [Finding] = []
-        var same: [String: [Int]] = [:]
-        var order: [String] = []
+        var same: [CallKey: [Int]] = [:]
+        var order: [CallKey] = []
         for x in run {
             guard let args = attr(x, AgentKeys.toolArguments) else { continue }
-            let id = toolName(x) + "\u{1F}" + args
+            let id = CallKey(tool: toolName(x), byKey: false, value: args)
             if same[id] == nil { order.append(id) }
             same[id, default: []].append(x)
         }

@@ -48,14 +48,16 @@ public struct RunGraph: Sendable {
         self.runID = runID
         self.spans = spans
         var byID: [SpanKey: Int] = [:]
-        for (i, s) in spans.enumerated() { byID[SpanKey(trace: s.traceID, span: s.spanID)] = i }
+        byID.reserveCapacity(spans.count)
+        // By index, the fields read in place: `enumerated()` copied each whole record.
+        for i in spans.indices { byID[SpanKey(trace: spans[i].traceID, span: spans[i].spanID)] = i }
         self.byID = byID
         var parent = [Int?](repeating: nil, count: spans.count)
         var children = [[Int]](repeating: [], count: spans.count)
         var missing: [Int] = []
-        for (i, s) in spans.enumerated() {
-            guard let p = s.parentSpanID, !p.isZero else { continue }
-            if let pi = byID[SpanKey(trace: s.traceID, span: p)], pi != i {
+        for i in spans.indices {
+            guard let p = spans[i].parentSpanID, !p.isZero else { continue }
+            if let pi = byID[SpanKey(trace: spans[i].traceID, span: p)], pi != i {
                 parent[i] = pi
                 children[pi].append(i)
             } else {
