@@ -30,21 +30,21 @@ public enum ExecutionOutcome: String, Sendable {
 
 /// One group of executions of the same call: the same tool with the same idempotency key, or
 /// (without a key) the same arguments. Executions that never ran are not in any group.
-/// A call's identity for grouping repeats: its tool and its idempotency key (`byKey`) or
-/// its arguments. A struct, not the parts joined into one string: joining copied every
-/// execution's arguments twice per run in an audit export or verification.
-struct CallKey: Hashable {
-    var tool: String
-    var byKey: Bool
-    var value: String
-}
-
 public struct RepeatGroup: Sendable {
     public var tool: String
     /// The shared idempotency key; nil when the group shares its arguments instead.
     public var idempotencyKey: String?
     /// Span indices in time order.
     public var calls: [Int]
+}
+
+/// A call's identity for grouping repeats: its tool and its idempotency key (`byKey`) or
+/// its arguments. A struct, not the parts joined into one string, which copied each
+/// execution's arguments into a new string (for the repeats, and again for the loops).
+struct CallKey: Hashable {
+    var tool: String
+    var byKey: Bool
+    var value: String
 }
 
 extension RunGraph {
