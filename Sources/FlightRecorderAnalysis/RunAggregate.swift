@@ -113,7 +113,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             let isExecution = operation == "execute_tool" || (operation == nil && s.name.hasPrefix("execute_tool"))
             let tool = MetricLabel.value(
                 a[AgentKeys.toolName]?.scalarString
-                    ?? (isExecution && s.name.hasPrefix("execute_tool ") ? String(s.name.dropFirst(13)) : nil))
+                    ?? (isExecution ? AgentKeys.executedTool(spanName: s.name) : nil))
             if isExecution {
                 let status = a["tool.execution.status"]?.scalarString
                 if status != "blocked" && status != "awaiting_approval" {
@@ -123,8 +123,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     // reads error.type and the message only on an ERROR span.
                     let timedOut =
                         AgentKeys.namesTimeout(status) || AgentKeys.namesTimeout(errorType)
-                        || (s.statusCode == .error
-                            && (AgentKeys.namesTimeout(s.statusMessage) || AgentKeys.exceptionNamesTimeout(s.events)))
+                        || (s.statusCode == .error && AgentKeys.failureNamesTimeout(s))
                     var c = ToolCounts(calls: 1)
                     if timedOut { c.timeouts = 1 } else if failed { c.errors = 1 }
                     tools[tool, default: ToolCounts()].add(c)

@@ -49,8 +49,8 @@ public enum AgentKeys {
     /// sidecar's `low_write` and `privileged_write`, and an agent's own such as
     /// `financial_write`). Findings, metrics and stats share this rule.
     public static func isWriteTier(_ tier: String?) -> Bool {
-        guard let tier else { return false }
-        return containsFolded(tier, [writeWord])
+        guard var tier else { return false }
+        return tier.withUTF8 { t in writeWord.withUnsafeBufferPointer { containsFolded(t, $0) } }
     }
 
     /// The span event the OTel SDKs record for an exception (`record_exception`, `RecordError`,
@@ -61,50 +61,55 @@ public enum AgentKeys {
     public static let exceptionType = "exception.type"
     public static let exceptionMessage = "exception.message"
 
-    /// Whether an ERROR span's recorded exception names a timeout (`exceptionEvent`).
-    public static func exceptionNamesTimeout(_ events: [SpanRecord.Event]) -> Bool {
-        events.contains { event in
-            event.name == exceptionEvent
-                && event.attributes.contains {
-                    ($0.key == exceptionType || $0.key == exceptionMessage) && namesTimeout($0.value.scalarString)
-                }
-        }
+    /// Whether an ERROR span's own words name a timeout: its status message (what an OTel SDK
+    /// records for an escaped `TimeoutError`) or its recorded exception (`exceptionEvent`).
+    /// The stats and the findings ask this of an ERROR span; ingest asks it of the C structs
+    /// (`SpanMetrics`).
+    public static func failureNamesTimeout(_ span: SpanRecord) -> Bool {
+        namesTimeout(span.statusMessage)
+            || span.events.contains { event in
+                event.name == exceptionEvent
+                    && event.attributes.contains {
+                        ($0.key == exceptionType || $0.key == exceptionMessage) && namesTimeout($0.value.scalarString)
+                    }
+            }
+    }
+
+    /// The tool a span named as the GenAI conventions name a tool execution (`execute_tool
+    /// {tool}`) names: what follows the prefix, nil without it.
+    public static func executedTool(spanName name: String) -> String? {
+        name.hasPrefix("execute_tool ") ? String(name.dropFirst(13)) : nil
     }
 
     /// Whether `text` contains one of `timeoutMarkers`, ignoring ASCII case.
     public static func namesTimeout(_ text: String?) -> Bool {
-        guard let text, !text.isEmpty else { return false }
-        return containsFolded(text, timeoutMarkerBytes)
+        guard var text, !text.isEmpty else { return false }
+        return text.withUTF8 { t in
+            timeoutMarkerBytes.contains { w in w.withUnsafeBufferPointer { containsFolded(t, $0) } }
+        }
     }
 
     static let timeoutMarkerBytes = timeoutMarkers.map { Array($0.utf8) }
     static let writeWord = Array("write".utf8)
 
-    /// Whether `text` contains one of `words` (lower-case ASCII), ignoring ASCII case: a byte
-    /// search over the UTF-8, as ingest's matcher does over C strings (`SpanMetrics`). Not
+    /// Whether `text` contains `word` (lower-case ASCII), ignoring ASCII case: a byte search,
+    /// for Swift strings (their UTF-8) and ingest's C strings (`SpanMetrics`) alike. Not
     /// `lowercased().contains`: a new string and the generic substring search for every tool
     /// span cost an audit verification 6 % of its CPU (`perf`, the findings' write test).
-    static func containsFolded(_ text: String, _ words: [[UInt8]]) -> Bool {
-        var text = text
-        return text.withUTF8 { t in
-            words.contains { w in
-                guard let first = w.first, t.count >= w.count else { return false }
-                var i = 0
-                while i <= t.count - w.count {
-                    if t[i] | (t[i] &- 65 < 26 ? 0x20 : 0) == first {
-                        var j = 1
-                        while j < w.count {
-                            let b = t[i + j]
-                            if b | (b &- 65 < 26 ? 0x20 : 0) != w[j] { break }
-                            j += 1
-                        }
-                        if j == w.count { return true }
-                    }
-                    i += 1
-                }
-                return false
+    @inline(__always)
+    static func containsFolded(_ t: UnsafeBufferPointer<UInt8>, _ w: UnsafeBufferPointer<UInt8>) -> Bool {
+        @inline(__always) func lower(_ b: UInt8) -> UInt8 { b &- 65 < 26 ? b | 0x20 : b }
+        guard let first = w.first, t.count >= w.count else { return false }
+        var i = 0
+        while i <= t.count - w.count {
+            if lower(t[i]) == first {
+                var j = 1
+                while j < w.count, lower(t[i + j]) == w[j] { j += 1 }
+                if j == w.count { return true }
             }
+            i += 1
         }
+        return false
     }
 
     /// External IDs indexed at ingest by default, so a side effect leads back to its run.

@@ -607,12 +607,13 @@ enum SpanMetrics {
     /// array's UTF-8 views cost ingest about 1 % of its CPU (`--compare-metrics`).
     static func meansTimeout(_ s: UnsafePointer<CChar>?) -> Bool {
         guard let s else { return false }
-        return containsFolded(s, "timeout") || containsFolded(s, "timed_out") || containsFolded(s, "timedout")
-            || containsFolded(s, "timed out") || containsFolded(s, "deadline_exceeded")
-            || containsFolded(s, "deadline exceeded") || containsFolded(s, "deadlineexceeded")
+        let t = bytes(s)
+        return containsFolded(t, "timeout") || containsFolded(t, "timed_out") || containsFolded(t, "timedout")
+            || containsFolded(t, "timed out") || containsFolded(t, "deadline_exceeded")
+            || containsFolded(t, "deadline exceeded") || containsFolded(t, "deadlineexceeded")
     }
 
-    /// Whether the span's recorded exception names a timeout (`AgentKeys.exceptionNamesTimeout`,
+    /// Whether the span's recorded exception names a timeout (`AgentKeys.failureNamesTimeout`,
     /// on the C structs). Asked of ERROR tool spans only.
     static func exceptionMeansTimeout(_ span: CSpan) -> Bool {
         for e in 0..<span.n_events {
@@ -643,25 +644,16 @@ enum SpanMetrics {
         return name + 13
     }
 
-    /// Whether the C string contains `word` (lower-case ASCII), ignoring ASCII case.
+    /// A C string's bytes, without its NUL.
     @inline(__always)
-    static func containsFolded(_ s: UnsafePointer<CChar>, _ word: StaticString) -> Bool {
-        let w = word.utf8Start
-        let n = word.utf8CodeUnitCount
-        @inline(__always) func lower(_ c: CChar) -> UInt8 {
-            let b = UInt8(truncatingIfNeeded: c)
-            return b &- 65 < 26 ? b | 0x20 : b
-        }
-        var i = 0
-        while s[i] != 0 {
-            if lower(s[i]) == w[0] {
-                var j = 1
-                while j < n, s[i + j] != 0, lower(s[i + j]) == w[j] { j += 1 }
-                if j == n { return true }
-            }
-            i += 1
-        }
-        return false
+    static func bytes(_ s: UnsafePointer<CChar>) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: UnsafeRawPointer(s).assumingMemoryBound(to: UInt8.self), count: strlen(s))
+    }
+
+    /// Whether `t` contains `word` (lower-case ASCII), ignoring ASCII case (`AgentKeys.containsFolded`).
+    @inline(__always)
+    static func containsFolded(_ t: UnsafeBufferPointer<UInt8>, _ word: StaticString) -> Bool {
+        AgentKeys.containsFolded(t, UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
     }
 
     static func isModelOperation(_ s: UnsafePointer<CChar>, _ rules: MetricRules) -> Bool {
@@ -761,7 +753,7 @@ enum SpanMetrics {
                     exemplar: { .init(runID: runID(), value: seconds, time: endSeconds) }
                 ) { [r.tenant, r.agent, version, tool, tier] }
                 // `AgentKeys.isWriteTier`, on the C string.
-                let write = tierName.map { containsFolded($0, "write") } ?? false
+                let write = tierName.map { containsFolded(bytes($0), "write") } ?? false
                 if write && (timedOut || equals(status, "unknown")) {
                     d.count(.uncertainWrites, toolTier) { [r.tenant, r.agent, version, tool, tier] }
                 }

@@ -73,8 +73,7 @@ extension RunGraph {
     }
 
     func toolName(_ i: Int) -> String {
-        toolNames[i]
-            ?? String(spans[i].name.dropFirst(spans[i].name.hasPrefix("execute_tool ") ? 13 : 0))
+        toolNames[i] ?? AgentKeys.executedTool(spanName: spans[i].name) ?? spans[i].name
     }
 
     public func outcome(of i: Int) -> ExecutionOutcome {
@@ -87,9 +86,7 @@ extension RunGraph {
         default: break
         }
         guard spans[i].statusCode == .error else { return .succeeded }
-        let timeout =
-            AgentKeys.namesTimeout(spans[i].statusMessage) || AgentKeys.namesTimeout(attr(i, "error.type"))
-            || AgentKeys.exceptionNamesTimeout(spans[i].events)
+        let timeout = AgentKeys.namesTimeout(attr(i, "error.type")) || AgentKeys.failureNamesTimeout(spans[i])
         return timeout ? .timedOut : .failed
     }
 
