@@ -506,6 +506,8 @@ public enum AuditExporter {
         var scopeSchema: [UInt8]?
         var schema: [UInt8]?
         var message: [UInt8] = []
+        /// The names and keys of the block's spans, shared (`StringInterner`).
+        var strings = StringInterner()
 
         /// Keeps `span` (leaf `leaf`) when the plan selects it: its record and leaf index into
         /// `out`, its JSON and encoded parts into the group.
@@ -517,7 +519,8 @@ public enum AuditExporter {
             guard let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
                 let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
             else { return }
-            let record = TracesDataDecoder.record(span.pointee, traceID: traceID, spanID: spanID, resource: resource)
+            let record = TracesDataDecoder.record(
+                span.pointee, traceID: traceID, spanID: spanID, resource: resource, strings: &strings)
             guard plan.keep(record, leaf) else { return }
             add(span, parts: parts(), rs: rs, ss: ss)
             out.indices.append(leaf)

@@ -235,25 +235,29 @@ public enum BundleVerifier {
             fail("\(AuditBundle.proof): \(proof.leafIndices.count) leaf indices for \(lines.spanCount) spans")
         }
         // The proof is recomputed on a thread of its own while the derived files are checked.
-        let proving: Background<Bool>?
+        // Its hashes are decoded there too (tens of milliseconds for a large bundle, which this
+        // thread would otherwise spend with the other core idle).
+        let proving: Background<(decoded: Bool, root: Bool)>?
         if proof.leafIndices.count == lines.spanCount && lines.failures.isEmpty {
-            let hashes = proof.hashes.compactMap(TreeHash.init(base64:))
-            if hashes.count != proof.hashes.count { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
-            let (indices, leaves, checkpointSize, checkpointRoot) = (
-                proof.leafIndices, lines.leaves, checkpoint.size, checkpoint.root
+            let (encoded, indices, leaves, checkpointSize, checkpointRoot) = (
+                proof.hashes, proof.leafIndices, lines.leaves, checkpoint.size, checkpoint.root
             )
             proving = Background {
+                let hashes = encoded.compactMap(TreeHash.init(base64:))
                 let root: TreeHash? =
                     checkpointSize == 0
                     ? (indices.isEmpty && hashes.isEmpty ? TreeHash.empty : nil)
                     : Multiproof.root(indices: indices, leaves: leaves, size: checkpointSize, proof: hashes)
-                return root == checkpointRoot
+                return (hashes.count == encoded.count, root == checkpointRoot)
             }
         } else {
             proving = nil
         }
         func proved() {
-            if let proving, !proving.value {
+            guard let proving else { return }
+            let (decoded, root) = proving.value
+            if !decoded { fail("\(AuditBundle.proof): a hash is not 32 bytes of base64") }
+            if !root {
                 fail(
                     "\(AuditBundle.proof): the spans and the proof do not give the checkpoint's root: a span was changed, added, "
                         + "removed or reordered, or the proof does not match")
@@ -668,7 +672,9 @@ struct SpanLines {
             parts.withLock { $0[c] = part }
         }
         let done = parts.withLock { $0 }.compactMap { $0 }
-        out.leaves.reserveCapacity(count)
+        // Reserved whole: grown by appending, it was copied and faulted in again at each
+        // doubling (a tenth of a second for 370,000 leaves, with the other core idle).
+        out.leaves.reserveCapacity(done.reduce(0) { $0 + $1.leaves.count })
         for part in done {
             out.leaves += part.leaves
             out.chunks.append(part.spans)

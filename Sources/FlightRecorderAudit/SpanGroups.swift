@@ -22,9 +22,9 @@ struct SpanGroupReader {
     private var key: [UInt8] = []
     private var scratch: [UInt8] = []
     private var cached: (frame: OTLPJSONEncoder.GroupFrame, resource: ResourceRecord)?
-    private var spansJSON = JSONWriter(capacity: 1 << 16)
     private var leaf: [UInt8] = []
     private var shape = Shape()
+    private var strings = StringInterner()
 
     /// Where a group message's parts are.
     struct Shape {
@@ -76,18 +76,26 @@ struct SpanGroupReader {
                 group = (OTLPJSONEncoder.frame(rs, ss), TracesDataDecoder.resource(rs, ss))
                 cached = group
             }
-            spansJSON.reset()
+            // The line is the frame's prefix, the spans array, the frame's suffix: the spans are
+            // compared in place (`JSONMatcher`), not written again.
+            let (prefix, suffix) = (group.frame.prefix, group.frame.suffix)
+            var spansJSON = JSONMatcher(line, at: prefix.count)
+            let framed =
+                line.count >= prefix.count + suffix.count
+                && Self.same(UnsafeRawBufferPointer(rebasing: line[..<prefix.count]), prefix)
+                && Self.same(UnsafeRawBufferPointer(rebasing: line[(line.count - suffix.count)...]), suffix)
             spansJSON.beginArray()
             for i in 0..<count {
                 guard let span = ss.pointee.spans[i], let traceID = TraceID(bytes: span.pointee.trace_id.rawBuffer),
                     let spanID = SpanID(bytes: span.pointee.span_id.rawBuffer)
                 else { return nil }
-                OTLPJSONEncoder.span(span, into: &spansJSON)
+                OTLPJSONEncoder.span(span, matching: &spansJSON)
                 records.append(
-                    TracesDataDecoder.record(span.pointee, traceID: traceID, spanID: spanID, resource: group.resource))
+                    TracesDataDecoder.record(
+                        span.pointee, traceID: traceID, spanID: spanID, resource: group.resource, strings: &strings))
             }
             spansJSON.endArray()
-            return Self.isConcatenation(line, group.frame.prefix, spansJSON.bytes, group.frame.suffix)
+            return framed && spansJSON.matches && spansJSON.at == line.count - suffix.count
         }
         guard let unpacked, let matched = unpacked else {
             records.removeLast(records.count - before)
@@ -116,15 +124,10 @@ struct SpanGroupReader {
         }
     }
 
-    static func isConcatenation(_ line: UnsafeRawBufferPointer, _ a: [UInt8], _ b: [UInt8], _ c: [UInt8]) -> Bool {
-        guard line.count == a.count + b.count + c.count, let base = line.baseAddress else { return false }
-        var at = 0
-        for part in [a, b, c] {
-            let same = part.withUnsafeBytes { p in p.isEmpty || memcmp(base + at, p.baseAddress!, p.count) == 0 }
-            guard same else { return false }
-            at += part.count
-        }
-        return true
+    /// Whether `bytes` are `expected`.
+    static func same(_ bytes: UnsafeRawBufferPointer, _ expected: [UInt8]) -> Bool {
+        bytes.count == expected.count
+            && expected.withUnsafeBytes { e in e.isEmpty || memcmp(bytes.baseAddress!, e.baseAddress!, e.count) == 0 }
     }
 
     /// Finds the parts of a group message, and writes into `key` its fields other than the

@@ -15,28 +15,22 @@ public protocol JSONWritable {
 /// Hand-written: Foundation's `JSONEncoder` boxes every value through the `Encodable`
 /// machinery, which was 40% of the server time of a 200-span graph query, and none of the
 /// packages this project may use has a faster encoder. The callers write keys in sorted order.
-public struct JSONWriter: Sendable {
+public struct JSONWriter: JSONOutput, Sendable {
     public private(set) var bytes: [UInt8] = []
-    /// Whether the next member or element needs a comma before it, per open container: the
-    /// innermost 64 as bits of `commas` (bit 0 the innermost), the outer ones beyond those in
-    /// `deeper` (a bit stack: no array work per value at ordinary depths).
-    private var commas: UInt64 = 0
-    private var depth = 0
-    private var deeper: [Bool] = []
+    private var nesting = JSONNesting()
 
     public init(capacity: Int = 4096) { bytes.reserveCapacity(capacity) }
 
     /// Ends a line of JSON Lines: a newline after a complete top-level value.
     public mutating func endLine() {
-        precondition(depth == 0, "a line ends after a complete value")
+        precondition(nesting.depth == 0, "a line ends after a complete value")
         bytes.append(0x0A)
     }
 
     /// Empties the writer for the next value, keeping its buffer.
     public mutating func reset() {
         bytes.removeAll(keepingCapacity: true)
-        (commas, depth) = (0, 0)
-        deeper.removeAll(keepingCapacity: true)
+        nesting.reset()
     }
 
     public mutating func beginObject() { begin(UInt8(ascii: "{")) }
@@ -47,11 +41,11 @@ public struct JSONWriter: Sendable {
     private mutating func begin(_ bracket: UInt8) {
         separate()
         bytes.append(bracket)
-        push()
+        nesting.push()
     }
 
     private mutating func end(_ bracket: UInt8) {
-        pop()
+        nesting.pop()
         bytes.append(bracket)
     }
 
@@ -63,14 +57,14 @@ public struct JSONWriter: Sendable {
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
         // The value is the member's own: no comma before it.
-        setComma(false)
+        nesting.setComma(false)
     }
 
     /// A member's key that is not a literal (a map's key); its value follows.
     public mutating func key(dynamic k: String) {
         string(k)
         bytes.append(UInt8(ascii: ":"))
-        setComma(false)
+        nesting.setComma(false)
     }
 
     public mutating func string(_ s: String) {
@@ -164,35 +158,20 @@ public struct JSONWriter: Sendable {
         endArray()
     }
 
-    private mutating func push() {
-        if depth >= 64 { deeper.append(commas >> 63 != 0) }
-        commas <<= 1  // the new container's bit starts clear
-        depth += 1
-    }
-
-    private mutating func pop() {
-        depth -= 1
-        commas >>= 1
-        if depth >= 64 { commas |= (deeper.removeLast() ? 1 : 0) << 63 }
-    }
-
-    /// The innermost container's bit.
-    private var comma: Bool { commas & 1 != 0 }
-
-    private mutating func setComma(_ on: Bool) {
-        if on { commas |= 1 } else { commas &= ~1 }
-    }
-
     private mutating func separate() {
-        guard depth > 0 else { return }
-        if comma { bytes.append(UInt8(ascii: ",")) }
-        setComma(true)
+        if nesting.separate() { bytes.append(UInt8(ascii: ",")) }
     }
 
     /// As Foundation's JSON writer escapes: quote, backslash, and control characters (the
     /// common ones by letter, the rest as `\u00XX`); `/` and non-ASCII stay as they are.
     private mutating func escape(_ s: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
+        // Most strings need no escape at all: checked eight bytes at a time, and copied whole.
+        guard Self.needsEscape(s) else {
+            bytes.append(contentsOf: s)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         var start = 0
         for i in 0..<s.count {
             let c = s[i]
@@ -283,6 +262,28 @@ public struct JSONWriter: Sendable {
         bytes.append(UInt8(ascii: "\""))
     }
 
+    /// Whether a byte of `s` is a quote, a backslash or a control character (what `escape`
+    /// rewrites). Eight bytes at a time: for a word `x`, `(x - 0x01…01 * n) & ~x & 0x80…80` is
+    /// non-zero exactly when a byte of `x` is below `n` (for `n` at most 128), and a byte
+    /// equal to `c` is a zero byte of `x ^ (0x01…01 * c)`.
+    static func needsEscape(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
+        let (ones, highs): (UInt64, UInt64) = (0x0101_0101_0101_0101, 0x8080_8080_8080_8080)
+        @inline(__always) func below(_ x: UInt64, _ n: UInt64) -> Bool { (x &- ones &* n) & ~x & highs != 0 }
+        var i = 0
+        let raw = UnsafeRawBufferPointer(s)
+        while i + 8 <= s.count {
+            let x = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            if below(x, 0x20) || below(x ^ (ones &* 0x22), 1) || below(x ^ (ones &* 0x5C), 1) { return true }
+            i += 8
+        }
+        while i < s.count {
+            let c = s[i]
+            if c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { return true }
+            i += 1
+        }
+        return false
+    }
+
     static func isASCII(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
         var i = 0
         let raw = UnsafeRawBufferPointer(s)
@@ -296,4 +297,59 @@ public struct JSONWriter: Sendable {
         }
         return true
     }
+}
+
+/// Where a JSON value stands among its containers: whether the next member or element needs a
+/// comma before it, per open container. The innermost 64 as bits of `commas` (bit 0 the
+/// innermost), the outer ones beyond those in `deeper` (a bit stack: no array work per value
+/// at ordinary depths). Kept alike by the writer and the matcher.
+struct JSONNesting: Sendable {
+    private var commas: UInt64 = 0
+    private(set) var depth = 0
+    private var deeper: [Bool] = []
+
+    mutating func reset() {
+        (commas, depth) = (0, 0)
+        deeper.removeAll(keepingCapacity: true)
+    }
+
+    mutating func push() {
+        if depth >= 64 { deeper.append(commas >> 63 != 0) }
+        commas <<= 1  // the new container's bit starts clear
+        depth += 1
+    }
+
+    mutating func pop() {
+        depth -= 1
+        commas >>= 1
+        if depth >= 64 { commas |= (deeper.removeLast() ? 1 : 0) << 63 }
+    }
+
+    mutating func setComma(_ on: Bool) {
+        if on { commas |= 1 } else { commas &= ~1 }
+    }
+
+    /// Before a value: whether a comma goes first (the innermost container's bit, then set).
+    mutating func separate() -> Bool {
+        guard depth > 0 else { return false }
+        defer { commas |= 1 }
+        return commas & 1 != 0
+    }
+}
+
+/// What a JSON encoder writes through: `JSONWriter` appends the bytes, `JSONMatcher` compares
+/// them with bytes already written (an audit bundle's lines, which a verifier only checks).
+public protocol JSONOutput {
+    mutating func beginObject()
+    mutating func endObject()
+    mutating func beginArray()
+    mutating func endArray()
+    mutating func key(_ k: StaticString)
+    mutating func string(_ s: String)
+    mutating func string(cString p: UnsafePointer<CChar>)
+    mutating func hexString(_ b: UnsafeBufferPointer<UInt8>)
+    mutating func decimalString(_ v: UInt64)
+    mutating func int(_ v: Int64)
+    mutating func bool(_ v: Bool)
+    mutating func raw(_ json: [UInt8])
 }

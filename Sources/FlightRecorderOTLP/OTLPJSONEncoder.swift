@@ -75,7 +75,14 @@ public enum OTLPJSONEncoder {
         w.endObject()
     }
 
-    static func write(_ d: CExportRequest, _ w: inout JSONWriter) {
+    /// `span(_:into:)` compared with bytes already written (`m` at where the span should start).
+    package static func span(_ span: UnsafePointer<CSpan>, matching m: inout JSONMatcher) {
+        m.beginObject()
+        write(span.pointee, &m)
+        m.endObject()
+    }
+
+    static func write<W: JSONOutput>(_ d: CExportRequest, _ w: inout W) {
         w.beginObject()
         array("resourceSpans", d.resource_spans, d.n_resource_spans, &w, evenIfEmpty: true) { rs, w in
             if let resource = rs.resource?.pointee {
@@ -110,7 +117,7 @@ public enum OTLPJSONEncoder {
     }
 
     /// A span's members (the caller opens and closes its object).
-    static func write(_ s: CSpan, _ w: inout JSONWriter) {
+    static func write<W: JSONOutput>(_ s: CSpan, _ w: inout W) {
         hex("traceId", s.trace_id, &w)
         hex("spanId", s.span_id, &w)
         string("traceState", s.trace_state, &w)
@@ -149,9 +156,9 @@ public enum OTLPJSONEncoder {
 
     /// `key`: an array of objects, one per message `items` points at (null entries skipped),
     /// each object's members written by `body`; nothing when there are none, unless `evenIfEmpty`.
-    static func array<T>(
+    static func array<T, W: JSONOutput>(
         _ key: StaticString, _ items: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ n: Int,
-        _ w: inout JSONWriter, evenIfEmpty: Bool = false, _ body: (T, inout JSONWriter) -> Void
+        _ w: inout W, evenIfEmpty: Bool = false, _ body: (T, inout W) -> Void
     ) {
         guard n > 0 || evenIfEmpty else { return }
         w.key(key)
@@ -165,17 +172,17 @@ public enum OTLPJSONEncoder {
         w.endArray()
     }
 
-    static func attributes(
+    static func attributes<W: JSONOutput>(
         _ key: StaticString, _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int,
-        _ w: inout JSONWriter
+        _ w: inout W
     ) {
         guard let list, n > 0 else { return }
         w.key(key)
         keyValues(list, n, &w)
     }
 
-    static func keyValues(
-        _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>, _ n: Int, _ w: inout JSONWriter
+    static func keyValues<W: JSONOutput>(
+        _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>, _ n: Int, _ w: inout W
     ) {
         w.beginArray()
         for i in 0..<n {
@@ -191,7 +198,7 @@ public enum OTLPJSONEncoder {
         w.endArray()
     }
 
-    static func value(_ v: CAnyValue, _ w: inout JSONWriter) {
+    static func value<W: JSONOutput>(_ v: CAnyValue, _ w: inout W) {
         w.beginObject()
         switch v.value_case.rawValue {
         case 1:
@@ -245,15 +252,15 @@ public enum OTLPJSONEncoder {
         w.endObject()
     }
 
-    static func string(_ key: StaticString, _ s: UnsafeMutablePointer<CChar>?, _ w: inout JSONWriter) {
+    static func string<W: JSONOutput>(_ key: StaticString, _ s: UnsafeMutablePointer<CChar>?, _ w: inout W) {
         guard let s, s.pointee != 0 else { return }
         w.key(key)
         w.string(cString: s)
     }
 
-    static func strings(
+    static func strings<W: JSONOutput>(
         _ key: StaticString, _ list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ n: Int,
-        _ w: inout JSONWriter
+        _ w: inout W
     ) {
         guard let list, n > 0 else { return }
         w.key(key)
@@ -264,19 +271,19 @@ public enum OTLPJSONEncoder {
         w.endArray()
     }
 
-    static func hex(_ key: StaticString, _ b: ProtobufCBinaryData, _ w: inout JSONWriter) {
+    static func hex<W: JSONOutput>(_ key: StaticString, _ b: ProtobufCBinaryData, _ w: inout W) {
         guard b.len > 0, let data = b.data else { return }
         w.key(key)
         w.hexString(UnsafeBufferPointer(start: data, count: b.len))
     }
 
-    static func fixed64(_ key: StaticString, _ v: UInt64, _ w: inout JSONWriter) {
+    static func fixed64<W: JSONOutput>(_ key: StaticString, _ v: UInt64, _ w: inout W) {
         guard v != 0 else { return }
         w.key(key)
         w.decimalString(v)
     }
 
-    static func nonZero(_ key: StaticString, _ v: UInt32, _ w: inout JSONWriter) {
+    static func nonZero<W: JSONOutput>(_ key: StaticString, _ v: UInt32, _ w: inout W) {
         guard v != 0 else { return }
         w.key(key)
         w.int(Int64(v))

@@ -30,6 +30,7 @@ public enum TracesDataDecoder {
                 arena.allocator, payload.count, payload.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else { throw TracesDataError(description: "stored block is not a valid TracesData message") }
         var out: [SpanRecord] = []
+        var strings = StringInterner()
         for r in 0..<data.pointee.n_resource_spans {
             guard let rs = data.pointee.resource_spans[r]?.pointee else { continue }
             var resourceAttributes: [Attribute]?
@@ -45,14 +46,15 @@ public enum TracesDataDecoder {
                     if resource == nil {
                         if resourceAttributes == nil {
                             resourceAttributes = attributes(
-                                rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0)
+                                rs.resource?.pointee.attributes, rs.resource?.pointee.n_attributes ?? 0, &strings)
                         }
                         let scope = ss.scope?.pointee
                         resource = ResourceRecord(
                             attributes: resourceAttributes!, scopeName: string(scope?.name),
                             scopeVersion: string(scope?.version))
                     }
-                    out.append(record(span, traceID: traceID, spanID: spanID, resource: resource!))
+                    out.append(
+                        record(span, traceID: traceID, spanID: spanID, resource: resource!, strings: &strings))
                 }
             }
         }
@@ -72,13 +74,22 @@ public enum TracesDataDecoder {
 
     package static func record(_ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord) -> SpanRecord
     {
+        var strings = StringInterner()
+        return record(span, traceID: traceID, spanID: spanID, resource: resource, strings: &strings)
+    }
+
+    /// `record`, its names and attribute keys shared through `strings` with the spans decoded
+    /// before it.
+    package static func record(
+        _ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord, strings: inout StringInterner
+    ) -> SpanRecord {
         var events: [SpanRecord.Event] = []
         for i in 0..<span.n_events {
             guard let e = span.events[i]?.pointee else { continue }
             events.append(
                 .init(
-                    timeUnixNano: e.time_unix_nano, name: string(e.name),
-                    attributes: attributes(e.attributes, e.n_attributes)))
+                    timeUnixNano: e.time_unix_nano, name: name(e.name, &strings),
+                    attributes: attributes(e.attributes, e.n_attributes, &strings)))
         }
         var links: [SpanRecord.Link] = []
         for i in 0..<span.n_links {
@@ -88,17 +99,23 @@ public enum TracesDataDecoder {
             links.append(
                 .init(
                     traceID: t, spanID: s, traceState: string(l.trace_state),
-                    attributes: attributes(l.attributes, l.n_attributes)))
+                    attributes: attributes(l.attributes, l.n_attributes, &strings)))
         }
         let parent = SpanID(bytes: span.parent_span_id.rawBuffer)
         return SpanRecord(
             traceID: traceID, spanID: spanID, parentSpanID: parent?.isZero == false ? parent : nil,
-            traceState: string(span.trace_state), name: string(span.name), kind: Int(span.kind.rawValue),
+            traceState: string(span.trace_state), name: name(span.name, &strings), kind: Int(span.kind.rawValue),
             startNanos: span.start_time_unix_nano, endNanos: span.end_time_unix_nano,
-            attributes: attributes(span.attributes, span.n_attributes),
+            attributes: attributes(span.attributes, span.n_attributes, &strings),
             droppedAttributesCount: span.dropped_attributes_count, events: events, links: links,
             statusCode: SpanRecord.StatusCode(rawValue: Int(span.status?.pointee.code.rawValue ?? 0)) ?? .unset,
             statusMessage: string(span.status?.pointee.message), resource: resource)
+    }
+
+    /// A name or key: interned.
+    static func name(_ p: UnsafeMutablePointer<CChar>?, _ strings: inout StringInterner) -> String {
+        guard let p else { return "" }
+        return strings.string(p)
     }
 
     package static func string(_ p: UnsafeMutablePointer<CChar>?) -> String {
@@ -109,17 +126,24 @@ public enum TracesDataDecoder {
     package static func attributes(
         _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int
     ) -> [Attribute] {
+        var strings = StringInterner()
+        return attributes(list, n, &strings)
+    }
+
+    static func attributes(
+        _ list: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, _ n: Int, _ strings: inout StringInterner
+    ) -> [Attribute] {
         guard let list, n > 0 else { return [] }
         var out: [Attribute] = []
         out.reserveCapacity(n)
         for i in 0..<n {
             guard let kv = list[i]?.pointee else { continue }
-            out.append(Attribute(string(kv.key), value(kv.value)))
+            out.append(Attribute(name(kv.key, &strings), value(kv.value, &strings)))
         }
         return out
     }
 
-    static func value(_ p: UnsafeMutablePointer<CAnyValue>?) -> AttributeValue {
+    static func value(_ p: UnsafeMutablePointer<CAnyValue>?, _ strings: inout StringInterner) -> AttributeValue {
         guard let v = p?.pointee else { return .empty }
         switch v.value_case.rawValue {
         case 1: return .string(string(v.string_value))
@@ -128,10 +152,10 @@ public enum TracesDataDecoder {
         case 4: return .double(v.double_value)
         case 5:
             guard let a = v.array_value?.pointee else { return .array([]) }
-            return .array((0..<a.n_values).map { value(a.values[$0]) })
+            return .array((0..<a.n_values).map { value(a.values[$0], &strings) })
         case 6:
             guard let kv = v.kvlist_value?.pointee else { return .kvlist([]) }
-            return .kvlist(attributes(kv.values, kv.n_values))
+            return .kvlist(attributes(kv.values, kv.n_values, &strings))
         case 7: return .bytes(Array(v.bytes_value.rawBuffer))
         default: return .empty
         }

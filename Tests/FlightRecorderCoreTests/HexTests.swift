@@ -1,4 +1,5 @@
 import FlightRecorderCore
+import Foundation
 import Testing
 
 @Suite struct HexTests {
@@ -57,6 +58,29 @@ import Testing
     }
 }
 
+@Suite struct JSONWriterEscapeTests {
+    /// Each byte the writer escapes, and the bytes next to those ranges, at every position of
+    /// a string crossing the eight-byte words the fast check reads, against `JSONEncoder`.
+    @Test func everyEscapedByteAtEveryPosition() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let special: [UInt8] = Array(0..<0x21) + [0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7F, 0x80, 0xDF]
+        for length in [1, 7, 8, 9, 17] {
+            for at in 0..<length {
+                for c in special {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    bytes[at] = c
+                    // A lone byte of 0x80 or above decodes as U+FFFD: a non-ASCII character.
+                    let text = String(decoding: bytes, as: UTF8.self)
+                    var w = JSONWriter()
+                    w.string(text)
+                    #expect(w.bytes == Array(try encoder.encode(text)), "byte \(c) at \(at) of \(length)")
+                }
+            }
+        }
+    }
+}
+
 @Suite struct JSONWriterNestingTests {
     /// Commas stay right in containers nested past the 64 kept as bits, on the way in and out.
     @Test func deeplyNestedContainers() {
@@ -88,5 +112,56 @@ import Testing
             nest(1)
             #expect(String(decoding: w.bytes, as: UTF8.self) == expected, "depth \(depth)")
         }
+    }
+}
+
+@Suite struct JSONMatcherTests {
+    /// The same calls made to a writer and to a matcher over the writer's bytes: the matcher
+    /// accepts exactly those bytes, and no byte of them changed, cut or added.
+    @Test func acceptsExactlyTheWritersBytes() {
+        func write<W: JSONOutput>(_ w: inout W) {
+            w.beginArray()
+            w.beginObject()
+            w.key("a")
+            w.string("plain")
+            w.key("b")
+            w.string("quote \" tab \t caf\u{E9}")
+            w.key("c")
+            "c-string, long enough to cross a word: \u{1}".withCString { w.string(cString: $0) }
+            w.key("d")
+            [UInt8](arrayLiteral: 0x00, 0xAB, 0xFF).withUnsafeBufferPointer { w.hexString($0) }
+            w.key("e")
+            w.decimalString(1_767_000_000_123_456_789)
+            w.key("f")
+            w.int(-42)
+            w.key("g")
+            w.bool(true)
+            w.key("h")
+            w.raw(Array("1.5".utf8))
+            w.endObject()
+            w.beginObject()
+            w.endObject()
+            w.endArray()
+        }
+        var writer = JSONWriter()
+        write(&writer)
+        let bytes = writer.bytes
+        func accepts(_ candidate: [UInt8]) -> Bool {
+            candidate.withUnsafeBytes { b in
+                var m = JSONMatcher(b)
+                write(&m)
+                return m.matches && m.at == b.count
+            }
+        }
+        #expect(accepts(bytes))
+        for i in bytes.indices {
+            var changed = bytes
+            changed[i] ^= 0x01
+            #expect(!accepts(changed), "byte \(i) changed")
+            var cut = bytes
+            cut.remove(at: i)
+            #expect(!accepts(cut), "byte \(i) cut")
+        }
+        #expect(!accepts(bytes + [0x20]))
     }
 }
