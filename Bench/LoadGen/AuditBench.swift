@@ -7,8 +7,9 @@ import Foundation
 /// --duration seconds, then, --rounds times: exports one tenant's whole time range with
 /// `flightrec audit export` (the daemon builds and streams the bundle; the CLI writes it to
 /// disk) and verifies it with `flightrec audit verify --key`. Rates are the bundle's spans over
-/// each command's wall time, the commands' own start-up included. Before each round (not
-/// timed) the previous bundle is removed and `sync` run.
+/// each command's wall time, the commands' own start-up included. After the fill (not timed)
+/// the bench waits until the daemon is idle (its indexer caught up); before each round the
+/// previous bundle is removed and `sync` run.
 extension LoadGen {
     func runAuditBench(daemon binary: String) async throws {
         let source = try makeSource()
@@ -26,6 +27,10 @@ extension LoadGen {
         print(
             "filled: \(fill.spans) spans in \(String(format: "%.1f", fill.elapsed)) s (\(tenants) tenant(s), acme's exported)"
         )
+        // The rounds time a store at rest: a fill at full speed leaves the indexer some seconds
+        // behind, and exports timed while it caught up ran a fifth slower.
+        let settled = Self.waitUntilIdle(started.process.processIdentifier)
+        print(String(format: "daemon idle after %.1f s more", settled))
         let key = try Self.command(binary, ["audit", "key", "--data", started.dataDir]).output
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let bundle = (started.dataDir as NSString).deletingLastPathComponent + "/bundle.tar"
@@ -66,6 +71,20 @@ extension LoadGen {
             String(
                 format: "median: export %.0f spans/s, verify %.0f spans/s", exports.sorted()[exports.count / 2],
                 verifies.sorted()[verifies.count / 2]))
+    }
+
+    /// Waits (at most two minutes) until process `pid` used under 5 % of a core for a whole
+    /// second; returns the seconds waited.
+    static func waitUntilIdle(_ pid: Int32) -> Double {
+        let start = ContinuousClock.now
+        var last = processCPU(pid)
+        while seconds(ContinuousClock.now - start) < 120 {
+            Thread.sleep(forTimeInterval: 1)
+            let now = processCPU(pid)
+            defer { last = now }
+            if now - last < 0.05 { break }
+        }
+        return seconds(ContinuousClock.now - start)
     }
 
     static func command(_ binary: String, _ args: [String]) throws -> (status: Int32, output: String, error: String) {
