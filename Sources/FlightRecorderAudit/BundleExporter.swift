@@ -457,14 +457,42 @@ public enum AuditExporter {
             return false
         }
         for (g, (start, n, selected)) in zip(groups, shape) {
-            if selected || mayBeNeeded(start, n) {
-                var next = Int(start - blockStart)
-                g.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in out.leaves.append(hash) }
-            } else {
-                out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
-                out.unhashed.append(start..<start + n)
+            guard selected else {
+                if mayBeNeeded(start, n) {
+                    var next = Int(start - blockStart)
+                    g.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in
+                        out.leaves.append(hash)
+                    }
+                } else {
+                    out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
+                    out.unhashed.append(start..<start + n)
+                }
+                continue
             }
-            guard selected else { continue }
+            // A selected group is decoded first: the spans it keeps are not hashed (the proof's
+            // nodes are of subtrees without a kept leaf; the verifier hashes the kept ones), only
+            // the others (another run's, or outside the time range).
+            let keptBefore = out.indices.count
+            defer {
+                let keptLeaves = out.indices[keptBefore...]
+                var k = keptLeaves.startIndex
+                var next = Int(start - blockStart)
+                g.forEachLeaf(
+                    raw, salts: salts, next: &next, into: &message,
+                    hashing: { number in
+                        let leaf = blockStart + UInt64(number)
+                        while k < keptLeaves.endIndex, keptLeaves[k] < leaf { k += 1 }
+                        guard k < keptLeaves.endIndex, keptLeaves[k] == leaf else { return true }
+                        out.leaves.append(TreeHash.empty)
+                        if let last = out.unhashed.last, last.upperBound == leaf {
+                            out.unhashed[out.unhashed.count - 1] = last.lowerBound..<leaf + 1
+                        } else {
+                            out.unhashed.append(leaf..<leaf + 1)
+                        }
+                        return false
+                    }
+                ) { _, _, hash in out.leaves.append(hash) }
+            }
             let unpacked: Bool? = UnpackArena.withRequest(UnsafeRawBufferPointer(rebasing: raw[g.field])) {
                 request -> Bool in
                 guard request.pointee.n_resource_spans == 1, let rs = request.pointee.resource_spans[0],

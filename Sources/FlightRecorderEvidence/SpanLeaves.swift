@@ -92,15 +92,22 @@ package enum SpanLeaves {
         /// Each span's leaf (its scope group's index, the span's range, its hash), in order;
         /// `message` is scratch space kept from call to call. The span numbered `next` (then
         /// counted on) is salted with `salts[next]`, none past the end of `salts`.
+        ///
+        /// With `hashing`, a span it answers false for (asked with the span's number) is
+        /// passed over: `body` is not called for it.
         package func forEachLeaf(
             _ raw: UnsafeRawBufferPointer, salts: [LeafSalt], next: inout Int, into message: inout [UInt8],
-            _ body: (Int, Range<Int>, TreeHash) -> Void
+            hashing: (Int) -> Bool = { _ in true }, _ body: (Int, Range<Int>, TreeHash) -> Void
         ) {
             func part(_ r: Range<Int>?) -> UnsafeRawBufferPointer? {
                 r.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }
             }
             for (s, scope) in scopes.enumerated() {
                 for span in scope.spans {
+                    if !hashing(next) {
+                        next += 1
+                        continue
+                    }
                     message.removeAll(keepingCapacity: true)
                     assemble(
                         resource: part(resource), scope: part(scope.scope), span: part(span)!,
