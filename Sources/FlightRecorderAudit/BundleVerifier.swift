@@ -216,6 +216,13 @@ public enum BundleVerifier {
             return report
         }
         _ = (spanBytes, protoBytes)
+        // Read while the spans are (they need nothing of them; this thread would only wait):
+        // `runs.csv` and the lines of the derived files, whose problems are reported below.
+        let runsFile = RunsFile(data(AuditBundle.runs))
+        let derivedLines = (
+            decisions: bytes(AuditBundle.decisions).map { ($0, SpanLines.lineRanges($0)) },
+            findings: bytes(AuditBundle.findings).map { ($0, SpanLines.lineRanges($0)) }
+        )
         guard let lines = reading.value else { return report }
         if keepUntilExit { Self.keptUntilExit.withLock { $0.append(lines) } }
         report.spans = lines.spanCount
@@ -290,39 +297,19 @@ public enum BundleVerifier {
         }
 
         // The derived files: exactly what the proved spans give.
-        guard let runsText = data(AuditBundle.runs).map({ String(decoding: $0, as: UTF8.self) }),
-            let rows = CSV.parse(runsText)
-        else {
+        guard let runsFile else {
             fail("\(AuditBundle.runs): missing or not RFC 4180")
             proved()
             return report
         }
-        var runs: [BundleViews.Run] = []
-        // What each row claims (its decisions and findings), to check those files line by line.
-        var claims: [(decisions: Int, findings: Int)]? = []
-        if rows.first?.joined(separator: ",") != BundleViews.csvHeader {
-            fail("\(AuditBundle.runs): the header is not \(BundleViews.csvHeader)")
-        } else {
-            for (i, row) in rows.dropFirst().enumerated() {
-                guard row.count == 11 else {
-                    fail("\(AuditBundle.runs) row \(i + 1): \(row.count) fields, expected 11")
-                    continue
-                }
-                let traces = row[10].split(separator: " ").compactMap { TraceID(hex: String($0)) }
-                runs.append(BundleViews.Run(runID: row[0], tenant: row[1], traces: traces))
-                if let decisions = Int(row[7]), let findings = Int(row[9]) {
-                    claims?.append((decisions, findings))
-                } else {
-                    claims = nil
-                }
-            }
-        }
+        for problem in runsFile.problems { fail(problem) }
+        let runs = runsFile.runs
         report.runs = runs.count
         var expectedLines: ExpectedLines?
-        if let claims, let decisions = bytes(AuditBundle.decisions), let findings = bytes(AuditBundle.findings) {
+        if let claims = runsFile.claims, let decisions = derivedLines.decisions, let findings = derivedLines.findings {
             expectedLines = ExpectedLines(
-                decisions: .init(bytes: decisions, lines: SpanLines.lineRanges(decisions)),
-                findings: .init(bytes: findings, lines: SpanLines.lineRanges(findings)), claims: claims)
+                decisions: .init(bytes: decisions.0, lines: decisions.1),
+                findings: .init(bytes: findings.0, lines: findings.1), claims: claims)
         }
         let views = BundleViews.derive(
             chunks: lines.chunks, runs: runs, rules: manifest.findingRules ?? .default, expected: expectedLines)
@@ -526,6 +513,38 @@ public enum BundleVerifier {
             if a[i] == 0x0A { line += 1 }
         }
         return a.count < b.count ? "it is shorter" : "it is longer"
+    }
+}
+
+/// `runs.csv` as the verifier reads it: the runs, what each row claims (its decisions and
+/// findings, to check those files line by line; nil when a claim is not a number), and what is
+/// wrong with its rows. nil when the file is missing or not RFC 4180.
+struct RunsFile {
+    var runs: [BundleViews.Run] = []
+    var claims: [(decisions: Int, findings: Int)]? = []
+    var problems: [String] = []
+
+    init?(_ data: Data?) {
+        guard let text = data.map({ String(decoding: $0, as: UTF8.self) }), let rows = CSV.parse(text) else {
+            return nil
+        }
+        guard rows.first?.joined(separator: ",") == BundleViews.csvHeader else {
+            problems.append("\(AuditBundle.runs): the header is not \(BundleViews.csvHeader)")
+            return
+        }
+        for (i, row) in rows.dropFirst().enumerated() {
+            guard row.count == 11 else {
+                problems.append("\(AuditBundle.runs) row \(i + 1): \(row.count) fields, expected 11")
+                continue
+            }
+            let traces = row[10].split(separator: " ").compactMap { TraceID(hex: String($0)) }
+            runs.append(BundleViews.Run(runID: row[0], tenant: row[1], traces: traces))
+            if let decisions = Int(row[7]), let findings = Int(row[9]) {
+                claims?.append((decisions, findings))
+            } else {
+                claims = nil
+            }
+        }
     }
 }
 
