@@ -1,7 +1,10 @@
 /// Lowercase hexadecimal, the one encoder every module uses: trace and span IDs, token
 /// digests, HMAC outputs, policy tickets.
 public enum Hex {
-    static let digits = Array("0123456789abcdef".utf8)
+    /// The lowercase digit of `n` (0-15): computed, since a table in a global costs a lazy
+    /// initialisation check on every use (`perf`: 0.7 % of an audit verifier's time).
+    @inline(__always)
+    static func digit(_ n: UInt8) -> UInt8 { n < 10 ? 0x30 + n : 0x57 + n }
 
     /// Two lowercase digits per byte.
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
@@ -14,8 +17,8 @@ public enum Hex {
     /// Two lowercase digits per byte, appended to `out`.
     public static func append(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
         for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
+            out.append(digit(b >> 4))
+            out.append(digit(b & 0xF))
         }
     }
 
@@ -40,7 +43,7 @@ public enum Hex {
     static func write(_ value: UInt64, into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) {
         var v = value
         for i in stride(from: start + 15, through: start, by: -1) {
-            out[i] = digits[Int(v & 0xF)]
+            out[i] = digit(UInt8(truncatingIfNeeded: v & 0xF))
             v >>= 4
         }
     }

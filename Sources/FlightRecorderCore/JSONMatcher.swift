@@ -103,12 +103,36 @@ public struct JSONMatcher: JSONOutput {
 
     public mutating func hexString(_ b: UnsafeBufferPointer<UInt8>) {
         separate()
-        expectScratch { $0.hexString(b) }
+        expect(UInt8(ascii: "\""))
+        // Each byte's two lowercase digits against the next two expected.
+        for byte in b {
+            guard matches, at + 2 <= expected.count, expected[at] == Hex.digit(byte >> 4),
+                expected[at + 1] == Hex.digit(byte & 0xF)
+            else {
+                matches = false
+                return
+            }
+            at += 2
+        }
+        expect(UInt8(ascii: "\""))
     }
 
     public mutating func decimalString(_ v: UInt64) {
         separate()
-        expectScratch { $0.decimalString(v) }
+        expect(UInt8(ascii: "\""))
+        // The digits made as `JSONWriter.decimalString` makes them, on the stack.
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { d in
+            var n = 0
+            var x = v
+            repeat {
+                d[23 - n] = UInt8(truncatingIfNeeded: x % 10) + 0x30
+                x /= 10
+                n += 1
+            } while x > 0
+            expect(UnsafeRawBufferPointer(rebasing: d[(24 - n)...]))
+        }
+        expect(UInt8(ascii: "\""))
     }
 
     public mutating func int(_ v: Int64) {

@@ -190,8 +190,8 @@ public struct JSONWriter: JSONOutput, Sendable {
                 bytes.append(UInt8(ascii: "u"))
                 bytes.append(0x30)
                 bytes.append(0x30)
-                bytes.append(Hex.digits[Int(c >> 4)])
-                bytes.append(Hex.digits[Int(c & 0xF)])
+                bytes.append(Hex.digit(c >> 4))
+                bytes.append(Hex.digit(c & 0xF))
             }
         }
         if start < s.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<s.count])) }

@@ -39,26 +39,36 @@ public enum WireDepthGuard {
 
     /// Throws `WireFormatError` when the body nests deeper than `maxDepth` or is not well-formed wire format.
     public static func check(_ body: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(WireFormatError) {
-        var stack: [(kind: Kind, end: Int)] = [(.request, body.count)]
-        var pos = 0
-        while let top = stack.last {
-            if pos == top.end {
-                stack.removeLast()
-                continue
+        // The stack of open messages on the thread's stack, not in an array: a heap allocation
+        // for every request and every message an audit verifier unpacks.
+        let failure = withUnsafeTemporaryAllocation(of: (kind: Kind, end: Int).self, capacity: max(1, maxDepth)) {
+            stack -> WireFormatError? in
+            stack[0] = (.request, body.count)
+            var depth = 1
+            var pos = 0
+            while depth > 0 {
+                let top = stack[depth - 1]
+                if pos == top.end {
+                    depth -= 1
+                    continue
+                }
+                // Each field is read by a cursor bounded by its enclosing message, so neither a
+                // key, a varint nor a length may run past the message that holds it.
+                var cursor = WireCursor(body, pos..<top.end)
+                guard let field = cursor.field() else { return .malformed(offset: pos) }
+                let child = field.wireType == 2 ? top.kind.child(field: field.number) : .leaf
+                if child == .leaf {
+                    pos = field.range.upperBound
+                } else {
+                    guard depth < maxDepth else { return .tooDeep(maxDepth) }
+                    stack[depth] = (child, field.payload.upperBound)
+                    depth += 1
+                    pos = field.payload.lowerBound
+                }
             }
-            // Each field is read by a cursor bounded by its enclosing message, so neither a
-            // key, a varint nor a length may run past the message that holds it.
-            var cursor = WireCursor(body, pos..<top.end)
-            guard let field = cursor.field() else { throw .malformed(offset: pos) }
-            let child = field.wireType == 2 ? top.kind.child(field: field.number) : .leaf
-            if child == .leaf {
-                pos = field.range.upperBound
-            } else {
-                guard stack.count < maxDepth else { throw .tooDeep(maxDepth) }
-                stack.append((child, field.payload.upperBound))
-                pos = field.payload.lowerBound
-            }
+            return nil
         }
+        if let failure { throw failure }
     }
 }
 
