@@ -129,6 +129,7 @@ extension RunGraph {
 
     /// `repeatGroups()` over `run`, the executions that ran (`executionsRun()`).
     func repeatGroups(_ run: [Int]) -> [RepeatGroup] {
+        guard run.count > 1 else { return [] }  // a group repeats a call
         var groups: [CallKey: RepeatGroup] = [:]
         var order: [CallKey] = []
         for x in run {
@@ -378,15 +379,18 @@ extension RunGraph {
         var out: [Finding] = []
         var same: [CallKey: [Int]] = [:]
         var order: [CallKey] = []
-        for x in run {
-            guard let args = attr(x, AgentKeys.toolArguments) else { continue }
-            let id = CallKey(tool: toolName(x), byKey: false, value: args)
-            if same[id] == nil { order.append(id) }
-            same[id, default: []].append(x)
+        // Fewer executions than the limit cannot repeat up to it: no keys made.
+        if rules.loopRepeats > 1 && run.count >= rules.loopRepeats {
+            for x in run {
+                guard let args = attr(x, AgentKeys.toolArguments) else { continue }
+                let id = CallKey(tool: toolName(x), byKey: false, value: args)
+                if same[id] == nil { order.append(id) }
+                same[id, default: []].append(x)
+            }
         }
         for id in order {
             let xs = same[id]!
-            guard rules.loopRepeats > 1, xs.count >= rules.loopRepeats else { continue }
+            guard xs.count >= rules.loopRepeats else { continue }
             out.append(
                 Finding(
                     kind: "loop", severity: "medium",

@@ -66,8 +66,8 @@ public struct RunGraph: Sendable {
         }
         var linksTo = [[Int]](repeating: [], count: spans.count)
         var linkedBy = [[Int]](repeating: [], count: spans.count)
-        for (i, s) in spans.enumerated() {
-            for l in s.links {
+        for i in spans.indices where !spans[i].links.isEmpty {
+            for l in spans[i].links {
                 guard let t = byID[SpanKey(trace: l.traceID, span: l.spanID)], t != i else { continue }
                 linksTo[i].append(t)
                 linkedBy[t].append(i)
