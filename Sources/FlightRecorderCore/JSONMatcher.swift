@@ -56,26 +56,15 @@ public struct JSONMatcher: JSONOutput {
         if nesting.separate() { expect(UInt8(ascii: ",")) }
     }
 
-    public mutating func beginObject() {
+    public mutating func begin(_ bracket: UInt8) {
         separate()
-        expect(UInt8(ascii: "{"))
+        expect(bracket)
         nesting.push()
     }
 
-    public mutating func endObject() {
+    public mutating func end(_ bracket: UInt8) {
         nesting.pop()
-        expect(UInt8(ascii: "}"))
-    }
-
-    public mutating func beginArray() {
-        separate()
-        expect(UInt8(ascii: "["))
-        nesting.push()
-    }
-
-    public mutating func endArray() {
-        nesting.pop()
-        expect(UInt8(ascii: "]"))
+        expect(bracket)
     }
 
     public mutating func key(_ k: StaticString) {

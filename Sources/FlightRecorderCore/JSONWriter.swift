@@ -33,18 +33,13 @@ public struct JSONWriter: JSONOutput, Sendable {
         nesting.reset()
     }
 
-    public mutating func beginObject() { begin(UInt8(ascii: "{")) }
-    public mutating func endObject() { end(UInt8(ascii: "}")) }
-    public mutating func beginArray() { begin(UInt8(ascii: "[")) }
-    public mutating func endArray() { end(UInt8(ascii: "]")) }
-
-    private mutating func begin(_ bracket: UInt8) {
+    public mutating func begin(_ bracket: UInt8) {
         separate()
         bytes.append(bracket)
         nesting.push()
     }
 
-    private mutating func end(_ bracket: UInt8) {
+    public mutating func end(_ bracket: UInt8) {
         nesting.pop()
         bytes.append(bracket)
     }
@@ -340,10 +335,10 @@ struct JSONNesting: Sendable {
 /// What a JSON encoder writes through: `JSONWriter` appends the bytes, `JSONMatcher` compares
 /// them with bytes already written (an audit bundle's lines, which a verifier only checks).
 public protocol JSONOutput {
-    mutating func beginObject()
-    mutating func endObject()
-    mutating func beginArray()
-    mutating func endArray()
+    /// Opens an object or array (`{` or `[`), after a comma where one is due.
+    mutating func begin(_ bracket: UInt8)
+    /// Closes the innermost one (`}` or `]`).
+    mutating func end(_ bracket: UInt8)
     mutating func key(_ k: StaticString)
     mutating func string(_ s: String)
     mutating func string(cString p: UnsafePointer<CChar>)
@@ -352,4 +347,11 @@ public protocol JSONOutput {
     mutating func int(_ v: Int64)
     mutating func bool(_ v: Bool)
     mutating func raw(_ json: [UInt8])
+}
+
+extension JSONOutput {
+    @inlinable public mutating func beginObject() { begin(UInt8(ascii: "{")) }
+    @inlinable public mutating func endObject() { end(UInt8(ascii: "}")) }
+    @inlinable public mutating func beginArray() { begin(UInt8(ascii: "[")) }
+    @inlinable public mutating func endArray() { end(UInt8(ascii: "]")) }
 }
