@@ -72,14 +72,8 @@ public enum TracesDataDecoder {
             scopeName: string(scope?.name), scopeVersion: string(scope?.version))
     }
 
-    package static func record(_ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord) -> SpanRecord
-    {
-        var strings = StringInterner()
-        return record(span, traceID: traceID, spanID: spanID, resource: resource, strings: &strings)
-    }
-
-    /// `record`, its names and attribute keys shared through `strings` with the spans decoded
-    /// before it.
+    /// One span's record; its names and attribute keys shared through `strings` with the spans
+    /// decoded before it.
     package static func record(
         _ span: CSpan, traceID: TraceID, spanID: SpanID, resource: ResourceRecord, strings: inout StringInterner
     ) -> SpanRecord {
