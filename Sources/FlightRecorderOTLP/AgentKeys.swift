@@ -84,9 +84,13 @@ public enum AgentKeys {
     /// Whether `text` contains one of `timeoutMarkers`, ignoring ASCII case.
     public static func namesTimeout(_ text: String?) -> Bool {
         guard var text, !text.isEmpty else { return false }
-        return text.withUTF8 { t in
-            timeoutMarkerBytes.contains { w in w.withUnsafeBufferPointer { containsFolded(t, $0) } }
-        }
+        return text.withUTF8 { namesTimeout(bytes: $0) }
+    }
+
+    /// `namesTimeout` of UTF-8 bytes: ingest's C strings (`SpanMetrics.meansTimeout`) use the
+    /// same list and search.
+    static func namesTimeout(bytes t: UnsafeBufferPointer<UInt8>) -> Bool {
+        timeoutMarkerBytes.contains { w in w.withUnsafeBufferPointer { containsFolded(t, $0) } }
     }
 
     static let timeoutMarkerBytes = timeoutMarkers.map { Array($0.utf8) }
