@@ -50,7 +50,12 @@ public enum AgentKeys {
     /// `financial_write`). Findings, metrics and stats share this rule.
     public static func isWriteTier(_ tier: String?) -> Bool {
         guard var tier else { return false }
-        return tier.withUTF8 { t in writeWord.withUnsafeBufferPointer { containsFolded(t, $0) } }
+        return tier.withUTF8 { isWriteTier(bytes: $0) }
+    }
+
+    /// `isWriteTier` of UTF-8 bytes (ingest's C strings: `SpanMetrics`).
+    static func isWriteTier(bytes t: UnsafeBufferPointer<UInt8>) -> Bool {
+        writeWord.withUnsafeBufferPointer { containsFolded(t, $0) }
     }
 
     /// The span event the OTel SDKs record for an exception (`record_exception`, `RecordError`,

@@ -646,12 +646,6 @@ enum SpanMetrics {
         UnsafeBufferPointer(start: UnsafeRawPointer(s).assumingMemoryBound(to: UInt8.self), count: strlen(s))
     }
 
-    /// Whether `t` contains `word` (lower-case ASCII), ignoring ASCII case (`AgentKeys.containsFolded`).
-    @inline(__always)
-    static func containsFolded(_ t: UnsafeBufferPointer<UInt8>, _ word: StaticString) -> Bool {
-        AgentKeys.containsFolded(t, UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
-    }
-
     static func isModelOperation(_ s: UnsafePointer<CChar>, _ rules: MetricRules) -> Bool {
         rules.modelOperations.contains { $0.matches(s) }
     }
@@ -748,8 +742,7 @@ enum SpanMetrics {
                     .toolCallDuration, toolTier, seconds,
                     exemplar: { .init(runID: runID(), value: seconds, time: endSeconds) }
                 ) { [r.tenant, r.agent, version, tool, tier] }
-                // `AgentKeys.isWriteTier`, on the C string.
-                let write = tierName.map { containsFolded(bytes($0), "write") } ?? false
+                let write = tierName.map { AgentKeys.isWriteTier(bytes: bytes($0)) } ?? false
                 if write && (timedOut || equals(status, "unknown")) {
                     d.count(.uncertainWrites, toolTier) { [r.tenant, r.agent, version, tool, tier] }
                 }
