@@ -473,26 +473,6 @@ public enum AuditExporter {
             // nodes are of subtrees without a kept leaf; the verifier hashes the kept ones), only
             // the others (another run's, or outside the time range).
             let keptBefore = out.indices.count
-            defer {
-                let keptLeaves = out.indices[keptBefore...]
-                var k = keptLeaves.startIndex
-                var next = Int(start - blockStart)
-                g.forEachLeaf(
-                    raw, salts: salts, next: &next, into: &message,
-                    hashing: { number in
-                        let leaf = blockStart + UInt64(number)
-                        while k < keptLeaves.endIndex, keptLeaves[k] < leaf { k += 1 }
-                        guard k < keptLeaves.endIndex, keptLeaves[k] == leaf else { return true }
-                        out.leaves.append(TreeHash.empty)
-                        if let last = out.unhashed.last, last.upperBound == leaf {
-                            out.unhashed[out.unhashed.count - 1] = last.lowerBound..<leaf + 1
-                        } else {
-                            out.unhashed.append(leaf..<leaf + 1)
-                        }
-                        return false
-                    }
-                ) { _, _, hash in out.leaves.append(hash) }
-            }
             let unpacked: Bool? = UnpackArena.withRequest(UnsafeRawBufferPointer(rebasing: raw[g.field])) {
                 request -> Bool in
                 guard request.pointee.n_resource_spans == 1, let rs = request.pointee.resource_spans[0],
@@ -520,6 +500,25 @@ public enum AuditExporter {
                 return true
             }
             guard unpacked == true else { return nil }
+            // Then its leaves, the kept ones passed over (a placeholder each, `unhashed`).
+            let keptLeaves = out.indices[keptBefore...]
+            var k = keptLeaves.startIndex
+            var next = Int(start - blockStart)
+            g.forEachLeaf(
+                raw, salts: salts, next: &next, into: &message,
+                hashing: { number in
+                    let leaf = blockStart + UInt64(number)
+                    while k < keptLeaves.endIndex, keptLeaves[k] < leaf { k += 1 }
+                    guard k < keptLeaves.endIndex, keptLeaves[k] == leaf else { return true }
+                    out.leaves.append(TreeHash.empty)
+                    if let last = out.unhashed.last, last.upperBound == leaf {
+                        out.unhashed[out.unhashed.count - 1] = last.lowerBound..<leaf + 1
+                    } else {
+                        out.unhashed.append(leaf..<leaf + 1)
+                    }
+                    return false
+                }
+            ) { _, _, hash in out.leaves.append(hash) }
         }
         return out.leaves.count == block.spans ? out : nil
     }
