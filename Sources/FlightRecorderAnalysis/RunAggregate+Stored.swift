@@ -5,13 +5,16 @@ import Foundation
 /// tool, finding kind) as the number `names` gives it, so a row costs tens of bytes rather
 /// than the 700-800 its JSON took (which made the file grow by about 20 bytes a span once the
 /// analyser kept up). The tenant and run ID are the row's key, not repeated. Rows written as
-/// JSON by an earlier version are still read (`init(stored:...)`).
+/// JSON by an earlier version are still read (`init(stored:...)`), and so are rows of version 1,
+/// from before the aggregate held the span families' counters (`spanCounters`: their number
+/// plus one, or 0 for none kept, then each series' family, its label values but the tenant, and
+/// its value).
 ///
 /// Written by hand: no serialisation library on this machine has a varint codec for Swift
 /// structs, and the layout is a few dozen lines (written with the OTLP module's
 /// `ProtobufWriter`, read with its `WireCursor`).
 extension RunAggregate {
-    static let storedVersion: UInt8 = 1
+    static let storedVersion: UInt8 = 2
 
     /// The row's bytes; `name` numbers a string (adding it to the store's table if new).
     func stored(name: (String) -> UInt64) -> [UInt8] {
@@ -60,6 +63,13 @@ extension RunAggregate {
             put(name(tool))
             put(n)
         }
+        // Their number plus one; 0 for none kept (`spanCounters` nil).
+        put(spanCounters.map { $0.count + 1 } ?? 0)
+        for (key, value) in spanCounters ?? SeriesMap() {
+            put(UInt64(key.family.rawValue))
+            for label in key.labels.dropFirst() { put(name(label)) }
+            put(number: value)
+        }
         return out.bytes
     }
 
@@ -72,11 +82,11 @@ extension RunAggregate {
             self = a
             return
         }
-        guard first == Self.storedVersion else { return nil }
+        guard first == 1 || first == Self.storedVersion else { return nil }
         var decoded: RunAggregate?
         bytes.withUnsafeBytes { raw in
             var c = WireCursor(raw, 1..<raw.count)
-            decoded = Self.decode(&c, tenant: tenant, runID: runID, name: name)
+            decoded = Self.decode(&c, format: first, tenant: tenant, runID: runID, name: name)
             if !c.atEnd { decoded = nil }
         }
         guard let decoded else { return nil }
@@ -84,7 +94,7 @@ extension RunAggregate {
     }
 
     private static func decode(
-        _ c: inout WireCursor, tenant: String, runID: String, name: (UInt64) -> String?
+        _ c: inout WireCursor, format: UInt8, tenant: String, runID: String, name: (UInt64) -> String?
     ) -> RunAggregate? {
         var bad = false
         func get() -> UInt64 {
@@ -150,6 +160,18 @@ extension RunAggregate {
         for _ in 0..<min(int(), c.remaining) {
             let tool = text()
             a.repeatedByTool[tool] = int()
+        }
+        if format >= 2, case let n = int(), n > 0 {
+            var counters = SeriesMap<Double>()
+            let tenantLabel = MetricLabel.value(tenant)
+            for _ in 0..<min(n - 1, c.remaining) {
+                guard let family = MetricFamily(rawValue: UInt8(truncatingIfNeeded: get())), !family.isRunFamily,
+                    !family.isHistogram
+                else { return nil }
+                let labels = [tenantLabel] + (1..<family.labels.count).map { _ in text() }
+                counters[SeriesKey(family, labels)] = number()
+            }
+            a.spanCounters = counters
         }
         return bad ? nil : a
     }

@@ -58,6 +58,29 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     public var tools: [String: ToolCounts] = [:]
     /// A root span of the run is stored (so it has ended).
     public var hasRoot = false
+    /// The span families (`MetricFamily`) of the run's spans whose labels depend on its root,
+    /// which ingest leaves to the analyser (`SpanMetrics.observe`): their counters, stored with
+    /// the aggregate so that spans arriving later add only what they change. Nil in a row an
+    /// earlier version stored, which counted every span at ingest.
+    public var spanCounters: SeriesMap<Double>?
+    /// Their histograms: observed when the run is first observed, never again, so not stored
+    /// (and not compared: `Unstored`).
+    public var spanHistograms = Unstored(SeriesMap<HistogramDelta>())
+
+    /// The stored properties JSON rows (an earlier version's) hold.
+    enum CodingKeys: String, CodingKey {
+        case tenant, runID, agent, version, taskType, startNanos, endNanos, spanCount, error, steps, modelCalls
+        case toolCalls, decisions, blocked, approvalRequired, approvals, denied, repeated, uncertainWrites
+        case tokensIn, tokensOut, costUSD, findings, tools, hasRoot, repeatedByTool
+    }
+
+    /// A value carried along but never stored or compared: two aggregates holding different
+    /// ones are equal.
+    public struct Unstored<Value: Sendable>: Sendable, Equatable {
+        public var value: Value
+        public init(_ value: Value) { self.value = value }
+        public static func == (a: Self, b: Self) -> Bool { true }
+    }
 
     public var durationSeconds: Double { Double(max(0, endNanos - startNanos)) / 1e9 }
     public var escalated: Bool { approvalRequired > 0 }
@@ -79,9 +102,12 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     }
 
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
+    /// Without `spanFamilies` (a view of a run, not its observation), `spanCounters` and
+    /// `spanHistograms` are left empty.
     public init(
         tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules,
-        findingRules: FindingRules = .default, graph known: RunGraph? = nil, findings computed: [Finding]? = nil
+        findingRules: FindingRules = .default, graph known: RunGraph? = nil, findings computed: [Finding]? = nil,
+        spanFamilies: Bool = true
     ) {
         self.tenant = tenant
         self.runID = runID
@@ -104,16 +130,19 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     ?? $0.resource.attributes.firstScalar(of: rules.taskTypeKeys)
             })
 
+        var families = SpanFamilies(tenant: tenant, runID: runID, root: root, rules: rules, counting: spanFamilies)
         for s in spans {
             let a = s.attributes
-            let operation = a[AgentKeys.operationName]?.scalarString
+            let operation = a.string(AgentKeys.operationName)
             // The rule of `SpanMetrics`: a tool execution names its operation, or without one
             // its span ("execute_tool {tool}", which also names the tool). `RunGraph` also takes
             // a span so named whatever operation it names.
             let isExecution = operation == "execute_tool" || (operation == nil && s.name.hasPrefix("execute_tool"))
             let tool = MetricLabel.value(
-                a[AgentKeys.toolName]?.scalarString
-                    ?? (isExecution ? AgentKeys.executedTool(spanName: s.name) : nil))
+                a.string(AgentKeys.toolName) ?? (isExecution ? AgentKeys.executedTool(spanName: s.name) : nil))
+            // Set when ingest left this span's families to the analyser.
+            let labels = families.labels(of: s, isExecution: isExecution)
+            let tier = a.string(AgentKeys.toolTier)
             if isExecution {
                 let status = a["tool.execution.status"]?.scalarString
                 if status != "blocked" && status != "awaiting_approval" {
@@ -128,14 +157,22 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     if timedOut { c.timeouts = 1 } else if failed { c.errors = 1 }
                     tools[tool, default: ToolCounts()].add(c)
                     toolCalls += 1
-                    let write = AgentKeys.isWriteTier(a[AgentKeys.toolTier]?.scalarString)
-                    if write && (timedOut || status == "unknown") { uncertainWrites += 1 }
+                    let write = AgentKeys.isWriteTier(tier)
+                    let uncertain = write && (timedOut || status == "unknown")
+                    if uncertain { uncertainWrites += 1 }
+                    labels?.execution(
+                        s, tool: tool, tier: tier, outcome: timedOut ? "timeout" : failed ? "error" : "ok",
+                        uncertain: uncertain, into: &families)
                 }
             }
             if let outcome = a[AgentKeys.policyOutcome]?.scalarString {
                 decisions += 1
                 if outcome == "blocked" { blocked += 1 }
                 if outcome == "approval_required" { approvalRequired += 1 }
+                if let o = a.string(AgentKeys.policyOutcome) {
+                    labels?.decision(
+                        tool: tool, tier: tier, outcome: o, rule: a.string(AgentKeys.policyRule), &families)
+                }
             }
             let decision =
                 a["approval.decision"]?.scalarString
@@ -143,6 +180,7 @@ public struct RunAggregate: Sendable, Equatable, Codable {
             if decision == "granted" || decision == "denied" {
                 approvals += 1
                 if decision == "denied" { denied += 1 }
+                labels?.approval(tool: tool, decision: decision!, &families)
             }
             let input = Self.number(a[AgentKeys.inputTokens] ?? a[AgentKeys.legacyInputTokens])
             let output = Self.number(a[AgentKeys.outputTokens] ?? a[AgentKeys.legacyOutputTokens])
@@ -152,17 +190,19 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                 modelCalls += 1
                 tokensIn += max(0, input ?? 0)
                 tokensOut += max(0, output ?? 0)
-                if let cost = Self.number(a["gen_ai.usage.cost"]) {
-                    costUSD += max(0, cost)
-                } else if let model = a[AgentKeys.responseModel]?.scalarString
-                    ?? a[AgentKeys.requestModel]?.scalarString,
-                    let price = rules.prices[model]
-                        ?? a[AgentKeys.requestModel]?.scalarString.flatMap({ rules.prices[$0] })
+                let model = a.string(AgentKeys.responseModel) ?? a.string(AgentKeys.requestModel)
+                var cost = Self.number(a["gen_ai.usage.cost"])
+                if cost == nil, let model,
+                    let price = rules.prices[model] ?? a.string(AgentKeys.requestModel).flatMap({ rules.prices[$0] })
                 {
-                    costUSD += (input ?? 0) * price.input / 1e6 + (output ?? 0) * price.output / 1e6
+                    cost = (input ?? 0) * price.input / 1e6 + (output ?? 0) * price.output / 1e6
                 }
+                costUSD += max(0, cost ?? 0)
+                labels?.modelCall(s, model: model, input: input, output: output, cost: cost, &families)
             }
         }
+        spanCounters = families.counts.counters
+        spanHistograms = Unstored(families.counts.histograms)
         steps = modelCalls + toolCalls
         error = root.map { $0.statusCode == .error } ?? spans.contains { $0.statusCode == .error }
         // Repeats are the findings' groups (the same tool with one idempotency key, or
@@ -197,13 +237,16 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         d.observe(
             .runSteps, base, Double(steps),
             exemplar: .init(runID: runID, value: Double(steps), time: Double(endNanos) / 1e9))
-        d.add(counterMetrics)
+        d.add(counterMetrics(spans: true))
+        d.histograms.merge(spanHistograms.value) { $0.add($1) }
         return d
     }
 
-    /// The counters only: what a run observed again (late spans) adds, as a difference.
-    var counterMetrics: MetricDeltas {
+    /// The counters only: what a run observed again (late spans) adds, as a difference. With
+    /// `spans`, the span families' too (`spanCounters`).
+    func counterMetrics(spans: Bool) -> MetricDeltas {
         var d = MetricDeltas()
+        if spans, let spanCounters { d.counters = spanCounters }
         for (kind, n) in findings where n > 0 {
             d.count(.findings, [tenant, agent, version, MetricLabel.value(kind)], by: Double(n))
         }
@@ -218,11 +261,15 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     public var repeatedByTool: [String: Int] = [:]
 
     /// What observing `new` after `old` adds to the counters: their increases only (a counter
-    /// never goes down; histograms are observed once, the first time).
+    /// never goes down; histograms are observed once, the first time). After a row an earlier
+    /// version stored (no `spanCounters`), none of the span families: ingest counted them.
     public static func counterIncrease(from old: RunAggregate, to new: RunAggregate) -> MetricDeltas {
         var d = MetricDeltas()
-        let o = old.counterMetrics.counters
-        for (k, v) in new.counterMetrics.counters where v > o[k, default: 0] { d.counters[k] = v - o[k, default: 0] }
+        let spans = old.spanCounters != nil
+        let o = old.counterMetrics(spans: spans).counters
+        for (k, v) in new.counterMetrics(spans: spans).counters where v > o[k, default: 0] {
+            d.counters[k] = v - o[k, default: 0]
+        }
         if new.escalated && !old.escalated {
             d.count(.escalations, [new.tenant, new.agent, new.version, new.taskType])
         }

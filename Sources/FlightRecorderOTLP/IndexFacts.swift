@@ -56,9 +56,6 @@ public enum IndexFacts {
         // This thread's: `extract` never suspends, so no other request uses them meanwhile.
         let labelStrings = SeriesKeyCache.current.labels
         labelStrings.trim()
-        let rootLabels =
-            rules.map { SpanMetrics.rootLabels(req, runIdentity: runIdentity, rules: $0, strings: labelStrings) }
-            ?? [:]
         var exemplarTrace: TraceID?
         var exemplarTraceHex = ""
         for r in 0..<req.n_resource_spans {
@@ -72,10 +69,8 @@ public enum IndexFacts {
                     agent: firstValue(of: Self.agentKeys, in: attrs, count: n),
                     tenant: firstValue(of: Self.tenantKeys, in: attrs, count: n)))
             let resourceIndex = Int32(resources.count - 1)
-            let resourceLabels = rules.map {
-                SpanMetrics.ResourceLabels(
-                    attributes: attrs, count: n, facts: resources.last!, rules: $0, strings: labelStrings)
-            }
+            let resourceLabels =
+                rules == nil ? nil : SpanMetrics.ResourceLabels(facts: resources.last!, strings: labelStrings)
             for s in 0..<rs.n_scope_spans {
                 guard let ss = rs.scope_spans[s]?.pointee else { continue }
                 for i in 0..<ss.n_spans {
@@ -120,7 +115,6 @@ public enum IndexFacts {
                         let runID = run ?? resourceRun
                         SpanMetrics.observe(
                             span: span, values: values, resource: resourceLabels,
-                            root: rootLabels.isEmpty ? nil : runID.flatMap { rootLabels[$0] },
                             runID: {
                                 // A span without a run is its trace's: the hex made once per trace.
                                 if let runID { return runID }

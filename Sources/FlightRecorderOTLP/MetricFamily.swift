@@ -1,6 +1,7 @@
 /// The agent metric families FlightRecorder derives from stored spans, with their names,
-/// labels and buckets. Span families are counted at ingest from each span (`SpanMetrics`);
-/// run families by the run analyser once a run has settled. The names are the ones the
+/// labels and buckets. Span families are counted from each span: at ingest (`SpanMetrics`)
+/// when the span names its own version and task type, else by the run analyser once its run
+/// has settled; run families by the run analyser. The names are the ones the
 /// README, the Prometheus rules and the Grafana dashboard use.
 public enum MetricFamily: UInt8, CaseIterable, Sendable, Hashable {
     // Tool and dependency.

@@ -28,7 +28,9 @@ public final class MetricRules: Sendable, Equatable {
 
     /// Looked for on the span, then on its run's root span, then on its resource, then
     /// `service.version` on the resource (the span families, the run families and the `where`
-    /// language alike).
+    /// language alike). A span that names neither its own version nor, for a tool execution,
+    /// its own task type is counted by the run analyser, which knows its run's root, once the
+    /// run has settled; every other span at ingest.
     public let versionKeys: [String]
     /// Looked for on the span, then on its run's root span, then on its resource.
     public let taskTypeKeys: [String]
@@ -41,11 +43,6 @@ public final class MetricRules: Sendable, Equatable {
     /// every span retains nothing (freed in `deinit`).
     nonisolated(unsafe) let versionSlots: UnsafeBufferPointer<Int>
     nonisolated(unsafe) let taskSlots: UnsafeBufferPointer<Int>
-    /// The version keys, then `service.version` (a resource's).
-    let versionCKeys: [CKey]
-    /// The version keys alone (a span's).
-    let spanVersionCKeys: [CKey]
-    let taskCKeys: [CKey]
     /// The label values ingest uses for every span, held here rather than as statics, which
     /// cost a lazy-initialisation check on each use.
     let literals = LabelRef.Literals.shared
@@ -87,9 +84,6 @@ public final class MetricRules: Sendable, Equatable {
         versionSlots = buffer(versionKeys.map(slot))
         taskSlots = buffer(taskTypeKeys.map(slot))
         table = CKeyTable(names.map(CKey.init))
-        versionCKeys = (versionKeys + ["service.version"]).map(CKey.init)
-        spanVersionCKeys = versionKeys.map(CKey.init)
-        taskCKeys = taskTypeKeys.map(CKey.init)
     }
 
     deinit {
@@ -195,10 +189,9 @@ struct LabelRef: @unchecked Sendable {  // immutable; what it points at outlives
     }
 }
 
-/// C copies of the label values requests take from `String`s (their resources' tenant, agent,
-/// version and task type, their roots' versions), made once per value: each thread keeps its
-/// own (`SeriesKeyCache.labels`), so a request's resources cost a dictionary lookup each
-/// rather than a copy. Freed whole, between requests, past `limit` values.
+/// C copies of the label values requests take from `String`s (their resources' tenants and
+/// agents), made once per value: each thread keeps its own (`SeriesKeyCache.labels`), so a
+/// request's resources cost a dictionary lookup each rather than a copy. Freed whole, between requests, past `limit` values.
 final class LabelStrings {
     private var made: [String: LabelRef] = [:]
     private var owned: [UnsafeMutablePointer<CChar>] = []
@@ -549,21 +542,14 @@ struct MetricAccumulator {
 /// Derives the span families of `MetricFamily` from one unpacked span, with the values of
 /// the `MetricRules` keys its attributes hold (`values`, by slot).
 enum SpanMetrics {
-    /// Label values shared by every family of a resource's spans.
+    /// Label values shared by every family of a resource's spans counted at ingest.
     struct ResourceLabels {
         var tenant: LabelRef
         var agent: LabelRef
-        var version: LabelRef?
-        var taskType: LabelRef?
 
-        init(
-            attributes: UnsafeMutablePointer<UnsafeMutablePointer<CKeyValue>?>?, count: Int, facts: ResourceFacts,
-            rules: MetricRules, strings: LabelStrings
-        ) {
+        init(facts: ResourceFacts, strings: LabelStrings) {
             tenant = strings.label(facts.tenantKey)
             agent = strings.label(facts.agent ?? "")
-            version = firstValue(of: rules.versionCKeys, in: attributes, count: count).map(strings.label)
-            taskType = firstValue(of: rules.taskCKeys, in: attributes, count: count).map(strings.label)
         }
     }
 
@@ -650,64 +636,44 @@ enum SpanMetrics {
         rules.modelOperations.contains { $0.matches(s) }
     }
 
-    /// What a run's root span names for the span families' labels, when the span itself does not.
-    struct RootLabels {
-        var version: LabelRef?
-        var taskType: LabelRef?
-    }
-
-    /// The agent version and task type each run's root span in the request names (run ID to
-    /// labels): the second place each is looked for, after the span itself and before its
-    /// resource. A root that arrives in a later request than its run's other spans is not seen
-    /// here; the run families, observed once the run has settled, always use it.
-    static func rootLabels(
-        _ req: CExportRequest, runIdentity: RunIdentity, rules: MetricRules, strings: LabelStrings
-    ) -> [String: RootLabels] {
-        var out: [String: RootLabels] = [:]
-        for r in 0..<req.n_resource_spans {
-            guard let rs = req.resource_spans[r]?.pointee else { continue }
-            let resourceRun = firstValue(
-                of: runIdentity.cKeys, in: rs.resource?.pointee.attributes,
-                count: rs.resource?.pointee.n_attributes ?? 0)
-            for s in 0..<rs.n_scope_spans {
-                guard let ss = rs.scope_spans[s]?.pointee else { continue }
-                for i in 0..<ss.n_spans {
-                    guard let span = ss.spans[i]?.pointee, SpanID(bytes: span.parent_span_id.rawBuffer) == nil
-                    else { continue }
-                    let version = firstValue(of: rules.spanVersionCKeys, in: span.attributes, count: span.n_attributes)
-                    let task = firstValue(of: rules.taskCKeys, in: span.attributes, count: span.n_attributes)
-                    guard version != nil || task != nil,
-                        let run = firstValue(of: runIdentity.cKeys, in: span.attributes, count: span.n_attributes)
-                            ?? resourceRun
-                    else { continue }
-                    out[run] = RootLabels(version: version.map(strings.label), taskType: task.map(strings.label))
-                }
-            }
-        }
-        return out
-    }
-
+    /// Counts the span's families, unless their labels depend on its run's root
+    /// (`dependsOnRoot`): then only its redactions, and the run analyser counts the rest once
+    /// the run has settled (`RunAggregate`'s span families).
     static func observe(
-        span: CSpan, values: Values, resource r: ResourceLabels, root: RootLabels?, runID: () -> String,
-        rules: MetricRules, into d: inout MetricAccumulator
+        span: CSpan, values: Values, resource r: ResourceLabels, runID: () -> String, rules: MetricRules,
+        into d: inout MetricAccumulator
     ) {
         let l = rules.literals
-        var version = root?.version ?? r.version ?? l.missing
+        var ownVersion: UnsafePointer<CChar>?
         for s in rules.versionSlots {
             if let c = string(values, s) {
-                version = LabelRef(c)
+                ownVersion = c
                 break
             }
         }
         let operation = string(values, .operation)
-        let endSeconds = Double(span.end_time_unix_nano) / 1e9
-        let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
         // A tool execution names its operation, or without one its span as the GenAI
         // conventions do ("execute_tool {tool}"); its tool is gen_ai.tool.name, else the span
         // name's. The stats' rule (`RunAggregate`); the findings' (`RunGraph`) also take a span
         // so named whatever operation it names.
         let isExecution =
             equals(operation, "execute_tool") || (operation == nil && hasPrefix(span.name, "execute_tool"))
+        var ownTask: UnsafePointer<CChar>?
+        if isExecution {
+            for s in rules.taskSlots {
+                if let c = string(values, s) {
+                    ownTask = c
+                    break
+                }
+            }
+        }
+        guard let ownVersion, !isExecution || ownTask != nil else {
+            countRedactions(values, r, into: &d)
+            return
+        }
+        let version = LabelRef(ownVersion)
+        let endSeconds = Double(span.end_time_unix_nano) / 1e9
+        let seconds = Double(span.end_time_unix_nano &- min(span.start_time_unix_nano, span.end_time_unix_nano)) / 1e9
         let toolName = string(values, .tool) ?? (isExecution ? executedTool(span.name) : nil)
         let tool = toolName.map { LabelRef($0) } ?? l.missing
         let tierName = string(values, .tier)
@@ -728,13 +694,7 @@ enum SpanMetrics {
                     meansTimeout(status) || meansTimeout(string(values, .errorType))
                     || (statusError && (meansTimeout(span.status?.pointee.message) || exceptionMeansTimeout(span)))
                 let outcome = timedOut ? l.timeout : failed ? l.error : l.ok
-                var task = root?.taskType ?? r.taskType ?? l.missing
-                for s in rules.taskSlots {
-                    if let c = string(values, s) {
-                        task = LabelRef(c)
-                        break
-                    }
-                }
+                let task = ownTask.map { LabelRef($0) } ?? l.missing
                 d.count(.toolCalls, base.adding(task).adding(tool).adding(tier).adding(outcome)) {
                     [r.tenant, r.agent, version, task, tool, tier, outcome]
                 }
@@ -801,7 +761,11 @@ enum SpanMetrics {
             }
             if let cost, cost > 0 { d.count(.cost, modelHash, by: cost) { [r.tenant, r.agent, version, model] } }
         }
+        countRedactions(values, r, into: &d)
+    }
 
+    /// The redactions family: labelled by tenant and rule alone, so always counted at ingest.
+    static func countRedactions(_ values: Values, _ r: ResourceLabels, into d: inout MetricAccumulator) {
         if let v = values[MetricRules.Slot.redactedRules.rawValue]?.pointee, v.value_case.rawValue == 5,
             let array = v.array_value?.pointee
         {

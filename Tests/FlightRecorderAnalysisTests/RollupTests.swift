@@ -193,6 +193,12 @@ import Testing
         all[5].endNanos = all[5].startNanos - 7
         all[5].costUSD = -0.5
         all[7].agent = "ägent \u{1F}"
+        // The span families' counters the analyser counted (none kept is not none counted).
+        var kept = SeriesMap<Double>()
+        kept[SeriesKey(.toolCalls, ["acme", "it-agent", "v2", "reset", "procure", "financial_write", "timeout"])] = 2
+        kept[SeriesKey(.cost, ["acme", "it-agent", "v2", "m-large"])] = 0.125
+        all[2].spanCounters = kept
+        all[4].spanCounters = SeriesMap()
         do {
             let store = try RunStatsStore(path: path)
             try store.save(all.map { ($0, nil) })
@@ -218,5 +224,37 @@ import Testing
         broken.bind(1, blob: [1, 0x80]).bind(2, all[4].tenant).bind(3, all[4].runID)
         try broken.run()
         #expect(try reopened.aggregate(tenant: all[4].tenant, run: all[4].runID) == nil)
+        // A row of version 1, from before the span families' counters: read without them (nil:
+        // ingest counted those spans).
+        let read = try db.prepare("SELECT data FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
+        read.bind(1, all[6].tenant).bind(2, all[6].runID)
+        _ = try read.step()
+        var v2 = read.blob(0)
+        read.reset()
+        #expect(v2.first == 2 && v2.last == 0)
+        v2[0] = 1
+        let v1 = try db.prepare("UPDATE run_stats SET data = ?1 WHERE tenant = ?2 AND run_id = ?3")
+        v1.bind(1, blob: Array(v2.dropLast())).bind(2, all[6].tenant).bind(3, all[6].runID)
+        try v1.run()
+        #expect(try reopened.aggregate(tenant: all[6].tenant, run: all[6].runID) == all[6])
+    }
+
+    /// A run observed again adds what its span families' counters gained, and nothing over a
+    /// row from before the aggregate kept them (ingest counted those spans then).
+    @Test func observedAgainAddsTheSpanCountersIncrease() {
+        let calls = SeriesKey(.toolCalls, ["acme", "it-agent", "v2", "reset", "procure", "read", "ok"])
+        let errors = SeriesKey(.toolCalls, ["acme", "it-agent", "v2", "reset", "procure", "read", "error"])
+        var old = runs[0]
+        old.spanCounters = SeriesMap()
+        old.spanCounters?[calls] = 3
+        var new = old
+        new.spanCounters?[calls] = 5
+        new.spanCounters?[errors] = 1
+        let d = RunAggregate.counterIncrease(from: old, to: new)
+        #expect(d.counters[calls] == 2 && d.counters[errors] == 1)
+        #expect(new.metrics.counters[calls] == 5)
+        old.spanCounters = nil
+        let none = RunAggregate.counterIncrease(from: old, to: new)
+        #expect(none.counters[calls] == nil && none.counters[errors] == nil)
     }
 }

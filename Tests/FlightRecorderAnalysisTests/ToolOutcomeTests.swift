@@ -66,9 +66,8 @@ import Testing
         #expect(a.uncertainWrites == 6)
         #expect(a.findings["uncertain_write"] == 6)
 
-        let deltas = try #require(
-            IndexFacts.extract(body, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: MetricRules())
-        ).metrics.deltas
+        let deltas = SpanFamiliesTests.all(
+            [spans], resource: [("service.name", .string("buyer"))], tenant: "", runID: "run-t")
         var calls: [String: Double] = [:]
         for (key, n) in deltas.counters where key.family == .toolCalls { calls[key.labels.last!, default: 0] += n }
         #expect(calls == ["ok": 3, "error": 2, "timeout": 6])
@@ -130,9 +129,8 @@ import Testing
         #expect(a.toolCalls == 2 && a.steps == 4)
         #expect(a.tools["reset_password"]?.calls == 1 && a.tools["unlock"]?.calls == 1)
 
-        let deltas = try #require(
-            IndexFacts.extract(body, runIdentity: RunIdentity(), indexedKeys: IndexedKeys(), metrics: MetricRules())
-        ).metrics.deltas
+        let deltas = SpanFamiliesTests.all(
+            [spans], resource: [("service.name", .string("buyer"))], tenant: "", runID: "run-n")
         var calls: [String: Double] = [:]
         for (key, n) in deltas.counters where key.family == .toolCalls { calls[key.labels[4], default: 0] += n }
         #expect(calls == ["reset_password": 1, "unlock": 1])

@@ -41,6 +41,8 @@ extension SpanStoreTests {
             attributes: [
                 ("agent.run.id", .string("run-\(trace)")), ("gen_ai.operation.name", .string("execute_tool")),
                 ("gen_ai.tool.name", .string(tool)), ("policy.outcome", .string(failed ? "blocked" : "allowed")),
+                // Its own version and task type: counted at ingest (`SpanMetrics.observe`).
+                ("agent.version", .string("v1")), ("agent.task.type", .string("triage")),
             ], statusCode: failed ? 2 : 0)
         var decoder = ExportRequestDecoder()
         decoder.metrics = MetricRules()

@@ -21,16 +21,22 @@ from prometheus_server import Prometheus
 RUNS = 6
 
 
-def export_workload(daemon):
+def export_workload(daemon, prefix="metrics-run"):
     """Six runs through the real SDK. Runs 0-2 name no agent version (the resource's
-    service.version, 2.1.0, applies); runs 3-5 carry gen_ai.agent.version v2 on every span."""
+    service.version, 2.1.0, applies); runs 3 and 4 name gen_ai.agent.version v2 on their root
+    span alone, which the SDK's batch processor exports last, after its children; run 5 on
+    every span. Every span of runs 3-5 counts under v2 (the span's version, then its run's
+    root's, then the resource's)."""
     agent = Agent(daemon.otlp_url)
     t = agent.tracer
     for i in range(RUNS):
-        common = {"agent.run.id": f"metrics-run-{i}"}
-        if i >= 3:
+        common = {"agent.run.id": f"{prefix}-{i}"}
+        if i == 5:
             common["gen_ai.agent.version"] = "v2"
-        with t.start_as_current_span("invoke_agent", attributes={**common, "gen_ai.operation.name": "invoke_agent"}):
+        root = {**common, "gen_ai.operation.name": "invoke_agent"}
+        if i in (3, 4):
+            root["gen_ai.agent.version"] = "v2"
+        with t.start_as_current_span("invoke_agent", attributes=root):
             with t.start_as_current_span("chat claude-sonnet-4", attributes={
                     **common, "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4",
                     "gen_ai.usage.input_tokens": 1000 + i, "gen_ai.usage.output_tokens": 100,
@@ -69,6 +75,8 @@ EXPECTED = [
     ('sum(flightrec_tool_calls_total{outcome="ok",tool="lookup_user"})', RUNS),
     ('sum(flightrec_tool_calls_total{outcome="ok",agent_version="2.1.0"})', 3),
     ('sum(flightrec_tool_calls_total{outcome="ok",agent_version="v2"})', 3),
+    ('sum(flightrec_policy_decisions_total{agent_version="v2"})', 3 + 1),
+    ('sum(flightrec_gen_ai_client_token_usage_count{token_type="input",agent_version="v2"})', 3),
     ('sum(flightrec_tool_calls_total{outcome="timeout",tool="reset_password"})', 3),
     ('sum(flightrec_tool_calls_total{outcome="error"})', 0),
     ('sum(flightrec_tool_uncertain_writes_total{risk_tier="low_write"})', 3),
@@ -92,7 +100,8 @@ def check(prom, spans):
 
 
 def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir):
-    daemon = Daemon(workdir).start()
+    # Spans that name no version of their own are counted once their run has settled.
+    daemon = Daemon(workdir, extra_config="metrics:\n  run_settle: 1s\n").start()
     prom = Prometheus(workdir, daemon.api_port).start()
     try:
         spans = export_workload(daemon)
@@ -149,16 +158,28 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
         for expr, value in EXPECTED:
             assert sum(prom.query(expr).values()) == value, expr
 
-        # The same workload again, then SIGKILL as soon as the daemon shows it: the index's
-        # metric rows are written at most once a second, so they may count less than the
-        # index; start-up recounts the rest from the segment. Every count doubles, exactly.
-        spans = export_workload(daemon)
+        # The same workload again (new runs), then SIGKILL as soon as the daemon shows it: the
+        # index's metric rows are written at most once a second, so they may count less than
+        # the index; start-up recounts the rest from the segment, and the runs' own counts are
+        # stored with their aggregates. Every count doubles, exactly.
+        spans = export_workload(daemon, prefix="again-run")
         for expr, value in EXPECTED:
             prom.wait_for(expr, 2 * value)
         daemon.stop(sig=signal.SIGKILL)
         daemon.start()
         for expr, value in EXPECTED:
             prom.wait_for(expr, 2 * value)
+
+        # A span arriving after its run settled (run 3, whose root names v2) adds to the
+        # counters, under its run's root's version.
+        agent = Agent(daemon.otlp_url)
+        with agent.tracer.start_as_current_span("execute_tool lookup_user", attributes={
+                "agent.run.id": "metrics-run-3", "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "lookup_user", "tool.risk_tier": "read"}):
+            pass
+        agent.shutdown()
+        prom.wait_for('sum(flightrec_tool_calls_total{outcome="ok",agent_version="v2"})', 2 * 3 + 1)
+        prom.wait_for('sum(flightrec_tool_calls_total{outcome="ok",tool="lookup_user"})', 2 * RUNS + 1)
     finally:
         prom.stop()
         daemon.stop()
@@ -175,6 +196,7 @@ def test_metrics_endpoint_needs_the_metrics_or_admin_role(workdir):
         tenants = f"tenant: {tenant}" if role == "ingest" else \
             "tenants: [globex]" if name == "scraper-globex" else "tenants: ['*']"
         lines.append(f"    - name: {name}\n      sha256: {digest}\n      {tenants}\n      roles: [{role}]\n")
+    lines.append("metrics:\n  run_settle: 1s\n")
     daemon = Daemon(workdir, extra_config="".join(lines)).start()
     prom = None
     try:

@@ -162,7 +162,7 @@ public struct RunViewAPI: Sendable {
             guard let detail = try? await api.store.run(r.runID, scope: .only([tenant])) else { continue }
             aggregates[i] = RunAggregate(
                 tenant: tenant, runID: r.runID, agent: r.agent, spans: detail.spans,
-                rules: config.metricRules ?? MetricRules(), findingRules: config.findingRules)
+                rules: config.metricRules ?? MetricRules(), findingRules: config.findingRules, spanFamilies: false)
         }
         let next =
             more
@@ -230,7 +230,7 @@ public struct RunViewAPI: Sendable {
         let aggregate = RunAggregate(
             tenant: detail.summary.tenant ?? ResourceFacts.defaultTenant, runID: detail.summary.runID,
             agent: detail.summary.agent, spans: detail.spans, rules: config.metricRules ?? MetricRules(),
-            findingRules: config.findingRules, graph: graph, findings: findings)
+            findingRules: config.findingRules, graph: graph, findings: findings, spanFamilies: false)
         return JSONResponse.written(
             .ok,
             RunViewBody(
