@@ -5,7 +5,8 @@
 # observed (the sum of flightrec_agent_runs_total) are read twice, WINDOW seconds apart: the
 # idle daemon's CPU is then the analyser's (and a checkpoint timer's), so CPU over runs is
 # its cost per run. The analyser is throttled to its CPU share, so runs per second here is
-# not its capacity; CPU per run is what changes with its code.
+# not its capacity; CPU per run is what changes with its code. Last, the average size of a
+# run's row in stats.db.
 #
 #   Bench/analyser-cost.sh [DAEMON] [LOADGEN]
 #   LOAD=20 WINDOW=20 PORT=25318 Bench/analyser-cost.sh
@@ -51,3 +52,11 @@ runs=$((runs1 - runs0))
 echo "runs waiting: $waiting0 -> $waiting1; observed in ${window} s: $runs"
 awk -v c=$((cpu1 - cpu0)) -v t="$ticks" -v r="$runs" -v w="$window" \
     'BEGIN {printf "analyser: %.3f ms of CPU a run, %.0f runs/s, %.1f%% of a core\n", (r ? c / t * 1000 / r : 0), r / w, c / t / w * 100}'
+# What the observed runs' rows take (the runs' aggregates with the span families' counters
+# they hold), read with Python's sqlite3 while the daemon runs (WAL: readers see the last commit).
+python3 - "$dir/data/stats.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+n, avg = db.execute("SELECT count(*), avg(length(data)) FROM run_stats").fetchone()
+print(f"stats.db: {n} run rows, {avg or 0:.1f} bytes of data a row")
+PY

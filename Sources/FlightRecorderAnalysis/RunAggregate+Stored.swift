@@ -75,7 +75,11 @@ extension RunAggregate {
 
     /// The aggregate of the run `runID` of `tenant` stored as `bytes`, written by `stored` or, by
     /// an earlier version, as JSON; nil if unreadable. `name` is the string a number stands for.
-    init?(stored bytes: [UInt8], tenant: String, runID: String, name: (UInt64) -> String?) {
+    /// `spanCounters` reads the span families' counters too (the analyser's comparison and the
+    /// totals need them; stats, views and expiry do not, and leave them nil).
+    init?(
+        stored bytes: [UInt8], tenant: String, runID: String, spanCounters: Bool = true, name: (UInt64) -> String?
+    ) {
         guard let first = bytes.first else { return nil }
         if first == UInt8(ascii: "{") {
             guard let a = try? RunStatsStore.decoder.decode(RunAggregate.self, from: Data(bytes)) else { return nil }
@@ -86,15 +90,17 @@ extension RunAggregate {
         var decoded: RunAggregate?
         bytes.withUnsafeBytes { raw in
             var c = WireCursor(raw, 1..<raw.count)
-            decoded = Self.decode(&c, format: first, tenant: tenant, runID: runID, name: name)
-            if !c.atEnd { decoded = nil }
+            decoded = Self.decode(
+                &c, format: first, tenant: tenant, runID: runID, spanCounters: spanCounters, name: name)
+            if spanCounters && !c.atEnd { decoded = nil }
         }
         guard let decoded else { return nil }
         self = decoded
     }
 
     private static func decode(
-        _ c: inout WireCursor, format: UInt8, tenant: String, runID: String, name: (UInt64) -> String?
+        _ c: inout WireCursor, format: UInt8, tenant: String, runID: String, spanCounters: Bool,
+        name: (UInt64) -> String?
     ) -> RunAggregate? {
         var bad = false
         func get() -> UInt64 {
@@ -161,7 +167,7 @@ extension RunAggregate {
             let tool = text()
             a.repeatedByTool[tool] = int()
         }
-        if format >= 2, case let n = int(), n > 0 {
+        if format >= 2, spanCounters, case let n = int(), n > 0 {
             var counters = SeriesMap<Double>()
             let tenantLabel = MetricLabel.value(tenant)
             for _ in 0..<min(n - 1, c.remaining) {

@@ -150,8 +150,8 @@ public final class RunStatsStore: Sendable {
             added = []
         }
 
-        func aggregate(_ bytes: [UInt8], tenant: String, run: String) -> RunAggregate? {
-            RunAggregate(stored: bytes, tenant: tenant, runID: run, name: { self.byID[$0] })
+        func aggregate(_ bytes: [UInt8], tenant: String, run: String, spanCounters: Bool = true) -> RunAggregate? {
+            RunAggregate(stored: bytes, tenant: tenant, runID: run, spanCounters: spanCounters, name: { self.byID[$0] })
         }
     }
 
@@ -442,14 +442,15 @@ public final class RunStatsStore: Sendable {
         }
     }
 
-    /// The stored aggregates of `runs` (tenant, run ID); unknown ones are left out.
+    /// The stored aggregates of `runs` (tenant, run ID); unknown ones are left out. Without
+    /// their span families' counters (nil), which only the analyser and the totals read.
     public func aggregates(_ runs: [(tenant: String, run: String)]) throws -> [RunAggregate] {
         try db.withLock { db throws(SQLiteError) in
             let q = try db.prepare("SELECT data FROM run_stats WHERE tenant = ?1 AND run_id = ?2")
             var out: [RunAggregate] = []
             for r in runs {
                 q.bind(1, r.tenant).bind(2, r.run)
-                if try q.step(), let a = names.aggregate(q.blob(0), tenant: r.tenant, run: r.run) {
+                if try q.step(), let a = names.aggregate(q.blob(0), tenant: r.tenant, run: r.run, spanCounters: false) {
                     out.append(a)
                 }
                 q.reset()
