@@ -15,6 +15,11 @@ import Foundation
 /// `ProtobufWriter`, read with its `WireCursor`).
 extension RunAggregate {
     static let storedVersion: UInt8 = 2
+    /// The span families a row may hold counters of (the counters among those ingest may leave
+    /// to the analyser), in the order written.
+    static let spanCounterFamilies = MetricFamily.allCases.filter {
+        !$0.isRunFamily && !$0.isHistogram && $0 != .redactions
+    }
 
     /// The row's bytes; `name` numbers a string (adding it to the store's table if new).
     func stored(name: (String) -> UInt64) -> [UInt8] {
@@ -63,12 +68,26 @@ extension RunAggregate {
             put(name(tool))
             put(n)
         }
-        // Their number plus one; 0 for none kept (`spanCounters` nil).
+        // Their number plus one; 0 for none kept (`spanCounters` nil). Each series' labels
+        // after the tenant are numbered names, and only those that differ from the previous
+        // series' label in the same place are written, after a bit mask of which (a run's
+        // series mostly share agent, version and task type; they are written family by
+        // family).
         put(spanCounters.map { $0.count + 1 } ?? 0)
-        for (key, value) in spanCounters ?? SeriesMap() {
-            put(UInt64(key.family.rawValue))
-            for label in key.labels.dropFirst() { put(name(label)) }
-            put(number: value)
+        if let spanCounters {
+            var previous: [UInt64] = []
+            for family in Self.spanCounterFamilies {
+                for (key, value) in spanCounters where key.family == family {
+                    put(UInt64(family.rawValue))
+                    let ids = key.labels.dropFirst().map(name)
+                    var mask: UInt64 = 0
+                    for (i, id) in ids.enumerated() where i >= previous.count || previous[i] != id { mask |= 1 << i }
+                    put(mask)
+                    for (i, id) in ids.enumerated() where mask & (1 << i) != 0 { put(id) }
+                    put(number: value)
+                    previous = ids
+                }
+            }
         }
         return out.bytes
     }
@@ -170,12 +189,20 @@ extension RunAggregate {
         if format >= 2, spanCounters, case let n = int(), n > 0 {
             var counters = SeriesMap<Double>()
             let tenantLabel = MetricLabel.value(tenant)
+            var previous: [String] = []
             for _ in 0..<min(n - 1, c.remaining) {
                 guard let family = MetricFamily(rawValue: UInt8(truncatingIfNeeded: get())), !family.isRunFamily,
                     !family.isHistogram
                 else { return nil }
-                let labels = [tenantLabel] + (1..<family.labels.count).map { _ in text() }
-                counters[SeriesKey(family, labels)] = number()
+                let mask = get()
+                let labels = (0..<family.labels.count - 1).map { i in
+                    if mask & (1 << i) != 0 { return text() }
+                    if i < previous.count { return previous[i] }
+                    bad = true
+                    return ""
+                }
+                counters[SeriesKey(family, [tenantLabel] + labels)] = number()
+                previous = labels
             }
             a.spanCounters = counters
         }

@@ -304,22 +304,24 @@ public final class RunStatsStore: Sendable {
         let put = try db.prepare(
             "INSERT OR REPLACE INTO metric_totals(family, labels, value, histogram) VALUES (?1, ?2, ?3, ?4)")
         for (key, n) in d.counters {
-            get.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels)
+            let labels = key.joinedLabels
+            get.bind(1, Int64(key.family.rawValue)).bind(2, labels)
             let old = try get.step() ? get.double(0) : 0
             get.reset()
-            put.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: old + n).bindNull(4)
+            put.bind(1, Int64(key.family.rawValue)).bind(2, labels).bind(3, double: old + n).bindNull(4)
             try put.run()
         }
         for (key, h) in d.histograms {
             guard let bounds = key.family.buckets else { continue }
-            get.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels)
+            let labels = key.joinedLabels
+            get.bind(1, Int64(key.family.rawValue)).bind(2, labels)
             var total =
                 try get.step()
                 ? HistogramDelta(serialized: get.blob(1), buckets: bounds.count) ?? .init(buckets: bounds.count)
                 : HistogramDelta(buckets: bounds.count)
             get.reset()
             total.add(h)
-            put.bind(1, Int64(key.family.rawValue)).bind(2, key.joinedLabels).bind(3, double: 0)
+            put.bind(1, Int64(key.family.rawValue)).bind(2, labels).bind(3, double: 0)
                 .bind(4, blob: total.serialized)
             try put.run()
         }

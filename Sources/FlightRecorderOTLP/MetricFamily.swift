@@ -484,6 +484,25 @@ public struct MetricDeltas: Sendable, Equatable {
         }
     }
 
+    /// Adds `n` to series `id` of `family` (`SeriesKey.finish` of its labels' combined hashes),
+    /// its key made (`key`) only when the series is new here. Specialised in this module, so a
+    /// caller elsewhere (the run analyser's span families) does not look up `SeriesMap`'s
+    /// generic metadata on every call, which `perf` showed it did.
+    public mutating func count(_ family: MetricFamily, id: UInt64, by n: Double = 1, key: () -> SeriesKey) {
+        counters.update(id: id, family: family, key: key, initial: { 0 }) { $0 += n }
+    }
+
+    /// Observes `value` in histogram series `id` of `family` (as `count(_:id:by:key:)`).
+    public mutating func observe(
+        _ family: MetricFamily, id: UInt64, _ value: Double, exemplar: HistogramDelta.Exemplar?,
+        key: () -> SeriesKey
+    ) {
+        guard let bounds = family.buckets else { return }
+        histograms.update(id: id, family: family, key: key, initial: { HistogramDelta(buckets: bounds.count) }) {
+            $0.observe(value, bounds: bounds, exemplar: exemplar)
+        }
+    }
+
     /// Sets one series from a stored row (the index's `metrics`, `stats.db`'s `metric_totals`):
     /// family, joined labels, a counter's value, a histogram's serialized counts. A row that
     /// names no known family, or whose histogram does not match its buckets, is skipped.

@@ -196,6 +196,9 @@ import Testing
         // The span families' counters the analyser counted (none kept is not none counted).
         var kept = SeriesMap<Double>()
         kept[SeriesKey(.toolCalls, ["acme", "it-agent", "v2", "reset", "procure", "financial_write", "timeout"])] = 2
+        kept[SeriesKey(.toolCalls, ["acme", "it-agent", "v2", "reset", "procure", "financial_write", "ok"])] = 7
+        kept[SeriesKey(.toolCalls, ["acme", "it-agent", "v3", "reset", "lookup", "read", "ok"])] = 1
+        kept[SeriesKey(.uncertainWrites, ["acme", "it-agent", "v2", "procure", "financial_write"])] = 2
         kept[SeriesKey(.cost, ["acme", "it-agent", "v2", "m-large"])] = 0.125
         all[2].spanCounters = kept
         all[4].spanCounters = SeriesMap()
@@ -217,9 +220,23 @@ import Testing
             #expect(Set(each.map(\.runID)) == Set(all.map(\.runID)))
         }
         let db = try SQLiteDatabase(path: path)
-        let q = try db.prepare("SELECT max(length(data)) FROM run_stats")
+        let q = try db.prepare("SELECT max(length(data)) FROM run_stats WHERE run_id <> ?1")
+        q.bind(1, all[2].runID)
         _ = try q.step()
         #expect(q.int64(0) < 80)
+        // Five span counters, their labels written where they differ from the series before
+        // (the first series' all, a cost's value as a double): under 40 bytes more than the
+        // same row without.
+        let withCounters = try db.prepare("SELECT length(data) FROM run_stats WHERE run_id = ?1")
+        withCounters.bind(1, all[2].runID)
+        _ = try withCounters.step()
+        var plain = all[2]
+        plain.spanCounters = SeriesMap()
+        let plainStore = try RunStatsStore(path: dir.path + "/plain.db")
+        try plainStore.save([(plain, nil)])
+        let p = try SQLiteDatabase(path: dir.path + "/plain.db").prepare("SELECT length(data) FROM run_stats")
+        _ = try p.step()
+        #expect(withCounters.int64(0) - p.int64(0) < 40)
         // Written as JSON by an earlier version: read, and observed again over it.
         let old = try db.prepare("UPDATE run_stats SET data = ?1 WHERE tenant = ?2 AND run_id = ?3")
         old.bind(1, blob: [UInt8](try JSONEncoder().encode(all[3]))).bind(2, all[3].tenant).bind(3, all[3].runID)
