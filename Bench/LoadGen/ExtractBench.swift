@@ -13,6 +13,7 @@ extension LoadGen {
     func runExtractBench() throws {
         var options = AgentWorkload.Options()
         options.spansPerRequest = spansPerRequest
+        options.ownSpanLabels = ownSpanLabels
         var workload = AgentWorkload(options: options)
         let unique = UniqueRequests((0..<pool).map { _ in workload.nextRequest().bytes })
         let spans = unique.totalSpans
@@ -60,7 +61,7 @@ extension LoadGen {
         }
         func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         print(
-            "workload: \(unique.requests.count) requests, \(spans) spans a pass, \(passes) passes, "
+            "workload: \(ownSpanLabels ? "every span naming its version and task type, " : "")\(unique.requests.count) requests, \(spans) spans a pass, \(passes) passes, "
                 + "\(series / passes / unique.requests.count) series a request, "
                 + "\(totals.counters.count + totals.histograms.count) in all")
         for (name, f) in [("median", median), ("fastest", { $0.min()! })] as [(String, ([Double]) -> Double)] {

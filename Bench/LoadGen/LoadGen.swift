@@ -120,6 +120,13 @@ struct LoadGen: AsyncParsableCommand {
     @Option(help: "With --daemon: time GET /api/v1/stats over this many stored runs (MetricsBench.swift).")
     var statsBench: Int?
 
+    @Flag(
+        name: .customLong("own-span-labels"),
+        help:
+            "Generated pool: every span names its own agent version and task type, so ingest counts its span families (otherwise the run analyser does)."
+    )
+    var ownSpanLabels = false
+
     @Flag(help: "Without a daemon: the span families' cost per span in IndexFacts.extract (ExtractBench.swift).")
     var extractBench = false
 

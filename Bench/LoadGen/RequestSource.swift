@@ -46,6 +46,7 @@ extension LoadGen {
         } else {
             var options = AgentWorkload.Options()
             options.spansPerRequest = spansPerRequest
+            options.ownSpanLabels = ownSpanLabels
             guard (1...options.tenants.count).contains(tenants) else {
                 throw ValidationError("--tenants: 1 to \(options.tenants.count)")
             }
@@ -58,7 +59,7 @@ extension LoadGen {
         let raw = bodies.reduce(0) { $0 + $1.count }
         let spans = unique.totalSpans
         print(
-            "workload: \(requests.map { "captured file \($0)" } ?? "generated pool"): \(bodies.count) requests, \(spans) spans, mean \(raw / max(spans, 1)) bytes/span; "
+            "workload: \(requests.map { "captured file \($0)" } ?? (ownSpanLabels ? "generated pool, every span naming its version and task type" : "generated pool")): \(bodies.count) requests, \(spans) spans, mean \(raw / max(spans, 1)) bytes/span; "
                 + (identical
                     ? "IDENTICAL REPLAY: every pass resends the same IDs (flatters the index)"
                     : "unique IDs: every pass rewrites trace, span and run IDs"))

@@ -19,6 +19,11 @@ public struct AgentWorkload: Sendable {
         /// tenant's agents export through their own SDK; otherwise every request interleaves
         /// runs of all tenants, as a shared gateway's batches do.
         public var tenantPerRequest = false
+        /// Every span names its own agent version and task type (`gen_ai.agent.version`,
+        /// `agent.task.type`), as an agent that stamps them on every span does: its span
+        /// families are then counted at ingest. Otherwise only the resource and the root name
+        /// them, as with most SDK instrumentation, and the run analyser counts them.
+        public var ownSpanLabels = false
 
         public init() {}
     }
@@ -190,6 +195,7 @@ public struct AgentWorkload: Sendable {
             w.varintField(6, 3)
             w.fixed64Field(7, run.clock)
             w.fixed64Field(8, run.clock + duration)
+            ownLabels(&w, run)
             Self.kv(&w, 9, "gen_ai.operation.name", "chat")
             Self.kv(&w, 9, "gen_ai.request.model", model)
             Self.kv(&w, 9, "gen_ai.response.model", model)
@@ -204,6 +210,7 @@ public struct AgentWorkload: Sendable {
             w.varintField(6, 3)
             w.fixed64Field(7, run.clock)
             w.fixed64Field(8, run.clock + duration)
+            ownLabels(&w, run)
             Self.kv(&w, 9, "gen_ai.operation.name", "execute_tool")
             Self.kv(&w, 9, "gen_ai.tool.name", tool)
             Self.kv(&w, 9, "gen_ai.tool.call.id", "call_" + randomBytes(9).map { String($0, radix: 16) }.joined())
@@ -233,6 +240,7 @@ public struct AgentWorkload: Sendable {
             w.varintField(6, 1)
             w.fixed64Field(7, run.clock)
             w.fixed64Field(8, run.clock + duration / 100)
+            ownLabels(&w, run)
             Self.kv(&w, 9, "policy.outcome", outcome)
             Self.kv(&w, 9, "policy.rule", "rule-\(rng.next() % 12)")
             Self.kv(&w, 9, "gen_ai.tool.name", Self.tools[Int(rng.next() % UInt64(Self.tools.count))].0)
@@ -241,6 +249,7 @@ public struct AgentWorkload: Sendable {
             w.varintField(6, 1)
             w.fixed64Field(7, run.clock)
             w.fixed64Field(8, run.clock + duration / 10)
+            ownLabels(&w, run)
             Self.kv(&w, 9, "gen_ai.operation.name", "retrieval")
             Self.kv(&w, 9, "gen_ai.data_source.id", "kb-\(rng.next() % 8)")
             Self.intKV(&w, 9, "retrieval.documents", Int64(rng.next() % 10))
@@ -251,6 +260,13 @@ public struct AgentWorkload: Sendable {
         }
         run.clock += duration + 1_000_000
         return w.bytes
+    }
+
+    /// With `ownSpanLabels`: the run's version and task type on a span of it.
+    func ownLabels(_ w: inout ProtobufWriter, _ run: RunState) {
+        guard options.ownSpanLabels else { return }
+        Self.kv(&w, 9, "gen_ai.agent.version", run.agentVersion)
+        Self.kv(&w, 9, "agent.task.type", "device-triage")
     }
 
     static func kv(_ w: inout ProtobufWriter, _ field: Int, _ key: String, _ value: String) {
