@@ -48,19 +48,17 @@ extension RunAggregate {
         var counts = MetricDeltas()
         let tenant: Label
         let runID: String
-        let rootVersion: String?
-        let rootTask: String?
+        let root: SpanRoot
         let rules: MetricRules
         let counting: Bool
         /// Each resource's agent, version and task type (a run's spans share a few).
         var resources: [ObjectIdentifier: (agent: Label, version: String?, task: String?)] = [:]
 
-        init(tenant: String, runID: String, root: SpanRecord?, rules: MetricRules, counting: Bool) {
+        init(tenant: String, runID: String, root: SpanRoot, rules: MetricRules, counting: Bool) {
             self.counting = counting
             self.tenant = Label(MetricLabel.value(tenant))
             self.runID = runID
-            rootVersion = root?.attributes.firstScalar(of: rules.versionKeys)
-            rootTask = root?.attributes.firstScalar(of: rules.taskTypeKeys)
+            self.root = root
             self.rules = rules
         }
 
@@ -88,10 +86,10 @@ extension RunAggregate {
                     return facts
                 }()
             let version = Label(
-                MetricLabel.value(a.firstScalar(of: rules.versionKeys) ?? rootVersion ?? resource.version))
+                MetricLabel.value(a.firstScalar(of: rules.versionKeys) ?? root.version ?? resource.version))
             return SpanLabels(
                 tenant: tenant, agent: resource.agent, version: version,
-                task: Label(MetricLabel.value(a.firstScalar(of: rules.taskTypeKeys) ?? rootTask ?? resource.task)),
+                task: Label(MetricLabel.value(a.firstScalar(of: rules.taskTypeKeys) ?? root.task ?? resource.task)),
                 runID: runID,
                 base: SeriesKey.combine(
                     SeriesKey.combine(SeriesKey.combine(SeriesKey.fnvBasis, tenant.hash), resource.agent.hash),

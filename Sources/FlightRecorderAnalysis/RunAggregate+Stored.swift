@@ -7,8 +7,8 @@ import Foundation
 /// analyser kept up). The tenant and run ID are the row's key, not repeated. Rows written as
 /// JSON by an earlier version are still read (`init(stored:...)`), and so are rows of version 1,
 /// from before the aggregate held the span families' counters (`spanCounters`: their number
-/// plus one, or 0 for none kept, then each series' family, its label values but the tenant, and
-/// its value).
+/// plus one, or 0 for none kept, then the root labels they were counted with, then each series'
+/// family, the label values that differ from the series before, and its value).
 ///
 /// Written by hand: no serialisation library on this machine has a varint codec for Swift
 /// structs, and the layout is a few dozen lines (written with the OTLP module's
@@ -75,6 +75,9 @@ extension RunAggregate {
         // family).
         put(spanCounters.map { $0.count + 1 } ?? 0)
         if let spanCounters {
+            // The root labels they were counted with (a name's number, 0 for none).
+            put(spanRoot.version.map(name) ?? 0)
+            put(spanRoot.task.map(name) ?? 0)
             var previous: [UInt64] = []
             for family in Self.spanCounterFamilies {
                 for (key, value) in spanCounters where key.family == family {
@@ -189,6 +192,16 @@ extension RunAggregate {
         if format >= 2, spanCounters, case let n = int(), n > 0 {
             var counters = SeriesMap<Double>()
             let tenantLabel = MetricLabel.value(tenant)
+            func optionalText() -> String? {
+                let id = get()
+                return id == 0
+                    ? nil
+                    : name(id)
+                        ?? {
+                            bad = true; return nil
+                        }()
+            }
+            a.spanRoot = SpanRoot(version: optionalText(), task: optionalText())
             var previous: [String] = []
             for _ in 0..<min(n - 1, c.remaining) {
                 guard let family = MetricFamily(rawValue: UInt8(truncatingIfNeeded: get())), !family.isRunFamily,

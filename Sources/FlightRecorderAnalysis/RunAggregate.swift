@@ -63,6 +63,8 @@ public struct RunAggregate: Sendable, Equatable, Codable {
     /// the aggregate so that spans arriving later add only what they change. Nil in a row an
     /// earlier version stored, which counted every span at ingest.
     public var spanCounters: SeriesMap<Double>?
+    /// The root labels the span families were counted with (stored with `spanCounters`).
+    public var spanRoot = SpanRoot()
     /// Their histograms: observed when the run is first observed, never again, so not stored
     /// (and not compared: `Unstored`).
     public var spanHistograms = Unstored(SeriesMap<HistogramDelta>())
@@ -72,6 +74,18 @@ public struct RunAggregate: Sendable, Equatable, Codable {
         case tenant, runID, agent, version, taskType, startNanos, endNanos, spanCount, error, steps, modelCalls
         case toolCalls, decisions, blocked, approvalRequired, approvals, denied, repeated, uncertainWrites
         case tokensIn, tokensOut, costUSD, findings, tools, hasRoot, repeatedByTool
+    }
+
+    /// The agent version and task type a run's root names for the span families of spans
+    /// that name none of their own (nil: none, the span's resource's apply).
+    public struct SpanRoot: Sendable, Equatable {
+        public var version: String?
+        public var task: String?
+
+        public init(version: String? = nil, task: String? = nil) {
+            self.version = version
+            self.task = task
+        }
     }
 
     /// A value carried along but never stored or compared: two aggregates holding different
@@ -103,11 +117,12 @@ public struct RunAggregate: Sendable, Equatable, Codable {
 
     /// The figures of `spans`, the run `runID` of `tenant`. `agent` is the run summary's.
     /// Without `spanFamilies` (a view of a run, not its observation), `spanCounters` and
-    /// `spanHistograms` are left empty.
+    /// `spanHistograms` are left empty. `spanRoot`: the root labels a run observed before
+    /// counted its span families with, used again instead of its root's now.
     public init(
         tenant: String, runID: String, agent: String?, spans: [SpanRecord], rules: MetricRules,
         findingRules: FindingRules = .default, graph known: RunGraph? = nil, findings computed: [Finding]? = nil,
-        spanFamilies: Bool = true
+        spanFamilies: Bool = true, spanRoot pinned: SpanRoot? = nil
     ) {
         self.tenant = tenant
         self.runID = runID
@@ -130,7 +145,14 @@ public struct RunAggregate: Sendable, Equatable, Codable {
                     ?? $0.resource.attributes.firstScalar(of: rules.taskTypeKeys)
             })
 
-        var families = SpanFamilies(tenant: tenant, runID: runID, root: root, rules: rules, counting: spanFamilies)
+        var families = SpanFamilies(
+            tenant: tenant, runID: runID,
+            root: pinned
+                ?? SpanRoot(
+                    version: root?.attributes.firstScalar(of: rules.versionKeys),
+                    task: root?.attributes.firstScalar(of: rules.taskTypeKeys)),
+            rules: rules, counting: spanFamilies)
+        spanRoot = families.root
         for s in spans {
             let a = s.attributes
             let operation = a.string(AgentKeys.operationName)

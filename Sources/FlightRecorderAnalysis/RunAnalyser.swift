@@ -168,7 +168,10 @@ public final class RunAnalyser: Service, Sendable {
             }
             if chunk.isEmpty { return }
             let share = busy ? Self.busyShare : Self.cpuShare
-            let (computed, reading) = await background.run { self.compute(chunk) }
+            // The root labels each run's span families were first counted with (the stored
+            // aggregates are read here, at the daemon's priority, not on the nice-19 thread).
+            let (pins, pinning) = await foreground.run { self.pinnedRoots(chunk) }
+            let (computed, reading) = await background.run { self.compute(chunk, pinned: pins) }
             let (_, storing) = await foreground.run {
                 self.store(chunk, computed, now: t)
                 // A full batch decodes hundreds of blocks and tens of thousands of spans, freed
@@ -176,8 +179,9 @@ public final class RunAnalyser: Service, Sendable {
                 // small batches leave little, and trimming walks every arena under its lock.)
                 if !busy { trimHeap() }
             }
-            let pause = min((reading + storing) * ((1 - share) / share), busy ? Self.busyMaxPause : Self.maxPause)
-            analyserCPU.withLock { $0 += reading + storing }
+            let cpu = pinning + reading + storing
+            let pause = min(cpu * ((1 - share) / share), busy ? Self.busyMaxPause : Self.maxPause)
+            analyserCPU.withLock { $0 += cpu }
             try? await Task.sleep(for: pause)
         }
     }
@@ -247,9 +251,24 @@ public final class RunAnalyser: Service, Sendable {
         case aggregate(RunAggregate)
     }
 
+    /// For each run of a batch observed before with its span families, the root labels they
+    /// were counted with: a run observed again counts its span families with those, not with
+    /// a root that arrived since (a run observed without its root, ten settle times after its
+    /// last span, keeps its resource's labels), since what was counted under them cannot be
+    /// taken back; spans counted twice under two versions would be worse than a late root's
+    /// labels missed.
+    func pinnedRoots(_ chunk: [RunRef]) -> [RunAggregate.SpanRoot?] {
+        chunk.map { ref in
+            guard let old = try? stats.aggregate(tenant: ref.tenant, run: ref.run), old.spanCounters != nil else {
+                return nil
+            }
+            return old.spanRoot
+        }
+    }
+
     /// Reads one batch of settled runs and computes their aggregates: pure work over the
     /// store's background reader, for the low-priority thread.
-    func compute(_ chunk: [RunRef]) -> [Computed] {
+    func compute(_ chunk: [RunRef], pinned: [RunAggregate.SpanRoot?]? = nil) -> [Computed] {
         // One read for the batch: its runs share blocks, each decoded once. Only runs the
         // indexer reported are here, so what they need is indexed: waiting for everything
         // acknowledged would count ingest's index lag as the analyser's work.
@@ -263,12 +282,13 @@ public final class RunAnalyser: Service, Sendable {
                 (try? store.runInBackground(ref.run, scope: .only([ref.tenant]))).map { .some($0) } ?? nil
             }
         }
-        return zip(chunk, details).map { ref, read in
+        return zip(chunk.indices, details).map { i, read in
+            let ref = chunk[i]
             guard let read else { return .unread }
             guard let detail = read, !detail.spans.isEmpty else { return .gone }
             var aggregate = RunAggregate(
                 tenant: ref.tenant, runID: detail.summary.runID, agent: detail.summary.agent, spans: detail.spans,
-                rules: rules, findingRules: store.configuration.findingRules)
+                rules: rules, findingRules: store.configuration.findingRules, spanRoot: pinned?[i] ?? nil)
             aggregate.spanCount = detail.spans.count
             return .aggregate(aggregate)
         }

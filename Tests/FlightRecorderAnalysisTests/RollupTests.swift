@@ -201,6 +201,7 @@ import Testing
         kept[SeriesKey(.uncertainWrites, ["acme", "it-agent", "v2", "procure", "financial_write"])] = 2
         kept[SeriesKey(.cost, ["acme", "it-agent", "v2", "m-large"])] = 0.125
         all[2].spanCounters = kept
+        all[2].spanRoot = RunAggregate.SpanRoot(version: "v2", task: nil)
         all[4].spanCounters = SeriesMap()
         do {
             let store = try RunStatsStore(path: path)
@@ -210,7 +211,7 @@ import Testing
             #expect(
                 back
                     == all.map {
-                        var a = $0; a.spanCounters = nil; return a
+                        var a = $0; a.spanCounters = nil; a.spanRoot = .init(); return a
                     })
             #expect(try store.aggregate(tenant: all[2].tenant, run: all[2].runID) == all[2])
             #expect(try store.aggregate(tenant: all[4].tenant, run: all[4].runID) == all[4])

@@ -183,6 +183,37 @@ import Testing
         }
     }
 
+    /// A run observed again counts its span families with the root labels it was first
+    /// counted with (stored with the aggregate), not with a root that arrived since: what was
+    /// counted under the first cannot be taken back.
+    @Test func aRunObservedAgainKeepsTheRootLabelsItWasCountedWith() throws {
+        let tool: [(String, TestValue)] = [
+            ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("procure")),
+        ]
+        let root = span(1, parent: nil, name: "invoke_agent", [("gen_ai.agent.version", .string("late-9"))])
+        let payload = RequestBuilder.request(resource: resource, spans: [span(2, tool), span(3, tool), root])
+        let records = try payload.withUnsafeBytes { try TracesDataDecoder.decode($0) { _, _ in true } }
+        // First observed without its root: the resource's version.
+        let first = RunAggregate(
+            tenant: "acme", runID: "run-1", agent: nil, spans: Array(records.prefix(2)), rules: MetricRules())
+        #expect(first.spanRoot == RunAggregate.SpanRoot())
+        let again = RunAggregate(
+            tenant: "acme", runID: "run-1", agent: nil, spans: records, rules: MetricRules(), spanRoot: first.spanRoot)
+        let fresh = RunAggregate(tenant: "acme", runID: "run-1", agent: nil, spans: records, rules: MetricRules())
+        func versions(_ a: RunAggregate) -> [String: Double] {
+            var out: [String: Double] = [:]
+            for (k, v) in a.spanCounters ?? SeriesMap() where k.family == .toolCalls {
+                out[k.labels[2], default: 0] += v
+            }
+            return out
+        }
+        #expect(versions(first) == ["9.9.9": 2])
+        #expect(versions(again) == ["9.9.9": 2])
+        #expect(RunAggregate.counterIncrease(from: first, to: again).counters.isEmpty)
+        // Unpinned, the root's version: what a run first observed with its root counts.
+        #expect(versions(fresh) == ["late-9": 2] && fresh.spanRoot.version == "late-9")
+    }
+
     /// What an OTel SDK's batch processor does: the root ends last and is exported in a later
     /// request than its children. The children's families still take the root's version and
     /// task type (counted once the run has settled), and are counted once.

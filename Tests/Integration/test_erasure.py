@@ -28,12 +28,12 @@ def data_holding(data_dir, needles):
     return found
 
 
-def subject_run(d, run_id, user, tenant="acme", note="routine"):
+def subject_run(d, run_id, user, tenant="acme", note="routine", tool_ms=5):
     """A root with the end user, two tool steps, one carrying free text."""
     svc = Service(d, "support-agent", tenant)
     root, end_root = svc.span("invoke_agent support-agent", 0, 1000, agent__run__id=run_id, enduser__id=user)
     for i in range(2):
-        _, end = svc.span("execute_tool lookup_user", 10 + i * 10, 15 + i * 10, parent=root,
+        _, end = svc.span("execute_tool lookup_user", 10 + i * 10, 10 + i * 10 + tool_ms, parent=root,
                           gen_ai__operation__name="execute_tool", gen_ai__tool__name="lookup_user",
                           note=f"{note} {i}", operation__id=f"op-{run_id}-{i}")
         end()
@@ -75,12 +75,13 @@ def test_erased_data_leaves_every_answer_at_once_and_holds_refuse(workdir):
         subject_run(d, "run-dave", "dave@corp.example", note="dave-note")
         g_trace = subject_run(d, "run-g", "gina@corp.example", tenant="globex", note="globex-note")
         carol_trace = subject_run(d, "run-carol", "carol@corp.example", note="carol-secret-note")
-        carol2_trace = subject_run(d, "run-carol-2", "carol@corp.example", note="carol-second-note")
+        # Its tool calls alone in their duration bucket, so that bucket's exemplar names it.
+        carol2_trace = subject_run(d, "run-carol-2", "carol@corp.example", note="carol-second-note", tool_ms=300)
         carol = pseudonym(d, "carol@corp.example")
         dave = pseudonym(d, "dave@corp.example")
         assert d.get("/api/v1/runs/run-carol", token=admin)[0] == 200
-        # The latest exemplars name it, once it has settled (by its run, or by its trace where
-        # ingest counted a span before its run was resolved).
+        # An exemplar names it once it has settled (by its run, or by its trace where ingest
+        # counted a span before its run was resolved).
         assert named_in_exemplars(d, admin, ["run-carol-2", carol2_trace])
 
         # Admin only; a scope and a reason are required; an unknown subject is a 404.

@@ -15,6 +15,7 @@ import pytest
 
 from agents import Agent
 from conftest import ROOT, Daemon
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from prometheus_server import Prometheus
 
@@ -180,6 +181,33 @@ def test_prometheus_scrapes_the_agent_metrics_and_they_survive_a_restart(workdir
         agent.shutdown()
         prom.wait_for('sum(flightrec_tool_calls_total{outcome="ok",agent_version="v2"})', 2 * 3 + 1)
         prom.wait_for('sum(flightrec_tool_calls_total{outcome="ok",tool="lookup_user"})', 2 * RUNS + 1)
+
+        # A run waiting on a human: its tool call ends, nothing more comes for ten settle
+        # times, so the run is observed without its root (the resource's version); then the
+        # root ends, naming v9. The call stays counted once, under the version it was counted
+        # with.
+        agent = Agent(daemon.otlp_url)
+        root = agent.tracer.start_span("invoke_agent", attributes={
+            "agent.run.id": "waiting-run", "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.version": "v9"})
+        ctx = trace.set_span_in_context(root)
+        with agent.tracer.start_as_current_span("execute_tool open_ticket", context=ctx, attributes={
+                "agent.run.id": "waiting-run", "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "open_ticket", "tool.risk_tier": "low_write"}):
+            pass
+        agent.provider.force_flush()
+        prom.wait_for('sum(flightrec_tool_calls_total{tool="open_ticket",agent_version="2.1.0"})', 1, timeout=60)
+        root.end()
+        agent.shutdown()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status, body = daemon.get("/api/v1/runs/waiting-run")
+            if status == 200 and len(body["spans"]) == 2:
+                break
+            time.sleep(0.5)
+        assert len(body["spans"]) == 2, body
+        time.sleep(6)  # settled again (1 s) and observed again, scraped since
+        assert sum(prom.query('sum(flightrec_tool_calls_total{tool="open_ticket"})').values()) == 1
+        assert not prom.query('flightrec_tool_calls_total{tool="open_ticket",agent_version="v9"}')
     finally:
         prom.stop()
         daemon.stop()
