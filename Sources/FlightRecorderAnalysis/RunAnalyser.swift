@@ -168,12 +168,15 @@ public final class RunAnalyser: Service, Sendable {
             }
             if chunk.isEmpty { return }
             let share = busy ? Self.busyShare : Self.cpuShare
-            // The root labels each run's span families were first counted with (the stored
-            // aggregates are read here, at the daemon's priority, not on the nice-19 thread).
-            let (pins, pinning) = await foreground.run { self.pinnedRoots(chunk) }
-            let (computed, reading) = await background.run { self.compute(chunk, pinned: pins) }
+            // What is stored of each run (read here, at the daemon's priority, not on the
+            // nice-19 thread): the root labels its span families were counted with, and what
+            // its new aggregate is compared with.
+            let (stored, pinning) = await foreground.run { self.storedAggregates(chunk) }
+            let (computed, reading) = await background.run {
+                self.compute(chunk, pinned: stored.map { $0?.spanCounters == nil ? nil : $0?.spanRoot })
+            }
             let (_, storing) = await foreground.run {
-                self.store(chunk, computed, now: t)
+                self.store(chunk, computed, stored: stored, now: t)
                 // A full batch decodes hundreds of blocks and tens of thousands of spans, freed
                 // now: without this, those pages stay in the daemon's RSS. (A busy machine's
                 // small batches leave little, and trimming walks every arena under its lock.)
@@ -251,19 +254,14 @@ public final class RunAnalyser: Service, Sendable {
         case aggregate(RunAggregate)
     }
 
-    /// For each run of a batch observed before with its span families, the root labels they
-    /// were counted with: a run observed again counts its span families with those, not with
-    /// a root that arrived since (a run observed without its root, ten settle times after its
-    /// last span, keeps its resource's labels), since what was counted under them cannot be
-    /// taken back; spans counted twice under two versions would be worse than a late root's
-    /// labels missed.
-    func pinnedRoots(_ chunk: [RunRef]) -> [RunAggregate.SpanRoot?] {
-        chunk.map { ref in
-            guard let old = try? stats.aggregate(tenant: ref.tenant, run: ref.run), old.spanCounters != nil else {
-                return nil
-            }
-            return old.spanRoot
-        }
+    /// The stored aggregate of each run of a batch (nil: not observed yet, or unreadable). A
+    /// run observed before with its span families counts them again with the root labels they
+    /// were counted with (`spanRoot`), not with a root that arrived since (a run observed
+    /// without its root, ten settle times after its last span, keeps its resource's labels):
+    /// what was counted under them cannot be taken back, and spans counted twice under two
+    /// versions would be worse than a late root's labels missed.
+    func storedAggregates(_ chunk: [RunRef]) -> [RunAggregate?] {
+        chunk.map { ref in (try? stats.aggregate(tenant: ref.tenant, run: ref.run)) ?? nil }
     }
 
     /// Reads one batch of settled runs and computes their aggregates: pure work over the
@@ -296,12 +294,12 @@ public final class RunAnalyser: Service, Sendable {
 
     /// Compares a computed batch with what is stored, stores what changed in one transaction,
     /// hands the metrics on, and settles the batch's runs in `pending`.
-    func store(_ chunk: [RunRef], _ computed: [Computed], now t: Double) {
+    func store(_ chunk: [RunRef], _ computed: [Computed], stored: [RunAggregate?]? = nil, now t: Double) {
         var batch: [(new: RunAggregate, old: RunAggregate?)] = []
         var waiting: [RunRef] = []
         var finished: [RunRef] = []
-        for (ref, c) in zip(chunk, computed) {
-            switch observe(ref, c, now: t) {
+        for (i, (ref, c)) in zip(chunk, computed).enumerated() {
+            switch observe(ref, c, stored: stored.map { .some($0[i]) } ?? .none, now: t) {
             case .wait: waiting.append(ref)
             case .done: finished.append(ref)
             case .observed(let new, let old):
@@ -341,15 +339,23 @@ public final class RunAnalyser: Service, Sendable {
     }
 
     /// What to do with one run as computed: wait (no root yet, unless it has waited ten
-    /// settle times; or the read failed), nothing (gone, or unchanged), or store it.
-    func observe(_ ref: RunRef, _ computed: Computed, now t: Double) -> Observation {
+    /// settle times; or the read failed), nothing (gone, or unchanged), or store it. `stored`:
+    /// its stored aggregate (or none) as read under `ref` before it was computed; read here
+    /// when not given, or when the run's ID is not `ref`'s.
+    func observe(_ ref: RunRef, _ computed: Computed, stored: RunAggregate?? = nil, now t: Double) -> Observation {
         guard case .aggregate(let aggregate) = computed else {
             if case .gone = computed { return .done }
             return .wait
         }
         let waited = pending.withLock { $0.waited(ref, now: t) } ?? 0
         if !aggregate.hasRoot && waited < settle * 10 { return .wait }
-        guard let old = try? stats.aggregate(tenant: ref.tenant, run: aggregate.runID) else {
+        let old: RunAggregate?
+        if let stored, ref.run == aggregate.runID {
+            old = stored
+        } else {
+            old = (try? stats.aggregate(tenant: ref.tenant, run: aggregate.runID)) ?? nil
+        }
+        guard let old else {
             return .observed(aggregate, old: nil)
         }
         return old == aggregate ? .done : .observed(aggregate, old: old)

@@ -191,7 +191,8 @@ struct LabelRef: @unchecked Sendable {  // immutable; what it points at outlives
 
 /// C copies of the label values requests take from `String`s (their resources' tenants and
 /// agents), made once per value: each thread keeps its own (`SeriesKeyCache.labels`), so a
-/// request's resources cost a dictionary lookup each rather than a copy. Freed whole, between requests, past `limit` values.
+/// request's resources cost a dictionary lookup each rather than a copy. Freed whole, between
+/// requests, past `limit` values.
 final class LabelStrings {
     private var made: [String: LabelRef] = [:]
     private var owned: [UnsafeMutablePointer<CChar>] = []
@@ -636,9 +637,10 @@ enum SpanMetrics {
         rules.modelOperations.contains { $0.matches(s) }
     }
 
-    /// Counts the span's families, unless their labels depend on its run's root
-    /// (`dependsOnRoot`): then only its redactions, and the run analyser counts the rest once
-    /// the run has settled (`RunAggregate`'s span families).
+    /// Counts the span's families, unless their labels depend on its run's root (it names no
+    /// agent version of its own, or is a tool execution naming no task type of its own): then
+    /// only its redactions, and the run analyser counts the rest once the run has settled
+    /// (`RunAggregate.SpanFamilies`, the same rules over the decoded span).
     static func observe(
         span: CSpan, values: Values, resource r: ResourceLabels, runID: () -> String, rules: MetricRules,
         into d: inout MetricAccumulator

@@ -72,7 +72,7 @@ def export_versions(daemon):
     provider.shutdown()
 
 
-def wait_for_runs(daemon, total, since="3h", timeout=60):
+def wait_for_runs(daemon, total, since="3h", timeout=120):
     """The stats by agent.version over `since`, once `total` runs have settled."""
     deadline = time.time() + timeout
     body = None
