@@ -68,28 +68,29 @@ extension RunAggregate {
             put(name(tool))
             put(n)
         }
-        // Their number plus one; 0 for none kept (`spanCounters` nil). Each series' labels
+        // Their number plus one; 0 for none kept (`spanCounters` nil; only the counter families
+        // the analyser may count, `spanCounterFamilies`, family by family). Each series' labels
         // after the tenant are numbered names, and only those that differ from the previous
         // series' label in the same place are written, after a bit mask of which (a run's
-        // series mostly share agent, version and task type; they are written family by
-        // family).
-        put(spanCounters.map { $0.count + 1 } ?? 0)
-        if let spanCounters {
+        // series mostly share agent, version and task type).
+        let written = spanCounters.map { counters in
+            Self.spanCounterFamilies.flatMap { f in counters.filter { $0.key.family == f } }
+        }
+        put(written.map { $0.count + 1 } ?? 0)
+        if let written {
             // The root labels they were counted with (a name's number, 0 for none).
             put(spanRoot.version.map(name) ?? 0)
             put(spanRoot.task.map(name) ?? 0)
             var previous: [UInt64] = []
-            for family in Self.spanCounterFamilies {
-                for (key, value) in spanCounters where key.family == family {
-                    put(UInt64(family.rawValue))
-                    let ids = key.labels.dropFirst().map(name)
-                    var mask: UInt64 = 0
-                    for (i, id) in ids.enumerated() where i >= previous.count || previous[i] != id { mask |= 1 << i }
-                    put(mask)
-                    for (i, id) in ids.enumerated() where mask & (1 << i) != 0 { put(id) }
-                    put(number: value)
-                    previous = ids
-                }
+            for (key, value) in written {
+                put(UInt64(key.family.rawValue))
+                let ids = key.labels.dropFirst().map(name)
+                var mask: UInt64 = 0
+                for (i, id) in ids.enumerated() where i >= previous.count || previous[i] != id { mask |= 1 << i }
+                put(mask)
+                for (i, id) in ids.enumerated() where mask & (1 << i) != 0 { put(id) }
+                put(number: value)
+                previous = ids
             }
         }
         return out.bytes
