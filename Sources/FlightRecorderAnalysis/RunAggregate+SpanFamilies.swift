@@ -65,13 +65,16 @@ extension RunAggregate {
         /// The labels the families of span `s` share when ingest left them to the analyser;
         /// nil when ingest counted them (or nothing is counted).
         mutating func labels(of s: SpanRecord, isExecution: Bool) -> SpanLabels? {
+            guard counting else { return nil }
             let a = s.attributes
-            if !counting
-                || a.firstString(of: rules.versionKeys) != nil
-                    && (!isExecution || a.firstString(of: rules.taskTypeKeys) != nil)
-            {
-                return nil
-            }
+            // Its own version and task type (an integer too, as labels read them), each looked
+            // up once; ingest counted the span when it names them as strings (asked only when
+            // it names one at all).
+            let ownVersion = a.firstScalar(of: rules.versionKeys)
+            let versionCounted = ownVersion != nil && a.firstString(of: rules.versionKeys) != nil
+            if versionCounted && !isExecution { return nil }
+            let ownTask = a.firstScalar(of: rules.taskTypeKeys)
+            if versionCounted && ownTask != nil && a.firstString(of: rules.taskTypeKeys) != nil { return nil }
             let id = ObjectIdentifier(s.resource)
             let resource =
                 resources[id]
@@ -85,11 +88,10 @@ extension RunAggregate {
                     resources[id] = facts
                     return facts
                 }()
-            let version = Label(
-                MetricLabel.value(a.firstScalar(of: rules.versionKeys) ?? root.version ?? resource.version))
+            let version = Label(MetricLabel.value(ownVersion ?? root.version ?? resource.version))
             return SpanLabels(
                 tenant: tenant, agent: resource.agent, version: version,
-                task: Label(MetricLabel.value(a.firstScalar(of: rules.taskTypeKeys) ?? root.task ?? resource.task)),
+                task: Label(MetricLabel.value(ownTask ?? root.task ?? resource.task)),
                 runID: runID,
                 base: SeriesKey.combine(
                     SeriesKey.combine(SeriesKey.combine(SeriesKey.fnvBasis, tenant.hash), resource.agent.hash),
