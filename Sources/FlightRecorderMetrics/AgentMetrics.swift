@@ -72,11 +72,11 @@ public final class AgentMetrics: Sendable {
                     } else {
                         live.histogramTotal!.add(h)
                     }
-                    live.histogramTotal!.exemplar = nil
+                    live.histogramTotal!.exemplars = []
                 }
-                if let e = h.exemplar {
+                if !h.exemplars.isEmpty {
                     let target = s.live[key] != nil ? key : Self.overflowKey(key.family)
-                    s.exemplars[target, default: [:]][e.bucket] = e.exemplar
+                    for e in h.exemplars { s.exemplars[target, default: [:]][e.bucket] = e.exemplar }
                 }
             }
         }

@@ -185,11 +185,13 @@ public struct SeriesKey: Hashable, Sendable {
 }
 
 /// A histogram's observations: per-bucket counts (the last is +Inf, not cumulative), sum,
-/// count, and the latest run observed (an OpenMetrics exemplar; not persisted).
+/// count, and the latest run observed in each bucket (OpenMetrics exemplars; not persisted).
 public struct HistogramDelta: Sendable, Equatable {
     public var counts: [UInt64]
     public var sum: Double = 0
-    public var exemplar: BucketExemplar?
+    /// At most one a bucket, the latest kept: a slow call's bucket keeps its own run even when
+    /// faster calls of other runs are counted in the same delta after it.
+    public var exemplars: [BucketExemplar] = []
 
     public struct BucketExemplar: Sendable, Equatable {
         public var bucket: Int
@@ -229,18 +231,28 @@ public struct HistogramDelta: Sendable, Equatable {
         let i = Self.bucket(of: value, bounds: bounds)
         counts[i] += 1
         sum += value
-        if let exemplar { self.exemplar = BucketExemplar(bucket: i, exemplar: exemplar) }
+        if let exemplar { keep(BucketExemplar(bucket: i, exemplar: exemplar)) }
+    }
+
+    /// `e` as its bucket's exemplar, in place of the one it had.
+    @inline(__always)
+    public mutating func keep(_ e: BucketExemplar) {
+        if let i = exemplars.firstIndex(where: { $0.bucket == e.bucket }) {
+            exemplars[i] = e
+        } else {
+            exemplars.append(e)
+        }
     }
 
     public mutating func add(_ o: HistogramDelta) {
-        o.counts.withUnsafeBufferPointer { add(counts: $0, sum: o.sum, exemplar: o.exemplar) }
+        o.counts.withUnsafeBufferPointer { add(counts: $0, sum: o.sum) }
+        for e in o.exemplars { keep(e) }
     }
 
-    mutating func add(counts o: UnsafeBufferPointer<UInt64>, sum s: Double, exemplar e: BucketExemplar?) {
+    mutating func add(counts o: UnsafeBufferPointer<UInt64>, sum s: Double) {
         if counts.count != o.count { counts = Array(repeating: 0, count: max(counts.count, o.count)) }
         counts.withUnsafeMutableBufferPointer { c in for i in 0..<min(c.count, o.count) { c[i] += o[i] } }
         sum += s
-        if let e { exemplar = e }
     }
 
     /// Counts then sum, little-endian: how the index stores a histogram.
@@ -526,11 +538,18 @@ public struct MetricDeltas: Sendable, Equatable {
         o.forEachCounter { keys, p, v in
             counters.update(id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) }, initial: { 0 }) { $0 += v }
         }
-        o.forEachHistogram { keys, p, counts, sum, exemplar in
+        o.forEachHistogram { keys, p, counts, sum in
             histograms.update(
                 id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) },
                 initial: { HistogramDelta(buckets: counts.count - 1) }
-            ) { $0.add(counts: counts, sum: sum, exemplar: exemplar) }
+            ) { $0.add(counts: counts, sum: sum) }
+        }
+        // Every series with an exemplar was added just above.
+        o.forEachExemplar { key, e in
+            histograms.update(
+                id: key.id, family: key.family, key: { o.key(key) },
+                initial: { HistogramDelta(buckets: MetricFamily.bounds[Int(key.family.rawValue)].count) }
+            ) { $0.keep(e) }
         }
     }
 }

@@ -333,8 +333,14 @@ public final class SpanFamilyCounts: Sendable {
         /// Every histogram series' bucket counts one after another (`buckets + 1` of its
         /// family's each), in the order of `histograms`.
         var buckets: [UInt64] = []
-        /// The exemplar of each histogram series' first observation, in the same order.
-        var exemplars: [HistogramDelta.BucketExemplar?] = []
+        /// The exemplar of each histogram bucket's first observation: its series' position
+        /// in `histograms`, in the order observed.
+        var exemplars: [SeriesExemplar] = []
+    }
+
+    struct SeriesExemplar {
+        let series: Int32
+        let exemplar: HistogramDelta.BucketExemplar
     }
 
     /// A histogram series in `Tables`: its sum, and where its counts are in `buckets`.
@@ -348,7 +354,7 @@ public final class SpanFamilyCounts: Sendable {
     let counterValues: [Double]
     let histogramKeys: [SeriesKey]
     let histogramSums: [Double]
-    let histogramExemplars: [HistogramDelta.BucketExemplar?]
+    let histogramExemplars: [SeriesExemplar]
     /// Each histogram's counts in turn, `buckets + 1` of its family's each.
     let bucketCounts: [UInt64]
 
@@ -422,7 +428,7 @@ public final class SpanFamilyCounts: Sendable {
     func forEachHistogram(
         _ body: (
             _ keys: UnsafeBufferPointer<SeriesKey>, _ position: Int, _ counts: UnsafeBufferPointer<UInt64>,
-            _ sum: Double, HistogramDelta.BucketExemplar?
+            _ sum: Double
         ) -> Void
     ) {
         histogramKeys.withUnsafeBufferPointer { keys in
@@ -430,13 +436,16 @@ public final class SpanFamilyCounts: Sendable {
                 var at = 0
                 for i in keys.indices {
                     let n = MetricFamily.bounds[Int(keys[i].family.rawValue)].count + 1
-                    body(
-                        keys, i, UnsafeBufferPointer(rebasing: counts[at..<at + n]), histogramSums[i],
-                        histogramExemplars[i])
+                    body(keys, i, UnsafeBufferPointer(rebasing: counts[at..<at + n]), histogramSums[i])
                     at += n
                 }
             }
         }
+    }
+
+    /// The exemplars this request took, each with its series (id and family, as above).
+    func forEachExemplar(_ body: (_ key: SeriesKey, HistogramDelta.BucketExemplar) -> Void) {
+        for e in histogramExemplars { body(histogramKeys[Int(e.series)], e.exemplar) }
     }
 }
 
@@ -454,7 +463,9 @@ extension SpanFamilyCounts.Tables {
         counters.update(id: id, family: family, key: key, initial: { 0 }) { $0 += n }
     }
 
-    /// `exemplar` is asked for once per series and request: the first observation's run.
+    /// `exemplar` is asked for once per bucket of a series and request: the first observation's
+    /// run in each bucket (one a series, as this once took, left a slow call's bucket without
+    /// its run whenever a faster call of another run came first in the same request).
     @inline(__always)
     mutating func observe(
         id: UInt64, family: MetricFamily, _ value: Double, bounds: UnsafeBufferPointer<Double>,
@@ -467,10 +478,13 @@ extension SpanFamilyCounts.Tables {
         if first { buckets.append(contentsOf: repeatElement(0, count: bounds.count + 1)) }
         let bucket = HistogramDelta.bucket(of: value, bounds: bounds)
         let at = Int(histograms.values[i].offset) + bucket
-        buckets.withUnsafeMutableBufferPointer { $0[at] += 1 }
+        let fresh = buckets.withUnsafeMutableBufferPointer { b in
+            b[at] += 1
+            return b[at] == 1
+        }
         histograms.modify(at: i) { $0.sum += value }
-        if first {
-            exemplars.append(exemplar().map { HistogramDelta.BucketExemplar(bucket: bucket, exemplar: $0) })
+        if fresh, let e = exemplar() {
+            exemplars.append(.init(series: Int32(i), exemplar: .init(bucket: bucket, exemplar: e)))
         }
     }
 }

@@ -100,7 +100,7 @@ import Testing
         let h = d.histograms[SeriesKey(.toolCallDuration, short)]
         #expect(h?.count == 9)
         #expect(h.map { abs($0.sum - (0.2 + 0.2 + 30 + 0.5 * 6)) < 1e-6 } == true)
-        #expect(h?.exemplar?.exemplar.runID == "run-1")
+        #expect(h.map { !$0.exemplars.isEmpty && $0.exemplars.allSatisfy { $0.exemplar.runID == "run-1" } } == true)
     }
 
     /// Both halves know every word of `AgentKeys.timeoutMarkers`, the list the stats and

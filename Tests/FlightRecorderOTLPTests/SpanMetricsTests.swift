@@ -129,4 +129,40 @@ import Testing
         #expect(again.counters.count == 3)
         #expect(again.counters.keys.allSatisfy { $0.labels.count == MetricFamily.toolCalls.labels.count })
     }
+
+    /// One request holding several runs' calls of one tool (an SDK's batch): each bucket they
+    /// fall in keeps an exemplar naming a run observed in it, so a slow call's bucket names
+    /// its own run even when a fast call of another run came first.
+    @Test func eachBucketKeepsItsOwnRunsExemplar() {
+        let tool: [(String, TestValue)] =
+            [("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string("lookup"))] + own
+        func call(_ n: UInt8, run: String, seconds: Double) -> TestSpan {
+            TestSpan(
+                trace: RequestBuilder.traceID(n), span: RequestBuilder.spanID(n), parent: [], name: "execute_tool",
+                start: 1_000_000_000, end: 1_000_000_000 + UInt64(seconds * 1e9),
+                attributes: [("agent.run.id", .string(run))] + tool)
+        }
+        let d = metrics([
+            call(1, run: "run-fast", seconds: 0.004), call(2, run: "run-slow", seconds: 0.3),
+            call(3, run: "run-fast-2", seconds: 0.004),
+        ])
+        let h = d.histograms[SeriesKey(.toolCallDuration, ["acme", "it-agent", "9.9.9", "lookup", "unknown"])]
+        let bounds = MetricFamily.toolCallDuration.buckets!
+        let byBucket = Dictionary(uniqueKeysWithValues: (h?.exemplars ?? []).map { ($0.bucket, $0.exemplar) })
+        #expect(byBucket.count == 2)
+        #expect(byBucket[bounds.firstIndex { 0.004 <= $0 }!]?.runID == "run-fast")
+        #expect(byBucket[bounds.firstIndex { 0.3 <= $0 }!]?.runID == "run-slow")
+        #expect(byBucket[bounds.firstIndex { 0.3 <= $0 }!]?.value == 0.3)
+
+        // Merged with a later delta: a bucket it observes takes its run, the others keep theirs.
+        var later = MetricDeltas()
+        later.observe(
+            .toolCallDuration, ["acme", "it-agent", "9.9.9", "lookup", "unknown"], 0.003,
+            exemplar: .init(runID: "run-later", value: 0.003, time: 2))
+        var merged = d
+        merged.add(later)
+        let m = merged.histograms[SeriesKey(.toolCallDuration, ["acme", "it-agent", "9.9.9", "lookup", "unknown"])]
+        #expect(m?.count == 4)
+        #expect(Set(m?.exemplars.map(\.exemplar.runID) ?? []) == ["run-later", "run-slow"])
+    }
 }
