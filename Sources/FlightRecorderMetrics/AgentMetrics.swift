@@ -76,7 +76,8 @@ public final class AgentMetrics: Sendable {
                 }
                 if !h.exemplars.isEmpty {
                     let target = s.live[key] != nil ? key : Self.overflowKey(key.family)
-                    for e in h.exemplars { s.exemplars[target, default: [:]][e.bucket] = e.exemplar }
+                    // One lookup of the series for all its buckets.
+                    s.exemplars[target, default: [:]].merge(h.exemplars.lazy.map { ($0.bucket, $0.exemplar) }) { $1 }
                 }
             }
         }

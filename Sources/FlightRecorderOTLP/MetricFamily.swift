@@ -240,6 +240,9 @@ public struct HistogramDelta: Sendable, Equatable {
         if let i = exemplars.firstIndex(where: { $0.bucket == e.bucket }) {
             exemplars[i] = e
         } else {
+            // Room for every bucket at once: grown one at a time, the array was allocated
+            // again at 1, 2, 4 and 8 as a series' buckets took their first run.
+            if exemplars.isEmpty { exemplars.reserveCapacity(counts.count) }
             exemplars.append(e)
         }
     }
@@ -538,18 +541,14 @@ public struct MetricDeltas: Sendable, Equatable {
         o.forEachCounter { keys, p, v in
             counters.update(id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) }, initial: { 0 }) { $0 += v }
         }
-        o.forEachHistogram { keys, p, counts, sum in
+        o.forEachHistogram { keys, p, counts, sum, exemplars in
             histograms.update(
                 id: keys[p].id, family: keys[p].family, key: { o.key(keys[p]) },
                 initial: { HistogramDelta(buckets: counts.count - 1) }
-            ) { $0.add(counts: counts, sum: sum) }
-        }
-        // Every series with an exemplar was added just above.
-        o.forEachExemplar { key, e in
-            histograms.update(
-                id: key.id, family: key.family, key: { o.key(key) },
-                initial: { HistogramDelta(buckets: MetricFamily.bounds[Int(key.family.rawValue)].count) }
-            ) { $0.keep(e) }
+            ) { h in
+                h.add(counts: counts, sum: sum)
+                o.forEachExemplar(from: exemplars) { h.keep($0) }
+            }
         }
     }
 }

@@ -333,28 +333,31 @@ public final class SpanFamilyCounts: Sendable {
         /// Every histogram series' bucket counts one after another (`buckets + 1` of its
         /// family's each), in the order of `histograms`.
         var buckets: [UInt64] = []
-        /// The exemplar of each histogram bucket's first observation: its series' position
-        /// in `histograms`, in the order observed.
-        var exemplars: [SeriesExemplar] = []
+        /// The exemplar of each histogram bucket's first observation, chained per series
+        /// from its slot (so merging them costs no lookup of their series again).
+        var exemplars: [ChainedExemplar] = []
     }
 
-    struct SeriesExemplar {
-        let series: Int32
+    struct ChainedExemplar {
         let exemplar: HistogramDelta.BucketExemplar
+        /// The series' next exemplar in `exemplars`; -1 after its last.
+        let next: Int32
     }
 
-    /// A histogram series in `Tables`: its sum, and where its counts are in `buckets`.
+    /// A histogram series in `Tables`: its sum, where its counts are in `buckets`, and its
+    /// first exemplar in `exemplars` (-1: none).
     struct HistogramSlot {
         var sum = 0.0
         let offset: Int32
+        var exemplars: Int32 = -1
     }
 
     /// Ids and families (no labels: `store` has each series' key).
     let counterKeys: [SeriesKey]
     let counterValues: [Double]
     let histogramKeys: [SeriesKey]
-    let histogramSums: [Double]
-    let histogramExemplars: [SeriesExemplar]
+    let histogramSlots: [HistogramSlot]
+    let histogramExemplars: [ChainedExemplar]
     /// Each histogram's counts in turn, `buckets + 1` of its family's each.
     let bucketCounts: [UInt64]
 
@@ -391,7 +394,7 @@ public final class SpanFamilyCounts: Sendable {
         counterKeys = tables.counters.keys
         counterValues = tables.counters.values
         histogramKeys = tables.histograms.keys
-        histogramSums = tables.histograms.values.map(\.sum)
+        histogramSlots = tables.histograms.values
         histogramExemplars = tables.exemplars
         bucketCounts = tables.buckets
     }
@@ -428,7 +431,7 @@ public final class SpanFamilyCounts: Sendable {
     func forEachHistogram(
         _ body: (
             _ keys: UnsafeBufferPointer<SeriesKey>, _ position: Int, _ counts: UnsafeBufferPointer<UInt64>,
-            _ sum: Double
+            _ sum: Double, _ exemplars: Int32
         ) -> Void
     ) {
         histogramKeys.withUnsafeBufferPointer { keys in
@@ -436,16 +439,23 @@ public final class SpanFamilyCounts: Sendable {
                 var at = 0
                 for i in keys.indices {
                     let n = MetricFamily.bounds[Int(keys[i].family.rawValue)].count + 1
-                    body(keys, i, UnsafeBufferPointer(rebasing: counts[at..<at + n]), histogramSums[i])
+                    body(
+                        keys, i, UnsafeBufferPointer(rebasing: counts[at..<at + n]), histogramSlots[i].sum,
+                        histogramSlots[i].exemplars)
                     at += n
                 }
             }
         }
     }
 
-    /// The exemplars this request took, each with its series (id and family, as above).
-    func forEachExemplar(_ body: (_ key: SeriesKey, HistogramDelta.BucketExemplar) -> Void) {
-        for e in histogramExemplars { body(histogramKeys[Int(e.series)], e.exemplar) }
+    /// A histogram's exemplars, from the first `forEachHistogram` gave.
+    @inline(__always)
+    func forEachExemplar(from first: Int32, _ body: (HistogramDelta.BucketExemplar) -> Void) {
+        var at = first
+        while at >= 0 {
+            body(histogramExemplars[Int(at)].exemplar)
+            at = histogramExemplars[Int(at)].next
+        }
     }
 }
 
@@ -484,7 +494,9 @@ extension SpanFamilyCounts.Tables {
         }
         histograms.modify(at: i) { $0.sum += value }
         if fresh, let e = exemplar() {
-            exemplars.append(.init(series: Int32(i), exemplar: .init(bucket: bucket, exemplar: e)))
+            exemplars.append(.init(exemplar: .init(bucket: bucket, exemplar: e), next: histograms.values[i].exemplars))
+            let head = Int32(exemplars.count - 1)
+            histograms.modify(at: i) { $0.exemplars = head }
         }
     }
 }
