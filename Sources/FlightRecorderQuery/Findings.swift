@@ -127,11 +127,19 @@ extension RunGraph {
     /// Executions of the same call more than once (see `RepeatGroup`), by first call.
     public func repeatGroups() -> [RepeatGroup] { repeatGroups(executionsRun()) }
 
+    /// A group's place, through `found[key, default: next]`: a key new to `found` is added
+    /// with `next` in the same lookup, so each call's key is hashed once.
+    @inline(__always)
+    static func place(_ slot: inout Int) -> Int { slot }
+
     /// `repeatGroups()` over `run`, the executions that ran (`executionsRun()`).
     func repeatGroups(_ run: [Int]) -> [RepeatGroup] {
         guard run.count > 1 else { return [] }  // a group repeats a call
-        var groups: [CallKey: RepeatGroup] = [:]
-        var order: [CallKey] = []
+        // Each call's key hashed once: groups in first-call order, found by their key (a
+        // lookup, then an insert, then a lookup to append hashed every call's arguments three
+        // times: `perf` of an audit verification).
+        var groups: [RepeatGroup] = []
+        var found: [CallKey: Int] = [:]
         for x in run {
             let tool = toolName(x)
             let key = attr(x, AgentKeys.idempotencyKey)
@@ -143,13 +151,11 @@ extension RunGraph {
             } else {
                 continue
             }
-            if groups[id] == nil {
-                order.append(id)
-                groups[id] = RepeatGroup(tool: tool, idempotencyKey: key, calls: [])
-            }
-            groups[id]!.calls.append(x)
+            let g = Self.place(&found[id, default: groups.count])
+            if g == groups.count { groups.append(RepeatGroup(tool: tool, idempotencyKey: key, calls: [])) }
+            groups[g].calls.append(x)
         }
-        return order.compactMap { groups[$0] }.filter { $0.calls.count > 1 }
+        return groups.filter { $0.calls.count > 1 }
     }
 
     /// Executions whose uncertain or failed outcome was settled afterwards: a later execution
@@ -377,19 +383,19 @@ extension RunGraph {
     /// steps (model and tool calls) than `stepBudget`.
     func loopFindings(_ rules: FindingRules, run: [Int], hex: (Int) -> String) -> [Finding] {
         var out: [Finding] = []
-        var same: [CallKey: [Int]] = [:]
-        var order: [CallKey] = []
+        // Calls by tool and arguments, in first-call order (each key hashed once, as above).
+        var same: [[Int]] = []
         // Fewer executions than the limit cannot repeat up to it: no keys made.
         if rules.loopRepeats > 1 && run.count >= rules.loopRepeats {
+            var found: [CallKey: Int] = [:]
             for x in run {
                 guard let args = attr(x, AgentKeys.toolArguments) else { continue }
-                let id = CallKey(tool: toolName(x), byKey: false, value: args)
-                if same[id] == nil { order.append(id) }
-                same[id, default: []].append(x)
+                let g = Self.place(&found[CallKey(tool: toolName(x), byKey: false, value: args), default: same.count])
+                if g == same.count { same.append([]) }
+                same[g].append(x)
             }
         }
-        for id in order {
-            let xs = same[id]!
+        for xs in same {
             guard xs.count >= rules.loopRepeats else { continue }
             out.append(
                 Finding(

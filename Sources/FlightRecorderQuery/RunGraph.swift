@@ -32,6 +32,8 @@ public struct RunGraph: Sendable {
     public let approvalDecisions: [String?]
     public let executes: [Bool]
 
+    static let approvalDecisionKey = "approval.decision"
+
     struct SpanKey: Hashable {
         var trace: TraceID
         var span: SpanID
@@ -82,13 +84,34 @@ public struct RunGraph: Sendable {
         var tool: [String?] = []
         var decision: [String?] = []
         var execution: [Bool] = []
+        outcome.reserveCapacity(spans.count)
+        tool.reserveCapacity(spans.count)
+        decision.reserveCapacity(spans.count)
+        execution.reserveCapacity(spans.count)
+        let keys = [AgentKeys.policyOutcome, AgentKeys.toolName, Self.approvalDecisionKey, AgentKeys.operationName]
+        let lengths = keys.map(\.utf8.count)
         for i in spans.indices {
-            let a = spans[i].attributes
-            outcome.append(a[AgentKeys.policyOutcome]?.displayString)
-            tool.append(a[AgentKeys.toolName]?.displayString)
-            decision.append(a["approval.decision"]?.displayString)
-            execution.append(
-                a[AgentKeys.operationName]?.displayString == "execute_tool" || spans[i].name.hasPrefix("execute_tool"))
+            // One pass over the span's attributes for all four keys (the first of each name),
+            // not a scan per key.
+            var found: (AttributeValue?, AttributeValue?, AttributeValue?, AttributeValue?) = (nil, nil, nil, nil)
+            spans[i].attributes.withUnsafeBufferPointer { a in
+                for j in a.indices {
+                    let n = a[j].key.utf8.count
+                    if n == lengths[0], found.0 == nil, a[j].key == keys[0] {
+                        found.0 = a[j].value
+                    } else if n == lengths[1], found.1 == nil, a[j].key == keys[1] {
+                        found.1 = a[j].value
+                    } else if n == lengths[2], found.2 == nil, a[j].key == keys[2] {
+                        found.2 = a[j].value
+                    } else if n == lengths[3], found.3 == nil, a[j].key == keys[3] {
+                        found.3 = a[j].value
+                    }
+                }
+            }
+            outcome.append(found.0?.displayString)
+            tool.append(found.1?.displayString)
+            decision.append(found.2?.displayString)
+            execution.append(found.3?.displayString == "execute_tool" || spans[i].name.hasPrefix("execute_tool"))
         }
         policyOutcomes = outcome
         toolNames = tool
