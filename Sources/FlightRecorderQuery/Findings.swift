@@ -140,6 +140,7 @@ extension RunGraph {
         // times: `perf` of an audit verification).
         var groups: [RepeatGroup] = []
         var found: [CallKey: Int] = [:]
+        found.reserveCapacity(run.count)
         for x in run {
             let tool = toolName(x)
             let key = attr(x, AgentKeys.idempotencyKey)
@@ -388,6 +389,7 @@ extension RunGraph {
         // Fewer executions than the limit cannot repeat up to it: no keys made.
         if rules.loopRepeats > 1 && run.count >= rules.loopRepeats {
             var found: [CallKey: Int] = [:]
+            found.reserveCapacity(run.count)
             for x in run {
                 guard let args = attr(x, AgentKeys.toolArguments) else { continue }
                 let g = Self.place(&found[CallKey(tool: toolName(x), byKey: false, value: args), default: same.count])

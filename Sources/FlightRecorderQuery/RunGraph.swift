@@ -150,7 +150,8 @@ public struct RunGraph: Sendable {
             start[i] += inherited
             end[i] += inherited
             var shift = inherited
-            if let p = parent[i], !sameService(i, p), start[i] < start[p] || end[i] > end[p] {
+            // The times first: most children fit, and comparing services reads attributes.
+            if let p = parent[i], start[i] < start[p] || end[i] > end[p], !sameService(i, p) {
                 let duration = end[i] - start[i]
                 let room = end[p] - start[p]
                 let target = duration <= room ? start[p] + (room - duration) / 2 : start[p]
