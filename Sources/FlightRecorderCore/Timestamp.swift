@@ -20,28 +20,38 @@ public enum Timestamp {
         var t = time_t(nanos / 1_000_000_000)
         var tm = tm()
         gmtime_r(&t, &tm)
-        func digits(_ v: Int, _ width: Int) {
-            var v = v
-            let end = out.count + width
-            out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width))
-            for k in stride(from: end - 1, through: end - width, by: -1) {
-                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
+        // Made in a buffer on the stack and appended once: digit by digit into `out`, each
+        // write checked its bounds and its uniqueness (1 % of an audit verification, `perf`).
+        var text: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &text) { b in
+            var at = 0
+            func digits(_ v: Int, _ width: Int) {
+                var v = v
+                for k in stride(from: at + width - 1, through: at, by: -1) {
+                    b[k] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v % 10)
+                    v /= 10
+                }
+                at += width
             }
+            func mark(_ c: Unicode.Scalar) {
+                b[at] = UInt8(ascii: c)
+                at += 1
+            }
+            digits(Int(tm.tm_year) + 1900, 4)
+            mark("-")
+            digits(Int(tm.tm_mon) + 1, 2)
+            mark("-")
+            digits(Int(tm.tm_mday), 2)
+            mark("T")
+            digits(Int(tm.tm_hour), 2)
+            mark(":")
+            digits(Int(tm.tm_min), 2)
+            mark(":")
+            digits(Int(tm.tm_sec), 2)
+            mark(".")
+            digits(Int(nanos % 1_000_000_000), 9)
+            mark("Z")
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[..<at]))
         }
-        digits(Int(tm.tm_year) + 1900, 4)
-        out.append(UInt8(ascii: "-"))
-        digits(Int(tm.tm_mon) + 1, 2)
-        out.append(UInt8(ascii: "-"))
-        digits(Int(tm.tm_mday), 2)
-        out.append(UInt8(ascii: "T"))
-        digits(Int(tm.tm_hour), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int(tm.tm_min), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int(tm.tm_sec), 2)
-        out.append(UInt8(ascii: "."))
-        digits(Int(nanos % 1_000_000_000), 9)
-        out.append(UInt8(ascii: "Z"))
     }
 }
