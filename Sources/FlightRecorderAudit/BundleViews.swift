@@ -245,11 +245,12 @@ public enum BundleViews {
         let graph = RunGraph(runID: run.runID, spans: runSpans)
         var decided = 0
         var executions = 0
+        var values: [AttributeValue?] = []
         for j in causalOrder(graph) {
             guard let kind = decisionKind(graph, j) else { continue }
             if kind == "execution" { executions += 1 }
             decided += 1
-            decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w) }
+            decisions.add { w in writeDecision(graph, j, kind: kind, run: run, &w, values: &values) }
         }
         let found = graph.findings(rules: rules)
         for f in found {
@@ -344,26 +345,40 @@ public enum BundleViews {
         return order
     }
 
-    static func writeDecision(_ g: RunGraph, _ i: Int, kind: String, run: Run, _ w: inout JSONWriter) {
+    /// The attributes a decision line names, in `DecisionKey` order.
+    static let decisionKeys = RunGraph.Keys([
+        AgentKeys.approvalTicket, AgentKeys.approver, AgentKeys.idempotencyKey, AgentKeys.operationID,
+        "tool.execution.status", "policy.reason", AgentKeys.policyRule, AgentKeys.toolTier,
+    ])
+    enum DecisionKey: Int {
+        case ticket, approver, idempotencyKey, operationID, executionStatus, reason, rule, tier
+    }
+
+    /// `values` is scratch space for the span's attributes, reused from one decision to the next.
+    static func writeDecision(
+        _ g: RunGraph, _ i: Int, kind: String, run: Run, _ w: inout JSONWriter, values: inout [AttributeValue?]
+    ) {
         let s = g.spans[i]
-        func a(_ key: String) -> String? { g.attr(i, key) }
+        g.attributeValues(i, decisionKeys, into: &values)
+        let found = values
+        func a(_ key: DecisionKey) -> String? { found[key.rawValue]?.displayString }
         w.beginObject()
-        w.member("approval_ticket", a(AgentKeys.approvalTicket))
-        w.member("approver", a(AgentKeys.approver))
-        w.member("idempotency_key", a(AgentKeys.idempotencyKey))
+        w.member("approval_ticket", a(.ticket))
+        w.member("approver", a(.approver))
+        w.member("idempotency_key", a(.idempotencyKey))
         w.member("kind", kind)
         let links = g.linksTo[i].map { g.spans[$0].spanID.hex }
         if !links.isEmpty { w.member("links", links) }
         w.member("name", s.name)
-        w.member("operation_id", a(AgentKeys.operationID))
-        w.member("outcome", g.policyOutcomes[i] ?? g.approvalDecisions[i] ?? a("tool.execution.status"))
+        w.member("operation_id", a(.operationID))
+        w.member("outcome", g.policyOutcomes[i] ?? g.approvalDecisions[i] ?? a(.executionStatus))
         // IDs and the time written in place: no string made for each (one decision in two spans).
         if let parent = s.parentSpanID {
             w.key("parent_span_id")
             w.hexString(parent.value)
         }
-        w.member("reason", a("policy.reason"))
-        w.member("rule", a(AgentKeys.policyRule))
+        w.member("reason", a(.reason))
+        w.member("rule", a(.rule))
         w.member("run_id", run.runID)
         w.key("span_id")
         w.hexString(s.spanID.value)
@@ -372,7 +387,7 @@ public enum BundleViews {
         w.key("time")
         w.timestamp(s.startNanos)
         w.member("tool", g.toolNames[i])
-        w.member("tool_risk_tier", a(AgentKeys.toolTier))
+        w.member("tool_risk_tier", a(.tier))
         w.key("trace_id")
         w.hexString(s.traceID.high, s.traceID.low)
         w.endObject()

@@ -178,4 +178,31 @@ import Testing
         ])
         #expect(RunGraph(runID: "r", spans: spans).findings().map(\.kind) == ["success_without_operation_id"])
     }
+
+    /// Several keys read in one pass give what `attr` gives for each: the first attribute of
+    /// the name, keys of one length told apart, absent keys nil, a non-string as its display
+    /// string; and the scratch array is reset between spans.
+    @Test func attributeValuesReadAsAttrDoes() throws {
+        let g = RunGraph(
+            runID: "run-1",
+            spans: try Self.spans([
+                TestSpan(
+                    trace: Self.t1, span: Self.id(1), name: "a", start: 0, end: 10,
+                    attributes: [
+                        ("policy.rule", .string("first")), ("policy.rulf", .string("other")),
+                        ("policy.rule", .string("second")), ("retries", .int(3)),
+                    ]),
+                TestSpan(trace: Self.t1, span: Self.id(2), name: "b", start: 0, end: 10, attributes: []),
+            ]))
+        let keys = RunGraph.Keys(["policy.rulf", "missing", "policy.rule", "retries"])
+        var values: [AttributeValue?] = []
+        for i in g.spans.indices {
+            g.attributeValues(i, keys, into: &values)
+            #expect(
+                values.map { $0?.displayString }
+                    == ["policy.rulf", "missing", "policy.rule", "retries"].map { g.attr(i, $0) })
+        }
+        g.attributeValues(0, keys, into: &values)
+        #expect(values.map { $0?.displayString } == ["other", nil, "first", "3"])
+    }
 }
