@@ -167,30 +167,45 @@ public struct JSONWriter: JSONOutput, Sendable {
             bytes.append(UInt8(ascii: "\""))
             return
         }
+        Self.escaped(s) { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// `s` as a JSON string's content (without its quotes), given to `emit` in pieces: runs
+    /// that need no escape, and each escape. The one statement of the escaping rules, shared
+    /// with `JSONMatcher`, which compares the pieces in place.
+    @inline(__always)
+    static func escaped(_ s: UnsafeBufferPointer<UInt8>, _ emit: (UnsafeRawBufferPointer) -> Void) {
+        let raw = UnsafeRawBufferPointer(s)
         var start = 0
+        var sequence: UInt64 = 0
         for i in 0..<s.count {
             let c = s[i]
             guard c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") else { continue }
-            if i > start { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<i])) }
+            if i > start { emit(UnsafeRawBufferPointer(rebasing: raw[start..<i])) }
             start = i + 1
-            bytes.append(UInt8(ascii: "\\"))
-            switch c {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(c)
-            case 0x08: bytes.append(UInt8(ascii: "b"))
-            case 0x0C: bytes.append(UInt8(ascii: "f"))
-            case 0x0A: bytes.append(UInt8(ascii: "n"))
-            case 0x0D: bytes.append(UInt8(ascii: "r"))
-            case 0x09: bytes.append(UInt8(ascii: "t"))
-            default:
-                bytes.append(UInt8(ascii: "u"))
-                bytes.append(0x30)
-                bytes.append(0x30)
-                bytes.append(Hex.digit(c >> 4))
-                bytes.append(Hex.digit(c & 0xF))
+            withUnsafeMutableBytes(of: &sequence) { b in
+                b[0] = UInt8(ascii: "\\")
+                var n = 2
+                switch c {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"): b[1] = c
+                case 0x08: b[1] = UInt8(ascii: "b")
+                case 0x0C: b[1] = UInt8(ascii: "f")
+                case 0x0A: b[1] = UInt8(ascii: "n")
+                case 0x0D: b[1] = UInt8(ascii: "r")
+                case 0x09: b[1] = UInt8(ascii: "t")
+                default:
+                    b[1] = UInt8(ascii: "u")
+                    b[2] = 0x30
+                    b[3] = 0x30
+                    b[4] = Hex.digit(c >> 4)
+                    b[5] = Hex.digit(c & 0xF)
+                    n = 6
+                }
+                emit(UnsafeRawBufferPointer(rebasing: b[..<n]))
             }
         }
-        if start < s.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: s[start..<s.count])) }
-        bytes.append(UInt8(ascii: "\""))
+        if start < s.count { emit(UnsafeRawBufferPointer(rebasing: raw[start..<s.count])) }
     }
 
     /// A NUL-terminated C string, written as `string(String(cString:))` writes it: ASCII

@@ -138,6 +138,9 @@ import Testing
             w.bool(true)
             w.key("h")
             w.raw(Array("1.5".utf8))
+            w.key("i")
+            // Every escape, in a C string (compared in place, piece by piece).
+            "{\"args\": \"a\\b\"}\n\r\u{8}\u{C}\t\u{1F} end".withCString { w.string(cString: $0) }
             w.endObject()
             w.beginObject()
             w.endObject()
