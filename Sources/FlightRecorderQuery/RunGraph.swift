@@ -32,7 +32,11 @@ public struct RunGraph: Sendable {
     public let approvalDecisions: [String?]
     public let executes: [Bool]
 
-    static let approvalDecisionKey = "approval.decision"
+    /// What `init` reads of every span: `policyOutcomes`, `toolNames`, `approvalDecisions`, and
+    /// the operation name (for `executes`), in that order.
+    static let perSpanKeys = Keys([
+        AgentKeys.policyOutcome, AgentKeys.toolName, "approval.decision", AgentKeys.operationName,
+    ])
 
     struct SpanKey: Hashable {
         var trace: TraceID
@@ -88,30 +92,14 @@ public struct RunGraph: Sendable {
         tool.reserveCapacity(spans.count)
         decision.reserveCapacity(spans.count)
         execution.reserveCapacity(spans.count)
-        let keys = [AgentKeys.policyOutcome, AgentKeys.toolName, Self.approvalDecisionKey, AgentKeys.operationName]
-        let lengths = keys.map(\.utf8.count)
+        // One pass over each span's attributes for all four keys, not a scan per key.
+        var found: [AttributeValue?] = []
         for i in spans.indices {
-            // One pass over the span's attributes for all four keys (the first of each name),
-            // not a scan per key.
-            var found: (AttributeValue?, AttributeValue?, AttributeValue?, AttributeValue?) = (nil, nil, nil, nil)
-            spans[i].attributes.withUnsafeBufferPointer { a in
-                for j in a.indices {
-                    let n = a[j].key.utf8.count
-                    if n == lengths[0], found.0 == nil, a[j].key == keys[0] {
-                        found.0 = a[j].value
-                    } else if n == lengths[1], found.1 == nil, a[j].key == keys[1] {
-                        found.1 = a[j].value
-                    } else if n == lengths[2], found.2 == nil, a[j].key == keys[2] {
-                        found.2 = a[j].value
-                    } else if n == lengths[3], found.3 == nil, a[j].key == keys[3] {
-                        found.3 = a[j].value
-                    }
-                }
-            }
-            outcome.append(found.0?.displayString)
-            tool.append(found.1?.displayString)
-            decision.append(found.2?.displayString)
-            execution.append(found.3?.displayString == "execute_tool" || spans[i].name.hasPrefix("execute_tool"))
+            Self.attributeValues(spans[i].attributes, Self.perSpanKeys, into: &found)
+            outcome.append(found[0]?.displayString)
+            tool.append(found[1]?.displayString)
+            decision.append(found[2]?.displayString)
+            execution.append(found[3]?.displayString == "execute_tool" || spans[i].name.hasPrefix("execute_tool"))
         }
         policyOutcomes = outcome
         toolNames = tool
