@@ -346,7 +346,7 @@ public enum BundleViews {
     }
 
     /// The attributes a decision line names, in `DecisionKey` order.
-    static let decisionKeys = RunGraph.Keys([
+    static let decisionKeys = AttributeKeys([
         AgentKeys.approvalTicket, AgentKeys.approver, AgentKeys.idempotencyKey, AgentKeys.operationID,
         "tool.execution.status", "policy.reason", AgentKeys.policyRule, AgentKeys.toolTier,
     ])
@@ -359,7 +359,7 @@ public enum BundleViews {
         _ g: RunGraph, _ i: Int, kind: String, run: Run, _ w: inout JSONWriter, values: inout [AttributeValue?]
     ) {
         let s = g.spans[i]
-        g.attributeValues(i, decisionKeys, into: &values)
+        s.attributes.values(of: decisionKeys, into: &values)
         let found = values
         func a(_ key: DecisionKey) -> String? { found[key.rawValue]?.displayString }
         w.beginObject()

@@ -45,6 +45,18 @@ public struct Attribute: Sendable, Equatable {
     }
 }
 
+/// Keys asked together of many attribute lists (`values(of:into:)`), their lengths worked out
+/// once.
+public struct AttributeKeys: Sendable {
+    let keys: [String]
+    let lengths: [Int]
+
+    public init(_ keys: [String]) {
+        self.keys = keys
+        lengths = keys.map(\.utf8.count)
+    }
+}
+
 extension [Attribute] {
     /// The value of the first attribute named `key`. A key of another length is passed over on
     /// its byte count alone (stored, for native strings), with no comparison of its bytes:
@@ -56,6 +68,27 @@ extension [Attribute] {
         // By index, each element read in place (a `for a in self` copy retains its parts).
         for i in indices where self[i].key.utf8.count == n && self[i].key == key { return self[i].value }
         return nil
+    }
+
+    /// The value of each of `keys` (the first attribute of that name, as `self[key]` reads),
+    /// in their order, into `found` (made to fit): one pass over the attributes for all the
+    /// keys instead of a scan per key, for code that asks several of many spans. `found` is
+    /// the caller's, reused from one list to the next.
+    public func values(of keys: AttributeKeys, into found: inout [AttributeValue?]) {
+        if found.count != keys.keys.count {
+            found = [AttributeValue?](repeating: nil, count: keys.keys.count)
+        } else {
+            for k in found.indices { found[k] = nil }
+        }
+        withUnsafeBufferPointer { a in
+            for j in a.indices {
+                let n = a[j].key.utf8.count
+                for k in keys.keys.indices where found[k] == nil && keys.lengths[k] == n && a[j].key == keys.keys[k] {
+                    found[k] = a[j].value
+                    break
+                }
+            }
+        }
     }
 
     /// The scalar value (`scalarString`) of the first of `keys`, in their order, that these

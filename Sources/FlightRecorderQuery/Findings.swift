@@ -59,42 +59,6 @@ extension RunGraph {
         spans[i].attributes[key]?.displayString
     }
 
-    /// Keys asked of many spans together (`attributeValues`), with their lengths worked out once.
-    package struct Keys: Sendable {
-        let keys: [String]
-        let lengths: [Int]
-
-        package init(_ keys: [String]) {
-            self.keys = keys
-            lengths = keys.map(\.utf8.count)
-        }
-    }
-
-    /// The value of each of `keys` (the first attribute of that name, as `attr` reads) for
-    /// span `i`, in their order, into `found` (made to fit): one pass over the span's
-    /// attributes instead of a scan per key. `found` is the caller's, reused across spans.
-    package func attributeValues(_ i: Int, _ keys: Keys, into found: inout [AttributeValue?]) {
-        Self.attributeValues(spans[i].attributes, keys, into: &found)
-    }
-
-    /// `attributeValues(_:_:into:)` of one span's attributes.
-    static func attributeValues(_ attributes: [Attribute], _ keys: Keys, into found: inout [AttributeValue?]) {
-        if found.count != keys.keys.count {
-            found = [AttributeValue?](repeating: nil, count: keys.keys.count)
-        } else {
-            for k in found.indices { found[k] = nil }
-        }
-        attributes.withUnsafeBufferPointer { a in
-            for j in a.indices {
-                let n = a[j].key.utf8.count
-                for k in keys.keys.indices where found[k] == nil && keys.lengths[k] == n && a[j].key == keys.keys[k] {
-                    found[k] = a[j].value
-                    break
-                }
-            }
-        }
-    }
-
     /// A tool execution: `gen_ai.operation.name = execute_tool`, or a span named `execute_tool …`.
     func isExecution(_ i: Int) -> Bool { executes[i] }
 

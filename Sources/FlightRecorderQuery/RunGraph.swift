@@ -34,7 +34,7 @@ public struct RunGraph: Sendable {
 
     /// What `init` reads of every span: `policyOutcomes`, `toolNames`, `approvalDecisions`, and
     /// the operation name (for `executes`), in that order.
-    static let perSpanKeys = Keys([
+    static let perSpanKeys = AttributeKeys([
         AgentKeys.policyOutcome, AgentKeys.toolName, "approval.decision", AgentKeys.operationName,
     ])
 
@@ -95,7 +95,7 @@ public struct RunGraph: Sendable {
         // One pass over each span's attributes for all four keys, not a scan per key.
         var found: [AttributeValue?] = []
         for i in spans.indices {
-            Self.attributeValues(spans[i].attributes, Self.perSpanKeys, into: &found)
+            spans[i].attributes.values(of: Self.perSpanKeys, into: &found)
             outcome.append(found[0]?.displayString)
             tool.append(found[1]?.displayString)
             decision.append(found[2]?.displayString)

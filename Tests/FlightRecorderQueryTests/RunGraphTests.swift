@@ -182,7 +182,7 @@ import Testing
     /// Several keys read in one pass give what `attr` gives for each: the first attribute of
     /// the name, keys of one length told apart, absent keys nil, a non-string as its display
     /// string; and the scratch array is reset between spans.
-    @Test func attributeValuesReadAsAttrDoes() throws {
+    @Test func attributeValuesReadInOnePassAsAttrDoes() throws {
         let g = RunGraph(
             runID: "run-1",
             spans: try Self.spans([
@@ -194,15 +194,15 @@ import Testing
                     ]),
                 TestSpan(trace: Self.t1, span: Self.id(2), name: "b", start: 0, end: 10, attributes: []),
             ]))
-        let keys = RunGraph.Keys(["policy.rulf", "missing", "policy.rule", "retries"])
+        let keys = AttributeKeys(["policy.rulf", "missing", "policy.rule", "retries"])
         var values: [AttributeValue?] = []
         for i in g.spans.indices {
-            g.attributeValues(i, keys, into: &values)
+            g.spans[i].attributes.values(of: keys, into: &values)
             #expect(
                 values.map { $0?.displayString }
                     == ["policy.rulf", "missing", "policy.rule", "retries"].map { g.attr(i, $0) })
         }
-        g.attributeValues(0, keys, into: &values)
+        g.spans[0].attributes.values(of: keys, into: &values)
         #expect(values.map { $0?.displayString } == ["other", nil, "first", "3"])
     }
 }
