@@ -64,18 +64,41 @@ public struct PreparedBundle: Sendable {
     public var id = ""
     public var runDigests: [String] = []
     public var tenants: [String] = []
+    /// Members kept in memory, by name (the derived files and everything after them, made
+    /// whole in memory anyway); the others are files in `directory`.
+    var held: [String: [[UInt8]]] = [:]
 
     /// The archive's total size.
     public var archiveSize: Int { members.reduce(2 * Tar.block) { $0 + Tar.block + $1.size + Tar.padding($1.size) } }
 
     /// The archive, in chunks of about `chunk` bytes, read from the files as it goes straight
     /// into the buffers handed on (the body of a response takes them as they are).
+    ///
+    /// The buffers are used again, round a ring of four: one the response has sent is ours
+    /// alone by then and is read into as it is; one still queued is replaced by a new one
+    /// (`clear`). Reading into fresh memory each time faulted in every page of the archive
+    /// (half of the read-back's cost, `perf`).
     public func forEachChunk(
         chunk: Int = 1 << 20, end: Bool = true, _ body: (ByteBuffer) async throws -> Void
     ) async throws {
         let allocator = ByteBufferAllocator()
+        var ring = [ByteBuffer](repeating: allocator.buffer(capacity: 0), count: 4)
+        var turn = 0
         for m in members {
             try await body(ByteBuffer(bytes: Tar.header(name: m.name, size: m.size, mtime: mtime)))
+            let pad = Tar.padding(m.size)
+            if let pieces = held[m.name] {
+                for piece in pieces {
+                    var at = 0
+                    while at < piece.count {
+                        let n = min(chunk, piece.count - at)
+                        try await body(ByteBuffer(bytes: piece[at..<at + n]))
+                        at += n
+                    }
+                }
+                if pad > 0 { try await body(ByteBuffer(repeating: 0, count: pad)) }
+                continue
+            }
             let fd = open(directory + "/" + m.name, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
                 throw AuditExportError(kind: .unavailable, description: "bundle file \(m.name) vanished")
@@ -83,15 +106,18 @@ public struct PreparedBundle: Sendable {
             defer { close(fd) }
             var left = m.size
             while left > 0 {
-                var buffer = allocator.buffer(capacity: min(chunk, left))
+                var buffer = ring[turn]
+                ring[turn] = ByteBuffer()  // so `buffer` holds the only reference the ring had
+                buffer.clear(minimumCapacity: chunk)
                 let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: min(chunk, left)) { raw in
                     read(fd, raw.baseAddress, min(chunk, left))
                 }
                 guard n > 0 else { throw AuditExportError(kind: .unavailable, description: "\(m.name) shrank") }
                 left -= n
+                ring[turn] = buffer
+                turn = (turn + 1) % ring.count
                 try await body(buffer)
             }
-            let pad = Tar.padding(m.size)
             if pad > 0 { try await body(ByteBuffer(repeating: 0, count: pad)) }
         }
         if end { try await body(ByteBuffer(repeating: 0, count: 2 * Tar.block)) }
@@ -414,11 +440,11 @@ public enum AuditExporter {
     /// each alone; the kept spans' parts are the payload's own bytes. nil when the payload
     /// does not read so (`read` then unpacks it whole).
     ///
-    /// A group of another tenant is hashed only where the proof may need its leaves: in a
-    /// 256-leaf tile that also holds a selected leaf, a tile this block shares with another
-    /// block, or the tree's last, incomplete tile. The proof takes every other tile whole from
-    /// the log's tiles (the largest subtree without a selected leaf that holds part of a
-    /// complete tile without one is that tile or above it). A node below the tiles that does
+    /// Another tenant's leaves are hashed only where the proof may need them: in a 256-leaf
+    /// tile that also holds a selected leaf, a tile this block shares with another block, or
+    /// the tree's last, incomplete tile (tile by tile: a group may span several). The proof
+    /// takes every other tile whole from the log's tiles (the largest subtree without a
+    /// selected leaf that holds part of a complete tile without one is that tile or above it). A node below the tiles that does
     /// meet an unhashed leaf is read from the store instead (`LeafCache`, `CachedNodes`), so
     /// this decides speed only: where each request is one tenant's, most of the other
     /// tenants' hashing goes (Bench/README).
@@ -448,25 +474,39 @@ public enum AuditExporter {
         }
         let (blockStart, blockEnd) = (block.firstLeaf, block.firstLeaf + UInt64(block.spans))
         let completeTiles = plan.target.checkpoint.size >> 8
-        func mayBeNeeded(_ start: UInt64, _ n: UInt64) -> Bool {
-            guard n > 0 else { return false }
-            for t in (start >> 8)...((start + n - 1) >> 8) {
-                let inside = t << 8 >= blockStart && (t + 1) << 8 <= blockEnd
-                if !inside || t >= completeTiles || selectedTiles.contains(t) { return true }
+        func mayBeNeeded(tile t: UInt64) -> Bool {
+            let inside = t << 8 >= blockStart && (t + 1) << 8 <= blockEnd
+            return !inside || t >= completeTiles || selectedTiles.contains(t)
+        }
+        // A leaf passed over: a placeholder, and its index joins the unhashed ranges.
+        func passOver(_ leaf: UInt64) {
+            out.leaves.append(TreeHash.empty)
+            if let last = out.unhashed.last, last.upperBound == leaf {
+                out.unhashed[out.unhashed.count - 1] = last.lowerBound..<leaf + 1
+            } else {
+                out.unhashed.append(leaf..<leaf + 1)
             }
-            return false
         }
         for (g, (start, n, selected)) in zip(groups, shape) {
             guard selected else {
-                if mayBeNeeded(start, n) {
-                    var next = Int(start - blockStart)
-                    g.forEachLeaf(raw, salts: salts, next: &next, into: &message) { _, _, hash in
-                        out.leaves.append(hash)
-                    }
-                } else {
+                // Only the leaves in a tile the proof may need: a request of another tenant
+                // often spans tiles of its own besides the one it shares.
+                guard n > 0, (start >> 8...(start + n - 1) >> 8).contains(where: mayBeNeeded(tile:)) else {
                     out.leaves.append(contentsOf: repeatElement(TreeHash.empty, count: Int(n)))
                     out.unhashed.append(start..<start + n)
+                    continue
                 }
+                var tile = (number: UInt64.max, needed: false)
+                var next = Int(start - blockStart)
+                g.forEachLeaf(
+                    raw, salts: salts, next: &next, into: &message,
+                    hashing: { number in
+                        let leaf = blockStart + UInt64(number)
+                        if leaf >> 8 != tile.number { tile = (leaf >> 8, mayBeNeeded(tile: leaf >> 8)) }
+                        if !tile.needed { passOver(leaf) }
+                        return tile.needed
+                    }
+                ) { _, _, hash in out.leaves.append(hash) }
                 continue
             }
             // A selected group is decoded first: the spans it keeps are not hashed (the proof's
@@ -510,12 +550,7 @@ public enum AuditExporter {
                     let leaf = blockStart + UInt64(number)
                     while k < keptLeaves.endIndex, keptLeaves[k] < leaf { k += 1 }
                     guard k < keptLeaves.endIndex, keptLeaves[k] == leaf else { return true }
-                    out.leaves.append(TreeHash.empty)
-                    if let last = out.unhashed.last, last.upperBound == leaf {
-                        out.unhashed[out.unhashed.count - 1] = last.lowerBound..<leaf + 1
-                    } else {
-                        out.unhashed.append(leaf..<leaf + 1)
-                    }
+                    passOver(leaf)
                     return false
                 }
             ) { _, _, hash in out.leaves.append(hash) }
@@ -660,16 +695,21 @@ public enum AuditExporter {
         // every other reference (the task that read them) is gone.
         defer { releaseLater((spans, views)) }
         var files = read.files
-        try files.write(AuditBundle.decisions, pieces: views.decisions.pieces, records: views.decisionCount)
-        try files.write(AuditBundle.runs, pieces: views.runs.pieces, records: views.runCount)
-        try files.write(AuditBundle.findings, pieces: views.findings.pieces, records: views.findingCount)
+        // The rest is held in memory (made there) and sent from there: no file written and read
+        // back, and the files hashed on every core (they were the export's serial tail).
+        var rest: [BundleFiles.Held] = [
+            .init(AuditBundle.decisions, views.decisions.pieces, records: views.decisionCount),
+            .init(AuditBundle.runs, views.runs.pieces, records: views.runCount),
+            .init(AuditBundle.findings, views.findings.pieces, records: views.findingCount),
+            .init(AuditBundle.proof, [try proofJSON.get()], records: 1),
+            .init(AuditBundle.checkpoint, [Array(plan.target.note.serialized.utf8)], records: 1),
+        ]
 
         let size = plan.target.checkpoint.size
-        try files.write(AuditBundle.proof, try proofJSON.get(), records: 1)
-        try files.write(AuditBundle.checkpoint, Array(plan.target.note.serialized.utf8), records: 1)
         if request.selection == .range {
             // No start checkpoint: the range starts at the log's first leaf, an empty file says so.
-            try files.write(AuditBundle.startCheckpoint, Array((plan.start?.note.serialized ?? "").utf8), records: 1)
+            rest.append(
+                .init(AuditBundle.startCheckpoint, [Array((plan.start?.note.serialized ?? "").utf8)], records: 1))
             // What of the range the tenants' completed erasures removed before now (a leaf by
             // the erasures of the rewrite that first named it), and their receipts. A receipt
             // over every tenant (a subject's) counts when the runs it erased were all the
@@ -688,8 +728,9 @@ public enum AuditExporter {
             let erasures = BundleErasures(
                 erasedLeaves: BundleErasures.runs(erased.map(\.leaf)), erasedSpans: erased.count,
                 receipts: receipts.filter { named.contains($0.id) })
-            try files.write(AuditBundle.erasures, try BundleJSON.encoder().encode(erasures), records: 1)
+            rest.append(.init(AuditBundle.erasures, [Array(try BundleJSON.encoder().encode(erasures))], records: 1))
         }
+        files.hold(rest)
 
         // The manifest, then the statement over every file, signed.
         var selection = BundleManifest.Selection(kind: "range", since: request.since, until: request.until)
@@ -713,18 +754,22 @@ public enum AuditExporter {
             files: files.listed, spans: indices.count, runs: runs.count,
             redactionPolicySha256: redactionPolicyDigest, keyId: snapshot.signer.verifier.encoded,
             runIdentityKeys: identityKeys, findingRules: findingRules)
-        try files.write(AuditBundle.manifest, try BundleJSON.encoder().encode(manifest), records: 1, listed: false)
+        files.hold(
+            [.init(AuditBundle.manifest, [Array(try BundleJSON.encoder().encode(manifest))], records: 1)], listed: false
+        )
         let statement = BundleStatement(
             _type: AuditBundle.statementType,
             subject: files.all.map { .init(name: $0.name, digest: ["sha256": $0.sha256]) },
             predicateType: AuditBundle.predicateType,
             predicate: .init(format: AuditBundle.format, checkpointSize: size, spans: indices.count))
         let envelope = try DSSEEnvelope(signing: Array(try BundleJSON.plain().encode(statement)), by: snapshot.signer)
-        try files.write(AuditBundle.envelope, try BundleJSON.plain().encode(envelope), records: 1, listed: false)
+        files.hold(
+            [.init(AuditBundle.envelope, [Array(try BundleJSON.plain().encode(envelope))], records: 1)], listed: false)
         read.files = files
         var bundle = PreparedBundle(
             directory: files.directory, members: files.all.map { ($0.name, $0.size) }, spans: indices.count,
             runs: runs.count, mtime: Int(now.timeIntervalSince1970))
+        bundle.held = files.held
         bundle.id = files.all.first { $0.name == AuditBundle.manifest }?.sha256 ?? ""
         bundle.runDigests = runs.map { Erasure.digest(tenant: $0.tenant, run: $0.runID) }
         bundle.tenants = Array(Set(runs.map(\.tenant) + plan.tenants)).sorted()
@@ -916,14 +961,36 @@ struct BundleFiles {
         if isListed { listed.append(entry) }
     }
 
-    mutating func write(_ name: String, _ bytes: some Collection<UInt8>, records: Int, listed: Bool = true) throws {
-        try write(name, pieces: [Array(bytes)], records: records, listed: listed)
+    /// A member made in memory and kept there (`hold`).
+    struct Held: Sendable {
+        var name: String
+        var pieces: [[UInt8]]
+        var records: Int
+
+        init(_ name: String, _ pieces: [[UInt8]], records: Int) {
+            (self.name, self.pieces, self.records) = (name, pieces, records)
+        }
     }
 
-    mutating func write(_ name: String, pieces: [[UInt8]], records: Int, listed: Bool = true) throws {
-        var f = try open(name)
-        for p in pieces { try f.write(p) }
-        try close(&f, records: records, listed: listed)
+    /// Members kept in memory, by name (`PreparedBundle.held`).
+    var held: [String: [[UInt8]]] = [:]
+
+    /// Adds `members`, in order, kept in memory; each hashed on a core of its own.
+    mutating func hold(_ members: [Held], listed isListed: Bool = true) {
+        let digests = Mutex([String](repeating: "", count: members.count))
+        DispatchQueue.concurrentPerform(iterations: members.count) { i in
+            var hasher = SHA256()
+            for p in members[i].pieces { hasher.update(data: p) }
+            let digest = Hex.encode(hasher.finalize())
+            digests.withLock { $0[i] = digest }
+        }
+        for (m, digest) in zip(members, digests.withLock { $0 }) {
+            let entry = BundleManifest.File(
+                name: m.name, sha256: digest, size: m.pieces.reduce(0) { $0 + $1.count }, records: m.records)
+            all.append(entry)
+            if isListed { listed.append(entry) }
+            held[m.name] = m.pieces
+        }
     }
 }
 
