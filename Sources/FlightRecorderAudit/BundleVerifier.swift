@@ -652,6 +652,7 @@ struct SpanLines {
         // With salts, each chunk's first span number: the spans of the chunks before it,
         // counted first (a walk of each message, without unpacking).
         var firstSpan = [Int](repeating: 0, count: chunks)
+        var spanCounts: [Int]?
         if !salts.isEmpty {
             let counts = Mutex([Int](repeating: 0, count: chunks))
             DispatchQueue.concurrentPerform(iterations: chunks) { c in
@@ -665,10 +666,17 @@ struct SpanLines {
             }
             let n = counts.withLock { $0 }
             for c in 1..<max(1, chunks) { firstSpan[c] = firstSpan[c - 1] + n[c - 1] }
+            spanCounts = n
         }
-        let bases = firstSpan
+        let (bases, reserve) = (firstSpan, spanCounts)
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var part = SpanLines()
+            // Sized once where the spans were counted: grown by appending, the records were
+            // copied and faulted in again at each doubling.
+            if let reserve {
+                part.spans.reserveCapacity(reserve[c])
+                part.leaves.reserveCapacity(reserve[c])
+            }
             var reader = SpanGroupReader()
             var next = bases[c]
             for k in min(c * per, count)..<min(c * per + per, count) {
