@@ -231,7 +231,9 @@ public enum AuditExporter {
         var indices: [UInt64]
         /// The spans' leaf salts, as `indices`.
         var salts: [LeafSalt]
-        var spans: [SpanRecord]
+        /// The kept records, a chunk a block (joined, they were copied: a retain of every part
+        /// of each record, and the array grown and faulted in again at each doubling).
+        var spans: [[SpanRecord]]
         var leaves: LeafCache
     }
 
@@ -632,7 +634,7 @@ public enum AuditExporter {
         var protoFile = try files.open(AuditBundle.spansProto)
         var indices: [UInt64] = []
         var salts: [LeafSalt] = []
-        var spans: [SpanRecord] = []
+        var spans: [[SpanRecord]] = []
         var lines = 0
         var leaves = LeafCache()
         // Blocks are independent: read in batches on every core, written in order, each batch
@@ -646,7 +648,7 @@ public enum AuditExporter {
                 protoFile.append(out.proto)
                 indices += out.indices
                 salts += out.salts
-                spans += out.spans
+                if !out.spans.isEmpty { spans.append(out.spans) }
                 lines += out.lines
                 leaves.add(firstLeaf: first, out.leaves, unhashed: out.unhashed)
             }
@@ -688,7 +690,7 @@ public enum AuditExporter {
         let indices = read.indices
         let spans = read.spans
         read.spans = []
-        let views = BundleViews.derive(spans: spans, runs: runs, rules: findingRules)
+        let views = BundleViews.derive(chunks: spans, runs: runs, rules: findingRules)
         // Freeing the records and views of some 400,000 spans took 0.7 s of one core
         // (`perf`: malloc_consolidate, _int_free) while the response's last members waited.
         // A background thread holds them a second longer and frees them there instead, once
@@ -837,64 +839,66 @@ public enum AuditExporter {
 
     /// The run each span names itself (`RunIdentity.explicitRunID`), if any: read on every
     /// core, before the index is asked for the rest.
-    static func namedRuns(_ spans: [SpanRecord], identity: RunIdentity) -> [String?] {
-        let chunks = max(1, min(spans.count / 4096, ProcessInfo.processInfo.activeProcessorCount * 4))
-        let per = (spans.count + chunks - 1) / chunks
-        let parts = Mutex([[String?]](repeating: [], count: chunks))
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let part = spans[min(c * per, spans.count)..<min(c * per + per, spans.count)].map {
-                identity.explicitRunID(span: $0.attributes, resource: $0.resource.attributes)
+    static func namedRuns(_ chunks: [[SpanRecord]], identity: RunIdentity) -> [[String?]] {
+        let named = Mutex([[String?]](repeating: [], count: chunks.count))
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { c in
+            let chunk = chunks[c]
+            // By index, the fields read in place (a copy of a record retains each of its parts).
+            let part = chunk.indices.map {
+                identity.explicitRunID(span: chunk[$0].attributes, resource: chunk[$0].resource.attributes)
             }
-            parts.withLock { $0[c] = part }
+            named.withLock { $0[c] = part }
         }
-        return parts.withLock { $0 }.flatMap { $0 }
+        return named.withLock { $0 }
     }
 
     /// For a range: the runs the spans belong to (as every query resolves them), each with the
-    /// traces its spans here are in, in the order they first appear; `named` is `namedRuns`.
+    /// traces its spans here are in, in the order they first appear; `chunkNames` is `namedRuns`.
     static func rangeRuns(
-        _ spans: [SpanRecord], named: [String?], resolver: RunResolver, reader r: IndexReader
+        _ chunks: [[SpanRecord]], named chunkNames: [[String?]], resolver: RunResolver, reader r: IndexReader
     ) throws -> [BundleViews.Run] {
         var traceRun: [TenantTrace: String] = [:]
         var order: [TenantRun: Int] = [:]
         var runs: [BundleViews.Run] = []
         var listed: Set<TenantRunTrace> = []
-        precondition(named.count == spans.count, "one explicit run (or none) per span")
+        precondition(chunkNames.map(\.count) == chunks.map(\.count), "one explicit run (or none) per span")
         // Spans of one run and trace mostly follow each other: the last one's run is checked
         // first, before any hashing.
         // By index, the fields read in place: a `for s in spans` copy retained each part of
         // every record (the loop was a fifth of a second of one thread, `perf`).
         var last: (tenant: String, trace: TraceID, explicit: String?, index: Int)?
-        for k in spans.indices {
-            let (explicit, trace, tenant) = (named[k], spans[k].traceID, spans[k].tenant)
-            // The same trace and tenant, and the same explicit run or none (then the trace's):
-            // the same run, already listed with this trace.
-            if let l = last, l.trace == trace, l.explicit == explicit, l.tenant == tenant { continue }
-            let key = TenantTrace(tenant: tenant, trace: trace)
-            // The index is asked only for spans that do not name their run (the rule
-            // `RunResolver.run` applies, with the trace's run looked up once).
-            let runID: String
-            if let explicit {
-                runID = explicit
-            } else {
-                // `RunResolver.run` with the span's own run known to be absent (`named`).
-                if let known = traceRun[key] {
-                    runID = known
+        for (spans, named) in zip(chunks, chunkNames) {
+            for k in spans.indices {
+                let (explicit, trace, tenant) = (named[k], spans[k].traceID, spans[k].tenant)
+                // The same trace and tenant, and the same explicit run or none (then the trace's):
+                // the same run, already listed with this trace.
+                if let l = last, l.trace == trace, l.explicit == explicit, l.tenant == tenant { continue }
+                let key = TenantTrace(tenant: tenant, trace: trace)
+                // The index is asked only for spans that do not name their run (the rule
+                // `RunResolver.run` applies, with the trace's run looked up once).
+                let runID: String
+                if let explicit {
+                    runID = explicit
                 } else {
-                    runID = try resolver.traceRun(trace, tenant: tenant, reader: r)
-                    traceRun[key] = runID
+                    // `RunResolver.run` with the span's own run known to be absent (`named`).
+                    if let known = traceRun[key] {
+                        runID = known
+                    } else {
+                        runID = try resolver.traceRun(trace, tenant: tenant, reader: r)
+                        traceRun[key] = runID
+                    }
                 }
+                let run = TenantRun(tenant: tenant, run: runID)
+                let i =
+                    order[run]
+                    ?? {
+                        order[run] = runs.count
+                        runs.append(BundleViews.Run(runID: run.run, tenant: run.tenant, traces: []))
+                        return runs.count - 1
+                    }()
+                if listed.insert(TenantRunTrace(run: i, trace: trace)).inserted { runs[i].traces.append(trace) }
+                last = (tenant, trace, explicit, i)
             }
-            let run = TenantRun(tenant: tenant, run: runID)
-            let i =
-                order[run]
-                ?? {
-                    order[run] = runs.count
-                    runs.append(BundleViews.Run(runID: run.run, tenant: run.tenant, traces: []))
-                    return runs.count - 1
-                }()
-            if listed.insert(TenantRunTrace(run: i, trace: trace)).inserted { runs[i].traces.append(trace) }
-            last = (tenant, trace, explicit, i)
         }
         return runs
     }

@@ -120,8 +120,11 @@ extension RunGraph {
 
     /// The tool executions that ran, in time order.
     func executionsRun() -> [Int] {
-        spans.indices.filter { isExecution($0) && outcome(of: $0) != .notRun }
-            .sorted { (start[$0], $0) < (start[$1], $1) }
+        var run: [Int] = []
+        for i in spans.indices where isExecution(i) && outcome(of: i) != .notRun { run.append(i) }
+        // `start` as a local: a closure naming a member captures a copy of the whole graph.
+        let start = self.start
+        return run.sorted { (start[$0], $0) < (start[$1], $1) }
     }
 
     /// Executions of the same call more than once (see `RepeatGroup`), by first call.
