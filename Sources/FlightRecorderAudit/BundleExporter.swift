@@ -199,12 +199,13 @@ public enum AuditExporter {
                 var runs = plan.runs ?? []
                 if plan.runs == nil {
                     let resolver = RunResolver(identity: store.configuration.runIdentity)
-                    let spans = read.spans
+                    // The records read through the box, each time for the call alone, so that
+                    // `finish` takes the one reference left (and frees them where it chooses).
                     let named = try await NIOThreadPool.singleton.runIfActive {
-                        namedRuns(spans, identity: resolver.identity)
+                        namedRuns(read.records.chunks, identity: resolver.identity)
                     }
                     runs = try await store.read { r, _ in
-                        try rangeRuns(spans, named: named, resolver: resolver, reader: r)
+                        try rangeRuns(read.records.chunks, named: named, resolver: resolver, reader: r)
                     }
                 }
                 let finalRuns = runs
@@ -233,8 +234,19 @@ public enum AuditExporter {
         var salts: [LeafSalt]
         /// The kept records, a chunk a block (joined, they were copied: a retain of every part
         /// of each record, and the array grown and faulted in again at each doubling).
-        var spans: [[SpanRecord]]
+        let records: Records
         var leaves: LeafCache
+
+        /// The records, in a box every copy of a `ReadSpans` shares, which `finish` empties.
+        final class Records: @unchecked Sendable {  // filled before it is shared; emptied by `finish` alone, after every other reader
+            private(set) var chunks: [[SpanRecord]]
+            init(_ chunks: [[SpanRecord]]) { self.chunks = chunks }
+
+            func take() -> [[SpanRecord]] {
+                defer { chunks = [] }
+                return chunks
+            }
+        }
     }
 
     /// The blocks to read, which spans of them to keep, and the runs they belong to.
@@ -678,7 +690,7 @@ public enum AuditExporter {
         try write(pending)
         try files.close(&spansFile, records: lines)
         try files.close(&protoFile, records: lines)
-        return ReadSpans(files: files, indices: indices, salts: salts, spans: spans, leaves: leaves)
+        return ReadSpans(files: files, indices: indices, salts: salts, records: .init(spans), leaves: leaves)
     }
 
     static func finish(
@@ -688,14 +700,14 @@ public enum AuditExporter {
         findingRules: FindingRules, now: Date, proofJSON: Result<[UInt8], any Error>
     ) throws -> PreparedBundle {
         let indices = read.indices
-        let spans = read.spans
-        read.spans = []
-        let views = BundleViews.derive(chunks: spans, runs: runs, rules: findingRules)
-        // Freeing the records and views of some 400,000 spans took 0.7 s of one core
-        // (`perf`: malloc_consolidate, _int_free) while the response's last members waited.
-        // A background thread holds them a second longer and frees them there instead, once
-        // every other reference (the task that read them) is gone.
-        defer { releaseLater((spans, views)) }
+        var spans: [[SpanRecord]]? = read.records.take()
+        let views = BundleViews.derive(chunks: spans!, runs: runs, rules: findingRules)
+        // Freeing the records of some 400,000 spans takes a quarter of a second of one core
+        // (`perf`: malloc_consolidate, _int_free), which the response's last members would
+        // wait for. A background thread frees them, while the rest is finished and sent: it
+        // takes the one reference left (`Records`). Held a second longer instead, as before,
+        // their freeing fell into whatever came next (in the bench, the timed verification).
+        release(&spans)
         var files = read.files
         // The rest is held in memory (made there) and sent from there: no file written and read
         // back, and the files hashed on every core (they were the export's serial tail).
@@ -778,15 +790,18 @@ public enum AuditExporter {
         return bundle
     }
 
-    /// Keeps `value` alive for another second, then drops it on a background thread: for
-    /// large structures whose deallocation would otherwise hold up a response.
-    static func releaseLater(_ value: Any) {
-        final class Held: @unchecked Sendable {  // written once more, by the one closure holding it
-            var value: Any?
-            init(_ value: Any) { self.value = value }
-        }
-        let held = Held(value)
-        DispatchQueue.global(qos: .background).asyncAfter(deadline: .now() + 1) { held.value = nil }
+    /// Takes `value` and drops it on a background thread: for large structures whose
+    /// deallocation would otherwise hold up a response. Freed there when the caller held the
+    /// only reference.
+    static func release<T>(_ value: inout T?) {
+        let held = Released(value)
+        value = nil
+        DispatchQueue.global(qos: .utility).async { held.value = nil }
+    }
+
+    private final class Released<T>: @unchecked Sendable {  // written once more, by the one closure holding it
+        var value: T?
+        init(_ value: T?) { self.value = value }
     }
 
     /// `proof.json`: the multiproof of the exported leaves, the consistency proofs from older
