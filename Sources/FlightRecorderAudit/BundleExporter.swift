@@ -238,7 +238,9 @@ public enum AuditExporter {
         var leaves: LeafCache
 
         /// The records, in a box every copy of a `ReadSpans` shares, which `finish` empties.
-        final class Records: @unchecked Sendable {  // filled before it is shared; emptied by `finish` alone, after every other reader
+        /// Unchecked: filled before it is shared, and emptied by `finish` alone, after every
+        /// other reader is done.
+        final class Records: @unchecked Sendable {
             private(set) var chunks: [[SpanRecord]]
             init(_ chunks: [[SpanRecord]]) { self.chunks = chunks }
 
