@@ -658,16 +658,14 @@ public enum AuditExporter {
         var pending: [(first: UInt64, out: BlockOutput)] = []
         func write(_ outputs: [(first: UInt64, out: BlockOutput)]) throws {
             for (first, out) in outputs {
-                spansFile.append(out.json)
-                protoFile.append(out.proto)
+                try spansFile.add(out.json)
+                try protoFile.add(out.proto)
                 indices += out.indices
                 salts += out.salts
                 if !out.spans.isEmpty { spans.append(out.spans) }
                 lines += out.lines
                 leaves.add(firstLeaf: first, out.leaves, unhashed: out.unhashed)
             }
-            try spansFile.flushIfLarge()
-            try protoFile.flushIfLarge()
         }
         while next < plan.blocks.count {
             let blocks = Array(plan.blocks[next..<min(next + batch, plan.blocks.count)])
@@ -937,6 +935,14 @@ struct BundleFiles {
         mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
         mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
+
+        /// `bytes` buffered when small; hashed and written as they are when not (a block's
+        /// lines copied into the buffer first were 1.4 % of an export's reading, `perf`).
+        mutating func add(_ bytes: [UInt8]) throws {
+            guard bytes.count < 1 << 16 else { return try write(bytes) }
+            append(bytes)
+            try flushIfLarge()
+        }
 
         /// `bytes` hashed and written as they are (after anything buffered).
         mutating func write(_ bytes: [UInt8]) throws {

@@ -158,8 +158,7 @@ public enum BlockCodec {
             salts = s
             payload = UnsafeRawBufferPointer(rebasing: body[length...])
         }
-        var raw = [UInt8](repeating: 0, count: h.rawLength)
-        let n = raw.withUnsafeMutableBytes { dst -> Int in
+        func decompress(into dst: UnsafeMutableRawBufferPointer) -> Int {
             switch h.codec {
             case .lz4:
                 return Int(
@@ -171,6 +170,14 @@ public enum BlockCodec {
                 let n = ZSTD_decompress(dst.baseAddress, dst.count, payload.baseAddress, payload.count)
                 return ZSTD_isError(n) != 0 ? -1 : n
             }
+        }
+        // Decompressed into uninitialized memory (zeroing it first was 0.5 % of an audit
+        // export, `perf`); only the bytes the codec wrote count as the array's.
+        var n = -1
+        let raw = [UInt8](unsafeUninitializedCapacity: h.rawLength) { buffer, initialized in
+            n = decompress(
+                into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[..<h.rawLength]))
+            initialized = max(0, min(n, h.rawLength))
         }
         guard n == h.rawLength else { throw .corrupt("block does not decompress to its recorded size") }
         return (raw, salts)
