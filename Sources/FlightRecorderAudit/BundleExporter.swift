@@ -65,7 +65,8 @@ public struct PreparedBundle: Sendable {
     public var runDigests: [String] = []
     public var tenants: [String] = []
     /// Members kept in memory, by name (the derived files and everything after them, made
-    /// whole in memory anyway); the others are files in `directory`.
+    /// whole in memory anyway, up to `BundleFiles.heldLimit`); the others are files in
+    /// `directory`.
     var held: [String: [[UInt8]]] = [:]
 
     /// The archive's total size.
@@ -709,9 +710,10 @@ public enum AuditExporter {
         // their freeing fell into whatever came next (in the bench, the timed verification).
         release(&spans)
         var files = read.files
-        // The rest is held in memory (made there) and sent from there: no file written and read
-        // back, and the files hashed on every core (they were the export's serial tail).
-        var rest: [BundleFiles.Held] = [
+        // The rest is kept in memory (made there) and sent from there, up to a limit: no file
+        // written and read back, and the files hashed on every core (writing and hashing them
+        // one after another was the export's serial tail).
+        var rest: [BundleFiles.Made] = [
             .init(AuditBundle.decisions, views.decisions.pieces, records: views.decisionCount),
             .init(AuditBundle.runs, views.runs.pieces, records: views.runCount),
             .init(AuditBundle.findings, views.findings.pieces, records: views.findingCount),
@@ -744,7 +746,7 @@ public enum AuditExporter {
                 receipts: receipts.filter { named.contains($0.id) })
             rest.append(.init(AuditBundle.erasures, [Array(try BundleJSON.encoder().encode(erasures))], records: 1))
         }
-        files.hold(rest)
+        try files.add(rest)
 
         // The manifest, then the statement over every file, signed.
         var selection = BundleManifest.Selection(kind: "range", since: request.since, until: request.until)
@@ -768,7 +770,7 @@ public enum AuditExporter {
             files: files.listed, spans: indices.count, runs: runs.count,
             redactionPolicySha256: redactionPolicyDigest, keyId: snapshot.signer.verifier.encoded,
             runIdentityKeys: identityKeys, findingRules: findingRules)
-        files.hold(
+        try files.add(
             [.init(AuditBundle.manifest, [Array(try BundleJSON.encoder().encode(manifest))], records: 1)], listed: false
         )
         let statement = BundleStatement(
@@ -777,7 +779,7 @@ public enum AuditExporter {
             predicateType: AuditBundle.predicateType,
             predicate: .init(format: AuditBundle.format, checkpointSize: size, spans: indices.count))
         let envelope = try DSSEEnvelope(signing: Array(try BundleJSON.plain().encode(statement)), by: snapshot.signer)
-        files.hold(
+        try files.add(
             [.init(AuditBundle.envelope, [Array(try BundleJSON.plain().encode(envelope))], records: 1)], listed: false)
         read.files = files
         var bundle = PreparedBundle(
@@ -988,8 +990,8 @@ struct BundleFiles {
         if isListed { listed.append(entry) }
     }
 
-    /// A member made in memory and kept there (`hold`).
-    struct Held: Sendable {
+    /// A member made in memory (`add`).
+    struct Made: Sendable {
         var name: String
         var pieces: [[UInt8]]
         var records: Int
@@ -999,24 +1001,46 @@ struct BundleFiles {
         }
     }
 
-    /// Members kept in memory, by name (`PreparedBundle.held`).
+    /// Members kept in memory, by name (`PreparedBundle.held`), and their bytes.
     var held: [String: [[UInt8]]] = [:]
+    var heldBytes = 0
+    /// How much of a bundle is kept in memory until it is sent (a slow client keeps it for as
+    /// long as it takes to read the archive); members past it are written to files.
+    var heldLimit = 256 << 20
 
-    /// Adds `members`, in order, kept in memory; each hashed on a core of its own.
-    mutating func hold(_ members: [Held], listed isListed: Bool = true) {
-        let digests = Mutex([String](repeating: "", count: members.count))
+    /// Adds `members`, in order: kept in memory up to `heldLimit` (sent from there: no file
+    /// written and read back), written to files past it; each hashed (and written) on a core
+    /// of its own.
+    mutating func add(_ members: [Made], listed isListed: Bool = true) throws {
+        var kept: [Bool] = []
+        for m in members {
+            let size = m.pieces.reduce(0) { $0 + $1.count }
+            kept.append(heldBytes + size <= heldLimit)
+            if kept.last! { heldBytes += size }
+        }
+        let (keep, directory) = (kept, directory)
+        let digests = Mutex([Result<String, any Error>?](repeating: nil, count: members.count))
         DispatchQueue.concurrentPerform(iterations: members.count) { i in
-            var hasher = SHA256()
-            for p in members[i].pieces { hasher.update(data: p) }
-            let digest = Hex.encode(hasher.finalize())
+            let digest = Result { () throws -> String in
+                guard keep[i] else {
+                    var f = try BundleFiles(directory: directory).open(members[i].name)
+                    for p in members[i].pieces { try f.write(p) }
+                    try f.handle.close()
+                    return Hex.encode(f.hasher.finalize())
+                }
+                var hasher = SHA256()
+                for p in members[i].pieces { hasher.update(data: p) }
+                return Hex.encode(hasher.finalize())
+            }
             digests.withLock { $0[i] = digest }
         }
-        for (m, digest) in zip(members, digests.withLock { $0 }) {
+        for (i, (m, digest)) in zip(members, digests.withLock { $0 }).enumerated() {
             let entry = BundleManifest.File(
-                name: m.name, sha256: digest, size: m.pieces.reduce(0) { $0 + $1.count }, records: m.records)
+                name: m.name, sha256: try digest!.get(), size: m.pieces.reduce(0) { $0 + $1.count },
+                records: m.records)
             all.append(entry)
             if isListed { listed.append(entry) }
-            held[m.name] = m.pieces
+            if kept[i] { held[m.name] = m.pieces }
         }
     }
 }
