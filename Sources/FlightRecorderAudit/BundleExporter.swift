@@ -76,15 +76,25 @@ public struct PreparedBundle: Sendable {
     /// into the buffers handed on (the body of a response takes them as they are).
     ///
     /// The buffers are used again, round a ring of four: one the response has sent is ours
-    /// alone by then and is read into as it is; one still queued is replaced by a new one
+    /// alone by then and is filled as it is; one still queued is replaced by a new one
     /// (`clear`). Reading into fresh memory each time faulted in every page of the archive
     /// (half of the read-back's cost, `perf`).
     public func forEachChunk(
         chunk: Int = 1 << 20, end: Bool = true, _ body: (ByteBuffer) async throws -> Void
     ) async throws {
-        let allocator = ByteBufferAllocator()
-        var ring = [ByteBuffer](repeating: allocator.buffer(capacity: 0), count: 4)
+        var ring = [ByteBuffer](repeating: ByteBuffer(), count: 4)
         var turn = 0
+        // The ring's next buffer, emptied; then kept in the ring as it is handed on.
+        func nextBuffer() -> ByteBuffer {
+            var buffer = ring[turn]
+            ring[turn] = ByteBuffer()  // so `buffer` holds the only reference the ring had
+            buffer.clear(minimumCapacity: chunk)
+            return buffer
+        }
+        func keep(_ buffer: ByteBuffer) {
+            ring[turn] = buffer
+            turn = (turn + 1) % ring.count
+        }
         for m in members {
             try await body(ByteBuffer(bytes: Tar.header(name: m.name, size: m.size, mtime: mtime)))
             let pad = Tar.padding(m.size)
@@ -93,7 +103,10 @@ public struct PreparedBundle: Sendable {
                     var at = 0
                     while at < piece.count {
                         let n = min(chunk, piece.count - at)
-                        try await body(ByteBuffer(bytes: piece[at..<at + n]))
+                        var buffer = nextBuffer()
+                        buffer.writeBytes(piece[at..<at + n])
+                        keep(buffer)
+                        try await body(buffer)
                         at += n
                     }
                 }
@@ -107,16 +120,13 @@ public struct PreparedBundle: Sendable {
             defer { close(fd) }
             var left = m.size
             while left > 0 {
-                var buffer = ring[turn]
-                ring[turn] = ByteBuffer()  // so `buffer` holds the only reference the ring had
-                buffer.clear(minimumCapacity: chunk)
+                var buffer = nextBuffer()
                 let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: min(chunk, left)) { raw in
                     read(fd, raw.baseAddress, min(chunk, left))
                 }
                 guard n > 0 else { throw AuditExportError(kind: .unavailable, description: "\(m.name) shrank") }
                 left -= n
-                ring[turn] = buffer
-                turn = (turn + 1) % ring.count
+                keep(buffer)
                 try await body(buffer)
             }
             if pad > 0 { try await body(ByteBuffer(repeating: 0, count: pad)) }
@@ -461,10 +471,10 @@ public enum AuditExporter {
     /// tile that also holds a selected leaf, a tile this block shares with another block, or
     /// the tree's last, incomplete tile (tile by tile: a group may span several). The proof
     /// takes every other tile whole from the log's tiles (the largest subtree without a
-    /// selected leaf that holds part of a complete tile without one is that tile or above it). A node below the tiles that does
-    /// meet an unhashed leaf is read from the store instead (`LeafCache`, `CachedNodes`), so
-    /// this decides speed only: where each request is one tenant's, most of the other
-    /// tenants' hashing goes (Bench/README).
+    /// selected leaf that holds part of a complete tile without one is that tile or above it).
+    /// A node below the tiles that does meet an unhashed leaf is read from the store instead
+    /// (`LeafCache`, `CachedNodes`), so this decides speed only: where each request is one
+    /// tenant's, most of the other tenants' hashing goes (Bench/README).
     static func readCanonical(
         _ raw: UnsafeRawBufferPointer, salts: [LeafSalt], block: EvidenceSnapshot.LoggedBlock, plan: Plan,
         tenants: Set<String>
@@ -801,7 +811,8 @@ public enum AuditExporter {
         DispatchQueue.global(qos: .utility).async { held.value = nil }
     }
 
-    private final class Released<T>: @unchecked Sendable {  // written once more, by the one closure holding it
+    /// Unchecked: written once more, by the one closure holding it.
+    private final class Released<T>: @unchecked Sendable {
         var value: T?
         init(_ value: T?) { self.value = value }
     }
