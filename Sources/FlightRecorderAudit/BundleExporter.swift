@@ -945,16 +945,13 @@ struct BundleFiles {
         var size = 0
         var buffer: [UInt8] = []
 
-        mutating func append(_ bytes: [UInt8]) { buffer += bytes }
-
-        mutating func flushIfLarge() throws { if buffer.count >= 1 << 20 { try flush() } }
-
-        /// `bytes` buffered when small; hashed and written as they are when not (a block's
-        /// lines copied into the buffer first were 1.4 % of an export's reading, `perf`).
+        /// `bytes` buffered when small (written a megabyte at a time); hashed and written as
+        /// they are when not (a block's lines copied into the buffer first were 1.4 % of an
+        /// export's reading, `perf`).
         mutating func add(_ bytes: [UInt8]) throws {
             guard bytes.count < 1 << 16 else { return try write(bytes) }
-            append(bytes)
-            try flushIfLarge()
+            buffer += bytes
+            if buffer.count >= 1 << 20 { try flush() }
         }
 
         /// `bytes` hashed and written as they are (after anything buffered).
@@ -984,7 +981,9 @@ struct BundleFiles {
         out.append(contentsOf: message)
     }
 
-    func open(_ name: String) throws -> Open {
+    func open(_ name: String) throws -> Open { try Self.open(name, in: directory) }
+
+    static func open(_ name: String, in directory: String) throws -> Open {
         let path = directory + "/" + name
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path)
         else { throw AuditExportError(kind: .unavailable, description: "cannot create \(path)") }
@@ -1023,9 +1022,9 @@ struct BundleFiles {
     /// written and read back), written to files past it; each hashed (and written) on a core
     /// of its own.
     mutating func add(_ members: [Made], listed isListed: Bool = true) throws {
+        let sizes = members.map { $0.pieces.reduce(0) { $0 + $1.count } }
         var kept: [Bool] = []
-        for m in members {
-            let size = m.pieces.reduce(0) { $0 + $1.count }
+        for size in sizes {
             kept.append(heldBytes + size <= heldLimit)
             if kept.last! { heldBytes += size }
         }
@@ -1034,7 +1033,7 @@ struct BundleFiles {
         DispatchQueue.concurrentPerform(iterations: members.count) { i in
             let digest = Result { () throws -> String in
                 guard keep[i] else {
-                    var f = try BundleFiles(directory: directory).open(members[i].name)
+                    var f = try BundleFiles.open(members[i].name, in: directory)
                     for p in members[i].pieces { try f.write(p) }
                     try f.handle.close()
                     return Hex.encode(f.hasher.finalize())
@@ -1046,9 +1045,7 @@ struct BundleFiles {
             digests.withLock { $0[i] = digest }
         }
         for (i, (m, digest)) in zip(members, digests.withLock { $0 }).enumerated() {
-            let entry = BundleManifest.File(
-                name: m.name, sha256: try digest!.get(), size: m.pieces.reduce(0) { $0 + $1.count },
-                records: m.records)
+            let entry = BundleManifest.File(name: m.name, sha256: try digest!.get(), size: sizes[i], records: m.records)
             all.append(entry)
             if isListed { listed.append(entry) }
             if kept[i] { held[m.name] = m.pieces }
